@@ -1,0 +1,153 @@
+/**
+ * The admin endpoint (Envoy's admin API subset). It should listen on localhost only: it can drain the proxy.
+ *
+ *   GET  /ready               200 LIVE when serving, 503 otherwise
+ *   GET  /stats               counters and gauges, `name: value` per line (`?format=json` for JSON)
+ *   GET  /stats/prometheus    Prometheus text format
+ *   GET  /config_dump         the running configuration, as Envoy's config dump
+ *   GET  /clusters            every host of every cluster with health and active requests (`?format=json`)
+ *   GET  /listeners           listeners and their bound addresses (`?format=json`)
+ *   GET  /server_info         version, state, uptime
+ *   POST /drain_listeners     stop accepting new connections (in-flight requests finish)
+ *   POST /quitquitquit        graceful shutdown
+ */
+import * as http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { VERSION } from '../../core/version.js'
+import type { Proxy } from '../proxy.js'
+
+const HELP = `Loom admin endpoint
+  GET  /ready /stats /stats/prometheus /config_dump /clusters /listeners /server_info
+  POST /drain_listeners /quitquitquit
+`
+
+export class AdminServer {
+  private readonly proxy: Proxy
+  private readonly server: http.Server
+  address = ''
+
+  constructor(proxy: Proxy) {
+    this.proxy = proxy
+    this.server = http.createServer((req, res) => this.handle(req, res))
+  }
+
+  listen(host: string, port: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => {
+        const a = this.server.address() as AddressInfo
+        this.address = `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`
+        resolve()
+      })
+    })
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve())
+      this.server.closeAllConnections()
+    })
+  }
+
+  private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://admin')
+    const json = url.searchParams.get('format') === 'json'
+    const p = this.proxy
+    const send = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-cache' })
+      res.end(body)
+    }
+    const sendJson = (v: unknown) => send(200, `${JSON.stringify(v, null, 2)}\n`, 'application/json')
+    const post = req.method === 'POST'
+    switch (url.pathname) {
+      case '/':
+        return send(200, HELP)
+      case '/ready':
+        return p.state === 'live' ? send(200, 'LIVE\n') : send(503, `${p.state.toUpperCase()}\n`)
+      case '/stats':
+        if (json) return sendJson({ stats: Array.from(p.stats.entries(), ([name, value]) => ({ name, value })) })
+        return send(200, p.stats.renderText())
+      case '/stats/prometheus':
+        return send(200, p.stats.renderPrometheus(), 'text/plain; version=0.0.4')
+      case '/config_dump':
+        return sendJson(this.configDump())
+      case '/clusters':
+        return json ? sendJson(this.clustersJson()) : send(200, this.clustersText())
+      case '/listeners': {
+        const list = p.listeners.map((l) => ({
+          name: l.name,
+          local_address: { socket_address: { address: l.config.address.socket_address.address, port_value: l.boundPort } },
+        }))
+        return json ? sendJson({ listener_statuses: list }) : send(200, list.map((l) => `${l.name}::${l.local_address.socket_address.address}:${l.local_address.socket_address.port_value}\n`).join(''))
+      }
+      case '/server_info':
+        return sendJson({
+          version: VERSION,
+          state: p.state.toUpperCase(),
+          uptime_current_epoch: `${Math.round((Date.now() - p.startedAt.getTime()) / 1000)}s`,
+          node: p.bootstrap.node ?? {},
+        })
+      case '/drain_listeners':
+        if (!post) return send(405, 'use POST\n')
+        p.drainListeners()
+        return send(200, 'OK\n')
+      case '/quitquitquit':
+        if (!post) return send(405, 'use POST\n')
+        send(200, 'OK\n')
+        void p.shutdown().then(() => process.exit(0))
+        return
+      default:
+        return send(404, `unknown admin path ${url.pathname}\n${HELP}`)
+    }
+  }
+
+  private configDump(): unknown {
+    const b = this.proxy.bootstrap
+    const T = 'type.googleapis.com/envoy.admin.v3.'
+    return {
+      configs: [
+        { '@type': `${T}BootstrapConfigDump`, bootstrap: b },
+        {
+          '@type': `${T}ClustersConfigDump`,
+          static_clusters: (b.static_resources?.clusters ?? []).map((cluster) => ({ cluster })),
+        },
+        {
+          '@type': `${T}ListenersConfigDump`,
+          static_listeners: (b.static_resources?.listeners ?? []).map((listener) => ({ listener })),
+        },
+      ],
+    }
+  }
+
+  private clustersJson(): unknown {
+    const out = []
+    for (const c of this.proxy.clusters.all()) {
+      out.push({
+        name: c.name,
+        host_statuses: c.hosts().map((h) => ({
+          address: { socket_address: { address: h.address, port_value: h.port } },
+          hostname: h.hostname,
+          weight: h.weight,
+          priority: h.priority,
+          locality: h.locality,
+          health_status: { eds_health_status: h.healthStatus },
+          stats: { rq_active: h.activeRequests, cx_active: h.activeConnections },
+        })),
+      })
+    }
+    return { cluster_statuses: out }
+  }
+
+  private clustersText(): string {
+    let s = ''
+    for (const c of this.proxy.clusters.all()) {
+      for (const h of c.hosts()) {
+        const k = `${c.name}::${h.key}::`
+        s += `${k}hostname::${h.hostname}\n${k}health_flags::${h.healthStatus === 'UNHEALTHY' ? '/failed_eds_health' : 'healthy'}\n`
+        s += `${k}weight::${h.weight}\n${k}priority::${h.priority}\n${k}rq_active::${h.activeRequests}\n`
+        s += `${k}cx_active::${h.activeConnections}\n`
+      }
+    }
+    return s
+  }
+}

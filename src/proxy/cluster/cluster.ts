@@ -1,0 +1,287 @@
+/**
+ * An upstream cluster: its settings (with Envoy's defaults), its hosts, and host choice by the cluster's LB policy
+ * across Envoy priority levels.
+ *
+ * Load balancers are compiled per (priority level, healthy|degraded) host set whenever membership, weights,
+ * priorities or health change, so a pick is a priority draw plus one O(1)/O(log n) LB pick, with no allocation.
+ */
+import type { ConnectionOptions } from 'node:tls'
+import type { Cluster, ClusterLoadAssignment } from '../../config/envoy.js'
+import type { ConfigIssue } from '../../core/errors.js'
+import { log } from '../../core/log.js'
+import { DnsDiscovery, type DnsLookup, type DnsTarget, type DnsTtlLookup } from './dns.js'
+import { ClusterConfigError } from './errors.js'
+import { Host, type HostOwner, type HostSpec, hostKey } from './host.js'
+import { type LbFactory, type LbPolicy, type LoadBalancer, lbFactoryFor, usesHash } from './lb/index.js'
+import { computePriorityLoad, type LevelCounts, type PriorityLoad } from './priority.js'
+import { type ClusterSettings, clusterSettings, type Http2Options, hostSpecsFromAssignment } from './settings.js'
+
+export interface UpstreamClusterOptions {
+  /** Where the cluster sits in its config document, prefixed to issue paths (e.g. `[2]`). Default: ''. */
+  path?: string
+  /** Replaces `dns.promises.lookup` for STRICT_DNS (tests). */
+  dnsLookup?: DnsLookup
+  /** Replaces the TTL query made for respect_dns_ttl (tests). */
+  dnsTtlLookup?: DnsTtlLookup
+}
+
+/** Hosts that joined and left in one membership update. */
+export interface HostsChange {
+  added: Host[]
+  removed: Host[]
+}
+
+export type HostsListener = (change: HostsChange) => void
+
+export class UpstreamCluster implements HostOwner {
+  readonly name: string
+  readonly config: Cluster
+  readonly type: 'STATIC' | 'STRICT_DNS'
+  readonly lbPolicy: LbPolicy
+  /** connect_timeout; default 5s. */
+  readonly connectTimeoutMs: number
+  /** Whether upstream connections speak HTTP/2 (http2_protocol_options, on the cluster or in HttpProtocolOptions). */
+  readonly http2: boolean
+  readonly http2Options: Http2Options
+  /** common_http_protocol_options.idle_timeout; default 1h; 0 disables it. */
+  readonly idleTimeoutMs: number
+  /** 0 = unlimited. */
+  readonly maxRequestsPerConnection: number
+  /** per_connection_buffer_limit_bytes; default 1 MiB. */
+  readonly perConnectionBufferLimitBytes: number
+  /** Options for `tls.connect` (or `http2.connect`) when the cluster has an UpstreamTlsContext, else null. */
+  readonly tls: ConnectionOptions | null
+
+  #hosts: readonly Host[] = []
+  #byKey = new Map<string, Host>()
+  readonly #lbFactory: LbFactory
+  readonly #hashPicksPriority: boolean
+  /** One compiled LB per (level, healthy|degraded) set that gets traffic, with cumulative load in percent. */
+  #choices: LoadBalancer[] = []
+  #cumulative = new Float64Array(0)
+  #load: PriorityLoad = { healthy: [], degraded: [] }
+  #dirty = false
+  #rebuildQueued = false
+  readonly #dns: DnsDiscovery | null = null
+  readonly #listeners = new Set<HostsListener>()
+
+  /** Throws ClusterConfigError for what the schema could not check. */
+  constructor(config: Cluster, options: UpstreamClusterOptions = {}) {
+    const issues: ConfigIssue[] = []
+    const s: ClusterSettings = clusterSettings(config, options.path ?? '', issues)
+    if (issues.length > 0) throw new ClusterConfigError(issues)
+    this.name = config.name
+    this.config = config
+    this.type = s.type
+    this.lbPolicy = s.lbPolicy
+    this.connectTimeoutMs = s.connectTimeoutMs
+    this.http2 = s.http2
+    this.http2Options = s.http2Options
+    this.idleTimeoutMs = s.idleTimeoutMs
+    this.maxRequestsPerConnection = s.maxRequestsPerConnection
+    this.perConnectionBufferLimitBytes = s.perConnectionBufferLimitBytes
+    this.tls = s.tls
+    this.#lbFactory = lbFactoryFor(config)
+    this.#hashPicksPriority = usesHash(s.lbPolicy)
+
+    const cla = config.load_assignment!
+    if (s.type === 'STATIC') {
+      this.updateHosts(hostSpecsFromAssignment(cla))
+    } else {
+      this.#dns = new DnsDiscovery(
+        this.name,
+        dnsTargets(cla),
+        {
+          refreshRateMs: s.dnsRefreshRateMs,
+          family: s.dnsLookupFamily,
+          respectTtl: s.respectDnsTtl,
+          lookup: options.dnsLookup,
+          ttlLookup: options.dnsTtlLookup,
+        },
+        (hosts) => this.updateHosts(hosts),
+      )
+    }
+  }
+
+  /**
+   * Starts discovery: for STRICT_DNS, resolves when every name resolved (or failed) once; refreshes continue on
+   * unref'd timers until stop(). Immediate for STATIC clusters.
+   */
+  start(): Promise<void> {
+    return this.#dns?.start() ?? Promise.resolve()
+  }
+
+  /** Stops DNS refreshes. */
+  stop(): void {
+    this.#dns?.stop()
+  }
+
+  /** Every host, whatever its priority and health. The array is replaced, never mutated, by updates. */
+  hosts(): readonly Host[] {
+    return this.#hosts
+  }
+
+  /** The host with this `address:port` key, if it is a member. */
+  host(key: string): Host | undefined {
+    return this.#byKey.get(key)
+  }
+
+  /**
+   * Picks a host by the cluster's lb_policy. The priority level (and healthy before degraded hosts) is drawn by
+   * Envoy's priority load (overprovisioning factor 1.4); for RING_HASH and MAGLEV the draw uses `hash` too, so a
+   * key sticks to a level. `hash` (a uint32) is what RING_HASH and MAGLEV route by; undefined picks at random.
+   * Returns null when no host is healthy (the proxy answers 503 UH).
+   */
+  chooseHost(hash: number | undefined): Host | null {
+    if (this.#dirty) this.#rebuild()
+    const choices = this.#choices
+    const n = choices.length
+    if (n === 0) return null
+    if (n === 1) return choices[0]!.pick(hash)
+    const u = hash !== undefined && this.#hashPicksPriority ? (hash >>> 0) % 100 : Math.random() * 100
+    const cumulative = this.#cumulative
+    let i = 0
+    while (i < n - 1 && u >= cumulative[i]!) i++
+    return choices[i]!.pick(hash)
+  }
+
+  /** Percent of traffic each priority level's healthy and degraded hosts get now (index = priority). */
+  priorityLoad(): PriorityLoad {
+    if (this.#dirty) this.#rebuild()
+    return { healthy: this.#load.healthy.slice(), degraded: this.#load.degraded.slice() }
+  }
+
+  /**
+   * Replaces the membership. Hosts whose `address:port` stays keep their identity (the same Host object, so
+   * pools and counters survive) and take the new weight, priority, locality and (when given) health; removed hosts
+   * get `pool.drain()`. Load balancers are rebuilt once, and only if something they depend on changed.
+   * A key listed twice keeps its first listing.
+   */
+  updateHosts(specs: readonly HostSpec[]): HostsChange {
+    const next = new Map<string, Host>()
+    const list: Host[] = []
+    const added: Host[] = []
+    const removed: Host[] = []
+    let changed = false
+    for (const spec of specs) {
+      const key = hostKey(spec.address, spec.port)
+      if (next.has(key)) {
+        log('debug', 'cluster', 'duplicate host in update; keeping the first', { cluster: this.name, host: key })
+        continue
+      }
+      let host = this.#byKey.get(key)
+      if (host === undefined) {
+        host = new Host(spec, this)
+        added.push(host)
+        changed = true
+      } else if (host.update(spec)) {
+        changed = true
+      }
+      next.set(key, host)
+      list.push(host)
+    }
+    for (const [key, host] of this.#byKey) {
+      if (next.has(key)) continue
+      removed.push(host)
+      changed = true
+    }
+    this.#byKey = next
+    this.#hosts = list
+    if (changed) this.#rebuild()
+    for (const host of removed) host.pool?.drain()
+    if (added.length > 0 || removed.length > 0) {
+      log('debug', 'cluster', 'membership updated', {
+        cluster: this.name,
+        added: added.map((h) => h.key),
+        removed: removed.map((h) => h.key),
+        hosts: list.length,
+      })
+      const change = { added, removed }
+      for (const listener of this.#listeners) listener(change)
+    }
+    return { added, removed }
+  }
+
+  /** Membership from an EDS ClusterLoadAssignment (endpoints must be IP addresses; others are skipped). */
+  updateFromAssignment(cla: ClusterLoadAssignment): HostsChange {
+    return this.updateHosts(hostSpecsFromAssignment(cla))
+  }
+
+  /** Called after each membership update that adds or removes hosts. Returns a function that unsubscribes. */
+  onHostsChanged(listener: HostsListener): () => void {
+    this.#listeners.add(listener)
+    return () => this.#listeners.delete(listener)
+  }
+
+  /** HostOwner: a host's health changed; rebuild the LBs before the next pick (once for a burst of changes). */
+  hostHealthChanged(): void {
+    this.#dirty = true
+    if (this.#rebuildQueued) return
+    this.#rebuildQueued = true
+    queueMicrotask(() => {
+      this.#rebuildQueued = false
+      if (this.#dirty) this.#rebuild()
+    })
+  }
+
+  #rebuild(): void {
+    this.#dirty = false
+    let levels = 0
+    for (const h of this.#hosts) levels = Math.max(levels, h.priority + 1)
+    const healthy: Host[][] = Array.from({ length: levels }, () => [])
+    const degraded: Host[][] = Array.from({ length: levels }, () => [])
+    const counts: LevelCounts[] = Array.from({ length: levels }, () => ({ healthy: 0, degraded: 0, total: 0 }))
+    for (const h of this.#hosts) {
+      const p = h.priority
+      counts[p]!.total++
+      const s = h.healthStatus
+      if (s === 'HEALTHY' || s === 'UNKNOWN') {
+        healthy[p]!.push(h)
+        counts[p]!.healthy++
+      } else if (s === 'DEGRADED') {
+        degraded[p]!.push(h)
+        counts[p]!.degraded++
+      }
+    }
+    const load = computePriorityLoad(counts)
+    const choices: LoadBalancer[] = []
+    const cumulative: number[] = []
+    let sum = 0
+    const add = (hosts: Host[], share: number) => {
+      if (share <= 0 || hosts.length === 0) return
+      choices.push(this.#lbFactory(hosts))
+      sum += share
+      cumulative.push(sum)
+    }
+    for (let p = 0; p < levels; p++) add(healthy[p]!, load.healthy[p]!)
+    for (let p = 0; p < levels; p++) add(degraded[p]!, load.degraded[p]!)
+    this.#choices = choices
+    this.#cumulative = Float64Array.from(cumulative)
+    this.#load = load
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { name: this.name, type: this.type, lb_policy: this.lbPolicy, hosts: this.#hosts.map((h) => h.toJSON()) }
+  }
+}
+
+/** The names a STRICT_DNS cluster resolves, one per lb_endpoint. */
+function dnsTargets(cla: ClusterLoadAssignment): DnsTarget[] {
+  const out: DnsTarget[] = []
+  for (const locality of cla.endpoints ?? []) {
+    for (const lbe of locality.lb_endpoints) {
+      const sa = lbe.endpoint.address.socket_address
+      const target: DnsTarget = {
+        name: sa.address,
+        port: sa.port_value,
+        hostname: lbe.endpoint.hostname || sa.address,
+        weight: lbe.load_balancing_weight ?? 1,
+        priority: locality.priority ?? 0,
+      }
+      if (locality.locality !== undefined) target.locality = locality.locality
+      if (lbe.health_status !== undefined) target.healthStatus = lbe.health_status
+      out.push(target)
+    }
+  }
+  return out
+}

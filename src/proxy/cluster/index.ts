@@ -1,0 +1,10 @@
+/** Upstream clusters: hosts, load balancing, STRICT_DNS discovery and upstream TLS. */
+export { UpstreamCluster, type HostsChange, type HostsListener, type UpstreamClusterOptions } from './cluster.js'
+export { type DnsLookup, type DnsTtlLookup, resolveAddresses } from './dns.js'
+export { ClusterConfigError } from './errors.js'
+export { murmur3 } from './hash.js'
+export { type HealthStatus, Host, type HostPool, type HostSpec, hostKey, type Locality } from './host.js'
+export type { LbFactory, LbPolicy, LoadBalancer } from './lb/index.js'
+export { ClusterManager, type ClusterManagerOptions } from './manager.js'
+export type { PriorityLoad } from './priority.js'
+export type { Http2Options } from './settings.js'

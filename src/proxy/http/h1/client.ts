@@ -1,0 +1,565 @@
+/**
+ * The upstream HTTP/1.1 codec and its per-host connection pool.
+ *
+ * A pool keeps idle keep-alive connections (last in, first out, so a few stay warm) and opens a new one when none
+ * is idle. A connection is reused only when its last exchange ended cleanly: the request fully sent, the response
+ * fully read, no stray bytes after it, and neither side asked to close. Anything else destroys it. A request sent on
+ * a reused connection that the upstream had already closed is retried once on a fresh connection, if it had no body.
+ */
+import * as net from 'node:net'
+import * as tls from 'node:tls'
+import type { Host, HostPool, UpstreamCluster } from '../../cluster/index.js'
+import type { ClusterStats } from '../../stats/stats.js'
+import type { Headers } from '../headers.js'
+import type { RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from '../types.js'
+import { ChunkedDecoder, findHeadEnd, HttpParseError, type Limits, parseResponseHead } from './parse.js'
+
+const EMPTY = Buffer.alloc(0)
+const CRLF = Buffer.from('\r\n')
+const LAST_CHUNK = Buffer.from('0\r\n\r\n')
+const RESPONSE_LIMITS: Limits = { maxHeadBytes: 96 * 1024, maxHeaders: 200 }
+/** Request bytes queued while a connection is being opened, before sendData asks the caller to pause. */
+const QUEUE_HIGH_WATER = 64 * 1024
+/** Envoy's default circuit breaker on connections per cluster host. */
+const MAX_CONNECTIONS = 1024
+
+const enum C {
+  Connecting,
+  Idle,
+  Head,
+  Body,
+  Upgraded,
+  Closed,
+}
+
+function resetLater(req: H1UpstreamRequest, reason: UpstreamResetReason, detail: string): void {
+  req.fail(reason, detail)
+}
+
+function onConnectTimeout(conn: H1ClientConnection): void {
+  conn.connectTimedOut()
+}
+
+/** One request on an HTTP/1.1 upstream connection. */
+export class H1UpstreamRequest implements UpstreamRequest {
+  readonly pool: H1Pool
+  readonly cb: UpstreamCallbacks
+  readonly hostKey: string
+  readonly head: Buffer
+  readonly expectBody: boolean
+  readonly upgrade: boolean
+  conn: H1ClientConnection | null = null
+  /** bytes to write once connected */
+  queue: Buffer[] | null = null
+  queued = 0
+  chunkedOut: boolean
+  requestComplete: boolean
+  responseStarted = false
+  retried = false
+  done = false
+  pausedResponse = false
+
+  constructor(pool: H1Pool, cb: UpstreamCallbacks, head: RequestHead, endStream: boolean) {
+    this.pool = pool
+    this.cb = cb
+    this.hostKey = pool.host.key
+    this.expectBody = head.method !== 'HEAD'
+    this.upgrade = head.upgrade !== null
+    this.requestComplete = endStream
+    const { buf, chunked } = encodeRequestHead(head, endStream)
+    this.head = buf
+    this.chunkedOut = chunked
+  }
+
+  /** Writes, or queues while the connection opens. */
+  private write(b: Buffer): boolean {
+    const conn = this.conn
+    if (conn !== null && conn.state !== C.Connecting) {
+      conn.stats.upstream_cx_tx_bytes_total += b.length
+      return conn.socket.write(b)
+    }
+    ;(this.queue ??= []).push(b)
+    this.queued += b.length
+    return this.queued < QUEUE_HIGH_WATER
+  }
+
+  /** Called by the connection once it is open: flushes the head and anything queued. */
+  flush(conn: H1ClientConnection): void {
+    const socket = conn.socket
+    let n = this.head.length
+    socket.cork()
+    socket.write(this.head)
+    if (this.queue !== null) {
+      for (const b of this.queue) {
+        n += b.length
+        socket.write(b)
+      }
+      this.queue = null
+      this.queued = 0
+    }
+    socket.uncork()
+    conn.stats.upstream_cx_tx_bytes_total += n
+  }
+
+  sendData(chunk: Buffer, endStream: boolean): boolean {
+    if (this.done) return true
+    if (endStream) this.requestComplete = true
+    let ok = true
+    if (this.upgrade && this.conn !== null && this.conn.state === C.Upgraded) {
+      if (chunk.length > 0) ok = this.write(chunk)
+      if (endStream) this.conn.socket.end()
+      return ok
+    }
+    if (this.chunkedOut) {
+      if (chunk.length > 0) {
+        this.write(Buffer.from(`${chunk.length.toString(16)}\r\n`, 'latin1'))
+        this.write(chunk)
+        ok = this.write(CRLF)
+      }
+      if (endStream) ok = this.write(LAST_CHUNK)
+    } else if (chunk.length > 0) {
+      ok = this.write(chunk)
+    }
+    return ok
+  }
+
+  sendTrailers(trailers: Headers): void {
+    if (this.done) return
+    this.requestComplete = true
+    if (!this.chunkedOut) return
+    let s = '0\r\n'
+    const l = trailers.list
+    for (let i = 0; i < l.length; i += 2) s += `${l[i]}: ${l[i + 1]}\r\n`
+    this.write(Buffer.from(`${s}\r\n`, 'latin1'))
+  }
+
+  reset(): void {
+    if (this.done) return
+    this.done = true
+    const conn = this.conn
+    this.conn = null
+    if (conn !== null) conn.destroy()
+  }
+
+  pauseResponse(): void {
+    this.pausedResponse = true
+    this.conn?.socket.pause()
+  }
+
+  resumeResponse(): void {
+    this.pausedResponse = false
+    this.conn?.socket.resume()
+  }
+
+  fail(reason: UpstreamResetReason, detail: string): void {
+    if (this.done) return
+    this.done = true
+    this.conn = null
+    this.cb.onUpstreamReset(reason, detail)
+  }
+}
+
+/** One TCP (or TLS) connection to an upstream host, carrying one request at a time. */
+export class H1ClientConnection {
+  readonly pool: H1Pool
+  readonly socket: net.Socket
+  readonly stats: ClusterStats
+  state = C.Connecting
+  req: H1UpstreamRequest | null = null
+  private buf: Buffer | null = null
+  private searchFrom = 0
+  private bodyRemaining = 0
+  private chunked = false
+  private closeDelimited = false
+  private keepAlive = true
+  private decoder: ChunkedDecoder | null = null
+  private readonly pieces: Buffer[] = []
+  private connectTimer: NodeJS.Timeout | null = null
+  requests = 0
+  reused = false
+
+  constructor(pool: H1Pool) {
+    this.pool = pool
+    this.stats = pool.stats
+    const host = pool.host
+    const cluster = pool.cluster
+    const opts = { host: host.address, port: host.port }
+    this.socket = cluster.tls === null ? net.connect(opts) : tls.connect({ ...cluster.tls, ...opts })
+    const socket = this.socket
+    socket.setNoDelay(true)
+    socket.on(cluster.tls === null ? 'connect' : 'secureConnect', () => this.onConnect())
+    socket.on('data', (b: Buffer) => this.onData(b))
+    socket.on('end', () => this.onEnd())
+    socket.on('close', () => this.onClose())
+    socket.on('error', (err: Error) => this.onError(err))
+    socket.on('drain', () => this.req?.cb.onUpstreamDrain())
+    this.connectTimer = setTimeout(onConnectTimeout, cluster.connectTimeoutMs, this)
+    this.stats.upstream_cx_total++
+    this.stats.upstream_cx_active++
+    host.activeConnections++
+  }
+
+  assign(req: H1UpstreamRequest): void {
+    this.req = req
+    req.conn = this
+    this.requests++
+    if (this.state !== C.Connecting) {
+      this.state = C.Head
+      req.flush(this)
+      if (req.pausedResponse) this.socket.pause()
+    }
+  }
+
+  private onConnect(): void {
+    if (this.connectTimer !== null) {
+      clearTimeout(this.connectTimer)
+      this.connectTimer = null
+    }
+    if (this.state !== C.Connecting) return
+    const req = this.req
+    if (req === null) {
+      this.state = C.Idle
+      this.pool.release(this)
+      return
+    }
+    this.state = C.Head
+    req.flush(this)
+    if (req.queued === 0) req.cb.onUpstreamDrain()
+  }
+
+  connectTimedOut(): void {
+    this.connectTimer = null
+    if (this.state !== C.Connecting) return
+    this.stats.upstream_cx_connect_timeout++
+    this.stats.upstream_cx_connect_fail++
+    const req = this.req
+    this.req = null
+    this.destroy()
+    req?.fail('connect_timeout', '')
+  }
+
+  private onData(chunk: Buffer): void {
+    this.stats.upstream_cx_rx_bytes_total += chunk.length
+    const req = this.req
+    if (this.state === C.Upgraded) {
+      if (req !== null) req.cb.onUpstreamData(chunk, false)
+      return
+    }
+    if (req === null || this.state === C.Idle) {
+      // bytes nobody asked for: this connection cannot be trusted any more
+      this.stats.upstream_cx_protocol_error++
+      this.destroy()
+      return
+    }
+    if (this.buf === null) this.buf = chunk
+    else this.buf = Buffer.concat([this.buf, chunk])
+    try {
+      this.process(req)
+    } catch (err) {
+      if (!(err instanceof HttpParseError)) throw err
+      this.stats.upstream_cx_protocol_error++
+      this.req = null
+      this.destroy()
+      if (req.responseStarted) {
+        req.done = true
+        req.cb.onUpstreamReset('protocol_error', err.message)
+      } else req.fail('protocol_error', err.message)
+    }
+  }
+
+  private process(req: H1UpstreamRequest): void {
+    while (this.buf !== null) {
+      if (this.state === C.Head) {
+        const buf = this.buf
+        const end = findHeadEnd(buf, 0, this.searchFrom, RESPONSE_LIMITS)
+        if (end === -1) {
+          this.searchFrom = Math.max(0, buf.length - 3)
+          return
+        }
+        this.searchFrom = 0
+        const h = parseResponseHead(buf, 0, end, RESPONSE_LIMITS)
+        this.buf = end === buf.length ? null : buf.subarray(end)
+        if (h.status < 200) {
+          if (h.status === 101 && req.upgrade) {
+            this.state = C.Upgraded
+            req.responseStarted = true
+            this.clearIdleTimer()
+            req.cb.onUpstreamHeaders(101, h.headers, false)
+            if (this.buf !== null) {
+              const rest = this.buf
+              this.buf = null
+              req.cb.onUpstreamData(rest, false)
+            }
+            return
+          }
+          if (h.status === 101) throw new HttpParseError(502, 'unexpected_101', 'upstream switched protocols unasked')
+          continue // 100 Continue (the proxy sent its own) and other interim responses are dropped
+        }
+        this.keepAlive = h.keepAlive
+        const noBody = !req.expectBody || h.status === 204 || h.status === 304
+        if (noBody && (h.status === 204 || h.status === 304) && (h.chunked || h.contentLength > 0)) {
+          throw new HttpParseError(502, 'body_on_bodiless', `body framing on a ${h.status} response`)
+        }
+        req.responseStarted = true
+        const headers = h.headers
+        if (noBody || (!h.chunked && h.contentLength === 0)) {
+          this.complete(req, h.status, headers)
+          return
+        }
+        this.chunked = h.chunked
+        this.closeDelimited = !h.chunked && h.contentLength === -1
+        this.bodyRemaining = h.contentLength
+        if (this.chunked) {
+          if (this.decoder === null) this.decoder = new ChunkedDecoder()
+          else this.decoder.reset()
+          removeHeader(headers, 'transfer-encoding')
+        }
+        if (this.closeDelimited) this.keepAlive = false
+        this.state = C.Body
+        req.cb.onUpstreamHeaders(h.status, headers, false)
+        if (req.done || this.req !== req) return
+      } else if (this.state === C.Body) {
+        const buf = this.buf
+        if (this.closeDelimited) {
+          this.buf = null
+          req.cb.onUpstreamData(buf, false)
+          return
+        }
+        if (!this.chunked) {
+          const n = Math.min(this.bodyRemaining, buf.length)
+          this.bodyRemaining -= n
+          const piece = n === buf.length ? buf : buf.subarray(0, n)
+          this.buf = n === buf.length ? null : buf.subarray(n)
+          if (this.bodyRemaining === 0) {
+            this.finishBody(req, piece, null)
+            return
+          }
+          req.cb.onUpstreamData(piece, false)
+          return
+        }
+        const dec = this.decoder!
+        const pieces = this.pieces
+        const off = dec.execute(buf, 0, pieces)
+        this.buf = off >= buf.length ? null : buf.subarray(off)
+        if (dec.done) {
+          const last = pieces.pop() ?? EMPTY
+          for (let i = 0; i < pieces.length; i++) req.cb.onUpstreamData(pieces[i]!, false)
+          pieces.length = 0
+          this.finishBody(req, last, dec.trailers)
+          return
+        }
+        for (let i = 0; i < pieces.length; i++) req.cb.onUpstreamData(pieces[i]!, false)
+        pieces.length = 0
+        return
+      } else return
+    }
+  }
+
+  /** A response with no body. */
+  private complete(req: H1UpstreamRequest, status: number, headers: Headers): void {
+    const clean = this.detach(req)
+    req.cb.onUpstreamHeaders(status, headers, true)
+    this.afterDetach(clean)
+  }
+
+  private finishBody(req: H1UpstreamRequest, last: Buffer, trailers: Headers | null): void {
+    const clean = this.detach(req)
+    if (trailers !== null && trailers.size > 0) {
+      if (last.length > 0) req.cb.onUpstreamData(last, false)
+      req.cb.onUpstreamTrailers(trailers)
+    } else req.cb.onUpstreamData(last, true)
+    this.afterDetach(clean)
+  }
+
+  /** Ends the exchange before telling the stream, so a pipelined next request can reuse this connection. */
+  private detach(req: H1UpstreamRequest): boolean {
+    req.done = true
+    req.conn = null
+    this.req = null
+    const clean =
+      this.keepAlive &&
+      req.requestComplete &&
+      this.buf === null &&
+      !this.pool.draining &&
+      (this.pool.cluster.maxRequestsPerConnection === 0 || this.requests < this.pool.cluster.maxRequestsPerConnection)
+    if (clean) {
+      this.state = C.Idle
+      this.reused = true
+      if (req.pausedResponse) this.socket.resume()
+      this.pool.release(this)
+    } else {
+      this.state = C.Closed
+    }
+    return clean
+  }
+
+  private afterDetach(clean: boolean): void {
+    if (!clean) this.destroy()
+  }
+
+  private clearIdleTimer(): void {}
+
+  private onEnd(): void {
+    // upstream closed its side: a close-delimited body ends here
+    const req = this.req
+    if (req !== null && this.state === C.Body && this.closeDelimited) {
+      this.req = null
+      req.done = true
+      req.conn = null
+      this.state = C.Closed
+      req.cb.onUpstreamData(EMPTY, true)
+    } else if (req !== null && this.state === C.Upgraded) {
+      this.req = null
+      req.done = true
+      req.conn = null
+      req.cb.onUpstreamData(EMPTY, true)
+    }
+    this.destroy()
+  }
+
+  private onError(err: NodeJS.ErrnoException): void {
+    if (this.state === C.Connecting) {
+      this.stats.upstream_cx_connect_fail++
+      const req = this.req
+      this.req = null
+      this.destroy()
+      req?.fail('connect_failure', err.code ?? err.message)
+    }
+  }
+
+  private onClose(): void {
+    if (this.connectTimer !== null) {
+      clearTimeout(this.connectTimer)
+      this.connectTimer = null
+    }
+    const wasConnecting = this.state === C.Connecting
+    this.state = C.Closed
+    this.stats.upstream_cx_active--
+    this.pool.host.activeConnections--
+    this.pool.forget(this)
+    const req = this.req
+    this.req = null
+    if (req === null || req.done) return
+    req.conn = null
+    if (req.responseStarted) {
+      this.stats.upstream_cx_destroy_with_active_rq++
+      req.done = true
+      req.cb.onUpstreamReset('connection_termination', '')
+      return
+    }
+    if (wasConnecting) {
+      this.stats.upstream_cx_connect_fail++
+      req.fail('connect_failure', '')
+      return
+    }
+    // closed before any response byte: on a reused connection this is the keep-alive race; retry once if safe
+    if (this.reused && !req.retried && req.requestComplete && req.queue === null && isSafeToRetry(req)) {
+      req.retried = true
+      this.stats.upstream_rq_retry++
+      this.pool.attach(req)
+      return
+    }
+    this.stats.upstream_cx_destroy_with_active_rq++
+    req.fail('connection_termination', '')
+  }
+
+  destroy(): void {
+    if (this.state !== C.Closed || !this.socket.destroyed) {
+      this.state = C.Closed
+      this.socket.destroy()
+    }
+  }
+}
+
+/** Only requests that carried no body are replayed (their head is all there is to send again). */
+function isSafeToRetry(req: H1UpstreamRequest): boolean {
+  return !req.chunkedOut && !req.upgrade && req.head.length > 0 && req.requestComplete && !req.responseStarted
+}
+
+export class H1Pool implements HostPool {
+  readonly host: Host
+  readonly cluster: UpstreamCluster
+  readonly stats: ClusterStats
+  private readonly idle: H1ClientConnection[] = []
+  private readonly all = new Set<H1ClientConnection>()
+  draining = false
+
+  constructor(host: Host, cluster: UpstreamCluster, stats: ClusterStats) {
+    this.host = host
+    this.cluster = cluster
+    this.stats = stats
+  }
+
+  newStream(cb: UpstreamCallbacks, head: RequestHead, endStream: boolean): H1UpstreamRequest {
+    const req = new H1UpstreamRequest(this, cb, head, endStream)
+    this.attach(req)
+    return req
+  }
+
+  attach(req: H1UpstreamRequest): void {
+    let conn = this.idle.pop()
+    while (conn !== undefined && conn.socket.destroyed) conn = this.idle.pop()
+    if (conn !== undefined) {
+      conn.assign(req)
+      return
+    }
+    if (this.all.size >= MAX_CONNECTIONS) {
+      this.stats.upstream_rq_pending_total++
+      process.nextTick(resetLater, req, 'overflow', 'too many upstream connections')
+      return
+    }
+    conn = new H1ClientConnection(this)
+    this.all.add(conn)
+    conn.assign(req)
+  }
+
+  release(conn: H1ClientConnection): void {
+    if (this.draining) conn.destroy()
+    else this.idle.push(conn)
+  }
+
+  forget(conn: H1ClientConnection): void {
+    this.all.delete(conn)
+    const i = this.idle.indexOf(conn)
+    if (i !== -1) this.idle.splice(i, 1)
+  }
+
+  /** Closes idle connections now; busy ones close when their request ends. */
+  drain(): void {
+    this.draining = true
+    for (const c of this.idle.splice(0)) c.destroy()
+  }
+
+  close(): void {
+    this.draining = true
+    for (const c of [...this.all]) c.destroy()
+  }
+}
+
+function removeHeader(h: Headers, name: string): void {
+  h.remove(name)
+}
+
+/** `METHOD path HTTP/1.1`, Host, the headers, and the framing this request needs. */
+function encodeRequestHead(head: RequestHead, endStream: boolean): { buf: Buffer; chunked: boolean } {
+  let s = `${head.method} ${head.path} HTTP/1.1\r\nhost: ${head.authority}\r\n`
+  const l = head.headers.list
+  let hasLength = false
+  for (let i = 0; i < l.length; i += 2) {
+    const n = l[i]!
+    if (n === 'content-length') hasLength = true
+    else if (n === 'host' || n === 'te') continue
+    s += `${n}: ${l[i + 1]}\r\n`
+  }
+  let chunked = false
+  if (!hasLength && head.upgrade === null) {
+    if (!endStream) {
+      s += 'transfer-encoding: chunked\r\n'
+      chunked = true
+    } else if (head.method === 'POST' || head.method === 'PUT' || head.method === 'PATCH') {
+      s += 'content-length: 0\r\n'
+    }
+  }
+  s += '\r\n'
+  return { buf: Buffer.from(s, 'latin1'), chunked }
+}

@@ -1,0 +1,450 @@
+/**
+ * The downstream HTTP/1.1 codec: parses requests from a client socket, hands each to an ActiveStream, and encodes
+ * the response. One request is served at a time per connection; pipelined requests wait in the input buffer (and
+ * reading pauses) until the response before them is complete, so responses can never be reordered or mixed.
+ */
+import type { Socket } from 'node:net'
+import { STATUS_CODES } from 'node:http'
+import { Headers } from '../headers.js'
+import type { HcmContext } from '../hcm.js'
+import { ActiveStream } from '../stream.js'
+import type { DownstreamSink, RequestHead } from '../types.js'
+import { ChunkedDecoder, findHeadEnd, HttpParseError, parseRequestHead } from './parse.js'
+
+const enum S {
+  Head,
+  Body,
+  /** request fully read, response in progress */
+  Wait,
+  Upgraded,
+  Closed,
+}
+
+const EMPTY = Buffer.alloc(0)
+const CRLF = Buffer.from('\r\n')
+const LAST_CHUNK = Buffer.from('0\r\n\r\n')
+const CRLF_LAST_CHUNK = Buffer.from('\r\n0\r\n\r\n')
+const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n')
+/** Request body bytes we are willing to read and drop after an early response, to keep the connection. */
+const MAX_DISCARD = 64 * 1024
+
+function uncork(socket: Socket): void {
+  socket.uncork()
+}
+
+function statusLine(status: number): string {
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`
+}
+
+export class H1ServerConnection implements DownstreamSink {
+  readonly socket: Socket
+  readonly hcm: HcmContext
+  readonly scheme: 'http' | 'https'
+  readonly sourceIp: string
+  private buf: Buffer | null = null
+  private searchFrom = 0
+  private state = S.Head
+  private stream: ActiveStream | null = null
+  private bodyRemaining = 0
+  private chunked = false
+  private decoder: ChunkedDecoder | null = null
+  private readonly pieces: Buffer[] = []
+  private keepAlive = true
+  private versionMinor = 1
+  private isHead = false
+  private requestDone = false
+  private responseDone = false
+  private chunkedOut = false
+  private noBody = false
+  private processing = false
+  private pausedByStream = false
+  private pausedByPipeline = false
+  private clientEnded = false
+
+  constructor(socket: Socket, hcm: HcmContext, scheme: 'http' | 'https') {
+    this.socket = socket
+    this.hcm = hcm
+    this.scheme = scheme
+    this.sourceIp = socket.remoteAddress ?? ''
+    socket.setNoDelay(true)
+    socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    socket.on('end', () => this.onEnd())
+    socket.on('close', () => this.onClose())
+    socket.on('error', () => {})
+    socket.on('drain', () => this.stream?.onDownstreamDrain())
+    if (hcm.idleTimeoutMs > 0) {
+      socket.setTimeout(hcm.idleTimeoutMs, () => {
+        if (this.stream === null) socket.destroy()
+      })
+    }
+    hcm.stats.downstream_cx_total++
+    hcm.stats.downstream_cx_active++
+    hcm.stats.downstream_cx_http1_total++
+  }
+
+  /** Feeds bytes that were read before this codec took the socket (protocol detection). */
+  feed(chunk: Buffer): void {
+    if (chunk.length > 0) this.onData(chunk)
+  }
+
+  private onData(chunk: Buffer): void {
+    this.hcm.stats.downstream_cx_rx_bytes_total += chunk.length
+    if (this.state === S.Upgraded) {
+      this.stream?.onRequestData(chunk, false)
+      return
+    }
+    if (this.state === S.Closed) return
+    if (this.buf === null) this.buf = chunk
+    else this.buf = Buffer.concat([this.buf, chunk])
+    if (!this.processing) this.process()
+  }
+
+  private process(): void {
+    this.processing = true
+    try {
+      while (this.buf !== null && this.state !== S.Closed) {
+        if (this.state === S.Head) {
+          if (!this.parseHead()) break
+        } else if (this.state === S.Body) {
+          this.readBody()
+        } else if (this.state === S.Wait) {
+          // pipelined bytes: hold them until the current response is done
+          if (!this.pausedByPipeline) {
+            this.pausedByPipeline = true
+            this.socket.pause()
+          }
+          break
+        } else if (this.state === S.Upgraded) {
+          const b = this.buf
+          this.buf = null
+          this.stream?.onRequestData(b, false)
+        }
+      }
+    } catch (err) {
+      if (err instanceof HttpParseError) this.protocolError(err)
+      else throw err
+    } finally {
+      this.processing = false
+    }
+  }
+
+  /** Returns false when more bytes are needed. */
+  private parseHead(): boolean {
+    const buf = this.buf!
+    // RFC 9112 §2.2: ignore at least one empty line before a request-line
+    let start = 0
+    while (start + 1 < buf.length && buf[start] === 0x0d && buf[start + 1] === 0x0a && start < 8) start += 2
+    const end = findHeadEnd(buf, start, this.searchFrom, this.hcm.limits)
+    if (end === -1) {
+      this.searchFrom = Math.max(start, buf.length - 3)
+      return false
+    }
+    this.searchFrom = 0
+    const h1 = parseRequestHead(buf, start, end, this.hcm.limits)
+    this.buf = end === buf.length ? null : buf.subarray(end)
+    if (this.hcm.rejectUnderscores && hasUnderscoreHeader(h1.headers)) {
+      throw new HttpParseError(400, 'underscore_in_header', 'header name with underscore')
+    }
+    if (h1.method === 'CONNECT') {
+      throw new HttpParseError(405, 'connect_not_supported', 'CONNECT is not supported on this listener')
+    }
+
+    this.keepAlive = h1.keepAlive
+    this.versionMinor = h1.versionMinor
+    this.isHead = h1.method === 'HEAD'
+    this.chunked = h1.chunked
+    this.bodyRemaining = h1.contentLength > 0 ? h1.contentLength : 0
+    this.requestDone = !h1.chunked && this.bodyRemaining === 0
+    this.responseDone = false
+    this.chunkedOut = false
+    this.noBody = false
+    if (h1.chunked) {
+      if (this.decoder === null) this.decoder = new ChunkedDecoder()
+      else this.decoder.reset()
+    }
+
+    const headers = h1.headers
+    // the request the stream sees: hop-by-hop fields go, framing is re-derived by the upstream codec
+    let upgrade = h1.upgrade
+    if (upgrade === 'h2c') upgrade = null // h2c upgrade is disabled (request smuggling risk); served as HTTP/1.1
+    stripRequestHopByHop(headers)
+    if (h1.expectContinue) {
+      headers.remove('expect')
+      if (!this.requestDone) this.socket.write(CONTINUE)
+    }
+    if (upgrade !== null) {
+      headers.add('connection', 'upgrade')
+      headers.add('upgrade', upgrade)
+    }
+    if (h1.contentLength >= 0) headers.add('content-length', String(h1.contentLength))
+    // the authority travels beside the headers (absolute-form wins over Host); upstream codecs write it back
+    headers.remove('host')
+
+    const head: RequestHead = {
+      method: h1.method,
+      authority: h1.authority,
+      path: h1.path,
+      scheme: this.scheme,
+      headers,
+      upgrade,
+      protocol: h1.versionMinor === 1 ? 'HTTP/1.1' : 'HTTP/1.0',
+    }
+    this.state = this.requestDone ? S.Wait : S.Body
+    const stream = new ActiveStream(this.hcm, this, this.sourceIp)
+    this.stream = stream
+    stream.onRequestHeaders(head, this.requestDone)
+    return true
+  }
+
+  private readBody(): void {
+    const buf = this.buf!
+    const stream = this.stream!
+    if (!this.chunked) {
+      const n = Math.min(this.bodyRemaining, buf.length)
+      this.bodyRemaining -= n
+      this.buf = n === buf.length ? null : buf.subarray(n)
+      const done = this.bodyRemaining === 0
+      if (done) this.bodyDone()
+      stream.onRequestData(n === buf.length ? buf : buf.subarray(0, n), done)
+      return
+    }
+    const dec = this.decoder!
+    const pieces = this.pieces
+    const off = dec.execute(buf, 0, pieces)
+    this.buf = off >= buf.length ? null : buf.subarray(off)
+    for (let i = 0; i < pieces.length; i++) stream.onRequestData(pieces[i]!, false)
+    pieces.length = 0
+    if (dec.done) {
+      this.bodyDone()
+      if (dec.trailers !== null && dec.trailers.size > 0) stream.onRequestTrailers(dec.trailers)
+      else stream.onRequestData(EMPTY, true)
+    }
+  }
+
+  private bodyDone(): void {
+    this.requestDone = true
+    if (this.state === S.Body) this.state = S.Wait
+    if (this.responseDone) this.nextRequest()
+  }
+
+  // === DownstreamSink ===
+
+  sendHeaders(status: number, headers: Headers, endStream: boolean): void {
+    if (this.state === S.Closed) return
+    let s = statusLine(status)
+    const noBody = this.isHead || status < 200 || status === 204 || status === 304
+    this.noBody = noBody
+    if (!this.requestDone) {
+      // an early response: keep the connection only if the rest of the body is small enough to read and drop
+      if (this.chunked || this.bodyRemaining > MAX_DISCARD) this.keepAlive = false
+    }
+    let hasLength = false
+    const l = headers.list
+    for (let i = 0; i < l.length; i += 2) {
+      const name = l[i]!
+      if (name === 'content-length') hasLength = true
+      else if (name === 'connection' && status !== 101) continue
+      s += `${name}: ${l[i + 1]}\r\n`
+    }
+    if (status === 101) {
+      this.chunkedOut = false
+    } else if (!noBody && !hasLength) {
+      if (endStream) s += 'content-length: 0\r\n'
+      else if (this.versionMinor === 1) {
+        s += 'transfer-encoding: chunked\r\n'
+        this.chunkedOut = true
+      } else this.keepAlive = false
+    }
+    if (status !== 101) {
+      if (!this.keepAlive || this.clientEnded) s += 'connection: close\r\n'
+      else if (this.versionMinor === 0) s += 'connection: keep-alive\r\n'
+    }
+    s += '\r\n'
+    const socket = this.socket
+    if (!endStream) {
+      socket.cork()
+      process.nextTick(uncork, socket)
+    }
+    const b = Buffer.from(s, 'latin1')
+    this.hcm.stats.downstream_cx_tx_bytes_total += b.length
+    socket.write(b)
+  }
+
+  sendData(chunk: Buffer, endStream: boolean): boolean {
+    if (this.state === S.Closed) return true
+    const socket = this.socket
+    let ok = true
+    if (!this.noBody && chunk.length > 0) {
+      this.hcm.stats.downstream_cx_tx_bytes_total += chunk.length
+      if (this.chunkedOut) {
+        socket.cork()
+        socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1')
+        socket.write(chunk)
+        ok = socket.write(endStream ? CRLF_LAST_CHUNK : CRLF)
+        socket.uncork()
+        return ok
+      }
+      ok = socket.write(chunk)
+    }
+    if (endStream && this.chunkedOut && !this.noBody) ok = socket.write(LAST_CHUNK)
+    if (endStream && this.state === S.Upgraded) socket.end()
+    return ok
+  }
+
+  sendTrailers(trailers: Headers): void {
+    if (this.state === S.Closed) return
+    if (!this.chunkedOut || this.noBody) {
+      if (this.chunkedOut) this.socket.write(LAST_CHUNK)
+      return
+    }
+    let s = '0\r\n'
+    const l = trailers.list
+    for (let i = 0; i < l.length; i += 2) s += `${l[i]}: ${l[i + 1]}\r\n`
+    this.socket.write(`${s}\r\n`, 'latin1')
+  }
+
+  reset(): void {
+    this.state = S.Closed
+    this.socket.destroy()
+  }
+
+  pauseRequest(): void {
+    if (!this.pausedByStream) {
+      this.pausedByStream = true
+      this.socket.pause()
+    }
+  }
+
+  resumeRequest(): void {
+    if (this.pausedByStream) {
+      this.pausedByStream = false
+      if (!this.pausedByPipeline) this.socket.resume()
+    }
+  }
+
+  upgraded(): void {
+    this.state = S.Upgraded
+    this.keepAlive = false
+    if (this.buf !== null && !this.processing) this.process()
+  }
+
+  onStreamComplete(): void {
+    this.responseDone = true
+    if (this.state === S.Upgraded) {
+      this.state = S.Closed
+      this.socket.end()
+      return
+    }
+    if (this.requestDone) this.nextRequest()
+  }
+
+  // === connection lifecycle ===
+
+  /** Graceful close: now if idle, else after the response in progress (which says `connection: close`). */
+  drain(): void {
+    this.keepAlive = false
+    if (this.stream === null && this.state === S.Head) {
+      this.state = S.Closed
+      this.socket.end()
+    }
+  }
+
+  private nextRequest(): void {
+    this.stream = null
+    if (!this.keepAlive || this.clientEnded) {
+      this.state = S.Closed
+      this.socket.end()
+      return
+    }
+    this.state = S.Head
+    if (this.pausedByPipeline) {
+      this.pausedByPipeline = false
+      if (!this.pausedByStream) this.socket.resume()
+    }
+    if (this.buf !== null && !this.processing) this.process()
+  }
+
+  private protocolError(err: HttpParseError): void {
+    this.hcm.stats.downstream_cx_protocol_error++
+    this.hcm.stats.flag('DPE')
+    const stream = this.stream
+    if (stream !== null && !this.responseDone) {
+      // a framing error in the body of a request already being served: nothing more can be trusted
+      this.reset()
+      stream.onDownstreamReset()
+      return
+    }
+    const body = `${err.message}\n`
+    const head =
+      `${statusLine(err.status)}content-type: text/plain\r\nx-loom-reason: ${err.reason}\r\n` +
+      `content-length: ${body.length}\r\nconnection: close\r\n\r\n`
+    this.state = S.Closed
+    this.buf = null
+    this.socket.end(head + body, 'latin1')
+    this.hcm.logProtocolError(this.sourceIp, err)
+  }
+
+  private onEnd(): void {
+    this.clientEnded = true
+    if (this.state === S.Upgraded) {
+      this.stream?.onRequestData(EMPTY, true)
+      return
+    }
+    if (this.stream === null || this.state === S.Head) {
+      this.state = S.Closed
+      this.socket.end()
+    } else if (!this.requestDone) {
+      // the client stopped mid-request
+      const s = this.stream
+      this.reset()
+      s.onDownstreamReset()
+    }
+  }
+
+  private onClose(): void {
+    const wasOpen = this.state !== S.Closed || this.stream !== null
+    this.state = S.Closed
+    this.hcm.stats.downstream_cx_active--
+    const s = this.stream
+    this.stream = null
+    if (wasOpen && s !== null && !this.responseDone) s.onDownstreamReset()
+  }
+}
+
+function hasUnderscoreHeader(h: Headers): boolean {
+  const l = h.list
+  for (let i = 0; i < l.length; i += 2) if (l[i]!.includes('_')) return true
+  return false
+}
+
+/** Drops hop-by-hop request headers and the fields named by Connection (an upgrade is re-added by the caller). */
+function stripRequestHopByHop(h: Headers): void {
+  const l = h.list
+  let named: string[] | null = null
+  for (let i = 0; i < l.length; i += 2) {
+    const n = l[i]!
+    if (n === 'connection') {
+      for (const t of l[i + 1]!.split(',')) {
+        const tok = t.trim().toLowerCase()
+        if (tok !== '' && tok !== 'close' && tok !== 'keep-alive' && tok !== 'upgrade') (named ??= []).push(tok)
+      }
+    }
+  }
+  for (let i = 0; i < l.length; i += 2) {
+    const n = l[i]!
+    if (
+      n === 'connection' ||
+      n === 'keep-alive' ||
+      n === 'proxy-connection' ||
+      n === 'transfer-encoding' ||
+      n === 'content-length' ||
+      n === 'http2-settings' ||
+      n === 'upgrade' ||
+      (n === 'te' && l[i + 1]!.toLowerCase() !== 'trailers') ||
+      (named !== null && named.includes(n))
+    ) {
+      l.splice(i, 2)
+      i -= 2
+    }
+  }
+}

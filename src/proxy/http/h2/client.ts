@@ -1,0 +1,176 @@
+/**
+ * The upstream HTTP/2 codec: one multiplexed session per host (re-opened when it closes), one node:http2 stream per
+ * request. Used when the cluster sets `http2_protocol_options` (or the equivalent typed extension options).
+ */
+import * as http2 from 'node:http2'
+import * as net from 'node:net'
+import * as tls from 'node:tls'
+import type { Host, HostPool, UpstreamCluster } from '../../cluster/index.js'
+import type { ClusterStats } from '../../stats/stats.js'
+import type { Headers } from '../headers.js'
+import type { RequestHead, UpstreamCallbacks, UpstreamRequest } from '../types.js'
+import { fromH2, toH2 } from './convert.js'
+
+const EMPTY = Buffer.alloc(0)
+
+export class H2UpstreamRequest implements UpstreamRequest {
+  readonly hostKey: string
+  private readonly cb: UpstreamCallbacks
+  private readonly stream: http2.ClientHttp2Stream
+  private done = false
+  private gotHeaders = false
+  private ended = false
+
+  constructor(pool: H2Pool, session: http2.ClientHttp2Session, cb: UpstreamCallbacks, head: RequestHead, endStream: boolean) {
+    this.hostKey = pool.host.key
+    this.cb = cb
+    const obj = toH2(head.headers, {
+      ':method': head.method,
+      ':path': head.path,
+      ':scheme': head.scheme,
+      ':authority': head.authority,
+    })
+    const stream = session.request(obj, { endStream })
+    this.stream = stream
+    stream.on('response', (h, flags) => this.onResponse(h, flags))
+    stream.on('data', (c: Buffer) => {
+      pool.stats.upstream_cx_rx_bytes_total += c.length
+      if (!this.done) this.cb.onUpstreamData(c, false)
+    })
+    stream.on('trailers', (h) => {
+      if (this.done) return
+      this.done = true
+      this.cb.onUpstreamTrailers(fromH2(h))
+    })
+    stream.on('end', () => {
+      if (this.done || !this.gotHeaders) return
+      this.done = true
+      this.cb.onUpstreamData(EMPTY, true)
+    })
+    stream.on('drain', () => this.cb.onUpstreamDrain())
+    stream.on('error', () => {})
+    stream.on('close', () => {
+      if (this.done) return
+      this.done = true
+      const code = stream.rstCode
+      const detail = code === undefined || code === 0 ? '' : `HTTP/2 stream reset, code ${code}`
+      this.cb.onUpstreamReset(session.destroyed && !this.gotHeaders ? 'connection_termination' : 'remote_reset', detail)
+    })
+  }
+
+  private onResponse(h: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader, flags: number): void {
+    if (this.done) return
+    const status = Number(h[':status'])
+    if (status < 200) return
+    this.gotHeaders = true
+    const end = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0
+    if (end) this.done = true
+    this.cb.onUpstreamHeaders(status, fromH2(h), end)
+  }
+
+  sendData(chunk: Buffer, endStream: boolean): boolean {
+    if (this.ended) return true
+    if (endStream) {
+      this.ended = true
+      this.stream.end(chunk)
+      return true
+    }
+    return this.stream.write(chunk)
+  }
+
+  sendTrailers(_trailers: Headers): void {
+    // request trailers are not forwarded upstream over HTTP/2 (gRPC clients send none); the stream just ends
+    if (!this.ended) {
+      this.ended = true
+      this.stream.end()
+    }
+  }
+
+  reset(): void {
+    if (this.done) return
+    this.done = true
+    this.stream.close(http2.constants.NGHTTP2_CANCEL)
+  }
+
+  pauseResponse(): void {
+    this.stream.pause()
+  }
+
+  resumeResponse(): void {
+    this.stream.resume()
+  }
+}
+
+export class H2Pool implements HostPool {
+  readonly host: Host
+  readonly cluster: UpstreamCluster
+  readonly stats: ClusterStats
+  private session: http2.ClientHttp2Session | null = null
+
+  constructor(host: Host, cluster: UpstreamCluster, stats: ClusterStats) {
+    this.host = host
+    this.cluster = cluster
+    this.stats = stats
+  }
+
+  private connect(): http2.ClientHttp2Session {
+    const { host, cluster, stats } = this
+    const secure = cluster.tls !== null
+    const authority = `${secure ? 'https' : 'http'}://${host.address.includes(':') ? `[${host.address}]` : host.address}:${host.port}`
+    const o = cluster.http2Options
+    const settings: http2.Settings = { enablePush: false }
+    if (o.maxConcurrentStreams !== undefined) settings.maxConcurrentStreams = o.maxConcurrentStreams
+    if (o.initialStreamWindowSize !== undefined) settings.initialWindowSize = o.initialStreamWindowSize
+    const session = http2.connect(authority, {
+      settings,
+      createConnection: () => {
+        const opts = { host: host.address, port: host.port }
+        const s = secure ? tls.connect({ ...cluster.tls, ALPNProtocols: ['h2'], ...opts }) : net.connect(opts)
+        s.setNoDelay(true)
+        const t = setTimeout(() => {
+          stats.upstream_cx_connect_timeout++
+          s.destroy(new Error('connect timeout'))
+        }, cluster.connectTimeoutMs)
+        s.once(secure ? 'secureConnect' : 'connect', () => clearTimeout(t))
+        s.once('close', () => clearTimeout(t))
+        return s
+      },
+    })
+    stats.upstream_cx_total++
+    stats.upstream_cx_active++
+    host.activeConnections++
+    let connected = false
+    session.once('connect', () => {
+      connected = true
+    })
+    session.on('error', () => {
+      if (!connected) stats.upstream_cx_connect_fail++
+    })
+    session.once('close', () => {
+      stats.upstream_cx_active--
+      host.activeConnections--
+      if (this.session === session) this.session = null
+    })
+    session.on('goaway', () => {
+      if (this.session === session) this.session = null
+    })
+    if (this.cluster.idleTimeoutMs > 0) session.setTimeout(this.cluster.idleTimeoutMs, () => session.close())
+    return session
+  }
+
+  newStream(cb: UpstreamCallbacks, head: RequestHead, endStream: boolean): H2UpstreamRequest {
+    let s = this.session
+    if (s === null || s.destroyed || s.closed) s = this.session = this.connect()
+    return new H2UpstreamRequest(this, s, cb, head, endStream)
+  }
+
+  drain(): void {
+    this.session?.close()
+    this.session = null
+  }
+
+  close(): void {
+    this.session?.destroy()
+    this.session = null
+  }
+}

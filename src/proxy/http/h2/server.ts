@@ -1,0 +1,135 @@
+/**
+ * The downstream HTTP/2 codec on node:http2 (nghttp2): h2c by prior knowledge and h2 over TLS with ALPN.
+ * nghttp2 enforces the frame-level rules and its flood limits; this file adds the request checks RFC 9113 §8
+ * asks of an intermediary before a request is turned into HTTP/1.1 upstream.
+ */
+import * as http2 from 'node:http2'
+import { Headers } from '../headers.js'
+import type { HcmContext } from '../hcm.js'
+import { ActiveStream } from '../stream.js'
+import type { DownstreamSink, RequestHead } from '../types.js'
+import { fromH2, toH2 } from './convert.js'
+
+const EMPTY = Buffer.alloc(0)
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+
+class H2DownstreamSink implements DownstreamSink {
+  private readonly stream: http2.ServerHttp2Stream
+  private trailers: Headers | null = null
+  private waitForTrailers = false
+
+  constructor(stream: http2.ServerHttp2Stream) {
+    this.stream = stream
+  }
+
+  sendHeaders(status: number, headers: Headers, endStream: boolean): void {
+    const s = this.stream
+    if (s.destroyed || s.headersSent) return
+    const ct = headers.get('content-type')
+    this.waitForTrailers = !endStream && (ct?.startsWith('application/grpc') === true || headers.has('trailer'))
+    s.respond(toH2(headers, { ':status': status }), { endStream, waitForTrailers: this.waitForTrailers })
+  }
+
+  sendData(chunk: Buffer, endStream: boolean): boolean {
+    const s = this.stream
+    if (s.destroyed) return true
+    if (endStream) {
+      s.end(chunk.length > 0 ? chunk : undefined)
+      return true
+    }
+    return s.write(chunk)
+  }
+
+  sendTrailers(trailers: Headers): void {
+    this.trailers = trailers
+    if (!this.stream.destroyed) this.stream.end()
+  }
+
+  onWantTrailers(): void {
+    const t = this.trailers
+    this.stream.sendTrailers(t === null ? {} : toH2(t, {}))
+  }
+
+  reset(): void {
+    if (!this.stream.destroyed) this.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
+  }
+
+  pauseRequest(): void {
+    this.stream.pause()
+  }
+
+  resumeRequest(): void {
+    this.stream.resume()
+  }
+
+  onStreamComplete(): void {}
+
+  upgraded(): void {}
+}
+
+function reject(stream: http2.ServerHttp2Stream, status: number, reason: string): void {
+  if (stream.destroyed) return
+  const body = `${reason.replace(/_/g, ' ')}\n`
+  stream.respond({ ':status': status, 'content-type': 'text/plain', 'x-loom-reason': reason, 'content-length': body.length })
+  stream.end(body)
+}
+
+/** An http2 server that never listens: connections are handed to it by the listener (`emit('connection')`). */
+export function createH2Server(hcm: HcmContext, scheme: 'http' | 'https'): http2.Http2Server {
+  const server = http2.createServer({
+    settings: {
+      maxConcurrentStreams: Math.min(hcm.http2.maxConcurrentStreams, 2 ** 31 - 1),
+      initialWindowSize: Math.min(hcm.http2.initialWindowSize, 2 ** 31 - 1),
+      maxHeaderListSize: hcm.limits.maxHeadBytes,
+    },
+    maxHeaderListPairs: hcm.limits.maxHeaders + 4,
+  })
+  server.on('session', (session) => {
+    hcm.stats.downstream_cx_total++
+    hcm.stats.downstream_cx_active++
+    hcm.stats.downstream_cx_http2_total++
+    session.once('close', () => hcm.stats.downstream_cx_active--)
+    session.on('error', () => {})
+    if (hcm.idleTimeoutMs > 0) session.setTimeout(hcm.idleTimeoutMs, () => session.close())
+  })
+  server.on('stream', (stream, h, flags) => {
+    stream.on('error', () => {})
+    const method = h[':method'] ?? ''
+    const path = h[':path'] ?? ''
+    if (method === 'CONNECT') return reject(stream, 405, 'connect_not_supported')
+    if (!TOKEN.test(method)) return reject(stream, 400, 'invalid_method')
+    if (path.charCodeAt(0) !== 0x2f && !(method === 'OPTIONS' && path === '*')) return reject(stream, 400, 'invalid_path')
+    const authority = (h[':authority'] ?? (h.host as string | undefined) ?? '').toLowerCase()
+    const headers = fromH2(h)
+    headers.remove('host')
+    if (hcm.rejectUnderscores && headers.list.some((n, i) => i % 2 === 0 && n.includes('_'))) {
+      return reject(stream, 400, 'underscore_in_header')
+    }
+    const endStream = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0
+    const head: RequestHead = { method, authority, path, scheme, headers, upgrade: null, protocol: 'HTTP/2' }
+    const sink = new H2DownstreamSink(stream)
+    const socket = stream.session?.socket
+    const active = new ActiveStream(hcm, sink, socket?.remoteAddress ?? '')
+    let requestEnded = endStream
+    stream.on('wantTrailers', () => sink.onWantTrailers())
+    stream.on('drain', () => active.onDownstreamDrain())
+    stream.on('data', (c: Buffer) => {
+      hcm.stats.downstream_cx_rx_bytes_total += c.length
+      active.onRequestData(c, false)
+    })
+    stream.on('trailers', (t) => {
+      requestEnded = true
+      active.onRequestTrailers(fromH2(t))
+    })
+    stream.on('end', () => {
+      if (requestEnded) return
+      requestEnded = true
+      active.onRequestData(EMPTY, true)
+    })
+    stream.on('close', () => {
+      if (!active.done) active.onDownstreamReset()
+    })
+    active.onRequestHeaders(head, endStream)
+  })
+  return server
+}

@@ -1,0 +1,103 @@
+/**
+ * The HTTP connection manager's compiled configuration: everything a request needs, built once per config version
+ * and shared by every connection of a filter chain.
+ */
+import type { HttpConnectionManager } from '../../config/envoy.js'
+import { parseDurationMs } from '../../core/duration.js'
+import type { AccessLogSink } from '../access-log.js'
+import { createAccessLogs } from '../access-log.js'
+import type { ClusterManager } from '../cluster/index.js'
+import type { CompiledRouteConfig } from '../route/router.js'
+import type { HttpConnManagerStats, StatsStore } from '../stats/stats.js'
+import { DEFAULT_LIMITS, type HttpParseError, type Limits } from './h1/parse.js'
+import type { PoolManager } from './pools.js'
+import type { ActiveStream } from './stream.js'
+
+export class HcmContext {
+  readonly statPrefix: string
+  readonly stats: HttpConnManagerStats
+  readonly store: StatsStore
+  readonly router: CompiledRouteConfig
+  readonly clusters: ClusterManager
+  readonly pools: PoolManager
+  readonly accessLogs: AccessLogSink[]
+  readonly generateRequestId: boolean
+  readonly useRemoteAddress: boolean
+  readonly limits: Limits
+  readonly idleTimeoutMs: number
+  readonly upgrades: Set<string>
+  readonly rejectUnderscores: boolean
+  readonly codec: 'AUTO' | 'HTTP1' | 'HTTP2'
+  readonly http2: { maxConcurrentStreams: number; initialWindowSize: number }
+
+  constructor(
+    cfg: HttpConnectionManager,
+    router: CompiledRouteConfig,
+    clusters: ClusterManager,
+    pools: PoolManager,
+    store: StatsStore,
+  ) {
+    this.statPrefix = cfg.stat_prefix
+    this.store = store
+    this.stats = store.forHcm(cfg.stat_prefix)
+    this.router = router
+    this.clusters = clusters
+    this.pools = pools
+    this.accessLogs = createAccessLogs(cfg.access_log)
+    this.generateRequestId = cfg.generate_request_id ?? true
+    this.useRemoteAddress = cfg.use_remote_address ?? false
+    const common = cfg.common_http_protocol_options
+    this.limits = {
+      maxHeadBytes: (cfg.max_request_headers_kb ?? DEFAULT_LIMITS.maxHeadBytes / 1024) * 1024,
+      maxHeaders: common?.max_headers_count ?? DEFAULT_LIMITS.maxHeaders,
+    }
+    this.idleTimeoutMs = common?.idle_timeout === undefined ? 3600_000 : parseDurationMs(common.idle_timeout)!
+    this.rejectUnderscores = common?.headers_with_underscores_action === 'REJECT_REQUEST'
+    this.upgrades = new Set((cfg.upgrade_configs ?? []).filter((u) => u.enabled !== false).map((u) => u.upgrade_type.toLowerCase()))
+    this.codec = cfg.codec_type ?? 'AUTO'
+    this.http2 = {
+      maxConcurrentStreams: cfg.http2_protocol_options?.max_concurrent_streams ?? 2147483647,
+      initialWindowSize: cfg.http2_protocol_options?.initial_stream_window_size ?? 268435456,
+    }
+  }
+
+  logAccess(s: ActiveStream, ms: number): void {
+    const head = s.head
+    const entry = {
+      start_time: new Date(Date.now() - ms).toISOString(),
+      method: head?.method ?? null,
+      path: s.originalPath || null,
+      protocol: head?.protocol ?? null,
+      response_code: s.status,
+      response_flags: s.flag || '-',
+      reason: s.reason || null,
+      bytes_received: s.bytesReceived,
+      bytes_sent: s.bytesSent,
+      duration_ms: Math.round(ms * 1000) / 1000,
+      authority: head?.authority ?? null,
+      downstream_remote_address: s.sourceIp,
+      upstream_cluster: s.cluster?.name ?? null,
+      upstream_host: s.host?.key ?? null,
+      route_name: s.route?.name ?? null,
+      request_id: s.requestId || null,
+      user_agent: head?.headers.get('user-agent') ?? null,
+    }
+    for (const l of this.accessLogs) l.write(entry)
+  }
+
+  logProtocolError(sourceIp: string, err: HttpParseError): void {
+    if (this.accessLogs.length === 0) return
+    const entry = {
+      start_time: new Date().toISOString(),
+      response_code: err.status,
+      response_flags: 'DPE',
+      reason: err.reason,
+      downstream_remote_address: sourceIp,
+    }
+    for (const l of this.accessLogs) l.write(entry)
+  }
+
+  close(): void {
+    for (const l of this.accessLogs) l.close()
+  }
+}

@@ -1,0 +1,328 @@
+/**
+ * ActiveStream: one request's life inside the HTTP connection manager.
+ *
+ * It runs after the downstream codec has parsed a request head and before the upstream codec sends it: route
+ * matching, redirects and direct responses, cluster and host choice, header mutations, the route timeout, and every
+ * local reply (with Envoy's response flag in stats and access logs, and a human reason in `x-loom-reason`).
+ */
+import { randomUUID } from 'node:crypto'
+import type { Host, UpstreamCluster } from '../cluster/index.js'
+import type { CompiledRoute } from '../route/router.js'
+import type { RouteStats } from '../stats/stats.js'
+import { Headers } from './headers.js'
+import type { HcmContext } from './hcm.js'
+import type {
+  DownstreamSink,
+  RequestHead,
+  UpstreamCallbacks,
+  UpstreamRequest,
+  UpstreamResetReason,
+} from './types.js'
+import { HOP_BY_HOP } from './types.js'
+
+/** Local replies: status, Envoy response flag, `x-loom-reason`, body text. */
+export const LocalReplies = {
+  noRoute: [404, 'NR', 'route_not_found', 'no route matched the request'],
+  noCluster: [503, 'NC', 'cluster_not_found', 'the route points at a cluster that does not exist'],
+  noHealthyUpstream: [503, 'UH', 'no_healthy_upstream', 'no healthy upstream'],
+  connectFailure: [503, 'UF', 'upstream_connect_failure', 'upstream connect error: connection failure'],
+  connectTimeout: [503, 'UF', 'upstream_connect_timeout', 'upstream connect error: connect timeout'],
+  connectionTermination: [503, 'UC', 'upstream_reset', 'upstream reset before response headers'],
+  protocolError: [502, 'UPE', 'upstream_protocol_error', 'upstream sent an invalid HTTP response'],
+  overflow: [503, 'UO', 'upstream_overflow', 'upstream connection pool overflow'],
+  timeout: [504, 'UT', 'upstream_timeout', 'upstream request timeout'],
+  upgradeRejected: [403, '', 'upgrade_not_allowed', 'this upgrade is not enabled on the listener'],
+} as const satisfies Record<string, readonly [number, string, string, string]>
+type LocalReply = (typeof LocalReplies)[keyof typeof LocalReplies]
+
+const RESET_REPLY: Record<UpstreamResetReason, LocalReply> = {
+  connect_failure: LocalReplies.connectFailure,
+  connect_timeout: LocalReplies.connectTimeout,
+  connection_termination: LocalReplies.connectionTermination,
+  remote_reset: LocalReplies.connectionTermination,
+  protocol_error: LocalReplies.protocolError,
+  overflow: LocalReplies.overflow,
+}
+
+const routeStatsCache = new WeakMap<CompiledRoute, RouteStats>()
+
+function onTimeout(stream: ActiveStream): void {
+  stream.timeout()
+}
+
+export class ActiveStream implements UpstreamCallbacks {
+  readonly hcm: HcmContext
+  readonly downstream: DownstreamSink
+  readonly sourceIp: string
+  readonly startTime: number
+  head: RequestHead | null = null
+  route: CompiledRoute | null = null
+  routeStats: RouteStats | null = null
+  cluster: UpstreamCluster | null = null
+  host: Host | null = null
+  upstream: UpstreamRequest | null = null
+  status = 0
+  flag = ''
+  reason = ''
+  responseStarted = false
+  responseComplete = false
+  requestComplete = false
+  done = false
+  bytesReceived = 0
+  bytesSent = 0
+  timer: NodeJS.Timeout | null = null
+  /** The original path, before rewrites, for access logs. */
+  originalPath = ''
+  requestId = ''
+
+  constructor(hcm: HcmContext, downstream: DownstreamSink, sourceIp: string) {
+    this.hcm = hcm
+    this.downstream = downstream
+    this.sourceIp = sourceIp
+    this.startTime = performance.now()
+  }
+
+  // === request path (called by the downstream codec) ===
+
+  onRequestHeaders(head: RequestHead, endStream: boolean): void {
+    const hcm = this.hcm
+    this.head = head
+    this.originalPath = head.path
+    this.requestComplete = endStream
+    const stats = hcm.stats.rq
+    stats.rq_total++
+    stats.rq_active++
+
+    if (head.upgrade !== null && !hcm.upgrades.has(head.upgrade)) return this.localReply(LocalReplies.upgradeRejected)
+
+    const route = hcm.router.match(head)
+    if (route === null) return this.localReply(LocalReplies.noRoute)
+    this.route = route
+    let rs = routeStatsCache.get(route)
+    if (rs === undefined) {
+      rs = hcm.store.forRoute(route.vhostName, route.name)
+      routeStatsCache.set(route, rs)
+    }
+    this.routeStats = rs
+    rs.rq.rq_total++
+    rs.rq.rq_active++
+
+    if (route.kind === 'direct') {
+      const body = route.directBody
+      const h = new Headers()
+      route.applyResponseHeaders(h)
+      if (body !== null) h.add('content-type', 'text/plain')
+      return this.respond(route.directStatus, h, body)
+    }
+    if (route.kind === 'redirect') {
+      const r = route.redirect(head, head.scheme)
+      const h = new Headers(['location', r.location])
+      route.applyResponseHeaders(h)
+      return this.respond(r.status, h, null)
+    }
+
+    const clusterName = route.pickCluster()
+    const cluster = hcm.clusters.get(clusterName)
+    if (cluster === undefined) return this.localReply(LocalReplies.noCluster)
+    this.cluster = cluster
+    const host = cluster.chooseHost(route.hasHashPolicy ? route.hash(head, this.sourceIp) : undefined)
+    if (host === null) {
+      hcm.store.forCluster(cluster.name).upstream_cx_none_healthy++
+      return this.localReply(LocalReplies.noHealthyUpstream)
+    }
+    this.host = host
+
+    // the request as the upstream will see it
+    const headers = head.headers
+    if (hcm.generateRequestId) {
+      const id = headers.get('x-request-id')
+      if (id === undefined) headers.add('x-request-id', (this.requestId = randomUUID()))
+      else this.requestId = id
+    }
+    if (!headers.has('x-forwarded-proto')) headers.add('x-forwarded-proto', head.scheme)
+    if (hcm.useRemoteAddress) {
+      const xff = headers.get('x-forwarded-for')
+      if (xff === undefined) headers.add('x-forwarded-for', this.sourceIp)
+      else headers.set('x-forwarded-for', `${xff}, ${this.sourceIp}`)
+    }
+    head.path = route.rewritePath(head.path)
+    if (route.hostRewrite !== null) head.authority = route.hostRewrite
+    route.applyRequestHeaders(headers, clusterName)
+
+    const cstats = hcm.store.forCluster(cluster.name)
+    cstats.rq.rq_total++
+    cstats.rq.rq_active++
+    host.activeRequests++
+    if (route.timeoutMs > 0 && head.upgrade === null) {
+      this.timer = setTimeout(onTimeout, route.timeoutMs, this)
+    }
+    this.upstream = hcm.pools.newStream(cluster, host, this, head, endStream)
+  }
+
+  onRequestData(chunk: Buffer, endStream: boolean): void {
+    this.bytesReceived += chunk.length
+    if (endStream) this.requestComplete = true
+    const up = this.upstream
+    if (up === null || this.done) return
+    if (!up.sendData(chunk, endStream)) this.downstream.pauseRequest()
+  }
+
+  onRequestTrailers(trailers: Headers): void {
+    this.requestComplete = true
+    if (this.upstream !== null && !this.done) this.upstream.sendTrailers(trailers)
+  }
+
+  /** The client went away or reset the stream. */
+  onDownstreamReset(): void {
+    if (this.done) return
+    this.hcm.stats.downstream_rq_rx_reset++
+    if (this.flag === '') this.flag = 'DC'
+    if (this.upstream !== null) {
+      const up = this.upstream
+      this.upstream = null
+      up.reset()
+    }
+    this.finish()
+  }
+
+  onDownstreamDrain(): void {
+    this.upstream?.resumeResponse()
+  }
+
+  // === response path (called by the upstream codec) ===
+
+  onUpstreamHeaders(status: number, headers: Headers, endStream: boolean): void {
+    if (this.done) return
+    this.status = status
+    this.responseStarted = true
+    if (status === 101) {
+      this.clearTimer()
+      this.hcm.stats.downstream_cx_upgrades_total++
+    } else stripHopByHop(headers)
+    this.route?.applyResponseHeaders(headers)
+    if (endStream) this.responseComplete = true
+    this.downstream.sendHeaders(status, headers, endStream)
+    if (status === 101) this.downstream.upgraded()
+    if (endStream) this.finish()
+  }
+
+  onUpstreamData(chunk: Buffer, endStream: boolean): void {
+    if (this.done) return
+    this.bytesSent += chunk.length
+    if (endStream) this.responseComplete = true
+    if (!this.downstream.sendData(chunk, endStream)) this.upstream?.pauseResponse()
+    if (endStream) this.finish()
+  }
+
+  onUpstreamTrailers(trailers: Headers): void {
+    if (this.done) return
+    this.responseComplete = true
+    this.downstream.sendTrailers(trailers)
+    this.finish()
+  }
+
+  onUpstreamReset(reason: UpstreamResetReason, detail: string): void {
+    if (this.done) return
+    this.upstream = null
+    if (!this.responseStarted) {
+      const reply = RESET_REPLY[reason]
+      if (detail !== '') this.reason = detail
+      return this.localReply(reply)
+    }
+    this.flag = reason === 'protocol_error' ? 'UPE' : 'UR'
+    this.downstream.reset()
+    this.finish()
+  }
+
+  onUpstreamDrain(): void {
+    this.downstream.resumeRequest()
+  }
+
+  timeout(): void {
+    this.timer = null
+    if (this.done) return
+    this.hcm.stats.rq.rq_timeout++
+    if (this.cluster !== null) this.hcm.store.forCluster(this.cluster.name).rq.rq_timeout++
+    const up = this.upstream
+    this.upstream = null
+    up?.reset()
+    if (!this.responseStarted) return this.localReply(LocalReplies.timeout)
+    this.flag = 'UT'
+    this.downstream.reset()
+    this.finish()
+  }
+
+  // === local replies ===
+
+  localReply(reply: LocalReply): void {
+    const [status, flag, reason, text] = reply
+    this.flag = flag
+    const h = new Headers(['content-type', 'text/plain', 'x-loom-reason', reason])
+    if (this.requestId !== '') h.add('x-request-id', this.requestId)
+    this.respond(status, h, Buffer.from(`${text}${this.reason === '' ? '' : `: ${this.reason}`}\n`))
+    if (this.reason === '') this.reason = reason
+  }
+
+  private respond(status: number, headers: Headers, body: Buffer | null): void {
+    this.status = status
+    this.responseStarted = true
+    this.responseComplete = true
+    headers.set('content-length', String(body === null ? 0 : body.length))
+    if (body === null || body.length === 0) {
+      this.downstream.sendHeaders(status, headers, true)
+    } else {
+      this.downstream.sendHeaders(status, headers, false)
+      this.bytesSent += body.length
+      this.downstream.sendData(body, true)
+    }
+    this.finish()
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer)
+      this.timer = null
+    }
+  }
+
+  /** Runs once: stats, access log, and tells the codec the stream is over. */
+  private finish(): void {
+    if (this.done) return
+    this.done = true
+    this.clearTimer()
+    const hcm = this.hcm
+    const status = this.status
+    const ms = performance.now() - this.startTime
+    const rq = hcm.stats.rq
+    rq.rq_active--
+    if (status !== 0) rq.countStatus(status)
+    rq.rq_time.record(ms)
+    const rs = this.routeStats
+    if (rs !== null) {
+      rs.rq.rq_active--
+      if (status !== 0) rs.rq.countStatus(status)
+      rs.rq.rq_time.record(ms)
+    }
+    const cluster = this.cluster
+    if (cluster !== null && this.host !== null) {
+      this.host.activeRequests--
+      const c = hcm.store.forCluster(cluster.name).rq
+      c.rq_active--
+      if (status !== 0 && this.flag === '') c.countStatus(status)
+      c.rq_time.record(ms)
+    }
+    if (this.flag !== '') hcm.stats.flag(this.flag)
+    if (hcm.accessLogs.length > 0) hcm.logAccess(this, ms)
+    this.downstream.onStreamComplete()
+  }
+}
+
+function stripHopByHop(headers: Headers): void {
+  const l = headers.list
+  for (let i = 0; i < l.length; i += 2) {
+    if (HOP_BY_HOP.has(l[i]!)) {
+      l.splice(i, 2)
+      i -= 2
+    }
+  }
+}

@@ -1,0 +1,307 @@
+/**
+ * Stats kept as plain number fields on small objects, so the hot path bumps a property and never looks up a name.
+ * Names and the Prometheus rendering follow Envoy's (`envoy_cluster_upstream_rq_total{envoy_cluster_name="x"}`).
+ */
+
+/** Envoy's default histogram buckets, in milliseconds. */
+export const BUCKETS_MS = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000]
+
+export class Histogram {
+  readonly counts = new Float64Array(BUCKETS_MS.length + 1)
+  sum = 0
+  count = 0
+  record(ms: number): void {
+    let i = 0
+    while (i < BUCKETS_MS.length && ms > BUCKETS_MS[i]!) i++
+    this.counts[i]!++
+    this.sum += ms
+    this.count++
+  }
+  /** Approximate quantile from the buckets (upper bound of the bucket that holds it). */
+  quantile(q: number): number {
+    if (this.count === 0) return 0
+    const target = q * this.count
+    let acc = 0
+    for (let i = 0; i < this.counts.length; i++) {
+      acc += this.counts[i]!
+      if (acc >= target) return BUCKETS_MS[i] ?? Number.POSITIVE_INFINITY
+    }
+    return Number.POSITIVE_INFINITY
+  }
+}
+
+/** Request/response counters shared by the connection manager, clusters and routes. */
+export class RequestStats {
+  rq_total = 0
+  rq_active = 0
+  rq_1xx = 0
+  rq_2xx = 0
+  rq_3xx = 0
+  rq_4xx = 0
+  rq_5xx = 0
+  rq_timeout = 0
+  readonly rq_time = new Histogram()
+  countStatus(status: number): void {
+    if (status < 200) this.rq_1xx++
+    else if (status < 300) this.rq_2xx++
+    else if (status < 400) this.rq_3xx++
+    else if (status < 500) this.rq_4xx++
+    else this.rq_5xx++
+  }
+}
+
+export class HttpConnManagerStats {
+  readonly prefix: string
+  readonly rq = new RequestStats()
+  downstream_cx_total = 0
+  downstream_cx_active = 0
+  downstream_cx_http1_total = 0
+  downstream_cx_http2_total = 0
+  downstream_cx_rx_bytes_total = 0
+  downstream_cx_tx_bytes_total = 0
+  downstream_cx_protocol_error = 0
+  downstream_rq_rx_reset = 0
+  downstream_rq_ws_on_non_ws_route = 0
+  downstream_cx_upgrades_total = 0
+  /** Local replies and resets by Envoy response flag (NR, UH, UF, UT, DC, ...). */
+  readonly flags = new Map<string, number>()
+  constructor(prefix: string) {
+    this.prefix = prefix
+  }
+  flag(f: string): void {
+    this.flags.set(f, (this.flags.get(f) ?? 0) + 1)
+  }
+}
+
+export class ClusterStats {
+  readonly name: string
+  readonly rq = new RequestStats()
+  upstream_cx_total = 0
+  upstream_cx_active = 0
+  upstream_cx_connect_fail = 0
+  upstream_cx_connect_timeout = 0
+  upstream_cx_destroy_with_active_rq = 0
+  upstream_cx_protocol_error = 0
+  upstream_cx_rx_bytes_total = 0
+  upstream_cx_tx_bytes_total = 0
+  upstream_rq_pending_total = 0
+  upstream_rq_retry = 0
+  upstream_rq_per_try_timeout = 0
+  upstream_cx_none_healthy = 0
+  constructor(name: string) {
+    this.name = name
+  }
+}
+
+export class TcpProxyStats {
+  readonly prefix: string
+  downstream_cx_total = 0
+  downstream_cx_rx_bytes_total = 0
+  downstream_cx_tx_bytes_total = 0
+  upstream_flush_active = 0
+  idle_timeout = 0
+  downstream_cx_no_route = 0
+  constructor(prefix: string) {
+    this.prefix = prefix
+  }
+}
+
+export class ListenerStats {
+  readonly address: string
+  downstream_cx_total = 0
+  downstream_cx_active = 0
+  downstream_cx_destroy = 0
+  constructor(address: string) {
+    this.address = address
+  }
+}
+
+export class RouteStats {
+  readonly vhost: string
+  readonly route: string
+  readonly rq = new RequestStats()
+  constructor(vhost: string, route: string) {
+    this.vhost = vhost
+    this.route = route
+  }
+}
+
+/** Everything the admin endpoints render. Objects register once when config is built. */
+export class StatsStore {
+  readonly hcm = new Map<string, HttpConnManagerStats>()
+  readonly clusters = new Map<string, ClusterStats>()
+  readonly listeners = new Map<string, ListenerStats>()
+  readonly tcp = new Map<string, TcpProxyStats>()
+  readonly routes = new Map<string, RouteStats>()
+
+  forHcm(prefix: string): HttpConnManagerStats {
+    let s = this.hcm.get(prefix)
+    if (s === undefined) this.hcm.set(prefix, (s = new HttpConnManagerStats(prefix)))
+    return s
+  }
+  forCluster(name: string): ClusterStats {
+    let s = this.clusters.get(name)
+    if (s === undefined) this.clusters.set(name, (s = new ClusterStats(name)))
+    return s
+  }
+  forListener(address: string): ListenerStats {
+    let s = this.listeners.get(address)
+    if (s === undefined) this.listeners.set(address, (s = new ListenerStats(address)))
+    return s
+  }
+  forTcp(prefix: string): TcpProxyStats {
+    let s = this.tcp.get(prefix)
+    if (s === undefined) this.tcp.set(prefix, (s = new TcpProxyStats(prefix)))
+    return s
+  }
+  forRoute(vhost: string, route: string): RouteStats {
+    const key = `${vhost}\u0000${route}`
+    let s = this.routes.get(key)
+    if (s === undefined) this.routes.set(key, (s = new RouteStats(vhost, route)))
+    return s
+  }
+
+  /** Envoy's plain-text `/stats` form: `name: value` lines, sorted. */
+  renderText(): string {
+    const lines: string[] = []
+    for (const [name, value] of this.entries()) lines.push(`${name}: ${value}`)
+    return `${lines.sort().join('\n')}\n`
+  }
+
+  /** `[dotted.name, value]` pairs, counters and gauges; histograms as their summary. */
+  *entries(): Generator<[string, number]> {
+    for (const s of this.hcm.values()) {
+      const p = `http.${s.prefix}.`
+      yield* rqEntries(`${p}downstream_`, s.rq)
+      for (const k of HCM_FIELDS) yield [`${p}${k}`, s[k]]
+      for (const [f, n] of s.flags) yield [`${p}response_flag.${f}`, n]
+    }
+    for (const s of this.clusters.values()) {
+      const p = `cluster.${s.name}.`
+      yield* rqEntries(`${p}upstream_`, s.rq)
+      for (const k of CLUSTER_FIELDS) yield [`${p}${k}`, s[k]]
+    }
+    for (const s of this.listeners.values()) {
+      const p = `listener.${s.address}.`
+      yield [`${p}downstream_cx_total`, s.downstream_cx_total]
+      yield [`${p}downstream_cx_active`, s.downstream_cx_active]
+      yield [`${p}downstream_cx_destroy`, s.downstream_cx_destroy]
+    }
+    for (const s of this.tcp.values()) {
+      const p = `tcp.${s.prefix}.`
+      for (const k of TCP_FIELDS) yield [`${p}${k}`, s[k]]
+    }
+    for (const s of this.routes.values()) {
+      yield* rqEntries(`vhost.${s.vhost}.route.${s.route}.`, s.rq)
+    }
+  }
+
+  /** Prometheus text exposition, Envoy's names with tags turned into labels. */
+  renderPrometheus(): string {
+    const out: string[] = []
+    const emitted = new Set<string>()
+    const line = (metric: string, type: string, labels: string, value: number) => {
+      if (!emitted.has(metric)) {
+        emitted.add(metric)
+        out.push(`# TYPE ${metric} ${type}`)
+      }
+      out.push(`${metric}{${labels}} ${value}`)
+    }
+    const hist = (metric: string, labels: string, h: Histogram) => {
+      if (!emitted.has(metric)) {
+        emitted.add(metric)
+        out.push(`# TYPE ${metric} histogram`)
+      }
+      let acc = 0
+      for (let i = 0; i < BUCKETS_MS.length; i++) {
+        acc += h.counts[i]!
+        out.push(`${metric}_bucket{${labels},le="${BUCKETS_MS[i]}"} ${acc}`)
+      }
+      out.push(`${metric}_bucket{${labels},le="+Inf"} ${h.count}`)
+      out.push(`${metric}_sum{${labels}} ${h.sum}`)
+      out.push(`${metric}_count{${labels}} ${h.count}`)
+    }
+    const rq = (base: string, labels: string, r: RequestStats) => {
+      line(`${base}rq_total`, 'counter', labels, r.rq_total)
+      line(`${base}rq_active`, 'gauge', labels, r.rq_active)
+      line(`${base}rq_timeout`, 'counter', labels, r.rq_timeout)
+      for (const cls of ['1xx', '2xx', '3xx', '4xx', '5xx'] as const) {
+        line(`${base}rq_xx`, 'counter', `${labels},envoy_response_code_class="${cls[0]}"`, r[`rq_${cls}`])
+      }
+      hist(`${base}rq_time`, labels, r.rq_time)
+    }
+    for (const s of this.hcm.values()) {
+      const l = `envoy_http_conn_manager_prefix="${esc(s.prefix)}"`
+      rq('envoy_http_downstream_', l, s.rq)
+      for (const k of HCM_FIELDS) line(`envoy_http_${k}`, k.endsWith('_active') ? 'gauge' : 'counter', l, s[k])
+      for (const [f, n] of s.flags) line('envoy_http_response_flags_total', 'counter', `${l},response_flag="${f}"`, n)
+    }
+    for (const s of this.clusters.values()) {
+      const l = `envoy_cluster_name="${esc(s.name)}"`
+      rq('envoy_cluster_upstream_', l, s.rq)
+      for (const k of CLUSTER_FIELDS) line(`envoy_cluster_${k}`, k.endsWith('_active') ? 'gauge' : 'counter', l, s[k])
+    }
+    for (const s of this.listeners.values()) {
+      const l = `envoy_listener_address="${esc(s.address)}"`
+      line('envoy_listener_downstream_cx_total', 'counter', l, s.downstream_cx_total)
+      line('envoy_listener_downstream_cx_active', 'gauge', l, s.downstream_cx_active)
+      line('envoy_listener_downstream_cx_destroy', 'counter', l, s.downstream_cx_destroy)
+    }
+    for (const s of this.tcp.values()) {
+      const l = `envoy_tcp_prefix="${esc(s.prefix)}"`
+      for (const k of TCP_FIELDS) line(`envoy_tcp_${k}`, k.endsWith('_active') ? 'gauge' : 'counter', l, s[k])
+    }
+    for (const s of this.routes.values()) {
+      rq('envoy_route_', `envoy_virtual_host="${esc(s.vhost)}",envoy_route="${esc(s.route)}"`, s.rq)
+    }
+    return `${out.join('\n')}\n`
+  }
+}
+
+const HCM_FIELDS = [
+  'downstream_cx_total',
+  'downstream_cx_active',
+  'downstream_cx_http1_total',
+  'downstream_cx_http2_total',
+  'downstream_cx_rx_bytes_total',
+  'downstream_cx_tx_bytes_total',
+  'downstream_cx_protocol_error',
+  'downstream_rq_rx_reset',
+  'downstream_cx_upgrades_total',
+] as const
+const CLUSTER_FIELDS = [
+  'upstream_cx_total',
+  'upstream_cx_active',
+  'upstream_cx_connect_fail',
+  'upstream_cx_connect_timeout',
+  'upstream_cx_destroy_with_active_rq',
+  'upstream_cx_protocol_error',
+  'upstream_cx_rx_bytes_total',
+  'upstream_cx_tx_bytes_total',
+  'upstream_cx_none_healthy',
+] as const
+const TCP_FIELDS = [
+  'downstream_cx_total',
+  'downstream_cx_rx_bytes_total',
+  'downstream_cx_tx_bytes_total',
+  'idle_timeout',
+  'downstream_cx_no_route',
+] as const
+
+function* rqEntries(p: string, r: RequestStats): Generator<[string, number]> {
+  yield [`${p}rq_total`, r.rq_total]
+  yield [`${p}rq_active`, r.rq_active]
+  yield [`${p}rq_1xx`, r.rq_1xx]
+  yield [`${p}rq_2xx`, r.rq_2xx]
+  yield [`${p}rq_3xx`, r.rq_3xx]
+  yield [`${p}rq_4xx`, r.rq_4xx]
+  yield [`${p}rq_5xx`, r.rq_5xx]
+  yield [`${p}rq_timeout`, r.rq_timeout]
+  yield [`${p}rq_time.count`, r.rq_time.count]
+  yield [`${p}rq_time.p50`, r.rq_time.quantile(0.5)]
+  yield [`${p}rq_time.p99`, r.rq_time.quantile(0.99)]
+}
+
+function esc(s: string): string {
+  return s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')
+}

@@ -1,0 +1,136 @@
+/**
+ * The TCP proxy network filter: each downstream connection gets one upstream connection to a host of the chosen
+ * cluster, and bytes flow both ways with backpressure (pipe), half-close preserved, and an idle timeout.
+ */
+import * as net from 'node:net'
+import * as tls from 'node:tls'
+import type { TcpProxy } from '../../config/envoy.js'
+import { parseDurationMs } from '../../core/duration.js'
+import { type AccessLogSink, createAccessLogs } from '../access-log.js'
+import type { ClusterManager } from '../cluster/index.js'
+import type { StatsStore, TcpProxyStats } from '../stats/stats.js'
+
+export class TcpProxyContext {
+  readonly stats: TcpProxyStats
+  private readonly store: StatsStore
+  private readonly clusters: ClusterManager
+  private readonly choices: { name: string; weight: number }[]
+  private readonly totalWeight: number
+  private readonly idleTimeoutMs: number
+  private readonly accessLogs: AccessLogSink[]
+
+  constructor(cfg: TcpProxy, clusters: ClusterManager, store: StatsStore) {
+    this.stats = store.forTcp(cfg.stat_prefix)
+    this.store = store
+    this.clusters = clusters
+    this.choices =
+      cfg.cluster !== undefined
+        ? [{ name: cfg.cluster, weight: 1 }]
+        : (cfg.weighted_clusters?.clusters ?? []).map((c) => ({ name: c.name, weight: c.weight }))
+    this.totalWeight = this.choices.reduce((a, c) => a + c.weight, 0)
+    // Envoy's default idle timeout for the TCP proxy is 1 hour; 0s disables it
+    this.idleTimeoutMs = cfg.idle_timeout === undefined ? 3600_000 : parseDurationMs(cfg.idle_timeout)!
+    this.accessLogs = createAccessLogs(cfg.access_log)
+  }
+
+  private pickCluster(): string {
+    if (this.choices.length === 1) return this.choices[0]!.name
+    let r = Math.random() * this.totalWeight
+    for (const c of this.choices) {
+      r -= c.weight
+      if (r < 0) return c.name
+    }
+    return this.choices[this.choices.length - 1]!.name
+  }
+
+  handle(downstream: net.Socket): void {
+    const stats = this.stats
+    stats.downstream_cx_total++
+    const start = performance.now()
+    const clusterName = this.pickCluster()
+    const cluster = this.clusters.get(clusterName)
+    const host = cluster?.chooseHost(undefined) ?? null
+    let flag = ''
+    const finish = () => {
+      if (this.accessLogs.length === 0) return
+      const entry = {
+        start_time: new Date(Date.now() - (performance.now() - start)).toISOString(),
+        protocol: 'TCP',
+        response_flags: flag || '-',
+        bytes_received: downstream.bytesRead,
+        bytes_sent: downstream.bytesWritten,
+        duration_ms: Math.round((performance.now() - start) * 1000) / 1000,
+        downstream_remote_address: downstream.remoteAddress ?? null,
+        upstream_cluster: clusterName,
+        upstream_host: host?.key ?? null,
+      }
+      for (const l of this.accessLogs) l.write(entry)
+    }
+    if (cluster === undefined || host === null) {
+      flag = cluster === undefined ? 'NC' : 'UH'
+      stats.downstream_cx_no_route++
+      downstream.destroy()
+      finish()
+      return
+    }
+    const cstats = this.store.forCluster(cluster.name)
+    cstats.upstream_cx_total++
+    cstats.upstream_cx_active++
+    host.activeConnections++
+    const opts = { host: host.address, port: host.port }
+    const upstream = cluster.tls === null ? net.connect(opts) : tls.connect({ ...cluster.tls, ...opts })
+    upstream.setNoDelay(true)
+    downstream.setNoDelay(true)
+    downstream.pause()
+    const connectTimer = setTimeout(() => {
+      flag = 'UF'
+      cstats.upstream_cx_connect_timeout++
+      upstream.destroy()
+    }, cluster.connectTimeoutMs)
+    upstream.once(cluster.tls === null ? 'connect' : 'secureConnect', () => {
+      clearTimeout(connectTimer)
+      downstream.pipe(upstream)
+      upstream.pipe(downstream)
+      downstream.resume()
+    })
+    if (this.idleTimeoutMs > 0) {
+      const onIdle = () => {
+        stats.idle_timeout++
+        downstream.destroy()
+        upstream.destroy()
+      }
+      downstream.setTimeout(this.idleTimeoutMs, onIdle)
+      upstream.setTimeout(this.idleTimeoutMs, onIdle)
+    }
+    upstream.on('error', () => {
+      if (flag === '' && upstream.bytesRead === 0 && upstream.bytesWritten === 0) {
+        flag = 'UF'
+        cstats.upstream_cx_connect_fail++
+      }
+    })
+    downstream.on('error', () => {})
+    let closed = 0
+    const onClose = () => {
+      if (++closed === 1) {
+        downstream.destroySoon?.()
+        upstream.destroySoon?.()
+        // give a half-closed peer time to drain, then make sure both are gone
+        setTimeout(() => {
+          downstream.destroy()
+          upstream.destroy()
+        }, 1000).unref()
+        return
+      }
+      clearTimeout(connectTimer)
+      cstats.upstream_cx_active--
+      host.activeConnections--
+      stats.downstream_cx_rx_bytes_total += downstream.bytesRead
+      stats.downstream_cx_tx_bytes_total += downstream.bytesWritten
+      cstats.upstream_cx_rx_bytes_total += upstream.bytesRead
+      cstats.upstream_cx_tx_bytes_total += upstream.bytesWritten
+      finish()
+    }
+    downstream.once('close', onClose)
+    upstream.once('close', onClose)
+  }
+}
