@@ -185,6 +185,25 @@ export class ActiveStream implements UpstreamCallbacks {
     this.finish()
   }
 
+  /**
+   * The request body broke HTTP/1 framing after the head was routed: the upstream request is cancelled and, if the
+   * response has not started, the client gets `status` (the codec then closes the connection).
+   */
+  onDownstreamProtocolError(status: number, reason: string, message: string): void {
+    if (this.done) return
+    const up = this.upstream
+    this.upstream = null
+    up?.reset()
+    if (this.responseStarted) {
+      this.flag = 'DPE'
+      this.downstream.reset()
+      this.finish()
+      return
+    }
+    this.reason = message
+    this.localReply([status, 'DPE', reason, 'bad request'])
+  }
+
   onDownstreamDrain(): void {
     this.upstream?.resumeResponse()
   }
@@ -254,7 +273,7 @@ export class ActiveStream implements UpstreamCallbacks {
 
   // === local replies ===
 
-  localReply(reply: LocalReply): void {
+  localReply(reply: LocalReply | readonly [number, string, string, string]): void {
     const [status, flag, reason, text] = reply
     this.flag = flag
     const h = new Headers(['content-type', 'text/plain', 'x-loom-reason', reason])

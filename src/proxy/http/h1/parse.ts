@@ -172,7 +172,7 @@ function chunkedOf(list: string[]): boolean {
     if (seen) throw new HttpParseError(400, 'invalid_transfer_encoding', 'more than one Transfer-Encoding field')
     seen = true
     if (list[i + 1]!.toLowerCase() !== 'chunked') {
-      throw new HttpParseError(501, 'unsupported_transfer_encoding', 'unsupported Transfer-Encoding (only chunked)')
+      throw bad('unsupported_transfer_encoding', 'unsupported Transfer-Encoding (only chunked)')
     }
   }
   return seen

@@ -369,9 +369,16 @@ export class H1ServerConnection implements DownstreamSink {
     this.hcm.stats.flag('DPE')
     const stream = this.stream
     if (stream !== null && !this.responseDone) {
-      // a framing error in the body of a request already being served: nothing more can be trusted
-      this.reset()
-      stream.onDownstreamReset()
+      // a framing error in the body of a request already being served: answer if we still can, then close
+      this.keepAlive = false
+      this.requestDone = true
+      this.buf = null
+      stream.onDownstreamProtocolError(err.status, err.reason, err.message)
+      this.hcm.logProtocolError(this.sourceIp, err)
+      if (this.state !== S.Closed) {
+        this.state = S.Closed
+        this.socket.end()
+      }
       return
     }
     const body = `${err.message}\n`
