@@ -27,7 +27,7 @@ export async function startBackend(handler: Handler = defaultHandler): Promise<B
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
     req.on('end', () => {
-      const body = Buffer.concat(chunks).toString()
+      const body = Buffer.concat(chunks).toString('latin1')
       requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body })
       handler(req, res, body)
     })

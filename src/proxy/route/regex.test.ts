@@ -81,6 +81,8 @@ describe('compileRewrite', () => {
     { name: 'dollar signs are literal', pattern: 'a', sub: '$1$&', input: 'ba', want: 'b$1$&' },
     { name: 'non-ASCII input', pattern: 'é', sub: 'e', input: '/café/é', want: '/cafe/e' },
     { name: 'astral characters stay whole', pattern: 'x*', sub: '.', input: '😀', want: '.😀.' },
+    { name: 'positions after astral characters', pattern: 'a', sub: 'b', input: '😀a😀a', want: '😀b😀b' },
+    { name: 'groups around astral characters', pattern: '(😀)(a)', sub: '\\2\\1', input: 'x😀ay😀', want: 'xa😀y😀' },
     { name: 'unmatched optional group is empty', pattern: '(a)|(b)', sub: '[\\1\\2]', input: 'ab', want: '[a][b]' },
     { name: 'caret only at the start', pattern: '^/', sub: '', input: '/a/b', want: 'a/b' },
   ]

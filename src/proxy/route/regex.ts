@@ -117,12 +117,16 @@ export class RegexRewriter {
   }
 
   replaceAll(input: string): string {
+    // re2-wasm positions count code points, not UTF-16 units: map them when the input has astral characters.
+    const offsets = codePointOffsets(input)
+    const at = (cp: number) => (offsets === null ? cp : offsets[cp]!)
+    const cpLength = offsets === null ? input.length : offsets.length - 1
     const re = this.re
     let out = ''
     let p = 0
     let lastEnd = -1
     let count = 0
-    while (p <= input.length) {
+    while (p <= cpLength) {
       re.lastIndex = p
       const m = re.exec(input)
       if (m === null) break
@@ -130,23 +134,44 @@ export class RegexRewriter {
       const text = m[0] ?? ''
       if (start === lastEnd && text.length === 0) {
         // Disallow an empty match where the previous match ended: copy one code point and move on.
-        if (p < input.length) {
-          const n = (input.codePointAt(p) ?? 0) > 0xffff ? 2 : 1
-          out += input.slice(p, p + n)
-          p += n
-        } else p++
+        if (p < cpLength) out += input.slice(at(p), at(p + 1))
+        p++
         continue
       }
-      if (start > p) out += input.slice(p, start)
+      if (start > p) out += input.slice(at(p), at(start))
       for (const part of this.parts) out += typeof part === 'string' ? part : (m[part] ?? '')
-      p = start + text.length
+      p = offsets === null ? start + text.length : start + countCodePoints(text)
       lastEnd = p
       count++
     }
     if (count === 0) return input
-    if (p < input.length) out += input.slice(p)
+    if (p < cpLength) out += input.slice(at(p))
     return out
   }
+}
+
+/** UTF-16 offset of each code point (plus the end), or null when the two coincide (no surrogates). */
+function codePointOffsets(s: string): number[] | null {
+  let i = 0
+  while (i < s.length) {
+    const c = s.charCodeAt(i)
+    if (c >= 0xd800 && c <= 0xdfff) break
+    i++
+  }
+  if (i === s.length) return null
+  const offsets: number[] = []
+  for (let j = 0; j < s.length; ) {
+    offsets.push(j)
+    j += (s.codePointAt(j) ?? 0) > 0xffff ? 2 : 1
+  }
+  offsets.push(s.length)
+  return offsets
+}
+
+function countCodePoints(s: string): number {
+  let n = 0
+  for (let j = 0; j < s.length; n++) j += (s.codePointAt(j) ?? 0) > 0xffff ? 2 : 1
+  return n
 }
 
 function parseSubstitution(sub: string, groups: number): RegexResult<(string | number)[]> {

@@ -75,7 +75,9 @@ describe('virtual host selection', () => {
   }
 
   test('no * and no match means no route', () => {
-    const c = compileRouteConfig({ virtual_hosts: [{ name: 'a', domains: ['a.com'], routes: [{ match: { prefix: '/' }, ...direct(200) }] }] })
+    const c = compileRouteConfig({
+      virtual_hosts: [{ name: 'a', domains: ['a.com'], routes: [{ match: { prefix: '/' }, ...direct(200) }] }],
+    })
     assert.equal(c.match(req('b.com', '/')), null)
     assert.equal(c.match(req('A.COM', '/'))?.name, 'a/0')
   })
@@ -165,7 +167,12 @@ describe('header matchers', () => {
     { name: 'suffix_match no', m: { name: 'x', suffix_match: 'cd' }, h: [['x', 'abcdx']], want: false },
     { name: 'contains_match', m: { name: 'x', contains_match: 'abcd' }, h: [['x', 'xyzabcdpqr']], want: true },
     { name: 'contains_match no', m: { name: 'x', contains_match: 'abcd' }, h: [['x', 'xyzbcdpqr']], want: false },
-    { name: 'safe_regex_match full', m: { name: 'x', safe_regex_match: { regex: '\\d{3}' } }, h: [['x', '123']], want: true },
+    {
+      name: 'safe_regex_match full',
+      m: { name: 'x', safe_regex_match: { regex: '\\d{3}' } },
+      h: [['x', '123']],
+      want: true,
+    },
     {
       name: 'safe_regex_match is a full match',
       m: { name: 'x', safe_regex_match: { regex: '\\d{3}' } },
@@ -173,11 +180,31 @@ describe('header matchers', () => {
       want: false,
     },
     { name: 'range inside', m: { name: 'x', range_match: { start: -10, end: 0 } }, h: [['x', '-1']], want: true },
-    { name: 'range start inclusive', m: { name: 'x', range_match: { start: -10, end: 0 } }, h: [['x', '-10']], want: true },
-    { name: 'range end exclusive', m: { name: 'x', range_match: { start: -10, end: 0 } }, h: [['x', '0']], want: false },
-    { name: 'range: not a number', m: { name: 'x', range_match: { start: 0, end: 10 } }, h: [['x', 'abc']], want: false },
+    {
+      name: 'range start inclusive',
+      m: { name: 'x', range_match: { start: -10, end: 0 } },
+      h: [['x', '-10']],
+      want: true,
+    },
+    {
+      name: 'range end exclusive',
+      m: { name: 'x', range_match: { start: -10, end: 0 } },
+      h: [['x', '0']],
+      want: false,
+    },
+    {
+      name: 'range: not a number',
+      m: { name: 'x', range_match: { start: 0, end: 10 } },
+      h: [['x', 'abc']],
+      want: false,
+    },
     { name: 'range: float', m: { name: 'x', range_match: { start: 0, end: 20 } }, h: [['x', '10.9']], want: false },
-    { name: 'range: partial integer', m: { name: 'x', range_match: { start: -10, end: 0 } }, h: [['x', '-1x']], want: false },
+    {
+      name: 'range: partial integer',
+      m: { name: 'x', range_match: { start: -10, end: 0 } },
+      h: [['x', '-1x']],
+      want: false,
+    },
     { name: 'range: plus sign', m: { name: 'x', range_match: { start: 0, end: 10 } }, h: [['x', '+5']], want: true },
     {
       name: 'range: int64 beyond double precision',
@@ -281,8 +308,24 @@ describe('header matchers', () => {
       h: [],
       want: true,
     },
-    { name: 'several values are comma-joined', m: { name: 'x', exact_match: 'a,b' }, h: [['x', 'a'], ['x', 'b']], want: true },
-    { name: 'several values: the first alone fails', m: { name: 'x', exact_match: 'a' }, h: [['x', 'a'], ['x', 'b']], want: false },
+    {
+      name: 'several values are comma-joined',
+      m: { name: 'x', exact_match: 'a,b' },
+      h: [
+        ['x', 'a'],
+        ['x', 'b'],
+      ],
+      want: true,
+    },
+    {
+      name: 'several values: the first alone fails',
+      m: { name: 'x', exact_match: 'a' },
+      h: [
+        ['x', 'a'],
+        ['x', 'b'],
+      ],
+      want: false,
+    },
     { name: 'configured name is lower-cased', m: { name: 'X-Foo', exact_match: 'a' }, h: [['x-foo', 'a']], want: true },
     { name: ':method', m: { name: ':method', string_match: { exact: 'POST' } }, h: [], want: true },
     { name: ':authority', m: { name: ':authority', exact_match: 'h:1' }, h: [], want: true },
@@ -299,29 +342,71 @@ describe('header matchers', () => {
   test('every header matcher must match', () => {
     const cfg = single([
       {
-        match: { prefix: '/', headers: [{ name: 'a', exact_match: '1' }, { name: 'b', exact_match: '2' }] },
+        match: {
+          prefix: '/',
+          headers: [
+            { name: 'a', exact_match: '1' },
+            { name: 'b', exact_match: '2' },
+          ],
+        },
         ...direct(200),
       },
     ])
-    assert.notEqual(cfg.match(req('h', '/', [['a', '1'], ['b', '2']])), null)
-    assert.equal(cfg.match(req('h', '/', [['a', '1'], ['b', '3']])), null)
+    assert.notEqual(
+      cfg.match(
+        req('h', '/', [
+          ['a', '1'],
+          ['b', '2'],
+        ]),
+      ),
+      null,
+    )
+    assert.equal(
+      cfg.match(
+        req('h', '/', [
+          ['a', '1'],
+          ['b', '3'],
+        ]),
+      ),
+      null,
+    )
   })
 })
 
 describe('query parameter matchers', () => {
   const cases: { name: string; m: QueryParameterMatcher; path: string; want: boolean }[] = [
-    { name: 'exact on the decoded value', m: { name: 'q', string_match: { exact: 'a b' } }, path: '/?q=a%20b', want: true },
+    {
+      name: 'exact on the decoded value',
+      m: { name: 'q', string_match: { exact: 'a b' } },
+      path: '/?q=a%20b',
+      want: true,
+    },
     { name: 'plus is not a space', m: { name: 'q', string_match: { exact: 'a+b' } }, path: '/?q=a+b', want: true },
     { name: 'exact mismatch', m: { name: 'q', string_match: { exact: 'x' } }, path: '/?q=y', want: false },
-    { name: 'only the first value counts', m: { name: 'q', string_match: { exact: '2' } }, path: '/?q=1&q=2', want: false },
+    {
+      name: 'only the first value counts',
+      m: { name: 'q', string_match: { exact: '2' } },
+      path: '/?q=1&q=2',
+      want: false,
+    },
     { name: 'first value', m: { name: 'q', string_match: { exact: '1' } }, path: '/?q=1&q=2', want: true },
-    { name: 'missing parameter fails string_match', m: { name: 'q', string_match: { exact: '' } }, path: '/?x=1', want: false },
+    {
+      name: 'missing parameter fails string_match',
+      m: { name: 'q', string_match: { exact: '' } },
+      path: '/?x=1',
+      want: false,
+    },
     { name: 'empty value', m: { name: 'q', string_match: { exact: '' } }, path: '/?q=', want: true },
     { name: 'present_match true', m: { name: 'debug', present_match: true }, path: '/?debug', want: true },
     { name: 'present_match true, absent', m: { name: 'debug', present_match: true }, path: '/?x=1', want: false },
     { name: 'present_match false, absent', m: { name: 'debug', present_match: false }, path: '/?x=1', want: true },
     { name: 'present_match false, no query', m: { name: 'debug', present_match: false }, path: '/', want: true },
-    { name: 'present_match false, present', m: { name: 'debug', present_match: false }, path: '/?debug=1', want: false },
+    {
+      name: 'present_match false, present',
+      m: { name: 'debug', present_match: false },
+      path: '/?debug=1',
+      want: false,
+    },
     { name: 'decoded names', m: { name: 'a b', present_match: true }, path: '/?a%20b=1', want: true },
     {
       name: 'prefix ignore_case',
@@ -329,7 +414,12 @@ describe('query parameter matchers', () => {
       path: '/?v=beta-2',
       want: true,
     },
-    { name: 'regex', m: { name: 'id', string_match: { safe_regex: { regex: '[0-9]+' } } }, path: '/?id=42', want: true },
+    {
+      name: 'regex',
+      m: { name: 'id', string_match: { safe_regex: { regex: '[0-9]+' } } },
+      path: '/?id=42',
+      want: true,
+    },
     { name: 'fragment excluded', m: { name: 'q', string_match: { exact: '1' } }, path: '/?q=1#frag', want: true },
   ]
   for (const c of cases) {
@@ -341,8 +431,16 @@ describe('query parameter matchers', () => {
 
   test('the query is parsed once and shared by routes', () => {
     const cfg = single([
-      { name: 'a', match: { prefix: '/', query_parameters: [{ name: 'v', string_match: { exact: '1' } }] }, ...direct(200) },
-      { name: 'b', match: { prefix: '/', query_parameters: [{ name: 'v', string_match: { exact: '2' } }] }, ...direct(200) },
+      {
+        name: 'a',
+        match: { prefix: '/', query_parameters: [{ name: 'v', string_match: { exact: '1' } }] },
+        ...direct(200),
+      },
+      {
+        name: 'b',
+        match: { prefix: '/', query_parameters: [{ name: 'v', string_match: { exact: '2' } }] },
+        ...direct(200),
+      },
     ])
     assert.equal(cfg.match(req('h', '/?v=2'))?.name, 'b')
     assert.equal(cfg.match(req('h', '/?v=1'))?.name, 'a')
@@ -778,15 +876,20 @@ describe('direct responses', () => {
     })
   }
 
-  const bad: { name: string; body: { inline_string?: string; inline_bytes?: string; filename?: string }; at: string }[] =
-    [
-      { name: 'unreadable file', body: { filename: join(dir, 'missing') }, at: 'body.filename' },
-      { name: 'bad base64', body: { inline_bytes: 'not base64!' }, at: 'body.inline_bytes' },
-      { name: 'body over 4096 bytes', body: { inline_string: 'x'.repeat(4097) }, at: 'body' },
-    ]
+  const bad: {
+    name: string
+    body: { inline_string?: string; inline_bytes?: string; filename?: string }
+    at: string
+  }[] = [
+    { name: 'unreadable file', body: { filename: join(dir, 'missing') }, at: 'body.filename' },
+    { name: 'bad base64', body: { inline_bytes: 'not base64!' }, at: 'body.inline_bytes' },
+    { name: 'body over 4096 bytes', body: { inline_string: 'x'.repeat(4097) }, at: 'body' },
+  ]
   for (const c of bad) {
     test(`rejects ${c.name}`, () => {
-      const issues = issuesOf(() => single([{ match: { prefix: '/' }, direct_response: { status: 200, body: c.body } }]))
+      const issues = issuesOf(() =>
+        single([{ match: { prefix: '/' }, direct_response: { status: 200, body: c.body } }]),
+      )
       assert.deepEqual(
         issues.map((i) => i.path),
         [`virtual_hosts[0].routes[0].direct_response.${c.at}`],
@@ -857,76 +960,117 @@ describe('header mutations', () => {
     assert.deepEqual(h2.getAll('x-order'), ['route', 'vhost', 'global'])
   })
 
-  const cases: { name: string; add?: object[]; remove?: string[]; before: [string, string][]; after: [string, string][] }[] =
-    [
-      { name: 'default appends', add: [add('x', 'new')], before: [['x', 'old']], after: [['x', 'old'], ['x', 'new']] },
-      {
-        name: 'append: true appends',
-        add: [add('x', 'new', { append: true })],
-        before: [['x', 'old']],
-        after: [['x', 'old'], ['x', 'new']],
-      },
-      {
-        name: 'append: false overwrites',
-        add: [add('x', 'new', { append: false })],
-        before: [['x', 'a'], ['x', 'b']],
-        after: [['x', 'new']],
-      },
-      {
-        name: 'OVERWRITE_IF_EXISTS_OR_ADD adds when absent',
-        add: [add('x', 'new', { append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' })],
-        before: [],
-        after: [['x', 'new']],
-      },
-      {
-        name: 'ADD_IF_ABSENT keeps an existing header',
-        add: [add('x', 'new', { append_action: 'ADD_IF_ABSENT' })],
-        before: [['x', 'old']],
-        after: [['x', 'old']],
-      },
-      {
-        name: 'ADD_IF_ABSENT adds a missing header',
-        add: [add('x', 'new', { append_action: 'ADD_IF_ABSENT' })],
-        before: [['y', '1']],
-        after: [['y', '1'], ['x', 'new']],
-      },
-      {
-        name: 'OVERWRITE_IF_EXISTS replaces an existing header',
-        add: [add('x', 'new', { append_action: 'OVERWRITE_IF_EXISTS' })],
-        before: [['x', 'old']],
-        after: [['x', 'new']],
-      },
-      {
-        name: 'OVERWRITE_IF_EXISTS ignores a missing header',
-        add: [add('x', 'new', { append_action: 'OVERWRITE_IF_EXISTS' })],
-        before: [],
-        after: [],
-      },
-      {
-        name: 'decisions use the headers before this level adds',
-        add: [add('x', '1', { append_action: 'ADD_IF_ABSENT' }), add('x', '2', { append_action: 'ADD_IF_ABSENT' })],
-        before: [],
-        after: [['x', '1'], ['x', '2']],
-      },
-      {
-        name: 'overwrites happen before appends',
-        add: [add('x', 'appended'), add('x', 'set', { append: false })],
-        before: [['x', 'old']],
-        after: [['x', 'set'], ['x', 'appended']],
-      },
-      {
-        name: 'removal happens before adding',
-        add: [add('x', 'new')],
-        remove: ['x'],
-        before: [['x', 'old']],
-        after: [['x', 'new']],
-      },
-      { name: 'remove only', remove: ['X-Gone'], before: [['x-gone', '1'], ['k', '2']], after: [['k', '2']] },
-      { name: 'empty values are dropped', add: [add('x', '')], before: [], after: [] },
-      { name: 'keep_empty_value keeps them', add: [add('x', '', { keep_empty_value: true })], before: [], after: [['x', '']] },
-      { name: '%% is a literal %', add: [add('x', '100%%')], before: [], after: [['x', '100%']] },
-      { name: 'names are lower-cased', add: [add('X-Up', 'v')], before: [], after: [['x-up', 'v']] },
-    ]
+  const cases: {
+    name: string
+    add?: object[]
+    remove?: string[]
+    before: [string, string][]
+    after: [string, string][]
+  }[] = [
+    {
+      name: 'default appends',
+      add: [add('x', 'new')],
+      before: [['x', 'old']],
+      after: [
+        ['x', 'old'],
+        ['x', 'new'],
+      ],
+    },
+    {
+      name: 'append: true appends',
+      add: [add('x', 'new', { append: true })],
+      before: [['x', 'old']],
+      after: [
+        ['x', 'old'],
+        ['x', 'new'],
+      ],
+    },
+    {
+      name: 'append: false overwrites',
+      add: [add('x', 'new', { append: false })],
+      before: [
+        ['x', 'a'],
+        ['x', 'b'],
+      ],
+      after: [['x', 'new']],
+    },
+    {
+      name: 'OVERWRITE_IF_EXISTS_OR_ADD adds when absent',
+      add: [add('x', 'new', { append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' })],
+      before: [],
+      after: [['x', 'new']],
+    },
+    {
+      name: 'ADD_IF_ABSENT keeps an existing header',
+      add: [add('x', 'new', { append_action: 'ADD_IF_ABSENT' })],
+      before: [['x', 'old']],
+      after: [['x', 'old']],
+    },
+    {
+      name: 'ADD_IF_ABSENT adds a missing header',
+      add: [add('x', 'new', { append_action: 'ADD_IF_ABSENT' })],
+      before: [['y', '1']],
+      after: [
+        ['y', '1'],
+        ['x', 'new'],
+      ],
+    },
+    {
+      name: 'OVERWRITE_IF_EXISTS replaces an existing header',
+      add: [add('x', 'new', { append_action: 'OVERWRITE_IF_EXISTS' })],
+      before: [['x', 'old']],
+      after: [['x', 'new']],
+    },
+    {
+      name: 'OVERWRITE_IF_EXISTS ignores a missing header',
+      add: [add('x', 'new', { append_action: 'OVERWRITE_IF_EXISTS' })],
+      before: [],
+      after: [],
+    },
+    {
+      name: 'decisions use the headers before this level adds',
+      add: [add('x', '1', { append_action: 'ADD_IF_ABSENT' }), add('x', '2', { append_action: 'ADD_IF_ABSENT' })],
+      before: [],
+      after: [
+        ['x', '1'],
+        ['x', '2'],
+      ],
+    },
+    {
+      name: 'overwrites happen before appends',
+      add: [add('x', 'appended'), add('x', 'set', { append: false })],
+      before: [['x', 'old']],
+      after: [
+        ['x', 'set'],
+        ['x', 'appended'],
+      ],
+    },
+    {
+      name: 'removal happens before adding',
+      add: [add('x', 'new')],
+      remove: ['x'],
+      before: [['x', 'old']],
+      after: [['x', 'new']],
+    },
+    {
+      name: 'remove only',
+      remove: ['X-Gone'],
+      before: [
+        ['x-gone', '1'],
+        ['k', '2'],
+      ],
+      after: [['k', '2']],
+    },
+    { name: 'empty values are dropped', add: [add('x', '')], before: [], after: [] },
+    {
+      name: 'keep_empty_value keeps them',
+      add: [add('x', '', { keep_empty_value: true })],
+      before: [],
+      after: [['x', '']],
+    },
+    { name: '%% is a literal %', add: [add('x', '100%%')], before: [], after: [['x', '100%']] },
+    { name: 'names are lower-cased', add: [add('X-Up', 'v')], before: [], after: [['x-up', 'v']] },
+  ]
   for (const c of cases) {
     test(c.name, () => {
       const r = route(
@@ -949,7 +1093,10 @@ describe('header mutations', () => {
 
 describe('hash policies', () => {
   function hashRoute(policies: object[]) {
-    return route(single([{ match: { prefix: '/' }, route: { cluster: 'c', hash_policy: policies as never } }]), req('h', '/'))
+    return route(
+      single([{ match: { prefix: '/' }, route: { cluster: 'c', hash_policy: policies as never } }]),
+      req('h', '/'),
+    )
   }
   const byHeader = hashRoute([{ header: { header_name: 'X-User' } }])
 
@@ -977,8 +1124,20 @@ describe('hash policies', () => {
   })
   test('several header values hash the same in any order', () => {
     assert.equal(
-      byHeader.hash(req('h', '/', [['x-user', 'a'], ['x-user', 'b']]), ''),
-      byHeader.hash(req('h', '/', [['x-user', 'b'], ['x-user', 'a']]), ''),
+      byHeader.hash(
+        req('h', '/', [
+          ['x-user', 'a'],
+          ['x-user', 'b'],
+        ]),
+        '',
+      ),
+      byHeader.hash(
+        req('h', '/', [
+          ['x-user', 'b'],
+          ['x-user', 'a'],
+        ]),
+        '',
+      ),
     )
   })
   test('source ip', () => {
@@ -1000,7 +1159,16 @@ describe('hash policies', () => {
     const r = hashRoute([{ cookie: { name: 'sid' } }])
     const cookie: [string, string][] = [['cookie', 'a=1; sid="abc"; b=2']]
     assert.equal(r.hash(req('h', '/', cookie), ''), hashString('abc'))
-    assert.equal(r.hash(req('h', '/', [['cookie', 'a=1'], ['cookie', 'sid=abc']]), ''), hashString('abc'))
+    assert.equal(
+      r.hash(
+        req('h', '/', [
+          ['cookie', 'a=1'],
+          ['cookie', 'sid=abc'],
+        ]),
+        '',
+      ),
+      hashString('abc'),
+    )
     assert.equal(r.hash(req('h', '/', [['cookie', 'xsid=abc']]), ''), undefined)
     assert.deepEqual(r.cookiesToSet(req('h', '/'), '1.2.3.4'), [])
   })
@@ -1017,7 +1185,13 @@ describe('hash policies', () => {
   })
   test('policies combine by rotate-and-xor', () => {
     const r = hashRoute([{ header: { header_name: 'a' } }, { header: { header_name: 'b' } }])
-    const got = r.hash(req('h', '/', [['a', '1'], ['b', '2']]), '')
+    const got = r.hash(
+      req('h', '/', [
+        ['a', '1'],
+        ['b', '2'],
+      ]),
+      '',
+    )
     assert.equal(got, combineHash(hashString('1'), hashString('2')))
     assert.notEqual(got, hashString('1'))
     // a policy without a value is skipped
@@ -1025,8 +1199,26 @@ describe('hash policies', () => {
   })
   test('a terminal policy with a value stops the walk', () => {
     const r = hashRoute([{ header: { header_name: 'a' }, terminal: true }, { header: { header_name: 'b' } }])
-    assert.equal(r.hash(req('h', '/', [['a', '1'], ['b', '2']]), ''), hashString('1'))
-    assert.equal(r.hash(req('h', '/', [['a', '1'], ['b', '3']]), ''), hashString('1'))
+    assert.equal(
+      r.hash(
+        req('h', '/', [
+          ['a', '1'],
+          ['b', '2'],
+        ]),
+        '',
+      ),
+      hashString('1'),
+    )
+    assert.equal(
+      r.hash(
+        req('h', '/', [
+          ['a', '1'],
+          ['b', '3'],
+        ]),
+        '',
+      ),
+      hashString('1'),
+    )
   })
   test('a terminal policy without a value does not stop the walk', () => {
     const r = hashRoute([{ header: { header_name: 'a' }, terminal: true }, { header: { header_name: 'b' } }])
@@ -1056,7 +1248,16 @@ describe('compile errors', () => {
       name: 'backreference in a header regex',
       cfg: {
         virtual_hosts: [
-          vh('a', ['*'], [{ match: { prefix: '/', headers: [{ name: 'x', safe_regex_match: { regex: '(a)\\1' } }] }, ...direct(200) }]),
+          vh(
+            'a',
+            ['*'],
+            [
+              {
+                match: { prefix: '/', headers: [{ name: 'x', safe_regex_match: { regex: '(a)\\1' } }] },
+                ...direct(200),
+              },
+            ],
+          ),
         ],
       },
       paths: ['virtual_hosts[0].routes[0].match.headers[0].safe_regex_match.regex'],
@@ -1065,9 +1266,16 @@ describe('compile errors', () => {
       name: 'bad regex in a header string_match',
       cfg: {
         virtual_hosts: [
-          vh('a', ['*'], [
-            { match: { prefix: '/', headers: [{ name: 'x', string_match: { safe_regex: { regex: '(' } } }] }, ...direct(200) },
-          ]),
+          vh(
+            'a',
+            ['*'],
+            [
+              {
+                match: { prefix: '/', headers: [{ name: 'x', string_match: { safe_regex: { regex: '(' } } }] },
+                ...direct(200),
+              },
+            ],
+          ),
         ],
       },
       paths: ['virtual_hosts[0].routes[0].match.headers[0].string_match.safe_regex.regex'],
@@ -1076,12 +1284,19 @@ describe('compile errors', () => {
       name: 'bad regex in a query matcher',
       cfg: {
         virtual_hosts: [
-          vh('a', ['*'], [
-            {
-              match: { prefix: '/', query_parameters: [{ name: 'q', string_match: { safe_regex: { regex: 'a(?!b)' } } }] },
-              ...direct(200),
-            },
-          ]),
+          vh(
+            'a',
+            ['*'],
+            [
+              {
+                match: {
+                  prefix: '/',
+                  query_parameters: [{ name: 'q', string_match: { safe_regex: { regex: 'a(?!b)' } } }],
+                },
+                ...direct(200),
+              },
+            ],
+          ),
         ],
       },
       paths: ['virtual_hosts[0].routes[0].match.query_parameters[0].string_match.safe_regex.regex'],
@@ -1090,12 +1305,16 @@ describe('compile errors', () => {
       name: 'bad regex_rewrite pattern',
       cfg: {
         virtual_hosts: [
-          vh('a', ['*'], [
-            {
-              match: { prefix: '/' },
-              route: { cluster: 'c', regex_rewrite: { pattern: { regex: '(?<=a)' }, substitution: 'x' } },
-            },
-          ]),
+          vh(
+            'a',
+            ['*'],
+            [
+              {
+                match: { prefix: '/' },
+                route: { cluster: 'c', regex_rewrite: { pattern: { regex: '(?<=a)' }, substitution: 'x' } },
+              },
+            ],
+          ),
         ],
       },
       paths: ['virtual_hosts[0].routes[0].route.regex_rewrite.pattern.regex'],
@@ -1104,9 +1323,16 @@ describe('compile errors', () => {
       name: 'regex_rewrite substitution referring to a missing group',
       cfg: {
         virtual_hosts: [
-          vh('a', ['*'], [
-            { match: { prefix: '/' }, route: { cluster: 'c', regex_rewrite: { pattern: { regex: '(a)' }, substitution: '\\2' } } },
-          ]),
+          vh(
+            'a',
+            ['*'],
+            [
+              {
+                match: { prefix: '/' },
+                route: { cluster: 'c', regex_rewrite: { pattern: { regex: '(a)' }, substitution: '\\2' } },
+              },
+            ],
+          ),
         ],
       },
       paths: ['virtual_hosts[0].routes[0].route.regex_rewrite.substitution'],
@@ -1158,12 +1384,24 @@ describe('compile errors', () => {
       name: 'weights not adding up to total_weight',
       cfg: {
         virtual_hosts: [
-          vh('a', ['*'], [
-            {
-              match: { prefix: '/' },
-              route: { weighted_clusters: { clusters: [{ name: 'x', weight: 30 }, { name: 'y', weight: 30 }], total_weight: 100 } },
-            },
-          ]),
+          vh(
+            'a',
+            ['*'],
+            [
+              {
+                match: { prefix: '/' },
+                route: {
+                  weighted_clusters: {
+                    clusters: [
+                      { name: 'x', weight: 30 },
+                      { name: 'y', weight: 30 },
+                    ],
+                    total_weight: 100,
+                  },
+                },
+              },
+            ],
+          ),
         ],
       },
       paths: ['virtual_hosts[0].routes[0].route.weighted_clusters.total_weight'],
@@ -1172,7 +1410,11 @@ describe('compile errors', () => {
       name: 'all weights zero',
       cfg: {
         virtual_hosts: [
-          vh('a', ['*'], [{ match: { prefix: '/' }, route: { weighted_clusters: { clusters: [{ name: 'x', weight: 0 }] } } }]),
+          vh(
+            'a',
+            ['*'],
+            [{ match: { prefix: '/' }, route: { weighted_clusters: { clusters: [{ name: 'x', weight: 0 }] } } }],
+          ),
         ],
       },
       paths: ['virtual_hosts[0].routes[0].route.weighted_clusters'],
@@ -1181,12 +1423,23 @@ describe('compile errors', () => {
       name: 'a cluster listed twice',
       cfg: {
         virtual_hosts: [
-          vh('a', ['*'], [
-            {
-              match: { prefix: '/' },
-              route: { weighted_clusters: { clusters: [{ name: 'x', weight: 1 }, { name: 'x', weight: 1 }] } },
-            },
-          ]),
+          vh(
+            'a',
+            ['*'],
+            [
+              {
+                match: { prefix: '/' },
+                route: {
+                  weighted_clusters: {
+                    clusters: [
+                      { name: 'x', weight: 1 },
+                      { name: 'x', weight: 1 },
+                    ],
+                  },
+                },
+              },
+            ],
+          ),
         ],
       },
       paths: ['virtual_hosts[0].routes[0].route.weighted_clusters.clusters[1].name'],
@@ -1194,14 +1447,18 @@ describe('compile errors', () => {
     {
       name: 'https_redirect and scheme_redirect',
       cfg: {
-        virtual_hosts: [vh('a', ['*'], [{ match: { prefix: '/' }, redirect: { https_redirect: true, scheme_redirect: 'http' } }])],
+        virtual_hosts: [
+          vh('a', ['*'], [{ match: { prefix: '/' }, redirect: { https_redirect: true, scheme_redirect: 'http' } }]),
+        ],
       },
       paths: ['virtual_hosts[0].routes[0].redirect'],
     },
     {
       name: 'path_redirect and prefix_rewrite',
       cfg: {
-        virtual_hosts: [vh('a', ['*'], [{ match: { prefix: '/' }, redirect: { path_redirect: '/a', prefix_rewrite: '/b' } }])],
+        virtual_hosts: [
+          vh('a', ['*'], [{ match: { prefix: '/' }, redirect: { path_redirect: '/a', prefix_rewrite: '/b' } }]),
+        ],
       },
       paths: ['virtual_hosts[0].routes[0].redirect'],
     },
@@ -1212,7 +1469,11 @@ describe('compile errors', () => {
     },
     {
       name: 'newline in host_rewrite_literal',
-      cfg: { virtual_hosts: [vh('a', ['*'], [{ match: { prefix: '/' }, route: { cluster: 'c', host_rewrite_literal: 'a\nb' } }])] },
+      cfg: {
+        virtual_hosts: [
+          vh('a', ['*'], [{ match: { prefix: '/' }, route: { cluster: 'c', host_rewrite_literal: 'a\nb' } }]),
+        ],
+      },
       paths: ['virtual_hosts[0].routes[0].route.host_rewrite_literal'],
     },
     {
@@ -1229,13 +1490,17 @@ describe('compile errors', () => {
       name: 'a %VAR% substitution',
       cfg: {
         virtual_hosts: [
-          vh('a', ['*'], [
-            {
-              match: { prefix: '/' },
-              route: { cluster: 'c' },
-              response_headers_to_add: [{ header: { key: 'x', value: '%DOWNSTREAM_REMOTE_ADDRESS%' } }],
-            },
-          ]),
+          vh(
+            'a',
+            ['*'],
+            [
+              {
+                match: { prefix: '/' },
+                route: { cluster: 'c' },
+                response_headers_to_add: [{ header: { key: 'x', value: '%DOWNSTREAM_REMOTE_ADDRESS%' } }],
+              },
+            ],
+          ),
         ],
       },
       paths: ['virtual_hosts[0].routes[0].response_headers_to_add[0].header.value'],
@@ -1253,7 +1518,9 @@ describe('compile errors', () => {
                 match: { prefix: '/' },
                 route: {
                   weighted_clusters: {
-                    clusters: [{ name: 'c', weight: 1, request_headers_to_add: [{ header: { key: 'x', value: '50%' } }] }],
+                    clusters: [
+                      { name: 'c', weight: 1, request_headers_to_add: [{ header: { key: 'x', value: '50%' } }] },
+                    ],
                   },
                 },
               },
@@ -1270,7 +1537,9 @@ describe('compile errors', () => {
           {
             name: 'a',
             domains: ['*'],
-            response_headers_to_add: [{ header: { key: 'x', value: 'v' }, append: true, append_action: 'ADD_IF_ABSENT' }],
+            response_headers_to_add: [
+              { header: { key: 'x', value: 'v' }, append: true, append_action: 'ADD_IF_ABSENT' },
+            ],
           },
         ],
       },

@@ -279,6 +279,8 @@ const CLUSTER_FIELDS = [
   'upstream_cx_rx_bytes_total',
   'upstream_cx_tx_bytes_total',
   'upstream_cx_none_healthy',
+  'upstream_rq_retry',
+  'upstream_rq_pending_total',
 ] as const
 const TCP_FIELDS = [
   'downstream_cx_total',
