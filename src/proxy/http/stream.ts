@@ -218,7 +218,7 @@ export class ActiveStream implements UpstreamCallbacks {
       this.clearTimer()
       this.hcm.stats.downstream_cx_upgrades_total++
     } else stripHopByHop(headers)
-    this.route?.applyResponseHeaders(headers)
+    this.route?.applyResponseHeaders(headers, this.cluster?.name)
     if (endStream) this.responseComplete = true
     this.downstream.sendHeaders(status, headers, endStream)
     if (status === 101) this.downstream.upgraded()
