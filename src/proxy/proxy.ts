@@ -114,7 +114,15 @@ export class Proxy {
     const a = this.bootstrap.admin?.address.socket_address
     if (a !== undefined) {
       this.admin = new AdminServer(this)
-      await this.admin.listen(a.address, a.port_value)
+      try {
+        await this.admin.listen(a.address, a.port_value)
+      } catch (err) {
+        this.admin = null
+        throw new LoomError(
+          ErrorCodes.LISTEN,
+          `admin endpoint cannot listen on ${a.address}:${a.port_value}: ${(err as Error).message}`,
+        )
+      }
     }
     await this.clusters.start()
     for (const l of this.listeners) {

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { Host } from './host.js'
-import { RingHash, ringHash } from './lb/ring-hash.js'
+import { EntryKeys, RingHash, ringHash } from './lb/ring-hash.js'
+import { murmur3 } from './hash.js'
 import { randomUint32 } from './lb/types.js'
 
 const hosts = (...weights: number[]) =>
@@ -97,4 +98,11 @@ test('RING_HASH without a hash picks at random', () => {
   const seen = new Set<Host>()
   for (let i = 0; i < 300; i++) seen.add(lb.pick(undefined))
   assert.equal(seen.size, 3)
+})
+
+test('RING_HASH entry j of a host sits at murmur3("<key>_<j>")', () => {
+  for (const key of ['10.0.0.1:80', '[2001:db8::1]:8443']) {
+    const entries = new EntryKeys(key)
+    for (const j of [0, 1, 9, 10, 99, 100, 12345, 8388607]) assert.equal(entries.hash(j), murmur3(`${key}_${j}`))
+  }
 })

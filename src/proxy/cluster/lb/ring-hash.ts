@@ -1,4 +1,4 @@
-import { murmur3 } from '../hash.js'
+import { murmur3Bytes } from '../hash.js'
 import type { Host } from '../host.js'
 import { type LbFactory, type LoadBalancer, randomUint32, sortedByKey } from './types.js'
 
@@ -51,8 +51,8 @@ export class RingHash implements LoadBalancer {
     const packed = new Float64Array(size)
     let e = 0
     for (let i = 0; i < sorted.length; i++) {
-      const key = sorted[i]!.key
-      for (let j = 0; j < counts[i]!; j++) packed[e++] = murmur3(`${key}_${j}`) * indexBits + i
+      const entries = new EntryKeys(sorted[i]!.key)
+      for (let j = 0; j < counts[i]!; j++) packed[e++] = entries.hash(j) * indexBits + i
     }
     if (sorted.length <= indexBits) packed.sort()
     this.#positions = new Uint32Array(size)
@@ -104,5 +104,30 @@ export class RingHash implements LoadBalancer {
     }
     if (lo === pos.length) lo = 0
     return this.#hosts[this.#owners[lo]!]!
+  }
+}
+
+/** Hashes `${key}_${j}` for successive j without building strings: the key's bytes are encoded once. */
+export class EntryKeys {
+  readonly #bytes: Uint8Array
+  readonly #prefix: number
+
+  constructor(key: string) {
+    const encoded = new TextEncoder().encode(`${key}_`)
+    this.#bytes = new Uint8Array(encoded.length + 16)
+    this.#bytes.set(encoded)
+    this.#prefix = encoded.length
+  }
+
+  hash(j: number): number {
+    const b = this.#bytes
+    let digits = 1
+    for (let v = j; v >= 10; v = Math.floor(v / 10)) digits++
+    let v = j
+    for (let d = this.#prefix + digits - 1; d >= this.#prefix; d--) {
+      b[d] = 48 + (v % 10)
+      v = Math.floor(v / 10)
+    }
+    return murmur3Bytes(b, this.#prefix + digits)
   }
 }
