@@ -27,6 +27,7 @@ export class HcmContext {
   readonly idleTimeoutMs: number
   readonly upgrades: Set<string>
   readonly rejectUnderscores: boolean
+  readonly dropUnderscores: boolean
   readonly codec: 'AUTO' | 'HTTP1' | 'HTTP2'
   readonly http2: { maxConcurrentStreams: number; initialWindowSize: number }
 
@@ -53,6 +54,7 @@ export class HcmContext {
     }
     this.idleTimeoutMs = common?.idle_timeout === undefined ? 3600_000 : parseDurationMs(common.idle_timeout)!
     this.rejectUnderscores = common?.headers_with_underscores_action === 'REJECT_REQUEST'
+    this.dropUnderscores = common?.headers_with_underscores_action === 'DROP_HEADER'
     this.upgrades = new Set((cfg.upgrade_configs ?? []).filter((u) => u.enabled !== false).map((u) => u.upgrade_type.toLowerCase()))
     this.codec = cfg.codec_type ?? 'AUTO'
     this.http2 = {

@@ -147,6 +147,7 @@ export class ActiveStream implements UpstreamCallbacks {
     }
     head.path = route.rewritePath(head.path)
     if (route.hostRewrite !== null) head.authority = route.hostRewrite
+    else if (route.autoHostRewrite) head.authority = host.hostname
     route.applyRequestHeaders(headers, clusterName)
 
     const cstats = hcm.store.forCluster(cluster.name)

@@ -142,8 +142,9 @@ export class H1ServerConnection implements DownstreamSink {
     this.searchFrom = 0
     const h1 = parseRequestHead(buf, start, end, this.hcm.limits)
     this.buf = end === buf.length ? null : buf.subarray(end)
-    if (this.hcm.rejectUnderscores && hasUnderscoreHeader(h1.headers)) {
-      throw new HttpParseError(400, 'underscore_in_header', 'header name with underscore')
+    if ((this.hcm.rejectUnderscores || this.hcm.dropUnderscores) && hasUnderscoreHeader(h1.headers)) {
+      if (this.hcm.rejectUnderscores) throw new HttpParseError(400, 'underscore_in_header', 'header name with underscore')
+      dropUnderscoreHeaders(h1.headers)
     }
     if (h1.method === 'CONNECT') {
       throw new HttpParseError(405, 'connect_not_supported', 'CONNECT is not supported on this listener')
@@ -415,6 +416,16 @@ export class H1ServerConnection implements DownstreamSink {
     const s = this.stream
     this.stream = null
     if (wasOpen && s !== null && !this.responseDone) s.onDownstreamReset()
+  }
+}
+
+function dropUnderscoreHeaders(h: Headers): void {
+  const l = h.list
+  for (let i = 0; i < l.length; i += 2) {
+    if (l[i]!.includes('_')) {
+      l.splice(i, 2)
+      i -= 2
+    }
   }
 }
 

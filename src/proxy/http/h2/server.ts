@@ -102,8 +102,9 @@ export function createH2Server(hcm: HcmContext, scheme: 'http' | 'https'): http2
     const authority = (h[':authority'] ?? (h.host as string | undefined) ?? '').toLowerCase()
     const headers = fromH2(h)
     headers.remove('host')
-    if (hcm.rejectUnderscores && headers.list.some((n, i) => i % 2 === 0 && n.includes('_'))) {
-      return reject(stream, 400, 'underscore_in_header')
+    if ((hcm.rejectUnderscores || hcm.dropUnderscores) && headers.list.some((n, i) => i % 2 === 0 && n.includes('_'))) {
+      if (hcm.rejectUnderscores) return reject(stream, 400, 'underscore_in_header')
+      headers.list = headers.list.filter((_, i, l) => !l[i - (i % 2)]!.includes('_'))
     }
     const endStream = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0
     const head: RequestHead = { method, authority, path, scheme, headers, upgrade: null, protocol: 'HTTP/2' }
