@@ -1,2 +1,4 @@
 #!/usr/bin/env node
-import('../dist/src/cli/main.js').then((m) => m.main(process.argv.slice(2)))
+// The loom command. It runs the single-file build (dist/loom.mjs): one module loads faster and keeps a sidecar's
+// resident memory several MB lower than hundreds of small ones.
+import('../dist/loom.mjs').then((m) => m.main(process.argv.slice(2)))

@@ -4,10 +4,10 @@
  * field path; nothing starts until the whole document is valid.
  */
 import { readFileSync } from 'node:fs'
-import { parseAllDocuments } from 'yaml'
+import { loadAll, YAMLException } from 'js-yaml'
 import { ConfigError, type ConfigIssue, ErrorCodes, LoomError } from '../core/errors.js'
 import { Bootstrap } from './envoy.js'
-import { toConfigIssues } from './schema.js'
+import { toConfigIssues, v } from './schema.js'
 
 export function readBootstrapFile(file: string): Bootstrap {
   let text: string
@@ -20,24 +20,24 @@ export function readBootstrapFile(file: string): Bootstrap {
 }
 
 export function parseBootstrap(text: string, file = '<bootstrap>'): Bootstrap {
-  const docs = parseAllDocuments(text, { prettyErrors: true, uniqueKeys: true })
-  if (Array.isArray(docs) && docs.length > 1) {
+  let docs: unknown[]
+  try {
+    docs = loadAll(text, null, { filename: file })
+  } catch (err) {
+    if (!(err instanceof YAMLException)) throw err
+    const where = err.mark === undefined ? '' : ` (line ${err.mark.line + 1}, column ${err.mark.column + 1})`
+    throw new ConfigError(file, [{ path: '', message: `YAML: ${err.reason}${where}` }])
+  }
+  if (docs.length > 1) {
     throw new ConfigError(file, [{ path: '', message: 'a bootstrap is a single YAML document (found several)' }])
   }
-  const doc = Array.isArray(docs) ? docs[0] : docs
-  if (doc === undefined) throw new ConfigError(file, [{ path: '', message: 'the file is empty' }])
-  if (doc.errors.length > 0) {
-    throw new ConfigError(
-      file,
-      doc.errors.map((e) => ({ path: '', message: `YAML: ${e.message.split('\n')[0]}` })),
-    )
-  }
-  const raw: unknown = doc.toJS({ maxAliasCount: 100 })
-  const result = Bootstrap.safeParse(raw)
-  if (!result.success) throw new ConfigError(file, toConfigIssues(result.error))
-  const issues = crossCheck(result.data)
+  const raw = docs[0]
+  if (raw === undefined || raw === null) throw new ConfigError(file, [{ path: '', message: 'the file is empty' }])
+  const result = v.safeParse(Bootstrap, raw)
+  if (!result.success) throw new ConfigError(file, toConfigIssues(result.issues))
+  const issues = crossCheck(result.output)
   if (issues.length > 0) throw new ConfigError(file, issues)
-  return result.data
+  return result.output
 }
 
 /** Checks that span resources: names unique, every route's clusters defined, no two listeners on one address. */

@@ -1,11 +1,14 @@
 import { readFileSync } from 'node:fs'
 
-/** The package version, read once from package.json. */
+/** The package version, from the package.json above this file (in the source tree or beside the bundle). */
 export const VERSION: string = (() => {
-  try {
-    const url = new URL('../../../package.json', import.meta.url)
-    return (JSON.parse(readFileSync(url, 'utf8')) as { version: string }).version
-  } catch {
-    return '0.0.0'
+  for (const rel of ['../package.json', '../../package.json', '../../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version: string }
+      if (pkg.name === 'loom-mesh') return pkg.version
+    } catch {
+      // try the next candidate
+    }
   }
+  return '0.0.0'
 })()

@@ -4,7 +4,7 @@
  */
 import { createWriteStream, type WriteStream } from 'node:fs'
 import type { AccessLog } from '../config/envoy.js'
-import { TypeUrls } from '../config/envoy.js'
+import { TypeUrls } from '../config/type-urls.js'
 
 export interface AccessLogSink {
   write(entry: Record<string, unknown>): void

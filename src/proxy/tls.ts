@@ -12,7 +12,10 @@ export function readDataSource(ds: DataSource): Buffer {
 
 const VERSIONS = { TLS_AUTO: undefined, TLSv1_2: 'TLSv1.2', TLSv1_3: 'TLSv1.3' } as const
 
-export function tlsVersions(c: CommonTlsContext | undefined): { minVersion?: tls.SecureVersion; maxVersion?: tls.SecureVersion } {
+export function tlsVersions(c: CommonTlsContext | undefined): {
+  minVersion?: tls.SecureVersion
+  maxVersion?: tls.SecureVersion
+} {
   const out: { minVersion?: tls.SecureVersion; maxVersion?: tls.SecureVersion } = { minVersion: 'TLSv1.2' }
   const p = c?.tls_params
   const min = p?.tls_minimum_protocol_version
@@ -26,6 +29,23 @@ export interface DownstreamTls {
   context: tls.SecureContext
   alpn: string[]
   requireClientCert: boolean
+}
+
+/**
+ * The PEM options of a server context (files are read now). tls.Server wants these, not a SecureContext, for the
+ * certificate it presents to clients that send no SNI.
+ */
+export function downstreamContextOptions(cfg: DownstreamTlsContext): tls.SecureContextOptions {
+  const c = cfg.common_tls_context
+  const cert = c.tls_certificates?.[0]
+  const ca = c.validation_context?.trusted_ca
+  return {
+    ...(cert === undefined
+      ? {}
+      : { cert: readDataSource(cert.certificate_chain), key: readDataSource(cert.private_key) }),
+    ...(ca === undefined ? {} : { ca: readDataSource(ca) }),
+    ...tlsVersions(c),
+  }
 }
 
 /** Builds a server secure context; problems come back as issues under `path`. */
@@ -43,12 +63,7 @@ export function buildDownstreamTls(
   }
   try {
     const ca = c.validation_context?.trusted_ca
-    const context = tls.createSecureContext({
-      cert: readDataSource(cert.certificate_chain),
-      key: readDataSource(cert.private_key),
-      ...(ca === undefined ? {} : { ca: readDataSource(ca) }),
-      ...tlsVersions(c),
-    })
+    const context = tls.createSecureContext(downstreamContextOptions(cfg))
     const requireClientCert = cfg.require_client_certificate === true
     if (requireClientCert && ca === undefined) {
       issues.push({

@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs'
 import { isIPv6 } from 'node:net'
 import { type ConnectionOptions, createSecureContext, type PeerCertificate } from 'node:tls'
-import { RE2 } from 're2-wasm'
+import { compileFullMatch } from '../route/regex.js'
 import type { DataSource, StringMatcher, UpstreamTlsContext } from '../../config/envoy.js'
 import type { ConfigIssue } from '../../core/errors.js'
 
@@ -237,13 +237,10 @@ export function compileStringMatcher(
     return (v) => fold(v).includes(want)
   }
   if (m.safe_regex !== undefined) {
-    try {
-      const re = new RE2(`^(?:${m.safe_regex.regex})$`, 'u')
-      return (v) => re.test(v)
-    } catch (err) {
-      issues.push({ path: `${path}.safe_regex.regex`, message: `invalid RE2 regex: ${errorText(err)}` })
-      return null
-    }
+    const re = compileFullMatch(m.safe_regex.regex)
+    if (re.ok) return (v) => re.value.test(v)
+    issues.push({ path: `${path}.safe_regex.regex`, message: re.error })
+    return null
   }
   return null
 }

@@ -15,6 +15,7 @@ import { createH2Server } from '../http/h2/server.js'
 import type { HcmContext } from '../http/hcm.js'
 import type { ListenerStats } from '../stats/stats.js'
 import type { TcpProxyContext } from '../tcp/tcp-proxy.js'
+import { downstreamContextOptions } from '../tls.js'
 
 export type NetworkHandler = { kind: 'hcm'; hcm: HcmContext } | { kind: 'tcp'; tcp: TcpProxyContext }
 
@@ -49,17 +50,24 @@ export class ActiveListener {
     this.stats = stats
     const tlsChains = chains.filter((c) => c.secureContext !== null)
     if (tlsChains.length > 0) {
-      const first = tlsChains[0]!
+      // the chain a client without SNI gets: the one without server_names, as chainFor('') picks it
+      const noSni = this.chainFor('')
+      const dflt = noSni.secureContext !== null ? noSni : tlsChains[0]!
       this.server = tls.createServer(
         {
-          secureContext: first.secureContext!,
-          SNICallback: (name, cb) => cb(null, this.chainFor(name).secureContext ?? first.secureContext!),
-          ALPNProtocols: first.alpn,
-          requestCert: first.requireClientCert,
-          rejectUnauthorized: first.requireClientCert,
-          allowHalfOpen: true,
+          // tls.Server ignores a `secureContext` option: its default (no SNI) certificate must be given as PEM
+          ...downstreamContextOptions(dflt.config.transport_socket!.typed_config),
+          SNICallback: (name, cb) => cb(null, this.chainFor(name).secureContext ?? dflt.secureContext!),
+          ALPNProtocols: dflt.alpn,
+          requestCert: dflt.requireClientCert,
+          rejectUnauthorized: dflt.requireClientCert,
+          // not half-open during the handshake: a client that gives up (e.g. rejects our certificate) sends a FIN
+          // that would otherwise leave the socket open forever; half-close is turned on once the handshake is done
         },
-        (socket) => this.dispatch(socket, this.chainFor(socket.servername || ''), 'https'),
+        (socket) => {
+          socket.allowHalfOpen = true
+          this.dispatch(socket, this.chainFor(socket.servername || ''), 'https')
+        },
       )
       this.server.on('connection', (s: net.Socket) => this.track(s))
       this.server.on('tlsClientError', (_err, s) => s.destroy())

@@ -3,7 +3,15 @@
  * Envoy's `safe_regex` uses RE2 syntax; re2-wasm accepts JS-flavoured source and translates it, so the few
  * places where the two differ (`\Q...\E` quoting, `\u`/`\c` escapes) are handled here before compiling.
  */
-import { RE2 } from 're2-wasm'
+import { createRequire } from 'node:module'
+import type { RE2 } from 're2-wasm'
+
+// Loaded on first use: the wasm module costs several MB of memory, which a proxy without regexes should not pay.
+let RE2Ctor: typeof RE2 | null = null
+function re2Class(): typeof RE2 {
+  if (RE2Ctor === null) RE2Ctor = (createRequire(import.meta.url)('re2-wasm') as { RE2: typeof RE2 }).RE2
+  return RE2Ctor
+}
 
 type Wrapper = { delete?: () => void }
 
@@ -18,7 +26,7 @@ const registry = new FinalizationRegistry<Wrapper>((w) => {
 })
 
 function newRe2(source: string, flags: string): RE2 {
-  const re = new RE2(source, flags)
+  const re = new (re2Class())(source, flags)
   const wrapper = (re as unknown as { wrapper?: Wrapper }).wrapper
   if (wrapper !== undefined && typeof wrapper.delete === 'function') registry.register(re, wrapper)
   return re

@@ -77,7 +77,8 @@ export class TcpProxyContext {
     cstats.upstream_cx_total++
     cstats.upstream_cx_active++
     host.activeConnections++
-    const opts = { host: host.address, port: host.port }
+    // half-open like the downstream socket: a FIN from the server must not end what the client still sends
+    const opts = { host: host.address, port: host.port, allowHalfOpen: true }
     const upstream = cluster.tls === null ? net.connect(opts) : tls.connect({ ...cluster.tls, ...opts })
     upstream.setNoDelay(true)
     downstream.setNoDelay(true)

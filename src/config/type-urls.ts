@@ -1,0 +1,15 @@
+/** Envoy type URLs of the extensions Loom supports (no schema code here: the proxy's runtime imports this). */
+const T = 'type.googleapis.com/'
+export const TypeUrls = {
+  hcm: `${T}envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`,
+  tcpProxy: `${T}envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`,
+  router: `${T}envoy.extensions.filters.http.router.v3.Router`,
+  downstreamTls: `${T}envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`,
+  upstreamTls: `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`,
+  httpProtocolOptions: `${T}envoy.extensions.upstreams.http.v3.HttpProtocolOptions`,
+  stdoutLog: `${T}envoy.extensions.access_loggers.stream.v3.StdoutAccessLog`,
+  stderrLog: `${T}envoy.extensions.access_loggers.stream.v3.StderrAccessLog`,
+  fileLog: `${T}envoy.extensions.access_loggers.file.v3.FileAccessLog`,
+  tlsInspector: `${T}envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector`,
+  httpInspector: `${T}envoy.extensions.filters.listener.http_inspector.v3.HttpInspector`,
+} as const
