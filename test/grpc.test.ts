@@ -31,7 +31,7 @@ interface EchoClient extends grpc.Client {
   Bidi(md?: grpc.Metadata, opts?: grpc.CallOptions): grpc.ClientDuplexStream<EchoRequest, EchoReply>
 }
 
-const def = protoLoader.loadSync(join(ROOT, 'test', 'fixtures', 'echo.proto'), { defaults: true })
+const def = protoLoader.loadSync(join(ROOT, 'test', 'fixtures', 'echo.proto'), { defaults: true, keepCase: true })
 const pkg = grpc.loadPackageDefinition(def) as unknown as {
   loom: { test: { Echo: grpc.ServiceClientConstructor } }
 }
@@ -155,7 +155,7 @@ function unary(req: EchoRequest, md = new grpc.Metadata()) {
   })
 }
 
-describe('gRPC with grpc-js client and server', () => {
+describe('gRPC with grpc-js client and server', { timeout: 8000 }, () => {
   test('unary call', async () => {
     const { reply, status } = await unary({ message: 'hello' })
     assert.equal(reply.message, 'echo: hello')
@@ -201,11 +201,14 @@ describe('gRPC with grpc-js client and server', () => {
   test('server streaming that fails midway: messages, then the error in trailers', async () => {
     const call = client.ServerStream({ count: 10, fail_after: 3 }, new grpc.Metadata(), { deadline: deadline() })
     const got: EchoReply[] = []
+    let err: grpc.ServiceError | null = null
     call.on('data', (r: EchoReply) => got.push(r))
-    const err = await new Promise<grpc.ServiceError>((resolve) => call.on('error', resolve))
+    call.on('error', (e: grpc.ServiceError) => (err = e))
+    const status = await new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve))
     assert.equal(got.length, 3)
-    assert.equal(err.code, grpc.status.RESOURCE_EXHAUSTED)
-    assert.equal(err.details, 'stopped after 3')
+    assert.equal(status.code, grpc.status.RESOURCE_EXHAUSTED)
+    assert.equal(status.details, 'stopped after 3')
+    assert.equal((err as grpc.ServiceError | null)?.code, grpc.status.RESOURCE_EXHAUSTED)
   })
 
   test('client streaming', async () => {
@@ -235,12 +238,12 @@ describe('gRPC with grpc-js client and server', () => {
       call.write({ message: 'p0' })
     })
     assert.equal(replies.length, 20)
-    replies.forEach((r, i) => assert.equal(r.message, `re: p${i}`))
+    for (const [i, r] of replies.entries()) assert.equal(r.message, `re: p${i}`)
   })
 
   test('100 concurrent unary calls', async () => {
     const results = await Promise.all(Array.from({ length: 100 }, (_, i) => unary({ message: `n${i}` })))
-    results.forEach((r, i) => assert.equal(r.reply.message, `echo: n${i}`))
+    for (const [i, r] of results.entries()) assert.equal(r.reply.message, `echo: n${i}`)
   })
 })
 
@@ -292,10 +295,10 @@ function rawCall(path: string, body: Buffer) {
   })
 }
 
-describe('gRPC status on the wire (raw HTTP/2 client)', () => {
+describe('gRPC status on the wire (raw HTTP/2 client)', { timeout: 8000 }, () => {
   test('trailers-only error: grpc-status and grpc-message in the response headers, with END_STREAM', async () => {
     const r = await rawCall('/loom.test.Echo/Unary', pbString(1, 'missing-raw'))
-    assert.equal(r.headers[':status'], '200')
+    assert.equal(r.headers[':status'], 200)
     assert.equal(r.headersEnded, true)
     assert.equal(r.headers['grpc-status'], String(grpc.status.NOT_FOUND))
     assert.equal(decodeURIComponent(String(r.headers['grpc-message'])), 'no such thing: missing-raw')
@@ -305,7 +308,7 @@ describe('gRPC status on the wire (raw HTTP/2 client)', () => {
   test('error after data: grpc-status and grpc-message arrive as HTTP/2 trailers', async () => {
     // StreamRequest { count: 5, fail_after: 2 }
     const r = await rawCall('/loom.test.Echo/ServerStream', Buffer.from([0x08, 5, 0x10, 2]))
-    assert.equal(r.headers[':status'], '200')
+    assert.equal(r.headers[':status'], 200)
     assert.equal(r.headers['content-type'], 'application/grpc+proto')
     assert.equal(r.headersEnded, false)
     assert.ok(r.trailers !== null, 'trailers were received')

@@ -189,7 +189,13 @@ before(async () => {
     res.setHeader('set-cookie', ['a=1', 'b=2'])
     res.setHeader('cache-control', 'no-store')
     res.end(
-      JSON.stringify({ method: req.method, url: req.url, headers: req.headers, bodyLength: body.length, bodySha: sha256(body) }),
+      JSON.stringify({
+        method: req.method,
+        url: req.url,
+        headers: req.headers,
+        bodyLength: body.length,
+        bodySha: sha256(body),
+      }),
     )
   })
   h2Backend = await startH2Backend()
@@ -210,7 +216,7 @@ after(async () => {
   await h2Backend?.close()
 })
 
-describe('HTTP/2 downstream (h2c, prior knowledge) to an HTTP/1.1 backend', () => {
+describe('HTTP/2 downstream (h2c, prior knowledge) to an HTTP/1.1 backend', { timeout: 8000 }, () => {
   let session: http2.ClientHttp2Session
   before(async () => {
     session = await connectH2(proxy.ports.to_h1!)
@@ -295,7 +301,7 @@ describe('HTTP/2 downstream (h2c, prior knowledge) to an HTTP/1.1 backend', () =
   })
 })
 
-describe('HTTP/2 upstream (explicit_http_config.http2_protocol_options) to an h2c backend', () => {
+describe('HTTP/2 upstream (explicit_http_config.http2_protocol_options) to an h2c backend', { timeout: 8000 }, () => {
   test('HTTP/1.1 → HTTP/2: GET and POST, pseudo-headers from the HTTP/1.1 request', async () => {
     const agent = new http.Agent({ keepAlive: true })
     try {

@@ -67,10 +67,7 @@ export class Proxy {
     const pools = new PoolManager(this.stats)
     ;(bootstrap.static_resources?.listeners ?? []).forEach((l, i) => {
       const chains = this.compileListener(l, `static_resources.listeners[${i}]`, pools, issues)
-      if (chains !== null) {
-        const stats = this.stats.forListener(`${l.address.socket_address.address}_${l.address.socket_address.port_value}`)
-        this.listeners.push(new ActiveListener(l, chains, stats))
-      }
+      if (chains !== null) this.listeners.push(new ActiveListener(l, chains))
     })
     if (issues.length > 0) throw new ConfigError(options.file, issues)
   }
@@ -141,6 +138,8 @@ export class Proxy {
         await this.close()
         throw new LoomError(ErrorCodes.LISTEN, `listener "${l.name}" cannot listen on ${l.address}: ${(err as Error).message}`)
       }
+      // Envoy names listener stats by address; with port 0 that is the port the OS chose
+      l.stats = this.stats.forListener(`${l.config.address.socket_address.address}_${l.boundPort}`)
       log('info', 'listener', 'listening', { name: l.name, address: l.address })
     }
     this.state = 'live'

@@ -56,6 +56,10 @@ export function runLoom(args: string[], timeoutMs = 20000): Promise<{ code: numb
 export async function startProxy(bootstrap: unknown, extraArgs: string[] = []): Promise<RunningProxy> {
   const file = writeTemp('bootstrap.json', JSON.stringify(bootstrap, null, 2))
   const proc = spawn(process.execPath, [LOOM, 'proxy', '-c', file, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] })
+  // never outlive the test process, even when the runner kills it before `after` hooks run
+  const reap = () => proc.kill('SIGKILL')
+  process.once('exit', reap)
+  proc.once('exit', () => process.off('exit', reap))
   let err = ''
   let out = ''
   proc.stdout!.on('data', (d) => (out += d))

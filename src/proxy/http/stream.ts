@@ -31,6 +31,7 @@ export const LocalReplies = {
   protocolError: [502, 'UPE', 'upstream_protocol_error', 'upstream sent an invalid HTTP response'],
   overflow: [503, 'UO', 'upstream_overflow', 'upstream connection pool overflow'],
   timeout: [504, 'UT', 'upstream_timeout', 'upstream request timeout'],
+  idleTimeout: [408, 'SI', 'stream_idle_timeout', 'stream idle timeout'],
   upgradeRejected: [403, '', 'upgrade_not_allowed', 'this upgrade is not enabled on the listener'],
 } as const satisfies Record<string, readonly [number, string, string, string]>
 type LocalReply = (typeof LocalReplies)[keyof typeof LocalReplies]
@@ -48,6 +49,10 @@ const routeStatsCache = new WeakMap<CompiledRoute, RouteStats>()
 
 function onTimeout(stream: ActiveStream): void {
   stream.timeout()
+}
+
+function onIdleTimeout(stream: ActiveStream): void {
+  stream.idleTimeout()
 }
 
 export class ActiveStream implements UpstreamCallbacks {
@@ -71,6 +76,9 @@ export class ActiveStream implements UpstreamCallbacks {
   bytesReceived = 0
   bytesSent = 0
   timer: NodeJS.Timeout | null = null
+  idleTimer: NodeJS.Timeout | null = null
+  /** Set-Cookie values a cookie hash policy asked for (generated affinity cookies). */
+  setCookies: string[] | null = null
   /** The original path, before rewrites, for access logs. */
   originalPath = ''
   requestId = ''
@@ -125,7 +133,13 @@ export class ActiveStream implements UpstreamCallbacks {
     const cluster = hcm.clusters.get(clusterName)
     if (cluster === undefined) return this.localReply(LocalReplies.noCluster)
     this.cluster = cluster
-    const host = cluster.chooseHost(route.hasHashPolicy ? route.hash(head, this.sourceIp) : undefined)
+    let hash: number | undefined
+    if (route.hasHashPolicy) {
+      hash = route.hash(head, this.sourceIp)
+      const cookies = route.cookiesToSet(head, this.sourceIp)
+      if (cookies.length > 0) this.setCookies = cookies.map((c) => c.setCookie)
+    }
+    const host = cluster.chooseHost(hash)
     if (host === null) {
       hcm.store.forCluster(cluster.name).upstream_cx_none_healthy++
       return this.localReply(LocalReplies.noHealthyUpstream)
@@ -157,11 +171,13 @@ export class ActiveStream implements UpstreamCallbacks {
     if (route.timeoutMs > 0 && head.upgrade === null) {
       this.timer = setTimeout(onTimeout, route.timeoutMs, this)
     }
+    if (route.idleTimeoutMs > 0) this.idleTimer = setTimeout(onIdleTimeout, route.idleTimeoutMs, this)
     this.upstream = hcm.pools.newStream(cluster, host, this, head, endStream)
   }
 
   onRequestData(chunk: Buffer, endStream: boolean): void {
     this.bytesReceived += chunk.length
+    this.idleTimer?.refresh()
     if (endStream) this.requestComplete = true
     const up = this.upstream
     if (up === null || this.done) return
@@ -220,6 +236,8 @@ export class ActiveStream implements UpstreamCallbacks {
       this.hcm.stats.downstream_cx_upgrades_total++
     } else stripHopByHop(headers)
     this.route?.applyResponseHeaders(headers, this.cluster?.name)
+    if (this.setCookies !== null) for (const c of this.setCookies) headers.add('set-cookie', c)
+    this.idleTimer?.refresh()
     if (endStream) this.responseComplete = true
     this.downstream.sendHeaders(status, headers, endStream)
     if (status === 101) this.downstream.upgraded()
@@ -229,6 +247,7 @@ export class ActiveStream implements UpstreamCallbacks {
   onUpstreamData(chunk: Buffer, endStream: boolean): void {
     if (this.done) return
     this.bytesSent += chunk.length
+    this.idleTimer?.refresh()
     if (endStream) this.responseComplete = true
     if (!this.downstream.sendData(chunk, endStream)) this.upstream?.pauseResponse()
     if (endStream) this.finish()
@@ -272,6 +291,19 @@ export class ActiveStream implements UpstreamCallbacks {
     this.finish()
   }
 
+  /** No bytes in either direction for the route's idle_timeout: 408 before a response, a reset after. */
+  idleTimeout(): void {
+    this.idleTimer = null
+    if (this.done) return
+    const up = this.upstream
+    this.upstream = null
+    up?.reset()
+    if (!this.responseStarted) return this.localReply(LocalReplies.idleTimeout)
+    this.flag = 'SI'
+    this.downstream.reset()
+    this.finish()
+  }
+
   // === local replies ===
 
   localReply(reply: LocalReply | readonly [number, string, string, string]): void {
@@ -305,11 +337,19 @@ export class ActiveStream implements UpstreamCallbacks {
     }
   }
 
+  private clearIdleTimer(): void {
+    if (this.idleTimer !== null) {
+      clearTimeout(this.idleTimer)
+      this.idleTimer = null
+    }
+  }
+
   /** Runs once: stats, access log, and tells the codec the stream is over. */
   private finish(): void {
     if (this.done) return
     this.done = true
     this.clearTimer()
+    this.clearIdleTimer()
     const hcm = this.hcm
     const status = this.status
     const ms = performance.now() - this.startTime

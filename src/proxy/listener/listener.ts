@@ -13,7 +13,7 @@ import type { FilterChain, Listener } from '../../config/envoy.js'
 import { H1ServerConnection } from '../http/h1/server.js'
 import { createH2Server } from '../http/h2/server.js'
 import type { HcmContext } from '../http/hcm.js'
-import type { ListenerStats } from '../stats/stats.js'
+import { ListenerStats } from '../stats/stats.js'
 import type { TcpProxyContext } from '../tcp/tcp-proxy.js'
 import { downstreamContextOptions } from '../tls.js'
 
@@ -33,7 +33,7 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
 export class ActiveListener {
   readonly name: string
   readonly config: Listener
-  readonly stats: ListenerStats
+  stats: ListenerStats
   private readonly chains: CompiledChain[]
   private readonly server: net.Server
   private readonly h2Servers = new Map<HcmContext, Http2Server>()
@@ -43,11 +43,11 @@ export class ActiveListener {
   private draining = false
   boundPort = 0
 
-  constructor(config: Listener, chains: CompiledChain[], stats: ListenerStats) {
+  constructor(config: Listener, chains: CompiledChain[]) {
     this.name = config.name
     this.config = config
     this.chains = chains
-    this.stats = stats
+    this.stats = new ListenerStats(`${config.address.socket_address.address}_${config.address.socket_address.port_value}`)
     const tlsChains = chains.filter((c) => c.secureContext !== null)
     if (tlsChains.length > 0) {
       // the chain a client without SNI gets: the one without server_names, as chainFor('') picks it

@@ -233,7 +233,7 @@ export class H1ServerConnection implements DownstreamSink {
   sendHeaders(status: number, headers: Headers, endStream: boolean): void {
     if (this.state === S.Closed) return
     let s = statusLine(status)
-    const noBody = this.isHead || status < 200 || status === 204 || status === 304
+    const noBody = this.isHead || (status < 200 && status !== 101) || status === 204 || status === 304
     this.noBody = noBody
     if (!this.requestDone) {
       // an early response: keep the connection only if the rest of the body is small enough to read and drop
@@ -326,6 +326,11 @@ export class H1ServerConnection implements DownstreamSink {
   upgraded(): void {
     this.state = S.Upgraded
     this.keepAlive = false
+    if (this.pausedByPipeline) {
+      // bytes sent right behind the upgrade request were held back as if pipelined: they belong to the tunnel
+      this.pausedByPipeline = false
+      if (!this.pausedByStream) this.socket.resume()
+    }
     if (this.buf !== null && !this.processing) this.process()
   }
 
