@@ -1,6 +1,7 @@
 /** The `loom` command. */
 import { parseArgs } from 'node:util'
-import { readBootstrapFile } from '../config/load.js'
+import { spawn } from 'node:child_process'
+import type { Bootstrap } from '../config/envoy.js'
 import { ConfigError, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
 import { VERSION } from '../core/version.js'
@@ -71,6 +72,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       config: { type: 'string', short: 'c' },
       'drain-time-s': { type: 'string' },
       'log-level': { type: 'string' },
+      json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -86,13 +88,21 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
   }
   if (values['log-level'] !== undefined) process.env.LOOM_LOG = values['log-level']
   const drainTimeMs = Number(values['drain-time-s'] ?? 5) * 1000
-  const bootstrap = readBootstrapFile(values.config)
-  const proxy = new Proxy(bootstrap, { file: values.config, drainTimeMs })
   if (validateOnly) {
+    // the schema and YAML code is loaded only here: a running proxy never pays for it
+    const { readBootstrapFile } = await import('../config/load.js')
+    const bootstrap = readBootstrapFile(values.config)
+    const proxy = new Proxy(bootstrap, { file: values.config, drainTimeMs })
     await proxy.close()
-    process.stdout.write(`${values.config}: OK\n`)
+    process.stdout.write(values.json ? JSON.stringify(bootstrap) : `${values.config}: OK\n`)
     return
   }
+  const bootstrap = await validateInChild(values.config)
+  if (bootstrap === null) {
+    process.exitCode = 1
+    return
+  }
+  const proxy = new Proxy(bootstrap, { file: values.config, drainTimeMs })
   await proxy.start()
   log('info', 'proxy', 'ready', { admin: proxy.adminAddress, listeners: proxy.listeners.map((l) => l.address) })
   let stopping = false
@@ -106,4 +116,24 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
   }
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
+}
+
+/**
+ * Validates the bootstrap in a short-lived child process (`loom validate --json`) and returns the validated
+ * document; the child prints any errors itself. The YAML parser and the schema code cost a sidecar several MB of
+ * resident memory that it would never use again after startup, so they run, and exit, elsewhere.
+ */
+function validateInChild(file: string): Promise<Bootstrap | null> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [process.argv[1]!, 'validate', '--json', '-c', file], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    const chunks: Buffer[] = []
+    child.stdout.on('data', (c: Buffer) => chunks.push(c))
+    child.on('error', reject)
+    child.on('close', (code) => {
+      if (code !== 0) return resolve(null)
+      resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Bootstrap)
+    })
+  })
 }

@@ -2,8 +2,6 @@
  * The proxy process: builds clusters, listeners and the admin endpoint from a validated bootstrap, and drains on
  * request. Config is compiled completely before anything listens, so an invalid bootstrap never half-starts.
  */
-import * as v8 from 'node:v8'
-import * as vm from 'node:vm'
 import type { Bootstrap, Listener } from '../config/envoy.js'
 import { TypeUrls } from '../config/type-urls.js'
 import { ConfigError, type ConfigIssue, ErrorCodes, LoomError } from '../core/errors.js'
@@ -23,13 +21,6 @@ export interface ProxyOptions {
   file: string
   /** How long in-flight work may take to finish on shutdown. */
   drainTimeMs: number
-}
-
-/** A full GC, once, after startup (V8 exposes `gc` only behind a flag, so enable it for this call). */
-function collectGarbage(): void {
-  v8.setFlagsFromString('--expose-gc')
-  const gc = vm.runInNewContext('gc') as (() => void) | undefined
-  gc?.()
 }
 
 function issuesOf(err: unknown): ConfigIssue[] | null {
@@ -143,8 +134,6 @@ export class Proxy {
       log('info', 'listener', 'listening', { name: l.name, address: l.address })
     }
     this.state = 'live'
-    // Config compilation leaves garbage behind; collect it now so an idle sidecar gives the memory back.
-    setImmediate(collectGarbage)
   }
 
   get adminAddress(): string | null {

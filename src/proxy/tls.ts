@@ -1,6 +1,7 @@
 /** Turning Envoy TLS contexts into Node secure contexts (downstream side; the upstream side lives with clusters). */
 import { readFileSync } from 'node:fs'
-import * as tls from 'node:tls'
+import type * as TLS from 'node:tls'
+import { tls } from '../core/lazy.js'
 import type { CommonTlsContext, DataSource, DownstreamTlsContext } from '../config/envoy.js'
 import type { ConfigIssue } from '../core/errors.js'
 
@@ -13,10 +14,10 @@ export function readDataSource(ds: DataSource): Buffer {
 const VERSIONS = { TLS_AUTO: undefined, TLSv1_2: 'TLSv1.2', TLSv1_3: 'TLSv1.3' } as const
 
 export function tlsVersions(c: CommonTlsContext | undefined): {
-  minVersion?: tls.SecureVersion
-  maxVersion?: tls.SecureVersion
+  minVersion?: TLS.SecureVersion
+  maxVersion?: TLS.SecureVersion
 } {
-  const out: { minVersion?: tls.SecureVersion; maxVersion?: tls.SecureVersion } = { minVersion: 'TLSv1.2' }
+  const out: { minVersion?: TLS.SecureVersion; maxVersion?: TLS.SecureVersion } = { minVersion: 'TLSv1.2' }
   const p = c?.tls_params
   const min = p?.tls_minimum_protocol_version
   const max = p?.tls_maximum_protocol_version
@@ -26,7 +27,7 @@ export function tlsVersions(c: CommonTlsContext | undefined): {
 }
 
 export interface DownstreamTls {
-  context: tls.SecureContext
+  context: TLS.SecureContext
   alpn: string[]
   requireClientCert: boolean
 }
@@ -35,7 +36,7 @@ export interface DownstreamTls {
  * The PEM options of a server context (files are read now). tls.Server wants these, not a SecureContext, for the
  * certificate it presents to clients that send no SNI.
  */
-export function downstreamContextOptions(cfg: DownstreamTlsContext): tls.SecureContextOptions {
+export function downstreamContextOptions(cfg: DownstreamTlsContext): TLS.SecureContextOptions {
   const c = cfg.common_tls_context
   const cert = c.tls_certificates?.[0]
   const ca = c.validation_context?.trusted_ca
@@ -63,7 +64,7 @@ export function buildDownstreamTls(
   }
   try {
     const ca = c.validation_context?.trusted_ca
-    const context = tls.createSecureContext(downstreamContextOptions(cfg))
+    const context = tls().createSecureContext(downstreamContextOptions(cfg))
     const requireClientCert = cfg.require_client_certificate === true
     if (requireClientCert && ca === undefined) {
       issues.push({

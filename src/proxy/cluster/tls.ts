@@ -10,7 +10,8 @@
  */
 import { readFileSync } from 'node:fs'
 import { isIPv6 } from 'node:net'
-import { type ConnectionOptions, createSecureContext, type PeerCertificate } from 'node:tls'
+import type { ConnectionOptions, PeerCertificate } from 'node:tls'
+import { tls } from '../../core/lazy.js'
 import { compileFullMatch } from '../route/regex.js'
 import type { DataSource, StringMatcher, UpstreamTlsContext } from '../../config/envoy.js'
 import type { ConfigIssue } from '../../core/errors.js'
@@ -109,7 +110,7 @@ export function upstreamTlsOptions(
   if (cert !== undefined) options.cert = cert
   if (key !== undefined) options.key = key
   try {
-    options.secureContext = createSecureContext({ ca, cert, key, minVersion, maxVersion })
+    options.secureContext = tls().createSecureContext({ ca, cert, key, minVersion, maxVersion })
   } catch (err) {
     issues.push({ path: cpath, message: `invalid TLS material: ${errorText(err)}` })
     return null

@@ -7,7 +7,7 @@
  * and the codec by ALPN.
  */
 import * as net from 'node:net'
-import * as tls from 'node:tls'
+import type * as TLS from 'node:tls'
 import type { Http2Server, Http2Session } from 'node:http2'
 import type { FilterChain, Listener } from '../../config/envoy.js'
 import { H1ServerConnection } from '../http/h1/server.js'
@@ -15,6 +15,7 @@ import { createH2Server } from '../http/h2/server.js'
 import type { HcmContext } from '../http/hcm.js'
 import { ListenerStats } from '../stats/stats.js'
 import type { TcpProxyContext } from '../tcp/tcp-proxy.js'
+import { tls } from '../../core/lazy.js'
 import { downstreamContextOptions } from '../tls.js'
 
 export type NetworkHandler = { kind: 'hcm'; hcm: HcmContext } | { kind: 'tcp'; tcp: TcpProxyContext }
@@ -22,7 +23,7 @@ export type NetworkHandler = { kind: 'hcm'; hcm: HcmContext } | { kind: 'tcp'; t
 export interface CompiledChain {
   readonly config: FilterChain
   readonly serverNames: readonly string[]
-  readonly secureContext: tls.SecureContext | null
+  readonly secureContext: TLS.SecureContext | null
   readonly alpn: string[]
   readonly requireClientCert: boolean
   readonly handler: NetworkHandler
@@ -53,7 +54,7 @@ export class ActiveListener {
       // the chain a client without SNI gets: the one without server_names, as chainFor('') picks it
       const noSni = this.chainFor('')
       const dflt = noSni.secureContext !== null ? noSni : tlsChains[0]!
-      this.server = tls.createServer(
+      this.server = tls().createServer(
         {
           // tls.Server ignores a `secureContext` option: its default (no SNI) certificate must be given as PEM
           ...downstreamContextOptions(dflt.config.transport_socket!.typed_config),
@@ -121,7 +122,7 @@ export class ActiveListener {
       return
     }
     const hcm = h.hcm
-    if (hcm.codec === 'HTTP2' || (socket instanceof tls.TLSSocket && socket.alpnProtocol === 'h2')) {
+    if (hcm.codec === 'HTTP2' || (socket as TLS.TLSSocket).alpnProtocol === 'h2') {
       this.toH2(socket, hcm, scheme)
       return
     }

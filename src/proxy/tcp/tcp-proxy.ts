@@ -3,7 +3,7 @@
  * cluster, and bytes flow both ways with backpressure (pipe), half-close preserved, and an idle timeout.
  */
 import * as net from 'node:net'
-import * as tls from 'node:tls'
+import { tls } from '../../core/lazy.js'
 import type { TcpProxy } from '../../config/envoy.js'
 import { parseDurationMs } from '../../core/duration.js'
 import { type AccessLogSink, createAccessLogs } from '../access-log.js'
@@ -79,7 +79,7 @@ export class TcpProxyContext {
     host.activeConnections++
     // half-open like the downstream socket: a FIN from the server must not end what the client still sends
     const opts = { host: host.address, port: host.port, allowHalfOpen: true }
-    const upstream = cluster.tls === null ? net.connect(opts) : tls.connect({ ...cluster.tls, ...opts })
+    const upstream = cluster.tls === null ? net.connect(opts) : tls().connect({ ...cluster.tls, ...opts })
     upstream.setNoDelay(true)
     downstream.setNoDelay(true)
     downstream.pause()

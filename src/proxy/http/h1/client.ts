@@ -7,7 +7,7 @@
  * a reused connection that the upstream had already closed is retried once on a fresh connection, if it had no body.
  */
 import * as net from 'node:net'
-import * as tls from 'node:tls'
+import { tls } from '../../../core/lazy.js'
 import type { Host, HostPool, UpstreamCluster } from '../../cluster/index.js'
 import type { ClusterStats } from '../../stats/stats.js'
 import type { Headers } from '../headers.js'
@@ -184,7 +184,7 @@ export class H1ClientConnection {
     const host = pool.host
     const cluster = pool.cluster
     const opts = { host: host.address, port: host.port }
-    this.socket = cluster.tls === null ? net.connect(opts) : tls.connect({ ...cluster.tls, ...opts })
+    this.socket = cluster.tls === null ? net.connect(opts) : tls().connect({ ...cluster.tls, ...opts })
     const socket = this.socket
     socket.setNoDelay(true)
     socket.on(cluster.tls === null ? 'connect' : 'secureConnect', () => this.onConnect())

@@ -2,9 +2,9 @@
  * The upstream HTTP/2 codec: one multiplexed session per host (re-opened when it closes), one node:http2 stream per
  * request. Used when the cluster sets `http2_protocol_options` (or the equivalent typed extension options).
  */
-import * as http2 from 'node:http2'
+import type * as H2T from 'node:http2'
+import { H2, http2, tls } from '../../../core/lazy.js'
 import * as net from 'node:net'
-import * as tls from 'node:tls'
 import type { Host, HostPool, UpstreamCluster } from '../../cluster/index.js'
 import type { ClusterStats } from '../../stats/stats.js'
 import type { Headers } from '../headers.js'
@@ -16,12 +16,12 @@ const EMPTY = Buffer.alloc(0)
 export class H2UpstreamRequest implements UpstreamRequest {
   readonly hostKey: string
   private readonly cb: UpstreamCallbacks
-  private readonly stream: http2.ClientHttp2Stream
+  private readonly stream: H2T.ClientHttp2Stream
   private done = false
   private gotHeaders = false
   private ended = false
 
-  constructor(pool: H2Pool, session: http2.ClientHttp2Session, cb: UpstreamCallbacks, head: RequestHead, endStream: boolean) {
+  constructor(pool: H2Pool, session: H2T.ClientHttp2Session, cb: UpstreamCallbacks, head: RequestHead, endStream: boolean) {
     this.hostKey = pool.host.key
     this.cb = cb
     const obj = toH2(head.headers, {
@@ -58,12 +58,12 @@ export class H2UpstreamRequest implements UpstreamRequest {
     })
   }
 
-  private onResponse(h: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader, flags: number): void {
+  private onResponse(h: H2T.IncomingHttpHeaders & H2T.IncomingHttpStatusHeader, flags: number): void {
     if (this.done) return
     const status = Number(h[':status'])
     if (status < 200) return
     this.gotHeaders = true
-    const end = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0
+    const end = (flags & H2.FLAG_END_STREAM) !== 0
     if (end) this.done = true
     this.cb.onUpstreamHeaders(status, fromH2(h), end)
   }
@@ -89,7 +89,7 @@ export class H2UpstreamRequest implements UpstreamRequest {
   reset(): void {
     if (this.done) return
     this.done = true
-    this.stream.close(http2.constants.NGHTTP2_CANCEL)
+    this.stream.close(H2.CANCEL)
   }
 
   pauseResponse(): void {
@@ -105,7 +105,7 @@ export class H2Pool implements HostPool {
   readonly host: Host
   readonly cluster: UpstreamCluster
   readonly stats: ClusterStats
-  private session: http2.ClientHttp2Session | null = null
+  private session: H2T.ClientHttp2Session | null = null
 
   constructor(host: Host, cluster: UpstreamCluster, stats: ClusterStats) {
     this.host = host
@@ -113,19 +113,19 @@ export class H2Pool implements HostPool {
     this.stats = stats
   }
 
-  private connect(): http2.ClientHttp2Session {
+  private connect(): H2T.ClientHttp2Session {
     const { host, cluster, stats } = this
     const secure = cluster.tls !== null
     const authority = `${secure ? 'https' : 'http'}://${host.address.includes(':') ? `[${host.address}]` : host.address}:${host.port}`
     const o = cluster.http2Options
-    const settings: http2.Settings = { enablePush: false }
+    const settings: H2T.Settings = { enablePush: false }
     if (o.maxConcurrentStreams !== undefined) settings.maxConcurrentStreams = o.maxConcurrentStreams
     if (o.initialStreamWindowSize !== undefined) settings.initialWindowSize = o.initialStreamWindowSize
-    const session = http2.connect(authority, {
+    const session = http2().connect(authority, {
       settings,
       createConnection: () => {
         const opts = { host: host.address, port: host.port }
-        const s = secure ? tls.connect({ ...cluster.tls, ALPNProtocols: ['h2'], ...opts }) : net.connect(opts)
+        const s = secure ? tls().connect({ ...cluster.tls, ALPNProtocols: ['h2'], ...opts }) : net.connect(opts)
         s.setNoDelay(true)
         const t = setTimeout(() => {
           stats.upstream_cx_connect_timeout++

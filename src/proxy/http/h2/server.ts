@@ -3,7 +3,8 @@
  * nghttp2 enforces the frame-level rules and its flood limits; this file adds the request checks RFC 9113 §8
  * asks of an intermediary before a request is turned into HTTP/1.1 upstream.
  */
-import * as http2 from 'node:http2'
+import type * as H2T from 'node:http2'
+import { H2, http2 } from '../../../core/lazy.js'
 import { Headers } from '../headers.js'
 import type { HcmContext } from '../hcm.js'
 import { ActiveStream } from '../stream.js'
@@ -14,11 +15,11 @@ const EMPTY = Buffer.alloc(0)
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 
 class H2DownstreamSink implements DownstreamSink {
-  private readonly stream: http2.ServerHttp2Stream
+  private readonly stream: H2T.ServerHttp2Stream
   private trailers: Headers | null = null
   private waitForTrailers = false
 
-  constructor(stream: http2.ServerHttp2Stream) {
+  constructor(stream: H2T.ServerHttp2Stream) {
     this.stream = stream
   }
 
@@ -51,7 +52,7 @@ class H2DownstreamSink implements DownstreamSink {
   }
 
   reset(): void {
-    if (!this.stream.destroyed) this.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
+    if (!this.stream.destroyed) this.stream.close(H2.INTERNAL_ERROR)
   }
 
   pauseRequest(): void {
@@ -67,7 +68,7 @@ class H2DownstreamSink implements DownstreamSink {
   upgraded(): void {}
 }
 
-function reject(stream: http2.ServerHttp2Stream, status: number, reason: string): void {
+function reject(stream: H2T.ServerHttp2Stream, status: number, reason: string): void {
   if (stream.destroyed) return
   const body = `${reason.replace(/_/g, ' ')}\n`
   stream.respond({ ':status': status, 'content-type': 'text/plain', 'x-loom-reason': reason, 'content-length': body.length })
@@ -75,8 +76,8 @@ function reject(stream: http2.ServerHttp2Stream, status: number, reason: string)
 }
 
 /** An http2 server that never listens: connections are handed to it by the listener (`emit('connection')`). */
-export function createH2Server(hcm: HcmContext, scheme: 'http' | 'https'): http2.Http2Server {
-  const server = http2.createServer({
+export function createH2Server(hcm: HcmContext, scheme: 'http' | 'https'): H2T.Http2Server {
+  const server = http2().createServer({
     settings: {
       maxConcurrentStreams: Math.min(hcm.http2.maxConcurrentStreams, 2 ** 31 - 1),
       initialWindowSize: Math.min(hcm.http2.initialWindowSize, 2 ** 31 - 1),
@@ -106,7 +107,7 @@ export function createH2Server(hcm: HcmContext, scheme: 'http' | 'https'): http2
       if (hcm.rejectUnderscores) return reject(stream, 400, 'underscore_in_header')
       headers.list = headers.list.filter((_, i, l) => !l[i - (i % 2)]!.includes('_'))
     }
-    const endStream = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0
+    const endStream = (flags & H2.FLAG_END_STREAM) !== 0
     const head: RequestHead = { method, authority, path, scheme, headers, upgrade: null, protocol: 'HTTP/2' }
     const sink = new H2DownstreamSink(stream)
     const socket = stream.session?.socket
