@@ -63,13 +63,18 @@ describe('admin endpoint', () => {
   test('/stats/prometheus uses Envoy names and labels, with a latency histogram', async () => {
     const text = await (await admin('/stats/prometheus')).text()
     assert.match(text, /^envoy_cluster_upstream_rq_total\{envoy_cluster_name="backend"\} 3$/m)
-    assert.match(text, /^envoy_cluster_upstream_rq_xx\{envoy_cluster_name="backend",envoy_response_code_class="2"\} 3$/m)
+    assert.match(
+      text,
+      /^envoy_cluster_upstream_rq_xx\{envoy_cluster_name="backend",envoy_response_code_class="2"\} 3$/m,
+    )
     assert.match(text, /^envoy_cluster_upstream_rq_time_bucket\{envoy_cluster_name="backend",le="\+Inf"\} 3$/m)
     assert.match(text, /^# TYPE envoy_cluster_upstream_rq_time histogram$/m)
   })
 
   test('/config_dump returns the running config', async () => {
-    const dump = (await (await admin('/config_dump')).json()) as { configs: { '@type': string; static_listeners?: unknown[] }[] }
+    const dump = (await (await admin('/config_dump')).json()) as {
+      configs: { '@type': string; static_listeners?: unknown[] }[]
+    }
     const listeners = dump.configs.find((c) => c['@type'].endsWith('ListenersConfigDump'))
     assert.equal(listeners?.static_listeners?.length, 1)
   })

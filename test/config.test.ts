@@ -30,7 +30,9 @@ const cluster = (name: string, extra: Record<string, unknown> = {}) => ({
   type: 'STATIC',
   load_assignment: {
     cluster_name: name,
-    endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: 1 } } } }] }],
+    endpoints: [
+      { lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: 1 } } } }] },
+    ],
   },
   ...extra,
 })
@@ -52,22 +54,54 @@ const cases: [string, unknown, RegExp][] = [
           type: 'STATIC',
           load_assignment: {
             cluster_name: 'a',
-            endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: 'eighty' } } } }] }],
+            endpoints: [
+              {
+                lb_endpoints: [
+                  { endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: 'eighty' } } } },
+                ],
+              },
+            ],
           },
         },
       ],
     ),
     /static_resources\.clusters\[0\]\.load_assignment\.endpoints\[0\]\.lb_endpoints\[0\]\.endpoint\.address\.socket_address\.port_value/,
   ],
-  ['route to an unknown cluster', boot([l(hcmF([route('nope')]))], [cluster('a')]), /route\.cluster: unknown cluster "nope"/],
+  [
+    'route to an unknown cluster',
+    boot([l(hcmF([route('nope')]))], [cluster('a')]),
+    /route\.cluster: unknown cluster "nope"/,
+  ],
   [
     'unsupported network filter extension',
-    boot([l({ name: 'envoy.filters.network.redis_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy' } })], []),
+    boot(
+      [
+        l({
+          name: 'envoy.filters.network.redis_proxy',
+          typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy' },
+        }),
+      ],
+      [],
+    ),
     /filters\[0\]\.typed_config\["@type"\]|filters\[0\]\.typed_config\.@type/,
   ],
   [
     'unsupported HTTP filter',
-    boot([l(hcmF([route()], { http_filters: [{ name: 'envoy.filters.http.lua', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua' } }] }))], [cluster('a')]),
+    boot(
+      [
+        l(
+          hcmF([route()], {
+            http_filters: [
+              {
+                name: 'envoy.filters.http.lua',
+                typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua' },
+              },
+            ],
+          }),
+        ),
+      ],
+      [cluster('a')],
+    ),
     /http_filters\[0\]\.typed_config/,
   ],
   [
@@ -75,13 +109,55 @@ const cases: [string, unknown, RegExp][] = [
     boot([l(hcmF([{ match: { safe_regex: { regex: '(a)\\1' } }, route: { cluster: 'a' } }]))], [cluster('a')]),
     /routes\[0\]\.match\.safe_regex/,
   ],
-  ['both prefix and path in a match', boot([l(hcmF([{ match: { prefix: '/', path: '/a' }, route: { cluster: 'a' } }]))], [cluster('a')]), /routes\[0\]\.match: only one of/],
-  ['bad duration', boot([l(hcmF([{ match: { prefix: '/' }, route: { cluster: 'a', timeout: '5 seconds' } }]))], [cluster('a')]), /route\.timeout: must be a duration/],
-  ['STATIC cluster with a hostname', boot([], [{ name: 'a', type: 'STATIC', load_assignment: { cluster_name: 'a', endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 'example.com', port_value: 80 } } } }] }] } }]), /static_resources\.clusters\[0\]\.load_assignment/],
-  ['duplicate cluster names', boot([], [cluster('a'), cluster('a')]), /static_resources\.clusters\[1\]\.name: duplicate cluster name/],
+  [
+    'both prefix and path in a match',
+    boot([l(hcmF([{ match: { prefix: '/', path: '/a' }, route: { cluster: 'a' } }]))], [cluster('a')]),
+    /routes\[0\]\.match: only one of/,
+  ],
+  [
+    'bad duration',
+    boot([l(hcmF([{ match: { prefix: '/' }, route: { cluster: 'a', timeout: '5 seconds' } }]))], [cluster('a')]),
+    /route\.timeout: must be a duration/,
+  ],
+  [
+    'STATIC cluster with a hostname',
+    boot(
+      [],
+      [
+        {
+          name: 'a',
+          type: 'STATIC',
+          load_assignment: {
+            cluster_name: 'a',
+            endpoints: [
+              {
+                lb_endpoints: [
+                  { endpoint: { address: { socket_address: { address: 'example.com', port_value: 80 } } } },
+                ],
+              },
+            ],
+          },
+        },
+      ],
+    ),
+    /static_resources\.clusters\[0\]\.load_assignment/,
+  ],
+  [
+    'duplicate cluster names',
+    boot([], [cluster('a'), cluster('a')]),
+    /static_resources\.clusters\[1\]\.name: duplicate cluster name/,
+  ],
   ['unsupported cluster type', boot([], [cluster('a', { type: 'EDS' })]), /static_resources\.clusters\[0\]\.type/],
-  ['tcp proxy to an unknown cluster', boot([l({ name: 'tcp', typed_config: { '@type': TCP, stat_prefix: 't', cluster: 'zz' } })], []), /typed_config\.cluster: unknown cluster "zz"/],
-  ['unsupported top-level section', { static_resources: {}, dynamic_resources: {} }, /dynamic_resources: unknown field/],
+  [
+    'tcp proxy to an unknown cluster',
+    boot([l({ name: 'tcp', typed_config: { '@type': TCP, stat_prefix: 't', cluster: 'zz' } })], []),
+    /typed_config\.cluster: unknown cluster "zz"/,
+  ],
+  [
+    'unsupported top-level section',
+    { static_resources: {}, dynamic_resources: {} },
+    /dynamic_resources: unknown field/,
+  ],
 ]
 
 describe('invalid bootstraps are rejected with the file and field path', () => {
@@ -110,7 +186,10 @@ describe('invalid bootstraps are rejected with the file and field path', () => {
   })
 
   test('every problem is reported at once', async () => {
-    const file = writeTemp('bad.json', JSON.stringify(boot([l(hcmF([route('x'), route('y')]))], [cluster('a'), cluster('a')])))
+    const file = writeTemp(
+      'bad.json',
+      JSON.stringify(boot([l(hcmF([route('x'), route('y')]))], [cluster('a'), cluster('a')])),
+    )
     const r = await runLoom(['validate', '-c', file])
     assert.equal(r.code, 1)
     assert.match(r.stderr, /clusters\[1\]\.name: duplicate/)

@@ -16,12 +16,15 @@ function request(
   opts: { method?: string; headers?: Record<string, string>; body?: Buffer | string } = {},
 ): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, agent }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
-      res.on('error', reject)
-    })
+    const req = http.request(
+      { host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, agent },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
+        res.on('error', reject)
+      },
+    )
     req.on('error', reject)
     req.end(opts.body)
   })
@@ -53,7 +56,10 @@ describe('routing and local replies', () => {
       { match: { prefix: '/direct' }, direct_response: { status: 418, body: { inline_string: 'teapot' } } },
       { match: { path: '/old' }, redirect: { path_redirect: '/new', response_code: 'FOUND' } },
       { match: { prefix: '/api/' }, route: { cluster: 'b', prefix_rewrite: '/v2/' } },
-      { match: { prefix: '/hdr', headers: [{ name: 'x-user', string_match: { exact: 'jason' } }] }, route: { cluster: 'b' } },
+      {
+        match: { prefix: '/hdr', headers: [{ name: 'x-user', string_match: { exact: 'jason' } }] },
+        route: { cluster: 'b' },
+      },
       { match: { prefix: '/hdr' }, route: { cluster: 'a' } },
       { match: { prefix: '/slow' }, route: { cluster: 'slow', timeout: '0.2s' } },
       { match: { prefix: '/down' }, route: { cluster: 'down' } },
@@ -76,7 +82,11 @@ describe('routing and local replies', () => {
             hcm({
               name: 'local',
               virtual_hosts: [
-                { name: 'only-b', domains: ['b.example', 'b.example:*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'b' } }] },
+                {
+                  name: 'only-b',
+                  domains: ['b.example', 'b.example:*'],
+                  routes: [{ match: { prefix: '/' }, route: { cluster: 'b' } }],
+                },
                 { name: 'main', domains: ['*'], routes },
               ],
             }),
@@ -87,7 +97,12 @@ describe('routing and local replies', () => {
           staticCluster('b', [b.port]),
           staticCluster('slow', [slow.port]),
           staticCluster('down', [closedPort]),
-          { name: 'empty', type: 'STATIC', connect_timeout: '1s', load_assignment: { cluster_name: 'empty', endpoints: [] } },
+          {
+            name: 'empty',
+            type: 'STATIC',
+            connect_timeout: '1s',
+            load_assignment: { cluster_name: 'empty', endpoints: [] },
+          },
         ],
       },
     })
@@ -175,7 +190,14 @@ describe('no route at all', () => {
       admin: { address: adminAddress() },
       static_resources: {
         listeners: [
-          listener('http', hcm({ virtual_hosts: [{ name: 'x', domains: ['x.example'], routes: [{ match: { prefix: '/' }, route: { cluster: 'a' } }] }] })),
+          listener(
+            'http',
+            hcm({
+              virtual_hosts: [
+                { name: 'x', domains: ['x.example'], routes: [{ match: { prefix: '/' }, route: { cluster: 'a' } }] },
+              ],
+            }),
+          ),
         ],
         clusters: [staticCluster('a', [be.port])],
       },
@@ -217,7 +239,16 @@ describe('upstream connections', () => {
     proxy = await startProxy({
       admin: { address: adminAddress() },
       static_resources: {
-        listeners: [listener('http', hcm({ virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'be' } }] }] }))],
+        listeners: [
+          listener(
+            'http',
+            hcm({
+              virtual_hosts: [
+                { name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'be' } }] },
+              ],
+            }),
+          ),
+        ],
         clusters: [staticCluster('be', [be.port])],
       },
     })
@@ -296,7 +327,16 @@ describe('hostile upstreams', () => {
       const proxy = await startProxy({
         admin: { address: adminAddress() },
         static_resources: {
-          listeners: [listener('http', hcm({ virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'up' } }] }] }))],
+          listeners: [
+            listener(
+              'http',
+              hcm({
+                virtual_hosts: [
+                  { name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'up' } }] },
+                ],
+              }),
+            ),
+          ],
           clusters: [staticCluster('up', [up.port])],
         },
       })
@@ -315,12 +355,23 @@ describe('hostile upstreams', () => {
     let conns = 0
     const up = await startRawServer((s) => {
       conns++
-      s.on('data', () => s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil'))
+      s.on('data', () =>
+        s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil'),
+      )
     })
     const proxy = await startProxy({
       admin: { address: adminAddress() },
       static_resources: {
-        listeners: [listener('http', hcm({ virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'up' } }] }] }))],
+        listeners: [
+          listener(
+            'http',
+            hcm({
+              virtual_hosts: [
+                { name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'up' } }] },
+              ],
+            }),
+          ),
+        ],
         clusters: [staticCluster('up', [up.port])],
       },
     })
@@ -346,7 +397,16 @@ describe('hostile upstreams', () => {
     const proxy = await startProxy({
       admin: { address: adminAddress() },
       static_resources: {
-        listeners: [listener('http', hcm({ virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'up' } }] }] }))],
+        listeners: [
+          listener(
+            'http',
+            hcm({
+              virtual_hosts: [
+                { name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'up' } }] },
+              ],
+            }),
+          ),
+        ],
         clusters: [staticCluster('up', [up.port])],
       },
     })
@@ -373,7 +433,16 @@ describe('hostile upstreams', () => {
     const proxy = await startProxy({
       admin: { address: adminAddress() },
       static_resources: {
-        listeners: [listener('http', hcm({ virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'up' } }] }] }))],
+        listeners: [
+          listener(
+            'http',
+            hcm({
+              virtual_hosts: [
+                { name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'up' } }] },
+              ],
+            }),
+          ),
+        ],
         clusters: [staticCluster('up', [up.port])],
       },
     })

@@ -29,13 +29,25 @@ const big = 'x'.repeat(70 * 1024)
 const rejected: [string, string, number][] = [
   ['CL then TE', `POST / HTTP/1.1\r\n${H}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, 400],
   ['TE then CL', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n`, 400],
-  ['CL and TE, odd case', `POST / HTTP/1.1\r\n${H}content-LENGTH: 5\r\ntransfer-encoding: CHUNKED\r\n\r\n0\r\n\r\n`, 400],
-  ['CL: 0 with a chunked body hiding a request', `POST / HTTP/1.1\r\n${H}Content-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n22\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n\r\n0\r\n\r\n`, 400],
+  [
+    'CL and TE, odd case',
+    `POST / HTTP/1.1\r\n${H}content-LENGTH: 5\r\ntransfer-encoding: CHUNKED\r\n\r\n0\r\n\r\n`,
+    400,
+  ],
+  [
+    'CL: 0 with a chunked body hiding a request',
+    `POST / HTTP/1.1\r\n${H}Content-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n22\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n\r\n0\r\n\r\n`,
+    400,
+  ],
   ['TE xchunked', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n`, 400],
   ['TE chunked, identity', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n`, 400],
   ['TE identity', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: identity\r\nContent-Length: 1\r\n\r\nx`, 400],
   ['TE gzip, chunked', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n`, 400],
-  ['two TE lines', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, 400],
+  [
+    'two TE lines',
+    `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+    400,
+  ],
   ['TE through obs-fold', `POST / HTTP/1.1\r\n${H}Transfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n`, 400],
   ['TE with a vertical tab', `POST / HTTP/1.1\r\n${H}Transfer-Encoding:\x0bchunked\r\n\r\n0\r\n\r\n`, 400],
   ['TE in HTTP/1.0', `POST / HTTP/1.0\r\n${H}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, 400],
@@ -51,11 +63,23 @@ const rejected: [string, string, number][] = [
   ['bare CR in a header value', `GET / HTTP/1.1\r\n${H}X-A: 1\r2\r\n\r\n`, 400],
   ['bare LF line endings', `GET / HTTP/1.1\n${H.replace('\r', '')}\n`, 400],
   ['NUL in a header value', `GET / HTTP/1.1\r\n${H}X-A: 1\x002\r\n\r\n`, 400],
-  ['chunk extension ending in bare LF', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n1;ext\nx\r\n0\r\n\r\n`, 400],
-  ['chunk size overflow', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nx\r\n0\r\n\r\n`, 400],
+  [
+    'chunk extension ending in bare LF',
+    `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n1;ext\nx\r\n0\r\n\r\n`,
+    400,
+  ],
+  [
+    'chunk size overflow',
+    `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nx\r\n0\r\n\r\n`,
+    400,
+  ],
   ['missing CRLF after chunk data', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n1\r\nxy0\r\n\r\n`, 400],
   ['chunk size with a sign', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n-1\r\nx\r\n0\r\n\r\n`, 400],
-  ['Content-Length in trailers', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nContent-Length: 5\r\n\r\n`, 400],
+  [
+    'Content-Length in trailers',
+    `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nContent-Length: 5\r\n\r\n`,
+    400,
+  ],
   ['duplicate Host', `GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n`, 400],
   ['missing Host in HTTP/1.1', 'GET / HTTP/1.1\r\nX-A: 1\r\n\r\n', 400],
   ['Host with userinfo', 'GET / HTTP/1.1\r\nHost: user@a.example\r\n\r\n', 400],
@@ -73,7 +97,11 @@ describe('HTTP/1.1 smuggling and framing are rejected before reaching the upstre
     test(name, async () => {
       const before = backend.requests.length
       const r = await rawExchange(port, raw)
-      assert.match(r.text, new RegExp(`^HTTP/1\\.1 ${status} `), `response was: ${JSON.stringify(r.text.slice(0, 200))}`)
+      assert.match(
+        r.text,
+        new RegExp(`^HTTP/1\\.1 ${status} `),
+        `response was: ${JSON.stringify(r.text.slice(0, 200))}`,
+      )
       assert.match(r.text, /x-loom-reason: \w+/)
       assert.ok(r.closed, 'the connection must be closed')
       assert.equal(backend.requests.length, before, 'nothing may reach the backend')
@@ -89,7 +117,10 @@ describe('well-formed edge cases are served', () => {
   })
 
   test('absolute-form target routes on its own authority, not on Host', async () => {
-    const r = await rawExchange(port, 'GET http://b.example/abs?q=1 HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n')
+    const r = await rawExchange(
+      port,
+      'GET http://b.example/abs?q=1 HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n',
+    )
     assert.match(r.text, /^HTTP\/1\.1 200 /)
     const seen = backend.requests.at(-1)!
     assert.equal(seen.url, '/abs?q=1')
@@ -127,7 +158,10 @@ describe('well-formed edge cases are served', () => {
   })
 
   test('Expect: 100-continue gets an interim response from the proxy', async () => {
-    const r = await rawExchange(port, `POST /cont HTTP/1.1\r\n${H}Content-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nok`)
+    const r = await rawExchange(
+      port,
+      `POST /cont HTTP/1.1\r\n${H}Content-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nok`,
+    )
     assert.match(r.text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /)
     assert.equal(backend.requests.at(-1)?.body, 'ok')
   })

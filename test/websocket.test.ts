@@ -19,7 +19,6 @@ const sockets = new Set<net.Socket>()
 const upgrades: { token: string; url: string; headers: http.IncomingHttpHeaders }[] = []
 let proxy: RunningProxy
 
-
 before(async () => {
   server = http.createServer((_req, res) => res.end('plain'))
   server.on('connection', (s: net.Socket) => {

@@ -5,7 +5,7 @@ import type { Bootstrap } from '../config/envoy.js'
 import { ConfigError, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
 import { VERSION } from '../core/version.js'
-import { Proxy } from '../proxy/proxy.js'
+import { ProxyServer } from '../proxy/proxy.js'
 
 const USAGE = `loom: a service mesh you can read, run on a laptop and trust in production
 
@@ -92,7 +92,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
     // the schema and YAML code is loaded only here: a running proxy never pays for it
     const { readBootstrapFile } = await import('../config/load.js')
     const bootstrap = readBootstrapFile(values.config)
-    const proxy = new Proxy(bootstrap, { file: values.config, drainTimeMs })
+    const proxy = new ProxyServer(bootstrap, { file: values.config, drainTimeMs })
     await proxy.close()
     process.stdout.write(values.json ? JSON.stringify(bootstrap) : `${values.config}: OK\n`)
     return
@@ -102,7 +102,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
     process.exitCode = 1
     return
   }
-  const proxy = new Proxy(bootstrap, { file: values.config, drainTimeMs })
+  const proxy = new ProxyServer(bootstrap, { file: values.config, drainTimeMs })
   await proxy.start()
   log('info', 'proxy', 'ready', { admin: proxy.adminAddress, listeners: proxy.listeners.map((l) => l.address) })
   let stopping = false

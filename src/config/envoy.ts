@@ -174,7 +174,9 @@ export const RedirectAction = v.strictObject({
   port_redirect: opt(port),
   path_redirect: opt(str),
   prefix_rewrite: opt(str),
-  response_code: opt(v.picklist(['MOVED_PERMANENTLY', 'FOUND', 'SEE_OTHER', 'TEMPORARY_REDIRECT', 'PERMANENT_REDIRECT'])),
+  response_code: opt(
+    v.picklist(['MOVED_PERMANENTLY', 'FOUND', 'SEE_OTHER', 'TEMPORARY_REDIRECT', 'PERMANENT_REDIRECT']),
+  ),
   strip_query: opt(bool),
 })
 export type RedirectAction = v.InferOutput<typeof RedirectAction>
@@ -305,7 +307,10 @@ export const TcpProxy = v.pipe(
     cluster: opt(nonEmpty),
     weighted_clusters: opt(
       v.strictObject({
-        clusters: v.pipe(v.array(v.strictObject({ name: nonEmpty, weight: uint32 })), v.minLength(1, 'at least one cluster')),
+        clusters: v.pipe(
+          v.array(v.strictObject({ name: nonEmpty, weight: uint32 })),
+          v.minLength(1, 'at least one cluster'),
+        ),
       }),
     ),
     idle_timeout: opt(duration),
@@ -332,7 +337,10 @@ export const FilterChain = v.strictObject({
       application_protocols: opt(v.array(nonEmpty)),
     }),
   ),
-  filters: v.pipe(v.array(NetworkFilter), v.length(1, 'exactly one network filter (http_connection_manager or tcp_proxy)')),
+  filters: v.pipe(
+    v.array(NetworkFilter),
+    v.length(1, 'exactly one network filter (http_connection_manager or tcp_proxy)'),
+  ),
   transport_socket: opt(v.strictObject({ name: nonEmpty, typed_config: DownstreamTlsContext })),
 })
 export type FilterChain = v.InferOutput<typeof FilterChain>
@@ -431,8 +439,6 @@ export type Cluster = v.InferOutput<typeof Cluster>
 export const Bootstrap = v.strictObject({
   node: opt(v.strictObject({ id: opt(str), cluster: opt(str), metadata: opt(v.record(str, v.unknown())) })),
   admin: opt(v.strictObject({ address: Address, access_log: opt(v.array(AccessLog)) })),
-  static_resources: opt(
-    v.strictObject({ listeners: opt(v.array(Listener)), clusters: opt(v.array(Cluster)) }),
-  ),
+  static_resources: opt(v.strictObject({ listeners: opt(v.array(Listener)), clusters: opt(v.array(Cluster)) })),
 })
 export type Bootstrap = v.InferOutput<typeof Bootstrap>

@@ -81,26 +81,26 @@ function crossCheck(b: Bootstrap): ConfigIssue[] {
       const t = f.typed_config
       const refs: [string, string][] = []
       if ('route_config' in t) {
-        t.route_config.virtual_hosts?.forEach((vh, k) =>
+        t.route_config.virtual_hosts?.forEach((vh, k) => {
           vh.routes?.forEach((r, m) => {
             const rp = `${fp}.route_config.virtual_hosts[${k}].routes[${m}].route`
             if (r.route?.cluster !== undefined) refs.push([`${rp}.cluster`, r.route.cluster])
-            r.route?.weighted_clusters?.clusters.forEach((wc, n) =>
-              refs.push([`${rp}.weighted_clusters.clusters[${n}].name`, wc.name]),
-            )
-          }),
-        )
+            r.route?.weighted_clusters?.clusters.forEach((wc, n) => {
+              refs.push([`${rp}.weighted_clusters.clusters[${n}].name`, wc.name])
+            })
+          })
+        })
         const validate = t.route_config.validate_clusters ?? true
         if (!validate) refs.length = 0
-        t.http_filters?.forEach((hf, k) => {
-          if (k !== (t.http_filters?.length ?? 0) - 1) {
-            issues.push({ path: `${fp}.http_filters[${k}]`, message: 'the router filter must be the last HTTP filter' })
-          }
-          void hf
-        })
+        const filters = t.http_filters ?? []
+        for (let k = 0; k < filters.length - 1; k++) {
+          issues.push({ path: `${fp}.http_filters[${k}]`, message: 'the router filter must be the last HTTP filter' })
+        }
       } else {
         if (t.cluster !== undefined) refs.push([`${fp}.cluster`, t.cluster])
-        t.weighted_clusters?.clusters.forEach((wc, n) => refs.push([`${fp}.weighted_clusters.clusters[${n}].name`, wc.name]))
+        t.weighted_clusters?.clusters.forEach((wc, n) => {
+          refs.push([`${fp}.weighted_clusters.clusters[${n}].name`, wc.name])
+        })
       }
       for (const [path, name] of refs) {
         if (!clusterNames.has(name)) issues.push({ path, message: `unknown cluster "${name}"` })

@@ -59,10 +59,17 @@ export function toConfigIssues(issues: readonly Issue[], prefix: readonly Proper
     const path = [...prefix, ...(issue.path ?? []).map((p) => p.key as PropertyKey)]
     if (issue.type === 'strict_object' && issue.expected === 'never') {
       out.push({ path: formatPath(path), message: 'unknown field (not supported by Loom, or misspelt)' })
-    } else if ((issue.type === 'union' || issue.type === 'variant') && issue.issues !== undefined && issue.issues.length > 0) {
+    } else if (
+      (issue.type === 'union' || issue.type === 'variant') &&
+      issue.issues !== undefined &&
+      issue.issues.length > 0
+    ) {
       out.push(...toConfigIssues(issue.issues, prefix))
     } else if (issue.type === 'variant' || (issue.type === 'literal' && path.at(-1) === '@type')) {
-      out.push({ path: formatPath(path), message: `unsupported extension ${JSON.stringify(issue.input)}; supported: ${issue.expected}` })
+      out.push({
+        path: formatPath(path),
+        message: `unsupported extension ${JSON.stringify(issue.input)}; supported: ${issue.expected}`,
+      })
     } else if (issue.kind === 'schema' && issue.input === undefined) {
       out.push({ path: formatPath(path), message: 'required field is missing' })
     } else {

@@ -28,7 +28,7 @@ function issuesOf(err: unknown): ConfigIssue[] | null {
   return Array.isArray(issues) ? (issues as ConfigIssue[]) : null
 }
 
-export class Proxy {
+export class ProxyServer {
   readonly bootstrap: Bootstrap
   readonly options: ProxyOptions
   readonly stats = new StatsStore()
@@ -63,7 +63,12 @@ export class Proxy {
     if (issues.length > 0) throw new ConfigError(options.file, issues)
   }
 
-  private compileListener(l: Listener, path: string, pools: PoolManager, issues: ConfigIssue[]): CompiledChain[] | null {
+  private compileListener(
+    l: Listener,
+    path: string,
+    pools: PoolManager,
+    issues: ConfigIssue[],
+  ): CompiledChain[] | null {
     const chains: CompiledChain[] = []
     const before = issues.length
     l.filter_chains.forEach((fc, j) => {
@@ -82,7 +87,10 @@ export class Proxy {
           const list = issuesOf(err)
           if (list === null) throw err
           for (const i of list) {
-            issues.push({ path: `${fpath}.filters[0].typed_config.route_config.${i.path}`.replace(/\.$/, '').replace(/\.\[/g, '['), message: i.message })
+            issues.push({
+              path: `${fpath}.filters[0].typed_config.route_config.${i.path}`.replace(/\.$/, '').replace(/\.\[/g, '['),
+              message: i.message,
+            })
           }
           return
         }
@@ -92,7 +100,12 @@ export class Proxy {
       }
       let secure = null
       if (fc.transport_socket !== undefined) {
-        secure = buildDownstreamTls(fc.transport_socket.typed_config, defaultAlpn, `${fpath}.transport_socket.typed_config`, issues)
+        secure = buildDownstreamTls(
+          fc.transport_socket.typed_config,
+          defaultAlpn,
+          `${fpath}.transport_socket.typed_config`,
+          issues,
+        )
         if (secure === null) return
       }
       chains.push({
@@ -127,7 +140,10 @@ export class Proxy {
         await l.listen()
       } catch (err) {
         await this.close()
-        throw new LoomError(ErrorCodes.LISTEN, `listener "${l.name}" cannot listen on ${l.address}: ${(err as Error).message}`)
+        throw new LoomError(
+          ErrorCodes.LISTEN,
+          `listener "${l.name}" cannot listen on ${l.address}: ${(err as Error).message}`,
+        )
       }
       // Envoy names listener stats by address; with port 0 that is the port the OS chose
       l.stats = this.stats.forListener(`${l.config.address.socket_address.address}_${l.boundPort}`)

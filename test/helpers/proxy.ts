@@ -34,7 +34,10 @@ export function writeTemp(name: string, text: string): string {
 }
 
 /** Runs `loom <args>` to completion. */
-export function runLoom(args: string[], timeoutMs = 20000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runLoom(
+  args: string[],
+  timeoutMs = 20000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, [LOOM, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
@@ -81,7 +84,9 @@ export async function startProxy(bootstrap: unknown, extraArgs: string[] = []): 
   })
   const ports: Record<string, number> = {}
   const res = await fetch(`http://${ready.admin}/listeners?format=json`)
-  const body = (await res.json()) as { listener_statuses: { name: string; local_address: { socket_address: { port_value: number } } }[] }
+  const body = (await res.json()) as {
+    listener_statuses: { name: string; local_address: { socket_address: { port_value: number } } }[]
+  }
   for (const l of body.listener_statuses) ports[l.name] = l.local_address.socket_address.port_value
   return {
     proc,
@@ -148,7 +153,11 @@ export function staticCluster(name: string, ports: number[], extra: Record<strin
 }
 
 /** A single-route front proxy: every request to `cluster`. */
-export function simpleBootstrap(clusters: unknown[], routeExtra: Record<string, unknown> = {}, hcmExtra: Record<string, unknown> = {}): unknown {
+export function simpleBootstrap(
+  clusters: unknown[],
+  routeExtra: Record<string, unknown> = {},
+  hcmExtra: Record<string, unknown> = {},
+): unknown {
   return {
     admin: { address: adminAddress() },
     static_resources: {
@@ -159,7 +168,11 @@ export function simpleBootstrap(clusters: unknown[], routeExtra: Record<string, 
             {
               name: 'local',
               virtual_hosts: [
-                { name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'backend', ...routeExtra } }] },
+                {
+                  name: 'all',
+                  domains: ['*'],
+                  routes: [{ match: { prefix: '/' }, route: { cluster: 'backend', ...routeExtra } }],
+                },
               ],
             },
             hcmExtra,

@@ -51,7 +51,9 @@ export async function startBackend(handler: Handler = defaultHandler): Promise<B
 }
 
 /** A TCP server whose every connection is handled by `onConn` (for hostile upstreams and TCP proxy tests). */
-export async function startRawServer(onConn: (s: net.Socket) => void): Promise<{ port: number; close(): Promise<void> }> {
+export async function startRawServer(
+  onConn: (s: net.Socket) => void,
+): Promise<{ port: number; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>()
   const server = net.createServer((s) => {
     sockets.add(s)
@@ -71,7 +73,11 @@ export async function startRawServer(onConn: (s: net.Socket) => void): Promise<{
 }
 
 /** Sends raw bytes and collects everything the server sends until it closes (or `timeoutMs`). */
-export function rawExchange(port: number, data: string | Buffer, timeoutMs = 3000): Promise<{ text: string; closed: boolean }> {
+export function rawExchange(
+  port: number,
+  data: string | Buffer,
+  timeoutMs = 3000,
+): Promise<{ text: string; closed: boolean }> {
   return new Promise((resolve) => {
     const s = net.connect(port, '127.0.0.1')
     const chunks: Buffer[] = []

@@ -14,7 +14,7 @@
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { VERSION } from '../../core/version.js'
-import type { Proxy } from '../proxy.js'
+import type { ProxyServer } from '../proxy.js'
 
 const HELP = `Loom admin endpoint
   GET  /ready /stats /stats/prometheus /config_dump /clusters /listeners /server_info
@@ -22,11 +22,11 @@ const HELP = `Loom admin endpoint
 `
 
 export class AdminServer {
-  private readonly proxy: Proxy
+  private readonly proxy: ProxyServer
   private readonly server: http.Server
   address = ''
 
-  constructor(proxy: Proxy) {
+  constructor(proxy: ProxyServer) {
     this.proxy = proxy
     this.server = http.createServer((req, res) => this.handle(req, res))
   }
@@ -76,9 +76,21 @@ export class AdminServer {
       case '/listeners': {
         const list = p.listeners.map((l) => ({
           name: l.name,
-          local_address: { socket_address: { address: l.config.address.socket_address.address, port_value: l.boundPort } },
+          local_address: {
+            socket_address: { address: l.config.address.socket_address.address, port_value: l.boundPort },
+          },
         }))
-        return json ? sendJson({ listener_statuses: list }) : send(200, list.map((l) => `${l.name}::${l.local_address.socket_address.address}:${l.local_address.socket_address.port_value}\n`).join(''))
+        return json
+          ? sendJson({ listener_statuses: list })
+          : send(
+              200,
+              list
+                .map(
+                  (l) =>
+                    `${l.name}::${l.local_address.socket_address.address}:${l.local_address.socket_address.port_value}\n`,
+                )
+                .join(''),
+            )
       }
       case '/server_info':
         return sendJson({

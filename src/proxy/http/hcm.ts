@@ -55,7 +55,9 @@ export class HcmContext {
     this.idleTimeoutMs = common?.idle_timeout === undefined ? 3600_000 : parseDurationMs(common.idle_timeout)!
     this.rejectUnderscores = common?.headers_with_underscores_action === 'REJECT_REQUEST'
     this.dropUnderscores = common?.headers_with_underscores_action === 'DROP_HEADER'
-    this.upgrades = new Set((cfg.upgrade_configs ?? []).filter((u) => u.enabled !== false).map((u) => u.upgrade_type.toLowerCase()))
+    this.upgrades = new Set(
+      (cfg.upgrade_configs ?? []).filter((u) => u.enabled !== false).map((u) => u.upgrade_type.toLowerCase()),
+    )
     this.codec = cfg.codec_type ?? 'AUTO'
     this.http2 = {
       maxConcurrentStreams: cfg.http2_protocol_options?.max_concurrent_streams ?? 2147483647,

@@ -11,13 +11,7 @@ import type { CompiledRoute } from '../route/router.js'
 import type { RouteStats } from '../stats/stats.js'
 import { Headers } from './headers.js'
 import type { HcmContext } from './hcm.js'
-import type {
-  DownstreamSink,
-  RequestHead,
-  UpstreamCallbacks,
-  UpstreamRequest,
-  UpstreamResetReason,
-} from './types.js'
+import type { DownstreamSink, RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from './types.js'
 import { HOP_BY_HOP } from './types.js'
 
 /** Local replies: status, Envoy response flag, `x-loom-reason`, body text. */

@@ -48,7 +48,9 @@ export class ActiveListener {
     this.name = config.name
     this.config = config
     this.chains = chains
-    this.stats = new ListenerStats(`${config.address.socket_address.address}_${config.address.socket_address.port_value}`)
+    this.stats = new ListenerStats(
+      `${config.address.socket_address.address}_${config.address.socket_address.port_value}`,
+    )
     const tlsChains = chains.filter((c) => c.secureContext !== null)
     if (tlsChains.length > 0) {
       // the chain a client without SNI gets: the one without server_names, as chainFor('') picks it

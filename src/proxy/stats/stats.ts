@@ -4,7 +4,9 @@
  */
 
 /** Envoy's default histogram buckets, in milliseconds. */
-export const BUCKETS_MS = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000]
+export const BUCKETS_MS = [
+  0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000,
+]
 
 export class Histogram {
   readonly counts = new Float64Array(BUCKETS_MS.length + 1)

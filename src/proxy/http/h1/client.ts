@@ -23,7 +23,7 @@ const QUEUE_HIGH_WATER = 64 * 1024
 /** Envoy's default circuit breaker on connections per cluster host. */
 const MAX_CONNECTIONS = 1024
 
-const enum C {
+enum C {
   Connecting,
   Idle,
   Head,
@@ -498,7 +498,7 @@ export class H1Pool implements HostPool {
 
   attach(req: H1UpstreamRequest): void {
     let conn = this.idle.pop()
-    while (conn !== undefined && conn.socket.destroyed) conn = this.idle.pop()
+    while (conn?.socket.destroyed) conn = this.idle.pop()
     if (conn !== undefined) {
       conn.assign(req)
       return

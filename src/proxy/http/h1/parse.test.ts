@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
-import { ChunkedDecoder, DEFAULT_LIMITS, findHeadEnd, HttpParseError, parseRequestHead, parseResponseHead } from './parse.js'
+import {
+  ChunkedDecoder,
+  DEFAULT_LIMITS,
+  findHeadEnd,
+  HttpParseError,
+  parseRequestHead,
+  parseResponseHead,
+} from './parse.js'
 
 function req(text: string, limits = DEFAULT_LIMITS) {
   const buf = Buffer.from(text, 'latin1')
@@ -32,7 +39,10 @@ describe('request head', () => {
 
   test('upgrade needs Connection: upgrade', () => {
     assert.equal(req('GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n').upgrade, null)
-    assert.equal(req('GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n\r\n').upgrade, 'websocket')
+    assert.equal(
+      req('GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n\r\n').upgrade,
+      'websocket',
+    )
   })
 
   test('absolute form: authority from the URI', () => {

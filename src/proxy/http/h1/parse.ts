@@ -57,10 +57,10 @@ const CRLFCRLF = Buffer.from('\r\n\r\n')
  * once rather than waiting for a limit) and when the head would exceed `limits.maxHeadBytes`.
  */
 export function findHeadEnd(buf: Buffer, start: number, from: number, limits: Limits): number {
-  const i = buf.indexOf(CRLFCRLF, from < start ? start : from)
+  const i = buf.indexOf(CRLFCRLF, Math.max(from, start))
   const end = i === -1 ? buf.length : i + 4
   // bare LF check over the bytes not checked yet
-  let j = buf.indexOf(0x0a, from < start ? start : from)
+  let j = buf.indexOf(0x0a, Math.max(from, start))
   while (j !== -1 && j < end) {
     if (j === start || buf[j - 1] !== 0x0d) throw bad('bare_lf', 'bare LF in message head')
     j = buf.indexOf(0x0a, j + 1)
@@ -220,7 +220,8 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limits
     throw new HttpParseError(505, 'unsupported_version', 'HTTP version not supported')
   }
   pos += 8
-  if (s.charCodeAt(pos) !== 0x0d || s.charCodeAt(pos + 1) !== 0x0a) throw bad('invalid_request_line', 'invalid request line')
+  if (s.charCodeAt(pos) !== 0x0d || s.charCodeAt(pos + 1) !== 0x0a)
+    throw bad('invalid_request_line', 'invalid request line')
   pos += 2
 
   const list: string[] = []
@@ -346,7 +347,8 @@ export function parseResponseHead(buf: Buffer, start: number, end: number, limit
     }
     reason = s.slice(rs, pos)
   }
-  if (s.charCodeAt(pos) !== 0x0d || s.charCodeAt(pos + 1) !== 0x0a) throw bad('invalid_status_line', 'invalid status line')
+  if (s.charCodeAt(pos) !== 0x0d || s.charCodeAt(pos + 1) !== 0x0a)
+    throw bad('invalid_status_line', 'invalid status line')
   pos += 2
   const list: string[] = []
   parseFields(s, pos, limits, list)
@@ -366,7 +368,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number, limit
 
 // === chunked decoding ===
 
-const enum CS {
+enum CS {
   Size,
   SizeLf,
   Ext,
@@ -495,7 +497,8 @@ export class ChunkedDecoder {
           }
           const end = this.trailerBuf.indexOf('\r\n\r\n')
           if (end === -1) {
-            if (this.trailerBuf.length > MAX_TRAILERS) throw new HttpParseError(431, 'trailers_too_large', 'trailers too large')
+            if (this.trailerBuf.length > MAX_TRAILERS)
+              throw new HttpParseError(431, 'trailers_too_large', 'trailers too large')
             if (this.trailerBuf.length === 1 && this.trailerBuf.charCodeAt(0) === 0x0d) return len
             checkNoBareLf(this.trailerBuf)
             off += chunk.length

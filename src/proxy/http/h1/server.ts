@@ -5,13 +5,13 @@
  */
 import type { Socket } from 'node:net'
 import { STATUS_CODES } from 'node:http'
-import { Headers } from '../headers.js'
+import type { Headers } from '../headers.js'
 import type { HcmContext } from '../hcm.js'
 import { ActiveStream } from '../stream.js'
 import type { DownstreamSink, RequestHead } from '../types.js'
 import { ChunkedDecoder, findHeadEnd, HttpParseError, parseRequestHead } from './parse.js'
 
-const enum S {
+enum S {
   Head,
   Body,
   /** request fully read, response in progress */
@@ -143,7 +143,8 @@ export class H1ServerConnection implements DownstreamSink {
     const h1 = parseRequestHead(buf, start, end, this.hcm.limits)
     this.buf = end === buf.length ? null : buf.subarray(end)
     if ((this.hcm.rejectUnderscores || this.hcm.dropUnderscores) && hasUnderscoreHeader(h1.headers)) {
-      if (this.hcm.rejectUnderscores) throw new HttpParseError(400, 'underscore_in_header', 'header name with underscore')
+      if (this.hcm.rejectUnderscores)
+        throw new HttpParseError(400, 'underscore_in_header', 'header name with underscore')
       dropUnderscoreHeaders(h1.headers)
     }
     if (h1.method === 'CONNECT') {
@@ -154,7 +155,7 @@ export class H1ServerConnection implements DownstreamSink {
     this.versionMinor = h1.versionMinor
     this.isHead = h1.method === 'HEAD'
     this.chunked = h1.chunked
-    this.bodyRemaining = h1.contentLength > 0 ? h1.contentLength : 0
+    this.bodyRemaining = Math.max(h1.contentLength, 0)
     this.requestDone = !h1.chunked && this.bodyRemaining === 0
     this.responseDone = false
     this.chunkedOut = false
@@ -464,7 +465,7 @@ function stripRequestHopByHop(h: Headers): void {
       n === 'http2-settings' ||
       n === 'upgrade' ||
       (n === 'te' && l[i + 1]!.toLowerCase() !== 'trailers') ||
-      (named !== null && named.includes(n))
+      named?.includes(n)
     ) {
       l.splice(i, 2)
       i -= 2

@@ -21,7 +21,13 @@ export class H2UpstreamRequest implements UpstreamRequest {
   private gotHeaders = false
   private ended = false
 
-  constructor(pool: H2Pool, session: H2T.ClientHttp2Session, cb: UpstreamCallbacks, head: RequestHead, endStream: boolean) {
+  constructor(
+    pool: H2Pool,
+    session: H2T.ClientHttp2Session,
+    cb: UpstreamCallbacks,
+    head: RequestHead,
+    endStream: boolean,
+  ) {
     this.hostKey = pool.host.key
     this.cb = cb
     const obj = toH2(head.headers, {

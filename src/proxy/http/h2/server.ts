@@ -5,7 +5,7 @@
  */
 import type * as H2T from 'node:http2'
 import { H2, http2 } from '../../../core/lazy.js'
-import { Headers } from '../headers.js'
+import type { Headers } from '../headers.js'
 import type { HcmContext } from '../hcm.js'
 import { ActiveStream } from '../stream.js'
 import type { DownstreamSink, RequestHead } from '../types.js'
@@ -71,7 +71,12 @@ class H2DownstreamSink implements DownstreamSink {
 function reject(stream: H2T.ServerHttp2Stream, status: number, reason: string): void {
   if (stream.destroyed) return
   const body = `${reason.replace(/_/g, ' ')}\n`
-  stream.respond({ ':status': status, 'content-type': 'text/plain', 'x-loom-reason': reason, 'content-length': body.length })
+  stream.respond({
+    ':status': status,
+    'content-type': 'text/plain',
+    'x-loom-reason': reason,
+    'content-length': body.length,
+  })
   stream.end(body)
 }
 
@@ -99,7 +104,8 @@ export function createH2Server(hcm: HcmContext, scheme: 'http' | 'https'): H2T.H
     const path = h[':path'] ?? ''
     if (method === 'CONNECT') return reject(stream, 405, 'connect_not_supported')
     if (!TOKEN.test(method)) return reject(stream, 400, 'invalid_method')
-    if (path.charCodeAt(0) !== 0x2f && !(method === 'OPTIONS' && path === '*')) return reject(stream, 400, 'invalid_path')
+    if (path.charCodeAt(0) !== 0x2f && !(method === 'OPTIONS' && path === '*'))
+      return reject(stream, 400, 'invalid_path')
     const authority = (h[':authority'] ?? (h.host as string | undefined) ?? '').toLowerCase()
     const headers = fromH2(h)
     headers.remove('host')
