@@ -273,11 +273,19 @@ export const Http2ProtocolOptions = v.strictObject({
   initial_connection_window_size: opt(int(65535, 2147483647)),
 })
 
-export const HttpConnectionManager = v.strictObject({
+/** Where dynamic resources come from: the ADS stream (the only source Loom supports). */
+export const ConfigSource = v.strictObject({
+  ads: opt(v.strictObject({})),
+  resource_api_version: opt(v.picklist(['V3'])),
+  initial_fetch_timeout: opt(duration),
+})
+
+export const HttpConnectionManager = v.pipe(v.strictObject({
   '@type': v.literal(TypeUrls.hcm),
   stat_prefix: nonEmpty,
   codec_type: opt(v.picklist(['AUTO', 'HTTP1', 'HTTP2'])),
-  route_config: RouteConfiguration,
+  route_config: opt(RouteConfiguration),
+  rds: opt(v.strictObject({ config_source: ConfigSource, route_config_name: nonEmpty })),
   http_filters: opt(v.array(HttpFilter)),
   access_log: opt(v.array(AccessLog)),
   common_http_protocol_options: opt(
@@ -297,7 +305,7 @@ export const HttpConnectionManager = v.strictObject({
   server_name: opt(str),
   upgrade_configs: opt(v.array(v.strictObject({ upgrade_type: nonEmpty, enabled: opt(bool) }))),
   drain_timeout: opt(duration),
-})
+}), oneOf(['route_config', 'rds']))
 export type HttpConnectionManager = v.InferOutput<typeof HttpConnectionManager>
 
 export const TcpProxy = v.pipe(
@@ -408,7 +416,8 @@ const HttpProtocolOptionsExt = v.strictObject({
 export const Cluster = v.strictObject({
   '@type': opt(str),
   name: nonEmpty,
-  type: opt(v.picklist(['STATIC', 'STRICT_DNS'])),
+  type: opt(v.picklist(['STATIC', 'STRICT_DNS', 'EDS'])),
+  eds_cluster_config: opt(v.strictObject({ eds_config: opt(ConfigSource), service_name: opt(nonEmpty) })),
   connect_timeout: opt(duration),
   lb_policy: opt(v.picklist(['ROUND_ROBIN', 'LEAST_REQUEST', 'RANDOM', 'RING_HASH', 'MAGLEV'])),
   load_assignment: opt(ClusterLoadAssignment),

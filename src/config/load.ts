@@ -7,19 +7,25 @@ import { readFileSync } from 'node:fs'
 import { loadAll, YAMLException } from 'js-yaml'
 import { ConfigError, type ConfigIssue, ErrorCodes, LoomError } from '../core/errors.js'
 import { Bootstrap } from './envoy.js'
+import { TypeUrls } from './type-urls.js'
 import { toConfigIssues, v } from './schema.js'
 
-export function readBootstrapFile(file: string): Bootstrap {
+export interface LoadOptions {
+  /** the proxy also takes config from a control plane: RDS and EDS references are allowed */
+  dynamic?: boolean
+}
+
+export function readBootstrapFile(file: string, options: LoadOptions = {}): Bootstrap {
   let text: string
   try {
     text = readFileSync(file, 'utf8')
   } catch (err) {
     throw new LoomError(ErrorCodes.CONFIG_READ, `${file}: cannot read: ${(err as Error).message}`, { cause: err })
   }
-  return parseBootstrap(text, file)
+  return parseBootstrap(text, file, options)
 }
 
-export function parseBootstrap(text: string, file = '<bootstrap>'): Bootstrap {
+export function parseBootstrap(text: string, file = '<bootstrap>', options: LoadOptions = {}): Bootstrap {
   let docs: unknown[]
   try {
     docs = loadAll(text, null, { filename: file })
@@ -35,18 +41,24 @@ export function parseBootstrap(text: string, file = '<bootstrap>'): Bootstrap {
   if (raw === undefined || raw === null) throw new ConfigError(file, [{ path: '', message: 'the file is empty' }])
   const result = v.safeParse(Bootstrap, raw)
   if (!result.success) throw new ConfigError(file, toConfigIssues(result.issues))
-  const issues = crossCheck(result.output)
+  const issues = crossCheck(result.output, options.dynamic === true)
   if (issues.length > 0) throw new ConfigError(file, issues)
   return result.output
 }
 
 /** Checks that span resources: names unique, every route's clusters defined, no two listeners on one address. */
-function crossCheck(b: Bootstrap): ConfigIssue[] {
+function crossCheck(b: Bootstrap, dynamic: boolean): ConfigIssue[] {
   const issues: ConfigIssue[] = []
   const listeners = b.static_resources?.listeners ?? []
   const clusters = b.static_resources?.clusters ?? []
   const clusterNames = new Set<string>()
   clusters.forEach((c, i) => {
+    if (c.type === 'EDS' && !dynamic) {
+      issues.push({
+        path: `static_resources.clusters[${i}].type`,
+        message: 'an EDS cluster needs a control plane: run the proxy with --xds, or use STATIC or STRICT_DNS',
+      })
+    }
     if (clusterNames.has(c.name)) {
       issues.push({ path: `static_resources.clusters[${i}].name`, message: `duplicate cluster name "${c.name}"` })
     }
@@ -80,7 +92,15 @@ function crossCheck(b: Bootstrap): ConfigIssue[] {
       const fp = `${p}.filter_chains[${j}].filters[0].typed_config`
       const t = f.typed_config
       const refs: [string, string][] = []
-      if ('route_config' in t) {
+      if (t['@type'] === TypeUrls.hcm) {
+        if (t.route_config === undefined) {
+          if (dynamic) return
+          issues.push({
+            path: `${fp}.rds`,
+            message: 'rds needs routes from a control plane: run the proxy with --xds, or use an inline route_config',
+          })
+          return
+        }
         t.route_config.virtual_hosts?.forEach((vh, k) => {
           vh.routes?.forEach((r, m) => {
             const rp = `${fp}.route_config.virtual_hosts[${k}].routes[${m}].route`

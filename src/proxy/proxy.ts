@@ -1,8 +1,14 @@
 /**
- * The proxy process: builds clusters, listeners and the admin endpoint from a validated bootstrap, and drains on
- * request. Config is compiled completely before anything listens, so an invalid bootstrap never half-starts.
+ * The proxy process: clusters, listeners, routes and the admin endpoint, from a static bootstrap and, when connected
+ * to a control plane, from xDS.
+ *
+ * Static config is compiled completely before anything listens, so an invalid bootstrap never half-starts. Dynamic
+ * config arrives as whole sets per type (state of the world) through `applyClusters`, `applyEndpoints`,
+ * `applyListeners` and `applyRoutes`: each set is compiled first and applied only if all of it is valid, so a bad
+ * update is rejected (the xDS client NACKs it) and the running config stays as it was. Changing a listener keeps its
+ * socket and drains the connections that were using the old filter chains; in-flight requests are never dropped.
  */
-import type { Bootstrap, Listener } from '../config/envoy.js'
+import type { Bootstrap, Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } from '../config/envoy.js'
 import { TypeUrls } from '../config/type-urls.js'
 import { ConfigError, type ConfigIssue, ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
@@ -11,7 +17,7 @@ import { ClusterManager } from './cluster/index.js'
 import { HcmContext } from './http/hcm.js'
 import { PoolManager } from './http/pools.js'
 import { ActiveListener, type CompiledChain, type NetworkHandler } from './listener/listener.js'
-import { compileRouteConfig } from './route/router.js'
+import { type CompiledRouteConfig, compileRouteConfig } from './route/router.js'
 import { StatsStore } from './stats/stats.js'
 import { TcpProxyContext } from './tcp/tcp-proxy.js'
 import { buildDownstreamTls } from './tls.js'
@@ -28,18 +34,44 @@ function issuesOf(err: unknown): ConfigIssue[] | null {
   return Array.isArray(issues) ? (issues as ConfigIssue[]) : null
 }
 
+/** Thrown by the apply* methods: the update was not applied. */
+export class UpdateRejectedError extends LoomError {
+  override name = 'UpdateRejectedError'
+  readonly issues: ConfigIssue[]
+  constructor(what: string, issues: ConfigIssue[]) {
+    super(ErrorCodes.CONFIG_INVALID, `${what} rejected:\n${issues.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
+    this.issues = issues
+  }
+}
+
+const EMPTY_ROUTES: RouteConfiguration = { virtual_hosts: [] }
+
 export class ProxyServer {
   readonly bootstrap: Bootstrap
   readonly options: ProxyOptions
   readonly stats = new StatsStore()
   readonly clusters: ClusterManager
-  readonly listeners: ActiveListener[] = []
-  private readonly hcms: HcmContext[] = []
+  private readonly pools: PoolManager
+  private readonly listenerMap = new Map<string, ActiveListener>()
+  /** HTTP connection managers by the RDS route configuration they use */
+  private readonly rdsUsers = new Map<string, Set<HcmContext>>()
+  /** RDS route configurations received, compiled */
+  private readonly routeTables = new Map<string, { config: RouteConfiguration; compiled: CompiledRouteConfig }>()
+  /** names of clusters and listeners that came from the bootstrap (xDS never removes them) */
+  private readonly staticClusters = new Set<string>()
+  private readonly staticListeners = new Set<string>()
+  /** the last dynamic configs applied, for config_dump */
+  readonly dynamic = {
+    clusters: new Map<string, Cluster>(),
+    listeners: new Map<string, Listener>(),
+    routes: new Map<string, RouteConfiguration>(),
+    endpoints: new Map<string, ClusterLoadAssignment>(),
+  }
   private admin: AdminServer | null = null
   state: 'initializing' | 'live' | 'draining' = 'initializing'
   readonly startedAt = new Date()
 
-  /** Compiles everything; throws ConfigError with every issue found, paths from the bootstrap root. */
+  /** Compiles the static config; throws ConfigError with every issue found, paths from the bootstrap root. */
   constructor(bootstrap: Bootstrap, options: ProxyOptions) {
     this.bootstrap = bootstrap
     this.options = options
@@ -54,21 +86,26 @@ export class ProxyServer {
       for (const i of list) issues.push({ path: `static_resources.clusters${i.path}`, message: i.message })
     }
     this.clusters = clusters ?? new ClusterManager([])
-    for (const c of clusterConfigs) this.stats.forCluster(c.name)
-    const pools = new PoolManager(this.stats)
+    for (const c of clusterConfigs) {
+      this.stats.forCluster(c.name)
+      this.staticClusters.add(c.name)
+    }
+    this.pools = new PoolManager(this.stats)
     ;(bootstrap.static_resources?.listeners ?? []).forEach((l, i) => {
-      const chains = this.compileListener(l, `static_resources.listeners[${i}]`, pools, issues)
-      if (chains !== null) this.listeners.push(new ActiveListener(l, chains))
+      const chains = this.compileListener(l, `static_resources.listeners[${i}]`, issues)
+      if (chains !== null) {
+        this.listenerMap.set(l.name, new ActiveListener(l, chains))
+        this.staticListeners.add(l.name)
+      }
     })
     if (issues.length > 0) throw new ConfigError(options.file, issues)
   }
 
-  private compileListener(
-    l: Listener,
-    path: string,
-    pools: PoolManager,
-    issues: ConfigIssue[],
-  ): CompiledChain[] | null {
+  get listeners(): ActiveListener[] {
+    return [...this.listenerMap.values()]
+  }
+
+  private compileListener(l: Listener, path: string, issues: ConfigIssue[]): CompiledChain[] | null {
     const chains: CompiledChain[] = []
     const before = issues.length
     l.filter_chains.forEach((fc, j) => {
@@ -78,9 +115,12 @@ export class ProxyServer {
       let defaultAlpn = ['http/1.1']
       if (t['@type'] === TypeUrls.hcm) {
         try {
-          const router = compileRouteConfig(t.route_config)
-          const hcm = new HcmContext(t, router, this.clusters, pools, this.stats)
-          this.hcms.push(hcm)
+          const rdsName = t.rds?.route_config_name ?? null
+          const router =
+            rdsName === null
+              ? compileRouteConfig(t.route_config!)
+              : (this.routeTables.get(rdsName)?.compiled ?? compileRouteConfig({ ...EMPTY_ROUTES, name: rdsName }))
+          const hcm = new HcmContext(t, router, this.clusters, this.pools, this.stats, rdsName)
           handler = { kind: 'hcm', hcm }
           defaultAlpn = hcm.codec === 'HTTP1' ? ['http/1.1'] : hcm.codec === 'HTTP2' ? ['h2'] : ['h2', 'http/1.1']
         } catch (err) {
@@ -120,6 +160,23 @@ export class ProxyServer {
     return issues.length === before ? chains : null
   }
 
+  /** The HTTP connection managers of a set of chains: they start using their RDS tables, and stop when drained. */
+  private registerHcms(chains: readonly CompiledChain[]): void {
+    for (const c of chains) {
+      if (c.handler.kind !== 'hcm' || c.handler.hcm.rdsName === null) continue
+      let set = this.rdsUsers.get(c.handler.hcm.rdsName)
+      if (set === undefined) this.rdsUsers.set(c.handler.hcm.rdsName, (set = new Set()))
+      set.add(c.handler.hcm)
+    }
+  }
+
+  private unregisterHcms(chains: readonly CompiledChain[]): void {
+    for (const c of chains) {
+      if (c.handler.kind !== 'hcm') continue
+      if (c.handler.hcm.rdsName !== null) this.rdsUsers.get(c.handler.hcm.rdsName)?.delete(c.handler.hcm)
+    }
+  }
+
   async start(): Promise<void> {
     const a = this.bootstrap.admin?.address.socket_address
     if (a !== undefined) {
@@ -135,21 +192,156 @@ export class ProxyServer {
       }
     }
     await this.clusters.start()
-    for (const l of this.listeners) {
-      try {
-        await l.listen()
-      } catch (err) {
-        await this.close()
-        throw new LoomError(
-          ErrorCodes.LISTEN,
-          `listener "${l.name}" cannot listen on ${l.address}: ${(err as Error).message}`,
-        )
-      }
-      // Envoy names listener stats by address; with port 0 that is the port the OS chose
-      l.stats = this.stats.forListener(`${l.config.address.socket_address.address}_${l.boundPort}`)
-      log('info', 'listener', 'listening', { name: l.name, address: l.address })
+    for (const l of this.listenerMap.values()) {
+      this.registerHcms(l.chains)
+      await this.listen(l)
     }
     this.state = 'live'
+  }
+
+  private async listen(l: ActiveListener): Promise<void> {
+    try {
+      await l.listen()
+    } catch (err) {
+      throw new LoomError(ErrorCodes.LISTEN, `listener "${l.name}" cannot listen on ${l.address}: ${(err as Error).message}`)
+    }
+    // Envoy names listener stats by address; with port 0 that is the port the OS chose
+    l.stats = this.stats.forListener(`${l.config.address.socket_address.address}_${l.boundPort}`)
+    log('info', 'listener', 'listening', { name: l.name, address: l.address })
+  }
+
+  // === dynamic configuration (xDS) ===
+
+  /** The full set of dynamic clusters (CDS). Clusters from the bootstrap stay. */
+  applyClusters(configs: readonly Cluster[]): void {
+    const issues: ConfigIssue[] = []
+    const built = new Map<string, Cluster>()
+    configs.forEach((c, i) => {
+      if (this.staticClusters.has(c.name)) {
+        issues.push({ path: `[${i}].name`, message: `cluster "${c.name}" is defined in the bootstrap` })
+      } else if (built.has(c.name)) {
+        issues.push({ path: `[${i}].name`, message: `duplicate cluster "${c.name}"` })
+      } else built.set(c.name, c)
+    })
+    // compile every new or changed cluster before touching the running set
+    const changed: Cluster[] = []
+    for (const [name, c] of built) {
+      const prev = this.dynamic.clusters.get(name)
+      if (prev === undefined || JSON.stringify(prev) !== JSON.stringify(c)) changed.push(c)
+    }
+    const compiled = ClusterManager.compile(changed, issues)
+    if (issues.length > 0) throw new UpdateRejectedError('clusters', issues)
+    for (const cluster of compiled) {
+      const prevEndpoints = this.dynamic.endpoints.get(cluster.edsName)
+      this.clusters.upsert(cluster, prevEndpoints)
+      this.stats.forCluster(cluster.name)
+      void cluster.start()
+    }
+    for (const name of this.dynamic.clusters.keys()) {
+      if (!built.has(name)) this.clusters.remove(name)
+    }
+    this.dynamic.clusters = built
+    log('info', 'xds', 'clusters applied', { total: built.size, changed: changed.length })
+  }
+
+  /** Endpoints for EDS clusters (by cluster_name = the cluster's eds service name). */
+  applyEndpoints(assignments: readonly ClusterLoadAssignment[]): void {
+    for (const cla of assignments) {
+      this.dynamic.endpoints.set(cla.cluster_name, cla)
+      for (const c of this.clusters.all()) {
+        if (c.type === 'EDS' && c.edsName === cla.cluster_name) c.updateFromAssignment(cla)
+      }
+    }
+  }
+
+  /** The full set of dynamic listeners (LDS). New ones start, changed ones swap chains and drain, removed ones drain. */
+  async applyListeners(configs: readonly Listener[]): Promise<void> {
+    const issues: ConfigIssue[] = []
+    const next = new Map<string, { config: Listener; chains: CompiledChain[] | null }>()
+    configs.forEach((l, i) => {
+      if (this.staticListeners.has(l.name)) {
+        issues.push({ path: `[${i}].name`, message: `listener "${l.name}" is defined in the bootstrap` })
+        return
+      }
+      if (next.has(l.name)) {
+        issues.push({ path: `[${i}].name`, message: `duplicate listener "${l.name}"` })
+        return
+      }
+      const prev = this.dynamic.listeners.get(l.name)
+      const same = prev !== undefined && JSON.stringify(prev) === JSON.stringify(l)
+      next.set(l.name, { config: l, chains: same ? null : this.compileListener(l, `[${i}]`, issues) })
+    })
+    if (issues.length > 0) throw new UpdateRejectedError('listeners', issues)
+    for (const [name, { config, chains }] of next) {
+      if (chains === null) continue
+      const current = this.listenerMap.get(name)
+      const sameAddress =
+        current !== undefined &&
+        JSON.stringify(current.config.address) === JSON.stringify(config.address) &&
+        current.canSwapTo(chains)
+      if (current !== undefined && sameAddress) {
+        const old = current.swapChains(config, chains)
+        this.registerHcms(chains)
+        this.unregisterHcms(old)
+        continue
+      }
+      if (current !== undefined) {
+        this.retire(current)
+      }
+      const l = new ActiveListener(config, chains)
+      this.listenerMap.set(name, l)
+      this.registerHcms(chains)
+      await this.listen(l)
+    }
+    for (const [name, l] of this.listenerMap) {
+      if (!this.staticListeners.has(name) && !next.has(name)) this.retire(l)
+    }
+    this.dynamic.listeners = new Map([...next].map(([n, v]) => [n, v.config]))
+  }
+
+  /** Stops a listener: no new connections; existing ones finish their requests and close. */
+  private retire(l: ActiveListener): void {
+    this.listenerMap.delete(l.name)
+    this.unregisterHcms(l.chains)
+    l.drain()
+    setTimeout(() => l.destroy(), this.options.drainTimeMs).unref()
+  }
+
+  /** Route configurations (RDS), by name; every HTTP connection manager using one switches to it at once. */
+  applyRoutes(configs: readonly RouteConfiguration[]): void {
+    const issues: ConfigIssue[] = []
+    const compiled: { name: string; config: RouteConfiguration; compiled: CompiledRouteConfig }[] = []
+    configs.forEach((rc, i) => {
+      if (rc.name === undefined) {
+        issues.push({ path: `[${i}].name`, message: 'a route configuration from RDS needs a name' })
+        return
+      }
+      try {
+        compiled.push({ name: rc.name, config: rc, compiled: compileRouteConfig(rc) })
+      } catch (err) {
+        const list = issuesOf(err)
+        if (list === null) throw err
+        for (const x of list) issues.push({ path: `[${i}].${x.path}`, message: x.message })
+      }
+    })
+    if (issues.length > 0) throw new UpdateRejectedError('routes', issues)
+    for (const r of compiled) {
+      this.routeTables.set(r.name, r)
+      this.dynamic.routes.set(r.name, r.config)
+      for (const hcm of this.rdsUsers.get(r.name) ?? []) hcm.router = r.compiled
+    }
+  }
+
+  /** Route configuration names the listeners need (what to subscribe to over RDS). */
+  routeNames(): string[] {
+    return [...this.rdsUsers.keys()].filter((n) => (this.rdsUsers.get(n)?.size ?? 0) > 0).sort()
+  }
+
+  /** EDS names the clusters need. */
+  endpointNames(): string[] {
+    const out: string[] = []
+    for (const c of this.clusters.all()) if (c.type === 'EDS') out.push(c.edsName)
+    return out.sort()
   }
 
   get adminAddress(): string | null {
@@ -158,7 +350,7 @@ export class ProxyServer {
 
   /** Stop accepting on every listener; connections finish their current request and close. */
   drainListeners(): void {
-    for (const l of this.listeners) l.drain()
+    for (const l of this.listenerMap.values()) l.drain()
   }
 
   /** Graceful shutdown: drain, wait for connections to finish (up to the drain time), then close everything. */
@@ -174,10 +366,12 @@ export class ProxyServer {
   }
 
   async close(): Promise<void> {
-    for (const l of this.listeners) l.destroy()
+    for (const l of this.listenerMap.values()) {
+      l.destroy()
+      l.close()
+    }
     for (const c of this.clusters.all()) for (const h of c.hosts()) h.pool?.close()
     this.clusters.stop()
-    for (const h of this.hcms) h.close()
     await this.admin?.close()
   }
 }

@@ -114,18 +114,33 @@ export class AdminServer {
   }
 
   private configDump(): unknown {
-    const b = this.proxy.bootstrap
+    const p = this.proxy
+    const b = p.bootstrap
     const T = 'type.googleapis.com/envoy.admin.v3.'
+    const d = p.dynamic
     return {
       configs: [
         { '@type': `${T}BootstrapConfigDump`, bootstrap: b },
         {
           '@type': `${T}ClustersConfigDump`,
           static_clusters: (b.static_resources?.clusters ?? []).map((cluster) => ({ cluster })),
+          dynamic_active_clusters: [...d.clusters.values()].map((cluster) => ({ cluster })),
         },
         {
           '@type': `${T}ListenersConfigDump`,
           static_listeners: (b.static_resources?.listeners ?? []).map((listener) => ({ listener })),
+          dynamic_listeners: [...d.listeners.values()].map((listener) => ({
+            name: listener.name,
+            active_state: { listener },
+          })),
+        },
+        {
+          '@type': `${T}RoutesConfigDump`,
+          dynamic_route_configs: [...d.routes.values()].map((route_config) => ({ route_config })),
+        },
+        {
+          '@type': `${T}EndpointsConfigDump`,
+          dynamic_endpoint_configs: [...d.endpoints.values()].map((endpoint_config) => ({ endpoint_config })),
         },
       ],
     }

@@ -36,7 +36,9 @@ export type HostsListener = (change: HostsChange) => void
 export class UpstreamCluster implements HostOwner {
   readonly name: string
   readonly config: Cluster
-  readonly type: 'STATIC' | 'STRICT_DNS'
+  readonly type: 'STATIC' | 'STRICT_DNS' | 'EDS'
+  /** the name EDS assignments for this cluster carry (eds_cluster_config.service_name, else the cluster name) */
+  readonly edsName: string
   readonly lbPolicy: LbPolicy
   /** connect_timeout; default 5s. */
   readonly connectTimeoutMs: number
@@ -73,6 +75,7 @@ export class UpstreamCluster implements HostOwner {
     this.name = config.name
     this.config = config
     this.type = s.type
+    this.edsName = config.eds_cluster_config?.service_name ?? config.name
     this.lbPolicy = s.lbPolicy
     this.connectTimeoutMs = s.connectTimeoutMs
     this.http2 = s.http2
@@ -84,13 +87,15 @@ export class UpstreamCluster implements HostOwner {
     this.#lbFactory = lbFactoryFor(config)
     this.#hashPicksPriority = usesHash(s.lbPolicy)
 
-    const cla = config.load_assignment!
-    if (s.type === 'STATIC') {
-      this.updateHosts(hostSpecsFromAssignment(cla))
+    const cla = config.load_assignment
+    if (s.type === 'EDS') {
+      if (cla !== undefined) this.updateHosts(hostSpecsFromAssignment(cla))
+    } else if (s.type === 'STATIC') {
+      this.updateHosts(hostSpecsFromAssignment(cla!))
     } else {
       this.#dns = new DnsDiscovery(
         this.name,
-        dnsTargets(cla),
+        dnsTargets(cla!),
         {
           refreshRateMs: s.dnsRefreshRateMs,
           family: s.dnsLookupFamily,

@@ -1,4 +1,4 @@
-import type { Cluster } from '../../config/envoy.js'
+import type { Cluster, ClusterLoadAssignment } from '../../config/envoy.js'
 import type { ConfigIssue } from '../../core/errors.js'
 import { UpstreamCluster } from './cluster.js'
 import type { DnsLookup, DnsTtlLookup } from './dns.js'
@@ -49,6 +49,44 @@ export class ClusterManager {
     await Promise.all(Array.from(this.#clusters.values(), (c) => c.start()))
   }
 
+  /**
+   * Builds clusters without adding them (a dynamic update compiles its whole set first). Problems are appended to
+   * `issues` with paths relative to `configs`; only the clusters that built are returned.
+   */
+  static compile(configs: readonly Cluster[], issues: ConfigIssue[], options: ClusterManagerOptions = {}): UpstreamCluster[] {
+    const out: UpstreamCluster[] = []
+    configs.forEach((config, i) => {
+      try {
+        out.push(
+          new UpstreamCluster(config, { path: `[${i}]`, dnsLookup: options.dnsLookup, dnsTtlLookup: options.dnsTtlLookup }),
+        )
+      } catch (err) {
+        if (!(err instanceof ClusterConfigError)) throw err
+        issues.push(...err.issues)
+      }
+    })
+    return out
+  }
+
+  /**
+   * Adds a cluster or replaces the one with its name. A replaced cluster's connections drain; an EDS cluster starts
+   * from `endpoints` (the last assignment received for it), so it is not empty until the next EDS push.
+   */
+  upsert(cluster: UpstreamCluster, endpoints?: ClusterLoadAssignment): void {
+    const old = this.#clusters.get(cluster.name)
+    if (cluster.type === 'EDS' && endpoints !== undefined) cluster.updateFromAssignment(endpoints)
+    this.#clusters.set(cluster.name, cluster)
+    if (old !== undefined) retire(old)
+  }
+
+  /** Removes a cluster; its connections finish their requests and close. */
+  remove(name: string): void {
+    const old = this.#clusters.get(name)
+    if (old === undefined) return
+    this.#clusters.delete(name)
+    retire(old)
+  }
+
   get(name: string): UpstreamCluster | undefined {
     return this.#clusters.get(name)
   }
@@ -69,4 +107,9 @@ export class ClusterManager {
   stop(): void {
     for (const c of this.#clusters.values()) c.stop()
   }
+}
+
+function retire(c: UpstreamCluster): void {
+  c.stop()
+  for (const h of c.hosts()) h.pool?.drain()
 }

@@ -23,7 +23,7 @@ export interface Http2Options {
 }
 
 export interface ClusterSettings {
-  type: 'STATIC' | 'STRICT_DNS'
+  type: 'STATIC' | 'STRICT_DNS' | 'EDS'
   lbPolicy: NonNullable<Cluster['lb_policy']>
   connectTimeoutMs: number
   http2: boolean
@@ -112,8 +112,12 @@ export function clusterSettings(config: Cluster, path: string, issues: ConfigIss
     warnUnused(name, 'least_request_lb_config', lbPolicy)
   }
 
-  // Endpoints.
-  if (config.load_assignment === undefined) {
+  // Endpoints: EDS clusters get theirs from the ADS stream (a load_assignment, if any, is the initial set).
+  if (type === 'EDS') {
+    if (config.load_assignment !== undefined) {
+      checkEndpoints(config.load_assignment, 'STATIC', `${path}.load_assignment`, issues)
+    }
+  } else if (config.load_assignment === undefined) {
     issues.push({
       path: `${path}.load_assignment`,
       message: `required: a ${type} cluster takes its endpoints from load_assignment`,
@@ -163,7 +167,7 @@ export function clusterSettings(config: Cluster, path: string, issues: ConfigIss
 
 function checkEndpoints(
   cla: ClusterLoadAssignment,
-  type: 'STATIC' | 'STRICT_DNS',
+  type: 'STATIC' | 'STRICT_DNS' | 'EDS',
   path: string,
   issues: ConfigIssue[],
 ) {

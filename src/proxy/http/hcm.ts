@@ -17,7 +17,9 @@ export class HcmContext {
   readonly statPrefix: string
   readonly stats: HttpConnManagerStats
   readonly store: StatsStore
-  readonly router: CompiledRouteConfig
+  /** replaced in place when RDS delivers a new version of `rdsName` */
+  router: CompiledRouteConfig
+  readonly rdsName: string | null
   readonly clusters: ClusterManager
   readonly pools: PoolManager
   readonly accessLogs: AccessLogSink[]
@@ -37,7 +39,9 @@ export class HcmContext {
     clusters: ClusterManager,
     pools: PoolManager,
     store: StatsStore,
+    rdsName: string | null = null,
   ) {
+    this.rdsName = rdsName
     this.statPrefix = cfg.stat_prefix
     this.store = store
     this.stats = store.forHcm(cfg.stat_prefix)

@@ -33,9 +33,10 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
 
 export class ActiveListener {
   readonly name: string
-  readonly config: Listener
+  config: Listener
   stats: ListenerStats
-  private readonly chains: CompiledChain[]
+  /** the filter chains new connections get; swapped in place by a listener update */
+  chains: CompiledChain[]
   private readonly server: net.Server
   private readonly h2Servers = new Map<HcmContext, Http2Server>()
   private readonly h1 = new Set<H1ServerConnection>()
@@ -181,6 +182,36 @@ export class ActiveListener {
 
   get address(): string {
     return `${this.config.address.socket_address.address}:${this.boundPort}`
+  }
+
+  /**
+   * An update can reuse this listener's socket if the TLS setup the server socket was built with is unchanged
+   * (plain text stays plain; TLS keeps the same transport sockets).
+   */
+  canSwapTo(chains: readonly CompiledChain[]): boolean {
+    const tlsOf = (cs: readonly CompiledChain[]) => JSON.stringify(cs.map((c) => c.config.transport_socket ?? null))
+    const wasTls = this.chains.some((c) => c.secureContext !== null)
+    const isTls = chains.some((c) => c.secureContext !== null)
+    return wasTls === isTls && (!isTls || tlsOf(this.chains) === tlsOf(chains))
+  }
+
+  /**
+   * New connections get `chains`; connections on the old chains finish their current requests and close (HTTP/1.1
+   * after the response in progress, HTTP/2 with GOAWAY). Returns the old chains.
+   */
+  swapChains(config: Listener, chains: CompiledChain[]): CompiledChain[] {
+    const old = this.chains
+    this.config = config
+    this.chains = chains
+    for (const c of this.h1) c.drain()
+    for (const s of this.h2) s.close()
+    this.h2Servers.clear()
+    return old
+  }
+
+  /** Closes what the chains own (access log files). */
+  close(): void {
+    for (const c of this.chains) if (c.handler.kind === 'hcm') c.handler.hcm.close()
   }
 
   /** Stop accepting; ask every connection to finish its current work and close. */
