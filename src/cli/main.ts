@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util'
 import { spawn } from 'node:child_process'
 import type { Bootstrap } from '../config/envoy.js'
-import { ConfigError, LoomError } from '../core/errors.js'
+import { ConfigError, ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
 import { VERSION } from '../core/version.js'
 import { ProxyServer } from '../proxy/proxy.js'
@@ -10,19 +10,36 @@ import { ProxyServer } from '../proxy/proxy.js'
 const USAGE = `loom: a service mesh you can read, run on a laptop and trust in production
 
 Usage:
-  loom proxy -c <bootstrap.yaml>   run the proxy from an Envoy-style static bootstrap
-  loom validate -c <bootstrap.yaml> check a bootstrap without starting anything
-  loom version                     print the version
+  loom proxy -c <bootstrap.yaml>     run the proxy from an Envoy-style static bootstrap
+  loom proxy --xds <host:port>       run the proxy with config from the control plane
+  loom validate -c <bootstrap.yaml>  check a bootstrap without starting anything
+  loom control                       run the control plane (config API, registry, xDS server)
+  loom apply -f <file|dir|->         write Istio resources (VirtualService, DestinationRule, ...)
+  loom get <kind> [name]             read them (-o table|yaml|json)
+  loom delete <kind> <name>          delete one (or -f <file>)
+  loom proxy-status                  connected proxies and whether their config is in sync
+  loom version                       print the version
 
 Run 'loom <command> --help' for a command's options.
 `
 
 const PROXY_USAGE = `Usage: loom proxy -c <bootstrap.yaml|json> [options]
+       loom proxy --xds <host:port> [--node <id>] [options]
 
-Runs the Loom proxy from an Envoy v3 static bootstrap (static_resources: listeners and clusters; admin).
+Runs the Loom proxy from an Envoy v3 static bootstrap (static_resources: listeners and clusters; admin), from a
+control plane over xDS (ADS: listeners, routes, clusters and endpoints, applied live), or from both.
 
 Options:
-  -c, --config <file>      bootstrap file, YAML or JSON (required)
+  -c, --config <file>      bootstrap file, YAML or JSON
+      --xds <host:port>    the control plane's xDS (gRPC ADS) address, e.g. 127.0.0.1:15010
+      --node <id>          node id (default: <kind>~<ip>~<hostname>.<namespace>~<namespace>.svc.cluster.local)
+      --kind <kind>        sidecar (default) or gateway
+      --namespace <ns>     the workload's namespace (default: default)
+      --labels <k=v,...>   the workload's labels (select Sidecar, Gateway, policies...)
+      --service-account <name>  the workload's service account (default: default)
+      --ip <address>       the workload's IP (default: 127.0.0.1)
+      --metadata <k=v,...> extra node metadata for the control plane
+      --admin <host:port>  admin endpoint when there is no bootstrap (default: 127.0.0.1:15000; port 0 picks one)
       --drain-time-s <n>   on SIGTERM/SIGINT, how long in-flight requests may take to finish (default 5)
       --log-level <level>  debug | info | warn | error (default info; also LOOM_LOG)
   -h, --help               show this help
@@ -30,6 +47,7 @@ Options:
 Examples:
   loom proxy -c examples/proxy/front-proxy.yaml
   curl localhost:9901/ready            # admin endpoint, when the bootstrap has an admin address
+  loom proxy --xds 127.0.0.1:15010 --namespace default --labels app=reviews,version=v1
 `
 
 export async function main(argv: string[]): Promise<void> {
@@ -40,6 +58,16 @@ export async function main(argv: string[]): Promise<void> {
         return await proxyCommand(rest, false)
       case 'validate':
         return await proxyCommand(rest, true)
+      case 'control':
+        return await (await import('./control-commands.js')).controlCommand(rest)
+      case 'apply':
+        return await (await import('./control-commands.js')).applyCommand(rest)
+      case 'get':
+        return await (await import('./control-commands.js')).getCommand(rest)
+      case 'delete':
+        return await (await import('./control-commands.js')).deleteCommand(rest)
+      case 'proxy-status':
+        return await (await import('./control-commands.js')).proxyStatusCommand(rest)
       case 'version':
       case '--version':
         process.stdout.write(`loom ${VERSION}\n`)
@@ -60,7 +88,10 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = 1
     } else if (err instanceof LoomError) {
       process.stderr.write(`loom: ${err.message}\n`)
-      process.exitCode = 1
+      process.exitCode = (err as { exitCode?: number }).exitCode ?? 1
+    } else if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true) {
+      process.stderr.write(`loom: ${(err as Error).message}\nRun 'loom ${cmd} --help' for usage.\n`)
+      process.exitCode = 2
     } else throw err
   }
 }
@@ -73,6 +104,16 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       'drain-time-s': { type: 'string' },
       'log-level': { type: 'string' },
       json: { type: 'boolean' },
+      dynamic: { type: 'boolean' },
+      xds: { type: 'string' },
+      node: { type: 'string' },
+      kind: { type: 'string' },
+      namespace: { type: 'string' },
+      labels: { type: 'string' },
+      'service-account': { type: 'string' },
+      ip: { type: 'string' },
+      metadata: { type: 'string' },
+      admin: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -81,8 +122,8 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
     process.stdout.write(PROXY_USAGE)
     return
   }
-  if (values.config === undefined) {
-    process.stderr.write(`loom: -c <bootstrap file> is required\n\n${PROXY_USAGE}`)
+  if (values.config === undefined && (validateOnly || values.xds === undefined)) {
+    process.stderr.write(`loom: -c <bootstrap file> or --xds <address> is required\n\n${PROXY_USAGE}`)
     process.exitCode = 2
     return
   }
@@ -91,19 +132,39 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
   if (validateOnly) {
     // the schema and YAML code is loaded only here: a running proxy never pays for it
     const { readBootstrapFile } = await import('../config/load.js')
-    const bootstrap = readBootstrapFile(values.config)
-    const proxy = new ProxyServer(bootstrap, { file: values.config, drainTimeMs })
+    const bootstrap = readBootstrapFile(values.config!, { dynamic: values.dynamic === true })
+    const proxy = new ProxyServer(bootstrap, { file: values.config!, drainTimeMs })
     await proxy.close()
     process.stdout.write(values.json ? JSON.stringify(bootstrap) : `${values.config}: OK\n`)
     return
   }
-  const bootstrap = await validateInChild(values.config)
-  if (bootstrap === null) {
-    process.exitCode = 1
-    return
+  let bootstrap: Bootstrap = {}
+  if (values.config !== undefined) {
+    const b = await validateInChild(values.config, values.xds !== undefined)
+    if (b === null) {
+      process.exitCode = 1
+      return
+    }
+    bootstrap = b
   }
-  const proxy = new ProxyServer(bootstrap, { file: values.config, drainTimeMs })
+  if (values.xds !== undefined && bootstrap.admin === undefined) {
+    bootstrap = { ...bootstrap, admin: { address: { socket_address: hostPort(values.admin ?? '127.0.0.1:15000', '--admin') } } }
+  }
+  const proxy = new ProxyServer(bootstrap, { file: values.config ?? '<xds>', drainTimeMs })
   await proxy.start()
+  if (values.xds !== undefined) {
+    const { startXds } = await import('../proxy/xds-start.js')
+    await startXds(proxy, {
+      server: values.xds,
+      node: values.node,
+      kind: values.kind === 'gateway' ? 'gateway' : 'sidecar',
+      namespace: values.namespace ?? 'default',
+      labels: keyValues(values.labels ?? '', '--labels'),
+      serviceAccount: values['service-account'] ?? 'default',
+      ip: values.ip ?? '127.0.0.1',
+      metadata: keyValues(values.metadata ?? '', '--metadata'),
+    })
+  }
   log('info', 'proxy', 'ready', { admin: proxy.adminAddress, listeners: proxy.listeners.map((l) => l.address) })
   let stopping = false
   const stop = (signal: string) => {
@@ -123,9 +184,10 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
  * document; the child prints any errors itself. The YAML parser and the schema code cost a sidecar several MB of
  * resident memory that it would never use again after startup, so they run, and exit, elsewhere.
  */
-function validateInChild(file: string): Promise<Bootstrap | null> {
+function validateInChild(file: string, dynamic: boolean): Promise<Bootstrap | null> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [process.argv[1]!, 'validate', '--json', '-c', file], {
+    const args = [process.argv[1]!, 'validate', '--json', '-c', file, ...(dynamic ? ['--dynamic'] : [])]
+    const child = spawn(process.execPath, args, {
       stdio: ['ignore', 'pipe', 'inherit'],
     })
     const chunks: Buffer[] = []
@@ -136,4 +198,23 @@ function validateInChild(file: string): Promise<Bootstrap | null> {
       resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Bootstrap)
     })
   })
+}
+
+/** `host:port` → a socket address. */
+function hostPort(text: string, flag: string): { address: string; port_value: number } {
+  const m = /^(.*):(\d{1,5})$/.exec(text)
+  if (m === null || Number(m[2]) > 65535) throw new LoomError(ErrorCodes.USAGE, `${flag} needs host:port, got "${text}"`)
+  return { address: m[1]!.replace(/^\[(.*)\]$/, '$1'), port_value: Number(m[2]) }
+}
+
+/** `a=1,b=2` → { a: '1', b: '2' } */
+function keyValues(text: string, flag: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const part of text.split(',')) {
+    if (part.trim() === '') continue
+    const i = part.indexOf('=')
+    if (i <= 0) throw new LoomError(ErrorCodes.USAGE, `${flag} takes key=value pairs separated by commas, got "${part}"`)
+    out[part.slice(0, i).trim()] = part.slice(i + 1).trim()
+  }
+  return out
 }

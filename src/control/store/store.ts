@@ -10,7 +10,7 @@ export type WatchEvent =
   | { type: 'DELETE'; revision: number; resource: Resource }
 
 export interface ListResult {
-  /** the store revision the list reflects: watch from revision + 1 to miss nothing */
+  /** the store revision the list reflects: `watch(revision)` (events after it) misses nothing */
   revision: number
   items: Resource[]
 }
@@ -26,6 +26,21 @@ export interface Watch {
 
 export class StoreConflictError extends Error {
   override name = 'StoreConflictError'
+}
+
+/** `watch()` from a revision older than the event history the store keeps: list again, then watch from the list's revision. */
+export class StoreCompactedError extends Error {
+  override name = 'StoreCompactedError'
+  constructor(
+    readonly fromRevision: number,
+    /** the newest revision whose events may be gone; watching from it or later works */
+    readonly compactedRevision: number,
+  ) {
+    super(
+      `cannot watch from revision ${fromRevision}: events up to revision ${compactedRevision} are compacted; ` +
+        `list again and watch from the list's revision`,
+    )
+  }
 }
 
 export interface Store {

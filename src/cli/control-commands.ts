@@ -1,0 +1,341 @@
+/** `loom control` and the commands that talk to it: apply, get, delete, proxy-status. */
+import { readFileSync, readdirSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { dump as toYaml } from 'js-yaml'
+import { lookupKind, SUPPORTED_KINDS } from '../api/index.js'
+import { ErrorCodes, LoomError } from '../core/errors.js'
+import { log } from '../core/log.js'
+
+const DEFAULT_SERVER = 'http://127.0.0.1:15080'
+
+export const CONTROL_USAGE = `Usage: loom control [options]
+
+Runs the control plane: the config store and API, the service registry, and the xDS server proxies connect to.
+
+Options:
+      --data-dir <dir>    where the config store lives (default: ./.loom)
+      --api <host:port>   HTTP API for loom apply/get/delete (default: 127.0.0.1:15080; port 0 picks one)
+      --xds <host:port>   gRPC xDS (ADS) server for proxies (default: 127.0.0.1:15010)
+  -h, --help
+
+Examples:
+  loom control --data-dir ~/.loom
+  loom proxy --xds 127.0.0.1:15010 --labels app=reviews,version=v1
+`
+
+export const APPLY_USAGE = `Usage: loom apply -f <file|dir|-> [--dry-run] [--server URL]
+
+Validates every document first; if any is invalid, nothing is written and every error is listed with its file,
+document index and field path. Kubernetes kinds (Deployment, Service, ...) are skipped.
+
+Examples:
+  loom apply -f samples/virtual-service-reviews-v3.yaml
+  loom apply -f config/              # every .yaml/.yml/.json file in the directory
+  cat vs.yaml | loom apply -f -
+`
+
+export const GET_USAGE = `Usage: loom get <kind> [name] [-n namespace | -A] [-o table|yaml|json] [--server URL]
+
+Kinds: ${SUPPORTED_KINDS.join(', ')} (short names: vs, dr, gw, se, we, pa, ap, ra; plurals work too)
+
+Examples:
+  loom get vs
+  loom get dr reviews -o yaml
+  loom get virtualservices -A -o json
+`
+
+export const DELETE_USAGE = `Usage: loom delete <kind> <name> [-n namespace] [--server URL]
+       loom delete -f <file|dir|->
+
+Examples:
+  loom delete vs reviews
+  loom delete -f samples/virtual-service-all-v1.yaml
+`
+
+export const PROXY_STATUS_USAGE = `Usage: loom proxy-status [-o table|json] [--server URL]
+
+Lists every proxy connected to the control plane and, per xDS type (CDS, LDS, EDS, RDS), whether it has the
+newest config (SYNCED), is behind (STALE), rejected it (NACKED, with the reason), or got nothing yet (NOT_SENT).
+`
+
+function server(values: { server?: string | undefined }): string {
+  const s = values.server ?? process.env.LOOM_SERVER ?? DEFAULT_SERVER
+  return s.startsWith('http') ? s.replace(/\/$/, '') : `http://${s}`
+}
+
+async function call(base: string, method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; json: unknown }> {
+  let res: Response
+  try {
+    res = await fetch(`${base}${path}`, { method, body, headers })
+  } catch (err) {
+    throw new LoomError(
+      ErrorCodes.USAGE,
+      `cannot reach the control plane at ${base} (${(err as Error).cause ?? (err as Error).message}). ` +
+        'Is `loom control` running? Set --server or LOOM_SERVER to its API address.',
+    )
+  }
+  const text = await res.text()
+  let json: unknown = null
+  try {
+    json = JSON.parse(text)
+  } catch {
+    json = { error: { message: text } }
+  }
+  return { status: res.status, json }
+}
+
+function fail(message: string, code = 1): never {
+  throw Object.assign(new LoomError(ErrorCodes.USAGE, message), { exitCode: code })
+}
+
+/** Reads a file, every manifest file of a directory, or stdin. Returns [source, text] pairs. */
+function readManifests(path: string): [string, string][] {
+  if (path === '-') return [['<stdin>', readFileSync(0, 'utf8')]]
+  let st: ReturnType<typeof statSync>
+  try {
+    st = statSync(path)
+  } catch {
+    fail(`${path}: no such file or directory`)
+  }
+  if (st.isDirectory()) {
+    return readdirSync(path)
+      .filter((f) => /\.(ya?ml|json)$/.test(f))
+      .sort()
+      .map((f) => [join(path, f), readFileSync(join(path, f), 'utf8')] as [string, string])
+  }
+  return [[path, readFileSync(path, 'utf8')]]
+}
+
+interface ManifestErr {
+  source: string
+  index: number
+  kind?: string
+  name?: string
+  path: string
+  message: string
+  line?: number
+}
+
+function formatErr(e: ManifestErr): string {
+  const where = `${e.source}: document ${e.index}${e.kind === undefined ? '' : ` (${e.kind}${e.name === undefined ? '' : ` ${e.name}`})`}`
+  return `${where}${e.line === undefined ? '' : `, line ${e.line}`}: ${e.path === '' ? '' : `${e.path}: `}${e.message}`
+}
+
+export async function controlCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'data-dir': { type: 'string' },
+      api: { type: 'string' },
+      xds: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+  if (values.help) return void process.stdout.write(CONTROL_USAGE)
+  const { ControlPlane } = await import('../control/control.js')
+  const { ApiServer } = await import('../control/api-server.js')
+  const [apiHost, apiPort] = splitHostPort(values.api ?? '127.0.0.1:15080', '--api')
+  const [xdsHost, xdsPort] = splitHostPort(values.xds ?? '127.0.0.1:15010', '--xds')
+  const dataDir = values['data-dir'] ?? '.loom'
+  const cp = await ControlPlane.open({ dataDir })
+  const api = new ApiServer(cp)
+  const apiAddress = await api.listen(apiHost, apiPort)
+  const xdsBound = await cp.xds.listen(xdsHost, xdsPort)
+  log('info', 'control', 'ready', { api: apiAddress, xds: `${xdsHost}:${xdsBound}`, data_dir: dataDir, revision: cp.store.revision })
+  let stopping = false
+  const stop = () => {
+    if (stopping) process.exit(1)
+    stopping = true
+    void Promise.all([api.close(), cp.close()]).then(() => process.exit(0))
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+}
+
+function splitHostPort(text: string, flag: string): [string, number] {
+  const m = /^(.*):(\d{1,5})$/.exec(text)
+  if (m === null || Number(m[2]) > 65535) fail(`${flag} needs host:port, got "${text}"`, 2)
+  return [m[1]!.replace(/^\[(.*)\]$/, '$1'), Number(m[2])]
+}
+
+export async function applyCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      filename: { type: 'string', short: 'f', multiple: true },
+      'dry-run': { type: 'boolean' },
+      server: { type: 'string' },
+      output: { type: 'string', short: 'o' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+  if (values.help) return void process.stdout.write(APPLY_USAGE)
+  if (values.filename === undefined || values.filename.length === 0) fail(`-f <file|dir|-> is required\n\n${APPLY_USAGE}`, 2)
+  const base = server(values)
+  let failed = false
+  for (const f of values.filename) {
+    for (const [source, text] of readManifests(f)) {
+      const q = values['dry-run'] ? '?dryRun=true' : ''
+      const { status, json } = await call(base, 'POST', `/api/v1/apply${q}`, text, { 'x-loom-source': source })
+      const body = json as { results?: { kind: string; namespace: string; name: string; action: string }[]; errors?: ManifestErr[]; error?: { message: string } }
+      if (status === 422 && body.errors !== undefined) {
+        failed = true
+        process.stderr.write(`error: ${source} was not applied (nothing in it was written):\n`)
+        for (const e of body.errors) process.stderr.write(`  ${formatErr(e)}\n`)
+        continue
+      }
+      if (status !== 200) fail(`${source}: ${body.error?.message ?? `HTTP ${status}`}`)
+      if (values.output === 'json') {
+        process.stdout.write(`${JSON.stringify(body, null, 2)}\n`)
+        continue
+      }
+      for (const r of body.results ?? []) {
+        const kind = lookupKind(r.kind)?.plural ?? r.kind.toLowerCase()
+        const ns = r.namespace === 'default' ? '' : ` -n ${r.namespace}`
+        process.stdout.write(`${kind}/${r.name}${ns} ${r.action}${values['dry-run'] ? ' (dry run)' : ''}\n`)
+      }
+    }
+  }
+  if (failed) process.exitCode = 1
+}
+
+export async function getCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      namespace: { type: 'string', short: 'n' },
+      'all-namespaces': { type: 'boolean', short: 'A' },
+      output: { type: 'string', short: 'o' },
+      server: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+  if (values.help) return void process.stdout.write(GET_USAGE)
+  const [kindArg, name] = positionals
+  if (kindArg === undefined) fail(`a kind is required\n\n${GET_USAGE}`, 2)
+  const kind = lookupKind(kindArg)?.kind
+  if (kind === undefined) fail(`unknown kind "${kindArg}"; kinds: ${SUPPORTED_KINDS.join(', ')}`, 2)
+  const ns = values.namespace ?? 'default'
+  const base = server(values)
+  let items: Record<string, unknown>[]
+  if (name !== undefined) {
+    const { status, json } = await call(base, 'GET', `/api/v1/resources/${kind}/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`)
+    if (status === 404) fail(`${kind} "${name}" not found in namespace ${ns}`)
+    if (status !== 200) fail((json as { error: { message: string } }).error.message)
+    items = [json as Record<string, unknown>]
+  } else {
+    const q = values['all-namespaces'] ? '' : `&namespace=${encodeURIComponent(ns)}`
+    const { status, json } = await call(base, 'GET', `/api/v1/resources?kind=${kind}${q}`)
+    if (status !== 200) fail((json as { error: { message: string } }).error.message)
+    items = (json as { items: Record<string, unknown>[] }).items
+  }
+  const out = values.output ?? 'table'
+  if (out === 'json') {
+    process.stdout.write(`${JSON.stringify(name !== undefined ? items[0] : { kind: 'List', items }, null, 2)}\n`)
+  } else if (out === 'yaml') {
+    process.stdout.write(items.map((i) => toYaml(i, { noRefs: true, lineWidth: 120 })).join('---\n'))
+  } else if (out === 'table') {
+    if (items.length === 0) {
+      process.stderr.write(`No ${kind} resources found${values['all-namespaces'] ? '' : ` in namespace ${ns}`}.\n`)
+      return
+    }
+    const rows = items.map((i) => {
+      const md = i.metadata as { name: string; namespace: string; creationTimestamp?: string }
+      const spec = (i.spec ?? {}) as Record<string, unknown>
+      const hosts = Array.isArray(spec.hosts) ? (spec.hosts as string[]).join(',') : typeof spec.host === 'string' ? spec.host : ''
+      return [...(values['all-namespaces'] ? [md.namespace] : []), md.name, hosts, age(md.creationTimestamp)]
+    })
+    const header = [...(values['all-namespaces'] ? ['NAMESPACE'] : []), 'NAME', 'HOSTS', 'AGE']
+    process.stdout.write(table([header, ...rows]))
+  } else fail(`-o must be table, yaml or json`, 2)
+}
+
+export async function deleteCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      filename: { type: 'string', short: 'f', multiple: true },
+      namespace: { type: 'string', short: 'n' },
+      server: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+  if (values.help) return void process.stdout.write(DELETE_USAGE)
+  const base = server(values)
+  const targets: [string, string, string][] = []
+  if (values.filename !== undefined) {
+    const { parseManifests } = await import('../api/index.js')
+    for (const f of values.filename) {
+      for (const [source, text] of readManifests(f)) {
+        const parsed = parseManifests(text, source)
+        for (const e of parsed.errors) process.stderr.write(`warning: ${formatErr(e)}\n`)
+        for (const r of parsed.resources) targets.push([r.kind, r.metadata.namespace, r.metadata.name])
+      }
+    }
+  } else {
+    const [kindArg, name] = positionals
+    if (kindArg === undefined || name === undefined) fail(`a kind and a name are required\n\n${DELETE_USAGE}`, 2)
+    const kind = lookupKind(kindArg)?.kind
+    if (kind === undefined) fail(`unknown kind "${kindArg}"; kinds: ${SUPPORTED_KINDS.join(', ')}`, 2)
+    targets.push([kind, values.namespace ?? 'default', name])
+  }
+  let missing = 0
+  for (const [kind, ns, name] of targets) {
+    const { status } = await call(base, 'DELETE', `/api/v1/resources/${kind}/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`)
+    const plural = lookupKind(kind)?.plural ?? kind
+    if (status === 404) {
+      missing++
+      process.stderr.write(`${plural}/${name}${ns === 'default' ? '' : ` -n ${ns}`} not found\n`)
+    } else if (status === 200) process.stdout.write(`${plural}/${name}${ns === 'default' ? '' : ` -n ${ns}`} deleted\n`)
+    else fail(`deleting ${kind} ${ns}/${name}: HTTP ${status}`)
+  }
+  if (missing > 0) process.exitCode = 1
+}
+
+const SHORT_TYPE: Record<string, string> = {
+  'type.googleapis.com/envoy.config.cluster.v3.Cluster': 'CDS',
+  'type.googleapis.com/envoy.config.listener.v3.Listener': 'LDS',
+  'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment': 'EDS',
+  'type.googleapis.com/envoy.config.route.v3.RouteConfiguration': 'RDS',
+}
+
+export async function proxyStatusCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { output: { type: 'string', short: 'o' }, server: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  })
+  if (values.help) return void process.stdout.write(PROXY_STATUS_USAGE)
+  const { status, json } = await call(server(values), 'GET', '/api/v1/proxy-status')
+  if (status !== 200) fail(`HTTP ${status}`)
+  const nodes = json as { nodeId: string; protocol: string; perType: { typeUrl: string; state: string; nackError?: string }[] }[]
+  if (values.output === 'json') return void process.stdout.write(`${JSON.stringify(nodes, null, 2)}\n`)
+  if (nodes.length === 0) return void process.stderr.write('No proxies are connected.\n')
+  const cols = ['CDS', 'LDS', 'EDS', 'RDS']
+  const rows = nodes.map((n) => {
+    const by = new Map(n.perType.map((t) => [SHORT_TYPE[t.typeUrl] ?? t.typeUrl, t]))
+    return [n.nodeId, ...cols.map((c) => by.get(c)?.state ?? 'NOT_SENT')]
+  })
+  process.stdout.write(table([['NAME', ...cols], ...rows]))
+  for (const n of nodes) {
+    for (const t of n.perType) {
+      if (t.state === 'NACKED') process.stdout.write(`\n${n.nodeId} rejected ${SHORT_TYPE[t.typeUrl] ?? t.typeUrl}: ${t.nackError}\n`)
+    }
+  }
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
+  return `${rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join('').trimEnd()).join('\n')}\n`
+}
+
+function age(ts: string | undefined): string {
+  if (ts === undefined) return '-'
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(ts)) / 1000))
+  if (s < 120) return `${s}s`
+  if (s < 7200) return `${Math.round(s / 60)}m`
+  if (s < 172800) return `${Math.round(s / 3600)}h`
+  return `${Math.round(s / 86400)}d`
+}

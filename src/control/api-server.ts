@@ -1,0 +1,214 @@
+/**
+ * The control plane's HTTP/JSON API (what `loom apply`, `get`, `delete`, `proxy-status` and `loom up` use).
+ *
+ *   POST   /api/v1/apply[?dryRun=true]              body: YAML or JSON manifests (many documents); header x-loom-source names them
+ *   GET    /api/v1/resources[?kind=&namespace=]     list
+ *   GET    /api/v1/resources/:kind/:namespace/:name
+ *   DELETE /api/v1/resources/:kind/:namespace/:name
+ *   GET    /api/v1/workloads                        self-registered workloads
+ *   POST   /api/v1/workloads                        register (JSON: name, namespace, address, ports, labels, ttlSeconds...)
+ *   POST   /api/v1/workloads/:namespace/:name/heartbeat
+ *   DELETE /api/v1/workloads/:namespace/:name
+ *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
+ *   GET    /debug/snapshot?node=<id>                the xDS resources a proxy gets
+ *   GET    /debug/nodes, /healthz
+ *
+ * A write that fails validation changes nothing and returns every error (document index, kind, name, field path).
+ */
+import * as http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { lookupKind, parseManifests } from '../api/index.js'
+import type { Resource } from '../api/resource.js'
+import { log } from '../core/log.js'
+import type { ControlPlane } from './control.js'
+import { RegistrationError } from './registry/registry.js'
+import { StoreConflictError } from './store/store.js'
+
+const MAX_BODY = 16 * 1024 * 1024
+
+class HttpError extends Error {
+  readonly status: number
+  readonly body: unknown
+  constructor(status: number, message: string, body?: unknown) {
+    super(message)
+    this.status = status
+    this.body = body
+  }
+}
+
+function readBody(req: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let n = 0
+    req.on('data', (c: Buffer) => {
+      n += c.length
+      if (n > MAX_BODY) {
+        reject(new HttpError(413, `request body over ${MAX_BODY} bytes`))
+        req.destroy()
+      } else chunks.push(c)
+    })
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
+    req.on('error', reject)
+  })
+}
+
+/** Same content, ignoring what the store sets. */
+function sameContent(a: Resource, b: Resource): boolean {
+  const strip = (r: Resource) =>
+    JSON.stringify({
+      apiVersion: r.apiVersion,
+      labels: r.metadata.labels ?? {},
+      annotations: r.metadata.annotations ?? {},
+      spec: r.spec,
+    })
+  return strip(a) === strip(b)
+}
+
+export class ApiServer {
+  private readonly cp: ControlPlane
+  private readonly server: http.Server
+  address = ''
+
+  constructor(cp: ControlPlane) {
+    this.cp = cp
+    this.server = http.createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => {
+        const status = err instanceof HttpError ? err.status : 500
+        if (status === 500) log('error', 'api', 'request failed', { url: req.url, error: String(err) })
+        const body = err instanceof HttpError && err.body !== undefined ? err.body : { error: { message: String((err as Error).message ?? err) } }
+        if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json' })
+        res.end(`${JSON.stringify(body, null, 2)}\n`)
+      })
+    })
+  }
+
+  listen(host: string, port: number): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => {
+        const a = this.server.address() as AddressInfo
+        this.address = `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`
+        resolve(this.address)
+      })
+    })
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve())
+      this.server.closeAllConnections()
+    })
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://api')
+    const parts = url.pathname.split('/').filter((p) => p !== '').map(decodeURIComponent)
+    const method = req.method ?? 'GET'
+    const send = (status: number, body: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' })
+      res.end(`${JSON.stringify(body, null, 2)}\n`)
+    }
+    const cp = this.cp
+    if (url.pathname === '/healthz') return send(200, { status: 'ok', revision: cp.store.revision })
+    if (parts[0] === 'debug') {
+      if (parts[1] === 'nodes') return send(200, cp.knownNodes())
+      if (parts[1] === 'rebuild') return send(200, cp.lastRebuild)
+      if (parts[1] === 'snapshot') {
+        const snap = cp.snapshotOf(url.searchParams.get('node') ?? '')
+        if (snap === null) throw new HttpError(404, 'no such connected node')
+        const out: Record<string, unknown> = {}
+        for (const [type, { version, items }] of snap.resources) out[type] = { version, resources: [...items.values()] }
+        return send(200, out)
+      }
+    }
+    if (parts[0] !== 'api' || parts[1] !== 'v1') throw new HttpError(404, `unknown path ${url.pathname}`)
+    const what = parts[2]
+    if (what === 'apply' && method === 'POST') {
+      return send(200, await this.apply(await readBody(req), req.headers['x-loom-source'] as string | undefined, url.searchParams.get('dryRun') === 'true'))
+    }
+    if (what === 'resources') {
+      if (parts.length === 3 && method === 'GET') {
+        const kindArg = url.searchParams.get('kind')
+        const kind = kindArg === null ? undefined : this.kind(kindArg)
+        return send(200, await cp.store.list(kind, url.searchParams.get('namespace') ?? undefined))
+      }
+      if (parts.length === 6) {
+        const kind = this.kind(parts[3]!)
+        const [ns, name] = [parts[4]!, parts[5]!]
+        if (method === 'GET') {
+          const r = await cp.store.get(kind, ns, name)
+          if (r === null) throw new HttpError(404, `${kind} ${ns}/${name} not found`)
+          return send(200, r)
+        }
+        if (method === 'DELETE') {
+          const r = await cp.store.delete(kind, ns, name)
+          if (r === null) throw new HttpError(404, `${kind} ${ns}/${name} not found`)
+          return send(200, { deleted: r })
+        }
+      }
+    }
+    if (what === 'workloads') {
+      if (parts.length === 3 && method === 'GET') return send(200, cp.registry.workloads())
+      if (parts.length === 3 && method === 'POST') {
+        let body: unknown
+        try {
+          body = JSON.parse(await readBody(req))
+        } catch {
+          throw new HttpError(400, 'the body must be JSON')
+        }
+        try {
+          return send(200, { id: cp.registry.register(body as Parameters<typeof cp.registry.register>[0]) })
+        } catch (err) {
+          if (err instanceof RegistrationError) throw new HttpError(400, err.message)
+          throw err
+        }
+      }
+      const id = `${parts[3]}/${parts[4]}`
+      if (parts.length === 6 && parts[5] === 'heartbeat' && method === 'POST') {
+        if (!cp.registry.heartbeat(id)) throw new HttpError(404, `workload ${id} is not registered`)
+        return send(200, { id })
+      }
+      if (parts.length === 5 && method === 'DELETE') {
+        if (!cp.registry.deregister(id)) throw new HttpError(404, `workload ${id} is not registered`)
+        return send(200, { id })
+      }
+    }
+    if (what === 'proxy-status' && method === 'GET') return send(200, cp.xds.status())
+    throw new HttpError(404, `no ${method} ${url.pathname}`)
+  }
+
+  private kind(name: string): string {
+    const k = lookupKind(name)
+    if (k === undefined) throw new HttpError(400, `unknown kind "${name}"`)
+    return k.kind
+  }
+
+  /** Validates every document, then writes the changed ones in one transaction (or none). */
+  private async apply(text: string, source = '<request>', dryRun = false): Promise<unknown> {
+    const parsed = parseManifests(text, source)
+    if (parsed.errors.length > 0) {
+      throw new HttpError(422, 'invalid manifests', { errors: parsed.errors })
+    }
+    const results: { kind: string; namespace: string; name: string; action: string; resourceVersion?: string }[] = []
+    const changed: Resource[] = []
+    for (const r of parsed.resources) {
+      const prev = await this.cp.store.get(r.kind, r.metadata.namespace, r.metadata.name)
+      const action = prev === null ? 'created' : sameContent(prev, r) ? 'unchanged' : 'configured'
+      results.push({ kind: r.kind, namespace: r.metadata.namespace, name: r.metadata.name, action })
+      if (action !== 'unchanged') changed.push(r)
+    }
+    if (!dryRun && changed.length > 0) {
+      try {
+        const written = await this.cp.store.putAll(changed)
+        for (const w of written) {
+          const res = results.find((x) => x.kind === w.kind && x.namespace === w.metadata.namespace && x.name === w.metadata.name)
+          if (res !== undefined && w.metadata.resourceVersion !== undefined) res.resourceVersion = w.metadata.resourceVersion
+        }
+      } catch (err) {
+        if (err instanceof StoreConflictError) throw new HttpError(409, err.message)
+        throw err
+      }
+    }
+    return { dryRun, results, skipped: parsed.skipped }
+  }
+}

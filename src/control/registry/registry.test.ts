@@ -1,0 +1,242 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { bookinfoRegistry, bookinfoSelfRegistered, manifests } from '../translate/testdata/bookinfo.js'
+import { portProtocol, RegistrationError, Registry, type Service, type WorkloadRegistration } from './registry.js'
+
+/** `address:port` of every endpoint of a service port, sorted. */
+function endpointsOf(services: Service[], host: string, port: number): string[] {
+  const svc = services.find((s) => s.hostname === host)
+  assert.ok(svc, `no service ${host}`)
+  return svc.endpoints.filter((e) => e.servicePort === port).map((e) => `${e.address}:${e.port}`)
+}
+
+class FakeClock {
+  now = 1_000_000
+  readonly fn = () => this.now
+}
+
+describe('Registry from ServiceEntry and WorkloadEntry', () => {
+  const yaml = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 9080, name: http, protocol: HTTP}
+  - {number: 9090, name: grpc-admin, protocol: GRPC, targetPort: 19090}
+  - {number: 9443, name: metrics}
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1, namespace: default}
+spec:
+  address: 10.0.0.1
+  ports: {http: 18080}
+  labels: {app: reviews, version: v1}
+  serviceAccount: bookinfo-reviews
+  locality: us-east/zone-a/rack-1
+  weight: 3
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-other-ns, namespace: prod}
+spec:
+  address: 10.0.0.9
+  labels: {app: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: default}
+spec:
+  hosts: [api.example.com, api2.example.com]
+  exportTo: ['.']
+  resolution: DNS
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  endpoints:
+  - {address: eu.api.example.com, locality: eu}
+  - {address: us.api.example.com, ports: {https: 8443}}
+`
+  const services = Registry.fromResources(manifests(yaml)).services()
+
+  it('lists services sorted by hostname, one per host', () => {
+    assert.deepEqual(
+      services.map((s) => `${s.hostname} ${s.namespace} ${s.resolution} ${s.location} ${s.exportTo}`),
+      [
+        'api.example.com default DNS MESH_EXTERNAL .',
+        'api2.example.com default DNS MESH_EXTERNAL .',
+        'reviews.default.svc.cluster.local default STATIC MESH_INTERNAL *',
+      ],
+    )
+  })
+
+  it('gives ports with protocols (declared, or from the name)', () => {
+    const reviews = services.find((s) => s.hostname.startsWith('reviews'))!
+    assert.deepEqual(reviews.ports, [
+      { number: 9080, name: 'http', protocol: 'HTTP' },
+      { number: 9090, name: 'grpc-admin', protocol: 'GRPC' },
+      { number: 9443, name: 'metrics', protocol: '' },
+    ])
+  })
+
+  // endpoint port: named workload port, else targetPort, else the service port; only the SE's namespace selects
+  const portCases: [string, number, string[]][] = [
+    ['reviews.default.svc.cluster.local', 9080, ['10.0.0.1:18080']],
+    ['reviews.default.svc.cluster.local', 9090, ['10.0.0.1:19090']],
+    ['reviews.default.svc.cluster.local', 9443, ['10.0.0.1:9443']],
+    ['api.example.com', 443, ['eu.api.example.com:443', 'us.api.example.com:8443']],
+    ['api2.example.com', 443, ['eu.api.example.com:443', 'us.api.example.com:8443']],
+  ]
+  for (const [host, port, want] of portCases) {
+    it(`endpoints of ${host}:${port}`, () => assert.deepEqual(endpointsOf(services, host, port), want))
+  }
+
+  it('carries labels, service account, locality and weight', () => {
+    const e = services.find((s) => s.hostname.startsWith('reviews'))!.endpoints[0]!
+    assert.deepEqual(e, {
+      address: '10.0.0.1',
+      servicePort: 9080,
+      port: 18080,
+      labels: { app: 'reviews', version: 'v1' },
+      serviceAccount: 'bookinfo-reviews',
+      locality: 'us-east/zone-a/rack-1',
+      weight: 3,
+      healthy: true,
+      source: 'WorkloadEntry/default/reviews-v1',
+    })
+  })
+})
+
+describe('Registry self-registration', () => {
+  const base: WorkloadRegistration = {
+    name: 'reviews-v1',
+    address: '127.0.0.1',
+    ports: [{ name: 'http', number: 19081, servicePort: 9080 }],
+    labels: { app: 'reviews', version: 'v1' },
+    serviceAccount: 'bookinfo-reviews',
+    ttlSeconds: 10,
+  }
+
+  it('makes <app>.<namespace>.svc.cluster.local from the app label', () => {
+    const r = new Registry()
+    assert.equal(r.register(base), 'default/reviews-v1')
+    r.register({ ...base, name: 'reviews-v2', ports: { http: 19082 }, labels: { app: 'reviews', version: 'v2' } })
+    const [svc] = r.services()
+    assert.equal(svc!.hostname, 'reviews.default.svc.cluster.local')
+    assert.deepEqual(svc!.ports, [{ number: 9080, name: 'http', protocol: 'HTTP' }])
+    // replicas on different local ports unify by port name
+    assert.deepEqual(endpointsOf(r.services(), svc!.hostname, 9080), ['127.0.0.1:19081', '127.0.0.1:19082'])
+    assert.equal(svc!.source, 'workload')
+  })
+
+  it('joins the services its serviceHosts name, resolved in its namespace', () => {
+    const r = new Registry()
+    r.register({ ...base, name: 'api', namespace: 'prod', serviceHosts: ['api', 'api.example.com'], labels: {} })
+    assert.deepEqual(
+      r.services().map((s) => `${s.hostname}/${s.namespace}`),
+      ['api.example.com/prod', 'api.prod.svc.cluster.local/prod'],
+    )
+  })
+
+  it('becomes an endpoint of a ServiceEntry that defines its host (by port name)', () => {
+    const r = Registry.fromResources(
+      manifests(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: reviews}}
+`),
+    )
+    r.register(base)
+    const svc = r.services()
+    assert.equal(svc.length, 1)
+    assert.equal(svc[0]!.source, 'ServiceEntry/default/reviews')
+    // selected by the workloadSelector and named by its app label: one endpoint, not two
+    assert.deepEqual(endpointsOf(svc, 'reviews.default.svc.cluster.local', 9080), ['127.0.0.1:19081'])
+  })
+
+  it('expires after the TTL unless heart-beaten, with an injectable clock', () => {
+    const clock = new FakeClock()
+    const r = new Registry({ clock: clock.fn })
+    let changes = 0
+    r.onChange(() => changes++)
+    const id = r.register(base)
+    clock.now += 9_000
+    assert.equal(r.heartbeat(id), true)
+    clock.now += 9_000
+    assert.equal(r.services().length, 1, 'heartbeat extended the TTL')
+    clock.now += 1_000
+    assert.equal(r.services().length, 0, 'expired: hidden at once')
+    assert.equal(r.heartbeat(id), true, 'not pruned yet: a heartbeat revives it')
+    assert.equal(r.services().length, 1)
+    clock.now += 10_000
+    assert.deepEqual(r.expire(), [id])
+    assert.equal(r.heartbeat(id), false, 'pruned: must register again')
+    assert.equal(r.workloads().length, 0)
+    assert.equal(changes, 3, 'register, revival, expire')
+  })
+
+  it('reports health from heartbeats', () => {
+    const r = new Registry()
+    const id = r.register(base)
+    r.heartbeat(id, { healthy: false })
+    assert.equal(r.services()[0]!.endpoints[0]!.healthy, false)
+    assert.equal(r.deregister(id), true)
+    assert.equal(r.deregister(id), false)
+    assert.deepEqual(r.services(), [])
+  })
+
+  const invalid: [string, Partial<WorkloadRegistration>][] = [
+    ['bad name', { name: 'Reviews_V1' }],
+    ['no address', { address: '' }],
+    ['no ttl', { ttlSeconds: 0 }],
+    ['bad port', { ports: [{ name: 'http', number: 70000 }] }],
+    ['duplicate port names', { ports: { http: 1 } as Record<string, number> }],
+    ['zero weight', { weight: 0 }],
+  ]
+  for (const [name, patch] of invalid) {
+    it(`rejects ${name}`, () => {
+      const reg = { ...base, ...patch }
+      if (name === 'duplicate port names') {
+        reg.ports = [
+          { name: 'http', number: 1 },
+          { name: 'http', number: 2 },
+        ]
+      }
+      assert.throws(() => new Registry().register(reg), RegistrationError)
+    })
+  }
+})
+
+describe('portProtocol', () => {
+  const cases: [string | undefined, string, string][] = [
+    ['HTTP', 'x', 'HTTP'],
+    [undefined, 'http', 'HTTP'],
+    [undefined, 'http-web', 'HTTP'],
+    [undefined, 'grpc-web', 'GRPC-WEB'],
+    [undefined, 'grpc', 'GRPC'],
+    [undefined, 'tcp-db', 'TCP'],
+    [undefined, 'web', ''],
+    ['https', 'x', 'HTTPS'],
+  ]
+  for (const [declared, name, want] of cases) {
+    it(`${declared ?? '-'} ${name} → ${want || "''"}`, () => assert.equal(portProtocol(declared, name), want))
+  }
+})
+
+describe('Bookinfo', () => {
+  it('ServiceEntries + WorkloadEntries and self-registration give the same endpoints', () => {
+    const strip = (services: Service[]) =>
+      services.map((s) => ({
+        hostname: s.hostname,
+        ports: s.ports,
+        endpoints: s.endpoints.map(({ source: _s, ...e }) => e),
+      }))
+    assert.deepEqual(strip(bookinfoSelfRegistered().services()), strip(bookinfoRegistry().services()))
+  })
+})

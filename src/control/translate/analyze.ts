@@ -1,0 +1,359 @@
+/**
+ * `loom analyze`: problems in a mesh config that validation cannot see because they span resources or the
+ * registry, and config Loom accepts but does not translate yet. Like Istio's analyzers, every message names the
+ * resource (`Kind/namespace/name`) and the field path.
+ *
+ * errors: destination hosts that are not in the registry, subsets no DestinationRule defines, destination ports
+ *   the service does not have, gateways that do not exist, two VirtualServices for one host on the mesh (only the
+ *   oldest applies).
+ * warnings: rules shadowed by an earlier catch-all, DestinationRules for unknown hosts, subsets without endpoints,
+ *   several VirtualServices for one host on a gateway (their routes merge), ambiguous destination ports, and every
+ *   field the translator does not honour yet.
+ */
+import { isIP } from 'node:net'
+import {
+  type DestinationRuleSpec,
+  type GatewaySpec,
+  type HTTPMatchRequest,
+  keyOf,
+  type Resource,
+  type ServiceEntrySpec,
+  type SidecarSpec,
+  type VirtualServiceSpec,
+  type WorkloadEntrySpec,
+} from '../../api/index.js'
+import { hostMatches, isWildcard, labelsMatch, resolveHost } from '../registry/hostname.js'
+import { configOrder, type Service } from '../registry/registry.js'
+import { terminatingTls } from './listeners.js'
+import { resolveGatewayName, virtualServiceGateways } from './routes.js'
+import { type MeshConfig, resolveMeshConfig } from './scope.js'
+import type { TrafficPolicy } from '../../api/index.js'
+
+export interface Diagnostic {
+  level: 'warning' | 'error'
+  message: string
+  /** `Kind/namespace/name` */
+  resource: string
+  /** field path inside the resource, e.g. `spec.http[0].route[1].destination.subset` */
+  path: string
+}
+
+export function analyze(
+  resources: readonly Resource[],
+  services: readonly Service[],
+  meshConfig?: MeshConfig,
+): Diagnostic[] {
+  const mesh = resolveMeshConfig(meshConfig)
+  const sorted = [...resources].sort(configOrder)
+  const known = new Set(services.map((s) => s.hostname))
+  const resolve = (h: string, ns: string) => resolveHost(h, ns, (x) => known.has(x), mesh.domainSuffix)
+  const out: Diagnostic[] = []
+  const report = (level: Diagnostic['level'], r: Resource, path: string, message: string) =>
+    out.push({ level, message, resource: keyOf(r), path })
+  const of = <S>(kind: string) => sorted.filter((r) => r.kind === kind) as Resource<S>[]
+
+  const drs = of<DestinationRuleSpec>('DestinationRule')
+  const gateways = new Set(
+    of<GatewaySpec>('Gateway').map((g) => resolveGatewayName(g.metadata.name, g.metadata.namespace)),
+  )
+  const serviceFor = (fqdn: string) => services.find((s) => s.hostname === fqdn)
+  const subsetDefined = (fqdn: string, subset: string) =>
+    drs.some(
+      (dr) =>
+        hostMatches(fqdn, resolve(dr.spec.host ?? '', dr.metadata.namespace)) &&
+        (dr.spec.subsets ?? []).some((s) => s.name === subset),
+    )
+
+  // === VirtualServices ===
+  const claims = new Map<string, Resource<VirtualServiceSpec>>()
+  for (const vs of of<VirtualServiceSpec>('VirtualService')) {
+    const ns = vs.metadata.namespace
+    const spec = vs.spec
+    const bound = virtualServiceGateways(vs)
+    ;(spec.gateways ?? []).forEach((g, i) => {
+      const name = resolveGatewayName(g, ns)
+      if (name !== 'mesh' && !gateways.has(name))
+        report('error', vs, `spec.gateways[${i}]`, `gateway ${name} not found`)
+    })
+    for (const g of bound) {
+      for (const raw of spec.hosts ?? []) {
+        const h = resolve(raw, ns)
+        const key = `${g}|${h}`
+        const first = claims.get(key)
+        if (first === undefined) claims.set(key, vs)
+        else if (g === 'mesh')
+          report(
+            'error',
+            vs,
+            'spec.hosts',
+            `host ${h} is also routed by ${keyOf(first)} on the mesh; only the oldest applies`,
+          )
+        else
+          report(
+            'warning',
+            vs,
+            'spec.hosts',
+            `host ${h} is also routed by ${keyOf(first)} on gateway ${g}; routes merge`,
+          )
+      }
+    }
+    if ((spec.tcp ?? []).length > 0) report('warning', vs, 'spec.tcp', 'TCP routes are not supported yet; ignored')
+    if ((spec.tls ?? []).length > 0) report('warning', vs, 'spec.tls', 'TLS routes are not supported yet; ignored')
+
+    let catchAll: string | null = null
+    ;(spec.http ?? []).forEach((http, i) => {
+      const p = `spec.http[${i}]`
+      if (catchAll !== null) report('warning', vs, p, `unreachable: ${catchAll} already matches every request`)
+      const unsupported: [unknown, string, string][] = [
+        [http.fault, 'fault', 'fault injection is not supported yet; the rule applies without it'],
+        [http.mirror, 'mirror', 'mirroring is not supported yet; ignored'],
+        [http.mirrors, 'mirrors', 'mirroring is not supported yet; ignored'],
+        [http.corsPolicy, 'corsPolicy', 'CORS policies are not supported yet; ignored'],
+        [http.retries, 'retries', 'retries are not translated yet; requests are tried once'],
+        [http.delegate, 'delegate', 'delegation is not supported yet; the rule is dropped'],
+      ]
+      for (const [v, field, message] of unsupported)
+        if (v !== undefined) report('warning', vs, `${p}.${field}`, message)
+      ;(http.match ?? []).forEach((m, j) => {
+        const mp = `${p}.match[${j}]`
+        for (const field of ['headers', 'withoutHeaders'] as const) {
+          for (const name of Object.keys(m[field] ?? {})) {
+            if (name.startsWith('@request.auth.claims')) {
+              report('warning', vs, `${mp}.${field}`, 'JWT claim matching is not supported yet; this match is dropped')
+            }
+          }
+        }
+        if (m.scheme !== undefined) report('warning', vs, `${mp}.scheme`, "Loom's proxy cannot match :scheme yet")
+      })
+      if (catchAll === null) {
+        const ms = http.match ?? []
+        const j = ms.length === 0 ? -1 : ms.findIndex(matchesEverything)
+        if (ms.length === 0) catchAll = p
+        else if (j >= 0) {
+          catchAll = `${p}.match[${j}]`
+          if (j < ms.length - 1)
+            report('warning', vs, `${p}.match[${j + 1}]`, `unreachable: ${catchAll} matches every request`)
+        }
+      }
+      const dests = http.route ?? []
+      dests.forEach((d, k) => {
+        const dp = `${p}.route[${k}].destination`
+        const h = resolve(d.destination.host, ns)
+        if (isWildcard(h)) return
+        const svc = serviceFor(h)
+        if (svc === undefined) {
+          report('error', vs, `${dp}.host`, `destination host ${h} not found in the registry`)
+          return
+        }
+        const subset = d.destination.subset
+        if (subset !== undefined && subset !== '' && !subsetDefined(h, subset)) {
+          report('error', vs, `${dp}.subset`, `subset ${subset} of ${h} is not defined by any DestinationRule`)
+        }
+        const port = d.destination.port?.number
+        if (port !== undefined && !svc.ports.some((sp) => sp.number === port)) {
+          report('error', vs, `${dp}.port`, `${h} has no port ${port}`)
+        } else if (port === undefined && svc.ports.length > 1) {
+          report(
+            'warning',
+            vs,
+            `${dp}.port`,
+            `${h} has several ports; without destination.port the request's port is used`,
+          )
+        }
+        const authority = Object.keys({ ...d.headers?.request?.set, ...d.headers?.request?.add }).some((n) =>
+          ['host', ':authority'].includes(n.toLowerCase()),
+        )
+        if (authority && dests.length > 1) {
+          report(
+            'warning',
+            vs,
+            `${p}.route[${k}].headers`,
+            'rewriting the authority per weighted destination is not supported yet',
+          )
+        }
+      })
+    })
+  }
+
+  // === DestinationRules ===
+  const drHosts = new Map<string, Resource<DestinationRuleSpec>>()
+  for (const dr of drs) {
+    const h = resolve(dr.spec.host ?? '', dr.metadata.namespace)
+    const svc = serviceFor(h)
+    if (svc === undefined && !(isWildcard(h) && services.some((s) => hostMatches(s.hostname, h)))) {
+      report('warning', dr, 'spec.host', `no service ${h} in the registry`)
+    }
+    const key = `${dr.metadata.namespace}|${h}`
+    const first = drHosts.get(key)
+    if (first === undefined) drHosts.set(key, dr)
+    else if (first.spec.trafficPolicy !== undefined && dr.spec.trafficPolicy !== undefined) {
+      report(
+        'warning',
+        dr,
+        'spec.trafficPolicy',
+        `${keyOf(first)} is older and also sets a traffic policy for ${h}; it wins`,
+      )
+    }
+    policyWarnings(dr, 'spec.trafficPolicy', dr.spec.trafficPolicy, report)
+    ;(dr.spec.subsets ?? []).forEach((s, i) => {
+      policyWarnings(dr, `spec.subsets[${i}].trafficPolicy`, s.trafficPolicy, report)
+      if (svc !== undefined && !svc.endpoints.some((e) => labelsMatch(s.labels ?? {}, e.labels))) {
+        report('warning', dr, `spec.subsets[${i}]`, `subset ${s.name} selects no endpoint of ${h}`)
+      }
+    })
+  }
+
+  // === Gateways ===
+  for (const gw of of<GatewaySpec>('Gateway')) {
+    const firstTls = new Map<number, boolean>()
+    ;(gw.spec.servers ?? []).forEach((s, i) => {
+      const p = `spec.servers[${i}]`
+      const protocol = (s.port.protocol ?? '').toUpperCase()
+      if (protocol === 'HTTPS') {
+        if (!terminatingTls(s)) {
+          const mode = s.tls?.mode ?? 'SIMPLE'
+          const why =
+            mode === 'SIMPLE' || mode === 'MUTUAL'
+              ? 'only certificate files (serverCertificate, privateKey) are supported yet, not credentialName'
+              : `TLS mode ${mode} is not supported yet`
+          report('warning', gw, `${p}.tls`, `${why}; the server gets no listener`)
+          return
+        }
+      } else if (!['HTTP', 'HTTP2', 'GRPC', 'GRPC-WEB'].includes(protocol)) {
+        report('warning', gw, `${p}.port.protocol`, `${protocol} servers are not supported yet; no listener`)
+        return
+      }
+      const tls = terminatingTls(s)
+      const seen = firstTls.get(s.port.number)
+      if (seen === undefined) firstTls.set(s.port.number, tls)
+      else if (seen !== tls)
+        report('warning', gw, p, `port ${s.port.number} mixes TLS and plain-text servers; this one is left out`)
+    })
+  }
+
+  // === ServiceEntries and WorkloadEntries ===
+  const entries = of<ServiceEntrySpec>('ServiceEntry')
+  for (const se of entries) {
+    const resolution = se.spec.resolution ?? 'NONE'
+    if (resolution === 'NONE' && (se.spec.endpoints ?? []).length === 0 && se.spec.workloadSelector === undefined) {
+      se.spec.hosts.forEach((h, i) => {
+        if (isWildcard(h))
+          report('warning', se, `spec.hosts[${i}]`, `wildcard host ${h} with resolution NONE gets no cluster`)
+      })
+    }
+    if (resolution === 'STATIC' || resolution === 'NONE') {
+      const hosts = new Set(se.spec.hosts.map((h) => h.toLowerCase()))
+      const bad = new Set<string>()
+      for (const s of services) {
+        if (!hosts.has(s.hostname) || s.namespace !== se.metadata.namespace) continue
+        for (const e of s.endpoints) if (isIP(e.address) === 0) bad.add(e.address)
+      }
+      for (const a of [...bad].sort()) {
+        report('warning', se, 'spec.endpoints', `endpoint address ${a} is not an IP; use resolution DNS to reach it`)
+      }
+    }
+  }
+  for (const we of of<WorkloadEntrySpec>('WorkloadEntry')) {
+    const selected = entries.some(
+      (se) =>
+        se.metadata.namespace === we.metadata.namespace &&
+        se.spec.workloadSelector !== undefined &&
+        labelsMatch(se.spec.workloadSelector.labels ?? {}, we.spec.labels ?? {}),
+    )
+    if (!selected) report('warning', we, 'spec.labels', 'no ServiceEntry in the namespace selects this workload')
+  }
+
+  // === Sidecars ===
+  for (const sc of of<SidecarSpec>('Sidecar')) {
+    if ((sc.spec.ingress ?? []).length > 0)
+      report('warning', sc, 'spec.ingress', 'ingress listeners are not supported yet; ignored')
+    ;(sc.spec.egress ?? []).forEach((e, i) => {
+      if (e.port !== undefined) {
+        report(
+          'warning',
+          sc,
+          `spec.egress[${i}].port`,
+          'egress ports are ignored: the hosts apply to the HTTP proxy listener',
+        )
+      }
+    })
+    if (sc.spec.outboundTrafficPolicy?.mode === 'ALLOW_ANY') {
+      report('warning', sc, 'spec.outboundTrafficPolicy', 'ALLOW_ANY is not supported yet: unknown hosts get 404')
+    }
+    if (sc.spec.inboundConnectionPool !== undefined) {
+      report('warning', sc, 'spec.inboundConnectionPool', 'connection pools are not supported yet; ignored')
+    }
+  }
+  return out
+}
+
+/** A match that every request satisfies (so later rules never run). */
+function matchesEverything(m: HTTPMatchRequest): boolean {
+  const uriAll =
+    m.uri === undefined ||
+    m.uri.prefix === '/' ||
+    m.uri.prefix === '' ||
+    m.uri.regex === '.*' ||
+    (m.uri.exact === undefined && m.uri.prefix === undefined && m.uri.regex === undefined)
+  const empty = (o: object | undefined) => o === undefined || Object.keys(o).length === 0
+  return (
+    uriAll &&
+    empty(m.headers) &&
+    empty(m.withoutHeaders) &&
+    empty(m.queryParams) &&
+    empty(m.sourceLabels) &&
+    m.method === undefined &&
+    m.authority === undefined &&
+    m.scheme === undefined &&
+    m.port === undefined &&
+    (m.gateways ?? []).length === 0 &&
+    (m.sourceNamespace ?? '') === ''
+  )
+}
+
+function policyWarnings(
+  r: Resource,
+  path: string,
+  policy: TrafficPolicy | undefined,
+  report: (level: Diagnostic['level'], r: Resource, path: string, message: string) => void,
+): void {
+  if (policy === undefined) return
+  const one = (p: string, tp: Omit<TrafficPolicy, 'portLevelSettings'>) => {
+    const cp = tp.connectionPool
+    if (cp !== undefined) {
+      const { connectTimeout: _ct, ...restTcp } = cp.tcp ?? {}
+      if (Object.keys(restTcp).length > 0 || cp.http !== undefined) {
+        report(
+          'warning',
+          r,
+          `${p}.connectionPool`,
+          'connection pool limits are not supported yet (only tcp.connectTimeout)',
+        )
+      }
+    }
+    if (tp.outlierDetection !== undefined) {
+      report('warning', r, `${p}.outlierDetection`, 'outlier detection is not supported yet; ignored')
+    }
+    if (tp.tls !== undefined && tp.tls.mode !== 'DISABLE') {
+      report('warning', r, `${p}.tls`, 'upstream TLS (and Istio mTLS) is not supported yet; traffic is plain text')
+    }
+    const lb = tp.loadBalancer
+    if (lb?.simple === 'PASSTHROUGH') {
+      report('warning', r, `${p}.loadBalancer.simple`, 'PASSTHROUGH is not supported; the mesh default applies')
+    }
+    if (lb?.localityLbSetting !== undefined) {
+      report('warning', r, `${p}.loadBalancer.localityLbSetting`, 'locality load balancing is not supported yet')
+    }
+    if (lb?.warmup !== undefined || lb?.warmupDurationSecs !== undefined) {
+      report('warning', r, `${p}.loadBalancer`, 'warmup is not supported yet; ignored')
+    }
+  }
+  one(path, policy)
+  const tp = policy as TrafficPolicy & Record<string, unknown>
+  for (const f of ['tunnel', 'proxyProtocol', 'retryBudget']) {
+    if (tp[f] !== undefined) report('warning', r, `${path}.${f}`, `${f} is not supported yet; ignored`)
+  }
+  ;(policy.portLevelSettings ?? []).forEach((pl, i) => {
+    one(`${path}.portLevelSettings[${i}]`, pl)
+  })
+}

@@ -1,0 +1,150 @@
+/**
+ * Outbound clusters and their endpoints (CDS and EDS), one cluster per service port and per DestinationRule subset:
+ * `outbound|<port>||<host>` and `outbound|<port>|<subset>|<host>`.
+ *
+ * - Services with endpoints (resolution STATIC, or NONE with endpoints) become `EDS` clusters; their
+ *   ClusterLoadAssignment carries the healthy endpoints on that port, filtered by the subset's labels, grouped by
+ *   locality. Every locality and endpoint has a weight (proxyless gRPC drops localities without one). Endpoints
+ *   whose address is not an IP are left out (EDS needs IPs); `analyze` reports them.
+ * - `resolution: DNS` (and DNS_ROUND_ROBIN) services become STRICT_DNS clusters (LOGICAL_DNS for proxyless gRPC)
+ *   over their endpoints, or over the host itself when they list none. A NONE service without endpoints is treated
+ *   the same way: in HTTP-proxy mode the "original destination" is the host the client named. Wildcard hosts get no
+ *   cluster.
+ * - The DestinationRule policy for the (subset, port) sets the load balancer and the connect timeout;
+ *   HTTP/2 and gRPC ports get HTTP/2 upstream connections.
+ * - Not translated yet (see `analyze`): connectionPool limits, outlierDetection, tls (origination and mTLS),
+ *   localityLbSetting, warmup.
+ */
+import { isIP } from 'node:net'
+import { labelsMatch } from '../registry/hostname.js'
+import { isHttp2Protocol, type Service, type ServiceEndpoint, type ServicePort } from '../registry/registry.js'
+import { connectTimeout, effectivePolicy, loadBalancerFields } from './policy.js'
+import type { Scope } from './scope.js'
+import { clusterName, cmp, type Json, locality } from './util.js'
+import { TypeUrls } from '../../config/type-urls.js'
+
+export const ADS: Json = { ads: {} }
+
+export interface ClusterSet {
+  clusters: Json[]
+  /** ClusterLoadAssignments of the EDS clusters */
+  endpoints: Json[]
+}
+
+/** Clusters and load assignments for every service the proxy can reach. */
+export function outboundClusters(scope: Scope): ClusterSet {
+  const clusters: Json[] = []
+  const endpoints: Json[] = []
+  for (const svc of scope.services) {
+    const dr = scope.destinationRule(svc.hostname)
+    const subsets = [''].concat(
+      [...new Set((dr?.spec.subsets ?? []).map((s) => s.name ?? '').filter((n) => n !== ''))].sort(cmp),
+    )
+    for (const port of svc.ports) {
+      for (const subset of subsets) {
+        const labels = subset === '' ? undefined : (scope.subset(svc.hostname, subset)?.labels ?? {})
+        const built = buildCluster(scope, svc, port, subset, labels)
+        if (built === null) continue
+        clusters.push(built.cluster)
+        if (built.assignment !== null) endpoints.push(built.assignment)
+      }
+    }
+  }
+  return { clusters, endpoints }
+}
+
+function buildCluster(
+  scope: Scope,
+  svc: Service,
+  port: ServicePort,
+  subset: string,
+  subsetLabels: Record<string, string> | undefined,
+): { cluster: Json; assignment: Json | null } | null {
+  const name = clusterName('outbound', port.number, subset, svc.hostname)
+  const generator = scope.node.generator
+  const policy = effectivePolicy(scope.destinationRule(svc.hostname)?.spec, subset, port.number)
+  const eps = svc.endpoints.filter(
+    (e) =>
+      e.servicePort === port.number && e.healthy && (subsetLabels === undefined || labelsMatch(subsetLabels, e.labels)),
+  )
+  const dns =
+    svc.resolution === 'DNS' ||
+    svc.resolution === 'DNS_ROUND_ROBIN' ||
+    svc.resolution === 'DYNAMIC_DNS' ||
+    (svc.resolution === 'NONE' && svc.endpoints.length === 0)
+  if (dns && svc.hostname.startsWith('*')) return null
+
+  const cluster: Json = { name }
+  if (dns) {
+    cluster.type = generator === 'grpc' ? 'LOGICAL_DNS' : 'STRICT_DNS'
+  } else {
+    cluster.type = 'EDS'
+    cluster.eds_cluster_config = { eds_config: ADS, service_name: name }
+  }
+  cluster.connect_timeout = connectTimeout(policy) ?? scope.mesh.connectTimeout
+  Object.assign(cluster, loadBalancerFields(policy?.loadBalancer, scope.mesh.defaultLoadBalancer, generator))
+  if (generator === 'envoy' && isHttp2Protocol(port.protocol)) Object.assign(cluster, http2Options())
+  if (dns) {
+    const targets: Pick<ServiceEndpoint, 'address' | 'port' | 'locality' | 'weight'>[] =
+      eps.length > 0
+        ? eps
+        : svc.endpoints.length > 0
+          ? []
+          : [{ address: svc.hostname, port: port.number, locality: '', weight: 1 }]
+    // LOGICAL_DNS takes exactly one endpoint.
+    cluster.load_assignment = loadAssignment(name, generator === 'grpc' ? targets.slice(0, 1) : targets)
+    return { cluster, assignment: null }
+  }
+  return {
+    cluster,
+    assignment: loadAssignment(
+      name,
+      eps.filter((e) => isIP(e.address) !== 0),
+    ),
+  }
+}
+
+/** A ClusterLoadAssignment: endpoints grouped by locality, sorted, de-duplicated, every weight set. */
+export function loadAssignment(
+  clusterName: string,
+  eps: readonly Pick<ServiceEndpoint, 'address' | 'port' | 'locality' | 'weight'>[],
+): Json {
+  const byLocality = new Map<string, Map<string, { address: string; port: number; weight: number }>>()
+  for (const e of eps) {
+    const loc = normalizeLocality(e.locality)
+    let group = byLocality.get(loc)
+    if (group === undefined) byLocality.set(loc, (group = new Map()))
+    const key = `${e.address}|${e.port}`
+    if (!group.has(key)) group.set(key, { address: e.address, port: e.port, weight: Math.max(1, e.weight) })
+  }
+  const endpoints = [...byLocality.keys()].sort(cmp).map((loc) => {
+    const members = [...byLocality.get(loc)!.values()].sort((a, b) => cmp(a.address, b.address) || a.port - b.port)
+    return {
+      locality: locality(loc),
+      load_balancing_weight: members.reduce((n, m) => n + m.weight, 0),
+      lb_endpoints: members.map((m) => ({
+        endpoint: { address: { socket_address: { address: m.address, port_value: m.port } } },
+        health_status: 'HEALTHY',
+        load_balancing_weight: m.weight,
+      })),
+    }
+  })
+  return { cluster_name: clusterName, endpoints }
+}
+
+function normalizeLocality(text: string): string {
+  const l = locality(text)
+  return `${l.region}/${l.zone}/${l.sub_zone}`
+}
+
+/** Upstream HTTP/2, the way Envoy v3 configures it. */
+export function http2Options(): Json {
+  return {
+    typed_extension_protocol_options: {
+      'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
+        '@type': TypeUrls.httpProtocolOptions,
+        explicit_http_config: { http2_protocol_options: {} },
+      },
+    },
+  }
+}

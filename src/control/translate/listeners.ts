@@ -1,0 +1,489 @@
+/**
+ * Listeners and route configurations (LDS and RDS) for the three kinds of client:
+ *
+ * - **Sidecar, Envoy-style** (`generator: 'envoy'`). Loom runs each workload with its sidecar as the workload's
+ *   HTTP proxy (HTTP_PROXY), so outbound traffic arrives on one listener, `outbound_http` on 127.0.0.1
+ *   (port: node metadata `OUTBOUND_PORT`, default 15001), and is routed by Host through the RDS route configuration
+ *   `outbound`: one virtual host per service port. Inbound, one listener per service port of the proxy's own
+ *   workload forwards to the application on 127.0.0.1 (see `inboundListeners` for the metadata contract).
+ * - **Gateway** (`node.kind === 'gateway'`): one listener per port of the Gateway servers that select the proxy,
+ *   with route configuration `http.<port>` (plain HTTP) or `https.<port>.<portName>.<gateway>.<namespace>` (one
+ *   filter chain per TLS-terminating server).
+ * - **Proxyless gRPC** (`generator: 'grpc'`): an API listener per service port and name a client may dial
+ *   (`reviews.default.svc.cluster.local:9080`, `reviews:9080`...), each pointing at the route configuration
+ *   `outbound|<port>||<host>`.
+ */
+import type { Resource } from '../../api/resource.js'
+import { TypeUrls } from '../../config/type-urls.js'
+import { hostSubsetOf, intersectHosts, isWildcard, labelsMatch, shortNames } from '../registry/hostname.js'
+import { isHttp2Protocol, isHttpProtocol, type Service, type ServiceEndpoint } from '../registry/registry.js'
+import { ADS, http2Options, loadAssignment } from './clusters.js'
+import type { GatewaySpec, VirtualServiceSpec } from '../../api/index.js'
+import type { Server } from './types.js'
+import { defaultRoute, isCatchAll, type RouteContext, virtualServiceGateways, virtualServiceRoutes } from './routes.js'
+import type { Scope } from './scope.js'
+import { clusterName, cmp, type Json } from './util.js'
+
+export const OUTBOUND_LISTENER = 'outbound_http'
+export const OUTBOUND_ROUTE = 'outbound'
+export const DEFAULT_OUTBOUND_PORT = 15001
+
+const HCM_FILTER = 'envoy.filters.network.http_connection_manager'
+const ROUTER: Json = { name: 'envoy.filters.http.router', typed_config: { '@type': TypeUrls.router } }
+
+export interface ListenerSet {
+  listeners: Json[]
+  routes: Json[]
+  /** clusters the listeners need besides the outbound ones (inbound STATIC clusters) */
+  clusters: Json[]
+}
+
+/** Node metadata Loom reads (string values as Envoy's bootstrap would carry them, or numbers / objects). */
+export type NodeMetadata = Record<string, unknown>
+
+function hcm(statPrefix: string, routing: Json): Json {
+  return {
+    name: HCM_FILTER,
+    typed_config: { '@type': TypeUrls.hcm, stat_prefix: statPrefix, ...routing, http_filters: [ROUTER] },
+  }
+}
+
+function rds(name: string): Json {
+  return { rds: { config_source: ADS, route_config_name: name } }
+}
+
+function socketAddress(address: string, port: number): Json {
+  return { socket_address: { address, port_value: port } }
+}
+
+function routeContext(scope: Scope, gatewayNames: ReadonlySet<string>, isTls: boolean): RouteContext {
+  return {
+    generator: scope.node.generator,
+    proxyLabels: scope.node.labels,
+    proxyNamespace: scope.node.namespace,
+    gatewayNames,
+    isTls,
+    resolve: (h, ns) => scope.resolve(h, ns),
+    service: (fqdn) => scope.service(fqdn),
+    hashPolicy: (fqdn, subset, port) => scope.hashPolicy(fqdn, subset, port),
+  }
+}
+
+// === sidecar outbound ===
+
+/** A service port's virtual host (or the routes the gRPC route configuration gets). */
+interface ServiceRoutes {
+  service: Service
+  port: number
+  routes: Json[]
+  /** the VirtualService the routes came from, if any */
+  vs: Resource<VirtualServiceSpec> | undefined
+}
+
+/**
+ * Routes for every HTTP port of every service the proxy sees. A service's VirtualService is the first (in config
+ * order) bound to `mesh` that names its host exactly, else the one with the most specific wildcard host. A
+ * VirtualService whose rules yield no route for the port (all matched away) leaves the default route.
+ */
+function serviceRoutes(scope: Scope): ServiceRoutes[] {
+  const ctx = routeContext(scope, new Set(['mesh']), false)
+  const vss = scope
+    .virtualServices()
+    .filter((vs) => virtualServiceGateways(vs).includes('mesh') && scope.sidecarAllowsVirtualService(vs))
+  const hosts = new Map(
+    vss.map((vs) => [vs, (vs.spec?.hosts ?? []).map((h) => scope.resolve(h, vs.metadata.namespace))]),
+  )
+  const memo = new Map<string, Json[]>()
+  const out: ServiceRoutes[] = []
+  for (const svc of scope.services) {
+    let vs = vss.find((v) => hosts.get(v)!.includes(svc.hostname))
+    if (vs === undefined) {
+      let bestLen = -1
+      for (const v of vss) {
+        for (const h of hosts.get(v)!) {
+          if (isWildcard(h) && hostSubsetOf(svc.hostname, h) && h.length > bestLen) {
+            vs = v
+            bestLen = h.length
+          }
+        }
+      }
+    }
+    for (const p of svc.ports) {
+      if (!isHttpProtocol(p.protocol)) continue
+      let routes: Json[] = []
+      if (vs !== undefined) {
+        const key = `${vs.metadata.namespace}/${vs.metadata.name}|${p.number}`
+        if (!memo.has(key)) memo.set(key, virtualServiceRoutes(vs, p.number, ctx))
+        routes = memo.get(key)!
+      }
+      const fromVs = routes.length > 0
+      if (!fromVs) {
+        const cluster = clusterName('outbound', p.number, '', svc.hostname)
+        routes = [defaultRoute(cluster, scope.hashPolicy(svc.hostname, '', p.number), scope.node.generator)]
+      }
+      out.push({ service: svc, port: p.number, routes, vs: fromVs ? vs : undefined })
+    }
+  }
+  return out
+}
+
+/**
+ * Domains for a service port. The outbound route configuration serves every port at once, so (as Istio does for
+ * its HTTP proxy port) names carry the port, and the bare names only for port 80, the port a client leaves out.
+ */
+function serviceDomains(hostname: string, port: number, namespace: string, domainSuffix: string, bare: boolean) {
+  const out: string[] = []
+  for (const n of [hostname, ...shortNames(hostname, namespace, domainSuffix)]) {
+    if (bare) out.push(n)
+    out.push(`${n}:${port}`)
+  }
+  return out
+}
+
+/** The outbound HTTP listener and its route configuration. */
+export function outboundListener(scope: Scope, metadata: NodeMetadata): ListenerSet {
+  const port = portValue(metadata.OUTBOUND_PORT) ?? DEFAULT_OUTBOUND_PORT
+  const used = new Set<string>()
+  const dedupe = (domains: string[]) =>
+    domains.filter((d) => {
+      const k = d.toLowerCase()
+      if (used.has(k)) return false
+      used.add(k)
+      return true
+    })
+  const vhosts: Json[] = []
+  const all = serviceRoutes(scope)
+  for (const r of all) {
+    const domains = dedupe(
+      serviceDomains(r.service.hostname, r.port, scope.node.namespace, scope.mesh.domainSuffix, r.port === 80),
+    )
+    if (domains.length > 0) vhosts.push({ name: `${r.service.hostname}:${r.port}`, domains, routes: r.routes })
+  }
+  // Hosts of the VirtualServices in use that are not services (`bookinfo.example.com`) get the same routes.
+  for (const r of all) {
+    if (r.vs === undefined) continue
+    for (const raw of r.vs.spec?.hosts ?? []) {
+      const h = scope.resolve(raw, r.vs.metadata.namespace)
+      if (isWildcard(h) || scope.isKnownHost(h)) continue
+      const domains = dedupe(r.port === 80 ? [h, `${h}:${r.port}`] : [`${h}:${r.port}`])
+      if (domains.length > 0) vhosts.push({ name: `${h}:${r.port}`, domains, routes: r.routes })
+    }
+  }
+  vhosts.sort((a, b) => cmp(a.name as string, b.name as string))
+  return {
+    listeners: [
+      {
+        name: OUTBOUND_LISTENER,
+        address: socketAddress('127.0.0.1', port),
+        filter_chains: [{ filters: [hcm(OUTBOUND_LISTENER, rds(OUTBOUND_ROUTE))] }],
+      },
+    ],
+    routes: [{ name: OUTBOUND_ROUTE, virtual_hosts: vhosts, validate_clusters: false }],
+    clusters: [],
+  }
+}
+
+// === sidecar inbound ===
+
+/**
+ * The proxy's own endpoints: the registry's endpoints at the node's IP that belong to its workload, named by the
+ * node id (`sidecar~<ip>~<workload>.<namespace>~...`) or carrying labels the node has (an endpoint without labels
+ * matches only a node without labels).
+ */
+export function ownEndpoints(scope: Scope): { service: Service; endpoint: ServiceEndpoint }[] {
+  const node = scope.node
+  const idParts = node.id.split('~')
+  const workload = idParts.length >= 3 ? idParts[2]! : ''
+  const dot = workload.lastIndexOf('.')
+  const names = dot > 0 ? [workload.slice(0, dot), workload.slice(dot + 1)] : null
+  const named = (e: ServiceEndpoint) =>
+    names !== null &&
+    (e.source === `workload/${names[1]}/${names[0]}` || e.source === `WorkloadEntry/${names[1]}/${names[0]}`)
+  const labelled = (e: ServiceEndpoint) =>
+    labelsMatch(e.labels, node.labels) && (Object.keys(e.labels).length > 0 || Object.keys(node.labels).length === 0)
+  const out: { service: Service; endpoint: ServiceEndpoint }[] = []
+  for (const service of scope.allServices) {
+    for (const endpoint of service.endpoints) {
+      if (endpoint.address === node.ip && (named(endpoint) || labelled(endpoint))) out.push({ service, endpoint })
+    }
+  }
+  return out
+}
+
+/**
+ * Inbound listeners, one per service port of the proxy's own workload: `inbound|<port>` forwards everything to the
+ * STATIC cluster `inbound|<port>||` at 127.0.0.1.
+ *
+ * Node metadata contract (all optional; port maps are `{ "9080": 15090 }` objects or `"9080:15090,9443:15443"`
+ * strings, keyed by service port):
+ * - `INBOUND_ADDRESS`: the address inbound listeners bind, default `0.0.0.0`.
+ * - `INBOUND_PORTS`: service port → the port the sidecar listens on; default the endpoint's port in the registry
+ *   (the port peers dial).
+ * - `APP_PORTS`: service port → the port the application listens on at 127.0.0.1; default the endpoint's port.
+ *   On one host without traffic capture, give at least one of the two maps so the sidecar and the application do
+ *   not both bind the registered port (`loom up` registers the sidecar's inbound port and passes APP_PORTS).
+ */
+export function inboundListeners(scope: Scope, metadata: NodeMetadata): ListenerSet {
+  const address = typeof metadata.INBOUND_ADDRESS === 'string' ? metadata.INBOUND_ADDRESS : '0.0.0.0'
+  const inboundPorts = portMap(metadata.INBOUND_PORTS)
+  const appPorts = portMap(metadata.APP_PORTS)
+  const byPort = new Map<number, { endpoint: ServiceEndpoint; protocol: string }>()
+  for (const { service, endpoint } of ownEndpoints(scope)) {
+    if (byPort.has(endpoint.servicePort)) continue
+    const protocol = service.ports.find((p) => p.number === endpoint.servicePort)?.protocol ?? ''
+    if (!isHttpProtocol(protocol)) continue
+    byPort.set(endpoint.servicePort, { endpoint, protocol })
+  }
+  const out: ListenerSet = { listeners: [], routes: [], clusters: [] }
+  for (const servicePort of [...byPort.keys()].sort((a, b) => a - b)) {
+    const { endpoint, protocol } = byPort.get(servicePort)!
+    const name = `inbound|${servicePort}`
+    const cluster = clusterName('inbound', servicePort, '', '')
+    const routeConfig = {
+      name,
+      virtual_hosts: [
+        {
+          name: `inbound|http|${servicePort}`,
+          domains: ['*'],
+          routes: [{ name: 'default', match: { prefix: '/' }, route: { cluster, timeout: '0s' } }],
+        },
+      ],
+      validate_clusters: false,
+    }
+    out.listeners.push({
+      name,
+      address: socketAddress(address, inboundPorts.get(servicePort) ?? endpoint.port),
+      filter_chains: [{ filters: [hcm(name, { route_config: routeConfig })] }],
+    })
+    const c: Json = {
+      name: cluster,
+      type: 'STATIC',
+      connect_timeout: scope.mesh.connectTimeout,
+      lb_policy: 'ROUND_ROBIN',
+    }
+    if (isHttp2Protocol(protocol)) Object.assign(c, http2Options())
+    const appPort = appPorts.get(servicePort) ?? endpoint.port
+    c.load_assignment = loadAssignment(cluster, [{ address: '127.0.0.1', port: appPort, locality: '', weight: 1 }])
+    out.clusters.push(c)
+  }
+  return out
+}
+
+function portValue(v: unknown): number | null {
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : Number.NaN
+  return Number.isInteger(n) && n > 0 && n <= 65535 ? n : null
+}
+
+/** `{ "9080": 15090 }` or `"9080:15090,9443:15443"` → Map; malformed entries are skipped. */
+export function portMap(v: unknown): Map<number, number> {
+  const out = new Map<number, number>()
+  const entries: [unknown, unknown][] =
+    typeof v === 'string'
+      ? v
+          .split(',')
+          .filter((s) => s.trim() !== '')
+          .map((s) => s.split(':') as [string, string])
+      : v !== null && typeof v === 'object'
+        ? Object.entries(v)
+        : []
+  for (const [k, val] of entries) {
+    const from = portValue(typeof k === 'string' ? k.trim() : k)
+    const to = portValue(typeof val === 'string' ? val.trim() : val)
+    if (from !== null && to !== null) out.set(from, to)
+  }
+  return out
+}
+
+// === gateways ===
+
+function isHttpServer(s: Server): boolean {
+  const p = (s.port?.protocol ?? '').toUpperCase()
+  return p === 'HTTP' || p === 'HTTP2' || p === 'GRPC' || p === 'GRPC-WEB'
+}
+
+/** An HTTPS server Loom can terminate: SIMPLE or MUTUAL TLS with certificate files (no credentialName yet). */
+export function terminatingTls(s: Server): boolean {
+  const p = (s.port?.protocol ?? '').toUpperCase()
+  const mode = s.tls?.mode ?? 'SIMPLE'
+  return (
+    p === 'HTTPS' &&
+    (mode === 'SIMPLE' || mode === 'MUTUAL') &&
+    typeof s.tls?.serverCertificate === 'string' &&
+    typeof s.tls?.privateKey === 'string'
+  )
+}
+
+interface BoundServer {
+  gateway: Resource<GatewaySpec>
+  gatewayName: string
+  server: Server
+}
+
+/** Gateways whose selector matches the proxy's labels, in config order. */
+export function selectedGateways(scope: Scope): Resource<GatewaySpec>[] {
+  return scope.of<GatewaySpec>('Gateway').filter((g) => labelsMatch(g.spec?.selector ?? {}, scope.node.labels))
+}
+
+/** Listeners and route configurations for a gateway proxy. */
+export function gatewayListeners(scope: Scope): ListenerSet {
+  const byPort = new Map<number, BoundServer[]>()
+  for (const gateway of selectedGateways(scope)) {
+    const gatewayName = `${gateway.metadata.namespace}/${gateway.metadata.name}`
+    for (const server of gateway.spec?.servers ?? []) {
+      const port = server.port?.number
+      if (typeof port !== 'number' || !(isHttpServer(server) || terminatingTls(server))) continue
+      byPort.set(port, [...(byPort.get(port) ?? []), { gateway, gatewayName, server }])
+    }
+  }
+  const out: ListenerSet = { listeners: [], routes: [], clusters: [] }
+  for (const port of [...byPort.keys()].sort((a, b) => a - b)) {
+    const servers = byPort.get(port)!
+    // A listener is all plain text or all TLS: the first server decides, conflicting ones are left out (as Istio
+    // refuses to merge them).
+    const tls = terminatingTls(servers[0]!.server)
+    const chains: Json[] = []
+    if (!tls) {
+      const plain = servers.filter((s) => !terminatingTls(s.server))
+      const routeName = `http.${port}`
+      out.routes.push(gatewayRouteConfig(scope, routeName, port, plain, false))
+      chains.push({ filters: [hcm(routeName, rds(routeName))] })
+    } else {
+      for (const s of servers.filter((x) => terminatingTls(x.server))) {
+        const routeName = `https.${port}.${s.server.port?.name ?? ''}.${s.gateway.metadata.name}.${s.gateway.metadata.namespace}`
+        out.routes.push(gatewayRouteConfig(scope, routeName, port, [s], true))
+        const chain: Json = {}
+        const sni = serverHosts(s.server).filter((h) => h !== '*')
+        if (sni.length > 0) chain.filter_chain_match = { server_names: sni }
+        chain.filters = [hcm(routeName, rds(routeName))]
+        chain.transport_socket = { name: 'envoy.transport_sockets.tls', typed_config: downstreamTls(s.server) }
+        chains.push(chain)
+      }
+    }
+    out.listeners.push({ name: `0.0.0.0_${port}`, address: socketAddress('0.0.0.0', port), filter_chains: chains })
+  }
+  return out
+}
+
+/** Server hosts without their `namespace/` prefix. */
+function serverHosts(s: Server): string[] {
+  return (s.hosts ?? []).map((h) => {
+    const i = h.indexOf('/')
+    return (i < 0 ? h : h.slice(i + 1)).toLowerCase()
+  })
+}
+
+/** The server's hosts a VirtualService of `vsNamespace` may bind: `ns/host` limits a host to one namespace. */
+function serverHostsFor(s: Server, vsNamespace: string, gatewayNamespace: string): string[] {
+  const out: string[] = []
+  for (const raw of s.hosts ?? []) {
+    const i = raw.indexOf('/')
+    const ns = i < 0 ? '*' : raw.slice(0, i)
+    if (ns === '*' || (ns === '.' ? gatewayNamespace : ns) === vsNamespace)
+      out.push((i < 0 ? raw : raw.slice(i + 1)).toLowerCase())
+  }
+  return out
+}
+
+const TLS_VERSIONS: Record<string, string> = { TLS_AUTO: 'TLS_AUTO', TLSV1_2: 'TLSv1_2', TLSV1_3: 'TLSv1_3' }
+
+function downstreamTls(s: Server): Json {
+  const t = s.tls!
+  const common: Json = {
+    tls_certificates: [
+      { certificate_chain: { filename: t.serverCertificate }, private_key: { filename: t.privateKey } },
+    ],
+  }
+  if (t.mode === 'MUTUAL' && typeof t.caCertificates === 'string') {
+    common.validation_context = { trusted_ca: { filename: t.caCertificates } }
+  }
+  const params: Json = {}
+  const min = TLS_VERSIONS[t.minProtocolVersion ?? '']
+  const max = TLS_VERSIONS[t.maxProtocolVersion ?? '']
+  if (min !== undefined) params.tls_minimum_protocol_version = min
+  if (max !== undefined) params.tls_maximum_protocol_version = max
+  if (Object.keys(params).length > 0) common.tls_params = params
+  const out: Json = { '@type': TypeUrls.downstreamTls, common_tls_context: common }
+  if (t.mode === 'MUTUAL') out.require_client_certificate = true
+  return out
+}
+
+/**
+ * A gateway route configuration: for each server, the VirtualServices bound to its gateway (and exported to the
+ * gateway's namespace); a virtual host per host in both the server's and the VirtualService's hosts (the more
+ * specific name of each overlapping pair). Several VirtualServices for one host merge, catch-all routes last.
+ */
+function gatewayRouteConfig(scope: Scope, name: string, port: number, servers: BoundServer[], isTls: boolean): Json {
+  const vhosts = new Map<string, { routes: Json[]; redirect: boolean }>()
+  const vss = scope.virtualServices()
+  for (const { gateway, gatewayName, server } of servers) {
+    const ctx = routeContext(scope, new Set([gatewayName]), isTls)
+    for (const vs of vss) {
+      if (!virtualServiceGateways(vs).includes(gatewayName)) continue
+      const vsHosts = (vs.spec?.hosts ?? []).map((h) => scope.resolve(h, vs.metadata.namespace))
+      const hosts = intersectHosts(serverHostsFor(server, vs.metadata.namespace, gateway.metadata.namespace), vsHosts)
+      if (hosts.length === 0) continue
+      const routes = virtualServiceRoutes(vs, port, ctx)
+      if (routes.length === 0) continue
+      for (const h of hosts) {
+        const vh = vhosts.get(h)
+        if (vh === undefined) vhosts.set(h, { routes: [...routes], redirect: false })
+        else vh.routes.push(...routes)
+      }
+    }
+    if (server.tls?.httpsRedirect === true) {
+      for (const h of serverHosts(server)) {
+        const vh = vhosts.get(h)
+        if (vh === undefined) vhosts.set(h, { routes: [], redirect: true })
+        else vh.redirect = true
+      }
+    }
+  }
+  const virtualHosts: Json[] = []
+  for (const [host, vh] of vhosts) {
+    // Envoy's require_tls: ALL, which Loom's proxy does not have, is a redirect of every request to https.
+    const routes = vh.redirect
+      ? [{ match: { prefix: '/' }, redirect: { https_redirect: true, response_code: 'MOVED_PERMANENTLY' } }]
+      : [...vh.routes.filter((r) => !isCatchAll(r)), ...vh.routes.filter(isCatchAll)]
+    virtualHosts.push({ name: `${host}:${port}`, domains: host === '*' ? ['*'] : [host, `${host}:${port}`], routes })
+  }
+  virtualHosts.sort((a, b) => cmp(a.name as string, b.name as string))
+  if (virtualHosts.length === 0) virtualHosts.push({ name: `blackhole:${port}`, domains: ['*'], routes: [] })
+  return { name, virtual_hosts: virtualHosts, validate_clusters: false }
+}
+
+// === proxyless gRPC ===
+
+/**
+ * For each HTTP service port: API listeners under every name a client may use with the port, and the route
+ * configuration `outbound|<port>||<host>` they share, with one virtual host for the service.
+ */
+export function grpcListeners(scope: Scope): ListenerSet {
+  const out: ListenerSet = { listeners: [], routes: [], clusters: [] }
+  for (const r of serviceRoutes(scope)) {
+    const host = r.service.hostname
+    const routeName = clusterName('outbound', r.port, '', host)
+    const names = [host, ...shortNames(host, scope.node.namespace, scope.mesh.domainSuffix)]
+    for (const n of names) {
+      out.listeners.push({
+        name: `${n}:${r.port}`,
+        api_listener: {
+          api_listener: {
+            '@type': TypeUrls.hcm,
+            stat_prefix: `${n}:${r.port}`,
+            ...rds(routeName),
+            http_filters: [ROUTER],
+          },
+        },
+      })
+    }
+    const domains = names.flatMap((n) => [`${n}:${r.port}`, n])
+    out.routes.push({
+      name: routeName,
+      virtual_hosts: [{ name: `${host}:${r.port}`, domains: [...domains, '*'], routes: r.routes }],
+      validate_clusters: false,
+    })
+  }
+  out.listeners.sort((a, b) => cmp(a.name as string, b.name as string))
+  out.routes.sort((a, b) => cmp(a.name as string, b.name as string))
+  return out
+}

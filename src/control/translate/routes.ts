@@ -1,0 +1,398 @@
+/**
+ * VirtualService HTTP routes → Envoy routes, for one listening port (a service port for sidecars, a server port for
+ * gateways). Istio's semantics:
+ *
+ * - `http[]` in order; a rule without `match` is one route matching everything, a rule with several matches is one
+ *   route per match (OR). A match for another `port`, other `sourceLabels`/`sourceNamespace`, or other `gateways` than
+ *   the proxy's is dropped. Once a route matches every request, later rules are unreachable and are not emitted.
+ * - uri exact/prefix/regex → path/prefix/safe_regex (RE2, full match); `ignoreUriCase` → case_sensitive false.
+ *   headers, withoutHeaders (inverted; a missing header counts as empty), queryParams, method (`:method`),
+ *   authority (`:authority`), scheme (`:scheme`). A StringMatch that is empty or the regex `*` means "present".
+ * - One destination → `cluster`, several → `weighted_clusters` (weight-0 destinations dropped). Cluster names are
+ *   `outbound|<port>|<subset>|<host>`; the port is the destination's, else the service's only port, else the
+ *   listening port.
+ * - redirect, directResponse, rewrite (uri → prefix_rewrite, uriRegexRewrite → regex_rewrite, authority →
+ *   host_rewrite_literal), headers set/add/remove on the rule and on each destination, timeout (default: none).
+ * - Not translated yet (see `analyze`): retries, fault, mirror, corsPolicy, delegate, JWT-claim header matches (the
+ *   whole match is dropped rather than widened), authority rewrite on one of several weighted destinations.
+ *
+ * Proxyless gRPC gets no redirect or direct-response routes and reads timeouts from `max_stream_duration`.
+ */
+import type { Resource } from '../../api/resource.js'
+import type { Service } from '../registry/registry.js'
+import type { Destination, Headers, HTTPMatchRequest, HTTPRoute, VirtualServiceSpec } from '../../api/index.js'
+import type { HTTPRedirect, HTTPRouteDestination, StringMatch } from './types.js'
+import { clusterName, cmp, type Json, protoDuration } from './util.js'
+
+/** What route building needs to know about the proxy and the registry. */
+export interface RouteContext {
+  generator: 'envoy' | 'grpc'
+  proxyLabels: Readonly<Record<string, string>>
+  proxyNamespace: string
+  /** `mesh` for sidecars; `namespace/name` of the gateways a gateway proxy serves */
+  gatewayNames: ReadonlySet<string>
+  /** the server terminates TLS (only changes the default scheme of redirects) */
+  isTls: boolean
+  /** a host as written in a resource of `namespace`, resolved to an FQDN (see registry/hostname) */
+  resolve(host: string, namespace: string): string
+  service(fqdn: string): Service | undefined
+  /** the route hash policy the DestinationRule asks for on traffic to (host, subset, port), or null */
+  hashPolicy(fqdn: string, subset: string, port: number): Json | null
+}
+
+/** `gateways:` entries as Istio resolves them: `mesh`, `ns/name`, `name.ns.svc.<domain>`, `name` (VS namespace). */
+export function resolveGatewayName(name: string, vsNamespace: string): string {
+  if (name === 'mesh') return name
+  const slash = name.indexOf('/')
+  if (slash >= 0) {
+    const ns = name.slice(0, slash)
+    return `${ns === '.' ? vsNamespace : ns}/${name.slice(slash + 1)}`
+  }
+  const dot = name.indexOf('.')
+  if (dot >= 0) {
+    const parts = name.split('.')
+    return `${parts[1]}/${parts[0]}`
+  }
+  return `${vsNamespace}/${name}`
+}
+
+/** The VirtualService's gateways, resolved; `mesh` when it lists none. */
+export function virtualServiceGateways(vs: Resource<VirtualServiceSpec>): string[] {
+  const g = vs.spec?.gateways ?? []
+  if (g.length === 0) return ['mesh']
+  return g.map((n) => resolveGatewayName(n, vs.metadata.namespace))
+}
+
+/** A route that matches every request: prefix `/` (or a `*`/`.*` regex) and nothing else. */
+export function isCatchAll(route: Json): boolean {
+  const m = route.match as Json
+  const headers = m.headers as unknown[] | undefined
+  const query = m.query_parameters as unknown[] | undefined
+  if ((headers?.length ?? 0) > 0 || (query?.length ?? 0) > 0) return false
+  if (m.prefix === '/' || m.prefix === '') return true
+  const re = (m.safe_regex as Json | undefined)?.regex
+  return re === '*' || re === '.*'
+}
+
+/** Routes for one VirtualService on one port (possibly none). */
+export function virtualServiceRoutes(vs: Resource<VirtualServiceSpec>, port: number, ctx: RouteContext): Json[] {
+  const out: Json[] = []
+  for (const http of vs.spec?.http ?? []) {
+    let catchAll = false
+    const matches: (HTTPMatchRequest | null)[] = (http.match ?? []).length === 0 ? [null] : http.match!
+    for (const match of matches) {
+      const r = translateRoute(vs, http, match, port, ctx)
+      if (r === null) continue
+      out.push(r)
+      if (isCatchAll(r)) {
+        catchAll = true
+        break
+      }
+    }
+    if (catchAll) break
+  }
+  return out
+}
+
+/** The route for a service without a VirtualService. */
+export function defaultRoute(cluster: string, hash: Json | null, generator: 'envoy' | 'grpc'): Json {
+  const action: Json = { cluster }
+  if (generator === 'envoy') action.timeout = '0s'
+  if (hash !== null) action.hash_policy = [hash]
+  return { name: 'default', match: { prefix: '/' }, route: action }
+}
+
+/** Whether a match applies to this proxy (port, source labels/namespace, gateways). */
+function matchApplies(match: HTTPMatchRequest | null, port: number, vsNamespace: string, ctx: RouteContext): boolean {
+  if (match === null) return true
+  if (typeof match.port === 'number' && match.port !== 0 && match.port !== port) return false
+  const gateways = match.gateways ?? []
+  if (gateways.length > 0) return gateways.some((g) => ctx.gatewayNames.has(resolveGatewayName(g, vsNamespace)))
+  for (const [k, v] of Object.entries(match.sourceLabels ?? {})) if (ctx.proxyLabels[k] !== v) return false
+  return (
+    match.sourceNamespace === undefined || match.sourceNamespace === '' || match.sourceNamespace === ctx.proxyNamespace
+  )
+}
+
+function translateRoute(
+  vs: Resource<VirtualServiceSpec>,
+  http: HTTPRoute,
+  match: HTTPMatchRequest | null,
+  port: number,
+  ctx: RouteContext,
+): Json | null {
+  if (!matchApplies(match, port, vs.metadata.namespace, ctx)) return null
+  const routeMatch = translateMatch(match)
+  if (routeMatch === null) return null
+  if (ctx.generator === 'grpc' && (http.redirect !== undefined || http.directResponse !== undefined)) return null
+
+  const out: Json = {}
+  const name = match?.name ? `${http.name ?? ''}.${match.name}` : http.name
+  if (name !== undefined && name !== '') out.name = name
+  out.match = routeMatch
+  const ops = headerOperations(http.headers)
+
+  if (http.redirect !== undefined) {
+    const redirect = translateRedirect(http.redirect, port, ctx.isTls)
+    if (redirect === null) return null
+    out.redirect = redirect
+  } else if (http.directResponse !== undefined) {
+    const dr: Json = { status: http.directResponse.status ?? 200 }
+    const body = http.directResponse.body
+    if (body?.string !== undefined) dr.body = { inline_string: body.string }
+    else if (body?.bytes !== undefined) dr.body = { inline_bytes: body.bytes }
+    out.direct_response = dr
+  } else {
+    const destOps: Json = {}
+    const action = routeAction(vs, http, ops.authority, port, ctx, destOps)
+    if (action === null) return null
+    out.route = action
+    // The rule's header operations first, then (for a single destination) the destination's, as Istio does.
+    appendHeaderOps(out, ops)
+    for (const f of HEADER_FIELDS) {
+      if (destOps[f] !== undefined)
+        out[f] = [...((out[f] as unknown[] | undefined) ?? []), ...(destOps[f] as unknown[])]
+    }
+    return out
+  }
+  appendHeaderOps(out, ops)
+  return out
+}
+
+function routeAction(
+  vs: Resource<VirtualServiceSpec>,
+  http: HTTPRoute,
+  ruleAuthority: string,
+  port: number,
+  ctx: RouteContext,
+  destOps: Json,
+): Json | null {
+  const rewrite: Json = {}
+  let authority = ruleAuthority
+  const rw = http.rewrite
+  if (rw !== undefined) {
+    if (rw.uriRegexRewrite?.match !== undefined) {
+      rewrite.regex_rewrite = {
+        pattern: { regex: rw.uriRegexRewrite.match },
+        substitution: rw.uriRegexRewrite.rewrite ?? '',
+      }
+    } else if (typeof rw.uri === 'string' && rw.uri !== '') {
+      rewrite.prefix_rewrite = rw.uri
+    }
+    if (typeof rw.authority === 'string' && rw.authority !== '') authority = rw.authority
+  }
+
+  const dests = (http.route ?? []).filter((d) => d.destination?.host !== undefined && d.destination.host !== '')
+  if (dests.length === 0) return null
+  const action: Json = {}
+  const hashes: Json[] = []
+  const addHash = (d: Destination, p: number) => {
+    const fqdn = ctx.resolve(d.host!, vs.metadata.namespace)
+    const h = ctx.hashPolicy(fqdn, d.subset ?? '', p)
+    if (h !== null && !hashes.some((x) => JSON.stringify(x) === JSON.stringify(h))) hashes.push(h)
+  }
+  if (dests.length === 1) {
+    const d = dests[0]!
+    const { cluster, port: p } = destinationCluster(d.destination!, vs.metadata.namespace, port, ctx)
+    action.cluster = cluster
+    const dOps = headerOperations(d.headers)
+    appendHeaderOps(destOps, dOps)
+    if (authority === '' && dOps.authority !== '') authority = dOps.authority
+    addHash(d.destination!, p)
+  } else {
+    let weighted = dests.filter((d) => (d.weight ?? 0) > 0)
+    // Every weight 0 (or unset) would leave nothing to route to; split evenly instead.
+    const even = weighted.length === 0
+    if (even) weighted = dests
+    action.weighted_clusters = {
+      clusters: weighted.map((d: HTTPRouteDestination) => {
+        const { cluster, port: p } = destinationCluster(d.destination!, vs.metadata.namespace, port, ctx)
+        addHash(d.destination!, p)
+        const wc: Json = { name: cluster, weight: even ? 1 : d.weight! }
+        appendHeaderOps(wc, headerOperations(d.headers))
+        return wc
+      }),
+    }
+  }
+  Object.assign(action, rewrite)
+  if (authority !== '') action.host_rewrite_literal = authority
+  const timeout = protoDuration(http.timeout)
+  if (ctx.generator === 'grpc') {
+    if (timeout !== null) action.max_stream_duration = { max_stream_duration: timeout }
+  } else {
+    action.timeout = timeout ?? '0s'
+  }
+  if (hashes.length > 0) action.hash_policy = hashes
+  return action
+}
+
+/** The cluster for a destination, and the port it resolved to. */
+export function destinationCluster(
+  d: Destination,
+  vsNamespace: string,
+  listenPort: number,
+  ctx: RouteContext,
+): { cluster: string; port: number } {
+  const fqdn = ctx.resolve(d.host!, vsNamespace)
+  const svc = ctx.service(fqdn)
+  let port = listenPort
+  if (typeof d.port?.number === 'number' && d.port.number > 0) port = d.port.number
+  else if (svc !== undefined && svc.ports.length === 1) port = svc.ports[0]!.number
+  return { cluster: clusterName('outbound', port, d.subset ?? '', fqdn), port }
+}
+
+// === matches ===
+
+/** A JWT-claim pseudo-header (`@request.auth.claims...`): Istio matches those on metadata, which Loom has not. */
+function isClaimHeader(name: string): boolean {
+  return name.startsWith('@request.auth.claims')
+}
+
+/** A StringMatch that only asks for presence (empty, or Istio's `regex: "*"`). */
+function isPresenceMatch(m: StringMatch | undefined): boolean {
+  if (m === undefined || m === null) return true
+  if (typeof m.regex === 'string') return m.regex === '*'
+  if (typeof m.exact === 'string') return false
+  return typeof m.prefix !== 'string' || m.prefix === ''
+}
+
+function stringMatcher(m: StringMatch): Json {
+  if (typeof m.exact === 'string') return { exact: m.exact }
+  if (typeof m.prefix === 'string') return { prefix: m.prefix }
+  return { safe_regex: { regex: m.regex ?? '' } }
+}
+
+function headerMatcher(name: string, m: StringMatch | undefined): Json {
+  if (isPresenceMatch(m)) return { name, present_match: true }
+  return { name, string_match: stringMatcher(m!) }
+}
+
+/** The Envoy RouteMatch for an Istio match (null match = everything); null if Loom cannot express it. */
+export function translateMatch(match: HTTPMatchRequest | null): Json | null {
+  const uri = match?.uri
+  const out: Json =
+    typeof uri?.exact === 'string'
+      ? { path: uri.exact }
+      : typeof uri?.prefix === 'string'
+        ? { prefix: uri.prefix }
+        : typeof uri?.regex === 'string'
+          ? { safe_regex: { regex: uri.regex } }
+          : { prefix: '/' }
+  if (match === null) return out
+  if (match.ignoreUriCase === true) out.case_sensitive = false
+
+  const headers: Json[] = []
+  for (const [rawName, m] of Object.entries(match.headers ?? {})) {
+    if (isClaimHeader(rawName)) return null
+    headers.push(headerMatcher(rawName.toLowerCase(), m))
+  }
+  for (const [rawName, m] of Object.entries(match.withoutHeaders ?? {})) {
+    if (isClaimHeader(rawName)) return null
+    const h = headerMatcher(rawName.toLowerCase(), m)
+    h.invert_match = true
+    if (!isPresenceMatch(m)) h.treat_missing_header_as_empty = true
+    headers.push(h)
+  }
+  headers.sort((a, b) => cmp(a.name as string, b.name as string))
+  if (match.method !== undefined) headers.push(headerMatcher(':method', match.method))
+  if (match.authority !== undefined) headers.push(headerMatcher(':authority', match.authority))
+  if (match.scheme !== undefined) headers.push(headerMatcher(':scheme', match.scheme))
+  if (headers.length > 0) out.headers = headers
+
+  const query: Json[] = []
+  for (const [name, m] of Object.entries(match.queryParams ?? {}).sort(([a], [b]) => cmp(a, b))) {
+    query.push(isPresenceMatch(m) ? { name, present_match: true } : { name, string_match: stringMatcher(m) })
+  }
+  if (query.length > 0) out.query_parameters = query
+  return out
+}
+
+// === redirects ===
+
+const REDIRECT_CODES: Record<number, string> = {
+  301: 'MOVED_PERMANENTLY',
+  302: 'FOUND',
+  303: 'SEE_OTHER',
+  307: 'TEMPORARY_REDIRECT',
+  308: 'PERMANENT_REDIRECT',
+}
+
+function translateRedirect(r: HTTPRedirect, listenPort: number, isTls: boolean): Json | null {
+  const code = REDIRECT_CODES[r.redirectCode === undefined || r.redirectCode === 0 ? 301 : r.redirectCode]
+  if (code === undefined) return null
+  const out: Json = {}
+  if (typeof r.authority === 'string' && r.authority !== '') out.host_redirect = r.authority
+  if (typeof r.uri === 'string' && r.uri !== '') out.path_redirect = r.uri
+  if (typeof r.scheme === 'string' && r.scheme !== '') out.scheme_redirect = r.scheme
+  let port = 0
+  if (typeof r.port === 'number') port = r.port
+  else if (r.derivePort === 'FROM_REQUEST_PORT') port = listenPort
+  if (port !== 0) {
+    const scheme = r.scheme || (isTls ? 'https' : 'http')
+    // No explicit :80 for http or :443 for https.
+    if (!((port === 80 && scheme === 'http') || (port === 443 && scheme === 'https'))) out.port_redirect = port
+  }
+  out.response_code = code
+  return out
+}
+
+// === header operations ===
+
+interface HeaderOps {
+  request_headers_to_add: Json[]
+  request_headers_to_remove: string[]
+  response_headers_to_add: Json[]
+  response_headers_to_remove: string[]
+  /** a Host/:authority set or added on requests (Istio turns it into host_rewrite_literal) */
+  authority: string
+}
+
+function isInternalHeader(name: string): boolean {
+  return name.startsWith(':') || name.toLowerCase() === 'host'
+}
+
+function isAuthorityHeader(name: string): boolean {
+  const n = name.toLowerCase()
+  return n === ':authority' || n === 'host'
+}
+
+function toAdd(headers: Record<string, string> | undefined, append: boolean): { add: Json[]; authority: string } {
+  let authority = ''
+  const add: Json[] = []
+  for (const [key, value] of Object.entries(headers ?? {}).sort(([a], [b]) => cmp(a, b))) {
+    if (isAuthorityHeader(key)) authority = value
+    if (isInternalHeader(key)) continue
+    add.push({
+      header: { key, value },
+      append_action: append ? 'APPEND_IF_EXISTS_OR_ADD' : 'OVERWRITE_IF_EXISTS_OR_ADD',
+    })
+  }
+  return { add, authority }
+}
+
+function headerOperations(h: Headers | undefined): HeaderOps {
+  const reqSet = toAdd(h?.request?.set, false)
+  const reqAdd = toAdd(h?.request?.add, true)
+  return {
+    request_headers_to_add: [...reqSet.add, ...reqAdd.add],
+    request_headers_to_remove: (h?.request?.remove ?? []).filter((k) => !isInternalHeader(k)),
+    response_headers_to_add: [...toAdd(h?.response?.set, false).add, ...toAdd(h?.response?.add, true).add],
+    response_headers_to_remove: (h?.response?.remove ?? []).filter((k) => !isInternalHeader(k)),
+    authority: reqSet.authority !== '' ? reqSet.authority : reqAdd.authority,
+  }
+}
+
+const HEADER_FIELDS = [
+  'request_headers_to_add',
+  'request_headers_to_remove',
+  'response_headers_to_add',
+  'response_headers_to_remove',
+] as const
+
+function appendHeaderOps(target: Json, ops: HeaderOps): void {
+  for (const f of HEADER_FIELDS) {
+    const list = ops[f] as unknown[]
+    if (list.length === 0) continue
+    target[f] = [...((target[f] as unknown[] | undefined) ?? []), ...list]
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * Connects a running proxy to its control plane: the ADS client, the node identity the control plane builds config
+ * for, and the consumer that applies (or NACKs) what arrives. RDS and EDS subscriptions follow the listeners and
+ * clusters as they change.
+ */
+import { hostname } from 'node:os'
+import { log } from '../core/log.js'
+import { VERSION } from '../core/version.js'
+import { AdsClient } from '../xds/client.js'
+import { TYPE_URL } from '../xds/snapshot.js'
+import type { ProxyServer } from './proxy.js'
+import { XdsConsumer } from './xds-consumer.js'
+
+export interface XdsStartOptions {
+  /** host:port of the ADS server */
+  server: string
+  node: string | undefined
+  kind: 'sidecar' | 'gateway'
+  namespace: string
+  labels: Record<string, string>
+  serviceAccount: string
+  ip: string
+  metadata: Record<string, string>
+}
+
+/** Istio's node id shape: `<kind>~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local` (gateways are `router`). */
+export function defaultNodeId(o: XdsStartOptions): string {
+  const name = `${o.labels.app ?? hostname()}-${process.pid}`
+  return `${o.kind === 'gateway' ? 'router' : 'sidecar'}~${o.ip}~${name}.${o.namespace}~${o.namespace}.svc.cluster.local`
+}
+
+export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<AdsClient> {
+  const consumer = new XdsConsumer(proxy)
+  const id = o.node ?? defaultNodeId(o)
+  const client: AdsClient = new AdsClient({
+    server: o.server,
+    node: {
+      id,
+      cluster: o.labels.app ?? 'loom',
+      metadata: {
+        ...o.metadata,
+        NAMESPACE: o.namespace,
+        LABELS: o.labels,
+        SERVICE_ACCOUNT: o.serviceAccount,
+        INSTANCE_IPS: o.ip,
+        NODE_KIND: o.kind,
+        GENERATOR: 'envoy',
+      },
+      locality: {},
+    },
+    userAgentVersion: VERSION,
+    onResources: async (typeUrl, version, resources, removed) => {
+      const verdict = await consumer.onResources(typeUrl, version, resources, removed)
+      if (verdict.ok && (typeUrl === TYPE_URL.listener || typeUrl === TYPE_URL.cluster)) {
+        client.subscribe(TYPE_URL.route, consumer.routeNames())
+        client.subscribe(TYPE_URL.endpoint, consumer.endpointNames())
+      }
+      return verdict
+    },
+  })
+  client.on('disconnected', (why: unknown) => log('warn', 'xds', 'control plane disconnected; serving the last config', { why: String(why) }))
+  client.start()
+  log('info', 'xds', 'connecting', { server: o.server, node: id })
+  return client
+}

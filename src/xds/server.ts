@@ -1,0 +1,604 @@
+/**
+ * The xDS server: Envoy's Aggregated Discovery Service over gRPC, in both variants.
+ *
+ * State of the world (`StreamAggregatedResources`, what Envoy, Loom proxies and proxyless gRPC speak):
+ * - the node comes with the first request and is kept for the stream;
+ * - per stream and type: the subscription (wildcard for LDS/CDS when the first request names nothing or `*`, named
+ *   otherwise), the last nonce and version sent, and ACK/NACK (a NACK is a request carrying `error_detail`, whatever
+ *   its version says);
+ * - a request whose nonce is not the last one sent for its type is stale and ignored (its subscription comes again
+ *   with the ACK of the newer response);
+ * - at most one unacknowledged response per type and stream: changes wait for the ACK or NACK;
+ * - a response carries every subscribed resource of its type that exists (all of them under a wildcard): full state
+ *   for LDS/CDS, the subscribed names for RDS/EDS. Its version is a hash of exactly what it carries;
+ * - after a snapshot change, types are pushed in the order CDS, EDS, SDS, LDS, RDS.
+ *
+ * Incremental (`DeltaAggregatedResources`): subscribe/unsubscribe deltas, `initial_resource_versions` on reconnect,
+ * per-resource versions (content hashes), `removed_resources` for resources the client has that are gone (and, once,
+ * for subscribed names that do not exist), nonce and ACK/NACK as above.
+ *
+ * Snapshots come from a SnapshotCache: `setSnapshot` pushes to the node's streams after `pushDebounceMs` (bursts
+ * coalesce). When a node connects without a snapshot, `snapshotFor(node)` is asked for one.
+ */
+import * as grpc from '@grpc/grpc-js'
+import { log as defaultLog, type Level } from '../core/log.js'
+import {
+  ADS_SERVICE,
+  adsService,
+  type DeltaDiscoveryRequest,
+  type DeltaDiscoveryResponse,
+  type DiscoveryRequest,
+  type DiscoveryResponse,
+  type WireNode,
+} from './ads.js'
+import { type CachedResource, type CacheEntry, SnapshotCache, versionOf } from './cache.js'
+import { structToJson } from './proto.js'
+import { type Snapshot, TYPE_URL } from './snapshot.js'
+
+export interface NodeInfo {
+  id: string
+  cluster: string
+  metadata: Record<string, unknown>
+  locality?: { region?: string; zone?: string; sub_zone?: string }
+  userAgentName?: string
+  userAgentVersion?: string
+  clientFeatures: string[]
+}
+
+export type SyncState = 'SYNCED' | 'STALE' | 'NACKED' | 'NOT_SENT'
+
+export interface TypeStatus {
+  typeUrl: string
+  sentVersion?: string
+  ackedVersion?: string
+  state: SyncState
+  nackError?: string
+}
+
+export interface NodeStatus {
+  nodeId: string
+  /** when the node's newest stream opened (ISO 8601) */
+  connectedAt: string
+  /** open ADS streams of this node */
+  streams: number
+  /** 'sotw' or 'delta', of the newest stream */
+  protocol: 'sotw' | 'delta'
+  perType: TypeStatus[]
+}
+
+export type XdsLogger = (level: Level, msg: string, fields?: Record<string, unknown>) => void
+
+export interface XdsServerOptions {
+  cache?: SnapshotCache
+  /** builds the snapshot of a node that connects while the cache has none for its id */
+  snapshotFor?: (node: NodeInfo) => Snapshot | Promise<Snapshot>
+  /** delay between a snapshot change and the pushes it causes, so that bursts coalesce (default 100) */
+  pushDebounceMs?: number
+  log?: XdsLogger
+  /** extra @grpc/grpc-js server options */
+  grpcOptions?: grpc.ServerOptions
+}
+
+/** Push order after a change: make before break (clusters before what routes to them). */
+const PUSH_ORDER: string[] = [TYPE_URL.cluster, TYPE_URL.endpoint, TYPE_URL.secret, TYPE_URL.listener, TYPE_URL.route]
+const WILDCARD_BY_DEFAULT = new Set<string>([TYPE_URL.listener, TYPE_URL.cluster])
+const KNOWN_TYPES = new Set<string>(Object.values(TYPE_URL))
+const CONTROL_PLANE = { identifier: 'loom' }
+
+function orderTypes(types: Iterable<string>): string[] {
+  const rank = (t: string) => {
+    const i = PUSH_ORDER.indexOf(t)
+    return i < 0 ? PUSH_ORDER.length : i
+  }
+  return [...types].sort((a, b) => rank(a) - rank(b))
+}
+
+export function nodeInfo(n: WireNode): NodeInfo {
+  const loc = n.locality
+  return {
+    id: n.id ?? '',
+    cluster: n.cluster ?? '',
+    metadata: n.metadata ? structToJson(n.metadata) : {},
+    ...(loc ? { locality: { region: loc.region ?? '', zone: loc.zone ?? '', sub_zone: loc.sub_zone ?? '' } } : {}),
+    ...(n.user_agent_name ? { userAgentName: n.user_agent_name } : {}),
+    ...(n.user_agent_version ? { userAgentVersion: n.user_agent_version } : {}),
+    clientFeatures: n.client_features ?? [],
+  }
+}
+
+interface TypeState {
+  typeUrl: string
+  wildcard: boolean
+  /** LDS/CDS whose first request named nothing: an empty list keeps meaning "everything" */
+  legacyWildcard: boolean
+  names: Set<string>
+  nonce?: string
+  pending: boolean
+  sentVersion?: string
+  ackedVersion?: string
+  nacked: boolean
+  nackError?: string
+}
+
+type Call = grpc.ServerDuplexStream<unknown, unknown>
+
+let streamSeq = 0
+
+abstract class AdsStream {
+  readonly id = ++streamSeq
+  readonly connectedAt = new Date()
+  node?: NodeInfo
+  closed = false
+  protected readonly types = new Map<string, TypeState>()
+  private nonceSeq = 0
+  private queue: Promise<void> = Promise.resolve()
+
+  constructor(
+    protected readonly server: XdsServer,
+    protected readonly call: Call,
+    readonly protocol: 'sotw' | 'delta',
+  ) {
+    call.on('data', (req: unknown) => {
+      this.queue = this.queue.then(() => this.receive(req))
+    })
+    call.on('end', () => {
+      this.detach()
+      this.safely(() => call.end())
+    })
+    call.on('cancelled', () => this.detach())
+    call.on('error', (e: Error) => {
+      this.log('debug', 'stream error', { error: e.message })
+      this.detach()
+    })
+    call.on('close', () => this.detach())
+  }
+
+  /** Handles one request: the first one attaches the stream to its node. Errors end this stream only. */
+  private async receive(req: unknown): Promise<void> {
+    if (this.closed) return
+    try {
+      const r = req as { node?: WireNode | null; type_url?: string }
+      if (!this.node) {
+        if (!r.node?.id) {
+          this.fail(grpc.status.INVALID_ARGUMENT, 'the first request of a stream must carry node.id')
+          return
+        }
+        this.node = nodeInfo(r.node)
+        await this.server.attach(this)
+        if (this.closed) return
+      }
+      const typeUrl = r.type_url ?? ''
+      if (!KNOWN_TYPES.has(typeUrl) && !this.entry()?.types.has(typeUrl)) {
+        this.log('warn', 'request for an unknown type ignored', { type: typeUrl })
+        return
+      }
+      this.handle(typeUrl, req)
+    } catch (e) {
+      this.log('error', 'xDS request failed', { error: (e as Error).stack ?? String(e) })
+      this.fail(grpc.status.INTERNAL, `xDS request failed: ${(e as Error).message}`)
+    }
+  }
+
+  protected abstract handle(typeUrl: string, req: unknown): void
+
+  /** Pushes what changed to the client, respecting one unacknowledged response per type. */
+  protected abstract push(typeUrl: string): void
+
+  /** The content hash the client should end up with for a type (for status). */
+  protected abstract desiredVersion(st: TypeState): string
+
+  /** The node's snapshot changed (or arrived): push the subscribed types, clusters first. */
+  onSnapshot(): void {
+    if (this.closed) return
+    for (const t of orderTypes(this.types.keys())) this.push(t)
+  }
+
+  entry(): CacheEntry | undefined {
+    return this.node ? this.server.cache.getEntry(this.node.id) : undefined
+  }
+
+  nextNonce(): string {
+    return `${this.id}-${++this.nonceSeq}`
+  }
+
+  write(msg: DiscoveryResponse | DeltaDiscoveryResponse): void {
+    if (this.closed) return
+    this.safely(() => this.call.write(msg))
+  }
+
+  ack(st: TypeState, errorDetail: { message?: string; code?: number } | null | undefined, version?: string): void {
+    st.pending = false
+    if (errorDetail) {
+      st.nacked = true
+      st.nackError = errorDetail.message || `NACK (code ${errorDetail.code ?? 0})`
+      this.log('warn', 'NACK', { type: st.typeUrl, version: st.sentVersion, error: st.nackError })
+    } else {
+      st.nacked = false
+      st.nackError = undefined
+      st.ackedVersion = version ?? st.sentVersion
+    }
+  }
+
+  typeStatus(): TypeStatus[] {
+    return orderTypes(this.types.keys()).map((t) => {
+      const st = this.types.get(t)!
+      const state: SyncState =
+        st.sentVersion === undefined
+          ? 'NOT_SENT'
+          : st.nacked
+            ? 'NACKED'
+            : st.pending || st.ackedVersion !== this.desiredVersion(st)
+              ? 'STALE'
+              : 'SYNCED'
+      return {
+        typeUrl: t,
+        ...(st.sentVersion !== undefined ? { sentVersion: st.sentVersion } : {}),
+        ...(st.ackedVersion !== undefined ? { ackedVersion: st.ackedVersion } : {}),
+        state,
+        ...(st.nackError ? { nackError: st.nackError } : {}),
+      }
+    })
+  }
+
+  fail(code: grpc.status, details: string): void {
+    if (this.closed) return
+    this.log('warn', 'closing xDS stream', { code, details })
+    this.safely(() => this.call.emit('error', { code, details, metadata: new grpc.Metadata() }))
+    this.detach()
+  }
+
+  end(): void {
+    if (this.closed) return
+    this.detach()
+    this.safely(() => this.call.end())
+  }
+
+  detach(): void {
+    if (this.closed) return
+    this.closed = true
+    this.server.detach(this)
+  }
+
+  log(level: Level, msg: string, fields?: Record<string, unknown>): void {
+    this.server.logger(level, msg, { node: this.node?.id, stream: this.id, protocol: this.protocol, ...fields })
+  }
+
+  private safely(f: () => void): void {
+    try {
+      f()
+    } catch (e) {
+      this.log('debug', 'write on a closing stream failed', { error: (e as Error).message })
+    }
+  }
+}
+
+class SotwStream extends AdsStream {
+  constructor(server: XdsServer, call: Call) {
+    super(server, call, 'sotw')
+  }
+
+  protected handle(typeUrl: string, raw: unknown): void {
+    const req = raw as DiscoveryRequest
+    const nonce = req.response_nonce ?? ''
+    let st = this.types.get(typeUrl)
+    if (st && nonce !== '' && nonce !== st.nonce) {
+      this.log('debug', 'stale nonce ignored', { type: typeUrl, nonce, latest: st.nonce })
+      return
+    }
+    const names = req.resource_names ?? []
+    if (!st) {
+      const legacy = WILDCARD_BY_DEFAULT.has(typeUrl) && names.length === 0
+      st = { typeUrl, wildcard: false, legacyWildcard: legacy, names: new Set(), pending: false, nacked: false }
+      this.types.set(typeUrl, st)
+    } else if (nonce !== '' && st.pending) {
+      this.ack(st, req.error_detail)
+    }
+    if (names.length > 0 && !names.includes('*')) st.legacyWildcard = false
+    st.wildcard = names.includes('*') || (names.length === 0 && st.legacyWildcard)
+    st.names = new Set(names.filter((n) => n !== '*'))
+    this.push(typeUrl)
+  }
+
+  /** What a response for this type carries now, and its version (the type's version under a wildcard). */
+  private content(st: TypeState): { list: CachedResource[]; version: string } {
+    const t = this.entry()?.types.get(st.typeUrl)
+    if (!t) return { list: [], version: versionOf([]) }
+    if (st.wildcard) return { list: [...t.items.values()], version: t.version }
+    const list: CachedResource[] = []
+    for (const n of st.names) {
+      const r = t.items.get(n)
+      if (r) list.push(r)
+    }
+    return { list, version: versionOf(list) }
+  }
+
+  protected desiredVersion(st: TypeState): string {
+    return this.content(st).version
+  }
+
+  protected push(typeUrl: string): void {
+    const st = this.types.get(typeUrl)
+    if (!st || st.pending || this.closed || !this.entry()) return
+    const { list, version } = this.content(st)
+    // the first request of a type is always answered (possibly with nothing); later, only changes are pushed
+    if (st.sentVersion !== undefined && version === st.sentVersion) return
+    const nonce = this.nextNonce()
+    st.nonce = nonce
+    st.sentVersion = version
+    st.pending = true
+    this.log('debug', 'push', { type: typeUrl, version, resources: list.length, nonce })
+    this.write({
+      version_info: version,
+      resources: list.map((r) => r.any),
+      type_url: typeUrl,
+      nonce,
+      control_plane: CONTROL_PLANE,
+    })
+  }
+}
+
+interface DeltaTypeState extends TypeState {
+  /** what the client holds: name → version */
+  known: Map<string, string>
+  /** subscribed names the client was told do not exist */
+  toldAbsent: Set<string>
+  answered: boolean
+}
+
+class DeltaStream extends AdsStream {
+  constructor(server: XdsServer, call: Call) {
+    super(server, call, 'delta')
+  }
+
+  private st(typeUrl: string): DeltaTypeState | undefined {
+    return this.types.get(typeUrl) as DeltaTypeState | undefined
+  }
+
+  protected handle(typeUrl: string, raw: unknown): void {
+    const req = raw as DeltaDiscoveryRequest
+    const nonce = req.response_nonce ?? ''
+    const subscribe = req.resource_names_subscribe ?? []
+    const unsubscribe = req.resource_names_unsubscribe ?? []
+    let st = this.st(typeUrl)
+    if (!st) {
+      st = {
+        typeUrl,
+        wildcard: false,
+        legacyWildcard: WILDCARD_BY_DEFAULT.has(typeUrl) && subscribe.length === 0,
+        names: new Set(),
+        pending: false,
+        nacked: false,
+        known: new Map(Object.entries(req.initial_resource_versions ?? {})),
+        toldAbsent: new Set(),
+        answered: false,
+      }
+      st.wildcard = st.legacyWildcard
+      this.types.set(typeUrl, st)
+    }
+    // ACK/NACK only for the latest response; subscription deltas always count (they are not repeated)
+    if (nonce !== '' && nonce === st.nonce && st.pending) this.ack(st, req.error_detail)
+    else if (nonce !== '' && nonce !== st.nonce) this.log('debug', 'stale nonce', { type: typeUrl, nonce })
+    for (const n of subscribe) {
+      if (n === '*') st.wildcard = true
+      else st.names.add(n)
+    }
+    for (const n of unsubscribe) {
+      if (n === '*') {
+        st.wildcard = false
+        st.legacyWildcard = false
+        continue
+      }
+      st.names.delete(n)
+      st.toldAbsent.delete(n)
+      // forget what the client had, so that subscribing again sends it again (unless a wildcard still covers it)
+      if (!st.wildcard) st.known.delete(n)
+    }
+    this.push(typeUrl)
+  }
+
+  private inScope(st: DeltaTypeState, name: string): boolean {
+    return st.wildcard || st.names.has(name)
+  }
+
+  protected desiredVersion(st: TypeState): string {
+    const d = st as DeltaTypeState
+    const t = this.entry()?.types.get(st.typeUrl)
+    const items = t ? [...t.items.values()].filter((r) => this.inScope(d, r.name)) : []
+    return versionOf(items)
+  }
+
+  protected push(typeUrl: string): void {
+    const st = this.st(typeUrl)
+    if (!st || st.pending || this.closed) return
+    const entry = this.entry()
+    if (!entry) return
+    const t = entry.types.get(typeUrl)
+    const resources: CachedResource[] = []
+    const removed: string[] = []
+    const candidates = new Set<string>(st.names)
+    if (st.wildcard && t) for (const n of t.items.keys()) candidates.add(n)
+    for (const n of st.known.keys()) candidates.add(n)
+    for (const name of candidates) {
+      const r = t?.items.get(name)
+      if (r && this.inScope(st, name)) {
+        if (st.known.get(name) !== r.hash) resources.push(r)
+      } else if (!r && st.known.has(name) && this.inScope(st, name)) {
+        removed.push(name)
+      } else if (!r && st.names.has(name) && !st.toldAbsent.has(name)) {
+        removed.push(name)
+      }
+    }
+    if (st.answered && resources.length === 0 && removed.length === 0) return
+    for (const r of resources) {
+      st.known.set(r.name, r.hash)
+      st.toldAbsent.delete(r.name)
+    }
+    for (const n of removed) {
+      st.known.delete(n)
+      if (st.names.has(n)) st.toldAbsent.add(n)
+    }
+    const nonce = this.nextNonce()
+    st.nonce = nonce
+    st.pending = true
+    st.answered = true
+    st.sentVersion = this.desiredVersion(st)
+    this.log('debug', 'delta push', { type: typeUrl, resources: resources.length, removed: removed.length, nonce })
+    this.write({
+      system_version_info: t?.version ?? versionOf([]),
+      resources: resources.map((r) => ({ name: r.name, version: r.hash, resource: r.any })),
+      type_url: typeUrl,
+      removed_resources: removed,
+      nonce,
+      control_plane: CONTROL_PLANE,
+    })
+  }
+}
+
+export class XdsServer {
+  readonly cache: SnapshotCache
+  readonly logger: XdsLogger
+  private readonly grpcServer: grpc.Server
+  private readonly snapshotFor?: XdsServerOptions['snapshotFor']
+  private readonly debounceMs: number
+  private readonly streams = new Map<string, Set<AdsStream>>()
+  private readonly building = new Map<string, Promise<void>>()
+  private readonly timers = new Map<string, NodeJS.Timeout>()
+  private readonly unwatch: () => void
+  private closing = false
+
+  constructor(opts: XdsServerOptions = {}) {
+    this.cache = opts.cache ?? new SnapshotCache()
+    this.snapshotFor = opts.snapshotFor
+    this.debounceMs = opts.pushDebounceMs ?? 100
+    this.logger = opts.log ?? ((level, msg, fields) => defaultLog(level, 'xds', msg, fields))
+    this.grpcServer = new grpc.Server({
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+      ...opts.grpcOptions,
+    })
+    this.grpcServer.addService(adsService().service, {
+      StreamAggregatedResources: (call: Call) => this.open(() => new SotwStream(this, call), call),
+      DeltaAggregatedResources: (call: Call) => this.open(() => new DeltaStream(this, call), call),
+    })
+    this.unwatch = this.cache.watch('*', (nodeId) => this.schedulePush(nodeId))
+  }
+
+  /** Stores a node's snapshot; connected streams of that node get the changes after the debounce delay. */
+  setSnapshot(nodeId: string, snapshot: Snapshot): string[] {
+    return this.cache.setSnapshot(nodeId, snapshot)
+  }
+
+  /** Binds (insecure credentials) and resolves with the bound port (`port` 0 picks a free one). */
+  listen(host: string, port: number): Promise<number> {
+    const h = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host
+    return new Promise((resolve, reject) => {
+      this.grpcServer.bindAsync(`${h}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) =>
+        err ? reject(err) : resolve(bound),
+      )
+    })
+  }
+
+  /** Ends every stream and stops the server (forcefully after `graceMs`). */
+  async close(graceMs = 2000): Promise<void> {
+    this.closing = true
+    this.unwatch()
+    for (const t of this.timers.values()) clearTimeout(t)
+    this.timers.clear()
+    for (const set of this.streams.values()) for (const s of [...set]) s.end()
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => {
+        this.grpcServer.forceShutdown()
+        resolve()
+      }, graceMs)
+      force.unref()
+      this.grpcServer.tryShutdown(() => {
+        clearTimeout(force)
+        resolve()
+      })
+    })
+  }
+
+  /** One entry per connected node (for `loom proxy-status`). */
+  status(): NodeStatus[] {
+    const out: NodeStatus[] = []
+    for (const [nodeId, set] of this.streams) {
+      if (set.size === 0) continue
+      const newest = [...set].reduce((a, b) => (b.connectedAt >= a.connectedAt ? b : a))
+      out.push({
+        nodeId,
+        connectedAt: newest.connectedAt.toISOString(),
+        streams: set.size,
+        protocol: newest.protocol,
+        perType: newest.typeStatus(),
+      })
+    }
+    return out.sort((a, b) => a.nodeId.localeCompare(b.nodeId))
+  }
+
+  /** Ids of the nodes with an open stream. */
+  connectedNodes(): string[] {
+    return [...this.streams.keys()]
+  }
+
+  private open(make: () => AdsStream, call: Call): void {
+    if (this.closing) {
+      call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'xDS server is shutting down' })
+      return
+    }
+    make()
+  }
+
+  /** @internal a stream learned its node: register it and make sure the node has a snapshot */
+  async attach(stream: AdsStream): Promise<void> {
+    const id = stream.node!.id
+    let set = this.streams.get(id)
+    if (!set) this.streams.set(id, (set = new Set()))
+    set.add(stream)
+    stream.log('info', 'xDS stream opened', {
+      cluster: stream.node!.cluster,
+      userAgent: [stream.node!.userAgentName, stream.node!.userAgentVersion].filter(Boolean).join('/') || undefined,
+    })
+    if (this.cache.getEntry(id) || !this.snapshotFor) return
+    let p = this.building.get(id)
+    if (!p) {
+      const node = stream.node!
+      p = (async () => {
+        try {
+          const snap = await this.snapshotFor!(node)
+          if (!this.cache.getEntry(id)) this.cache.setSnapshot(id, snap)
+        } finally {
+          this.building.delete(id)
+        }
+      })()
+      this.building.set(id, p)
+    }
+    try {
+      await p
+    } catch (e) {
+      stream.log('error', 'building the snapshot failed', { error: (e as Error).message })
+      stream.fail(grpc.status.UNAVAILABLE, `no configuration for node ${id}: ${(e as Error).message}`)
+    }
+  }
+
+  /** @internal */
+  detach(stream: AdsStream): void {
+    const id = stream.node?.id
+    if (id === undefined) return
+    const set = this.streams.get(id)
+    if (!set?.delete(stream)) return
+    stream.log('info', 'xDS stream closed')
+    if (set.size === 0) this.streams.delete(id)
+  }
+
+  private schedulePush(nodeId: string): void {
+    if (this.closing || !this.streams.has(nodeId) || this.timers.has(nodeId)) return
+    const fire = () => {
+      this.timers.delete(nodeId)
+      for (const s of [...(this.streams.get(nodeId) ?? [])]) s.onSnapshot()
+    }
+    this.timers.set(nodeId, setTimeout(fire, this.debounceMs))
+  }
+}
+
+export { ADS_SERVICE }
