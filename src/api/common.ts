@@ -163,7 +163,8 @@ export function ipOrCidrError(s: string): string | null {
 function labelsError(domain: string, labels: string[]): string | null {
   const tld = labels.at(-1) ?? ''
   if (/^[+-]?\d+$/.test(tld)) {
-    return `domain name ${JSON.stringify(domain)} invalid (top level domain ${JSON.stringify(tld)} cannot be all-numeric)`
+    const d = JSON.stringify(domain)
+    return `domain name ${d} invalid (top level domain ${JSON.stringify(tld)} cannot be all-numeric)`
   }
   for (let i = 0; i < labels.length; i++) {
     const l = labels[i]!
@@ -214,6 +215,8 @@ export function gatewayNameError(name: string): string | null {
   return null
 }
 
+const NAME_RULE = "at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
+
 /** Kubernetes qualified name (label and annotation keys): `[prefix/]name`. */
 export function qualifiedNameError(key: string): string | null {
   const slash = key.lastIndexOf('/')
@@ -222,7 +225,7 @@ export function qualifiedNameError(key: string): string | null {
     return `key ${JSON.stringify(key)}: the prefix must be a DNS-1123 subdomain`
   }
   if (name.length === 0 || name.length > 63 || !/^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(name)) {
-    return `key ${JSON.stringify(key)}: a name of at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric`
+    return `key ${JSON.stringify(key)}: ${NAME_RULE}`
   }
   return null
 }
@@ -231,7 +234,7 @@ export function qualifiedNameError(key: string): string | null {
 export function labelValueError(value: string): string | null {
   if (value === '') return null
   if (value.length > 63 || !/^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(value)) {
-    return `label value ${JSON.stringify(value)}: at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric`
+    return `label value ${JSON.stringify(value)}: ${NAME_RULE}`
   }
   return null
 }
@@ -313,11 +316,11 @@ const PROTOCOLS = new Set([
   'mysql',
 ])
 
-/** Istio port protocols, case-insensitive (HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, TCP, TLS, UDP, MONGO, REDIS, MYSQL...). */
+/** Istio port protocols, case-insensitive: HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, TCP, TLS, UDP, MONGO, REDIS, MYSQL... */
 export function protocolError(p: string): string | null {
   return PROTOCOLS.has(p.toLowerCase())
     ? null
-    : `unsupported protocol ${JSON.stringify(p)}; supported: HTTP, HTTPS, HTTP2, HTTP_PROXY, GRPC, GRPC-WEB, TCP, TLS, UDP, MONGO, REDIS, MYSQL`
+    : `unsupported protocol ${JSON.stringify(p)}; supported: ${[...PROTOCOLS].map((x) => x.toUpperCase()).join(', ')}`
 }
 
 export function isHttpProtocol(p: string): boolean {

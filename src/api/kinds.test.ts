@@ -201,7 +201,11 @@ http:
   - destination: {host: reviews.prod.svc.cluster.local, subset: v1}
     weight: 25
   timeout: 10s
-  retries: {attempts: 3, perTryTimeout: 2s, retryOn: "gateway-error,connect-failure,refused-stream,503", retryRemoteLocalities: true}
+  retries:
+    attempts: 3
+    perTryTimeout: 2s
+    retryOn: gateway-error,connect-failure,refused-stream,503
+    retryRemoteLocalities: true
   fault:
     delay: {percentage: {value: 0.1}, fixedDelay: 5s}
     abort: {percentage: {value: 0.1}, httpStatus: 400}
@@ -269,7 +273,8 @@ tls:
         NET,
         'VirtualService',
         y(
-          'hosts: [bookinfo.com]\ngateways: [gw]\nhttp: [{match: [{uri: {prefix: /p}}], delegate: {name: p, namespace: nsa}}]',
+          'hosts: [bookinfo.com]\ngateways: [gw]\n' +
+            'http: [{match: [{uri: {prefix: /p}}], delegate: {name: p, namespace: nsa}}]',
         ),
       ),
     )
@@ -529,7 +534,8 @@ tls:
     rejects(tls('- route: [{destination: {host: l}}]'), 'spec.tls[0].match', 'required field is missing')
     rejects(
       tls(
-        '- match: [{sniHosts: [a.bookinfo.com], destinationSubnets: [1.2.3.4/40]}]\n  route: [{destination: {host: l}}]',
+        '- match: [{sniHosts: [a.bookinfo.com], destinationSubnets: [1.2.3.4/40]}]\n' +
+          '  route: [{destination: {host: l}}]',
       ),
       'spec.tls[0].match[0].destinationSubnets[0]',
       'not a valid CIDR',
@@ -557,10 +563,40 @@ trafficPolicy:
         to: {"us-west/zone1/*": 80, "us-west/zone2/*": 20}
     warmup: {duration: 60s, minimumPercent: 10, aggression: 1.5}
   connectionPool:
-    tcp: {maxConnections: 100, connectTimeout: 30ms, tcpKeepalive: {time: 7200s, interval: 75s, probes: 9}, maxConnectionDuration: 1h, idleTimeout: 0s}
-    http: {http1MaxPendingRequests: 10, http2MaxRequests: 1000, maxRequestsPerConnection: 10, maxRetries: 3, idleTimeout: 5m, h2UpgradePolicy: UPGRADE, useClientProtocol: false, maxConcurrentStreams: 100}
-  outlierDetection: {consecutive5xxErrors: 7, consecutiveGatewayErrors: 5, consecutiveLocalOriginFailures: 3, splitExternalLocalOriginErrors: true, interval: 5m, baseEjectionTime: 15m, maxEjectionPercent: 50, minHealthPercent: 10}
-  tls: {mode: MUTUAL, clientCertificate: /etc/certs/client.pem, privateKey: /etc/certs/key.pem, caCertificates: /etc/certs/ca.pem, caCrl: /etc/certs/crl.pem, sni: my-svc.example.com, subjectAltNames: [my-svc.example.com], insecureSkipVerify: false}
+    tcp:
+      maxConnections: 100
+      connectTimeout: 30ms
+      tcpKeepalive: {time: 7200s, interval: 75s, probes: 9}
+      maxConnectionDuration: 1h
+      idleTimeout: 0s
+    http:
+      http1MaxPendingRequests: 10
+      http2MaxRequests: 1000
+      maxRequestsPerConnection: 10
+      maxRetries: 3
+      idleTimeout: 5m
+      h2UpgradePolicy: UPGRADE
+      useClientProtocol: false
+      maxConcurrentStreams: 100
+      http2KeepAlive: {interval: 15s, timeout: 5s}
+  outlierDetection:
+    consecutive5xxErrors: 7
+    consecutiveGatewayErrors: 5
+    consecutiveLocalOriginFailures: 3
+    splitExternalLocalOriginErrors: true
+    interval: 5m
+    baseEjectionTime: 15m
+    maxEjectionPercent: 50
+    minHealthPercent: 10
+  tls:
+    mode: MUTUAL
+    clientCertificate: /etc/certs/client.pem
+    privateKey: /etc/certs/key.pem
+    caCertificates: /etc/certs/ca.pem
+    caCrl: /etc/certs/crl.pem
+    sni: my-svc.example.com
+    subjectAltNames: [my-svc.example.com]
+    insecureSkipVerify: false
   portLevelSettings:
   - port: {number: 80}
     loadBalancer: {simple: LEAST_REQUEST}
@@ -573,7 +609,11 @@ subsets:
 - name: testversion
   labels: {version: v3}
   trafficPolicy:
-    loadBalancer: {simple: ROUND_ROBIN, localityLbSetting: {failover: [{from: us-east, to: eu-west}], failoverPriority: [topology.kubernetes.io/region]}}
+    loadBalancer:
+      simple: ROUND_ROBIN
+      localityLbSetting:
+        failover: [{from: us-east, to: eu-west}]
+        failoverPriority: [topology.kubernetes.io/region]
 workloadSelector: {matchLabels: {app: ratings}}
 exportTo: ["."]
 `),
@@ -646,7 +686,8 @@ exportTo: ["."]
     ],
     [
       'port-level duplicate',
-      'trafficPolicy: {portLevelSettings: [{port: {number: 80}, tls: {mode: DISABLE}}, {port: {number: 80}, tls: {mode: SIMPLE}}]}',
+      'trafficPolicy:\n  portLevelSettings:\n' +
+        '  - {port: {number: 80}, tls: {mode: DISABLE}}\n  - {port: {number: 80}, tls: {mode: SIMPLE}}',
       'spec.trafficPolicy.portLevelSettings[1].port.number',
       'duplicate port 80',
     ],
@@ -658,7 +699,8 @@ exportTo: ["."]
     ],
     [
       'distribute and failover',
-      'trafficPolicy: {loadBalancer: {localityLbSetting: {distribute: [{from: a, to: {a: 100}}], failover: [{from: a, to: b}]}}}',
+      'trafficPolicy:\n  loadBalancer:\n' +
+        '    localityLbSetting: {distribute: [{from: a, to: {a: 100}}], failover: [{from: a, to: b}]}',
       'spec.trafficPolicy.loadBalancer.localityLbSetting',
       'can not simultaneously specify',
     ],
@@ -799,19 +841,22 @@ servers:
     ],
     [
       'credentialName and credentialNames',
-      '- port: {number: 443, name: h, protocol: HTTPS}\n  hosts: ["*"]\n  tls: {mode: SIMPLE, credentialName: a, credentialNames: [b]}',
+      '- port: {number: 443, name: h, protocol: HTTPS}\n  hosts: ["*"]\n' +
+        '  tls: {mode: SIMPLE, credentialName: a, credentialNames: [b]}',
       'spec.servers[0].tls',
       'only one of credentialName or credentialNames',
     ],
     [
       'TLS version',
-      '- port: {number: 443, name: h, protocol: HTTPS}\n  hosts: ["*"]\n  tls: {mode: SIMPLE, credentialName: a, minProtocolVersion: TLSv1_2}',
+      '- port: {number: 443, name: h, protocol: HTTPS}\n  hosts: ["*"]\n' +
+        '  tls: {mode: SIMPLE, credentialName: a, minProtocolVersion: TLSv1_2}',
       'spec.servers[0].tls.minProtocolVersion',
       'expected one of TLS_AUTO',
     ],
     [
       'duplicate port names',
-      '- port: {number: 80, name: h, protocol: HTTP}\n  hosts: ["*"]\n- port: {number: 81, name: h, protocol: HTTP}\n  hosts: ["*"]',
+      '- port: {number: 80, name: h, protocol: HTTP}\n  hosts: ["*"]\n' +
+        '- port: {number: 81, name: h, protocol: HTTP}\n  hosts: ["*"]',
       'spec.servers[1].port.name',
       'port names in servers must be unique',
     ],
@@ -873,7 +918,8 @@ exportTo: ["~"]
         NET,
         'ServiceEntry',
         y(
-          'hosts: [unix.example.com]\nports: [{number: 80, name: http, protocol: HTTP}]\nresolution: STATIC\nendpoints: [{address: "unix:///var/run/example/socket"}]',
+          'hosts: [unix.example.com]\nports: [{number: 80, name: http, protocol: HTTP}]\nresolution: STATIC\n' +
+            'endpoints: [{address: "unix:///var/run/example/socket"}]',
         ),
       ),
     )
@@ -882,7 +928,8 @@ exportTo: ["~"]
         NET,
         'ServiceEntry',
         y(
-          'hosts: ["*.bar.com"]\nports: [{number: 80, name: http, protocol: HTTP}]\nresolution: NONE\nworkloadSelector: {labels: {app: bar}}',
+          'hosts: ["*.bar.com"]\nports: [{number: 80, name: http, protocol: HTTP}]\nresolution: NONE\n' +
+            'workloadSelector: {labels: {app: bar}}',
         ),
       ),
     )
@@ -891,7 +938,8 @@ exportTo: ["~"]
         NET,
         'WorkloadEntry',
         y(
-          'address: 1.2.3.4\nports: {http: 8080}\nlabels: {app: details}\nnetwork: vm-net\nlocality: us-east/a\nweight: 2\nserviceAccount: details',
+          'address: 1.2.3.4\nports: {http: 8080}\nlabels: {app: details}\nnetwork: vm-net\n' +
+            'locality: us-east/a\nweight: 2\nserviceAccount: details',
         ),
       ),
     )
@@ -912,7 +960,8 @@ exportTo: ["~"]
     ],
     [
       'endpoint port not declared',
-      'hosts: [a.com]\nresolution: DNS\nports: [{number: 80, name: http}]\nendpoints: [{address: b.com, ports: {grpc: 9000}}]',
+      'hosts: [a.com]\nresolution: DNS\nports: [{number: 80, name: http}]\n' +
+        'endpoints: [{address: b.com, ports: {grpc: 9000}}]',
       'spec.endpoints[0].ports.grpc',
       'not defined by the service entry',
     ],
@@ -920,7 +969,8 @@ exportTo: ["~"]
     ['port without name', 'hosts: [a.com]\nports: [{number: 80}]', 'spec.ports[0].name', 'required field is missing'],
     [
       'UDS with ports',
-      'hosts: [a.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\nendpoints: [{address: "unix:///s", ports: {http: 80}}]',
+      'hosts: [a.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n' +
+        'endpoints: [{address: "unix:///s", ports: {http: 80}}]',
       'spec.endpoints[0].ports',
       'UDS may not include ports',
     ],
@@ -1068,7 +1118,15 @@ rules:
   - source: {ipBlocks: [10.0.0.0/8], notIpBlocks: [10.1.0.0/16], remoteIpBlocks: [1.2.3.4], notRemoteIpBlocks: ["::1"]}
   - source: {serviceAccounts: [default/sleep], notServiceAccounts: [sleep2]}
   to:
-  - operation: {methods: [GET], notMethods: [DELETE], paths: ["/info*", "/api/{*}/x"], notPaths: [/admin], hosts: [a.com], notHosts: [b.com], ports: ["8080"], notPorts: ["9090"]}
+  - operation:
+      methods: [GET]
+      notMethods: [DELETE]
+      paths: ["/info*", "/api/{*}/x"]
+      notPaths: [/admin]
+      hosts: [a.com]
+      notHosts: [b.com]
+      ports: ["8080"]
+      notPorts: ["9090"]
   when:
   - key: request.auth.claims[iss]
     values: ["https://accounts.google.com"]

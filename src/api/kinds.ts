@@ -186,8 +186,8 @@ export type RequestAuthenticationResource = ResourceOf<'RequestAuthentication'>
 /** Any resource Loom accepts. */
 export type IstioResource = { [K in IstioKind]: ResourceOf<K> }[IstioKind]
 
-/** The registry, in the order Loom lists kinds. */
-export const KINDS: readonly KindInfo<never>[] = [
+/** The registry, in the order Loom lists kinds (each entry's `check` takes its own kind's spec). */
+export const KINDS: readonly KindInfo<unknown>[] = [
   VirtualServiceKind,
   DestinationRuleKind,
   GatewayKind,
@@ -197,10 +197,10 @@ export const KINDS: readonly KindInfo<never>[] = [
   PeerAuthenticationKind,
   AuthorizationPolicyKind,
   RequestAuthenticationKind,
-] as unknown as readonly KindInfo<never>[]
+] as unknown as readonly KindInfo<unknown>[]
 
-const byKind = new Map<string, KindInfo<never>>(KINDS.map((k) => [k.kind, k]))
-const byAlias = new Map<string, KindInfo<never>>()
+const byKind = new Map<string, KindInfo<unknown>>(KINDS.map((k) => [k.kind, k]))
+const byAlias = new Map<string, KindInfo<unknown>>()
 for (const k of KINDS) {
   for (const alias of [k.kind.toLowerCase(), k.plural, k.singular, ...k.shortNames]) byAlias.set(alias, k)
   for (const alias of [k.kind.toLowerCase(), k.plural, k.singular]) byAlias.set(`${alias}.${k.group}`, k)
@@ -208,7 +208,7 @@ for (const k of KINDS) {
 
 /** The kind with exactly this name (`VirtualService`), or undefined. */
 export function getKind(kindName: string): KindInfo<unknown> | undefined {
-  return byKind.get(kindName) as KindInfo<unknown> | undefined
+  return byKind.get(kindName)
 }
 
 /**
@@ -216,7 +216,7 @@ export function getKind(kindName: string): KindInfo<unknown> | undefined {
  * (`vs`), or `plural.group` (`virtualservices.networking.istio.io`).
  */
 export function lookupKind(name: string): KindInfo<unknown> | undefined {
-  return (byKind.get(name) ?? byAlias.get(name.toLowerCase())) as KindInfo<unknown> | undefined
+  return byKind.get(name) ?? byAlias.get(name.toLowerCase())
 }
 
 export function isIstioKind(kindName: string): kindName is IstioKind {
@@ -247,21 +247,20 @@ const serverFields = {
   deletionGracePeriodSeconds: opt(v.unknown()),
 }
 
+const SUBDOMAIN_RULE =
+  "a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters, " +
+  'starting and ending with a letter or digit)'
+const LABEL_RULE = "a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters)"
+
 const Metadata = v.strictObject({
   name: rule((s) =>
     isDns1123Subdomain(s)
       ? null
       : s === ''
         ? 'name must not be empty'
-        : `invalid name ${JSON.stringify(s)}: a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters, starting and ending with a letter or digit)`,
+        : `invalid name ${JSON.stringify(s)}: ${SUBDOMAIN_RULE}`,
   ),
-  namespace: opt(
-    rule((s) =>
-      isDns1123Label(s)
-        ? null
-        : `invalid namespace ${JSON.stringify(s)}: a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters)`,
-    ),
-  ),
+  namespace: opt(rule((s) => (isDns1123Label(s) ? null : `invalid namespace ${JSON.stringify(s)}: ${LABEL_RULE}`))),
   labels: opt(labels),
   annotations: opt(annotations),
   resourceVersion: opt(str),
@@ -324,7 +323,7 @@ export function validateResource(obj: unknown): ValidateResult {
     })
   }
   if (issues.length > 0) return { ok: false, issues }
-  const info = byKind.get(kindName as string) as KindInfo<unknown> | undefined
+  const info = byKind.get(kindName as string)
   if (info === undefined) {
     return {
       ok: false,
@@ -339,7 +338,7 @@ export function validateResource(obj: unknown): ValidateResult {
   if (!info.apiVersions.includes(raw.apiVersion as string)) {
     issues.push({
       path: 'apiVersion',
-      message: `${JSON.stringify(raw.apiVersion)} does not serve ${info.kind}; use one of ${info.apiVersions.join(', ')}`,
+      message: `${raw.apiVersion as string} does not serve ${info.kind}; use one of ${info.apiVersions.join(', ')}`,
     })
   }
   const env = v.safeParse(Envelope, raw)

@@ -55,7 +55,8 @@ describe('Istio samples', () => {
     }
     const kinds = [...byKind].map(([k, n]) => `${k} ${n}`).join(', ')
     t.diagnostic(
-      `${manifests} manifest files: ${accepted} Istio resources accepted (${kinds}); ${skipped} Kubernetes objects skipped`,
+      `${manifests} manifest files: ${accepted} Istio resources accepted (${kinds}); ` +
+        `${skipped} Kubernetes objects skipped`,
     )
     assert.equal(accepted, 63)
     assert.equal(byKind.get('VirtualService'), 28)
@@ -106,7 +107,12 @@ interface BadCase {
 const bad: BadCase[] = [
   {
     name: 'unknown field',
-    text: `${VS_OK}---\n${vs('  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n      wieght: 50\n')}`,
+    text: `${VS_OK}---\n${vs(`  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+      wieght: 50
+`)}`,
     errors: [[1, 'spec.http[0].route[0].wieght', 'unknown field']],
   },
   {
@@ -180,7 +186,8 @@ spec:
   {
     name: 'duration below 1ms',
     text: vs(
-      '  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    retries: {attempts: 2, perTryTimeout: 500us}\n',
+      '  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n' +
+        '    retries: {attempts: 2, perTryTimeout: 500us}\n',
     ),
     errors: [[0, 'spec.http[0].retries.perTryTimeout', 'at least 1ms']],
   },

@@ -564,7 +564,8 @@ export function checkVirtualService(spec: VirtualServiceSpec, ctx: SpecContext):
         else if (!hosts.some((h) => hostSubsetOf(sni, h))) {
           issues.add(
             sp,
-            `SNI host ${JSON.stringify(sni)} is not a compatible subset of any of the virtual service hosts: [${hosts.join(', ')}]`,
+            `SNI host ${JSON.stringify(sni)} is not a compatible subset of any of the virtual service hosts: ` +
+              `[${hosts.join(', ')}]`,
           )
         }
       })

@@ -96,3 +96,12 @@ export function rawExchange(
     s.write(data)
   })
 }
+
+/** A port the OS says is free right now (bind 0, read, close). */
+export async function freePort(): Promise<number> {
+  const s = net.createServer()
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+  const port = (s.address() as AddressInfo).port
+  await new Promise((r) => s.close(r))
+  return port
+}

@@ -186,9 +186,9 @@ export function outboundListener(scope: Scope, metadata: NodeMetadata): Listener
 // === sidecar inbound ===
 
 /**
- * The proxy's own endpoints: the registry's endpoints at the node's IP that belong to its workload, named by the
- * node id (`sidecar~<ip>~<workload>.<namespace>~...`) or carrying labels the node has (an endpoint without labels
- * matches only a node without labels).
+ * The proxy's own endpoints: the registry's endpoints at the node's IP that belong to its workload: those whose
+ * workload the node id names (`sidecar~<ip>~<workload>.<namespace>~...`), else those whose labels the node has (an
+ * endpoint without labels matches only a node without labels).
  */
 export function ownEndpoints(scope: Scope): { service: Service; endpoint: ServiceEndpoint }[] {
   const node = scope.node
@@ -201,13 +201,13 @@ export function ownEndpoints(scope: Scope): { service: Service; endpoint: Servic
     (e.source === `workload/${names[1]}/${names[0]}` || e.source === `WorkloadEntry/${names[1]}/${names[0]}`)
   const labelled = (e: ServiceEndpoint) =>
     labelsMatch(e.labels, node.labels) && (Object.keys(e.labels).length > 0 || Object.keys(node.labels).length === 0)
-  const out: { service: Service; endpoint: ServiceEndpoint }[] = []
+  const atIp: { service: Service; endpoint: ServiceEndpoint }[] = []
   for (const service of scope.allServices) {
-    for (const endpoint of service.endpoints) {
-      if (endpoint.address === node.ip && (named(endpoint) || labelled(endpoint))) out.push({ service, endpoint })
-    }
+    for (const endpoint of service.endpoints) if (endpoint.address === node.ip) atIp.push({ service, endpoint })
   }
-  return out
+  // Several workloads share an address in local mode: the name, when it matches, decides.
+  const byName = atIp.filter((x) => named(x.endpoint))
+  return byName.length > 0 ? byName : atIp.filter((x) => labelled(x.endpoint))
 }
 
 /**

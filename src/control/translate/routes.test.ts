@@ -81,7 +81,12 @@ describe('translateMatch', () => {
       {
         prefix: '/',
         headers: [
-          { name: 'end-user', string_match: { exact: 'jason' }, invert_match: true, treat_missing_header_as_empty: true },
+          {
+            name: 'end-user',
+            string_match: { exact: 'jason' },
+            invert_match: true,
+            treat_missing_header_as_empty: true,
+          },
           { name: 'x-debug', present_match: true, invert_match: true },
         ],
       },
@@ -121,11 +126,24 @@ describe('virtualServiceRoutes', () => {
     [
       'one destination',
       [{ route: [to('reviews', 'v1')] }],
-      [{ match: { prefix: '/' }, route: { cluster: 'outbound|9080|v1|reviews.default.svc.cluster.local', timeout: '0s' } }],
+      [
+        {
+          match: { prefix: '/' },
+          route: { cluster: 'outbound|9080|v1|reviews.default.svc.cluster.local', timeout: '0s' },
+        },
+      ],
     ],
     [
       'weights, weight 0 dropped',
-      [{ route: [{ ...to('reviews', 'v1'), weight: 80 }, { ...to('reviews', 'v2'), weight: 20 }, { ...to('reviews', 'v3'), weight: 0 }] }],
+      [
+        {
+          route: [
+            { ...to('reviews', 'v1'), weight: 80 },
+            { ...to('reviews', 'v2'), weight: 20 },
+            { ...to('reviews', 'v3'), weight: 0 },
+          ],
+        },
+      ],
       [
         {
           match: { prefix: '/' },
@@ -149,20 +167,42 @@ describe('virtualServiceRoutes', () => {
         { route: [to('multi.default.svc.cluster.local')] },
       ],
       [
-        { match: { prefix: '/a' }, route: { cluster: 'outbound|8080||multi.default.svc.cluster.local', timeout: '0s' } },
-        { match: { prefix: '/b' }, route: { cluster: 'outbound|9080||ratings.default.svc.cluster.local', timeout: '0s', hash_policy: [{ header: { header_name: 'x-user' } }] } },
+        {
+          match: { prefix: '/a' },
+          route: { cluster: 'outbound|8080||multi.default.svc.cluster.local', timeout: '0s' },
+        },
+        {
+          match: { prefix: '/b' },
+          route: {
+            cluster: 'outbound|9080||ratings.default.svc.cluster.local',
+            timeout: '0s',
+            hash_policy: [{ header: { header_name: 'x-user' } }],
+          },
+        },
         { match: { prefix: '/' }, route: { cluster: 'outbound|9080||multi.default.svc.cluster.local', timeout: '0s' } },
       ],
     ],
     [
       'several matches are several routes; a catch-all ends the list',
       [
-        { name: 'r', match: [{ name: 'a', uri: { exact: '/a' } }, { uri: { prefix: '/' } }, { uri: { exact: '/never' } }], route: [to('reviews')] },
+        {
+          name: 'r',
+          match: [{ name: 'a', uri: { exact: '/a' } }, { uri: { prefix: '/' } }, { uri: { exact: '/never' } }],
+          route: [to('reviews')],
+        },
         { route: [to('ratings')] },
       ],
       [
-        { name: 'r.a', match: { path: '/a' }, route: { cluster: 'outbound|9080||reviews.default.svc.cluster.local', timeout: '0s' } },
-        { name: 'r', match: { prefix: '/' }, route: { cluster: 'outbound|9080||reviews.default.svc.cluster.local', timeout: '0s' } },
+        {
+          name: 'r.a',
+          match: { path: '/a' },
+          route: { cluster: 'outbound|9080||reviews.default.svc.cluster.local', timeout: '0s' },
+        },
+        {
+          name: 'r',
+          match: { prefix: '/' },
+          route: { cluster: 'outbound|9080||reviews.default.svc.cluster.local', timeout: '0s' },
+        },
       ],
     ],
     [
@@ -172,9 +212,17 @@ describe('virtualServiceRoutes', () => {
         { match: [{ sourceLabels: { app: 'other' } }], route: [to('reviews', 'b')] },
         { match: [{ sourceNamespace: 'prod' }], route: [to('reviews', 'c')] },
         { match: [{ gateways: ['ingress'] }], route: [to('reviews', 'd')] },
-        { match: [{ port: 9080, sourceLabels: { app: 'productpage' }, gateways: ['mesh'] }], route: [to('reviews', 'e')] },
+        {
+          match: [{ port: 9080, sourceLabels: { app: 'productpage' }, gateways: ['mesh'] }],
+          route: [to('reviews', 'e')],
+        },
       ],
-      [{ match: { prefix: '/' }, route: { cluster: 'outbound|9080|e|reviews.default.svc.cluster.local', timeout: '0s' } }],
+      [
+        {
+          match: { prefix: '/' },
+          route: { cluster: 'outbound|9080|e|reviews.default.svc.cluster.local', timeout: '0s' },
+        },
+      ],
     ],
     [
       'redirect',
@@ -182,7 +230,12 @@ describe('virtualServiceRoutes', () => {
       [
         {
           match: { prefix: '/' },
-          redirect: { host_redirect: 'b.example.com', path_redirect: '/new', port_redirect: 9080, response_code: 'FOUND' },
+          redirect: {
+            host_redirect: 'b.example.com',
+            path_redirect: '/new',
+            port_redirect: 9080,
+            response_code: 'FOUND',
+          },
         },
       ],
     ],
@@ -229,14 +282,23 @@ describe('virtualServiceRoutes', () => {
       'header operations on the rule and the destinations',
       [
         {
-          headers: { request: { set: { 'x-b': '1', host: 'h.example' }, add: { 'x-a': '2' }, remove: ['x-c', ':path'] }, response: { remove: ['server'] } },
-          route: [{ ...to('reviews'), headers: { request: { set: { 'x-d': '3' } }, response: { add: { 'x-e': '4' } } } }],
+          headers: {
+            request: { set: { 'x-b': '1', host: 'h.example' }, add: { 'x-a': '2' }, remove: ['x-c', ':path'] },
+            response: { remove: ['server'] },
+          },
+          route: [
+            { ...to('reviews'), headers: { request: { set: { 'x-d': '3' } }, response: { add: { 'x-e': '4' } } } },
+          ],
         },
       ],
       [
         {
           match: { prefix: '/' },
-          route: { cluster: 'outbound|9080||reviews.default.svc.cluster.local', host_rewrite_literal: 'h.example', timeout: '0s' },
+          route: {
+            cluster: 'outbound|9080||reviews.default.svc.cluster.local',
+            host_rewrite_literal: 'h.example',
+            timeout: '0s',
+          },
           request_headers_to_add: [
             { header: { key: 'x-b', value: '1' }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' },
             { header: { key: 'x-a', value: '2' }, append_action: 'APPEND_IF_EXISTS_OR_ADD' },
@@ -250,7 +312,14 @@ describe('virtualServiceRoutes', () => {
     ],
     [
       'weighted destination headers stay on the weighted cluster',
-      [{ route: [{ ...to('reviews', 'v1'), weight: 50, headers: { response: { set: { 'x-v': '1' } } } }, { ...to('reviews', 'v2'), weight: 50 }] }],
+      [
+        {
+          route: [
+            { ...to('reviews', 'v1'), weight: 50, headers: { response: { set: { 'x-v': '1' } } } },
+            { ...to('reviews', 'v2'), weight: 50 },
+          ],
+        },
+      ],
       [
         {
           match: { prefix: '/' },
@@ -260,7 +329,9 @@ describe('virtualServiceRoutes', () => {
                 {
                   name: 'outbound|9080|v1|reviews.default.svc.cluster.local',
                   weight: 50,
-                  response_headers_to_add: [{ header: { key: 'x-v', value: '1' }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' }],
+                  response_headers_to_add: [
+                    { header: { key: 'x-v', value: '1' }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' },
+                  ],
                 },
                 { name: 'outbound|9080|v2|reviews.default.svc.cluster.local', weight: 50 },
               ],
@@ -279,7 +350,10 @@ describe('virtualServiceRoutes', () => {
       [
         {
           match: { prefix: '/' },
-          route: { cluster: 'outbound|9080||reviews.default.svc.cluster.local', max_stream_duration: { max_stream_duration: '2s' } },
+          route: {
+            cluster: 'outbound|9080||reviews.default.svc.cluster.local',
+            max_stream_duration: { max_stream_duration: '2s' },
+          },
         },
       ],
       { generator: 'grpc' },

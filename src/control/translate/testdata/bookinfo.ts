@@ -15,18 +15,22 @@ export function manifests(text: string, source = 'test.yaml'): Resource[] {
   return r.resources as Resource[]
 }
 
-/**
- * Istio sample files by name, parsed and applied in order as `kubectl apply -f` would: a resource with the key of
- * an earlier one replaces it.
- */
-export function samples(...names: string[]): Resource[] {
+/** Resources applied in order as `kubectl apply -f` would: a resource with the key of an earlier one replaces it. */
+export function applied(...lists: Resource[][]): Resource[] {
   const byKey = new Map<string, Resource>()
-  for (const n of names) {
-    const text = ISTIO_SAMPLES[n]
-    if (text === undefined) throw new Error(`no sample ${n}`)
-    for (const r of manifests(text, n)) byKey.set(keyOf(r), r)
-  }
+  for (const r of lists.flat()) byKey.set(keyOf(r), r)
   return [...byKey.values()]
+}
+
+/** Istio sample files by name, parsed and applied in order. */
+export function samples(...names: string[]): Resource[] {
+  return applied(
+    ...names.map((n) => {
+      const text = ISTIO_SAMPLES[n]
+      if (text === undefined) throw new Error(`no sample ${n}`)
+      return manifests(text, n)
+    }),
+  )
 }
 
 const SERVICES = ['productpage', 'details', 'reviews', 'ratings']

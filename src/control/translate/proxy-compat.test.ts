@@ -1,0 +1,264 @@
+/**
+ * The translator's output for `generator: 'envoy'` must be what Loom's proxy accepts over xDS: every resource passes
+ * the proxy's schema (src/config/envoy.ts, the same check the proxy's xDS consumer runs), every route configuration
+ * compiles with the proxy's router, the snapshot is internally consistent, and requests route where Istio would
+ * send them.
+ */
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import * as v from 'valibot'
+import type { Resource } from '../../api/index.js'
+import { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } from '../../config/envoy.js'
+import { toConfigIssues } from '../../config/schema.js'
+import { Headers } from '../../proxy/http/headers.js'
+import { type CompiledRouteConfig, compileRouteConfig } from '../../proxy/route/router.js'
+import { Registry } from '../registry/registry.js'
+import {
+  applied,
+  BOOKINFO_REGISTRY_YAML,
+  bookinfoRegistry,
+  INGRESS,
+  manifests,
+  PRODUCTPAGE,
+  REVIEWS_V2,
+  samples,
+} from './testdata/bookinfo.js'
+import { type TranslatedResources, type TranslateNode, translateResources } from './translate.js'
+import type { Json } from './util.js'
+
+const KITCHEN_SINK = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings, ratings.example.com]
+  http:
+  - name: moved
+    match: [{uri: {exact: /old}, ignoreUriCase: true}]
+    redirect: {uri: /ratings/0, redirectCode: 308}
+  - name: down
+    match: [{uri: {prefix: /maintenance}, method: {exact: POST}}]
+    directResponse: {status: 503, body: {string: maintenance}}
+  - name: api
+    match:
+    - uri: {regex: '/api/v[0-9]+/.*'}
+      headers: {x-canary: {prefix: 'yes'}, x-trace: {}}
+      queryParams: {debug: {exact: '1'}}
+      withoutHeaders: {x-block: {exact: '1'}}
+      authority: {prefix: ratings}
+    rewrite: {uri: /, authority: ratings.internal}
+    headers:
+      request: {set: {x-loom: '1'}, add: {x-hop: a}, remove: [x-secret]}
+      response: {remove: [server]}
+    route:
+    - {destination: {host: ratings, subset: v1}, weight: 90, headers: {response: {set: {x-subset: v1}}}}
+    - {destination: {host: ratings, subset: v2}, weight: 10}
+    timeout: 2s
+  - route: [{destination: {host: ratings, subset: v1}}]
+    retries: {attempts: 3}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+  subsets:
+  - {name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 65537}}}}}
+  - {name: v2, labels: {version: v2}, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: grpc}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 7070, name: grpc, protocol: GRPC}, {number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: reviews}}
+`
+
+const GATEWAY_TLS = `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tls, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: ['bookinfo.example.com']
+    tls: {mode: MUTUAL, serverCertificate: /c/tls.crt, privateKey: /c/tls.key, caCertificates: /c/ca.crt}
+  - port: {number: 8081, name: http, protocol: HTTP}
+    hosts: ['bookinfo.example.com']
+    tls: {httpsRedirect: true}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tls}
+spec:
+  hosts: [bookinfo.example.com]
+  gateways: [istio-system/tls]
+  http: [{route: [{destination: {host: productpage, subset: v1}}]}]
+`
+
+const ALL = ['virtual-service-all-v1.yaml', 'destination-rule-all.yaml']
+
+interface Scenario {
+  name: string
+  resources: () => Resource[]
+  node: TranslateNode
+  services?: () => ReturnType<Registry['services']>
+}
+
+const SCENARIOS: Scenario[] = [
+  { name: 'productpage, no routing config', resources: () => [], node: PRODUCTPAGE },
+  {
+    name: 'productpage, all-v1 + jason',
+    resources: () => samples(...ALL, 'virtual-service-reviews-jason-v2-v3.yaml'),
+    node: PRODUCTPAGE,
+  },
+  {
+    name: 'reviews-v2 with inbound, kitchen-sink routes and gRPC ports',
+    resources: () => applied(samples(...ALL), manifests(KITCHEN_SINK)),
+    node: { ...REVIEWS_V2, metadata: { APP_PORTS: '9080:19080,7070:17070', INBOUND_PORTS: { 7070: 15070 } } },
+    services: () => Registry.fromResources([...manifests(KITCHEN_SINK), ...bookinfoResources()]).services(),
+  },
+  {
+    name: 'ingress gateway',
+    resources: () => [...samples(...ALL, 'bookinfo-gateway.yaml'), ...manifests(GATEWAY_TLS)],
+    node: INGRESS,
+  },
+  {
+    name: 'external DNS service',
+    resources: () => samples('egress-rule-google-apis.yaml'),
+    node: PRODUCTPAGE,
+    services: () => Registry.fromResources([...samples('egress-rule-google-apis.yaml'), ...bookinfoResources()]).services(),
+  },
+]
+
+function bookinfoResources(): Resource[] {
+  return manifests(BOOKINFO_REGISTRY_YAML)
+}
+
+function translated(s: Scenario): TranslatedResources {
+  const services = s.services?.() ?? bookinfoRegistry().services()
+  return translateResources({ resources: s.resources(), services }, s.node)
+}
+
+function check(schema: v.GenericSchema, value: unknown, what: string): void {
+  const r = v.safeParse(schema, value)
+  if (!r.success) {
+    const issues = toConfigIssues(r.issues).map((i) => `  ${i.path}: ${i.message}`)
+    assert.fail(`${what} is rejected by Loom's proxy schema:\n${issues.join('\n')}`)
+  }
+}
+
+for (const s of SCENARIOS) {
+  describe(s.name, () => {
+    const r = translated(s)
+
+    it('every resource passes the proxy schema', () => {
+      assert.ok(r.listeners.length > 0)
+      for (const l of r.listeners) check(Listener, l, `Listener ${l.name}`)
+      for (const rc of r.routes) check(RouteConfiguration, rc, `RouteConfiguration ${rc.name}`)
+      for (const c of r.clusters) check(Cluster, c, `Cluster ${c.name}`)
+      for (const e of r.endpoints) check(ClusterLoadAssignment, e, `ClusterLoadAssignment ${e.cluster_name}`)
+    })
+
+    it("every route configuration compiles with the proxy's router", () => {
+      const inline = r.listeners.flatMap((l) =>
+        ((l.filter_chains as Json[]) ?? []).flatMap((fc) =>
+          (fc.filters as Json[]).map((f) => (f.typed_config as Json).route_config as Json | undefined),
+        ),
+      )
+      for (const rc of [...r.routes, ...inline]) {
+        if (rc !== undefined) compileRouteConfig(v.parse(RouteConfiguration, rc))
+      }
+    })
+
+    it('is consistent: every RDS name served, every EDS cluster assigned, every routed cluster defined', () => {
+      const rdsNames = new Set<string>()
+      for (const l of r.listeners) {
+        for (const fc of (l.filter_chains as Json[]) ?? []) {
+          for (const f of fc.filters as Json[]) {
+            const rds = (f.typed_config as Json).rds as Json | undefined
+            if (rds !== undefined) rdsNames.add(rds.route_config_name as string)
+          }
+        }
+      }
+      assert.deepEqual([...rdsNames].sort(), r.routes.map((x) => x.name as string).sort())
+      const eds = r.clusters.filter((c) => c.type === 'EDS').map((c) => (c.eds_cluster_config as Json).service_name)
+      assert.deepEqual(eds.sort(), r.endpoints.map((e) => e.cluster_name).sort())
+      const clusters = new Set(r.clusters.map((c) => c.name as string))
+      for (const rc of r.routes) {
+        for (const vh of rc.virtual_hosts as Json[]) {
+          for (const route of vh.routes as Json[]) {
+            const a = route.route as Json | undefined
+            if (a === undefined) continue
+            const targets =
+              a.cluster !== undefined
+                ? [a.cluster as string]
+                : ((a.weighted_clusters as Json).clusters as Json[]).map((w) => w.name as string)
+            for (const t of targets) assert.ok(clusters.has(t), `${rc.name}/${vh.name} routes to unknown ${t}`)
+          }
+        }
+      }
+    })
+  })
+}
+
+// === routing through the proxy's router ===
+
+function router(r: TranslatedResources, name: string): CompiledRouteConfig {
+  const rc = r.routes.find((x) => x.name === name)
+  assert.ok(rc, `no route configuration ${name}`)
+  return compileRouteConfig(v.parse(RouteConfiguration, rc))
+}
+
+function route(cfg: CompiledRouteConfig, authority: string, path: string, headers: Record<string, string> = {}) {
+  const list = Object.entries(headers).flat()
+  const m = cfg.match({ authority, path, method: 'GET', headers: new Headers(list) })
+  return m === null ? null : m.kind === 'cluster' ? m.clusterNames().join(',') : m.kind
+}
+
+describe('HTTP_PROXY requests from productpage (jason-v2-v3)', () => {
+  const r = translateResources(
+    { resources: samples(...ALL, 'virtual-service-reviews-jason-v2-v3.yaml'), services: bookinfoRegistry().services() },
+    PRODUCTPAGE,
+  )
+  const cfg = router(r, 'outbound')
+  const cases: [string, string, Record<string, string>, string | null][] = [
+    ['reviews:9080', '/reviews/0', { 'end-user': 'jason' }, 'outbound|9080|v2|reviews.default.svc.cluster.local'],
+    ['reviews:9080', '/reviews/0', {}, 'outbound|9080|v3|reviews.default.svc.cluster.local'],
+    ['Reviews.Default:9080', '/reviews/0', { 'end-user': 'jason' }, 'outbound|9080|v2|reviews.default.svc.cluster.local'],
+    ['reviews.default.svc.cluster.local:9080', '/', {}, 'outbound|9080|v3|reviews.default.svc.cluster.local'],
+    ['details:9080', '/details/0', {}, 'outbound|9080|v1|details.default.svc.cluster.local'],
+    ['ratings.default.svc:9080', '/ratings/0', {}, 'outbound|9080|v1|ratings.default.svc.cluster.local'],
+    // no port means port 80, which these services do not have
+    ['reviews', '/reviews/0', {}, null],
+    ['unknown:9080', '/', {}, null],
+  ]
+  for (const [authority, path, headers, want] of cases) {
+    it(`${authority}${path} ${JSON.stringify(headers)} → ${want}`, () => assert.equal(route(cfg, authority, path, headers), want))
+  }
+})
+
+describe('requests through the ingress gateway', () => {
+  const r = translateResources(
+    { resources: [...samples(...ALL, 'bookinfo-gateway.yaml'), ...manifests(GATEWAY_TLS)], services: bookinfoRegistry().services() },
+    INGRESS,
+  )
+  const pp = 'outbound|9080||productpage.default.svc.cluster.local'
+  const cases: [string, string, string, string | null][] = [
+    ['http.8080', 'anything.example:8080', '/productpage', pp],
+    ['http.8080', 'localhost:8080', '/static/css/x.css', pp],
+    ['http.8080', 'localhost:8080', '/api/v1/products/0/reviews', pp],
+    ['http.8080', 'localhost:8080', '/productpages', null],
+    ['http.8080', 'localhost:8080', '/admin', null],
+    ['https.8443.https.tls.istio-system', 'bookinfo.example.com:8443', '/', 'outbound|9080|v1|productpage.default.svc.cluster.local'],
+    ['https.8443.https.tls.istio-system', 'other.example.com', '/', null],
+    ['http.8081', 'bookinfo.example.com:8081', '/productpage', 'redirect'],
+  ]
+  for (const [rc, authority, path, want] of cases) {
+    it(`${rc}: ${authority}${path} → ${want}`, () => assert.equal(route(router(r, rc), authority, path), want))
+  }
+})

@@ -1,0 +1,776 @@
+import assert from 'node:assert/strict'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import type { Resource } from '../../api/index.js'
+import type { Snapshot } from '../../xds/snapshot.js'
+import { TYPE_URL } from '../../xds/snapshot.js'
+import { Registry } from '../registry/registry.js'
+import {
+  bookinfoRegistry,
+  bookinfoSelfRegistered,
+  INGRESS,
+  manifests,
+  PRODUCTPAGE,
+  REVIEWS_V2,
+  samples,
+  sidecar,
+} from './testdata/bookinfo.js'
+import { type TranslatedResources, type TranslateNode, translate, translateResources } from './translate.js'
+import type { Json } from './util.js'
+
+// === helpers ===
+
+const GOLDEN_DIR = fileURLToPath(new URL('../../../../src/control/translate/testdata/', import.meta.url))
+
+/**
+ * Compares with testdata/<name> as JSON values (so the file's formatting does not matter); `UPDATE_GOLDEN=1` rewrites
+ * the file instead (then `npx biome format --write src/control` to keep the linter happy).
+ */
+function golden(name: string, value: unknown): void {
+  const file = join(GOLDEN_DIR, name)
+  if (process.env.UPDATE_GOLDEN === '1') writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`)
+  assert.deepStrictEqual(value, JSON.parse(readFileSync(file, 'utf8')), `${name} differs (UPDATE_GOLDEN=1 to accept)`)
+}
+
+function snapshotJson(s: Snapshot): Json {
+  const out: Json = {}
+  for (const [type, { version, items }] of s.resources) out[type] = { version, items: Object.fromEntries(items) }
+  return out
+}
+
+const BOOKINFO = bookinfoRegistry().services()
+
+function run(resources: Resource[], node: TranslateNode = PRODUCTPAGE, services = BOOKINFO): TranslatedResources {
+  return translateResources({ resources, services }, node)
+}
+
+const names = (list: Json[]) => list.map((x) => x.name as string)
+
+/** A route as `<match> → <cluster or {cluster: weight}>`, the part the tests care about. */
+function summary(route: Json): string {
+  const m = route.match as Json
+  const parts: string[] = []
+  if (m.prefix !== undefined) parts.push(`prefix ${m.prefix}`)
+  if (m.path !== undefined) parts.push(`path ${m.path}`)
+  if (m.safe_regex !== undefined) parts.push(`regex ${(m.safe_regex as Json).regex}`)
+  for (const h of (m.headers as Json[] | undefined) ?? [])
+    parts.push(`${h.name}=${JSON.stringify(h.string_match ?? h)}`)
+  const a = route.route as Json | undefined
+  if (a === undefined) return `${parts.join(' ')} → ${route.redirect !== undefined ? 'redirect' : 'direct'}`
+  const short = (c: string) => c.replace(/\.default\.svc\.cluster\.local$/, '')
+  const target =
+    a.cluster !== undefined
+      ? short(a.cluster as string)
+      : ((a.weighted_clusters as Json).clusters as Json[])
+          .map((c) => `${short(c.name as string)}@${c.weight}`)
+          .join(' ')
+  return `${parts.join(' ')} → ${target}`
+}
+
+function vhost(r: TranslatedResources, routeConfig: string, name: string): Json {
+  const rc = r.routes.find((x) => x.name === routeConfig)
+  assert.ok(rc, `no route configuration ${routeConfig}`)
+  const vh = (rc.virtual_hosts as Json[]).find((v) => v.name === name)
+  assert.ok(vh, `no virtual host ${name} in ${routeConfig}: ${names(rc.virtual_hosts as Json[])}`)
+  return vh
+}
+
+const routesOf = (r: TranslatedResources, host: string, rc = 'outbound', port = 9080) =>
+  (vhost(r, rc, `${host}:${port}`).routes as Json[]).map(summary)
+
+/** `address:port` per locality (`region/zone/sub_zone`) of a cluster's load assignment. */
+function eds(r: TranslatedResources, cluster: string): Record<string, string[]> {
+  const cla = r.endpoints.find((e) => e.cluster_name === cluster)
+  assert.ok(cla, `no load assignment for ${cluster}`)
+  const out: Record<string, string[]> = {}
+  for (const g of cla.endpoints as Json[]) {
+    const l = g.locality as Json
+    const lbs = g.lb_endpoints as Json[]
+    assert.equal(
+      g.load_balancing_weight,
+      lbs.reduce((n, e) => n + (e.load_balancing_weight as number), 0),
+    )
+    out[`${l.region}/${l.zone}/${l.sub_zone}`] = lbs.map((e) => {
+      const sa = ((e.endpoint as Json).address as Json).socket_address as Json
+      return `${sa.address}:${sa.port_value}`
+    })
+  }
+  return out
+}
+
+const REVIEWS = 'reviews.default.svc.cluster.local'
+const c = (subset: string, host = REVIEWS, port = 9080) => `outbound|${port}|${subset}|${host}`
+
+// === Bookinfo ===
+
+describe('Bookinfo sidecar (productpage)', () => {
+  const ALL_V1 = ['virtual-service-all-v1.yaml', 'destination-rule-all.yaml']
+  const cases: { name: string; files: string[]; reviews: string[]; others?: Record<string, string[]> }[] = [
+    {
+      name: 'no routing config: default routes',
+      files: [],
+      reviews: [`prefix / → outbound|9080||reviews`],
+      others: { details: ['prefix / → outbound|9080||details'], ratings: ['prefix / → outbound|9080||ratings'] },
+    },
+    {
+      name: 'virtual-service-all-v1',
+      files: ALL_V1,
+      reviews: ['prefix / → outbound|9080|v1|reviews'],
+      others: {
+        details: ['prefix / → outbound|9080|v1|details'],
+        productpage: ['prefix / → outbound|9080|v1|productpage'],
+        ratings: ['prefix / → outbound|9080|v1|ratings'],
+      },
+    },
+    {
+      name: 'virtual-service-reviews-jason-v2-v3 (header match, then catch-all)',
+      files: [...ALL_V1, 'virtual-service-reviews-jason-v2-v3.yaml'],
+      reviews: [
+        'prefix / end-user={"exact":"jason"} → outbound|9080|v2|reviews',
+        'prefix / → outbound|9080|v3|reviews',
+      ],
+      others: { ratings: ['prefix / → outbound|9080|v1|ratings'] },
+    },
+    {
+      name: 'virtual-service-reviews-80-20 (weights)',
+      files: [...ALL_V1, 'virtual-service-reviews-80-20.yaml'],
+      reviews: ['prefix / → outbound|9080|v1|reviews@80 outbound|9080|v2|reviews@20'],
+    },
+    {
+      name: 'request timeout 0.5s',
+      files: [...ALL_V1, 'request-timeouts-reviews-timeout-0.5s.yaml'],
+      reviews: ['prefix / → outbound|9080|v2|reviews'],
+    },
+    {
+      name: 'fault injection (not translated yet): routes still apply',
+      files: ['fault-injection-details-v1.yaml'],
+      reviews: ['prefix / → outbound|9080||reviews'],
+      others: { details: ['prefix / → outbound|9080|v1|details'] },
+    },
+  ]
+  for (const tc of cases) {
+    it(tc.name, () => {
+      const r = run(samples(...tc.files))
+      assert.deepEqual(routesOf(r, REVIEWS), tc.reviews)
+      for (const [svc, want] of Object.entries(tc.others ?? {})) {
+        assert.deepEqual(routesOf(r, `${svc}.default.svc.cluster.local`), want, svc)
+      }
+    })
+  }
+
+  it('timeouts: none by default, the VirtualService timeout when set', () => {
+    const r = run(samples(...ALL_V1, 'request-timeouts-reviews-timeout-0.5s.yaml'))
+    const timeout = (host: string) =>
+      ((vhost(r, 'outbound', `${host}:9080`).routes as Json[])[0]!.route as Json).timeout
+    assert.equal(timeout(REVIEWS), '0.5s')
+    assert.equal(timeout('details.default.svc.cluster.local'), '0s')
+  })
+
+  it('virtual hosts carry every name a client in the namespace may use, with the port', () => {
+    const r = run([])
+    assert.deepEqual(vhost(r, 'outbound', `${REVIEWS}:9080`).domains, [
+      'reviews.default.svc.cluster.local:9080',
+      'reviews:9080',
+      'reviews.default.svc:9080',
+      'reviews.default:9080',
+    ])
+    const other = run([], sidecar('sleep', 'v1', '10.9.9.9', { namespace: 'prod' }))
+    assert.deepEqual(vhost(other, 'outbound', `${REVIEWS}:9080`).domains, [
+      'reviews.default.svc.cluster.local:9080',
+      'reviews.default:9080',
+      'reviews.default.svc:9080',
+    ])
+  })
+
+  it('has a cluster per service port and per subset, EDS over ADS', () => {
+    const r = run(samples(...ALL_V1))
+    const reviews = names(r.clusters).filter((n) => n.endsWith(REVIEWS))
+    assert.deepEqual(reviews, [c('v1'), c('v2'), c('v3'), c('')])
+    // 4 services; subsets: productpage 1, reviews 3, ratings 4, details 2; and the inbound cluster
+    assert.equal(r.clusters.length, 4 + 1 + 3 + 4 + 2 + 1)
+    const cluster = r.clusters.find((x) => x.name === c('v2'))!
+    assert.deepEqual(cluster, {
+      name: c('v2'),
+      type: 'EDS',
+      eds_cluster_config: { eds_config: { ads: {} }, service_name: c('v2') },
+      connect_timeout: '10s',
+      lb_policy: 'LEAST_REQUEST',
+    })
+    assert.deepEqual(names(r.clusters), [...names(r.clusters)].sort(), 'sorted by name')
+  })
+
+  const edsCases: [string, Record<string, string[]>][] = [
+    [
+      c(''),
+      {
+        'us-east/zone-a/': ['10.0.0.31:9080'],
+        'us-east/zone-b/': ['10.0.0.32:9080'],
+        'us-west/zone-c/': ['10.0.0.33:9080'],
+      },
+    ],
+    [c('v1'), { 'us-east/zone-a/': ['10.0.0.31:9080'] }],
+    [c('v2'), { 'us-east/zone-b/': ['10.0.0.32:9080'] }],
+    [c('v3'), { 'us-west/zone-c/': ['10.0.0.33:9080'] }],
+    [c('v1', 'ratings.default.svc.cluster.local'), { '//': ['10.0.0.40:9080'] }],
+    [c('v2', 'ratings.default.svc.cluster.local'), {}],
+  ]
+  for (const [cluster, want] of edsCases) {
+    it(`EDS for ${cluster}`, () => {
+      const r = run(samples(...ALL_V1))
+      assert.deepEqual(eds(r, cluster), want)
+    })
+  }
+
+  it('the same endpoints from self-registered workloads, without the unhealthy one', () => {
+    const reg = bookinfoSelfRegistered()
+    reg.heartbeat('default/reviews-v3', { healthy: false })
+    const r = run(samples(...ALL_V1), PRODUCTPAGE, reg.services())
+    assert.deepEqual(eds(r, c('')), {
+      'us-east/zone-a/': ['10.0.0.31:9080'],
+      'us-east/zone-b/': ['10.0.0.32:9080'],
+    })
+    assert.deepEqual(eds(r, c('v3')), {})
+  })
+
+  it('is deterministic: same input, same snapshot, whatever the input order', () => {
+    const resources = samples(...ALL_V1, 'virtual-service-reviews-jason-v2-v3.yaml', 'bookinfo-gateway.yaml')
+    for (const node of [PRODUCTPAGE, REVIEWS_V2, INGRESS, { ...PRODUCTPAGE, generator: 'grpc' as const }]) {
+      const a = JSON.stringify(snapshotJson(translate({ resources, services: BOOKINFO }, node)))
+      const b = JSON.stringify(snapshotJson(translate({ resources, services: BOOKINFO }, node)))
+      const reversed = translate({ resources: [...resources].reverse(), services: [...BOOKINFO].reverse() }, node)
+      assert.equal(a, b)
+      assert.equal(a, JSON.stringify(snapshotJson(reversed)))
+    }
+  })
+
+  it('versions each type by content', () => {
+    const base = translate({ resources: samples(...ALL_V1), services: BOOKINFO }, PRODUCTPAGE)
+    const changed = translate(
+      { resources: samples(...ALL_V1, 'virtual-service-reviews-80-20.yaml'), services: BOOKINFO },
+      PRODUCTPAGE,
+    )
+    const v = (s: Snapshot, t: (typeof TYPE_URL)[keyof typeof TYPE_URL]) => s.resources.get(t)!.version
+    assert.equal(v(base, TYPE_URL.cluster), v(changed, TYPE_URL.cluster))
+    assert.equal(v(base, TYPE_URL.listener), v(changed, TYPE_URL.listener))
+    assert.notEqual(v(base, TYPE_URL.route), v(changed, TYPE_URL.route))
+    assert.deepEqual(
+      [...base.resources.keys()],
+      [TYPE_URL.listener, TYPE_URL.route, TYPE_URL.cluster, TYPE_URL.endpoint],
+    )
+  })
+
+  it('golden: productpage sidecar with all-v1, destination-rule-all and jason-v2-v3', () => {
+    const resources = samples(...ALL_V1, 'virtual-service-reviews-jason-v2-v3.yaml')
+    golden('productpage-sidecar.golden.json', snapshotJson(translate({ resources, services: BOOKINFO }, PRODUCTPAGE)))
+  })
+})
+
+describe('Bookinfo gateway (bookinfo-gateway.yaml)', () => {
+  const resources = () => samples('virtual-service-all-v1.yaml', 'destination-rule-all.yaml', 'bookinfo-gateway.yaml')
+
+  it('listens on the server port with the route configuration http.8080', () => {
+    const r = run(resources(), INGRESS)
+    assert.deepEqual(names(r.listeners), ['0.0.0.0_8080'])
+    assert.deepEqual(names(r.routes), ['http.8080'])
+    const hcm = (((r.listeners[0]!.filter_chains as Json[])[0]!.filters as Json[])[0]!.typed_config as Json).rds
+    assert.deepEqual(hcm, { config_source: { ads: {} }, route_config_name: 'http.8080' })
+  })
+
+  it('routes the five productpage paths in order', () => {
+    const r = run(resources(), INGRESS)
+    const vh = vhost(r, 'http.8080', '*:8080')
+    assert.deepEqual(vh.domains, ['*'])
+    const pp = 'outbound|9080||productpage'
+    assert.deepEqual((vh.routes as Json[]).map(summary), [
+      `path /productpage → ${pp}`,
+      `prefix /static → ${pp}`,
+      `path /login → ${pp}`,
+      `path /logout → ${pp}`,
+      `prefix /api/v1/products → ${pp}`,
+    ])
+  })
+
+  it('has clusters for the services, and no mesh routes', () => {
+    const r = run(resources(), INGRESS)
+    assert.ok(names(r.clusters).includes('outbound|9080||productpage.default.svc.cluster.local'))
+    assert.equal(
+      r.routes.some((x) => x.name === 'outbound'),
+      false,
+    )
+  })
+
+  it('a proxy the selector does not match gets nothing', () => {
+    const r = run(resources(), { ...INGRESS, labels: { istio: 'egressgateway' } })
+    assert.deepEqual(r.listeners, [])
+  })
+
+  it('golden: ingress gateway', () => {
+    golden(
+      'ingress-gateway.golden.json',
+      snapshotJson(translate({ resources: resources(), services: BOOKINFO }, INGRESS)),
+    )
+  })
+})
+
+// === other features ===
+
+describe('gateways', () => {
+  const yaml = `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*.example.com']
+    tls: {httpsRedirect: true}
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ['default/*.example.com']
+    tls: {mode: SIMPLE, serverCertificate: /certs/tls.crt, privateKey: /certs/tls.key, minProtocolVersion: TLSV1_3}
+  - port: {number: 8443, name: https-vault, protocol: HTTPS}
+    hosts: ['vault.example.com']
+    tls: {mode: SIMPLE, credentialName: vault-cert}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: default}
+spec:
+  hosts: [shop.example.com, other.org]
+  gateways: [istio-system/web]
+  http:
+  - route: [{destination: {host: productpage}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop-api, namespace: default, creationTimestamp: '2024-01-01T00:00:00Z'}
+spec:
+  hosts: ['*.example.com']
+  gateways: [istio-system/web]
+  http:
+  - match: [{uri: {prefix: /api}}]
+    route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: elsewhere, namespace: prod}
+spec:
+  hosts: [prod.example.com]
+  gateways: [istio-system/web]
+  http:
+  - route: [{destination: {host: reviews.default.svc.cluster.local}}]
+`
+  const r = run(manifests(yaml), INGRESS)
+
+  it('one listener per port; TLS servers with certificate files get a filter chain', () => {
+    assert.deepEqual(names(r.listeners), ['0.0.0.0_443', '0.0.0.0_80'])
+    const tls = r.listeners.find((l) => l.name === '0.0.0.0_443')!
+    const chain = (tls.filter_chains as Json[])[0]!
+    assert.deepEqual(chain.filter_chain_match, { server_names: ['*.example.com'] })
+    assert.deepEqual(chain.transport_socket, {
+      name: 'envoy.transport_sockets.tls',
+      typed_config: {
+        '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext',
+        common_tls_context: {
+          tls_certificates: [
+            { certificate_chain: { filename: '/certs/tls.crt' }, private_key: { filename: '/certs/tls.key' } },
+          ],
+          tls_params: { tls_minimum_protocol_version: 'TLSv1_3' },
+        },
+      },
+    })
+  })
+
+  it('HTTPS: server hosts ∩ VirtualService hosts, namespace-restricted, catch-alls last', () => {
+    const rc = 'https.443.https.web.istio-system'
+    assert.deepEqual(
+      names(vhost(r, rc, '*.example.com:443') && (r.routes.find((x) => x.name === rc)!.virtual_hosts as Json[])),
+      ['*.example.com:443', 'shop.example.com:443'],
+    )
+    assert.deepEqual(vhost(r, rc, 'shop.example.com:443').domains, ['shop.example.com', 'shop.example.com:443'])
+    assert.deepEqual((vhost(r, rc, '*.example.com:443').routes as Json[]).map(summary), [
+      'prefix /api → outbound|9080||reviews',
+    ])
+  })
+
+  it('httpsRedirect answers every request on the HTTP server with a redirect', () => {
+    const vh = vhost(r, 'http.80', '*.example.com:80')
+    assert.deepEqual(vh.routes, [
+      { match: { prefix: '/' }, redirect: { https_redirect: true, response_code: 'MOVED_PERMANENTLY' } },
+    ])
+  })
+})
+
+describe('sidecar inbound', () => {
+  it('listens per service port and forwards to the application (node metadata contract)', () => {
+    const node = {
+      ...REVIEWS_V2,
+      metadata: { INBOUND_PORTS: '9080:15090', APP_PORTS: { '9080': 19080 }, OUTBOUND_PORT: '15100' },
+    }
+    const r = run([], node)
+    assert.deepEqual(names(r.listeners), ['inbound|9080', 'outbound_http'])
+    const inbound = r.listeners[0]!
+    assert.deepEqual(inbound.address, { socket_address: { address: '0.0.0.0', port_value: 15090 } })
+    const hcm = ((inbound.filter_chains as Json[])[0]!.filters as Json[])[0]!.typed_config as Json
+    assert.deepEqual(((hcm.route_config as Json).virtual_hosts as Json[])[0], {
+      name: 'inbound|http|9080',
+      domains: ['*'],
+      routes: [{ name: 'default', match: { prefix: '/' }, route: { cluster: 'inbound|9080||', timeout: '0s' } }],
+    })
+    const cluster = r.clusters.find((x) => x.name === 'inbound|9080||')!
+    assert.equal(cluster.type, 'STATIC')
+    assert.deepEqual(((cluster.load_assignment as Json).endpoints as Json[])[0]!.lb_endpoints, [
+      {
+        endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: 19080 } } },
+        health_status: 'HEALTHY',
+        load_balancing_weight: 1,
+      },
+    ])
+    assert.deepEqual(r.listeners[1]!.address, { socket_address: { address: '127.0.0.1', port_value: 15100 } })
+  })
+
+  it('finds the workload by name on a shared address (local mode)', () => {
+    const reg = new Registry()
+    for (const [name, port] of [
+      ['reviews-v1', 19081],
+      ['reviews-v2', 19082],
+    ] as const) {
+      reg.register({
+        name,
+        address: '127.0.0.1',
+        ports: [{ name: 'http', number: port, servicePort: 9080 }],
+        labels: { app: 'reviews' },
+        ttlSeconds: 30,
+      })
+    }
+    const node: TranslateNode = {
+      ...REVIEWS_V2,
+      id: 'sidecar~127.0.0.1~reviews-v2.default~default.svc.cluster.local',
+      ip: '127.0.0.1',
+      labels: { app: 'reviews' },
+    }
+    const r = run([], node, reg.services())
+    const inbound = r.listeners.filter((l) => (l.name as string).startsWith('inbound'))
+    assert.equal(inbound.length, 1)
+    assert.deepEqual(inbound[0]!.address, { socket_address: { address: '0.0.0.0', port_value: 19082 } })
+  })
+
+  it('a proxy without endpoints in the registry has no inbound listener', () => {
+    const r = run([], sidecar('sleep', 'v1', '10.1.1.1'))
+    assert.deepEqual(names(r.listeners), ['outbound_http'])
+  })
+})
+
+describe('Sidecar egress scoping', () => {
+  const other = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: data}
+spec:
+  hosts: [db.data.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 5432, name: tcp, protocol: TCP}, {number: 8080, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.5.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: secret, namespace: data}
+spec:
+  hosts: [secret.data.svc.cluster.local]
+  exportTo: ['.']
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.5.0.2}]
+`
+  const services = Registry.fromResources([
+    ...manifests(other),
+    ...manifests(
+      `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: x, namespace: default}
+spec: {hosts: [x.default.svc.cluster.local], resolution: STATIC, ports: [{number: 80, name: http}], endpoints: [{address: 10.6.0.1}]}
+`,
+    ),
+  ])
+    .services()
+    .concat(BOOKINFO)
+  const hosts = (r: TranslatedResources) =>
+    [
+      ...new Set(
+        names(r.clusters)
+          .filter((n) => n.startsWith('outbound'))
+          .map((n) => n.split('|')[3]),
+      ),
+    ].sort()
+
+  const cases: [string, string, string[]][] = [
+    [
+      'no Sidecar: everything exported to the namespace',
+      '',
+      [
+        'db.data.svc.cluster.local',
+        'details.default.svc.cluster.local',
+        'productpage.default.svc.cluster.local',
+        'ratings.default.svc.cluster.local',
+        'reviews.default.svc.cluster.local',
+        'x.default.svc.cluster.local',
+      ],
+    ],
+    [
+      './* and one host elsewhere',
+      `egress: [{hosts: ['./reviews.default.svc.cluster.local', 'data/*']}]`,
+      ['db.data.svc.cluster.local', 'reviews.default.svc.cluster.local'],
+    ],
+    [
+      '*/ with a wildcard',
+      `egress: [{hosts: ['*/*.default.svc.cluster.local']}]`,
+      [
+        'details.default.svc.cluster.local',
+        'productpage.default.svc.cluster.local',
+        'ratings.default.svc.cluster.local',
+        'reviews.default.svc.cluster.local',
+        'x.default.svc.cluster.local',
+      ],
+    ],
+  ]
+  for (const [name, egress, want] of cases) {
+    it(name, () => {
+      const sc =
+        egress === ''
+          ? []
+          : manifests(`apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  ${egress}
+`)
+      const r = run(sc, PRODUCTPAGE, services)
+      assert.deepEqual(hosts(r), want)
+      // the HTTP routes follow the clusters (db's TCP port gets a cluster but no virtual host)
+      const vhosts = names(r.routes.find((x) => x.name === 'outbound')!.virtual_hosts as Json[])
+      assert.ok(vhosts.every((v) => want.some((h) => v.startsWith(`${h}:`))))
+      assert.equal(vhosts.includes('db.data.svc.cluster.local:5432'), false)
+    })
+  }
+
+  it('the root namespace Sidecar is the mesh default; a workload Sidecar wins over it', () => {
+    const root = manifests(`apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec:
+  egress: [{hosts: ['./*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: pp, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  egress: [{hosts: ['./details.default.svc.cluster.local']}]
+`)
+    assert.deepEqual(hosts(run(root, REVIEWS_V2, services)), [
+      'details.default.svc.cluster.local',
+      'productpage.default.svc.cluster.local',
+      'ratings.default.svc.cluster.local',
+      'reviews.default.svc.cluster.local',
+      'x.default.svc.cluster.local',
+    ])
+    assert.deepEqual(hosts(run(root, PRODUCTPAGE, services)), ['details.default.svc.cluster.local'])
+  })
+})
+
+describe('DestinationRule policies', () => {
+  const yaml = `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpCookie: {name: user, ttl: 0s}}
+    connectionPool: {tcp: {connectTimeout: 250ms}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  - name: v2
+    labels: {version: v2}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 50}
+    - {destination: {host: reviews, subset: v2}, weight: 50}
+`
+  const r = run(manifests(yaml))
+  const cluster = (subset: string) => r.clusters.find((x) => x.name === c(subset))!
+
+  it('sets the load balancer and connect timeout per subset', () => {
+    assert.equal(cluster('').lb_policy, 'RING_HASH')
+    assert.deepEqual(cluster('').ring_hash_lb_config, { minimum_ring_size: 1024 })
+    assert.equal(cluster('').connect_timeout, '0.25s')
+    assert.equal(cluster('v1').lb_policy, 'ROUND_ROBIN')
+    assert.equal(cluster('v1').connect_timeout, '0.25s')
+    assert.equal(cluster('v2').lb_policy, 'RING_HASH')
+  })
+
+  it('puts the hash policy on routes to consistent-hash destinations', () => {
+    const route = (vhost(r, 'outbound', `${REVIEWS}:9080`).routes as Json[])[0]!.route as Json
+    assert.deepEqual(route.hash_policy, [{ cookie: { name: 'user', ttl: '0s' } }])
+  })
+
+  it('a DestinationRule in the proxy namespace wins over the service namespace', () => {
+    const local = manifests(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-from-prod, namespace: prod}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+`)
+    const prod = run([...manifests(yaml), ...local], sidecar('sleep', 'v1', '10.9.9.9', { namespace: 'prod' }))
+    assert.equal(prod.clusters.find((x) => x.name === c(''))!.lb_policy, 'RANDOM')
+    assert.equal(
+      prod.clusters.some((x) => x.name === c('v1')),
+      false,
+      'the prod rule has no subsets',
+    )
+  })
+})
+
+describe('ServiceEntry resolution', () => {
+  it('DNS: STRICT_DNS clusters over the host; port-80 names without the port', () => {
+    const resources = samples('egress-rule-google-apis.yaml')
+    const services = Registry.fromResources(resources).services().concat(BOOKINFO)
+    const r = run(resources, PRODUCTPAGE, services)
+    const cl = r.clusters.find((x) => x.name === 'outbound|443||www.googleapis.com')!
+    assert.equal(cl.type, 'STRICT_DNS')
+    // port 443 has a port-level entry (tls only): it replaces the top-level policy, loadBalancer is not inherited
+    assert.equal(cl.lb_policy, 'LEAST_REQUEST')
+    assert.equal(r.clusters.find((x) => x.name === 'outbound|80||www.googleapis.com')!.lb_policy, 'ROUND_ROBIN')
+    assert.deepEqual(((cl.load_assignment as Json).endpoints as Json[])[0]!.lb_endpoints, [
+      {
+        endpoint: { address: { socket_address: { address: 'www.googleapis.com', port_value: 443 } } },
+        health_status: 'HEALTHY',
+        load_balancing_weight: 1,
+      },
+    ])
+    const vh = vhost(r, 'outbound', 'www.googleapis.com:80')
+    assert.deepEqual(vh.domains, ['www.googleapis.com', 'www.googleapis.com:80'])
+    assert.deepEqual((vh.routes as Json[]).map(summary), ['prefix / → outbound|443||www.googleapis.com'])
+    assert.equal(
+      r.endpoints.some((e) => (e.cluster_name as string).includes('googleapis')),
+      false,
+      'not EDS',
+    )
+  })
+})
+
+describe('VirtualService selection', () => {
+  const vsYaml = (name: string, ts: string, subset: string) => `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ${name}, creationTimestamp: '${ts}'}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: ${subset}}}]}]
+`
+  it('two VirtualServices for one host on the mesh: the oldest wins', () => {
+    const resources = manifests(
+      `${vsYaml('b', '2024-01-01T00:00:00Z', 'old')}---\n${vsYaml('a', '2024-06-01T00:00:00Z', 'new')}`,
+    )
+    assert.deepEqual(routesOf(run(resources), REVIEWS), ['prefix / → outbound|9080|old|reviews'])
+  })
+
+  it('sourceLabels pick routes per proxy, and a wildcard host applies to matching services', () => {
+    const resources = manifests(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: all}
+spec:
+  hosts: ['*.default.svc.cluster.local']
+  http:
+  - match: [{sourceLabels: {app: productpage}}]
+    route: [{destination: {host: ratings}}]
+`)
+    assert.deepEqual(routesOf(run(resources), REVIEWS), ['prefix / → outbound|9080||ratings'])
+    assert.deepEqual(routesOf(run(resources, REVIEWS_V2), REVIEWS), ['prefix / → outbound|9080||reviews'])
+  })
+
+  it('a VirtualService bound only to a gateway does not touch the mesh', () => {
+    const resources = samples('bookinfo-gateway.yaml')
+    assert.deepEqual(routesOf(run(resources), 'productpage.default.svc.cluster.local'), [
+      'prefix / → outbound|9080||productpage',
+    ])
+  })
+})
+
+describe('proxyless gRPC', () => {
+  const node: TranslateNode = { ...PRODUCTPAGE, generator: 'grpc' }
+  const extra = manifests(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings}
+spec:
+  host: ratings
+  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new}
+  - timeout: 3s
+    route: [{destination: {host: ratings}}]
+`)
+  const r = run([...samples('destination-rule-all.yaml'), ...extra], node)
+
+  it('API listeners named host:port for every name, router last, RDS over ADS', () => {
+    assert.deepEqual(
+      names(r.listeners).filter((n) => n.startsWith('ratings')),
+      ['ratings.default.svc.cluster.local:9080', 'ratings.default.svc:9080', 'ratings.default:9080', 'ratings:9080'],
+    )
+    const l = r.listeners.find((x) => x.name === 'ratings:9080')!
+    const hcm = (l.api_listener as Json).api_listener as Json
+    assert.deepEqual(hcm.rds, {
+      config_source: { ads: {} },
+      route_config_name: 'outbound|9080||ratings.default.svc.cluster.local',
+    })
+    assert.equal(((hcm.http_filters as Json[]).at(-1) as Json).name, 'envoy.filters.http.router')
+    assert.equal(l.filter_chains, undefined)
+  })
+
+  it('no redirect routes; timeouts as max_stream_duration', () => {
+    const rc = r.routes.find((x) => x.name === 'outbound|9080||ratings.default.svc.cluster.local')!
+    const vh = (rc.virtual_hosts as Json[])[0]!
+    assert.ok((vh.domains as string[]).includes('ratings:9080'))
+    assert.deepEqual(vh.routes, [
+      {
+        match: { prefix: '/' },
+        route: {
+          cluster: 'outbound|9080||ratings.default.svc.cluster.local',
+          max_stream_duration: { max_stream_duration: '3s' },
+        },
+      },
+    ])
+  })
+
+  it('EDS clusters with ROUND_ROBIN where LEAST_REQUEST was asked, locality and weights in every CLA', () => {
+    const cl = r.clusters.find((x) => x.name === 'outbound|9080||ratings.default.svc.cluster.local')!
+    assert.equal(cl.type, 'EDS')
+    assert.equal(cl.lb_policy, 'ROUND_ROBIN')
+    assert.ok(r.clusters.every((x) => x.lb_policy === 'ROUND_ROBIN'))
+    for (const cla of r.endpoints) {
+      for (const g of cla.endpoints as Json[]) {
+        assert.deepEqual(Object.keys(g.locality as Json), ['region', 'zone', 'sub_zone'])
+        assert.equal(typeof g.load_balancing_weight, 'number')
+      }
+    }
+    assert.equal(
+      names(r.clusters).some((n) => n.startsWith('inbound')),
+      false,
+    )
+  })
+})
