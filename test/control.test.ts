@@ -128,6 +128,14 @@ describe('loom control with loom proxy sidecars', () => {
     assert.deepEqual([...seen.keys()].sort(), ['v1', 'v2'], 'still the 80/20 rule')
   })
 
+  test('loom analyze finds a missing subset against the live config and registry', async () => {
+    const r = await cp.loom(['analyze', '-f', new URL('../../test/fixtures/vs-missing-subset.yaml', import.meta.url).pathname])
+    assert.equal(r.code, 1)
+    assert.match(r.stdout, /Error \[VirtualService\/default\/reviews-canary\] spec\.http\[0\]\.route\[0\]\.destination\.subset: .*v9/)
+    const ok = await cp.loom(['analyze', '-f', `${SAMPLES}/virtual-service-reviews-v3.yaml`])
+    assert.equal(ok.code, 0, ok.stdout)
+  })
+
   test('deleting the rules restores every version', async () => {
     const r = await cp.loom(['delete', 'vs', 'reviews'])
     assert.equal(r.code, 0, r.stderr)

@@ -53,6 +53,18 @@ Examples:
   loom delete -f samples/virtual-service-all-v1.yaml
 `
 
+export const ANALYZE_USAGE = `Usage: loom analyze -f <file|dir|-> [--local] [-o table|json] [--server URL]
+
+Finds problems before you apply: destination hosts not in the registry, subsets no DestinationRule defines,
+conflicting VirtualServices for one host, routes shadowed by an earlier catch-all, and fields Loom accepts but
+does not apply yet. The files are analyzed together with the control plane's current config, or alone (--local).
+Exit code 1 when there are errors, 0 when there are only warnings or nothing.
+
+Examples:
+  loom analyze -f samples/virtual-service-reviews-v3.yaml
+  loom analyze -f config/ --local
+`
+
 export const PROXY_STATUS_USAGE = `Usage: loom proxy-status [-o table|json] [--server URL]
 
 Lists every proxy connected to the control plane and, per xDS type (CDS, LDS, EDS, RDS), whether it has the
@@ -338,4 +350,60 @@ function age(ts: string | undefined): string {
   if (s < 7200) return `${Math.round(s / 60)}m`
   if (s < 172800) return `${Math.round(s / 3600)}h`
   return `${Math.round(s / 86400)}d`
+}
+
+export async function analyzeCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      filename: { type: 'string', short: 'f', multiple: true },
+      local: { type: 'boolean' },
+      output: { type: 'string', short: 'o' },
+      server: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+  if (values.help) return void process.stdout.write(ANALYZE_USAGE)
+  if (values.filename === undefined) fail(`-f <file|dir|-> is required\n\n${ANALYZE_USAGE}`, 2)
+  const texts = values.filename.flatMap((f) => readManifests(f))
+  type Diag = { level: string; message: string; resource: string; path: string }
+  const diagnostics: Diag[] = []
+  if (values.local) {
+    const { parseManifests } = await import('../api/index.js')
+    const { Registry } = await import('../control/registry/registry.js')
+    const { analyze } = await import('../control/translate/analyze.js')
+    const resources = []
+    for (const [source, text] of texts) {
+      const parsed = parseManifests(text, source)
+      if (parsed.errors.length > 0) {
+        for (const e of parsed.errors) process.stderr.write(`error: ${formatErr(e)}\n`)
+        process.exitCode = 1
+        return
+      }
+      resources.push(...parsed.resources)
+    }
+    const registry = new Registry()
+    registry.setResources(resources)
+    diagnostics.push(...analyze(resources, registry.services()))
+  } else {
+    const { status, json } = await call(server(values), 'POST', '/api/v1/analyze', texts.map(([, t]) => t).join('\n---\n'), {
+      'x-loom-source': texts.map(([s]) => s).join(','),
+    })
+    const body = json as { diagnostics?: Diag[]; errors?: ManifestErr[]; error?: { message: string } }
+    if (status === 422 && body.errors !== undefined) {
+      for (const e of body.errors) process.stderr.write(`error: ${formatErr(e)}\n`)
+      process.exitCode = 1
+      return
+    }
+    if (status !== 200) fail(body.error?.message ?? `HTTP ${status}`)
+    diagnostics.push(...(body.diagnostics ?? []))
+  }
+  if (values.output === 'json') process.stdout.write(`${JSON.stringify(diagnostics, null, 2)}\n`)
+  else if (diagnostics.length === 0) process.stdout.write('No problems found.\n')
+  else {
+    for (const d of diagnostics) {
+      process.stdout.write(`${d.level === 'error' ? 'Error' : 'Warning'} [${d.resource}] ${d.path === '' ? '' : `${d.path}: `}${d.message}\n`)
+    }
+  }
+  if (diagnostics.some((d) => d.level === 'error')) process.exitCode = 1
 }

@@ -18,6 +18,7 @@ Usage:
   loom get <kind> [name]             read them (-o table|yaml|json)
   loom delete <kind> <name>          delete one (or -f <file>)
   loom proxy-status                  connected proxies and whether their config is in sync
+  loom analyze -f <file|dir>         find config problems before applying
   loom version                       print the version
 
 Run 'loom <command> --help' for a command's options.
@@ -66,6 +67,8 @@ export async function main(argv: string[]): Promise<void> {
         return await (await import('./control-commands.js')).getCommand(rest)
       case 'delete':
         return await (await import('./control-commands.js')).deleteCommand(rest)
+      case 'analyze':
+        return await (await import('./control-commands.js')).analyzeCommand(rest)
       case 'proxy-status':
         return await (await import('./control-commands.js')).proxyStatusCommand(rest)
       case 'version':

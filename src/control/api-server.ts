@@ -10,6 +10,7 @@
  *   POST   /api/v1/workloads/:namespace/:name/heartbeat
  *   DELETE /api/v1/workloads/:namespace/:name
  *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
+ *   POST   /api/v1/analyze                          diagnostics for the stored config plus the manifests in the body
  *   GET    /debug/snapshot?node=<id>                the xDS resources a proxy gets
  *   GET    /debug/nodes, /healthz
  *
@@ -17,11 +18,12 @@
  */
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { lookupKind, parseManifests } from '../api/index.js'
+import { keyOf, lookupKind, parseManifests } from '../api/index.js'
 import type { Resource } from '../api/resource.js'
 import { log } from '../core/log.js'
 import type { ControlPlane } from './control.js'
-import { RegistrationError } from './registry/registry.js'
+import { Registry, RegistrationError } from './registry/registry.js'
+import { analyze } from './translate/analyze.js'
 import { StoreConflictError } from './store/store.js'
 
 const MAX_BODY = 16 * 1024 * 1024
@@ -174,6 +176,9 @@ export class ApiServer {
       }
     }
     if (what === 'proxy-status' && method === 'GET') return send(200, cp.xds.status())
+    if (what === 'analyze' && method === 'POST') {
+      return send(200, await this.analyze(await readBody(req), req.headers['x-loom-source'] as string | undefined))
+    }
     throw new HttpError(404, `no ${method} ${url.pathname}`)
   }
 
@@ -181,6 +186,20 @@ export class ApiServer {
     const k = lookupKind(name)
     if (k === undefined) throw new HttpError(400, `unknown kind "${name}"`)
     return k.kind
+  }
+
+  /** Diagnostics for the stored config with `text`'s resources applied over it (nothing is written). */
+  private async analyze(text: string, source = '<request>'): Promise<unknown> {
+    const parsed = parseManifests(text, source)
+    if (parsed.errors.length > 0) throw new HttpError(422, 'invalid manifests', { errors: parsed.errors })
+    const merged = new Map<string, Resource>()
+    for (const r of (await this.cp.store.list()).items) merged.set(keyOf(r), r)
+    for (const r of parsed.resources) merged.set(keyOf(r), r)
+    const resources = [...merged.values()]
+    const registry = new Registry()
+    registry.setResources(resources)
+    for (const w of this.cp.registry.workloads()) registry.register({ ...w, ttlSeconds: 3600 })
+    return { diagnostics: analyze(resources, registry.services()) }
   }
 
   /** Validates every document, then writes the changed ones in one transaction (or none). */

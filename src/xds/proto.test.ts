@@ -26,7 +26,7 @@ const UPSTREAM_TLS = `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsC
 const HTTP_OPTIONS = `${T}envoy.extensions.upstreams.http.v3.HttpProtocolOptions`
 const TLS_INSPECTOR = `${T}envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector`
 
-export const inboundListener = {
+const inboundListener = {
   '@type': TYPE_URL.listener,
   name: 'inbound_0.0.0.0_8443',
   address: { socket_address: { address: '0.0.0.0', port_value: 8443 } },
@@ -162,7 +162,7 @@ export const inboundListener = {
   ],
 }
 
-export const apiListener = {
+const apiListener = {
   '@type': TYPE_URL.listener,
   name: 'echo.loom.test:8080',
   api_listener: {
@@ -186,7 +186,7 @@ export const apiListener = {
   },
 }
 
-export const cluster = {
+const cluster = {
   '@type': TYPE_URL.cluster,
   name: 'outbound|8080||echo.default.svc.cluster.local',
   type: 'EDS',
@@ -251,7 +251,7 @@ export const cluster = {
   lrs_server: { self: {} },
 }
 
-export const loadAssignment = {
+const loadAssignment = {
   '@type': TYPE_URL.endpoint,
   cluster_name: 'outbound|8080||echo.default.svc.cluster.local',
   endpoints: [
@@ -290,7 +290,7 @@ export const loadAssignment = {
   policy: { overprovisioning_factor: 140, endpoint_stale_after: '30s' },
 }
 
-export const routeConfig = {
+const routeConfig = {
   '@type': TYPE_URL.route,
   name: 'echo-route',
   virtual_hosts: [
@@ -357,7 +357,7 @@ export const routeConfig = {
   validate_clusters: false,
 }
 
-export const secret = {
+const secret = {
   '@type': TYPE_URL.secret,
   name: 'default',
   tls_certificate: {

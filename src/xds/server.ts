@@ -23,7 +23,6 @@
 import * as grpc from '@grpc/grpc-js'
 import { log as defaultLog, type Level } from '../core/log.js'
 import {
-  ADS_SERVICE,
   adsService,
   type DeltaDiscoveryRequest,
   type DeltaDiscoveryResponse,
@@ -600,5 +599,3 @@ export class XdsServer {
     this.timers.set(nodeId, setTimeout(fire, this.debounceMs))
   }
 }
-
-export { ADS_SERVICE }

@@ -2,14 +2,14 @@
  * Outbound clusters and their endpoints (CDS and EDS), one cluster per service port and per DestinationRule subset:
  * `outbound|<port>||<host>` and `outbound|<port>|<subset>|<host>`.
  *
- * - Services with endpoints (resolution STATIC, or NONE with endpoints) become `EDS` clusters; their
+ * - Services with endpoints (resolution STATIC, or NONE; see below) become `EDS` clusters; their
  *   ClusterLoadAssignment carries the healthy endpoints on that port, filtered by the subset's labels, grouped by
  *   locality. Every locality and endpoint has a weight (proxyless gRPC drops localities without one). Endpoints
  *   whose address is not an IP are left out (EDS needs IPs); `analyze` reports them.
  * - `resolution: DNS` (and DNS_ROUND_ROBIN) services become STRICT_DNS clusters (LOGICAL_DNS for proxyless gRPC)
- *   over their endpoints, or over the host itself when they list none. A NONE service without endpoints is treated
- *   the same way: in HTTP-proxy mode the "original destination" is the host the client named. Wildcard hosts get no
- *   cluster.
+ *   over their endpoints, or over the host itself when they list none. A MESH_EXTERNAL NONE service without
+ *   endpoints is treated the same way: in HTTP-proxy mode the "original destination" is the host the client named.
+ *   Other NONE services are EDS, like STATIC ones. Wildcard hosts get no cluster.
  * - The DestinationRule policy for the (subset, port) sets the load balancer and the connect timeout;
  *   HTTP/2 and gRPC ports get HTTP/2 upstream connections.
  * - Not translated yet (see `analyze`): connectionPool limits, outlierDetection, tls (origination and mTLS),
@@ -71,7 +71,7 @@ function buildCluster(
     svc.resolution === 'DNS' ||
     svc.resolution === 'DNS_ROUND_ROBIN' ||
     svc.resolution === 'DYNAMIC_DNS' ||
-    (svc.resolution === 'NONE' && svc.endpoints.length === 0)
+    (svc.resolution === 'NONE' && svc.location === 'MESH_EXTERNAL' && svc.endpoints.length === 0)
   if (dns && svc.hostname.startsWith('*')) return null
 
   const cluster: Json = { name }

@@ -235,8 +235,13 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
     byPort.set(endpoint.servicePort, { endpoint, protocol })
   }
   const out: ListenerSet = { listeners: [], routes: [], clusters: [] }
+  const bound = new Set<number>()
   for (const servicePort of [...byPort.keys()].sort((a, b) => a - b)) {
     const { endpoint, protocol } = byPort.get(servicePort)!
+    const listenPort = inboundPorts.get(servicePort) ?? endpoint.port
+    // Two service ports sent to one workload port (two ServiceEntries, say) share the first one's listener.
+    if (bound.has(listenPort)) continue
+    bound.add(listenPort)
     const name = `inbound|${servicePort}`
     const cluster = clusterName('inbound', servicePort, '', '')
     const routeConfig = {
@@ -252,7 +257,7 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
     }
     out.listeners.push({
       name,
-      address: socketAddress(address, inboundPorts.get(servicePort) ?? endpoint.port),
+      address: socketAddress(address, listenPort),
       filter_chains: [{ filters: [hcm(name, { route_config: routeConfig })] }],
     })
     const c: Json = {

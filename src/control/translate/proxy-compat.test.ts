@@ -131,7 +131,8 @@ const SCENARIOS: Scenario[] = [
     name: 'external DNS service',
     resources: () => samples('egress-rule-google-apis.yaml'),
     node: PRODUCTPAGE,
-    services: () => Registry.fromResources([...samples('egress-rule-google-apis.yaml'), ...bookinfoResources()]).services(),
+    services: () =>
+      Registry.fromResources([...samples('egress-rule-google-apis.yaml'), ...bookinfoResources()]).services(),
   },
 ]
 
@@ -229,7 +230,12 @@ describe('HTTP_PROXY requests from productpage (jason-v2-v3)', () => {
   const cases: [string, string, Record<string, string>, string | null][] = [
     ['reviews:9080', '/reviews/0', { 'end-user': 'jason' }, 'outbound|9080|v2|reviews.default.svc.cluster.local'],
     ['reviews:9080', '/reviews/0', {}, 'outbound|9080|v3|reviews.default.svc.cluster.local'],
-    ['Reviews.Default:9080', '/reviews/0', { 'end-user': 'jason' }, 'outbound|9080|v2|reviews.default.svc.cluster.local'],
+    [
+      'Reviews.Default:9080',
+      '/reviews/0',
+      { 'end-user': 'jason' },
+      'outbound|9080|v2|reviews.default.svc.cluster.local',
+    ],
     ['reviews.default.svc.cluster.local:9080', '/', {}, 'outbound|9080|v3|reviews.default.svc.cluster.local'],
     ['details:9080', '/details/0', {}, 'outbound|9080|v1|details.default.svc.cluster.local'],
     ['ratings.default.svc:9080', '/ratings/0', {}, 'outbound|9080|v1|ratings.default.svc.cluster.local'],
@@ -238,13 +244,17 @@ describe('HTTP_PROXY requests from productpage (jason-v2-v3)', () => {
     ['unknown:9080', '/', {}, null],
   ]
   for (const [authority, path, headers, want] of cases) {
-    it(`${authority}${path} ${JSON.stringify(headers)} → ${want}`, () => assert.equal(route(cfg, authority, path, headers), want))
+    it(`${authority}${path} ${JSON.stringify(headers)} → ${want}`, () =>
+      assert.equal(route(cfg, authority, path, headers), want))
   }
 })
 
 describe('requests through the ingress gateway', () => {
   const r = translateResources(
-    { resources: [...samples(...ALL, 'bookinfo-gateway.yaml'), ...manifests(GATEWAY_TLS)], services: bookinfoRegistry().services() },
+    {
+      resources: [...samples(...ALL, 'bookinfo-gateway.yaml'), ...manifests(GATEWAY_TLS)],
+      services: bookinfoRegistry().services(),
+    },
     INGRESS,
   )
   const pp = 'outbound|9080||productpage.default.svc.cluster.local'
@@ -254,7 +264,12 @@ describe('requests through the ingress gateway', () => {
     ['http.8080', 'localhost:8080', '/api/v1/products/0/reviews', pp],
     ['http.8080', 'localhost:8080', '/productpages', null],
     ['http.8080', 'localhost:8080', '/admin', null],
-    ['https.8443.https.tls.istio-system', 'bookinfo.example.com:8443', '/', 'outbound|9080|v1|productpage.default.svc.cluster.local'],
+    [
+      'https.8443.https.tls.istio-system',
+      'bookinfo.example.com:8443',
+      '/',
+      'outbound|9080|v1|productpage.default.svc.cluster.local',
+    ],
     ['https.8443.https.tls.istio-system', 'other.example.com', '/', null],
     ['http.8081', 'bookinfo.example.com:8081', '/productpage', 'redirect'],
   ]

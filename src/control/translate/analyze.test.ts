@@ -1,0 +1,176 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { analyze, type Diagnostic } from './analyze.js'
+import { applied, bookinfoRegistry, manifests, samples } from './testdata/bookinfo.js'
+
+const SERVICES = bookinfoRegistry().services()
+
+/** `level resource path: message` lines, for compact expectations. */
+const lines = (ds: Diagnostic[]) => ds.map((d) => `${d.level} ${d.resource} ${d.path}: ${d.message}`)
+
+const vs = (name: string, spec: string, ns = 'default') => `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ${name}, namespace: ${ns}}
+spec:
+${spec
+  .trim()
+  .split('\n')
+  .map((l) => `  ${l}`)
+  .join('\n')}
+`
+
+describe('analyze', () => {
+  const cases: [string, string, string[]][] = [
+    [
+      'unknown destination host',
+      vs('a', 'hosts: [reviews]\nhttp: [{route: [{destination: {host: nope}}]}]'),
+      [
+        'error VirtualService/default/a spec.http[0].route[0].destination.host: destination host nope.default.svc.cluster.local not found in the registry',
+      ],
+    ],
+    [
+      'missing subset',
+      vs('a', 'hosts: [reviews]\nhttp: [{route: [{destination: {host: reviews, subset: v9}}]}]'),
+      [
+        'error VirtualService/default/a spec.http[0].route[0].destination.subset: subset v9 of reviews.default.svc.cluster.local is not defined by any DestinationRule',
+      ],
+    ],
+    [
+      'destination port the service does not have',
+      vs('a', 'hosts: [reviews]\nhttp: [{route: [{destination: {host: reviews, port: {number: 80}}}]}]'),
+      [
+        'error VirtualService/default/a spec.http[0].route[0].destination.port: reviews.default.svc.cluster.local has no port 80',
+      ],
+    ],
+    [
+      'unknown gateway',
+      vs('a', 'hosts: [x.example.com]\ngateways: [nope]\nhttp: [{route: [{destination: {host: reviews}}]}]'),
+      ['error VirtualService/default/a spec.gateways[0]: gateway default/nope not found'],
+    ],
+    [
+      'two VirtualServices for one host on the mesh',
+      `${vs('a', 'hosts: [reviews]\nhttp: [{route: [{destination: {host: reviews}}]}]')}---\n${vs(
+        'b',
+        'hosts: [reviews.default.svc.cluster.local]\nhttp: [{route: [{destination: {host: reviews}}]}]',
+      )}`,
+      [
+        'error VirtualService/default/b spec.hosts: host reviews.default.svc.cluster.local is also routed by VirtualService/default/a on the mesh; only the oldest applies',
+      ],
+    ],
+    [
+      'rules after a catch-all',
+      vs(
+        'a',
+        `hosts: [reviews]
+http:
+- match: [{uri: {prefix: /a}}, {uri: {prefix: /}}, {uri: {exact: /b}}]
+  route: [{destination: {host: reviews}}]
+- route: [{destination: {host: reviews}}]
+- route: [{destination: {host: ratings}}]`,
+      ),
+      [
+        'warning VirtualService/default/a spec.http[0].match[2]: unreachable: spec.http[0].match[1] matches every request',
+        'warning VirtualService/default/a spec.http[1]: unreachable: spec.http[0].match[1] already matches every request',
+        'warning VirtualService/default/a spec.http[2]: unreachable: spec.http[0].match[1] already matches every request',
+      ],
+    ],
+    [
+      'not translated yet',
+      vs(
+        'a',
+        `hosts: [reviews]
+http:
+- fault: {abort: {httpStatus: 500, percentage: {value: 100}}}
+  corsPolicy: {allowOrigins: [{exact: 'https://x.example'}]}
+  mirror: {host: ratings}
+  retries: {attempts: 3}
+  route: [{destination: {host: reviews}}]`,
+      ),
+      [
+        'warning VirtualService/default/a spec.http[0].fault: fault injection is not supported yet; the rule applies without it',
+        'warning VirtualService/default/a spec.http[0].mirror: mirroring is not supported yet; ignored',
+        'warning VirtualService/default/a spec.http[0].corsPolicy: CORS policies are not supported yet; ignored',
+        'warning VirtualService/default/a spec.http[0].retries: retries are not translated yet; requests are tried once',
+      ],
+    ],
+    [
+      'DestinationRule for an unknown host, unsupported policies, empty subset',
+      `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: x}
+spec:
+  host: nope.example.com
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool: {tcp: {connectTimeout: 1s, maxConnections: 10}}
+    outlierDetection: {consecutive5xxErrors: 1}
+    tls: {mode: ISTIO_MUTUAL}
+  subsets:
+  - {name: v9, labels: {version: v9}}
+`,
+      [
+        'warning DestinationRule/default/reviews spec.trafficPolicy.connectionPool: connection pool limits are not supported yet (only tcp.connectTimeout)',
+        'warning DestinationRule/default/reviews spec.trafficPolicy.outlierDetection: outlier detection is not supported yet; ignored',
+        'warning DestinationRule/default/reviews spec.trafficPolicy.tls: upstream TLS (and Istio mTLS) is not supported yet; traffic is plain text',
+        'warning DestinationRule/default/reviews spec.subsets[0]: subset v9 selects no endpoint of reviews.default.svc.cluster.local',
+        'warning DestinationRule/default/x spec.host: no service nope.example.com in the registry',
+      ],
+    ],
+    [
+      'gateway servers Loom cannot serve yet',
+      `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, credentialName: cert}
+  - port: {number: 15443, name: tls, protocol: TLS}
+    hosts: ['*']
+    tls: {mode: AUTO_PASSTHROUGH}
+`,
+      [
+        'warning Gateway/default/gw spec.servers[0].tls: only certificate files (serverCertificate, privateKey) are supported yet, not credentialName; the server gets no listener',
+        'warning Gateway/default/gw spec.servers[1].port.protocol: TLS servers are not supported yet; no listener',
+      ],
+    ],
+  ]
+  for (const [name, yaml, want] of cases) {
+    it(name, () => assert.deepEqual(lines(analyze(manifests(yaml), SERVICES)), want))
+  }
+
+  it('Bookinfo as shipped: only the subsets without workloads are reported', () => {
+    const ds = analyze(
+      samples(
+        'virtual-service-all-v1.yaml',
+        'destination-rule-all.yaml',
+        'virtual-service-reviews-jason-v2-v3.yaml',
+        'bookinfo-gateway.yaml',
+      ),
+      SERVICES,
+    )
+    assert.deepEqual(lines(ds), [
+      'warning DestinationRule/default/details spec.subsets[1]: subset v2 selects no endpoint of details.default.svc.cluster.local',
+      'warning DestinationRule/default/ratings spec.subsets[1]: subset v2 selects no endpoint of ratings.default.svc.cluster.local',
+      'warning DestinationRule/default/ratings spec.subsets[2]: subset v2-mysql selects no endpoint of ratings.default.svc.cluster.local',
+      'warning DestinationRule/default/ratings spec.subsets[3]: subset v2-mysql-vm selects no endpoint of ratings.default.svc.cluster.local',
+    ])
+  })
+
+  it('a VirtualService on a gateway and the mesh does not conflict with itself; two on one gateway merge', () => {
+    const gw = samples('bookinfo-gateway.yaml')
+    const second = manifests(
+      vs('more', 'hosts: ["*"]\ngateways: [bookinfo-gateway]\nhttp: [{route: [{destination: {host: reviews}}]}]'),
+    )
+    assert.deepEqual(lines(analyze(applied(gw, second), SERVICES)), [
+      'warning VirtualService/default/more spec.hosts: host * is also routed by VirtualService/default/bookinfo on gateway default/bookinfo-gateway; routes merge',
+    ])
+  })
+})
