@@ -14,8 +14,7 @@
  *   of its endpoints; otherwise the registry makes the service from the workloads' own ports, as a Kubernetes
  *   Service would.
  */
-import { keyOf, type Resource } from '../../api/resource.js'
-import type { ServiceEntrySpec, WorkloadEntrySpec } from '../../api/index.js'
+import { keyOf, type Resource, type ServiceEntrySpec, type WorkloadEntrySpec } from '../../api/index.js'
 import { DEFAULT_DOMAIN_SUFFIX, labelsMatch, resolveHost, serviceFqdn } from './hostname.js'
 
 // === output ===

@@ -19,6 +19,7 @@ import {
   type Resource,
   type ServiceEntrySpec,
   type SidecarSpec,
+  type TrafficPolicy,
   type VirtualServiceSpec,
   type WorkloadEntrySpec,
 } from '../../api/index.js'
@@ -27,7 +28,7 @@ import { configOrder, type Service } from '../registry/registry.js'
 import { terminatingTls } from './listeners.js'
 import { resolveGatewayName, virtualServiceGateways } from './routes.js'
 import { type MeshConfig, resolveMeshConfig } from './scope.js'
-import type { TrafficPolicy } from '../../api/index.js'
+import { cmp } from './util.js'
 
 export interface Diagnostic {
   level: 'warning' | 'error'
@@ -45,6 +46,7 @@ export function analyze(
 ): Diagnostic[] {
   const mesh = resolveMeshConfig(meshConfig)
   const sorted = [...resources].sort(configOrder)
+  services = [...services].sort((a, b) => cmp(a.hostname, b.hostname) || cmp(a.namespace, b.namespace))
   const known = new Set(services.map((s) => s.hostname))
   const resolve = (h: string, ns: string) => resolveHost(h, ns, (x) => known.has(x), mesh.domainSuffix)
   const out: Diagnostic[] = []

@@ -16,12 +16,12 @@
  *   localityLbSetting, warmup.
  */
 import { isIP } from 'node:net'
+import { TypeUrls } from '../../config/type-urls.js'
 import { labelsMatch } from '../registry/hostname.js'
 import { isHttp2Protocol, type Service, type ServiceEndpoint, type ServicePort } from '../registry/registry.js'
 import { connectTimeout, effectivePolicy, loadBalancerFields } from './policy.js'
 import type { Scope } from './scope.js'
 import { clusterName, cmp, type Json, locality } from './util.js'
-import { TypeUrls } from '../../config/type-urls.js'
 
 export const ADS: Json = { ads: {} }
 

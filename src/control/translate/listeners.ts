@@ -1,5 +1,7 @@
 /**
- * Listeners and route configurations (LDS and RDS) for the three kinds of client:
+ * Listeners and route configurations (LDS and RDS) for the three kinds of client. Stat prefixes follow Istio's
+ * (`inbound_0.0.0.0_9080`, `outbound_0.0.0.0_8080` on gateways), so Envoy dashboards read the same; gateways use the
+ * client address (`use_remote_address`), as Istio's do.
  *
  * - **Sidecar, Envoy-style** (`generator: 'envoy'`). Loom runs each workload with its sidecar as the workload's
  *   HTTP proxy (HTTP_PROXY), so outbound traffic arrives on one listener, `outbound_http` on 127.0.0.1
@@ -13,12 +15,11 @@
  *   (`reviews.default.svc.cluster.local:9080`, `reviews:9080`...), each pointing at the route configuration
  *   `outbound|<port>||<host>`.
  */
-import type { Resource } from '../../api/resource.js'
+import type { GatewaySpec, Resource, VirtualServiceSpec } from '../../api/index.js'
 import { TypeUrls } from '../../config/type-urls.js'
 import { hostSubsetOf, intersectHosts, isWildcard, labelsMatch, shortNames } from '../registry/hostname.js'
 import { isHttp2Protocol, isHttpProtocol, type Service, type ServiceEndpoint } from '../registry/registry.js'
 import { ADS, http2Options, loadAssignment } from './clusters.js'
-import type { GatewaySpec, VirtualServiceSpec } from '../../api/index.js'
 import type { Server } from './types.js'
 import { defaultRoute, isCatchAll, type RouteContext, virtualServiceGateways, virtualServiceRoutes } from './routes.js'
 import type { Scope } from './scope.js'
@@ -258,7 +259,7 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
     out.listeners.push({
       name,
       address: socketAddress(address, listenPort),
-      filter_chains: [{ filters: [hcm(name, { route_config: routeConfig })] }],
+      filter_chains: [{ filters: [hcm(`inbound_${address}_${listenPort}`, { route_config: routeConfig })] }],
     })
     const c: Json = {
       name: cluster,
@@ -351,7 +352,7 @@ export function gatewayListeners(scope: Scope): ListenerSet {
       const plain = servers.filter((s) => !terminatingTls(s.server))
       const routeName = `http.${port}`
       out.routes.push(gatewayRouteConfig(scope, routeName, port, plain, false))
-      chains.push({ filters: [hcm(routeName, rds(routeName))] })
+      chains.push({ filters: [hcm(`outbound_0.0.0.0_${port}`, { ...rds(routeName), use_remote_address: true })] })
     } else {
       for (const s of servers.filter((x) => terminatingTls(x.server))) {
         const routeName = `https.${port}.${s.server.port?.name ?? ''}.${s.gateway.metadata.name}.${s.gateway.metadata.namespace}`
@@ -359,7 +360,9 @@ export function gatewayListeners(scope: Scope): ListenerSet {
         const chain: Json = {}
         const sni = serverHosts(s.server).filter((h) => h !== '*')
         if (sni.length > 0) chain.filter_chain_match = { server_names: sni }
-        chain.filters = [hcm(routeName, rds(routeName))]
+        // Istio's stat prefix for a TLS server is its name, else the route name.
+        const prefix = s.server.name ?? routeName
+        chain.filters = [hcm(prefix, { ...rds(routeName), use_remote_address: true })]
         chain.transport_socket = { name: 'envoy.transport_sockets.tls', typed_config: downstreamTls(s.server) }
         chains.push(chain)
       }

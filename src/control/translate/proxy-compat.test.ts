@@ -12,6 +12,8 @@ import { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } from '..
 import { toConfigIssues } from '../../config/schema.js'
 import { Headers } from '../../proxy/http/headers.js'
 import { type CompiledRouteConfig, compileRouteConfig } from '../../proxy/route/router.js'
+import { decodeResource, encodeResource } from '../../xds/proto.js'
+import { TYPE_URL } from '../../xds/snapshot.js'
 import { Registry } from '../registry/registry.js'
 import {
   applied,
@@ -275,5 +277,50 @@ describe('requests through the ingress gateway', () => {
   ]
   for (const [rc, authority, path, want] of cases) {
     it(`${rc}: ${authority}${path} → ${want}`, () => assert.equal(route(router(r, rc), authority, path), want))
+  }
+})
+
+// === Envoy's protos ===
+
+const ENUM_ZERO: Record<string, string> = {
+  lb_policy: 'ROUND_ROBIN',
+  append_action: 'APPEND_IF_EXISTS_OR_ADD',
+  response_code: 'MOVED_PERMANENTLY',
+}
+
+/** Drops what proto3 does not carry: empty strings and lists, enum zero values. */
+function withoutDefaults(x: unknown): unknown {
+  if (Array.isArray(x)) return x.map(withoutDefaults)
+  if (x === null || typeof x !== 'object') return x
+  const out: Json = {}
+  for (const [k, val] of Object.entries(x)) {
+    if (val === '' || (Array.isArray(val) && val.length === 0) || ENUM_ZERO[k] === val) continue
+    out[k] = withoutDefaults(val)
+  }
+  return out
+}
+
+describe("every resource encodes with Envoy's protos and decodes back the same", () => {
+  const grpc: Scenario = {
+    name: 'proxyless gRPC',
+    resources: () => applied(samples(...ALL, 'virtual-service-reviews-jason-v2-v3.yaml'), manifests(KITCHEN_SINK)),
+    node: { ...PRODUCTPAGE, generator: 'grpc' },
+  }
+  for (const s of [...SCENARIOS, grpc]) {
+    it(s.name, () => {
+      const r = translated(s)
+      const types: [Json[], string][] = [
+        [r.listeners, TYPE_URL.listener],
+        [r.routes, TYPE_URL.route],
+        [r.clusters, TYPE_URL.cluster],
+        [r.endpoints, TYPE_URL.endpoint],
+      ]
+      for (const [list, type] of types) {
+        for (const res of list) {
+          const back = decodeResource(encodeResource(res, type), { withType: false })
+          assert.deepStrictEqual(back, withoutDefaults(res), `${type} ${res.name ?? res.cluster_name}`)
+        }
+      }
+    })
   }
 })

@@ -18,9 +18,15 @@
  *
  * Proxyless gRPC gets no redirect or direct-response routes and reads timeouts from `max_stream_duration`.
  */
-import type { Resource } from '../../api/resource.js'
+import type {
+  Destination,
+  Headers,
+  HTTPMatchRequest,
+  HTTPRoute,
+  Resource,
+  VirtualServiceSpec,
+} from '../../api/index.js'
 import type { Service } from '../registry/registry.js'
-import type { Destination, Headers, HTTPMatchRequest, HTTPRoute, VirtualServiceSpec } from '../../api/index.js'
 import type { HTTPRedirect, HTTPRouteDestination, StringMatch } from './types.js'
 import { clusterName, cmp, type Json, protoDuration } from './util.js'
 

@@ -3,7 +3,7 @@
  * name), the services visible to it (exportTo, then its Sidecar's egress hosts), and the lookups every generator
  * needs: hostname resolution, the DestinationRule for a host, the hash policy for a destination.
  */
-import type { Resource } from '../../api/resource.js'
+import type { DestinationRuleSpec, Resource, SidecarSpec, VirtualServiceSpec } from '../../api/index.js'
 import type { ProxyNode } from '../../xds/snapshot.js'
 import {
   DEFAULT_DOMAIN_SUFFIX,
@@ -15,10 +15,9 @@ import {
   resolveHost,
 } from '../registry/hostname.js'
 import { configOrder, type Service } from '../registry/registry.js'
-import type { DestinationRuleSpec, SidecarSpec, VirtualServiceSpec } from '../../api/index.js'
 import type { Subset } from './types.js'
 import { effectivePolicy, hashPolicy, type LbPolicy } from './policy.js'
-import type { Json } from './util.js'
+import { cmp, type Json } from './util.js'
 
 /** Mesh-wide defaults (Istio's MeshConfig, the parts Loom reads). */
 export interface MeshConfig {
@@ -74,11 +73,12 @@ export class Scope {
     this.node = node
     this.mesh = mesh
     this.resources = [...resources].sort((a, b) => configOrder(a, b) || cmpKind(a, b))
-    this.allServices = services
+    // Sorted here too, so the output never depends on the order the caller passed things in.
+    this.allServices = [...services].sort((a, b) => cmp(a.hostname, b.hostname) || cmp(a.namespace, b.namespace))
     this.#knownHosts = new Set(services.map((s) => s.hostname))
     this.sidecar = node.kind === 'sidecar' ? this.#selectSidecar() : undefined
     const egress = this.sidecar === undefined ? null : egressHosts(this.sidecar.spec)
-    const visible = services
+    const visible = this.allServices
       .filter((s) => isExportedTo(s.namespace, s.exportTo, node.namespace))
       .filter((s) => egress === null || egress.some((h) => egressAllows(h, s.namespace, s.hostname, node.namespace)))
     for (const s of visible) {
@@ -88,7 +88,7 @@ export class Scope {
         this.#byHost.set(s.hostname, s)
       }
     }
-    this.services = [...this.#byHost.values()].sort((a, b) => (a.hostname < b.hostname ? -1 : 1))
+    this.services = [...this.#byHost.values()].sort((a, b) => cmp(a.hostname, b.hostname))
   }
 
   of<S>(kind: string): Resource<S>[] {
@@ -167,7 +167,7 @@ export class Scope {
     return found
   }
 
-  /** The subset's labels, or undefined if the DestinationRule does not define it. */
+  /** A subset of the host's DestinationRule, or undefined if it does not define one by that name. */
   subset(hostname: string, name: string): Subset | undefined {
     return (this.destinationRule(hostname)?.spec.subsets ?? []).find((s) => s.name === name)
   }
@@ -201,7 +201,7 @@ export class Scope {
 }
 
 function cmpKind(a: Resource, b: Resource): number {
-  return a.kind < b.kind ? -1 : a.kind > b.kind ? 1 : 0
+  return cmp(a.kind, b.kind)
 }
 
 function mergeRules(rules: Resource<DestinationRuleSpec>[]): DestinationRuleSpec {

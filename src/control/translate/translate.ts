@@ -11,7 +11,7 @@
  * The module docs of listeners.ts, routes.ts, clusters.ts and policy.ts say what is translated and what is not yet.
  */
 import { createHash } from 'node:crypto'
-import type { Resource } from '../../api/resource.js'
+import type { Resource } from '../../api/index.js'
 import { type ProxyNode, type ResourceMap, type Snapshot, TYPE_URL, type TypeUrl } from '../../xds/snapshot.js'
 import type { Service } from '../registry/registry.js'
 import { outboundClusters } from './clusters.js'

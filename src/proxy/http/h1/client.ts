@@ -32,6 +32,10 @@ enum C {
   Closed,
 }
 
+function uncork(socket: net.Socket): void {
+  socket.uncork()
+}
+
 function resetLater(req: H1UpstreamRequest, reason: UpstreamResetReason, detail: string): void {
   req.fail(reason, detail)
 }
@@ -97,7 +101,9 @@ export class H1UpstreamRequest implements UpstreamRequest {
       this.queue = null
       this.queued = 0
     }
-    socket.uncork()
+    // a body on its way (usually in the same read as the head) joins the head in one write at the end of the tick
+    if (this.requestComplete) socket.uncork()
+    else process.nextTick(uncork, socket)
     conn.stats.upstream_cx_tx_bytes_total += n
   }
 
