@@ -10,6 +10,8 @@ import { ProxyServer } from '../proxy/proxy.js'
 const USAGE = `loom: a service mesh you can read, run on a laptop and trust in production
 
 Usage:
+  loom demo [--traffic]              run the Bookinfo demo: every service with its sidecar, behind a gateway
+  loom up -f <dir|file>              run a mesh of local processes from manifests (loom down, status, logs)
   loom proxy -c <bootstrap.yaml>     run the proxy from an Envoy-style static bootstrap
   loom proxy --xds <host:port>       run the proxy with config from the control plane
   loom validate -c <bootstrap.yaml>  check a bootstrap without starting anything
@@ -39,7 +41,7 @@ Options:
       --labels <k=v,...>   the workload's labels (select Sidecar, Gateway, policies...)
       --service-account <name>  the workload's service account (default: default)
       --ip <address>       the workload's IP (default: 127.0.0.1)
-      --metadata <k=v,...> extra node metadata for the control plane
+      --metadata <k=v>     extra node metadata for the control plane (repeat for several)
       --admin <host:port>  admin endpoint when there is no bootstrap (default: 127.0.0.1:15000; port 0 picks one)
       --drain-time-s <n>   on SIGTERM/SIGINT, how long in-flight requests may take to finish (default 5)
       --log-level <level>  debug | info | warn | error (default info; also LOOM_LOG)
@@ -67,6 +69,16 @@ export async function main(argv: string[]): Promise<void> {
         return await (await import('./control-commands.js')).getCommand(rest)
       case 'delete':
         return await (await import('./control-commands.js')).deleteCommand(rest)
+      case 'up':
+        return await (await import('./runtime-commands.js')).upCommand(rest)
+      case 'demo':
+        return await (await import('./runtime-commands.js')).demoCommand(rest)
+      case 'down':
+        return await (await import('./runtime-commands.js')).downCommand(rest)
+      case 'status':
+        return await (await import('./runtime-commands.js')).statusCommand(rest)
+      case 'logs':
+        return await (await import('./runtime-commands.js')).logsCommand(rest)
       case 'analyze':
         return await (await import('./control-commands.js')).analyzeCommand(rest)
       case 'proxy-status':
@@ -115,7 +127,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       labels: { type: 'string' },
       'service-account': { type: 'string' },
       ip: { type: 'string' },
-      metadata: { type: 'string' },
+      metadata: { type: 'string', multiple: true },
       admin: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -165,7 +177,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       labels: keyValues(values.labels ?? '', '--labels'),
       serviceAccount: values['service-account'] ?? 'default',
       ip: values.ip ?? '127.0.0.1',
-      metadata: keyValues(values.metadata ?? '', '--metadata'),
+      metadata: Object.fromEntries((values.metadata ?? []).map((m) => pair(m, '--metadata'))),
     })
   }
   log('info', 'proxy', 'ready', { admin: proxy.adminAddress, listeners: proxy.listeners.map((l) => l.address) })
@@ -220,4 +232,11 @@ function keyValues(text: string, flag: string): Record<string, string> {
     out[part.slice(0, i).trim()] = part.slice(i + 1).trim()
   }
   return out
+}
+
+/** `k=v` → [k, v] (the value may contain commas and colons). */
+function pair(text: string, flag: string): [string, string] {
+  const i = text.indexOf('=')
+  if (i <= 0) throw new LoomError(ErrorCodes.USAGE, `${flag} takes key=value, got "${text}"`)
+  return [text.slice(0, i).trim(), text.slice(i + 1).trim()]
 }

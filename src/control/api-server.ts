@@ -7,7 +7,7 @@
  *   DELETE /api/v1/resources/:kind/:namespace/:name
  *   GET    /api/v1/workloads                        self-registered workloads
  *   POST   /api/v1/workloads                        register (JSON: name, namespace, address, ports, labels, ttlSeconds...)
- *   POST   /api/v1/workloads/:namespace/:name/heartbeat
+ *   POST   /api/v1/workloads/:namespace/:name/heartbeat  optional body {"healthy": bool}
  *   DELETE /api/v1/workloads/:namespace/:name
  *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
  *   POST   /api/v1/analyze                          diagnostics for the stored config plus the manifests in the body
@@ -77,7 +77,10 @@ export class ApiServer {
       this.handle(req, res).catch((err: unknown) => {
         const status = err instanceof HttpError ? err.status : 500
         if (status === 500) log('error', 'api', 'request failed', { url: req.url, error: String(err) })
-        const body = err instanceof HttpError && err.body !== undefined ? err.body : { error: { message: String((err as Error).message ?? err) } }
+        const body =
+          err instanceof HttpError && err.body !== undefined
+            ? err.body
+            : { error: { message: String((err as Error).message ?? err) } }
         if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json' })
         res.end(`${JSON.stringify(body, null, 2)}\n`)
       })
@@ -104,7 +107,10 @@ export class ApiServer {
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://api')
-    const parts = url.pathname.split('/').filter((p) => p !== '').map(decodeURIComponent)
+    const parts = url.pathname
+      .split('/')
+      .filter((p) => p !== '')
+      .map(decodeURIComponent)
     const method = req.method ?? 'GET'
     const send = (status: number, body: unknown) => {
       res.writeHead(status, { 'content-type': 'application/json' })
@@ -126,7 +132,14 @@ export class ApiServer {
     if (parts[0] !== 'api' || parts[1] !== 'v1') throw new HttpError(404, `unknown path ${url.pathname}`)
     const what = parts[2]
     if (what === 'apply' && method === 'POST') {
-      return send(200, await this.apply(await readBody(req), req.headers['x-loom-source'] as string | undefined, url.searchParams.get('dryRun') === 'true'))
+      return send(
+        200,
+        await this.apply(
+          await readBody(req),
+          req.headers['x-loom-source'] as string | undefined,
+          url.searchParams.get('dryRun') === 'true',
+        ),
+      )
     }
     if (what === 'resources') {
       if (parts.length === 3 && method === 'GET') {
@@ -167,7 +180,17 @@ export class ApiServer {
       }
       const id = `${parts[3]}/${parts[4]}`
       if (parts.length === 6 && parts[5] === 'heartbeat' && method === 'POST') {
-        if (!cp.registry.heartbeat(id)) throw new HttpError(404, `workload ${id} is not registered`)
+        const text = await readBody(req)
+        let status: { healthy?: boolean } = {}
+        if (text.trim() !== '') {
+          try {
+            const b = JSON.parse(text) as { healthy?: unknown }
+            if (typeof b.healthy === 'boolean') status = { healthy: b.healthy }
+          } catch {
+            throw new HttpError(400, 'the body must be JSON, e.g. {"healthy": true}')
+          }
+        }
+        if (!cp.registry.heartbeat(id, status)) throw new HttpError(404, `workload ${id} is not registered`)
         return send(200, { id })
       }
       if (parts.length === 5 && method === 'DELETE') {
@@ -220,8 +243,11 @@ export class ApiServer {
       try {
         const written = await this.cp.store.putAll(changed)
         for (const w of written) {
-          const res = results.find((x) => x.kind === w.kind && x.namespace === w.metadata.namespace && x.name === w.metadata.name)
-          if (res !== undefined && w.metadata.resourceVersion !== undefined) res.resourceVersion = w.metadata.resourceVersion
+          const res = results.find(
+            (x) => x.kind === w.kind && x.namespace === w.metadata.namespace && x.name === w.metadata.name,
+          )
+          if (res !== undefined && w.metadata.resourceVersion !== undefined)
+            res.resourceVersion = w.metadata.resourceVersion
         }
       } catch (err) {
         if (err instanceof StoreConflictError) throw new HttpError(409, err.message)

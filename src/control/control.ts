@@ -40,7 +40,9 @@ export function proxyNodeOf(n: NodeInfo): TranslateNode {
   }
   const kind = str('NODE_KIND', parts[0] === 'router' ? 'gateway' : 'sidecar') === 'gateway' ? 'gateway' : 'sidecar'
   const namespace = str('NAMESPACE', parts[2]?.split('.')[1] ?? 'default')
-  const generator = str('GENERATOR', n.userAgentName?.includes('grpc') === true ? 'grpc' : 'envoy') === 'grpc' ? 'grpc' : 'envoy'
+  // Without GENERATOR, gRPC's user agents ('gRPC Node Pure JS', 'gRPC Go', 'gRPC C-core'...) mark a proxyless client.
+  const grpcAgent = n.userAgentName?.toLowerCase().includes('grpc') === true
+  const generator = str('GENERATOR', grpcAgent ? 'grpc' : 'envoy') === 'grpc' ? 'grpc' : 'envoy'
   return {
     id: n.id,
     kind,

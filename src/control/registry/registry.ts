@@ -329,6 +329,8 @@ interface Instance {
 
 interface Draft {
   service: Service
+  /** service port → targetPort, from the defining ServiceEntries */
+  targetPorts: Map<number, number>
   /** `address|servicePort|port` of endpoints already added */
   seen: Set<string>
 }
@@ -384,15 +386,21 @@ function buildServices(resources: readonly Resource[], workloads: RegisteredWork
             exportTo: spec.exportTo !== undefined && spec.exportTo.length > 0 ? [...spec.exportTo] : ['*'],
             source,
           },
+          targetPorts: new Map(targetPorts),
           seen: new Set(),
         }
         drafts.set(key, d)
       } else {
         // The same host again in the namespace: Istio keeps the first entry's settings and adds ports and endpoints.
-        for (const p of ports) if (!d.service.ports.some((q) => q.number === p.number)) d.service.ports.push({ ...p })
+        for (const p of ports) {
+          if (d.service.ports.some((q) => q.number === p.number)) continue
+          d.service.ports.push({ ...p })
+          const t = targetPorts.get(p.number)
+          if (t !== undefined) d.targetPorts.set(p.number, t)
+        }
         d.service.ports.sort((a, b) => a.number - b.number)
       }
-      for (const inst of instances) addInstance(d, inst, ports, targetPorts)
+      for (const inst of instances) addInstance(d, inst, ports)
     }
   }
 
@@ -409,7 +417,7 @@ function buildServices(resources: readonly Resource[], workloads: RegisteredWork
     for (const host of new Set(hosts)) {
       const d = drafts.get(`${host}|${w.namespace}`) ?? [...drafts.values()].find((x) => x.service.hostname === host)
       if (d !== undefined && d.service.source !== 'workload') {
-        addInstance(d, fromRegistered(w), d.service.ports, new Map())
+        addInstance(d, fromRegistered(w), d.service.ports)
       } else {
         const key = `${host}|${w.namespace}`
         implicit.set(key, [...(implicit.get(key) ?? []), w])
@@ -440,9 +448,10 @@ function buildServices(resources: readonly Resource[], workloads: RegisteredWork
         exportTo: ['*'],
         source: 'workload',
       },
+      targetPorts: new Map(),
       seen: new Set(),
     }
-    for (const w of members) addInstance(d, fromRegistered(w), ports, new Map())
+    for (const w of members) addInstance(d, fromRegistered(w), ports)
     drafts.set(key, d)
   }
 
@@ -456,10 +465,10 @@ function buildServices(resources: readonly Resource[], workloads: RegisteredWork
   return out.sort((a, b) => cmp(a.hostname, b.hostname) || cmp(a.namespace, b.namespace))
 }
 
-function addInstance(d: Draft, inst: Instance, ports: readonly ServicePort[], targetPorts: Map<number, number>) {
+function addInstance(d: Draft, inst: Instance, ports: readonly ServicePort[]) {
   for (const sp of ports) {
     const port =
-      inst.namedPorts.get(sp.name) ?? inst.byServicePort.get(sp.number) ?? targetPorts.get(sp.number) ?? sp.number
+      inst.namedPorts.get(sp.name) ?? inst.byServicePort.get(sp.number) ?? d.targetPorts.get(sp.number) ?? sp.number
     const key = `${inst.address}|${sp.number}|${port}`
     if (d.seen.has(key)) continue
     d.seen.add(key)

@@ -330,8 +330,14 @@ export function selectedGateways(scope: Scope): Resource<GatewaySpec>[] {
   return scope.of<GatewaySpec>('Gateway').filter((g) => labelsMatch(g.spec?.selector ?? {}, scope.node.labels))
 }
 
-/** Listeners and route configurations for a gateway proxy. */
-export function gatewayListeners(scope: Scope): ListenerSet {
+/**
+ * Listeners and route configurations for a gateway proxy. Node metadata (optional): `GATEWAY_ADDRESS` (default
+ * `0.0.0.0`) and `GATEWAY_PORTS` (Gateway server port → the port to bind, as `INBOUND_PORTS`), for hosts where the
+ * server port is taken or privileged (`loom up` maps 8080 to a free local port).
+ */
+export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): ListenerSet {
+  const bindAddress = typeof metadata.GATEWAY_ADDRESS === 'string' ? metadata.GATEWAY_ADDRESS : '0.0.0.0'
+  const bindPorts = portMap(metadata.GATEWAY_PORTS)
   const byPort = new Map<number, BoundServer[]>()
   for (const gateway of selectedGateways(scope)) {
     const gatewayName = `${gateway.metadata.namespace}/${gateway.metadata.name}`
@@ -367,7 +373,11 @@ export function gatewayListeners(scope: Scope): ListenerSet {
         chains.push(chain)
       }
     }
-    out.listeners.push({ name: `0.0.0.0_${port}`, address: socketAddress('0.0.0.0', port), filter_chains: chains })
+    out.listeners.push({
+      name: `0.0.0.0_${port}`,
+      address: socketAddress(bindAddress, bindPorts.get(port) ?? port),
+      filter_chains: chains,
+    })
   }
   return out
 }

@@ -53,7 +53,7 @@ export function translateResources(input: TranslateInput, node: TranslateNode): 
   const scope = new Scope(input.resources, input.services, node, resolveMeshConfig(input.meshConfig))
   const metadata = node.metadata ?? {}
   const parts: ListenerSet[] = []
-  if (node.kind === 'gateway') parts.push(gatewayListeners(scope))
+  if (node.kind === 'gateway') parts.push(gatewayListeners(scope, metadata))
   else if (node.generator === 'grpc') parts.push(grpcListeners(scope))
   else parts.push(outboundListener(scope, metadata), inboundListeners(scope, metadata))
   const outbound = outboundClusters(scope)

@@ -1,0 +1,239 @@
+/** `loom up`, `down`, `status`, `logs` and `demo`: a local mesh of processes. */
+import { existsSync, readFileSync, statSync, watch } from 'node:fs'
+import { parseArgs } from 'node:util'
+import { ErrorCodes, LoomError } from '../core/errors.js'
+import { LocalMesh, statePath, type UpState } from '../runtime/up.js'
+
+export const UP_USAGE = `Usage: loom up -f <dir|file> [--data-dir DIR] [--api-port N] [--xds-port N] [--gateway-port N]
+
+Runs a mesh of local processes: the control plane, each Workload's process with its sidecar, and the gateways the
+config declares. Manifests hold Istio resources (applied to the control plane) and Loom Workloads:
+
+  apiVersion: loom.dev/v1
+  kind: Workload
+  metadata: { name: reviews-v1 }
+  spec:
+    command: [node, reviews.js]          # started after its sidecar is ready
+    labels: { app: reviews, version: v1 }
+    serviceAccount: bookinfo-reviews
+    ports: [{ name: http, port: 9080 }]  # the process listens on $PORT; peers call http://reviews:9080
+    env: { ENABLE_RATINGS: "false" }     # plus HTTP_PROXY: its sidecar
+
+Ctrl-C (or 'loom down') stops everything: applications, then sidecars, gateways, the control plane.
+
+Options:
+  -f, --file <dir|file>   manifests (required)
+      --data-dir <dir>    state, logs and the config store (default: ./.loom)
+      --api-port <n>      control plane API port (default 15080 if free)
+      --xds-port <n>      control plane xDS port (default 15010 if free)
+      --gateway-port <n>  local port for the first gateway server port (default: the same port if free)
+`
+
+export const DEMO_USAGE = `Usage: loom demo [--traffic] [--port N] [--data-dir DIR]
+
+Runs Istio's Bookinfo application (productpage, details, reviews v1/v2/v3, ratings), each process with its Loom
+sidecar, behind an ingress gateway, and prints the URLs. Then try routing rules from another terminal:
+
+  loom apply -f examples/bookinfo/networking/destination-rule-all.yaml
+  loom apply -f examples/bookinfo/networking/virtual-service-reviews-v1.yaml        # no stars
+  loom apply -f examples/bookinfo/networking/virtual-service-reviews-jason-v2.yaml  # log in as jason: black stars
+  loom get vs; loom proxy-status
+
+Options:
+      --traffic         send a gentle stream of requests (2 per second) to the product page
+      --port <n>        the gateway's local port (default 8080 if free)
+      --data-dir <dir>  state and logs (default: ./.loom/demo)
+`
+
+function progress(line: string): void {
+  process.stderr.write(`loom: ${line}\n`)
+}
+
+function printState(s: UpState, extra = ''): void {
+  const rows = [['WORKLOAD', 'SERVICE', 'APP PID', 'SIDECAR PID', 'APP PORT', 'OUTBOUND'], ...s.workloads.map((w) => [
+    w.name, `${w.service.split('.')[0]}:${Object.keys(w.inbound).join(',')}`, String(w.appPid ?? '-'), String(w.sidecarPid ?? '-'),
+    String(w.appPort), String(w.outboundPort),
+  ])]
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
+  process.stdout.write(`${rows.map((r) => r.map((c, i) => c.padEnd(widths[i]! + 2)).join('').trimEnd()).join('\n')}\n`)
+  for (const g of s.gateways) {
+    for (const [p, local] of Object.entries(g.ports)) process.stdout.write(`gateway ${g.name}: port ${p} → http://127.0.0.1:${local}\n`)
+  }
+  process.stdout.write(`control plane: api http://${s.api}  xds ${s.xds}  (export LOOM_SERVER=${s.api})\n${extra}`)
+}
+
+async function runUp(opts: { file: string; dataDir: string; apiPort?: number; xdsPort?: number; gatewayPort?: number }, after?: (s: UpState, mesh: LocalMesh) => void): Promise<void> {
+  const mesh = new LocalMesh({ ...opts, progress })
+  let stopping = false
+  const stop = () => {
+    if (stopping) process.exit(1)
+    stopping = true
+    progress('shutting down')
+    void mesh.down().then(() => process.exit(0))
+  }
+  process.on('SIGINT', stop)
+  process.on('SIGTERM', stop)
+  let state: UpState
+  try {
+    state = await mesh.up()
+  } catch (err) {
+    progress(`failed: ${(err as Error).message}`)
+    await mesh.down()
+    throw err
+  }
+  after?.(state, mesh)
+}
+
+function num(v: string | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new LoomError(ErrorCodes.USAGE, `${flag} must be a port number`)
+  return n
+}
+
+export async function upCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      file: { type: 'string', short: 'f' },
+      'data-dir': { type: 'string' },
+      'api-port': { type: 'string' },
+      'xds-port': { type: 'string' },
+      'gateway-port': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+  if (values.help) return void process.stdout.write(UP_USAGE)
+  if (values.file === undefined) throw new LoomError(ErrorCodes.USAGE, `-f <dir|file> is required\n\n${UP_USAGE}`)
+  await runUp(
+    {
+      file: values.file,
+      dataDir: values['data-dir'] ?? '.loom',
+      apiPort: num(values['api-port'], '--api-port') ?? 15080,
+      xdsPort: num(values['xds-port'], '--xds-port') ?? 15010,
+      ...(values['gateway-port'] === undefined ? {} : { gatewayPort: num(values['gateway-port'], '--gateway-port')! }),
+    },
+    (s) => {
+      printState(s, `mesh is up; Ctrl-C or 'loom down --data-dir ${s.dataDir}' stops it\n`)
+      process.stdout.write(`{"msg":"up","api":"${s.api}"}\n`)
+    },
+  )
+}
+
+export async function demoCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      traffic: { type: 'boolean' },
+      port: { type: 'string' },
+      'data-dir': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+  if (values.help) return void process.stdout.write(DEMO_USAGE)
+  const dir = new URL('../../examples/bookinfo/mesh', import.meta.url).pathname
+  const dirFromBundle = new URL('../../../examples/bookinfo/mesh', import.meta.url).pathname
+  const file = existsSync(dir) ? dir : dirFromBundle
+  await runUp(
+    { file, dataDir: values['data-dir'] ?? '.loom/demo', apiPort: 15080, xdsPort: 15010, gatewayPort: num(values.port, '--port') ?? 8080 },
+    (s) => {
+      const gw = s.gateways[0]
+      const port = gw === undefined ? 0 : Object.values(gw.ports)[0]
+      const url = `http://127.0.0.1:${port}/productpage`
+      printState(s, `\nBookinfo is running:\n  product page   ${url}\n  API            http://127.0.0.1:${port}/api/v1/products/0/reviews\n  control plane  LOOM_SERVER=${s.api} loom get vs | loom proxy-status\n\nCtrl-C stops everything.\n`)
+      process.stdout.write(`{"msg":"demo","productpage":"${url}","api":"${s.api}"}\n`)
+      if (values.traffic) {
+        const t = setInterval(() => void fetch(url).then((r) => r.arrayBuffer()).catch(() => {}), 500)
+        t.unref()
+        setInterval(() => {}, 1 << 30)
+      }
+    },
+  )
+}
+
+function readState(dataDir: string): UpState {
+  const p = statePath(dataDir)
+  if (!existsSync(p)) throw new LoomError(ErrorCodes.USAGE, `no mesh is running from ${dataDir} (no ${p}); start one with 'loom up -f <dir>'`)
+  return JSON.parse(readFileSync(p, 'utf8')) as UpState
+}
+
+function alive(pid: number | null): boolean {
+  if (pid === null) return false
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+export async function downCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { 'data-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } } })
+  if (values.help) return void process.stdout.write('Usage: loom down [--data-dir DIR]\n\nStops the mesh `loom up` runs from DIR (default ./.loom).\n')
+  const s = readState(values['data-dir'] ?? '.loom')
+  if (!alive(s.pid)) throw new LoomError(ErrorCodes.USAGE, `the loom up process (pid ${s.pid}) is not running`)
+  process.kill(s.pid, 'SIGTERM')
+  const deadline = Date.now() + 30_000
+  while (alive(s.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+  process.stdout.write(alive(s.pid) ? `loom up (pid ${s.pid}) is still stopping\n` : 'mesh stopped\n')
+}
+
+export async function statusCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { 'data-dir': { type: 'string' }, output: { type: 'string', short: 'o' }, help: { type: 'boolean', short: 'h' } },
+  })
+  if (values.help) return void process.stdout.write('Usage: loom status [--data-dir DIR] [-o table|json]\n\nWorkloads of the running local mesh: processes, ports, sidecar sync state.\n')
+  const s = readState(values['data-dir'] ?? '.loom')
+  let sync = new Map<string, string>()
+  try {
+    const r = await fetch(`http://${s.api}/api/v1/proxy-status`)
+    const nodes = (await r.json()) as { nodeId: string; perType: { state: string }[] }[]
+    sync = new Map(nodes.map((n) => [n.nodeId, n.perType.every((t) => t.state === 'SYNCED') ? 'SYNCED' : n.perType.map((t) => t.state).join('/')]))
+  } catch {
+    // control plane down
+  }
+  const rows = s.workloads.map((w) => ({
+    workload: w.name,
+    app: alive(w.appPid) ? `running (${w.appPid})` : 'down',
+    sidecar: alive(w.sidecarPid) ? `running (${w.sidecarPid})` : 'down',
+    sync: sync.get(w.nodeId) ?? 'DISCONNECTED',
+    ports: `app ${w.appPort}, inbound ${Object.values(w.inbound).join(',')}, outbound ${w.outboundPort}`,
+  }))
+  if (values.output === 'json') return void process.stdout.write(`${JSON.stringify({ ...s, status: rows }, null, 2)}\n`)
+  const table = [['WORKLOAD', 'APP', 'SIDECAR', 'CONFIG', 'PORTS'], ...rows.map((r) => [r.workload, r.app, r.sidecar, r.sync, r.ports])]
+  const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)))
+  process.stdout.write(`${table.map((r) => r.map((c, i) => c.padEnd(widths[i]! + 2)).join('').trimEnd()).join('\n')}\n`)
+}
+
+export async function logsCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { 'data-dir': { type: 'string' }, follow: { type: 'boolean', short: 'f' }, sidecar: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  })
+  if (values.help || positionals[0] === undefined) {
+    return void process.stdout.write('Usage: loom logs <workload> [-f] [--sidecar] [--data-dir DIR]\n\nA workload\'s output (or its sidecar\'s); -f follows it.\n')
+  }
+  const s = readState(values['data-dir'] ?? '.loom')
+  const name = positionals[0]
+  const w = s.workloads.find((x) => x.name === name)
+  const g = s.gateways.find((x) => x.name === name)
+  if (w === undefined && g === undefined) {
+    throw new LoomError(ErrorCodes.USAGE, `no workload "${name}"; workloads: ${[...s.workloads.map((x) => x.name), ...s.gateways.map((x) => x.name)].join(', ')}`)
+  }
+  const file = w !== undefined ? (values.sidecar ? w.sidecarLog : w.appLog) : g!.log
+  let pos = 0
+  const dump = () => {
+    const size = statSync(file).size
+    if (size < pos) pos = 0
+    if (size === pos) return
+    const buf = readFileSync(file)
+    process.stdout.write(buf.subarray(pos))
+    pos = buf.length
+  }
+  dump()
+  if (!values.follow) return
+  watch(file, () => dump())
+  await new Promise(() => {})
+}
