@@ -147,8 +147,16 @@ const cases: [string, unknown, RegExp][] = [
     boot([], [cluster('a'), cluster('a')]),
     /static_resources\.clusters\[1\]\.name: duplicate cluster name/,
   ],
-  ['unsupported cluster type', boot([], [cluster('a', { type: 'LOGICAL_DNS' })]), /static_resources\.clusters\[0\]\.type/],
-  ['EDS cluster without a control plane', boot([], [cluster('a', { type: 'EDS' })]), /static_resources\.clusters\[0\]\.type: an EDS cluster needs a control plane/],
+  [
+    'unsupported cluster type',
+    boot([], [cluster('a', { type: 'LOGICAL_DNS' })]),
+    /static_resources\.clusters\[0\]\.type/,
+  ],
+  [
+    'EDS cluster without a control plane',
+    boot([], [cluster('a', { type: 'EDS' })]),
+    /static_resources\.clusters\[0\]\.type: an EDS cluster needs a control plane/,
+  ],
   [
     'tcp proxy to an unknown cluster',
     boot([l({ name: 'tcp', typed_config: { '@type': TCP, stat_prefix: 't', cluster: 'zz' } })], []),

@@ -11,7 +11,11 @@ import { type Backend, freePort, startBackend } from './helpers/servers.js'
 
 const SAMPLES = new URL('../../../shared/istio-samples', import.meta.url).pathname
 
-function get(port: number, host: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+function get(
+  port: number,
+  host: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     http
       .get({ host: '127.0.0.1', port, path: '/reviews/0', headers: { host, ...headers }, agent: false }, (res) => {
@@ -76,23 +80,40 @@ describe('loom control with loom proxy sidecars', () => {
   })
 
   test('the short name, the namespaced name and the FQDN all route', async () => {
-    for (const host of ['reviews:9080', 'reviews.default:9080', 'reviews.default.svc.cluster.local:9080', 'REVIEWS:9080']) {
+    for (const host of [
+      'reviews:9080',
+      'reviews.default:9080',
+      'reviews.default.svc.cluster.local:9080',
+      'REVIEWS:9080',
+    ]) {
       assert.equal((await get(out, host)).status, 200, host)
     }
   })
 
   test('proxy-status shows the sidecar SYNCED on every type', async () => {
-    await eventually(async () => {
-      const r = await cp.loom(['proxy-status', '-o', 'json'])
-      const nodes = JSON.parse(r.stdout) as { perType: { state: string }[] }[]
-      return nodes.length === 1 && nodes[0]!.perType.length >= 4 && nodes[0]!.perType.every((t) => t.state === 'SYNCED')
-    }, 5000, 'SYNCED')
+    await eventually(
+      async () => {
+        const r = await cp.loom(['proxy-status', '-o', 'json'])
+        const nodes = JSON.parse(r.stdout) as { perType: { state: string }[] }[]
+        return (
+          nodes.length === 1 && nodes[0]!.perType.length >= 4 && nodes[0]!.perType.every((t) => t.state === 'SYNCED')
+        )
+      },
+      5000,
+      'SYNCED',
+    )
     const table = await cp.loom(['proxy-status'])
     assert.match(table.stdout, /sidecar~127\.0\.0\.1~productpage.*SYNCED\s+SYNCED\s+SYNCED\s+SYNCED/)
   })
 
   test('a VirtualService pinning reviews to v3 takes effect', async () => {
-    const r = await cp.loom(['apply', '-f', `${SAMPLES}/destination-rule-reviews.yaml`, '-f', `${SAMPLES}/virtual-service-reviews-v3.yaml`])
+    const r = await cp.loom([
+      'apply',
+      '-f',
+      `${SAMPLES}/destination-rule-reviews.yaml`,
+      '-f',
+      `${SAMPLES}/virtual-service-reviews-v3.yaml`,
+    ])
     assert.equal(r.code, 0, r.stderr)
     assert.match(r.stdout, /virtualservices\/reviews created/)
     await eventually(async () => (await get(out, 'reviews:9080')).body === 'v3', 5000, 'v3 only')
@@ -102,7 +123,11 @@ describe('loom control with loom proxy sidecars', () => {
   test('a header match sends one user to v2 and everyone else to v3', async () => {
     const r = await cp.loom(['apply', '-f', `${SAMPLES}/virtual-service-reviews-jason-v2-v3.yaml`])
     assert.equal(r.code, 0, r.stderr)
-    await eventually(async () => (await get(out, 'reviews:9080', { 'end-user': 'jason' })).body === 'v2', 5000, 'jason → v2')
+    await eventually(
+      async () => (await get(out, 'reviews:9080', { 'end-user': 'jason' })).body === 'v2',
+      5000,
+      'jason → v2',
+    )
     assert.deepEqual([...(await versions(out, 10, { 'end-user': 'jason' })).keys()], ['v2'])
     assert.deepEqual([...(await versions(out, 10, { 'end-user': 'someone' })).keys()], ['v3'])
   })
@@ -121,17 +146,31 @@ describe('loom control with loom proxy sidecars', () => {
     const bad = `${SAMPLES}/virtual-service-reviews-v3.yaml`
     const r = await cp.loom(['apply', '-f', bad, '--dry-run'])
     assert.equal(r.code, 0)
-    const invalid = await cp.loom(['apply', '-f', new URL('../../test/fixtures/invalid-vs.yaml', import.meta.url).pathname])
+    const invalid = await cp.loom([
+      'apply',
+      '-f',
+      new URL('../../test/fixtures/invalid-vs.yaml', import.meta.url).pathname,
+    ])
     assert.equal(invalid.code, 1)
-    assert.match(invalid.stderr, /document 0 \(VirtualService reviews\).*spec\.http\[0\]\.route\[0\]\.destination\.subset/)
+    assert.match(
+      invalid.stderr,
+      /document 0 \(VirtualService reviews\).*spec\.http\[0\]\.route\[0\]\.destination\.subset/,
+    )
     const seen = await versions(out, 20)
     assert.deepEqual([...seen.keys()].sort(), ['v1', 'v2'], 'still the 80/20 rule')
   })
 
   test('loom analyze finds a missing subset against the live config and registry', async () => {
-    const r = await cp.loom(['analyze', '-f', new URL('../../test/fixtures/vs-missing-subset.yaml', import.meta.url).pathname])
+    const r = await cp.loom([
+      'analyze',
+      '-f',
+      new URL('../../test/fixtures/vs-missing-subset.yaml', import.meta.url).pathname,
+    ])
     assert.equal(r.code, 1)
-    assert.match(r.stdout, /Error \[VirtualService\/default\/reviews-canary\] spec\.http\[0\]\.route\[0\]\.destination\.subset: .*v9/)
+    assert.match(
+      r.stdout,
+      /Error \[VirtualService\/default\/reviews-canary\] spec\.http\[0\]\.route\[0\]\.destination\.subset: .*v9/,
+    )
     const ok = await cp.loom(['analyze', '-f', `${SAMPLES}/virtual-service-reviews-v3.yaml`])
     assert.equal(ok.code, 0, ok.stdout)
   })
@@ -155,11 +194,15 @@ describe('loom control with loom proxy sidecars', () => {
     const list = await cp.loom(['get', 'vs', '-o', 'json'])
     assert.match(list.stdout, /"name": "reviews"/)
     for (const [i, v] of ['v1', 'v2', 'v3'].entries()) await register(cp, `reviews-${v}`, v, backends[i]!.port)
-    await eventually(async () => {
-      const s = await cp.loom(['proxy-status', '-o', 'json'])
-      const nodes = JSON.parse(s.stdout) as { perType: { state: string }[] }[]
-      return nodes.length === 1 && nodes[0]!.perType.every((t) => t.state === 'SYNCED')
-    }, 10000, 'the sidecar to reconnect and resync')
+    await eventually(
+      async () => {
+        const s = await cp.loom(['proxy-status', '-o', 'json'])
+        const nodes = JSON.parse(s.stdout) as { perType: { state: string }[] }[]
+        return nodes.length === 1 && nodes[0]!.perType.every((t) => t.state === 'SYNCED')
+      },
+      10000,
+      'the sidecar to reconnect and resync',
+    )
     assert.deepEqual([...(await versions(out, 10)).keys()], ['v3'])
   })
 })

@@ -55,7 +55,9 @@ const cla = (name: string, ports: number[]) => ({
     {
       locality: { region: 'r', zone: 'z' },
       load_balancing_weight: 1,
-      lb_endpoints: ports.map((p) => ({ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: p } } } })),
+      lb_endpoints: ports.map((p) => ({
+        endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: p } } },
+      })),
     },
   ],
 })
@@ -80,9 +82,16 @@ describe('dynamic configuration', () => {
     proxy = new ProxyServer({}, { file: 'test', drainTimeMs: 2000 })
     await proxy.start()
     xds = new XdsConsumer(proxy)
-    assert.deepEqual(await xds.onResources(TYPE_URL.cluster, '1', m([edsCluster('a'), edsCluster('b'), edsCluster('slow')])), { ok: true })
     assert.deepEqual(
-      await xds.onResources(TYPE_URL.endpoint, '1', m([cla('a', [a.port]), cla('b', [b.port]), cla('slow', [slow.port])], 'cluster_name')),
+      await xds.onResources(TYPE_URL.cluster, '1', m([edsCluster('a'), edsCluster('b'), edsCluster('slow')])),
+      { ok: true },
+    )
+    assert.deepEqual(
+      await xds.onResources(
+        TYPE_URL.endpoint,
+        '1',
+        m([cla('a', [a.port]), cla('b', [b.port]), cla('slow', [slow.port])], 'cluster_name'),
+      ),
       { ok: true },
     )
     assert.deepEqual(await xds.onResources(TYPE_URL.listener, '1', m([listener('http', 0)])), { ok: true })
@@ -108,9 +117,13 @@ describe('dynamic configuration', () => {
   })
 
   test('EDS: endpoints move without touching the cluster', async () => {
-    assert.deepEqual(await xds.onResources(TYPE_URL.endpoint, '2', m([cla('b', [a.port])], 'cluster_name')), { ok: true })
+    assert.deepEqual(await xds.onResources(TYPE_URL.endpoint, '2', m([cla('b', [a.port])], 'cluster_name')), {
+      ok: true,
+    })
     assert.equal((await get(port, '/')).body, 'a')
-    assert.deepEqual(await xds.onResources(TYPE_URL.endpoint, '3', m([cla('b', [b.port])], 'cluster_name')), { ok: true })
+    assert.deepEqual(await xds.onResources(TYPE_URL.endpoint, '3', m([cla('b', [b.port])], 'cluster_name')), {
+      ok: true,
+    })
     assert.equal((await get(port, '/')).body, 'b')
   })
 
@@ -119,11 +132,18 @@ describe('dynamic configuration', () => {
     ;(bad.virtual_hosts[0]!.routes[0] as Record<string, unknown>).match = { prefix: '/', path: '/x' }
     const r = await xds.onResources(TYPE_URL.route, '3', m([bad]))
     assert.equal(r.ok, false)
-    assert.match((r as { error: string }).error, /RouteConfiguration "routes": virtual_hosts\[0\]\.routes\[0\]\.match: only one of/)
+    assert.match(
+      (r as { error: string }).error,
+      /RouteConfiguration "routes": virtual_hosts\[0\]\.routes\[0\]\.match: only one of/,
+    )
     assert.equal((await get(port, '/')).body, 'b')
 
     const badCluster = { ...edsCluster('c'), lb_policy: 'FASTEST' }
-    const rc = await xds.onResources(TYPE_URL.cluster, '2', m([edsCluster('a'), edsCluster('b'), edsCluster('slow'), badCluster]))
+    const rc = await xds.onResources(
+      TYPE_URL.cluster,
+      '2',
+      m([edsCluster('a'), edsCluster('b'), edsCluster('slow'), badCluster]),
+    )
     assert.equal(rc.ok, false)
     assert.match((rc as { error: string }).error, /Cluster "c": lb_policy/)
     assert.equal((await get(port, '/')).body, 'b')
@@ -139,7 +159,9 @@ describe('dynamic configuration', () => {
   })
 
   test('a listener change keeps the socket, drains old connections, and in-flight requests finish', async () => {
-    assert.deepEqual(await xds.onResources(TYPE_URL.route, '6', m([routes('routes', 'slow'), routes('other', 'b')])), { ok: true })
+    assert.deepEqual(await xds.onResources(TYPE_URL.route, '6', m([routes('routes', 'slow'), routes('other', 'b')])), {
+      ok: true,
+    })
     const inflight = get(port, '/')
     await new Promise((r) => setTimeout(r, 50))
     assert.deepEqual(await xds.onResources(TYPE_URL.listener, '2', m([listener('http', 0, 'other')])), { ok: true })
@@ -149,7 +171,9 @@ describe('dynamic configuration', () => {
   })
 
   test('a removed cluster answers 503 NC; a removed listener stops accepting', async () => {
-    assert.deepEqual(await xds.onResources(TYPE_URL.cluster, '3', m([edsCluster('a'), edsCluster('slow')])), { ok: true })
+    assert.deepEqual(await xds.onResources(TYPE_URL.cluster, '3', m([edsCluster('a'), edsCluster('slow')])), {
+      ok: true,
+    })
     const r = await get(port, '/')
     assert.equal(r.status, 503)
     assert.deepEqual(await xds.onResources(TYPE_URL.listener, '3', new Map()), { ok: true })

@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process'
+import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { after, before, describe, test } from 'node:test'
@@ -18,7 +19,7 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const FIXTURES = join(ROOT, 'test', 'fixtures')
 const HOST = 'echo.default.svc.cluster.local'
 const SERVICE_PORT = 7070
-const NODE_ID = `sidecar~127.0.0.1~echo-client-1.default~default.svc.cluster.local`
+const NODE_ID = 'sidecar~127.0.0.1~echo-client-1.default~default.svc.cluster.local'
 const CANARY = { 'x-canary': 'yes' }
 
 // === echo servers ===
@@ -74,21 +75,25 @@ interface Counts {
 }
 
 interface ProxylessClient {
-  run(calls: number, headers?: Record<string, string>): Promise<Counts>
+  /** `calls` calls with `headers`; a probe stops at its first error and waits at most 1 s per call (else 5 s) */
+  run(calls: number, headers?: Record<string, string>, probe?: boolean): Promise<Counts>
   stderr(): string
   stop(): Promise<void>
 }
 
-/** Starts the fixture client with a bootstrap pointing at `xds` (host:port); it stays connected until stop(). */
-function startClient(xds: string, target: string): ProxylessClient {
+/**
+ * Starts the fixture client with a bootstrap pointing at `xds` (host:port) and naming the node `id` with `metadata`;
+ * it stays connected until stop().
+ */
+function startClient(
+  xds: string,
+  target: string,
+  id = NODE_ID,
+  metadata: Record<string, string> = { GENERATOR: 'grpc', NAMESPACE: 'default' },
+): ProxylessClient {
   const bootstrap = {
     xds_servers: [{ server_uri: xds, channel_creds: [{ type: 'insecure' }], server_features: ['xds_v3'] }],
-    node: {
-      id: NODE_ID,
-      cluster: 'echo-client',
-      locality: {},
-      metadata: { GENERATOR: 'grpc', NAMESPACE: 'default' },
-    },
+    node: { id, cluster: 'echo-client', locality: {}, metadata },
   }
   const script = join(ROOT, 'dist', 'test', 'fixtures', 'proxyless-client.js')
   const p: ChildProcessWithoutNullStreams = spawn(process.execPath, [script, target], {
@@ -114,11 +119,11 @@ function startClient(xds: string, target: string): ProxylessClient {
     for (const w of waiting.splice(0)) w.reject(new Error(`the grpc-js-xds client exited with ${code}: ${err}`))
   })
   return {
-    run(calls, headers = {}) {
+    run(calls, headers = {}, probe = false) {
       return new Promise((resolve, reject) => {
         if (p.exitCode !== null || p.signalCode !== null) return reject(new Error(`the client has exited: ${err}`))
         waiting.push({ resolve, reject })
-        p.stdin.write(`${JSON.stringify({ calls, headers, deadlineMs: 5000 })}\n`)
+        p.stdin.write(`${JSON.stringify({ calls, headers, deadlineMs: probe ? 1000 : 5000, stopOnError: probe })}\n`)
       })
     },
     stderr: () => err,
@@ -143,10 +148,17 @@ interface NodeStatus {
   perType: { typeUrl: string; state: string; nackError?: string }[]
 }
 
-async function nodeStatus(cp: Control): Promise<NodeStatus | undefined> {
-  const r = await cp.loom(['proxy-status', '-o', 'json'])
-  assert.equal(r.code, 0, r.stderr)
-  return (JSON.parse(r.stdout) as NodeStatus[]).find((n) => n.nodeId === NODE_ID)
+/** The client's node in `loom proxy-status -o json`, or (`api`, cheaper to poll) in the API call behind it. */
+async function nodeStatus(cp: Control, via: 'cli' | 'api' = 'api'): Promise<NodeStatus | undefined> {
+  let nodes: NodeStatus[]
+  if (via === 'cli') {
+    const r = await cp.loom(['proxy-status', '-o', 'json'])
+    assert.equal(r.code, 0, r.stderr)
+    nodes = JSON.parse(r.stdout) as NodeStatus[]
+  } else {
+    nodes = (await (await fetch(`http://${cp.api}/api/v1/proxy-status`)).json()) as NodeStatus[]
+  }
+  return nodes.find((n) => n.nodeId === NODE_ID)
 }
 
 function synced(s: NodeStatus | undefined): boolean {
@@ -158,14 +170,13 @@ async function until(client: ProxylessClient, version: string, headers: Record<s
   let last: Counts | undefined
   await eventually(
     async () => {
-      last = await client.run(calls, headers)
-      console.error('UNTIL', Date.now(), JSON.stringify(last))
+      last = await client.run(calls, headers, true)
       return Object.keys(last.errors).length === 0 && (last.versions[version] ?? 0) === calls
     },
     8000,
     `all calls to ${version}`,
   ).catch((e: Error) => {
-    throw new Error(`${e.message}; last: ${JSON.stringify(last)}`)
+    throw new Error(`${e.message}; last: ${JSON.stringify(last)}; client stderr: ${client.stderr()}`)
   })
 }
 
@@ -189,14 +200,12 @@ describe('proxyless gRPC (@grpc/grpc-js-xds) configured by loom control', () => 
   after(async () => {
     await client?.stop()
     await cp?.stop()
+    if (cp !== undefined) rmSync(cp.dataDir, { recursive: true, force: true })
     for (const s of servers) s.server.forceShutdown()
   })
 
   test('the header match sends every call with x-canary: yes to v2', async () => {
     await until(client, 'v2', CANARY)
-    const snap = await (await fetch(`http://${cp.api}/debug/snapshot?node=${encodeURIComponent(NODE_ID)}`)).text()
-    console.error('SNAP', snap)
-    console.error('STATUS', JSON.stringify(await nodeStatus(cp)))
     const r = await client.run(100, CANARY)
     assert.deepEqual(r.errors, {}, r.lastError)
     assert.deepEqual(r.versions, { v2: 100 })
@@ -221,7 +230,9 @@ describe('proxyless gRPC (@grpc/grpc-js-xds) configured by loom control', () => 
   })
 
   test('loom proxy-status shows the gRPC node SYNCED on every type while it is connected', async () => {
-    await eventually(async () => synced(await nodeStatus(cp)), 5000, 'the gRPC node SYNCED')
+    await eventually(async () => synced(await nodeStatus(cp)), 10_000, 'the gRPC node SYNCED')
+    const s = await nodeStatus(cp, 'cli')
+    assert.ok(synced(s), JSON.stringify(s))
     const table = await cp.loom(['proxy-status'])
     assert.equal(table.code, 0, table.stderr)
     const row = table.stdout.split('\n').find((l) => l.startsWith(NODE_ID))
@@ -240,6 +251,38 @@ describe('proxyless gRPC (@grpc/grpc-js-xds) configured by loom control', () => 
     assert.deepEqual(canary.errors, {}, canary.lastError)
     assert.deepEqual(canary.versions, { v1: 100 }, 'the header rule is gone')
     // the client ACKed the new configuration
-    await eventually(async () => synced(await nodeStatus(cp)), 5000, 'the gRPC node SYNCED after the change')
+    await eventually(async () => synced(await nodeStatus(cp)), 10_000, 'the gRPC node SYNCED after the change')
+  })
+
+  test('a client without GENERATOR metadata is known by its gRPC user agent, and may dial the short name', async () => {
+    const other = startClient(cp.xds, `xds:///echo:${SERVICE_PORT}`, 'echo-client-2', { NAMESPACE: 'default' })
+    try {
+      await until(other, 'v1')
+      const r = await other.run(20, CANARY)
+      assert.deepEqual(r.errors, {}, r.lastError)
+      assert.deepEqual(r.versions, { v1: 20 })
+    } finally {
+      await other.stop()
+    }
+  })
+
+  test('deleting the VirtualService sends calls to every endpoint of the service again', async () => {
+    const r = await cp.loom(['delete', 'vs', 'echo'])
+    assert.equal(r.code, 0, r.stderr)
+    let last: Counts | undefined
+    await eventually(
+      async () => {
+        last = await client.run(12, {}, true)
+        return Object.keys(last.errors).length === 0 && Object.keys(last.servers).length === 3
+      },
+      8000,
+      'calls to all three servers',
+    ).catch((e: Error) => {
+      throw new Error(`${e.message}; last: ${JSON.stringify(last)}`)
+    })
+    const all = await client.run(30)
+    assert.deepEqual(all.errors, {}, all.lastError)
+    assert.deepEqual(Object.keys(all.servers).sort(), ['v1#0', 'v1#1', 'v2#0'])
+    for (const n of Object.values(all.servers)) assert.ok(Math.abs(n - 10) <= 2, `round robin: ${JSON.stringify(all)}`)
   })
 })

@@ -244,6 +244,7 @@ export function callUpstream(ep: Endpoint, path: string, opts: CallOptions): Pro
   const maxBody = opts.maxBody ?? 4 * 1024 * 1024
   return new Promise((resolve, reject) => {
     let settled = false
+    let current: http.ClientRequest | undefined
     const finish = (err: Error | undefined, value?: UpstreamResponse): void => {
       if (settled) return
       settled = true
@@ -251,42 +252,57 @@ export function callUpstream(ep: Endpoint, path: string, opts: CallOptions): Pro
       if (err) reject(err instanceof UpstreamError ? err : new UpstreamError(err.message))
       else resolve(value!)
     }
-    const req =
-      ep.scheme === 'https' && !viaProxy
-        ? https.request({ ...options, agent: httpsAgent, servername: ep.host })
-        : http.request({ ...options, agent: httpAgent })
     const timer = setTimeout(() => {
       const err = new UpstreamError(
         `${options.method} http://${hostHeader}${path} timed out after ${opts.timeoutMs} ms`,
         true,
       )
       finish(err)
-      req.destroy(err)
+      current?.destroy(err)
     }, opts.timeoutMs)
-    req.on('response', (res) => {
-      const chunks: Buffer[] = []
-      let size = 0
-      res.on('data', (chunk: Buffer) => {
-        size += chunk.length
-        if (size > maxBody) {
-          finish(new UpstreamError(`response from ${hostHeader} over ${maxBody} bytes`))
-          req.destroy()
+
+    // A pooled keep-alive connection the peer closed meanwhile fails at once with ECONNRESET: that is not an
+    // attempt at the service, so the request goes out again on another connection (within the same deadline).
+    const send = (staleLeft: number): void => {
+      const req =
+        ep.scheme === 'https' && !viaProxy
+          ? https.request({ ...options, agent: httpsAgent, servername: ep.host })
+          : http.request({ ...options, agent: httpAgent })
+      current = req
+      let answered = false
+      req.on('response', (res) => {
+        answered = true
+        const chunks: Buffer[] = []
+        let size = 0
+        res.on('data', (chunk: Buffer) => {
+          size += chunk.length
+          if (size > maxBody) {
+            finish(new UpstreamError(`response from ${hostHeader} over ${maxBody} bytes`))
+            req.destroy()
+            return
+          }
+          chunks.push(chunk)
+        })
+        res.on('end', () =>
+          finish(undefined, {
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: Buffer.concat(chunks).toString(),
+          }),
+        )
+        res.on('error', (err) => finish(err))
+        res.on('aborted', () => finish(new UpstreamError(`response from ${hostHeader} aborted`)))
+      })
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (!settled && !answered && req.reusedSocket && err.code === 'ECONNRESET' && staleLeft > 0) {
+          send(staleLeft - 1)
           return
         }
-        chunks.push(chunk)
+        finish(err)
       })
-      res.on('end', () =>
-        finish(undefined, {
-          status: res.statusCode ?? 0,
-          headers: res.headers,
-          body: Buffer.concat(chunks).toString(),
-        }),
-      )
-      res.on('error', (err) => finish(err))
-      res.on('aborted', () => finish(new UpstreamError(`response from ${hostHeader} aborted`)))
-    })
-    req.on('error', (err) => finish(err))
-    req.end(opts.body)
+      req.end(opts.body)
+    }
+    send(3)
   })
 }
 

@@ -76,7 +76,13 @@ function server(values: { server?: string | undefined }): string {
   return s.startsWith('http') ? s.replace(/\/$/, '') : `http://${s}`
 }
 
-async function call(base: string, method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; json: unknown }> {
+async function call(
+  base: string,
+  method: string,
+  path: string,
+  body?: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: unknown }> {
   let res: Response
   try {
     res = await fetch(`${base}${path}`, { method, body, headers })
@@ -154,7 +160,12 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const api = new ApiServer(cp)
   const apiAddress = await api.listen(apiHost, apiPort)
   const xdsBound = await cp.xds.listen(xdsHost, xdsPort)
-  log('info', 'control', 'ready', { api: apiAddress, xds: `${xdsHost}:${xdsBound}`, data_dir: dataDir, revision: cp.store.revision })
+  log('info', 'control', 'ready', {
+    api: apiAddress,
+    xds: `${xdsHost}:${xdsBound}`,
+    data_dir: dataDir,
+    revision: cp.store.revision,
+  })
   let stopping = false
   const stop = () => {
     if (stopping) process.exit(1)
@@ -183,14 +194,19 @@ export async function applyCommand(argv: string[]): Promise<void> {
     },
   })
   if (values.help) return void process.stdout.write(APPLY_USAGE)
-  if (values.filename === undefined || values.filename.length === 0) fail(`-f <file|dir|-> is required\n\n${APPLY_USAGE}`, 2)
+  if (values.filename === undefined || values.filename.length === 0)
+    fail(`-f <file|dir|-> is required\n\n${APPLY_USAGE}`, 2)
   const base = server(values)
   let failed = false
   for (const f of values.filename) {
     for (const [source, text] of readManifests(f)) {
       const q = values['dry-run'] ? '?dryRun=true' : ''
       const { status, json } = await call(base, 'POST', `/api/v1/apply${q}`, text, { 'x-loom-source': source })
-      const body = json as { results?: { kind: string; namespace: string; name: string; action: string }[]; errors?: ManifestErr[]; error?: { message: string } }
+      const body = json as {
+        results?: { kind: string; namespace: string; name: string; action: string }[]
+        errors?: ManifestErr[]
+        error?: { message: string }
+      }
       if (status === 422 && body.errors !== undefined) {
         failed = true
         process.stderr.write(`error: ${source} was not applied (nothing in it was written):\n`)
@@ -233,7 +249,11 @@ export async function getCommand(argv: string[]): Promise<void> {
   const base = server(values)
   let items: Record<string, unknown>[]
   if (name !== undefined) {
-    const { status, json } = await call(base, 'GET', `/api/v1/resources/${kind}/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`)
+    const { status, json } = await call(
+      base,
+      'GET',
+      `/api/v1/resources/${kind}/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`,
+    )
     if (status === 404) fail(`${kind} "${name}" not found in namespace ${ns}`)
     if (status !== 200) fail((json as { error: { message: string } }).error.message)
     items = [json as Record<string, unknown>]
@@ -256,7 +276,11 @@ export async function getCommand(argv: string[]): Promise<void> {
     const rows = items.map((i) => {
       const md = i.metadata as { name: string; namespace: string; creationTimestamp?: string }
       const spec = (i.spec ?? {}) as Record<string, unknown>
-      const hosts = Array.isArray(spec.hosts) ? (spec.hosts as string[]).join(',') : typeof spec.host === 'string' ? spec.host : ''
+      const hosts = Array.isArray(spec.hosts)
+        ? (spec.hosts as string[]).join(',')
+        : typeof spec.host === 'string'
+          ? spec.host
+          : ''
       return [...(values['all-namespaces'] ? [md.namespace] : []), md.name, hosts, age(md.creationTimestamp)]
     })
     const header = [...(values['all-namespaces'] ? ['NAMESPACE'] : []), 'NAME', 'HOSTS', 'AGE']
@@ -296,7 +320,11 @@ export async function deleteCommand(argv: string[]): Promise<void> {
   }
   let missing = 0
   for (const [kind, ns, name] of targets) {
-    const { status } = await call(base, 'DELETE', `/api/v1/resources/${kind}/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`)
+    const { status } = await call(
+      base,
+      'DELETE',
+      `/api/v1/resources/${kind}/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`,
+    )
     const plural = lookupKind(kind)?.plural ?? kind
     if (status === 404) {
       missing++
@@ -317,12 +345,20 @@ const SHORT_TYPE: Record<string, string> = {
 export async function proxyStatusCommand(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
-    options: { output: { type: 'string', short: 'o' }, server: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      output: { type: 'string', short: 'o' },
+      server: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
   })
   if (values.help) return void process.stdout.write(PROXY_STATUS_USAGE)
   const { status, json } = await call(server(values), 'GET', '/api/v1/proxy-status')
   if (status !== 200) fail(`HTTP ${status}`)
-  const nodes = json as { nodeId: string; protocol: string; perType: { typeUrl: string; state: string; nackError?: string }[] }[]
+  const nodes = json as {
+    nodeId: string
+    protocol: string
+    perType: { typeUrl: string; state: string; nackError?: string }[]
+  }[]
   if (values.output === 'json') return void process.stdout.write(`${JSON.stringify(nodes, null, 2)}\n`)
   if (nodes.length === 0) return void process.stderr.write('No proxies are connected.\n')
   const cols = ['CDS', 'LDS', 'EDS', 'RDS']
@@ -333,14 +369,22 @@ export async function proxyStatusCommand(argv: string[]): Promise<void> {
   process.stdout.write(table([['NAME', ...cols], ...rows]))
   for (const n of nodes) {
     for (const t of n.perType) {
-      if (t.state === 'NACKED') process.stdout.write(`\n${n.nodeId} rejected ${SHORT_TYPE[t.typeUrl] ?? t.typeUrl}: ${t.nackError}\n`)
+      if (t.state === 'NACKED')
+        process.stdout.write(`\n${n.nodeId} rejected ${SHORT_TYPE[t.typeUrl] ?? t.typeUrl}: ${t.nackError}\n`)
     }
   }
 }
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
-  return `${rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join('').trimEnd()).join('\n')}\n`
+  return `${rows
+    .map((r) =>
+      r
+        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3)))
+        .join('')
+        .trimEnd(),
+    )
+    .join('\n')}\n`
 }
 
 function age(ts: string | undefined): string {
@@ -386,9 +430,15 @@ export async function analyzeCommand(argv: string[]): Promise<void> {
     registry.setResources(resources)
     diagnostics.push(...analyze(resources, registry.services()))
   } else {
-    const { status, json } = await call(server(values), 'POST', '/api/v1/analyze', texts.map(([, t]) => t).join('\n---\n'), {
-      'x-loom-source': texts.map(([s]) => s).join(','),
-    })
+    const { status, json } = await call(
+      server(values),
+      'POST',
+      '/api/v1/analyze',
+      texts.map(([, t]) => t).join('\n---\n'),
+      {
+        'x-loom-source': texts.map(([s]) => s).join(','),
+      },
+    )
     const body = json as { diagnostics?: Diag[]; errors?: ManifestErr[]; error?: { message: string } }
     if (status === 422 && body.errors !== undefined) {
       for (const e of body.errors) process.stderr.write(`error: ${formatErr(e)}\n`)
@@ -402,7 +452,9 @@ export async function analyzeCommand(argv: string[]): Promise<void> {
   else if (diagnostics.length === 0) process.stdout.write('No problems found.\n')
   else {
     for (const d of diagnostics) {
-      process.stdout.write(`${d.level === 'error' ? 'Error' : 'Warning'} [${d.resource}] ${d.path === '' ? '' : `${d.path}: `}${d.message}\n`)
+      process.stdout.write(
+        `${d.level === 'error' ? 'Error' : 'Warning'} [${d.resource}] ${d.path === '' ? '' : `${d.path}: `}${d.message}\n`,
+      )
     }
   }
   if (diagnostics.some((d) => d.level === 'error')) process.exitCode = 1

@@ -163,7 +163,10 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
     bootstrap = b
   }
   if (values.xds !== undefined && bootstrap.admin === undefined) {
-    bootstrap = { ...bootstrap, admin: { address: { socket_address: hostPort(values.admin ?? '127.0.0.1:15000', '--admin') } } }
+    bootstrap = {
+      ...bootstrap,
+      admin: { address: { socket_address: hostPort(values.admin ?? '127.0.0.1:15000', '--admin') } },
+    }
   }
   const proxy = new ProxyServer(bootstrap, { file: values.config ?? '<xds>', drainTimeMs })
   await proxy.start()
@@ -218,7 +221,8 @@ function validateInChild(file: string, dynamic: boolean): Promise<Bootstrap | nu
 /** `host:port` → a socket address. */
 function hostPort(text: string, flag: string): { address: string; port_value: number } {
   const m = /^(.*):(\d{1,5})$/.exec(text)
-  if (m === null || Number(m[2]) > 65535) throw new LoomError(ErrorCodes.USAGE, `${flag} needs host:port, got "${text}"`)
+  if (m === null || Number(m[2]) > 65535)
+    throw new LoomError(ErrorCodes.USAGE, `${flag} needs host:port, got "${text}"`)
   return { address: m[1]!.replace(/^\[(.*)\]$/, '$1'), port_value: Number(m[2]) }
 }
 
@@ -228,7 +232,8 @@ function keyValues(text: string, flag: string): Record<string, string> {
   for (const part of text.split(',')) {
     if (part.trim() === '') continue
     const i = part.indexOf('=')
-    if (i <= 0) throw new LoomError(ErrorCodes.USAGE, `${flag} takes key=value pairs separated by commas, got "${part}"`)
+    if (i <= 0)
+      throw new LoomError(ErrorCodes.USAGE, `${flag} takes key=value pairs separated by commas, got "${part}"`)
     out[part.slice(0, i).trim()] = part.slice(i + 1).trim()
   }
   return out

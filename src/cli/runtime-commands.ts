@@ -50,19 +50,39 @@ function progress(line: string): void {
 }
 
 function printState(s: UpState, extra = ''): void {
-  const rows = [['WORKLOAD', 'SERVICE', 'APP PID', 'SIDECAR PID', 'APP PORT', 'OUTBOUND'], ...s.workloads.map((w) => [
-    w.name, `${w.service.split('.')[0]}:${Object.keys(w.inbound).join(',')}`, String(w.appPid ?? '-'), String(w.sidecarPid ?? '-'),
-    String(w.appPort), String(w.outboundPort),
-  ])]
+  const rows = [
+    ['WORKLOAD', 'SERVICE', 'APP PID', 'SIDECAR PID', 'APP PORT', 'OUTBOUND'],
+    ...s.workloads.map((w) => [
+      w.name,
+      `${w.service.split('.')[0]}:${Object.keys(w.inbound).join(',')}`,
+      String(w.appPid ?? '-'),
+      String(w.sidecarPid ?? '-'),
+      String(w.appPort),
+      String(w.outboundPort),
+    ]),
+  ]
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
-  process.stdout.write(`${rows.map((r) => r.map((c, i) => c.padEnd(widths[i]! + 2)).join('').trimEnd()).join('\n')}\n`)
+  process.stdout.write(
+    `${rows
+      .map((r) =>
+        r
+          .map((c, i) => c.padEnd(widths[i]! + 2))
+          .join('')
+          .trimEnd(),
+      )
+      .join('\n')}\n`,
+  )
   for (const g of s.gateways) {
-    for (const [p, local] of Object.entries(g.ports)) process.stdout.write(`gateway ${g.name}: port ${p} → http://127.0.0.1:${local}\n`)
+    for (const [p, local] of Object.entries(g.ports))
+      process.stdout.write(`gateway ${g.name}: port ${p} → http://127.0.0.1:${local}\n`)
   }
   process.stdout.write(`control plane: api http://${s.api}  xds ${s.xds}  (export LOOM_SERVER=${s.api})\n${extra}`)
 }
 
-async function runUp(opts: { file: string; dataDir: string; apiPort?: number; xdsPort?: number; gatewayPort?: number }, after?: (s: UpState, mesh: LocalMesh) => void): Promise<void> {
+async function runUp(
+  opts: { file: string; dataDir: string; apiPort?: number; xdsPort?: number; gatewayPort?: number },
+  after?: (s: UpState, mesh: LocalMesh) => void,
+): Promise<void> {
   const mesh = new LocalMesh({ ...opts, progress })
   let stopping = false
   const stop = () => {
@@ -135,15 +155,30 @@ export async function demoCommand(argv: string[]): Promise<void> {
   const dirFromBundle = new URL('../../../examples/bookinfo/mesh', import.meta.url).pathname
   const file = existsSync(dir) ? dir : dirFromBundle
   await runUp(
-    { file, dataDir: values['data-dir'] ?? '.loom/demo', apiPort: 15080, xdsPort: 15010, gatewayPort: num(values.port, '--port') ?? 8080 },
+    {
+      file,
+      dataDir: values['data-dir'] ?? '.loom/demo',
+      apiPort: 15080,
+      xdsPort: 15010,
+      gatewayPort: num(values.port, '--port') ?? 8080,
+    },
     (s) => {
       const gw = s.gateways[0]
       const port = gw === undefined ? 0 : Object.values(gw.ports)[0]
       const url = `http://127.0.0.1:${port}/productpage`
-      printState(s, `\nBookinfo is running:\n  product page   ${url}\n  API            http://127.0.0.1:${port}/api/v1/products/0/reviews\n  control plane  LOOM_SERVER=${s.api} loom get vs | loom proxy-status\n\nCtrl-C stops everything.\n`)
+      printState(
+        s,
+        `\nBookinfo is running:\n  product page   ${url}\n  API            http://127.0.0.1:${port}/api/v1/products/0/reviews\n  control plane  LOOM_SERVER=${s.api} loom get vs | loom proxy-status\n\nCtrl-C stops everything.\n`,
+      )
       process.stdout.write(`{"msg":"demo","productpage":"${url}","api":"${s.api}"}\n`)
       if (values.traffic) {
-        const t = setInterval(() => void fetch(url).then((r) => r.arrayBuffer()).catch(() => {}), 500)
+        const t = setInterval(
+          () =>
+            void fetch(url)
+              .then((r) => r.arrayBuffer())
+              .catch(() => {}),
+          500,
+        )
         t.unref()
         setInterval(() => {}, 1 << 30)
       }
@@ -153,7 +188,11 @@ export async function demoCommand(argv: string[]): Promise<void> {
 
 function readState(dataDir: string): UpState {
   const p = statePath(dataDir)
-  if (!existsSync(p)) throw new LoomError(ErrorCodes.USAGE, `no mesh is running from ${dataDir} (no ${p}); start one with 'loom up -f <dir>'`)
+  if (!existsSync(p))
+    throw new LoomError(
+      ErrorCodes.USAGE,
+      `no mesh is running from ${dataDir} (no ${p}); start one with 'loom up -f <dir>'`,
+    )
   return JSON.parse(readFileSync(p, 'utf8')) as UpState
 }
 
@@ -168,8 +207,14 @@ function alive(pid: number | null): boolean {
 }
 
 export async function downCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { 'data-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } } })
-  if (values.help) return void process.stdout.write('Usage: loom down [--data-dir DIR]\n\nStops the mesh `loom up` runs from DIR (default ./.loom).\n')
+  const { values } = parseArgs({
+    args: argv,
+    options: { 'data-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  })
+  if (values.help)
+    return void process.stdout.write(
+      'Usage: loom down [--data-dir DIR]\n\nStops the mesh `loom up` runs from DIR (default ./.loom).\n',
+    )
   const s = readState(values['data-dir'] ?? '.loom')
   if (!alive(s.pid)) throw new LoomError(ErrorCodes.USAGE, `the loom up process (pid ${s.pid}) is not running`)
   process.kill(s.pid, 'SIGTERM')
@@ -181,15 +226,27 @@ export async function downCommand(argv: string[]): Promise<void> {
 export async function statusCommand(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
-    options: { 'data-dir': { type: 'string' }, output: { type: 'string', short: 'o' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      'data-dir': { type: 'string' },
+      output: { type: 'string', short: 'o' },
+      help: { type: 'boolean', short: 'h' },
+    },
   })
-  if (values.help) return void process.stdout.write('Usage: loom status [--data-dir DIR] [-o table|json]\n\nWorkloads of the running local mesh: processes, ports, sidecar sync state.\n')
+  if (values.help)
+    return void process.stdout.write(
+      'Usage: loom status [--data-dir DIR] [-o table|json]\n\nWorkloads of the running local mesh: processes, ports, sidecar sync state.\n',
+    )
   const s = readState(values['data-dir'] ?? '.loom')
   let sync = new Map<string, string>()
   try {
     const r = await fetch(`http://${s.api}/api/v1/proxy-status`)
     const nodes = (await r.json()) as { nodeId: string; perType: { state: string }[] }[]
-    sync = new Map(nodes.map((n) => [n.nodeId, n.perType.every((t) => t.state === 'SYNCED') ? 'SYNCED' : n.perType.map((t) => t.state).join('/')]))
+    sync = new Map(
+      nodes.map((n) => [
+        n.nodeId,
+        n.perType.every((t) => t.state === 'SYNCED') ? 'SYNCED' : n.perType.map((t) => t.state).join('/'),
+      ]),
+    )
   } catch {
     // control plane down
   }
@@ -201,26 +258,48 @@ export async function statusCommand(argv: string[]): Promise<void> {
     ports: `app ${w.appPort}, inbound ${Object.values(w.inbound).join(',')}, outbound ${w.outboundPort}`,
   }))
   if (values.output === 'json') return void process.stdout.write(`${JSON.stringify({ ...s, status: rows }, null, 2)}\n`)
-  const table = [['WORKLOAD', 'APP', 'SIDECAR', 'CONFIG', 'PORTS'], ...rows.map((r) => [r.workload, r.app, r.sidecar, r.sync, r.ports])]
+  const table = [
+    ['WORKLOAD', 'APP', 'SIDECAR', 'CONFIG', 'PORTS'],
+    ...rows.map((r) => [r.workload, r.app, r.sidecar, r.sync, r.ports]),
+  ]
   const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)))
-  process.stdout.write(`${table.map((r) => r.map((c, i) => c.padEnd(widths[i]! + 2)).join('').trimEnd()).join('\n')}\n`)
+  process.stdout.write(
+    `${table
+      .map((r) =>
+        r
+          .map((c, i) => c.padEnd(widths[i]! + 2))
+          .join('')
+          .trimEnd(),
+      )
+      .join('\n')}\n`,
+  )
 }
 
 export async function logsCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { 'data-dir': { type: 'string' }, follow: { type: 'boolean', short: 'f' }, sidecar: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      'data-dir': { type: 'string' },
+      follow: { type: 'boolean', short: 'f' },
+      sidecar: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
   })
   if (values.help || positionals[0] === undefined) {
-    return void process.stdout.write('Usage: loom logs <workload> [-f] [--sidecar] [--data-dir DIR]\n\nA workload\'s output (or its sidecar\'s); -f follows it.\n')
+    return void process.stdout.write(
+      "Usage: loom logs <workload> [-f] [--sidecar] [--data-dir DIR]\n\nA workload's output (or its sidecar's); -f follows it.\n",
+    )
   }
   const s = readState(values['data-dir'] ?? '.loom')
   const name = positionals[0]
   const w = s.workloads.find((x) => x.name === name)
   const g = s.gateways.find((x) => x.name === name)
   if (w === undefined && g === undefined) {
-    throw new LoomError(ErrorCodes.USAGE, `no workload "${name}"; workloads: ${[...s.workloads.map((x) => x.name), ...s.gateways.map((x) => x.name)].join(', ')}`)
+    throw new LoomError(
+      ErrorCodes.USAGE,
+      `no workload "${name}"; workloads: ${[...s.workloads.map((x) => x.name), ...s.gateways.map((x) => x.name)].join(', ')}`,
+    )
   }
   const file = w !== undefined ? (values.sidecar ? w.sidecarLog : w.appLog) : g!.log
   let pos = 0

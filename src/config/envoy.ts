@@ -280,32 +280,35 @@ export const ConfigSource = v.strictObject({
   initial_fetch_timeout: opt(duration),
 })
 
-export const HttpConnectionManager = v.pipe(v.strictObject({
-  '@type': v.literal(TypeUrls.hcm),
-  stat_prefix: nonEmpty,
-  codec_type: opt(v.picklist(['AUTO', 'HTTP1', 'HTTP2'])),
-  route_config: opt(RouteConfiguration),
-  rds: opt(v.strictObject({ config_source: ConfigSource, route_config_name: nonEmpty })),
-  http_filters: opt(v.array(HttpFilter)),
-  access_log: opt(v.array(AccessLog)),
-  common_http_protocol_options: opt(
-    v.strictObject({
-      idle_timeout: opt(duration),
-      max_headers_count: opt(int(1, 10000)),
-      headers_with_underscores_action: opt(v.picklist(['ALLOW', 'REJECT_REQUEST', 'DROP_HEADER'])),
-    }),
-  ),
-  http2_protocol_options: opt(Http2ProtocolOptions),
-  stream_idle_timeout: opt(duration),
-  request_timeout: opt(duration),
-  max_request_headers_kb: opt(int(1, 8192)),
-  use_remote_address: opt(bool),
-  xff_num_trusted_hops: opt(uint32),
-  generate_request_id: opt(bool),
-  server_name: opt(str),
-  upgrade_configs: opt(v.array(v.strictObject({ upgrade_type: nonEmpty, enabled: opt(bool) }))),
-  drain_timeout: opt(duration),
-}), oneOf(['route_config', 'rds']))
+export const HttpConnectionManager = v.pipe(
+  v.strictObject({
+    '@type': v.literal(TypeUrls.hcm),
+    stat_prefix: nonEmpty,
+    codec_type: opt(v.picklist(['AUTO', 'HTTP1', 'HTTP2'])),
+    route_config: opt(RouteConfiguration),
+    rds: opt(v.strictObject({ config_source: ConfigSource, route_config_name: nonEmpty })),
+    http_filters: opt(v.array(HttpFilter)),
+    access_log: opt(v.array(AccessLog)),
+    common_http_protocol_options: opt(
+      v.strictObject({
+        idle_timeout: opt(duration),
+        max_headers_count: opt(int(1, 10000)),
+        headers_with_underscores_action: opt(v.picklist(['ALLOW', 'REJECT_REQUEST', 'DROP_HEADER'])),
+      }),
+    ),
+    http2_protocol_options: opt(Http2ProtocolOptions),
+    stream_idle_timeout: opt(duration),
+    request_timeout: opt(duration),
+    max_request_headers_kb: opt(int(1, 8192)),
+    use_remote_address: opt(bool),
+    xff_num_trusted_hops: opt(uint32),
+    generate_request_id: opt(bool),
+    server_name: opt(str),
+    upgrade_configs: opt(v.array(v.strictObject({ upgrade_type: nonEmpty, enabled: opt(bool) }))),
+    drain_timeout: opt(duration),
+  }),
+  oneOf(['route_config', 'rds']),
+)
 export type HttpConnectionManager = v.InferOutput<typeof HttpConnectionManager>
 
 export const TcpProxy = v.pipe(

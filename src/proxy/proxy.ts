@@ -203,7 +203,10 @@ export class ProxyServer {
     try {
       await l.listen()
     } catch (err) {
-      throw new LoomError(ErrorCodes.LISTEN, `listener "${l.name}" cannot listen on ${l.address}: ${(err as Error).message}`)
+      throw new LoomError(
+        ErrorCodes.LISTEN,
+        `listener "${l.name}" cannot listen on ${l.address}: ${(err as Error).message}`,
+      )
     }
     // Envoy names listener stats by address; with port 0 that is the port the OS chose
     l.stats = this.stats.forListener(`${l.config.address.socket_address.address}_${l.boundPort}`)

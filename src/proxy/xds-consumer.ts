@@ -52,7 +52,12 @@ export class XdsConsumer {
    * One response: `resources` is the complete set for LDS/CDS, the named ones for RDS/EDS; `removed` names resources
    * gone (delta). Resolves when the change is live.
    */
-  async onResources(typeUrl: string, version: string, resources: Map<string, unknown>, removed: readonly string[] = []): Promise<ApplyResult> {
+  async onResources(
+    typeUrl: string,
+    version: string,
+    resources: Map<string, unknown>,
+    removed: readonly string[] = [],
+  ): Promise<ApplyResult> {
     const schema = SCHEMAS[typeUrl as keyof typeof SCHEMAS]
     const kind = KIND[typeUrl]
     if (schema === undefined || kind === undefined) return { ok: false, error: `unsupported resource type ${typeUrl}` }
@@ -62,7 +67,8 @@ export class XdsConsumer {
     names.forEach((name, i) => {
       const r = v.safeParse(schema, resources.get(name))
       if (!r.success) {
-        for (const x of toConfigIssues(r.issues)) issues.push({ path: `[${i}]${x.path === '' ? '' : `.${x.path}`}`, message: x.message })
+        for (const x of toConfigIssues(r.issues))
+          issues.push({ path: `[${i}]${x.path === '' ? '' : `.${x.path}`}`, message: x.message })
       } else parsed.push(r.output)
     })
     if (issues.length > 0) return this.reject(kind, version, names, issues)
@@ -70,7 +76,7 @@ export class XdsConsumer {
     let set = this.current.get(typeUrl)
     if (set === undefined || wholeSet) set = new Map()
     for (const n of removed) set.delete(n)
-    names.forEach((n, i) => set.set(n, parsed[i]))
+    for (let i = 0; i < names.length; i++) set.set(names[i]!, parsed[i])
     try {
       switch (typeUrl) {
         case TYPE_URL.cluster:

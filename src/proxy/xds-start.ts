@@ -58,7 +58,9 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
       return verdict
     },
   })
-  client.on('disconnected', (why: unknown) => log('warn', 'xds', 'control plane disconnected; serving the last config', { why: String(why) }))
+  client.on('disconnected', (why: unknown) =>
+    log('warn', 'xds', 'control plane disconnected; serving the last config', { why: String(why) }),
+  )
   client.start()
   log('info', 'xds', 'connecting', { server: o.server, node: id })
   return client

@@ -92,7 +92,12 @@ export function readUpManifest(path: string): UpManifest {
     }
     const others: unknown[] = []
     docs.forEach((doc, index) => {
-      const d = doc as { apiVersion?: string; kind?: string; metadata?: { name?: string; namespace?: string }; spec?: unknown }
+      const d = doc as {
+        apiVersion?: string
+        kind?: string
+        metadata?: { name?: string; namespace?: string }
+        spec?: unknown
+      }
       if (d === null || typeof d !== 'object') return
       if (d.kind !== 'Workload' || !String(d.apiVersion ?? '').startsWith('loom.dev/')) {
         others.push(doc)
@@ -117,7 +122,8 @@ export function readUpManifest(path: string): UpManifest {
         source: file,
       })
     })
-    if (others.length > 0) out.istio.push({ source: file, text: others.map((o) => dump(o, { noRefs: true })).join('---\n') })
+    if (others.length > 0)
+      out.istio.push({ source: file, text: others.map((o) => dump(o, { noRefs: true })).join('---\n') })
   }
   const seen = new Set<string>()
   for (const w of out.workloads) {
@@ -126,6 +132,10 @@ export function readUpManifest(path: string): UpManifest {
     seen.add(key)
   }
   if (errors.length > 0) throw new LoomError(ErrorCodes.CONFIG_INVALID, `invalid manifest:\n  ${errors.join('\n  ')}`)
-  if (out.workloads.length === 0) throw new LoomError(ErrorCodes.CONFIG_INVALID, `${path}: no Workload documents (kind: Workload, apiVersion: loom.dev/v1)`)
+  if (out.workloads.length === 0)
+    throw new LoomError(
+      ErrorCodes.CONFIG_INVALID,
+      `${path}: no Workload documents (kind: Workload, apiVersion: loom.dev/v1)`,
+    )
   return out
 }

@@ -85,6 +85,15 @@ export class Supervised {
     this.backoffMs = Math.min(this.backoffMs * 2, MAX_BACKOFF_MS)
   }
 
+  /** No more restarts from now on (shutdown has begun; the process may be exiting on a signal of its own). */
+  hold(): void {
+    this.stopping = true
+    if (this.timer !== null) {
+      clearTimeout(this.timer)
+      this.timer = null
+    }
+  }
+
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. No restart follows. */
   stop(graceMs = 5000): Promise<void> {
     this.stopping = true

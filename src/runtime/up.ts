@@ -94,7 +94,8 @@ async function until(what: string, ms: number, fn: () => Promise<boolean>): Prom
   const deadline = Date.now() + ms
   for (;;) {
     if (await fn().catch(() => false)) return
-    if (Date.now() > deadline) throw new LoomError(ErrorCodes.LISTEN, `timed out after ${ms / 1000}s waiting for ${what}`)
+    if (Date.now() > deadline)
+      throw new LoomError(ErrorCodes.LISTEN, `timed out after ${ms / 1000}s waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 50))
   }
 }
@@ -127,6 +128,8 @@ export class LocalMesh {
   xds = ''
   private readonly workloads: RunningWorkload[] = []
   private readonly gateways: { state: GatewayState; proc: Supervised }[] = []
+  /** every process started, by role, as soon as it exists (so a shutdown during startup leaves nothing behind) */
+  private readonly procs: { role: 'app' | 'proxy'; proc: Supervised }[] = []
   private heartbeat: NodeJS.Timeout | null = null
   private readonly say: (line: string) => void
   private stopped = false
@@ -142,7 +145,7 @@ export class LocalMesh {
   }
 
   private loom(name: string, args: string[], onLine?: (l: string) => void): Supervised {
-    return new Supervised({
+    const p = new Supervised({
       name,
       command: process.execPath,
       args: [LOOM, ...args],
@@ -151,6 +154,8 @@ export class LocalMesh {
       logFile: this.logFile(name),
       ...(onLine === undefined ? {} : { onStderrLine: onLine }),
     })
+    if (name !== 'control') this.procs.push({ role: 'proxy', proc: p })
+    return p
   }
 
   private async apiCall(method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
@@ -178,7 +183,15 @@ export class LocalMesh {
     const xdsPort = await freePort(this.options.xdsPort)
     this.api = `127.0.0.1:${apiPort}`
     this.xds = `127.0.0.1:${xdsPort}`
-    this.control = this.loom('control', ['control', '--data-dir', join(this.dataDir, 'control'), '--api', this.api, '--xds', this.xds])
+    this.control = this.loom('control', [
+      'control',
+      '--data-dir',
+      join(this.dataDir, 'control'),
+      '--api',
+      this.api,
+      '--xds',
+      this.xds,
+    ])
     this.control.start()
     await until('the control plane', 20_000, async () => (await this.apiCall('GET', '/healthz')).status === 200)
     this.say(`control plane ready: api ${this.api}, xds ${this.xds}`)
@@ -187,9 +200,16 @@ export class LocalMesh {
     for (const doc of m.istio) {
       const r = await this.apiCall('POST', '/api/v1/apply', doc.text)
       if (r.status !== 200) {
-        const errors = (r.json as { errors?: { index: number; kind?: string; name?: string; path: string; message: string }[] }).errors ?? []
-        const lines = errors.map((e) => `${doc.source}: document ${e.index} (${e.kind ?? '?'} ${e.name ?? ''}): ${e.path}: ${e.message}`)
-        throw new LoomError(ErrorCodes.CONFIG_INVALID, `config rejected by the control plane:\n  ${lines.join('\n  ') || JSON.stringify(r.json)}`)
+        const errors =
+          (r.json as { errors?: { index: number; kind?: string; name?: string; path: string; message: string }[] })
+            .errors ?? []
+        const lines = errors.map(
+          (e) => `${doc.source}: document ${e.index} (${e.kind ?? '?'} ${e.name ?? ''}): ${e.path}: ${e.message}`,
+        )
+        throw new LoomError(
+          ErrorCodes.CONFIG_INVALID,
+          `config rejected by the control plane:\n  ${lines.join('\n  ') || JSON.stringify(r.json)}`,
+        )
       }
       const n = (r.json as { results: unknown[] }).results.length
       if (n > 0) this.say(`applied ${n} resource${n === 1 ? '' : 's'} from ${doc.source}`)
@@ -210,7 +230,11 @@ export class LocalMesh {
   private async startGateways(): Promise<void> {
     const selectors = new Map<string, { labels: Record<string, string>; ports: Set<number>; name: string }>()
     for (const doc of this.manifest!.istio) {
-      for (const d of loadAll(doc.text) as { kind?: string; metadata?: { name?: string }; spec?: { selector?: Record<string, string>; servers?: { port?: { number?: number } }[] } }[]) {
+      for (const d of loadAll(doc.text) as {
+        kind?: string
+        metadata?: { name?: string }
+        spec?: { selector?: Record<string, string>; servers?: { port?: { number?: number } }[] }
+      }[]) {
         if (d?.kind !== 'Gateway') continue
         const labels = d.spec?.selector ?? {}
         const key = JSON.stringify(Object.entries(labels).sort())
@@ -226,27 +250,57 @@ export class LocalMesh {
     for (const g of selectors.values()) {
       const ports: Record<string, number> = {}
       for (const p of [...g.ports].sort((a, b) => a - b)) {
-        const preferred = first && this.options.gatewayPort !== undefined ? this.options.gatewayPort : p >= 1024 ? p : undefined
+        const preferred =
+          first && this.options.gatewayPort !== undefined ? this.options.gatewayPort : p >= 1024 ? p : undefined
         ports[p] = await freePort(preferred)
         first = false
       }
       const adminPort = await freePort()
       const nodeId = `router~127.0.0.1~${g.name}.default~default.svc.cluster.local`
-      const labels = Object.entries(g.labels).map(([k, v]) => `${k}=${v}`).join(',')
+      const labels = Object.entries(g.labels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(',')
       const proc = this.loom(g.name, [
-        'proxy', '--xds', this.xds, '--kind', 'gateway', '--node', nodeId, '--labels', labels,
-        '--admin', `127.0.0.1:${adminPort}`, '--drain-time-s', '2',
-        '--metadata', 'GATEWAY_ADDRESS=127.0.0.1',
-        '--metadata', `GATEWAY_PORTS=${Object.entries(ports).map(([a, b]) => `${a}:${b}`).join(',')}`,
+        'proxy',
+        '--xds',
+        this.xds,
+        '--kind',
+        'gateway',
+        '--node',
+        nodeId,
+        '--labels',
+        labels,
+        '--admin',
+        `127.0.0.1:${adminPort}`,
+        '--drain-time-s',
+        '2',
+        '--metadata',
+        'GATEWAY_ADDRESS=127.0.0.1',
+        '--metadata',
+        `GATEWAY_PORTS=${Object.entries(ports)
+          .map(([a, b]) => `${a}:${b}`)
+          .join(',')}`,
       ])
       proc.start()
-      const state: GatewayState = { name: g.name, labels: g.labels, nodeId, adminPort, ports, pid: proc.pid, log: this.logFile(g.name) }
+      const state: GatewayState = {
+        name: g.name,
+        labels: g.labels,
+        nodeId,
+        adminPort,
+        ports,
+        pid: proc.pid,
+        log: this.logFile(g.name),
+      }
       this.gateways.push({ state, proc })
       await until(`gateway ${g.name}`, 20_000, async () => {
         for (const local of Object.values(ports)) if (!(await tcpOpen(local))) return false
         return true
       })
-      this.say(`gateway ${g.name} ready: ${Object.entries(ports).map(([p, l]) => `port ${p} on 127.0.0.1:${l}`).join(', ')}`)
+      this.say(
+        `gateway ${g.name} ready: ${Object.entries(ports)
+          .map(([p, l]) => `port ${p} on 127.0.0.1:${l}`)
+          .join(', ')}`,
+      )
     }
   }
 
@@ -269,18 +323,42 @@ export class LocalMesh {
       ttlSeconds: 15,
     }
     const reg = await this.apiCall('POST', '/api/v1/workloads', registration)
-    if (reg.status !== 200) throw new LoomError(ErrorCodes.CONFIG_INVALID, `registering ${def.name}: ${JSON.stringify(reg.json)}`)
+    if (reg.status !== 200)
+      throw new LoomError(ErrorCodes.CONFIG_INVALID, `registering ${def.name}: ${JSON.stringify(reg.json)}`)
     // not healthy (no traffic to it) until the application answers
     await this.apiCall('POST', `/api/v1/workloads/${def.namespace}/${def.name}/heartbeat`, { healthy: false })
-    const portMap = (m: Record<string, number>) => Object.entries(m).map(([a, b]) => `${a}:${b}`).join(',')
+    const portMap = (m: Record<string, number>) =>
+      Object.entries(m)
+        .map(([a, b]) => `${a}:${b}`)
+        .join(',')
     const appPorts: Record<string, number> = {}
     for (const p of spec.ports) appPorts[p.port] = appPort
     const sidecar = this.loom(`${def.name}.sidecar`, [
-      'proxy', '--xds', this.xds, '--node', nodeId, '--namespace', def.namespace,
-      '--labels', Object.entries(spec.labels).map(([k, v]) => `${k}=${v}`).join(','),
-      '--service-account', spec.serviceAccount ?? 'default', '--admin', `127.0.0.1:${adminPort}`, '--drain-time-s', '2',
-      '--metadata', `OUTBOUND_PORT=${outboundPort}`, '--metadata', 'INBOUND_ADDRESS=127.0.0.1',
-      '--metadata', `INBOUND_PORTS=${portMap(inbound)}`, '--metadata', `APP_PORTS=${portMap(appPorts)}`,
+      'proxy',
+      '--xds',
+      this.xds,
+      '--node',
+      nodeId,
+      '--namespace',
+      def.namespace,
+      '--labels',
+      Object.entries(spec.labels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(','),
+      '--service-account',
+      spec.serviceAccount ?? 'default',
+      '--admin',
+      `127.0.0.1:${adminPort}`,
+      '--drain-time-s',
+      '2',
+      '--metadata',
+      `OUTBOUND_PORT=${outboundPort}`,
+      '--metadata',
+      'INBOUND_ADDRESS=127.0.0.1',
+      '--metadata',
+      `INBOUND_PORTS=${portMap(inbound)}`,
+      '--metadata',
+      `APP_PORTS=${portMap(appPorts)}`,
     ])
     sidecar.start()
     await until(`the sidecar of ${def.name}`, 20_000, async () => {
@@ -308,6 +386,7 @@ export class LocalMesh {
         SERVICE_ACCOUNT: spec.serviceAccount ?? 'default',
       },
     })
+    this.procs.push({ role: 'app', proc: app })
     app.start()
     await until(`${def.name} to listen on its port`, 20_000, async () => {
       if (spec.healthPath === undefined) return tcpOpen(appPort)
@@ -348,7 +427,9 @@ export class LocalMesh {
     for (const w of this.workloads) {
       const healthy = w.app.running && w.sidecar.running
       try {
-        const r = await this.apiCall('POST', `/api/v1/workloads/${w.def.namespace}/${w.def.name}/heartbeat`, { healthy })
+        const r = await this.apiCall('POST', `/api/v1/workloads/${w.def.namespace}/${w.def.name}/heartbeat`, {
+          healthy,
+        })
         if (r.status === 404) {
           await this.apiCall('POST', '/api/v1/workloads', w.registration)
           await this.apiCall('POST', `/api/v1/workloads/${w.def.namespace}/${w.def.name}/heartbeat`, { healthy })
@@ -385,16 +466,18 @@ export class LocalMesh {
     if (this.stopped) return
     this.stopped = true
     if (this.heartbeat !== null) clearInterval(this.heartbeat)
+    // a Ctrl-C reaches every process of the terminal's group at once: nothing may be restarted from here on
+    this.control?.hold()
+    for (const p of this.procs) p.proc.hold()
     this.say('stopping applications')
-    await Promise.all(this.workloads.map((w) => w.app.stop(5000)))
+    await Promise.all(this.procs.filter((p) => p.role === 'app').map((p) => p.proc.stop(5000)))
     for (const w of this.workloads) {
       await this.apiCall('DELETE', `/api/v1/workloads/${w.def.namespace}/${w.def.name}`).catch(() => {})
     }
     this.say('stopping sidecars and gateways')
-    await Promise.all([...this.workloads.map((w) => w.sidecar.stop(5000)), ...this.gateways.map((g) => g.proc.stop(5000))])
+    await Promise.all(this.procs.filter((p) => p.role === 'proxy').map((p) => p.proc.stop(5000)))
     this.say('stopping the control plane')
     await this.control?.stop(5000)
     rmSync(statePath(this.dataDir), { force: true })
   }
 }
-

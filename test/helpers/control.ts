@@ -12,8 +12,15 @@ export interface Proc {
 }
 
 /** Spawns `loom <args>` and resolves with the JSON of its log line whose msg is `readyMsg`. */
-export async function spawnLoom(args: string[], readyMsg = 'ready', env: NodeJS.ProcessEnv = {}): Promise<Proc & { ready: Record<string, unknown> }> {
-  const proc = spawn(process.execPath, [LOOM, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+export async function spawnLoom(
+  args: string[],
+  readyMsg = 'ready',
+  env: NodeJS.ProcessEnv = {},
+): Promise<Proc & { ready: Record<string, unknown> }> {
+  const proc = spawn(process.execPath, [LOOM, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  })
   const reap = () => proc.kill('SIGKILL')
   process.once('exit', reap)
   proc.once('exit', () => process.off('exit', reap))

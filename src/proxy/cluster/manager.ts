@@ -53,12 +53,20 @@ export class ClusterManager {
    * Builds clusters without adding them (a dynamic update compiles its whole set first). Problems are appended to
    * `issues` with paths relative to `configs`; only the clusters that built are returned.
    */
-  static compile(configs: readonly Cluster[], issues: ConfigIssue[], options: ClusterManagerOptions = {}): UpstreamCluster[] {
+  static compile(
+    configs: readonly Cluster[],
+    issues: ConfigIssue[],
+    options: ClusterManagerOptions = {},
+  ): UpstreamCluster[] {
     const out: UpstreamCluster[] = []
     configs.forEach((config, i) => {
       try {
         out.push(
-          new UpstreamCluster(config, { path: `[${i}]`, dnsLookup: options.dnsLookup, dnsTtlLookup: options.dnsTtlLookup }),
+          new UpstreamCluster(config, {
+            path: `[${i}]`,
+            dnsLookup: options.dnsLookup,
+            dnsTtlLookup: options.dnsTtlLookup,
+          }),
         )
       } catch (err) {
         if (!(err instanceof ClusterConfigError)) throw err
