@@ -130,6 +130,26 @@ describe('loom demo', { timeout: 180_000 }, () => {
     assert.ok(v1 > 0.74 && v1 < 0.86, `v1 share ${v1}`)
   })
 
+  test('describe, proxy-config, status and logs show the running mesh', async () => {
+    const d = await loom(['describe', 'service', 'reviews'])
+    assert.equal(d.code, 0, d.stderr)
+    assert.match(d.stdout, /Service: +reviews\.default\.svc\.cluster\.local/)
+    assert.equal((d.stdout.match(/HEALTHY/g) ?? []).length, 3)
+    assert.match(d.stdout, /subset v2 \(version=v2\): 1 endpoint\(s\), 1 healthy/)
+    assert.match(d.stdout, /VirtualService default\/reviews/)
+    const clusters = await runLoom(['proxy-config', 'clusters', 'productpage-v1', '--data-dir', dataDir])
+    assert.equal(clusters.code, 0, clusters.stderr)
+    assert.match(clusters.stdout, /outbound\|9080\|v2\|reviews\.default\.svc\.cluster\.local +EDS/)
+    const routes = await runLoom(['proxy-config', 'routes', 'productpage-v1', '--data-dir', dataDir])
+    assert.match(routes.stdout, /outbound\|9080\|v1\|reviews\.default\.svc\.cluster\.local 80, outbound\|9080\|v2\|reviews\.default\.svc\.cluster\.local 20/)
+    const eps = await runLoom(['proxy-config', 'endpoints', 'productpage-v1', '--data-dir', dataDir, '-o', 'json'])
+    assert.match(eps.stdout, /"cluster_statuses"/)
+    const st = await runLoom(['status', '--data-dir', dataDir])
+    assert.equal((st.stdout.match(/SYNCED/g) ?? []).length, 6, st.stdout)
+    const logs = await runLoom(['logs', 'productpage-v1', '--data-dir', dataDir])
+    assert.match(logs.stdout, /GET \/productpage/)
+  })
+
   test('deleting the rules restores every version', async () => {
     assert.equal((await loom(['delete', 'vs', 'reviews'])).code, 0)
     await eventually(async () => (await versions(20)).size === 3, 10_000, 'v1, v2 and v3 again')

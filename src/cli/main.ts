@@ -21,6 +21,9 @@ Usage:
   loom delete <kind> <name>          delete one (or -f <file>)
   loom proxy-status                  connected proxies and whether their config is in sync
   loom analyze -f <file|dir>         find config problems before applying
+  loom describe service <name>       a service's endpoints, subsets and routing rules on one page
+  loom proxy-config <type> <workload> what a proxy runs: listeners, routes, clusters, endpoints
+  loom completion bash|zsh           shell completion (source <(loom completion bash))
   loom version                       print the version
 
 Run 'loom <command> --help' for a command's options.
@@ -79,6 +82,12 @@ export async function main(argv: string[]): Promise<void> {
         return await (await import('./runtime-commands.js')).statusCommand(rest)
       case 'logs':
         return await (await import('./runtime-commands.js')).logsCommand(rest)
+      case 'describe':
+        return await (await import('./inspect-commands.js')).describeCommand(rest)
+      case 'proxy-config':
+        return await (await import('./inspect-commands.js')).proxyConfigCommand(rest)
+      case 'completion':
+        return (await import('./inspect-commands.js')).completionCommand(rest)
       case 'analyze':
         return await (await import('./control-commands.js')).analyzeCommand(rest)
       case 'proxy-status':

@@ -9,6 +9,7 @@
  *   POST   /api/v1/workloads                        register (JSON: name, namespace, address, ports, labels, ttlSeconds...)
  *   POST   /api/v1/workloads/:namespace/:name/heartbeat  optional body {"healthy": bool}
  *   DELETE /api/v1/workloads/:namespace/:name
+ *   GET    /api/v1/services                         the registry: services, ports, endpoints with health
  *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
  *   POST   /api/v1/analyze                          diagnostics for the stored config plus the manifests in the body
  *   GET    /debug/snapshot?node=<id>                the xDS resources a proxy gets
@@ -199,6 +200,7 @@ export class ApiServer {
       }
     }
     if (what === 'proxy-status' && method === 'GET') return send(200, cp.xds.status())
+    if (what === 'services' && method === 'GET') return send(200, cp.registry.services())
     if (what === 'analyze' && method === 'POST') {
       return send(200, await this.analyze(await readBody(req), req.headers['x-loom-source'] as string | undefined))
     }
