@@ -141,7 +141,10 @@ describe('loom demo', { timeout: 180_000 }, () => {
     assert.equal(clusters.code, 0, clusters.stderr)
     assert.match(clusters.stdout, /outbound\|9080\|v2\|reviews\.default\.svc\.cluster\.local +EDS/)
     const routes = await runLoom(['proxy-config', 'routes', 'productpage-v1', '--data-dir', dataDir])
-    assert.match(routes.stdout, /outbound\|9080\|v1\|reviews\.default\.svc\.cluster\.local 80, outbound\|9080\|v2\|reviews\.default\.svc\.cluster\.local 20/)
+    assert.match(
+      routes.stdout,
+      /outbound\|9080\|v1\|reviews\.default\.svc\.cluster\.local 80, outbound\|9080\|v2\|reviews\.default\.svc\.cluster\.local 20/,
+    )
     const eps = await runLoom(['proxy-config', 'endpoints', 'productpage-v1', '--data-dir', dataDir, '-o', 'json'])
     assert.match(eps.stdout, /"cluster_statuses"/)
     const st = await runLoom(['status', '--data-dir', dataDir])
