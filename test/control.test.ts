@@ -74,7 +74,7 @@ describe('loom control with loom proxy sidecars', () => {
   })
 
   test('with no routing rules, every version of reviews answers', async () => {
-    await eventually(async () => (await get(out, 'reviews:9080')).status === 200, 5000, 'the sidecar to route reviews')
+    await eventually(async () => (await get(out, 'reviews:9080')).status === 200, 15000, 'the sidecar to route reviews')
     const seen = await versions(out, 30)
     assert.deepEqual([...seen.keys()].sort(), ['v1', 'v2', 'v3'])
   })
@@ -116,7 +116,7 @@ describe('loom control with loom proxy sidecars', () => {
     ])
     assert.equal(r.code, 0, r.stderr)
     assert.match(r.stdout, /virtualservices\/reviews created/)
-    await eventually(async () => (await get(out, 'reviews:9080')).body === 'v3', 5000, 'v3 only')
+    await eventually(async () => (await get(out, 'reviews:9080')).body === 'v3', 15000, 'v3 only')
     assert.deepEqual([...(await versions(out, 20)).keys()], ['v3'])
   })
 
@@ -135,7 +135,7 @@ describe('loom control with loom proxy sidecars', () => {
   test('an 80/20 split is within tolerance over 400 requests', async () => {
     const r = await cp.loom(['apply', '-f', `${SAMPLES}/virtual-service-reviews-80-20.yaml`])
     assert.equal(r.code, 0, r.stderr)
-    await eventually(async () => (await get(out, 'reviews:9080')).body !== 'v3', 5000, 'the split')
+    await eventually(async () => (await get(out, 'reviews:9080')).body !== 'v3', 15000, 'the split')
     const seen = await versions(out, 400)
     assert.deepEqual([...seen.keys()].sort(), ['v1', 'v2'])
     const v1 = seen.get('v1')! / 400
@@ -178,14 +178,14 @@ describe('loom control with loom proxy sidecars', () => {
   test('deleting the rules restores every version', async () => {
     const r = await cp.loom(['delete', 'vs', 'reviews'])
     assert.equal(r.code, 0, r.stderr)
-    await eventually(async () => (await versions(out, 12)).size === 3, 5000, 'round robin again')
+    await eventually(async () => (await versions(out, 12)).size === 3, 15000, 'round robin again')
     assert.equal((await cp.loom(['delete', 'vs', 'reviews'])).code, 1, 'deleting twice is an error')
   })
 
   test('config survives a control plane restart; proxies keep serving meanwhile and resync', async () => {
     const r = await cp.loom(['apply', '-f', `${SAMPLES}/virtual-service-reviews-v3.yaml`])
     assert.equal(r.code, 0, r.stderr)
-    await eventually(async () => (await get(out, 'reviews:9080')).body === 'v3', 5000, 'v3 only')
+    await eventually(async () => (await get(out, 'reviews:9080')).body === 'v3', 15000, 'v3 only')
     const xdsPort = Number(cp.xds.split(':').at(-1))
     await cp.stop()
     // the control plane is down: the sidecar serves its last config
