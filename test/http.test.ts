@@ -236,22 +236,7 @@ describe('upstream connections', () => {
       }
       res.end('ok')
     })
-    proxy = await startProxy({
-      admin: { address: adminAddress() },
-      static_resources: {
-        listeners: [
-          listener(
-            'http',
-            hcm({
-              virtual_hosts: [
-                { name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'be' } }] },
-              ],
-            }),
-          ),
-        ],
-        clusters: [staticCluster('be', [be.port])],
-      },
-    })
+    proxy = await proxyTo('be', be.port)
     port = proxy.ports.http!
     void connections
   })
@@ -301,6 +286,24 @@ describe('upstream connections', () => {
   })
 })
 
+/** A proxy whose every request goes to one cluster with one endpoint. */
+function proxyTo(cluster: string, port: number): Promise<RunningProxy> {
+  return startProxy({
+    admin: { address: adminAddress() },
+    static_resources: {
+      listeners: [
+        listener(
+          'http',
+          hcm({
+            virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster } }] }],
+          }),
+        ),
+      ],
+      clusters: [staticCluster(cluster, [port])],
+    },
+  })
+}
+
 /** One GET on a fresh keep-alive client connection helper (Node's agent keeps the downstream side warm). */
 async function rawExchangeKeep(port: number): Promise<{ status: number }> {
   return request(port, '/ka')
@@ -324,22 +327,7 @@ describe('hostile upstreams', () => {
           else s.write(response)
         })
       })
-      const proxy = await startProxy({
-        admin: { address: adminAddress() },
-        static_resources: {
-          listeners: [
-            listener(
-              'http',
-              hcm({
-                virtual_hosts: [
-                  { name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'up' } }] },
-                ],
-              }),
-            ),
-          ],
-          clusters: [staticCluster('up', [up.port])],
-        },
-      })
+      const proxy = await proxyTo('up', up.port)
       try {
         const r = await request(proxy.ports.http!, '/')
         assert.equal(r.status, status)
@@ -359,22 +347,7 @@ describe('hostile upstreams', () => {
         s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil'),
       )
     })
-    const proxy = await startProxy({
-      admin: { address: adminAddress() },
-      static_resources: {
-        listeners: [
-          listener(
-            'http',
-            hcm({
-              virtual_hosts: [
-                { name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'up' } }] },
-              ],
-            }),
-          ),
-        ],
-        clusters: [staticCluster('up', [up.port])],
-      },
-    })
+    const proxy = await proxyTo('up', up.port)
     try {
       const r1 = await request(proxy.ports.http!, '/1')
       const r2 = await request(proxy.ports.http!, '/2')
@@ -394,22 +367,7 @@ describe('hostile upstreams', () => {
         setTimeout(() => s.destroy(), 50)
       })
     })
-    const proxy = await startProxy({
-      admin: { address: adminAddress() },
-      static_resources: {
-        listeners: [
-          listener(
-            'http',
-            hcm({
-              virtual_hosts: [
-                { name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'up' } }] },
-              ],
-            }),
-          ),
-        ],
-        clusters: [staticCluster('up', [up.port])],
-      },
-    })
+    const proxy = await proxyTo('up', up.port)
     try {
       await assert.rejects(request(proxy.ports.http!, '/'))
     } finally {
@@ -430,22 +388,7 @@ describe('hostile upstreams', () => {
         else s.destroy()
       })
     })
-    const proxy = await startProxy({
-      admin: { address: adminAddress() },
-      static_resources: {
-        listeners: [
-          listener(
-            'http',
-            hcm({
-              virtual_hosts: [
-                { name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'up' } }] },
-              ],
-            }),
-          ),
-        ],
-        clusters: [staticCluster('up', [up.port])],
-      },
-    })
+    const proxy = await proxyTo('up', up.port)
     try {
       assert.equal((await request(proxy.ports.http!, '/1')).body.toString(), 'fresh')
       const r = await request(proxy.ports.http!, '/2')

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 /**
  * Bookinfo as Loom's tests run it: the four services on port 9080 as ServiceEntries selecting WorkloadEntries (one
  * per version), the proxies that talk to them, and a loader for manifests (validated by src/api, as `loom apply`
@@ -6,7 +7,6 @@
 import { keyOf, parseManifests, type Resource } from '../../../api/index.js'
 import { Registry, type WorkloadRegistration } from '../../registry/registry.js'
 import type { TranslateNode } from '../translate.js'
-import { ISTIO_SAMPLES } from './istio-samples.js'
 
 /** Parses and validates manifests; throws on any error, so a test never runs on half a config. */
 export function manifests(text: string, source = 'test.yaml'): Resource[] {
@@ -22,13 +22,14 @@ export function applied(...lists: Resource[][]): Resource[] {
   return [...byKey.values()]
 }
 
+/** Istio's own sample configs, as handed to the project (`shared/istio-samples` beside the checkout). */
+const SAMPLES = new URL('../../../../../../shared/istio-samples/', import.meta.url)
+
 /** Istio sample files by name, parsed and applied in order. */
 export function samples(...names: string[]): Resource[] {
   return applied(
     ...names.map((n) => {
-      const text = ISTIO_SAMPLES[n]
-      if (text === undefined) throw new Error(`no sample ${n}`)
-      return manifests(text, n)
+      return manifests(readFileSync(new URL(n, SAMPLES), 'utf8'), n)
     }),
   )
 }
