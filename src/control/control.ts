@@ -6,7 +6,7 @@
  *   self-registered workloads ───────┘
  *
  * Every change (a write, a workload registering or expiring) schedules one rebuild, debounced, of the snapshots of
- * every connected proxy. Proxies that share an identity (same kind, namespace, labels, IP, metadata) share the work.
+ * every connected proxy. Proxies alike in what their outbound config depends on share that translation.
  */
 import { mkdirSync } from 'node:fs'
 import type { Resource } from '../api/resource.js'
@@ -17,7 +17,7 @@ import type { ProxyNode, Snapshot } from '../xds/snapshot.js'
 import { Registry } from './registry/registry.js'
 import { FileStore } from './store/file-store.js'
 import type { Store, Watch } from './store/store.js'
-import { type TranslateNode, translate } from './translate/translate.js'
+import { BatchTranslator, type TranslateNode } from './translate/translate.js'
 
 export interface ControlOptions {
   dataDir: string
@@ -84,13 +84,23 @@ export class ControlPlane {
     const { revision, items } = await store.list()
     cp.resources = items
     cp.registry.setResources(items)
-    cp.watch = store.watch(revision, () => {
-      void cp.reloadResources()
-    })
+    // one transaction can carry thousands of events: reload once after the burst, not once per event
+    cp.watch = store.watch(revision, () => cp.scheduleReload())
     cp.registry.onChange(() => cp.scheduleRebuild())
     cp.expiryTimer = setInterval(() => cp.registry.expire(), options.expiryIntervalMs ?? 1000)
     cp.expiryTimer.unref()
     return cp
+  }
+
+  private reloadPending = false
+
+  private scheduleReload(): void {
+    if (this.reloadPending) return
+    this.reloadPending = true
+    setImmediate(() => {
+      this.reloadPending = false
+      void this.reloadResources()
+    })
   }
 
   private async reloadResources(): Promise<void> {
@@ -107,7 +117,7 @@ export class ControlPlane {
   }
 
   private build(node: TranslateNode): Snapshot {
-    return translate({ resources: this.resources, services: this.registry.services() }, node)
+    return new BatchTranslator({ resources: this.resources, services: this.registry.services() }).translate(node)
   }
 
   scheduleRebuild(): void {
@@ -122,23 +132,14 @@ export class ControlPlane {
   rebuild(): void {
     const t0 = performance.now()
     const connected = new Set(this.xds.connectedNodes())
-    const services = this.registry.services()
-    const input = { resources: this.resources, services }
-    const shared = new Map<string, Snapshot>()
+    const batch = new BatchTranslator({ resources: this.resources, services: this.registry.services() })
     let n = 0
     for (const [id, node] of this.nodes) {
       if (!connected.has(id)) {
         this.nodes.delete(id)
         continue
       }
-      const { id: _id, ...identity } = node
-      const key = JSON.stringify(identity)
-      let snap = shared.get(key)
-      if (snap === undefined) {
-        snap = translate(input, node)
-        shared.set(key, snap)
-      }
-      this.xds.setSnapshot(id, snap)
+      this.xds.setSnapshot(id, batch.translate(node))
       n++
     }
     this.lastRebuild = {

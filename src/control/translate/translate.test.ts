@@ -17,7 +17,13 @@ import {
   samples,
   sidecar,
 } from './testdata/bookinfo.js'
-import { type TranslatedResources, type TranslateNode, translate, translateResources } from './translate.js'
+import {
+  BatchTranslator,
+  type TranslatedResources,
+  type TranslateNode,
+  translate,
+  translateResources,
+} from './translate.js'
 import type { Json } from './util.js'
 
 // === helpers ===
@@ -772,5 +778,26 @@ spec:
       names(r.clusters).some((n) => n.startsWith('inbound')),
       false,
     )
+  })
+})
+
+describe('BatchTranslator', () => {
+  it('gives every proxy exactly what translate gives it, sharing the outbound part', () => {
+    const resources = samples(
+      'destination-rule-all.yaml',
+      'virtual-service-reviews-jason-v2-v3.yaml',
+      'bookinfo-gateway.yaml',
+    )
+    const input = { resources, services: bookinfoRegistry().services() }
+    const batch = new BatchTranslator(input)
+    for (const node of [PRODUCTPAGE, REVIEWS_V2, sidecar('ratings', 'v1', '10.0.0.40'), INGRESS]) {
+      const a = translate(input, node)
+      const b = batch.translate(node)
+      for (const type of Object.values(TYPE_URL)) {
+        const left = [...(a.resources.get(type)?.items.values() ?? [])]
+        const right = [...(b.resources.get(type)?.items.values() ?? [])]
+        assert.deepEqual(right, left, `${node.id} ${type}`)
+      }
+    }
   })
 })

@@ -86,3 +86,101 @@ export function translate(input: TranslateInput, node: TranslateNode): Snapshot 
 export function contentVersion(items: readonly Json[]): string {
   return createHash('sha256').update(canonicalJson(items)).digest('hex').slice(0, 16)
 }
+
+/**
+ * Translation for many proxies at once. A sidecar's outbound config (its HTTP proxy listener, routes, clusters and
+ * endpoints) depends on its namespace, its kind, the labels that some resource selects on, and its outbound
+ * metadata, not on which workload it is; so proxies alike in those share one outbound translation, and only the
+ * small inbound part is built per proxy. The result is what `translate` gives for each node.
+ */
+interface OutboundPart {
+  listeners: Json[]
+  routes: Json[]
+  clusters: Json[]
+  endpoints: Json[]
+  versions: { listeners: string; routes: string; clusters: string; endpoints: string }
+}
+
+export class BatchTranslator {
+  private readonly input: TranslateInput
+  private readonly selectedLabels: Set<string>
+  private readonly outbound = new Map<string, OutboundPart>()
+  private readonly sidecars: readonly Resource[]
+
+  constructor(input: TranslateInput) {
+    this.input = input
+    // label keys some resource matches a proxy on: VirtualService sourceLabels, Sidecar/DestinationRule selectors
+    const keys = new Set<string>()
+    const addKeys = (o: unknown) => {
+      if (o !== null && typeof o === 'object') for (const k of Object.keys(o)) keys.add(k)
+    }
+    for (const r of input.resources) {
+      const spec = r.spec as Record<string, unknown> | undefined
+      if (spec === undefined) continue
+      if (r.kind === 'VirtualService') {
+        for (const h of (spec.http ?? []) as { match?: { sourceLabels?: unknown }[] }[]) {
+          for (const m of h.match ?? []) addKeys(m.sourceLabels)
+        }
+      } else if (r.kind === 'Sidecar' || r.kind === 'DestinationRule') {
+        const ws = spec.workloadSelector as { labels?: unknown; matchLabels?: unknown } | undefined
+        addKeys(ws?.labels)
+        addKeys(ws?.matchLabels)
+      }
+    }
+    this.selectedLabels = keys
+    this.sidecars = input.resources.filter((r) => r.kind === 'Sidecar')
+  }
+
+  translate(node: TranslateNode): Snapshot {
+    if (node.kind !== 'sidecar' || node.generator !== 'envoy') return translate(this.input, node)
+    const metadata = node.metadata ?? {}
+    const labels: Record<string, string> = {}
+    for (const k of Object.keys(node.labels).sort()) if (this.selectedLabels.has(k)) labels[k] = node.labels[k]!
+    const key = JSON.stringify([node.namespace, labels, metadata.OUTBOUND_PORT ?? null])
+    let out = this.outbound.get(key)
+    if (out === undefined) {
+      const scope = new Scope(this.input.resources, this.input.services, node, resolveMeshConfig(this.input.meshConfig))
+      const listener = outboundListener(scope, metadata)
+      const clusters = outboundClusters(scope)
+      const part = {
+        listeners: listener.listeners,
+        routes: listener.routes,
+        clusters: [...clusters.clusters, ...listener.clusters],
+        endpoints: clusters.endpoints.sort((a, b) => cmp(a.cluster_name as string, b.cluster_name as string)),
+      }
+      out = {
+        ...part,
+        versions: {
+          listeners: contentVersion(part.listeners),
+          routes: contentVersion(part.routes),
+          clusters: contentVersion(part.clusters),
+          endpoints: contentVersion(part.endpoints),
+        },
+      }
+      this.outbound.set(key, out)
+    }
+    // the inbound part needs only the services this workload serves (endpoints at its address)
+    const own = this.input.services.filter((s) => s.endpoints.some((e) => e.address === node.ip))
+    const inbound = inboundListeners(
+      new Scope(this.sidecars, own, node, resolveMeshConfig(this.input.meshConfig)),
+      metadata,
+    )
+    const byName = (a: Json, b: Json) => cmp(a.name as string, b.name as string)
+    const resources = new Map<TypeUrl, { version: string; items: ResourceMap }>()
+    // versions: the shared part's hash (computed once) combined with the hash of this proxy's own part
+    const add = (type: TypeUrl, shared: Json[], sharedVersion: string, own: Json[], field: string) => {
+      const map: ResourceMap = new Map()
+      for (const item of [...shared, ...own].sort(byName)) map.set(item[field] as string, item)
+      const version = own.length === 0 ? sharedVersion : contentVersion([{ shared: sharedVersion }, ...own])
+      resources.set(type, { version, items: map })
+    }
+    const v = out.versions
+    add(TYPE_URL.listener, out.listeners, v.listeners, inbound.listeners, 'name')
+    add(TYPE_URL.route, out.routes, v.routes, inbound.routes, 'name')
+    add(TYPE_URL.cluster, out.clusters, v.clusters, inbound.clusters, 'name')
+    const eps: ResourceMap = new Map()
+    for (const e of out.endpoints) eps.set(e.cluster_name as string, e)
+    resources.set(TYPE_URL.endpoint, { version: v.endpoints, items: eps })
+    return { resources }
+  }
+}
