@@ -1,0 +1,732 @@
+// `npm run bench:control`: how fast a change reaches 1000 connected proxies, and what proxies cost in memory, on the
+// control plane and in the proxy, in one run. See docs/benchmark-control.md for what is measured and how to read it.
+//
+//   node dist/bench/control/run.js [--quick] [--proxies N] [--timeout S]
+//
+// Layout on the 2-core machine: `loom control` runs on core 0 (taskset -c 0); this harness and the processes that
+// simulate the proxies (bench/control/clients.ts, real AdsClients that decode and ACK) run on core 1.
+import { spawnSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { TYPE_URL } from '../../src/xds/snapshot.js'
+import {
+  freePort,
+  killAllSync,
+  type Managed,
+  rssSampler,
+  sleep,
+  startProcess,
+  stopAll,
+  stopProcess,
+  treeCpuSeconds,
+  treeRssKiB,
+} from '../proc.js'
+import { type Expect, now, type Summary, simNode } from './clients.js'
+import { Fleet, killFleetsSync } from './fleet.js'
+import { services, virtualService, wideServices } from './manifests.js'
+import { type Goals, type MemoryPoint, type PropagationResult, render, type Spread, type Verdicts } from './report.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const root = path.resolve(here, '..', '..', '..')
+const LOOM = path.join(root, 'bin', 'loom.js')
+/** cores for loom control, and for this harness and the simulated proxies (taskset lists) */
+const CONTROL_CPU = process.env.BENCH_CP_CONTROL_CPUS || '0'
+const HARNESS_CPU = process.env.BENCH_CP_CLIENT_CPUS || '1'
+/** how many cores a taskset list like "1", "0,1" or "0-1" names */
+const cores = (list: string): number =>
+  list.split(',').reduce((n, part) => {
+    const [a, b] = part.split('-').map(Number)
+    return n + (b === undefined ? 1 : b - (a ?? 0) + 1)
+  }, 0)
+const CLIENT_CORES = cores(HARNESS_CPU)
+const GOALS: Goals = { propagationMs: 1000, controlMiBPerProxy: 0.5, proxyMiBPer1000Endpoints: 2 }
+/** a phase is over when every proxy matches and no client has handled a response for this long */
+const QUIET_MS = 300
+
+// ---- configuration ----
+
+function positive(name: string, v: string | undefined, fallback: number): number {
+  if (v === undefined || v === '') return fallback
+  const n = Number(v)
+  if (!(n > 0)) throw new Error(`${name}=${v}: expected a positive number`)
+  return n
+}
+
+function parseArgs(argv: string[]): { quick: boolean; proxies?: number; timeoutS?: number } {
+  const out: { quick: boolean; proxies?: number; timeoutS?: number } = { quick: false }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] ?? ''
+    const value = (flag: string): string => (a === flag ? (argv[++i] ?? '') : a.slice(flag.length + 1))
+    if (a === '--quick') out.quick = true
+    else if (a === '--proxies' || a.startsWith('--proxies=')) out.proxies = positive('--proxies', value('--proxies'), 1)
+    else if (a === '--timeout' || a.startsWith('--timeout='))
+      out.timeoutS = positive('--timeout', value('--timeout'), 1)
+    else if (a === '--help' || a === '-h') {
+      process.stdout.write(
+        'usage: node dist/bench/control/run.js [--quick] [--proxies N] [--timeout S]\n' +
+          'env: BENCH_CP_PROXIES BENCH_CP_PROCESSES BENCH_CP_TIMEOUT BENCH_CP_ONLY BENCH_CP_NODE_FLAGS BENCH_CP_HEAP_SNAPSHOT\n' +
+          '     BENCH_CP_CONTROL_CPUS BENCH_CP_CLIENT_CPUS BENCH_KEEP_TMP=1\n' +
+          '     (see docs/benchmark-control.md)\n',
+      )
+      process.exit(0)
+    } else throw new Error(`unknown argument '${a}' (try --help)`)
+  }
+  return out
+}
+
+const args = parseArgs(process.argv.slice(2))
+const cfg = {
+  quick: args.quick,
+  proxies: Math.round(
+    args.proxies ?? positive('BENCH_CP_PROXIES', process.env.BENCH_CP_PROXIES, args.quick ? 100 : 1000),
+  ),
+  processes: Math.round(positive('BENCH_CP_PROCESSES', process.env.BENCH_CP_PROCESSES, 2)),
+  /** the longest the harness waits for one phase to converge, s */
+  timeoutS: args.timeoutS ?? positive('BENCH_CP_TIMEOUT', process.env.BENCH_CP_TIMEOUT, 50),
+  steps: [10, 100, 1000],
+  /** the single-VirtualService change: this service's route timeout goes from 5 s to 7 s */
+  changedService: 500,
+  /** proxy memory: 10 services with this many endpoints each */
+  endpointServices: 10,
+  endpointsPerService: [0, 100, 1000],
+  /** extra node flags for `loom control`, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" */
+  controlNodeFlags: (process.env.BENCH_CP_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean),
+  /** a directory: write heap snapshots of loom control after the connect phase and after the change */
+  heapSnapshotDir: process.env.BENCH_CP_HEAP_SNAPSHOT ?? '',
+  /** phases to run (BENCH_CP_ONLY=steps,connect,proxy; default all) */
+  only: (process.env.BENCH_CP_ONLY ?? 'steps,connect,proxy').split(',').map((s) => s.trim()),
+  keepTmp: process.env.BENCH_KEEP_TMP === '1',
+}
+const SERVICES = cfg.steps[cfg.steps.length - 1] ?? 1000
+
+const log = (msg: string): void => {
+  process.stderr.write(`${msg}\n`)
+}
+const errMsg = (e: unknown): string => (e instanceof Error ? e.message : String(e))
+
+// ---- the control plane ----
+
+interface Control {
+  proc: Managed
+  api: string
+  xds: string
+}
+
+async function startControl(dataDir: string): Promise<Control> {
+  const proc = startProcess('control', 'taskset', [
+    '-c',
+    CONTROL_CPU,
+    process.execPath,
+    ...cfg.controlNodeFlags,
+    ...(cfg.heapSnapshotDir
+      ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${path.resolve(cfg.heapSnapshotDir)}`]
+      : []),
+    LOOM,
+    'control',
+    '--data-dir',
+    dataDir,
+    '--api',
+    '127.0.0.1:0',
+    '--xds',
+    '127.0.0.1:0',
+  ])
+  const t0 = Date.now()
+  while (Date.now() - t0 < 20_000) {
+    if (proc.exit) throw new Error(`loom control exited (${proc.exit.code ?? proc.exit.signal}): ${proc.stderr()}`)
+    for (const line of proc.stderr().split('\n')) {
+      if (!line.includes('"msg":"ready"')) continue
+      const ready = JSON.parse(line) as { api: string; xds: string }
+      return { proc, api: ready.api, xds: ready.xds }
+    }
+    await sleep(50)
+  }
+  await stopProcess(proc)
+  throw new Error(`loom control did not log "ready" within 20 s: ${proc.stderr()}`)
+}
+
+/**
+ * BENCH_CP_HEAP_SNAPSHOT: has loom control write a heap snapshot (SIGUSR2) and waits until the file is complete.
+ * Writing it stops the control plane for a while (proxies may reconnect): figures after it are disturbed.
+ */
+async function heapSnapshot(cp: Control, label: string): Promise<void> {
+  if (!cfg.heapSnapshotDir) return
+  const dir = path.resolve(cfg.heapSnapshotDir)
+  mkdirSync(dir, { recursive: true })
+  const before = new Set(readdirSync(dir))
+  log(`heap snapshot of loom control (${label}) into ${dir} ...`)
+  process.kill(cp.proc.pid, 'SIGUSR2')
+  const t0 = Date.now()
+  let last = -1
+  let stable = 0
+  while (Date.now() - t0 < 600_000 && stable < 4) {
+    await sleep(500)
+    const file = readdirSync(dir).find((f) => f.endsWith('.heapsnapshot') && !before.has(f))
+    const size = file === undefined ? -1 : statSync(path.join(dir, file)).size
+    stable = size > 0 && size === last ? stable + 1 : 0
+    last = size
+    if (stable === 4 && file !== undefined) {
+      renameSync(path.join(dir, file), path.join(dir, `${label}-${file}`))
+      log(`  ${label}-${file}: ${(size / 2 ** 20).toFixed(0)} MiB after ${((Date.now() - t0) / 1000).toFixed(0)} s`)
+    }
+  }
+}
+
+async function stopControl(cp: Control): Promise<void> {
+  // a CPU profile is written at exit and can take a while with a big heap
+  await stopProcess(cp.proc, cfg.controlNodeFlags.length > 0 ? 60_000 : 5000)
+}
+
+async function api(cp: Control, method: string, p: string, body?: string, timeoutMs = 60_000): Promise<unknown> {
+  const res = await fetch(`http://${cp.api}${p}`, {
+    method,
+    body,
+    headers: body === undefined ? {} : { 'content-type': 'application/yaml', 'x-loom-source': 'bench' },
+    signal: AbortSignal.timeout(Math.ceil(timeoutMs)),
+  })
+  const text = await res.text()
+  if (res.status !== 200) throw new Error(`${method} ${p}: HTTP ${res.status}: ${text.slice(0, 2000)}`)
+  return JSON.parse(text) as unknown
+}
+
+/** POSTs manifests to /api/v1/apply; returns when the POST returned and how long it took. */
+async function apply(cp: Control, yaml: string): Promise<{ at: number; ms: number; changed: number }> {
+  const t0 = now()
+  const body = (await api(cp, 'POST', '/api/v1/apply', yaml)) as { results: { action: string }[] }
+  const at = now()
+  return { at, ms: at - t0, changed: body.results.filter((r) => r.action !== 'unchanged').length }
+}
+
+interface ProxyStatus {
+  nodeId: string
+  perType: { typeUrl: string; state: string }[]
+}
+
+/** Nodes the control plane sees connected and SYNCED on every type (at least LDS, CDS, EDS, RDS). */
+async function syncedNodes(cp: Control, timeoutMs: number): Promise<Map<string, ProxyStatus>> {
+  const nodes = (await api(cp, 'GET', '/api/v1/proxy-status', undefined, Math.max(1000, timeoutMs))) as ProxyStatus[]
+  const out = new Map<string, ProxyStatus>()
+  for (const n of nodes) if (n.perType.length >= 4 && n.perType.every((t) => t.state === 'SYNCED')) out.set(n.nodeId, n)
+  return out
+}
+
+async function lastRebuild(cp: Control): Promise<{ ms: number; proxies: number } | undefined> {
+  try {
+    const r = (await api(cp, 'GET', '/debug/rebuild', undefined, 3000)) as { ms: number; proxies: number }
+    return { ms: r.ms, proxies: r.proxies }
+  } catch {
+    return undefined
+  }
+}
+
+/** RSS once things settled: 2 s of rest, then the median of 5 samples over 1 s (KiB). */
+async function settledRssKiB(pid: number): Promise<number> {
+  await sleep(2000)
+  const samples: number[] = []
+  for (let i = 0; i < 5; i++) {
+    samples.push(treeRssKiB(pid))
+    await sleep(250)
+  }
+  return samples.sort((a, b) => a - b)[2] ?? 0
+}
+
+// ---- propagation ----
+
+const fleetCpu = (f: Fleet): number => f.pids.reduce((a, p) => a + treeCpuSeconds(p), 0)
+
+function spread(times: (number | null)[], from: number, total: number): Spread {
+  const d = times
+    .filter((t): t is number => t !== null)
+    .map((t) => t - from)
+    .sort((a, b) => a - b)
+  // percentiles over every proxy: one that never got there counts as slower than all the others
+  const at = (q: number): number | null => {
+    const i = Math.max(0, Math.ceil(q * total) - 1)
+    return i < d.length ? Math.round(d[i]! * 10) / 10 : null
+  }
+  return { p50: at(0.5), p90: at(0.9), p100: at(1), min: d.length > 0 ? Math.round(d[0]! * 10) / 10 : null }
+}
+
+const counts = (services: number): Record<string, number> => ({
+  [TYPE_URL.cluster]: services,
+  [TYPE_URL.endpoint]: services,
+})
+
+/** Why the control plane is gone, in one line (an out-of-memory crash says so). */
+function controlDeath(cp: Control): string {
+  const e = cp.proc.exit
+  const err = cp.proc.stderr()
+  const oom = /heap out of memory|Reached heap limit/i.test(err)
+  const last = err
+    .trim()
+    .split('\n')
+    .filter((l) => !l.startsWith('{'))
+    .slice(-3)
+    .join(' | ')
+  return `loom control exited (${e?.signal ?? `code ${e?.code}`})${oom ? ': JavaScript heap out of memory' : ''}${
+    !oom && last ? `: ${last.slice(0, 300)}` : ''
+  }`
+}
+
+/**
+ * Runs one phase: `trigger` changes something (applies manifests, or starts the clients) and returns the time the
+ * clock starts from; then waits until every proxy holds `expect` and the control plane reports them all SYNCED,
+ * or the time limit passes, and collects per-proxy ACK times. A control plane that dies makes the phase 'failed'.
+ */
+async function phase(
+  tag: string,
+  r: PropagationResult,
+  cp: Control,
+  fleet: Fleet,
+  expect: Expect,
+  trigger: () => Promise<number>,
+): Promise<PropagationResult> {
+  const cpu0 = treeCpuSeconds(cp.proc.pid)
+  const fcpu0 = fleetCpu(fleet)
+  const peak = rssSampler(cp.proc.pid, 200)
+  const start = now()
+  let t0 = start
+  let converged = false
+  let s: Summary | null = null
+  try {
+    t0 = await trigger()
+    const deadline = t0 + cfg.timeoutS * 1000
+    let lastLog = now()
+    let syncError = ''
+    let syncedCount = -1
+    for (;;) {
+      s = await fleet.summary(expect)
+      if (cp.proc.exit) throw new Error(controlDeath(cp))
+      const t = now()
+      if (s.matching === fleet.size && s.connected === fleet.size && t - s.lastResponseAt >= QUIET_MS) {
+        // the proxies agree; the control plane must too (every node SYNCED on every type)
+        const synced = await syncedNodes(cp, deadline - t).catch((e: unknown) => {
+          syncError = errMsg(e)
+          return new Map()
+        })
+        syncedCount = synced.size
+        if (synced.size === fleet.size) {
+          converged = true
+          break
+        }
+      }
+      if (t > deadline) break
+      // progress every 2 s for the first 10 s, then every 5 s
+      if (t - lastLog >= (t - t0 < 10_000 ? 2000 : 5000)) {
+        const cpu = treeCpuSeconds(cp.proc.pid) - cpu0
+        const rss = treeRssKiB(cp.proc.pid) / 1024
+        log(
+          `${tag}:   ${s.matching}/${fleet.size} proxies have it after ${((t - t0) / 1000).toFixed(1)} s ` +
+            `(loom control: CPU ${cpu.toFixed(1)} s, RSS ${rss.toFixed(0)} MiB; ${s.connected} connected, ` +
+            `${s.reconnects} reconnects${syncedCount >= 0 ? `, ${syncedCount} SYNCED` : ''}` +
+            `${syncError ? `, proxy-status: ${syncError}` : ''})`,
+        )
+        lastLog = t
+      }
+      await sleep(100)
+    }
+    r.status = converged ? 'ok' : 'timeout'
+    if (!converged) r.note = `${s.matching} of ${fleet.size} proxies had it when the ${cfg.timeoutS} s limit passed`
+  } catch (e) {
+    r.status = 'failed'
+    r.note = errMsg(e)
+    if (cp.proc.exit) r.note = controlDeath(cp)
+    log(`${tag}:   FAILED: ${r.note}`)
+  }
+  const end = now()
+  r.waitedS = Math.round(end - t0) / 1000
+  r.peakRssKiB = peak.stop()
+  r.controlCpuS = Math.round((treeCpuSeconds(cp.proc.pid) - cpu0) * 100) / 100
+  r.clientsCpuS = Math.round((fleetCpu(fleet) - fcpu0) * 100) / 100
+  // how busy each side was over the whole phase (apply included): which one set the pace
+  const windowS = (end - start) / 1000
+  r.controlBusyPct = Math.round((100 * r.controlCpuS) / windowS)
+  r.clientsBusyPct = Math.round((100 * r.clientsCpuS) / (windowS * CLIENT_CORES))
+  try {
+    const got = await fleet.collect(expect)
+    s = await fleet.summary(expect)
+    r.acked = got.done.filter((d) => d !== null).length
+    r.ackMs = spread(got.done, t0, fleet.size)
+    r.receivedMs = spread(got.received, t0, fleet.size)
+    r.reconnects = s.reconnects
+    r.nacks = s.nacks
+    if (Object.keys(s.warnings).length > 0) r.warnings = s.warnings
+  } catch (e) {
+    r.note = `${r.note ?? ''} (collecting from the clients failed: ${errMsg(e)})`.trim()
+  }
+  if (!cp.proc.exit) {
+    r.rebuild = await lastRebuild(cp)
+    r.controlRssKiB = treeRssKiB(cp.proc.pid)
+  }
+  const a = r.ackMs
+  if (r.status !== 'failed') {
+    log(
+      `${tag}:   ${r.status === 'ok' ? 'done' : 'TIMED OUT'}: p50 ${a?.p50 ?? '-'} ms, p90 ${a?.p90 ?? '-'} ms, ` +
+        `p100 ${a?.p100 ?? `> ${cfg.timeoutS * 1000}`} ms; loom control CPU ${r.controlCpuS} s, clients CPU ` +
+        `${r.clientsCpuS} s, rebuild ${r.rebuild?.ms ?? '-'} ms, RSS ${Math.round((r.controlRssKiB ?? 0) / 1024)} MiB`,
+    )
+  }
+  return r
+}
+
+function row(key: string, label: string, services: number): PropagationResult {
+  return { key, label, services, proxies: cfg.proxies, status: 'skipped' }
+}
+
+// ---- phases ----
+
+/** Phase 1: 1000 proxies on an empty control plane, then 0 → 10 → 100 → 1000 services. */
+async function stepsPhase(dataDir: string): Promise<PropagationResult[]> {
+  const out: PropagationResult[] = []
+  const tag = `[1/3] steps`
+  log(`${tag}: starting loom control (empty) and ${cfg.proxies} proxies in ${cfg.processes} process(es)`)
+  const cp = await startControl(dataDir)
+  let fleet: Fleet | null = null
+  try {
+    fleet = await Fleet.open(cfg.proxies, cfg.processes)
+    const f = fleet
+    const connect = row('connect-empty', `connect ${cfg.proxies} proxies, 0 services`, 0)
+    out.push(connect)
+    await phase(tag, connect, cp, f, { counts: counts(0), changed: [] }, async () => {
+      const t0 = now()
+      await f.start(`${cp.xds}`)
+      return t0
+    })
+    let prev = 0
+    let failed = connect.status !== 'ok'
+    for (const n of cfg.steps) {
+      const r = row(`step-${n}`, `${prev} -> ${n} services`, n)
+      out.push(r)
+      prev = n
+      if (failed) {
+        r.note = 'skipped: the previous phase did not converge'
+        continue
+      }
+      log(`${tag}: ${r.label} (one POST /api/v1/apply of ${2 * n} documents)`)
+      await f.mark()
+      await phase(
+        tag,
+        r,
+        cp,
+        f,
+        { counts: counts(n), changed: [TYPE_URL.cluster, TYPE_URL.endpoint, TYPE_URL.route] },
+        async () => {
+          const a = await apply(cp, services(0, n))
+          r.applyMs = Math.round(a.ms * 10) / 10
+          return a.at
+        },
+      )
+      failed = r.status !== 'ok'
+    }
+  } finally {
+    await fleet?.stop()
+    await stopControl(cp)
+  }
+  return out
+}
+
+/**
+ * Phase 2: a control plane holding 1000 services: its RSS idle, 1000 proxies connecting from scratch, its RSS with
+ * them, then one VirtualService changed.
+ */
+async function connectPhase(dataDir: string): Promise<{ rows: PropagationResult[]; memory: MemoryPoint[] }> {
+  const tag = '[2/3] connect'
+  const connect = row('connect-full', `connect ${cfg.proxies} proxies, ${SERVICES} services`, SERVICES)
+  const change = row('vs-change', `1 VirtualService changed, ${SERVICES} services`, SERVICES)
+  const memory: MemoryPoint[] = []
+  let cp = await startControl(dataDir)
+  let fleet: Fleet | null = null
+  try {
+    const have = (await api(cp, 'GET', '/api/v1/resources?kind=ServiceEntry&namespace=default')) as {
+      items: unknown[]
+    }
+    if (have.items.length !== SERVICES) {
+      log(`${tag}: applying ${SERVICES} services first (the steps phase did not get there), then restarting`)
+      await apply(cp, services(0, SERVICES))
+      await stopControl(cp)
+      cp = await startControl(dataDir)
+    }
+    log(`${tag}: loom control holds ${SERVICES} services; RSS with no proxy connected`)
+    const idle = await settledRssKiB(cp.proc.pid)
+    memory.push({ label: `${SERVICES} services, 0 proxies`, value: 0, rssKiB: idle })
+    log(`${tag}:   ${(idle / 1024).toFixed(1)} MiB; connecting ${cfg.proxies} proxies from scratch`)
+    fleet = await Fleet.open(cfg.proxies, cfg.processes)
+    const f = fleet
+    await phase(
+      tag,
+      connect,
+      cp,
+      f,
+      { counts: counts(SERVICES), changed: [...Object.values(TYPE_URL)].filter((t) => t !== TYPE_URL.secret) },
+      async () => {
+        const t0 = now()
+        await f.start(cp.xds)
+        return t0
+      },
+    )
+    const busy = cp.proc.exit ? null : await settledRssKiB(cp.proc.pid)
+    memory.push({
+      label: `${SERVICES} services, ${cfg.proxies} proxies`,
+      value: cfg.proxies,
+      rssKiB: busy,
+      ...(connect.status === 'ok'
+        ? {}
+        : {
+            note:
+              busy === null
+                ? `loom control died (peak seen ${((connect.controlRssKiB ?? 0) / 1024).toFixed(0)} MiB)`
+                : `only ${connect.acked ?? 0} proxies had their config: a lower bound`,
+          }),
+    })
+    if (busy !== null) log(`${tag}:   RSS ${(busy / 1024).toFixed(1)} MiB with ${cfg.proxies} proxies`)
+    await heapSnapshot(cp, 'connected')
+    if (connect.status !== 'ok') {
+      change.note = `skipped: the proxies never all got the ${SERVICES} services`
+    } else {
+      log(`${tag}: one VirtualService changed (svc ${cfg.changedService}: timeout 5s -> 7s)`)
+      await f.mark()
+      await phase(tag, change, cp, f, { counts: counts(SERVICES), changed: [TYPE_URL.route] }, async () => {
+        const a = await apply(cp, virtualService(cfg.changedService, 7))
+        if (a.changed !== 1) throw new Error(`the VirtualService change was not applied (${a.changed} changed)`)
+        change.applyMs = Math.round(a.ms * 10) / 10
+        return a.at
+      })
+      await heapSnapshot(cp, 'changed')
+    }
+  } finally {
+    await fleet?.stop()
+    await stopControl(cp)
+  }
+  return { rows: [connect, change], memory }
+}
+
+/** Phase 3: a real `loom proxy --xds` with 10 services of 0, 100 and 1000 endpoints: its RSS. */
+async function proxyMemoryPhase(dataDir: string): Promise<MemoryPoint[]> {
+  const tag = '[3/3] proxy memory'
+  const out: MemoryPoint[] = []
+  const cp = await startControl(dataDir)
+  try {
+    for (const per of cfg.endpointsPerService) {
+      const total = per * cfg.endpointServices
+      await apply(cp, wideServices(cfg.endpointServices, per, 0))
+      const node = `sidecar~10.1.0.1~bench-proxy-${per}.default~default.svc.cluster.local`
+      const outbound = await freePort()
+      const proxy = startProcess('proxy', process.execPath, [
+        LOOM,
+        'proxy',
+        '--xds',
+        cp.xds,
+        '--node',
+        node,
+        '--ip',
+        '10.1.0.1',
+        '--labels',
+        'app=bench-proxy',
+        '--admin',
+        '127.0.0.1:0',
+        '--metadata',
+        `OUTBOUND_PORT=${outbound}`,
+      ])
+      try {
+        const t0 = Date.now()
+        let synced = false
+        while (Date.now() - t0 < cfg.timeoutS * 1000) {
+          if (proxy.exit) throw new Error(`loom proxy exited (${proxy.exit.code}): ${proxy.stderr()}`)
+          if ((await syncedNodes(cp, 5000)).has(node)) {
+            synced = true
+            break
+          }
+          await sleep(200)
+        }
+        if (!synced) throw new Error(`loom proxy did not get its config within ${cfg.timeoutS} s: ${proxy.stderr()}`)
+        const rss = await settledRssKiB(proxy.pid)
+        const hosts = await proxyHosts(proxy)
+        const note = hosts === total ? '' : `admin /clusters lists ${hosts} endpoints, expected ${total}`
+        out.push({ label: `${cfg.endpointServices} services, ${total} endpoints`, value: total, rssKiB: rss, note })
+        log(`${tag}: ${total} endpoints: RSS ${(rss / 1024).toFixed(1)} MiB${note ? ` (${note})` : ''}`)
+      } finally {
+        await stopProcess(proxy)
+      }
+    }
+  } finally {
+    await stopControl(cp)
+  }
+  return out
+}
+
+/** Endpoints the proxy holds, from its admin /clusters (read after the RSS sample: it allocates). */
+async function proxyHosts(proxy: Managed): Promise<number | null> {
+  const m = /"admin":"([^"]+)"/.exec(proxy.stderr())
+  if (!m) return null
+  const res = await fetch(`http://${m[1]}/clusters?format=json`, { signal: AbortSignal.timeout(10_000) })
+  const body = (await res.json()) as { cluster_statuses: { host_statuses?: unknown[] }[] }
+  return body.cluster_statuses.reduce((n, c) => n + (c.host_statuses?.length ?? 0), 0)
+}
+
+/** Least-squares slope of RSS over endpoints, MiB per 1000 endpoints. */
+function slopeMiBPer1000(points: MemoryPoint[]): number | null {
+  const ps = points.filter((p) => p.rssKiB !== null)
+  if (ps.length < 2) return null
+  const mx = ps.reduce((a, p) => a + p.value, 0) / ps.length
+  const my = ps.reduce((a, p) => a + (p.rssKiB ?? 0), 0) / ps.length
+  let num = 0
+  let den = 0
+  for (const p of ps) {
+    num += (p.value - mx) * ((p.rssKiB ?? 0) - my)
+    den += (p.value - mx) ** 2
+  }
+  return den === 0 ? null : ((num / den) * 1000) / 1024
+}
+
+/** The commit the run measured (with `+dirty` when src/ has uncommitted changes): src/ changes often. */
+function gitCommit(): string {
+  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).stdout?.trim()
+  const dirty = spawnSync('git', ['status', '--porcelain', '--', 'src'], { cwd: root, encoding: 'utf8' }).stdout?.trim()
+  return head ? `${head}${dirty ? '+dirty' : ''}` : 'unknown'
+}
+
+// ---- main ----
+
+let tmp = ''
+function removeTmp(): void {
+  if (tmp && !cfg.keepTmp) rmSync(tmp, { recursive: true, force: true })
+}
+
+async function shutdown(code: number): Promise<never> {
+  killFleetsSync()
+  await stopAll()
+  removeTmp()
+  process.exit(code)
+}
+
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(sig, () => {
+    log(`\n${sig}: stopping every process the benchmark started`)
+    void shutdown(130)
+  })
+}
+process.on('exit', () => {
+  killFleetsSync()
+  killAllSync()
+})
+
+async function main(): Promise<void> {
+  const t0 = Date.now()
+  const cpus = os.cpus()
+  if (cpus.length < 2) log('warning: fewer than 2 CPUs; pinning to cores 0 and 1 will fail')
+  // This harness and the client processes (they inherit the affinity) stay off the control plane's core.
+  spawnSync('taskset', ['-a', '-p', '-c', HARNESS_CPU, String(process.pid)], { stdio: 'ignore' })
+  log(
+    `loom control bench: ${cfg.proxies} proxies in ${cfg.processes} process(es), steps ${cfg.steps.join(' -> ')} ` +
+      `services, at most ${cfg.timeoutS} s per phase; loom control on core ${CONTROL_CPU}, clients on core ${HARNESS_CPU}`,
+  )
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'loom-bench-control-'))
+  const dataDir = path.join(tmp, 'data')
+  const loadavgBefore = os.loadavg()
+
+  const rows: PropagationResult[] = []
+  const controlMemory: MemoryPoint[] = []
+  let proxyMemory: MemoryPoint[] = []
+  const errors: string[] = []
+  try {
+    if (cfg.only.includes('steps')) rows.push(...(await stepsPhase(dataDir)))
+  } catch (e) {
+    errors.push(`steps: ${errMsg(e)}`)
+    log(`[1/3] steps: FAILED: ${errMsg(e)}`)
+  }
+  try {
+    if (cfg.only.includes('connect')) {
+      const r = await connectPhase(dataDir)
+      rows.push(...r.rows)
+      controlMemory.push(...r.memory)
+    }
+  } catch (e) {
+    errors.push(`connect: ${errMsg(e)}`)
+    log(`[2/3] connect: FAILED: ${errMsg(e)}`)
+  }
+  try {
+    if (cfg.only.includes('proxy')) proxyMemory = await proxyMemoryPhase(path.join(tmp, 'data-endpoints'))
+  } catch (e) {
+    errors.push(`proxy memory: ${errMsg(e)}`)
+    log(`[3/3] proxy memory: FAILED: ${errMsg(e)}`)
+  }
+
+  // ---- verdicts ----
+  const full = rows.find((r) => r.key === `step-${SERVICES}`)
+  const pTime = full?.ackMs?.p100 ?? null
+  const idle = controlMemory[0]?.rssKiB ?? null
+  const busy = controlMemory[1]?.rssKiB ?? null
+  const perProxy = idle !== null && busy !== null ? (busy - idle) / 1024 / cfg.proxies : null
+  const slope = slopeMiBPer1000(proxyMemory)
+  const verdicts: Verdicts = {
+    propagation: {
+      value: pTime,
+      pass: pTime === null ? (full?.status === 'timeout' ? false : null) : pTime <= GOALS.propagationMs,
+      note:
+        pTime === null
+          ? full?.status === 'timeout'
+            ? `> ${cfg.timeoutS * 1000} ms (${full.acked}/${full.proxies} ACKed)`
+            : 'not measured'
+          : `${SERVICES} services added to 100 (step 100 -> ${SERVICES}), ${cfg.proxies} proxies; ` +
+            `the single VirtualService change took ${rows.find((r) => r.key === 'vs-change')?.ackMs?.p100 ?? '-'} ms at p100`,
+    },
+    controlMemory: {
+      value: perProxy,
+      pass: perProxy === null ? null : perProxy <= GOALS.controlMiBPerProxy,
+      note: perProxy === null ? 'not measured' : `(RSS with ${cfg.proxies} proxies - RSS with none) / ${cfg.proxies}`,
+    },
+    proxyMemory: {
+      value: slope,
+      pass: slope === null ? null : slope <= GOALS.proxyMiBPer1000Endpoints,
+      note: slope === null ? 'not measured' : 'least-squares slope of proxy RSS over 0, 1000 and 10000 endpoints',
+    },
+  }
+  if (cfg.proxies !== 1000) {
+    verdicts.propagation.note += ` (with ${cfg.proxies} proxies, not 1000)`
+    verdicts.propagation.pass = null
+  }
+
+  const report = {
+    timestamp: new Date(t0).toISOString(),
+    elapsedSeconds: Math.round((Date.now() - t0) / 1000),
+    machine: {
+      cpus: cpus.length,
+      model: cpus[0]?.model ?? '',
+      kernel: os.release(),
+      memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+      loadavgBefore,
+      loadavgAfter: os.loadavg(),
+    },
+    node: process.version,
+    commit: gitCommit(),
+    config: { ...cfg, controlCpu: CONTROL_CPU, clientsCpu: HARNESS_CPU, quietMs: QUIET_MS, proxyNode: simNode(0) },
+    goals: GOALS,
+    propagation: rows,
+    controlMemory,
+    controlMiBPerProxy: perProxy,
+    proxyMemory,
+    proxyMiBPer1000Endpoints: slope,
+    verdicts,
+    errors,
+  }
+  const dir = path.join(root, 'bench', 'results')
+  mkdirSync(dir, { recursive: true })
+  const stamp = report.timestamp.replace(/[:.]/g, '-')
+  const json = `${JSON.stringify(report, null, 2)}\n`
+  writeFileSync(path.join(dir, `control-${stamp}.json`), json)
+  writeFileSync(path.join(dir, 'control-latest.json'), json)
+
+  process.stdout.write(`\n${render(rows, controlMemory, proxyMemory, verdicts, GOALS, cfg.timeoutS)}\n\n`)
+  for (const e of errors) process.stdout.write(`error: ${e}\n`)
+  process.stdout.write(
+    `loom ${report.commit}; node ${process.version}; load average before ${loadavgBefore.map((n) => n.toFixed(2)).join(' ')}, took ` +
+      `${report.elapsedSeconds} s; results in bench/results/control-${stamp}.json and bench/results/control-latest.json\n`,
+  )
+  removeTmp()
+}
+
+main().catch(async (e) => {
+  log(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`)
+  await shutdown(1)
+})

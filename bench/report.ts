@@ -1,0 +1,233 @@
+// Plain-text tables for the benchmark results.
+import type { OpenLoopResult } from './openloop.js'
+import type { WrkResult } from './wrk.js'
+import { wrkErrors } from './wrk.js'
+
+export type Status = 'ok' | 'failed to start' | 'failed' | 'crashed'
+
+export interface Percentiles {
+  p50: number
+  p90: number
+  p99: number
+  p999: number
+}
+
+export interface TargetResult {
+  name: string
+  label: string
+  status: Status
+  error?: string
+  output?: string
+  command?: string
+  readyMs?: number
+  get?: WrkResult
+  post?: WrkResult
+  latency?: OpenLoopResult
+  /** the direct path to the backend, measured at the same time as `latency` (paired stream) */
+  baseline?: OpenLoopResult
+  /** target percentile minus the paired direct stream's, microseconds (for direct itself: the noise floor) */
+  addedUs?: Percentiles
+  rss?: { idleKiB: number; loadKiB: number; processes: string }
+  cpu?: { seconds: number; requests: number; secondsPer1000: number }
+  /** busy/steal % per core while the load ran: index 0 = proxy core, 1 = load generator + backend core */
+  coreLoad?: Record<string, { busyPct: number; stealPct: number }[]>
+  /** CPU used by processes outside the benchmark while a phase ran, in % of one core (machine noise) */
+  otherCpuPct?: Record<string, number>
+  /** phases repeated because other processes disturbed them (BENCH_WAIT_IDLE), and how many times */
+  repeated?: Record<string, number>
+}
+
+export interface RatioRow {
+  getRps: number | null
+  postRps: number | null
+  addedP99: number | null
+}
+
+const dash = '-'
+const int = (n: number | undefined): string =>
+  n === undefined || Number.isNaN(n) ? dash : Math.round(n).toLocaleString('en-US')
+const signed = (n: number | undefined): string => (n === undefined ? dash : `${n > 0 ? '+' : ''}${int(n)}`)
+const mib = (kib: number | undefined): string => (kib === undefined ? dash : `${(kib / 1024).toFixed(1)} MiB`)
+const ratio = (r: number | null): string => (r === null ? 'n/a' : `${r.toFixed(2)}x`)
+
+export function table(headers: string[], rows: string[][], leftCols = 1): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i < leftCols ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd()
+  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n')
+}
+
+const pctOf = (r: TargetResult, phase: string): string => {
+  const v = r.otherCpuPct?.[phase]
+  return v === undefined ? dash : `${v}%`
+}
+
+/** Phases during which processes outside the benchmark used more than `threshold` % of a core. */
+export function noisyPhases(results: TargetResult[], threshold = 10): string[] {
+  const out: string[] = []
+  for (const r of results) {
+    for (const [phase, pct] of Object.entries(r.otherCpuPct ?? {})) {
+      if (pct > threshold) out.push(`${r.label} ${phase} (${pct}%)`)
+    }
+  }
+  return out
+}
+
+/** Which core limited a wrk run: the proxy's (0), the load generator's and backend's (1), or both. */
+export function bound(r: TargetResult, phase: string): string {
+  const l = r.coreLoad?.[phase]
+  if (!l || r.name === 'direct') return dash
+  const proxy = (l[0]?.busyPct ?? 0) >= 90
+  const loadCore = (l[1]?.busyPct ?? 0) >= 90
+  return proxy && loadCore ? 'both' : proxy ? 'proxy' : loadCore ? 'load' : 'neither'
+}
+
+const load = (r: TargetResult, phase: string): string => {
+  const l = r.coreLoad?.[phase]
+  if (!l) return dash
+  return l.map((c) => `${c.busyPct}%`).join('/')
+}
+
+export function render(
+  results: TargetResult[],
+  ratios: Record<string, RatioRow>,
+  cfg: { wrkSeconds: number; connections: number; rate: number; latConnections: number; latSeconds: number },
+): string {
+  const out: string[] = []
+  const ok = results.filter((r) => r.status === 'ok')
+
+  out.push(
+    `Throughput: wrk -t1 -c${cfg.connections}, ${cfg.wrkSeconds} s each, keep-alive; GET returns 1 KB, POST sends 16 KB`,
+  )
+  out.push(
+    table(
+      [
+        'target',
+        'GET req/s',
+        'POST req/s',
+        'GET p99 us',
+        'POST p99 us',
+        'errors',
+        'cores 0/1 busy GET',
+        'POST',
+        'bound GET/POST',
+        'other procs GET/POST',
+      ],
+      results.map((r) =>
+        r.status !== 'ok' && !r.get
+          ? [r.label, r.status.toUpperCase(), '', '', '', '', '', '', '', '']
+          : [
+              r.label,
+              int(r.get?.rps),
+              int(r.post?.rps),
+              int(r.get?.latencyUs.p99),
+              int(r.post?.latencyUs.p99),
+              int((r.get ? wrkErrors(r.get) : 0) + (r.post ? wrkErrors(r.post) : 0)),
+              load(r, 'get'),
+              load(r, 'post'),
+              `${bound(r, 'get')}/${bound(r, 'post')}`,
+              `${pctOf(r, 'get')}/${pctOf(r, 'post')}`,
+            ],
+      ),
+    ),
+  )
+  out.push(
+    "bound: the core that was saturated (>= 90%). 'load' or 'both' means core 1 (wrk + backend) was full too, " +
+      'so that req/s is a lower bound for the proxy.',
+  )
+  out.push('')
+  out.push(
+    `Latency: open loop, ${cfg.rate} req/s to the target and, interleaved, ${cfg.rate} req/s straight to the backend ` +
+      `(paired direct); ${cfg.latConnections} keep-alive connections each; ${cfg.latSeconds} s measured; from scheduled ` +
+      'send time (coordinated omission corrected); microseconds. added = target - paired direct ' +
+      '(on the direct row: two identical direct streams, i.e. the noise floor).',
+  )
+  out.push(
+    table(
+      [
+        'target',
+        'p50',
+        'p90',
+        'p99',
+        'p99.9',
+        'max',
+        'paired direct p50',
+        'p99',
+        'added p50',
+        'p90',
+        'p99',
+        'p99.9',
+        'rate',
+        'errors',
+        'other procs',
+      ],
+      ok.map((r) => {
+        const l = r.latency?.latencyUs
+        const b = r.baseline?.latencyUs
+        const a = r.addedUs
+        return [
+          r.label,
+          int(l?.p50),
+          int(l?.p90),
+          int(l?.p99),
+          int(l?.p999),
+          int(l?.max),
+          int(b?.p50),
+          int(b?.p99),
+          signed(a?.p50),
+          signed(a?.p90),
+          signed(a?.p99),
+          signed(a?.p999),
+          int(r.latency?.achievedRate),
+          int(r.latency ? r.latency.errors + r.latency.non2xx + r.latency.unanswered : undefined),
+          pctOf(r, 'openloop'),
+        ]
+      }),
+    ),
+  )
+  out.push('')
+  out.push('Resources of the proxy process(es) (RSS = VmRSS summed over the process tree; CPU = utime+stime)')
+  out.push(
+    table(
+      ['target', 'RSS idle', 'RSS max under load', 'CPU s / 1000 req', 'processes'],
+      ok
+        .filter((r) => r.name !== 'direct')
+        .map((r) => [
+          r.label,
+          mib(r.rss?.idleKiB),
+          mib(r.rss?.loadKiB),
+          r.cpu ? r.cpu.secondsPer1000.toFixed(3) : dash,
+          r.rss?.processes ?? dash,
+        ]),
+      1,
+    ),
+  )
+  out.push('')
+  out.push('Loom ratios (req/s: higher is better; added p99: lower is better)')
+  out.push(
+    table(
+      ['Loom vs', 'GET req/s', 'POST req/s', 'added p99'],
+      Object.entries(ratios).map(([k, v]) => [k, ratio(v.getRps), ratio(v.postRps), ratio(v.addedP99)]),
+    ),
+  )
+  const noisy = noisyPhases(results)
+  if (noisy.length > 0) {
+    out.push('')
+    out.push(
+      `WARNING: other processes on this machine used more than 10% of a core during: ${noisy.join(', ')}. ` +
+        'Those figures are disturbed; rerun when the machine is idle.',
+    )
+  }
+  const failed = results.filter((r) => r.status !== 'ok')
+  for (const r of failed) {
+    out.push('')
+    out.push(`${r.label}: ${r.status}${r.error ? `: ${r.error}` : ''}`)
+    if (r.command) out.push(`  command: ${r.command}`)
+    const tail = (r.output ?? '').trim().split('\n').slice(-15)
+    if (tail.length > 0 && tail[0] !== '') out.push(...tail.map((l) => `  | ${l}`))
+  }
+  return out.join('\n')
+}

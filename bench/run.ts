@@ -1,0 +1,581 @@
+// `npm run bench`: the same workload through Loom and the reference proxies, in one run.
+// See docs/benchmark.md for what is measured and how to read the output.
+//
+//   node dist/bench/run.js [--quick] [--only loom,nginx,...]
+//
+// Layout on the 2-core machine: the proxy under test runs on core 0 (taskset -c 0); the backend nginx,
+// wrk, the open-loop generator and this harness run on core 1.
+import { spawnSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { BODY_1K, backendNginx, haproxyConfig, loomBootstrap, POST_BYTES, POST_LUA, proxyNginx } from './configs.js'
+import type { OpenLoopConfig, OpenLoopResult } from './openloop.js'
+import {
+  coreLoad,
+  coreTimes,
+  cpuSnapshot,
+  foreignCpuSeconds,
+  freePort,
+  httpRequest,
+  isShuttingDown,
+  killAllSync,
+  type Managed,
+  rssSampler,
+  runToEnd,
+  sleep,
+  startProcess,
+  stopAll,
+  stopProcess,
+  treeCpuSeconds,
+  treeRssKiB,
+  waitReady,
+} from './proc.js'
+import { type RatioRow, render, type TargetResult } from './report.js'
+import { runWrk, wrkErrors } from './wrk.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const root = path.resolve(here, '..', '..')
+const PROXY_CPU = '0'
+/** other processes using more than this % of a core during a phase make it "disturbed" */
+const NOISY_PCT = 10
+const LOAD_CPU = '1'
+
+// ---- configuration ----
+
+function seconds(name: string, fallback: number): number {
+  const v = process.env[name]
+  if (v === undefined || v === '') return fallback
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(v.trim())
+  if (!m) throw new Error(`${name}=${v}: expected a duration like 10, 10s, 500ms or 1m`)
+  const n = Number(m[1])
+  return m[2] === 'ms' ? n / 1000 : m[2] === 'm' ? n * 60 : n
+}
+
+function integer(name: string, fallback: number): number {
+  const v = process.env[name]
+  if (v === undefined || v === '') return fallback
+  const n = Number.parseInt(v, 10)
+  if (!(n > 0)) throw new Error(`${name}=${v}: expected a positive integer`)
+  return n
+}
+
+const TARGETS = ['direct', 'loom', 'nginx', 'haproxy', 'floor', 'fastify'] as const
+type TargetName = (typeof TARGETS)[number]
+const ALIASES: Record<string, TargetName> = {
+  undici: 'floor',
+  'undici-floor': 'floor',
+  'fastify-http-proxy': 'fastify',
+}
+
+function parseArgs(argv: string[]): { quick: boolean; only: TargetName[] } {
+  let quick = false
+  let only: TargetName[] = [...TARGETS]
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] ?? ''
+    if (a === '--quick') quick = true
+    else if (a === '--only' || a.startsWith('--only=')) {
+      const list = a === '--only' ? (argv[++i] ?? '') : a.slice('--only='.length)
+      only = list
+        .split(',')
+        .map((s) => s.trim().toLowerCase())
+        .filter(Boolean)
+        .map((s) => {
+          const t = ALIASES[s] ?? (TARGETS as readonly string[]).find((x) => x === s)
+          if (!t) throw new Error(`unknown target '${s}' (known: ${TARGETS.join(', ')})`)
+          return t as TargetName
+        })
+    } else if (a === '--help' || a === '-h') {
+      process.stdout.write(
+        `usage: node dist/bench/run.js [--quick] [--only ${TARGETS.join(',')}]\n` +
+          'env: BENCH_DURATION BENCH_WARMUP BENCH_LAT_DURATION BENCH_LAT_WARMUP BENCH_RATE BENCH_CONNECTIONS\n' +
+          '     BENCH_LAT_CONNECTIONS BENCH_START_TIMEOUT BENCH_WAIT_IDLE BENCH_KEEP_TMP=1 (see docs/benchmark.md)\n',
+      )
+      process.exit(0)
+    } else throw new Error(`unknown argument '${a}' (try --help)`)
+  }
+  // The direct run is the baseline that "added latency" is computed against: always included.
+  if (!only.includes('direct')) only.unshift('direct')
+  return { quick, only: TARGETS.filter((t) => only.includes(t)) }
+}
+
+function configure() {
+  const args = parseArgs(process.argv.slice(2))
+  const cfg = {
+    quick: args.quick,
+    wrkSeconds: seconds('BENCH_DURATION', args.quick ? 3 : 10),
+    wrkWarmupSeconds: seconds('BENCH_WARMUP', args.quick ? 1 : 2),
+    latSeconds: seconds('BENCH_LAT_DURATION', args.quick ? 3 : 10),
+    latWarmupSeconds: seconds('BENCH_LAT_WARMUP', args.quick ? 1 : 2),
+    rate: integer('BENCH_RATE', 1000),
+    connections: integer('BENCH_CONNECTIONS', 50),
+    latConnections: integer('BENCH_LAT_CONNECTIONS', 16),
+    startTimeoutSeconds: seconds('BENCH_START_TIMEOUT', 10),
+    waitIdleSeconds: seconds('BENCH_WAIT_IDLE', 0),
+    keepTmp: process.env.BENCH_KEEP_TMP === '1',
+  }
+  return { args, cfg }
+}
+
+function configureOrExit(): ReturnType<typeof configure> {
+  try {
+    return configure()
+  } catch (e) {
+    process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`)
+    process.exit(2)
+  }
+}
+
+const { args, cfg } = configureOrExit()
+
+const log = (msg: string): void => {
+  process.stderr.write(`${msg}\n`)
+}
+const errMsg = (e: unknown): string => (e instanceof Error ? e.message : String(e))
+
+// ---- tools ----
+
+function which(cmd: string): string | null {
+  const r = spawnSync('sh', ['-c', `command -v ${cmd}`], {
+    encoding: 'utf8',
+    env: { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` },
+  })
+  const p = r.stdout.trim()
+  return r.status === 0 && p ? p : null
+}
+
+function ensureTools(): Record<string, string> {
+  const needed = ['wrk', 'nginx', 'haproxy', 'taskset']
+  if (needed.some((t) => !which(t))) {
+    log('installing wrk, nginx and haproxy with apt-get ...')
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
+    const install = (): number | null =>
+      spawnSync('apt-get', ['install', '-y', 'wrk', 'nginx', 'haproxy'], { stdio: 'inherit', env }).status
+    if (install() !== 0) {
+      spawnSync('apt-get', ['update'], { stdio: 'inherit', env })
+      if (install() !== 0) throw new Error('apt-get install -y wrk nginx haproxy failed')
+    }
+  }
+  const paths: Record<string, string> = {}
+  for (const t of needed) {
+    const p = which(t)
+    if (!p) throw new Error(`${t} not found`)
+    paths[t] = p
+  }
+  return paths
+}
+
+function versions(tools: Record<string, string>): Record<string, string> {
+  const first = (cmd: string, a: string[]): string => {
+    const r = spawnSync(cmd, a, { encoding: 'utf8' })
+    return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n')[0] ?? ''
+  }
+  return {
+    node: process.version,
+    nginx: first(tools.nginx ?? 'nginx', ['-v']),
+    haproxy: first(tools.haproxy ?? 'haproxy', ['-v']),
+    wrk: first(tools.wrk ?? 'wrk', ['-v']),
+  }
+}
+
+// ---- targets ----
+
+interface Ctx {
+  tmp: string
+  backendPort: number
+  tools: Record<string, string>
+}
+
+interface Started {
+  proc: Managed | null
+  port: number
+  /** root of the process tree whose RSS and CPU are measured (null for the direct baseline) */
+  statsPid: number | null
+  processes: string
+  command?: string
+}
+
+const onProxyCore = (name: string, cmd: string, a: string[]): Managed =>
+  startProcess(name, 'taskset', ['-c', PROXY_CPU, cmd, ...a])
+
+const TARGET_DEFS: Record<TargetName, { label: string; start(ctx: Ctx): Promise<Started> }> = {
+  direct: {
+    label: 'direct',
+    start: async (ctx) => ({ proc: null, port: ctx.backendPort, statsPid: null, processes: '-' }),
+  },
+  loom: {
+    label: 'loom',
+    async start(ctx) {
+      const port = await freePort()
+      const adminPort = await freePort()
+      const file = path.join(ctx.tmp, 'loom.yaml')
+      writeFileSync(file, loomBootstrap(port, adminPort, ctx.backendPort))
+      const p = onProxyCore('loom', process.execPath, [path.join(root, 'bin', 'loom.js'), 'proxy', '-c', file])
+      return { proc: p, port, statsPid: p.pid, processes: 'node process tree', command: p.command }
+    },
+  },
+  nginx: {
+    label: 'nginx',
+    async start(ctx) {
+      const port = await freePort()
+      const dir = path.join(ctx.tmp, 'nginx-proxy')
+      mkdirSync(dir, { recursive: true })
+      writeFileSync(path.join(dir, 'nginx.conf'), proxyNginx(dir, port, ctx.backendPort))
+      const nginx = ctx.tools.nginx ?? 'nginx'
+      const p = onProxyCore('nginx', nginx, ['-p', dir, '-e', path.join(dir, 'error.log'), '-c', 'nginx.conf'])
+      return { proc: p, port, statsPid: p.pid, processes: 'master + 1 worker', command: p.command }
+    },
+  },
+  haproxy: {
+    label: 'haproxy',
+    async start(ctx) {
+      const port = await freePort()
+      const file = path.join(ctx.tmp, 'haproxy.cfg')
+      writeFileSync(file, haproxyConfig(port, ctx.backendPort))
+      const p = onProxyCore('haproxy', ctx.tools.haproxy ?? 'haproxy', ['-db', '-f', file])
+      return { proc: p, port, statsPid: p.pid, processes: '1 process, 1 thread', command: p.command }
+    },
+  },
+  floor: {
+    label: 'undici floor',
+    async start(ctx) {
+      const port = await freePort()
+      const p = onProxyCore('floor', process.execPath, [
+        path.join(here, 'floor.js'),
+        String(port),
+        String(ctx.backendPort),
+      ])
+      return { proc: p, port, statsPid: p.pid, processes: 'node', command: p.command }
+    },
+  },
+  fastify: {
+    label: '@fastify/http-proxy',
+    async start(ctx) {
+      const port = await freePort()
+      const p = onProxyCore('fastify', process.execPath, [
+        path.join(here, 'fastify-proxy.js'),
+        String(port),
+        String(ctx.backendPort),
+      ])
+      return { proc: p, port, statsPid: p.pid, processes: 'node', command: p.command }
+    },
+  },
+}
+
+// ---- phases ----
+
+/** Runs the open-loop generator on two paired streams: the direct path to the backend, and the target. */
+async function runOpenLoop(
+  backendPort: number,
+  port: number,
+): Promise<{ baseline: OpenLoopResult; target: OpenLoopResult }> {
+  const olc: OpenLoopConfig = {
+    targets: [{ port: backendPort }, { port }],
+    rate: cfg.rate,
+    connections: cfg.latConnections,
+    warmupS: cfg.latWarmupSeconds,
+    durationS: cfg.latSeconds,
+    drainS: 2,
+  }
+  const script = path.join(here, 'openloop.js')
+  const limitMs = (cfg.latWarmupSeconds + cfg.latSeconds + 20) * 1000
+  const r = await runToEnd(
+    'openloop',
+    'taskset',
+    ['-c', LOAD_CPU, process.execPath, script, JSON.stringify(olc)],
+    limitMs,
+  )
+  if (r.timedOut) throw new Error('open-loop generator did not finish in time')
+  const line = r.stdout.trim().split('\n').pop() ?? ''
+  if (r.exit.code !== 0 || !line.startsWith('{')) {
+    throw new Error(`open-loop generator failed (exit ${r.exit.code}): ${r.stderr.trim() || r.stdout.trim()}`)
+  }
+  const { streams } = JSON.parse(line) as { streams: OpenLoopResult[] }
+  const [baseline, target] = streams
+  if (!baseline || !target) throw new Error(`open-loop generator returned ${streams.length} streams, expected 2`)
+  return { baseline, target }
+}
+
+async function benchTarget(name: TargetName, index: number, count: number, ctx: Ctx): Promise<TargetResult> {
+  const def = TARGET_DEFS[name]
+  const tag = `[${index}/${count}] ${def.label}`
+  const res: TargetResult = { name, label: def.label, status: 'ok' }
+  log(`${tag}: starting`)
+  let s: Started
+  try {
+    s = await def.start(ctx)
+  } catch (e) {
+    res.status = 'failed to start'
+    res.error = errMsg(e)
+    log(`${tag}: FAILED TO START: ${res.error}`)
+    return res
+  }
+  res.command = s.command
+  const output = (): string => (s.proc ? `${s.proc.stderr()}${s.proc.stdout().slice(-4096)}` : '')
+  const alive = (phase: string): void => {
+    if (s.proc?.exit) throw new Error(`process exited during ${phase} (code ${s.proc.exit.code})`)
+  }
+  const wrk = (seconds: number, script?: string) =>
+    runWrk({ port: s.port, seconds, connections: cfg.connections, threads: 1, script, cpu: LOAD_CPU })
+  try {
+    const ready = await waitReady(s.port, s.proc, cfg.startTimeoutSeconds * 1000)
+    if (!ready.ok) {
+      res.status = 'failed to start'
+      res.error = ready.reason
+      res.output = output()
+      log(`${tag}: FAILED TO START: ${ready.reason}`)
+      const tail = res.output.trim().split('\n').slice(-10)
+      for (const l of tail) if (l) log(`    | ${l}`)
+      return res
+    }
+    res.readyMs = ready.ms
+    log(`${tag}: ready after ${ready.ms} ms; checking GET and POST`)
+    const g = await httpRequest(s.port, 'GET')
+    if (g.status !== 200 || g.bodyLength !== BODY_1K.length) {
+      throw new Error(`GET / answered ${g.status} with ${g.bodyLength} bytes (expected 200 with ${BODY_1K.length})`)
+    }
+    const p = await httpRequest(s.port, 'POST', Buffer.alloc(POST_BYTES, 'p'))
+    if (p.status !== 200) throw new Error(`POST / with ${POST_BYTES} bytes answered ${p.status} (expected 200)`)
+    await sleep(500)
+
+    const pid = s.statsPid
+    const idleKiB = pid ? treeRssKiB(pid) : 0
+    const sampler = pid ? rssSampler(pid) : null
+    res.coreLoad = {}
+    res.otherCpuPct = {}
+    const coreLoads = res.coreLoad
+    const other = res.otherCpuPct
+    // Runs one phase, recording per-core load and other processes' CPU use during it. With BENCH_WAIT_IDLE
+    // set, a phase that other processes disturbed is repeated (at most twice) once the machine is quiet, and
+    // the least disturbed attempt is kept.
+    const measure = async <T>(phase: string, fn: () => Promise<T>): Promise<T> => {
+      let best: { out: T; pct: number; cores: { busyPct: number; stealPct: number }[] } | null = null
+      for (let attempt = 1; ; attempt++) {
+        const cores = coreTimes()
+        const snap = cpuSnapshot()
+        const t0 = Date.now()
+        const out = await fn()
+        const load = coreLoad(cores, coreTimes())
+        const pct = Math.round((100 * foreignCpuSeconds(snap, cpuSnapshot())) / ((Date.now() - t0) / 1000))
+        if (!best || pct < best.pct) best = { out, pct, cores: load }
+        if (pct <= NOISY_PCT || cfg.waitIdleSeconds <= 0 || attempt >= 3) break
+        log(`${tag}: other processes used ${pct}% of a core during ${phase}; repeating it when quiet`)
+        res.repeated = { ...res.repeated, [phase]: attempt }
+        await waitForIdle(cfg.waitIdleSeconds)
+        alive(phase)
+      }
+      coreLoads[phase] = best.cores
+      other[phase] = best.pct
+      return best.out
+    }
+    if (cfg.wrkWarmupSeconds > 0) {
+      log(`${tag}: warm-up, wrk GET ${cfg.wrkWarmupSeconds} s`)
+      await wrk(cfg.wrkWarmupSeconds)
+      alive('warm-up')
+    }
+    for (const phase of ['get', 'post'] as const) {
+      log(`${tag}: wrk ${phase.toUpperCase()} -t1 -c${cfg.connections} ${cfg.wrkSeconds} s`)
+      const script = phase === 'post' ? path.join(ctx.tmp, 'post.lua') : undefined
+      const w = await measure(phase, () => wrk(cfg.wrkSeconds, script))
+      res[phase] = w
+      alive(`wrk ${phase}`)
+      const cores = coreLoads[phase]?.map((c) => `${c.busyPct}%`).join('/')
+      log(
+        `${tag}:   ${w.rps.toLocaleString('en-US')} req/s, ${wrkErrors(w)} errors, cores 0/1 busy ${cores}` +
+          `, other processes ${other[phase]}% of a core`,
+      )
+    }
+    if (pid && sampler) res.rss = { idleKiB, loadKiB: sampler.stop(), processes: s.processes }
+
+    log(`${tag}: open loop ${cfg.rate} req/s, ${cfg.latWarmupSeconds} s warm-up + ${cfg.latSeconds} s`)
+    const {
+      baseline,
+      target: ol,
+      cpuSeconds,
+    } = await measure('openloop', async () => {
+      const cpuBefore = pid ? treeCpuSeconds(pid) : 0
+      const r = await runOpenLoop(ctx.backendPort, s.port)
+      return { ...r, cpuSeconds: pid ? treeCpuSeconds(pid) - cpuBefore : 0 }
+    })
+    if (pid) res.cpu = { seconds: cpuSeconds, requests: ol.sent, secondsPer1000: cpuSeconds / (ol.sent / 1000) }
+    res.latency = ol
+    res.baseline = baseline
+    const l0 = baseline.latencyUs
+    const l1 = ol.latencyUs
+    res.addedUs = { p50: l1.p50 - l0.p50, p90: l1.p90 - l0.p90, p99: l1.p99 - l0.p99, p999: l1.p999 - l0.p999 }
+    alive('open loop')
+    const l = ol.latencyUs
+    log(
+      `${tag}:   p50 ${l.p50} us, p99 ${l.p99} us, p99.9 ${l.p999} us; ` +
+        `${ol.errors + ol.non2xx + ol.unanswered} errors; generator send lag p99 ${ol.sendLagUs.p99} us` +
+        `, other processes ${other.openloop}% of a core`,
+    )
+  } catch (e) {
+    res.status = s.proc?.exit ? 'crashed' : 'failed'
+    res.error = errMsg(e)
+    res.output = output()
+    log(`${tag}: ${res.status.toUpperCase()}: ${res.error}`)
+  } finally {
+    if (s.proc) await stopProcess(s.proc)
+  }
+  return res
+}
+
+/** Other processes' CPU use over one second, in % of a core. */
+async function otherLoadPct(): Promise<number> {
+  const snap = cpuSnapshot()
+  await sleep(1000)
+  return Math.round(100 * foreignCpuSeconds(snap, cpuSnapshot()))
+}
+
+/** BENCH_WAIT_IDLE: before each target, wait (up to a bound) until other processes leave the machine alone. */
+async function waitForIdle(limitSeconds: number): Promise<void> {
+  const until = Date.now() + limitSeconds * 1000
+  let pct = await otherLoadPct()
+  if (pct <= NOISY_PCT) return
+  log(`other processes use ${pct}% of a core; waiting up to ${limitSeconds} s for the machine to go quiet`)
+  let quietSeconds = 0
+  while (quietSeconds < 3 && Date.now() < until) {
+    pct = await otherLoadPct()
+    quietSeconds = pct <= NOISY_PCT ? quietSeconds + 1 : 0
+  }
+  log(quietSeconds < 3 ? `still ${pct}%: going on anyway` : 'quiet now')
+}
+
+// ---- main ----
+
+let tmp = ''
+function removeTmp(): void {
+  if (tmp && !cfg.keepTmp) rmSync(tmp, { recursive: true, force: true })
+}
+
+async function shutdown(code: number): Promise<never> {
+  await stopAll()
+  removeTmp()
+  process.exit(code)
+}
+
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(sig, () => {
+    log(`\n${sig}: stopping every process the benchmark started`)
+    void shutdown(130)
+  })
+}
+process.on('exit', () => killAllSync())
+
+async function main(): Promise<void> {
+  const t0 = Date.now()
+  const tools = ensureTools()
+  const cpus = os.cpus()
+  if (cpus.length < 2) log('warning: fewer than 2 CPUs; pinning to cores 0 and 1 will fail')
+  // This harness (and everything it starts without an explicit taskset) stays off the proxy's core.
+  spawnSync('taskset', ['-a', '-p', '-c', LOAD_CPU, String(process.pid)], { stdio: 'ignore' })
+
+  const perTarget = cfg.wrkWarmupSeconds + 2 * cfg.wrkSeconds + cfg.latWarmupSeconds + cfg.latSeconds + 3
+  log(
+    `loom bench: ${args.only.join(', ')}; wrk ${cfg.wrkSeconds} s per test, open loop ${cfg.rate} req/s for ` +
+      `${cfg.latSeconds} s; about ${Math.ceil((perTarget * args.only.length) / 60)} min`,
+  )
+
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'loom-bench-'))
+  writeFileSync(path.join(tmp, 'post.lua'), POST_LUA)
+  const loadavgBefore = os.loadavg()
+  const idleOtherPct = await otherLoadPct()
+  if (idleOtherPct > NOISY_PCT) {
+    log(`warning: other processes are using ${idleOtherPct}% of a core right now; expect disturbed figures`)
+  }
+
+  // Backend: its own nginx, one worker, on the load core.
+  const backendPort = await freePort()
+  const bdir = path.join(tmp, 'backend')
+  mkdirSync(bdir, { recursive: true })
+  writeFileSync(path.join(bdir, 'nginx.conf'), backendNginx(bdir, backendPort))
+  const backend = startProcess('backend', 'taskset', [
+    '-c',
+    LOAD_CPU,
+    tools.nginx ?? 'nginx',
+    '-p',
+    bdir,
+    '-e',
+    path.join(bdir, 'error.log'),
+    '-c',
+    'nginx.conf',
+  ])
+  const ready = await waitReady(backendPort, backend, 10_000)
+  if (!ready.ok) throw new Error(`backend nginx did not start: ${ready.reason}\n${backend.stderr()}`)
+  const bget = await httpRequest(backendPort, 'GET')
+  const bpost = await httpRequest(backendPort, 'POST', Buffer.alloc(POST_BYTES, 'p'))
+  if (bget.status !== 200 || bget.bodyLength !== BODY_1K.length || bpost.status !== 200) {
+    throw new Error(`backend check failed: GET ${bget.status}/${bget.bodyLength} bytes, POST ${bpost.status}`)
+  }
+  log(`backend nginx on 127.0.0.1:${backendPort} (core ${LOAD_CPU}): GET 200 with 1 KB, POST 16 KB answered 200`)
+
+  const ctx: Ctx = { tmp, backendPort, tools }
+  const results: TargetResult[] = []
+  let i = 0
+  for (const name of args.only) {
+    if (isShuttingDown()) return
+    if (cfg.waitIdleSeconds > 0) await waitForIdle(cfg.waitIdleSeconds)
+    results.push(await benchTarget(name, ++i, args.only.length, ctx))
+  }
+  await stopProcess(backend)
+
+  const by = (n: string): TargetResult | undefined => results.find((r) => r.name === n && r.status === 'ok')
+  const div = (a: number | undefined, b: number | undefined): number | null =>
+    a !== undefined && b !== undefined && a > 0 && b > 0 ? Math.round((a / b) * 100) / 100 : null
+  const ratios: Record<string, RatioRow> = {}
+  const loom = by('loom')
+  for (const [key, label] of [
+    ['nginx', 'nginx'],
+    ['haproxy', 'HAProxy'],
+    ['floor', 'undici floor (goal: req/s >= 1.25x)'],
+  ] as const) {
+    if (!args.only.includes(key)) continue
+    const other = by(key)
+    ratios[label] = {
+      getRps: div(loom?.get?.rps, other?.get?.rps),
+      postRps: div(loom?.post?.rps, other?.post?.rps),
+      addedP99: div(loom?.addedUs?.p99, other?.addedUs?.p99),
+    }
+  }
+
+  const report = {
+    timestamp: new Date(t0).toISOString(),
+    elapsedSeconds: Math.round((Date.now() - t0) / 1000),
+    machine: {
+      cpus: cpus.length,
+      model: cpus[0]?.model ?? '',
+      kernel: os.release(),
+      memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+      loadavgBefore,
+      loadavgAfter: os.loadavg(),
+      otherProcessesPctBeforeStart: idleOtherPct,
+    },
+    versions: versions(tools),
+    config: { ...cfg, targets: args.only, proxyCpu: PROXY_CPU, loadCpu: LOAD_CPU },
+    results,
+    ratios,
+  }
+  const dir = path.join(root, 'bench', 'results')
+  mkdirSync(dir, { recursive: true })
+  const stamp = report.timestamp.replace(/[:.]/g, '-')
+  const json = `${JSON.stringify(report, null, 2)}\n`
+  writeFileSync(path.join(dir, `${stamp}.json`), json)
+  writeFileSync(path.join(dir, 'latest.json'), json)
+
+  process.stdout.write(`\n${render(results, ratios, cfg)}\n\n`)
+  process.stdout.write(
+    `${report.versions.nginx}; ${report.versions.haproxy}; ${(report.versions.wrk ?? '').split(' [')[0]}; node ${process.version}\n`,
+  )
+  process.stdout.write(
+    `load average before ${loadavgBefore.map((n) => n.toFixed(2)).join(' ')}, took ${report.elapsedSeconds} s; ` +
+      `results in bench/results/${stamp}.json and bench/results/latest.json\n`,
+  )
+  removeTmp()
+}
+
+main().catch(async (e) => {
+  log(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`)
+  await shutdown(1)
+})
