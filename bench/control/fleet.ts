@@ -2,6 +2,7 @@
 import { type ChildProcess, fork } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { isShuttingDown } from '../proc.js'
 import type { Collected, Expect, Request, Summary } from './clients.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -37,6 +38,7 @@ export class Fleet {
 
   /** Forks `processes` children (they inherit this process's CPU affinity) and waits until each has loaded. */
   static async open(size: number, processes: number): Promise<Fleet> {
+    if (isShuttingDown()) throw new Error('shutting down')
     const f = new Fleet(size)
     all.add(f)
     const per = Math.ceil(size / processes)
@@ -49,6 +51,10 @@ export class Fleet {
       })
       const c: Child = { proc, from, to: Math.min(size, from + per), stderr: '', exited: false }
       f.children.push(c)
+      // a failed send (the process just died) is reported through the send callback, not as a crash
+      proc.on('error', (e) => {
+        c.stderr = `${c.stderr}\n${e.message}`.slice(-8192)
+      })
       proc.stderr?.on('data', (d: Buffer) => {
         c.stderr = (c.stderr + d.toString()).slice(-8192)
       })
@@ -82,16 +88,26 @@ export class Fleet {
     return f
   }
 
+  /** every client process is still running */
+  get alive(): boolean {
+    return this.children.every((c) => !c.exited)
+  }
+
   get pids(): number[] {
     return this.children.map((c) => c.proc.pid ?? -1).filter((p) => p > 0)
   }
 
   private ask(c: Child, cmd: Command): Promise<Body> {
-    if (c.exited) return Promise.reject(new Error(`client process ${c.proc.pid} is gone: ${c.stderr.slice(-2000)}`))
+    if (c.exited || !c.proc.connected) {
+      return Promise.reject(new Error(`client process ${c.proc.pid} is gone: ${c.stderr.slice(-2000)}`))
+    }
     const id = this.nextId++
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject })
-      c.proc.send({ ...cmd, id })
+      c.proc.send({ ...cmd, id }, (err) => {
+        if (err === null || !this.waiting.delete(id)) return
+        reject(new Error(`client process ${c.proc.pid}: ${err.message}`))
+      })
     })
   }
 

@@ -34,6 +34,8 @@ export interface PropagationResult {
   /** CPU use over the phase in % of the cores each side has (loom control: 1; the clients: theirs) */
   controlBusyPct?: number
   clientsBusyPct?: number
+  /** CPU that processes outside the benchmark used during the phase, in % of one core (machine noise) */
+  otherCpuPct?: number
   /** the control plane's own account of its last snapshot rebuild (GET /debug/rebuild) */
   rebuild?: { ms: number; proxies: number }
   /** RSS of loom control when the phase ended, and the most it reached during it (sampled every 200 ms) */
@@ -49,6 +51,8 @@ export interface MemoryPoint {
   value: number
   /** RSS, KiB */
   rssKiB: number | null
+  /** the figure is a lower bound (the proxies had not all got their config when it was taken) */
+  lowerBound?: boolean
   note?: string
 }
 
@@ -87,7 +91,8 @@ export function render(
   const out: string[] = []
   const proxies = rows[0]?.proxies ?? 0
   out.push(
-    `Propagation to ${proxies.toLocaleString('en-US')} connected proxies (real xDS clients: decode, ACK); ms from the ` +
+    `Propagation to ${proxies.toLocaleString('en-US')} connected proxies (real xDS clients: decode, ACK); ms ` +
+      'from the ' +
       'POST /api/v1/apply returning (connect rows: from the clients starting) to each proxy sending its ACK',
   )
   out.push(
@@ -100,12 +105,10 @@ export function render(
         'p50 ms',
         'p90 ms',
         'p100 ms',
-        'recv p100',
         'rebuild ms',
-        'control CPU s',
-        'clients CPU s',
-        'busy control/clients',
-        'control peak RSS MiB',
+        'CPU s control/clients',
+        'busy control/clients/others',
+        'peak RSS MiB',
         'reconnects',
         'NACKs',
       ],
@@ -119,11 +122,11 @@ export function render(
           ms(r.ackMs?.p50, partial),
           ms(r.ackMs?.p90, partial),
           ms(r.ackMs?.p100, partial),
-          ms(r.receivedMs?.p100, partial),
           ms(r.rebuild?.ms),
-          secs(r.controlCpuS),
-          secs(r.clientsCpuS),
-          r.controlBusyPct === undefined ? dash : `${r.controlBusyPct}%/${r.clientsBusyPct}%`,
+          r.controlCpuS === undefined ? dash : `${secs(r.controlCpuS)}/${secs(r.clientsCpuS)}`,
+          r.controlBusyPct === undefined
+            ? dash
+            : `${r.controlBusyPct}%/${r.clientsBusyPct}%/${r.otherCpuPct === undefined ? dash : `${r.otherCpuPct}%`}`,
           r.peakRssKiB === undefined ? dash : (r.peakRssKiB / 1024).toFixed(0),
           r.reconnects === undefined ? dash : String(r.reconnects),
           r.nacks === undefined ? dash : String(r.nacks),
@@ -132,8 +135,10 @@ export function render(
     ),
   )
   out.push(
-    'recv p100: the last proxy to receive the response it then ACKed (before decoding); rebuild: the control ' +
-      "plane's last snapshot rebuild (GET /debug/rebuild; the connect rows build per proxy as it connects).",
+    "rebuild: loom control's last snapshot rebuild (GET /debug/rebuild; connecting proxies get theirs built one by " +
+      'one instead). CPU and busy: loom control (1 core) and the processes simulating the proxies (their cores), ' +
+      'from the apply to the last ACK; the side near 100% set the pace; others: processes outside the benchmark, ' +
+      '% of one core. peak RSS: loom control, sampled every 200 ms.',
   )
   for (const r of rows) if (r.note) out.push(`  ${r.label}: ${r.note}`)
   out.push('')
