@@ -116,11 +116,21 @@ export class ControlPlane {
     return this.build(node)
   }
 
+  /** one translator per config generation: proxies connecting between changes share its outbound work */
+  private batch: BatchTranslator | null = null
+
+  private translator(): BatchTranslator {
+    if (this.batch === null)
+      this.batch = new BatchTranslator({ resources: this.resources, services: this.registry.services() })
+    return this.batch
+  }
+
   private build(node: TranslateNode): Snapshot {
-    return new BatchTranslator({ resources: this.resources, services: this.registry.services() }).translate(node)
+    return this.translator().translate(node)
   }
 
   scheduleRebuild(): void {
+    this.batch = null
     if (this.rebuildTimer !== null) return
     this.rebuildTimer = setTimeout(() => {
       this.rebuildTimer = null
@@ -132,7 +142,7 @@ export class ControlPlane {
   rebuild(): void {
     const t0 = performance.now()
     const connected = new Set(this.xds.connectedNodes())
-    const batch = new BatchTranslator({ resources: this.resources, services: this.registry.services() })
+    const batch = this.translator()
     let n = 0
     for (const [id, node] of this.nodes) {
       if (!connected.has(id)) {

@@ -94,18 +94,25 @@ function serviceRoutes(scope: Scope): ServiceRoutes[] {
   const hosts = new Map(
     vss.map((vs) => [vs, (vs.spec?.hosts ?? []).map((h) => scope.resolve(h, vs.metadata.namespace))]),
   )
+  // exact host → the first VirtualService (config order) naming it; wildcard hosts are checked only on a miss
+  const exact = new Map<string, Resource<VirtualServiceSpec>>()
+  const wildcards: [Resource<VirtualServiceSpec>, string][] = []
+  for (const v of vss) {
+    for (const h of hosts.get(v)!) {
+      if (isWildcard(h)) wildcards.push([v, h])
+      else if (!exact.has(h)) exact.set(h, v)
+    }
+  }
   const memo = new Map<string, Json[]>()
   const out: ServiceRoutes[] = []
   for (const svc of scope.services) {
-    let vs = vss.find((v) => hosts.get(v)!.includes(svc.hostname))
+    let vs = exact.get(svc.hostname)
     if (vs === undefined) {
       let bestLen = -1
-      for (const v of vss) {
-        for (const h of hosts.get(v)!) {
-          if (isWildcard(h) && hostSubsetOf(svc.hostname, h) && h.length > bestLen) {
-            vs = v
-            bestLen = h.length
-          }
+      for (const [v, h] of wildcards) {
+        if (isWildcard(h) && hostSubsetOf(svc.hostname, h) && h.length > bestLen) {
+          vs = v
+          bestLen = h.length
         }
       }
     }

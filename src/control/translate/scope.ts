@@ -91,8 +91,18 @@ export class Scope {
     this.services = [...this.#byHost.values()].sort((a, b) => cmp(a.hostname, b.hostname))
   }
 
+  #byKind: Map<string, Resource[]> | null = null
+
   of<S>(kind: string): Resource<S>[] {
-    return this.resources.filter((r) => r.kind === kind) as Resource<S>[]
+    if (this.#byKind === null) {
+      this.#byKind = new Map()
+      for (const r of this.resources) {
+        let list = this.#byKind.get(r.kind)
+        if (list === undefined) this.#byKind.set(r.kind, (list = []))
+        list.push(r)
+      }
+    }
+    return (this.#byKind.get(kind) ?? []) as Resource<S>[]
   }
 
   /** A host as written in a resource of `namespace`, as an FQDN. */
