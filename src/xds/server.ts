@@ -303,6 +303,18 @@ class SotwStream extends AdsStream {
     const t = this.entry()?.types.get(st.typeUrl)
     if (!t) return { list: [], version: versionOf([]) }
     if (st.wildcard) return { list: [...t.items.values()], version: t.version }
+    // a subscription that names every resource of the type (a Loom or Envoy sidecar's EDS/RDS) gets the type's
+    // version, computed once per snapshot, instead of hashing the same list again for every stream
+    if (st.names.size >= t.items.size) {
+      let all = true
+      for (const n of t.items.keys()) {
+        if (!st.names.has(n)) {
+          all = false
+          break
+        }
+      }
+      if (all) return { list: [...t.items.values()], version: t.version }
+    }
     const list: CachedResource[] = []
     for (const n of st.names) {
       const r = t.items.get(n)
