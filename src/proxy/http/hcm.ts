@@ -10,6 +10,7 @@ import type { ClusterManager } from '../cluster/index.js'
 import type { CompiledRouteConfig } from '../route/router.js'
 import type { HttpConnManagerStats, StatsStore } from '../stats/stats.js'
 import { DEFAULT_LIMITS, type HttpParseError, type Limits } from './h1/parse.js'
+import { Deadlines } from './deadlines.js'
 import type { PoolManager } from './pools.js'
 import type { ActiveStream } from './stream.js'
 
@@ -32,6 +33,8 @@ export class HcmContext {
   readonly dropUnderscores: boolean
   readonly codec: 'AUTO' | 'HTTP1' | 'HTTP2'
   readonly http2: { maxConcurrentStreams: number; initialWindowSize: number }
+  /** route timeouts of this connection manager's streams */
+  readonly deadlines = new Deadlines()
 
   constructor(
     cfg: HttpConnectionManager,

@@ -41,10 +41,6 @@ const RESET_REPLY: Record<UpstreamResetReason, LocalReply> = {
 
 const routeStatsCache = new WeakMap<CompiledRoute, RouteStats>()
 
-function onTimeout(stream: ActiveStream): void {
-  stream.timeout()
-}
-
 function onIdleTimeout(stream: ActiveStream): void {
   stream.idleTimeout()
 }
@@ -69,7 +65,9 @@ export class ActiveStream implements UpstreamCallbacks {
   done = false
   bytesReceived = 0
   bytesSent = 0
-  timer: NodeJS.Timeout | null = null
+  /** when the route timeout fires (performance.now() ms); the stream is in hcm.deadlines while it is pending */
+  deadline = 0
+  private timed = false
   idleTimer: NodeJS.Timeout | null = null
   /** Set-Cookie values a cookie hash policy asked for (generated affinity cookies). */
   setCookies: string[] | null = null
@@ -163,7 +161,8 @@ export class ActiveStream implements UpstreamCallbacks {
     cstats.rq.rq_active++
     host.activeRequests++
     if (route.timeoutMs > 0 && head.upgrade === null) {
-      this.timer = setTimeout(onTimeout, route.timeoutMs, this)
+      this.timed = true
+      hcm.deadlines.add(this, route.timeoutMs)
     }
     if (route.idleTimeoutMs > 0) this.idleTimer = setTimeout(onIdleTimeout, route.idleTimeoutMs, this)
     this.upstream = hcm.pools.newStream(cluster, host, this, head, endStream)
@@ -272,7 +271,7 @@ export class ActiveStream implements UpstreamCallbacks {
   }
 
   timeout(): void {
-    this.timer = null
+    this.timed = false
     if (this.done) return
     this.hcm.stats.rq.rq_timeout++
     if (this.cluster !== null) this.hcm.store.forCluster(this.cluster.name).rq.rq_timeout++
@@ -325,9 +324,9 @@ export class ActiveStream implements UpstreamCallbacks {
   }
 
   private clearTimer(): void {
-    if (this.timer !== null) {
-      clearTimeout(this.timer)
-      this.timer = null
+    if (this.timed) {
+      this.timed = false
+      this.hcm.deadlines.delete(this)
     }
   }
 
