@@ -80,6 +80,7 @@ describe('loom demo', { timeout: 180_000 }, () => {
     const info = JSON.parse(line) as { productpage: string; api: string }
     page = info.productpage
     api = info.api
+    await eventually(async () => (await fetchPage()).status === 200, 15_000, 'the product page')
     const r = await fetchPage()
     assert.equal(r.status, 200)
     assert.match(r.html, /<title>Simple Bookstore App<\/title>/)

@@ -222,6 +222,12 @@ export class LocalMesh {
     this.heartbeat = setInterval(() => void this.beat(), 5000)
     this.heartbeat.unref()
     await Promise.all(m.workloads.map((w) => this.startWorkload(w)))
+    // the last registrations reach gateways and sidecars asynchronously: say "up" once every proxy has them
+    await until('every proxy to have the config', 15_000, async () => {
+      const r = await this.apiCall('GET', '/api/v1/proxy-status')
+      const nodes = r.json as { perType: { state: string }[] }[]
+      return nodes.length > 0 && nodes.every((n) => n.perType.every((t) => t.state === 'SYNCED'))
+    }).catch(() => this.say('warning: some proxies are not in sync yet (see loom proxy-status)'))
     const state = this.state()
     writeFileSync(statePath(this.dataDir), `${JSON.stringify(state, null, 2)}\n`)
     return state

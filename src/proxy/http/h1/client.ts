@@ -289,7 +289,6 @@ export class H1ClientConnection {
           if (h.status === 101 && req.upgrade) {
             this.state = C.Upgraded
             req.responseStarted = true
-            this.clearIdleTimer()
             req.cb.onUpstreamHeaders(101, h.headers, false)
             if (this.buf !== null) {
               const rest = this.buf
@@ -318,7 +317,7 @@ export class H1ClientConnection {
         if (this.chunked) {
           if (this.decoder === null) this.decoder = new ChunkedDecoder()
           else this.decoder.reset()
-          removeHeader(headers, 'transfer-encoding')
+          headers.remove('transfer-encoding')
         }
         if (this.closeDelimited) this.keepAlive = false
         this.state = C.Body
@@ -402,8 +401,6 @@ export class H1ClientConnection {
   private afterDetach(clean: boolean): void {
     if (!clean) this.destroy()
   }
-
-  private clearIdleTimer(): void {}
 
   private onEnd(): void {
     // upstream closed its side: a close-delimited body ends here
@@ -540,10 +537,6 @@ export class H1Pool implements HostPool {
     this.draining = true
     for (const c of [...this.all]) c.destroy()
   }
-}
-
-function removeHeader(h: Headers, name: string): void {
-  h.remove(name)
 }
 
 /** `METHOD path HTTP/1.1`, Host, the headers, and the framing this request needs. */
