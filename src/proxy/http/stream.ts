@@ -5,11 +5,11 @@
  * matching, redirects and direct responses, cluster and host choice, header mutations, the route timeout, and every
  * local reply (with Envoy's response flag in stats and access logs, and a human reason in `x-loom-reason`).
  */
-import { randomUUID } from 'node:crypto'
 import type { Host, UpstreamCluster } from '../cluster/index.js'
 import type { CompiledRoute } from '../route/router.js'
 import type { RouteStats } from '../stats/stats.js'
 import { Headers } from './headers.js'
+import { requestId } from './request-id.js'
 import type { HcmContext } from './hcm.js'
 import type { DownstreamSink, RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from './types.js'
 import { HOP_BY_HOP } from './types.js'
@@ -142,7 +142,7 @@ export class ActiveStream implements UpstreamCallbacks {
     const headers = head.headers
     if (hcm.generateRequestId) {
       const id = headers.get('x-request-id')
-      if (id === undefined) headers.add('x-request-id', (this.requestId = randomUUID()))
+      if (id === undefined) headers.add('x-request-id', (this.requestId = requestId()))
       else this.requestId = id
     }
     if (!headers.has('x-forwarded-proto')) headers.add('x-forwarded-proto', head.scheme)
@@ -372,10 +372,15 @@ export class ActiveStream implements UpstreamCallbacks {
 
 function stripHopByHop(headers: Headers): void {
   const l = headers.list
+  let w = 0
   for (let i = 0; i < l.length; i += 2) {
-    if (HOP_BY_HOP.has(l[i]!)) {
-      l.splice(i, 2)
-      i -= 2
+    const name = l[i]!
+    if (HOP_BY_HOP.has(name)) continue
+    if (w !== i) {
+      l[w] = name
+      l[w + 1] = l[i + 1]!
     }
+    w += 2
   }
+  if (w !== l.length) l.length = w
 }

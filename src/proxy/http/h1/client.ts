@@ -13,6 +13,7 @@ import type { ClusterStats } from '../../stats/stats.js'
 import type { Headers } from '../headers.js'
 import type { RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from '../types.js'
 import { ChunkedDecoder, findHeadEnd, HttpParseError, type Limits, parseResponseHead } from './parse.js'
+import { headStart, headTake, joinHeadAndBody, put, putCrlf, putField } from './wire.js'
 
 const EMPTY = Buffer.alloc(0)
 const CRLF = Buffer.from('\r\n')
@@ -32,8 +33,11 @@ enum C {
   Closed,
 }
 
-function uncork(socket: net.Socket): void {
-  socket.uncork()
+/** Body bytes copied behind a held-back head to leave in one write; larger bodies are written separately. */
+const COALESCE_MAX = 32 * 1024
+
+function flushPendingHead(req: H1UpstreamRequest): void {
+  req.flushHead()
 }
 
 function resetLater(req: H1UpstreamRequest, reason: UpstreamResetReason, detail: string): void {
@@ -62,6 +66,8 @@ export class H1UpstreamRequest implements UpstreamRequest {
   retried = false
   done = false
   pausedResponse = false
+  /** the head is written but held back until the end of the tick for body bytes to share its write */
+  headPending = false
 
   constructor(pool: H1Pool, cb: UpstreamCallbacks, head: RequestHead, endStream: boolean) {
     this.pool = pool
@@ -90,26 +96,48 @@ export class H1UpstreamRequest implements UpstreamRequest {
   /** Called by the connection once it is open: flushes the head and anything queued. */
   flush(conn: H1ClientConnection): void {
     const socket = conn.socket
-    let n = this.head.length
+    conn.stats.upstream_cx_tx_bytes_total += this.head.length
+    if (this.queue === null && !this.requestComplete) {
+      // a body on its way (usually in the same read as the head) joins the head in one write
+      this.headPending = true
+      process.nextTick(flushPendingHead, this)
+      return
+    }
+    if (this.queue === null) {
+      socket.write(this.head)
+      return
+    }
     socket.cork()
     socket.write(this.head)
-    if (this.queue !== null) {
-      for (const b of this.queue) {
-        n += b.length
-        socket.write(b)
-      }
-      this.queue = null
-      this.queued = 0
+    for (const b of this.queue) {
+      conn.stats.upstream_cx_tx_bytes_total += b.length
+      socket.write(b)
     }
-    // a body on its way (usually in the same read as the head) joins the head in one write at the end of the tick
-    if (this.requestComplete) socket.uncork()
-    else process.nextTick(uncork, socket)
-    conn.stats.upstream_cx_tx_bytes_total += n
+    this.queue = null
+    this.queued = 0
+    socket.uncork()
+  }
+
+  /** Writes the head if it is still held back for body bytes. */
+  flushHead(): void {
+    if (!this.headPending) return
+    this.headPending = false
+    const conn = this.conn
+    if (conn !== null && !conn.socket.destroyed) conn.socket.write(this.head)
   }
 
   sendData(chunk: Buffer, endStream: boolean): boolean {
     if (this.done) return true
     if (endStream) this.requestComplete = true
+    if (this.headPending) {
+      if (chunk.length > 0 && chunk.length <= COALESCE_MAX && !this.upgrade) {
+        this.headPending = false
+        const conn = this.conn!
+        conn.stats.upstream_cx_tx_bytes_total += chunk.length
+        return conn.socket.write(joinHeadAndBody(this.head, chunk, this.chunkedOut, endStream && this.chunkedOut))
+      }
+      this.flushHead()
+    }
     let ok = true
     if (this.upgrade && this.conn !== null && this.conn.state === C.Upgraded) {
       if (chunk.length > 0) ok = this.write(chunk)
@@ -131,6 +159,7 @@ export class H1UpstreamRequest implements UpstreamRequest {
 
   sendTrailers(trailers: Headers): void {
     if (this.done) return
+    this.flushHead()
     this.requestComplete = true
     if (!this.chunkedOut) return
     let s = '0\r\n'
@@ -541,24 +570,29 @@ export class H1Pool implements HostPool {
 
 /** `METHOD path HTTP/1.1`, Host, the headers, and the framing this request needs. */
 function encodeRequestHead(head: RequestHead, endStream: boolean): { buf: Buffer; chunked: boolean } {
-  let s = `${head.method} ${head.path} HTTP/1.1\r\nhost: ${head.authority}\r\n`
+  headStart()
+  put(head.method)
+  put(' ')
+  put(head.path)
+  put(' HTTP/1.1\r\n')
+  putField('host', head.authority)
   const l = head.headers.list
   let hasLength = false
   for (let i = 0; i < l.length; i += 2) {
     const n = l[i]!
     if (n === 'content-length') hasLength = true
     else if (n === 'host' || n === 'te') continue
-    s += `${n}: ${l[i + 1]}\r\n`
+    putField(n, l[i + 1]!)
   }
   let chunked = false
   if (!hasLength && head.upgrade === null) {
     if (!endStream) {
-      s += 'transfer-encoding: chunked\r\n'
+      put('transfer-encoding: chunked\r\n')
       chunked = true
     } else if (head.method === 'POST' || head.method === 'PUT' || head.method === 'PATCH') {
-      s += 'content-length: 0\r\n'
+      put('content-length: 0\r\n')
     }
   }
-  s += '\r\n'
-  return { buf: Buffer.from(s, 'latin1'), chunked }
+  putCrlf()
+  return { buf: headTake(), chunked }
 }

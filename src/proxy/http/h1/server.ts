@@ -10,6 +10,7 @@ import type { HcmContext } from '../hcm.js'
 import { ActiveStream } from '../stream.js'
 import type { DownstreamSink, RequestHead } from '../types.js'
 import { ChunkedDecoder, findHeadEnd, HttpParseError, parseRequestHead } from './parse.js'
+import { headStart, headTake, joinHeadAndBody, put, putCrlf, putField, putStatusLine } from './wire.js'
 
 enum S {
   Head,
@@ -28,8 +29,11 @@ const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n')
 /** Request body bytes we are willing to read and drop after an early response, to keep the connection. */
 const MAX_DISCARD = 64 * 1024
 
-function uncork(socket: Socket): void {
-  socket.uncork()
+/** Body bytes copied behind a held-back head to leave in one write; larger bodies are written separately. */
+const COALESCE_MAX = 32 * 1024
+
+function flushPendingHead(conn: H1ServerConnection): void {
+  conn.flushHead()
 }
 
 function statusLine(status: number): string {
@@ -58,6 +62,8 @@ export class H1ServerConnection implements DownstreamSink {
   private noBody = false
   private processing = false
   private pausedByStream = false
+  /** a response head waiting (until the end of the tick) for body bytes to share its write */
+  private pendingHead: Buffer | null = null
   private pausedByPipeline = false
   private clientEnded = false
 
@@ -233,51 +239,72 @@ export class H1ServerConnection implements DownstreamSink {
 
   sendHeaders(status: number, headers: Headers, endStream: boolean): void {
     if (this.state === S.Closed) return
-    let s = statusLine(status)
     const noBody = this.isHead || (status < 200 && status !== 101) || status === 204 || status === 304
     this.noBody = noBody
     if (!this.requestDone) {
       // an early response: keep the connection only if the rest of the body is small enough to read and drop
       if (this.chunked || this.bodyRemaining > MAX_DISCARD) this.keepAlive = false
     }
+    headStart()
+    putStatusLine(status)
     let hasLength = false
     const l = headers.list
     for (let i = 0; i < l.length; i += 2) {
       const name = l[i]!
       if (name === 'content-length') hasLength = true
       else if (name === 'connection' && status !== 101) continue
-      s += `${name}: ${l[i + 1]}\r\n`
+      putField(name, l[i + 1]!)
     }
     if (status === 101) {
       this.chunkedOut = false
     } else if (!noBody && !hasLength) {
-      if (endStream) s += 'content-length: 0\r\n'
+      if (endStream) put('content-length: 0\r\n')
       else if (this.versionMinor === 1) {
-        s += 'transfer-encoding: chunked\r\n'
+        put('transfer-encoding: chunked\r\n')
         this.chunkedOut = true
       } else this.keepAlive = false
     }
     if (status !== 101) {
-      if (!this.keepAlive || this.clientEnded) s += 'connection: close\r\n'
-      else if (this.versionMinor === 0) s += 'connection: keep-alive\r\n'
+      if (!this.keepAlive || this.clientEnded) put('connection: close\r\n')
+      else if (this.versionMinor === 0) put('connection: keep-alive\r\n')
     }
-    s += '\r\n'
-    const socket = this.socket
-    if (!endStream) {
-      socket.cork()
-      process.nextTick(uncork, socket)
-    }
-    const b = Buffer.from(s, 'latin1')
+    putCrlf()
+    const b = headTake()
     this.hcm.stats.downstream_cx_tx_bytes_total += b.length
-    socket.write(b)
+    if (endStream) {
+      this.socket.write(b)
+      return
+    }
+    // the body usually follows in the same tick (same upstream read): hold the head to send both in one write
+    this.pendingHead = b
+    process.nextTick(flushPendingHead, this)
+  }
+
+  /** Writes a head held back by sendHeaders, if any. */
+  flushHead(): void {
+    const head = this.pendingHead
+    if (head === null) return
+    this.pendingHead = null
+    if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.write(head)
   }
 
   sendData(chunk: Buffer, endStream: boolean): boolean {
     if (this.state === S.Closed) return true
     const socket = this.socket
+    const withBody = !this.noBody && chunk.length > 0
+    if (withBody) this.hcm.stats.downstream_cx_tx_bytes_total += chunk.length
+    const head = this.pendingHead
+    if (head !== null) {
+      if (withBody && chunk.length <= COALESCE_MAX) {
+        this.pendingHead = null
+        const ok = socket.write(joinHeadAndBody(head, chunk, this.chunkedOut, endStream && this.chunkedOut))
+        if (endStream && this.state === S.Upgraded) socket.end()
+        return ok
+      }
+      this.flushHead()
+    }
     let ok = true
-    if (!this.noBody && chunk.length > 0) {
-      this.hcm.stats.downstream_cx_tx_bytes_total += chunk.length
+    if (withBody) {
       if (this.chunkedOut) {
         socket.cork()
         socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1')
@@ -295,6 +322,7 @@ export class H1ServerConnection implements DownstreamSink {
 
   sendTrailers(trailers: Headers): void {
     if (this.state === S.Closed) return
+    this.flushHead()
     if (!this.chunkedOut || this.noBody) {
       if (this.chunkedOut) this.socket.write(LAST_CHUNK)
       return
@@ -337,6 +365,7 @@ export class H1ServerConnection implements DownstreamSink {
 
   onStreamComplete(): void {
     this.responseDone = true
+    this.flushHead()
     if (this.state === S.Upgraded) {
       this.state = S.Closed
       this.socket.end()
@@ -358,6 +387,7 @@ export class H1ServerConnection implements DownstreamSink {
 
   private nextRequest(): void {
     this.stream = null
+    this.flushHead()
     if (!this.keepAlive || this.clientEnded) {
       this.state = S.Closed
       this.socket.end()
