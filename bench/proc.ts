@@ -86,12 +86,25 @@ export async function stopProcess(m: Managed, graceMs = 3000): Promise<void> {
     return
   }
   signalGroup(m.pid, 'SIGTERM')
+  signalGroup(m.pid, 'SIGCONT') // a paused (SIGSTOPped) process only acts on SIGTERM once continued
   const stopped = await Promise.race([m.exited.then(() => true), sleep(graceMs).then(() => false)])
   if (!stopped) {
     signalGroup(m.pid, 'SIGKILL')
     await Promise.race([m.exited, sleep(2000)])
   }
   signalGroup(m.pid, 'SIGKILL')
+}
+
+/**
+ * Freezes a process group with SIGSTOP: it keeps its memory, sockets and connections but uses no CPU
+ * until resumeProcess(). The benchmark parks the proxies that are not being measured this way.
+ */
+export function pauseProcess(m: Managed): void {
+  if (!m.exit) signalGroup(m.pid, 'SIGSTOP')
+}
+
+export function resumeProcess(m: Managed): void {
+  if (!m.exit) signalGroup(m.pid, 'SIGCONT')
 }
 
 /** Stops every process still running and refuses to start new ones. */

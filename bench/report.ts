@@ -12,6 +12,80 @@ export interface Percentiles {
   p999: number
 }
 
+/** One round of the fixed-rate latency measurement of one target. */
+export interface LatencyRound {
+  round: number
+  /** unrecorded start of this round's open-loop run, seconds */
+  warmupS: number
+  target: OpenLoopResult
+  /** the direct path to the backend, measured at the same time as `target` (paired stream) */
+  baseline: OpenLoopResult
+  /** target percentile minus the paired direct stream's, in this round, microseconds */
+  addedUs: Percentiles
+  /** utime+stime of the proxy's process tree during this round (absent for direct) */
+  cpuSeconds?: number
+  /** CPU used by processes outside the benchmark during this round, in % of one core */
+  otherCpuPct: number
+  /** busy/steal % per core during this round */
+  coreLoad: { busyPct: number; stealPct: number }[]
+}
+
+/** The rounds of one target combined: medians over rounds, so one disturbed round moves little. */
+export interface LatencySummary {
+  rounds: number
+  /** median over rounds of the target's percentiles; max is the largest over all rounds */
+  latencyUs: Percentiles & { max: number }
+  /** the same for the paired direct stream */
+  baselineUs: Percentiles & { max: number }
+  /** per percentile, the median over rounds of (target - paired direct) */
+  addedUs: Percentiles
+  /** the smallest and largest added p99 of any round: the spread behind the median */
+  addedP99Range: { min: number; max: number }
+  /** lowest completed rate of any round (should be the configured rate) */
+  achievedRateMin: number
+  /** errors + non-2xx + unanswered, summed over rounds (warm-ups included) */
+  errors: number
+  /** the generator's worst send-lag p99 in any round, for the target stream */
+  sendLagP99MaxUs: number
+}
+
+export const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  if (s.length === 0) return Number.NaN
+  return Math.round(s.length % 2 === 1 ? (s[m] ?? 0) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2)
+}
+
+const PCTS = ['p50', 'p90', 'p99', 'p999'] as const
+
+export function addedUs(target: Percentiles, baseline: Percentiles): Percentiles {
+  return {
+    p50: target.p50 - baseline.p50,
+    p90: target.p90 - baseline.p90,
+    p99: target.p99 - baseline.p99,
+    p999: target.p999 - baseline.p999,
+  }
+}
+
+export function summarizeRounds(rounds: LatencyRound[]): LatencySummary {
+  const med = (pick: (r: LatencyRound) => Percentiles): Percentiles =>
+    Object.fromEntries(PCTS.map((p) => [p, median(rounds.map((r) => pick(r)[p]))])) as unknown as Percentiles
+  const added = rounds.map((r) => r.addedUs.p99)
+  return {
+    rounds: rounds.length,
+    latencyUs: { ...med((r) => r.target.latencyUs), max: Math.max(...rounds.map((r) => r.target.latencyUs.max)) },
+    baselineUs: {
+      ...med((r) => r.baseline.latencyUs),
+      max: Math.max(...rounds.map((r) => r.baseline.latencyUs.max)),
+    },
+    addedUs: med((r) => r.addedUs),
+    addedP99Range: { min: Math.min(...added), max: Math.max(...added) },
+    achievedRateMin: Math.min(...rounds.map((r) => r.target.achievedRate)),
+    errors: rounds.reduce((a, r) => a + r.target.errors + r.target.non2xx + r.target.unanswered, 0),
+    sendLagP99MaxUs: Math.max(...rounds.map((r) => r.target.sendLagUs.p99)),
+  }
+}
+
 export interface TargetResult {
   name: string
   label: string
@@ -22,16 +96,24 @@ export interface TargetResult {
   readyMs?: number
   get?: WrkResult
   post?: WrkResult
-  latency?: OpenLoopResult
-  /** the direct path to the backend, measured at the same time as `latency` (paired stream) */
-  baseline?: OpenLoopResult
-  /** target percentile minus the paired direct stream's, microseconds (for direct itself: the noise floor) */
+  /** the fixed-rate latency rounds combined (medians over rounds) */
+  latency?: LatencySummary
+  /** every latency round as measured, each paired with its own direct stream */
+  latencyRounds?: LatencyRound[]
+  /**
+   * median over rounds of (target percentile - paired direct percentile), microseconds (for direct itself:
+   * the noise floor); the same as latency.addedUs
+   */
   addedUs?: Percentiles
   rss?: { idleKiB: number; loadKiB: number; processes: string }
+  /** proxy CPU over all latency rounds: seconds and requests sent (warm-ups included) summed over rounds */
   cpu?: { seconds: number; requests: number; secondsPer1000: number }
   /** busy/steal % per core while the load ran: index 0 = proxy core, 1 = load generator + backend core */
   coreLoad?: Record<string, { busyPct: number; stealPct: number }[]>
-  /** CPU used by processes outside the benchmark while a phase ran, in % of one core (machine noise) */
+  /**
+   * CPU used by processes outside the benchmark while a phase ran, in % of one core (machine noise);
+   * `openloop` is the largest of the latency rounds (each round's own figure is in latencyRounds)
+   */
   otherCpuPct?: Record<string, number>
   /** phases repeated because other processes disturbed them (BENCH_WAIT_IDLE), and how many times */
   repeated?: Record<string, number>
@@ -70,7 +152,11 @@ export function noisyPhases(results: TargetResult[], threshold = 10): string[] {
   const out: string[] = []
   for (const r of results) {
     for (const [phase, pct] of Object.entries(r.otherCpuPct ?? {})) {
+      if (phase === 'openloop' && r.latencyRounds) continue
       if (pct > threshold) out.push(`${r.label} ${phase} (${pct}%)`)
+    }
+    for (const l of r.latencyRounds ?? []) {
+      if (l.otherCpuPct > threshold) out.push(`${r.label} latency round ${l.round} (${l.otherCpuPct}%)`)
     }
   }
   return out
@@ -94,7 +180,14 @@ const load = (r: TargetResult, phase: string): string => {
 export function render(
   results: TargetResult[],
   ratios: Record<string, RatioRow>,
-  cfg: { wrkSeconds: number; connections: number; rate: number; latConnections: number; latSeconds: number },
+  cfg: {
+    wrkSeconds: number
+    connections: number
+    rate: number
+    latConnections: number
+    latSeconds: number
+    latRounds: number
+  },
 ): string {
   const out: string[] = []
   const ok = results.filter((r) => r.status === 'ok')
@@ -141,9 +234,11 @@ export function render(
   out.push('')
   out.push(
     `Latency: open loop, ${cfg.rate} req/s to the target and, interleaved, ${cfg.rate} req/s straight to the backend ` +
-      `(paired direct); ${cfg.latConnections} keep-alive connections each; ${cfg.latSeconds} s measured; from scheduled ` +
-      'send time (coordinated omission corrected); microseconds. added = target - paired direct ' +
-      '(on the direct row: two identical direct streams, i.e. the noise floor).',
+      `(paired direct); ${cfg.latConnections} keep-alive connections each; ${cfg.latRounds} rounds of ${cfg.latSeconds} s ` +
+      'measured per target, the targets taking turns round by round; from scheduled send time (coordinated omission ' +
+      'corrected); microseconds. Every percentile is the MEDIAN over rounds; max is the largest of any round. ' +
+      "added = target - paired direct, computed per round, then the median; 'p99 min..max' is the spread of the " +
+      "rounds' added p99. On the direct row: two identical direct streams, i.e. the noise floor.",
   )
   out.push(
     table(
@@ -159,14 +254,16 @@ export function render(
         'added p50',
         'p90',
         'p99',
+        'p99 min..max',
         'p99.9',
-        'rate',
+        'rate min',
         'errors',
-        'other procs',
+        'other procs max',
       ],
       ok.map((r) => {
-        const l = r.latency?.latencyUs
-        const b = r.baseline?.latencyUs
+        const s = r.latency
+        const l = s?.latencyUs
+        const b = s?.baselineUs
         const a = r.addedUs
         return [
           r.label,
@@ -180,9 +277,10 @@ export function render(
           signed(a?.p50),
           signed(a?.p90),
           signed(a?.p99),
+          s ? `${signed(s.addedP99Range.min)}..${signed(s.addedP99Range.max)}` : dash,
           signed(a?.p999),
-          int(r.latency?.achievedRate),
-          int(r.latency ? r.latency.errors + r.latency.non2xx + r.latency.unanswered : undefined),
+          int(s?.achievedRateMin),
+          int(s?.errors),
           pctOf(r, 'openloop'),
         ]
       }),
@@ -206,7 +304,7 @@ export function render(
     ),
   )
   out.push('')
-  out.push('Loom ratios (req/s: higher is better; added p99: lower is better)')
+  out.push('Loom ratios (req/s: higher is better; added p99, the median over rounds: lower is better)')
   out.push(
     table(
       ['Loom vs', 'GET req/s', 'POST req/s', 'added p99'],
@@ -218,7 +316,8 @@ export function render(
     out.push('')
     out.push(
       `WARNING: other processes on this machine used more than 10% of a core during: ${noisy.join(', ')}. ` +
-        'Those figures are disturbed; rerun when the machine is idle.',
+        'Those figures are disturbed; rerun when the machine is idle. (Latency figures are medians over rounds: ' +
+        'one disturbed round out of several moves them little.)',
     )
   }
   const failed = results.filter((r) => r.status !== 'ok')

@@ -41,32 +41,37 @@ export class Headers {
   /** Replaces every value of `name` with one. */
   set(name: string, value: string): void {
     const l = this.list
-    let found = false
-    for (let i = 0; i < l.length; i += 2) {
-      if (l[i] !== name) continue
-      if (!found) {
-        l[i + 1] = value
-        found = true
-      } else {
-        l.splice(i, 2)
-        i -= 2
-      }
+    let i = 0
+    while (i < l.length && l[i] !== name) i += 2
+    if (i === l.length) {
+      l.push(name, value)
+      return
     }
-    if (!found) l.push(name, value)
+    l[i + 1] = value
+    this.removeFrom(name, i + 2)
   }
 
   /** Removes every value of `name`; returns whether any was there. */
   remove(name: string): boolean {
+    return this.removeFrom(name, 0)
+  }
+
+  /** Removes the fields named `name` at or after index `from`, keeping the order of the rest. */
+  private removeFrom(name: string, from: number): boolean {
     const l = this.list
-    let removed = false
-    for (let i = 0; i < l.length; i += 2) {
-      if (l[i] === name) {
-        l.splice(i, 2)
-        i -= 2
-        removed = true
+    let w = from
+    for (let i = from; i < l.length; i += 2) {
+      const n = l[i]!
+      if (n === name) continue
+      if (w !== i) {
+        l[w] = n
+        l[w + 1] = l[i + 1]!
       }
+      w += 2
     }
-    return removed
+    if (w === l.length) return false
+    l.length = w
+    return true
   }
 
   toObject(): Record<string, string | string[]> {

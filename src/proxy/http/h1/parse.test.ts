@@ -5,6 +5,7 @@ import {
   DEFAULT_LIMITS,
   findHeadEnd,
   HttpParseError,
+  hasToken,
   parseRequestHead,
   parseResponseHead,
 } from './parse.js'
@@ -158,4 +159,44 @@ describe('chunked decoder', () => {
       fails(() => new ChunkedDecoder().execute(Buffer.from(text, 'latin1'), 0, []), 400, reason)
     })
   }
+})
+
+describe('header names and tokens', () => {
+  test('names are lower-cased whether common or not, in any case', () => {
+    const h = req(
+      'GET / HTTP/1.1\r\nHOST: a\r\nUser-Agent: u\r\naccept: *\r\nX-Request-ID: r\r\nX-Custom-Thing: c\r\nHost2: x\r\n\r\n',
+    )
+    assert.deepEqual(h.headers.list, [
+      'host',
+      'a',
+      'user-agent',
+      'u',
+      'accept',
+      '*',
+      'x-request-id',
+      'r',
+      'x-custom-thing',
+      'c',
+      'host2',
+      'x',
+    ])
+  })
+
+  test('a known name is matched only in full', () => {
+    const h = req('GET / HTTP/1.1\r\nHost: a\r\nDatex: 1\r\nDat: 2\r\n\r\n')
+    assert.equal(h.headers.get('datex'), '1')
+    assert.equal(h.headers.get('dat'), '2')
+    assert.equal(h.headers.get('date'), undefined)
+  })
+
+  test('Connection tokens are found only as whole list members', () => {
+    assert.equal(hasToken('close', 'close'), true)
+    assert.equal(hasToken('keep-alive, close', 'close'), true)
+    assert.equal(hasToken('close ,upgrade', 'close'), true)
+    assert.equal(hasToken('foo,\tclose\t,bar', 'close'), true)
+    assert.equal(hasToken('closed', 'close'), false)
+    assert.equal(hasToken('xclose, enclose', 'close'), false)
+    assert.equal(hasToken('keep-alive', 'close'), false)
+    assert.equal(hasToken('', 'close'), false)
+  })
 })

@@ -105,6 +105,72 @@ export interface ResponseHead {
   keepAlive: boolean
 }
 
+/**
+ * Header names common enough to intern: matched in place (as sent in canonical or lower case) so the usual names
+ * cost no string allocations. Indexed by length.
+ */
+const KNOWN_NAMES: { lower: string; canonical: string }[][] = []
+for (const lower of [
+  'host',
+  'user-agent',
+  'accept',
+  'accept-encoding',
+  'accept-language',
+  'connection',
+  'content-length',
+  'content-type',
+  'date',
+  'server',
+  'cookie',
+  'set-cookie',
+  'authorization',
+  'cache-control',
+  'etag',
+  'expires',
+  'last-modified',
+  'location',
+  'vary',
+  'via',
+  'x-request-id',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'referer',
+  'origin',
+  'keep-alive',
+  'transfer-encoding',
+  'te',
+  'upgrade',
+  'pragma',
+  'range',
+  'if-none-match',
+  'if-modified-since',
+  'content-encoding',
+  'grpc-status',
+  'grpc-message',
+  'traceparent',
+  'x-b3-traceid',
+  'x-b3-spanid',
+  'x-b3-parentspanid',
+  'x-b3-sampled',
+  'x-envoy-upstream-service-time',
+  'expect',
+]) {
+  const canonical = lower.replace(/(^|-)([a-z])/g, (_m, d: string, c: string) => d + c.toUpperCase())
+  const list = (KNOWN_NAMES[lower.length] ??= [])
+  list.push({ lower, canonical })
+}
+
+function headerName(s: string, start: number, end: number): string {
+  const known = KNOWN_NAMES[end - start]
+  if (known !== undefined) {
+    for (let i = 0; i < known.length; i++) {
+      const k = known[i]!
+      if (s.startsWith(k.lower, start) || s.startsWith(k.canonical, start)) return k.lower
+    }
+  }
+  return s.slice(start, end).toLowerCase()
+}
+
 /** Parses header lines from `s` starting at `pos` until the blank line. Names are lower-cased. */
 function parseFields(s: string, pos: number, limits: Limits, list: string[]): void {
   const len = s.length
@@ -123,7 +189,7 @@ function parseFields(s: string, pos: number, limits: Limits, list: string[]): vo
       if (c === 0x20 || c === 0x09) throw bad('space_before_colon', 'whitespace between header name and colon')
       throw bad('invalid_header_name', 'invalid character in header name')
     }
-    const name = s.slice(nameStart, pos).toLowerCase()
+    const name = headerName(s, nameStart, pos)
     pos++
     // leading OWS
     while (pos < len && ((c = s.charCodeAt(pos)) === 0x20 || c === 0x09)) pos++
@@ -190,9 +256,19 @@ function connectionTokens(list: string[]): string | null {
   return out
 }
 
-function hasToken(tokens: string, token: string): boolean {
+/** Whether the comma-separated, lower-cased list `tokens` holds `token` (surrounding whitespace ignored). */
+export function hasToken(tokens: string, token: string): boolean {
   if (tokens === token) return true
-  for (const t of tokens.split(',')) if (t.trim() === token) return true
+  const n = token.length
+  let i = tokens.indexOf(token)
+  while (i !== -1) {
+    let b = i - 1
+    while (b >= 0 && (tokens.charCodeAt(b) === 0x20 || tokens.charCodeAt(b) === 0x09)) b--
+    let a = i + n
+    while (a < tokens.length && (tokens.charCodeAt(a) === 0x20 || tokens.charCodeAt(a) === 0x09)) a++
+    if ((b < 0 || tokens.charCodeAt(b) === 0x2c) && (a >= tokens.length || tokens.charCodeAt(a) === 0x2c)) return true
+    i = tokens.indexOf(token, i + 1)
+  }
   return false
 }
 

@@ -478,12 +478,15 @@ function stripRequestHopByHop(h: Headers): void {
   for (let i = 0; i < l.length; i += 2) {
     const n = l[i]!
     if (n === 'connection') {
-      for (const t of l[i + 1]!.split(',')) {
+      const v = l[i + 1]!
+      if (v === 'keep-alive' || v === 'close' || v === 'Keep-Alive' || v === 'upgrade' || v === 'Upgrade') continue
+      for (const t of v.split(',')) {
         const tok = t.trim().toLowerCase()
         if (tok !== '' && tok !== 'close' && tok !== 'keep-alive' && tok !== 'upgrade') (named ??= []).push(tok)
       }
     }
   }
+  let w = 0
   for (let i = 0; i < l.length; i += 2) {
     const n = l[i]!
     if (
@@ -497,8 +500,13 @@ function stripRequestHopByHop(h: Headers): void {
       (n === 'te' && l[i + 1]!.toLowerCase() !== 'trailers') ||
       named?.includes(n)
     ) {
-      l.splice(i, 2)
-      i -= 2
+      continue
     }
+    if (w !== i) {
+      l[w] = n
+      l[w + 1] = l[i + 1]!
+    }
+    w += 2
   }
+  if (w !== l.length) l.length = w
 }
