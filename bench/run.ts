@@ -3,6 +3,9 @@
 //
 //   node dist/bench/run.js [--quick] [--only loom,nginx,...]
 //
+// Throughput per target one after the other, then latency in rounds with the targets taking turns (see
+// "phases" below).
+//
 // Layout on the 2-core machine: the proxy under test runs on core 0 (taskset -c 0); the backend nginx,
 // wrk, the open-loop generator and this harness run on core 1.
 import { spawnSync } from 'node:child_process'
@@ -22,6 +25,8 @@ import {
   isShuttingDown,
   killAllSync,
   type Managed,
+  pauseProcess,
+  resumeProcess,
   rssSampler,
   runToEnd,
   sleep,
@@ -32,7 +37,7 @@ import {
   treeRssKiB,
   waitReady,
 } from './proc.js'
-import { type RatioRow, render, type TargetResult } from './report.js'
+import { addedUs, type RatioRow, render, summarizeRounds, type TargetResult } from './report.js'
 import { runWrk, wrkErrors } from './wrk.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -89,8 +94,13 @@ function parseArgs(argv: string[]): { quick: boolean; only: TargetName[] } {
     } else if (a === '--help' || a === '-h') {
       process.stdout.write(
         `usage: node dist/bench/run.js [--quick] [--only ${TARGETS.join(',')}]\n` +
-          'env: BENCH_DURATION BENCH_WARMUP BENCH_LAT_DURATION BENCH_LAT_WARMUP BENCH_RATE BENCH_CONNECTIONS\n' +
-          '     BENCH_LAT_CONNECTIONS BENCH_START_TIMEOUT BENCH_WAIT_IDLE BENCH_KEEP_TMP=1 (see docs/benchmark.md)\n',
+          'env: BENCH_DURATION BENCH_WARMUP BENCH_LAT_ROUNDS BENCH_LAT_DURATION BENCH_LAT_WARMUP BENCH_RATE\n' +
+          '     BENCH_CONNECTIONS BENCH_LAT_CONNECTIONS BENCH_START_TIMEOUT BENCH_WAIT_IDLE BENCH_KEEP_TMP=1\n' +
+          'latency: BENCH_LAT_ROUNDS rounds (default 5, --quick 2) of BENCH_LAT_DURATION each (6s, --quick 3s),\n' +
+          '     the targets taking turns within each round (idle proxies are paused with SIGSTOP meanwhile);\n' +
+          '     BENCH_LAT_WARMUP (2s, --quick 1s) before round 1, 1 s before later rounds. Reported per\n' +
+          '     percentile: the median over rounds of (target - paired direct), and the min..max of added p99.\n' +
+          '     See docs/benchmark.md.\n',
       )
       process.exit(0)
     } else throw new Error(`unknown argument '${a}' (try --help)`)
@@ -106,8 +116,9 @@ function configure() {
     quick: args.quick,
     wrkSeconds: seconds('BENCH_DURATION', args.quick ? 3 : 10),
     wrkWarmupSeconds: seconds('BENCH_WARMUP', args.quick ? 1 : 2),
-    latSeconds: seconds('BENCH_LAT_DURATION', args.quick ? 3 : 10),
+    latSeconds: seconds('BENCH_LAT_DURATION', args.quick ? 3 : 6),
     latWarmupSeconds: seconds('BENCH_LAT_WARMUP', args.quick ? 1 : 2),
+    latRounds: integer('BENCH_LAT_ROUNDS', args.quick ? 2 : 5),
     rate: integer('BENCH_RATE', 1000),
     connections: integer('BENCH_CONNECTIONS', 50),
     latConnections: integer('BENCH_LAT_CONNECTIONS', 16),
@@ -264,22 +275,43 @@ const TARGET_DEFS: Record<TargetName, { label: string; start(ctx: Ctx): Promise<
 }
 
 // ---- phases ----
+//
+// A run has two phases. First, target after target: start, checks, idle RSS, wrk (throughput, RSS under
+// load). Then the latency phase: BENCH_LAT_ROUNDS rounds of the open-loop run, the targets taking turns
+// within each round (round 1: direct, loom, nginx, ...; round 2: the same; ...). Interleaving spreads a
+// disturbance of the machine (a noisy minute) over several targets' single rounds instead of wiping out
+// all rounds of one target, and the median over rounds then discards it.
+//
+// That needs every proxy to live from its throughput phase to the end of the latency phase. While a proxy is
+// not being measured it is *parked*: frozen with SIGSTOP (pauseProcess), so it uses no CPU on the proxy core
+// while another target's idle RSS, wrk runs, CPU per request or latency round is measured, and its own
+// memory, listener and kept-alive connections stay as they were. The "other procs" checks are not affected
+// either (a parked proxy uses no CPU, and the harness's own process tree is never counted as "other"). A
+// resumed proxy must answer a GET before its round starts, and each round has its own (shorter after the
+// first) warm-up, which also absorbs overdue timers and upstream connections closed while parked.
+
+/** Seconds of open-loop warm-up (not recorded) in every round but the first. */
+const LATER_ROUND_WARMUP_S = 1
+
+const roundWarmup = (round: number): number =>
+  round === 1 ? cfg.latWarmupSeconds : Math.min(cfg.latWarmupSeconds, LATER_ROUND_WARMUP_S)
 
 /** Runs the open-loop generator on two paired streams: the direct path to the backend, and the target. */
 async function runOpenLoop(
   backendPort: number,
   port: number,
+  warmupS: number,
 ): Promise<{ baseline: OpenLoopResult; target: OpenLoopResult }> {
   const olc: OpenLoopConfig = {
     targets: [{ port: backendPort }, { port }],
     rate: cfg.rate,
     connections: cfg.latConnections,
-    warmupS: cfg.latWarmupSeconds,
+    warmupS,
     durationS: cfg.latSeconds,
     drainS: 2,
   }
   const script = path.join(here, 'openloop.js')
-  const limitMs = (cfg.latWarmupSeconds + cfg.latSeconds + 20) * 1000
+  const limitMs = (warmupS + cfg.latSeconds + 20) * 1000
   const r = await runToEnd(
     'openloop',
     'taskset',
@@ -297,10 +329,69 @@ async function runOpenLoop(
   return { baseline, target }
 }
 
-async function benchTarget(name: TargetName, index: number, count: number, ctx: Ctx): Promise<TargetResult> {
+type CoreLoad = { busyPct: number; stealPct: number }[]
+
+/**
+ * Runs one phase, recording per-core load and other processes' CPU use during it. With BENCH_WAIT_IDLE set,
+ * a phase that other processes disturbed is repeated (at most twice) once the machine is quiet, and the
+ * least disturbed attempt is kept. `check` throws if the target died meanwhile.
+ */
+async function measure<T>(
+  tag: string,
+  phase: string,
+  fn: () => Promise<T>,
+  check: (phase: string) => void,
+): Promise<{ out: T; pct: number; cores: CoreLoad; attempts: number }> {
+  let best: { out: T; pct: number; cores: CoreLoad } | null = null
+  let attempt = 1
+  for (; ; attempt++) {
+    const cores = coreTimes()
+    const snap = cpuSnapshot()
+    const t0 = Date.now()
+    const out = await fn()
+    const load = coreLoad(cores, coreTimes())
+    const pct = Math.round((100 * foreignCpuSeconds(snap, cpuSnapshot())) / ((Date.now() - t0) / 1000))
+    if (!best || pct < best.pct) best = { out, pct, cores: load }
+    if (pct <= NOISY_PCT || cfg.waitIdleSeconds <= 0 || attempt >= 3) break
+    log(`${tag}: other processes used ${pct}% of a core during ${phase}; repeating it when quiet`)
+    await waitForIdle(cfg.waitIdleSeconds)
+    check(phase)
+  }
+  return { ...best, attempts: attempt }
+}
+
+/** A target that passed its throughput phase and is parked, waiting for its latency rounds. */
+interface Live {
+  res: TargetResult
+  s: Started
+  ctx: Ctx
+}
+
+const outputOf = (s: Started): string => (s.proc ? `${s.proc.stderr()}${s.proc.stdout().slice(-4096)}` : '')
+
+function aliveCheck(s: Started): (phase: string) => void {
+  return (phase) => {
+    if (s.proc?.exit) throw new Error(`process exited during ${phase} (code ${s.proc.exit.code})`)
+  }
+}
+
+/** Records a failure of a target and stops its process. */
+async function fail(res: TargetResult, s: Started | null, tag: string, e: unknown): Promise<void> {
+  res.status = s?.proc?.exit ? 'crashed' : 'failed'
+  res.error = errMsg(e)
+  if (s) res.output = outputOf(s)
+  log(`${tag}: ${res.status.toUpperCase()}: ${res.error}`)
+  if (s?.proc) await stopProcess(s.proc)
+}
+
+/**
+ * Phase 1 for one target: start, checks, idle RSS, wrk GET and POST, RSS under load. Returns the target
+ * parked (SIGSTOP) for the latency phase, or null if it failed (then `res` says why and it is stopped).
+ */
+async function throughputPhase(res: TargetResult, index: number, count: number, ctx: Ctx): Promise<Live | null> {
+  const name = res.name as TargetName
   const def = TARGET_DEFS[name]
   const tag = `[${index}/${count}] ${def.label}`
-  const res: TargetResult = { name, label: def.label, status: 'ok' }
   log(`${tag}: starting`)
   let s: Started
   try {
@@ -309,13 +400,10 @@ async function benchTarget(name: TargetName, index: number, count: number, ctx: 
     res.status = 'failed to start'
     res.error = errMsg(e)
     log(`${tag}: FAILED TO START: ${res.error}`)
-    return res
+    return null
   }
   res.command = s.command
-  const output = (): string => (s.proc ? `${s.proc.stderr()}${s.proc.stdout().slice(-4096)}` : '')
-  const alive = (phase: string): void => {
-    if (s.proc?.exit) throw new Error(`process exited during ${phase} (code ${s.proc.exit.code})`)
-  }
+  const alive = aliveCheck(s)
   const wrk = (seconds: number, script?: string) =>
     runWrk({ port: s.port, seconds, connections: cfg.connections, threads: 1, script, cpu: LOAD_CPU })
   try {
@@ -323,11 +411,12 @@ async function benchTarget(name: TargetName, index: number, count: number, ctx: 
     if (!ready.ok) {
       res.status = 'failed to start'
       res.error = ready.reason
-      res.output = output()
+      res.output = outputOf(s)
       log(`${tag}: FAILED TO START: ${ready.reason}`)
       const tail = res.output.trim().split('\n').slice(-10)
       for (const l of tail) if (l) log(`    | ${l}`)
-      return res
+      if (s.proc) await stopProcess(s.proc)
+      return null
     }
     res.readyMs = ready.ms
     log(`${tag}: ready after ${ready.ms} ms; checking GET and POST`)
@@ -344,31 +433,6 @@ async function benchTarget(name: TargetName, index: number, count: number, ctx: 
     const sampler = pid ? rssSampler(pid) : null
     res.coreLoad = {}
     res.otherCpuPct = {}
-    const coreLoads = res.coreLoad
-    const other = res.otherCpuPct
-    // Runs one phase, recording per-core load and other processes' CPU use during it. With BENCH_WAIT_IDLE
-    // set, a phase that other processes disturbed is repeated (at most twice) once the machine is quiet, and
-    // the least disturbed attempt is kept.
-    const measure = async <T>(phase: string, fn: () => Promise<T>): Promise<T> => {
-      let best: { out: T; pct: number; cores: { busyPct: number; stealPct: number }[] } | null = null
-      for (let attempt = 1; ; attempt++) {
-        const cores = coreTimes()
-        const snap = cpuSnapshot()
-        const t0 = Date.now()
-        const out = await fn()
-        const load = coreLoad(cores, coreTimes())
-        const pct = Math.round((100 * foreignCpuSeconds(snap, cpuSnapshot())) / ((Date.now() - t0) / 1000))
-        if (!best || pct < best.pct) best = { out, pct, cores: load }
-        if (pct <= NOISY_PCT || cfg.waitIdleSeconds <= 0 || attempt >= 3) break
-        log(`${tag}: other processes used ${pct}% of a core during ${phase}; repeating it when quiet`)
-        res.repeated = { ...res.repeated, [phase]: attempt }
-        await waitForIdle(cfg.waitIdleSeconds)
-        alive(phase)
-      }
-      coreLoads[phase] = best.cores
-      other[phase] = best.pct
-      return best.out
-    }
     if (cfg.wrkWarmupSeconds > 0) {
       log(`${tag}: warm-up, wrk GET ${cfg.wrkWarmupSeconds} s`)
       await wrk(cfg.wrkWarmupSeconds)
@@ -377,49 +441,100 @@ async function benchTarget(name: TargetName, index: number, count: number, ctx: 
     for (const phase of ['get', 'post'] as const) {
       log(`${tag}: wrk ${phase.toUpperCase()} -t1 -c${cfg.connections} ${cfg.wrkSeconds} s`)
       const script = phase === 'post' ? path.join(ctx.tmp, 'post.lua') : undefined
-      const w = await measure(phase, () => wrk(cfg.wrkSeconds, script))
+      const m = await measure(tag, phase, () => wrk(cfg.wrkSeconds, script), alive)
+      const w = m.out
       res[phase] = w
+      res.coreLoad[phase] = m.cores
+      res.otherCpuPct[phase] = m.pct
+      if (m.attempts > 1) res.repeated = { ...res.repeated, [phase]: m.attempts - 1 }
       alive(`wrk ${phase}`)
-      const cores = coreLoads[phase]?.map((c) => `${c.busyPct}%`).join('/')
       log(
-        `${tag}:   ${w.rps.toLocaleString('en-US')} req/s, ${wrkErrors(w)} errors, cores 0/1 busy ${cores}` +
-          `, other processes ${other[phase]}% of a core`,
+        `${tag}:   ${w.rps.toLocaleString('en-US')} req/s, ${wrkErrors(w)} errors, cores 0/1 busy ` +
+          `${m.cores.map((c) => `${c.busyPct}%`).join('/')}, other processes ${m.pct}% of a core`,
       )
     }
     if (pid && sampler) res.rss = { idleKiB, loadKiB: sampler.stop(), processes: s.processes }
-
-    log(`${tag}: open loop ${cfg.rate} req/s, ${cfg.latWarmupSeconds} s warm-up + ${cfg.latSeconds} s`)
-    const {
-      baseline,
-      target: ol,
-      cpuSeconds,
-    } = await measure('openloop', async () => {
-      const cpuBefore = pid ? treeCpuSeconds(pid) : 0
-      const r = await runOpenLoop(ctx.backendPort, s.port)
-      return { ...r, cpuSeconds: pid ? treeCpuSeconds(pid) - cpuBefore : 0 }
-    })
-    if (pid) res.cpu = { seconds: cpuSeconds, requests: ol.sent, secondsPer1000: cpuSeconds / (ol.sent / 1000) }
-    res.latency = ol
-    res.baseline = baseline
-    const l0 = baseline.latencyUs
-    const l1 = ol.latencyUs
-    res.addedUs = { p50: l1.p50 - l0.p50, p90: l1.p90 - l0.p90, p99: l1.p99 - l0.p99, p999: l1.p999 - l0.p999 }
-    alive('open loop')
-    const l = ol.latencyUs
-    log(
-      `${tag}:   p50 ${l.p50} us, p99 ${l.p99} us, p99.9 ${l.p999} us; ` +
-        `${ol.errors + ol.non2xx + ol.unanswered} errors; generator send lag p99 ${ol.sendLagUs.p99} us` +
-        `, other processes ${other.openloop}% of a core`,
-    )
+    if (s.proc) {
+      pauseProcess(s.proc)
+      log(`${tag}: parked (SIGSTOP) until its latency rounds`)
+    }
+    return { res, s, ctx }
   } catch (e) {
-    res.status = s.proc?.exit ? 'crashed' : 'failed'
-    res.error = errMsg(e)
-    res.output = output()
-    log(`${tag}: ${res.status.toUpperCase()}: ${res.error}`)
-  } finally {
-    if (s.proc) await stopProcess(s.proc)
+    await fail(res, s, tag, e)
+    return null
   }
-  return res
+}
+
+/** Phase 2, one round for one target: resume it, run the paired open loop, park it again. */
+async function latencyRound(live: Live, round: number): Promise<void> {
+  const { res, s, ctx } = live
+  const tag = `[round ${round}/${cfg.latRounds}] ${res.label}`
+  const alive = aliveCheck(s)
+  const warmupS = roundWarmup(round)
+  alive('parked wait')
+  if (s.proc) {
+    resumeProcess(s.proc)
+    // The first request after a long pause may meet an upstream connection the backend closed meanwhile.
+    let last = ''
+    const until = Date.now() + 5000
+    for (;;) {
+      const g = await httpRequest(s.port, 'GET').catch((e: unknown) => ({ status: 0, bodyLength: 0, e: errMsg(e) }))
+      if (g.status === 200 && g.bodyLength === BODY_1K.length) break
+      last = 'e' in g ? g.e : `${g.status} with ${g.bodyLength} bytes`
+      if (Date.now() > until) throw new Error(`GET / after resuming: ${last}`)
+      alive('resume')
+      await sleep(100)
+    }
+  }
+  log(`${tag}: open loop ${cfg.rate} req/s, ${warmupS} s warm-up + ${cfg.latSeconds} s`)
+  const pid = s.statsPid
+  const m = await measure(
+    tag,
+    `latency round ${round}`,
+    async () => {
+      const cpuBefore = pid ? treeCpuSeconds(pid) : 0
+      const r = await runOpenLoop(ctx.backendPort, s.port, warmupS)
+      return { ...r, cpuSeconds: pid ? treeCpuSeconds(pid) - cpuBefore : undefined }
+    },
+    alive,
+  )
+  alive(`latency round ${round}`)
+  if (s.proc) pauseProcess(s.proc)
+  const { target, baseline, cpuSeconds } = m.out
+  const added = addedUs(target.latencyUs, baseline.latencyUs)
+  const rounds = (res.latencyRounds ??= [])
+  rounds.push({
+    round,
+    warmupS,
+    target,
+    baseline,
+    addedUs: added,
+    cpuSeconds,
+    otherCpuPct: m.pct,
+    coreLoad: m.cores,
+  })
+  if (m.attempts > 1) res.repeated = { ...res.repeated, [`latency round ${round}`]: m.attempts - 1 }
+  const l = target.latencyUs
+  log(
+    `${tag}:   p50 ${l.p50} us, p99 ${l.p99} us, p99.9 ${l.p999} us; added p50 ${added.p50} us, p99 ` +
+      `${added.p99} us; ${target.errors + target.non2xx + target.unanswered} errors; generator send lag p99 ` +
+      `${target.sendLagUs.p99} us, other processes ${m.pct}% of a core`,
+  )
+}
+
+/** After the last round: medians over rounds, CPU per request summed over rounds. */
+function summarize(res: TargetResult): void {
+  const rounds = res.latencyRounds ?? []
+  if (rounds.length === 0) return
+  const sum = summarizeRounds(rounds)
+  res.latency = sum
+  res.addedUs = sum.addedUs
+  res.otherCpuPct = { ...res.otherCpuPct, openloop: Math.max(...rounds.map((r) => r.otherCpuPct)) }
+  if (rounds.every((r) => r.cpuSeconds !== undefined)) {
+    const seconds = rounds.reduce((a, r) => a + (r.cpuSeconds ?? 0), 0)
+    const requests = rounds.reduce((a, r) => a + r.target.sent, 0)
+    res.cpu = { seconds, requests, secondsPer1000: seconds / (requests / 1000) }
+  }
 }
 
 /** Other processes' CPU use over one second, in % of a core. */
@@ -472,10 +587,12 @@ async function main(): Promise<void> {
   // This harness (and everything it starts without an explicit taskset) stays off the proxy's core.
   spawnSync('taskset', ['-a', '-p', '-c', LOAD_CPU, String(process.pid)], { stdio: 'ignore' })
 
-  const perTarget = cfg.wrkWarmupSeconds + 2 * cfg.wrkSeconds + cfg.latWarmupSeconds + cfg.latSeconds + 3
+  // Estimate from measured runs: ~1.5 s of start-up and checks per target, ~0.7 s per open-loop round.
+  let perTarget = cfg.wrkWarmupSeconds + 2 * cfg.wrkSeconds + 1.5
+  for (let r = 1; r <= cfg.latRounds; r++) perTarget += roundWarmup(r) + cfg.latSeconds + 0.7
   log(
-    `loom bench: ${args.only.join(', ')}; wrk ${cfg.wrkSeconds} s per test, open loop ${cfg.rate} req/s for ` +
-      `${cfg.latSeconds} s; about ${Math.ceil((perTarget * args.only.length) / 60)} min`,
+    `loom bench: ${args.only.join(', ')}; wrk ${cfg.wrkSeconds} s per test, open loop ${cfg.rate} req/s in ` +
+      `${cfg.latRounds} rounds of ${cfg.latSeconds} s; about ${Math.ceil((perTarget * args.only.length) / 60)} min`,
   )
 
   tmp = mkdtempSync(path.join(os.tmpdir(), 'loom-bench-'))
@@ -512,13 +629,33 @@ async function main(): Promise<void> {
   log(`backend nginx on 127.0.0.1:${backendPort} (core ${LOAD_CPU}): GET 200 with 1 KB, POST 16 KB answered 200`)
 
   const ctx: Ctx = { tmp, backendPort, tools }
-  const results: TargetResult[] = []
+  const results: TargetResult[] = args.only.map((name) => ({
+    name,
+    label: TARGET_DEFS[name].label,
+    status: 'ok' as const,
+  }))
+  let live: Live[] = []
   let i = 0
-  for (const name of args.only) {
+  for (const res of results) {
     if (isShuttingDown()) return
     if (cfg.waitIdleSeconds > 0) await waitForIdle(cfg.waitIdleSeconds)
-    results.push(await benchTarget(name, ++i, args.only.length, ctx))
+    const l = await throughputPhase(res, ++i, results.length, ctx)
+    if (l) live.push(l)
   }
+  for (let round = 1; round <= cfg.latRounds; round++) {
+    for (const l of live) {
+      if (isShuttingDown()) return
+      if (cfg.waitIdleSeconds > 0) await waitForIdle(cfg.waitIdleSeconds)
+      try {
+        await latencyRound(l, round)
+      } catch (e) {
+        await fail(l.res, l.s, `[round ${round}/${cfg.latRounds}] ${l.res.label}`, e)
+      }
+    }
+    live = live.filter((l) => l.res.status === 'ok')
+  }
+  for (const l of live) if (l.s.proc) await stopProcess(l.s.proc)
+  for (const res of results) summarize(res)
   await stopProcess(backend)
 
   const by = (n: string): TargetResult | undefined => results.find((r) => r.name === n && r.status === 'ok')
@@ -553,7 +690,13 @@ async function main(): Promise<void> {
       otherProcessesPctBeforeStart: idleOtherPct,
     },
     versions: versions(tools),
-    config: { ...cfg, targets: args.only, proxyCpu: PROXY_CPU, loadCpu: LOAD_CPU },
+    config: {
+      ...cfg,
+      latLaterRoundsWarmupSeconds: roundWarmup(2),
+      targets: args.only,
+      proxyCpu: PROXY_CPU,
+      loadCpu: LOAD_CPU,
+    },
     results,
     ratios,
   }
