@@ -211,13 +211,32 @@ function parseFields(s: string, pos: number, limits: Limits, list: string[]): vo
   }
 }
 
+/** The value of a string of 1 to 15 ASCII digits, else -1. */
+function digitsValue(s: string): number {
+  const n = s.length
+  if (n === 0 || n > 15) return -1
+  let v = 0
+  for (let i = 0; i < n; i++) {
+    const d = s.charCodeAt(i) - 0x30
+    if (d < 0 || d > 9) return -1
+    v = v * 10 + d
+  }
+  return v
+}
+
 /** Content-Length: 1*DIGIT, or a list of identical values. Returns -1 if absent. */
 function contentLengthOf(list: string[]): number {
   let value = -1
   for (let i = 0; i < list.length; i += 2) {
     if (list[i] !== 'content-length') continue
     const raw = list[i + 1]!
-    for (const part of raw.includes(',') ? raw.split(',') : [raw]) {
+    const simple = digitsValue(raw)
+    if (simple !== -1) {
+      if (value !== -1 && simple !== value) throw bad('conflicting_content_length', 'conflicting Content-Length values')
+      value = simple
+      continue
+    }
+    for (const part of raw.split(',')) {
       const p = part.trim()
       if (p.length === 0 || p.length > 15 || !/^[0-9]+$/.test(p)) {
         throw bad('invalid_content_length', 'invalid Content-Length')
