@@ -1,7 +1,6 @@
 // Plain-text tables for the benchmark results.
 import type { OpenLoopResult } from './openloop.js'
-import type { WrkResult } from './wrk.js'
-import { wrkErrors } from './wrk.js'
+import { type WrkResult, wrkErrors } from './wrk.js'
 
 export type Status = 'ok' | 'failed to start' | 'failed' | 'crashed'
 
@@ -86,6 +85,68 @@ export function summarizeRounds(rounds: LatencyRound[]): LatencySummary {
   }
 }
 
+export type Method = 'get' | 'post'
+export const METHODS: readonly Method[] = ['get', 'post']
+
+export type CoreLoad = { busyPct: number; stealPct: number }[]
+
+/** One measured wrk run (GET or POST) of one throughput round, with the state of the machine during it. */
+export interface WrkRun {
+  wrk: WrkResult
+  /** busy/steal % per core during this run: index 0 = proxy core, 1 = wrk + backend core */
+  coreLoad: CoreLoad
+  /** CPU used by processes outside the benchmark during this run, in % of one core */
+  otherCpuPct: number
+}
+
+/** One round of the throughput measurement of one target: a GET warm-up, then wrk GET and wrk POST. */
+export interface ThroughputRound {
+  round: number
+  /** wrk GET warm-up (not recorded) before this round's measured runs, seconds */
+  warmupS: number
+  get: WrkRun
+  post: WrkRun
+  /** largest RSS of the proxy's process tree sampled during this round, warm-up included (absent for direct) */
+  rssMaxKiB?: number
+}
+
+/** The throughput rounds of one target for one method, combined. */
+export interface ThroughputSummary {
+  rounds: number
+  /** median over rounds of wrk's req/s */
+  rps: number
+  /** the smallest and largest req/s of any round: the spread behind the median */
+  rpsRange: { min: number; max: number }
+  /** median over rounds of each of wrk's latency percentiles (closed loop: for information only) */
+  latencyUs: { p50: number; p90: number; p99: number }
+  /** summed over rounds (warm-ups not included) */
+  requests: number
+  /** non-2xx answers and socket errors, summed over rounds (warm-ups not included) */
+  errors: number
+  /**
+   * the round whose req/s is the median (with an even number of rounds, the lower of the two middle ones);
+   * the target's coreLoad and otherCpuPct for this method are that round's
+   */
+  medianRound: number
+}
+
+/** Median round and medians over rounds of one method's wrk runs. */
+export function summarizeThroughput(rounds: ThroughputRound[], method: Method): ThroughputSummary {
+  const runs = rounds.map((r) => ({ round: r.round, w: r[method].wrk }))
+  const byRps = [...runs].sort((a, b) => a.w.rps - b.w.rps)
+  const rps = runs.map((r) => r.w.rps)
+  const pct = (p: 'p50' | 'p90' | 'p99'): number => median(runs.map((r) => r.w.latencyUs[p]))
+  return {
+    rounds: runs.length,
+    rps: median(rps),
+    rpsRange: { min: Math.min(...rps), max: Math.max(...rps) },
+    latencyUs: { p50: pct('p50'), p90: pct('p90'), p99: pct('p99') },
+    requests: runs.reduce((a, r) => a + r.w.requests, 0),
+    errors: runs.reduce((a, r) => a + wrkErrors(r.w), 0),
+    medianRound: byRps[(byRps.length - 1) >> 1]?.round ?? 0,
+  }
+}
+
 export interface TargetResult {
   name: string
   label: string
@@ -94,8 +155,12 @@ export interface TargetResult {
   output?: string
   command?: string
   readyMs?: number
-  get?: WrkResult
-  post?: WrkResult
+  /** wrk GET 1 KB over the throughput rounds: median req/s, spread, medians of wrk's percentiles */
+  get?: ThroughputSummary
+  /** wrk POST 16 KB, the same */
+  post?: ThroughputSummary
+  /** every throughput round as measured (wrk's full results, per-core load, other processes' CPU, RSS) */
+  throughputRounds?: ThroughputRound[]
   /** the fixed-rate latency rounds combined (medians over rounds) */
   latency?: LatencySummary
   /** every latency round as measured, each paired with its own direct stream */
@@ -105,14 +170,19 @@ export interface TargetResult {
    * the noise floor); the same as latency.addedUs
    */
   addedUs?: Percentiles
+  /** idleKiB: before any load on the proxy; loadKiB: the largest sampled during any throughput round */
   rss?: { idleKiB: number; loadKiB: number; processes: string }
   /** proxy CPU over all latency rounds: seconds and requests sent (warm-ups included) summed over rounds */
   cpu?: { seconds: number; requests: number; secondsPer1000: number }
-  /** busy/steal % per core while the load ran: index 0 = proxy core, 1 = load generator + backend core */
-  coreLoad?: Record<string, { busyPct: number; stealPct: number }[]>
+  /**
+   * busy/steal % per core while the load ran: index 0 = proxy core, 1 = load generator + backend core;
+   * `get` and `post` are those of the method's median round (see ThroughputSummary.medianRound)
+   */
+  coreLoad?: Record<string, CoreLoad>
   /**
    * CPU used by processes outside the benchmark while a phase ran, in % of one core (machine noise);
-   * `openloop` is the largest of the latency rounds (each round's own figure is in latencyRounds)
+   * `get` and `post` are the median round's, `openloop` is the largest of the latency rounds (each
+   * round's own figure is in throughputRounds and latencyRounds)
    */
   otherCpuPct?: Record<string, number>
   /** phases repeated because other processes disturbed them (BENCH_WAIT_IDLE), and how many times */
@@ -131,6 +201,9 @@ const int = (n: number | undefined): string =>
 const signed = (n: number | undefined): string => (n === undefined ? dash : `${n > 0 ? '+' : ''}${int(n)}`)
 const mib = (kib: number | undefined): string => (kib === undefined ? dash : `${(kib / 1024).toFixed(1)} MiB`)
 const ratio = (r: number | null): string => (r === null ? 'n/a' : `${r.toFixed(2)}x`)
+const kilo = (n: number): string => (n >= 1000 ? `${(n / 1000).toFixed(1)}k` : String(n))
+const spread = (t: ThroughputSummary): string =>
+  t.rounds < 2 ? dash : `${kilo(t.rpsRange.min)}..${kilo(t.rpsRange.max)}`
 
 export function table(headers: string[], rows: string[][], leftCols = 1): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
@@ -153,7 +226,14 @@ export function noisyPhases(results: TargetResult[], threshold = 10): string[] {
   for (const r of results) {
     for (const [phase, pct] of Object.entries(r.otherCpuPct ?? {})) {
       if (phase === 'openloop' && r.latencyRounds) continue
+      if ((phase === 'get' || phase === 'post') && r.throughputRounds) continue
       if (pct > threshold) out.push(`${r.label} ${phase} (${pct}%)`)
+    }
+    for (const t of r.throughputRounds ?? []) {
+      for (const m of METHODS) {
+        const pct = t[m].otherCpuPct
+        if (pct > threshold) out.push(`${r.label} ${m.toUpperCase()} round ${t.round} (${pct}%)`)
+      }
     }
     for (const l of r.latencyRounds ?? []) {
       if (l.otherCpuPct > threshold) out.push(`${r.label} latency round ${l.round} (${l.otherCpuPct}%)`)
@@ -181,7 +261,10 @@ export function render(
   results: TargetResult[],
   ratios: Record<string, RatioRow>,
   cfg: {
+    rounds: number
     wrkSeconds: number
+    wrkWarmupSeconds: number
+    wrkLaterWarmupSeconds: number
     connections: number
     rate: number
     latConnections: number
@@ -192,15 +275,26 @@ export function render(
   const out: string[] = []
   const ok = results.filter((r) => r.status === 'ok')
 
+  const rounds = Math.max(1, ...ok.map((r) => r.get?.rounds ?? 0))
+  const warmups =
+    cfg.rounds > 1
+      ? `${cfg.wrkWarmupSeconds} s before round 1, ${cfg.wrkLaterWarmupSeconds} s before later rounds`
+      : `${cfg.wrkWarmupSeconds} s`
   out.push(
-    `Throughput: wrk -t1 -c${cfg.connections}, ${cfg.wrkSeconds} s each, keep-alive; GET returns 1 KB, POST sends 16 KB`,
+    `Throughput: wrk -t1 -c${cfg.connections}, keep-alive; GET returns 1 KB, POST sends 16 KB; ${cfg.rounds} ` +
+      `round${cfg.rounds === 1 ? '' : 's'} of ${cfg.wrkSeconds} s per method, the targets taking turns round by ` +
+      `round (wrk GET warm-up ${warmups}). req/s and p99 are the MEDIAN over rounds, min..max the spread of the ` +
+      "rounds' req/s (- with one round); errors are summed; cores busy, bound and other procs are those of the " +
+      "method's median round.",
   )
   out.push(
     table(
       [
         'target',
         'GET req/s',
+        'min..max',
         'POST req/s',
+        'min..max',
         'GET p99 us',
         'POST p99 us',
         'errors',
@@ -209,22 +303,25 @@ export function render(
         'bound GET/POST',
         'other procs GET/POST',
       ],
-      results.map((r) =>
-        r.status !== 'ok' && !r.get
-          ? [r.label, r.status.toUpperCase(), '', '', '', '', '', '', '', '']
-          : [
-              r.label,
-              int(r.get?.rps),
-              int(r.post?.rps),
-              int(r.get?.latencyUs.p99),
-              int(r.post?.latencyUs.p99),
-              int((r.get ? wrkErrors(r.get) : 0) + (r.post ? wrkErrors(r.post) : 0)),
-              load(r, 'get'),
-              load(r, 'post'),
-              `${bound(r, 'get')}/${bound(r, 'post')}`,
-              `${pctOf(r, 'get')}/${pctOf(r, 'post')}`,
-            ],
-      ),
+      results.map((r) => {
+        const label = r.status === 'ok' ? r.label : `${r.label} (${r.status})`
+        if (!r.get || !r.post) return [label, r.status.toUpperCase(), '', '', '', '', '', '', '', '', '', '']
+        const n = r.get.rounds < rounds ? ` (${r.get.rounds} of ${rounds})` : ''
+        return [
+          `${label}${n}`,
+          int(r.get.rps),
+          spread(r.get),
+          int(r.post.rps),
+          spread(r.post),
+          int(r.get.latencyUs.p99),
+          int(r.post.latencyUs.p99),
+          int(r.get.errors + r.post.errors),
+          load(r, 'get'),
+          load(r, 'post'),
+          `${bound(r, 'get')}/${bound(r, 'post')}`,
+          `${pctOf(r, 'get')}/${pctOf(r, 'post')}`,
+        ]
+      }),
     ),
   )
   out.push(
@@ -287,7 +384,11 @@ export function render(
     ),
   )
   out.push('')
-  out.push('Resources of the proxy process(es) (RSS = VmRSS summed over the process tree; CPU = utime+stime)')
+  out.push(
+    'Resources of the proxy process(es): RSS = VmRSS summed over the process tree, idle = after start-up, before ' +
+      'any load; max under load = largest sample in any throughput round. CPU = utime+stime over the fixed-rate ' +
+      'latency rounds (warm-ups included) / requests sent in them.',
+  )
   out.push(
     table(
       ['target', 'RSS idle', 'RSS max under load', 'CPU s / 1000 req', 'processes'],
@@ -304,7 +405,7 @@ export function render(
     ),
   )
   out.push('')
-  out.push('Loom ratios (req/s: higher is better; added p99, the median over rounds: lower is better)')
+  out.push('Loom ratios (of the medians over rounds; req/s: higher is better; added p99: lower is better)')
   out.push(
     table(
       ['Loom vs', 'GET req/s', 'POST req/s', 'added p99'],
@@ -316,8 +417,8 @@ export function render(
     out.push('')
     out.push(
       `WARNING: other processes on this machine used more than 10% of a core during: ${noisy.join(', ')}. ` +
-        'Those figures are disturbed; rerun when the machine is idle. (Latency figures are medians over rounds: ' +
-        'one disturbed round out of several moves them little.)',
+        'Those figures are disturbed; rerun when the machine is idle. (Throughput and latency figures are medians ' +
+        'over rounds: one disturbed round out of three or more moves them little.)',
     )
   }
   const failed = results.filter((r) => r.status !== 'ok')

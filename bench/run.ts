@@ -3,8 +3,8 @@
 //
 //   node dist/bench/run.js [--quick] [--only loom,nginx,...]
 //
-// Throughput per target one after the other, then latency in rounds with the targets taking turns (see
-// "phases" below).
+// Every target is started (idle RSS) first; then throughput (wrk) in rounds and latency (open loop) in
+// rounds, the targets taking turns within each round (see "phases" below).
 //
 // Layout on the 2-core machine: the proxy under test runs on core 0 (taskset -c 0); the backend nginx,
 // wrk, the open-loop generator and this harness run on core 1.
@@ -37,7 +37,18 @@ import {
   treeRssKiB,
   waitReady,
 } from './proc.js'
-import { addedUs, type RatioRow, render, summarizeRounds, type TargetResult } from './report.js'
+import {
+  addedUs,
+  type CoreLoad,
+  METHODS,
+  type Method,
+  type RatioRow,
+  render,
+  summarizeRounds,
+  summarizeThroughput,
+  type TargetResult,
+  type WrkRun,
+} from './report.js'
 import { runWrk, wrkErrors } from './wrk.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -94,13 +105,18 @@ function parseArgs(argv: string[]): { quick: boolean; only: TargetName[] } {
     } else if (a === '--help' || a === '-h') {
       process.stdout.write(
         `usage: node dist/bench/run.js [--quick] [--only ${TARGETS.join(',')}]\n` +
-          'env: BENCH_DURATION BENCH_WARMUP BENCH_LAT_ROUNDS BENCH_LAT_DURATION BENCH_LAT_WARMUP BENCH_RATE\n' +
-          '     BENCH_CONNECTIONS BENCH_LAT_CONNECTIONS BENCH_START_TIMEOUT BENCH_WAIT_IDLE BENCH_KEEP_TMP=1\n' +
+          'env: BENCH_ROUNDS BENCH_DURATION BENCH_WARMUP BENCH_LAT_ROUNDS BENCH_LAT_DURATION BENCH_LAT_WARMUP\n' +
+          '     BENCH_RATE BENCH_CONNECTIONS BENCH_LAT_CONNECTIONS BENCH_START_TIMEOUT BENCH_WAIT_IDLE BENCH_KEEP_TMP=1\n' +
+          'throughput: BENCH_ROUNDS rounds (default 3, --quick 1); per round and target a wrk GET warm-up\n' +
+          '     (BENCH_WARMUP, 2s, --quick 1s, before round 1; 1 s before later rounds), then wrk GET and wrk POST\n' +
+          '     for BENCH_DURATION each (5s, --quick 3s), the targets taking turns within each round (idle\n' +
+          '     proxies are paused with SIGSTOP meanwhile). Reported: median req/s and wrk p99 over rounds, the\n' +
+          "     min..max of req/s; cores busy, bound and other procs of the method's median round.\n" +
           'latency: BENCH_LAT_ROUNDS rounds (default 5, --quick 2) of BENCH_LAT_DURATION each (6s, --quick 3s),\n' +
           '     the targets taking turns within each round (idle proxies are paused with SIGSTOP meanwhile);\n' +
           '     BENCH_LAT_WARMUP (2s, --quick 1s) before round 1, 1 s before later rounds. Reported per\n' +
           '     percentile: the median over rounds of (target - paired direct), and the min..max of added p99.\n' +
-          '     See docs/benchmark.md.\n',
+          'default run (all targets): about 8 minutes. See docs/benchmark.md.\n',
       )
       process.exit(0)
     } else throw new Error(`unknown argument '${a}' (try --help)`)
@@ -114,7 +130,8 @@ function configure() {
   const args = parseArgs(process.argv.slice(2))
   const cfg = {
     quick: args.quick,
-    wrkSeconds: seconds('BENCH_DURATION', args.quick ? 3 : 10),
+    rounds: integer('BENCH_ROUNDS', args.quick ? 1 : 3),
+    wrkSeconds: seconds('BENCH_DURATION', args.quick ? 3 : 5),
     wrkWarmupSeconds: seconds('BENCH_WARMUP', args.quick ? 1 : 2),
     latSeconds: seconds('BENCH_LAT_DURATION', args.quick ? 3 : 6),
     latWarmupSeconds: seconds('BENCH_LAT_WARMUP', args.quick ? 1 : 2),
@@ -276,22 +293,27 @@ const TARGET_DEFS: Record<TargetName, { label: string; start(ctx: Ctx): Promise<
 
 // ---- phases ----
 //
-// A run has two phases. First, target after target: start, checks, idle RSS, wrk (throughput, RSS under
-// load). Then the latency phase: BENCH_LAT_ROUNDS rounds of the open-loop run, the targets taking turns
-// within each round (round 1: direct, loom, nginx, ...; round 2: the same; ...). Interleaving spreads a
-// disturbance of the machine (a noisy minute) over several targets' single rounds instead of wiping out
-// all rounds of one target, and the median over rounds then discards it.
+// A run has three phases. First, target after target: start, checks, idle RSS (before any load on that
+// proxy), then it is parked. Then the throughput phase: BENCH_ROUNDS rounds of wrk (a GET warm-up, wrk GET,
+// wrk POST), the targets taking turns within each round (round 1: direct GET, direct POST, loom GET, loom
+// POST, nginx ...; round 2: the same; ...). Then the latency phase: BENCH_LAT_ROUNDS rounds of the open-loop
+// run, the targets taking turns in the same way. Interleaving spreads a disturbance of the machine (a noisy
+// minute) over several targets' single rounds instead of wiping out all rounds of one target, and the
+// median over rounds then discards it.
 //
-// That needs every proxy to live from its throughput phase to the end of the latency phase. While a proxy is
-// not being measured it is *parked*: frozen with SIGSTOP (pauseProcess), so it uses no CPU on the proxy core
-// while another target's idle RSS, wrk runs, CPU per request or latency round is measured, and its own
+// That needs every proxy to live from its start to the end of the latency phase. While a proxy is not being
+// measured it is *parked*: frozen with SIGSTOP (pauseProcess), so it uses no CPU on the proxy core while
+// another target's start-up, idle RSS, wrk runs, CPU per request or latency round is measured, and its own
 // memory, listener and kept-alive connections stay as they were. The "other procs" checks are not affected
 // either (a parked proxy uses no CPU, and the harness's own process tree is never counted as "other"). A
-// resumed proxy must answer a GET before its round starts, and each round has its own (shorter after the
-// first) warm-up, which also absorbs overdue timers and upstream connections closed while parked.
+// resumed proxy must answer a GET before its turn starts, and each turn has its own (shorter after the
+// first round) warm-up, which also absorbs overdue timers and upstream connections closed while parked.
 
-/** Seconds of open-loop warm-up (not recorded) in every round but the first. */
+/** Seconds of warm-up (not recorded) before every round but the first, wrk and open loop alike. */
 const LATER_ROUND_WARMUP_S = 1
+
+const wrkWarmup = (round: number): number =>
+  round === 1 ? cfg.wrkWarmupSeconds : Math.min(cfg.wrkWarmupSeconds, LATER_ROUND_WARMUP_S)
 
 const roundWarmup = (round: number): number =>
   round === 1 ? cfg.latWarmupSeconds : Math.min(cfg.latWarmupSeconds, LATER_ROUND_WARMUP_S)
@@ -329,8 +351,6 @@ async function runOpenLoop(
   return { baseline, target }
 }
 
-type CoreLoad = { busyPct: number; stealPct: number }[]
-
 /**
  * Runs one phase, recording per-core load and other processes' CPU use during it. With BENCH_WAIT_IDLE set,
  * a phase that other processes disturbed is repeated (at most twice) once the machine is quiet, and the
@@ -360,7 +380,7 @@ async function measure<T>(
   return { ...best, attempts: attempt }
 }
 
-/** A target that passed its throughput phase and is parked, waiting for its latency rounds. */
+/** A target that started and passed its checks; parked (SIGSTOP) whenever it is not its turn. */
 interface Live {
   res: TargetResult
   s: Started
@@ -385,10 +405,10 @@ async function fail(res: TargetResult, s: Started | null, tag: string, e: unknow
 }
 
 /**
- * Phase 1 for one target: start, checks, idle RSS, wrk GET and POST, RSS under load. Returns the target
- * parked (SIGSTOP) for the latency phase, or null if it failed (then `res` says why and it is stopped).
+ * Phase 1 for one target: start, checks, idle RSS. Returns the target parked (SIGSTOP) for its throughput
+ * and latency rounds, or null if it failed (then `res` says why and it is stopped).
  */
-async function throughputPhase(res: TargetResult, index: number, count: number, ctx: Ctx): Promise<Live | null> {
+async function startTarget(res: TargetResult, index: number, count: number, ctx: Ctx): Promise<Live | null> {
   const name = res.name as TargetName
   const def = TARGET_DEFS[name]
   const tag = `[${index}/${count}] ${def.label}`
@@ -403,9 +423,6 @@ async function throughputPhase(res: TargetResult, index: number, count: number, 
     return null
   }
   res.command = s.command
-  const alive = aliveCheck(s)
-  const wrk = (seconds: number, script?: string) =>
-    runWrk({ port: s.port, seconds, connections: cfg.connections, threads: 1, script, cpu: LOAD_CPU })
   try {
     const ready = await waitReady(s.port, s.proc, cfg.startTimeoutSeconds * 1000)
     if (!ready.ok) {
@@ -427,36 +444,15 @@ async function throughputPhase(res: TargetResult, index: number, count: number, 
     const p = await httpRequest(s.port, 'POST', Buffer.alloc(POST_BYTES, 'p'))
     if (p.status !== 200) throw new Error(`POST / with ${POST_BYTES} bytes answered ${p.status} (expected 200)`)
     await sleep(500)
-
-    const pid = s.statsPid
-    const idleKiB = pid ? treeRssKiB(pid) : 0
-    const sampler = pid ? rssSampler(pid) : null
-    res.coreLoad = {}
-    res.otherCpuPct = {}
-    if (cfg.wrkWarmupSeconds > 0) {
-      log(`${tag}: warm-up, wrk GET ${cfg.wrkWarmupSeconds} s`)
-      await wrk(cfg.wrkWarmupSeconds)
-      alive('warm-up')
+    aliveCheck(s)('checks')
+    if (s.statsPid) {
+      const idleKiB = treeRssKiB(s.statsPid)
+      res.rss = { idleKiB, loadKiB: idleKiB, processes: s.processes }
+      log(`${tag}: idle RSS ${(idleKiB / 1024).toFixed(1)} MiB`)
     }
-    for (const phase of ['get', 'post'] as const) {
-      log(`${tag}: wrk ${phase.toUpperCase()} -t1 -c${cfg.connections} ${cfg.wrkSeconds} s`)
-      const script = phase === 'post' ? path.join(ctx.tmp, 'post.lua') : undefined
-      const m = await measure(tag, phase, () => wrk(cfg.wrkSeconds, script), alive)
-      const w = m.out
-      res[phase] = w
-      res.coreLoad[phase] = m.cores
-      res.otherCpuPct[phase] = m.pct
-      if (m.attempts > 1) res.repeated = { ...res.repeated, [phase]: m.attempts - 1 }
-      alive(`wrk ${phase}`)
-      log(
-        `${tag}:   ${w.rps.toLocaleString('en-US')} req/s, ${wrkErrors(w)} errors, cores 0/1 busy ` +
-          `${m.cores.map((c) => `${c.busyPct}%`).join('/')}, other processes ${m.pct}% of a core`,
-      )
-    }
-    if (pid && sampler) res.rss = { idleKiB, loadKiB: sampler.stop(), processes: s.processes }
     if (s.proc) {
       pauseProcess(s.proc)
-      log(`${tag}: parked (SIGSTOP) until its latency rounds`)
+      log(`${tag}: parked (SIGSTOP) until its turn`)
     }
     return { res, s, ctx }
   } catch (e) {
@@ -465,27 +461,78 @@ async function throughputPhase(res: TargetResult, index: number, count: number, 
   }
 }
 
-/** Phase 2, one round for one target: resume it, run the paired open loop, park it again. */
+/**
+ * Continues a parked target and waits until it answers a GET. The first request after a long pause may
+ * meet an upstream connection the backend closed meanwhile, hence the retries.
+ */
+async function resume(s: Started, alive: (phase: string) => void): Promise<void> {
+  alive('parked wait')
+  if (!s.proc) return
+  resumeProcess(s.proc)
+  let last = ''
+  const until = Date.now() + 5000
+  for (;;) {
+    const g = await httpRequest(s.port, 'GET').catch((e: unknown) => ({ status: 0, bodyLength: 0, e: errMsg(e) }))
+    if (g.status === 200 && g.bodyLength === BODY_1K.length) return
+    last = 'e' in g ? g.e : `${g.status} with ${g.bodyLength} bytes`
+    if (Date.now() > until) throw new Error(`GET / after resuming: ${last}`)
+    alive('resume')
+    await sleep(100)
+  }
+}
+
+/**
+ * Phase 2, one round for one target: resume it, wrk GET warm-up, wrk GET, wrk POST (RSS sampled all along),
+ * park it again.
+ */
+async function throughputRound(live: Live, round: number): Promise<void> {
+  const { res, s, ctx } = live
+  const tag = `[throughput ${round}/${cfg.rounds}] ${res.label}`
+  const alive = aliveCheck(s)
+  const wrk = (seconds: number, script?: string) =>
+    runWrk({ port: s.port, seconds, connections: cfg.connections, threads: 1, script, cpu: LOAD_CPU })
+  await resume(s, alive)
+  const warmupS = wrkWarmup(round)
+  const pid = s.statsPid
+  const sampler = pid ? rssSampler(pid) : null
+  const runs: Partial<Record<Method, WrkRun>> = {}
+  let rssMaxKiB: number | undefined
+  try {
+    if (warmupS > 0) {
+      log(`${tag}: warm-up, wrk GET ${warmupS} s`)
+      await wrk(warmupS)
+      alive('warm-up')
+    }
+    for (const method of METHODS) {
+      const phase = `${method.toUpperCase()} round ${round}`
+      log(`${tag}: wrk ${method.toUpperCase()} -t1 -c${cfg.connections} ${cfg.wrkSeconds} s`)
+      const script = method === 'post' ? path.join(ctx.tmp, 'post.lua') : undefined
+      const m = await measure(tag, phase, () => wrk(cfg.wrkSeconds, script), alive)
+      alive(`wrk ${method.toUpperCase()}`)
+      runs[method] = { wrk: m.out, coreLoad: m.cores, otherCpuPct: m.pct }
+      if (m.attempts > 1) res.repeated = { ...res.repeated, [phase]: m.attempts - 1 }
+      log(
+        `${tag}:   ${m.out.rps.toLocaleString('en-US')} req/s, ${wrkErrors(m.out)} errors, cores 0/1 busy ` +
+          `${m.cores.map((c) => `${c.busyPct}%`).join('/')}, other processes ${m.pct}% of a core`,
+      )
+    }
+  } finally {
+    // stopped on every path: a running sampler's interval would keep the harness alive
+    if (sampler) rssMaxKiB = sampler.stop()
+  }
+  if (s.proc) pauseProcess(s.proc)
+  const { get, post } = runs
+  if (!get || !post) throw new Error('internal: a wrk run of the round is missing')
+  ;(res.throughputRounds ??= []).push({ round, warmupS, get, post, rssMaxKiB })
+}
+
+/** Phase 3, one round for one target: resume it, run the paired open loop, park it again. */
 async function latencyRound(live: Live, round: number): Promise<void> {
   const { res, s, ctx } = live
-  const tag = `[round ${round}/${cfg.latRounds}] ${res.label}`
+  const tag = `[latency ${round}/${cfg.latRounds}] ${res.label}`
   const alive = aliveCheck(s)
   const warmupS = roundWarmup(round)
-  alive('parked wait')
-  if (s.proc) {
-    resumeProcess(s.proc)
-    // The first request after a long pause may meet an upstream connection the backend closed meanwhile.
-    let last = ''
-    const until = Date.now() + 5000
-    for (;;) {
-      const g = await httpRequest(s.port, 'GET').catch((e: unknown) => ({ status: 0, bodyLength: 0, e: errMsg(e) }))
-      if (g.status === 200 && g.bodyLength === BODY_1K.length) break
-      last = 'e' in g ? g.e : `${g.status} with ${g.bodyLength} bytes`
-      if (Date.now() > until) throw new Error(`GET / after resuming: ${last}`)
-      alive('resume')
-      await sleep(100)
-    }
-  }
+  await resume(s, alive)
   log(`${tag}: open loop ${cfg.rate} req/s, ${warmupS} s warm-up + ${cfg.latSeconds} s`)
   const pid = s.statsPid
   const m = await measure(
@@ -522,8 +569,50 @@ async function latencyRound(live: Live, round: number): Promise<void> {
   )
 }
 
-/** After the last round: medians over rounds, CPU per request summed over rounds. */
+/**
+ * Runs `rounds` rounds of `turn`, the live targets taking turns within each round; a target that fails is
+ * stopped and left out of later rounds. Returns the targets still live, or null when shutting down.
+ */
+async function inTurns(
+  live: Live[],
+  rounds: number,
+  phase: string,
+  turn: (l: Live, round: number) => Promise<void>,
+): Promise<Live[] | null> {
+  for (let round = 1; round <= rounds; round++) {
+    for (const l of live) {
+      if (isShuttingDown()) return null
+      if (cfg.waitIdleSeconds > 0) await waitForIdle(cfg.waitIdleSeconds)
+      try {
+        await turn(l, round)
+      } catch (e) {
+        await fail(l.res, l.s, `[${phase} ${round}/${rounds}] ${l.res.label}`, e)
+      }
+    }
+    live = live.filter((l) => l.res.status === 'ok')
+  }
+  return live
+}
+
+/**
+ * After the last round. Throughput: per method the medians over rounds, with per-core load and other
+ * processes' CPU of the median round; RSS under load the largest of any round. Latency: medians over
+ * rounds, CPU per request summed over rounds.
+ */
 function summarize(res: TargetResult): void {
+  const tr = res.throughputRounds ?? []
+  if (tr.length > 0) {
+    for (const method of METHODS) {
+      const t = summarizeThroughput(tr, method)
+      res[method] = t
+      const rep = tr.find((r) => r.round === t.medianRound)
+      if (rep) {
+        res.coreLoad = { ...res.coreLoad, [method]: rep[method].coreLoad }
+        res.otherCpuPct = { ...res.otherCpuPct, [method]: rep[method].otherCpuPct }
+      }
+    }
+    if (res.rss) res.rss.loadKiB = Math.max(res.rss.idleKiB, ...tr.map((r) => r.rssMaxKiB ?? 0))
+  }
   const rounds = res.latencyRounds ?? []
   if (rounds.length === 0) return
   const sum = summarizeRounds(rounds)
@@ -587,12 +676,15 @@ async function main(): Promise<void> {
   // This harness (and everything it starts without an explicit taskset) stays off the proxy's core.
   spawnSync('taskset', ['-a', '-p', '-c', LOAD_CPU, String(process.pid)], { stdio: 'ignore' })
 
-  // Estimate from measured runs: ~1.5 s of start-up and checks per target, ~0.7 s per open-loop round.
-  let perTarget = cfg.wrkWarmupSeconds + 2 * cfg.wrkSeconds + 1.5
+  // Estimate from measured runs: ~1.5 s of start-up and checks per target, ~0.3 s per throughput round on
+  // top of wrk's own time, ~0.7 s per open-loop round.
+  let perTarget = 1.5
+  for (let r = 1; r <= cfg.rounds; r++) perTarget += wrkWarmup(r) + 2 * cfg.wrkSeconds + 0.3
   for (let r = 1; r <= cfg.latRounds; r++) perTarget += roundWarmup(r) + cfg.latSeconds + 0.7
   log(
-    `loom bench: ${args.only.join(', ')}; wrk ${cfg.wrkSeconds} s per test, open loop ${cfg.rate} req/s in ` +
-      `${cfg.latRounds} rounds of ${cfg.latSeconds} s; about ${Math.ceil((perTarget * args.only.length) / 60)} min`,
+    `loom bench: ${args.only.join(', ')}; wrk in ${cfg.rounds} round${cfg.rounds === 1 ? '' : 's'} of ` +
+      `${cfg.wrkSeconds} s per method, open loop ${cfg.rate} req/s in ${cfg.latRounds} rounds of ` +
+      `${cfg.latSeconds} s; about ${Math.ceil((perTarget * args.only.length) / 60)} min`,
   )
 
   tmp = mkdtempSync(path.join(os.tmpdir(), 'loom-bench-'))
@@ -634,26 +726,17 @@ async function main(): Promise<void> {
     label: TARGET_DEFS[name].label,
     status: 'ok' as const,
   }))
-  let live: Live[] = []
+  let live: Live[] | null = []
   let i = 0
   for (const res of results) {
     if (isShuttingDown()) return
-    if (cfg.waitIdleSeconds > 0) await waitForIdle(cfg.waitIdleSeconds)
-    const l = await throughputPhase(res, ++i, results.length, ctx)
+    const l = await startTarget(res, ++i, results.length, ctx)
     if (l) live.push(l)
   }
-  for (let round = 1; round <= cfg.latRounds; round++) {
-    for (const l of live) {
-      if (isShuttingDown()) return
-      if (cfg.waitIdleSeconds > 0) await waitForIdle(cfg.waitIdleSeconds)
-      try {
-        await latencyRound(l, round)
-      } catch (e) {
-        await fail(l.res, l.s, `[round ${round}/${cfg.latRounds}] ${l.res.label}`, e)
-      }
-    }
-    live = live.filter((l) => l.res.status === 'ok')
-  }
+  live = await inTurns(live, cfg.rounds, 'throughput', throughputRound)
+  if (!live) return
+  live = await inTurns(live, cfg.latRounds, 'latency', latencyRound)
+  if (!live) return
   for (const l of live) if (l.s.proc) await stopProcess(l.s.proc)
   for (const res of results) summarize(res)
   await stopProcess(backend)
@@ -692,6 +775,7 @@ async function main(): Promise<void> {
     versions: versions(tools),
     config: {
       ...cfg,
+      wrkLaterRoundsWarmupSeconds: wrkWarmup(2),
       latLaterRoundsWarmupSeconds: roundWarmup(2),
       targets: args.only,
       proxyCpu: PROXY_CPU,
@@ -707,7 +791,7 @@ async function main(): Promise<void> {
   writeFileSync(path.join(dir, `${stamp}.json`), json)
   writeFileSync(path.join(dir, 'latest.json'), json)
 
-  process.stdout.write(`\n${render(results, ratios, cfg)}\n\n`)
+  process.stdout.write(`\n${render(results, ratios, { ...cfg, wrkLaterWarmupSeconds: wrkWarmup(2) })}\n\n`)
   process.stdout.write(
     `${report.versions.nginx}; ${report.versions.haproxy}; ${(report.versions.wrk ?? '').split(' [')[0]}; node ${process.version}\n`,
   )
