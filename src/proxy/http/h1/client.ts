@@ -14,6 +14,7 @@ import type { Headers } from '../headers.js'
 import type { RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from '../types.js'
 import { ChunkedDecoder, findHeadEnd, HttpParseError, type Limits, parseResponseHead } from './parse.js'
 import { headStart, headTake, joinHeadAndBody, put, putCrlf, putField } from './wire.js'
+import { type DeferredWriter, deferWrite } from './write-batch.js'
 
 const EMPTY = Buffer.alloc(0)
 const CRLF = Buffer.from('\r\n')
@@ -33,12 +34,8 @@ enum C {
   Closed,
 }
 
-/** Body bytes copied behind a held-back head to leave in one write; larger bodies are written separately. */
+/** Bytes a request may hold back for one deferred write; more is written at once. */
 const COALESCE_MAX = 32 * 1024
-
-function flushPendingHead(req: H1UpstreamRequest): void {
-  req.flushHead()
-}
 
 function resetLater(req: H1UpstreamRequest, reason: UpstreamResetReason, detail: string): void {
   req.fail(reason, detail)
@@ -49,7 +46,7 @@ function onConnectTimeout(conn: H1ClientConnection): void {
 }
 
 /** One request on an HTTP/1.1 upstream connection. */
-export class H1UpstreamRequest implements UpstreamRequest {
+export class H1UpstreamRequest implements UpstreamRequest, DeferredWriter {
   readonly pool: H1Pool
   readonly cb: UpstreamCallbacks
   readonly hostKey: string
@@ -66,8 +63,8 @@ export class H1UpstreamRequest implements UpstreamRequest {
   retried = false
   done = false
   pausedResponse = false
-  /** the head is written but held back until the end of the tick for body bytes to share its write */
-  headPending = false
+  /** request bytes waiting for the end of the event loop iteration (see write-batch.ts) */
+  pendingOut: Buffer | null = null
 
   constructor(pool: H1Pool, cb: UpstreamCallbacks, head: RequestHead, endStream: boolean) {
     this.pool = pool
@@ -97,14 +94,10 @@ export class H1UpstreamRequest implements UpstreamRequest {
   flush(conn: H1ClientConnection): void {
     const socket = conn.socket
     conn.stats.upstream_cx_tx_bytes_total += this.head.length
-    if (this.queue === null && !this.requestComplete) {
-      // a body on its way (usually in the same read as the head) joins the head in one write
-      this.headPending = true
-      process.nextTick(flushPendingHead, this)
-      return
-    }
     if (this.queue === null) {
-      socket.write(this.head)
+      // written at the end of the event loop iteration, with the body if it comes by then (see write-batch.ts)
+      this.pendingOut = this.head
+      deferWrite(this)
       return
     }
     socket.cork()
@@ -118,23 +111,28 @@ export class H1UpstreamRequest implements UpstreamRequest {
     socket.uncork()
   }
 
-  /** Writes the head if it is still held back for body bytes. */
+  flushDeferred(): void {
+    this.flushHead()
+  }
+
+  /** Writes what flush and sendData held back, if anything. */
   flushHead(): void {
-    if (!this.headPending) return
-    this.headPending = false
+    const out = this.pendingOut
+    if (out === null) return
+    this.pendingOut = null
     const conn = this.conn
-    if (conn !== null && !conn.socket.destroyed) conn.socket.write(this.head)
+    if (conn !== null && !conn.socket.destroyed) conn.socket.write(out)
   }
 
   sendData(chunk: Buffer, endStream: boolean): boolean {
     if (this.done) return true
     if (endStream) this.requestComplete = true
-    if (this.headPending) {
-      if (chunk.length > 0 && chunk.length <= COALESCE_MAX && !this.upgrade) {
-        this.headPending = false
-        const conn = this.conn!
-        conn.stats.upstream_cx_tx_bytes_total += chunk.length
-        return conn.socket.write(joinHeadAndBody(this.head, chunk, this.chunkedOut, endStream && this.chunkedOut))
+    const pending = this.pendingOut
+    if (pending !== null) {
+      if (chunk.length > 0 && pending.length + chunk.length <= COALESCE_MAX && !this.upgrade) {
+        this.conn!.stats.upstream_cx_tx_bytes_total += chunk.length
+        this.pendingOut = joinHeadAndBody(pending, chunk, this.chunkedOut, endStream && this.chunkedOut)
+        return true
       }
       this.flushHead()
     }

@@ -11,6 +11,7 @@ import { ActiveStream } from '../stream.js'
 import type { DownstreamSink, RequestHead } from '../types.js'
 import { ChunkedDecoder, findHeadEnd, HttpParseError, parseRequestHead } from './parse.js'
 import { headStart, headTake, joinHeadAndBody, put, putCrlf, putField, putStatusLine } from './wire.js'
+import { type DeferredWriter, deferWrite } from './write-batch.js'
 
 enum S {
   Head,
@@ -29,18 +30,14 @@ const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n')
 /** Request body bytes we are willing to read and drop after an early response, to keep the connection. */
 const MAX_DISCARD = 64 * 1024
 
-/** Body bytes copied behind a held-back head to leave in one write; larger bodies are written separately. */
+/** Bytes a response may hold back for one deferred write; more is written at once. */
 const COALESCE_MAX = 32 * 1024
-
-function flushPendingHead(conn: H1ServerConnection): void {
-  conn.flushHead()
-}
 
 function statusLine(status: number): string {
   return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`
 }
 
-export class H1ServerConnection implements DownstreamSink {
+export class H1ServerConnection implements DownstreamSink, DeferredWriter {
   readonly socket: Socket
   readonly hcm: HcmContext
   readonly scheme: 'http' | 'https'
@@ -62,8 +59,8 @@ export class H1ServerConnection implements DownstreamSink {
   private noBody = false
   private processing = false
   private pausedByStream = false
-  /** a response head waiting (until the end of the tick) for body bytes to share its write */
-  private pendingHead: Buffer | null = null
+  /** response bytes waiting for the end of the event loop iteration (see write-batch.ts) */
+  private pendingOut: Buffer | null = null
   private pausedByPipeline = false
   private clientEnded = false
 
@@ -178,7 +175,10 @@ export class H1ServerConnection implements DownstreamSink {
     stripRequestHopByHop(headers)
     if (h1.expectContinue) {
       headers.remove('expect')
-      if (!this.requestDone) this.socket.write(CONTINUE)
+      if (!this.requestDone) {
+        this.flushHead()
+        this.socket.write(CONTINUE)
+      }
     }
     if (upgrade !== null) {
       headers.add('connection', 'upgrade')
@@ -271,21 +271,30 @@ export class H1ServerConnection implements DownstreamSink {
     putCrlf()
     const b = headTake()
     this.hcm.stats.downstream_cx_tx_bytes_total += b.length
-    if (endStream) {
-      this.socket.write(b)
-      return
-    }
-    // the body usually follows in the same tick (same upstream read): hold the head to send both in one write
-    this.pendingHead = b
-    process.nextTick(flushPendingHead, this)
+    // the body usually follows at once (same upstream read): both leave in one write at the end of the iteration
+    if (this.pendingOut === null) {
+      this.pendingOut = b
+      deferWrite(this)
+    } else this.pendingOut = Buffer.concat([this.pendingOut, b])
   }
 
-  /** Writes a head held back by sendHeaders, if any. */
+  /** Ends the socket after anything held back. */
+  private end(last?: string): void {
+    this.flushHead()
+    if (last === undefined) this.socket.end()
+    else this.socket.end(last, 'latin1')
+  }
+
+  flushDeferred(): void {
+    this.flushHead()
+  }
+
+  /** Writes what sendHeaders and sendData held back, if anything. */
   flushHead(): void {
-    const head = this.pendingHead
-    if (head === null) return
-    this.pendingHead = null
-    if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.write(head)
+    const out = this.pendingOut
+    if (out === null) return
+    this.pendingOut = null
+    if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.write(out)
   }
 
   sendData(chunk: Buffer, endStream: boolean): boolean {
@@ -293,13 +302,11 @@ export class H1ServerConnection implements DownstreamSink {
     const socket = this.socket
     const withBody = !this.noBody && chunk.length > 0
     if (withBody) this.hcm.stats.downstream_cx_tx_bytes_total += chunk.length
-    const head = this.pendingHead
-    if (head !== null) {
-      if (withBody && chunk.length <= COALESCE_MAX) {
-        this.pendingHead = null
-        const ok = socket.write(joinHeadAndBody(head, chunk, this.chunkedOut, endStream && this.chunkedOut))
-        if (endStream && this.state === S.Upgraded) socket.end()
-        return ok
+    const pending = this.pendingOut
+    if (pending !== null) {
+      if (withBody && pending.length + chunk.length <= COALESCE_MAX && this.state !== S.Upgraded) {
+        this.pendingOut = joinHeadAndBody(pending, chunk, this.chunkedOut, endStream && this.chunkedOut)
+        return true
       }
       this.flushHead()
     }
@@ -365,10 +372,9 @@ export class H1ServerConnection implements DownstreamSink {
 
   onStreamComplete(): void {
     this.responseDone = true
-    this.flushHead()
     if (this.state === S.Upgraded) {
       this.state = S.Closed
-      this.socket.end()
+      this.end()
       return
     }
     if (this.requestDone) this.nextRequest()
@@ -381,16 +387,15 @@ export class H1ServerConnection implements DownstreamSink {
     this.keepAlive = false
     if (this.stream === null && this.state === S.Head) {
       this.state = S.Closed
-      this.socket.end()
+      this.end()
     }
   }
 
   private nextRequest(): void {
     this.stream = null
-    this.flushHead()
     if (!this.keepAlive || this.clientEnded) {
       this.state = S.Closed
-      this.socket.end()
+      this.end()
       return
     }
     this.state = S.Head
@@ -414,7 +419,7 @@ export class H1ServerConnection implements DownstreamSink {
       this.hcm.logProtocolError(this.sourceIp, err)
       if (this.state !== S.Closed) {
         this.state = S.Closed
-        this.socket.end()
+        this.end()
       }
       return
     }
@@ -424,7 +429,7 @@ export class H1ServerConnection implements DownstreamSink {
       `content-length: ${body.length}\r\nconnection: close\r\n\r\n`
     this.state = S.Closed
     this.buf = null
-    this.socket.end(head + body, 'latin1')
+    this.end(head + body)
     this.hcm.logProtocolError(this.sourceIp, err)
   }
 
@@ -436,7 +441,7 @@ export class H1ServerConnection implements DownstreamSink {
     }
     if (this.stream === null || this.state === S.Head) {
       this.state = S.Closed
-      this.socket.end()
+      this.end()
     } else if (!this.requestDone) {
       // the client stopped mid-request
       const s = this.stream
