@@ -4,8 +4,18 @@
  * reach the backend.
  */
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import net from 'node:net'
 import { after, before, describe, test } from 'node:test'
-import { type RunningProxy, simpleBootstrap, startProxy, staticCluster } from './helpers/proxy.js'
+import {
+  adminAddress,
+  hcm,
+  listener,
+  type RunningProxy,
+  simpleBootstrap,
+  startProxy,
+  staticCluster,
+} from './helpers/proxy.js'
 import { type Backend, rawExchange, startBackend } from './helpers/servers.js'
 
 let backend: Backend
@@ -166,3 +176,73 @@ describe('well-formed edge cases are served', () => {
     assert.equal(backend.requests.at(-1)?.body, 'ok')
   })
 })
+
+describe('a client that does not read its responses', () => {
+  test('stops being read once its responses fill the socket, and is served in full once it reads', async () => {
+    const body = 'r'.repeat(4096)
+    const p = await startProxy({
+      admin: { address: adminAddress() },
+      static_resources: {
+        listeners: [
+          listener(
+            'http',
+            hcm({
+              name: 'local',
+              virtual_hosts: [
+                {
+                  name: 'all',
+                  domains: ['*'],
+                  routes: [{ match: { prefix: '/' }, direct_response: { status: 200, body: { inline_string: body } } }],
+                },
+              ],
+            }),
+          ),
+        ],
+      },
+    })
+    const N = 12_000 // 48 MB of responses: far more than the kernel's socket buffers hold
+    const sock = net.connect(p.ports.http!, '127.0.0.1')
+    try {
+      await once(sock, 'connect')
+      sock.pause()
+      sock.write(`GET /x HTTP/1.1\r\n${H}\r\n`.repeat(N))
+      // the proxy answers until its output backs up, then takes no more requests: wait for the count to settle
+      let last = -1
+      let same = 0
+      while (same < 5) {
+        await new Promise((r) => setTimeout(r, 100))
+        const n = await stat(p.admin, 'http.ingress.downstream_rq_total')
+        same = n === last ? same + 1 : 0
+        last = n
+      }
+      assert.ok(last > 0 && last < N / 2, `requests taken while the client read nothing: ${last} of ${N}`)
+      // reading resumes the connection: every response arrives, whole and in order
+      let seen = 0
+      let text = ''
+      sock.setEncoding('latin1')
+      sock.resume()
+      for await (const chunk of sock) {
+        text += chunk
+        let i = text.indexOf('\r\n\r\n')
+        while (i !== -1 && text.length >= i + 4 + body.length) {
+          assert.match(text, /^HTTP\/1\.1 200 /)
+          assert.equal(text.slice(i + 4, i + 4 + body.length), body)
+          text = text.slice(i + 4 + body.length)
+          seen++
+          i = text.indexOf('\r\n\r\n')
+        }
+        if (seen === N) break
+      }
+      assert.equal(seen, N)
+    } finally {
+      sock.destroy()
+      await p.stop()
+    }
+  })
+})
+
+async function stat(admin: string, name: string): Promise<number> {
+  const text = await (await fetch(`http://${admin}/stats`)).text()
+  const line = text.split('\n').find((l) => l.startsWith(`${name}: `))
+  return line === undefined ? Number.NaN : Number(line.split(': ')[1])
+}

@@ -63,6 +63,8 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
   private pendingOut: Buffer | null = null
   private pausedByPipeline = false
   private clientEnded = false
+  /** a response filled the socket's buffer: the next request waits for 'drain' */
+  private awaitingDrain = false
 
   constructor(socket: Socket, hcm: HcmContext, scheme: 'http' | 'https') {
     this.socket = socket
@@ -74,7 +76,7 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
     socket.on('end', () => this.onEnd())
     socket.on('close', () => this.onClose())
     socket.on('error', () => {})
-    socket.on('drain', () => this.stream?.onDownstreamDrain())
+    socket.on('drain', () => this.onDrain())
     if (hcm.idleTimeoutMs > 0) {
       socket.setTimeout(hcm.idleTimeoutMs, () => {
         if (this.stream === null) socket.destroy()
@@ -105,7 +107,7 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
   private process(): void {
     this.processing = true
     try {
-      while (this.buf !== null && this.state !== S.Closed) {
+      while (this.buf !== null && this.state !== S.Closed && !this.awaitingDrain) {
         if (this.state === S.Head) {
           if (!this.parseHead()) break
         } else if (this.state === S.Body) {
@@ -272,10 +274,18 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
     const b = headTake()
     this.hcm.stats.downstream_cx_tx_bytes_total += b.length
     // the body usually follows at once (same upstream read): both leave in one write at the end of the iteration
-    if (this.pendingOut === null) {
+    const pending = this.pendingOut
+    if (pending === null) {
       this.pendingOut = b
       deferWrite(this)
-    } else this.pendingOut = Buffer.concat([this.pendingOut, b])
+    } else if (pending.length + b.length <= COALESCE_MAX) {
+      // a pipelined request answered in the same iteration
+      this.pendingOut = Buffer.concat([pending, b])
+    } else {
+      this.flushHead()
+      this.pendingOut = b
+      deferWrite(this)
+    }
   }
 
   /** Ends the socket after anything held back. */
@@ -399,11 +409,31 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
       return
     }
     this.state = S.Head
+    if (this.socket.writableNeedDrain) {
+      // the client is not reading its responses: take no further request from it until it does
+      this.awaitingDrain = true
+      if (!this.pausedByPipeline) {
+        this.pausedByPipeline = true
+        this.socket.pause()
+      }
+      return
+    }
+    this.continueReading()
+  }
+
+  private continueReading(): void {
     if (this.pausedByPipeline) {
       this.pausedByPipeline = false
       if (!this.pausedByStream) this.socket.resume()
     }
     if (this.buf !== null && !this.processing) this.process()
+  }
+
+  private onDrain(): void {
+    if (this.awaitingDrain) {
+      this.awaitingDrain = false
+      if (this.state === S.Head) this.continueReading()
+    } else this.stream?.onDownstreamDrain()
   }
 
   private protocolError(err: HttpParseError): void {
