@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import * as http from 'node:http'
 import { after, before, describe, test } from 'node:test'
-import { adminAddress, hcm, listener, type RunningProxy, startProxy, staticCluster } from './helpers/proxy.js'
+import { adminAddress, hcm, listener, type RunningProxy, startProxy, stat, staticCluster } from './helpers/proxy.js'
 import { type Backend, startBackend, startRawServer } from './helpers/servers.js'
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 4 })
@@ -28,12 +28,6 @@ function request(
     req.on('error', reject)
     req.end(opts.body)
   })
-}
-
-async function stat(admin: string, name: string): Promise<number> {
-  const text = await (await fetch(`http://${admin}/stats`)).text()
-  const line = text.split('\n').find((l) => l.startsWith(`${name}: `))
-  return line === undefined ? Number.NaN : Number(line.split(': ')[1])
 }
 
 describe('routing and local replies', () => {

@@ -14,6 +14,7 @@ import {
   type RunningProxy,
   simpleBootstrap,
   startProxy,
+  stat,
   staticCluster,
 } from './helpers/proxy.js'
 import { type Backend, rawExchange, startBackend } from './helpers/servers.js'
@@ -240,9 +241,3 @@ describe('a client that does not read its responses', () => {
     }
   })
 })
-
-async function stat(admin: string, name: string): Promise<number> {
-  const text = await (await fetch(`http://${admin}/stats`)).text()
-  const line = text.split('\n').find((l) => l.startsWith(`${name}: `))
-  return line === undefined ? Number.NaN : Number(line.split(': ')[1])
-}

@@ -183,3 +183,10 @@ export function simpleBootstrap(
     },
   }
 }
+
+/** One counter or gauge from the admin endpoint's /stats text; NaN when absent. */
+export async function stat(admin: string, name: string): Promise<number> {
+  const text = await (await fetch(`http://${admin}/stats`)).text()
+  const line = text.split('\n').find((l) => l.startsWith(`${name}: `))
+  return line === undefined ? Number.NaN : Number(line.split(': ')[1])
+}
