@@ -111,12 +111,8 @@ export class H1UpstreamRequest implements UpstreamRequest, DeferredWriter {
     socket.uncork()
   }
 
-  flushDeferred(): void {
-    this.flushHead()
-  }
-
   /** Writes what flush and sendData held back, if anything. */
-  flushHead(): void {
+  flushDeferred(): void {
     const out = this.pendingOut
     if (out === null) return
     this.pendingOut = null
@@ -134,7 +130,7 @@ export class H1UpstreamRequest implements UpstreamRequest, DeferredWriter {
         this.pendingOut = joinHeadAndBody(pending, chunk, this.chunkedOut, endStream && this.chunkedOut)
         return true
       }
-      this.flushHead()
+      this.flushDeferred()
     }
     let ok = true
     if (this.upgrade && this.conn !== null && this.conn.state === C.Upgraded) {
@@ -157,7 +153,7 @@ export class H1UpstreamRequest implements UpstreamRequest, DeferredWriter {
 
   sendTrailers(trailers: Headers): void {
     if (this.done) return
-    this.flushHead()
+    this.flushDeferred()
     this.requestComplete = true
     if (!this.chunkedOut) return
     let s = '0\r\n'

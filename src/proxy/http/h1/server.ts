@@ -178,7 +178,7 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
     if (h1.expectContinue) {
       headers.remove('expect')
       if (!this.requestDone) {
-        this.flushHead()
+        this.flushDeferred()
         this.socket.write(CONTINUE)
       }
     }
@@ -282,7 +282,7 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
       // a pipelined request answered in the same iteration
       this.pendingOut = Buffer.concat([pending, b])
     } else {
-      this.flushHead()
+      this.flushDeferred()
       this.pendingOut = b
       deferWrite(this)
     }
@@ -290,17 +290,13 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
 
   /** Ends the socket after anything held back. */
   private end(last?: string): void {
-    this.flushHead()
+    this.flushDeferred()
     if (last === undefined) this.socket.end()
     else this.socket.end(last, 'latin1')
   }
 
-  flushDeferred(): void {
-    this.flushHead()
-  }
-
   /** Writes what sendHeaders and sendData held back, if anything. */
-  flushHead(): void {
+  flushDeferred(): void {
     const out = this.pendingOut
     if (out === null) return
     this.pendingOut = null
@@ -318,7 +314,7 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
         this.pendingOut = joinHeadAndBody(pending, chunk, this.chunkedOut, endStream && this.chunkedOut)
         return true
       }
-      this.flushHead()
+      this.flushDeferred()
     }
     let ok = true
     if (withBody) {
@@ -339,7 +335,7 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
 
   sendTrailers(trailers: Headers): void {
     if (this.state === S.Closed) return
-    this.flushHead()
+    this.flushDeferred()
     if (!this.chunkedOut || this.noBody) {
       if (this.chunkedOut) this.socket.write(LAST_CHUNK)
       return
