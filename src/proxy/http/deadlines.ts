@@ -14,8 +14,9 @@ export class Deadlines {
   private readonly active = new Set<HasDeadline>()
   private timer: NodeJS.Timeout | null = null
 
-  add(s: HasDeadline, ms: number): void {
-    s.deadline = performance.now() + ms
+  /** `now` is the caller's performance.now(), when it has one at hand. */
+  add(s: HasDeadline, ms: number, now = performance.now()): void {
+    s.deadline = now + ms
     this.active.add(s)
     if (this.timer === null) {
       this.timer = setInterval(sweep, TICK_MS, this)

@@ -162,7 +162,7 @@ export class ActiveStream implements UpstreamCallbacks {
     host.activeRequests++
     if (route.timeoutMs > 0 && head.upgrade === null) {
       this.timed = true
-      hcm.deadlines.add(this, route.timeoutMs)
+      hcm.deadlines.add(this, route.timeoutMs, this.startTime)
     }
     if (route.idleTimeoutMs > 0) this.idleTimer = setTimeout(onIdleTimeout, route.idleTimeoutMs, this)
     this.upstream = hcm.pools.newStream(cluster, host, this, head, endStream)

@@ -49,30 +49,27 @@ export interface Limits {
 
 export const DEFAULT_LIMITS: Limits = { maxHeadBytes: 60 * 1024, maxHeaders: 100 }
 
-const CRLFCRLF = Buffer.from('\r\n\r\n')
-
 /**
  * Finds the end of a message head in `buf` (the index just past the blank line), searching from `from`.
  * Returns -1 when more bytes are needed. Throws on a bare LF (so a client using LF-only line ends is told 400 at
  * once rather than waiting for a limit) and when the head would exceed `limits.maxHeadBytes`.
  */
 export function findHeadEnd(buf: Buffer, start: number, from: number, limits: Limits): number {
-  const i = buf.indexOf(CRLFCRLF, Math.max(from, start))
-  const end = i === -1 ? buf.length : i + 4
-  // bare LF check over the bytes not checked yet
-  let j = buf.indexOf(0x0a, Math.max(from, start))
-  while (j !== -1 && j < end) {
-    if (j === start || buf[j - 1] !== 0x0d) throw bad('bare_lf', 'bare LF in message head')
-    j = buf.indexOf(0x0a, j + 1)
-  }
-  if (i === -1) {
-    if (buf.length - start > limits.maxHeadBytes) {
-      throw new HttpParseError(431, 'headers_too_large', 'request headers too large')
+  // one pass over the bytes: every LF must follow a CR, and the first CRLF CRLF ends the head. A byte loop beats
+  // Buffer#indexOf on heads of a few hundred bytes; it never looks further than the largest head allowed.
+  const stop = Math.min(buf.length, start + limits.maxHeadBytes + 4)
+  for (let i = Math.max(from, start); i < stop; i++) {
+    if (buf[i] !== 0x0a) continue
+    if (i === start || buf[i - 1] !== 0x0d) throw bad('bare_lf', 'bare LF in message head')
+    if (i - 3 >= start && buf[i - 2] === 0x0a && buf[i - 3] === 0x0d) {
+      if (i + 1 - start > limits.maxHeadBytes) break
+      return i + 1
     }
-    return -1
   }
-  if (end - start > limits.maxHeadBytes) throw new HttpParseError(431, 'headers_too_large', 'request headers too large')
-  return end
+  if (buf.length - start > limits.maxHeadBytes) {
+    throw new HttpParseError(431, 'headers_too_large', 'request headers too large')
+  }
+  return -1
 }
 
 export interface RequestHead {
