@@ -19,9 +19,18 @@ let scheduled = false
 
 function run(): void {
   scheduled = false
-  // flushing never defers again, but if it did the newcomer would still be written in this loop
-  for (let i = 0; i < queue.length; i++) queue[i]!.flushDeferred()
+  // flushing never defers again, but if it did the newcomer would still be written in this loop. One writer that
+  // throws (a bug) must not leave the others' bytes unsent: all are flushed, then the first error is raised.
+  let failure: unknown = null
+  for (let i = 0; i < queue.length; i++) {
+    try {
+      queue[i]!.flushDeferred()
+    } catch (err) {
+      failure ??= err
+    }
+  }
   queue.length = 0
+  if (failure !== null) throw failure
 }
 
 export function deferWrite(w: DeferredWriter): void {
