@@ -1,5 +1,6 @@
 // Process plumbing for the benchmark: owned child processes (each in its own process group, so a proxy's
 // workers go down with it), /proc sampling (RSS, CPU time, per-core load), free ports and readiness checks.
+import os from 'node:os'
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 import http from 'node:http'
@@ -347,4 +348,17 @@ export function foreignCpuSeconds(a: CpuSnapshot, b: CpuSnapshot): number {
     if (!b.ticks.has(pid) && !a.ours.has(pid)) ticks -= t
   }
   return Math.max(0, ticks) / ticksPerSecond()
+}
+
+/** The machine a benchmark ran on, for its JSON report. */
+export function machineInfo(loadavgBefore: number[]): Record<string, unknown> {
+  const cpus = os.cpus()
+  return {
+    cpus: cpus.length,
+    model: cpus[0]?.model ?? '',
+    kernel: os.release(),
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    loadavgBefore,
+    loadavgAfter: os.loadavg(),
+  }
 }

@@ -17,6 +17,7 @@ import { BODY_1K, backendNginx, haproxyConfig, loomBootstrap, POST_BYTES, POST_L
 import type { OpenLoopConfig, OpenLoopResult } from './openloop.js'
 import {
   coreLoad,
+  machineInfo,
   coreTimes,
   cpuSnapshot,
   foreignCpuSeconds,
@@ -227,7 +228,21 @@ interface Started {
 const onProxyCore = (name: string, cmd: string, a: string[]): Managed =>
   startProcess(name, 'taskset', ['-c', PROXY_CPU, cmd, ...a])
 
-const TARGET_DEFS: Record<TargetName, { label: string; start(ctx: Ctx): Promise<Started> }> = {
+type TargetDef = { label: string; start(ctx: Ctx): Promise<Started> }
+
+/** A Node proxy from bench/: `node <script> <listenPort> <backendPort>` on the proxy core. */
+function nodeScriptTarget(label: string, name: string, script: string): TargetDef {
+  return {
+    label,
+    async start(ctx) {
+      const port = await freePort()
+      const p = onProxyCore(name, process.execPath, [path.join(here, script), String(port), String(ctx.backendPort)])
+      return { proc: p, port, statsPid: p.pid, processes: 'node', command: p.command }
+    },
+  }
+}
+
+const TARGET_DEFS: Record<TargetName, TargetDef> = {
   direct: {
     label: 'direct',
     start: async (ctx) => ({ proc: null, port: ctx.backendPort, statsPid: null, processes: '-' }),
@@ -265,30 +280,8 @@ const TARGET_DEFS: Record<TargetName, { label: string; start(ctx: Ctx): Promise<
       return { proc: p, port, statsPid: p.pid, processes: '1 process, 1 thread', command: p.command }
     },
   },
-  floor: {
-    label: 'undici floor',
-    async start(ctx) {
-      const port = await freePort()
-      const p = onProxyCore('floor', process.execPath, [
-        path.join(here, 'floor.js'),
-        String(port),
-        String(ctx.backendPort),
-      ])
-      return { proc: p, port, statsPid: p.pid, processes: 'node', command: p.command }
-    },
-  },
-  fastify: {
-    label: '@fastify/http-proxy',
-    async start(ctx) {
-      const port = await freePort()
-      const p = onProxyCore('fastify', process.execPath, [
-        path.join(here, 'fastify-proxy.js'),
-        String(port),
-        String(ctx.backendPort),
-      ])
-      return { proc: p, port, statsPid: p.pid, processes: 'node', command: p.command }
-    },
-  },
+  floor: nodeScriptTarget('undici floor', 'floor', 'floor.js'),
+  fastify: nodeScriptTarget('@fastify/http-proxy', 'fastify', 'fastify-proxy.js'),
 }
 
 // ---- phases ----
@@ -763,15 +756,7 @@ async function main(): Promise<void> {
   const report = {
     timestamp: new Date(t0).toISOString(),
     elapsedSeconds: Math.round((Date.now() - t0) / 1000),
-    machine: {
-      cpus: cpus.length,
-      model: cpus[0]?.model ?? '',
-      kernel: os.release(),
-      memoryGiB: Math.round(os.totalmem() / 2 ** 30),
-      loadavgBefore,
-      loadavgAfter: os.loadavg(),
-      otherProcessesPctBeforeStart: idleOtherPct,
-    },
+    machine: { ...machineInfo(loadavgBefore), otherProcessesPctBeforeStart: idleOtherPct },
     versions: versions(tools),
     config: {
       ...cfg,

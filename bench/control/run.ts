@@ -16,6 +16,7 @@ import {
   foreignCpuSeconds,
   freePort,
   killAllSync,
+  machineInfo,
   type Managed,
   rssSampler,
   sleep,
@@ -746,14 +747,7 @@ async function main(): Promise<void> {
   const report = {
     timestamp: new Date(t0).toISOString(),
     elapsedSeconds: Math.round((Date.now() - t0) / 1000),
-    machine: {
-      cpus: cpus.length,
-      model: cpus[0]?.model ?? '',
-      kernel: os.release(),
-      memoryGiB: Math.round(os.totalmem() / 2 ** 30),
-      loadavgBefore,
-      loadavgAfter: os.loadavg(),
-    },
+    machine: machineInfo(loadavgBefore),
     node: process.version,
     commit: gitCommit(),
     config: { ...cfg, controlCpu: CONTROL_CPU, clientsCpu: HARNESS_CPU, quietMs: QUIET_MS, proxyNode: simNode(0) },
