@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import * as http from 'node:http'
+import * as net from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { adminAddress, hcm, listener, type RunningProxy, startProxy, stat, staticCluster } from './helpers/proxy.js'
 import { type Backend, startBackend, startRawServer } from './helpers/servers.js'
@@ -257,6 +258,38 @@ describe('upstream connections', () => {
   test('a 4 MB response body arrives intact', async () => {
     const r = await request(port, '/big', { headers: { 'x-size': String(4 * 1024 * 1024) } })
     assert.equal(r.body.length, 4 * 1024 * 1024)
+  })
+
+  test('a client that does not read a 64 MB response holds the upstream back, then gets all of it', async () => {
+    const size = 64 * 1024 * 1024
+    const rx = () => stat(proxy.admin, 'cluster.be.upstream_cx_rx_bytes_total')
+    const start = await rx()
+    const sock = net.connect(port, '127.0.0.1')
+    sock.pause()
+    sock.write(`GET /big HTTP/1.1\r\nhost: x\r\nx-size: ${size}\r\n\r\n`)
+    // the proxy reads from the upstream only as fast as the client takes bytes: with the client not reading, what it
+    // has read stops growing at about the socket buffers on the way (a few MB), far below the response
+    let last = -1
+    let now = await rx()
+    while (now !== last) {
+      last = now
+      await new Promise((r) => setTimeout(r, 150))
+      now = await rx()
+    }
+    const held = now - start
+    assert.ok(held > 0, 'the response started')
+    assert.ok(held < size / 3, `the proxy read ${held} bytes of the upstream response while the client read none`)
+    let got = 0
+    await new Promise<void>((resolve, reject) => {
+      sock.on('data', (c: Buffer) => {
+        got += c.length
+        if (got >= size) resolve()
+      })
+      sock.on('error', reject)
+      sock.resume()
+    })
+    sock.destroy()
+    assert.ok(got >= size && got < size + 1024, `received ${got} bytes`)
   })
 
   test('chunked request body is forwarded', async () => {

@@ -34,6 +34,9 @@ enum C {
   Closed,
 }
 
+/** Where plain TCP upstream reads land; one read is handled (and copied out) before the next can arrive. */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024)
+
 /** Bytes a request may hold back for one deferred write; more is written at once. */
 const COALESCE_MAX = 32 * 1024
 
@@ -213,11 +216,17 @@ export class H1ClientConnection {
     const host = pool.host
     const cluster = pool.cluster
     const opts = { host: host.address, port: host.port }
-    this.socket = cluster.tls === null ? net.connect(opts) : tls().connect({ ...cluster.tls, ...opts })
+    if (cluster.tls === null) {
+      // plain TCP reads land in one buffer shared by every upstream connection (see onRead), not in a fresh
+      // allocation per read
+      this.socket = net.connect({ ...opts, onread: { buffer: READ_BUFFER, callback: (n: number) => this.onRead(n) } })
+    } else {
+      this.socket = tls().connect({ ...cluster.tls, ...opts })
+      this.socket.on('data', (b: Buffer) => this.onData(b))
+    }
     const socket = this.socket
     socket.setNoDelay(true)
     socket.on(cluster.tls === null ? 'connect' : 'secureConnect', () => this.onConnect())
-    socket.on('data', (b: Buffer) => this.onData(b))
     socket.on('end', () => this.onEnd())
     socket.on('close', () => this.onClose())
     socket.on('error', (err: Error) => this.onError(err))
@@ -265,6 +274,19 @@ export class H1ClientConnection {
     this.req = null
     this.destroy()
     req?.fail('connect_timeout', '')
+  }
+
+  /**
+   * `n` bytes arrived in READ_BUFFER. They are copied out before anything else runs: body bytes go on to the
+   * downstream (which may keep them queued) and a partial head waits here for the next read, while the shared buffer
+   * is overwritten by the next read on any connection. A copy of a small read comes from Node's buffer pool, which
+   * costs less than the allocation Node makes for every read on a socket without `onread`.
+   */
+  private onRead(n: number): boolean {
+    const chunk = Buffer.allocUnsafe(n)
+    READ_BUFFER.copy(chunk, 0, 0, n)
+    this.onData(chunk)
+    return true
   }
 
   private onData(chunk: Buffer): void {
