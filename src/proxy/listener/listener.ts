@@ -11,6 +11,7 @@ import type * as TLS from 'node:tls'
 import type { Http2Server, Http2Session } from 'node:http2'
 import type { FilterChain, Listener } from '../../config/envoy.js'
 import { H1ServerConnection } from '../http/h1/server.js'
+import { adoptForSharedRead } from '../http/h1/shared-read.js'
 import { createH2Server } from '../http/h2/server.js'
 import type { HcmContext } from '../http/hcm.js'
 import { ListenerStats } from '../stats/stats.js'
@@ -107,13 +108,16 @@ export class ActiveListener {
   }
 
   private track(socket: net.Socket): void {
-    const stats = this.stats
-    stats.downstream_cx_total++
-    stats.downstream_cx_active++
+    this.stats.downstream_cx_total++
+    this.stats.downstream_cx_active++
+    this.watch(socket)
+  }
+
+  private watch(socket: net.Socket): void {
     this.sockets.add(socket)
     socket.once('close', () => {
-      stats.downstream_cx_active--
-      stats.downstream_cx_destroy++
+      this.stats.downstream_cx_active--
+      this.stats.downstream_cx_destroy++
       this.sockets.delete(socket)
     })
   }
@@ -144,8 +148,19 @@ export class ActiveListener {
     })
   }
 
-  private toH1(socket: net.Socket, hcm: HcmContext, scheme: 'http' | 'https', first: Buffer | null): void {
-    const conn = new H1ServerConnection(socket, hcm, scheme)
+  private toH1(accepted: net.Socket, hcm: HcmContext, scheme: 'http' | 'https', first: Buffer | null): void {
+    let socket = accepted
+    let conn: H1ServerConnection | null = null
+    if (scheme === 'http') {
+      // plain TCP: reads go to the buffer shared by the HTTP/1 codecs (see shared-read.ts)
+      const adopted = adoptForSharedRead(accepted, (n) => conn!.onRead(n))
+      if (adopted !== null) {
+        this.sockets.delete(accepted)
+        this.watch(adopted)
+        socket = adopted
+      }
+    }
+    conn = new H1ServerConnection(socket, hcm, scheme, socket !== accepted)
     this.h1.add(conn)
     socket.once('close', () => this.h1.delete(conn))
     if (this.draining) conn.drain()

@@ -14,6 +14,7 @@ import type { Headers } from '../headers.js'
 import type { RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from '../types.js'
 import { ChunkedDecoder, findHeadEnd, HttpParseError, type Limits, parseResponseHead } from './parse.js'
 import { headStart, headTake, joinHeadAndBody, put, putCrlf, putField } from './wire.js'
+import { READ_BUFFER, takeRead } from './shared-read.js'
 import { type DeferredWriter, deferWrite } from './write-batch.js'
 
 const EMPTY = Buffer.alloc(0)
@@ -33,9 +34,6 @@ enum C {
   Upgraded,
   Closed,
 }
-
-/** Where plain TCP upstream reads land; one read is handled (and copied out) before the next can arrive. */
-const READ_BUFFER = Buffer.allocUnsafe(64 * 1024)
 
 /** Bytes a request may hold back for one deferred write; more is written at once. */
 const COALESCE_MAX = 32 * 1024
@@ -217,8 +215,7 @@ export class H1ClientConnection {
     const cluster = pool.cluster
     const opts = { host: host.address, port: host.port }
     if (cluster.tls === null) {
-      // plain TCP reads land in one buffer shared by every upstream connection (see onRead), not in a fresh
-      // allocation per read
+      // plain TCP reads land in the buffer shared by the HTTP/1 codecs, not in a fresh allocation per read
       this.socket = net.connect({ ...opts, onread: { buffer: READ_BUFFER, callback: (n: number) => this.onRead(n) } })
     } else {
       this.socket = tls().connect({ ...cluster.tls, ...opts })
@@ -276,16 +273,9 @@ export class H1ClientConnection {
     req?.fail('connect_timeout', '')
   }
 
-  /**
-   * `n` bytes arrived in READ_BUFFER. They are copied out before anything else runs: body bytes go on to the
-   * downstream (which may keep them queued) and a partial head waits here for the next read, while the shared buffer
-   * is overwritten by the next read on any connection. A copy of a small read comes from Node's buffer pool, which
-   * costs less than the allocation Node makes for every read on a socket without `onread`.
-   */
+  /** `n` bytes arrived in READ_BUFFER (see shared-read.ts). */
   private onRead(n: number): boolean {
-    const chunk = Buffer.allocUnsafe(n)
-    READ_BUFFER.copy(chunk, 0, 0, n)
-    this.onData(chunk)
+    this.onData(takeRead(n))
     return true
   }
 

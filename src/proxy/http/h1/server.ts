@@ -11,6 +11,7 @@ import { ActiveStream } from '../stream.js'
 import type { DownstreamSink, RequestHead } from '../types.js'
 import { ChunkedDecoder, findHeadEnd, HttpParseError, parseRequestHead } from './parse.js'
 import { headStart, headTake, joinHeadAndBody, put, putCrlf, putField, putStatusLine } from './wire.js'
+import { takeRead } from './shared-read.js'
 import { type DeferredWriter, deferWrite } from './write-batch.js'
 
 enum S {
@@ -66,13 +67,14 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
   /** a response filled the socket's buffer: the next request waits for 'drain' */
   private awaitingDrain = false
 
-  constructor(socket: Socket, hcm: HcmContext, scheme: 'http' | 'https') {
+  /** `sharedRead`: the socket was made with `onread` and calls `onRead` (see shared-read.ts), not 'data'. */
+  constructor(socket: Socket, hcm: HcmContext, scheme: 'http' | 'https', sharedRead = false) {
     this.socket = socket
     this.hcm = hcm
     this.scheme = scheme
     this.sourceIp = socket.remoteAddress ?? ''
     socket.setNoDelay(true)
-    socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    if (!sharedRead) socket.on('data', (chunk: Buffer) => this.onData(chunk))
     socket.on('end', () => this.onEnd())
     socket.on('close', () => this.onClose())
     socket.on('error', () => {})
@@ -90,6 +92,12 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
   /** Feeds bytes that were read before this codec took the socket (protocol detection). */
   feed(chunk: Buffer): void {
     if (chunk.length > 0) this.onData(chunk)
+  }
+
+  /** `n` bytes arrived in READ_BUFFER. */
+  onRead(n: number): boolean {
+    this.onData(takeRead(n))
+    return true
   }
 
   private onData(chunk: Buffer): void {
