@@ -87,6 +87,39 @@ describe('request head', () => {
     const b = Buffer.concat([a, Buffer.from('\n')])
     assert.equal(findHeadEnd(b, 0, a.length - 3, DEFAULT_LIMITS), b.length)
   })
+
+  test('the head end is the first CR LF CR LF, wherever it falls (against a plain search)', () => {
+    // bytes drawn from the pattern's own alphabet plus a letter, so near-misses are common; LF only after CR, since
+    // a bare LF before the end is an error
+    let seed = 7
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff
+      return seed % n
+    }
+    const limits = { maxHeadBytes: 1000, maxHeaders: 100 }
+    for (let round = 0; round < 3000; round++) {
+      const parts: string[] = []
+      const n = 1 + rand(40)
+      for (let i = 0; i < n; i++) parts.push(['a', 'bc', '\r\n', '\r', 'defg'][rand(5)]!)
+      const text = parts.join('')
+      const withEnd = `${text}\r\n\r\n${parts.slice(0, rand(4)).join('')}`
+      const buf = Buffer.from(withEnd, 'latin1')
+      const expected = withEnd.indexOf('\r\n\r\n') + 4
+      for (const start of [0, 1]) {
+        if (start > expected - 4) continue
+        const from = start + rand(Math.max(1, expected - 4 - start))
+        assert.equal(findHeadEnd(buf, start, from, limits), expected, JSON.stringify({ withEnd, start, from }))
+      }
+      // cut short of the end: more bytes are needed
+      assert.equal(findHeadEnd(buf.subarray(0, expected - 1), 0, 0, limits), -1, JSON.stringify(withEnd))
+    }
+  })
+
+  test('a bare LF in an incomplete head fails at once; in a complete one the parser names it', () => {
+    fails(() => findHeadEnd(Buffer.from('GET / HTTP/1.1\nHost: a\n'), 0, 0, DEFAULT_LIMITS), 400, 'bare_lf')
+    fails(() => req('GET / HTTP/1.1\r\nHost: a\r\nX: 1\nY: 2\r\n\r\n'), 400, 'bare_lf')
+    fails(() => req('GET / HTTP/1.1\r\nHost: a\r\nX\n: 2\r\n\r\n'), 400, 'bare_lf')
+  })
 })
 
 describe('response head', () => {

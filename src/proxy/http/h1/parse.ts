@@ -51,20 +51,29 @@ export const DEFAULT_LIMITS: Limits = { maxHeadBytes: 60 * 1024, maxHeaders: 100
 
 /**
  * Finds the end of a message head in `buf` (the index just past the blank line), searching from `from`.
- * Returns -1 when more bytes are needed. Throws on a bare LF (so a client using LF-only line ends is told 400 at
- * once rather than waiting for a limit) and when the head would exceed `limits.maxHeadBytes`.
+ * Returns -1 when more bytes are needed. Throws on a bare LF when the head is not complete yet (so a client using
+ * LF-only line ends is told 400 at once rather than waiting for a limit) and when the head would exceed
+ * `limits.maxHeadBytes`. A complete head is not checked here: the head parsers look at every byte of it anyway.
  */
 export function findHeadEnd(buf: Buffer, start: number, from: number, limits: Limits): number {
-  // one pass over the bytes: every LF must follow a CR, and the first CRLF CRLF ends the head. A byte loop beats
-  // Buffer#indexOf on heads of a few hundred bytes; it never looks further than the largest head allowed.
   const stop = Math.min(buf.length, start + limits.maxHeadBytes + 4)
-  for (let i = Math.max(from, start); i < stop; i++) {
-    if (buf[i] !== 0x0a) continue
-    if (i === start || buf[i - 1] !== 0x0d) throw bad('bare_lf', 'bare LF in message head')
-    if (i - 3 >= start && buf[i - 2] === 0x0a && buf[i - 3] === 0x0d) {
-      if (i + 1 - start > limits.maxHeadBytes) break
-      return i + 1
-    }
+  const first = Math.max(from, start)
+  // Horspool search for CR LF CR LF: look at the byte where a match would end; a letter (most bytes of a head)
+  // cannot be in the pattern, so the next 4 positions cannot end a match either
+  let i = first + 3
+  while (i < stop) {
+    const c = buf[i]
+    if (c === 0x0a) {
+      if (buf[i - 1] === 0x0d && buf[i - 2] === 0x0a && buf[i - 3] === 0x0d) {
+        if (i + 1 - start > limits.maxHeadBytes) break
+        return i + 1
+      }
+      i += 2
+    } else if (c === 0x0d) i += 1
+    else i += 4
+  }
+  for (let j = first; j < stop; j++) {
+    if (buf[j] === 0x0a && (j === start || buf[j - 1] !== 0x0d)) throw bad('bare_lf', 'bare LF in message head')
   }
   if (buf.length - start > limits.maxHeadBytes) {
     throw new HttpParseError(431, 'headers_too_large', 'request headers too large')
@@ -184,6 +193,7 @@ function parseFields(s: string, pos: number, limits: Limits, list: string[]): vo
     if (pos === nameStart) throw bad('invalid_header_name', 'invalid character in header name')
     if (c !== 0x3a) {
       if (c === 0x20 || c === 0x09) throw bad('space_before_colon', 'whitespace between header name and colon')
+      if (c === 0x0a) throw bad('bare_lf', 'bare LF in message head')
       throw bad('invalid_header_name', 'invalid character in header name')
     }
     const name = headerName(s, nameStart, pos)
@@ -195,7 +205,10 @@ function parseFields(s: string, pos: number, limits: Limits, list: string[]): vo
     while (pos < len) {
       c = s.charCodeAt(pos)
       if (c === 0x0d) break
-      if (VCHAR[c] !== 1) throw bad('invalid_header_value', 'invalid character in header value')
+      if (VCHAR[c] !== 1) {
+        if (c === 0x0a) throw bad('bare_lf', 'bare LF in message head')
+        throw bad('invalid_header_value', 'invalid character in header value')
+      }
       pos++
       if (c !== 0x20 && c !== 0x09) valueEnd = pos
     }
