@@ -112,10 +112,27 @@ export interface ResponseHead {
 }
 
 /**
- * Header names common enough to intern: matched in place (as sent in canonical or lower case) so the usual names
- * cost no string allocations. Indexed by length.
+ * Header names common enough to intern: recognised in place (as sent in canonical or lower case) so the usual names
+ * cost no string allocations. The parser hashes a name's bytes (case folded) while it checks them; the hash picks
+ * the one candidate to compare.
  */
-const KNOWN_NAMES: { lower: string; canonical: string }[][] = []
+interface KnownName {
+  readonly lower: string
+  readonly canonical: string
+  readonly len: number
+}
+const NAME_SLOTS = 512
+const KNOWN_NAMES: (KnownName | undefined)[] = new Array(NAME_SLOTS).fill(undefined)
+
+/** One step of the name hash: `c | 0x20` folds ASCII letters to lower case. */
+function hashStep(h: number, c: number): number {
+  return (Math.imul(h, 31) + (c | 0x20)) | 0
+}
+
+function nameSlot(h: number): number {
+  return (h ^ (h >>> 9)) & (NAME_SLOTS - 1)
+}
+
 for (const lower of [
   'host',
   'user-agent',
@@ -162,62 +179,72 @@ for (const lower of [
   'expect',
 ]) {
   const canonical = lower.replace(/(^|-)([a-z])/g, (_m, d: string, c: string) => d + c.toUpperCase())
-  const list = (KNOWN_NAMES[lower.length] ??= [])
-  list.push({ lower, canonical })
+  let h = 0
+  for (let i = 0; i < lower.length; i++) h = hashStep(h, lower.charCodeAt(i))
+  // a name whose slot is taken is still parsed right, only without interning
+  KNOWN_NAMES[nameSlot(h)] ??= { lower, canonical, len: lower.length }
 }
 
-function headerName(s: string, start: number, end: number): string {
-  const known = KNOWN_NAMES[end - start]
-  if (known !== undefined) {
-    for (let i = 0; i < known.length; i++) {
-      const k = known[i]!
-      if (s.startsWith(k.lower, start) || s.startsWith(k.canonical, start)) return k.lower
-    }
+/** The lower-cased name `s[start, end)`, whose bytes hashed to `h`. */
+function headerName(s: string, start: number, end: number, h: number): string {
+  const k = KNOWN_NAMES[nameSlot(h)]
+  if (k !== undefined && k.len === end - start && (s.startsWith(k.canonical, start) || s.startsWith(k.lower, start))) {
+    return k.lower
   }
   return s.slice(start, end).toLowerCase()
 }
 
-/** Parses header lines from `s` starting at `pos` until the blank line. Names are lower-cased. */
-function parseFields(s: string, pos: number, limits: Limits, list: string[]): void {
+/**
+ * Parses header lines starting at `pos` until the blank line. Names are lower-cased. The bytes are read from `b`
+ * (`s` is `b` from `base` on, as latin1): typed array loads cost a fraction of String#charCodeAt; names and values
+ * are then cut from `s`.
+ */
+function parseFields(b: Buffer, base: number, s: string, pos: number, limits: Limits, list: string[]): void {
   const len = s.length
+  let i = base + pos
+  const stop = base + len
   for (;;) {
-    if (pos >= len) throw bad('truncated_head', 'truncated message head')
-    let c = s.charCodeAt(pos)
+    if (i >= stop) throw bad('truncated_head', 'truncated message head')
+    let c = b[i]!
     if (c === 0x0d) {
-      if (s.charCodeAt(pos + 1) !== 0x0a) throw bad('bare_cr', 'bare CR in message head')
+      if (b[i + 1] !== 0x0a) throw bad('bare_cr', 'bare CR in message head')
       return
     }
     if (c === 0x20 || c === 0x09) throw bad('obs_fold', 'obsolete line folding or whitespace before a header')
-    const nameStart = pos
-    while (pos < len && TCHAR[(c = s.charCodeAt(pos))] === 1) pos++
-    if (pos === nameStart) throw bad('invalid_header_name', 'invalid character in header name')
+    const nameStart = i
+    let h = 0
+    while (i < stop && TCHAR[(c = b[i]!)] === 1) {
+      h = hashStep(h, c)
+      i++
+    }
+    if (i === nameStart) throw bad('invalid_header_name', 'invalid character in header name')
     if (c !== 0x3a) {
       if (c === 0x20 || c === 0x09) throw bad('space_before_colon', 'whitespace between header name and colon')
       if (c === 0x0a) throw bad('bare_lf', 'bare LF in message head')
       throw bad('invalid_header_name', 'invalid character in header name')
     }
-    const name = headerName(s, nameStart, pos)
-    pos++
+    const name = headerName(s, nameStart - base, i - base, h)
+    i++
     // leading OWS
-    while (pos < len && ((c = s.charCodeAt(pos)) === 0x20 || c === 0x09)) pos++
-    const valueStart = pos
-    let valueEnd = pos
-    while (pos < len) {
-      c = s.charCodeAt(pos)
+    while (i < stop && ((c = b[i]!) === 0x20 || c === 0x09)) i++
+    const valueStart = i
+    let valueEnd = i
+    while (i < stop) {
+      c = b[i]!
       if (c === 0x0d) break
       if (VCHAR[c] !== 1) {
         if (c === 0x0a) throw bad('bare_lf', 'bare LF in message head')
         throw bad('invalid_header_value', 'invalid character in header value')
       }
-      pos++
-      if (c !== 0x20 && c !== 0x09) valueEnd = pos
+      i++
+      if (c !== 0x20 && c !== 0x09) valueEnd = i
     }
-    if (pos >= len || s.charCodeAt(pos + 1) !== 0x0a) throw bad('bare_cr', 'bare CR in message head')
-    pos += 2
+    if (i >= stop || b[i + 1] !== 0x0a) throw bad('bare_cr', 'bare CR in message head')
+    i += 2
     if (list.length >= limits.maxHeaders * 2) {
       throw new HttpParseError(431, 'too_many_headers', 'too many request headers')
     }
-    list.push(name, s.slice(valueStart, valueEnd))
+    list.push(name, s.slice(valueStart - base, valueEnd - base))
   }
 }
 
@@ -330,7 +357,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limits
   pos += 2
 
   const list: string[] = []
-  parseFields(s, pos, limits, list)
+  parseFields(buf, start, s, pos, limits, list)
 
   const contentLength = contentLengthOf(list)
   const chunked = chunkedOf(list)
@@ -456,7 +483,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number, limit
     throw bad('invalid_status_line', 'invalid status line')
   pos += 2
   const list: string[] = []
-  parseFields(s, pos, limits, list)
+  parseFields(buf, start, s, pos, limits, list)
   const contentLength = contentLengthOf(list)
   const chunked = list.indexOf('transfer-encoding') === -1 ? false : chunkedOf(list)
   if (chunked && contentLength !== -1) {
@@ -612,7 +639,14 @@ export class ChunkedDecoder {
           const section = this.trailerBuf.slice(0, end + 4)
           checkNoBareLf(section)
           const list: string[] = []
-          parseFields(section, 0, { maxHeadBytes: MAX_TRAILERS, maxHeaders: 100 }, list)
+          parseFields(
+            Buffer.from(section, 'latin1'),
+            0,
+            section,
+            0,
+            { maxHeadBytes: MAX_TRAILERS, maxHeaders: 100 },
+            list,
+          )
           for (let i = 0; i < list.length; i += 2) {
             const n = list[i]
             if (n === 'content-length' || n === 'transfer-encoding' || n === 'host') {
