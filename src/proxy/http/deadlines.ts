@@ -1,23 +1,32 @@
 /**
  * Route timeouts without a timer per request. Creating and clearing a Node timer costs more than the rest of a
  * small request's bookkeeping, and nearly every request finishes long before its timeout (Envoy's default is 15 s).
- * Streams with a deadline sit in a Set; one unref'd interval sweeps it. A timeout fires at most `TICK_MS` late.
+ * Streams with a deadline sit in an array, each knowing its slot, so adding and removing one is a store and a pop
+ * (no hashing, no rehashing as the set grows and shrinks); one unref'd interval sweeps it. A timeout fires at most
+ * `TICK_MS` late.
  */
+import { performance } from 'node:perf_hooks'
+
 export const TICK_MS = 25
 
 export interface HasDeadline {
   deadline: number
+  /** the stream's index in Deadlines, -1 when it has none pending */
+  deadlineSlot: number
   timeout(): void
 }
 
 export class Deadlines {
-  private readonly active = new Set<HasDeadline>()
+  private readonly active: HasDeadline[] = []
   private timer: NodeJS.Timeout | null = null
 
   /** `now` is the caller's performance.now(), when it has one at hand. */
   add(s: HasDeadline, ms: number, now = performance.now()): void {
     s.deadline = now + ms
-    this.active.add(s)
+    if (s.deadlineSlot === -1) {
+      s.deadlineSlot = this.active.length
+      this.active.push(s)
+    }
     if (this.timer === null) {
       this.timer = setInterval(sweep, TICK_MS, this)
       this.timer.unref()
@@ -25,22 +34,39 @@ export class Deadlines {
   }
 
   delete(s: HasDeadline): void {
-    this.active.delete(s)
+    const slot = s.deadlineSlot
+    if (slot === -1) return
+    s.deadlineSlot = -1
+    const last = this.active.pop()!
+    if (last !== s) {
+      this.active[slot] = last
+      last.deadlineSlot = slot
+    }
+  }
+
+  get size(): number {
+    return this.active.length
   }
 
   sweep(): void {
-    if (this.active.size === 0) {
+    const active = this.active
+    if (active.length === 0) {
       if (this.timer !== null) clearInterval(this.timer)
       this.timer = null
       return
     }
     const now = performance.now()
-    for (const s of this.active) {
+    // expired streams are taken out first and told after, so what a timeout does (new streams, other streams
+    // ending) cannot disturb the walk; walking down, a removal only moves an already visited stream into the gap
+    let expired: HasDeadline[] | null = null
+    for (let i = active.length - 1; i >= 0; i--) {
+      const s = active[i]!
       if (s.deadline <= now) {
-        this.active.delete(s)
-        s.timeout()
+        this.delete(s)
+        ;(expired ??= []).push(s)
       }
     }
+    if (expired !== null) for (const s of expired) s.timeout()
   }
 }
 

@@ -5,6 +5,8 @@
  * matching, redirects and direct responses, cluster and host choice, header mutations, the route timeout, and every
  * local reply (with Envoy's response flag in stats and access logs, and a human reason in `x-loom-reason`).
  */
+import { performance } from 'node:perf_hooks'
+import { Buffer } from 'node:buffer'
 import type { Host, UpstreamCluster } from '../cluster/index.js'
 import type { CompiledRoute } from '../route/router.js'
 import type { RouteStats } from '../stats/stats.js'
@@ -67,6 +69,7 @@ export class ActiveStream implements UpstreamCallbacks {
   bytesSent = 0
   /** when the route timeout fires (performance.now() ms); the stream is in hcm.deadlines while it is pending */
   deadline = 0
+  deadlineSlot = -1
   private timed = false
   idleTimer: NodeJS.Timeout | null = null
   /** Set-Cookie values a cookie hash policy asked for (generated affinity cookies). */

@@ -6,6 +6,7 @@
  * fully read, no stray bytes after it, and neither side asked to close. Anything else destroys it. A request sent on
  * a reused connection that the upstream had already closed is retried once on a fresh connection, if it had no body.
  */
+import { Buffer } from 'node:buffer'
 import * as net from 'node:net'
 import { tls } from '../../../core/lazy.js'
 import type { Host, HostPool, UpstreamCluster } from '../../cluster/index.js'

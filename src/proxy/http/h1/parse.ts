@@ -6,6 +6,7 @@
  * before a colon, Content-Length and Transfer-Encoding together, any transfer coding but a single `chunked`,
  * Transfer-Encoding in HTTP/1.0, invalid or conflicting Content-Length, a missing or repeated Host.
  */
+import { Buffer } from 'node:buffer'
 import { Headers } from '../headers.js'
 
 export class HttpParseError extends Error {

@@ -3,6 +3,7 @@
  * the response. One request is served at a time per connection; pipelined requests wait in the input buffer (and
  * reading pauses) until the response before them is complete, so responses can never be reordered or mixed.
  */
+import { Buffer } from 'node:buffer'
 import type { Socket } from 'node:net'
 import { STATUS_CODES } from 'node:http'
 import type { Headers } from '../headers.js'

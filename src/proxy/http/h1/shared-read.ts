@@ -13,6 +13,7 @@
  * (the same way Node hands a handle to a socket it creates). It returns null, and the caller keeps the socket as it
  * is, when the socket does not look as expected.
  */
+import { Buffer } from 'node:buffer'
 import * as net from 'node:net'
 
 export const READ_BUFFER = Buffer.allocUnsafe(64 * 1024)

@@ -8,6 +8,7 @@
  * Names and values are latin1 strings that the parser or the config validation already restricted to legal header
  * bytes; like Buffer.from(s, 'latin1'), a code unit above 0xff keeps its low byte.
  */
+import { Buffer } from 'node:buffer'
 import { STATUS_CODES } from 'node:http'
 
 let scratch = Buffer.allocUnsafeSlow(8 * 1024)
