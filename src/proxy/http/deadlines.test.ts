@@ -18,7 +18,7 @@ describe('deadlines', () => {
     const d = new Deadlines()
     const now = performance.now()
     const streams = Array.from({ length: 50 }, () => new S())
-    streams.forEach((s, i) => d.add(s, i % 2 === 0 ? -1 : 60_000, now))
+    for (const [i, s] of streams.entries()) d.add(s, i % 2 === 0 ? -1 : 60_000, now)
     // removals in the middle, at the ends, and twice
     d.delete(streams[0]!)
     d.delete(streams[49]!)
