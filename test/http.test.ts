@@ -292,6 +292,49 @@ describe('upstream connections', () => {
     assert.ok(got >= size && got < size + 1024, `received ${got} bytes`)
   })
 
+  test('a client that half-closes right after its request still gets the whole response', async () => {
+    const sock = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
+    const chunks: Buffer[] = []
+    const ended = new Promise<void>((resolve, reject) => {
+      sock.on('data', (c: Buffer) => chunks.push(c))
+      sock.on('end', () => resolve())
+      sock.on('error', reject)
+    })
+    sock.end(`GET /big HTTP/1.1\r\nhost: x\r\nx-size: 100000\r\n\r\n`)
+    await ended
+    sock.destroy()
+    const text = Buffer.concat(chunks).toString('latin1')
+    const head = text.slice(0, text.indexOf('\r\n\r\n'))
+    assert.match(head, /^HTTP\/1\.1 200 /)
+    assert.match(head, /\r\nconnection: close/i)
+    assert.equal(text.length - head.length - 4, 100000)
+  })
+
+  test('listener gauges count each plain HTTP/1 connection once', async () => {
+    const name = `listener.127.0.0.1_${port}.downstream_cx_active`
+    const settle = async (want: number) => {
+      for (let i = 0; i < 150 && (await stat(proxy.admin, name)) !== want; i++)
+        await new Promise((r) => setTimeout(r, 20))
+      return stat(proxy.admin, name)
+    }
+    const base = await settle(0)
+    const socks = await Promise.all(
+      Array.from(
+        { length: 3 },
+        () =>
+          new Promise<net.Socket>((resolve, reject) => {
+            const s = net.connect(port, '127.0.0.1')
+            s.once('data', () => resolve(s))
+            s.on('error', reject)
+            s.write('GET /x HTTP/1.1\r\nhost: x\r\n\r\n')
+          }),
+      ),
+    )
+    assert.equal(await stat(proxy.admin, name), base + 3)
+    for (const s of socks) s.destroy()
+    assert.equal(await settle(base), base)
+  })
+
   test('chunked request body is forwarded', async () => {
     const r = await new Promise<string>((resolve, reject) => {
       const req = http.request({ host: '127.0.0.1', port, path: '/echo', method: 'POST' }, (res) => {
