@@ -472,3 +472,33 @@ describe('hostile upstreams', () => {
     }
   })
 })
+
+describe('request body backpressure', () => {
+  test('an upstream that does not read a 64 MB upload stops the proxy reading from the client', async () => {
+    // the upstream takes the connection and never reads: its socket buffers fill, then the proxy's, and the proxy
+    // must stop reading the client instead of holding the rest of the body in memory
+    const stalled = await startRawServer((s) => s.pause())
+    const proxy = await proxyTo('stalled', stalled.port)
+    const size = 64 * 1024 * 1024
+    const sock = net.connect(proxy.ports.http!, '127.0.0.1')
+    sock.on('error', () => {})
+    try {
+      sock.write(`POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: ${size}\r\n\r\n`)
+      sock.write(Buffer.alloc(size, 'u'))
+      const rx = () => stat(proxy.admin, 'http.ingress.downstream_cx_rx_bytes_total')
+      let last = -1
+      let now = await rx()
+      while (now !== last) {
+        last = now
+        await new Promise((r) => setTimeout(r, 150))
+        now = await rx()
+      }
+      assert.ok(now > 0, 'the upload started')
+      assert.ok(now < size / 3, `the proxy read ${now} bytes of the body while the upstream read none`)
+    } finally {
+      sock.destroy()
+      await proxy.stop()
+      await stalled.close()
+    }
+  })
+})
