@@ -6,7 +6,16 @@ import { createHash, randomBytes } from 'node:crypto'
 import * as http from 'node:http'
 import * as net from 'node:net'
 import { after, before, describe, test } from 'node:test'
-import { adminAddress, hcm, listener, type RunningProxy, startProxy, stat, staticCluster } from './helpers/proxy.js'
+import {
+  adminAddress,
+  hcm,
+  listener,
+  type RunningProxy,
+  settledStat,
+  startProxy,
+  stat,
+  staticCluster,
+} from './helpers/proxy.js'
 import { type Backend, startBackend, startRawServer } from './helpers/servers.js'
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 4 })
@@ -262,21 +271,14 @@ describe('upstream connections', () => {
 
   test('a client that does not read a 64 MB response holds the upstream back, then gets all of it', async () => {
     const size = 64 * 1024 * 1024
-    const rx = () => stat(proxy.admin, 'cluster.be.upstream_cx_rx_bytes_total')
-    const start = await rx()
+    const counter = 'cluster.be.upstream_cx_rx_bytes_total'
+    const start = await stat(proxy.admin, counter)
     const sock = net.connect(port, '127.0.0.1')
     sock.pause()
     sock.write(`GET /big HTTP/1.1\r\nhost: x\r\nx-size: ${size}\r\n\r\n`)
     // the proxy reads from the upstream only as fast as the client takes bytes: with the client not reading, what it
     // has read stops growing at about the socket buffers on the way (a few MB), far below the response
-    let last = -1
-    let now = await rx()
-    while (now !== last) {
-      last = now
-      await new Promise((r) => setTimeout(r, 150))
-      now = await rx()
-    }
-    const held = now - start
+    const held = (await settledStat(proxy.admin, counter)) - start
     assert.ok(held > 0, 'the response started')
     assert.ok(held < size / 3, `the proxy read ${held} bytes of the upstream response while the client read none`)
     let got = 0
@@ -485,14 +487,7 @@ describe('request body backpressure', () => {
     try {
       sock.write(`POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: ${size}\r\n\r\n`)
       sock.write(Buffer.alloc(size, 'u'))
-      const rx = () => stat(proxy.admin, 'http.ingress.downstream_cx_rx_bytes_total')
-      let last = -1
-      let now = await rx()
-      while (now !== last) {
-        last = now
-        await new Promise((r) => setTimeout(r, 150))
-        now = await rx()
-      }
+      const now = await settledStat(proxy.admin, 'http.ingress.downstream_cx_rx_bytes_total')
       assert.ok(now > 0, 'the upload started')
       assert.ok(now < size / 3, `the proxy read ${now} bytes of the body while the upstream read none`)
     } finally {

@@ -190,3 +190,18 @@ export async function stat(admin: string, name: string): Promise<number> {
   const line = text.split('\n').find((l) => l.startsWith(`${name}: `))
   return line === undefined ? Number.NaN : Number(line.split(': ')[1])
 }
+
+/**
+ * Polls a counter until two reads `intervalMs` apart agree (no event says when a byte count stops growing), and
+ * returns that value.
+ */
+export async function settledStat(admin: string, name: string, intervalMs = 150): Promise<number> {
+  let last = -1
+  let now = await stat(admin, name)
+  while (now !== last) {
+    last = now
+    await new Promise((r) => setTimeout(r, intervalMs))
+    now = await stat(admin, name)
+  }
+  return now
+}
