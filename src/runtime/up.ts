@@ -13,6 +13,7 @@ import { join, resolve } from 'node:path'
 import { loadAll } from 'js-yaml'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { readUpManifest, type UpManifest, type WorkloadDef } from './manifest.js'
+import { freePort } from './ports.js'
 import { Supervised } from './supervisor.js'
 
 /** the `loom` executable this process was started as (child processes run the same build) */
@@ -69,25 +70,6 @@ export interface UpState {
 
 export function statePath(dataDir: string): string {
   return join(dataDir, 'up.json')
-}
-
-async function freePort(preferred?: number): Promise<number> {
-  const tryPort = (p: number) =>
-    new Promise<number | null>((res) => {
-      const s = net.createServer()
-      s.once('error', () => res(null))
-      s.listen(p, '127.0.0.1', () => {
-        const port = (s.address() as net.AddressInfo).port
-        s.close(() => res(port))
-      })
-    })
-  if (preferred !== undefined) {
-    const p = await tryPort(preferred)
-    if (p !== null) return p
-  }
-  const p = await tryPort(0)
-  if (p === null) throw new LoomError(ErrorCodes.LISTEN, 'no free port')
-  return p
 }
 
 async function until(what: string, ms: number, fn: () => Promise<boolean>): Promise<void> {
