@@ -113,11 +113,13 @@ export class ActiveListener {
     this.watch(socket)
   }
 
+  /** Counts the socket's close on the stats it was counted in when it opened. */
   private watch(socket: net.Socket): void {
+    const stats = this.stats
     this.sockets.add(socket)
     socket.once('close', () => {
-      this.stats.downstream_cx_active--
-      this.stats.downstream_cx_destroy++
+      stats.downstream_cx_active--
+      stats.downstream_cx_destroy++
       this.sockets.delete(socket)
     })
   }
