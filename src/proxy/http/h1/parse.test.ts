@@ -115,6 +115,16 @@ describe('request head', () => {
     }
   })
 
+  test('every known header name is recognised, in lower and canonical case, and others are lower-cased', () => {
+    const names = ['grpc-status', 'cache-control', 'x-envoy-upstream-service-time', 'te', 'via', 'host']
+    const head = names.map((n) => `${n.replace(/(^|-)([a-z])/g, (_m, d, c) => d + c.toUpperCase())}: 1\r\n`).join('')
+    const r = req(`GET / HTTP/1.1\r\n${head}X-Custom-Thing: 2\r\nCONTENT-LENGTH: 0\r\n\r\n`)
+    assert.deepEqual(
+      r.headers.list.filter((_, i) => i % 2 === 0),
+      [...names, 'x-custom-thing', 'content-length'],
+    )
+  })
+
   test('a bare LF in an incomplete head fails at once; in a complete one the parser names it', () => {
     fails(() => findHeadEnd(Buffer.from('GET / HTTP/1.1\nHost: a\n'), 0, 0, DEFAULT_LIMITS), 400, 'bare_lf')
     fails(() => req('GET / HTTP/1.1\r\nHost: a\r\nX: 1\nY: 2\r\n\r\n'), 400, 'bare_lf')

@@ -131,7 +131,7 @@ function hashStep(h: number, c: number): number {
 }
 
 function nameSlot(h: number): number {
-  return (h ^ (h >>> 9)) & (NAME_SLOTS - 1)
+  return (h ^ (h >>> 7)) & (NAME_SLOTS - 1)
 }
 
 for (const lower of [
