@@ -58,7 +58,7 @@ export function putCrlf(): void {
   scratch[len++] = 0x0a
 }
 
-export function putBytes(b: Buffer): void {
+function putBytes(b: Buffer): void {
   if (len + b.length > scratch.length) grow(len + b.length)
   len += b.copy(scratch, len)
 }
@@ -71,11 +71,6 @@ export function putStatusLine(status: number): void {
     if (status >= 100 && status < 600) statusLines[status] = line
   }
   putBytes(line)
-}
-
-/** The serialized head's length so far. */
-export function headLength(): number {
-  return len
 }
 
 /** A new buffer holding the head followed by `room` uninitialized bytes for the caller to fill. */
