@@ -1,7 +1,7 @@
 /**
  * The control plane end to end: `loom control` and `loom proxy --xds` as real processes, real backends registered
- * as workloads, Istio's own sample VirtualServices and DestinationRules applied with `loom apply`, and traffic that
- * follows them live.
+ * as workloads, Bookinfo's VirtualServices and DestinationRules (test/fixtures/istio/) applied with `loom apply`, and
+ * traffic that follows them live.
  */
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
@@ -9,7 +9,8 @@ import { after, before, describe, test } from 'node:test'
 import { type Control, eventually, type Proc, startControl, startSidecar } from './helpers/control.js'
 import { type Backend, freePort, startBackend } from './helpers/servers.js'
 
-const SAMPLES = new URL('../../../shared/istio-samples', import.meta.url).pathname
+/** The project's Istio-format fixtures (Bookinfo's routing rules as Istio users write them). */
+const SAMPLES = new URL('../../test/fixtures/istio', import.meta.url).pathname
 
 function get(
   port: number,

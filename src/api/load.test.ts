@@ -17,67 +17,145 @@ import {
   parseManifests,
 } from './load.js'
 
-/** /work/shared/istio-samples: `../shared/istio-samples` from the project root (or $LOOM_ISTIO_SAMPLES). */
-function samplesDir(): string {
-  if (process.env.LOOM_ISTIO_SAMPLES) return process.env.LOOM_ISTIO_SAMPLES
+/** The project root: the nearest folder above this file with a package.json. */
+function projectRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url))
   while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir)
-  return resolve(dir, '../shared/istio-samples')
+  return dir
 }
 
-const SAMPLES = samplesDir()
+/** The project's own Istio-format fixtures. */
+const FIXTURES = join(projectRoot(), 'test/fixtures/istio')
+
+/**
+ * Istio's own sample files, when a copy of them sits beside the checkout (`../shared/istio-samples` from the
+ * project root) or where $LOOM_ISTIO_SAMPLES points. Optional: nothing else in the suite reads them.
+ */
+function istioSamplesDir(): string | undefined {
+  const dir = process.env.LOOM_ISTIO_SAMPLES ?? resolve(projectRoot(), '../shared/istio-samples')
+  return existsSync(dir) ? dir : undefined
+}
+
 const K8S_KINDS = new Set(['Deployment', 'Service', 'ServiceAccount'])
 
-describe('Istio samples', () => {
-  test('every Istio resource in the samples parses and validates', {
-    skip: !existsSync(SAMPLES) && `no ${SAMPLES}`,
-  }, (t) => {
-    const files = readdirSync(SAMPLES)
-      .filter((f) => f.endsWith('.yaml'))
-      .sort()
-    let accepted = 0
-    let skipped = 0
-    let manifests = 0
-    const byKind = new Map<string, number>()
-    for (const f of files) {
-      const text = readFileSync(join(SAMPLES, f), 'utf8')
-      // swagger.yaml and the like are not Kubernetes manifests at all.
-      if (!/^kind:/m.test(text)) continue
-      manifests++
-      const r = parseManifests(text, f)
-      assert.deepEqual(r.errors.map(formatManifestError), [], f)
-      for (const s of r.skipped) assert.ok(K8S_KINDS.has(s.kind), `${f}: skipped ${s.kind}`)
-      // Every `kind:` line in the file is accounted for: accepted or skipped.
-      assert.equal(r.resources.length + r.skipped.length, text.match(/^kind:/gm)?.length, f)
-      for (const res of r.resources) byKind.set(res.kind, (byKind.get(res.kind) ?? 0) + 1)
-      accepted += r.resources.length
-      skipped += r.skipped.length
+interface DirSummary {
+  files: number
+  accepted: number
+  skipped: number
+  byKind: Map<string, number>
+  apiVersions: Set<string>
+}
+
+/** Loads every manifest file in `dir` and checks that each `kind:` line is accepted as Istio or skipped as Kubernetes. */
+function loadDir(dir: string): DirSummary {
+  const sum: DirSummary = { files: 0, accepted: 0, skipped: 0, byKind: new Map(), apiVersions: new Set() }
+  for (const f of readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml'))
+    .sort()) {
+    const text = readFileSync(join(dir, f), 'utf8')
+    // swagger.yaml and the like are not Kubernetes manifests at all.
+    if (!/^\s*"?kind"?:/m.test(text)) continue
+    sum.files++
+    const r = parseManifests(text, f)
+    assert.deepEqual(r.errors.map(formatManifestError), [], f)
+    for (const s of r.skipped) assert.ok(K8S_KINDS.has(s.kind), `${f}: skipped ${s.kind}`)
+    // Every kind in the file is accounted for: accepted or skipped.
+    assert.equal(r.resources.length + r.skipped.length, text.match(/^\s*"?kind"?:/gm)?.length, f)
+    for (const res of r.resources) {
+      sum.byKind.set(res.kind, (sum.byKind.get(res.kind) ?? 0) + 1)
+      sum.apiVersions.add(res.apiVersion)
     }
-    const kinds = [...byKind].map(([k, n]) => `${k} ${n}`).join(', ')
-    t.diagnostic(
-      `${manifests} manifest files: ${accepted} Istio resources accepted (${kinds}); ` +
-        `${skipped} Kubernetes objects skipped`,
-    )
-    assert.equal(accepted, 63)
-    assert.equal(byKind.get('VirtualService'), 28)
-    assert.equal(byKind.get('DestinationRule'), 15)
-    assert.equal(byKind.get('AuthorizationPolicy'), 9)
+    sum.accepted += r.resources.length
+    sum.skipped += r.skipped.length
+  }
+  return sum
+}
+
+const describeSum = (s: DirSummary) =>
+  `${s.files} manifest files: ${s.accepted} Istio resources accepted ` +
+  `(${[...s.byKind].map(([k, n]) => `${k} ${n}`).join(', ')}); ${s.skipped} Kubernetes objects skipped`
+
+describe('Istio-format fixtures (test/fixtures/istio)', () => {
+  test('every fixture parses and validates; Kubernetes kinds in them are skipped', (t) => {
+    const sum = loadDir(FIXTURES)
+    t.diagnostic(describeSum(sum))
+    assert.equal(sum.files, 11)
+    assert.deepEqual(Object.fromEntries(sum.byKind), {
+      DestinationRule: 7,
+      Gateway: 1,
+      PeerAuthentication: 1,
+      ServiceEntry: 1,
+      VirtualService: 11,
+    })
+    assert.equal(sum.skipped, 2, 'the Deployment and Service beside the gateway')
+    assert.deepEqual([...sum.apiVersions].sort(), [
+      'networking.istio.io/v1',
+      'networking.istio.io/v1alpha3',
+      'networking.istio.io/v1beta1',
+      'security.istio.io/v1beta1',
+    ])
   })
 
-  test('sample values come through as Istio means them', { skip: !existsSync(SAMPLES) }, () => {
-    const r = parseManifests(
-      readFileSync(join(SAMPLES, 'peer-authentication-workload-httpbin-bar-port80-disable.yaml'), 'utf8'),
-      'pa',
-    )
-    const pa = r.resources[0]
+  const load = (f: string) => {
+    const r = parseManifests(readFileSync(join(FIXTURES, f), 'utf8'), f)
+    assert.deepEqual(r.errors, [], f)
+    return r
+  }
+
+  test('values come through as Istio means them', () => {
+    const pa = load('peer-authentication-workload-httpbin-bar-port80-disable.yaml').resources[0]
     assert.ok(pa?.kind === 'PeerAuthentication')
-    assert.deepEqual(pa.spec.portLevelMtls, { '80': { mode: 'DISABLE' } })
+    assert.deepEqual(pa.spec.portLevelMtls, { '80': { mode: 'DISABLE' } }, 'a numeric map key is a port name')
     assert.equal(pa.metadata.namespace, 'bar')
-    const vs = parseManifests(readFileSync(join(SAMPLES, 'virtual-service-all-v1.yaml'), 'utf8'), 'vs').resources
+    const vs = load('virtual-service-all-v1.yaml').resources
     assert.deepEqual(
       vs.map((x) => `${x.metadata.namespace}/${x.metadata.name}`),
       ['default/productpage', 'default/reviews', 'default/ratings', 'default/details'],
+      'flow style, one resource per document, in file order, in the default namespace',
     )
+  })
+
+  test('a JSON manifest, quoted scalars and the older API versions read as the v1 YAML does', () => {
+    const spec = (f: string) => {
+      const r = load(f).resources[0]
+      assert.ok(r?.kind === 'VirtualService', f)
+      return r.spec
+    }
+    assert.deepEqual(spec('virtual-service-reviews-jason-v2-v3.yaml').http?.[0]?.match, [
+      { headers: { 'end-user': { exact: 'jason' } } },
+    ])
+    const weights = spec('virtual-service-reviews-80-20.yaml').http?.[0]?.route?.map((d) => d.weight)
+    assert.deepEqual(weights, [80, 20], 'weights stay numbers')
+    assert.equal(spec('request-timeouts-reviews-timeout-0.5s.yaml').http?.[0]?.timeout, '0.5s')
+  })
+
+  test('anchors and aliases resolve, within Istio resources and in Kubernetes kinds that are skipped', () => {
+    const vs = load('fault-injection-details-v1.yaml').resources[0]
+    assert.ok(vs?.kind === 'VirtualService')
+    const [first, second] = vs.spec.http ?? []
+    assert.deepEqual(second?.route?.[0]?.destination, { host: 'details', subset: 'v1' })
+    assert.deepEqual(second?.route?.[0]?.destination, first?.route?.[0]?.destination)
+    const gw = load('bookinfo-gateway.yaml')
+    assert.deepEqual(
+      gw.skipped.map((s) => s.kind),
+      ['Deployment', 'Service'],
+    )
+    assert.deepEqual(
+      gw.resources.map((r) => r.kind),
+      ['Gateway', 'VirtualService'],
+    )
+  })
+})
+
+const SAMPLES = istioSamplesDir()
+
+describe("Istio's own sample files (optional)", () => {
+  test('every Istio resource in them parses and validates', {
+    skip: SAMPLES === undefined && "skipped: no copy of Istio's samples beside the checkout (optional)",
+  }, (t) => {
+    const sum = loadDir(SAMPLES!)
+    t.diagnostic(`checked ${describeSum(sum)}`)
+    assert.ok(sum.files > 0, `no manifest files in ${SAMPLES}`)
   })
 })
 

@@ -22,16 +22,16 @@ export function applied(...lists: Resource[][]): Resource[] {
   return [...byKey.values()]
 }
 
-/** Istio's own sample configs, as handed to the project (`shared/istio-samples` beside the checkout). */
-const SAMPLES = new URL('../../../../../../shared/istio-samples/', import.meta.url)
+/**
+ * The project's Istio-format fixtures (`test/fixtures/istio/`): Bookinfo's routing rules and a few others written as
+ * Istio users write them (flow and block YAML, JSON, multi-document files, Kubernetes kinds mixed in, anchors, the
+ * v1, v1beta1 and v1alpha3 APIs).
+ */
+export const ISTIO_FIXTURES = new URL('../../../../../test/fixtures/istio/', import.meta.url)
 
-/** Istio sample files by name, parsed and applied in order. */
+/** Fixture files by name, parsed and applied in order. */
 export function samples(...names: string[]): Resource[] {
-  return applied(
-    ...names.map((n) => {
-      return manifests(readFileSync(new URL(n, SAMPLES), 'utf8'), n)
-    }),
-  )
+  return applied(...names.map((n) => manifests(readFileSync(new URL(n, ISTIO_FIXTURES), 'utf8'), n)))
 }
 
 const SERVICES = ['productpage', 'details', 'reviews', 'ratings']
