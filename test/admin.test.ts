@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import * as http from 'node:http'
 import * as net from 'node:net'
 import { after, before, describe, test } from 'node:test'
+import { eventually } from './helpers/control.js'
 import { type RunningProxy, simpleBootstrap, startProxy, staticCluster } from './helpers/proxy.js'
 import { type Backend, startBackend } from './helpers/servers.js'
 
@@ -119,9 +120,13 @@ describe('draining', () => {
     const arrived = new Promise<void>((r) => {
       release = r
     })
+    let finish: () => void = () => {}
+    const finished = new Promise<void>((r) => {
+      finish = r
+    })
     const be = await startBackend((_req, res) => {
       release()
-      setTimeout(() => res.end('finished'), 500)
+      void finished.then(() => res.end('finished'))
     })
     const proxy = await startProxy(simpleBootstrap([staticCluster('backend', [be.port])]), ['--drain-time-s', '5'])
     try {
@@ -129,8 +134,9 @@ describe('draining', () => {
       const inflight = get(port, '/slow')
       await arrived
       const exited = proxy.stop('SIGTERM')
-      await new Promise((r) => setTimeout(r, 100))
-      assert.equal(await connects(port), false, 'no new connections while draining')
+      // the request is held by the backend until the listener is seen closed
+      await eventually(async () => !(await connects(port)), 5000, 'listener closed while draining')
+      finish()
       const r = await inflight
       assert.equal(r.status, 200)
       assert.equal(r.body, 'finished')

@@ -67,6 +67,24 @@ const routes = (name: string, cluster: string, extra: Record<string, unknown> = 
 })
 const m = (items: Record<string, unknown>[], key = 'name') => new Map(items.map((i) => [String(i[key]), i]))
 
+/**
+ * A request held by the `slow` backend: `arrived` resolves when the backend has it, and the backend answers 'slow'
+ * only when the test calls `release`. So a config change is applied while the request is known to be in flight.
+ */
+function holdNext(): { arrived: Promise<void>; release: () => void } {
+  let arrive: () => void = () => {}
+  const arrived = new Promise<void>((r) => {
+    arrive = r
+  })
+  let release: () => void = () => {}
+  const released = new Promise<void>((r) => {
+    release = r
+  })
+  held.push({ arrive, released })
+  return { arrived, release }
+}
+const held: { arrive: () => void; released: Promise<void> }[] = []
+
 describe('dynamic configuration', () => {
   let a: Backend
   let b: Backend
@@ -78,7 +96,15 @@ describe('dynamic configuration', () => {
   before(async () => {
     a = await startBackend((_q, r) => r.end('a'))
     b = await startBackend((_q, r) => r.end('b'))
-    slow = await startBackend((_q, r) => setTimeout(() => r.end('slow'), 400))
+    slow = await startBackend((_q, r) => {
+      const h = held.shift()
+      if (h === undefined) {
+        r.end('slow')
+        return
+      }
+      h.arrive()
+      void h.released.then(() => r.end('slow'))
+    })
     proxy = new ProxyServer({}, { file: 'test', drainTimeMs: 2000 })
     await proxy.start()
     xds = new XdsConsumer(proxy)
@@ -104,9 +130,13 @@ describe('dynamic configuration', () => {
     await Promise.all([a.close(), b.close(), slow.close()])
   })
 
+  const flag = (f: string) => [...proxy.stats.entries()].find(([n]) => n === `http.http.response_flag.${f}`)?.[1] ?? 0
+
   test('before routes arrive, requests get 404 NR', async () => {
+    const nr = flag('NR')
     const r = await get(port, '/')
     assert.equal(r.status, 404)
+    assert.equal(flag('NR'), nr + 1)
   })
 
   test('RDS: routes apply at once, and change live', async () => {
@@ -151,9 +181,11 @@ describe('dynamic configuration', () => {
 
   test('a route change does not disturb a request in flight', async () => {
     assert.deepEqual(await xds.onResources(TYPE_URL.route, '4', m([routes('routes', 'slow')])), { ok: true })
+    const hold = holdNext()
     const inflight = get(port, '/')
-    await new Promise((r) => setTimeout(r, 50))
+    await hold.arrived
     assert.deepEqual(await xds.onResources(TYPE_URL.route, '5', m([routes('routes', 'a')])), { ok: true })
+    hold.release()
     assert.equal((await inflight).body, 'slow')
     assert.equal((await get(port, '/')).body, 'a')
   })
@@ -162,10 +194,12 @@ describe('dynamic configuration', () => {
     assert.deepEqual(await xds.onResources(TYPE_URL.route, '6', m([routes('routes', 'slow'), routes('other', 'b')])), {
       ok: true,
     })
+    const hold = holdNext()
     const inflight = get(port, '/')
-    await new Promise((r) => setTimeout(r, 50))
+    await hold.arrived
     assert.deepEqual(await xds.onResources(TYPE_URL.listener, '2', m([listener('http', 0, 'other')])), { ok: true })
     assert.equal(proxy.listeners[0]!.boundPort, port, 'same socket')
+    hold.release()
     assert.equal((await inflight).body, 'slow')
     assert.equal((await get(port, '/')).body, 'b')
   })
@@ -174,8 +208,10 @@ describe('dynamic configuration', () => {
     assert.deepEqual(await xds.onResources(TYPE_URL.cluster, '3', m([edsCluster('a'), edsCluster('slow')])), {
       ok: true,
     })
+    const nc = flag('NC')
     const r = await get(port, '/')
     assert.equal(r.status, 503)
+    assert.equal(flag('NC'), nc + 1)
     assert.deepEqual(await xds.onResources(TYPE_URL.listener, '3', new Map()), { ok: true })
     await assert.rejects(get(port, '/'))
   })

@@ -159,23 +159,32 @@ describe('routing and local replies', () => {
     assert.equal(a.requests[seen]?.headers['x-forwarded-proto'], 'http')
   })
 
+  /** The count of a response flag on this listener's connection manager (0 before its first use). */
+  const flag = async (f: string) => (await stat(proxy.admin, `http.ingress.response_flag.${f}`)) || 0
+
   test('no healthy upstream: 503 UH', async () => {
+    const uh = await flag('UH')
     const r = await request(port, '/empty')
     assert.equal(r.status, 503)
+    assert.equal(await flag('UH'), uh + 1)
     assert.equal(r.headers['x-loom-reason'], 'no_healthy_upstream')
     assert.match(r.body.toString(), /no healthy upstream/)
   })
 
   test('connect failure: 503 UF', async () => {
+    const uf = await flag('UF')
     const r = await request(port, '/down')
     assert.equal(r.status, 503)
+    assert.equal(await flag('UF'), uf + 1)
     assert.equal(r.headers['x-loom-reason'], 'upstream_connect_failure')
   })
 
   test('route timeout: 504 UT', async () => {
+    const ut = await flag('UT')
     const t0 = Date.now()
     const r = await request(port, '/slow')
     assert.equal(r.status, 504)
+    assert.equal(await flag('UT'), ut + 1)
     assert.equal(r.headers['x-loom-reason'], 'upstream_timeout')
     assert.ok(Date.now() - t0 < 1500, 'the timeout fired before the upstream answered')
   })
@@ -236,6 +245,11 @@ describe('upstream connections', () => {
       if (req.url === '/echo') {
         res.setHeader('x-sha', createHash('sha256').update(body, 'latin1').digest('hex'))
         res.end(body.length.toString())
+        return
+      }
+      if (req.url?.startsWith('/c')) {
+        // each concurrent request's answer names the request it answers (path, a header and the body's hash)
+        res.end(`${req.url} ${req.headers['x-i']} ${createHash('sha256').update(body, 'latin1').digest('hex')}`)
         return
       }
       res.end('ok')
@@ -352,9 +366,17 @@ describe('upstream connections', () => {
     assert.equal(r, '7')
   })
 
-  test('concurrent requests all complete', async () => {
-    const rs = await Promise.all(Array.from({ length: 50 }, (_, i) => request(port, `/c${i}`)))
-    assert.ok(rs.every((r) => r.status === 200))
+  test('50 concurrent requests each get their own answer', async () => {
+    const sha = (s: string) => createHash('sha256').update(s).digest('hex')
+    const rs = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        request(port, `/c${i}`, { method: 'POST', headers: { 'x-i': String(i) }, body: `body-${i}` }),
+      ),
+    )
+    rs.forEach((r, i) => {
+      assert.equal(r.status, 200)
+      assert.equal(r.body.toString(), `/c${i} ${i} ${sha(`body-${i}`)}`)
+    })
   })
 })
 

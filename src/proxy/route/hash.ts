@@ -9,16 +9,17 @@ import type { ConfigIssue } from '../../core/errors.js'
 import { asciiLower, parseQuery } from './strings.js'
 import { headerValues, type RequestView } from './view.js'
 
-const FNV_OFFSET = 0x811c9dc5
+export const FNV_OFFSET = 0x811c9dc5
 const FNV_PRIME = 0x01000193
 
-function fnv(h: number, s: string): number {
+/** FNV-1a, 32 bits, over the UTF-16 code units of `s`, from state `h` (not finalised: a signed int32). */
+export function fnv(h: number, s: string): number {
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), FNV_PRIME)
   return h
 }
 
 /** murmur3's finaliser, so that similar keys spread over the whole 32-bit space */
-function mix(h: number): number {
+export function mix(h: number): number {
   h ^= h >>> 16
   h = Math.imul(h, 0x85ebca6b)
   h ^= h >>> 13
