@@ -111,6 +111,47 @@ export const QueryParameterMatcher = v.pipe(
 )
 export type QueryParameterMatcher = v.InferOutput<typeof QueryParameterMatcher>
 
+// === HTTP filters (one schema per filter; the runtime of each is in src/proxy/http/filters/<name>/) ===
+
+/** Envoy's FractionalPercent: numerator over a fixed denominator (HUNDRED by default). */
+export const FractionalPercent = v.strictObject({
+  numerator: opt(uint32),
+  denominator: opt(v.picklist(['HUNDRED', 'TEN_THOUSAND', 'MILLION'])),
+})
+export type FractionalPercent = v.InferOutput<typeof FractionalPercent>
+
+/** envoy.extensions.filters.http.fault.v3.HTTPFault: as the filter's config and as a per-route override. */
+export const HTTPFault = v.strictObject({
+  '@type': v.literal(TypeUrls.fault),
+  delay: opt(
+    v.pipe(
+      v.strictObject({
+        fixed_delay: opt(duration),
+        header_delay: opt(v.strictObject({})),
+        percentage: opt(FractionalPercent),
+      }),
+      oneOf(['fixed_delay', 'header_delay']),
+    ),
+  ),
+  abort: opt(
+    v.pipe(
+      v.strictObject({
+        http_status: opt(int(200, 599)),
+        grpc_status: opt(uint32),
+        header_abort: opt(v.strictObject({})),
+        percentage: opt(FractionalPercent),
+      }),
+      oneOf(['http_status', 'grpc_status', 'header_abort']),
+    ),
+  ),
+  headers: opt(v.array(HeaderMatcher)),
+  max_active_faults: opt(uint32),
+})
+export type HTTPFault = v.InferOutput<typeof HTTPFault>
+
+/** Per-route (and per-virtual-host) filter config, keyed by the filter's name in the HCM's http_filters. */
+const typedPerFilterConfig = opt(v.record(nonEmpty, v.variant('@type', [HTTPFault])))
+
 // === routes ===
 
 export const RouteMatch = v.pipe(
@@ -192,6 +233,7 @@ export const Route = v.pipe(
     redirect: opt(RedirectAction),
     direct_response: opt(DirectResponseAction),
     ...headerMutations,
+    typed_per_filter_config: typedPerFilterConfig,
   }),
   oneOf(['route', 'redirect', 'direct_response']),
 )
@@ -202,6 +244,7 @@ export const VirtualHost = v.strictObject({
   domains: v.pipe(v.array(nonEmpty), v.minLength(1, 'at least one domain')),
   routes: opt(v.array(Route)),
   ...headerMutations,
+  typed_per_filter_config: typedPerFilterConfig,
 })
 export type VirtualHost = v.InferOutput<typeof VirtualHost>
 
@@ -264,8 +307,9 @@ export type AccessLog = v.InferOutput<typeof AccessLog>
 
 export const HttpFilter = v.strictObject({
   name: nonEmpty,
-  typed_config: v.variant('@type', [v.strictObject({ '@type': v.literal(TypeUrls.router) })]),
+  typed_config: v.variant('@type', [v.strictObject({ '@type': v.literal(TypeUrls.router) }), HTTPFault]),
 })
+export type HttpFilter = v.InferOutput<typeof HttpFilter>
 
 export const Http2ProtocolOptions = v.strictObject({
   max_concurrent_streams: opt(int(1, 2147483647)),

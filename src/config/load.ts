@@ -112,10 +112,6 @@ function crossCheck(b: Bootstrap, dynamic: boolean): ConfigIssue[] {
         })
         const validate = t.route_config.validate_clusters ?? true
         if (!validate) refs.length = 0
-        const filters = t.http_filters ?? []
-        for (let k = 0; k < filters.length - 1; k++) {
-          issues.push({ path: `${fp}.http_filters[${k}]`, message: 'the router filter must be the last HTTP filter' })
-        }
       } else {
         if (t.cluster !== undefined) refs.push([`${fp}.cluster`, t.cluster])
         t.weighted_clusters?.clusters.forEach((wc, n) => {

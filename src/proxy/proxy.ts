@@ -19,6 +19,7 @@ import { PoolManager } from './http/pools.js'
 import { ActiveListener, type CompiledChain, type NetworkHandler } from './listener/listener.js'
 import { type CompiledRouteConfig, compileRouteConfig } from './route/router.js'
 import { StatsStore } from './stats/stats.js'
+import { checkHttpFilters, HttpFilterConfigError } from './http/filters/index.js'
 import { TcpProxyContext } from './tcp/tcp-proxy.js'
 import { buildDownstreamTls } from './tls.js'
 
@@ -114,6 +115,9 @@ export class ProxyServer {
       let handler: NetworkHandler
       let defaultAlpn = ['http/1.1']
       if (t['@type'] === TypeUrls.hcm) {
+        const chainIssues = issues.length
+        checkHttpFilters(t.http_filters ?? [], `${fpath}.filters[0].typed_config.http_filters`, issues)
+        if (issues.length > chainIssues) return
         try {
           const rdsName = t.rds?.route_config_name ?? null
           const router =
@@ -126,9 +130,10 @@ export class ProxyServer {
         } catch (err) {
           const list = issuesOf(err)
           if (list === null) throw err
+          const within = err instanceof HttpFilterConfigError ? '' : 'route_config.'
           for (const i of list) {
             issues.push({
-              path: `${fpath}.filters[0].typed_config.route_config.${i.path}`.replace(/\.$/, '').replace(/\.\[/g, '['),
+              path: `${fpath}.filters[0].typed_config.${within}${i.path}`.replace(/\.$/, '').replace(/\.\[/g, '['),
               message: i.message,
             })
           }

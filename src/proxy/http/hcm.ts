@@ -11,6 +11,8 @@ import type { CompiledRouteConfig } from '../route/router.js'
 import type { HttpConnManagerStats, StatsStore } from '../stats/stats.js'
 import { DEFAULT_LIMITS, type HttpParseError, type Limits } from './h1/parse.js'
 import { Deadlines } from './deadlines.js'
+import { compileHttpFilters } from './filters/index.js'
+import type { HttpFilterFactory } from './filters/filter.js'
 import type { PoolManager } from './pools.js'
 import type { ActiveStream } from './stream.js'
 
@@ -35,6 +37,8 @@ export class HcmContext {
   readonly http2: { maxConcurrentStreams: number; initialWindowSize: number }
   /** route timeouts of this connection manager's streams */
   readonly deadlines = new Deadlines()
+  /** the HTTP filters before the router, in order; empty for a router-only chain */
+  readonly filters: HttpFilterFactory[]
 
   constructor(
     cfg: HttpConnectionManager,
@@ -48,6 +52,7 @@ export class HcmContext {
     this.statPrefix = cfg.stat_prefix
     this.store = store
     this.stats = store.forHcm(cfg.stat_prefix)
+    this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats)
     this.router = router
     this.clusters = clusters
     this.pools = pools

@@ -12,6 +12,7 @@ import type { CompiledRoute } from '../route/router.js'
 import type { RouteStats } from '../stats/stats.js'
 import { Headers } from './headers.js'
 import { requestId } from './request-id.js'
+import { type FilterCallbacks, STOP, type StreamFilter } from './filters/filter.js'
 import type { HcmContext } from './hcm.js'
 import type { DownstreamSink, RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from './types.js'
 import { HOP_BY_HOP } from './types.js'
@@ -42,12 +43,25 @@ const RESET_REPLY: Record<UpstreamResetReason, LocalReply> = {
 }
 
 const routeStatsCache = new WeakMap<CompiledRoute, RouteStats>()
+const EMPTY = Buffer.alloc(0)
 
 function onIdleTimeout(stream: ActiveStream): void {
   stream.idleTimeout()
 }
 
-export class ActiveStream implements UpstreamCallbacks {
+/** Request body bytes that past this, held while a filter has stopped the chain, pause the client. */
+const HOLD_LIMIT_BYTES = 1024 * 1024
+
+/** The request body that arrived while a filter had stopped the chain. */
+class HeldRequest {
+  chunks: Buffer[] = []
+  bytes = 0
+  end = false
+  trailers: Headers | null = null
+  paused = false
+}
+
+export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
   readonly hcm: HcmContext
   readonly downstream: DownstreamSink
   readonly sourceIp: string
@@ -77,6 +91,14 @@ export class ActiveStream implements UpstreamCallbacks {
   /** The original path, before rewrites, for access logs. */
   originalPath = ''
   requestId = ''
+  /** the filters that act on this stream, in chain order; null when none does (a router-only stream) */
+  filters: StreamFilter[] | null = null
+  /** the filter that stopped decoding, or -1 */
+  private stoppedAt = -1
+  /** whether the request head ended the request (no body) */
+  private endAtHeaders = false
+  /** body that arrived while the chain was stopped */
+  private held: HeldRequest | null = null
 
   constructor(hcm: HcmContext, downstream: DownstreamSink, sourceIp: string) {
     this.hcm = hcm
@@ -99,17 +121,91 @@ export class ActiveStream implements UpstreamCallbacks {
     if (head.upgrade !== null && !hcm.upgrades.has(head.upgrade)) return this.localReply(LocalReplies.upgradeRejected)
 
     const route = hcm.router.match(head)
-    if (route === null) return this.localReply(LocalReplies.noRoute)
-    this.route = route
-    let rs = routeStatsCache.get(route)
-    if (rs === undefined) {
-      rs = hcm.store.forRoute(route.vhostName, route.name)
-      routeStatsCache.set(route, rs)
+    if (route !== null) {
+      this.route = route
+      let rs = routeStatsCache.get(route)
+      if (rs === undefined) {
+        rs = hcm.store.forRoute(route.vhostName, route.name)
+        routeStatsCache.set(route, rs)
+      }
+      this.routeStats = rs
+      rs.rq.rq_total++
+      rs.rq.rq_active++
     }
-    this.routeStats = rs
-    rs.rq.rq_total++
-    rs.rq.rq_active++
+    if (hcm.filters.length > 0) {
+      this.endAtHeaders = endStream
+      if (!this.startFilters(route)) return
+    }
+    this.routeRequest(head, route, endStream)
+  }
 
+  // === the filter chain ===
+
+  /** Makes the filters that act on this stream and runs their decodeHeaders; false when one stopped or replied. */
+  private startFilters(route: CompiledRoute | null): boolean {
+    const perRoute = route?.filterConfigs ?? null
+    let list: StreamFilter[] | null = null
+    for (const f of this.hcm.filters) {
+      const sf = f.create(this, perRoute === null ? undefined : perRoute.get(f.name))
+      if (sf !== null) (list ??= []).push(sf)
+    }
+    this.filters = list
+    return list === null || this.decodeHeadersFrom(0)
+  }
+
+  private decodeHeadersFrom(first: number): boolean {
+    const list = this.filters!
+    for (let i = first; i < list.length; i++) {
+      const f = list[i]!
+      if (f.decodeHeaders === undefined) continue
+      const status = f.decodeHeaders(this.head!, this.endAtHeaders)
+      if (this.done) return false
+      if (status === STOP) {
+        this.stoppedAt = i
+        return false
+      }
+    }
+    return true
+  }
+
+  continueDecoding(): void {
+    if (this.done || this.stoppedAt < 0) return
+    const from = this.stoppedAt + 1
+    this.stoppedAt = -1
+    if (!this.decodeHeadersFrom(from)) return
+    const held = this.held
+    this.held = null
+    this.routeRequest(this.head!, this.route, this.endAtHeaders)
+    if (held === null) return
+    if (held.paused) this.downstream.resumeRequest()
+    const up = this.upstream
+    if (up === null || this.done) return
+    const n = held.chunks.length
+    for (let i = 0; i < n; i++) up.sendData(held.chunks[i]!, held.end && i === n - 1 && held.trailers === null)
+    if (held.end && n === 0 && held.trailers === null) up.sendData(EMPTY, true)
+    if (held.trailers !== null) up.sendTrailers(held.trailers)
+  }
+
+  sendLocalReply(status: number, flag: string, reason: string, text: string | null, headers?: Headers): void {
+    if (this.done) return
+    const h = headers ?? new Headers(['content-type', 'text/plain'])
+    h.add('x-loom-reason', reason)
+    if (this.requestId !== '') h.add('x-request-id', this.requestId)
+    this.addFlag(flag)
+    if (this.reason === '') this.reason = reason
+    this.respond(status, h, text === null ? null : Buffer.from(`${text}\n`))
+  }
+
+  addFlag(flag: string): void {
+    if (flag === '') return
+    this.flag = this.flag === '' ? flag : `${this.flag},${flag}`
+  }
+
+  // === the router ===
+
+  private routeRequest(head: RequestHead, route: CompiledRoute | null, endStream: boolean): void {
+    const hcm = this.hcm
+    if (route === null) return this.localReply(LocalReplies.noRoute)
     if (route.kind === 'direct') {
       const body = route.directBody
       const h = new Headers()
@@ -165,7 +261,8 @@ export class ActiveStream implements UpstreamCallbacks {
     host.activeRequests++
     if (route.timeoutMs > 0 && head.upgrade === null) {
       this.timed = true
-      hcm.deadlines.add(this, route.timeoutMs, this.startTime)
+      // the route timeout starts when the router has the request: after a filter's delay, if one held it
+      hcm.deadlines.add(this, route.timeoutMs, this.filters === null ? this.startTime : performance.now())
     }
     if (route.idleTimeoutMs > 0) this.idleTimer = setTimeout(onIdleTimeout, route.idleTimeoutMs, this)
     this.upstream = hcm.pools.newStream(cluster, host, this, head, endStream)
@@ -175,6 +272,10 @@ export class ActiveStream implements UpstreamCallbacks {
     this.bytesReceived += chunk.length
     this.idleTimer?.refresh()
     if (endStream) this.requestComplete = true
+    if (this.filters !== null) {
+      if (this.stoppedAt >= 0) return this.hold(chunk, endStream)
+      for (const f of this.filters) f.decodeData?.(chunk, endStream)
+    }
     const up = this.upstream
     if (up === null || this.done) return
     if (!up.sendData(chunk, endStream)) this.downstream.pauseRequest()
@@ -182,14 +283,34 @@ export class ActiveStream implements UpstreamCallbacks {
 
   onRequestTrailers(trailers: Headers): void {
     this.requestComplete = true
+    if (this.filters !== null) {
+      if (this.stoppedAt >= 0) {
+        ;(this.held ??= new HeldRequest()).trailers = trailers
+        this.held.end = true
+        return
+      }
+      for (const f of this.filters) f.decodeTrailers?.(trailers)
+    }
     if (this.upstream !== null && !this.done) this.upstream.sendTrailers(trailers)
+  }
+
+  /** Keeps body bytes while a filter has stopped the chain; past the limit the client is paused until it goes on. */
+  private hold(chunk: Buffer, endStream: boolean): void {
+    const held = (this.held ??= new HeldRequest())
+    if (chunk.length > 0) held.chunks.push(chunk)
+    held.bytes += chunk.length
+    if (endStream) held.end = true
+    if (!held.paused && held.bytes > HOLD_LIMIT_BYTES) {
+      held.paused = true
+      this.downstream.pauseRequest()
+    }
   }
 
   /** The client went away or reset the stream. */
   onDownstreamReset(): void {
     if (this.done) return
     this.hcm.stats.downstream_rq_rx_reset++
-    if (this.flag === '') this.flag = 'DC'
+    if (this.flag === '' || this.flag === 'DI') this.addFlag('DC')
     if (this.upstream !== null) {
       const up = this.upstream
       this.upstream = null
@@ -208,7 +329,7 @@ export class ActiveStream implements UpstreamCallbacks {
     this.upstream = null
     up?.reset()
     if (this.responseStarted) {
-      this.flag = 'DPE'
+      this.addFlag('DPE')
       this.downstream.reset()
       this.finish()
       return
@@ -235,6 +356,7 @@ export class ActiveStream implements UpstreamCallbacks {
     if (this.setCookies !== null) for (const c of this.setCookies) headers.add('set-cookie', c)
     this.idleTimer?.refresh()
     if (endStream) this.responseComplete = true
+    if (this.filters !== null) this.encodeHeaders(status, headers, endStream)
     this.downstream.sendHeaders(status, headers, endStream)
     if (status === 101) this.downstream.upgraded()
     if (endStream) this.finish()
@@ -245,6 +367,8 @@ export class ActiveStream implements UpstreamCallbacks {
     this.bytesSent += chunk.length
     this.idleTimer?.refresh()
     if (endStream) this.responseComplete = true
+    if (this.filters !== null)
+      for (let i = this.filters.length - 1; i >= 0; i--) this.filters[i]!.encodeData?.(chunk, endStream)
     if (!this.downstream.sendData(chunk, endStream)) this.upstream?.pauseResponse()
     if (endStream) this.finish()
   }
@@ -252,6 +376,8 @@ export class ActiveStream implements UpstreamCallbacks {
   onUpstreamTrailers(trailers: Headers): void {
     if (this.done) return
     this.responseComplete = true
+    if (this.filters !== null)
+      for (let i = this.filters.length - 1; i >= 0; i--) this.filters[i]!.encodeTrailers?.(trailers)
     this.downstream.sendTrailers(trailers)
     this.finish()
   }
@@ -264,7 +390,7 @@ export class ActiveStream implements UpstreamCallbacks {
       if (detail !== '') this.reason = detail
       return this.localReply(reply)
     }
-    this.flag = reason === 'protocol_error' ? 'UPE' : 'UR'
+    this.addFlag(reason === 'protocol_error' ? 'UPE' : 'UR')
     this.downstream.reset()
     this.finish()
   }
@@ -282,7 +408,7 @@ export class ActiveStream implements UpstreamCallbacks {
     this.upstream = null
     up?.reset()
     if (!this.responseStarted) return this.localReply(LocalReplies.timeout)
-    this.flag = 'UT'
+    this.addFlag('UT')
     this.downstream.reset()
     this.finish()
   }
@@ -295,7 +421,7 @@ export class ActiveStream implements UpstreamCallbacks {
     this.upstream = null
     up?.reset()
     if (!this.responseStarted) return this.localReply(LocalReplies.idleTimeout)
-    this.flag = 'SI'
+    this.addFlag('SI')
     this.downstream.reset()
     this.finish()
   }
@@ -304,11 +430,16 @@ export class ActiveStream implements UpstreamCallbacks {
 
   localReply(reply: LocalReply | readonly [number, string, string, string]): void {
     const [status, flag, reason, text] = reply
-    this.flag = flag
+    this.addFlag(flag)
     const h = new Headers(['content-type', 'text/plain', 'x-loom-reason', reason])
     if (this.requestId !== '') h.add('x-request-id', this.requestId)
     this.respond(status, h, Buffer.from(`${text}${this.reason === '' ? '' : `: ${this.reason}`}\n`))
     if (this.reason === '') this.reason = reason
+  }
+
+  private encodeHeaders(status: number, headers: Headers, endStream: boolean): void {
+    const list = this.filters!
+    for (let i = list.length - 1; i >= 0; i--) list[i]!.encodeHeaders?.(status, headers, endStream)
   }
 
   private respond(status: number, headers: Headers, body: Buffer | null): void {
@@ -316,6 +447,7 @@ export class ActiveStream implements UpstreamCallbacks {
     this.responseStarted = true
     this.responseComplete = true
     headers.set('content-length', String(body === null ? 0 : body.length))
+    if (this.filters !== null) this.encodeHeaders(status, headers, body === null || body.length === 0)
     if (body === null || body.length === 0) {
       this.downstream.sendHeaders(status, headers, true)
     } else {
@@ -364,10 +496,15 @@ export class ActiveStream implements UpstreamCallbacks {
       this.host.activeRequests--
       const c = hcm.store.forCluster(cluster.name).rq
       c.rq_active--
-      if (status !== 0 && this.flag === '') c.countStatus(status)
+      if (status !== 0 && (this.flag === '' || this.flag === 'DI')) c.countStatus(status)
       c.rq_time.record(ms)
     }
-    if (this.flag !== '') hcm.stats.flag(this.flag)
+    if (this.flag !== '') {
+      if (this.flag.includes(',')) for (const f of this.flag.split(',')) hcm.stats.flag(f)
+      else hcm.stats.flag(this.flag)
+    }
+    const filters = this.filters
+    if (filters !== null) for (const f of filters) f.onDestroy?.()
     if (hcm.accessLogs.length > 0) hcm.logAccess(this, ms)
     this.downstream.onStreamComplete()
   }

@@ -22,6 +22,7 @@ import type {
 } from '../../config/envoy.js'
 import { parseDurationMs } from '../../core/duration.js'
 import { type ConfigIssue, ErrorCodes, LoomError } from '../../core/errors.js'
+import { compilePerFilterConfig } from '../http/filters/index.js'
 import type { Headers } from '../http/headers.js'
 import { type CookieToSet, compileHashPolicies, HashPolicies } from './hash.js'
 import {
@@ -180,6 +181,7 @@ interface RouteInit {
   responseLevels: HeaderMutations[]
   clusterRequest: Map<string, HeaderMutations>
   clusterResponse: Map<string, HeaderMutations>
+  filterConfigs: ReadonlyMap<string, unknown> | null
 }
 
 export class CompiledRoute {
@@ -200,6 +202,11 @@ export class CompiledRoute {
   readonly directStatus: number
   /** kind 'direct': the body, read at compile time */
   readonly directBody: Buffer | null
+  /**
+   * Compiled `typed_per_filter_config` by filter name, the route's over its virtual host's; null when neither has
+   * any (the common case: filters then use their own config).
+   */
+  readonly filterConfigs: ReadonlyMap<string, unknown> | null
 
   private readonly clusters: string[]
   private readonly cumulative: number[]
@@ -234,6 +241,7 @@ export class CompiledRoute {
     this.responseLevels = init.responseLevels
     this.clusterRequest = init.clusterRequest
     this.clusterResponse = init.clusterResponse
+    this.filterConfigs = init.filterConfigs
   }
 
   /** The fixed cluster, or a weighted pick (weights relative to their sum). */
@@ -621,12 +629,27 @@ function compileRedirect(rd: RedirectAction, match: PathMatch, p: string, issues
 }
 
 interface Shared {
+  /** the virtual host's compiled typed_per_filter_config */
+  vhostFilters: ReadonlyMap<string, unknown> | null
   issues: ConfigIssue[]
   clusters: Set<string>
   vhostRequest: HeaderMutations
   vhostResponse: HeaderMutations
   globalRequest: HeaderMutations
   globalResponse: HeaderMutations
+}
+
+/** Compiles `typed_per_filter_config` entries over a less specific level's (the more specific wins per filter). */
+function perFilter(
+  base: ReadonlyMap<string, unknown> | null,
+  cfg: Record<string, { '@type': string }> | undefined,
+  path: string,
+  issues: ConfigIssue[],
+): ReadonlyMap<string, unknown> | null {
+  if (cfg === undefined || Object.keys(cfg).length === 0) return base
+  const out = new Map(base ?? [])
+  for (const [name, c] of Object.entries(cfg)) out.set(name, compilePerFilterConfig(c, `${path}["${name}"]`, issues))
+  return out
 }
 
 function levels(...list: HeaderMutations[]): HeaderMutations[] {
@@ -661,6 +684,7 @@ function compileRoute(route: Route, vh: VirtualHost, index: number, p: string, s
     responseLevels: levels(compileMutations(route, 'response', p, issues), s.vhostResponse, s.globalResponse),
     clusterRequest: new Map(),
     clusterResponse: new Map(),
+    filterConfigs: perFilter(s.vhostFilters, route.typed_per_filter_config, `${p}.typed_per_filter_config`, issues),
   }
 
   if (route.route !== undefined) compileRouteAction(route.route, match, `${p}.route`, init, s)
@@ -777,6 +801,7 @@ export function compileRouteConfig(cfg: RouteConfiguration): CompiledRouteConfig
     }
     names.add(vh.name)
     const shared: Shared = {
+      vhostFilters: perFilter(null, vh.typed_per_filter_config, `${vp}.typed_per_filter_config`, issues),
       issues,
       clusters,
       vhostRequest: compileMutations(vh, 'request', vp, issues),

@@ -67,11 +67,25 @@ export class HttpConnManagerStats {
   downstream_cx_upgrades_total = 0
   /** Local replies and resets by Envoy response flag (NR, UH, UF, UT, DC, ...). */
   readonly flags = new Map<string, number>()
+  /** Each HTTP filter's own counters (`fault` → FaultStats), kept across config versions like the rest. */
+  readonly filters = new Map<string, object>()
   constructor(prefix: string) {
     this.prefix = prefix
   }
   flag(f: string): void {
     this.flags.set(f, (this.flags.get(f) ?? 0) + 1)
+  }
+  /** The counters object of filter `name` (made on first use; its number fields are the stats). */
+  filterStats<T extends object>(name: string, make: new () => T): T {
+    let s = this.filters.get(name) as T | undefined
+    if (s === undefined) this.filters.set(name, (s = new make()))
+    return s
+  }
+}
+
+function* filterEntries(s: HttpConnManagerStats): Generator<[string, number]> {
+  for (const [name, obj] of s.filters) {
+    for (const [k, n] of Object.entries(obj)) if (typeof n === 'number') yield [`${name}.${k}`, n]
   }
 }
 
@@ -177,6 +191,7 @@ export class StatsStore {
       yield* rqEntries(`${p}downstream_`, s.rq)
       for (const k of HCM_FIELDS) yield [`${p}${k}`, s[k]]
       for (const [f, n] of s.flags) yield [`${p}response_flag.${f}`, n]
+      for (const [k, n] of filterEntries(s)) yield [`${p}${k}`, n]
     }
     for (const s of this.clusters.values()) {
       const p = `cluster.${s.name}.`
@@ -237,6 +252,9 @@ export class StatsStore {
       rq('envoy_http_downstream_', l, s.rq)
       for (const k of HCM_FIELDS) line(`envoy_http_${k}`, k.endsWith('_active') ? 'gauge' : 'counter', l, s[k])
       for (const [f, n] of s.flags) line('envoy_http_response_flags_total', 'counter', `${l},response_flag="${f}"`, n)
+      for (const [k, n] of filterEntries(s)) {
+        line(`envoy_http_${k.replace('.', '_')}`, k.endsWith('active_faults') ? 'gauge' : 'counter', l, n)
+      }
     }
     for (const s of this.clusters.values()) {
       const l = `envoy_cluster_name="${esc(s.name)}"`

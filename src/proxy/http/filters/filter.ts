@@ -1,0 +1,64 @@
+/**
+ * The HTTP filter chain's contracts (Envoy's model, in Loom's own shape).
+ *
+ * The connection manager's `http_filters` run in order on the request (decode) and in reverse on the response
+ * (encode); the router is the last one and is not a `StreamFilter` here: it is the stream's own upstream step.
+ * A filter's config is validated by its schema (src/config/envoy.ts) and compiled once per config version into an
+ * `HttpFilterFactory`; per stream, `create` returns the filter object only when the filter has something to do for
+ * that stream's route, so a stream pays nothing for filters that do not apply to it.
+ */
+import type { Buffer } from 'node:buffer'
+import type { CompiledRoute } from '../../route/router.js'
+import type { Headers } from '../headers.js'
+import type { RequestHead } from '../types.js'
+
+/** Go on to the next filter. */
+export const CONTINUE = 0
+/**
+ * Later filters (and the router) do not see the request until this filter calls `continueDecoding()`; request
+ * body bytes that arrive meanwhile are held by the stream (bounded: past the limit the client is paused).
+ */
+export const STOP = 1
+export type FilterStatus = typeof CONTINUE | typeof STOP
+
+/** What a filter may do to its stream. Implemented by the stream itself: no per-stream closures. */
+export interface FilterCallbacks {
+  readonly head: RequestHead | null
+  /** the route matched for this stream, or null (the router answers NR after the filters) */
+  readonly route: CompiledRoute | null
+  readonly sourceIp: string
+  /** resumes a chain that a filter stopped; a no-op once the stream is over */
+  continueDecoding(): void
+  /**
+   * Ends the stream with a local reply, encoded like any response (stats, access log, flag): `text` as a one-line
+   * plain-text body with `x-loom-reason: reason`, or no body when null (then `headers` say what it is).
+   */
+  sendLocalReply(status: number, flag: string, reason: string, text: string | null, headers?: Headers): void
+  /** adds an Envoy response flag (DI, ...) to the stream's flags */
+  addFlag(flag: string): void
+}
+
+/** One filter's work on one stream. Every hook is optional. */
+export interface StreamFilter {
+  decodeHeaders?(head: RequestHead, endStream: boolean): FilterStatus
+  decodeData?(chunk: Buffer, endStream: boolean): void
+  decodeTrailers?(trailers: Headers): void
+  encodeHeaders?(status: number, headers: Headers, endStream: boolean): void
+  encodeData?(chunk: Buffer, endStream: boolean): void
+  encodeTrailers?(trailers: Headers): void
+  /** the stream is over (completed, reset or replied locally): release timers and counters */
+  onDestroy?(): void
+}
+
+/** A filter's compiled config, shared by every stream of a connection manager. */
+export interface HttpFilterFactory {
+  /** the name in `http_filters`, which `typed_per_filter_config` keys refer to */
+  readonly name: string
+  /** a filter object for this stream, or null when the filter has nothing to do for it */
+  create(cb: FilterCallbacks, perRoute: unknown): StreamFilter | null
+}
+
+/** Counters a filter keeps, rendered under its connection manager (`http.<prefix>.<filter>.<name>`). */
+export interface FilterStatsSink {
+  counter(name: string): { value: number }
+}

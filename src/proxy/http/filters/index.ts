@@ -1,0 +1,76 @@
+/**
+ * The HTTP filters Loom knows, by Envoy type URL, and the compile steps of a connection manager's chain and of
+ * per-route overrides (`typed_per_filter_config`). Adding a filter: its schema in src/config/envoy.ts (the
+ * `HttpFilter` variant and `typedPerFilterConfig`), its module beside this one, and one entry in each switch below.
+ */
+import type { HttpFilter, HTTPFault } from '../../../config/envoy.js'
+import { TypeUrls } from '../../../config/type-urls.js'
+import { type ConfigIssue, ErrorCodes, LoomError } from '../../../core/errors.js'
+import type { HttpConnManagerStats } from '../../stats/stats.js'
+import { compileFaultPerRoute, FaultFilterFactory } from './fault/fault.js'
+import type { HttpFilterFactory } from './filter.js'
+
+/** The chain's config cannot be compiled; issue paths are relative to the connection manager's typed_config. */
+export class HttpFilterConfigError extends LoomError {
+  override name = 'HttpFilterConfigError'
+  readonly issues: ConfigIssue[]
+  constructor(issues: ConfigIssue[]) {
+    super(
+      ErrorCodes.CONFIG_INVALID,
+      `http_filters are invalid:\n${issues.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`,
+    )
+    this.issues = issues
+  }
+}
+
+/**
+ * The filters before the router, compiled. The schema has checked each typed_config; the cross checks (router
+ * last, names unique) are in src/config/load.ts. Throws HttpFilterConfigError for what only compiling finds.
+ */
+export function compileHttpFilters(filters: readonly HttpFilter[], stats: HttpConnManagerStats): HttpFilterFactory[] {
+  const issues: ConfigIssue[] = []
+  const out: HttpFilterFactory[] = []
+  filters.forEach((f, i) => {
+    const tc = f.typed_config
+    const path = `http_filters[${i}].typed_config`
+    switch (tc['@type']) {
+      case TypeUrls.router:
+        return
+      case TypeUrls.fault:
+        out.push(new FaultFilterFactory(f.name, tc, path, issues, stats))
+        return
+    }
+  })
+  if (issues.length > 0) throw new HttpFilterConfigError(issues)
+  return out
+}
+
+/** One per-route override, compiled by its filter (issues go to the route configuration's list). */
+export function compilePerFilterConfig(cfg: { '@type': string }, path: string, issues: ConfigIssue[]): unknown {
+  switch (cfg['@type']) {
+    case TypeUrls.fault:
+      return compileFaultPerRoute(cfg as HTTPFault, path, issues)
+  }
+  issues.push({ path, message: `no per-route config for ${cfg['@type']}` })
+  return null
+}
+
+/** The chain's shape: names unique, the router last and only there (Envoy's terminal filter). */
+export function checkHttpFilters(filters: readonly HttpFilter[], path: string, issues: ConfigIssue[]): void {
+  const names = new Set<string>()
+  filters.forEach((f, k) => {
+    if (names.has(f.name))
+      issues.push({ path: `${path}[${k}].name`, message: `another HTTP filter is already called "${f.name}"` })
+    names.add(f.name)
+    const router = f.typed_config['@type'] === TypeUrls.router
+    if (router && k !== filters.length - 1) {
+      issues.push({ path: `${path}[${k}]`, message: 'the router filter must be the last HTTP filter' })
+    }
+    if (!router && k === filters.length - 1) {
+      issues.push({
+        path: `${path}[${k}]`,
+        message: 'the last HTTP filter must be the router (envoy.filters.http.router)',
+      })
+    }
+  })
+}
