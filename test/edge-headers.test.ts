@@ -23,7 +23,9 @@ type Seen = Record<string, string | string[] | undefined>
 function edgeListener(name: string, extra: Record<string, unknown>): unknown {
   const routes = {
     name: 'local',
-    virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'backend' } }] }],
+    virtual_hosts: [
+      { name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'backend' } }] },
+    ],
   }
   return listener(name, hcm(routes, { stat_prefix: name, access_log: [STDOUT_LOG], ...extra }))
 }
