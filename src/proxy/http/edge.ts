@@ -59,33 +59,41 @@ let envoyInternalAt = -1
 let reserved = 0
 
 function scan(l: readonly string[]): void {
-  xffAt = xfpAt = ridAt = envoyInternalAt = -1
-  xffCount = reserved = 0
+  // locals in the loop, module state written once
+  let xff = -1
+  let nXff = 0
+  let xfp = -1
+  let rid = -1
+  let internal = -1
+  let nReserved = 0
   for (let i = 0; i < l.length; i += 2) {
     const n = l[i]!
     // every name of interest starts with `x-`
     if (n.charCodeAt(0) !== 0x78 || n.charCodeAt(1) !== 0x2d) continue
-    switch (n.charCodeAt(2)) {
-      case 0x66: // f
-        if (n === 'x-forwarded-for') {
-          if (xffAt < 0) xffAt = i
-          xffCount++
-        } else if (n === 'x-forwarded-proto' && xfpAt < 0) xfpAt = i
-        break
-      case 0x72: // r
-        if (n === 'x-request-id' && ridAt < 0) ridAt = i
-        break
-      case 0x65: // e
-        if (n.startsWith('x-envoy-')) {
-          reserved++
-          if (n === 'x-envoy-internal') envoyInternalAt = i
-        }
-        break
-      case 0x6c: // l
-        if (n.startsWith('x-loom-')) reserved++
-        break
-    }
+    const c = n.charCodeAt(2)
+    if (c === 0x66) {
+      // f
+      if (n === 'x-forwarded-for') {
+        if (xff < 0) xff = i
+        nXff++
+      } else if (n === 'x-forwarded-proto' && xfp < 0) xfp = i
+    } else if (c === 0x72) {
+      // r
+      if (n === 'x-request-id' && rid < 0) rid = i
+    } else if (c === 0x65) {
+      // e
+      if (n.startsWith('x-envoy-')) {
+        nReserved++
+        if (n === 'x-envoy-internal') internal = i
+      }
+    } else if (c === 0x6c && n.startsWith('x-loom-')) nReserved++
   }
+  xffAt = xff
+  xffCount = nXff
+  xfpAt = xfp
+  ridAt = rid
+  envoyInternalAt = internal
+  reserved = nReserved
 }
 
 /** Whether the last `x-forwarded-for` looked at by xffAddress held a single address. */
