@@ -3,6 +3,7 @@
  * These are the proxy's configuration types, whether they come from a static bootstrap or from xDS.
  * Anything not declared here is rejected with its path: Loom never silently ignores a field.
  */
+import { isIP } from 'node:net'
 import { duration, int, nonEmpty, oneOf, port, uint32, v } from './schema.js'
 import { TypeUrls } from './type-urls.js'
 
@@ -21,6 +22,16 @@ export const SocketAddress = v.strictObject({
   ipv4_compat: opt(bool),
 })
 export const Address = v.strictObject({ socket_address: SocketAddress })
+
+/** An IP prefix: `address_prefix` an IPv4 or IPv6 address, `prefix_len` at most 32 or 128 (default 0). */
+export const CidrRange = v.pipe(
+  v.strictObject({ address_prefix: nonEmpty, prefix_len: opt(int(0, 128)) }),
+  v.check((c) => {
+    const family = isIP(c.address_prefix)
+    return family !== 0 && (c.prefix_len ?? 0) <= (family === 4 ? 32 : 128)
+  }, 'address_prefix must be an IP address and prefix_len at most 32 (IPv4) or 128 (IPv6)'),
+)
+export type CidrRange = v.InferOutput<typeof CidrRange>
 export type Address = v.InferOutput<typeof Address>
 
 export const DataSource = v.pipe(
@@ -346,7 +357,10 @@ export const HttpConnectionManager = v.pipe(
     max_request_headers_kb: opt(int(1, 8192)),
     use_remote_address: opt(bool),
     xff_num_trusted_hops: opt(uint32),
+    skip_xff_append: opt(bool),
+    internal_address_config: opt(v.strictObject({ unix_sockets: opt(bool), cidr_ranges: opt(v.array(CidrRange)) })),
     generate_request_id: opt(bool),
+    preserve_external_request_id: opt(bool),
     server_name: opt(str),
     upgrade_configs: opt(v.array(v.strictObject({ upgrade_type: nonEmpty, enabled: opt(bool) }))),
     drain_timeout: opt(duration),

@@ -1,7 +1,9 @@
 /**
  * Listeners and route configurations (LDS and RDS) for the three kinds of client. Stat prefixes follow Istio's
- * (`inbound_0.0.0.0_9080`, `outbound_0.0.0.0_8080` on gateways), so Envoy dashboards read the same; gateways use the
- * client address (`use_remote_address`), as Istio's do.
+ * (`inbound_0.0.0.0_9080`, `outbound_0.0.0.0_8080` on gateways), so Envoy dashboards read the same. Trust is set as
+ * Istio sets it: gateways take the client address from the connection (`use_remote_address: true`, with
+ * `xff_num_trusted_hops` from the gateway topology's `numTrustedProxies`), so clients' `x-forwarded-*`, `x-envoy-*`
+ * and `x-request-id` are sanitized; sidecars, inbound and outbound, trust their mesh (`use_remote_address: false`).
  *
  * - **Sidecar, Envoy-style** (`generator: 'envoy'`). Loom runs each workload with its sidecar as the workload's
  *   HTTP proxy (HTTP_PROXY), so outbound traffic arrives on one listener, `outbound_http` on 127.0.0.1
@@ -47,6 +49,31 @@ function hcm(statPrefix: string, routing: Json): Json {
     name: HCM_FILTER,
     typed_config: { '@type': TypeUrls.hcm, stat_prefix: statPrefix, ...routing, http_filters: [ROUTER] },
   }
+}
+
+/** A sidecar's connection managers, inbound and outbound: the mesh's forwarding headers are trusted (Istio's). */
+const SIDECAR_TRUST: Json = { use_remote_address: false }
+
+/**
+ * A gateway's connection managers: the client address is the connection's peer, or with `numTrustedProxies` N the
+ * Nth address from the right of `x-forwarded-for` (Istio's gateway topology). The count comes from the node
+ * metadata `PROXY_CONFIG.gatewayTopology.numTrustedProxies` (what Istio's agent sends, `proxy.istio.io/config`
+ * included), else the mesh's `defaultConfig`; 0 is left out, as on the wire.
+ */
+function gatewayTrust(scope: Scope, metadata: NodeMetadata): Json {
+  let proxyConfig: unknown = metadata.PROXY_CONFIG
+  if (typeof proxyConfig === 'string') {
+    try {
+      proxyConfig = JSON.parse(proxyConfig)
+    } catch {
+      proxyConfig = undefined
+    }
+  }
+  const fromNode = (proxyConfig as { gatewayTopology?: { numTrustedProxies?: unknown } } | undefined)?.gatewayTopology
+    ?.numTrustedProxies
+  const n = typeof fromNode === 'number' || typeof fromNode === 'string' ? Number(fromNode) : Number.NaN
+  const hops = Number.isInteger(n) && n >= 0 && n <= 0xffffffff ? n : scope.mesh.numTrustedProxies
+  return hops > 0 ? { use_remote_address: true, xff_num_trusted_hops: hops } : { use_remote_address: true }
 }
 
 function rds(name: string): Json {
@@ -183,7 +210,7 @@ export function outboundListener(scope: Scope, metadata: NodeMetadata): Listener
       {
         name: OUTBOUND_LISTENER,
         address: socketAddress('127.0.0.1', port),
-        filter_chains: [{ filters: [hcm(OUTBOUND_LISTENER, rds(OUTBOUND_ROUTE))] }],
+        filter_chains: [{ filters: [hcm(OUTBOUND_LISTENER, { ...rds(OUTBOUND_ROUTE), ...SIDECAR_TRUST })] }],
       },
     ],
     routes: [{ name: OUTBOUND_ROUTE, virtual_hosts: vhosts, validate_clusters: false }],
@@ -266,7 +293,9 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
     out.listeners.push({
       name,
       address: socketAddress(address, listenPort),
-      filter_chains: [{ filters: [hcm(`inbound_${address}_${listenPort}`, { route_config: routeConfig })] }],
+      filter_chains: [
+        { filters: [hcm(`inbound_${address}_${listenPort}`, { route_config: routeConfig, ...SIDECAR_TRUST })] },
+      ],
     })
     const c: Json = {
       name: cluster,
@@ -343,6 +372,7 @@ export function selectedGateways(scope: Scope): Resource<GatewaySpec>[] {
  * server port is taken or privileged (`loom up` maps 8080 to a free local port).
  */
 export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): ListenerSet {
+  const trust = gatewayTrust(scope, metadata)
   const bindAddress = typeof metadata.GATEWAY_ADDRESS === 'string' ? metadata.GATEWAY_ADDRESS : '0.0.0.0'
   const bindPorts = portMap(metadata.GATEWAY_PORTS)
   const byPort = new Map<number, BoundServer[]>()
@@ -365,7 +395,7 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
       const plain = servers.filter((s) => !terminatingTls(s.server))
       const routeName = `http.${port}`
       out.routes.push(gatewayRouteConfig(scope, routeName, port, plain, false))
-      chains.push({ filters: [hcm(`outbound_0.0.0.0_${port}`, { ...rds(routeName), use_remote_address: true })] })
+      chains.push({ filters: [hcm(`outbound_0.0.0.0_${port}`, { ...rds(routeName), ...trust })] })
     } else {
       for (const s of servers.filter((x) => terminatingTls(x.server))) {
         const routeName = `https.${port}.${s.server.port?.name ?? ''}.${s.gateway.metadata.name}.${s.gateway.metadata.namespace}`
@@ -375,7 +405,7 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
         if (sni.length > 0) chain.filter_chain_match = { server_names: sni }
         // Istio's stat prefix for a TLS server is its name, else the route name.
         const prefix = s.server.name ?? routeName
-        chain.filters = [hcm(prefix, { ...rds(routeName), use_remote_address: true })]
+        chain.filters = [hcm(prefix, { ...rds(routeName), ...trust })]
         chain.transport_socket = { name: 'envoy.transport_sockets.tls', typed_config: downstreamTls(s.server) }
         chains.push(chain)
       }

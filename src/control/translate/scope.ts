@@ -29,6 +29,8 @@ export interface MeshConfig {
   connectTimeout?: string
   /** load balancer when no DestinationRule sets one; default LEAST_REQUEST, as Istio */
   defaultLoadBalancer?: 'LEAST_REQUEST' | 'ROUND_ROBIN' | 'RANDOM'
+  /** proxy defaults (Istio's ProxyConfig); a proxy's node metadata `PROXY_CONFIG` overrides them */
+  defaultConfig?: { gatewayTopology?: { numTrustedProxies?: number } }
 }
 
 export interface ResolvedMeshConfig {
@@ -36,6 +38,8 @@ export interface ResolvedMeshConfig {
   domainSuffix: string
   connectTimeout: string
   defaultLoadBalancer: LbPolicy
+  /** trusted proxies in front of gateways (`xff_num_trusted_hops`); default 0 */
+  numTrustedProxies: number
 }
 
 export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig {
@@ -44,6 +48,7 @@ export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig
     domainSuffix: m?.domainSuffix ?? DEFAULT_DOMAIN_SUFFIX,
     connectTimeout: m?.connectTimeout ?? '10s',
     defaultLoadBalancer: m?.defaultLoadBalancer ?? 'LEAST_REQUEST',
+    numTrustedProxies: m?.defaultConfig?.gatewayTopology?.numTrustedProxies ?? 0,
   }
 }
 

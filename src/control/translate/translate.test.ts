@@ -320,6 +320,53 @@ describe('Bookinfo gateway (bookinfo-gateway.yaml)', () => {
   })
 })
 
+describe('who trusts forwarding headers (use_remote_address, as Istio sets it)', () => {
+  const resources = () => samples('virtual-service-all-v1.yaml', 'destination-rule-all.yaml', 'bookinfo-gateway.yaml')
+  /** listener name → the HCM's trust fields */
+  function trust(r: TranslatedResources): Record<string, Json> {
+    const out: Record<string, Json> = {}
+    for (const l of r.listeners) {
+      const tc = ((l.filter_chains as Json[])[0]!.filters as Json[])[0]!.typed_config as Json
+      const t: Json = {}
+      for (const k of ['use_remote_address', 'xff_num_trusted_hops']) if (tc[k] !== undefined) t[k] = tc[k]
+      out[l.name as string] = t
+    }
+    return out
+  }
+
+  // The productpage golden changed for this, and only this: both sidecar connection managers carry
+  // `use_remote_address: false` (hence a new listener version).
+  it('a sidecar trusts its mesh, inbound and outbound', () => {
+    assert.deepEqual(trust(run(resources(), PRODUCTPAGE)), {
+      'inbound|9080': { use_remote_address: false },
+      outbound_http: { use_remote_address: false },
+    })
+  })
+
+  // The ingress golden is unchanged: no trusted proxies by default, and 0 is not written (as on the wire).
+  it('a gateway takes the client address from the connection', () => {
+    assert.deepEqual(trust(run(resources(), INGRESS)), { '0.0.0.0_8080': { use_remote_address: true } })
+  })
+
+  it("numTrustedProxies: the node's PROXY_CONFIG, else the mesh's defaultConfig", () => {
+    const withNode = (proxyConfig: unknown) => run(resources(), { ...INGRESS, metadata: { PROXY_CONFIG: proxyConfig } })
+    const two = { '0.0.0.0_8080': { use_remote_address: true, xff_num_trusted_hops: 2 } }
+    assert.deepEqual(trust(withNode({ gatewayTopology: { numTrustedProxies: 2 } })), two)
+    assert.deepEqual(trust(withNode('{"gatewayTopology":{"numTrustedProxies":2}}')), two, 'as a JSON string')
+    const mesh = { defaultConfig: { gatewayTopology: { numTrustedProxies: 1 } } }
+    const meshOnly = translateResources({ resources: resources(), services: BOOKINFO, meshConfig: mesh }, INGRESS)
+    assert.deepEqual(trust(meshOnly), { '0.0.0.0_8080': { use_remote_address: true, xff_num_trusted_hops: 1 } })
+    const both = translateResources(
+      { resources: resources(), services: BOOKINFO, meshConfig: mesh },
+      { ...INGRESS, metadata: { PROXY_CONFIG: { gatewayTopology: { numTrustedProxies: 3 } } } },
+    )
+    assert.deepEqual(trust(both), { '0.0.0.0_8080': { use_remote_address: true, xff_num_trusted_hops: 3 } })
+    assert.deepEqual(trust(withNode({ gatewayTopology: { numTrustedProxies: -1 } })), {
+      '0.0.0.0_8080': { use_remote_address: true },
+    })
+  })
+})
+
 // === other features ===
 
 describe('gateways', () => {

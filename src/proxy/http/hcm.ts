@@ -6,6 +6,7 @@ import type { HttpConnectionManager } from '../../config/envoy.js'
 import { parseDurationMs } from '../../core/duration.js'
 import type { AccessLogSink } from '../access-log.js'
 import { createAccessLogs } from '../access-log.js'
+import type { BlockList } from 'node:net'
 import type { ClusterManager } from '../cluster/index.js'
 import type { CompiledRouteConfig } from '../route/router.js'
 import type { HttpConnManagerStats, StatsStore } from '../stats/stats.js'
@@ -13,6 +14,7 @@ import { DEFAULT_LIMITS, type HttpParseError, type Limits } from './h1/parse.js'
 import { Deadlines } from './deadlines.js'
 import { compileHttpFilters } from './filters/index.js'
 import type { HttpFilterFactory } from './filters/filter.js'
+import { compileInternalAddresses } from './edge.js'
 import type { PoolManager } from './pools.js'
 import type { ActiveStream } from './stream.js'
 
@@ -26,8 +28,15 @@ export class HcmContext {
   readonly clusters: ClusterManager
   readonly pools: PoolManager
   readonly accessLogs: AccessLogSink[]
+  // edge rules (see edge.ts)
   readonly generateRequestId: boolean
+  readonly preserveExternalRequestId: boolean
   readonly useRemoteAddress: boolean
+  readonly xffTrustedHops: number
+  /** append the peer to x-forwarded-for: use_remote_address and not skip_xff_append */
+  readonly appendXff: boolean
+  /** internal_address_config.cidr_ranges; null: no address is internal */
+  readonly internalAddresses: BlockList | null
   readonly limits: Limits
   readonly idleTimeoutMs: number
   readonly upgrades: Set<string>
@@ -58,7 +67,11 @@ export class HcmContext {
     this.pools = pools
     this.accessLogs = createAccessLogs(cfg.access_log)
     this.generateRequestId = cfg.generate_request_id ?? true
+    this.preserveExternalRequestId = cfg.preserve_external_request_id ?? false
     this.useRemoteAddress = cfg.use_remote_address ?? false
+    this.xffTrustedHops = cfg.xff_num_trusted_hops ?? 0
+    this.appendXff = this.useRemoteAddress && cfg.skip_xff_append !== true
+    this.internalAddresses = compileInternalAddresses(cfg.internal_address_config?.cidr_ranges)
     const common = cfg.common_http_protocol_options
     this.limits = {
       maxHeadBytes: (cfg.max_request_headers_kb ?? DEFAULT_LIMITS.maxHeadBytes / 1024) * 1024,
@@ -92,6 +105,7 @@ export class HcmContext {
       duration_ms: Math.round(ms * 1000) / 1000,
       authority: head?.authority ?? null,
       downstream_remote_address: s.sourceIp,
+      downstream_direct_remote_address: s.peerIp,
       upstream_cluster: s.cluster?.name ?? null,
       upstream_host: s.host?.key ?? null,
       route_name: s.route?.name ?? null,

@@ -11,8 +11,8 @@ import type { Host, UpstreamCluster } from '../cluster/index.js'
 import type { CompiledRoute } from '../route/router.js'
 import type { RouteStats } from '../stats/stats.js'
 import { Headers } from './headers.js'
-import { requestId } from './request-id.js'
 import { type FilterCallbacks, STOP, type StreamFilter } from './filters/filter.js'
+import { applyEdgeRules } from './edge.js'
 import type { HcmContext } from './hcm.js'
 import type { DownstreamSink, RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from './types.js'
 import { HOP_BY_HOP } from './types.js'
@@ -64,7 +64,10 @@ class HeldRequest {
 export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
   readonly hcm: HcmContext
   readonly downstream: DownstreamSink
-  readonly sourceIp: string
+  /** the connection's peer */
+  readonly peerIp: string
+  /** the trusted client address (edge.ts): the peer, or an address from x-forwarded-for */
+  sourceIp: string
   readonly startTime: number
   head: RequestHead | null = null
   route: CompiledRoute | null = null
@@ -100,10 +103,11 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
   /** body that arrived while the chain was stopped */
   private held: HeldRequest | null = null
 
-  constructor(hcm: HcmContext, downstream: DownstreamSink, sourceIp: string) {
+  constructor(hcm: HcmContext, downstream: DownstreamSink, peerIp: string) {
     this.hcm = hcm
     this.downstream = downstream
-    this.sourceIp = sourceIp
+    this.peerIp = peerIp
+    this.sourceIp = peerIp
     this.startTime = performance.now()
   }
 
@@ -120,6 +124,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
 
     if (head.upgrade !== null && !hcm.upgrades.has(head.upgrade)) return this.localReply(LocalReplies.upgradeRejected)
 
+    applyEdgeRules(this, hcm, head)
     const route = hcm.router.match(head)
     if (route !== null) {
       this.route = route
@@ -238,22 +243,10 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
     this.host = host
 
     // the request as the upstream will see it
-    const headers = head.headers
-    if (hcm.generateRequestId) {
-      const id = headers.get('x-request-id')
-      if (id === undefined) headers.add('x-request-id', (this.requestId = requestId()))
-      else this.requestId = id
-    }
-    if (!headers.has('x-forwarded-proto')) headers.add('x-forwarded-proto', head.scheme)
-    if (hcm.useRemoteAddress) {
-      const xff = headers.get('x-forwarded-for')
-      if (xff === undefined) headers.add('x-forwarded-for', this.sourceIp)
-      else headers.set('x-forwarded-for', `${xff}, ${this.sourceIp}`)
-    }
     head.path = route.rewritePath(head.path)
     if (route.hostRewrite !== null) head.authority = route.hostRewrite
     else if (route.autoHostRewrite) head.authority = host.hostname
-    route.applyRequestHeaders(headers, clusterName)
+    route.applyRequestHeaders(head.headers, clusterName)
 
     const cstats = hcm.store.forCluster(cluster.name)
     cstats.rq.rq_total++
