@@ -69,6 +69,10 @@ export const PROXY_STATUS_USAGE = `Usage: loom proxy-status [-o table|json] [--s
 
 Lists every proxy connected to the control plane and, per xDS type (CDS, LDS, EDS, RDS), whether it has the
 newest config (SYNCED), is behind (STALE), rejected it (NACKED, with the reason), or got nothing yet (NOT_SENT).
+
+Examples:
+  loom proxy-status
+  loom proxy-status -o json --server 127.0.0.1:15080
 `
 
 function server(values: { server?: string | undefined }): string {
