@@ -23,40 +23,14 @@ import {
 } from '../../api/index.js'
 import { hostMatches, isWildcard, labelsMatch, resolveHost } from '../registry/hostname.js'
 import { configOrder, type Service } from '../registry/registry.js'
+import type { Diagnostic } from './diagnostic.js'
 import { terminatingTls } from './listeners.js'
 import { notEnforced } from './not-enforced.js'
 import { resolveGatewayName, virtualServiceGateways } from './routes.js'
 import { type MeshConfig, resolveMeshConfig } from './scope.js'
 import { cmp } from './util.js'
 
-export interface Diagnostic {
-  level: 'warning' | 'error'
-  message: string
-  /** `Kind/namespace/name` */
-  resource: string
-  /** field path inside the resource, e.g. `spec.http[0].route[1].destination.subset` */
-  path: string
-  /** the file and 0-based document index the resource came from, when it came from manifests (see `locate`) */
-  source?: string
-  index?: number
-}
-
-/** Where each resource of some manifests came from, by `Kind/namespace/name`. */
-export type Origins = ReadonlyMap<string, { source: string; index: number }>
-
-/** `diagnostics` with the file and document of each resource found in `origins`. */
-export function locate(diagnostics: readonly Diagnostic[], origins: Origins): Diagnostic[] {
-  return diagnostics.map((d) => {
-    const o = origins.get(d.resource)
-    return o === undefined ? d : { ...d, source: o.source, index: o.index }
-  })
-}
-
-/** `Warning [VirtualService/default/a] (vs.yaml, document 0) spec.http[0].retries: retries are not translated yet` */
-export function formatDiagnostic(d: Diagnostic, level: string = d.level === 'error' ? 'Error' : 'Warning'): string {
-  const where = d.source === undefined ? '' : ` (${d.source}${d.index === undefined ? '' : `, document ${d.index}`})`
-  return `${level} [${d.resource}]${where} ${d.path === '' ? '' : `${d.path}: `}${d.message}`
-}
+export { type Diagnostic, formatDiagnostic, locate, type Origins } from './diagnostic.js'
 
 export function analyze(
   resources: readonly Resource[],
