@@ -102,6 +102,50 @@ describe('loom apply warnings', () => {
   })
 })
 
+describe('schema errors and cross-reference errors in one pass', () => {
+  test('loom validate lists both kinds of bootstrap errors at once', async () => {
+    const file = fixture('bootstrap-errors.yaml')
+    const r = await runLoom(['validate', '-c', file])
+    assert.equal(r.code, 1)
+    const route =
+      'static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].route'
+    assert.equal(
+      r.stderr,
+      `loom: ${file}: invalid configuration:\n` +
+        `  ${route}.timeout: wrong type: Expected string but received 5\n` +
+        '  static_resources.clusters[0].typo_field: unknown field (not supported by Loom, or misspelt)\n' +
+        '  static_resources.clusters[1].name: duplicate cluster name "backend"\n' +
+        `  ${route}.cluster: unknown cluster "missing"\n`,
+    )
+  })
+
+  test('loom apply lists schema errors and Istio rules together, each with file, document and path', async () => {
+    const cp = await startControl()
+    try {
+      const file = fixture('manifest-errors.yaml')
+      const r = await cp.loom(['apply', '-f', file])
+      assert.equal(r.code, 1)
+      assert.equal(r.stdout, '')
+      const vs = `${file}: document 0 (VirtualService reviews): spec.http`
+      const dr = `${file}: document 1 (DestinationRule reviews): spec`
+      assert.deepEqual(r.stderr.trimEnd().split('\n'), [
+        `error: ${file} was not applied (nothing in it was written):`,
+        `  ${vs}[0].route[0].destination.subsett: unknown field (not supported by Loom, or misspelt)`,
+        `  ${vs}[1]: wrong type: Expected Object but received 5`,
+        `  ${vs}[2].timeout: wrong type: Expected string but received 5`,
+        `  ${vs}[0].route: total destination weight 90 != 100`,
+        `  ${vs}[2].route: total destination weight 60 != 100`,
+        `  ${dr}.trafficPolicy.loadBalancer.simple: invalid value "FASTEST"; expected one of UNSPECIFIED, LEAST_CONN, RANDOM, PASSTHROUGH, ROUND_ROBIN, LEAST_REQUEST`,
+        `  ${dr}.subsets[1].name: duplicate subset name v1`,
+      ])
+      const listed = (await (await fetch(`http://${cp.api}/api/v1/resources`)).json()) as { items: unknown[] }
+      assert.equal(listed.items.length, 0)
+    } finally {
+      await cp.stop()
+    }
+  })
+})
+
 describe('loom analyze --local', () => {
   test('an AuthorizationPolicy with an empty spec is a warning, not "No problems found"', async () => {
     const file = fixture('authz-allow-nothing.yaml')
