@@ -29,7 +29,7 @@ export const APPLY_USAGE = `Usage: loom apply -f <file|dir|-> [--dry-run] [--ser
 
 Validates every document first; if any is invalid, nothing is written and every error is listed with its file,
 document index and field path. Kubernetes kinds (Deployment, Service, ...) are skipped. After the created /
-configured / unchanged lines, warnings go to stderr: what 'loom analyze' finds in the applied resources (unknown
+configured / unchanged lines, warnings go to stderr: what 'loom analyze' finds in the resources written (unknown
 hosts, missing subsets, fields accepted but not enforced yet...). Warnings do not change the exit code.
 
 Examples:

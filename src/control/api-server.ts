@@ -3,8 +3,9 @@
  *
  *   POST   /api/v1/apply[?dryRun=true]              body: YAML or JSON manifests (many documents); header x-loom-source names them;
  *                                                    answers results (created/configured/unchanged) and warnings: what
- *                                                    `loom analyze` finds in the applied resources (nothing is refused
- *                                                    for it), each with resource, file, document index and field path
+ *                                                    `loom analyze` finds in the resources written (created or
+ *                                                    configured; nothing is refused for it), each with resource, file,
+ *                                                    document index and field path
  *   GET    /api/v1/resources[?kind=&namespace=]     list
  *   GET    /api/v1/resources/:kind/:namespace/:name
  *   DELETE /api/v1/resources/:kind/:namespace/:name
@@ -247,17 +248,17 @@ export class ApiServer {
       parsed.errors.push(...r.errors)
     }
     if (parsed.errors.length > 0) throw new HttpError(422, 'invalid manifests', { errors: parsed.errors })
-    return { diagnostics: await this.diagnose(parsed, { onlyParsed: false, overlay: true }) }
+    return { diagnostics: await this.diagnose(parsed, { overlay: true }) }
   }
 
   /**
    * What `analyze` finds in the stored config and the registered workloads with `parsed` laid over it (`overlay`; or,
-   * once written, as stored, with their creation times), located in the manifests; with `onlyParsed`, only the
-   * diagnostics of the parsed resources.
+   * once written, as stored, with their creation times), located in the manifests; with `only` (resource keys), only
+   * the diagnostics of those resources.
    */
   private async diagnose(
     parsed: ManifestResult,
-    { onlyParsed, overlay }: { onlyParsed: boolean; overlay: boolean },
+    { only, overlay }: { only?: ReadonlySet<string>; overlay: boolean },
   ): Promise<Diagnostic[]> {
     const merged = new Map<string, Resource>()
     for (const r of (await this.cp.store.list()).items) merged.set(keyOf(r), r)
@@ -270,8 +271,7 @@ export class ApiServer {
     const registry = new Registry()
     registry.setResources(resources)
     for (const w of this.cp.registry.workloads()) registry.register({ ...w, ttlSeconds: 3600 })
-    const all = analyze(resources, registry.services())
-    return locate(onlyParsed ? all.filter((d) => origins.has(d.resource)) : all, origins)
+    return locate(analyze(resources, registry.services(), undefined, only), origins)
   }
 
   /** Validates every document, then writes the changed ones in one transaction (or none). */
@@ -303,8 +303,9 @@ export class ApiServer {
         throw err
       }
     }
-    // what analyze finds in the applied resources, with the store as it is now (or would be, for a dry run)
-    const warnings = await this.diagnose(parsed, { onlyParsed: true, overlay: dryRun })
+    // what analyze finds in what was written (or would be, for a dry run), with the rest of the store as it is
+    const warnings =
+      changed.length === 0 ? [] : await this.diagnose(parsed, { only: new Set(changed.map(keyOf)), overlay: dryRun })
     return { dryRun, results, warnings, skipped: parsed.skipped }
   }
 }

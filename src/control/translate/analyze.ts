@@ -32,10 +32,15 @@ import { cmp } from './util.js'
 
 export { type Diagnostic, formatDiagnostic, locate, type Origins } from './diagnostic.js'
 
+/**
+ * Diagnostics for `resources` with the registry's `services`. With `only` (resource keys), only those resources'
+ * diagnostics are computed (the others still count: an older VirtualService for the same host, and so on).
+ */
 export function analyze(
   resources: readonly Resource[],
   services: readonly Service[],
   meshConfig?: MeshConfig,
+  only?: ReadonlySet<string>,
 ): Diagnostic[] {
   const mesh = resolveMeshConfig(meshConfig)
   const sorted = [...resources].sort(configOrder)
@@ -43,8 +48,10 @@ export function analyze(
   const known = new Set(services.map((s) => s.hostname))
   const resolve = (h: string, ns: string) => resolveHost(h, ns, (x) => known.has(x), mesh.domainSuffix)
   const out: Diagnostic[] = []
-  const report = (level: Diagnostic['level'], r: Resource, path: string, message: string) =>
-    out.push({ level, message, resource: keyOf(r), path })
+  const want = (r: Resource) => only === undefined || only.has(keyOf(r))
+  const report = (level: Diagnostic['level'], r: Resource, path: string, message: string) => {
+    if (want(r)) out.push({ level, message, resource: keyOf(r), path })
+  }
   const of = <S>(kind: string) => sorted.filter((r) => r.kind === kind) as Resource<S>[]
   const unenforced = (r: Resource) => {
     for (const { path, message } of notEnforced(r)) report('warning', r, path, message)
@@ -54,7 +61,14 @@ export function analyze(
   const gateways = new Set(
     of<GatewaySpec>('Gateway').map((g) => resolveGatewayName(g.metadata.name, g.metadata.namespace)),
   )
-  const serviceFor = (fqdn: string) => services.find((s) => s.hostname === fqdn)
+  // by hostname, the first of each (services are sorted by hostname, then namespace)
+  const byHost = new Map<string, Service[]>()
+  for (const s of services) {
+    const list = byHost.get(s.hostname)
+    if (list === undefined) byHost.set(s.hostname, [s])
+    else list.push(s)
+  }
+  const serviceFor = (fqdn: string) => byHost.get(fqdn)?.[0]
   const subsetDefined = (fqdn: string, subset: string) =>
     drs.some(
       (dr) =>
@@ -65,11 +79,12 @@ export function analyze(
   // === VirtualServices ===
   const claims = new Map<string, Resource<VirtualServiceSpec>>()
   for (const vs of of<VirtualServiceSpec>('VirtualService')) {
-    unenforced(vs)
+    const selected = want(vs)
+    if (selected) unenforced(vs)
     const ns = vs.metadata.namespace
     const spec = vs.spec
     const bound = virtualServiceGateways(vs)
-    ;(spec.gateways ?? []).forEach((g, i) => {
+    ;(selected ? (spec.gateways ?? []) : []).forEach((g, i) => {
       const name = resolveGatewayName(g, ns)
       if (name !== 'mesh' && !gateways.has(name))
         report('error', vs, `spec.gateways[${i}]`, `gateway ${name} not found`)
@@ -96,6 +111,7 @@ export function analyze(
           )
       }
     }
+    if (!selected) continue
 
     let catchAll: string | null = null
     ;(spec.http ?? []).forEach((http, i) => {
@@ -154,16 +170,17 @@ export function analyze(
   // === DestinationRules ===
   const drHosts = new Map<string, Resource<DestinationRuleSpec>>()
   for (const dr of drs) {
-    unenforced(dr)
     const h = resolve(dr.spec.host ?? '', dr.metadata.namespace)
+    const key = `${dr.metadata.namespace}|${h}`
+    const first = drHosts.get(key)
+    if (first === undefined) drHosts.set(key, dr)
+    if (!want(dr)) continue
+    unenforced(dr)
     const svc = serviceFor(h)
     if (svc === undefined && !(isWildcard(h) && services.some((s) => hostMatches(s.hostname, h)))) {
       report('warning', dr, 'spec.host', `no service ${h} in the registry`)
     }
-    const key = `${dr.metadata.namespace}|${h}`
-    const first = drHosts.get(key)
-    if (first === undefined) drHosts.set(key, dr)
-    else if (first.spec.trafficPolicy !== undefined && dr.spec.trafficPolicy !== undefined) {
+    if (first !== undefined && first.spec.trafficPolicy !== undefined && dr.spec.trafficPolicy !== undefined) {
       report(
         'warning',
         dr,
@@ -180,6 +197,7 @@ export function analyze(
 
   // === Gateways ===
   for (const gw of of<GatewaySpec>('Gateway')) {
+    if (!want(gw)) continue
     unenforced(gw)
     const firstTls = new Map<number, boolean>()
     ;(gw.spec.servers ?? []).forEach((s, i) => {
@@ -210,6 +228,7 @@ export function analyze(
   // === ServiceEntries and WorkloadEntries ===
   const entries = of<ServiceEntrySpec>('ServiceEntry')
   for (const se of entries) {
+    if (!want(se)) continue
     unenforced(se)
     const resolution = se.spec.resolution ?? 'NONE'
     if (resolution === 'NONE' && (se.spec.endpoints ?? []).length === 0 && se.spec.workloadSelector === undefined) {
@@ -221,9 +240,11 @@ export function analyze(
     if (resolution === 'STATIC' || resolution === 'NONE') {
       const hosts = new Set(se.spec.hosts.map((h) => h.toLowerCase()))
       const bad = new Set<string>()
-      for (const s of services) {
-        if (!hosts.has(s.hostname) || s.namespace !== se.metadata.namespace) continue
-        for (const e of s.endpoints) if (isIP(e.address) === 0) bad.add(e.address)
+      for (const h of hosts) {
+        for (const s of byHost.get(h) ?? []) {
+          if (s.namespace !== se.metadata.namespace) continue
+          for (const e of s.endpoints) if (isIP(e.address) === 0) bad.add(e.address)
+        }
       }
       for (const a of [...bad].sort()) {
         report('warning', se, 'spec.endpoints', `endpoint address ${a} is not an IP; use resolution DNS to reach it`)
@@ -231,6 +252,7 @@ export function analyze(
     }
   }
   for (const we of of<WorkloadEntrySpec>('WorkloadEntry')) {
+    if (!want(we)) continue
     unenforced(we)
     const selected = entries.some(
       (se) =>
@@ -243,6 +265,7 @@ export function analyze(
 
   // === Sidecars and the security kinds ===
   for (const r of sorted) {
+    if (!want(r)) continue
     if (['Sidecar', 'PeerAuthentication', 'AuthorizationPolicy', 'RequestAuthentication'].includes(r.kind))
       unenforced(r)
   }

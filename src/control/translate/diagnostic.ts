@@ -1,4 +1,4 @@
-/** What `loom analyze` (and `loom apply`, for what it applies) reports: small, so the CLI can load it alone. */
+/** What `loom analyze` (and `loom apply`, for what it writes) reports: small, so the CLI can load it alone. */
 
 export interface Diagnostic {
   level: 'warning' | 'error'

@@ -1,6 +1,6 @@
 /**
  * What Loom accepts and stores but does not enforce yet: one row per kind or field. `loom analyze`, and `loom apply`
- * for what it applies, warn about every resource that sets one of them, with the field path. When the translator
+ * for what it writes, warn about every resource that sets one of them, with the field path. When the translator
  * (or the proxy) starts enforcing a field, delete its row; nothing else lists them.
  *
  * Paths are field paths from the resource root: `[]` stands for every element of a list, and `<trafficPolicy>` for
