@@ -108,7 +108,14 @@ describe('draining', () => {
       const r = await fetch(`http://${proxy.admin}/drain_listeners`, { method: 'POST' })
       assert.equal(r.status, 200)
       assert.equal(await connects(port), false)
-      assert.equal((await fetch(`http://${proxy.admin}/ready`)).status, 200)
+      // Envoy's states: /ready is 200 only when LIVE; a proxy that no longer accepts is DRAINING
+      const ready = await fetch(`http://${proxy.admin}/ready`)
+      assert.equal(ready.status, 503)
+      assert.equal(await ready.text(), 'DRAINING\n')
+      const info = (await (await fetch(`http://${proxy.admin}/server_info`)).json()) as { state: string }
+      assert.equal(info.state, 'DRAINING')
+      // SIGTERM after a drain still shuts down cleanly
+      assert.equal(await proxy.stop('SIGTERM'), 0)
     } finally {
       await proxy.stop()
       await be.close()

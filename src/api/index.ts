@@ -45,6 +45,7 @@ export {
   loadManifestPath,
   type ManifestError,
   type ManifestResult,
+  type ResourceOrigin,
   parseManifests,
   type SkippedDocument,
 } from './load.js'

@@ -20,6 +20,7 @@ import {
   VirtualServiceSpec,
   WorkloadEntrySpec,
 } from './networking.js'
+import { checkWithoutInvalid } from './partial.js'
 import type { ObjectMeta, Resource } from './resource.js'
 import {
   AuthorizationPolicySpec,
@@ -347,9 +348,24 @@ export function validateResource(obj: unknown): ValidateResult {
     issues.push({ path: 'spec', message: 'required field is missing' })
     return { ok: false, issues }
   }
-  const spec = v.safeParse(info.schema, raw.spec === undefined ? {} : raw.spec)
+  const specRaw = raw.spec === undefined ? {} : raw.spec
+  const spec = v.safeParse(info.schema, specRaw)
   if (!spec.success) issues.push(...toConfigIssues(spec.issues, ['spec']))
-  if (!env.success || !spec.success) return { ok: false, issues }
+  // the kind's own rules run even when the schema found problems (on the rest of the spec), so every error of a
+  // document comes out in one pass
+  const rawMeta = isObject(raw.metadata) ? raw.metadata : {}
+  const ctx: SpecContext = env.success
+    ? { name: env.output.metadata.name, namespace: env.output.metadata.namespace ?? 'default' }
+    : {
+        name: typeof rawMeta.name === 'string' ? rawMeta.name : '',
+        namespace: typeof rawMeta.namespace === 'string' ? rawMeta.namespace : 'default',
+      }
+  const checks = spec.success
+    ? info.check(spec.output, ctx)
+    : checkWithoutInvalid(info.schema, specRaw, 'spec', (s) => info.check(s, ctx))
+  const seen = new Set(issues.map((i) => i.path))
+  for (const c of checks) if (!seen.has(c.path)) issues.push(c)
+  if (!env.success || !spec.success || issues.length > 0) return { ok: false, issues }
   const m = env.output.metadata
   const metadata: ObjectMeta = { name: m.name, namespace: m.namespace ?? 'default' }
   if (m.labels !== undefined) metadata.labels = m.labels
@@ -358,8 +374,6 @@ export function validateResource(obj: unknown): ValidateResult {
   if (m.creationTimestamp !== undefined) metadata.creationTimestamp = m.creationTimestamp
   if (m.uid !== undefined) metadata.uid = m.uid
   if (m.generation !== undefined) metadata.generation = m.generation
-  issues.push(...info.check(spec.output, { name: metadata.name, namespace: metadata.namespace }))
-  if (issues.length > 0) return { ok: false, issues }
   const resource = { apiVersion: env.output.apiVersion, kind: info.kind, metadata, spec: spec.output } as IstioResource
   return { ok: true, resource }
 }

@@ -34,8 +34,16 @@ export interface SkippedDocument {
   name?: string
 }
 
+/** Where a resource came from: the file (or `<stdin>`) and the document's 0-based index in it. */
+export interface ResourceOrigin {
+  source: string
+  index: number
+}
+
 export interface ManifestResult {
   resources: IstioResource[]
+  /** `origins[i]` is where `resources[i]` came from */
+  origins: ResourceOrigin[]
   errors: ManifestError[]
   skipped: SkippedDocument[]
 }
@@ -205,6 +213,7 @@ function addDocument(result: ManifestResult, source: string, index: number, doc:
   const r = validateResource(doc)
   if (r.ok) {
     result.resources.push(r.resource)
+    result.origins.push({ source, index })
     return
   }
   const id = identity(doc)
@@ -217,7 +226,7 @@ function addDocument(result: ManifestResult, source: string, index: number, doc:
  * `source` names the file in errors.
  */
 export function parseManifests(text: string, source: string): ManifestResult {
-  const result: ManifestResult = { resources: [], errors: [], skipped: [] }
+  const result: ManifestResult = { resources: [], origins: [], errors: [], skipped: [] }
   const body = text.replace(/^\uFEFF/, '')
   const trimmed = body.trimStart()
   const chunks = trimmed.startsWith('{') || trimmed.startsWith('[') ? [{ text: body, line: 0 }] : splitDocuments(body)
@@ -286,12 +295,13 @@ export async function loadManifestPath(pathOrDir: string): Promise<ManifestResul
   const files = readdirSync(pathOrDir)
     .filter((f) => MANIFEST_FILE.test(f))
     .sort()
-  const result: ManifestResult = { resources: [], errors: [], skipped: [] }
+  const result: ManifestResult = { resources: [], origins: [], errors: [], skipped: [] }
   for (const f of files) {
     const file = join(pathOrDir, f)
     if (!statSync(file).isFile()) continue
     const r = parseManifests(readText(file), file)
     result.resources.push(...r.resources)
+    result.origins.push(...r.origins)
     result.errors.push(...r.errors)
     result.skipped.push(...r.skipped)
   }

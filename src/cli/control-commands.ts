@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { dump as toYaml } from 'js-yaml'
 import { lookupKind, SUPPORTED_KINDS } from '../api/index.js'
+import { type Diagnostic, formatDiagnostic, locate } from '../control/translate/diagnostic.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
 
@@ -27,11 +28,14 @@ Examples:
 export const APPLY_USAGE = `Usage: loom apply -f <file|dir|-> [--dry-run] [--server URL]
 
 Validates every document first; if any is invalid, nothing is written and every error is listed with its file,
-document index and field path. Kubernetes kinds (Deployment, Service, ...) are skipped.
+document index and field path. Kubernetes kinds (Deployment, Service, ...) are skipped. After the created /
+configured / unchanged lines, warnings go to stderr: what 'loom analyze' finds in the resources written (unknown
+hosts, missing subsets, fields accepted but not enforced yet...). Warnings do not change the exit code.
 
 Examples:
   loom apply -f samples/virtual-service-reviews-v3.yaml
   loom apply -f config/              # every .yaml/.yml/.json file in the directory
+  loom apply -f config/ --dry-run    # validate, and see the warnings, without writing
   cat vs.yaml | loom apply -f -
 `
 
@@ -53,22 +57,29 @@ Examples:
   loom delete -f samples/virtual-service-all-v1.yaml
 `
 
-export const ANALYZE_USAGE = `Usage: loom analyze -f <file|dir|-> [--local] [-o table|json] [--server URL]
+export const ANALYZE_USAGE = `Usage: loom analyze [-f] <file|dir|-> ... [--local] [-o table|json] [--server URL]
 
 Finds problems before you apply: destination hosts not in the registry, subsets no DestinationRule defines,
 conflicting VirtualServices for one host, routes shadowed by an earlier catch-all, and fields Loom accepts but
-does not apply yet. The files are analyzed together with the control plane's current config, or alone (--local).
-Exit code 1 when there are errors, 0 when there are only warnings or nothing.
+does not apply yet (every one is a warning, security kinds included, until Loom enforces it). The files are
+analyzed together with the control plane's current config, or alone (--local). Every message names the resource,
+its file and document, and the field path. Exit code 1 when there are errors, 0 when there are only warnings or
+nothing.
 
 Examples:
   loom analyze -f samples/virtual-service-reviews-v3.yaml
   loom analyze -f config/ --local
+  loom analyze --local authz-allow-nothing.yaml
 `
 
 export const PROXY_STATUS_USAGE = `Usage: loom proxy-status [-o table|json] [--server URL]
 
 Lists every proxy connected to the control plane and, per xDS type (CDS, LDS, EDS, RDS), whether it has the
 newest config (SYNCED), is behind (STALE), rejected it (NACKED, with the reason), or got nothing yet (NOT_SENT).
+
+Examples:
+  loom proxy-status
+  loom proxy-status -o json --server 127.0.0.1:15080
 `
 
 function server(values: { server?: string | undefined }): string {
@@ -204,6 +215,7 @@ export async function applyCommand(argv: string[]): Promise<void> {
       const { status, json } = await call(base, 'POST', `/api/v1/apply${q}`, text, { 'x-loom-source': source })
       const body = json as {
         results?: { kind: string; namespace: string; name: string; action: string }[]
+        warnings?: Diagnostic[]
         errors?: ManifestErr[]
         error?: { message: string }
       }
@@ -223,6 +235,8 @@ export async function applyCommand(argv: string[]): Promise<void> {
         const ns = r.namespace === 'default' ? '' : ` -n ${r.namespace}`
         process.stdout.write(`${kind}/${r.name}${ns} ${r.action}${values['dry-run'] ? ' (dry run)' : ''}\n`)
       }
+      // after the results, so a script reading stdout still gets only them; never an error exit
+      for (const w of body.warnings ?? []) process.stderr.write(`${formatDiagnostic(w, 'Warning:')}\n`)
     }
   }
   if (failed) process.exitCode = 1
@@ -397,8 +411,9 @@ function age(ts: string | undefined): string {
 }
 
 export async function analyzeCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: argv,
+    allowPositionals: true,
     options: {
       filename: { type: 'string', short: 'f', multiple: true },
       local: { type: 'boolean' },
@@ -408,38 +423,42 @@ export async function analyzeCommand(argv: string[]): Promise<void> {
     },
   })
   if (values.help) return void process.stdout.write(ANALYZE_USAGE)
-  if (values.filename === undefined) fail(`-f <file|dir|-> is required\n\n${ANALYZE_USAGE}`, 2)
-  const texts = values.filename.flatMap((f) => readManifests(f))
-  type Diag = { level: string; message: string; resource: string; path: string }
-  const diagnostics: Diag[] = []
+  const files = [...(values.filename ?? []), ...positionals]
+  if (files.length === 0) fail(`a file, a directory or - is required\n\n${ANALYZE_USAGE}`, 2)
+  const texts = files.flatMap((f) => readManifests(f))
+  const diagnostics: Diagnostic[] = []
   if (values.local) {
     const { parseManifests } = await import('../api/index.js')
     const { Registry } = await import('../control/registry/registry.js')
     const { analyze } = await import('../control/translate/analyze.js')
     const resources = []
+    const origins = new Map<string, { source: string; index: number }>()
+    let invalid = false
     for (const [source, text] of texts) {
       const parsed = parseManifests(text, source)
-      if (parsed.errors.length > 0) {
-        for (const e of parsed.errors) process.stderr.write(`error: ${formatErr(e)}\n`)
-        process.exitCode = 1
-        return
-      }
+      for (const e of parsed.errors) process.stderr.write(`error: ${formatErr(e)}\n`)
+      invalid ||= parsed.errors.length > 0
       resources.push(...parsed.resources)
+      parsed.resources.forEach((r, i) => {
+        origins.set(`${r.kind}/${r.metadata.namespace}/${r.metadata.name}`, parsed.origins[i]!)
+      })
+    }
+    if (invalid) {
+      process.exitCode = 1
+      return
     }
     const registry = new Registry()
     registry.setResources(resources)
-    diagnostics.push(...analyze(resources, registry.services()))
+    diagnostics.push(...locate(analyze(resources, registry.services()), origins))
   } else {
     const { status, json } = await call(
       server(values),
       'POST',
       '/api/v1/analyze',
-      texts.map(([, t]) => t).join('\n---\n'),
-      {
-        'x-loom-source': texts.map(([s]) => s).join(','),
-      },
+      JSON.stringify({ files: texts.map(([source, text]) => ({ source, text })) }),
+      { 'content-type': 'application/vnd.loom.files+json' },
     )
-    const body = json as { diagnostics?: Diag[]; errors?: ManifestErr[]; error?: { message: string } }
+    const body = json as { diagnostics?: Diagnostic[]; errors?: ManifestErr[]; error?: { message: string } }
     if (status === 422 && body.errors !== undefined) {
       for (const e of body.errors) process.stderr.write(`error: ${formatErr(e)}\n`)
       process.exitCode = 1
@@ -451,11 +470,7 @@ export async function analyzeCommand(argv: string[]): Promise<void> {
   if (values.output === 'json') process.stdout.write(`${JSON.stringify(diagnostics, null, 2)}\n`)
   else if (diagnostics.length === 0) process.stdout.write('No problems found.\n')
   else {
-    for (const d of diagnostics) {
-      process.stdout.write(
-        `${d.level === 'error' ? 'Error' : 'Warning'} [${d.resource}] ${d.path === '' ? '' : `${d.path}: `}${d.message}\n`,
-      )
-    }
+    for (const d of diagnostics) process.stdout.write(`${formatDiagnostic(d)}\n`)
   }
   if (diagnostics.some((d) => d.level === 'error')) process.exitCode = 1
 }

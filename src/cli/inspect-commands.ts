@@ -335,7 +335,17 @@ const COMMANDS = [
   'completion',
 ]
 
+export const COMPLETION_USAGE = `Usage: loom completion bash|zsh
+
+Prints a shell completion script for loom's commands, kinds and proxy-config types.
+
+Examples:
+  source <(loom completion bash)
+  loom completion zsh > ~/.zsh/loom-completion.zsh
+`
+
 export function completionCommand(argv: string[]): void {
+  if (argv[0] === '--help' || argv[0] === '-h') return void process.stdout.write(COMPLETION_USAGE)
   const shell = argv[0] ?? 'bash'
   if (shell !== 'bash' && shell !== 'zsh')
     throw new LoomError(ErrorCodes.USAGE, 'usage: loom completion bash|zsh   (then: source <(loom completion bash))')

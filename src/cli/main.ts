@@ -11,7 +11,10 @@ const USAGE = `loom: a service mesh you can read, run on a laptop and trust in p
 
 Usage:
   loom demo [--traffic]              run the Bookinfo demo: every service with its sidecar, behind a gateway
-  loom up -f <dir|file>              run a mesh of local processes from manifests (loom down, status, logs)
+  loom up -f <dir|file>              run a mesh of local processes from manifests
+  loom down                          stop the mesh loom up runs
+  loom status                        its workloads, processes and sidecar sync state
+  loom logs <workload>               a workload's (or its sidecar's) output
   loom proxy -c <bootstrap.yaml>     run the proxy from an Envoy-style static bootstrap
   loom proxy --xds <host:port>       run the proxy with config from the control plane
   loom validate -c <bootstrap.yaml>  check a bootstrap without starting anything
@@ -56,6 +59,31 @@ Examples:
   loom proxy --xds 127.0.0.1:15010 --namespace default --labels app=reviews,version=v1
 `
 
+const VALIDATE_USAGE = `Usage: loom validate -c <bootstrap.yaml|json> [--dynamic]
+
+Checks an Envoy v3 bootstrap without starting anything: the schema (unknown fields, types, ranges) and the
+checks across the document (unique names, route → cluster references, listener addresses), every problem in one
+pass with its field path. Exit code 1 when there is any. (Istio resources: loom apply --dry-run, loom analyze.)
+
+Options:
+  -c, --config <file>  bootstrap file, YAML or JSON
+      --dynamic        the proxy will also take config from a control plane: RDS and EDS references are allowed
+  -h, --help           show this help
+
+Examples:
+  loom validate -c examples/proxy/front-proxy.yaml
+  loom validate -c sidecar.yaml --dynamic
+`
+
+const VERSION_USAGE = `Usage: loom version
+
+Prints Loom's version.
+
+Examples:
+  loom version
+  loom --version
+`
+
 export async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv
   try {
@@ -94,6 +122,7 @@ export async function main(argv: string[]): Promise<void> {
         return await (await import('./control-commands.js')).proxyStatusCommand(rest)
       case 'version':
       case '--version':
+        if (rest[0] === '--help' || rest[0] === '-h') return void process.stdout.write(VERSION_USAGE)
         process.stdout.write(`loom ${VERSION}\n`)
         return
       case undefined:
@@ -143,7 +172,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
     strict: true,
   })
   if (values.help) {
-    process.stdout.write(PROXY_USAGE)
+    process.stdout.write(validateOnly ? VALIDATE_USAGE : PROXY_USAGE)
     return
   }
   if (values.config === undefined && (validateOnly || values.xds === undefined)) {

@@ -27,6 +27,10 @@ Options:
       --api-port <n>      control plane API port (default 15080 if free)
       --xds-port <n>      control plane xDS port (default 15010 if free)
       --gateway-port <n>  local port for the first gateway server port (default: the same port if free)
+
+Examples:
+  loom up -f ./mesh
+  loom up -f ./mesh --data-dir /tmp/mesh --api-port 15081 --xds-port 15011
 `
 
 export const DEMO_USAGE = `Usage: loom demo [--traffic] [--port N] [--data-dir DIR]
@@ -43,6 +47,10 @@ Options:
       --traffic         send a gentle stream of requests (2 per second) to the product page
       --port <n>        the gateway's local port (default 8080 if free)
       --data-dir <dir>  state and logs (default: ./.loom/demo)
+
+Examples:
+  loom demo
+  loom demo --traffic --port 9080
 `
 
 function progress(line: string): void {
@@ -213,7 +221,8 @@ export async function downCommand(argv: string[]): Promise<void> {
   })
   if (values.help)
     return void process.stdout.write(
-      'Usage: loom down [--data-dir DIR]\n\nStops the mesh `loom up` runs from DIR (default ./.loom).\n',
+      'Usage: loom down [--data-dir DIR]\n\nStops the mesh `loom up` runs from DIR (default ./.loom).\n\n' +
+        'Examples:\n  loom down\n  loom down --data-dir /tmp/mesh\n',
     )
   const s = readState(values['data-dir'] ?? '.loom')
   if (!alive(s.pid)) throw new LoomError(ErrorCodes.USAGE, `the loom up process (pid ${s.pid}) is not running`)
@@ -234,7 +243,8 @@ export async function statusCommand(argv: string[]): Promise<void> {
   })
   if (values.help)
     return void process.stdout.write(
-      'Usage: loom status [--data-dir DIR] [-o table|json]\n\nWorkloads of the running local mesh: processes, ports, sidecar sync state.\n',
+      'Usage: loom status [--data-dir DIR] [-o table|json]\n\nWorkloads of the running local mesh: processes, ports, sidecar sync state.\n\n' +
+        'Examples:\n  loom status\n  loom status --data-dir .loom/demo -o json\n',
     )
   const s = readState(values['data-dir'] ?? '.loom')
   let sync = new Map<string, string>()
@@ -288,7 +298,8 @@ export async function logsCommand(argv: string[]): Promise<void> {
   })
   if (values.help || positionals[0] === undefined) {
     return void process.stdout.write(
-      "Usage: loom logs <workload> [-f] [--sidecar] [--data-dir DIR]\n\nA workload's output (or its sidecar's); -f follows it.\n",
+      "Usage: loom logs <workload> [-f] [--sidecar] [--data-dir DIR]\n\nA workload's output (or its sidecar's); -f follows it.\n\n" +
+        'Examples:\n  loom logs reviews-v1\n  loom logs reviews-v1 --sidecar -f\n',
     )
   }
   const s = readState(values['data-dir'] ?? '.loom')

@@ -39,59 +39,86 @@ export function parseBootstrap(text: string, file = '<bootstrap>', options: Load
   }
   const raw = docs[0]
   if (raw === undefined || raw === null) throw new ConfigError(file, [{ path: '', message: 'the file is empty' }])
+  // the schema and the checks across the document run on the same input, so every problem comes out in one pass
   const result = v.safeParse(Bootstrap, raw)
-  if (!result.success) throw new ConfigError(file, toConfigIssues(result.issues))
-  const issues = crossCheck(result.output, options.dynamic === true)
-  if (issues.length > 0) throw new ConfigError(file, issues)
+  const issues = result.success ? [] : toConfigIssues(result.issues)
+  const seen = new Set(issues.map((i) => i.path))
+  for (const issue of crossCheck(result.success ? result.output : raw, options.dynamic === true)) {
+    if (!seen.has(issue.path)) issues.push(issue)
+  }
+  if (!result.success || issues.length > 0) throw new ConfigError(file, issues)
   return result.output
 }
 
-/** Checks that span resources: names unique, every route's clusters defined, no two listeners on one address. */
-function crossCheck(b: Bootstrap, dynamic: boolean): ConfigIssue[] {
+type Obj = Record<string, unknown>
+const obj = (x: unknown): Obj => (x !== null && typeof x === 'object' && !Array.isArray(x) ? (x as Obj) : {})
+const list = (x: unknown): unknown[] => (Array.isArray(x) ? x : [])
+const text = (x: unknown): string | undefined => (typeof x === 'string' ? x : undefined)
+
+/**
+ * Checks that span resources: names unique, every route's clusters defined, no two listeners on one address. They
+ * read the document defensively, so they also run (and report) when the schema found problems elsewhere.
+ */
+function crossCheck(b: unknown, dynamic: boolean): ConfigIssue[] {
   const issues: ConfigIssue[] = []
-  const listeners = b.static_resources?.listeners ?? []
-  const clusters = b.static_resources?.clusters ?? []
+  const sr = obj(obj(b).static_resources)
   const clusterNames = new Set<string>()
-  clusters.forEach((c, i) => {
+  list(sr.clusters).forEach((raw, i) => {
+    const c = obj(raw)
+    const name = text(c.name)
     if (c.type === 'EDS' && !dynamic) {
       issues.push({
         path: `static_resources.clusters[${i}].type`,
         message: 'an EDS cluster needs a control plane: run the proxy with --xds, or use STATIC or STRICT_DNS',
       })
     }
-    if (clusterNames.has(c.name)) {
-      issues.push({ path: `static_resources.clusters[${i}].name`, message: `duplicate cluster name "${c.name}"` })
+    if (name === undefined) return
+    if (clusterNames.has(name)) {
+      issues.push({ path: `static_resources.clusters[${i}].name`, message: `duplicate cluster name "${name}"` })
     }
-    clusterNames.add(c.name)
+    clusterNames.add(name)
   })
   const listenerNames = new Set<string>()
   const addresses = new Map<string, number>()
-  listeners.forEach((l, i) => {
+  list(sr.listeners).forEach((raw, i) => {
+    const l = obj(raw)
     const p = `static_resources.listeners[${i}]`
-    if (listenerNames.has(l.name)) issues.push({ path: `${p}.name`, message: `duplicate listener name "${l.name}"` })
-    listenerNames.add(l.name)
-    const a = l.address.socket_address
-    const key = `${a.address}:${a.port_value}`
-    if (a.port_value !== 0 && addresses.has(key)) {
-      issues.push({
-        path: `${p}.address`,
-        message: `address ${key} is already used by static_resources.listeners[${addresses.get(key)}]`,
-      })
+    const name = text(l.name)
+    if (name !== undefined) {
+      if (listenerNames.has(name)) issues.push({ path: `${p}.name`, message: `duplicate listener name "${name}"` })
+      listenerNames.add(name)
     }
-    addresses.set(key, i)
-    const tlsChains = l.filter_chains.filter((fc) => fc.transport_socket !== undefined).length
-    if (tlsChains > 0 && tlsChains < l.filter_chains.length) {
+    const a = obj(obj(l.address).socket_address)
+    if (typeof a.address === 'string' && typeof a.port_value === 'number') {
+      const key = `${a.address}:${a.port_value}`
+      if (a.port_value !== 0 && addresses.has(key)) {
+        issues.push({
+          path: `${p}.address`,
+          message: `address ${key} is already used by static_resources.listeners[${addresses.get(key)}]`,
+        })
+      }
+      addresses.set(key, i)
+    }
+    const chains = list(l.filter_chains).map(obj)
+    const tlsChains = chains.filter((fc) => fc.transport_socket !== undefined).length
+    if (tlsChains > 0 && tlsChains < chains.length) {
       issues.push({
         path: `${p}.filter_chains`,
         message: 'mixing TLS and plain-text filter chains on one listener is not supported yet',
       })
     }
-    l.filter_chains.forEach((fc, j) => {
-      const f = fc.filters[0]
-      if (f === undefined) return
+    chains.forEach((fc, j) => {
+      const filters = list(fc.filters)
+      if (filters.length === 0) return
       const fp = `${p}.filter_chains[${j}].filters[0].typed_config`
-      const t = f.typed_config
+      const t = obj(obj(filters[0]).typed_config)
       const refs: [string, string][] = []
+      const weighted = (wcs: unknown, at: string) => {
+        list(obj(wcs).clusters).forEach((wc, n) => {
+          const name = text(obj(wc).name)
+          if (name !== undefined) refs.push([`${at}.weighted_clusters.clusters[${n}].name`, name])
+        })
+      }
       if (t['@type'] === TypeUrls.hcm) {
         if (t.route_config === undefined) {
           if (dynamic) return
@@ -101,22 +128,21 @@ function crossCheck(b: Bootstrap, dynamic: boolean): ConfigIssue[] {
           })
           return
         }
-        t.route_config.virtual_hosts?.forEach((vh, k) => {
-          vh.routes?.forEach((r, m) => {
+        const rc = obj(t.route_config)
+        list(rc.virtual_hosts).forEach((vh, k) => {
+          list(obj(vh).routes).forEach((r, m) => {
             const rp = `${fp}.route_config.virtual_hosts[${k}].routes[${m}].route`
-            if (r.route?.cluster !== undefined) refs.push([`${rp}.cluster`, r.route.cluster])
-            r.route?.weighted_clusters?.clusters.forEach((wc, n) => {
-              refs.push([`${rp}.weighted_clusters.clusters[${n}].name`, wc.name])
-            })
+            const route = obj(obj(r).route)
+            const cluster = text(route.cluster)
+            if (cluster !== undefined) refs.push([`${rp}.cluster`, cluster])
+            weighted(route.weighted_clusters, rp)
           })
         })
-        const validate = t.route_config.validate_clusters ?? true
-        if (!validate) refs.length = 0
+        if (rc.validate_clusters === false) refs.length = 0
       } else {
-        if (t.cluster !== undefined) refs.push([`${fp}.cluster`, t.cluster])
-        t.weighted_clusters?.clusters.forEach((wc, n) => {
-          refs.push([`${fp}.weighted_clusters.clusters[${n}].name`, wc.name])
-        })
+        const cluster = text(t.cluster)
+        if (cluster !== undefined) refs.push([`${fp}.cluster`, cluster])
+        weighted(t.weighted_clusters, fp)
       }
       for (const [path, name] of refs) {
         if (!clusterNames.has(name)) issues.push({ path, message: `unknown cluster "${name}"` })

@@ -1,7 +1,11 @@
 /**
  * The control plane's HTTP/JSON API (what `loom apply`, `get`, `delete`, `proxy-status` and `loom up` use).
  *
- *   POST   /api/v1/apply[?dryRun=true]              body: YAML or JSON manifests (many documents); header x-loom-source names them
+ *   POST   /api/v1/apply[?dryRun=true]              body: YAML or JSON manifests (many documents); header x-loom-source names them;
+ *                                                    answers results (created/configured/unchanged) and warnings: what
+ *                                                    `loom analyze` finds in the resources written (created or
+ *                                                    configured; nothing is refused for it), each with resource, file,
+ *                                                    document index and field path
  *   GET    /api/v1/resources[?kind=&namespace=]     list
  *   GET    /api/v1/resources/:kind/:namespace/:name
  *   DELETE /api/v1/resources/:kind/:namespace/:name
@@ -12,6 +16,8 @@
  *   GET    /api/v1/services                         the registry: services, ports, endpoints with health
  *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
  *   POST   /api/v1/analyze                          diagnostics for the stored config plus the manifests in the body
+ *                                                    (or, with content-type application/vnd.loom.files+json, several
+ *                                                    files: {"files": [{"source": "a.yaml", "text": "..."}]})
  *   GET    /debug/snapshot?node=<id>                the xDS resources a proxy gets
  *   GET    /debug/nodes, /healthz
  *
@@ -19,15 +25,31 @@
  */
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { keyOf, lookupKind, parseManifests } from '../api/index.js'
+import { keyOf, lookupKind, type ManifestResult, parseManifests } from '../api/index.js'
 import type { Resource } from '../api/resource.js'
 import { log } from '../core/log.js'
 import type { ControlPlane } from './control.js'
 import { Registry, RegistrationError } from './registry/registry.js'
-import { analyze } from './translate/analyze.js'
+import { analyze, type Diagnostic, locate } from './translate/analyze.js'
 import { StoreConflictError } from './store/store.js'
 
 const MAX_BODY = 16 * 1024 * 1024
+
+/** Several manifest files in one analyze request: `{"files": [{"source": "a.yaml", "text": "..."}]}`. */
+const FILES_TYPE = 'application/vnd.loom.files+json'
+
+function filesOf(body: string): [string, string][] {
+  let files: unknown
+  try {
+    files = (JSON.parse(body) as { files?: unknown }).files
+  } catch {
+    files = undefined
+  }
+  if (!Array.isArray(files) || !files.every((f) => typeof f?.source === 'string' && typeof f?.text === 'string')) {
+    throw new HttpError(400, `a ${FILES_TYPE} body is {"files": [{"source": "...", "text": "..."}]}`)
+  }
+  return files.map((f: { source: string; text: string }) => [f.source, f.text])
+}
 
 class HttpError extends Error {
   readonly status: number
@@ -202,7 +224,10 @@ export class ApiServer {
     if (what === 'proxy-status' && method === 'GET') return send(200, cp.xds.status())
     if (what === 'services' && method === 'GET') return send(200, cp.registry.services())
     if (what === 'analyze' && method === 'POST') {
-      return send(200, await this.analyze(await readBody(req), req.headers['x-loom-source'] as string | undefined))
+      const body = await readBody(req)
+      const source = req.headers['x-loom-source'] as string | undefined
+      const files = (req.headers['content-type'] ?? '').startsWith(FILES_TYPE)
+      return send(200, await this.analyze(files ? filesOf(body) : [[source ?? '<request>', body]]))
     }
     throw new HttpError(404, `no ${method} ${url.pathname}`)
   }
@@ -213,18 +238,40 @@ export class ApiServer {
     return k.kind
   }
 
-  /** Diagnostics for the stored config with `text`'s resources applied over it (nothing is written). */
-  private async analyze(text: string, source = '<request>'): Promise<unknown> {
-    const parsed = parseManifests(text, source)
+  /** Diagnostics for the stored config with the files' resources applied over it (nothing is written). */
+  private async analyze(files: [string, string][]): Promise<unknown> {
+    const parsed: ManifestResult = { resources: [], origins: [], errors: [], skipped: [] }
+    for (const [source, text] of files) {
+      const r = parseManifests(text, source)
+      parsed.resources.push(...r.resources)
+      parsed.origins.push(...r.origins)
+      parsed.errors.push(...r.errors)
+    }
     if (parsed.errors.length > 0) throw new HttpError(422, 'invalid manifests', { errors: parsed.errors })
+    return { diagnostics: await this.diagnose(parsed, { overlay: true }) }
+  }
+
+  /**
+   * What `analyze` finds in the stored config and the registered workloads with `parsed` laid over it (`overlay`; or,
+   * once written, as stored, with their creation times), located in the manifests; with `only` (resource keys), only
+   * the diagnostics of those resources.
+   */
+  private async diagnose(
+    parsed: ManifestResult,
+    { only, overlay }: { only?: ReadonlySet<string>; overlay: boolean },
+  ): Promise<Diagnostic[]> {
     const merged = new Map<string, Resource>()
     for (const r of (await this.cp.store.list()).items) merged.set(keyOf(r), r)
-    for (const r of parsed.resources) merged.set(keyOf(r), r)
+    const origins = new Map<string, { source: string; index: number }>()
+    parsed.resources.forEach((r, i) => {
+      if (overlay || !merged.has(keyOf(r))) merged.set(keyOf(r), r)
+      origins.set(keyOf(r), parsed.origins[i]!)
+    })
     const resources = [...merged.values()]
     const registry = new Registry()
     registry.setResources(resources)
     for (const w of this.cp.registry.workloads()) registry.register({ ...w, ttlSeconds: 3600 })
-    return { diagnostics: analyze(resources, registry.services()) }
+    return locate(analyze(resources, registry.services(), undefined, only), origins)
   }
 
   /** Validates every document, then writes the changed ones in one transaction (or none). */
@@ -256,6 +303,9 @@ export class ApiServer {
         throw err
       }
     }
-    return { dryRun, results, skipped: parsed.skipped }
+    // what analyze finds in what was written (or would be, for a dry run), with the rest of the store as it is
+    const warnings =
+      changed.length === 0 ? [] : await this.diagnose(parsed, { only: new Set(changed.map(keyOf)), overlay: dryRun })
+    return { dryRun, results, warnings, skipped: parsed.skipped }
   }
 }

@@ -69,7 +69,13 @@ export class ProxyServer {
     endpoints: new Map<string, ClusterLoadAssignment>(),
   }
   private admin: AdminServer | null = null
-  state: 'initializing' | 'live' | 'draining' = 'initializing'
+  /**
+   * Envoy's server states (`admin.v3.ServerInfo.State`): PRE_INITIALIZING until `start()`, INITIALIZING while the
+   * clusters start and the listeners bind, LIVE when serving, DRAINING once the listeners stop accepting
+   * (`POST /drain_listeners`, SIGTERM). `/ready` answers 200 only when LIVE.
+   */
+  state: 'PRE_INITIALIZING' | 'INITIALIZING' | 'LIVE' | 'DRAINING' = 'PRE_INITIALIZING'
+  private shuttingDown = false
   readonly startedAt = new Date()
 
   /** Compiles the static config; throws ConfigError with every issue found, paths from the bootstrap root. */
@@ -196,12 +202,13 @@ export class ProxyServer {
         )
       }
     }
+    this.state = 'INITIALIZING'
     await this.clusters.start()
     for (const l of this.listenerMap.values()) {
       this.registerHcms(l.chains)
       await this.listen(l)
     }
-    this.state = 'live'
+    if (this.state === 'INITIALIZING') this.state = 'LIVE'
   }
 
   private async listen(l: ActiveListener): Promise<void> {
@@ -358,13 +365,14 @@ export class ProxyServer {
 
   /** Stop accepting on every listener; connections finish their current request and close. */
   drainListeners(): void {
+    this.state = 'DRAINING'
     for (const l of this.listenerMap.values()) l.drain()
   }
 
   /** Graceful shutdown: drain, wait for connections to finish (up to the drain time), then close everything. */
   async shutdown(): Promise<void> {
-    if (this.state === 'draining') return
-    this.state = 'draining'
+    if (this.shuttingDown) return
+    this.shuttingDown = true
     this.drainListeners()
     const deadline = Date.now() + this.options.drainTimeMs
     while (Date.now() < deadline && this.listeners.some((l) => l.activeConnections > 0)) {

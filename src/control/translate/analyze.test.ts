@@ -114,7 +114,7 @@ spec:
   - {name: v9, labels: {version: v9}}
 `,
       [
-        'warning DestinationRule/default/reviews spec.trafficPolicy.connectionPool: connection pool limits are not supported yet (only tcp.connectTimeout)',
+        'warning DestinationRule/default/reviews spec.trafficPolicy.connectionPool.tcp.maxConnections: connection pool limits are not supported yet; ignored (only tcp.connectTimeout is applied)',
         'warning DestinationRule/default/reviews spec.trafficPolicy.outlierDetection: outlier detection is not supported yet; ignored',
         'warning DestinationRule/default/reviews spec.trafficPolicy.tls: upstream TLS (and Istio mTLS) is not supported yet; traffic is plain text',
         'warning DestinationRule/default/reviews spec.subsets[0]: subset v9 selects no endpoint of reviews.default.svc.cluster.local',

@@ -8,7 +8,7 @@
  *   oldest applies).
  * warnings: rules shadowed by an earlier catch-all, DestinationRules for unknown hosts, subsets without endpoints,
  *   several VirtualServices for one host on a gateway (their routes merge), ambiguous destination ports, and every
- *   field the translator does not honour yet.
+ *   kind and field accepted but not enforced yet (the table in `not-enforced.ts`), first for each resource.
  */
 import { isIP } from 'node:net'
 import {
@@ -18,31 +18,29 @@ import {
   keyOf,
   type Resource,
   type ServiceEntrySpec,
-  type SidecarSpec,
-  type TrafficPolicy,
   type VirtualServiceSpec,
   type WorkloadEntrySpec,
 } from '../../api/index.js'
 import { hostMatches, isWildcard, labelsMatch, resolveHost } from '../registry/hostname.js'
 import { configOrder, type Service } from '../registry/registry.js'
+import type { Diagnostic } from './diagnostic.js'
 import { terminatingTls } from './listeners.js'
+import { notEnforced } from './not-enforced.js'
 import { resolveGatewayName, virtualServiceGateways } from './routes.js'
 import { type MeshConfig, resolveMeshConfig } from './scope.js'
 import { cmp } from './util.js'
 
-export interface Diagnostic {
-  level: 'warning' | 'error'
-  message: string
-  /** `Kind/namespace/name` */
-  resource: string
-  /** field path inside the resource, e.g. `spec.http[0].route[1].destination.subset` */
-  path: string
-}
+export { type Diagnostic, formatDiagnostic, locate, type Origins } from './diagnostic.js'
 
+/**
+ * Diagnostics for `resources` with the registry's `services`. With `only` (resource keys), only those resources'
+ * diagnostics are computed (the others still count: an older VirtualService for the same host, and so on).
+ */
 export function analyze(
   resources: readonly Resource[],
   services: readonly Service[],
   meshConfig?: MeshConfig,
+  only?: ReadonlySet<string>,
 ): Diagnostic[] {
   const mesh = resolveMeshConfig(meshConfig)
   const sorted = [...resources].sort(configOrder)
@@ -50,15 +48,27 @@ export function analyze(
   const known = new Set(services.map((s) => s.hostname))
   const resolve = (h: string, ns: string) => resolveHost(h, ns, (x) => known.has(x), mesh.domainSuffix)
   const out: Diagnostic[] = []
-  const report = (level: Diagnostic['level'], r: Resource, path: string, message: string) =>
-    out.push({ level, message, resource: keyOf(r), path })
+  const want = (r: Resource) => only === undefined || only.has(keyOf(r))
+  const report = (level: Diagnostic['level'], r: Resource, path: string, message: string) => {
+    if (want(r)) out.push({ level, message, resource: keyOf(r), path })
+  }
   const of = <S>(kind: string) => sorted.filter((r) => r.kind === kind) as Resource<S>[]
+  const unenforced = (r: Resource) => {
+    for (const { path, message } of notEnforced(r)) report('warning', r, path, message)
+  }
 
   const drs = of<DestinationRuleSpec>('DestinationRule')
   const gateways = new Set(
     of<GatewaySpec>('Gateway').map((g) => resolveGatewayName(g.metadata.name, g.metadata.namespace)),
   )
-  const serviceFor = (fqdn: string) => services.find((s) => s.hostname === fqdn)
+  // by hostname, the first of each (services are sorted by hostname, then namespace)
+  const byHost = new Map<string, Service[]>()
+  for (const s of services) {
+    const list = byHost.get(s.hostname)
+    if (list === undefined) byHost.set(s.hostname, [s])
+    else list.push(s)
+  }
+  const serviceFor = (fqdn: string) => byHost.get(fqdn)?.[0]
   const subsetDefined = (fqdn: string, subset: string) =>
     drs.some(
       (dr) =>
@@ -69,10 +79,12 @@ export function analyze(
   // === VirtualServices ===
   const claims = new Map<string, Resource<VirtualServiceSpec>>()
   for (const vs of of<VirtualServiceSpec>('VirtualService')) {
+    const selected = want(vs)
+    if (selected) unenforced(vs)
     const ns = vs.metadata.namespace
     const spec = vs.spec
     const bound = virtualServiceGateways(vs)
-    ;(spec.gateways ?? []).forEach((g, i) => {
+    ;(selected ? (spec.gateways ?? []) : []).forEach((g, i) => {
       const name = resolveGatewayName(g, ns)
       if (name !== 'mesh' && !gateways.has(name))
         report('error', vs, `spec.gateways[${i}]`, `gateway ${name} not found`)
@@ -99,34 +111,12 @@ export function analyze(
           )
       }
     }
-    if ((spec.tcp ?? []).length > 0) report('warning', vs, 'spec.tcp', 'TCP routes are not supported yet; ignored')
-    if ((spec.tls ?? []).length > 0) report('warning', vs, 'spec.tls', 'TLS routes are not supported yet; ignored')
+    if (!selected) continue
 
     let catchAll: string | null = null
     ;(spec.http ?? []).forEach((http, i) => {
       const p = `spec.http[${i}]`
       if (catchAll !== null) report('warning', vs, p, `unreachable: ${catchAll} already matches every request`)
-      const unsupported: [unknown, string, string][] = [
-        [http.fault, 'fault', 'fault injection is not supported yet; the rule applies without it'],
-        [http.mirror, 'mirror', 'mirroring is not supported yet; ignored'],
-        [http.mirrors, 'mirrors', 'mirroring is not supported yet; ignored'],
-        [http.corsPolicy, 'corsPolicy', 'CORS policies are not supported yet; ignored'],
-        [http.retries, 'retries', 'retries are not translated yet; requests are tried once'],
-        [http.delegate, 'delegate', 'delegation is not supported yet; the rule is dropped'],
-      ]
-      for (const [v, field, message] of unsupported)
-        if (v !== undefined) report('warning', vs, `${p}.${field}`, message)
-      ;(http.match ?? []).forEach((m, j) => {
-        const mp = `${p}.match[${j}]`
-        for (const field of ['headers', 'withoutHeaders'] as const) {
-          for (const name of Object.keys(m[field] ?? {})) {
-            if (name.startsWith('@request.auth.claims')) {
-              report('warning', vs, `${mp}.${field}`, 'JWT claim matching is not supported yet; this match is dropped')
-            }
-          }
-        }
-        if (m.scheme !== undefined) report('warning', vs, `${mp}.scheme`, "Loom's proxy cannot match :scheme yet")
-      })
       if (catchAll === null) {
         const ms = http.match ?? []
         const j = ms.length === 0 ? -1 : ms.findIndex(matchesEverything)
@@ -181,14 +171,16 @@ export function analyze(
   const drHosts = new Map<string, Resource<DestinationRuleSpec>>()
   for (const dr of drs) {
     const h = resolve(dr.spec.host ?? '', dr.metadata.namespace)
+    const key = `${dr.metadata.namespace}|${h}`
+    const first = drHosts.get(key)
+    if (first === undefined) drHosts.set(key, dr)
+    if (!want(dr)) continue
+    unenforced(dr)
     const svc = serviceFor(h)
     if (svc === undefined && !(isWildcard(h) && services.some((s) => hostMatches(s.hostname, h)))) {
       report('warning', dr, 'spec.host', `no service ${h} in the registry`)
     }
-    const key = `${dr.metadata.namespace}|${h}`
-    const first = drHosts.get(key)
-    if (first === undefined) drHosts.set(key, dr)
-    else if (first.spec.trafficPolicy !== undefined && dr.spec.trafficPolicy !== undefined) {
+    if (first !== undefined && first.spec.trafficPolicy !== undefined && dr.spec.trafficPolicy !== undefined) {
       report(
         'warning',
         dr,
@@ -196,9 +188,7 @@ export function analyze(
         `${keyOf(first)} is older and also sets a traffic policy for ${h}; it wins`,
       )
     }
-    policyWarnings(dr, 'spec.trafficPolicy', dr.spec.trafficPolicy, report)
     ;(dr.spec.subsets ?? []).forEach((s, i) => {
-      policyWarnings(dr, `spec.subsets[${i}].trafficPolicy`, s.trafficPolicy, report)
       if (svc !== undefined && !svc.endpoints.some((e) => labelsMatch(s.labels ?? {}, e.labels))) {
         report('warning', dr, `spec.subsets[${i}]`, `subset ${s.name} selects no endpoint of ${h}`)
       }
@@ -207,6 +197,8 @@ export function analyze(
 
   // === Gateways ===
   for (const gw of of<GatewaySpec>('Gateway')) {
+    if (!want(gw)) continue
+    unenforced(gw)
     const firstTls = new Map<number, boolean>()
     ;(gw.spec.servers ?? []).forEach((s, i) => {
       const p = `spec.servers[${i}]`
@@ -236,6 +228,8 @@ export function analyze(
   // === ServiceEntries and WorkloadEntries ===
   const entries = of<ServiceEntrySpec>('ServiceEntry')
   for (const se of entries) {
+    if (!want(se)) continue
+    unenforced(se)
     const resolution = se.spec.resolution ?? 'NONE'
     if (resolution === 'NONE' && (se.spec.endpoints ?? []).length === 0 && se.spec.workloadSelector === undefined) {
       se.spec.hosts.forEach((h, i) => {
@@ -246,9 +240,11 @@ export function analyze(
     if (resolution === 'STATIC' || resolution === 'NONE') {
       const hosts = new Set(se.spec.hosts.map((h) => h.toLowerCase()))
       const bad = new Set<string>()
-      for (const s of services) {
-        if (!hosts.has(s.hostname) || s.namespace !== se.metadata.namespace) continue
-        for (const e of s.endpoints) if (isIP(e.address) === 0) bad.add(e.address)
+      for (const h of hosts) {
+        for (const s of byHost.get(h) ?? []) {
+          if (s.namespace !== se.metadata.namespace) continue
+          for (const e of s.endpoints) if (isIP(e.address) === 0) bad.add(e.address)
+        }
       }
       for (const a of [...bad].sort()) {
         report('warning', se, 'spec.endpoints', `endpoint address ${a} is not an IP; use resolution DNS to reach it`)
@@ -256,6 +252,8 @@ export function analyze(
     }
   }
   for (const we of of<WorkloadEntrySpec>('WorkloadEntry')) {
+    if (!want(we)) continue
+    unenforced(we)
     const selected = entries.some(
       (se) =>
         se.metadata.namespace === we.metadata.namespace &&
@@ -265,26 +263,11 @@ export function analyze(
     if (!selected) report('warning', we, 'spec.labels', 'no ServiceEntry in the namespace selects this workload')
   }
 
-  // === Sidecars ===
-  for (const sc of of<SidecarSpec>('Sidecar')) {
-    if ((sc.spec.ingress ?? []).length > 0)
-      report('warning', sc, 'spec.ingress', 'ingress listeners are not supported yet; ignored')
-    ;(sc.spec.egress ?? []).forEach((e, i) => {
-      if (e.port !== undefined) {
-        report(
-          'warning',
-          sc,
-          `spec.egress[${i}].port`,
-          'egress ports are ignored: the hosts apply to the HTTP proxy listener',
-        )
-      }
-    })
-    if (sc.spec.outboundTrafficPolicy?.mode === 'ALLOW_ANY') {
-      report('warning', sc, 'spec.outboundTrafficPolicy', 'ALLOW_ANY is not supported yet: unknown hosts get 404')
-    }
-    if (sc.spec.inboundConnectionPool !== undefined) {
-      report('warning', sc, 'spec.inboundConnectionPool', 'connection pools are not supported yet; ignored')
-    }
+  // === Sidecars and the security kinds ===
+  for (const r of sorted) {
+    if (!want(r)) continue
+    if (['Sidecar', 'PeerAuthentication', 'AuthorizationPolicy', 'RequestAuthentication'].includes(r.kind))
+      unenforced(r)
   }
   return out
 }
@@ -311,51 +294,4 @@ function matchesEverything(m: HTTPMatchRequest): boolean {
     (m.gateways ?? []).length === 0 &&
     (m.sourceNamespace ?? '') === ''
   )
-}
-
-function policyWarnings(
-  r: Resource,
-  path: string,
-  policy: TrafficPolicy | undefined,
-  report: (level: Diagnostic['level'], r: Resource, path: string, message: string) => void,
-): void {
-  if (policy === undefined) return
-  const one = (p: string, tp: Omit<TrafficPolicy, 'portLevelSettings'>) => {
-    const cp = tp.connectionPool
-    if (cp !== undefined) {
-      const { connectTimeout: _ct, ...restTcp } = cp.tcp ?? {}
-      if (Object.keys(restTcp).length > 0 || cp.http !== undefined) {
-        report(
-          'warning',
-          r,
-          `${p}.connectionPool`,
-          'connection pool limits are not supported yet (only tcp.connectTimeout)',
-        )
-      }
-    }
-    if (tp.outlierDetection !== undefined) {
-      report('warning', r, `${p}.outlierDetection`, 'outlier detection is not supported yet; ignored')
-    }
-    if (tp.tls !== undefined && tp.tls.mode !== 'DISABLE') {
-      report('warning', r, `${p}.tls`, 'upstream TLS (and Istio mTLS) is not supported yet; traffic is plain text')
-    }
-    const lb = tp.loadBalancer
-    if (lb?.simple === 'PASSTHROUGH') {
-      report('warning', r, `${p}.loadBalancer.simple`, 'PASSTHROUGH is not supported; the mesh default applies')
-    }
-    if (lb?.localityLbSetting !== undefined) {
-      report('warning', r, `${p}.loadBalancer.localityLbSetting`, 'locality load balancing is not supported yet')
-    }
-    if (lb?.warmup !== undefined || lb?.warmupDurationSecs !== undefined) {
-      report('warning', r, `${p}.loadBalancer`, 'warmup is not supported yet; ignored')
-    }
-  }
-  one(path, policy)
-  const tp = policy as TrafficPolicy & Record<string, unknown>
-  for (const f of ['tunnel', 'proxyProtocol', 'retryBudget']) {
-    if (tp[f] !== undefined) report('warning', r, `${path}.${f}`, `${f} is not supported yet; ignored`)
-  }
-  ;(policy.portLevelSettings ?? []).forEach((pl, i) => {
-    one(`${path}.portLevelSettings[${i}]`, pl)
-  })
 }

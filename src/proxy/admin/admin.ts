@@ -1,7 +1,8 @@
 /**
  * The admin endpoint (Envoy's admin API subset). It should listen on localhost only: it can drain the proxy.
  *
- *   GET  /ready               200 LIVE when serving, 503 otherwise
+ *   GET  /ready               the server state as Envoy names it: 200 LIVE when serving; 503 PRE_INITIALIZING,
+ *                             INITIALIZING while starting, 503 DRAINING after /drain_listeners or SIGTERM
  *   GET  /stats               counters and gauges, `name: value` per line (`?format=json` for JSON)
  *   GET  /stats/prometheus    Prometheus text format
  *   GET  /config_dump         the running configuration, as Envoy's config dump
@@ -63,7 +64,7 @@ export class AdminServer {
       case '/':
         return send(200, HELP)
       case '/ready':
-        return p.state === 'live' ? send(200, 'LIVE\n') : send(503, `${p.state.toUpperCase()}\n`)
+        return send(p.state === 'LIVE' ? 200 : 503, `${p.state}\n`)
       case '/stats':
         if (json) return sendJson({ stats: Array.from(p.stats.entries(), ([name, value]) => ({ name, value })) })
         return send(200, p.stats.renderText())
@@ -95,7 +96,7 @@ export class AdminServer {
       case '/server_info':
         return sendJson({
           version: VERSION,
-          state: p.state.toUpperCase(),
+          state: p.state,
           uptime_current_epoch: `${Math.round((Date.now() - p.startedAt.getTime()) / 1000)}s`,
           node: p.bootstrap.node ?? {},
         })

@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { parseManifests } from '../../api/index.js'
+import { analyze } from './analyze.js'
+import { NOT_ENFORCED, notEnforced } from './not-enforced.js'
+
+const one = (yaml: string) => {
+  const r = parseManifests(yaml, 'x.yaml')
+  assert.deepEqual(r.errors, [])
+  return r.resources[0]!
+}
+const paths = (yaml: string) => notEnforced(one(yaml)).map((d) => d.path)
+
+describe('accepted but not enforced', () => {
+  it('an AuthorizationPolicy with an empty spec (allow nothing) is a warning, not "no problems"', () => {
+    const r = one(
+      'apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-nothing}\nspec: {}\n',
+    )
+    const ds = analyze([r], [])
+    assert.equal(ds.length, 1)
+    assert.equal(ds[0]!.level, 'warning')
+    assert.equal(ds[0]!.resource, 'AuthorizationPolicy/default/allow-nothing')
+    assert.equal(ds[0]!.path, 'spec')
+    assert.match(ds[0]!.message, /authorization is not enforced yet/)
+  })
+
+  it('every security kind, even without a spec', () => {
+    for (const kind of ['PeerAuthentication', 'AuthorizationPolicy', 'RequestAuthentication']) {
+      assert.deepEqual(paths(`apiVersion: security.istio.io/v1\nkind: ${kind}\nmetadata: {name: a}\n`), ['spec'], kind)
+    }
+  })
+
+  it('VirtualService http fields, with their paths', () => {
+    const yaml = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews}}]
+    mirrors: [{destination: {host: details}}]
+  - retries: {attempts: 3}
+    fault: {delay: {fixedDelay: 1s, percentage: {value: 10}}}
+    mirror: {host: ratings}
+    mirrorPercentage: {value: 5}
+    corsPolicy: {allowOrigins: [{exact: 'https://x.example'}]}
+    match: [{uri: {prefix: /a}}, {scheme: {exact: https}}]
+    route: [{destination: {host: reviews}}]
+`
+    assert.deepEqual(paths(yaml), [
+      'spec.http[1].fault',
+      'spec.http[1].mirror',
+      'spec.http[0].mirrors',
+      'spec.http[1].mirrorPercentage',
+      'spec.http[1].corsPolicy',
+      'spec.http[1].retries',
+      'spec.http[1].match[1].scheme',
+    ])
+  })
+
+  it('DestinationRule policies at every level: top, port-level, subset, subset port-level', () => {
+    const yaml = `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool: {tcp: {connectTimeout: 1s}, http: {http1MaxPendingRequests: 1}}
+    outlierDetection: {consecutive5xxErrors: 1}
+    loadBalancer: {simple: ROUND_ROBIN, localityLbSetting: {enabled: true}, warmupDurationSecs: 10s}
+    tls: {mode: DISABLE}
+    portLevelSettings:
+    - port: {number: 9080}
+      tls: {mode: SIMPLE}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      connectionPool: {tcp: {maxConnections: 5}}
+      portLevelSettings:
+      - port: {number: 9080}
+        outlierDetection: {consecutive5xxErrors: 2}
+`
+    assert.deepEqual(paths(yaml), [
+      'spec.subsets[0].trafficPolicy.connectionPool.tcp.maxConnections',
+      'spec.trafficPolicy.connectionPool.http',
+      'spec.trafficPolicy.outlierDetection',
+      'spec.subsets[0].trafficPolicy.portLevelSettings[0].outlierDetection',
+      'spec.trafficPolicy.portLevelSettings[0].tls',
+      'spec.trafficPolicy.loadBalancer.localityLbSetting',
+      'spec.trafficPolicy.loadBalancer.warmupDurationSecs',
+    ])
+  })
+
+  it('what Loom enforces is not reported', () => {
+    const yaml = `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool: {tcp: {connectTimeout: 1s}}
+    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+    tls: {mode: DISABLE}
+`
+    assert.deepEqual(paths(yaml), [])
+  })
+
+  it('every row names a kind Loom accepts and a path under spec', () => {
+    const kinds = new Set([
+      'VirtualService',
+      'DestinationRule',
+      'Gateway',
+      'ServiceEntry',
+      'WorkloadEntry',
+      'Sidecar',
+      'PeerAuthentication',
+      'AuthorizationPolicy',
+      'RequestAuthentication',
+    ])
+    for (const row of NOT_ENFORCED) {
+      assert.ok(kinds.has(row.kind), row.kind)
+      assert.match(row.path, /^(spec|<trafficPolicy>)(\.|$)/, row.path)
+    }
+  })
+})

@@ -1,0 +1,240 @@
+/**
+ * What Loom accepts and stores but does not enforce yet: one row per kind or field. `loom analyze`, and `loom apply`
+ * for what it writes, warn about every resource that sets one of them, with the field path. When the translator
+ * (or the proxy) starts enforcing a field, delete its row; nothing else lists them.
+ *
+ * Paths are field paths from the resource root: `[]` stands for every element of a list, and `<trafficPolicy>` for
+ * every traffic policy of a DestinationRule (the top-level one, per subset, and their `portLevelSettings`). A
+ * validated resource always has a `spec` (an empty one when the document has none), so a row for `spec` with
+ * `when: always` covers a whole kind.
+ */
+import type { Resource } from '../../api/index.js'
+
+export interface NotEnforced {
+  kind: string
+  path: string
+  message: string
+  /** warn only for values that pass (default: any value except an empty list) */
+  when?: (value: unknown) => boolean
+}
+
+const always = () => true
+const jwtClaims = (headers: unknown) =>
+  Object.keys((headers ?? {}) as object).some((name) => name.startsWith('@request.auth.claims'))
+
+export const NOT_ENFORCED: readonly NotEnforced[] = [
+  // whole kinds: the security work has not started
+  {
+    kind: 'PeerAuthentication',
+    path: 'spec',
+    when: always,
+    message: 'mutual TLS is not enforced yet: traffic between proxies stays plain text whatever the mode',
+  },
+  {
+    kind: 'AuthorizationPolicy',
+    path: 'spec',
+    when: always,
+    message:
+      'authorization is not enforced yet: proxies let every request through, whatever this policy allows or denies',
+  },
+  {
+    kind: 'RequestAuthentication',
+    path: 'spec',
+    when: always,
+    message: 'JWT validation is not enforced yet: requests are not checked against these rules',
+  },
+
+  // VirtualService
+  { kind: 'VirtualService', path: 'spec.tcp', message: 'TCP routes are not supported yet; ignored' },
+  { kind: 'VirtualService', path: 'spec.tls', message: 'TLS routes are not supported yet; ignored' },
+  {
+    kind: 'VirtualService',
+    path: 'spec.http[].fault',
+    message: 'fault injection is not supported yet; the rule applies without it',
+  },
+  { kind: 'VirtualService', path: 'spec.http[].mirror', message: 'mirroring is not supported yet; ignored' },
+  { kind: 'VirtualService', path: 'spec.http[].mirrors', message: 'mirroring is not supported yet; ignored' },
+  { kind: 'VirtualService', path: 'spec.http[].mirrorPercentage', message: 'mirroring is not supported yet; ignored' },
+  { kind: 'VirtualService', path: 'spec.http[].mirrorPercent', message: 'mirroring is not supported yet; ignored' },
+  { kind: 'VirtualService', path: 'spec.http[].mirror_percent', message: 'mirroring is not supported yet; ignored' },
+  { kind: 'VirtualService', path: 'spec.http[].corsPolicy', message: 'CORS policies are not supported yet; ignored' },
+  {
+    kind: 'VirtualService',
+    path: 'spec.http[].retries',
+    message: 'retries are not translated yet; requests are tried once',
+  },
+  {
+    kind: 'VirtualService',
+    path: 'spec.http[].delegate',
+    message: 'delegation is not supported yet; the rule is dropped',
+  },
+  {
+    kind: 'VirtualService',
+    path: 'spec.http[].match[].scheme',
+    message: "Loom's proxy cannot match :scheme yet",
+  },
+  {
+    kind: 'VirtualService',
+    path: 'spec.http[].match[].headers',
+    when: jwtClaims,
+    message: 'JWT claim matching is not supported yet; this match is dropped',
+  },
+  {
+    kind: 'VirtualService',
+    path: 'spec.http[].match[].withoutHeaders',
+    when: jwtClaims,
+    message: 'JWT claim matching is not supported yet; this match is dropped',
+  },
+  {
+    kind: 'VirtualService',
+    path: 'spec.http[].match[].statPrefix',
+    message: 'per-match stat prefixes are not supported yet; ignored',
+  },
+
+  // DestinationRule traffic policies (only loadBalancer.simple/consistentHash and connectionPool.tcp.connectTimeout
+  // are applied)
+  ...[
+    'connectionPool.tcp.maxConnections',
+    'connectionPool.tcp.tcpKeepalive',
+    'connectionPool.tcp.maxConnectionDuration',
+    'connectionPool.tcp.idleTimeout',
+    'connectionPool.http',
+  ].map((f) => ({
+    kind: 'DestinationRule',
+    path: `<trafficPolicy>.${f}`,
+    message: 'connection pool limits are not supported yet; ignored (only tcp.connectTimeout is applied)',
+  })),
+  {
+    kind: 'DestinationRule',
+    path: '<trafficPolicy>.outlierDetection',
+    message: 'outlier detection is not supported yet; ignored',
+  },
+  {
+    kind: 'DestinationRule',
+    path: '<trafficPolicy>.tls',
+    when: (tls) => (tls as { mode?: string }).mode !== 'DISABLE',
+    message: 'upstream TLS (and Istio mTLS) is not supported yet; traffic is plain text',
+  },
+  {
+    kind: 'DestinationRule',
+    path: '<trafficPolicy>.loadBalancer.simple',
+    when: (simple) => simple === 'PASSTHROUGH',
+    message: 'PASSTHROUGH is not supported; the mesh default applies',
+  },
+  {
+    kind: 'DestinationRule',
+    path: '<trafficPolicy>.loadBalancer.localityLbSetting',
+    message: 'locality load balancing is not supported yet; ignored',
+  },
+  {
+    kind: 'DestinationRule',
+    path: '<trafficPolicy>.loadBalancer.warmupDurationSecs',
+    message: 'warmup is not supported yet; ignored',
+  },
+  {
+    kind: 'DestinationRule',
+    path: '<trafficPolicy>.loadBalancer.warmup',
+    message: 'warmup is not supported yet; ignored',
+  },
+  { kind: 'DestinationRule', path: '<trafficPolicy>.tunnel', message: 'tunnel is not supported yet; ignored' },
+  {
+    kind: 'DestinationRule',
+    path: '<trafficPolicy>.proxyProtocol',
+    message: 'proxyProtocol is not supported yet; ignored',
+  },
+  {
+    kind: 'DestinationRule',
+    path: '<trafficPolicy>.retryBudget',
+    message: 'retryBudget is not supported yet; ignored',
+  },
+
+  // Gateway (TLS servers Loom cannot terminate are reported by the analyzer, which knows the combinations)
+  {
+    kind: 'Gateway',
+    path: 'spec.servers[].bind',
+    message: 'bind is not supported yet; the server listens on every address',
+  },
+
+  // ServiceEntry, WorkloadEntry
+  { kind: 'ServiceEntry', path: 'spec.addresses', message: 'addresses are not supported yet; ignored' },
+  {
+    kind: 'ServiceEntry',
+    path: 'spec.subjectAltNames',
+    message: 'subjectAltNames are not checked yet (no upstream TLS)',
+  },
+  { kind: 'ServiceEntry', path: 'spec.endpoints[].network', message: 'networks are not supported yet; ignored' },
+  { kind: 'WorkloadEntry', path: 'spec.network', message: 'networks are not supported yet; ignored' },
+
+  // Sidecar
+  { kind: 'Sidecar', path: 'spec.ingress', message: 'ingress listeners are not supported yet; ignored' },
+  {
+    kind: 'Sidecar',
+    path: 'spec.egress[].port',
+    message: 'egress ports are ignored: the hosts apply to the HTTP proxy listener',
+  },
+  {
+    kind: 'Sidecar',
+    path: 'spec.outboundTrafficPolicy.mode',
+    when: (mode) => mode === 'ALLOW_ANY',
+    message: 'ALLOW_ANY is not supported yet: unknown hosts get 404',
+  },
+  {
+    kind: 'Sidecar',
+    path: 'spec.inboundConnectionPool',
+    message: 'connection pools are not supported yet; ignored',
+  },
+]
+
+const TRAFFIC_POLICIES = [
+  'spec.trafficPolicy',
+  'spec.trafficPolicy.portLevelSettings[]',
+  'spec.subsets[].trafficPolicy',
+  'spec.subsets[].trafficPolicy.portLevelSettings[]',
+]
+
+type Step = { key: string; each: boolean }
+
+function steps(path: string): Step[] {
+  return path.split('.').map((s) => (s.endsWith('[]') ? { key: s.slice(0, -2), each: true } : { key: s, each: false }))
+}
+
+/** Every [concrete path, value] that `pattern` reaches in `root` (values that are not set are left out). */
+function reach(root: unknown, pattern: Step[]): [string, unknown][] {
+  let at: [string, unknown][] = [['', root]]
+  for (const { key, each } of pattern) {
+    const next: [string, unknown][] = []
+    for (const [p, value] of at) {
+      if (value === null || typeof value !== 'object' || Array.isArray(value)) continue
+      const child = (value as Record<string, unknown>)[key]
+      if (child === undefined) continue
+      const cp = p === '' ? key : `${p}.${key}`
+      if (!each) next.push([cp, child])
+      else if (Array.isArray(child)) for (const [i, c] of child.entries()) next.push([`${cp}[${i}]`, c])
+    }
+    at = next
+  }
+  return at
+}
+
+const notEmpty = (x: unknown) => !(Array.isArray(x) && x.length === 0)
+
+const compiled = NOT_ENFORCED.map((row) => ({
+  row,
+  patterns: row.path.startsWith('<trafficPolicy>')
+    ? TRAFFIC_POLICIES.map((tp) => steps(tp + row.path.slice('<trafficPolicy>'.length)))
+    : [steps(row.path)],
+}))
+
+/** The fields of `r` that are accepted but not enforced yet, in table order. */
+export function notEnforced(r: Resource): { path: string; message: string }[] {
+  const out: { path: string; message: string }[] = []
+  for (const { row, patterns } of compiled) {
+    if (row.kind !== r.kind) continue
+    for (const pattern of patterns) {
+      for (const [path, value] of reach(r, pattern)) {
+        if ((row.when ?? notEmpty)(value)) out.push({ path, message: row.message })
+      }
+    }
+  }
+  return out
+}
