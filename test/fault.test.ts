@@ -78,18 +78,22 @@ function bootstrap(port: number): unknown {
                   routes: [
                     route('/abort', perRoute({ abort: { http_status: 503, percentage: pct(100) } })),
                     route('/delay', perRoute({ delay: { fixed_delay: '0.3s', percentage: pct(100) } })),
-                    route('/both', perRoute({ delay: { fixed_delay: '0.2s' }, abort: { http_status: 418 } })),
+                    route('/both', perRoute({
+                        delay: { fixed_delay: '0.2s', percentage: pct(100) },
+                        abort: { http_status: 418, percentage: pct(100) },
+                      })),
                     route('/grpc', perRoute({ abort: { grpc_status: 14, percentage: pct(100) } })),
                     route('/thirty', perRoute({ abort: { http_status: 500, percentage: pct(300_000, 'MILLION') } })),
                     route(
                       '/jason',
                       perRoute({
-                        abort: { http_status: 555 },
+                        abort: { http_status: 555, percentage: pct(100) },
                         headers: [{ name: 'end-user', string_match: { exact: 'jason' } }],
                       }),
                     ),
-                    route('/one-at-a-time', perRoute({ delay: { fixed_delay: '0.4s' }, max_active_faults: 1 })),
-                    route('/timed', perRoute({ delay: { fixed_delay: '0.3s' } }), { timeout: '0.2s' }),
+                    route('/one-at-a-time', perRoute({ delay: { fixed_delay: '0.4s', percentage: pct(100) }, max_active_faults: 1 })),
+                    route('/timed', perRoute({ delay: { fixed_delay: '0.3s', percentage: pct(100) } }), { timeout: '0.2s' }),
+                    route('/unset', perRoute({ abort: { http_status: 500 } })),
                     route('/'),
                   ],
                 },
@@ -99,7 +103,11 @@ function bootstrap(port: number): unknown {
               // the filter's own config: faults only on request (x-envoy-fault-* headers)
               {
                 name: 'envoy.filters.http.fault',
-                typed_config: { '@type': FAULT, abort: { header_abort: {} }, delay: { header_delay: {} } },
+                typed_config: {
+                  '@type': FAULT,
+                  abort: { header_abort: {}, percentage: pct(100) },
+                  delay: { header_delay: {}, percentage: pct(100) },
+                },
               },
               { name: 'envoy.filters.http.router', typed_config: { '@type': ROUTER } },
             ],
@@ -202,6 +210,10 @@ describe('fault filter', () => {
     assert.ok(a.ms >= 390, `first answered after ${a.ms} ms`)
     assert.ok(b.ms < 300, `second answered after ${b.ms} ms`)
     assert.equal(await counter('fault.faults_overflow'), overflow + 1)
+  })
+
+  test('a fault whose percentage is unset injects nothing (the proto default, 0%)', async () => {
+    for (let i = 0; i < 20; i++) assert.equal((await request(port, '/unset')).status, 200)
   })
 
   test("the route timeout starts after the filter's delay", async () => {

@@ -87,7 +87,6 @@ http:
   route: [{destination: {host: reviews}}]`,
       ),
       [
-        'warning VirtualService/default/a spec.http[0].fault: fault injection is not supported yet; the rule applies without it',
         'warning VirtualService/default/a spec.http[0].mirror: mirroring is not supported yet; ignored',
         'warning VirtualService/default/a spec.http[0].corsPolicy: CORS policies are not supported yet; ignored',
         'warning VirtualService/default/a spec.http[0].retries: retries are not translated yet; requests are tried once',

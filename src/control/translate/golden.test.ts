@@ -64,7 +64,21 @@ function routeTable(g: Map<string, Map<string, Json>>): Map<string, string[]> {
   return table
 }
 
+/** Every connection manager's http_filters, by name: Istio's order, the fault filter then the router. */
+function checkChains(g: Map<string, Map<string, Json>>): void {
+  for (const [name, l] of g.get(LDS) ?? []) {
+    for (const fc of (l.filter_chains as Json[]) ?? []) {
+      for (const f of (fc.filters as Json[]) ?? []) {
+        const chain = ((f.typed_config as Json).http_filters as Json[] | undefined)?.map((x) => x.name)
+        if (chain !== undefined)
+          assert.deepEqual(chain, ['envoy.filters.http.fault', 'envoy.filters.http.router'], name)
+      }
+    }
+  }
+}
+
 function checkReferences(g: Map<string, Map<string, Json>>): void {
+  checkChains(g)
   const clusters = g.get(CDS)!
   for (const lines of routeTable(g).values()) {
     for (const line of lines) {

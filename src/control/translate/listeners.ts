@@ -33,6 +33,11 @@ export const DEFAULT_OUTBOUND_PORT = 15001
 
 const HCM_FILTER = 'envoy.filters.network.http_connection_manager'
 const ROUTER: Json = { name: 'envoy.filters.http.router', typed_config: { '@type': TypeUrls.router } }
+/**
+ * Istio's fault filter, before the router: it does nothing on its own (no delay, no abort) and acts only on routes
+ * whose `typed_per_filter_config` carries a VirtualService `fault`.
+ */
+const FAULT: Json = { name: 'envoy.filters.http.fault', typed_config: { '@type': TypeUrls.fault } }
 
 export interface ListenerSet {
   listeners: Json[]
@@ -47,7 +52,7 @@ export type NodeMetadata = Record<string, unknown>
 function hcm(statPrefix: string, routing: Json): Json {
   return {
     name: HCM_FILTER,
-    typed_config: { '@type': TypeUrls.hcm, stat_prefix: statPrefix, ...routing, http_filters: [ROUTER] },
+    typed_config: { '@type': TypeUrls.hcm, stat_prefix: statPrefix, ...routing, http_filters: [FAULT, ROUTER] },
   }
 }
 

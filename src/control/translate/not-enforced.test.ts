@@ -48,7 +48,6 @@ spec:
     route: [{destination: {host: reviews}}]
 `
     assert.deepEqual(paths(yaml), [
-      'spec.http[1].fault',
       'spec.http[1].mirror',
       'spec.http[0].mirrors',
       'spec.http[1].mirrorPercentage',

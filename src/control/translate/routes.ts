@@ -13,7 +13,10 @@
  *   listening port.
  * - redirect, directResponse, rewrite (uri → prefix_rewrite, uriRegexRewrite → regex_rewrite, authority →
  *   host_rewrite_literal), headers set/add/remove on the rule and on each destination, timeout (default: none).
- * - Not translated yet (see `analyze`): retries, fault, mirror, corsPolicy, delegate, JWT-claim header matches (the
+ * - `fault` → the fault filter's per-route config (`typed_per_filter_config["envoy.filters.http.fault"]`, Envoy's
+ *   HTTPFault): fixedDelay, httpStatus, grpcStatus; `percentage` (a double) as a fraction of a million, the older
+ *   integer `percent` as a percentage; unset is 0%, as in Istio. Not for proxyless gRPC.
+ * - Not translated yet (see `analyze`): retries, mirror, corsPolicy, delegate, JWT-claim header matches (the
  *   whole match is dropped rather than widened), authority rewrite on one of several weighted destinations.
  *
  * Proxyless gRPC gets no redirect or direct-response routes and reads timeouts from `max_stream_duration`.
@@ -100,6 +103,62 @@ export function virtualServiceRoutes(vs: Resource<VirtualServiceSpec>, port: num
   return out
 }
 
+export const FAULT_FILTER = 'envoy.filters.http.fault'
+const FAULT_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault'
+const GRPC_CODES = [
+  'OK',
+  'CANCELLED',
+  'UNKNOWN',
+  'INVALID_ARGUMENT',
+  'DEADLINE_EXCEEDED',
+  'NOT_FOUND',
+  'ALREADY_EXISTS',
+  'PERMISSION_DENIED',
+  'RESOURCE_EXHAUSTED',
+  'FAILED_PRECONDITION',
+  'ABORTED',
+  'OUT_OF_RANGE',
+  'UNIMPLEMENTED',
+  'INTERNAL',
+  'UNAVAILABLE',
+  'DATA_LOSS',
+  'UNAUTHENTICATED',
+]
+
+type Fault = NonNullable<HTTPRoute['fault']>
+
+/** Istio's Percent (a double, 0..100) as Envoy's FractionalPercent over a million, as Istio writes it. */
+function fractionOf(value: number | undefined): Json {
+  return { numerator: Math.round((value ?? 0) * 10_000), denominator: 'MILLION' }
+}
+
+/** VirtualService `fault` → Envoy's HTTPFault. */
+export function translateFault(f: Fault): Json {
+  const out: Json = { '@type': FAULT_TYPE }
+  const d = f.delay
+  if (d !== undefined && d.fixedDelay !== undefined) {
+    out.delay = {
+      fixed_delay: protoDuration(d.fixedDelay) ?? '0s',
+      percentage:
+        d.percentage !== undefined
+          ? fractionOf(d.percentage.value)
+          : { numerator: d.percent ?? 0, denominator: 'HUNDRED' },
+    }
+  }
+  const a = f.abort
+  if (a !== undefined) {
+    const abort: Json = {}
+    if (a.httpStatus !== undefined) abort.http_status = a.httpStatus
+    else if (a.grpcStatus !== undefined) {
+      const code = GRPC_CODES.indexOf(a.grpcStatus)
+      abort.grpc_status = code >= 0 ? code : Number(a.grpcStatus)
+    }
+    if (a.percentage !== undefined) abort.percentage = fractionOf(a.percentage.value)
+    if (abort.http_status !== undefined || abort.grpc_status !== undefined) out.abort = abort
+  }
+  return out
+}
+
 /** The route for a service without a VirtualService. */
 export function defaultRoute(cluster: string, hash: Json | null, generator: 'envoy' | 'grpc'): Json {
   const action: Json = { cluster }
@@ -137,6 +196,9 @@ function translateRoute(
   if (name !== undefined && name !== '') out.name = name
   out.match = routeMatch
   const ops = headerOperations(http.headers)
+  if (http.fault !== undefined && ctx.generator === 'envoy') {
+    out.typed_per_filter_config = { [FAULT_FILTER]: translateFault(http.fault) }
+  }
 
   if (http.redirect !== undefined) {
     const redirect = translateRedirect(http.redirect, port, ctx.isTls)

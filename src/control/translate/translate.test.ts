@@ -150,7 +150,7 @@ describe('Bookinfo sidecar (productpage)', () => {
       reviews: ['prefix / → outbound|9080|v2|reviews'],
     },
     {
-      name: 'fault injection (not translated yet): routes still apply',
+      name: 'fault injection: the routes still apply',
       files: ['fault-injection-details-v1.yaml'],
       reviews: ['prefix / → outbound|9080||reviews'],
       others: { details: ['prefix / → outbound|9080|v1|details'] },
@@ -165,6 +165,62 @@ describe('Bookinfo sidecar (productpage)', () => {
       }
     })
   }
+
+  it("fault: the fault filter's per-route config on the rule's route, as Envoy's HTTPFault", () => {
+    const r = run(samples('fault-injection-details-v1.yaml'))
+    const routes = vhost(r, 'outbound', 'details.default.svc.cluster.local:9080').routes as Json[]
+    assert.deepEqual(routes[0]!.typed_per_filter_config, {
+      'envoy.filters.http.fault': {
+        '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault',
+        abort: { http_status: 555, percentage: { numerator: 1_000_000, denominator: 'MILLION' } },
+      },
+    })
+    assert.equal(routes.length, 1, 'the second rule is unreachable behind a rule without a match')
+    const plain = run(samples('virtual-service-all-v1.yaml', 'destination-rule-all.yaml'))
+    const other = vhost(plain, 'outbound', 'details.default.svc.cluster.local:9080').routes as Json[]
+    assert.equal(other[0]!.typed_per_filter_config, undefined, 'a rule without fault gets no per-route config')
+  })
+
+  it('fault: delays with percentage or the older integer percent, gRPC status names, unset percentages', () => {
+    const f = (fault: string) => {
+      const yaml = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http: [{fault: ${fault}, route: [{destination: {host: ratings}}]}]
+`
+      const routes = vhost(run(manifests(yaml)), 'outbound', 'ratings.default.svc.cluster.local:9080').routes as Json[]
+      const { '@type': _, ...rest } = (routes[0]!.typed_per_filter_config as Json)['envoy.filters.http.fault'] as Json
+      return rest
+    }
+    assert.deepEqual(f('{delay: {fixedDelay: 7s, percentage: {value: 0.1}}}'), {
+      delay: { fixed_delay: '7s', percentage: { numerator: 1000, denominator: 'MILLION' } },
+    })
+    assert.deepEqual(f('{delay: {fixedDelay: 2.5s, percent: 50}}'), {
+      delay: { fixed_delay: '2.5s', percentage: { numerator: 50, denominator: 'HUNDRED' } },
+    })
+    assert.deepEqual(f('{abort: {grpcStatus: UNAVAILABLE, percentage: {value: 20}}}'), {
+      abort: { grpc_status: 14, percentage: { numerator: 200_000, denominator: 'MILLION' } },
+    })
+    assert.deepEqual(f('{abort: {httpStatus: 503}}'), { abort: { http_status: 503 } }, 'unset: 0%, as in Istio')
+  })
+
+  it('every connection manager runs the fault filter, then the router (Istio chain order)', () => {
+    const names = (l: Json) =>
+      (
+        ((((l.filter_chains as Json[])[0]!.filters as Json[])[0]!.typed_config as Json).http_filters as Json[]) ?? []
+      ).map((f) => f.name)
+    for (const [node, r] of [
+      ['sidecar', run([])],
+      ['gateway', run(samples('bookinfo-gateway.yaml'), INGRESS)],
+    ] as const) {
+      assert.ok(r.listeners.length > 0, node)
+      for (const l of r.listeners) {
+        assert.deepEqual(names(l), ['envoy.filters.http.fault', 'envoy.filters.http.router'], `${node} ${l.name}`)
+      }
+    }
+  })
 
   it('timeouts: none by default, the VirtualService timeout when set', () => {
     const r = run(samples(...ALL_V1, 'request-timeouts-reviews-timeout-0.5s.yaml'))

@@ -5,7 +5,7 @@
  *
  * - `headers`: the fault applies only to requests that match every matcher.
  * - `delay`: `fixed_delay`, or `header_delay` (milliseconds from `x-envoy-fault-delay-request`); applied to
- *   `percentage` of requests (default 100%); response flag DI. The request is held, then goes on.
+ *   `percentage` of requests (unset: none, as in Envoy); response flag DI. The request is held, then goes on.
  * - `abort`: `http_status`, `grpc_status` (a trailers-only gRPC response), or `header_abort`
  *   (`x-envoy-fault-abort-request` / `x-envoy-fault-abort-grpc-request`); after the delay, if both apply; flag FI.
  * - `x-envoy-fault-delay-request-percentage` / `x-envoy-fault-abort-request-percentage` cap a header fault's share.
@@ -33,9 +33,9 @@ import {
 
 const DENOMINATORS = { HUNDRED: 100, TEN_THOUSAND: 10_000, MILLION: 1_000_000 } as const
 
-/** A share of requests as a probability in [0, 1]. */
+/** A share of requests as a probability in [0, 1]; unset is 0%, as the proto's default value is in Envoy. */
 function fraction(p: FractionalPercent | undefined): number {
-  if (p === undefined) return 1
+  if (p === undefined) return 0
   const d = DENOMINATORS[p.denominator ?? 'HUNDRED']
   return Math.min(1, (p.numerator ?? 0) / d)
 }
