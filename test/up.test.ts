@@ -185,7 +185,7 @@ describe('loom up: failures to start and stops', { timeout: 300_000 }, () => {
     assertNothingLeft(up, pids)
   })
 
-  test('loom status lists gateways with their ports and sync state; after SIGKILL of loom up, its Loom processes stop by themselves and loom down stops the application', async () => {
+  test('loom status lists gateways with their ports and sync state; after SIGKILL of loom up, its Loom processes stop by themselves and loom down stops the application', async (t) => {
     const up = startUp('up-hello')
     await eventually(async () => up.stdout().includes('{"msg":"up"'), 90_000, `loom up:\n${up.stderr()}`)
     const state = upJson(up.dataDir)!
@@ -212,9 +212,11 @@ describe('loom up: failures to start and stops', { timeout: 300_000 }, () => {
     const procs = state.processes!
     const pid = (role: string) => procs.find((p) => p.role === role)!.pid!
     up.proc.kill('SIGKILL')
-    await up.exited
+    const { at } = await up.exited
     const loomPids = procs.filter((p) => p.role !== 'app').map((p) => p.pid!)
+    assert.equal(loomPids.length, 3, 'control plane, gateway, sidecar')
     await eventually(async () => loomPids.every((p) => !alive(p)), 20_000, 'the Loom processes to stop')
+    t.diagnostic(`the control plane, gateway and sidecar were gone ${Date.now() - at} ms after loom up was killed`)
     assert.ok(alive(pid('app')), 'the application does not watch loom up')
     const down = await runLoom(['down', '--data-dir', up.dataDir], 30_000)
     assert.equal(down.code, 0, down.stderr)

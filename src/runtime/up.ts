@@ -6,6 +6,13 @@
  * sidecar as its HTTP proxy). The application listens on a private port that only its sidecar's inbound listener
  * forwards to; peers reach it through the sidecar. Every process is supervised (restart with backoff) and logs to
  * `<data-dir>/logs/`. Shutdown is the reverse: applications, then sidecars (draining), gateways, control plane.
+ *
+ * Until the mesh is up, a process that ends is a failure to start: every wait also watches the processes it depends
+ * on and fails at once with why (the spawn error, the exit code and the last lines of output), and the stop that
+ * follows stops whatever had started. A stop (signal, `loom down`, failure) may come at any moment of start-up:
+ * nothing new starts after it. `up.json` lists every process as soon as it exists; Loom's own processes stop by
+ * themselves if this process dies (an IPC channel that closes), and `reapLeftovers` stops the applications a killed
+ * `loom up` left.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import * as net from 'node:net'
@@ -401,10 +408,8 @@ export class LocalMesh {
     // 4. workloads: register, sidecar, then the application
     this.heartbeat = setInterval(() => void this.beat(), 5000)
     this.heartbeat.unref()
-    // every workload starts; the first failure is reported, once all have either started or failed
-    const results = await Promise.allSettled(m.workloads.map((w) => this.startWorkload(w)))
-    const failed = results.find((r) => r.status === 'rejected' && !(r.reason instanceof StoppedError))
-    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason
+    // workloads start side by side; the first failure is reported at once (the stop that follows ends the others)
+    await Promise.all(m.workloads.map((w) => this.startWorkload(w)))
     if (this.stopped) throw new StoppedError()
     // the last registrations reach gateways and sidecars asynchronously: say "up" once every proxy has them
     await this.waitFor(
@@ -596,6 +601,12 @@ export class LocalMesh {
       sidecar,
     )
     const [command, ...args] = spec.command
+    // spawn would say `spawn <command> ENOENT` for a missing working directory too: say which is missing
+    if (!existsSync(def.cwd))
+      throw new LoomError(
+        ErrorCodes.CONFIG_INVALID,
+        `workload ${def.name} could not be started: its working directory ${def.cwd} does not exist (${def.source})`,
+      )
     const podName = `${def.name}-${Math.random().toString(36).slice(2, 7)}`
     const app = this.supervise('app', {
       name: def.name,
