@@ -146,10 +146,13 @@ describe('loom up: failures to start and stops', { timeout: 300_000 }, () => {
     assert.equal(code, 1, err)
     assert.match(err, /failed: workload web could not be started: spawn loom-test-no-such-command ENOENT/)
     assert.doesNotMatch(err, /timed out/)
-    // the control plane, the gateway and the sidecar had started; the application never did
-    const pids = printedPids(err)
-    assert.equal(pids.length, 2, `control plane and gateway pids printed:\n${err}`)
-    assertNothingLeft(up, pids)
+    // the control plane, the gateway and the sidecar had started (and are named with their pids as they are
+    // stopped); the application never did
+    const stopping = /stopping (control \(pid \d+\).*)/.exec(err)
+    assert.ok(stopping !== null, err)
+    assert.match(stopping[1]!, /ingressgateway \(pid \d+\)/)
+    assert.match(stopping[1]!, /web\.sidecar \(pid \d+\)/)
+    assertNothingLeft(up, printedPids(err))
     t.diagnostic(
       `failed after ${((failedAt - up.startedAt) / 1000).toFixed(1)} s, everything stopped ${((at - failedAt) / 1000).toFixed(1)} s later`,
     )
