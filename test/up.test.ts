@@ -188,7 +188,7 @@ describe('loom up: failures to start and stops', { timeout: 300_000 }, () => {
     assertNothingLeft(up, pids)
   })
 
-  test('loom status lists gateways with their ports and sync state; after SIGKILL of loom up, its Loom processes stop by themselves and loom down stops the application', async (t) => {
+  test('loom status lists gateways with their ports and sync state; a second loom up refuses; after SIGKILL of loom up, its Loom processes stop by themselves and loom down stops the application', async (t) => {
     const up = startUp('up-hello')
     await eventually(async () => up.stdout().includes('{"msg":"up"'), 90_000, `loom up:\n${up.stderr()}`)
     const state = upJson(up.dataDir)!
@@ -210,6 +210,12 @@ describe('loom up: failures to start and stops', { timeout: 300_000 }, () => {
     assert.equal(json.gatewayStatus[0]!.sync, 'SYNCED')
     const res = await fetch(`http://127.0.0.1:${gw[3]}/`)
     assert.equal(await res.text(), 'hello')
+
+    // a second loom up on the same data dir refuses, and leaves the running mesh alone
+    const second = await runLoom(['up', '-f', join(FIXTURES, 'up-hello'), '--data-dir', up.dataDir], 30_000)
+    assert.equal(second.code, 1, second.stderr)
+    assert.match(second.stderr, /a mesh is already running from .* \(loom up pid \d+\)/)
+    assert.equal(upJson(up.dataDir)?.pid, state.pid)
 
     // SIGKILL: loom up cannot stop anything
     const procs = state.processes!

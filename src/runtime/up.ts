@@ -720,7 +720,12 @@ export class LocalMesh {
     await Promise.all(proxies.map((p) => p.stop(5000)))
     if (this.control?.running === true) this.say('stopping the control plane')
     await this.control?.stop(5000)
-    rmSync(statePath(this.dataDir), { force: true })
+    this.removeState()
+  }
+
+  /** Removes up.json if it is this process's (not that of another `loom up` this one refused to run beside). */
+  private removeState(): void {
+    if (readState(this.dataDir)?.pid === process.pid) rmSync(statePath(this.dataDir), { force: true })
   }
 
   /** SIGKILL to every process now (a second Ctrl-C: stop without waiting). */
@@ -728,6 +733,6 @@ export class LocalMesh {
     this.abort.abort()
     this.stopping ??= Promise.resolve()
     for (const p of this.procs) p.proc.kill()
-    rmSync(statePath(this.dataDir), { force: true })
+    this.removeState()
   }
 }
