@@ -1,9 +1,9 @@
 /**
  * `loom up`: a whole mesh of local processes, no Kubernetes and no root.
  *
- * Order: the control plane; the Istio config; then, side by side, the gateways and per workload: register it, start
- * its sidecar, wait until the sidecar has its listeners, and only then start the application (given the sidecar as
- * its HTTP proxy). The application listens on a private port that only its sidecar's inbound listener
+ * Order: the control plane; the Istio config; gateways; then per workload, side by side: register it, start its
+ * sidecar, wait until the sidecar has its listeners, and only then start the application (given the sidecar as its
+ * HTTP proxy). The application listens on a private port that only its sidecar's inbound listener
  * forwards to; peers reach it through the sidecar. Every process is supervised (restart with backoff) and logs to
  * `<data-dir>/logs/`. Shutdown is the reverse: applications, then sidecars (draining), gateways, control plane.
  *
@@ -402,11 +402,14 @@ export class LocalMesh {
       if (n > 0) this.say(`applied ${n} resource${n === 1 ? '' : 's'} from ${doc.source}`)
     }
 
-    // 3. gateways and 4. workloads (register, sidecar, then the application), side by side: neither waits for the
-    // other. The first failure is reported at once (the stop that follows ends the rest).
+    // 3. gateways
+    await this.startGateways()
+
+    // 4. workloads: register, sidecar, then the application. They start side by side; the first failure is
+    // reported at once (the stop that follows ends the others).
     this.heartbeat = setInterval(() => void this.beat(), 5000)
     this.heartbeat.unref()
-    await Promise.all([this.startGateways(), ...m.workloads.map((w) => this.startWorkload(w))])
+    await Promise.all(m.workloads.map((w) => this.startWorkload(w)))
     if (this.stopped) throw new StoppedError()
     // the last registrations reach gateways and sidecars asynchronously: say "up" once every proxy has them
     await this.waitFor(
