@@ -172,6 +172,8 @@ describe('loom up: failures to start and stops', { timeout: 300_000 }, () => {
     const up = startUp('up-slow-start')
     const pids = await untilAppStarted(up)
     assert.ok(pids.length >= 4, `control plane, gateway, sidecar, application: ${pids.join(', ')}`)
+    // the application (a shell) has started a child of its own: it is stopped too
+    await eventually(async () => meshProcesses(up.dataDir).length > pids.length, 20_000, "the application's child")
     up.proc.kill('SIGTERM')
     const { code } = await up.exited
     assert.equal(code, 0, up.stderr())

@@ -97,6 +97,8 @@ async function runUp(
   }
   process.on('SIGINT', stop)
   process.on('SIGTERM', stop)
+  // the terminal went away: stop as on Ctrl-C (applications run in process groups of their own and get no SIGHUP)
+  process.on('SIGHUP', stop)
   let state: UpState
   try {
     state = await mesh.up()

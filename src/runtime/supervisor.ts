@@ -26,6 +26,11 @@ export interface ProcessSpec {
    * SIGKILL, the channel closes and the child stops itself (see `exitWithParent` in parent.ts).
    */
   ipc?: boolean
+  /**
+   * Run the process in a process group of its own and signal the whole group (applications: a shell or `npm start`
+   * that started children of its own must not leave them behind when it is stopped).
+   */
+  group?: boolean
 }
 
 /** How a process ended: an exit code, a signal, or an error before it ever ran. */
@@ -116,7 +121,7 @@ export class Supervised {
     this.lastExit = null
     let p: ChildProcess
     try {
-      p = spawn(command, args, { env, cwd, stdio })
+      p = spawn(command, args, { env, cwd, stdio, detached: this.spec.group === true })
     } catch (err) {
       // a synchronous failure (bad arguments): report it like an asynchronous one
       const e = err as Error
@@ -214,10 +219,37 @@ export class Supervised {
   /** SIGKILL now, without waiting (the last resort of a second Ctrl-C). */
   kill(): void {
     this.hold()
-    if (this.running) this.proc!.kill('SIGKILL')
+    const p = this.proc
+    if (p !== null && this.running) this.signal(p, 'SIGKILL')
   }
 
-  /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. No restart follows. */
+  /** Signals the process, or its whole process group when it has one. */
+  private signal(p: ChildProcess, sig: NodeJS.Signals): void {
+    if (this.spec.group === true && p.pid !== undefined) {
+      try {
+        process.kill(-p.pid, sig)
+        return
+      } catch {
+        // the group is gone (or never was): the process itself
+      }
+    }
+    p.kill(sig)
+  }
+
+  /** Whether anything of the process group started as `pid` is still there. */
+  private groupAlive(pid: number): boolean {
+    try {
+      process.kill(-pid, 0)
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  /**
+   * SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone (with a process group: when the group
+   * is gone too, or has been sent SIGKILL at the end of the grace). No restart follows.
+   */
   stop(graceMs = 5000): Promise<void> {
     this.hold()
     const p = this.proc
@@ -225,14 +257,33 @@ export class Supervised {
       this.out.end()
       return Promise.resolve()
     }
+    const deadline = Date.now() + graceMs
     return new Promise((resolve) => {
-      const kill = setTimeout(() => p.kill('SIGKILL'), graceMs)
+      const kill = setTimeout(() => this.signal(p, 'SIGKILL'), graceMs)
       this.exitWaiters.push(() => {
         clearTimeout(kill)
-        this.out.end()
-        resolve()
+        const finish = () => {
+          this.out.end()
+          resolve()
+        }
+        const pid = p.pid
+        if (this.spec.group !== true || pid === undefined) return finish()
+        // the leader is gone; what it started got the same SIGTERM and has the rest of the grace
+        const poll = () => {
+          if (!this.groupAlive(pid)) return finish()
+          if (Date.now() >= deadline) {
+            try {
+              process.kill(-pid, 'SIGKILL')
+            } catch {
+              // gone meanwhile
+            }
+            return finish()
+          }
+          setTimeout(poll, 50)
+        }
+        poll()
       })
-      p.kill('SIGTERM')
+      this.signal(p, 'SIGTERM')
     })
   }
 }

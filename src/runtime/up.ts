@@ -14,7 +14,7 @@
  * themselves if this process dies (an IPC channel that closes), and `reapLeftovers` stops the applications a killed
  * `loom up` left.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import * as net from 'node:net'
 import { join, resolve } from 'node:path'
 import { loadAll } from 'js-yaml'
@@ -125,6 +125,17 @@ function ofMesh(pid: number, dataDir: string): boolean {
   }
 }
 
+/** Every process whose environment names the mesh of `dataDir` (empty without /proc). */
+function meshPids(dataDir: string): number[] {
+  let entries: string[]
+  try {
+    entries = readdirSync('/proc').filter((e) => /^\d+$/.test(e))
+  } catch {
+    return []
+  }
+  return entries.map(Number).filter((pid) => existsSync(`/proc/${pid}/environ`) && ofMesh(pid, dataDir))
+}
+
 /**
  * Stops the processes a `loom up` that is no longer running left behind (it was killed with SIGKILL: its Loom
  * processes stop by themselves, applications do not): SIGTERM, then SIGKILL after `graceMs`. Returns their pids.
@@ -134,6 +145,8 @@ export async function reapLeftovers(state: UpState, graceMs = 5000): Promise<num
   for (const p of state.processes ?? []) if (p.pid !== null) pids.add(p.pid)
   for (const w of state.workloads) for (const pid of [w.appPid, w.sidecarPid]) if (pid !== null) pids.add(pid)
   for (const g of state.gateways) if (g.pid !== null) pids.add(g.pid)
+  // where /proc tells, also whatever the listed processes started (an application's own children)
+  for (const pid of meshPids(state.dataDir)) pids.add(pid)
   const left = [...pids].filter((pid) => pid !== process.pid && alive(pid) && ofMesh(pid, state.dataDir))
   for (const pid of left) signal(pid, 'SIGTERM')
   const deadline = Date.now() + graceMs
@@ -610,6 +623,7 @@ export class LocalMesh {
     const podName = `${def.name}-${Math.random().toString(36).slice(2, 7)}`
     const app = this.supervise('app', {
       name: def.name,
+      group: true,
       command: command === 'node' ? process.execPath : command!,
       args,
       cwd: def.cwd,
