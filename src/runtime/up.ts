@@ -23,6 +23,14 @@ import { readUpManifest, type UpManifest, type WorkloadDef } from './manifest.js
 import { freePort } from './ports.js'
 import { describeExit, type ExitInfo, type ProcessSpec, Supervised } from './supervisor.js'
 
+/**
+ * How long a process may take to get ready. A process that exits fails the wait at once, so these only bound one
+ * that hangs; they are generous because a laptop starting a dozen Node processes at once can be slow. Loom's own
+ * processes are ready when the control plane has configured them, which waits for the others to start.
+ */
+const LOOM_READY_MS = 60_000
+const APP_READY_MS = 30_000
+
 /** the `loom` executable this process was started as (child processes run the same build) */
 const LOOM = process.argv[1]!
 
@@ -389,7 +397,7 @@ export class LocalMesh {
     this.launch(control)
     await this.waitFor(
       'the control plane to answer',
-      20_000,
+      LOOM_READY_MS,
       async () => (await this.apiCall('GET', '/healthz', undefined, 1000)).status === 200,
       [control],
       control,
@@ -511,7 +519,7 @@ export class LocalMesh {
       this.launch(proc)
       await this.waitFor(
         `gateway ${g.name} to listen`,
-        20_000,
+        LOOM_READY_MS,
         async () => {
           for (const local of Object.values(ports)) if (!(await tcpOpen(local))) return false
           return true
@@ -605,7 +613,7 @@ export class LocalMesh {
     this.launch(sidecar)
     await this.waitFor(
       `the sidecar of ${def.name} to listen`,
-      20_000,
+      LOOM_READY_MS,
       async () => {
         for (const port of [outboundPort, ...Object.values(inbound)]) if (!(await tcpOpen(port))) return false
         return true
@@ -644,7 +652,7 @@ export class LocalMesh {
     this.launch(app)
     await this.waitFor(
       `${def.name} to listen on its port ${appPort}`,
-      20_000,
+      APP_READY_MS,
       async () => {
         if (spec.healthPath === undefined) return tcpOpen(appPort)
         const r = await fetch(`http://127.0.0.1:${appPort}${spec.healthPath}`, { signal: AbortSignal.timeout(1000) })
