@@ -149,7 +149,9 @@ describe('loom demo', { timeout: 180_000 }, () => {
     const eps = await runLoom(['proxy-config', 'endpoints', 'productpage-v1', '--data-dir', dataDir, '-o', 'json'])
     assert.match(eps.stdout, /"cluster_statuses"/)
     const st = await runLoom(['status', '--data-dir', dataDir])
-    assert.equal((st.stdout.match(/SYNCED/g) ?? []).length, 6, st.stdout)
+    // six sidecars and the gateway
+    assert.equal((st.stdout.match(/SYNCED/g) ?? []).length, 7, st.stdout)
+    assert.match(st.stdout, /^ingressgateway\s+running \(\d+\)\s+SYNCED\s+8080→\d+, admin \d+$/m)
     const logs = await runLoom(['logs', 'productpage-v1', '--data-dir', dataDir])
     assert.match(logs.stdout, /GET \/productpage/)
   })

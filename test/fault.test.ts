@@ -78,10 +78,13 @@ function bootstrap(port: number): unknown {
                   routes: [
                     route('/abort', perRoute({ abort: { http_status: 503, percentage: pct(100) } })),
                     route('/delay', perRoute({ delay: { fixed_delay: '0.3s', percentage: pct(100) } })),
-                    route('/both', perRoute({
+                    route(
+                      '/both',
+                      perRoute({
                         delay: { fixed_delay: '0.2s', percentage: pct(100) },
                         abort: { http_status: 418, percentage: pct(100) },
-                      })),
+                      }),
+                    ),
                     route('/grpc', perRoute({ abort: { grpc_status: 14, percentage: pct(100) } })),
                     route('/thirty', perRoute({ abort: { http_status: 500, percentage: pct(300_000, 'MILLION') } })),
                     route(
@@ -91,8 +94,13 @@ function bootstrap(port: number): unknown {
                         headers: [{ name: 'end-user', string_match: { exact: 'jason' } }],
                       }),
                     ),
-                    route('/one-at-a-time', perRoute({ delay: { fixed_delay: '0.4s', percentage: pct(100) }, max_active_faults: 1 })),
-                    route('/timed', perRoute({ delay: { fixed_delay: '0.3s', percentage: pct(100) } }), { timeout: '0.2s' }),
+                    route(
+                      '/one-at-a-time',
+                      perRoute({ delay: { fixed_delay: '0.4s', percentage: pct(100) }, max_active_faults: 1 }),
+                    ),
+                    route('/timed', perRoute({ delay: { fixed_delay: '0.3s', percentage: pct(100) } }), {
+                      timeout: '0.2s',
+                    }),
                     route('/unset', perRoute({ abort: { http_status: 500 } })),
                     route('/'),
                   ],

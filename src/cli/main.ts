@@ -6,6 +6,7 @@ import { ConfigError, ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
 import { VERSION } from '../core/version.js'
 import { ProxyServer } from '../proxy/proxy.js'
+import { exitWithParent } from '../runtime/parent.js'
 
 const USAGE = `loom: a service mesh you can read, run on a laptop and trust in production
 
@@ -86,6 +87,7 @@ Examples:
 
 export async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv
+  exitWithParent()
   try {
     switch (cmd) {
       case 'proxy':

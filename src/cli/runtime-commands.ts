@@ -1,8 +1,8 @@
 /** `loom up`, `down`, `status`, `logs` and `demo`: a local mesh of processes. */
-import { existsSync, readFileSync, statSync, watch } from 'node:fs'
+import { existsSync, readFileSync, rmSync, statSync, watch } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { ErrorCodes, LoomError } from '../core/errors.js'
-import { LocalMesh, statePath, type UpState } from '../runtime/up.js'
+import { alive, LocalMesh, readState, reapLeftovers, StoppedError, statePath, type UpState } from '../runtime/up.js'
 
 export const UP_USAGE = `Usage: loom up -f <dir|file> [--data-dir DIR] [--api-port N] [--xds-port N] [--gateway-port N]
 
@@ -92,22 +92,30 @@ async function runUp(
   after?: (s: UpState, mesh: LocalMesh) => void,
 ): Promise<void> {
   const mesh = new LocalMesh({ ...opts, progress })
-  let stopping = false
+  let signals = 0
   const stop = () => {
-    if (stopping) process.exit(1)
-    stopping = true
+    // a second Ctrl-C stops at once: every process gets SIGKILL
+    if (++signals > 1) {
+      progress('stopping now (SIGKILL)')
+      mesh.kill()
+      process.exit(1)
+    }
     progress('shutting down')
     void mesh.down().then(() => process.exit(0))
   }
   process.on('SIGINT', stop)
   process.on('SIGTERM', stop)
+  // the terminal went away: stop as on Ctrl-C (applications run in process groups of their own and get no SIGHUP)
+  process.on('SIGHUP', stop)
   let state: UpState
   try {
     state = await mesh.up()
   } catch (err) {
+    // a stop asked for during start-up: the signal handler finishes it and exits
+    if (err instanceof StoppedError) return
     progress(`failed: ${(err as Error).message}`)
     await mesh.down()
-    throw err
+    process.exit(1)
   }
   after?.(state, mesh)
 }
@@ -194,24 +202,14 @@ export async function demoCommand(argv: string[]): Promise<void> {
   )
 }
 
-function readState(dataDir: string): UpState {
-  const p = statePath(dataDir)
-  if (!existsSync(p))
+function requireState(dataDir: string): UpState {
+  const s = readState(dataDir)
+  if (s === null)
     throw new LoomError(
       ErrorCodes.USAGE,
-      `no mesh is running from ${dataDir} (no ${p}); start one with 'loom up -f <dir>'`,
+      `no mesh is running from ${dataDir} (no ${statePath(dataDir)}); start one with 'loom up -f <dir>'`,
     )
-  return JSON.parse(readFileSync(p, 'utf8')) as UpState
-}
-
-function alive(pid: number | null): boolean {
-  if (pid === null) return false
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
+  return s
 }
 
 export async function downCommand(argv: string[]): Promise<void> {
@@ -224,12 +222,27 @@ export async function downCommand(argv: string[]): Promise<void> {
       'Usage: loom down [--data-dir DIR]\n\nStops the mesh `loom up` runs from DIR (default ./.loom).\n\n' +
         'Examples:\n  loom down\n  loom down --data-dir /tmp/mesh\n',
     )
-  const s = readState(values['data-dir'] ?? '.loom')
-  if (!alive(s.pid)) throw new LoomError(ErrorCodes.USAGE, `the loom up process (pid ${s.pid}) is not running`)
+  const dataDir = values['data-dir'] ?? '.loom'
+  const s = requireState(dataDir)
+  if (!alive(s.pid)) {
+    // loom up was killed without stopping its processes: stop what is left of them
+    const left = await reapLeftovers(s)
+    rmSync(statePath(dataDir), { force: true })
+    process.stdout.write(
+      left.length === 0
+        ? `loom up (pid ${s.pid}) was not running; nothing was left\n`
+        : `loom up (pid ${s.pid}) was not running; stopped ${left.length} process(es) it left (pids ${left.join(', ')})\n`,
+    )
+    return
+  }
   process.kill(s.pid, 'SIGTERM')
+  // the mesh stops in order (applications get up to 5 s, proxies drain): give it time
   const deadline = Date.now() + 30_000
   while (alive(s.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
-  process.stdout.write(alive(s.pid) ? `loom up (pid ${s.pid}) is still stopping\n` : 'mesh stopped\n')
+  if (alive(s.pid)) {
+    process.stdout.write(`loom up (pid ${s.pid}) is still stopping\n`)
+    process.exitCode = 1
+  } else process.stdout.write('mesh stopped\n')
 }
 
 export async function statusCommand(argv: string[]): Promise<void> {
@@ -243,13 +256,13 @@ export async function statusCommand(argv: string[]): Promise<void> {
   })
   if (values.help)
     return void process.stdout.write(
-      'Usage: loom status [--data-dir DIR] [-o table|json]\n\nWorkloads of the running local mesh: processes, ports, sidecar sync state.\n\n' +
+      'Usage: loom status [--data-dir DIR] [-o table|json]\n\nWorkloads and gateways of the running local mesh: processes, ports, and the config sync state of every proxy.\n\n' +
         'Examples:\n  loom status\n  loom status --data-dir .loom/demo -o json\n',
     )
-  const s = readState(values['data-dir'] ?? '.loom')
+  const s = requireState(values['data-dir'] ?? '.loom')
   let sync = new Map<string, string>()
   try {
-    const r = await fetch(`http://${s.api}/api/v1/proxy-status`)
+    const r = await fetch(`http://${s.api}/api/v1/proxy-status`, { signal: AbortSignal.timeout(3000) })
     const nodes = (await r.json()) as { nodeId: string; perType: { state: string }[] }[]
     sync = new Map(
       nodes.map((n) => [
@@ -260,6 +273,10 @@ export async function statusCommand(argv: string[]): Promise<void> {
   } catch {
     // control plane down
   }
+  const portList = (m: Record<string, number>) =>
+    Object.entries(m)
+      .map(([a, b]) => (a === String(b) ? a : `${a}→${b}`))
+      .join(',')
   const rows = s.workloads.map((w) => ({
     workload: w.name,
     app: alive(w.appPid) ? `running (${w.appPid})` : 'down',
@@ -267,11 +284,26 @@ export async function statusCommand(argv: string[]): Promise<void> {
     sync: sync.get(w.nodeId) ?? 'DISCONNECTED',
     ports: `app ${w.appPort}, inbound ${Object.values(w.inbound).join(',')}, outbound ${w.outboundPort}`,
   }))
-  if (values.output === 'json') return void process.stdout.write(`${JSON.stringify({ ...s, status: rows }, null, 2)}\n`)
-  const table = [
+  const gateways = s.gateways.map((g) => ({
+    gateway: g.name,
+    proxy: alive(g.pid) ? `running (${g.pid})` : 'down',
+    sync: sync.get(g.nodeId) ?? 'DISCONNECTED',
+    ports: `${portList(g.ports)}, admin ${g.adminPort}`,
+  }))
+  if (values.output === 'json')
+    return void process.stdout.write(`${JSON.stringify({ ...s, status: rows, gatewayStatus: gateways }, null, 2)}\n`)
+  if (s.phase === 'starting') process.stdout.write(`the mesh is starting (loom up pid ${s.pid})\n`)
+  writeTable([
     ['WORKLOAD', 'APP', 'SIDECAR', 'CONFIG', 'PORTS'],
     ...rows.map((r) => [r.workload, r.app, r.sidecar, r.sync, r.ports]),
-  ]
+  ])
+  if (gateways.length > 0) {
+    process.stdout.write('\n')
+    writeTable([['GATEWAY', 'PROXY', 'CONFIG', 'PORTS'], ...gateways.map((g) => [g.gateway, g.proxy, g.sync, g.ports])])
+  }
+}
+
+function writeTable(table: string[][]): void {
   const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)))
   process.stdout.write(
     `${table
@@ -302,7 +334,7 @@ export async function logsCommand(argv: string[]): Promise<void> {
         'Examples:\n  loom logs reviews-v1\n  loom logs reviews-v1 --sidecar -f\n',
     )
   }
-  const s = readState(values['data-dir'] ?? '.loom')
+  const s = requireState(values['data-dir'] ?? '.loom')
   const name = positionals[0]
   const w = s.workloads.find((x) => x.name === name)
   const g = s.gateways.find((x) => x.name === name)

@@ -11,7 +11,8 @@
  *   DELETE /api/v1/resources/:kind/:namespace/:name
  *   GET    /api/v1/workloads                        self-registered workloads
  *   POST   /api/v1/workloads                        register (JSON: name, namespace, address, ports, labels, ttlSeconds...)
- *   POST   /api/v1/workloads/:namespace/:name/heartbeat  optional body {"healthy": bool}
+ *   POST   /api/v1/workloads/:namespace/:name/heartbeat  optional body {"healthy": bool, "registration": {...}}
+ *                                                   (a heartbeat with its registration re-registers an unknown workload)
  *   DELETE /api/v1/workloads/:namespace/:name
  *   GET    /api/v1/services                         the registry: services, ports, endpoints with health
  *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
@@ -205,16 +206,36 @@ export class ApiServer {
       if (parts.length === 6 && parts[5] === 'heartbeat' && method === 'POST') {
         const text = await readBody(req)
         let status: { healthy?: boolean } = {}
+        let registration: unknown
         if (text.trim() !== '') {
           try {
-            const b = JSON.parse(text) as { healthy?: unknown }
+            const b = JSON.parse(text) as { healthy?: unknown; registration?: unknown }
             if (typeof b.healthy === 'boolean') status = { healthy: b.healthy }
+            registration = b.registration
           } catch {
             throw new HttpError(400, 'the body must be JSON, e.g. {"healthy": true}')
           }
         }
-        if (!cp.registry.heartbeat(id, status)) throw new HttpError(404, `workload ${id} is not registered`)
-        return send(200, { id })
+        if (cp.registry.heartbeat(id, status)) return send(200, { id })
+        // unknown (a control plane that restarted without it, or an expired registration): a heartbeat that
+        // carries its registration registers the workload again
+        if (registration === null || typeof registration !== 'object')
+          throw new HttpError(404, `workload ${id} is not registered`)
+        const r = registration as { name?: unknown; namespace?: unknown }
+        if (`${r.namespace ?? 'default'}/${r.name}` !== id)
+          throw new HttpError(
+            400,
+            `the registration in a heartbeat for ${id} names ${r.namespace ?? 'default'}/${r.name}`,
+          )
+        try {
+          cp.registry.register(registration as Parameters<typeof cp.registry.register>[0])
+        } catch (err) {
+          if (err instanceof RegistrationError) throw new HttpError(400, err.message)
+          throw err
+        }
+        cp.registry.heartbeat(id, status)
+        log('info', 'api', 'workload registered again from its heartbeat', { id })
+        return send(200, { id, registered: true })
       }
       if (parts.length === 5 && method === 'DELETE') {
         if (!cp.registry.deregister(id)) throw new HttpError(404, `workload ${id} is not registered`)

@@ -8,13 +8,14 @@
  * Every change (a write, a workload registering or expiring) schedules one rebuild, debounced, of the snapshots of
  * every connected proxy. Proxies alike in what their outbound config depends on share that translation.
  */
-import { mkdirSync } from 'node:fs'
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
+import { join } from 'node:path'
 import type { Resource } from '../api/resource.js'
 import { log } from '../core/log.js'
 import type { NodeInfo } from '../xds/server.js'
 import { XdsServer } from '../xds/server.js'
 import type { ProxyNode, Snapshot } from '../xds/snapshot.js'
-import { Registry } from './registry/registry.js'
+import { type RegisteredWorkload, Registry } from './registry/registry.js'
 import { FileStore } from './store/file-store.js'
 import type { Store, Watch } from './store/store.js'
 import { BatchTranslator, type TranslateNode } from './translate/translate.js'
@@ -27,6 +28,29 @@ export interface ControlOptions {
   rebuildDebounceMs?: number
   /** how often expired workload registrations are pruned, ms (default 1000) */
   expiryIntervalMs?: number
+  /**
+   * keep self-registered workloads in `<dataDir>/workloads.json`, so a restarted control plane has them at once
+   * (default: with the embedded store, that is when `store` is not given)
+   */
+  persistRegistrations?: boolean
+}
+
+/** The file self-registered workloads are kept in. */
+export function registrationsFile(dataDir: string): string {
+  return join(dataDir, 'workloads.json')
+}
+
+/** Writes `text` to `file` so that a crash leaves either the old or the new content: tmp, fsync, rename. */
+function writeAtomic(file: string, text: string): void {
+  const tmp = `${file}.tmp`
+  const fd = openSync(tmp, 'w')
+  try {
+    writeSync(fd, text)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  renameSync(tmp, file)
 }
 
 /** What the control plane knows about a proxy, from its xDS node. */
@@ -86,6 +110,7 @@ export class ControlPlane {
     cp.registry.setResources(items)
     // one transaction can carry thousands of events: reload once after the burst, not once per event
     cp.watch = store.watch(revision, () => cp.scheduleReload())
+    if (options.persistRegistrations ?? options.store === undefined) cp.persistRegistrations()
     cp.registry.onChange(() => cp.scheduleRebuild())
     cp.expiryTimer = setInterval(() => cp.registry.expire(), options.expiryIntervalMs ?? 1000)
     cp.expiryTimer.unref()
@@ -93,6 +118,49 @@ export class ControlPlane {
   }
 
   private reloadPending = false
+  private savePending = false
+  private savedRegistrations = ''
+
+  /**
+   * Restores the registrations saved by the previous run (each gets a full TTL to heartbeat again), then saves
+   * them after every change: register, deregister, a change of health, expiry. Plain heartbeats write nothing.
+   */
+  private persistRegistrations(): void {
+    const file = registrationsFile(this.options.dataDir)
+    let saved: RegisteredWorkload[] = []
+    try {
+      saved = (JSON.parse(readFileSync(file, 'utf8')) as { workloads?: RegisteredWorkload[] }).workloads ?? []
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        log('warn', 'control', 'cannot read the saved registrations; starting without them', {
+          file,
+          error: String(err),
+        })
+    }
+    const n = this.registry.restore(saved)
+    if (n > 0) log('info', 'control', 'registrations restored', { file, workloads: n })
+    this.savedRegistrations = this.registrationsText()
+    this.registry.onChange(() => {
+      if (this.savePending) return
+      this.savePending = true
+      setImmediate(() => {
+        this.savePending = false
+        const text = this.registrationsText()
+        if (text === this.savedRegistrations) return
+        try {
+          writeAtomic(file, text)
+          this.savedRegistrations = text
+        } catch (err) {
+          log('warn', 'control', 'cannot save the registrations', { file, error: String(err) })
+        }
+      })
+    })
+  }
+
+  private registrationsText(): string {
+    const workloads = this.registry.workloads().map(({ lastSeenMs: _, ...w }) => w)
+    return `${JSON.stringify({ workloads }, null, 1)}\n`
+  }
 
   private scheduleReload(): void {
     if (this.reloadPending) return

@@ -1,20 +1,35 @@
 /**
  * `loom up`: a whole mesh of local processes, no Kubernetes and no root.
  *
- * Order: the control plane; the Istio config; gateways; then per workload: register it, start its sidecar, wait
- * until the sidecar has its listeners and its config is SYNCED, and only then start the application (given the
- * sidecar as its HTTP proxy). The application listens on a private port that only its sidecar's inbound listener
+ * Order: the control plane; the Istio config; gateways; then per workload, side by side: register it, start its
+ * sidecar, wait until the sidecar has its listeners, and only then start the application (given the sidecar as its
+ * HTTP proxy). The application listens on a private port that only its sidecar's inbound listener
  * forwards to; peers reach it through the sidecar. Every process is supervised (restart with backoff) and logs to
  * `<data-dir>/logs/`. Shutdown is the reverse: applications, then sidecars (draining), gateways, control plane.
+ *
+ * Until the mesh is up, a process that ends is a failure to start: every wait also watches the processes it depends
+ * on and fails at once with why (the spawn error, the exit code and the last lines of output), and the stop that
+ * follows stops whatever had started. A stop (signal, `loom down`, failure) may come at any moment of start-up:
+ * nothing new starts after it. `up.json` lists every process as soon as it exists; Loom's own processes stop by
+ * themselves if this process dies (an IPC channel that closes), and `reapLeftovers` stops the applications a killed
+ * `loom up` left.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import * as net from 'node:net'
 import { join, resolve } from 'node:path'
 import { loadAll } from 'js-yaml'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { readUpManifest, type UpManifest, type WorkloadDef } from './manifest.js'
 import { freePort } from './ports.js'
-import { Supervised } from './supervisor.js'
+import { describeExit, type ExitInfo, type ProcessSpec, Supervised } from './supervisor.js'
+
+/**
+ * How long a process may take to get ready. A process that exits fails the wait at once, so these only bound one
+ * that hangs; they are generous because a laptop starting a dozen Node processes at once can be slow. Loom's own
+ * processes are ready when the control plane has configured them, which waits for the others to start.
+ */
+const LOOM_READY_MS = 60_000
+const APP_READY_MS = 30_000
 
 /** the `loom` executable this process was started as (child processes run the same build) */
 const LOOM = process.argv[1]!
@@ -58,29 +73,113 @@ export interface GatewayState {
   log: string
 }
 
+export interface ProcessState {
+  name: string
+  role: 'control' | 'gateway' | 'sidecar' | 'app'
+  pid: number | null
+}
+
 export interface UpState {
   pid: number
+  /** `starting` until every process is ready, then `up` */
+  phase: 'starting' | 'up'
   dataDir: string
   api: string
   xds: string
   startedAt: string
   workloads: WorkloadState[]
   gateways: GatewayState[]
+  /** every process started so far, as soon as it exists (so a `loom down` can stop what a dead `loom up` left) */
+  processes?: ProcessState[]
 }
 
 export function statePath(dataDir: string): string {
   return join(dataDir, 'up.json')
 }
 
-async function until(what: string, ms: number, fn: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    if (await fn().catch(() => false)) return
-    if (Date.now() > deadline)
-      throw new LoomError(ErrorCodes.LISTEN, `timed out after ${ms / 1000}s waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
+/** The environment variable every process of a mesh carries, naming its data dir (how leftovers are recognised). */
+export const MESH_ENV = 'LOOM_MESH'
+
+export function readState(dataDir: string): UpState | null {
+  try {
+    return JSON.parse(readFileSync(statePath(dataDir), 'utf8')) as UpState
+  } catch {
+    return null
   }
 }
+
+export function alive(pid: number | null | undefined): boolean {
+  if (pid === null || pid === undefined || pid <= 0) return false
+  try {
+    process.kill(pid, 0)
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+  // a zombie (exited, not yet reaped) is gone for every purpose here
+  try {
+    return !/^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  } catch {
+    return true
+  }
+}
+
+/** Whether `pid` is a process of the mesh run from `dataDir` (by its environment, where /proc can tell). */
+function ofMesh(pid: number, dataDir: string): boolean {
+  if (!existsSync('/proc/self/environ')) return true
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(`${MESH_ENV}=${dataDir}`)
+  } catch {
+    return false
+  }
+}
+
+/** Every process whose environment names the mesh of `dataDir` (empty without /proc). */
+function meshPids(dataDir: string): number[] {
+  let entries: string[]
+  try {
+    entries = readdirSync('/proc').filter((e) => /^\d+$/.test(e))
+  } catch {
+    return []
+  }
+  return entries.map(Number).filter((pid) => existsSync(`/proc/${pid}/environ`) && ofMesh(pid, dataDir))
+}
+
+/**
+ * Stops the processes a `loom up` that is no longer running left behind (it was killed with SIGKILL: its Loom
+ * processes stop by themselves, applications do not): SIGTERM, then SIGKILL after `graceMs`. Returns their pids.
+ */
+export async function reapLeftovers(state: UpState, graceMs = 5000): Promise<number[]> {
+  const pids = new Set<number>()
+  for (const p of state.processes ?? []) if (p.pid !== null) pids.add(p.pid)
+  for (const w of state.workloads) for (const pid of [w.appPid, w.sidecarPid]) if (pid !== null) pids.add(pid)
+  for (const g of state.gateways) if (g.pid !== null) pids.add(g.pid)
+  // where /proc tells, also whatever the listed processes started (an application's own children)
+  for (const pid of meshPids(state.dataDir)) pids.add(pid)
+  const left = [...pids].filter((pid) => pid !== process.pid && alive(pid) && ofMesh(pid, state.dataDir))
+  for (const pid of left) signal(pid, 'SIGTERM')
+  const deadline = Date.now() + graceMs
+  while (left.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  for (const pid of left) if (alive(pid)) signal(pid, 'SIGKILL')
+  return left
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig)
+  } catch {
+    // already gone
+  }
+}
+
+/** `loom up` was stopped (a signal or `loom down`) before the mesh was up. */
+export class StoppedError extends Error {
+  override name = 'StoppedError'
+  constructor() {
+    super('stopped before the mesh was up')
+  }
+}
+
+class WaitTimeout extends LoomError {}
 
 function tcpOpen(port: number): Promise<boolean> {
   return new Promise((res) => {
@@ -97,9 +196,14 @@ interface RunningWorkload {
   def: WorkloadDef
   state: WorkloadState
   sidecar: Supervised
-  app: Supervised
+  /** null until the sidecar is ready */
+  app: Supervised | null
+  /** the application answered once: from then on it is healthy while both processes run */
+  ready: boolean
   registration: Record<string, unknown>
 }
+
+type Role = ProcessState['role']
 
 export class LocalMesh {
   readonly options: UpOptions
@@ -111,10 +215,13 @@ export class LocalMesh {
   private readonly workloads: RunningWorkload[] = []
   private readonly gateways: { state: GatewayState; proc: Supervised }[] = []
   /** every process started, by role, as soon as it exists (so a shutdown during startup leaves nothing behind) */
-  private readonly procs: { role: 'app' | 'proxy'; proc: Supervised }[] = []
+  private readonly procs: { role: Role; proc: Supervised }[] = []
   private heartbeat: NodeJS.Timeout | null = null
   private readonly say: (line: string) => void
-  private stopped = false
+  private readonly abort = new AbortController()
+  private phase: UpState['phase'] = 'starting'
+  private readonly startedAt = new Date().toISOString()
+  private stopping: Promise<void> | null = null
 
   constructor(options: UpOptions) {
     this.options = options
@@ -122,27 +229,55 @@ export class LocalMesh {
     this.say = options.progress ?? (() => {})
   }
 
+  /** true once a stop has begun */
+  get stopped(): boolean {
+    return this.stopping !== null
+  }
+
   private logFile(name: string): string {
     return join(this.dataDir, 'logs', `${name}.log`)
   }
 
-  private loom(name: string, args: string[], onLine?: (l: string) => void): Supervised {
+  private supervise(role: Role, spec: Omit<ProcessSpec, 'logFile'>): Supervised {
     const p = new Supervised({
-      name,
-      command: process.execPath,
-      args: [LOOM, ...args],
-      env: { ...process.env, LOOM_LOG: process.env.LOOM_LOG ?? 'info' },
-      cwd: process.cwd(),
-      logFile: this.logFile(name),
-      ...(onLine === undefined ? {} : { onStderrLine: onLine }),
+      ...spec,
+      logFile: this.logFile(spec.name),
+      env: { ...spec.env, [MESH_ENV]: this.dataDir },
     })
-    if (name !== 'control') this.procs.push({ role: 'proxy', proc: p })
+    // until the mesh is up, an exit is a failure to start (reported by whoever waits), not something to retry
+    p.restartOnExit = this.phase === 'up'
+    this.procs.push({ role, proc: p })
+    p.onStart = () => this.saveState()
     return p
   }
 
-  private async apiCall(method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+  /** A Loom process (control plane, gateway, sidecar): it stops by itself if this process dies. */
+  private loom(role: Role, name: string, args: string[]): Supervised {
+    return this.supervise(role, {
+      name,
+      command: process.execPath,
+      args: [LOOM, ...args],
+      env: { ...process.env, LOOM_LOG: process.env.LOOM_LOG ?? 'info', LOOM_EXIT_WITH_PARENT: '1' },
+      cwd: process.cwd(),
+      ipc: true,
+    })
+  }
+
+  /** Starts a process, unless a stop has begun (then nothing new may start). */
+  private launch(p: Supervised): void {
+    if (this.stopped) throw new StoppedError()
+    p.start()
+  }
+
+  private async apiCall(
+    method: string,
+    path: string,
+    body?: unknown,
+    timeoutMs = 5000,
+  ): Promise<{ status: number; json: unknown }> {
     const res = await fetch(`http://${this.api}${path}`, {
       method,
+      signal: AbortSignal.timeout(timeoutMs),
       ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
     })
     const text = await res.text()
@@ -155,17 +290,101 @@ export class LocalMesh {
     return { status: res.status, json }
   }
 
+  /** What a process is, in a sentence: `the control plane`, `the sidecar of web`, `gateway x`, `web`. */
+  private describe(p: Supervised): string {
+    const role = this.procs.find((x) => x.proc === p)?.role
+    if (role === 'control') return 'the control plane'
+    if (role === 'gateway') return `gateway ${p.spec.name}`
+    if (role === 'sidecar') return `the sidecar of ${p.spec.name.replace(/\.sidecar$/, '')}`
+    return `workload ${p.spec.name}`
+  }
+
+  private tailOf(p: Supervised): string {
+    const lines = p.lastLines(10).filter((l) => l.trim() !== '' && !l.startsWith('[loom] '))
+    const where = `its log: ${p.spec.logFile}`
+    return lines.length === 0 ? `; ${where}` : `; the last lines of ${where}\n    ${lines.join('\n    ')}`
+  }
+
+  private exitError(p: Supervised, e: ExitInfo, waitingFor: string): LoomError {
+    if (e.error !== undefined) {
+      const argv = [p.spec.command, ...p.spec.args].join(' ')
+      return new LoomError(
+        ErrorCodes.LISTEN,
+        `${this.describe(p)} could not be started: ${e.error.message} (command: ${argv}, in ${p.spec.cwd})`,
+      )
+    }
+    return new LoomError(
+      ErrorCodes.LISTEN,
+      `${this.describe(p)} ${describeExit(e)} during start-up (waiting for ${waitingFor})${this.tailOf(p)}`,
+    )
+  }
+
+  /**
+   * Resolves when `probe` says yes; rejects at once when one of `watch` exits (saying how, with the last lines of
+   * its log), when a stop begins, or after `ms`.
+   */
+  private waitFor(
+    what: string,
+    ms: number,
+    probe: () => Promise<boolean>,
+    watch: Supervised[],
+    subject?: Supervised,
+  ): Promise<void> {
+    return new Promise((resolvePromise, reject) => {
+      let settled = false
+      const offs: (() => void)[] = []
+      const done = (err?: Error) => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        for (const off of offs) off()
+        if (err === undefined) resolvePromise()
+        else reject(err)
+      }
+      const onAbort = () => done(new StoppedError())
+      this.abort.signal.addEventListener('abort', onAbort)
+      offs.push(() => this.abort.signal.removeEventListener('abort', onAbort))
+      const timer = setTimeout(() => {
+        const still = subject === undefined ? '' : this.tailOf(subject)
+        done(new WaitTimeout(ErrorCodes.LISTEN, `timed out after ${ms / 1000}s waiting for ${what}${still}`))
+      }, ms)
+      for (const p of watch) {
+        offs.push(p.onExit((e) => done(this.exitError(p, e, what))))
+        if (p.proc === null && p.lastExit !== null) return done(this.exitError(p, p.lastExit, what))
+      }
+      if (this.stopped) return done(new StoppedError())
+      void (async () => {
+        while (!settled) {
+          if (await probe().catch(() => false)) return done()
+          if (!settled) await new Promise((r) => setTimeout(r, 50))
+        }
+      })()
+    })
+  }
+
   async up(): Promise<UpState> {
     mkdirSync(join(this.dataDir, 'logs'), { recursive: true })
+    const previous = readState(this.dataDir)
+    if (previous !== null && previous.pid !== process.pid && alive(previous.pid))
+      throw new LoomError(
+        ErrorCodes.USAGE,
+        `a mesh is already running from ${this.dataDir} (loom up pid ${previous.pid}); stop it with 'loom down --data-dir ${this.dataDir}'`,
+      )
+    if (previous !== null) {
+      const left = await reapLeftovers(previous)
+      if (left.length > 0)
+        this.say(`stopped ${left.length} process(es) left by a loom up that did not stop (pids ${left.join(', ')})`)
+    }
     this.manifest = readUpManifest(this.options.file)
     const m = this.manifest
+    this.saveState()
 
     // 1. control plane
     const apiPort = await freePort(this.options.apiPort)
     const xdsPort = await freePort(this.options.xdsPort)
     this.api = `127.0.0.1:${apiPort}`
     this.xds = `127.0.0.1:${xdsPort}`
-    this.control = this.loom('control', [
+    const control = this.loom('control', 'control', [
       'control',
       '--data-dir',
       join(this.dataDir, 'control'),
@@ -174,9 +393,16 @@ export class LocalMesh {
       '--xds',
       this.xds,
     ])
-    this.control.start()
-    await until('the control plane', 20_000, async () => (await this.apiCall('GET', '/healthz')).status === 200)
-    this.say(`control plane ready: api ${this.api}, xds ${this.xds}`)
+    this.control = control
+    this.launch(control)
+    await this.waitFor(
+      'the control plane to answer',
+      LOOM_READY_MS,
+      async () => (await this.apiCall('GET', '/healthz', undefined, 1000)).status === 200,
+      [control],
+      control,
+    )
+    this.say(`control plane ready (pid ${control.pid}): api ${this.api}, xds ${this.xds}`)
 
     // 2. config
     for (const doc of m.istio) {
@@ -200,19 +426,30 @@ export class LocalMesh {
     // 3. gateways
     await this.startGateways()
 
-    // 4. workloads: register, sidecar, then the application
+    // 4. workloads: register, sidecar, then the application. They start side by side; the first failure is
+    // reported at once (the stop that follows ends the others).
     this.heartbeat = setInterval(() => void this.beat(), 5000)
     this.heartbeat.unref()
     await Promise.all(m.workloads.map((w) => this.startWorkload(w)))
+    if (this.stopped) throw new StoppedError()
     // the last registrations reach gateways and sidecars asynchronously: say "up" once every proxy has them
-    await until('every proxy to have the config', 15_000, async () => {
-      const r = await this.apiCall('GET', '/api/v1/proxy-status')
-      const nodes = r.json as { perType: { state: string }[] }[]
-      return nodes.length > 0 && nodes.every((n) => n.perType.every((t) => t.state === 'SYNCED'))
-    }).catch(() => this.say('warning: some proxies are not in sync yet (see loom proxy-status)'))
-    const state = this.state()
-    writeFileSync(statePath(this.dataDir), `${JSON.stringify(state, null, 2)}\n`)
-    return state
+    await this.waitFor(
+      'every proxy to have the config',
+      15_000,
+      async () => {
+        const r = await this.apiCall('GET', '/api/v1/proxy-status', undefined, 1000)
+        const nodes = r.json as { perType: { state: string }[] }[]
+        return nodes.length > 0 && nodes.every((n) => n.perType.every((t) => t.state === 'SYNCED'))
+      },
+      this.procs.map((p) => p.proc),
+    ).catch((err: unknown) => {
+      if (!(err instanceof WaitTimeout)) throw err
+      this.say('warning: some proxies are not in sync yet (see loom proxy-status)')
+    })
+    this.phase = 'up'
+    for (const p of this.procs) p.proc.restartOnExit = true
+    this.saveState()
+    return this.state()
   }
 
   private async startGateways(): Promise<void> {
@@ -248,7 +485,7 @@ export class LocalMesh {
       const labels = Object.entries(g.labels)
         .map(([k, v]) => `${k}=${v}`)
         .join(',')
-      const proc = this.loom(g.name, [
+      const proc = this.loom('gateway', g.name, [
         'proxy',
         '--xds',
         this.xds,
@@ -269,23 +506,29 @@ export class LocalMesh {
           .map(([a, b]) => `${a}:${b}`)
           .join(',')}`,
       ])
-      proc.start()
       const state: GatewayState = {
         name: g.name,
         labels: g.labels,
         nodeId,
         adminPort,
         ports,
-        pid: proc.pid,
+        pid: null,
         log: this.logFile(g.name),
       }
       this.gateways.push({ state, proc })
-      await until(`gateway ${g.name}`, 20_000, async () => {
-        for (const local of Object.values(ports)) if (!(await tcpOpen(local))) return false
-        return true
-      })
+      this.launch(proc)
+      await this.waitFor(
+        `gateway ${g.name} to listen`,
+        LOOM_READY_MS,
+        async () => {
+          for (const local of Object.values(ports)) if (!(await tcpOpen(local))) return false
+          return true
+        },
+        [proc, this.control!],
+        proc,
+      )
       this.say(
-        `gateway ${g.name} ready: ${Object.entries(ports)
+        `gateway ${g.name} ready (pid ${proc.pid}): ${Object.entries(ports)
           .map(([p, l]) => `port ${p} on 127.0.0.1:${l}`)
           .join(', ')}`,
       )
@@ -310,6 +553,7 @@ export class LocalMesh {
       serviceAccount: spec.serviceAccount ?? 'default',
       ttlSeconds: 15,
     }
+    if (this.stopped) throw new StoppedError()
     const reg = await this.apiCall('POST', '/api/v1/workloads', registration)
     if (reg.status !== 200)
       throw new LoomError(ErrorCodes.CONFIG_INVALID, `registering ${def.name}: ${JSON.stringify(reg.json)}`)
@@ -321,7 +565,7 @@ export class LocalMesh {
         .join(',')
     const appPorts: Record<string, number> = {}
     for (const p of spec.ports) appPorts[p.port] = appPort
-    const sidecar = this.loom(`${def.name}.sidecar`, [
+    const sidecar = this.loom('sidecar', `${def.name}.sidecar`, [
       'proxy',
       '--xds',
       this.xds,
@@ -348,19 +592,49 @@ export class LocalMesh {
       '--metadata',
       `APP_PORTS=${portMap(appPorts)}`,
     ])
-    sidecar.start()
-    await until(`the sidecar of ${def.name}`, 20_000, async () => {
-      for (const port of [outboundPort, ...Object.values(inbound)]) if (!(await tcpOpen(port))) return false
-      return true
-    })
-    const [command, ...args] = spec.command
-    const podName = `${def.name}-${Math.random().toString(36).slice(2, 7)}`
-    const app = new Supervised({
+    const state: WorkloadState = {
       name: def.name,
+      namespace: def.namespace,
+      service: `${service}.${def.namespace}.svc.cluster.local`,
+      labels: spec.labels,
+      nodeId,
+      appPort,
+      outboundPort,
+      adminPort,
+      inbound,
+      appPid: null,
+      sidecarPid: null,
+      appLog: this.logFile(def.name),
+      sidecarLog: this.logFile(`${def.name}.sidecar`),
+    }
+    const rw: RunningWorkload = { def, state, sidecar, app: null, ready: false, registration }
+    // heart-beaten (as not ready) from now on, so a slow start does not outlive its registration
+    this.workloads.push(rw)
+    this.launch(sidecar)
+    await this.waitFor(
+      `the sidecar of ${def.name} to listen`,
+      LOOM_READY_MS,
+      async () => {
+        for (const port of [outboundPort, ...Object.values(inbound)]) if (!(await tcpOpen(port))) return false
+        return true
+      },
+      [sidecar, this.control!],
+      sidecar,
+    )
+    const [command, ...args] = spec.command
+    // spawn would say `spawn <command> ENOENT` for a missing working directory too: say which is missing
+    if (!existsSync(def.cwd))
+      throw new LoomError(
+        ErrorCodes.CONFIG_INVALID,
+        `workload ${def.name} could not be started: its working directory ${def.cwd} does not exist (${def.source})`,
+      )
+    const podName = `${def.name}-${Math.random().toString(36).slice(2, 7)}`
+    const app = this.supervise('app', {
+      name: def.name,
+      group: true,
       command: command === 'node' ? process.execPath : command!,
       args,
       cwd: def.cwd,
-      logFile: this.logFile(def.name),
       env: {
         ...process.env,
         ...spec.env,
@@ -374,98 +648,116 @@ export class LocalMesh {
         SERVICE_ACCOUNT: spec.serviceAccount ?? 'default',
       },
     })
-    this.procs.push({ role: 'app', proc: app })
-    app.start()
-    await until(`${def.name} to listen on its port`, 20_000, async () => {
-      if (spec.healthPath === undefined) return tcpOpen(appPort)
-      const r = await fetch(`http://127.0.0.1:${appPort}${spec.healthPath}`)
-      return r.status === 200
-    })
+    rw.app = app
+    this.launch(app)
+    await this.waitFor(
+      `${def.name} to listen on its port ${appPort}`,
+      APP_READY_MS,
+      async () => {
+        if (spec.healthPath === undefined) return tcpOpen(appPort)
+        const r = await fetch(`http://127.0.0.1:${appPort}${spec.healthPath}`, { signal: AbortSignal.timeout(1000) })
+        return r.status === 200
+      },
+      [app, sidecar, this.control!],
+      app,
+    )
+    rw.ready = true
     await this.apiCall('POST', `/api/v1/workloads/${def.namespace}/${def.name}/heartbeat`, { healthy: true })
-    const state: WorkloadState = {
-      name: def.name,
-      namespace: def.namespace,
-      service: `${service}.${def.namespace}.svc.cluster.local`,
-      labels: spec.labels,
-      nodeId,
-      appPort,
-      outboundPort,
-      adminPort,
-      inbound,
-      appPid: app.pid,
-      sidecarPid: sidecar.pid,
-      appLog: this.logFile(def.name),
-      sidecarLog: this.logFile(`${def.name}.sidecar`),
-    }
-    const rw: RunningWorkload = { def, state, sidecar, app, registration }
-    app.onStart = () => {
-      rw.state.appPid = app.pid
-      this.saveState()
-    }
-    sidecar.onStart = () => {
-      rw.state.sidecarPid = sidecar.pid
-      this.saveState()
-    }
-    this.workloads.push(rw)
-    this.say(`${def.name} ready (${rw.state.service}, sidecar ${nodeId.split('~')[2]})`)
+    this.saveState()
+    this.say(`${def.name} ready (${rw.state.service}; app pid ${app.pid}, sidecar pid ${sidecar.pid})`)
   }
 
-  /** Heartbeats; re-registers workloads a restarted control plane forgot. Health = both processes running. */
+  /**
+   * Heartbeats, each carrying the registration: a control plane that lost it (a restart without its data dir)
+   * registers the workload again from the heartbeat itself. Health = ready, and both processes running.
+   */
   private async beat(): Promise<void> {
-    for (const w of this.workloads) {
-      const healthy = w.app.running && w.sidecar.running
-      try {
-        const r = await this.apiCall('POST', `/api/v1/workloads/${w.def.namespace}/${w.def.name}/heartbeat`, {
-          healthy,
+    await Promise.all(
+      this.workloads.map(async (w) => {
+        const healthy = w.ready && w.app?.running === true && w.sidecar.running
+        await this.apiCall(
+          'POST',
+          `/api/v1/workloads/${w.def.namespace}/${w.def.name}/heartbeat`,
+          { healthy, registration: w.registration },
+          2000,
+        ).catch(() => {
+          // the control plane is restarting; the next beat tells it again
         })
-        if (r.status === 404) {
-          await this.apiCall('POST', '/api/v1/workloads', w.registration)
-          await this.apiCall('POST', `/api/v1/workloads/${w.def.namespace}/${w.def.name}/heartbeat`, { healthy })
-        }
-      } catch {
-        // the control plane is restarting; try again on the next beat
-      }
-    }
+      }),
+    )
   }
 
   state(): UpState {
     return {
       pid: process.pid,
+      phase: this.phase,
       dataDir: this.dataDir,
       api: this.api,
       xds: this.xds,
-      startedAt: new Date().toISOString(),
-      workloads: this.workloads.map((w) => w.state),
+      startedAt: this.startedAt,
+      workloads: this.workloads
+        .filter((w) => w.ready)
+        .map((w) => ({ ...w.state, appPid: w.app?.pid ?? null, sidecarPid: w.sidecar.pid })),
       gateways: this.gateways.map((g) => ({ ...g.state, pid: g.proc.pid })),
+      processes: this.procs.map((p) => ({ name: p.proc.spec.name, role: p.role, pid: p.proc.pid })),
     }
   }
 
   private saveState(): void {
     if (this.stopped) return
     try {
-      writeFileSync(statePath(this.dataDir), `${JSON.stringify(this.state(), null, 2)}\n`)
+      const file = statePath(this.dataDir)
+      writeFileSync(`${file}.tmp`, `${JSON.stringify(this.state(), null, 2)}\n`)
+      renameSync(`${file}.tmp`, file)
     } catch {
       // best effort
     }
   }
 
-  /** Applications first, then sidecars (they drain), gateways, and the control plane last. */
-  async down(): Promise<void> {
-    if (this.stopped) return
-    this.stopped = true
+  /**
+   * Stops everything started so far, also in the middle of `up()` (which then rejects with StoppedError): the
+   * applications first, then sidecars (they drain), gateways, and the control plane last. Calling it again returns
+   * the same stop.
+   */
+  down(): Promise<void> {
+    this.stopping ??= this.stopAll()
+    return this.stopping
+  }
+
+  private async stopAll(): Promise<void> {
+    this.abort.abort()
     if (this.heartbeat !== null) clearInterval(this.heartbeat)
     // a Ctrl-C reaches every process of the terminal's group at once: nothing may be restarted from here on
-    this.control?.hold()
     for (const p of this.procs) p.proc.hold()
-    this.say('stopping applications')
-    await Promise.all(this.procs.filter((p) => p.role === 'app').map((p) => p.proc.stop(5000)))
-    for (const w of this.workloads) {
-      await this.apiCall('DELETE', `/api/v1/workloads/${w.def.namespace}/${w.def.name}`).catch(() => {})
-    }
-    this.say('stopping sidecars and gateways')
-    await Promise.all(this.procs.filter((p) => p.role === 'proxy').map((p) => p.proc.stop(5000)))
-    this.say('stopping the control plane')
+    const of = (role: Role) => this.procs.filter((p) => p.role === role).map((p) => p.proc)
+    const running = this.procs.filter((p) => p.proc.running).map((p) => `${p.proc.spec.name} (pid ${p.proc.pid})`)
+    if (running.length > 0) this.say(`stopping ${running.join(', ')}`)
+    if (of('app').some((p) => p.running)) this.say('stopping applications')
+    await Promise.all(of('app').map((p) => p.stop(5000)))
+    if (this.control?.running === true)
+      await Promise.all(
+        this.workloads.map((w) =>
+          this.apiCall('DELETE', `/api/v1/workloads/${w.def.namespace}/${w.def.name}`, undefined, 1000).catch(() => {}),
+        ),
+      )
+    const proxies = [...of('sidecar'), ...of('gateway')]
+    if (proxies.some((p) => p.running)) this.say('stopping sidecars and gateways')
+    await Promise.all(proxies.map((p) => p.stop(5000)))
+    if (this.control?.running === true) this.say('stopping the control plane')
     await this.control?.stop(5000)
-    rmSync(statePath(this.dataDir), { force: true })
+    this.removeState()
+  }
+
+  /** Removes up.json if it is this process's (not that of another `loom up` this one refused to run beside). */
+  private removeState(): void {
+    if (readState(this.dataDir)?.pid === process.pid) rmSync(statePath(this.dataDir), { force: true })
+  }
+
+  /** SIGKILL to every process now (a second Ctrl-C: stop without waiting). */
+  kill(): void {
+    this.abort.abort()
+    this.stopping ??= Promise.resolve()
+    for (const p of this.procs) p.proc.kill()
+    this.removeState()
   }
 }

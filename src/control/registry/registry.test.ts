@@ -181,6 +181,25 @@ spec:
     assert.equal(changes, 3, 'register, revival, expire')
   })
 
+  it('restores saved registrations with their health and a full TTL from now, skipping malformed ones', () => {
+    const clock = new FakeClock()
+    const before = new Registry({ clock: clock.fn })
+    const id = before.register(base)
+    before.heartbeat(id, { healthy: false })
+    clock.now += 9_000
+    const saved = before.workloads()
+    const after = new Registry({ clock: clock.fn })
+    const n = after.restore([...saved, { ...saved[0]!, id: 'default/bad', name: 'Not A Name' }])
+    assert.equal(n, 1)
+    assert.deepEqual(
+      after.workloads().map((w) => [w.id, w.healthy, w.lastSeenMs]),
+      [[id, false, clock.now]],
+    )
+    clock.now += 9_000
+    assert.equal(after.services().length, 1, 'a full TTL from the restore, not from the last heartbeat')
+    assert.equal(after.services()[0]!.endpoints[0]!.healthy, false)
+  })
+
   it('reports health from heartbeats', () => {
     const r = new Registry()
     const id = r.register(base)

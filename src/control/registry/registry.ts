@@ -211,6 +211,42 @@ export class Registry {
     return true
   }
 
+  /**
+   * Puts back registrations saved earlier (by a control plane that restarted): each keeps its health and gets a
+   * full TTL from now to heartbeat again. Malformed entries are skipped. Returns how many were restored.
+   */
+  restore(saved: readonly RegisteredWorkload[]): number {
+    const now = this.#clock()
+    let n = 0
+    for (const w of saved) {
+      let reg: RegisteredWorkload
+      try {
+        reg = normalizeRegistration(
+          {
+            name: w.name,
+            namespace: w.namespace,
+            address: w.address,
+            ports: w.ports,
+            labels: w.labels,
+            serviceAccount: w.serviceAccount,
+            ...(Array.isArray(w.serviceHosts) ? { serviceHosts: w.serviceHosts } : {}),
+            ttlSeconds: w.ttlSeconds,
+            locality: w.locality,
+            weight: w.weight,
+          },
+          now,
+        )
+      } catch {
+        continue
+      }
+      reg.healthy = w.healthy !== false
+      this.#workloads.set(reg.id, reg)
+      n++
+    }
+    if (n > 0) this.#changed()
+    return n
+  }
+
   deregister(id: string): boolean {
     const had = this.#workloads.delete(id)
     if (had) this.#changed()
