@@ -165,7 +165,10 @@ const newPaths = (): Paths => ({
   cleanClose: 0,
 })
 
-async function runSchedule(seed: number, log: (line: string) => void): Promise<{ paths: Paths; acked: number }> {
+async function runSchedule(
+  seed: number,
+  log: (line: string) => void,
+): Promise<{ paths: Paths; acked: number; calls: Map<string, number> }> {
   const random = prng(seed)
   const int = (n: number) => Math.floor(random() * n)
   const disk = new CrashDisk(random, ['/sim'])
@@ -308,7 +311,7 @@ async function runSchedule(seed: number, log: (line: string) => void): Promise<{
     if (!disk.isDown) disk.crash()
     noteCrash(disk.crashes.at(-1)!)
   }
-  return { paths, acked }
+  return { paths, acked, calls: disk.calls }
 }
 
 test('seeded crash schedules: every acknowledged write survives, nothing half-applied, every recovery path taken', {
@@ -317,12 +320,14 @@ test('seeded crash schedules: every acknowledged write survives, nothing half-ap
   const seeds = REPLAY !== undefined ? [Number(REPLAY)] : Array.from({ length: SEEDS }, (_, i) => i + 1)
   const total = newPaths()
   let acked = 0
+  const calls = new Map<string, number>()
   for (const seed of seeds) {
     const lines: string[] = []
     const log = REPLAY !== undefined ? (line: string) => console.log(line) : (line: string) => lines.push(line)
     try {
       const result = await runSchedule(seed, log)
       acked += result.acked
+      for (const [call, n] of result.calls) calls.set(call, (calls.get(call) ?? 0) + n)
       for (const k of Object.keys(total) as (keyof Paths)[]) total[k] += result.paths[k]
       if (REPLAY !== undefined)
         console.log(`seed ${seed}: ${result.acked} acknowledged writes, ${JSON.stringify(result.paths)}`)
@@ -336,7 +341,7 @@ test('seeded crash schedules: every acknowledged write survives, nothing half-ap
   }
   console.log(
     `store crash schedules: seeds ${seeds[0]}-${seeds.at(-1)} (replay one with LOOM_STORE_CRASH_SEED=<seed>), ` +
-      `${acked} acknowledged writes checked; ${JSON.stringify(total)}`,
+      `${acked} acknowledged writes checked; paths ${JSON.stringify(total)}; calls ${JSON.stringify(Object.fromEntries(calls))}`,
   )
   if (REPLAY !== undefined) return
   for (const [path, n] of Object.entries(total)) assert.ok(n > 0, `no schedule took this path: ${path}`)
