@@ -7,8 +7,8 @@
  * resourceVersion, and that a write in flight at the kill landed completely or not at all; the next round continues
  * writing on the same directory.
  *
- * A kill leaves the page cache alone, so this test cannot see a missing fsync (nor reach a torn log tail: a killed
- * process's writes are all or nothing to the page cache); test/store-crash.test.ts simulates power losses for that.
+ * A kill leaves the page cache alone, so this test cannot see a missing fsync, and it seldom tears a log append (only
+ * a kill inside the write call can); test/store-crash.test.ts simulates power losses for both.
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
