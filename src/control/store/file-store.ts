@@ -13,8 +13,9 @@
  *                 may be gone, cut short or name this very pid, and any of these is taken over)
  *
  * Compaction, once the log outgrows both `compactBytes` and the last snapshot: write snapshot.tmp, fsync it, rename it
- * to snapshot.db, fsync the directory, then truncate the log to zero and fsync it. A crash in between leaves records
- * at or below the snapshot's revision in the log, which open skips.
+ * to snapshot.db, fsync the directory, then truncate the log to zero and fsync it (else the next append could reach
+ * the disk before the truncation, in the middle of the old records). A crash in between leaves records at or below the
+ * snapshot's revision in the log, which open skips.
  *
  * Open: remove snapshot.tmp, load snapshot.db, replay the log's transactions after its revision. A bad record at the
  * end of the log (a write torn by a crash, never acknowledged) is cut off and the cut fsync'ed; a bad record followed
@@ -123,8 +124,9 @@ export class FileStore extends BaseStore {
       store.recovery = { snapshotRevision: snapshot.revision, replayed, skipped, truncatedBytes: buf.length - end }
       return store
     } catch (e) {
-      await wal?.close()
-      await unlock()
+      // the error that failed the open is the one to report, not one from cleaning up after it
+      await wal?.close().catch(() => {})
+      await unlock().catch(() => {})
       throw e
     }
   }
