@@ -3,10 +3,11 @@
  * (store-durability.test.ts) keeps the page cache, so it cannot see a missing fsync; a power loss can, and these
  * tests simulate one.
  *
- * 1. Strict crashes: after each acknowledged write and each compaction the machine crashes keeping only what was
+ * 1. The simulated disk itself: through a crash it keeps synced data only, and a name only once its directory is synced.
+ * 2. Strict crashes: after each acknowledged write and each compaction the machine crashes keeping only what was
  *    synced; the store must open with every acknowledged write. A missing fdatasync of the log, fsync of the snapshot,
  *    or fsync of the directory after creating the log or renaming the snapshot fails it.
- * 2. Seeded schedules: a PRNG seeded per schedule chooses the writes of several concurrent workers (put, putAll,
+ * 3. Seeded schedules: a PRNG seeded per schedule chooses the writes of several concurrent workers (put, putAll,
  *    delete, compare-and-set against what each last wrote; explicit and automatic compactions), the call at which the
  *    machine crashes (during recovery, a log append, a snapshot, anywhere), and what the crash keeps of the unsynced
  *    data (nothing, all, or a prefix, tearing the write it stops in). After each crash the store must open; every
@@ -68,6 +69,45 @@ function resource(spec: Spec, resourceVersion?: string): Resource {
 async function stored(store: FileStore): Promise<Map<string, Resource>> {
   return new Map((await store.list(KIND, NAMESPACE)).items.map((r) => [r.metadata.name, r]))
 }
+
+test('the simulated disk keeps through a crash only what was synced: file data, and names once the directory is', async () => {
+  const disk = new CrashDisk(prng(1), ['/sim'], false)
+  let fs = disk.boot()
+  const syncDir = async (path: string) => {
+    const d = await fs.open(path, 'r')
+    await d.sync()
+    await d.close()
+  }
+  const f = await fs.open('/sim/a', 'wx+')
+  await f.write(Buffer.from('synced'), 0, 6, 0)
+  await f.datasync()
+  await fs.writeFile('/sim/b', 'never synced', { flag: 'wx' })
+  disk.crash(true)
+  assert.deepEqual(disk.list('/sim'), [], 'names whose directory was not fsynced are lost, synced data or not')
+  await assert.rejects(f.write(Buffer.from('x'), 0, 1, 0), SimulatedCrash, 'a crashed boot takes no more calls')
+
+  fs = disk.boot()
+  const g = await fs.open('/sim/a', 'wx+')
+  await syncDir('/sim')
+  await g.write(Buffer.from('synced'), 0, 6, 0)
+  await g.sync()
+  await g.write(Buffer.from(' and not'), 0, 8, 6)
+  await fs.writeFile('/sim/tmp', 'renamed', { flag: 'wx' })
+  await fs.rename('/sim/tmp', '/sim/a')
+  disk.crash(true)
+  assert.deepEqual(disk.list('/sim'), ['a'])
+  assert.equal(disk.peek('/sim/a')?.toString(), 'synced', 'the unsynced write and the unsynced rename are lost')
+
+  fs = disk.boot()
+  await fs.writeFile('/sim/tmp', 'renamed', { flag: 'wx' })
+  const t = await fs.open('/sim/tmp', 'r+')
+  await t.sync()
+  await fs.rename('/sim/tmp', '/sim/a')
+  await syncDir('/sim')
+  disk.crash(true)
+  assert.deepEqual(disk.list('/sim'), ['a'])
+  assert.equal(disk.peek('/sim/a')?.toString(), 'renamed', 'a synced file renamed, then the directory synced')
+})
 
 test('a crash that keeps only synced data loses no acknowledged write (after each write and compaction)', async () => {
   const disk = new CrashDisk(prng(1), ['/sim'])
