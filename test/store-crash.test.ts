@@ -10,7 +10,8 @@
  * 3. Seeded schedules: a PRNG seeded per schedule chooses the writes of several concurrent workers (put, putAll,
  *    delete, compare-and-set against what each last wrote; explicit and automatic compactions), the call at which the
  *    machine crashes (during recovery, a log append, a snapshot, anywhere), and what the crash keeps of the unsynced
- *    data (nothing, all, or a prefix, tearing the write it stops in). After each crash the store must open; every
+ *    data (nothing, all, or a prefix, tearing the write it stops in; or any subset of its sectors, out of order: this
+ *    is what needs the fsync after a compaction truncates the log). After each crash the store must open; every
  *    acknowledged write (its promise resolved) is there with its content and resourceVersion; a write in flight at the
  *    crash landed whole or not at all. Across the seeds, each recovery path must have been taken at least once (a torn
  *    log tail cut, a snapshot loaded, log records skipped because the snapshot had them, a half-written snapshot.tmp
