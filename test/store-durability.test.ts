@@ -6,6 +6,9 @@
  * the store itself and checks that it opens cleanly, that every acknowledged write is there with its content and
  * resourceVersion, and that a write in flight at the kill landed completely or not at all; the next round continues
  * writing on the same directory.
+ *
+ * A kill leaves the page cache alone, so this test cannot see a missing fsync, and it seldom tears a log append (only
+ * a kill inside the write call can); test/store-crash.test.ts simulates power losses for both.
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'

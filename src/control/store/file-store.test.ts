@@ -46,7 +46,7 @@ describe('FileStore', () => {
     assert.equal(s.dir, dir)
     assert.deepEqual((await readdir(dir)).sort(), [LOCK_FILE, WAL_FILE])
     assert.equal((await readFile(join(dir, LOCK_FILE), 'utf8')).trim(), String(process.pid))
-    assert.deepEqual(s.recovery, { snapshotRevision: 0, replayed: 0, truncatedBytes: 0 })
+    assert.deepEqual(s.recovery, { snapshotRevision: 0, replayed: 0, skipped: 0, truncatedBytes: 0 })
   })
 
   test('state, revisions, metadata and watch history survive reopen', async () => {
@@ -59,7 +59,7 @@ describe('FileStore', () => {
     s = await reopen(s)
     assert.deepEqual(await s.list(), before)
     assert.equal(s.revision, 4)
-    assert.deepEqual(s.recovery, { snapshotRevision: 0, replayed: 4, truncatedBytes: 0 })
+    assert.deepEqual(s.recovery, { snapshotRevision: 0, replayed: 4, skipped: 0, truncatedBytes: 0 })
     const events: string[] = []
     s.watch(1, (e) => events.push(`${e.revision} ${e.type} ${e.resource.metadata.name}`))
     assert.deepEqual(events, ['2 PUT y', '2 PUT r', '3 PUT x', '4 DELETE y'])
@@ -110,7 +110,7 @@ describe('FileStore', () => {
     const before = await s.list()
     s = await reopen(s)
     assert.deepEqual(await s.list(), before)
-    assert.deepEqual(s.recovery, { snapshotRevision: 6, replayed: 2, truncatedBytes: 0 })
+    assert.deepEqual(s.recovery, { snapshotRevision: 6, replayed: 2, skipped: 0, truncatedBytes: 0 })
     assert.throws(() => s.watch(0, () => {}), StoreCompactedError)
     const events: number[] = []
     s.watch(6, (e) => events.push(e.revision))
@@ -119,7 +119,7 @@ describe('FileStore', () => {
     await s.compact()
     s = await reopen(s)
     assert.deepEqual(await s.list(), before)
-    assert.deepEqual(s.recovery, { snapshotRevision: 8, replayed: 0, truncatedBytes: 0 })
+    assert.deepEqual(s.recovery, { snapshotRevision: 8, replayed: 0, skipped: 0, truncatedBytes: 0 })
     assert.deepEqual((await readdir(dir)).sort(), [LOCK_FILE, SNAPSHOT_FILE, WAL_FILE])
   })
 
@@ -143,13 +143,13 @@ describe('FileStore', () => {
     await writeFile(walPath(), oldLog)
     await writeFile(join(dir, SNAPSHOT_TMP_FILE), 'half a snapshot')
     s = await open()
-    assert.deepEqual(s.recovery, { snapshotRevision: 5, replayed: 0, truncatedBytes: 0 })
+    assert.deepEqual(s.recovery, { snapshotRevision: 5, replayed: 0, skipped: 5, truncatedBytes: 0 })
     assert.equal(s.revision, 5)
     await s.put(res('Service', 'a', 's9'))
     const before = await s.list()
     s = await reopen(s)
     assert.deepEqual(await s.list(), before)
-    assert.deepEqual(s.recovery, { snapshotRevision: 5, replayed: 1, truncatedBytes: 0 })
+    assert.deepEqual(s.recovery, { snapshotRevision: 5, replayed: 1, skipped: 5, truncatedBytes: 0 })
     assert.ok(!(await readdir(dir)).includes(SNAPSHOT_TMP_FILE))
   })
 
@@ -169,7 +169,7 @@ describe('FileStore', () => {
       await appendFile(walPath(), tail)
       s = await open()
       assert.deepEqual(await s.list(), before)
-      assert.deepEqual(s.recovery, { snapshotRevision: 0, replayed: 3, truncatedBytes: tail.length })
+      assert.deepEqual(s.recovery, { snapshotRevision: 0, replayed: 3, skipped: 0, truncatedBytes: tail.length })
       assert.equal((await stat(walPath())).size, good)
       await s.close()
     }
@@ -251,6 +251,21 @@ describe('FileStore', () => {
     assert.equal((await readFile(join(dir, LOCK_FILE), 'utf8')).trim(), String(process.pid))
     await again.close()
     assert.ok(!(await readdir(dir)).includes(LOCK_FILE), 'close removes the lock')
+  })
+
+  test('a LOCK left by a crash is taken over even when it names this pid or was cut short', async () => {
+    // an earlier process with the same pid (pid 1 of a restarted container) or a write cut off by the crash
+    for (const content of [`${process.pid}\n`, '1', '']) {
+      await writeFile(join(dir, LOCK_FILE), content)
+      const s = await open()
+      await assert.rejects(FileStore.open(dir), /is already open in this process/)
+      assert.equal((await readFile(join(dir, LOCK_FILE), 'utf8')).trim(), String(process.pid))
+      await s.close()
+    }
+    const [a, b] = await Promise.allSettled([FileStore.open(dir), FileStore.open(dir)])
+    assert.equal(a.status, 'fulfilled')
+    assert.match(String((b as PromiseRejectedResult).reason), /is already open in this process/)
+    await (a as PromiseFulfilledResult<FileStore>).value.close()
   })
 
   test('after a failed write the store refuses writes until reopened; acknowledged writes are kept', async () => {

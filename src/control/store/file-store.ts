@@ -9,27 +9,33 @@
  *                 A transaction (put, putAll, delete) is never split across records; revisions increase by one.
  *   snapshot.db   one record: {"format":1,"revision":R,"resources":[...]}, the whole state at revision R
  *   snapshot.tmp  a snapshot being written; removed on open
- *   LOCK          the pid of the process that has the directory open
+ *   LOCK          the pid of the process that has the directory open (`<pid>\n`; not synced: after a crash it
+ *                 may be gone, cut short or name this very pid, and any of these is taken over)
  *
  * Compaction, once the log outgrows both `compactBytes` and the last snapshot: write snapshot.tmp, fsync it, rename it
- * to snapshot.db, fsync the directory, then truncate the log to zero and fsync it. A crash in between leaves records
- * at or below the snapshot's revision in the log, which open skips.
+ * to snapshot.db, fsync the directory, then truncate the log to zero and fsync it (else the next append could reach
+ * the disk before the truncation, in the middle of the old records). A crash in between leaves records at or below the
+ * snapshot's revision in the log, which open skips.
  *
  * Open: remove snapshot.tmp, load snapshot.db, replay the log's transactions after its revision. A bad record at the
  * end of the log (a write torn by a crash, never acknowledged) is cut off and the cut fsync'ed; a bad record followed
  * by a valid one, a bad snapshot, or a revision out of sequence refuses to open with StoreCorruptionError (the file
  * and byte offset). If a write or an fsync fails, the store refuses further writes until it is reopened.
+ *
+ * Every file system call goes through `options.fs` (store-fs.ts; node:fs/promises by default), so the crash tests can
+ * run the store on a simulated disk that loses whatever was not synced.
  */
-import { type FileHandle, mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import type { Resource } from '../../api/resource.js'
 import { BaseStore, type StoreOptions, type Transaction, type TxnOp } from './base-store.js'
+import { nodeFs, type StoreFile, type StoreFs } from './store-fs.js'
 import { encodeRecord, readSingleRecord, StoreCorruptionError, scanRecords } from './wal.js'
 
 export { MemoryStore } from './memory-store.js'
 export { StoreCompactedError, StoreConflictError } from './store.js'
 export { StoreCorruptionError } from './wal.js'
 export type { StoreOptions }
+export type { StoreFile, StoreFs }
 
 export const WAL_FILE = 'wal.log'
 export const SNAPSHOT_FILE = 'snapshot.db'
@@ -41,6 +47,8 @@ const DEFAULT_COMPACT_BYTES = 16 * 1024 * 1024
 export interface FileStoreOptions extends StoreOptions {
   /** compact the log into a snapshot once it is larger than this and than the last snapshot (default 16 MiB) */
   compactBytes?: number
+  /** the file system (default node:fs/promises; the crash tests pass a simulated disk) */
+  fs?: StoreFs
 }
 
 /** What open() found. */
@@ -49,17 +57,20 @@ export interface Recovery {
   snapshotRevision: number
   /** log transactions replayed after it */
   replayed: number
+  /** log transactions skipped because the snapshot already has them (a crash between snapshot and log truncation) */
+  skipped: number
   /** bytes of a torn record cut off the end of the log */
   truncatedBytes: number
 }
 
 export class FileStore extends BaseStore {
-  recovery: Readonly<Recovery> = { snapshotRevision: 0, replayed: 0, truncatedBytes: 0 }
+  recovery: Readonly<Recovery> = { snapshotRevision: 0, replayed: 0, skipped: 0, truncatedBytes: 0 }
 
   private constructor(
     /** the data directory (absolute) */
     readonly dir: string,
-    private readonly wal: FileHandle,
+    private readonly fs: StoreFs,
+    private readonly wal: StoreFile,
     private walSize: number,
     private snapshotSize: number,
     private readonly compactBytes: number,
@@ -76,23 +87,28 @@ export class FileStore extends BaseStore {
     if (!Number.isSafeInteger(compactBytes) || compactBytes < 1) {
       throw new RangeError(`compactBytes must be a positive integer: ${compactBytes}`)
     }
-    await makeDir(dir)
-    const unlock = await lock(dir)
-    let wal: FileHandle | undefined
+    const fs = options.fs ?? nodeFs
+    await makeDir(fs, dir)
+    const unlock = await lock(fs, dir)
+    let wal: StoreFile | undefined
     try {
-      await rm(join(dir, SNAPSHOT_TMP_FILE), { force: true })
+      await fs.rm(join(dir, SNAPSHOT_TMP_FILE), { force: true })
       const snapshotPath = join(dir, SNAPSHOT_FILE)
-      const snapshot = await readSnapshot(snapshotPath)
+      const snapshot = await readSnapshot(fs, snapshotPath)
       const walPath = join(dir, WAL_FILE)
-      wal = await openLog(walPath)
+      wal = await openLog(fs, walPath)
       const buf = await wal.readFile()
       const { records, end } = scanRecords(buf, walPath)
-      const store = new FileStore(dir, wal, end, snapshot.bytes, compactBytes, unlock, options)
+      const store = new FileStore(dir, fs, wal, end, snapshot.bytes, compactBytes, unlock, options)
       store.load(snapshot.revision, snapshot.resources)
       let replayed = 0
+      let skipped = 0
       for (const { offset, body } of records) {
         for (const txn of parseLogRecord(body, walPath, offset)) {
-          if (txn.revision <= snapshot.revision) continue
+          if (txn.revision <= snapshot.revision) {
+            skipped++
+            continue
+          }
           try {
             store.apply(txn)
           } catch (e) {
@@ -105,11 +121,12 @@ export class FileStore extends BaseStore {
         await wal.truncate(end)
         await wal.sync()
       }
-      store.recovery = { snapshotRevision: snapshot.revision, replayed, truncatedBytes: buf.length - end }
+      store.recovery = { snapshotRevision: snapshot.revision, replayed, skipped, truncatedBytes: buf.length - end }
       return store
     } catch (e) {
-      await wal?.close()
-      await unlock()
+      // the error that failed the open is the one to report, not one from cleaning up after it
+      await wal?.close().catch(() => {})
+      await unlock().catch(() => {})
       throw e
     }
   }
@@ -144,15 +161,15 @@ export class FileStore extends BaseStore {
       })
       const record = encodeRecord(body)
       const tmp = join(this.dir, SNAPSHOT_TMP_FILE)
-      const fh = await open(tmp, 'w')
+      const fh = await this.fs.open(tmp, 'w')
       try {
         await writeAll(fh, record, 0)
         await fh.sync()
       } finally {
         await fh.close()
       }
-      await rename(tmp, join(this.dir, SNAPSHOT_FILE))
-      await syncDir(this.dir)
+      await this.fs.rename(tmp, join(this.dir, SNAPSHOT_FILE))
+      await syncDir(this.fs, this.dir)
       await this.wal.truncate(0)
       await this.wal.sync()
       this.walSize = 0
@@ -163,7 +180,7 @@ export class FileStore extends BaseStore {
   }
 }
 
-async function writeAll(fh: FileHandle, buf: Buffer, position: number): Promise<void> {
+async function writeAll(fh: StoreFile, buf: Buffer, position: number): Promise<void> {
   let done = 0
   while (done < buf.length) {
     const { bytesWritten } = await fh.write(buf, done, buf.length - done, position + done)
@@ -171,8 +188,8 @@ async function writeAll(fh: FileHandle, buf: Buffer, position: number): Promise<
   }
 }
 
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r')
+async function syncDir(fs: StoreFs, dir: string): Promise<void> {
+  const fh = await fs.open(dir, 'r')
   try {
     await fh.sync()
   } finally {
@@ -181,45 +198,67 @@ async function syncDir(dir: string): Promise<void> {
 }
 
 /** mkdir -p, then fsync the parent of each directory it created so they survive a crash. */
-async function makeDir(dir: string): Promise<void> {
-  const first = await mkdir(dir, { recursive: true })
+async function makeDir(fs: StoreFs, dir: string): Promise<void> {
+  const first = await fs.mkdir(dir, { recursive: true })
   if (first === undefined) return
   for (let d = dir; d !== dirname(d); d = dirname(d)) {
-    await syncDir(dirname(d))
+    await syncDir(fs, dirname(d))
     if (d === resolve(first)) break
   }
 }
 
-async function openLog(path: string): Promise<FileHandle> {
+async function openLog(fs: StoreFs, path: string): Promise<StoreFile> {
   try {
-    return await open(path, 'r+')
+    return await fs.open(path, 'r+')
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
   }
-  const fh = await open(path, 'wx+')
-  await syncDir(dirname(path))
+  const fh = await fs.open(path, 'wx+')
+  await syncDir(fs, dirname(path))
   return fh
 }
 
-/** Takes the directory's LOCK file, replacing it when the process that wrote it is gone. */
-async function lock(dir: string): Promise<() => Promise<void>> {
+/** The directories this process holds the LOCK of, per file system (a simulated disk is a new one after each crash). */
+const held = new WeakMap<StoreFs, Set<string>>()
+
+/**
+ * Takes the directory's LOCK file, replacing it when the process that wrote it is gone. A LOCK with this process's own
+ * pid that this process does not hold is stale as well: an earlier process with the same pid wrote it before a crash
+ * (pid 1 of a container restarted on the same volume; any process after a reboot). So is a LOCK whose content is not
+ * a whole `<pid>\n`: its write was cut short by a crash.
+ */
+async function lock(fs: StoreFs, dir: string): Promise<() => Promise<void>> {
   const path = join(dir, LOCK_FILE)
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await writeFile(path, `${process.pid}\n`, { flag: 'wx' })
-      return () => rm(path, { force: true })
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e
+  let mine = held.get(fs)
+  if (mine === undefined) held.set(fs, (mine = new Set()))
+  if (mine.has(dir)) throw alreadyOpen(dir, path, 'this process')
+  mine.add(dir)
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await fs.writeFile(path, `${process.pid}\n`, { flag: 'wx' })
+        return () => {
+          mine.delete(dir)
+          return fs.rm(path, { force: true })
+        }
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e
+      }
+      const content = (await fs.readFile(path).catch(() => Buffer.alloc(0))).toString('latin1')
+      const holder = /^[1-9][0-9]*\n$/.test(content) ? Number.parseInt(content, 10) : 0
+      if (attempt > 0 || (holder > 0 && holder !== process.pid && isAlive(holder))) {
+        throw alreadyOpen(dir, path, `process ${holder || '?'}`)
+      }
+      await fs.rm(path, { force: true })
     }
-    const holder = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10)
-    if (attempt > 0 || (holder > 0 && isAlive(holder))) {
-      const who = holder === process.pid ? 'this process' : `process ${Number.isNaN(holder) ? '?' : holder}`
-      throw new Error(
-        `${dir} is already open in ${who} (${path}); a data directory can be opened by one store at a time`,
-      )
-    }
-    await rm(path, { force: true })
+  } catch (e) {
+    mine.delete(dir)
+    throw e
   }
+}
+
+function alreadyOpen(dir: string, path: string, who: string): Error {
+  return new Error(`${dir} is already open in ${who} (${path}); a data directory can be opened by one store at a time`)
 }
 
 function isAlive(pid: number): boolean {
@@ -237,10 +276,10 @@ interface Snapshot {
   bytes: number
 }
 
-async function readSnapshot(path: string): Promise<Snapshot> {
+async function readSnapshot(fs: StoreFs, path: string): Promise<Snapshot> {
   let buf: Buffer
   try {
-    buf = await readFile(path)
+    buf = await fs.readFile(path)
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { revision: 0, resources: [], bytes: 0 }
     throw e
