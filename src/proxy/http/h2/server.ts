@@ -10,6 +10,7 @@ import type { HcmContext } from '../hcm.js'
 import { ActiveStream } from '../stream.js'
 import type { DownstreamSink, RequestHead } from '../types.js'
 import { fromH2, toH2 } from './convert.js'
+import { keepalive } from './keepalive.js'
 
 const EMPTY = Buffer.alloc(0)
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
@@ -102,6 +103,7 @@ export function createH2Server(hcm: HcmContext, scheme: 'http' | 'https'): H2T.H
     session.socket.once('end', () => {
       if (!session.closed && !session.destroyed) session.close()
     })
+    keepalive(session, hcm.http2.keepalive)
     if (hcm.idleTimeoutMs > 0) session.setTimeout(hcm.idleTimeoutMs, () => session.close())
   })
   server.on('stream', (stream, h, flags) => {
