@@ -89,7 +89,19 @@ export function createH2Server(hcm: HcmContext, scheme: 'http' | 'https'): H2T.H
       initialWindowSize: Math.min(hcm.http2.initialWindowSize, 2 ** 31 - 1),
       maxHeaderListSize: hcm.limits.maxHeadBytes,
     },
+    // nghttp2's own protections, set here on purpose (these are Node's defaults; docs/proxy.md lists what each
+    // case gets): a header list of more pairs than this gets RST_STREAM ENHANCE_YOUR_CALM (the 4 are pseudo-headers)
     maxHeaderListPairs: hcm.limits.maxHeaders + 4,
+    // more invalid frames than this (e.g. empty DATA frames) and the session is closed
+    maxSessionInvalidFrames: 1000,
+    // more streams refused at creation than this and the session is closed
+    maxSessionRejectedStreams: 100,
+    // at most this many entries in one SETTINGS frame
+    maxSettings: 32,
+    // at most this many PINGs sent by the proxy and not yet answered
+    maxOutstandingPings: 10,
+    // outbound queue, header compression tables and stream state per session, in MB: over it new streams are refused
+    maxSessionMemory: 10,
   })
   server.on('session', (session) => {
     hcm.stats.downstream_cx_total++
