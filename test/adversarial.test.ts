@@ -375,6 +375,36 @@ describe('adversarial clients against loom proxy', () => {
     assert.ok(rssMiB() < baseRss + 96)
   })
 
+  test('H2 600 requests completed on one connection, 100 of them cancelled by the client, are not taken for a rapid reset', async () => {
+    const session = http2.connect(`http://127.0.0.1:${port}`)
+    session.on('error', () => {})
+    for (let batch = 0; batch < 6; batch++) {
+      await Promise.all(
+        Array.from(
+          { length: 100 },
+          (_, i) =>
+            new Promise<void>((resolve) => {
+              const req = session.request({ ':path': `/many/${batch}/${i}` })
+              req.on('error', () => {})
+              req.on('close', () => resolve())
+              req.resume()
+              if (i % 6 === 0) req.close(http2.constants.NGHTTP2_CANCEL)
+            }),
+        ),
+      )
+    }
+    assert.equal(session.destroyed, false)
+    const last = await new Promise<number>((resolve) => {
+      const req = session.request({ ':path': '/many/last' })
+      req.on('response', (h) => resolve(Number(h[':status'])))
+      req.on('error', () => resolve(0))
+      req.resume()
+    })
+    assert.equal(last, 200)
+    await new Promise<void>((r) => session.close(() => r()))
+    await healthy()
+  })
+
   test('H2 CONTINUATION flood (CVE-2024-27316): HEADERS without END_HEADERS then endless CONTINUATION → GOAWAY and close', async () => {
     const c = await raw()
     c.write(headersFrame(1, requestHeaders('/cont'), { endHeaders: false }))

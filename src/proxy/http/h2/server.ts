@@ -15,6 +15,9 @@ import { keepalive } from './keepalive.js'
 const EMPTY = Buffer.alloc(0)
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 
+/** streams the proxy itself reset (an upstream failure after the response started): not the client's doing */
+const localResets = new WeakSet<H2T.ServerHttp2Stream>()
+
 class H2DownstreamSink implements DownstreamSink {
   private readonly stream: H2T.ServerHttp2Stream
   private trailers: Headers | null = null
@@ -53,7 +56,9 @@ class H2DownstreamSink implements DownstreamSink {
   }
 
   reset(): void {
-    if (!this.stream.destroyed) this.stream.close(H2.INTERNAL_ERROR)
+    if (this.stream.destroyed) return
+    localResets.add(this.stream)
+    this.stream.close(H2.INTERNAL_ERROR)
   }
 
   pauseRequest(): void {
@@ -155,8 +160,8 @@ class SessionGuard {
 
   onStreamClose(session: H2T.Http2Session, stream: H2T.ServerHttp2Stream, born: number): void {
     this.closed++
-    // reset rather than completed: a non-zero code, or closed before the response was finished
-    const reset = (stream.rstCode ?? 0) !== 0 || !stream.writableFinished
+    // reset by the client (or by nghttp2 for it), not by the proxy after an upstream failure
+    const reset = (stream.rstCode ?? 0) !== 0 && !localResets.has(stream)
     if (reset && performance.now() - born < PREMATURE_RESET_MS) this.premature++
     if (this.closed >= PREMATURE_RESET_MIN_STREAMS && this.premature * 2 > this.closed && !session.destroyed) {
       session.destroy(new Error('premature stream resets'), H2.ENHANCE_YOUR_CALM)
