@@ -51,7 +51,7 @@ let proxy: RunningProxy
 let backend: Backend
 let port: number
 let idlePort: number
-/** a listener with connection_keepalive 0.5 s / 0.5 s */
+/** a listener with connection_keepalive 0.25 s / 0.25 s */
 let keepalivePort: number
 /** bytes the /big handler has handed to its socket so far */
 let bigSent = 0
@@ -150,7 +150,7 @@ before(async () => {
     common('keepalive', {
       http2_protocol_options: {
         max_concurrent_streams: 100,
-        connection_keepalive: { interval: '0.5s', timeout: '0.5s' },
+        connection_keepalive: { interval: '0.25s', timeout: '0.25s' },
       },
     }),
   )
@@ -777,9 +777,9 @@ describe('adversarial clients against loom proxy', () => {
     const rss0 = rssMiB()
     const t0 = Date.now()
     const sockets: net.Socket[] = []
-    for (let i = 0; i < n; i += 500) {
+    for (let i = 0; i < n; i += 1000) {
       const batch = Array.from(
-        { length: Math.min(500, n - i) },
+        { length: Math.min(1000, n - i) },
         () =>
           new Promise<net.Socket>((resolve, reject) => {
             const s = net.connect(port, '127.0.0.1')
