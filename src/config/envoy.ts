@@ -326,6 +326,7 @@ export const Http2ProtocolOptions = v.strictObject({
   max_concurrent_streams: opt(int(1, 2147483647)),
   initial_stream_window_size: opt(int(65535, 2147483647)),
   initial_connection_window_size: opt(int(65535, 2147483647)),
+  connection_keepalive: opt(v.strictObject({ interval: duration, timeout: duration })),
 })
 
 /** Where dynamic resources come from: the ADS stream (the only source Loom supports). */

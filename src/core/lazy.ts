@@ -23,4 +23,5 @@ export const H2 = {
   FLAG_END_STREAM: 0x1,
   INTERNAL_ERROR: 0x2,
   CANCEL: 0x8,
+  ENHANCE_YOUR_CALM: 0xb,
 } as const

@@ -58,12 +58,15 @@ test('defaults follow Envoy', () => {
 test('protocol settings from the cluster and from HttpProtocolOptions', () => {
   const a = cluster([{ lb_endpoints: [endpoint('10.0.0.1')] }], {
     connect_timeout: '0.25s',
-    http2_protocol_options: { max_concurrent_streams: 100 },
+    http2_protocol_options: { max_concurrent_streams: 100, connection_keepalive: { interval: '30s', timeout: '5s' } },
     max_requests_per_connection: 7,
   })
   assert.equal(a.connectTimeoutMs, 250)
   assert.equal(a.http2, true)
-  assert.deepEqual(a.http2Options, { maxConcurrentStreams: 100 })
+  assert.deepEqual(a.http2Options, {
+    maxConcurrentStreams: 100,
+    connectionKeepalive: { interval: '30s', timeout: '5s' },
+  })
   assert.equal(a.maxRequestsPerConnection, 7)
 
   const b = cluster([{ lb_endpoints: [endpoint('10.0.0.1')] }], {

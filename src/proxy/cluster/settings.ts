@@ -20,6 +20,7 @@ export interface Http2Options {
   maxConcurrentStreams?: number
   initialStreamWindowSize?: number
   initialConnectionWindowSize?: number
+  connectionKeepalive?: { interval: string; timeout: string }
 }
 
 export interface ClusterSettings {
@@ -80,6 +81,7 @@ export function clusterSettings(config: Cluster, path: string, issues: ConfigIss
   if (h2?.initial_connection_window_size !== undefined) {
     http2Options.initialConnectionWindowSize = h2.initial_connection_window_size
   }
+  if (h2?.connection_keepalive !== undefined) http2Options.connectionKeepalive = h2.connection_keepalive
 
   // LB settings.
   const ring = config.ring_hash_lb_config

@@ -10,6 +10,7 @@ import type { BlockList } from 'node:net'
 import type { ClusterManager } from '../cluster/index.js'
 import type { CompiledRouteConfig } from '../route/router.js'
 import type { HttpConnManagerStats, StatsStore } from '../stats/stats.js'
+import { type KeepaliveOptions, keepaliveOptions } from './h2/keepalive.js'
 import { DEFAULT_LIMITS, type HttpParseError, type Limits } from './h1/parse.js'
 import { Deadlines } from './deadlines.js'
 import { compileHttpFilters } from './filters/index.js'
@@ -43,7 +44,7 @@ export class HcmContext {
   readonly rejectUnderscores: boolean
   readonly dropUnderscores: boolean
   readonly codec: 'AUTO' | 'HTTP1' | 'HTTP2'
-  readonly http2: { maxConcurrentStreams: number; initialWindowSize: number }
+  readonly http2: { maxConcurrentStreams: number; initialWindowSize: number; keepalive: KeepaliveOptions }
   /** route timeouts of this connection manager's streams */
   readonly deadlines = new Deadlines()
   /** the HTTP filters before the router, in order; empty for a router-only chain */
@@ -87,6 +88,7 @@ export class HcmContext {
     this.http2 = {
       maxConcurrentStreams: cfg.http2_protocol_options?.max_concurrent_streams ?? 2147483647,
       initialWindowSize: cfg.http2_protocol_options?.initial_stream_window_size ?? 268435456,
+      keepalive: keepaliveOptions(cfg.http2_protocol_options?.connection_keepalive),
     }
   }
 

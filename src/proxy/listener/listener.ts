@@ -139,8 +139,14 @@ export class ActiveListener {
       this.toH1(socket, hcm, scheme, null)
       return
     }
-    // AUTO on plain text: sniff the HTTP/2 preface
+    // AUTO on plain text: sniff the HTTP/2 preface. Until the first byte no codec owns the socket: a client that
+    // closes (half-open listener: only 'end' is seen) or stays silent for the idle timeout is closed here.
+    const onEnd = () => socket.destroy()
+    socket.once('end', onEnd)
+    if (hcm.idleTimeoutMs > 0) socket.setTimeout(hcm.idleTimeoutMs, onEnd)
     socket.once('data', (first: Buffer) => {
+      socket.off('end', onEnd)
+      socket.setTimeout(0)
       const n = Math.min(first.length, PREFACE.length)
       if (n > 0 && first.compare(PREFACE, 0, n, 0, n) === 0) {
         socket.pause()

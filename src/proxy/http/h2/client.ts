@@ -10,6 +10,7 @@ import type { ClusterStats } from '../../stats/stats.js'
 import type { Headers } from '../headers.js'
 import type { RequestHead, UpstreamCallbacks, UpstreamRequest } from '../types.js'
 import { fromH2, toH2 } from './convert.js'
+import { keepalive, keepaliveOptions } from './keepalive.js'
 
 const EMPTY = Buffer.alloc(0)
 
@@ -160,6 +161,7 @@ export class H2Pool implements HostPool {
     session.on('goaway', () => {
       if (this.session === session) this.session = null
     })
+    keepalive(session, keepaliveOptions(o.connectionKeepalive))
     if (this.cluster.idleTimeoutMs > 0) session.setTimeout(this.cluster.idleTimeoutMs, () => session.close())
     return session
   }
