@@ -133,6 +133,20 @@ describe('loom control with loom proxy sidecars', () => {
     assert.deepEqual([...(await versions(out, 10, { 'end-user': 'someone' })).keys()], ['v3'])
   })
 
+  test("Istio's fault injection: jason's calls are aborted by the caller's sidecar, everyone else's go on", async () => {
+    const r = await cp.loom(['apply', '-f', `${SAMPLES}/virtual-service-reviews-test-abort.yaml`])
+    assert.equal(r.code, 0, r.stderr)
+    assert.doesNotMatch(r.stderr, /fault/, 'fault is enforced: no not-enforced warning')
+    await eventually(
+      async () => (await get(out, 'reviews:9080', { 'end-user': 'jason' })).status === 500,
+      15000,
+      'abort',
+    )
+    const jason = await get(out, 'reviews:9080', { 'end-user': 'jason' })
+    assert.equal(jason.body, 'fault filter abort\n')
+    assert.deepEqual([...(await versions(out, 10, { 'end-user': 'someone' })).keys()], ['v3'])
+  })
+
   test('an 80/20 split is within tolerance over 400 requests', async () => {
     const r = await cp.loom(['apply', '-f', `${SAMPLES}/virtual-service-reviews-80-20.yaml`])
     assert.equal(r.code, 0, r.stderr)
