@@ -24,22 +24,20 @@ export interface ChurnResult {
 
 export const VERSIONS = ['v1', 'v2', 'v3']
 
-/** The pair applied in every cycle: subsets v1 and v3 of reviews, and every request to v3. */
-export const CHURN_YAML = `apiVersion: networking.istio.io/v1
+function destinationRule(subsets: string[]): string {
+  return `apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata:
   name: reviews
 spec:
   host: reviews
   subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v3
-    labels:
-      version: v3
----
-apiVersion: networking.istio.io/v1
+${subsets.map((s) => `  - name: ${s}\n    labels:\n      version: ${s}`).join('\n')}
+`
+}
+
+function virtualService(split: [string, number][]): string {
+  return `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
   name: reviews
@@ -48,10 +46,32 @@ spec:
   - reviews
   http:
   - route:
-    - destination:
-        host: reviews
-        subset: v3
+${split.map(([s, w]) => `    - destination:\n        host: reviews\n        subset: ${s}\n      weight: ${w}`).join('\n')}
 `
+}
+
+/** One change: manifests to apply, or (null) delete the VirtualService, then the DestinationRule. */
+export type ChurnStep = string | null
+
+/**
+ * The cycles, in turn: new subsets and a VirtualService to one of them, then both deleted; a 50/50 split, a weight
+ * shift to 0/100, a subset removed and another added along with the route to it, then both deleted.
+ */
+export const CHURN_CYCLES: ChurnStep[][] = [
+  [`${destinationRule(['v1', 'v3'])}---\n${virtualService([['v3', 100]])}`, null],
+  [
+    `${destinationRule(['v1', 'v2'])}---\n${virtualService([
+      ['v1', 50],
+      ['v2', 50],
+    ])}`,
+    `${destinationRule(['v1', 'v2'])}---\n${virtualService([
+      ['v1', 0],
+      ['v2', 100],
+    ])}`,
+    `${destinationRule(['v2', 'v3'])}---\n${virtualService([['v3', 100]])}`,
+    null,
+  ],
+]
 
 /** One HTTP backend per version of reviews, answering its version. */
 export async function startBackends(): Promise<{ ports: number[]; close(): Promise<void> }> {
@@ -109,7 +129,7 @@ export function startLoad(
           res.on('end', () => {
             requests++
             const s = res.statusCode ?? 0
-            if (s < 200 || s > 299) fail(`${s} ${body.slice(0, 80)}`)
+            if (s < 200 || s > 299) fail(`${s} ${body.trim().slice(0, 80)}`)
             resolve()
           })
         },
@@ -171,9 +191,9 @@ export function percentiles(values: number[]): ChurnResult['syncMs'] {
 export function renderChurn(r: ChurnResult): string {
   if (r.status === 'skipped') return ''
   const lines = [
-    `Config changes under load: ${r.proxies} loom proxy sidecar(s), ${r.cycles} cycles of apply + delete of a ` +
-      'DestinationRule (subsets v1, v3) and a VirtualService (reviews -> v3), a steady keep-alive load through the ' +
-      'sidecars',
+    `Config changes under load: ${r.proxies} loom proxy sidecar(s), ${r.cycles} cycles of DestinationRule + ` +
+      'VirtualService applied and deleted (new subsets, weight shifts, removed subsets), a steady keep-alive load ' +
+      'through the sidecars',
     `  requests ${r.requests} (${r.rate} req/s), failed ${r.failed}` +
       (r.failures.length > 0 ? ` (first: ${r.failures.join(' | ')})` : ''),
     `  change -> every proxy SYNCED: p50 ${r.syncMs.p50 ?? '-'} ms, p90 ${r.syncMs.p90 ?? '-'} ms, p100 ` +

@@ -28,7 +28,7 @@ import {
 } from '../proc.js'
 import { type Expect, now, type Summary, simNode } from './clients.js'
 import {
-  CHURN_YAML,
+  CHURN_CYCLES,
   type ChurnResult,
   percentiles,
   renderChurn,
@@ -113,8 +113,8 @@ const cfg = {
   /** config changes under load: real sidecars, apply/delete cycles, steady req/s through the sidecars */
   churn: {
     proxies: Math.round(positive('BENCH_CP_CHURN_PROXIES', process.env.BENCH_CP_CHURN_PROXIES, 2)),
-    cycles: Math.round(positive('BENCH_CP_CHURN_CYCLES', process.env.BENCH_CP_CHURN_CYCLES, 20)),
-    rate: Math.round(positive('BENCH_CP_CHURN_RATE', process.env.BENCH_CP_CHURN_RATE, 300)),
+    cycles: Math.round(positive('BENCH_CP_CHURN_CYCLES', process.env.BENCH_CP_CHURN_CYCLES, 30)),
+    rate: Math.round(positive('BENCH_CP_CHURN_RATE', process.env.BENCH_CP_CHURN_RATE, 500)),
   },
   keepTmp: process.env.BENCH_KEEP_TMP === '1',
 }
@@ -678,18 +678,18 @@ async function churnPhase(dataDir: string): Promise<ChurnResult> {
     try {
       await sleep(500)
       for (let c = 0; c < cycles; c++) {
-        let t = now()
-        await api(cp, 'POST', '/api/v1/apply', CHURN_YAML)
-        await waitSynced()
-        syncs.push(now() - t)
-        await sleep(50)
-        t = now()
-        // referrers first: the VirtualService before the DestinationRule defining its subsets
-        await api(cp, 'DELETE', '/api/v1/resources/VirtualService/default/reviews')
-        await api(cp, 'DELETE', '/api/v1/resources/DestinationRule/default/reviews')
-        await waitSynced()
-        syncs.push(now() - t)
-        await sleep(50)
+        for (const step of CHURN_CYCLES[c % CHURN_CYCLES.length]!) {
+          const t = now()
+          if (step !== null) await api(cp, 'POST', '/api/v1/apply', step)
+          else {
+            // referrers first: the VirtualService before the DestinationRule defining its subsets
+            await api(cp, 'DELETE', '/api/v1/resources/VirtualService/default/reviews')
+            await api(cp, 'DELETE', '/api/v1/resources/DestinationRule/default/reviews')
+          }
+          await waitSynced()
+          syncs.push(now() - t)
+          await sleep(50)
+        }
       }
       await sleep(500)
     } finally {
