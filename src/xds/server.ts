@@ -25,7 +25,8 @@
  * - a cluster gone from the snapshot stays in CDS responses (and its endpoints in EDS ones) for as long as a listener
  *   or route the client holds, ACKed or on its way, still names it: it goes once routes that no longer name it are
  *   ACKed;
- * - every ACK re-runs the pushes in order, which is what moves a change from one step to the next.
+ * - an ACK of CDS/EDS re-runs the pushes waiting for clusters, an ACK of LDS/RDS the CDS/EDS pushes (removals), in
+ *   order: that is what moves a change from one step to the next.
  *
  * Snapshots come from a SnapshotCache: `setSnapshot` pushes to the node's streams after `pushDebounceMs` (bursts
  * coalesce). When a node connects without a snapshot, `snapshotFor(node)` is asked for one.
@@ -138,20 +139,30 @@ interface TypeState {
   /** what the client ACKed: name → resource as sent */
   acked: Map<string, CachedResource>
   /** the unacknowledged response: what it carries (all of it when `full`) and removes; applied to `acked` on ACK */
-  inflight?: { full: boolean; items: Map<string, CachedResource>; removed: string[] }
+  inflight?: { full: boolean; items: Map<string, CachedResource>; removed: ReadonlySet<string> }
   /** since when (ms) a push of this type waits for the clusters it names */
   heldSince?: number
 }
 
-/** What the client holds once it has accepted the response in flight (or now, without one). */
-function eventual(st: TypeState): ReadonlyMap<string, CachedResource> {
+/** What the client holds of a resource once it has accepted the response in flight (or now, without one). */
+function eventually(st: TypeState, name: string): CachedResource | undefined {
   const f = st.inflight
-  if (!f) return st.acked
-  if (f.full) return f.items
-  const m = new Map(st.acked)
-  for (const n of f.removed) m.delete(n)
-  for (const [n, r] of f.items) m.set(n, r)
-  return m
+  if (!f) return st.acked.get(name)
+  const r = f.items.get(name)
+  if (r || f.full) return r
+  return f.removed.has(name) ? undefined : st.acked.get(name)
+}
+
+/** Everything the client holds of a type once it has accepted the response in flight (without copying). */
+function* eventualAll(st: TypeState): Iterable<CachedResource> {
+  const f = st.inflight
+  if (!f) {
+    yield* st.acked.values()
+    return
+  }
+  yield* f.items.values()
+  if (f.full) return
+  for (const [n, r] of st.acked) if (!f.items.has(n) && !f.removed.has(n)) yield r
 }
 
 type Call = grpc.ServerDuplexStream<unknown, unknown>
@@ -227,6 +238,22 @@ abstract class AdsStream {
     for (const t of orderTypes(this.types.keys())) this.push(t)
   }
 
+  /**
+   * A response of `typeUrl` was ACKed or NACKed: push that type again if it changed meanwhile, and what the answer
+   * may release: listeners and routes waiting for clusters (after CDS/EDS), cluster and endpoint removals waiting
+   * for the routes (after LDS/RDS). In push order.
+   */
+  protected released(typeUrl: string): void {
+    const types = new Set<string>([typeUrl])
+    if (typeUrl === TYPE_URL.cluster || typeUrl === TYPE_URL.endpoint) {
+      for (const t of REFERRING) if (this.types.get(t)?.heldSince !== undefined) types.add(t)
+    } else if (typeUrl === TYPE_URL.listener || typeUrl === TYPE_URL.route) {
+      types.add(TYPE_URL.cluster)
+      types.add(TYPE_URL.endpoint)
+    }
+    for (const t of orderTypes(types)) this.push(t)
+  }
+
   entry(): CacheEntry | undefined {
     return this.node ? this.server.cache.getEntry(this.node.id) : undefined
   }
@@ -291,7 +318,7 @@ abstract class AdsStream {
     const entry = this.entry()
     const now = entry?.types.get(TYPE_URL.cluster)?.items
     let gone: CachedResource[] | undefined
-    for (const r of eventual(cds).values()) if (!now?.has(r.name)) (gone ??= []).push(r)
+    for (const r of eventualAll(cds)) if (!now?.has(r.name)) (gone ??= []).push(r)
     if (!gone) return out
     const named = this.referencedByClient()
     const kept = gone.filter((r) => named.has(r.name) && this.inScope(cds, r.name))
@@ -300,11 +327,10 @@ abstract class AdsStream {
       return out
     }
     const assignments = entry?.types.get(TYPE_URL.endpoint)?.items
-    const held = eventual(st)
     for (const c of kept) {
       const e = edsServiceName(c.resource)
       if (e === undefined || assignments?.has(e) || !this.inScope(st, e)) continue
-      const r = held.get(e)
+      const r = eventually(st, e)
       if (r) out.set(e, r)
     }
     return out
@@ -321,11 +347,11 @@ abstract class AdsStream {
     const entry = this.entry()
     const cluster = entry?.types.get(TYPE_URL.cluster)?.items.get(name)
     if (!cluster) return true
-    if (!cds.acked.has(name) || !eventual(cds).has(name)) return false
+    if (!cds.acked.has(name) || !eventually(cds, name)) return false
     const eds = this.types.get(TYPE_URL.endpoint)
     const e = edsServiceName(cluster.resource)
     if (!eds || e === undefined || !entry?.types.get(TYPE_URL.endpoint)?.items.has(e)) return true
-    return eds.acked.has(e) && eventual(eds).has(e)
+    return eds.acked.has(e) && eventually(eds, e) !== undefined
   }
 
   /**
@@ -451,16 +477,16 @@ class SotwStream extends AdsStream {
         acked: new Map(),
       }
       this.types.set(typeUrl, st)
-    } else if (nonce !== '' && st.pending) {
-      this.ack(st, req.error_detail)
     }
+    const answered = nonce !== '' && st.pending
+    if (answered) this.ack(st, req.error_detail)
     if (names.length > 0 && !names.includes('*')) st.legacyWildcard = false
     st.wildcard = names.includes('*') || (names.length === 0 && st.legacyWildcard)
     st.names = new Set(names.filter((n) => n !== '*'))
     // a client drops what it no longer subscribes to
     if (!st.wildcard) for (const n of st.acked.keys()) if (!st.names.has(n)) st.acked.delete(n)
-    // an ACK can release what waited for it (routes for their clusters, cluster removals for routes): all types, in order
-    this.onSnapshot()
+    if (answered) this.released(typeUrl)
+    else this.push(typeUrl)
   }
 
   /** What a response carries now: the target, plus what must stay until nothing the client holds names it. */
@@ -515,7 +541,7 @@ class SotwStream extends AdsStream {
     st.inflight = {
       full: WILDCARD_BY_DEFAULT.has(typeUrl),
       items: new Map(list.map((r) => [r.name, r])),
-      removed: [],
+      removed: new Set(),
     }
     this.log('debug', 'push', { type: typeUrl, version, resources: list.length, nonce })
     this.write({
@@ -568,7 +594,8 @@ class DeltaStream extends AdsStream {
       this.types.set(typeUrl, st)
     }
     // ACK/NACK only for the latest response; subscription deltas always count (they are not repeated)
-    if (nonce !== '' && nonce === st.nonce && st.pending) this.ack(st, req.error_detail)
+    const answered = nonce !== '' && nonce === st.nonce && st.pending
+    if (answered) this.ack(st, req.error_detail)
     else if (nonce !== '' && nonce !== st.nonce) this.log('debug', 'stale nonce', { type: typeUrl, nonce })
     for (const n of subscribe) {
       if (n === '*') st.wildcard = true
@@ -586,8 +613,8 @@ class DeltaStream extends AdsStream {
       // forget what the client had, so that subscribing again sends it again (unless a wildcard still covers it)
       if (!st.wildcard) st.known.delete(n)
     }
-    // an ACK can release what waited for it: all types, in order
-    this.onSnapshot()
+    if (answered) this.released(typeUrl)
+    else this.push(typeUrl)
   }
 
   protected desiredVersion(st: TypeState): string {
@@ -621,7 +648,7 @@ class DeltaStream extends AdsStream {
     }
     if (st.answered && resources.length === 0 && removed.length === 0) return
     if (!this.ready(st, resources)) return
-    st.inflight = { full: false, items: new Map(resources.map((r) => [r.name, r])), removed }
+    st.inflight = { full: false, items: new Map(resources.map((r) => [r.name, r])), removed: new Set(removed) }
     for (const r of resources) {
       st.known.set(r.name, r.hash)
       st.toldAbsent.delete(r.name)
