@@ -137,11 +137,25 @@ interface TypeState {
   nacked: boolean
   nackError?: string
   /** what the client ACKed: name → resource as sent */
-  acked: Map<string, CachedResource>
-  /** the unacknowledged response: what it carries (all of it when `full`) and removes; applied to `acked` on ACK */
-  inflight?: { full: boolean; items: Map<string, CachedResource>; removed: ReadonlySet<string> }
+  acked: ReadonlyMap<string, CachedResource>
+  /** `acked` is this stream's own map (else it is shared, e.g. a snapshot's items, and copied before a change) */
+  ackedOwned: boolean
+  /**
+   * the unacknowledged response: what it carries (all the client will hold when `full`) and removes; applied to
+   * `acked` on ACK. SotW responses count as full: they carry every subscribed resource that exists.
+   */
+  inflight?: { full: boolean; items: ReadonlyMap<string, CachedResource>; removed: ReadonlySet<string> }
   /** since when (ms) a push of this type waits for the clusters it names */
   heldSince?: number
+}
+
+/** `st.acked`, made this stream's own to change it. */
+function ownAcked(st: TypeState): Map<string, CachedResource> {
+  if (!st.ackedOwned) {
+    st.acked = new Map(st.acked)
+    st.ackedOwned = true
+  }
+  return st.acked as Map<string, CachedResource>
 }
 
 /** What the client holds of a resource once it has accepted the response in flight (or now, without one). */
@@ -272,10 +286,13 @@ abstract class AdsStream {
     const f = st.inflight
     st.inflight = undefined
     if (!errorDetail && f) {
-      if (f.full) st.acked = new Map(f.items)
-      else {
-        for (const n of f.removed) st.acked.delete(n)
-        for (const [n, r] of f.items) st.acked.set(n, r)
+      if (f.full) {
+        st.acked = f.items
+        st.ackedOwned = false
+      } else {
+        const m = ownAcked(st)
+        for (const n of f.removed) m.delete(n)
+        for (const [n, r] of f.items) m.set(n, r)
       }
     }
     if (errorDetail) {
@@ -451,6 +468,15 @@ abstract class AdsStream {
   }
 }
 
+/** What a SotW response carries; `whole` when that is every resource of the type (the snapshot's map). */
+interface Content {
+  list: CachedResource[]
+  version: string
+  whole?: ReadonlyMap<string, CachedResource>
+}
+
+const NOTHING: ReadonlySet<string> = new Set()
+
 class SotwStream extends AdsStream {
   constructor(server: XdsServer, call: Call) {
     super(server, call, 'sotw')
@@ -475,6 +501,7 @@ class SotwStream extends AdsStream {
         pending: false,
         nacked: false,
         acked: new Map(),
+        ackedOwned: true,
       }
       this.types.set(typeUrl, st)
     }
@@ -484,13 +511,13 @@ class SotwStream extends AdsStream {
     st.wildcard = names.includes('*') || (names.length === 0 && st.legacyWildcard)
     st.names = new Set(names.filter((n) => n !== '*'))
     // a client drops what it no longer subscribes to
-    if (!st.wildcard) for (const n of st.acked.keys()) if (!st.names.has(n)) st.acked.delete(n)
+    if (!st.wildcard) for (const n of st.acked.keys()) if (!st.names.has(n)) ownAcked(st).delete(n)
     if (answered) this.released(typeUrl)
     else this.push(typeUrl)
   }
 
   /** What a response carries now: the target, plus what must stay until nothing the client holds names it. */
-  private view(st: TypeState): { list: CachedResource[]; version: string } {
+  private view(st: TypeState): Content {
     const target = this.content(st)
     const keep = this.retained(st)
     if (keep.size === 0) return target
@@ -499,10 +526,10 @@ class SotwStream extends AdsStream {
   }
 
   /** What a response for this type carries once the change is complete, and its version (the type's version under a wildcard). */
-  private content(st: TypeState): { list: CachedResource[]; version: string } {
+  private content(st: TypeState): Content {
     const t = this.entry()?.types.get(st.typeUrl)
     if (!t) return { list: [], version: versionOf([]) }
-    if (st.wildcard) return { list: [...t.items.values()], version: t.version }
+    if (st.wildcard) return { list: [...t.items.values()], version: t.version, whole: t.items }
     // a subscription that names every resource of the type (a Loom or Envoy sidecar's EDS/RDS) gets the type's
     // version, computed once per snapshot, instead of hashing the same list again for every stream
     if (st.names.size >= t.items.size) {
@@ -513,7 +540,7 @@ class SotwStream extends AdsStream {
           break
         }
       }
-      if (all) return { list: [...t.items.values()], version: t.version }
+      if (all) return { list: [...t.items.values()], version: t.version, whole: t.items }
     }
     const list: CachedResource[] = []
     for (const n of st.names) {
@@ -530,19 +557,23 @@ class SotwStream extends AdsStream {
   protected push(typeUrl: string): void {
     const st = this.types.get(typeUrl)
     if (!st || st.pending || this.closed || !this.entry()) return
-    const { list, version } = this.view(st)
+    const { list, version, whole } = this.view(st)
     // the first request of a type is always answered (possibly with nothing); later, only changes are pushed
-    if (st.sentVersion !== undefined && version === st.sentVersion) return
+    if (st.sentVersion !== undefined && version === st.sentVersion) {
+      // unchanged: hold the new snapshot's map (same content), so that the old snapshot is not kept alive
+      if (whole && !st.pending && st.ackedVersion === version && st.acked !== whole) {
+        st.acked = whole
+        st.ackedOwned = false
+      }
+      return
+    }
     if (!this.ready(st, list)) return
     const nonce = this.nextNonce()
     st.nonce = nonce
     st.sentVersion = version
     st.pending = true
-    st.inflight = {
-      full: WILDCARD_BY_DEFAULT.has(typeUrl),
-      items: new Map(list.map((r) => [r.name, r])),
-      removed: new Set(),
-    }
+    // the snapshot's own map when the response is the whole type: streams share it instead of copying
+    st.inflight = { full: true, items: whole ?? new Map(list.map((r) => [r.name, r])), removed: NOTHING }
     this.log('debug', 'push', { type: typeUrl, version, resources: list.length, nonce })
     this.write({
       version_info: version,
@@ -586,6 +617,7 @@ class DeltaStream extends AdsStream {
         pending: false,
         nacked: false,
         acked: new Map(),
+        ackedOwned: true,
         known: new Map(Object.entries(req.initial_resource_versions ?? {})),
         toldAbsent: new Set(),
         answered: false,
@@ -609,7 +641,7 @@ class DeltaStream extends AdsStream {
       }
       st.names.delete(n)
       st.toldAbsent.delete(n)
-      if (!st.wildcard) st.acked.delete(n)
+      if (!st.wildcard && st.acked.has(n)) ownAcked(st).delete(n)
       // forget what the client had, so that subscribing again sends it again (unless a wildcard still covers it)
       if (!st.wildcard) st.known.delete(n)
     }
