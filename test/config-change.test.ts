@@ -1,6 +1,7 @@
 /**
- * Config changes under load: `loom control`, a `loom proxy` sidecar and real backends for several versions of two
- * services, a steady stream of keep-alive requests through the sidecar while DestinationRule + VirtualService pairs
+ * Config changes under load: `loom control`, two `loom proxy` sidecars (one on state-of-the-world ADS, one on delta)
+ * and real backends for several versions of two services, a steady stream of keep-alive requests through the
+ * sidecars while DestinationRule + VirtualService pairs
  * are applied and deleted 50 times (new subsets, removed subsets, weight shifts, a VirtualService moving to another
  * host). Not one request may fail, and every response must come from a backend that the config allowed at some
  * moment while the request was in flight.
@@ -120,6 +121,8 @@ const CYCLE_KINDS: Step[][] = [
 ]
 
 interface Outcome {
+  /** the sidecar: 0 SotW, 1 delta */
+  via: number
   host: Host
   start: number
   end: number
@@ -137,9 +140,10 @@ interface Epoch {
 
 describe('config changes under load', () => {
   let cp: Control
-  let sidecar: Proc & { admin: string }
+  const sidecars: (Proc & { admin: string })[] = []
   const backends: Backend[] = []
-  let out: number
+  /** outbound ports of the sidecars: SotW, delta */
+  const outs: number[] = []
 
   before(async () => {
     cp = await startControl()
@@ -161,11 +165,16 @@ describe('config changes under load', () => {
         assert.equal(res.status, 200, await res.text())
       }
     }
-    out = await freePort()
-    sidecar = await startSidecar(cp.xds, { app: 'productpage', version: 'v1' }, out)
+    for (const protocol of ['sotw', 'delta']) {
+      const out = await freePort()
+      outs.push(out)
+      sidecars.push(
+        await startSidecar(cp.xds, { app: 'productpage', version: 'v1' }, out, ['--xds-protocol', protocol]),
+      )
+    }
   })
   after(async () => {
-    await sidecar?.stop()
+    await Promise.all(sidecars.map((s) => s.stop()))
     await cp?.stop()
     await Promise.all(backends.map((b) => b.close()))
   })
@@ -177,19 +186,27 @@ describe('config changes under load', () => {
     return JSON.parse(text)
   }
 
-  /** Waits until the control plane has rebuilt from `revision` and the sidecar has ACKed everything it was sent. */
+  /** Waits until the control plane has rebuilt from `revision` and the sidecars have ACKed everything they were sent. */
   async function synced(revision: number): Promise<void> {
     await eventually(
       async () => {
         const rebuilt = (await api('GET', '/debug/rebuild')) as { revision: number }
         if (rebuilt.revision < revision) return false
-        const nodes = (await api('GET', '/api/v1/proxy-status')) as { perType: { state: string }[] }[]
+        const nodes = (await api('GET', '/api/v1/proxy-status')) as {
+          protocol: string
+          perType: { state: string }[]
+        }[]
         return (
-          nodes.length === 1 && nodes[0]!.perType.length >= 4 && nodes[0]!.perType.every((t) => t.state === 'SYNCED')
+          nodes.length === 2 &&
+          nodes
+            .map((n) => n.protocol)
+            .sort()
+            .join() === 'delta,sotw' &&
+          nodes.every((n) => n.perType.length >= 4 && n.perType.every((t) => t.state === 'SYNCED'))
         )
       },
       10_000,
-      'the sidecar to sync',
+      'the sidecars to sync',
     )
   }
 
@@ -200,19 +217,20 @@ describe('config changes under load', () => {
   test(`${CYCLES} apply/delete cycles under ${RATE} req/s: no request fails, each reaches an allowed backend`, async () => {
     await eventually(
       async () => {
-        for (const h of HOSTS) if ((await request(h)).status !== 200) return false
+        for (const out of outs) for (const h of HOSTS) if ((await request(out, h)).status !== 200) return false
         return true
       },
       15_000,
-      'the sidecar to route both services',
+      'the sidecars to route both services',
     )
     await synced(await revision())
 
-    const agent = new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS })
+    const agents = outs.map(() => new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS }))
     const outcomes: Outcome[] = []
     let running = true
-    function request(host: Host, ag: http.Agent | false = false): Promise<Outcome> {
+    function request(out: number, host: Host, ag: http.Agent | false = false): Promise<Outcome> {
       const start = performance.now()
+      const via = outs.indexOf(out)
       return new Promise((resolve) => {
         const req = http.get(
           { host: '127.0.0.1', port: out, path: `/${host}/1`, headers: { host: `${host}:9080` }, agent: ag },
@@ -220,20 +238,28 @@ describe('config changes under load', () => {
             let body = ''
             res.setEncoding('latin1')
             res.on('data', (c: string) => (body += c))
-            res.on('end', () => resolve({ host, start, end: performance.now(), status: res.statusCode ?? 0, body }))
-            res.on('error', (e) => resolve({ host, start, end: performance.now(), status: 0, body, error: e.message }))
+            res.on('end', () =>
+              resolve({ via, host, start, end: performance.now(), status: res.statusCode ?? 0, body }),
+            )
+            res.on('error', (e) =>
+              resolve({ via, host, start, end: performance.now(), status: 0, body, error: e.message }),
+            )
           },
         )
         req.setTimeout(5000, () => req.destroy(new Error('timeout')))
-        req.on('error', (e) => resolve({ host, start, end: performance.now(), status: 0, body: '', error: e.message }))
+        req.on('error', (e) =>
+          resolve({ via, host, start, end: performance.now(), status: 0, body: '', error: e.message }),
+        )
       })
     }
+    // CONNECTIONS loops in all, alternating between the sidecars; each loop alternates between the hosts
     const interval = (1000 * CONNECTIONS) / RATE
     const loops = Array.from({ length: CONNECTIONS }, async (_, i) => {
-      let n = i
+      const s = i % outs.length
+      let n = Math.floor(i / outs.length)
       let next = performance.now()
       while (running) {
-        outcomes.push(await request(HOSTS[n++ % HOSTS.length]!, agent))
+        outcomes.push(await request(outs[s]!, HOSTS[n++ % HOSTS.length]!, agents[s]!))
         next += interval
         const wait = next - performance.now()
         if (wait > 0) await new Promise((r) => setTimeout(r, wait))
@@ -262,7 +288,7 @@ describe('config changes under load', () => {
     } finally {
       running = false
       await Promise.all(loops)
-      agent.destroy()
+      for (const a of agents) a.destroy()
     }
     const elapsed = (performance.now() - t0) / 1000
 
@@ -294,7 +320,9 @@ describe('config changes under load', () => {
     const sample = (list: Outcome[]) =>
       list
         .slice(0, 5)
-        .map((o) => `${o.host}: ${o.status} ${o.error ?? o.body.slice(0, 80)}`)
+        .map(
+          (o) => `${o.via === 0 ? 'sotw' : 'delta'} sidecar, ${o.host}: ${o.status} ${o.error ?? o.body.slice(0, 80)}`,
+        )
         .join('\n')
     assert.ok(outcomes.length > CYCLES * 20, `only ${outcomes.length} requests`)
     assert.equal(failed.length, 0, `${failed.length} of ${outcomes.length} requests failed:\n${sample(failed)}`)
