@@ -204,6 +204,36 @@ describe('dynamic configuration', () => {
     assert.equal((await get(port, '/')).body, 'b')
   })
 
+  test('an unchanged cluster keeps its hosts (and pools); a changed one keeps serving from its last assignment', async () => {
+    const hostA = proxy.clusters.get('a')!.hosts()[0]
+    const hostB = proxy.clusters.get('b')!.hosts()[0]
+    assert.ok(hostA && hostB)
+    const changedB = { ...edsCluster('b'), connect_timeout: '2s' }
+    assert.deepEqual(await xds.onResources(TYPE_URL.cluster, '4', m([edsCluster('a'), changedB, edsCluster('slow')])), {
+      ok: true,
+    })
+    assert.equal(proxy.clusters.get('a')!.hosts()[0], hostA, 'the same host object, with its pool')
+    // b was rebuilt; without waiting for EDS it has the hosts of its last assignment
+    assert.notEqual(proxy.clusters.get('b')!.hosts()[0], hostB)
+    assert.equal(proxy.clusters.get('b')!.hosts().length, 1)
+    assert.equal((await get(port, '/')).body, 'b')
+  })
+
+  test('a cluster removed and added again has no hosts until its assignment comes (none left over)', async () => {
+    assert.deepEqual(await xds.onResources(TYPE_URL.cluster, '5', m([edsCluster('a'), edsCluster('slow')])), {
+      ok: true,
+    })
+    assert.deepEqual(
+      await xds.onResources(TYPE_URL.cluster, '6', m([edsCluster('a'), edsCluster('b'), edsCluster('slow')])),
+      { ok: true },
+    )
+    assert.equal(proxy.clusters.get('b')!.hosts().length, 0)
+    assert.deepEqual(await xds.onResources(TYPE_URL.endpoint, '4', m([cla('b', [b.port])], 'cluster_name')), {
+      ok: true,
+    })
+    assert.equal((await get(port, '/')).body, 'b')
+  })
+
   test('a removed cluster answers 503 NC; a removed listener stops accepting', async () => {
     assert.deepEqual(await xds.onResources(TYPE_URL.cluster, '3', m([edsCluster('a'), edsCluster('slow')])), {
       ok: true,

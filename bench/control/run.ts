@@ -27,6 +27,16 @@ import {
   treeRssKiB,
 } from '../proc.js'
 import { type Expect, now, type Summary, simNode } from './clients.js'
+import {
+  CHURN_CYCLES,
+  type ChurnResult,
+  percentiles,
+  renderChurn,
+  routesReviews,
+  startBackends,
+  startLoad,
+  VERSIONS,
+} from './churn.js'
 import { Fleet, killFleetsSync } from './fleet.js'
 import { serviceName, services, virtualService, wideServices } from './manifests.js'
 import { type Goals, type MemoryPoint, type PropagationResult, render, type Spread, type Verdicts } from './report.js'
@@ -98,8 +108,14 @@ const cfg = {
   controlNodeFlags: (process.env.BENCH_CP_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean),
   /** a directory: write heap snapshots of loom control after the connect phase and after the change */
   heapSnapshotDir: process.env.BENCH_CP_HEAP_SNAPSHOT ?? '',
-  /** phases to run (BENCH_CP_ONLY=steps,connect,proxy; default all) */
-  only: (process.env.BENCH_CP_ONLY ?? 'steps,connect,proxy').split(',').map((s) => s.trim()),
+  /** phases to run (BENCH_CP_ONLY=steps,connect,proxy,churn; default all) */
+  only: (process.env.BENCH_CP_ONLY ?? 'steps,connect,proxy,churn').split(',').map((s) => s.trim()),
+  /** config changes under load: real sidecars, apply/delete cycles, steady req/s through the sidecars */
+  churn: {
+    proxies: Math.round(positive('BENCH_CP_CHURN_PROXIES', process.env.BENCH_CP_CHURN_PROXIES, 2)),
+    cycles: Math.round(positive('BENCH_CP_CHURN_CYCLES', process.env.BENCH_CP_CHURN_CYCLES, 30)),
+    rate: Math.round(positive('BENCH_CP_CHURN_RATE', process.env.BENCH_CP_CHURN_RATE, 500)),
+  },
   keepTmp: process.env.BENCH_KEEP_TMP === '1',
 }
 const SERVICES = cfg.steps[cfg.steps.length - 1] ?? 1000
@@ -396,7 +412,7 @@ function row(key: string, label: string, services: number): PropagationResult {
 async function stepsPhase(dataDir: string): Promise<{ rows: PropagationResult[]; memory: MemoryPoint[] }> {
   const rows: PropagationResult[] = []
   const memory: MemoryPoint[] = []
-  const tag = `[1/3] steps`
+  const tag = `[1/4] steps`
   log(`${tag}: starting loom control (empty) and ${cfg.proxies} proxies in ${cfg.processes} process(es)`)
   const cp = await startControl(dataDir)
   let fleet: Fleet | null = null
@@ -466,7 +482,7 @@ async function stepsPhase(dataDir: string): Promise<{ rows: PropagationResult[];
  * scratch, and its RSS with them (snapshots built one by one as the proxies connect).
  */
 async function connectPhase(dataDir: string): Promise<{ rows: PropagationResult[]; memory: MemoryPoint[] }> {
-  const tag = '[2/3] connect'
+  const tag = '[2/4] connect'
   const connect = row('connect-full', `connect ${cfg.proxies} proxies, ${SERVICES} services`, SERVICES)
   const memory: MemoryPoint[] = []
   let cp = await startControl(dataDir)
@@ -519,7 +535,7 @@ async function connectPhase(dataDir: string): Promise<{ rows: PropagationResult[
 
 /** Phase 3: a real `loom proxy --xds` with 10 services of 0, 100 and 1000 endpoints: its RSS. */
 async function proxyMemoryPhase(dataDir: string): Promise<MemoryPoint[]> {
-  const tag = '[3/3] proxy memory'
+  const tag = '[3/4] proxy memory'
   const out: MemoryPoint[] = []
   const cp = await startControl(dataDir)
   try {
@@ -569,6 +585,137 @@ async function proxyMemoryPhase(dataDir: string): Promise<MemoryPoint[]> {
     await stopControl(cp)
   }
   return out
+}
+
+/**
+ * Phase 4: config changes under load. Real `loom proxy` sidecars, backends for three versions of reviews, a steady
+ * keep-alive load through the sidecars, and a DestinationRule + VirtualService pair applied and deleted
+ * `cycles` times: how many requests fail, and how long each change takes to be ACKed by every proxy.
+ */
+async function churnPhase(dataDir: string): Promise<ChurnResult> {
+  const tag = '[4/4] config changes'
+  const { proxies, cycles, rate } = cfg.churn
+  const r: ChurnResult = {
+    status: 'failed',
+    proxies,
+    cycles,
+    changes: 0,
+    requests: 0,
+    failed: 0,
+    failures: [],
+    rate: 0,
+    syncMs: { p50: null, p90: null, p100: null },
+    seconds: 0,
+  }
+  log(`${tag}: loom control, ${proxies} sidecar(s), ${cycles} apply/delete cycles under ${rate} req/s`)
+  const cp = await startControl(dataDir)
+  const backends = await startBackends()
+  const sidecars: Managed[] = []
+  const t0 = now()
+  try {
+    for (const [i, v] of VERSIONS.entries()) {
+      await api(
+        cp,
+        'POST',
+        '/api/v1/workloads',
+        JSON.stringify({
+          name: `reviews-${v}`,
+          namespace: 'default',
+          address: '127.0.0.1',
+          ports: [{ name: 'http', number: backends.ports[i], servicePort: 9080 }],
+          labels: { app: 'reviews', version: v },
+          ttlSeconds: 3600,
+        }),
+      )
+    }
+    const outbound: number[] = []
+    for (let i = 0; i < proxies; i++) {
+      const port = await freePort()
+      outbound.push(port)
+      sidecars.push(
+        startProcess('sidecar', process.execPath, [
+          LOOM,
+          'proxy',
+          '--xds',
+          cp.xds,
+          '--node',
+          `sidecar~127.0.0.1~churn-${i}.default~default.svc.cluster.local`,
+          '--labels',
+          'app=productpage',
+          '--admin',
+          '127.0.0.1:0',
+          '--metadata',
+          `OUTBOUND_PORT=${port}`,
+        ]),
+      )
+    }
+    const allSynced = async (revision: number): Promise<boolean> => {
+      const rebuilt = (await api(cp, 'GET', '/debug/rebuild', undefined, 5000)) as { revision: number }
+      return rebuilt.revision >= revision && (await syncedNodes(cp, 5000)).size === proxies
+    }
+    const revision = async () => ((await api(cp, 'GET', '/healthz')) as { revision: number }).revision
+    const waitSynced = async (): Promise<void> => {
+      const rev = await revision()
+      const deadline = now() + cfg.timeoutS * 1000
+      while (!(await allSynced(rev))) {
+        for (const s of sidecars) if (s.exit) throw new Error(`a sidecar exited: ${s.stderr().slice(-500)}`)
+        if (now() > deadline) throw new Error(`the proxies did not all sync within ${cfg.timeoutS} s`)
+        await sleep(10)
+      }
+    }
+    await waitSynced()
+    for (const port of outbound) {
+      const deadline = now() + cfg.timeoutS * 1000
+      for (;;) {
+        if (await routesReviews(port)) break
+        if (now() > deadline) throw new Error('a sidecar does not route reviews')
+        await sleep(50)
+      }
+    }
+    const load = startLoad(outbound, rate, 4)
+    const syncs: number[] = []
+    let stopped: Awaited<ReturnType<ReturnType<typeof startLoad>['stop']>> | undefined
+    try {
+      await sleep(500)
+      for (let c = 0; c < cycles; c++) {
+        for (const step of CHURN_CYCLES[c % CHURN_CYCLES.length]!) {
+          const t = now()
+          if (step !== null) await api(cp, 'POST', '/api/v1/apply', step)
+          else {
+            // referrers first: the VirtualService before the DestinationRule defining its subsets
+            await api(cp, 'DELETE', '/api/v1/resources/VirtualService/default/reviews')
+            await api(cp, 'DELETE', '/api/v1/resources/DestinationRule/default/reviews')
+          }
+          await waitSynced()
+          syncs.push(now() - t)
+          await sleep(50)
+        }
+      }
+      await sleep(500)
+    } finally {
+      stopped = await load.stop()
+    }
+    r.changes = syncs.length
+    r.syncMs = percentiles(syncs)
+    r.requests = stopped.requests
+    r.failed = stopped.failed
+    r.failures = stopped.failures
+    r.rate = Math.round(stopped.requests / stopped.seconds)
+    r.status = 'ok'
+    log(
+      `${tag}:   ${r.failed} of ${r.requests} requests failed (${r.rate} req/s); change -> all SYNCED p50 ` +
+        `${r.syncMs.p50} ms, p100 ${r.syncMs.p100} ms`,
+    )
+  } catch (e) {
+    r.note = errMsg(e)
+    log(`${tag}:   FAILED: ${r.note}`)
+  } finally {
+    r.seconds = Math.round(now() - t0) / 1000
+    await Promise.all(sidecars.map((s) => stopProcess(s)))
+    await backends.close()
+    await stopControl(cp)
+  }
+  return r
 }
 
 /** Endpoints the proxy holds, from its admin /clusters (read after the RSS sample: it allocates). */
@@ -659,6 +806,7 @@ async function main(): Promise<void> {
   const controlMemory: MemoryPoint[] = []
   const afterChange: MemoryPoint[] = []
   let proxyMemory: MemoryPoint[] = []
+  let churn: ChurnResult | undefined
   const errors: string[] = []
   try {
     if (cfg.only.includes('steps')) {
@@ -668,7 +816,7 @@ async function main(): Promise<void> {
     }
   } catch (e) {
     errors.push(`steps: ${errMsg(e)}`)
-    log(`[1/3] steps: FAILED: ${errMsg(e)}`)
+    log(`[1/4] steps: FAILED: ${errMsg(e)}`)
   }
   try {
     if (cfg.only.includes('connect')) {
@@ -678,13 +826,19 @@ async function main(): Promise<void> {
     }
   } catch (e) {
     errors.push(`connect: ${errMsg(e)}`)
-    log(`[2/3] connect: FAILED: ${errMsg(e)}`)
+    log(`[2/4] connect: FAILED: ${errMsg(e)}`)
   }
   try {
     if (cfg.only.includes('proxy')) proxyMemory = await proxyMemoryPhase(path.join(tmp, 'data-endpoints'))
   } catch (e) {
     errors.push(`proxy memory: ${errMsg(e)}`)
-    log(`[3/3] proxy memory: FAILED: ${errMsg(e)}`)
+    log(`[3/4] proxy memory: FAILED: ${errMsg(e)}`)
+  }
+  try {
+    if (cfg.only.includes('churn')) churn = await churnPhase(path.join(tmp, 'data-churn'))
+  } catch (e) {
+    errors.push(`config changes: ${errMsg(e)}`)
+    log(`[4/4] config changes: FAILED: ${errMsg(e)}`)
   }
 
   // ---- verdicts ----
@@ -757,6 +911,7 @@ async function main(): Promise<void> {
     controlMiBPerProxy: worst?.mib ?? null,
     proxyMemory,
     proxyMiBPer1000Endpoints: slope,
+    configChanges: churn ?? null,
     verdicts,
     errors,
   }
@@ -768,6 +923,7 @@ async function main(): Promise<void> {
   writeFileSync(path.join(dir, 'control-latest.json'), json)
 
   process.stdout.write(`\n${render(rows, controlMemory, proxyMemory, verdicts, GOALS, cfg.timeoutS)}\n\n`)
+  if (churn) process.stdout.write(`${renderChurn(churn)}\n\n`)
   for (const e of errors) process.stdout.write(`error: ${e}\n`)
   process.stdout.write(
     `loom ${report.commit}; node ${process.version}; load average before ` +

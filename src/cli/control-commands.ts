@@ -52,6 +52,8 @@ Examples:
 export const DELETE_USAGE = `Usage: loom delete <kind> <name> [-n namespace] [--server URL]
        loom delete -f <file|dir|->
 
+With -f, VirtualServices go first (they name the DestinationRules, Gateways and ServiceEntries that follow).
+
 Examples:
   loom delete vs reviews
   loom delete -f samples/virtual-service-all-v1.yaml
@@ -325,6 +327,9 @@ export async function deleteCommand(argv: string[]): Promise<void> {
         for (const r of parsed.resources) targets.push([r.kind, r.metadata.namespace, r.metadata.name])
       }
     }
+    // referrers first: with VirtualServices gone before the DestinationRules, Gateways and ServiceEntries they name,
+    // no rebuild between two deletes can see a route to a subset or host that is already gone
+    targets.sort((a, b) => Number(b[0] === 'VirtualService') - Number(a[0] === 'VirtualService'))
   } else {
     const [kindArg, name] = positionals
     if (kindArg === undefined || name === undefined) fail(`a kind and a name are required\n\n${DELETE_USAGE}`, 2)

@@ -43,6 +43,7 @@ Options:
   -c, --config <file>      bootstrap file, YAML or JSON
       --xds <host:port>    the control plane's xDS (gRPC ADS) address, e.g. 127.0.0.1:15010
       --node <id>          node id (default: <kind>~<ip>~<hostname>.<namespace>~<namespace>.svc.cluster.local)
+      --xds-protocol <p>   sotw (state of the world, default) or delta (incremental ADS)
       --kind <kind>        sidecar (default) or gateway
       --namespace <ns>     the workload's namespace (default: default)
       --labels <k=v,...>   the workload's labels (select Sidecar, Gateway, policies...)
@@ -161,6 +162,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       json: { type: 'boolean' },
       dynamic: { type: 'boolean' },
       xds: { type: 'string' },
+      'xds-protocol': { type: 'string' },
       node: { type: 'string' },
       kind: { type: 'string' },
       namespace: { type: 'string' },
@@ -183,6 +185,12 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
     return
   }
   if (values['log-level'] !== undefined) process.env.LOOM_LOG = values['log-level']
+  const protocol = values['xds-protocol'] ?? 'sotw'
+  if (protocol !== 'sotw' && protocol !== 'delta') {
+    process.stderr.write(`loom: --xds-protocol must be sotw or delta, not "${protocol}"\n`)
+    process.exitCode = 2
+    return
+  }
   const drainTimeMs = Number(values['drain-time-s'] ?? 5) * 1000
   if (validateOnly) {
     // the schema and YAML code is loaded only here: a running proxy never pays for it
@@ -214,6 +222,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
     const { startXds } = await import('../proxy/xds-start.js')
     await startXds(proxy, {
       server: values.xds,
+      protocol,
       node: values.node,
       kind: values.kind === 'gateway' ? 'gateway' : 'sidecar',
       namespace: values.namespace ?? 'default',

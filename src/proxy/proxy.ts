@@ -227,7 +227,12 @@ export class ProxyServer {
 
   // === dynamic configuration (xDS) ===
 
-  /** The full set of dynamic clusters (CDS). Clusters from the bootstrap stay. */
+  /**
+   * The full set of dynamic clusters (CDS). Clusters from the bootstrap stay. An unchanged cluster is not touched
+   * (its hosts, pools and in-flight requests carry on); a changed one is rebuilt and starts from the last assignment
+   * received for it, so it keeps its hosts until the new assignment arrives; a new one has no hosts until its first
+   * assignment (the control plane sends routes to it only after that).
+   */
   applyClusters(configs: readonly Cluster[]): void {
     const issues: ConfigIssue[] = []
     const built = new Map<string, Cluster>()
@@ -256,6 +261,11 @@ export class ProxyServer {
       if (!built.has(name)) this.clusters.remove(name)
     }
     this.dynamic.clusters = built
+    // assignments of clusters that are gone are forgotten: a cluster added again waits for its endpoints (as Envoy
+    // warms a new cluster) rather than starting from hosts that may no longer be there
+    const used = new Set<string>()
+    for (const c of this.clusters.all()) if (c.type === 'EDS') used.add(c.edsName)
+    for (const name of this.dynamic.endpoints.keys()) if (!used.has(name)) this.dynamic.endpoints.delete(name)
     log('info', 'xds', 'clusters applied', { total: built.size, changed: changed.length })
   }
 

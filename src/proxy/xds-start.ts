@@ -14,6 +14,8 @@ import { XdsConsumer } from './xds-consumer.js'
 export interface XdsStartOptions {
   /** host:port of the ADS server */
   server: string
+  /** state of the world (default) or incremental ADS */
+  protocol?: 'sotw' | 'delta'
   node: string | undefined
   kind: 'sidecar' | 'gateway'
   namespace: string
@@ -34,6 +36,7 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
   const id = o.node ?? defaultNodeId(o)
   const client: AdsClient = new AdsClient({
     server: o.server,
+    protocol: o.protocol ?? 'sotw',
     node: {
       id,
       cluster: o.labels.app ?? 'loom',
@@ -62,6 +65,6 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
     log('warn', 'xds', 'control plane disconnected; serving the last config', { why: String(why) }),
   )
   client.start()
-  log('info', 'xds', 'connecting', { server: o.server, node: id })
+  log('info', 'xds', 'connecting', { server: o.server, node: id, protocol: client.protocol })
   return client
 }

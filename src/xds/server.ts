@@ -11,11 +11,22 @@
  * - at most one unacknowledged response per type and stream: changes wait for the ACK or NACK;
  * - a response carries every subscribed resource of its type that exists (all of them under a wildcard): full state
  *   for LDS/CDS, the subscribed names for RDS/EDS. Its version is a hash of exactly what it carries;
- * - after a snapshot change, types are pushed in the order CDS, EDS, SDS, LDS, RDS.
+ * - after a snapshot change, types are pushed in the order CDS, EDS, SDS, LDS, RDS, make before break (below).
  *
  * Incremental (`DeltaAggregatedResources`): subscribe/unsubscribe deltas, `initial_resource_versions` on reconnect,
  * per-resource versions (content hashes), `removed_resources` for resources the client has that are gone (and, once,
  * for subscribed names that do not exist), nonce and ACK/NACK as above.
+ *
+ * Make before break, in both variants (Envoy's "eventual consistency considerations" for ADS), per stream:
+ * - a Listener or RouteConfiguration that is new or changed and names a cluster is held back until the client has
+ *   ACKed that cluster and, for an EDS cluster, its ClusterLoadAssignment. Only what the client subscribes to is
+ *   waited for (a proxyless gRPC client subscribes to a cluster after the route naming it), and never longer than
+ *   `holdTimeoutMs`;
+ * - a cluster gone from the snapshot stays in CDS responses (and its endpoints in EDS ones) for as long as a listener
+ *   or route the client holds, ACKed or on its way, still names it: it goes once routes that no longer name it are
+ *   ACKed;
+ * - an ACK of CDS/EDS re-runs the pushes waiting for clusters, an ACK of LDS/RDS the CDS/EDS pushes (removals), in
+ *   order: that is what moves a change from one step to the next.
  *
  * Snapshots come from a SnapshotCache: `setSnapshot` pushes to the node's streams after `pushDebounceMs` (bursts
  * coalesce). When a node connects without a snapshot, `snapshotFor(node)` is asked for one.
@@ -32,6 +43,7 @@ import {
 } from './ads.js'
 import { type CachedResource, type CacheEntry, SnapshotCache, versionOf } from './cache.js'
 import { structToJson } from './proto.js'
+import { clusterRefs, edsServiceName } from './refs.js'
 import { type Snapshot, TYPE_URL } from './snapshot.js'
 
 export interface NodeInfo {
@@ -73,6 +85,11 @@ export interface XdsServerOptions {
   snapshotFor?: (node: NodeInfo) => Snapshot | Promise<Snapshot>
   /** delay between a snapshot change and the pushes it causes, so that bursts coalesce (default 100) */
   pushDebounceMs?: number
+  /**
+   * longest time a listener or route waits for the clusters it names to be ACKed, ms (default 5000); after it, the
+   * push goes anyway (a client that never ACKs must not be left without config)
+   */
+  holdTimeoutMs?: number
   log?: XdsLogger
   /** extra @grpc/grpc-js server options */
   grpcOptions?: grpc.ServerOptions
@@ -81,6 +98,8 @@ export interface XdsServerOptions {
 /** Push order after a change: make before break (clusters before what routes to them). */
 const PUSH_ORDER: string[] = [TYPE_URL.cluster, TYPE_URL.endpoint, TYPE_URL.secret, TYPE_URL.listener, TYPE_URL.route]
 const WILDCARD_BY_DEFAULT = new Set<string>([TYPE_URL.listener, TYPE_URL.cluster])
+/** types whose resources name clusters: held back until those clusters are warm */
+const REFERRING = [TYPE_URL.listener, TYPE_URL.route] as const
 const KNOWN_TYPES = new Set<string>(Object.values(TYPE_URL))
 const CONTROL_PLANE = { identifier: 'loom' }
 
@@ -117,6 +136,47 @@ interface TypeState {
   ackedVersion?: string
   nacked: boolean
   nackError?: string
+  /** what the client ACKed: name → resource as sent */
+  acked: ReadonlyMap<string, CachedResource>
+  /** `acked` is this stream's own map (else it is shared, e.g. a snapshot's items, and copied before a change) */
+  ackedOwned: boolean
+  /**
+   * the unacknowledged response: what it carries (all the client will hold when `full`) and removes; applied to
+   * `acked` on ACK. SotW responses count as full: they carry every subscribed resource that exists.
+   */
+  inflight?: { full: boolean; items: ReadonlyMap<string, CachedResource>; removed: ReadonlySet<string> }
+  /** since when (ms) a push of this type waits for the clusters it names */
+  heldSince?: number
+}
+
+/** `st.acked`, made this stream's own to change it. */
+function ownAcked(st: TypeState): Map<string, CachedResource> {
+  if (!st.ackedOwned) {
+    st.acked = new Map(st.acked)
+    st.ackedOwned = true
+  }
+  return st.acked as Map<string, CachedResource>
+}
+
+/** What the client holds of a resource once it has accepted the response in flight (or now, without one). */
+function eventually(st: TypeState, name: string): CachedResource | undefined {
+  const f = st.inflight
+  if (!f) return st.acked.get(name)
+  const r = f.items.get(name)
+  if (r || f.full) return r
+  return f.removed.has(name) ? undefined : st.acked.get(name)
+}
+
+/** Everything the client holds of a type once it has accepted the response in flight (without copying). */
+function* eventualAll(st: TypeState): Iterable<CachedResource> {
+  const f = st.inflight
+  if (!f) {
+    yield* st.acked.values()
+    return
+  }
+  yield* f.items.values()
+  if (f.full) return
+  for (const [n, r] of st.acked) if (!f.items.has(n) && !f.removed.has(n)) yield r
 }
 
 type Call = grpc.ServerDuplexStream<unknown, unknown>
@@ -192,6 +252,22 @@ abstract class AdsStream {
     for (const t of orderTypes(this.types.keys())) this.push(t)
   }
 
+  /**
+   * A response of `typeUrl` was ACKed or NACKed: push that type again if it changed meanwhile, and what the answer
+   * may release: listeners and routes waiting for clusters (after CDS/EDS), cluster and endpoint removals waiting
+   * for the routes (after LDS/RDS). In push order.
+   */
+  protected released(typeUrl: string): void {
+    const types = new Set<string>([typeUrl])
+    if (typeUrl === TYPE_URL.cluster || typeUrl === TYPE_URL.endpoint) {
+      for (const t of REFERRING) if (this.types.get(t)?.heldSince !== undefined) types.add(t)
+    } else if (typeUrl === TYPE_URL.listener || typeUrl === TYPE_URL.route) {
+      types.add(TYPE_URL.cluster)
+      types.add(TYPE_URL.endpoint)
+    }
+    for (const t of orderTypes(types)) this.push(t)
+  }
+
   entry(): CacheEntry | undefined {
     return this.node ? this.server.cache.getEntry(this.node.id) : undefined
   }
@@ -207,6 +283,18 @@ abstract class AdsStream {
 
   ack(st: TypeState, errorDetail: { message?: string; code?: number } | null | undefined, version?: string): void {
     st.pending = false
+    const f = st.inflight
+    st.inflight = undefined
+    if (!errorDetail && f) {
+      if (f.full) {
+        st.acked = f.items
+        st.ackedOwned = false
+      } else {
+        const m = ownAcked(st)
+        for (const n of f.removed) m.delete(n)
+        for (const [n, r] of f.items) m.set(n, r)
+      }
+    }
     if (errorDetail) {
       st.nacked = true
       st.nackError = errorDetail.message || `NACK (code ${errorDetail.code ?? 0})`
@@ -216,6 +304,114 @@ abstract class AdsStream {
       st.nackError = undefined
       st.ackedVersion = version ?? st.sentVersion
     }
+  }
+
+  /** Clusters named by the listeners and routes the client holds or is being sent. */
+  private referencedByClient(): Set<string> {
+    const out = new Set<string>()
+    for (const t of REFERRING) {
+      const st = this.types.get(t)
+      if (!st) continue
+      for (const r of st.acked.values()) for (const c of clusterRefs(t, r.resource)) out.add(c)
+      if (st.inflight)
+        for (const r of st.inflight.items.values()) for (const c of clusterRefs(t, r.resource)) out.add(c)
+    }
+    return out
+  }
+
+  protected inScope(st: TypeState, name: string): boolean {
+    return st.wildcard || st.names.has(name)
+  }
+
+  /**
+   * Break after make: the clusters (CDS) or assignments (EDS) the client holds that the snapshot no longer has but
+   * that a listener or route the client holds still names. They stay in what the client is sent, as it has them.
+   */
+  protected retained(st: TypeState): Map<string, CachedResource> {
+    const out = new Map<string, CachedResource>()
+    if (st.typeUrl !== TYPE_URL.cluster && st.typeUrl !== TYPE_URL.endpoint) return out
+    const cds = this.types.get(TYPE_URL.cluster)
+    if (!cds) return out
+    const entry = this.entry()
+    const now = entry?.types.get(TYPE_URL.cluster)?.items
+    let gone: CachedResource[] | undefined
+    for (const r of eventualAll(cds)) if (!now?.has(r.name)) (gone ??= []).push(r)
+    if (!gone) return out
+    const named = this.referencedByClient()
+    const kept = gone.filter((r) => named.has(r.name) && this.inScope(cds, r.name))
+    if (st.typeUrl === TYPE_URL.cluster) {
+      for (const r of kept) out.set(r.name, r)
+      return out
+    }
+    const assignments = entry?.types.get(TYPE_URL.endpoint)?.items
+    for (const c of kept) {
+      const e = edsServiceName(c.resource)
+      if (e === undefined || assignments?.has(e) || !this.inScope(st, e)) continue
+      const r = eventually(st, e)
+      if (r) out.set(e, r)
+    }
+    return out
+  }
+
+  /**
+   * Whether a cluster can take traffic on the client: it has ACKed the cluster (and is not being told to drop it)
+   * and, for an EDS cluster, its assignment. What the client does not subscribe to, or the snapshot does not have,
+   * is not waited for.
+   */
+  private warm(name: string): boolean {
+    const cds = this.types.get(TYPE_URL.cluster)
+    if (!cds || !this.inScope(cds, name)) return true
+    const entry = this.entry()
+    const cluster = entry?.types.get(TYPE_URL.cluster)?.items.get(name)
+    if (!cluster) return true
+    if (!cds.acked.has(name) || !eventually(cds, name)) return false
+    const eds = this.types.get(TYPE_URL.endpoint)
+    const e = edsServiceName(cluster.resource)
+    if (!eds || e === undefined || !entry?.types.get(TYPE_URL.endpoint)?.items.has(e)) return true
+    return eds.acked.has(e) && eventually(eds, e) !== undefined
+  }
+
+  /**
+   * Make before break: whether listeners or routes about to be sent (new or changed ones) name only warm clusters.
+   * When not, the push waits (an ACK runs the pushes again), at most `holdTimeoutMs`.
+   */
+  protected ready(st: TypeState, sending: Iterable<CachedResource>): boolean {
+    if (st.typeUrl !== TYPE_URL.listener && st.typeUrl !== TYPE_URL.route) return true
+    let cold: string | undefined
+    for (const r of sending) {
+      if (st.acked.get(r.name)?.hash === r.hash) continue
+      cold = clusterRefs(st.typeUrl, r.resource).find((c) => !this.warm(c))
+      if (cold !== undefined) break
+    }
+    if (cold === undefined) {
+      st.heldSince = undefined
+      return true
+    }
+    const now = Date.now()
+    if (st.heldSince === undefined) {
+      st.heldSince = now
+      this.log('debug', 'push held until its clusters are warm', { type: st.typeUrl, cluster: cold })
+      this.armHoldTimer()
+      return false
+    }
+    if (now - st.heldSince < this.server.holdTimeoutMs) {
+      this.armHoldTimer()
+      return false
+    }
+    this.log('warn', 'clusters not ACKed in time; pushing anyway', { type: st.typeUrl, cluster: cold })
+    st.heldSince = undefined
+    return true
+  }
+
+  private holdTimer?: NodeJS.Timeout
+
+  private armHoldTimer(): void {
+    if (this.holdTimer) return
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = undefined
+      this.onSnapshot()
+    }, this.server.holdTimeoutMs + 5)
+    this.holdTimer.unref()
   }
 
   typeStatus(): TypeStatus[] {
@@ -255,6 +451,7 @@ abstract class AdsStream {
   detach(): void {
     if (this.closed) return
     this.closed = true
+    clearTimeout(this.holdTimer)
     this.server.detach(this)
   }
 
@@ -270,6 +467,15 @@ abstract class AdsStream {
     }
   }
 }
+
+/** What a SotW response carries; `whole` when that is every resource of the type (the snapshot's map). */
+interface Content {
+  list: CachedResource[]
+  version: string
+  whole?: ReadonlyMap<string, CachedResource>
+}
+
+const NOTHING: ReadonlySet<string> = new Set()
 
 class SotwStream extends AdsStream {
   constructor(server: XdsServer, call: Call) {
@@ -287,22 +493,43 @@ class SotwStream extends AdsStream {
     const names = req.resource_names ?? []
     if (!st) {
       const legacy = WILDCARD_BY_DEFAULT.has(typeUrl) && names.length === 0
-      st = { typeUrl, wildcard: false, legacyWildcard: legacy, names: new Set(), pending: false, nacked: false }
+      st = {
+        typeUrl,
+        wildcard: false,
+        legacyWildcard: legacy,
+        names: new Set(),
+        pending: false,
+        nacked: false,
+        acked: new Map(),
+        ackedOwned: true,
+      }
       this.types.set(typeUrl, st)
-    } else if (nonce !== '' && st.pending) {
-      this.ack(st, req.error_detail)
     }
+    const answered = nonce !== '' && st.pending
+    if (answered) this.ack(st, req.error_detail)
     if (names.length > 0 && !names.includes('*')) st.legacyWildcard = false
     st.wildcard = names.includes('*') || (names.length === 0 && st.legacyWildcard)
     st.names = new Set(names.filter((n) => n !== '*'))
-    this.push(typeUrl)
+    // a client drops what it no longer subscribes to
+    if (!st.wildcard) for (const n of st.acked.keys()) if (!st.names.has(n)) ownAcked(st).delete(n)
+    if (answered) this.released(typeUrl)
+    else this.push(typeUrl)
   }
 
-  /** What a response for this type carries now, and its version (the type's version under a wildcard). */
-  private content(st: TypeState): { list: CachedResource[]; version: string } {
+  /** What a response carries now: the target, plus what must stay until nothing the client holds names it. */
+  private view(st: TypeState): Content {
+    const target = this.content(st)
+    const keep = this.retained(st)
+    if (keep.size === 0) return target
+    const list = [...target.list, ...keep.values()]
+    return { list, version: versionOf(list) }
+  }
+
+  /** What a response for this type carries once the change is complete, and its version (the type's version under a wildcard). */
+  private content(st: TypeState): Content {
     const t = this.entry()?.types.get(st.typeUrl)
     if (!t) return { list: [], version: versionOf([]) }
-    if (st.wildcard) return { list: [...t.items.values()], version: t.version }
+    if (st.wildcard) return { list: [...t.items.values()], version: t.version, whole: t.items }
     // a subscription that names every resource of the type (a Loom or Envoy sidecar's EDS/RDS) gets the type's
     // version, computed once per snapshot, instead of hashing the same list again for every stream
     if (st.names.size >= t.items.size) {
@@ -313,7 +540,7 @@ class SotwStream extends AdsStream {
           break
         }
       }
-      if (all) return { list: [...t.items.values()], version: t.version }
+      if (all) return { list: [...t.items.values()], version: t.version, whole: t.items }
     }
     const list: CachedResource[] = []
     for (const n of st.names) {
@@ -330,13 +557,23 @@ class SotwStream extends AdsStream {
   protected push(typeUrl: string): void {
     const st = this.types.get(typeUrl)
     if (!st || st.pending || this.closed || !this.entry()) return
-    const { list, version } = this.content(st)
+    const { list, version, whole } = this.view(st)
     // the first request of a type is always answered (possibly with nothing); later, only changes are pushed
-    if (st.sentVersion !== undefined && version === st.sentVersion) return
+    if (st.sentVersion !== undefined && version === st.sentVersion) {
+      // unchanged: hold the new snapshot's map (same content), so that the old snapshot is not kept alive
+      if (whole && !st.pending && st.ackedVersion === version && st.acked !== whole) {
+        st.acked = whole
+        st.ackedOwned = false
+      }
+      return
+    }
+    if (!this.ready(st, list)) return
     const nonce = this.nextNonce()
     st.nonce = nonce
     st.sentVersion = version
     st.pending = true
+    // the snapshot's own map when the response is the whole type: streams share it instead of copying
+    st.inflight = { full: true, items: whole ?? new Map(list.map((r) => [r.name, r])), removed: NOTHING }
     this.log('debug', 'push', { type: typeUrl, version, resources: list.length, nonce })
     this.write({
       version_info: version,
@@ -379,6 +616,8 @@ class DeltaStream extends AdsStream {
         names: new Set(),
         pending: false,
         nacked: false,
+        acked: new Map(),
+        ackedOwned: true,
         known: new Map(Object.entries(req.initial_resource_versions ?? {})),
         toldAbsent: new Set(),
         answered: false,
@@ -387,7 +626,8 @@ class DeltaStream extends AdsStream {
       this.types.set(typeUrl, st)
     }
     // ACK/NACK only for the latest response; subscription deltas always count (they are not repeated)
-    if (nonce !== '' && nonce === st.nonce && st.pending) this.ack(st, req.error_detail)
+    const answered = nonce !== '' && nonce === st.nonce && st.pending
+    if (answered) this.ack(st, req.error_detail)
     else if (nonce !== '' && nonce !== st.nonce) this.log('debug', 'stale nonce', { type: typeUrl, nonce })
     for (const n of subscribe) {
       if (n === '*') st.wildcard = true
@@ -401,14 +641,12 @@ class DeltaStream extends AdsStream {
       }
       st.names.delete(n)
       st.toldAbsent.delete(n)
+      if (!st.wildcard && st.acked.has(n)) ownAcked(st).delete(n)
       // forget what the client had, so that subscribing again sends it again (unless a wildcard still covers it)
       if (!st.wildcard) st.known.delete(n)
     }
-    this.push(typeUrl)
-  }
-
-  private inScope(st: DeltaTypeState, name: string): boolean {
-    return st.wildcard || st.names.has(name)
+    if (answered) this.released(typeUrl)
+    else this.push(typeUrl)
   }
 
   protected desiredVersion(st: TypeState): string {
@@ -424,13 +662,14 @@ class DeltaStream extends AdsStream {
     const entry = this.entry()
     if (!entry) return
     const t = entry.types.get(typeUrl)
+    const keep = this.retained(st)
     const resources: CachedResource[] = []
     const removed: string[] = []
     const candidates = new Set<string>(st.names)
     if (st.wildcard && t) for (const n of t.items.keys()) candidates.add(n)
     for (const n of st.known.keys()) candidates.add(n)
     for (const name of candidates) {
-      const r = t?.items.get(name)
+      const r = t?.items.get(name) ?? keep.get(name)
       if (r && this.inScope(st, name)) {
         if (st.known.get(name) !== r.hash) resources.push(r)
       } else if (!r && st.known.has(name) && this.inScope(st, name)) {
@@ -440,6 +679,8 @@ class DeltaStream extends AdsStream {
       }
     }
     if (st.answered && resources.length === 0 && removed.length === 0) return
+    if (!this.ready(st, resources)) return
+    st.inflight = { full: false, items: new Map(resources.map((r) => [r.name, r])), removed: new Set(removed) }
     for (const r of resources) {
       st.known.set(r.name, r.hash)
       st.toldAbsent.delete(r.name)
@@ -471,6 +712,8 @@ export class XdsServer {
   private readonly grpcServer: grpc.Server
   private readonly snapshotFor?: XdsServerOptions['snapshotFor']
   private readonly debounceMs: number
+  /** @internal see XdsServerOptions.holdTimeoutMs */
+  readonly holdTimeoutMs: number
   private readonly streams = new Map<string, Set<AdsStream>>()
   private readonly building = new Map<string, Promise<void>>()
   private readonly timers = new Map<string, NodeJS.Timeout>()
@@ -481,6 +724,7 @@ export class XdsServer {
     this.cache = opts.cache ?? new SnapshotCache()
     this.snapshotFor = opts.snapshotFor
     this.debounceMs = opts.pushDebounceMs ?? 100
+    this.holdTimeoutMs = opts.holdTimeoutMs ?? 5000
     this.logger = opts.log ?? ((level, msg, fields) => defaultLog(level, 'xds', msg, fields))
     this.grpcServer = new grpc.Server({
       'grpc.keepalive_time_ms': 30_000,

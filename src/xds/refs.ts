@@ -1,0 +1,51 @@
+/**
+ * What xDS resources name: the clusters a Listener or RouteConfiguration sends traffic to, and the EDS service name
+ * of a Cluster. The xDS server orders its pushes by these references (make before break). Resources are the
+ * proto-JSON objects of a snapshot; results are memoized per object (snapshot resources are immutable).
+ */
+import { TYPE_URL } from './snapshot.js'
+
+const memo = new WeakMap<object, readonly string[]>()
+const NONE: readonly string[] = []
+
+/**
+ * Cluster names a Listener or RouteConfiguration refers to: route actions (`cluster`, `weighted_clusters`), request
+ * mirrors, the TCP proxy, and gRPC services (`envoy_grpc.cluster_name`), at any depth (inline route configs, typed
+ * per-filter configs). Other types refer to no cluster.
+ */
+export function clusterRefs(typeUrl: string, resource: Record<string, unknown>): readonly string[] {
+  if (typeUrl !== TYPE_URL.listener && typeUrl !== TYPE_URL.route) return NONE
+  const m = memo.get(resource)
+  if (m !== undefined) return m
+  const out = new Set<string>()
+  walk(resource, out)
+  const list = out.size === 0 ? NONE : [...out].sort()
+  memo.set(resource, list)
+  return list
+}
+
+function walk(v: unknown, out: Set<string>): void {
+  if (typeof v !== 'object' || v === null) return
+  if (Array.isArray(v)) {
+    for (const x of v) walk(x, out)
+    return
+  }
+  const o = v as Record<string, unknown>
+  for (const k in o) {
+    const x = o[k]
+    if ((k === 'cluster' || k === 'cluster_name') && typeof x === 'string') {
+      if (x !== '') out.add(x)
+    } else if (k === 'weighted_clusters' && typeof x === 'object' && x !== null) {
+      for (const c of ((x as { clusters?: unknown }).clusters as { name?: unknown }[] | undefined) ?? []) {
+        if (typeof c?.name === 'string' && c.name !== '') out.add(c.name)
+      }
+    } else walk(x, out)
+  }
+}
+
+/** The name a cluster's ClusterLoadAssignment goes by, when the cluster takes its endpoints from EDS. */
+export function edsServiceName(cluster: Record<string, unknown>): string | undefined {
+  if (cluster.type !== 'EDS') return undefined
+  const service = (cluster.eds_cluster_config as { service_name?: unknown } | undefined)?.service_name
+  return typeof service === 'string' && service !== '' ? service : (cluster.name as string)
+}
