@@ -350,19 +350,40 @@ describe('xDS server robustness', () => {
       ['svc'],
     )
     assert.ok(logs.some((l) => l.msg === 'request for an unknown type ignored' && l.fields?.node === 'raw-1'))
+    // EDS responses on the same stream are the barriers below: the server handles a stream's requests in order and
+    // pushes CDS before EDS, so once an EDS response is here, anything the earlier step would have sent is here too
+    type Cla = {
+      endpoints: { lb_endpoints: { endpoint: { address: { socket_address: { port_value: number } } } }[] }[]
+    }
+    const portOf = (r: DiscoveryResponse) =>
+      (decodeResource(r.resources[0]!) as unknown as Cla).endpoints[0]!.lb_endpoints[0]!.endpoint.address.socket_address
+        .port_value
+    const eds = (p: number) =>
+      waitFor(`EDS with port ${p}`, () =>
+        s.responses.find((r) => r.type_url === TYPE_URL.endpoint && r.resources.length > 0 && portOf(r) === p),
+      )
+    const ackEds = (r: DiscoveryResponse) =>
+      s.send({
+        type_url: TYPE_URL.endpoint,
+        resource_names: ['svc'],
+        version_info: r.version_info,
+        response_nonce: r.nonce,
+      })
+    const cds = () => s.responses.filter((r) => r.type_url === TYPE_URL.cluster)
     // a wrong nonce is not an ACK
     s.send({ type_url: TYPE_URL.cluster, version_info: first.version_info, response_nonce: 'bogus' })
-    await new Promise((r) => setTimeout(r, 100))
+    s.send({ type_url: TYPE_URL.endpoint, resource_names: ['svc'] })
+    ackEds(await eds(9000))
     assert.equal(typeStatus(server, 'raw-1', TYPE_URL.cluster)!.state, 'STALE')
-    // at most one unacknowledged push: two changes, still one response
+    // at most one unacknowledged push: two changes, still one CDS response (each change's EDS push is the barrier)
     server.setSnapshot('raw-1', meshSnapshot({ endpointPort: 1, extraClusters: [edsCluster('x1')] }))
-    await new Promise((r) => setTimeout(r, 50))
-    server.setSnapshot('raw-1', meshSnapshot({ endpointPort: 1, extraClusters: [edsCluster('x2')] }))
-    await new Promise((r) => setTimeout(r, 100))
-    assert.equal(s.responses.length, 1)
+    ackEds(await eds(1))
+    server.setSnapshot('raw-1', meshSnapshot({ endpointPort: 2, extraClusters: [edsCluster('x2')] }))
+    ackEds(await eds(2))
+    assert.equal(cds().length, 1)
     // the ACK releases the latest state, in one response
     s.send({ type_url: TYPE_URL.cluster, version_info: first.version_info, response_nonce: first.nonce })
-    const second = await waitFor('second CDS response', () => s.responses[1])
+    const second = await waitFor('second CDS response', () => cds()[1])
     assert.deepEqual(second.resources.map((r) => decodeResource(r).name).sort(), ['svc', 'x2'])
     s.send({ type_url: TYPE_URL.cluster, version_info: second.version_info, response_nonce: second.nonce })
     await waitFor('raw CDS synced', () => typeStatus(server, 'raw-1', TYPE_URL.cluster)?.state === 'SYNCED')
@@ -505,10 +526,13 @@ describe('delta xDS', () => {
     assert.deepEqual(r2.removed_resources, [])
     d.ack(r2)
 
-    // unsubscribe b: a later change of b is not sent; a change of a is, alone
+    // unsubscribe b: a later change of b is not sent; a change of a is, alone. The barrier: subscribing a name that
+    // does not exist is answered at once (in removed_resources), after the unsubscribe, which comes first on the stream
     d.send({ type_url: TYPE_URL.endpoint, resource_names_unsubscribe: ['b'] })
-    await new Promise((r) => setTimeout(r, 50))
-    assert.equal(d.responses.length, 2)
+    d.send({ type_url: TYPE_URL.endpoint, resource_names_subscribe: ['nope'] })
+    const barrier = await waitFor('the barrier', () => d.responses[2])
+    assert.deepEqual([names(barrier), barrier.removed_resources], [[], ['nope']])
+    d.ack(barrier)
     server.setSnapshot(
       'delta-1',
       makeSnapshot({
@@ -516,7 +540,7 @@ describe('delta xDS', () => {
         [TYPE_URL.cluster]: [edsCluster('a'), edsCluster('b')],
       }),
     )
-    const r3 = await waitFor('a changed', () => d.responses[2])
+    const r3 = await waitFor('a changed', () => d.responses[3])
     assert.deepEqual(names(r3), ['a'])
     d.ack(r3)
 
@@ -528,7 +552,7 @@ describe('delta xDS', () => {
         [TYPE_URL.cluster]: [edsCluster('a'), edsCluster('b')],
       }),
     )
-    const r4 = await waitFor('c removed', () => d.responses[3])
+    const r4 = await waitFor('c removed', () => d.responses[4])
     assert.deepEqual(r4.resources, [])
     assert.deepEqual(r4.removed_resources, ['c'])
     // NACK is recorded
