@@ -169,7 +169,8 @@ export const HTTPRetry = v.strictObject({
   backoff: opt(duration),
 })
 
-const GRPC_CODES = [
+/** gRPC status codes by name, in code order (index = code). */
+export const GRPC_CODES = [
   'OK',
   'CANCELLED',
   'UNKNOWN',

@@ -29,6 +29,7 @@ import type {
   Resource,
   VirtualServiceSpec,
 } from '../../api/index.js'
+import { GRPC_CODES } from '../../api/networking.js'
 import type { Service } from '../registry/registry.js'
 import type { HTTPRedirect, HTTPRouteDestination, StringMatch } from './types.js'
 import { clusterName, cmp, type Json, protoDuration } from './util.js'
@@ -105,25 +106,6 @@ export function virtualServiceRoutes(vs: Resource<VirtualServiceSpec>, port: num
 
 export const FAULT_FILTER = 'envoy.filters.http.fault'
 const FAULT_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault'
-const GRPC_CODES = [
-  'OK',
-  'CANCELLED',
-  'UNKNOWN',
-  'INVALID_ARGUMENT',
-  'DEADLINE_EXCEEDED',
-  'NOT_FOUND',
-  'ALREADY_EXISTS',
-  'PERMISSION_DENIED',
-  'RESOURCE_EXHAUSTED',
-  'FAILED_PRECONDITION',
-  'ABORTED',
-  'OUT_OF_RANGE',
-  'UNIMPLEMENTED',
-  'INTERNAL',
-  'UNAVAILABLE',
-  'DATA_LOSS',
-  'UNAUTHENTICATED',
-]
 
 type Fault = NonNullable<HTTPRoute['fault']>
 
