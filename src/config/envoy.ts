@@ -235,8 +235,28 @@ export const LocalRateLimit = v.strictObject({
 })
 export type LocalRateLimit = v.InferOutput<typeof LocalRateLimit>
 
+/** envoy.extensions.filters.http.cors.v3.Cors: the filter itself (no fields; the policy is per route). */
+export const Cors = v.strictObject({ '@type': v.literal(TypeUrls.cors) })
+export type Cors = v.InferOutput<typeof Cors>
+
+/** envoy.extensions.filters.http.cors.v3.CorsPolicy: a route's or virtual host's CORS policy. */
+export const CorsPolicy = v.strictObject({
+  '@type': v.literal(TypeUrls.corsPolicy),
+  allow_origin_string_match: opt(v.array(StringMatcher)),
+  allow_methods: opt(headerValue),
+  allow_headers: opt(headerValue),
+  expose_headers: opt(headerValue),
+  max_age: opt(v.pipe(str, v.regex(/^\d{1,10}$/, 'must be a number of seconds'))),
+  allow_credentials: opt(bool),
+  allow_private_network_access: opt(bool),
+  forward_not_matching_preflights: opt(bool),
+  filter_enabled: opt(RuntimeFractionalPercent),
+  shadow_enabled: opt(RuntimeFractionalPercent),
+})
+export type CorsPolicy = v.InferOutput<typeof CorsPolicy>
+
 /** Per-route (and per-virtual-host) filter config, keyed by the filter's name in the HCM's http_filters. */
-const typedPerFilterConfig = opt(v.record(nonEmpty, v.variant('@type', [HTTPFault, LocalRateLimit])))
+const typedPerFilterConfig = opt(v.record(nonEmpty, v.variant('@type', [HTTPFault, LocalRateLimit, CorsPolicy])))
 
 // === routes ===
 
@@ -397,6 +417,7 @@ export const HttpFilter = v.strictObject({
     v.strictObject({ '@type': v.literal(TypeUrls.router) }),
     HTTPFault,
     LocalRateLimit,
+    Cors,
   ]),
 })
 export type HttpFilter = v.InferOutput<typeof HttpFilter>
