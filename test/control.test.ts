@@ -28,6 +28,27 @@ function get(
   })
 }
 
+function request(
+  port: number,
+  method: string,
+  host: string,
+  headers: Record<string, string>,
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .request(
+        { host: '127.0.0.1', port, path: '/reviews/0', method, headers: { host, ...headers }, agent: false },
+        (res) => {
+          let body = ''
+          res.on('data', (c) => (body += c))
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
+        },
+      )
+      .on('error', reject)
+      .end()
+  })
+}
+
 async function versions(port: number, n: number, headers: Record<string, string> = {}): Promise<Map<string, number>> {
   const out = new Map<string, number>()
   for (let i = 0; i < n; i++) {
@@ -145,6 +166,38 @@ describe('loom control with loom proxy sidecars', () => {
     const jason = await get(out, 'reviews:9080', { 'end-user': 'jason' })
     assert.equal(jason.body, 'fault filter abort\n')
     assert.deepEqual([...(await versions(out, 10, { 'end-user': 'someone' })).keys()], ['v3'])
+  })
+
+  test("Istio's corsPolicy: the caller's sidecar answers allowed preflights and adds CORS headers", async () => {
+    const r = await cp.loom(['apply', '-f', `${SAMPLES}/virtual-service-reviews-cors.yaml`])
+    assert.equal(r.code, 0, r.stderr)
+    assert.doesNotMatch(r.stderr, /CORS/, 'corsPolicy is enforced: no not-enforced warning')
+    const preflight = (origin: string) =>
+      request(out, 'OPTIONS', 'reviews:9080', { origin, 'access-control-request-method': 'POST' })
+    await eventually(
+      async () => (await preflight('https://shop.example.com')).headers['access-control-max-age'] === '86400',
+      15000,
+      'CORS policy',
+    )
+    const seen = backends.reduce((n, b) => n + b.requests.length, 0)
+    const ok = await preflight('https://eu.shop.example.com')
+    assert.equal(ok.status, 200)
+    assert.equal(ok.headers['access-control-allow-origin'], 'https://eu.shop.example.com')
+    assert.equal(ok.headers['access-control-allow-methods'], 'POST,GET')
+    assert.equal(ok.headers['access-control-allow-headers'], 'X-Foo-Bar')
+    assert.equal(ok.headers['access-control-allow-credentials'], 'true')
+    assert.equal(
+      backends.reduce((n, b) => n + b.requests.length, 0),
+      seen,
+      'no backend saw the preflight',
+    )
+    const other = await preflight('https://elsewhere.example')
+    assert.equal(other.body, 'v3', 'an origin not allowed is forwarded')
+    assert.equal(other.headers['access-control-allow-origin'], undefined)
+    const actual = await request(out, 'GET', 'reviews:9080', { origin: 'https://shop.example.com' })
+    assert.equal(actual.body, 'v3')
+    assert.equal(actual.headers['access-control-allow-origin'], 'https://shop.example.com')
+    assert.equal(actual.headers['access-control-expose-headers'], 'X-Request-Id')
   })
 
   test('an 80/20 split is within tolerance over 400 requests', async () => {

@@ -160,8 +160,103 @@ export const HTTPFault = v.strictObject({
 })
 export type HTTPFault = v.InferOutput<typeof HTTPFault>
 
+/** Envoy's RuntimeFractionalPercent: Loom has no runtime, so `runtime_key` is accepted and `default_value` applies. */
+export const RuntimeFractionalPercent = v.strictObject({
+  default_value: FractionalPercent,
+  runtime_key: opt(str),
+})
+export type RuntimeFractionalPercent = v.InferOutput<typeof RuntimeFractionalPercent>
+
+/** type.v3.HttpStatus codes 400..599 by their enum names (xDS decodes enums by name) or numbers. */
+const HTTP_ERROR_STATUS: Record<string, number> = {
+  BadRequest: 400,
+  Unauthorized: 401,
+  PaymentRequired: 402,
+  Forbidden: 403,
+  NotFound: 404,
+  MethodNotAllowed: 405,
+  NotAcceptable: 406,
+  ProxyAuthenticationRequired: 407,
+  RequestTimeout: 408,
+  Conflict: 409,
+  Gone: 410,
+  LengthRequired: 411,
+  PreconditionFailed: 412,
+  PayloadTooLarge: 413,
+  URITooLong: 414,
+  UnsupportedMediaType: 415,
+  RangeNotSatisfiable: 416,
+  ExpectationFailed: 417,
+  MisdirectedRequest: 421,
+  UnprocessableEntity: 422,
+  Locked: 423,
+  FailedDependency: 424,
+  UpgradeRequired: 426,
+  PreconditionRequired: 428,
+  TooManyRequests: 429,
+  RequestHeaderFieldsTooLarge: 431,
+  InternalServerError: 500,
+  NotImplemented: 501,
+  BadGateway: 502,
+  ServiceUnavailable: 503,
+  GatewayTimeout: 504,
+  HTTPVersionNotSupported: 505,
+  VariantAlsoNegotiates: 506,
+  InsufficientStorage: 507,
+  LoopDetected: 508,
+  NotExtended: 510,
+  NetworkAuthenticationRequired: 511,
+}
+const httpErrorStatus = v.union([
+  int(400, 599),
+  v.pipe(
+    v.picklist(Object.keys(HTTP_ERROR_STATUS)),
+    v.transform((name) => HTTP_ERROR_STATUS[name]!),
+  ),
+])
+
+/** envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit: as the filter's config and as a per-route override. */
+export const LocalRateLimit = v.strictObject({
+  '@type': v.literal(TypeUrls.localRateLimit),
+  stat_prefix: nonEmpty,
+  status: opt(v.strictObject({ code: httpErrorStatus })),
+  token_bucket: opt(
+    v.strictObject({
+      max_tokens: v.pipe(uint32, v.minValue(1, 'must be at least 1')),
+      tokens_per_fill: opt(v.pipe(uint32, v.minValue(1, 'must be at least 1'))),
+      fill_interval: duration,
+    }),
+  ),
+  filter_enabled: opt(RuntimeFractionalPercent),
+  filter_enforced: opt(RuntimeFractionalPercent),
+  request_headers_to_add_when_not_enforced: opt(v.pipe(v.array(HeaderValueOption), v.maxLength(10, 'at most 10'))),
+  response_headers_to_add: opt(v.pipe(v.array(HeaderValueOption), v.maxLength(10, 'at most 10'))),
+  enable_x_ratelimit_headers: opt(v.picklist(['OFF', 'DRAFT_VERSION_03'])),
+})
+export type LocalRateLimit = v.InferOutput<typeof LocalRateLimit>
+
+/** envoy.extensions.filters.http.cors.v3.Cors: the filter itself (no fields; the policy is per route). */
+export const Cors = v.strictObject({ '@type': v.literal(TypeUrls.cors) })
+export type Cors = v.InferOutput<typeof Cors>
+
+/** envoy.extensions.filters.http.cors.v3.CorsPolicy: a route's or virtual host's CORS policy. */
+export const CorsPolicy = v.strictObject({
+  '@type': v.literal(TypeUrls.corsPolicy),
+  allow_origin_string_match: opt(v.array(StringMatcher)),
+  allow_methods: opt(headerValue),
+  allow_headers: opt(headerValue),
+  expose_headers: opt(headerValue),
+  max_age: opt(v.pipe(str, v.regex(/^\d{1,10}$/, 'must be a number of seconds'))),
+  allow_credentials: opt(bool),
+  allow_private_network_access: opt(bool),
+  forward_not_matching_preflights: opt(bool),
+  filter_enabled: opt(RuntimeFractionalPercent),
+  shadow_enabled: opt(RuntimeFractionalPercent),
+})
+export type CorsPolicy = v.InferOutput<typeof CorsPolicy>
+
 /** Per-route (and per-virtual-host) filter config, keyed by the filter's name in the HCM's http_filters. */
-const typedPerFilterConfig = opt(v.record(nonEmpty, v.variant('@type', [HTTPFault])))
+const typedPerFilterConfig = opt(v.record(nonEmpty, v.variant('@type', [HTTPFault, LocalRateLimit, CorsPolicy])))
 
 // === routes ===
 
@@ -318,7 +413,12 @@ export type AccessLog = v.InferOutput<typeof AccessLog>
 
 export const HttpFilter = v.strictObject({
   name: nonEmpty,
-  typed_config: v.variant('@type', [v.strictObject({ '@type': v.literal(TypeUrls.router) }), HTTPFault]),
+  typed_config: v.variant('@type', [
+    v.strictObject({ '@type': v.literal(TypeUrls.router) }),
+    HTTPFault,
+    LocalRateLimit,
+    Cors,
+  ]),
 })
 export type HttpFilter = v.InferOutput<typeof HttpFilter>
 

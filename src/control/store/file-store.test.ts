@@ -262,10 +262,13 @@ describe('FileStore', () => {
       assert.equal((await readFile(join(dir, LOCK_FILE), 'utf8')).trim(), String(process.pid))
       await s.close()
     }
-    const [a, b] = await Promise.allSettled([FileStore.open(dir), FileStore.open(dir)])
-    assert.equal(a.status, 'fulfilled')
-    assert.match(String((b as PromiseRejectedResult).reason), /is already open in this process/)
-    await (a as PromiseFulfilledResult<FileStore>).value.close()
+    // two opens at once: exactly one gets the store (whichever reserves the directory first), the other is refused
+    const both = await Promise.allSettled([FileStore.open(dir), FileStore.open(dir)])
+    const won = both.filter((r): r is PromiseFulfilledResult<FileStore> => r.status === 'fulfilled')
+    const lost = both.filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+    assert.equal(won.length, 1)
+    assert.match(String(lost[0]?.reason), /is already open in this process/)
+    await won[0]!.value.close()
   })
 
   test('after a failed write the store refuses writes until reopened; acknowledged writes are kept', async () => {

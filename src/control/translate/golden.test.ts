@@ -71,7 +71,11 @@ function checkChains(g: Map<string, Map<string, Json>>): void {
       for (const f of (fc.filters as Json[]) ?? []) {
         const chain = ((f.typed_config as Json).http_filters as Json[] | undefined)?.map((x) => x.name)
         if (chain !== undefined)
-          assert.deepEqual(chain, ['envoy.filters.http.fault', 'envoy.filters.http.router'], name)
+          assert.deepEqual(
+            chain,
+            ['envoy.filters.http.fault', 'envoy.filters.http.cors', 'envoy.filters.http.router'],
+            name,
+          )
       }
     }
   }

@@ -38,6 +38,11 @@ const ROUTER: Json = { name: 'envoy.filters.http.router', typed_config: { '@type
  * whose `typed_per_filter_config` carries a VirtualService `fault`.
  */
 const FAULT: Json = { name: 'envoy.filters.http.fault', typed_config: { '@type': TypeUrls.fault } }
+/**
+ * Istio's CORS filter, after the fault filter and before the router (Istio's order: fault, cors, ..., router): it
+ * acts only on routes whose `typed_per_filter_config` carries a VirtualService `corsPolicy`.
+ */
+const CORS: Json = { name: 'envoy.filters.http.cors', typed_config: { '@type': TypeUrls.cors } }
 
 export interface ListenerSet {
   listeners: Json[]
@@ -52,7 +57,7 @@ export type NodeMetadata = Record<string, unknown>
 function hcm(statPrefix: string, routing: Json): Json {
   return {
     name: HCM_FILTER,
-    typed_config: { '@type': TypeUrls.hcm, stat_prefix: statPrefix, ...routing, http_filters: [FAULT, ROUTER] },
+    typed_config: { '@type': TypeUrls.hcm, stat_prefix: statPrefix, ...routing, http_filters: [FAULT, CORS, ROUTER] },
   }
 }
 

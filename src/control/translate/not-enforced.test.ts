@@ -51,7 +51,6 @@ spec:
       'spec.http[1].mirror',
       'spec.http[0].mirrors',
       'spec.http[1].mirrorPercentage',
-      'spec.http[1].corsPolicy',
       'spec.http[1].retries',
       'spec.http[1].match[1].scheme',
     ])

@@ -52,7 +52,6 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
   { kind: 'VirtualService', path: 'spec.http[].mirrorPercentage', message: 'mirroring is not supported yet; ignored' },
   { kind: 'VirtualService', path: 'spec.http[].mirrorPercent', message: 'mirroring is not supported yet; ignored' },
   { kind: 'VirtualService', path: 'spec.http[].mirror_percent', message: 'mirroring is not supported yet; ignored' },
-  { kind: 'VirtualService', path: 'spec.http[].corsPolicy', message: 'CORS policies are not supported yet; ignored' },
   {
     kind: 'VirtualService',
     path: 'spec.http[].retries',

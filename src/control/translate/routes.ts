@@ -16,8 +16,13 @@
  * - `fault` → the fault filter's per-route config (`typed_per_filter_config["envoy.filters.http.fault"]`, Envoy's
  *   HTTPFault): fixedDelay, httpStatus, grpcStatus; `percentage` (a double) as a fraction of a million, the older
  *   integer `percent` as a percentage; unset is 0%, as in Istio. Not for proxyless gRPC.
- * - Not translated yet (see `analyze`): retries, mirror, corsPolicy, delegate, JWT-claim header matches (the
- *   whole match is dropped rather than widened), authority rewrite on one of several weighted destinations.
+ * - `corsPolicy` → the CORS filter's per-route config (`typed_per_filter_config["envoy.filters.http.cors"]`,
+ *   Envoy's CorsPolicy), as Istio's TranslateCORSPolicy: allowOrigins (StringMatch → StringMatcher; the deprecated
+ *   allowOrigin as exact matches when allowOrigins is unset), allowMethods / allowHeaders / exposeHeaders joined
+ *   with commas, maxAge in whole seconds, allowCredentials, `filter_enabled` 100%, and
+ *   `forward_not_matching_preflights` false for `unmatchedPreflights: IGNORE`, else true. Not for proxyless gRPC.
+ * - Not translated yet (see `analyze`): retries, mirror, delegate, JWT-claim header matches (the whole match is
+ *   dropped rather than widened), authority rewrite on one of several weighted destinations.
  *
  * Proxyless gRPC gets no redirect or direct-response routes and reads timeouts from `max_stream_duration`.
  */
@@ -29,6 +34,7 @@ import type {
   Resource,
   VirtualServiceSpec,
 } from '../../api/index.js'
+import { parseDurationNs } from '../../api/index.js'
 import { GRPC_CODES } from '../../api/networking.js'
 import type { Service } from '../registry/registry.js'
 import type { HTTPRedirect, HTTPRouteDestination, StringMatch } from './types.js'
@@ -141,6 +147,41 @@ export function translateFault(f: Fault): Json {
   return out
 }
 
+export const CORS_FILTER = 'envoy.filters.http.cors'
+const CORS_POLICY_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy'
+
+type Cors = NonNullable<HTTPRoute['corsPolicy']>
+
+/** An allowed origin as Envoy's StringMatcher (Istio's ConvertToEnvoyMatch); null for an empty match. */
+function originMatcher(m: StringMatch): Json | null {
+  if (typeof m.exact === 'string') return { exact: m.exact }
+  if (typeof m.prefix === 'string' && m.prefix !== '') return { prefix: m.prefix }
+  if (typeof m.regex === 'string' && m.regex !== '') return { safe_regex: { regex: m.regex } }
+  return null
+}
+
+/** VirtualService `corsPolicy` → Envoy's CorsPolicy, as Istio's TranslateCORSPolicy writes it. */
+export function translateCorsPolicy(c: Cors): Json {
+  const out: Json = {
+    '@type': CORS_POLICY_TYPE,
+    forward_not_matching_preflights: c.unmatchedPreflights !== 'IGNORE',
+  }
+  const origins =
+    c.allowOrigins !== undefined
+      ? c.allowOrigins.map(originMatcher).filter((m) => m !== null)
+      : (c.allowOrigin ?? []).map((o) => ({ exact: o }))
+  if (origins.length > 0) out.allow_origin_string_match = origins
+  out.filter_enabled = { default_value: { numerator: 100, denominator: 'HUNDRED' } }
+  if (c.allowCredentials !== undefined) out.allow_credentials = c.allowCredentials
+  const join = (list: string[] | undefined) => (list ?? []).join(',')
+  if (join(c.allowHeaders) !== '') out.allow_headers = join(c.allowHeaders)
+  if (join(c.allowMethods) !== '') out.allow_methods = join(c.allowMethods)
+  if (join(c.exposeHeaders) !== '') out.expose_headers = join(c.exposeHeaders)
+  const ns = c.maxAge === undefined ? null : parseDurationNs(c.maxAge)
+  if (ns !== null && ns >= 0n) out.max_age = String(ns / 1_000_000_000n)
+  return out
+}
+
 /** The route for a service without a VirtualService. */
 export function defaultRoute(cluster: string, hash: Json | null, generator: 'envoy' | 'grpc'): Json {
   const action: Json = { cluster }
@@ -178,8 +219,11 @@ function translateRoute(
   if (name !== undefined && name !== '') out.name = name
   out.match = routeMatch
   const ops = headerOperations(http.headers)
-  if (http.fault !== undefined && ctx.generator === 'envoy') {
-    out.typed_per_filter_config = { [FAULT_FILTER]: translateFault(http.fault) }
+  if (ctx.generator === 'envoy' && (http.fault !== undefined || http.corsPolicy !== undefined)) {
+    const perFilter: Json = {}
+    if (http.fault !== undefined) perFilter[FAULT_FILTER] = translateFault(http.fault)
+    if (http.corsPolicy !== undefined) perFilter[CORS_FILTER] = translateCorsPolicy(http.corsPolicy)
+    out.typed_per_filter_config = perFilter
   }
 
   if (http.redirect !== undefined) {

@@ -206,7 +206,65 @@ spec:
     assert.deepEqual(f('{abort: {httpStatus: 503}}'), { abort: { http_status: 503 } }, 'unset: 0%, as in Istio')
   })
 
-  it('every connection manager runs the fault filter, then the router (Istio chain order)', () => {
+  it("corsPolicy: the CORS filter's per-route config, as Istio's TranslateCORSPolicy writes Envoy's CorsPolicy", () => {
+    const cors = (policy: string, extra = '') => {
+      const yaml = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http: [{corsPolicy: ${policy}, ${extra} route: [{destination: {host: ratings}}]}]
+`
+      const routes = vhost(run(manifests(yaml)), 'outbound', 'ratings.default.svc.cluster.local:9080').routes as Json[]
+      return routes[0]!.typed_per_filter_config as Json
+    }
+    const all = { default_value: { numerator: 100, denominator: 'HUNDRED' } }
+    assert.deepEqual(
+      cors(`{allowOrigins: [{exact: 'https://a.example'}, {prefix: 'https://b.'}, {regex: 'https://.*[.]c[.]example'}],
+        allowMethods: [GET, POST], allowHeaders: [content-type, x-token], exposeHeaders: [x-id],
+        maxAge: 24h, allowCredentials: true}`),
+      {
+        'envoy.filters.http.cors': {
+          '@type': 'type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy',
+          allow_origin_string_match: [
+            { exact: 'https://a.example' },
+            { prefix: 'https://b.' },
+            { safe_regex: { regex: 'https://.*[.]c[.]example' } },
+          ],
+          allow_methods: 'GET,POST',
+          allow_headers: 'content-type,x-token',
+          expose_headers: 'x-id',
+          max_age: '86400',
+          allow_credentials: true,
+          filter_enabled: all,
+          forward_not_matching_preflights: true,
+        },
+      },
+    )
+    // the deprecated allowOrigin: exact matches; unmatchedPreflights IGNORE: answered, not forwarded
+    assert.deepEqual(cors(`{allowOrigin: ['https://old.example', '*'], unmatchedPreflights: IGNORE}`), {
+      'envoy.filters.http.cors': {
+        '@type': 'type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy',
+        allow_origin_string_match: [{ exact: 'https://old.example' }, { exact: '*' }],
+        filter_enabled: all,
+        forward_not_matching_preflights: false,
+      },
+    })
+    // allowOrigins wins over allowOrigin; maxAge in whole seconds; allowCredentials false is kept
+    const both = cors(`{allowOrigins: [{exact: 'https://new.example'}], allowOrigin: ['https://old.example'],
+      maxAge: 90s, allowCredentials: false, unmatchedPreflights: FORWARD}`)['envoy.filters.http.cors'] as Json
+    assert.deepEqual(both.allow_origin_string_match, [{ exact: 'https://new.example' }])
+    assert.equal(both.max_age, '90')
+    assert.equal(both.allow_credentials, false)
+    assert.equal(both.forward_not_matching_preflights, true)
+    // beside a fault, both filters get their config
+    assert.deepEqual(
+      Object.keys(cors(`{allowOrigins: [{exact: 'https://a.example'}]}`, 'fault: {abort: {httpStatus: 500}},')),
+      ['envoy.filters.http.fault', 'envoy.filters.http.cors'],
+    )
+  })
+
+  it('every connection manager runs the fault filter, the CORS filter, then the router (Istio chain order)', () => {
     const names = (l: Json) =>
       (
         ((((l.filter_chains as Json[])[0]!.filters as Json[])[0]!.typed_config as Json).http_filters as Json[]) ?? []
@@ -217,7 +275,11 @@ spec:
     ] as const) {
       assert.ok(r.listeners.length > 0, node)
       for (const l of r.listeners) {
-        assert.deepEqual(names(l), ['envoy.filters.http.fault', 'envoy.filters.http.router'], `${node} ${l.name}`)
+        assert.deepEqual(
+          names(l),
+          ['envoy.filters.http.fault', 'envoy.filters.http.cors', 'envoy.filters.http.router'],
+          `${node} ${l.name}`,
+        )
       }
     }
   })

@@ -648,7 +648,8 @@ function perFilter(
 ): ReadonlyMap<string, unknown> | null {
   if (cfg === undefined || Object.keys(cfg).length === 0) return base
   const out = new Map(base ?? [])
-  for (const [name, c] of Object.entries(cfg)) out.set(name, compilePerFilterConfig(c, `${path}["${name}"]`, issues))
+  for (const [name, c] of Object.entries(cfg))
+    out.set(name, compilePerFilterConfig(c, `${path}["${name}"]`, issues, base?.get(name)))
   return out
 }
 

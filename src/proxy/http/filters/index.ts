@@ -3,12 +3,14 @@
  * per-route overrides (`typed_per_filter_config`). Adding a filter: its schema in src/config/envoy.ts (the
  * `HttpFilter` variant and `typedPerFilterConfig`), its module beside this one, and one entry in each switch below.
  */
-import type { HttpFilter, HTTPFault } from '../../../config/envoy.js'
+import type { CorsPolicy, HttpFilter, HTTPFault, LocalRateLimit } from '../../../config/envoy.js'
 import { TypeUrls } from '../../../config/type-urls.js'
 import { type ConfigIssue, ErrorCodes, LoomError } from '../../../core/errors.js'
 import type { HttpConnManagerStats } from '../../stats/stats.js'
+import { CorsFilterFactory, compileCorsPerRoute } from './cors/cors.js'
 import { compileFaultPerRoute, FaultFilterFactory } from './fault/fault.js'
 import type { HttpFilterFactory } from './filter.js'
+import { compileLocalRateLimitPerRoute, LocalRateLimitFilterFactory } from './local-ratelimit/local-ratelimit.js'
 
 /** The chain's config cannot be compiled; issue paths are relative to the connection manager's typed_config. */
 export class HttpFilterConfigError extends LoomError {
@@ -39,17 +41,36 @@ export function compileHttpFilters(filters: readonly HttpFilter[], stats: HttpCo
       case TypeUrls.fault:
         out.push(new FaultFilterFactory(f.name, tc, path, issues, stats))
         return
+      case TypeUrls.localRateLimit:
+        out.push(new LocalRateLimitFilterFactory(f.name, tc, path, issues, stats))
+        return
+      case TypeUrls.cors:
+        out.push(new CorsFilterFactory(f.name, stats))
+        return
     }
   })
   if (issues.length > 0) throw new HttpFilterConfigError(issues)
   return out
 }
 
-/** One per-route override, compiled by its filter (issues go to the route configuration's list). */
-export function compilePerFilterConfig(cfg: { '@type': string }, path: string, issues: ConfigIssue[]): unknown {
+/**
+ * One per-route override, compiled by its filter (issues go to the route configuration's list). `base` is the
+ * same filter's compiled config at the less specific level (a route's virtual host), for filters that merge with
+ * it (CORS, as Envoy); the others replace it whole.
+ */
+export function compilePerFilterConfig(
+  cfg: { '@type': string },
+  path: string,
+  issues: ConfigIssue[],
+  base?: unknown,
+): unknown {
   switch (cfg['@type']) {
     case TypeUrls.fault:
       return compileFaultPerRoute(cfg as HTTPFault, path, issues)
+    case TypeUrls.localRateLimit:
+      return compileLocalRateLimitPerRoute(cfg as LocalRateLimit, path, issues)
+    case TypeUrls.corsPolicy:
+      return compileCorsPerRoute(cfg as CorsPolicy, path, issues, base)
   }
   issues.push({ path, message: `no per-route config for ${cfg['@type']}` })
   return null
