@@ -5,6 +5,7 @@ export const TypeUrls = {
   tcpProxy: `${T}envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`,
   router: `${T}envoy.extensions.filters.http.router.v3.Router`,
   fault: `${T}envoy.extensions.filters.http.fault.v3.HTTPFault`,
+  previousHostsPredicate: `${T}envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate`,
   downstreamTls: `${T}envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`,
   upstreamTls: `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`,
   httpProtocolOptions: `${T}envoy.extensions.upstreams.http.v3.HttpProtocolOptions`,
