@@ -89,7 +89,6 @@ http:
       [
         'warning VirtualService/default/a spec.http[0].mirror: mirroring is not supported yet; ignored',
         'warning VirtualService/default/a spec.http[0].corsPolicy: CORS policies are not supported yet; ignored',
-        'warning VirtualService/default/a spec.http[0].retries: retries are not translated yet; requests are tried once',
       ],
     ],
     [
