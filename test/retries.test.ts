@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
+import * as http2 from 'node:http2'
+import type { AddressInfo } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { adminAddress, hcm, listener, type RunningProxy, stat, startProxy, staticCluster } from './helpers/proxy.js'
 import { type Backend, freePort, startBackend } from './helpers/servers.js'
@@ -103,10 +105,35 @@ describe('retries', () => {
   let proxy: RunningProxy
   let port: number
   let deadPort: number
+  let h2be: http2.Http2Server
+  /** per path: the request bodies the HTTP/2 backend received */
+  const h2seen = new Map<string, string[]>()
 
   before(async () => {
     be = await startBackend(misbehave)
     bad = await startBackend((_req, res) => res.writeHead(503).end('bad host'))
+    // HTTP/2 upstream: /h2/refuse/* refuses the first stream (REFUSED_STREAM), /h2/* answers 503 first; then 200
+    h2be = http2.createServer()
+    h2be.on('stream', (stream, headers) => {
+      const path = String(headers[':path'])
+      let body = ''
+      stream.setEncoding('latin1')
+      stream.on('error', () => {}) // the refused stream errors on the server side too
+      stream.on('data', (c: string) => (body += c))
+      stream.on('end', () => {
+        const list = h2seen.get(path) ?? []
+        list.push(body)
+        h2seen.set(path, list)
+        if (list.length === 1 && path.startsWith('/h2/refuse')) stream.close(http2.constants.NGHTTP2_REFUSED_STREAM)
+        else if (list.length === 1) stream.respond({ ':status': 503 }, { endStream: true })
+        else {
+          stream.respond({ ':status': 200 })
+          stream.end(`h2 ${body.length}`)
+        }
+      })
+    })
+    await new Promise<void>((r) => h2be.listen(0, '127.0.0.1', r))
+    // last, so no backend above can be given the port after it was found free
     deadPort = await freePort()
     proxy = await startProxy({
       admin: { address: adminAddress() },
@@ -150,12 +177,22 @@ describe('retries', () => {
                       },
                     },
                     {
+                      match: { prefix: '/dead' },
+                      route: { cluster: 'dead', retry_policy: policy({ retry_on: 'connect-failure' }) },
+                    },
+                    {
+                      match: { prefix: '/h2/refuse' },
+                      route: { cluster: 'h2', retry_policy: policy({ retry_on: 'refused-stream' }) },
+                    },
+                    { match: { prefix: '/h2' }, route: { cluster: 'h2', retry_policy: policy({ retry_on: '5xx' }) } },
+                    {
                       match: { prefix: '/connect' },
                       route: {
                         cluster: 'half-dead',
                         retry_policy: policy({
                           retry_on: 'connect-failure',
                           retry_host_predicate: [{ name: 'envoy.retry_host_predicates.previous_hosts' }],
+                          host_selection_retry_max_attempts: 20,
                         }),
                       },
                     },
@@ -168,6 +205,8 @@ describe('retries', () => {
         clusters: [
           staticCluster('be', [be.port]),
           staticCluster('pair', [bad.port, be.port], { lb_policy: 'RANDOM' }),
+          staticCluster('dead', [deadPort]),
+          staticCluster('h2', [(h2be.address() as AddressInfo).port], { http2_protocol_options: {} }),
           staticCluster('half-dead', [deadPort, be.port], { lb_policy: 'RANDOM', connect_timeout: '0.5s' }),
         ],
       },
@@ -180,6 +219,7 @@ describe('retries', () => {
     await proxy?.stop()
     await be?.close()
     await bad?.close()
+    h2be?.close()
   })
 
   test('num_retries 2 on a persistent 503: three attempts, the client gets the last 503 (URX)', async () => {
@@ -250,6 +290,21 @@ describe('retries', () => {
     }
   })
 
+  test('retries run out on connect failures: the local reply 503 UF, with URX', async () => {
+    const urx0 = await stat(proxy.admin, 'http.ingress.response_flag.URX')
+    const uf0 = await stat(proxy.admin, 'http.ingress.response_flag.UF')
+    const retries0 = await stat(proxy.admin, 'cluster.dead.upstream_rq_retry')
+    const r = await request(port, '/dead/a')
+    assert.equal(r.status, 503)
+    assert.equal(r.headers['x-loom-reason'], 'upstream_connect_failure')
+    assert.equal((await stat(proxy.admin, 'http.ingress.response_flag.URX')) - urx0, 1)
+    assert.equal((await stat(proxy.admin, 'http.ingress.response_flag.UF')) - (Number.isNaN(uf0) ? 0 : uf0), 1)
+    assert.equal(
+      (await stat(proxy.admin, 'cluster.dead.upstream_rq_retry')) - (Number.isNaN(retries0) ? 0 : retries0),
+      1,
+    )
+  })
+
   test('a POST body within the bound is sent again whole; over the bound it is not retried (stat)', async () => {
     const small = Buffer.alloc(16 * 1024, 'a')
     const r = await request(port, '/post/small', small)
@@ -262,6 +317,17 @@ describe('retries', () => {
     assert.equal(b.status, 503)
     assert.equal(saw('/post/big').n, 1)
     assert.equal((await stat(proxy.admin, 'cluster.be.retry_or_shadow_abandoned')) - abandoned0, 1)
+  })
+
+  test('HTTP/2 upstream: a 503 and a refused stream are retried, the body sent again on a new stream', async () => {
+    const body = 'z'.repeat(3000)
+    const r = await request(port, '/h2/post', body, true)
+    assert.equal(r.status, 200)
+    assert.equal(r.body, 'h2 3000')
+    assert.deepEqual(h2seen.get('/h2/post'), [body, body])
+    const f = await request(port, '/h2/refuse/a')
+    assert.equal(f.status, 200)
+    assert.equal(h2seen.get('/h2/refuse/a')?.length, 2)
   })
 
   test('no retry once response headers have gone downstream', async () => {
