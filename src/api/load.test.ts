@@ -79,13 +79,13 @@ describe('Istio-format fixtures (test/fixtures/istio)', () => {
   test('every fixture parses and validates; Kubernetes kinds in them are skipped', (t) => {
     const sum = loadDir(FIXTURES)
     t.diagnostic(describeSum(sum))
-    assert.equal(sum.files, 12)
+    assert.equal(sum.files, 13)
     assert.deepEqual(Object.fromEntries(sum.byKind), {
       DestinationRule: 7,
       Gateway: 1,
       PeerAuthentication: 1,
       ServiceEntry: 1,
-      VirtualService: 12,
+      VirtualService: 13,
     })
     assert.equal(sum.skipped, 2, 'the Deployment and Service beside the gateway')
     assert.deepEqual([...sum.apiVersions].sort(), [

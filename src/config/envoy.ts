@@ -287,6 +287,62 @@ export const HashPolicy = v.pipe(
 )
 export type HashPolicy = v.InferOutput<typeof HashPolicy>
 
+/** The retry conditions Loom evaluates (Envoy's `x-envoy-retry-on` and `x-envoy-retry-grpc-on` names). */
+export const RETRY_ON = [
+  '5xx',
+  'gateway-error',
+  'reset',
+  'connect-failure',
+  'retriable-4xx',
+  'refused-stream',
+  'retriable-status-codes',
+  'cancelled',
+  'deadline-exceeded',
+  'internal',
+  'resource-exhausted',
+  'unavailable',
+] as const
+
+export const RetryPolicy = v.strictObject({
+  retry_on: opt(
+    v.pipe(
+      str,
+      v.check(
+        (s) =>
+          s
+            .split(',')
+            .map((t) => t.trim())
+            .every((t) => t === '' || (RETRY_ON as readonly string[]).includes(t)),
+        (issue) => {
+          const bad = String(issue.input)
+            .split(',')
+            .map((t) => t.trim())
+            .filter((t) => t !== '' && !(RETRY_ON as readonly string[]).includes(t))
+          return `unsupported retry condition ${bad.map((b) => `"${b}"`).join(', ')} (supported: ${RETRY_ON.join(', ')})`
+        },
+      ),
+    ),
+  ),
+  num_retries: opt(uint32),
+  per_try_timeout: opt(duration),
+  retry_host_predicate: opt(
+    v.array(
+      v.strictObject({
+        name: v.literal('envoy.retry_host_predicates.previous_hosts'),
+        typed_config: opt(
+          v.strictObject({
+            '@type': v.literal(TypeUrls.previousHostsPredicate),
+          }),
+        ),
+      }),
+    ),
+  ),
+  host_selection_retry_max_attempts: opt(v.union([int(0, 1000), v.pipe(str, v.regex(/^\d{1,3}$/))])),
+  retriable_status_codes: opt(v.array(int(100, 599))),
+  retry_back_off: opt(v.strictObject({ base_interval: duration, max_interval: opt(duration) })),
+})
+export type RetryPolicy = v.InferOutput<typeof RetryPolicy>
+
 export const WeightedCluster = v.strictObject({ name: nonEmpty, weight: uint32, ...headerMutations })
 
 export const RouteAction = v.pipe(
@@ -305,6 +361,7 @@ export const RouteAction = v.pipe(
     timeout: opt(duration),
     idle_timeout: opt(duration),
     hash_policy: opt(v.array(HashPolicy)),
+    retry_policy: opt(RetryPolicy),
   }),
   oneOf(['cluster', 'weighted_clusters']),
   v.check(
@@ -351,6 +408,8 @@ export const VirtualHost = v.strictObject({
   routes: opt(v.array(Route)),
   ...headerMutations,
   typed_per_filter_config: typedPerFilterConfig,
+  retry_policy: opt(RetryPolicy),
+  include_request_attempt_count: opt(bool),
 })
 export type VirtualHost = v.InferOutput<typeof VirtualHost>
 

@@ -8,6 +8,7 @@ export const TypeUrls = {
   localRateLimit: `${T}envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`,
   cors: `${T}envoy.extensions.filters.http.cors.v3.Cors`,
   corsPolicy: `${T}envoy.extensions.filters.http.cors.v3.CorsPolicy`,
+  previousHostsPredicate: `${T}envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate`,
   downstreamTls: `${T}envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`,
   upstreamTls: `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`,
   httpProtocolOptions: `${T}envoy.extensions.upstreams.http.v3.HttpProtocolOptions`,

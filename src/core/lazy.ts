@@ -22,6 +22,7 @@ export function http2(): typeof import('node:http2') {
 export const H2 = {
   FLAG_END_STREAM: 0x1,
   INTERNAL_ERROR: 0x2,
+  REFUSED_STREAM: 0x7,
   CANCEL: 0x8,
   ENHANCE_YOUR_CALM: 0xb,
 } as const

@@ -29,6 +29,7 @@ export const PROTO_FILES = [
   'envoy/extensions/filters/http/fault/v3/fault.proto',
   'envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto',
   'envoy/extensions/filters/http/cors/v3/cors.proto',
+  'envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto',
   'envoy/extensions/filters/http/rbac/v3/rbac.proto',
   'envoy/extensions/filters/http/jwt_authn/v3/config.proto',
   'envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto',

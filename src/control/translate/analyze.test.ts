@@ -86,10 +86,7 @@ http:
   retries: {attempts: 3}
   route: [{destination: {host: reviews}}]`,
       ),
-      [
-        'warning VirtualService/default/a spec.http[0].mirror: mirroring is not supported yet; ignored',
-        'warning VirtualService/default/a spec.http[0].retries: retries are not translated yet; requests are tried once',
-      ],
+      ['warning VirtualService/default/a spec.http[0].mirror: mirroring is not supported yet; ignored'],
     ],
     [
       'DestinationRule for an unknown host, unsupported policies, empty subset',

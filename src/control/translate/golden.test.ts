@@ -100,8 +100,46 @@ function checkReferences(g: Map<string, Map<string, Json>>): void {
 
 const svc = (s: string) => `outbound|9080|${s}.default.svc.cluster.local`
 
+/** Istio's retry policy for a route whose rule has no `retries` (none of these inputs sets any, none hashes). */
+const ISTIO_DEFAULT_RETRY = {
+  retry_on: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes',
+  num_retries: 2,
+  retry_host_predicate: [
+    {
+      name: 'envoy.retry_host_predicates.previous_hosts',
+      typed_config: {
+        '@type': 'type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate',
+      },
+    },
+  ],
+  host_selection_retry_max_attempts: 5,
+}
+
+/** Outbound and gateway routes carry Istio's default retry policy; inbound routes (to the application) none. */
+function checkRetries(g: Map<string, Map<string, Json>>): number {
+  let n = 0
+  for (const rc of routeConfigs(g)) {
+    for (const vh of rc.virtual_hosts as Json[]) {
+      for (const r of vh.routes as Json[]) {
+        const a = r.route as Json | undefined
+        if (a === undefined) continue
+        const inbound = String(a.cluster ?? '').startsWith('inbound|')
+        assert.deepEqual(
+          a.retry_policy,
+          inbound ? undefined : ISTIO_DEFAULT_RETRY,
+          `${vh.name} ${JSON.stringify(r.match)}`,
+        )
+        if (!inbound) n++
+      }
+    }
+  }
+  return n
+}
+
 describe('golden: productpage sidecar (all-v1, destination-rule-all, jason-v2-v3)', () => {
   const g = load('productpage-sidecar.golden.json')
+
+  it("outbound routes retry as Istio's default; the inbound route does not", () => assert.ok(checkRetries(g) >= 5))
 
   it('every route names a cluster that is sent, every EDS cluster has endpoints', () => checkReferences(g))
 
@@ -132,6 +170,8 @@ describe('golden: productpage sidecar (all-v1, destination-rule-all, jason-v2-v3
 
 describe('golden: ingress gateway (all-v1, destination-rule-all, bookinfo-gateway)', () => {
   const g = load('ingress-gateway.golden.json')
+
+  it("the gateway's routes retry as Istio's default", () => assert.equal(checkRetries(g), 5))
 
   it('every route names a cluster that is sent, every EDS cluster has endpoints', () => checkReferences(g))
 

@@ -39,7 +39,7 @@ spec:
   http:
   - route: [{destination: {host: reviews}}]
     mirrors: [{destination: {host: details}}]
-  - retries: {attempts: 3}
+  - retries: {attempts: 3, retryOn: '5xx,retriable-headers', retryRemoteLocalities: true}
     fault: {delay: {fixedDelay: 1s, percentage: {value: 10}}}
     mirror: {host: ratings}
     mirrorPercentage: {value: 5}
@@ -51,7 +51,8 @@ spec:
       'spec.http[1].mirror',
       'spec.http[0].mirrors',
       'spec.http[1].mirrorPercentage',
-      'spec.http[1].retries',
+      'spec.http[1].retries.retryRemoteLocalities',
+      'spec.http[1].retries.retryOn',
       'spec.http[1].match[1].scheme',
     ])
   })

@@ -19,6 +19,13 @@ export interface NotEnforced {
 }
 
 const always = () => true
+/** retryOn conditions Istio accepts that Loom's proxy does not evaluate (the translator leaves them out) */
+const UNEVALUATED_RETRY_ON = new Set([
+  'reset-before-request',
+  'envoy-ratelimited',
+  'retriable-headers',
+  'http3-post-connect-failure',
+])
 const jwtClaims = (headers: unknown) =>
   Object.keys((headers ?? {}) as object).some((name) => name.startsWith('@request.auth.claims'))
 
@@ -54,8 +61,15 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
   { kind: 'VirtualService', path: 'spec.http[].mirror_percent', message: 'mirroring is not supported yet; ignored' },
   {
     kind: 'VirtualService',
-    path: 'spec.http[].retries',
-    message: 'retries are not translated yet; requests are tried once',
+    path: 'spec.http[].retries.retryRemoteLocalities',
+    when: (v) => v === true,
+    message: 'retryRemoteLocalities is not supported yet; retries do not prefer other localities',
+  },
+  {
+    kind: 'VirtualService',
+    path: 'spec.http[].retries.retryOn',
+    when: (v) => typeof v === 'string' && v.split(',').some((t) => UNEVALUATED_RETRY_ON.has(t.trim())),
+    message: `retry conditions ${[...UNEVALUATED_RETRY_ON].join(', ')} are not supported yet; left out of the retry policy`,
   },
   {
     kind: 'VirtualService',

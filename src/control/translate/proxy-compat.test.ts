@@ -56,7 +56,7 @@ spec:
     - {destination: {host: ratings, subset: v2}, weight: 10}
     timeout: 2s
   - route: [{destination: {host: ratings, subset: v1}}]
-    retries: {attempts: 3}
+    retries: {attempts: 3, perTryTimeout: 0.5s, retryOn: 'gateway-error,409,retriable-headers', backoff: 50ms}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule

@@ -21,11 +21,18 @@
  *   allowOrigin as exact matches when allowOrigins is unset), allowMethods / allowHeaders / exposeHeaders joined
  *   with commas, maxAge in whole seconds, allowCredentials, `filter_enabled` 100%, and
  *   `forward_not_matching_preflights` false for `unmatchedPreflights: IGNORE`, else true. Not for proxyless gRPC.
- * - Not translated yet (see `analyze`): retries, mirror, delegate, JWT-claim header matches (the whole match is
- *   dropped rather than widened), authority rewrite on one of several weighted destinations.
+ * - `retries` → `retry_policy` as Istio's ConvertPolicy: absent, Istio's default (2 retries on connect-failure,
+ *   refused-stream, unavailable, cancelled, retriable-status-codes, the previous_hosts predicate, 5 host picks);
+ *   `attempts: 0` none; else the default with `attempts`, `retryOn` (numbers become retriable_status_codes),
+ *   `perTryTimeout`, `backoff` and `retryIgnorePreviousHosts`. No previous_hosts predicate when the route hashes
+ *   (consistent hash). Conditions the proxy does not evaluate are dropped (analyze warns); `retryRemoteLocalities`
+ *   is ignored. Services without a VirtualService get the default too, as in Istio. Not for proxyless gRPC.
+ * - Not translated yet (see `analyze`): mirror, delegate, JWT-claim header matches (the whole match is dropped
+ *   rather than widened), authority rewrite on one of several weighted destinations.
  *
  * Proxyless gRPC gets no redirect or direct-response routes and reads timeouts from `max_stream_duration`.
  */
+import { RETRY_ON as PROXY_RETRY_ON, TypeUrls } from '../../config/envoy.js'
 import type {
   Destination,
   Headers,
@@ -187,7 +194,49 @@ export function defaultRoute(cluster: string, hash: Json | null, generator: 'env
   const action: Json = { cluster }
   if (generator === 'envoy') action.timeout = '0s'
   if (hash !== null) action.hash_policy = [hash]
+  if (generator === 'envoy') action.retry_policy = retryPolicy(undefined, hash !== null)
   return { name: 'default', match: { prefix: '/' }, route: action }
+}
+
+/** Istio's default retry conditions (pilot/pkg/networking/core/route/retry). */
+export const DEFAULT_RETRY_ON = 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes'
+const PREVIOUS_HOSTS: Json = {
+  name: 'envoy.retry_host_predicates.previous_hosts',
+  typed_config: { '@type': TypeUrls.previousHostsPredicate },
+}
+const SUPPORTED_RETRY_ON: ReadonlySet<string> = new Set(PROXY_RETRY_ON)
+
+/**
+ * VirtualService `retries` → Envoy `retry_policy`, as Istio's ConvertPolicy; null when `attempts` is 0 (retries
+ * off). `hashed`: the route has a consistent-hash policy, so retries stay on the hashed host (no previous_hosts).
+ */
+export function retryPolicy(r: HTTPRoute['retries'], hashed: boolean): Json | null {
+  if (r !== undefined && (r.attempts ?? 0) <= 0) return null
+  const out: Json = { retry_on: DEFAULT_RETRY_ON, num_retries: r?.attempts ?? 2 }
+  let previousHosts = !hashed
+  if (r !== undefined) {
+    if (r.retryOn !== undefined && r.retryOn !== '') {
+      const on: string[] = []
+      const codes: number[] = []
+      for (const part of r.retryOn.split(',').map((t) => t.trim())) {
+        if (part === '') continue
+        if (/^\d{3}$/.test(part)) codes.push(Number(part))
+        // conditions the proxy does not evaluate are left out (analyze warns about them)
+        else if (SUPPORTED_RETRY_ON.has(part)) on.push(part)
+      }
+      if (codes.length > 0 && !on.includes('retriable-status-codes')) on.push('retriable-status-codes')
+      out.retry_on = on.join(',')
+      if (codes.length > 0) out.retriable_status_codes = codes
+    }
+    const perTry = protoDuration(r.perTryTimeout)
+    if (perTry !== null) out.per_try_timeout = perTry
+    if (r.retryIgnorePreviousHosts !== undefined) previousHosts = r.retryIgnorePreviousHosts
+    const backoff = protoDuration(r.backoff)
+    if (backoff !== null) out.retry_back_off = { base_interval: backoff }
+  }
+  if (previousHosts) out.retry_host_predicate = [PREVIOUS_HOSTS]
+  out.host_selection_retry_max_attempts = 5
+  return out
 }
 
 /** Whether a match applies to this proxy (port, source labels/namespace, gateways). */
@@ -317,6 +366,10 @@ function routeAction(
     action.timeout = timeout ?? '0s'
   }
   if (hashes.length > 0) action.hash_policy = hashes
+  if (ctx.generator === 'envoy') {
+    const retry = retryPolicy(http.retries, hashes.length > 0)
+    if (retry !== null) action.retry_policy = retry
+  }
   return action
 }
 

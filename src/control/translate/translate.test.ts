@@ -292,6 +292,62 @@ spec:
     assert.equal(timeout('details.default.svc.cluster.local'), '0s')
   })
 
+  it("retries: Istio's default policy without `retries`, none with attempts 0, the rule's settings otherwise", () => {
+    const PREV = {
+      name: 'envoy.retry_host_predicates.previous_hosts',
+      typed_config: {
+        '@type': 'type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate',
+      },
+    }
+    const DEFAULT = {
+      retry_on: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes',
+      num_retries: 2,
+      retry_host_predicate: [PREV],
+      host_selection_retry_max_attempts: 5,
+    }
+    const policy = (retries: string | null, dr = '') => {
+      const yaml = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http: [{${retries === null ? '' : `retries: ${retries}, `}route: [{destination: {host: ratings}}]}]
+${dr}`
+      const routes = vhost(run(manifests(yaml)), 'outbound', 'ratings.default.svc.cluster.local:9080').routes as Json[]
+      return (routes[0]!.route as Json).retry_policy
+    }
+    assert.deepEqual(policy(null), DEFAULT)
+    assert.equal(policy('{attempts: 0}'), undefined, 'attempts 0 turns retries off')
+    assert.deepEqual(policy('{attempts: 4}'), { ...DEFAULT, num_retries: 4 })
+    assert.deepEqual(
+      policy("{attempts: 3, perTryTimeout: 2s, retryOn: 'gateway-error, 503,retriable-headers', backoff: 100ms}"),
+      {
+        retry_on: 'gateway-error,retriable-status-codes',
+        retriable_status_codes: [503],
+        num_retries: 3,
+        per_try_timeout: '2s',
+        retry_back_off: { base_interval: '0.1s' },
+        retry_host_predicate: [PREV],
+        host_selection_retry_max_attempts: 5,
+      },
+    )
+    const { retry_host_predicate: _, ...noPredicate } = DEFAULT
+    assert.deepEqual(policy('{attempts: 2, retryIgnorePreviousHosts: false}'), noPredicate)
+    const hashed = `---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings}
+spec:
+  host: ratings
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}
+`
+    assert.deepEqual(policy(null, hashed), noPredicate, 'consistent hash: retries stay on the hashed host')
+    // a service without a VirtualService: the default policy on its default route
+    const r = run([])
+    const route = (vhost(r, 'outbound', `${REVIEWS}:9080`).routes as Json[])[0]!.route as Json
+    assert.deepEqual(route.retry_policy, DEFAULT)
+  })
+
   it('virtual hosts carry every name a client in the namespace may use, with the port', () => {
     const r = run([])
     assert.deepEqual(vhost(r, 'outbound', `${REVIEWS}:9080`).domains, [

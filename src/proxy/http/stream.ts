@@ -16,6 +16,7 @@ import { applyEdgeRules } from './edge.js'
 import type { HcmContext } from './hcm.js'
 import type { DownstreamSink, RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from './types.js'
 import { HOP_BY_HOP } from './types.js'
+import { type CompiledRetryPolicy, RETRY_BUFFER_LIMIT_BYTES } from './retry.js'
 
 /** Local replies: status, Envoy response flag, `x-loom-reason`, body text. */
 export const LocalReplies = {
@@ -30,6 +31,12 @@ export const LocalReplies = {
   timeout: [504, 'UT', 'upstream_timeout', 'upstream request timeout'],
   idleTimeout: [408, 'SI', 'stream_idle_timeout', 'stream idle timeout'],
   upgradeRejected: [403, '', 'upgrade_not_allowed', 'this upgrade is not enabled on the listener'],
+  retryBufferExceeded: [
+    507,
+    '',
+    'request_payload_exceeded_retry_buffer_limit',
+    'exceeded request buffer limit while retrying upstream',
+  ],
 } as const satisfies Record<string, readonly [number, string, string, string]>
 type LocalReply = (typeof LocalReplies)[keyof typeof LocalReplies]
 
@@ -38,6 +45,7 @@ const RESET_REPLY: Record<UpstreamResetReason, LocalReply> = {
   connect_timeout: LocalReplies.connectTimeout,
   connection_termination: LocalReplies.connectionTermination,
   remote_reset: LocalReplies.connectionTermination,
+  refused_stream: LocalReplies.connectionTermination,
   protocol_error: LocalReplies.protocolError,
   overflow: LocalReplies.overflow,
 }
@@ -51,6 +59,89 @@ function onIdleTimeout(stream: ActiveStream): void {
 
 /** Request body bytes that past this, held while a filter has stopped the chain, pause the client. */
 const HOLD_LIMIT_BYTES = 1024 * 1024
+
+/** Envoy's default max_retries circuit breaker: retries waiting for their back-off at once, per cluster. */
+const MAX_ACTIVE_RETRIES = 3
+
+function onPerTryTimeout(a: UpstreamAttempt): void {
+  a.timer = null
+  a.stream.perTryTimeout(a)
+}
+
+function onBackOff(stream: ActiveStream): void {
+  stream.retryNow()
+}
+
+/**
+ * One upstream attempt of a stream whose route has a retry policy: the codec's callbacks go through it, so a late
+ * callback from an attempt the stream has given up on (reset, timed out, retried) is dropped here. Streams without
+ * a policy take the codec's callbacks themselves and never make one.
+ */
+export class UpstreamAttempt implements UpstreamCallbacks {
+  readonly stream: ActiveStream
+  readonly host: Host
+  live = true
+  up: UpstreamRequest | null = null
+  /** the per-try timeout */
+  timer: NodeJS.Timeout | null = null
+
+  constructor(stream: ActiveStream, host: Host) {
+    this.stream = stream
+    this.host = host
+  }
+
+  onUpstreamHeaders(status: number, headers: Headers, endStream: boolean): void {
+    if (this.live) this.stream.attemptHeaders(this, status, headers, endStream)
+  }
+  onUpstreamData(chunk: Buffer, endStream: boolean): void {
+    if (this.live) this.stream.onUpstreamData(chunk, endStream)
+  }
+  onUpstreamTrailers(trailers: Headers): void {
+    if (this.live) this.stream.onUpstreamTrailers(trailers)
+  }
+  onUpstreamReset(reason: UpstreamResetReason, detail: string): void {
+    if (this.live) this.stream.attemptReset(this, reason, detail)
+  }
+  onUpstreamDrain(): void {
+    if (this.live) this.stream.onUpstreamDrain()
+  }
+
+  /** The stream gives up on this attempt: no more callbacks reach it; the upstream request is reset if `reset`. */
+  end(reset: boolean): void {
+    this.live = false
+    if (this.timer !== null) {
+      clearTimeout(this.timer)
+      this.timer = null
+    }
+    const up = this.up
+    this.up = null
+    if (reset) up?.reset()
+  }
+}
+
+/** Per-request retry state, made only when the route has a retry policy. */
+class RetryState {
+  readonly policy: CompiledRetryPolicy
+  readonly hash: number | undefined
+  retriesLeft: number
+  /** attempts started, the first included */
+  attempts = 1
+  attempt: UpstreamAttempt | null = null
+  /** hosts tried, for the previous_hosts predicate */
+  readonly tried: Host[] = []
+  /** the request body so far, kept for the next attempt; null once past the buffer limit (no more retries) */
+  body: Buffer[] | null = []
+  bodyBytes = 0
+  trailers: Headers | null = null
+  /** the back-off before the next attempt; it holds one of the cluster's retries_active while pending */
+  backOff: NodeJS.Timeout | null = null
+
+  constructor(policy: CompiledRetryPolicy, hash: number | undefined) {
+    this.policy = policy
+    this.hash = hash
+    this.retriesLeft = policy.numRetries
+  }
+}
 
 /** The request body that arrived while a filter had stopped the chain. */
 class HeldRequest {
@@ -102,6 +193,8 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
   private endAtHeaders = false
   /** body that arrived while the chain was stopped */
   private held: HeldRequest | null = null
+  /** the route's retry policy at work; null when it has none (one attempt, the stream is the codec's callbacks) */
+  private retry: RetryState | null = null
 
   constructor(hcm: HcmContext, downstream: DownstreamSink, peerIp: string) {
     this.hcm = hcm
@@ -183,12 +276,12 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
     this.routeRequest(this.head!, this.route, this.endAtHeaders)
     if (held === null) return
     if (held.paused) this.downstream.resumeRequest()
-    const up = this.upstream
-    if (up === null || this.done) return
+    if (this.done || (this.upstream === null && this.retry === null)) return
     const n = held.chunks.length
-    for (let i = 0; i < n; i++) up.sendData(held.chunks[i]!, held.end && i === n - 1 && held.trailers === null)
-    if (held.end && n === 0 && held.trailers === null) up.sendData(EMPTY, true)
-    if (held.trailers !== null) up.sendTrailers(held.trailers)
+    for (let i = 0; i < n && !this.done; i++)
+      this.sendUpstream(held.chunks[i]!, held.end && i === n - 1 && held.trailers === null)
+    if (held.end && n === 0 && held.trailers === null && !this.done) this.sendUpstream(EMPTY, true)
+    if (held.trailers !== null && !this.done) this.trailersUpstream(held.trailers)
   }
 
   sendLocalReply(status: number, flag: string, reason: string, text: string | null, headers?: Headers): void {
@@ -247,6 +340,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
     if (route.hostRewrite !== null) head.authority = route.hostRewrite
     else if (route.autoHostRewrite) head.authority = host.hostname
     route.applyRequestHeaders(head.headers, clusterName)
+    if (route.includeAttemptCount) head.headers.set('x-envoy-attempt-count', '1')
 
     const cstats = hcm.store.forCluster(cluster.name)
     cstats.rq.rq_total++
@@ -258,7 +352,166 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
       hcm.deadlines.add(this, route.timeoutMs, this.filters === null ? this.startTime : performance.now())
     }
     if (route.idleTimeoutMs > 0) this.idleTimer = setTimeout(onIdleTimeout, route.idleTimeoutMs, this)
-    this.upstream = hcm.pools.newStream(cluster, host, this, head, endStream)
+    if (route.retry === null || head.upgrade !== null) {
+      this.upstream = hcm.pools.newStream(cluster, host, this, head, endStream)
+      return
+    }
+    this.retry = new RetryState(route.retry, hash)
+    this.startAttempt(host, endStream)
+  }
+
+  // === attempts (routes with a retry policy) ===
+
+  private startAttempt(host: Host, endStream: boolean): void {
+    const rs = this.retry!
+    rs.tried.push(host)
+    const a = new UpstreamAttempt(this, host)
+    rs.attempt = a
+    if (this.requestComplete) this.startPerTry(a)
+    const up = this.hcm.pools.newStream(this.cluster!, host, a, this.head!, endStream)
+    if (!a.live) return // failed at once: attemptReset has dealt with it
+    a.up = up
+    this.upstream = up
+  }
+
+  private startPerTry(a: UpstreamAttempt): void {
+    const ms = this.retry!.policy.perTryTimeoutMs
+    if (ms > 0 && a.timer === null && a.live) a.timer = setTimeout(onPerTryTimeout, ms, a)
+  }
+
+  /** Sends request body upstream, keeping it for a retry while the policy still allows one. */
+  private sendUpstream(chunk: Buffer, endStream: boolean): boolean {
+    const rs = this.retry
+    if (rs !== null) {
+      if (rs.body !== null) {
+        rs.bodyBytes += chunk.length
+        if (rs.bodyBytes <= RETRY_BUFFER_LIMIT_BYTES) {
+          if (chunk.length > 0) rs.body.push(chunk)
+        } else {
+          rs.body = null
+          this.hcm.store.forCluster(this.cluster!.name).retry_or_shadow_abandoned++
+          // waiting for a back-off with a body that can no longer be sent again in full (Envoy answers 507)
+          if (rs.backOff !== null) {
+            this.localReply(LocalReplies.retryBufferExceeded)
+            return true
+          }
+        }
+      }
+      if (endStream && rs.attempt !== null) this.startPerTry(rs.attempt)
+    }
+    const up = this.upstream
+    return up === null || up.sendData(chunk, endStream)
+  }
+
+  private trailersUpstream(trailers: Headers): void {
+    const rs = this.retry
+    if (rs !== null) {
+      rs.trailers = trailers
+      if (rs.attempt !== null) this.startPerTry(rs.attempt)
+    }
+    this.upstream?.sendTrailers(trailers)
+  }
+
+  /**
+   * A failed attempt may be retried: false when the body is no longer kept, no retry is left (URX,
+   * upstream_rq_retry_limit_exceeded) or the cluster has too many retries waiting (UO, upstream_rq_retry_overflow).
+   * Otherwise the next attempt starts after the back-off.
+   */
+  private scheduleRetry(): boolean {
+    const rs = this.retry!
+    if (rs.body === null || this.responseStarted || this.done) return false
+    const cstats = this.hcm.store.forCluster(this.cluster!.name)
+    if (rs.retriesLeft === 0) {
+      cstats.upstream_rq_retry_limit_exceeded++
+      this.addFlag('URX')
+      return false
+    }
+    if (cstats.retries_active >= MAX_ACTIVE_RETRIES) {
+      cstats.upstream_rq_retry_overflow++
+      this.addFlag('UO')
+      return false
+    }
+    rs.retriesLeft--
+    cstats.retries_active++
+    cstats.upstream_rq_retry++
+    this.upstream = null
+    rs.attempt = null
+    rs.backOff = setTimeout(onBackOff, rs.policy.backOffMs(rs.attempts), this)
+    return true
+  }
+
+  /** The back-off is over: the next attempt, on a host the previous_hosts predicate accepts if one is found. */
+  retryNow(): void {
+    const rs = this.retry!
+    rs.backOff = null
+    const hcm = this.hcm
+    const cluster = this.cluster!
+    const cstats = hcm.store.forCluster(cluster.name)
+    cstats.retries_active--
+    if (this.done) return
+    let host = cluster.chooseHost(rs.hash)
+    if (rs.policy.previousHosts)
+      for (let i = 0; i < rs.policy.hostSelectionAttempts && host !== null && rs.tried.includes(host); i++)
+        host = cluster.chooseHost(rs.hash)
+    if (host === null) {
+      cstats.upstream_cx_none_healthy++
+      return this.localReply(LocalReplies.noHealthyUpstream)
+    }
+    if (host !== this.host) {
+      this.host!.activeRequests--
+      host.activeRequests++
+      this.host = host
+    }
+    rs.attempts++
+    cstats.rq.rq_total++
+    const head = this.head!
+    if (this.route!.includeAttemptCount) head.headers.set('x-envoy-attempt-count', String(rs.attempts))
+    if (this.route!.autoHostRewrite) head.authority = host.hostname
+    const body = rs.body!
+    const complete = this.requestComplete
+    const headEnds = complete && body.length === 0 && rs.trailers === null
+    this.startAttempt(host, headEnds)
+    const up = this.upstream
+    if (up === null || this.done || headEnds) return
+    const n = body.length
+    for (let i = 0; i < n; i++) up.sendData(body[i]!, complete && rs.trailers === null && i === n - 1)
+    if (complete && n === 0 && rs.trailers === null) up.sendData(EMPTY, true)
+    if (rs.trailers !== null) up.sendTrailers(rs.trailers)
+  }
+
+  /** Response headers of the current attempt: retried if the policy says so, else they commit the attempt. */
+  attemptHeaders(a: UpstreamAttempt, status: number, headers: Headers, endStream: boolean): void {
+    if (this.done) return
+    const rs = this.retry!
+    const cstats = this.hcm.store.forCluster(this.cluster!.name)
+    if (rs.policy.retriableResponse(status, headers.get('grpc-status'))) {
+      if (this.scheduleRetry()) {
+        a.end(!endStream || !this.requestComplete)
+        return
+      }
+    } else if (rs.attempts > 1) cstats.upstream_rq_retry_success++
+    if (a.timer !== null) {
+      clearTimeout(a.timer)
+      a.timer = null
+    }
+    this.onUpstreamHeaders(status, headers, endStream)
+  }
+
+  attemptReset(a: UpstreamAttempt, reason: UpstreamResetReason, detail: string): void {
+    if (this.done) return
+    a.end(false)
+    this.upstream = null
+    if (!this.responseStarted && this.retry!.policy.retriableReset(reason) && this.scheduleRetry()) return
+    this.onUpstreamReset(reason, detail)
+  }
+
+  perTryTimeout(a: UpstreamAttempt): void {
+    if (this.done || !a.live || this.responseStarted) return
+    this.hcm.store.forCluster(this.cluster!.name).upstream_rq_per_try_timeout++
+    a.end(true)
+    this.upstream = null
+    if (this.retry!.policy.retriableReset(null) && this.scheduleRetry()) return
+    this.localReply(LocalReplies.timeout)
   }
 
   onRequestData(chunk: Buffer, endStream: boolean): void {
@@ -269,8 +522,13 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
       if (this.stoppedAt >= 0) return this.hold(chunk, endStream)
       for (const f of this.filters) f.decodeData?.(chunk, endStream)
     }
+    if (this.done) return
+    if (this.retry !== null) {
+      if (!this.sendUpstream(chunk, endStream)) this.downstream.pauseRequest()
+      return
+    }
     const up = this.upstream
-    if (up === null || this.done) return
+    if (up === null) return
     if (!up.sendData(chunk, endStream)) this.downstream.pauseRequest()
   }
 
@@ -284,7 +542,9 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
       }
       for (const f of this.filters) f.decodeTrailers?.(trailers)
     }
-    if (this.upstream !== null && !this.done) this.upstream.sendTrailers(trailers)
+    if (this.done) return
+    if (this.retry !== null) this.trailersUpstream(trailers)
+    else this.upstream?.sendTrailers(trailers)
   }
 
   /** Keeps body bytes while a filter has stopped the chain; past the limit the client is paused until it goes on. */
@@ -472,6 +732,15 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
     this.clearTimer()
     this.clearIdleTimer()
     const hcm = this.hcm
+    const retry = this.retry
+    if (retry !== null) {
+      retry.attempt?.end(false)
+      if (retry.backOff !== null) {
+        clearTimeout(retry.backOff)
+        retry.backOff = null
+        hcm.store.forCluster(this.cluster!.name).retries_active--
+      }
+    }
     const status = this.status
     const ms = performance.now() - this.startTime
     const rq = hcm.stats.rq

@@ -47,6 +47,8 @@ export type UpstreamResetReason =
   | 'connection_termination'
   | 'protocol_error'
   | 'remote_reset'
+  /** HTTP/2 RST_STREAM REFUSED_STREAM: the upstream did not process the request */
+  | 'refused_stream'
   | 'overflow'
 
 /** Implemented by ActiveStream: what an upstream codec reports. */

@@ -24,6 +24,7 @@ import { parseDurationMs } from '../../core/duration.js'
 import { type ConfigIssue, ErrorCodes, LoomError } from '../../core/errors.js'
 import { compilePerFilterConfig } from '../http/filters/index.js'
 import type { Headers } from '../http/headers.js'
+import { type CompiledRetryPolicy, compileRetryPolicy } from '../http/retry.js'
 import { type CookieToSet, compileHashPolicies, HashPolicies } from './hash.js'
 import {
   type CompiledHeaderMatcher,
@@ -173,6 +174,8 @@ interface RouteInit {
   autoHostRewrite: boolean
   timeoutMs: number
   idleTimeoutMs: number
+  retry: CompiledRetryPolicy | null
+  includeAttemptCount: boolean
   hash: HashPolicies
   redirect: RedirectPlan | null
   directStatus: number
@@ -197,6 +200,10 @@ export class CompiledRoute {
   readonly timeoutMs: number
   /** 0 means none */
   readonly idleTimeoutMs: number
+  /** retry_policy, the route's or else its virtual host's; null: one attempt */
+  readonly retry: CompiledRetryPolicy | null
+  /** the virtual host's include_request_attempt_count: x-envoy-attempt-count on upstream requests */
+  readonly includeAttemptCount: boolean
   readonly hasHashPolicy: boolean
   /** kind 'direct': the status to answer with */
   readonly directStatus: number
@@ -232,6 +239,8 @@ export class CompiledRoute {
     this.autoHostRewrite = init.autoHostRewrite
     this.timeoutMs = init.timeoutMs
     this.idleTimeoutMs = init.idleTimeoutMs
+    this.retry = init.retry
+    this.includeAttemptCount = init.includeAttemptCount
     this.hashPolicies = init.hash
     this.hasHashPolicy = init.hash.size > 0
     this.redirectPlan = init.redirect
@@ -631,6 +640,8 @@ function compileRedirect(rd: RedirectAction, match: PathMatch, p: string, issues
 interface Shared {
   /** the virtual host's compiled typed_per_filter_config */
   vhostFilters: ReadonlyMap<string, unknown> | null
+  /** the virtual host's compiled retry_policy */
+  vhostRetry: CompiledRetryPolicy | null
   issues: ConfigIssue[]
   clusters: Set<string>
   vhostRequest: HeaderMutations
@@ -677,6 +688,8 @@ function compileRoute(route: Route, vh: VirtualHost, index: number, p: string, s
     autoHostRewrite: false,
     timeoutMs: DEFAULT_ROUTE_TIMEOUT_MS,
     idleTimeoutMs: 0,
+    retry: s.vhostRetry,
+    includeAttemptCount: vh.include_request_attempt_count === true,
     hash: new HashPolicies([]),
     redirect: null,
     directStatus: 0,
@@ -755,6 +768,7 @@ function compileRouteAction(ra: RouteAction, match: PathMatch, p: string, init: 
   }
   if (ra.timeout !== undefined) init.timeoutMs = parseDurationMs(ra.timeout) ?? DEFAULT_ROUTE_TIMEOUT_MS
   if (ra.idle_timeout !== undefined) init.idleTimeoutMs = parseDurationMs(ra.idle_timeout) ?? 0
+  if (ra.retry_policy !== undefined) init.retry = compileRetryPolicy(ra.retry_policy)
   if (ra.hash_policy !== undefined) init.hash = compileHashPolicies(ra.hash_policy, `${p}.hash_policy`, issues)
 }
 
@@ -803,6 +817,7 @@ export function compileRouteConfig(cfg: RouteConfiguration): CompiledRouteConfig
     names.add(vh.name)
     const shared: Shared = {
       vhostFilters: perFilter(null, vh.typed_per_filter_config, `${vp}.typed_per_filter_config`, issues),
+      vhostRetry: compileRetryPolicy(vh.retry_policy),
       issues,
       clusters,
       vhostRequest: compileMutations(vh, 'request', vp, issues),

@@ -102,7 +102,13 @@ export class ClusterStats {
   upstream_cx_tx_bytes_total = 0
   upstream_rq_pending_total = 0
   upstream_rq_retry = 0
+  upstream_rq_retry_success = 0
+  upstream_rq_retry_overflow = 0
+  upstream_rq_retry_limit_exceeded = 0
   upstream_rq_per_try_timeout = 0
+  retry_or_shadow_abandoned = 0
+  /** retries in flight (waiting for their back-off or running): Envoy's max_retries circuit breaker, default 3 */
+  retries_active = 0
   upstream_cx_none_healthy = 0
   constructor(name: string) {
     this.name = name
@@ -300,6 +306,11 @@ const CLUSTER_FIELDS = [
   'upstream_cx_tx_bytes_total',
   'upstream_cx_none_healthy',
   'upstream_rq_retry',
+  'upstream_rq_retry_success',
+  'upstream_rq_retry_overflow',
+  'upstream_rq_retry_limit_exceeded',
+  'upstream_rq_per_try_timeout',
+  'retry_or_shadow_abandoned',
   'upstream_rq_pending_total',
 ] as const
 const TCP_FIELDS = [

@@ -61,7 +61,13 @@ export class H2UpstreamRequest implements UpstreamRequest {
       this.done = true
       const code = stream.rstCode
       const detail = code === undefined || code === 0 ? '' : `HTTP/2 stream reset, code ${code}`
-      this.cb.onUpstreamReset(session.destroyed && !this.gotHeaders ? 'connection_termination' : 'remote_reset', detail)
+      const reason =
+        code === H2.REFUSED_STREAM
+          ? 'refused_stream'
+          : session.destroyed && !this.gotHeaders
+            ? 'connection_termination'
+            : 'remote_reset'
+      this.cb.onUpstreamReset(reason, detail)
     })
   }
 
