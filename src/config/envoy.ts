@@ -355,6 +355,7 @@ export const HttpConnectionManager = v.pipe(
     http2_protocol_options: opt(Http2ProtocolOptions),
     stream_idle_timeout: opt(duration),
     request_timeout: opt(duration),
+    request_headers_timeout: opt(duration),
     max_request_headers_kb: opt(int(1, 8192)),
     use_remote_address: opt(bool),
     xff_num_trusted_hops: opt(uint32),

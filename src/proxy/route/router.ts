@@ -195,7 +195,7 @@ export class CompiledRoute {
   readonly autoHostRewrite: boolean
   /** route timeout; 0 means none */
   readonly timeoutMs: number
-  /** 0 means none */
+  /** the route's idle_timeout: -1 when unset (the connection manager's stream_idle_timeout applies), 0 disables */
   readonly idleTimeoutMs: number
   readonly hasHashPolicy: boolean
   /** kind 'direct': the status to answer with */
@@ -675,7 +675,7 @@ function compileRoute(route: Route, vh: VirtualHost, index: number, p: string, s
     hostRewrite: null,
     autoHostRewrite: false,
     timeoutMs: DEFAULT_ROUTE_TIMEOUT_MS,
-    idleTimeoutMs: 0,
+    idleTimeoutMs: -1,
     hash: new HashPolicies([]),
     redirect: null,
     directStatus: 0,
