@@ -58,6 +58,10 @@ before(async () => {
           ]),
         ),
         listener('drain', h('drain', { drain_timeout: '0.5s' })),
+        listener(
+          'maxdur',
+          h('maxdur', { common_http_protocol_options: { max_connection_duration: '0.5s' }, drain_timeout: '0.5s' }),
+        ),
       ],
       clusters: [staticCluster('backend', [backend.port])],
     },
@@ -284,6 +288,30 @@ describe('HTTP connection manager timeouts', () => {
     // /hang-1, /hang-2, /hang-route-idle (504), /stalled (408), /stall (reset)
     assert.equal(await stat(proxy.admin, 'http.idle.downstream_rq_idle_timeout'), 5)
     assert.equal(await stat(proxy.admin, 'http.idle.response_flag.SI'), 5)
+  })
+
+  test('max_connection_duration: an idle HTTP/1.1 connection is closed at 0.5 s; a busy one drains and is closed drain_timeout later; HTTP/2 gets GOAWAY', async () => {
+    const t0 = performance.now()
+    // kept alive after one request (a connection that has sent nothing yet is the listener's, under idle_timeout)
+    const idle = await connect('maxdur')
+    idle.socket.write('GET /one HTTP/1.1\r\nHost: a\r\n\r\n')
+    const busy = await connect('maxdur')
+    busy.socket.write('GET /hang-maxdur HTTP/1.1\r\nHost: a\r\n\r\n')
+    const s = h2connect('maxdur')
+    // an idle session is closed at once; node:http2 sends its GOAWAY as it closes
+    let sawGoaway = false
+    s.once('goaway', () => (sawGoaway = true))
+    const goaway = new Promise<number>((r) => s.once('close', () => r(performance.now())))
+    const [idleAt, busyAt, goawayAt] = await Promise.all([idle.closed, busy.closed, goaway])
+    assert.match(idle.text(), /"url":"\/one"/)
+    assert.ok(sawGoaway, 'the HTTP/2 client saw a GOAWAY')
+    figures.push(
+      `max_connection_duration 0.5 s: idle closed at ${Math.round(idleAt - t0)} ms, busy at ${Math.round(busyAt - t0)} ms, GOAWAY at ${Math.round(goawayAt - t0)} ms`,
+    )
+    assert.ok(idleAt - t0 >= 450 && idleAt - t0 < 1200, `idle closed after ${idleAt - t0} ms`)
+    assert.ok(goawayAt - t0 >= 450 && goawayAt - t0 < 1200, `GOAWAY after ${goawayAt - t0} ms`)
+    assert.ok(busyAt - t0 >= 950 && busyAt - t0 < 2000, `busy closed after ${busyAt - t0} ms`)
+    assert.equal(await stat(proxy.admin, 'http.maxdur.downstream_cx_max_duration_reached'), 3)
   })
 
   // last: a drain stops every listener of the proxy

@@ -348,6 +348,7 @@ export const HttpConnectionManager = v.pipe(
     common_http_protocol_options: opt(
       v.strictObject({
         idle_timeout: opt(duration),
+        max_connection_duration: opt(duration),
         max_headers_count: opt(int(1, 10000)),
         headers_with_underscores_action: opt(v.picklist(['ALLOW', 'REJECT_REQUEST', 'DROP_HEADER'])),
       }),

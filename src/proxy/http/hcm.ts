@@ -50,6 +50,8 @@ export class HcmContext {
   readonly requestTimeoutMs: number
   /** stream_idle_timeout: default 5 min as Envoy; 0 disables; a route's idle_timeout overrides it */
   readonly streamIdleTimeoutMs: number
+  /** common_http_protocol_options.max_connection_duration: the connection drains once this old; 0: never */
+  readonly maxConnectionDurationMs: number
   /** drain_timeout: how long a draining connection may finish its requests before it is closed; default 5 s */
   readonly drainTimeoutMs: number
   readonly upgrades: Set<string>
@@ -95,6 +97,7 @@ export class HcmContext {
     this.requestTimeoutMs = durationMs(cfg.request_timeout, 0)
     this.streamIdleTimeoutMs = durationMs(cfg.stream_idle_timeout, 300_000)
     this.drainTimeoutMs = durationMs(cfg.drain_timeout, 5000)
+    this.maxConnectionDurationMs = durationMs(common?.max_connection_duration, 0)
     this.rejectUnderscores = common?.headers_with_underscores_action === 'REJECT_REQUEST'
     this.dropUnderscores = common?.headers_with_underscores_action === 'DROP_HEADER'
     this.upgrades = new Set(

@@ -72,6 +72,8 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter, HasDe
   private abandoned = false
   /** drain_timeout: set once the connection drains with a request in progress */
   private drainTimer: NodeJS.Timeout | null = null
+  /** max_connection_duration */
+  private durationTimer: NodeJS.Timeout | null = null
   /** request_headers_timeout: pending in hcm.deadlines while a head has begun but not ended (see parseHead) */
   deadline = 0
   deadlineSlot = -1
@@ -96,6 +98,18 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter, HasDe
     hcm.stats.downstream_cx_total++
     hcm.stats.downstream_cx_active++
     hcm.stats.downstream_cx_http1_total++
+    if (hcm.maxConnectionDurationMs > 0) {
+      this.durationTimer = setTimeout(maxDurationReached, hcm.maxConnectionDurationMs, this)
+      this.durationTimer.unref()
+    }
+  }
+
+  /** max_connection_duration: the connection drains (closed now if idle, else after its response or drain_timeout). */
+  maxDurationReached(): void {
+    this.durationTimer = null
+    if (this.state === S.Closed) return
+    this.hcm.stats.downstream_cx_max_duration_reached++
+    this.drain()
   }
 
   /** Feeds bytes that were read before this codec took the socket (protocol detection). */
@@ -549,11 +563,19 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter, HasDe
       clearTimeout(this.drainTimer)
       this.drainTimer = null
     }
+    if (this.durationTimer !== null) {
+      clearTimeout(this.durationTimer)
+      this.durationTimer = null
+    }
     this.hcm.stats.downstream_cx_active--
     const s = this.stream
     this.stream = null
     if (wasOpen && s !== null && !this.responseDone) s.onDownstreamReset()
   }
+}
+
+function maxDurationReached(c: H1ServerConnection): void {
+  c.maxDurationReached()
 }
 
 function drainExpired(c: H1ServerConnection): void {

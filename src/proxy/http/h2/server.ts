@@ -154,6 +154,16 @@ export function createH2Server(hcm: HcmContext, scheme: 'http' | 'https'): H2T.H
       if (!session.closed && !session.destroyed) session.close()
     })
     keepalive(session, hcm.http2.keepalive)
+    if (hcm.maxConnectionDurationMs > 0) {
+      // max_connection_duration: GOAWAY, then closed when its streams are done or drain_timeout has passed
+      const t = setTimeout(() => {
+        if (session.closed || session.destroyed) return
+        hcm.stats.downstream_cx_max_duration_reached++
+        drainSession(session)
+      }, hcm.maxConnectionDurationMs)
+      t.unref()
+      session.once('close', () => clearTimeout(t))
+    }
     if (hcm.idleTimeoutMs > 0) session.setTimeout(hcm.idleTimeoutMs, () => session.close())
   })
   server.on('stream', (stream, h, flags) => {
