@@ -8,6 +8,7 @@ import assert from 'node:assert/strict'
 import * as http2 from 'node:http2'
 import * as net from 'node:net'
 import { after, before, describe, test } from 'node:test'
+import { F, frame, hpack, headersFrame, RawH2, requestHeaders, T } from './helpers/h2raw.js'
 import { adminAddress, hcm, listener, type RunningProxy, startProxy, stat, staticCluster } from './helpers/proxy.js'
 import { type Backend, startBackend } from './helpers/servers.js'
 
@@ -176,6 +177,44 @@ describe('HTTP connection manager timeouts', () => {
     assert.ok(!c.socket.destroyed, 'the connection stays')
     c.socket.destroy()
     assert.equal(await stat(proxy.admin, 'http.hdr.downstream_rq_header_timeout'), 1, 'only the slowloris case')
+  })
+
+  test('request_headers_timeout on HTTP/2: HEADERS, then one CONTINUATION every 200 ms; the unanswerable PING probe closes the connection at the timeout', async () => {
+    const c = await RawH2.connect(proxy.ports.hdr!)
+    assert.ok(await c.until(() => c.frames.some((f) => f.type === T.SETTINGS)), 'no SETTINGS from the proxy')
+    // a client inside a header block may send nothing but CONTINUATION: it cannot answer a PING
+    c.autoAck = false
+    const before = await stat(proxy.admin, 'http.hdr.downstream_rq_header_timeout')
+    const t0 = performance.now()
+    c.write(headersFrame(1, requestHeaders('/slow-head-h2'), { endHeaders: false }))
+    let sent = 0
+    const t = setInterval(() => {
+      if (sent < 7) c.write(frame(T.CONTINUATION, 0, 1, hpack([[`x-slow-${sent++}`, 'v']])))
+    }, 200)
+    assert.ok(await c.until(() => c.closed, 5000), 'not closed')
+    clearInterval(t)
+    const took = performance.now() - t0
+    figures.push(`HTTP/2 slowloris head closed after ${Math.round(took)} ms (${sent} CONTINUATION frames)`)
+    // before nghttp2's own limit (the ninth CONTINUATION frame, which this client never sends)
+    assert.ok(took >= 450 && took < 1300, `took ${took} ms`)
+    assert.ok(
+      c.frames.some((f) => f.type === T.PING && (f.flags & F.ACK) === 0),
+      'the proxy sent a PING',
+    )
+    assert.equal(c.goawayCode ?? 0, 0, 'GOAWAY NO_ERROR (or none)')
+    assert.equal(await stat(proxy.admin, 'http.hdr.downstream_rq_header_timeout'), before + 1)
+    assert.equal(backend.requests.filter((r) => r.url === '/slow-head-h2').length, 0, 'nothing reached the upstream')
+  })
+
+  test('request_headers_timeout on HTTP/2: a client that answers PINGs keeps its connection through requests spread over 3 timeouts', async () => {
+    const s = h2connect('hdr')
+    for (let i = 0; i < 6; i++) {
+      const r = await h2request(s, { ':path': `/spread/${i}` })
+      assert.equal(r.status, 200)
+      await new Promise((res) => setTimeout(res, 250))
+    }
+    assert.ok(!s.closed && !s.destroyed, 'the session is still open')
+    s.close()
   })
 
   test('request_timeout: an HTTP/1.1 body trickled one byte every 100 ms gets 408 at the timeout, and the connection is closed', async () => {

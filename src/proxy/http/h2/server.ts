@@ -11,6 +11,7 @@ import { ActiveStream } from '../stream.js'
 import type { DownstreamSink, RequestHead } from '../types.js'
 import { fromH2, toH2 } from './convert.js'
 import { keepalive } from './keepalive.js'
+import { headersTimeout } from './headers-timeout.js'
 
 const EMPTY = Buffer.alloc(0)
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
@@ -154,6 +155,7 @@ export function createH2Server(hcm: HcmContext, scheme: 'http' | 'https'): H2T.H
       if (!session.closed && !session.destroyed) session.close()
     })
     keepalive(session, hcm.http2.keepalive)
+    headersTimeout(session, hcm.requestHeadersTimeoutMs, hcm.stats)
     if (hcm.maxConnectionDurationMs > 0) {
       // max_connection_duration: GOAWAY, then closed when its streams are done or drain_timeout has passed
       const t = setTimeout(() => {
