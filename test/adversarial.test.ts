@@ -51,6 +51,8 @@ let proxy: RunningProxy
 let backend: Backend
 let port: number
 let idlePort: number
+/** a listener with request_headers_timeout 0.5 s and request_timeout 1 s */
+let timeoutsPort: number
 /** a listener with connection_keepalive 0.25 s / 0.25 s */
 let keepalivePort: number
 /** bytes the /big handler has handed to its socket so far */
@@ -145,6 +147,7 @@ before(async () => {
   })
   const h = hcm(routeConfig(), common('ingress')) as { typed_config: Record<string, unknown> }
   const hIdle = hcm(routeConfig(), common('idle', { common_http_protocol_options: { idle_timeout: '1s' } }))
+  const hTimeouts = hcm(routeConfig(), common('timeouts', { request_headers_timeout: '0.5s', request_timeout: '1s' }))
   const hKeepalive = hcm(
     routeConfig(),
     common('keepalive', {
@@ -157,7 +160,12 @@ before(async () => {
   proxy = await startProxy({
     admin: { address: adminAddress() },
     static_resources: {
-      listeners: [listener('http', h), listener('idle', hIdle), listener('keepalive', hKeepalive)],
+      listeners: [
+        listener('http', h),
+        listener('idle', hIdle),
+        listener('keepalive', hKeepalive),
+        listener('timeouts', hTimeouts),
+      ],
       clusters: [
         staticCluster('backend', [backend.port]),
         staticCluster('h2backend', [h2up.port], { typed_extension_protocol_options: H2_OPTIONS }),
@@ -166,6 +174,7 @@ before(async () => {
   })
   port = proxy.ports.http!
   idlePort = proxy.ports.idle!
+  timeoutsPort = proxy.ports.timeouts!
   keepalivePort = proxy.ports.keepalive!
 })
 
@@ -197,6 +206,8 @@ const GAUGES = [
   'http.ingress.downstream_cx_active',
   'http.idle.downstream_cx_active',
   'http.keepalive.downstream_cx_active',
+  'http.timeouts.downstream_cx_active',
+  'http.timeouts.downstream_rq_active',
   'http.ingress.downstream_rq_active',
   'http.idle.downstream_rq_active',
   'cluster.backend.upstream_rq_active',
@@ -894,43 +905,45 @@ describe('adversarial clients against loom proxy', () => {
     await healthy()
   })
 
-  test('H1 slowloris body: there is no body timeout; the route timeout (2s) answers 504 while bytes still trickle', async () => {
+  test('H1 slowloris body: request_timeout (1s) answers 408 while bytes still trickle, and closes the connection', async () => {
     const t0 = Date.now()
-    const s = net.connect(port, '127.0.0.1')
+    const s = net.connect(timeoutsPort, '127.0.0.1')
+    opened.push(s)
+    let text = ''
+    let closedAt = 0
+    s.on('data', (d) => (text += d.toString('latin1')))
+    s.on('close', () => (closedAt = Date.now()))
+    s.on('error', () => {})
+    s.write('POST /slow-route HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n')
+    const timer = setInterval(() => s.write('x'), 100)
+    await new Promise((r) => s.once('close', r))
+    clearInterval(timer)
+    assert.match(text, /^HTTP\/1\.1 408 /)
+    assert.match(text, /x-loom-reason: request_overall_timeout/)
+    const took = closedAt - t0
+    figures.push(`slowloris body: 408 and close after ${took} ms`)
+    assert.ok(took >= 950 && took < 2500, `took ${took} ms`)
+    await healthy()
+  })
+
+  test('H1 slowloris head: one header line every 200 ms; request_headers_timeout (0.5s) answers 408 and closes the connection', async () => {
+    const s = net.connect(timeoutsPort, '127.0.0.1')
     opened.push(s)
     let text = ''
     s.on('data', (d) => (text += d.toString('latin1')))
     s.on('error', () => {})
-    s.write('POST /slow-route HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n')
-    const timer = setInterval(() => s.write('x'), 100)
-    while (!text.includes('\r\n\r\n') && Date.now() - t0 < 6000) await sleep(50)
-    clearInterval(timer)
-    s.destroy()
-    assert.match(text, /^HTTP\/1\.1 504 /)
-    assert.match(text, /x-loom-reason: upstream_timeout/)
-    const took = Date.now() - t0
-    figures.push(`slowloris body: 504 after ${took} ms`)
-    assert.ok(took >= 1900 && took < 4000, `took ${took} ms`)
-    await healthy()
-  })
-
-  test('H1 slowloris head: there is no request-headers timeout; the head is bounded by max_request_headers_kb and idle_timeout (1s) closes it once the bytes stop', async () => {
-    const s = net.connect(idlePort, '127.0.0.1')
-    opened.push(s)
-    let closedAt = 0
-    s.on('close', () => (closedAt = Date.now()))
-    s.on('error', () => {})
     await new Promise((r) => s.once('connect', r))
+    const t0 = Date.now()
     s.write('GET /slow-head HTTP/1.1\r\nHost: a\r\n')
-    for (let i = 0; i < 4; i++) {
-      await sleep(300)
-      s.write(`X-Slow-${i}: v\r\n`)
-    }
-    assert.equal(closedAt, 0, 'closed while bytes were still coming (a headers timeout now exists: update this case)')
-    const stopped = Date.now()
-    while (closedAt === 0 && Date.now() - stopped < 4000) await sleep(50)
-    assert.ok(closedAt > 0, 'idle timeout did not close the connection')
-    figures.push(`slowloris head: closed ${closedAt - stopped} ms after the last byte`)
+    let i = 0
+    const timer = setInterval(() => s.write(`X-Slow-${i++}: v\r\n`), 200)
+    await new Promise((r) => s.once('close', r))
+    clearInterval(timer)
+    const took = Date.now() - t0
+    assert.match(text, /^HTTP\/1\.1 408 /)
+    assert.match(text, /x-loom-reason: request_header_timeout/)
+    figures.push(`slowloris head: 408 and close after ${took} ms (${i} header lines)`)
+    assert.ok(took >= 450 && took < 1500, `took ${took} ms`)
     await healthy()
   })
 

@@ -507,6 +507,7 @@ export const HttpConnectionManager = v.pipe(
     common_http_protocol_options: opt(
       v.strictObject({
         idle_timeout: opt(duration),
+        max_connection_duration: opt(duration),
         max_headers_count: opt(int(1, 10000)),
         headers_with_underscores_action: opt(v.picklist(['ALLOW', 'REJECT_REQUEST', 'DROP_HEADER'])),
       }),
@@ -514,6 +515,7 @@ export const HttpConnectionManager = v.pipe(
     http2_protocol_options: opt(Http2ProtocolOptions),
     stream_idle_timeout: opt(duration),
     request_timeout: opt(duration),
+    request_headers_timeout: opt(duration),
     max_request_headers_kb: opt(int(1, 8192)),
     use_remote_address: opt(bool),
     xff_num_trusted_hops: opt(uint32),

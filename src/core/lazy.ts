@@ -21,6 +21,7 @@ export function http2(): typeof import('node:http2') {
 /** HTTP/2 constants used on the hot path, without loading node:http2 for them. */
 export const H2 = {
   FLAG_END_STREAM: 0x1,
+  NO_ERROR: 0x0,
   INTERNAL_ERROR: 0x2,
   REFUSED_STREAM: 0x7,
   CANCEL: 0x8,

@@ -54,12 +54,30 @@ export interface ListenerSet {
 /** Node metadata Loom reads (string values as Envoy's bootstrap would carry them, or numbers / objects). */
 export type NodeMetadata = Record<string, unknown>
 
+/**
+ * Every connection manager: `stream_idle_timeout` 0 (disabled), as Istio sets it on sidecars and gateways alike
+ * (long-lived gRPC and websocket streams are not cut; a route's `idle_timeout` still applies).
+ */
 function hcm(statPrefix: string, routing: Json): Json {
   return {
     name: HCM_FILTER,
-    typed_config: { '@type': TypeUrls.hcm, stat_prefix: statPrefix, ...routing, http_filters: [FAULT, CORS, ROUTER] },
+    typed_config: {
+      '@type': TypeUrls.hcm,
+      stat_prefix: statPrefix,
+      ...routing,
+      stream_idle_timeout: '0s',
+      http_filters: [FAULT, CORS, ROUTER],
+    },
   }
 }
+
+/**
+ * A gateway's connection managers face clients nobody vouches for: a request head must arrive whole within 10 s
+ * (`request_headers_timeout`), else 408 and the connection is closed. Istio sets no headers timeout (Envoy's default
+ * is none); Loom's is its own choice for an edge, long enough for a slow mobile client's head (a few KiB) and short
+ * enough that a slowloris client holds a connection for 10 s, not for as long as it trickles.
+ */
+export const GATEWAY_REQUEST_HEADERS_TIMEOUT = '10s'
 
 /** A sidecar's connection managers, inbound and outbound: the mesh's forwarding headers are trusted (Istio's). */
 const SIDECAR_TRUST: Json = { use_remote_address: false }
@@ -68,7 +86,7 @@ const SIDECAR_TRUST: Json = { use_remote_address: false }
  * A gateway's connection managers: the client address is the connection's peer, or with `numTrustedProxies` N the
  * Nth address from the right of `x-forwarded-for` (Istio's gateway topology). The count comes from the node
  * metadata `PROXY_CONFIG.gatewayTopology.numTrustedProxies` (what Istio's agent sends, `proxy.istio.io/config`
- * included), else the mesh's `defaultConfig`; 0 is left out, as on the wire.
+ * included), else the mesh's `defaultConfig`; 0 is left out, as on the wire. With the edge's headers timeout (above).
  */
 function gatewayTrust(scope: Scope, metadata: NodeMetadata): Json {
   let proxyConfig: unknown = metadata.PROXY_CONFIG
@@ -83,7 +101,8 @@ function gatewayTrust(scope: Scope, metadata: NodeMetadata): Json {
     ?.numTrustedProxies
   const n = typeof fromNode === 'number' || typeof fromNode === 'string' ? Number(fromNode) : Number.NaN
   const hops = Number.isInteger(n) && n >= 0 && n <= 0xffffffff ? n : scope.mesh.numTrustedProxies
-  return hops > 0 ? { use_remote_address: true, xff_num_trusted_hops: hops } : { use_remote_address: true }
+  const edge = { use_remote_address: true, request_headers_timeout: GATEWAY_REQUEST_HEADERS_TIMEOUT }
+  return hops > 0 ? { ...edge, xff_num_trusted_hops: hops } : edge
 }
 
 function rds(name: string): Json {

@@ -517,7 +517,7 @@ describe('who trusts forwarding headers (use_remote_address, as Istio sets it)',
     })
   })
 
-  // The ingress golden is unchanged: no trusted proxies by default, and 0 is not written (as on the wire).
+  // No trusted proxies by default, and 0 is not written (as on the wire).
   it('a gateway takes the client address from the connection', () => {
     assert.deepEqual(trust(run(resources(), INGRESS)), { '0.0.0.0_8080': { use_remote_address: true } })
   })
@@ -537,6 +537,36 @@ describe('who trusts forwarding headers (use_remote_address, as Istio sets it)',
     assert.deepEqual(trust(both), { '0.0.0.0_8080': { use_remote_address: true, xff_num_trusted_hops: 3 } })
     assert.deepEqual(trust(withNode({ gatewayTopology: { numTrustedProxies: -1 } })), {
       '0.0.0.0_8080': { use_remote_address: true },
+    })
+  })
+})
+
+describe('connection manager timeouts (request_headers_timeout, stream_idle_timeout)', () => {
+  const resources = () => samples('virtual-service-all-v1.yaml', 'destination-rule-all.yaml', 'bookinfo-gateway.yaml')
+  function timeouts(r: TranslatedResources): Record<string, Json> {
+    const out: Record<string, Json> = {}
+    for (const l of r.listeners) {
+      const tc = ((l.filter_chains as Json[])[0]!.filters as Json[])[0]!.typed_config as Json
+      const t: Json = {}
+      for (const k of ['request_headers_timeout', 'stream_idle_timeout', 'request_timeout', 'drain_timeout'])
+        if (tc[k] !== undefined) t[k] = tc[k]
+      out[l.name as string] = t
+    }
+    return out
+  }
+
+  // Both goldens changed for this, and only this: every connection manager carries stream_idle_timeout 0s, and the
+  // gateway's request_headers_timeout 10s (hence new listener versions).
+  it('a sidecar disables the stream idle timeout, as Istio, and sets no headers timeout (Istio sets none)', () => {
+    assert.deepEqual(timeouts(run(resources(), PRODUCTPAGE)), {
+      'inbound|9080': { stream_idle_timeout: '0s' },
+      outbound_http: { stream_idle_timeout: '0s' },
+    })
+  })
+
+  it('a gateway gets a 10 s request_headers_timeout (Loom: an edge default; Istio sets none) and no stream idle timeout', () => {
+    assert.deepEqual(timeouts(run(resources(), INGRESS)), {
+      '0.0.0.0_8080': { request_headers_timeout: '10s', stream_idle_timeout: '0s' },
     })
   })
 })

@@ -19,10 +19,21 @@ export interface HasDeadline {
 export class Deadlines {
   private readonly active: HasDeadline[] = []
   private timer: NodeJS.Timeout | null = null
+  /**
+   * A coarse clock: performance.now() as of the last add or sweep. While anything is pending the sweep runs, so
+   * it is at most one tick behind; activity stamps (stream-timeouts.ts) read it instead of the real clock.
+   */
+  now = performance.now()
 
   /** `now` is the caller's performance.now(), when it has one at hand. */
   add(s: HasDeadline, ms: number, now = performance.now()): void {
-    s.deadline = now + ms
+    this.now = now
+    this.addAt(s, now + ms)
+  }
+
+  /** Pending until `at` (performance.now() ms). */
+  addAt(s: HasDeadline, at: number): void {
+    s.deadline = at
     if (s.deadlineSlot === -1) {
       s.deadlineSlot = this.active.length
       this.active.push(s)
@@ -56,6 +67,7 @@ export class Deadlines {
       return
     }
     const now = performance.now()
+    this.now = now
     // expired streams are taken out first and told after, so what a timeout does (new streams, other streams
     // ending) cannot disturb the walk; walking down, a removal only moves an already visited stream into the gap
     let expired: HasDeadline[] | null = null

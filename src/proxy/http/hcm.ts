@@ -19,6 +19,10 @@ import { compileInternalAddresses } from './edge.js'
 import type { PoolManager } from './pools.js'
 import type { ActiveStream } from './stream.js'
 
+function durationMs(d: string | undefined, otherwise: number): number {
+  return d === undefined ? otherwise : (parseDurationMs(d) ?? otherwise)
+}
+
 export class HcmContext {
   readonly statPrefix: string
   readonly stats: HttpConnManagerStats
@@ -40,6 +44,16 @@ export class HcmContext {
   readonly internalAddresses: BlockList | null
   readonly limits: Limits
   readonly idleTimeoutMs: number
+  /** request_headers_timeout: first byte of a request head to its end; 0 disables (Envoy's default) */
+  readonly requestHeadersTimeoutMs: number
+  /** request_timeout: the whole request received; 0 disables (Envoy's default) */
+  readonly requestTimeoutMs: number
+  /** stream_idle_timeout: default 5 min as Envoy; 0 disables; a route's idle_timeout overrides it */
+  readonly streamIdleTimeoutMs: number
+  /** common_http_protocol_options.max_connection_duration: the connection drains once this old; 0: never */
+  readonly maxConnectionDurationMs: number
+  /** drain_timeout: how long a draining connection may finish its requests before it is closed; default 5 s */
+  readonly drainTimeoutMs: number
   readonly upgrades: Set<string>
   readonly rejectUnderscores: boolean
   readonly dropUnderscores: boolean
@@ -79,6 +93,11 @@ export class HcmContext {
       maxHeaders: common?.max_headers_count ?? DEFAULT_LIMITS.maxHeaders,
     }
     this.idleTimeoutMs = common?.idle_timeout === undefined ? 3600_000 : parseDurationMs(common.idle_timeout)!
+    this.requestHeadersTimeoutMs = durationMs(cfg.request_headers_timeout, 0)
+    this.requestTimeoutMs = durationMs(cfg.request_timeout, 0)
+    this.streamIdleTimeoutMs = durationMs(cfg.stream_idle_timeout, 300_000)
+    this.drainTimeoutMs = durationMs(cfg.drain_timeout, 5000)
+    this.maxConnectionDurationMs = durationMs(common?.max_connection_duration, 0)
     this.rejectUnderscores = common?.headers_with_underscores_action === 'REJECT_REQUEST'
     this.dropUnderscores = common?.headers_with_underscores_action === 'DROP_HEADER'
     this.upgrades = new Set(

@@ -17,6 +17,7 @@ import type { HcmContext } from './hcm.js'
 import type { DownstreamSink, RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from './types.js'
 import { HOP_BY_HOP } from './types.js'
 import { type CompiledRetryPolicy, RETRY_BUFFER_LIMIT_BYTES } from './retry.js'
+import { StreamTimeouts, type TimedStream } from './stream-timeouts.js'
 
 /** Local replies: status, Envoy response flag, `x-loom-reason`, body text. */
 export const LocalReplies = {
@@ -30,6 +31,9 @@ export const LocalReplies = {
   overflow: [503, 'UO', 'upstream_overflow', 'upstream connection pool overflow'],
   timeout: [504, 'UT', 'upstream_timeout', 'upstream request timeout'],
   idleTimeout: [408, 'SI', 'stream_idle_timeout', 'stream idle timeout'],
+  /** the idle timeout of a stream whose request was received whole: Envoy answers 504 then */
+  idleTimeoutAfterRequest: [504, 'SI', 'stream_idle_timeout', 'stream idle timeout'],
+  requestTimeout: [408, '', 'request_overall_timeout', 'request timeout'],
   upgradeRejected: [403, '', 'upgrade_not_allowed', 'this upgrade is not enabled on the listener'],
   retryBufferExceeded: [
     507,
@@ -52,10 +56,6 @@ const RESET_REPLY: Record<UpstreamResetReason, LocalReply> = {
 
 const routeStatsCache = new WeakMap<CompiledRoute, RouteStats>()
 const EMPTY = Buffer.alloc(0)
-
-function onIdleTimeout(stream: ActiveStream): void {
-  stream.idleTimeout()
-}
 
 /** Request body bytes that past this, held while a filter has stopped the chain, pause the client. */
 const HOLD_LIMIT_BYTES = 1024 * 1024
@@ -152,7 +152,7 @@ class HeldRequest {
   paused = false
 }
 
-export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
+export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedStream {
   readonly hcm: HcmContext
   readonly downstream: DownstreamSink
   /** the connection's peer */
@@ -179,7 +179,8 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
   deadline = 0
   deadlineSlot = -1
   private timed = false
-  idleTimer: NodeJS.Timeout | null = null
+  /** stream_idle_timeout (or the route's idle_timeout) and request_timeout; null when neither applies */
+  timeouts: StreamTimeouts | null = null
   /** Set-Cookie values a cookie hash policy asked for (generated affinity cookies). */
   setCookies: string[] | null = null
   /** The original path, before rewrites, for access logs. */
@@ -230,6 +231,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
       rs.rq.rq_total++
       rs.rq.rq_active++
     }
+    this.timeouts = StreamTimeouts.start(this, hcm, route, endStream, this.startTime)
     if (hcm.filters.length > 0) {
       this.endAtHeaders = endStream
       if (!this.startFilters(route)) return
@@ -351,7 +353,6 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
       // the route timeout starts when the router has the request: after a filter's delay, if one held it
       hcm.deadlines.add(this, route.timeoutMs, this.filters === null ? this.startTime : performance.now())
     }
-    if (route.idleTimeoutMs > 0) this.idleTimer = setTimeout(onIdleTimeout, route.idleTimeoutMs, this)
     if (route.retry === null || head.upgrade !== null) {
       this.upstream = hcm.pools.newStream(cluster, host, this, head, endStream)
       return
@@ -516,7 +517,11 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
 
   onRequestData(chunk: Buffer, endStream: boolean): void {
     this.bytesReceived += chunk.length
-    this.idleTimer?.refresh()
+    const t = this.timeouts
+    if (t !== null) {
+      t.touch()
+      if (endStream) t.requestDone()
+    }
     if (endStream) this.requestComplete = true
     if (this.filters !== null) {
       if (this.stoppedAt >= 0) return this.hold(chunk, endStream)
@@ -534,6 +539,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
 
   onRequestTrailers(trailers: Headers): void {
     this.requestComplete = true
+    this.timeouts?.requestDone()
     if (this.filters !== null) {
       if (this.stoppedAt >= 0) {
         ;(this.held ??= new HeldRequest()).trailers = trailers
@@ -607,7 +613,12 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
     } else stripHopByHop(headers)
     this.route?.applyResponseHeaders(headers, this.cluster?.name)
     if (this.setCookies !== null) for (const c of this.setCookies) headers.add('set-cookie', c)
-    this.idleTimer?.refresh()
+    const t = this.timeouts
+    if (t !== null) {
+      // request_timeout ends when the response starts
+      t.touch()
+      t.requestDone()
+    }
     if (endStream) this.responseComplete = true
     if (this.filters !== null) this.encodeHeaders(status, headers, endStream)
     this.downstream.sendHeaders(status, headers, endStream)
@@ -618,7 +629,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
   onUpstreamData(chunk: Buffer, endStream: boolean): void {
     if (this.done) return
     this.bytesSent += chunk.length
-    this.idleTimer?.refresh()
+    this.timeouts?.touch()
     if (endStream) this.responseComplete = true
     if (this.filters !== null)
       for (let i = this.filters.length - 1; i >= 0; i--) this.filters[i]!.encodeData?.(chunk, endStream)
@@ -666,17 +677,35 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
     this.finish()
   }
 
-  /** No bytes in either direction for the route's idle_timeout: 408 before a response, a reset after. */
+  /**
+   * Nothing received or sent for stream_idle_timeout (or the route's idle_timeout): before a response, 408 (504
+   * once the request was received whole, as Envoy); after, a reset.
+   */
   idleTimeout(): void {
-    this.idleTimer = null
     if (this.done) return
+    this.hcm.stats.downstream_rq_idle_timeout++
     const up = this.upstream
     this.upstream = null
     up?.reset()
-    if (!this.responseStarted) return this.localReply(LocalReplies.idleTimeout)
+    if (!this.responseStarted) {
+      if (this.requestComplete) return this.localReply(LocalReplies.idleTimeoutAfterRequest)
+      this.downstream.abandonRequest?.()
+      return this.localReply(LocalReplies.idleTimeout)
+    }
     this.addFlag('SI')
     this.downstream.reset()
     this.finish()
+  }
+
+  /** The request was not received whole within request_timeout (the response had not started): 408. */
+  requestTimeout(): void {
+    if (this.done || this.responseStarted) return
+    this.hcm.stats.rq.rq_timeout++
+    const up = this.upstream
+    this.upstream = null
+    up?.reset()
+    this.downstream.abandonRequest?.()
+    this.localReply(LocalReplies.requestTimeout)
   }
 
   // === local replies ===
@@ -718,19 +747,12 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
     }
   }
 
-  private clearIdleTimer(): void {
-    if (this.idleTimer !== null) {
-      clearTimeout(this.idleTimer)
-      this.idleTimer = null
-    }
-  }
-
   /** Runs once: stats, access log, and tells the codec the stream is over. */
   private finish(): void {
     if (this.done) return
     this.done = true
     this.clearTimer()
-    this.clearIdleTimer()
+    this.timeouts?.cancel()
     const hcm = this.hcm
     const retry = this.retry
     if (retry !== null) {

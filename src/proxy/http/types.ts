@@ -38,6 +38,11 @@ export interface DownstreamSink {
   onStreamComplete(): void
   /** After a 101 from upstream: the downstream connection becomes a byte pipe; data flows through onRequestData. */
   upgraded(): void
+  /**
+   * Called before a local reply to a request whose rest will not be read (a timeout): H1 answers with
+   * `connection: close` and closes once the reply is out instead of reading the rest of the body.
+   */
+  abandonRequest?(): void
 }
 
 /** Why an upstream request failed before or during its response (mapped to Envoy response flags). */

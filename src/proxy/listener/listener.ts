@@ -12,7 +12,7 @@ import type { Http2Server, Http2Session } from 'node:http2'
 import type { FilterChain, Listener } from '../../config/envoy.js'
 import { H1ServerConnection } from '../http/h1/server.js'
 import { adoptForSharedRead } from '../http/h1/shared-read.js'
-import { createH2Server } from '../http/h2/server.js'
+import { createH2Server, drainSession } from '../http/h2/server.js'
 import type { HcmContext } from '../http/hcm.js'
 import { ListenerStats } from '../stats/stats.js'
 import type { TcpProxyContext } from '../tcp/tcp-proxy.js'
@@ -182,7 +182,7 @@ export class ActiveListener {
       server.on('session', (s: Http2Session) => {
         this.h2.add(s)
         s.once('close', () => this.h2.delete(s))
-        if (this.draining) s.close()
+        if (this.draining) drainSession(s)
       })
       this.h2Servers.set(hcm, server)
     }
@@ -227,7 +227,7 @@ export class ActiveListener {
     this.config = config
     this.chains = chains
     for (const c of this.h1) c.drain()
-    for (const s of this.h2) s.close()
+    for (const s of this.h2) drainSession(s)
     this.h2Servers.clear()
     return old
   }
@@ -243,7 +243,7 @@ export class ActiveListener {
     this.draining = true
     this.server.close()
     for (const c of this.h1) c.drain()
-    for (const s of this.h2) s.close()
+    for (const s of this.h2) drainSession(s)
   }
 
   get activeConnections(): number {

@@ -542,7 +542,7 @@ describe('cluster routes', () => {
     ])
     const d = route(cfg, req('h', '/d'))
     assert.equal(d.timeoutMs, 15_000)
-    assert.equal(d.idleTimeoutMs, 0)
+    assert.equal(d.idleTimeoutMs, -1, 'unset: the connection manager decides')
     const n = route(cfg, req('h', '/n'))
     assert.equal(n.timeoutMs, 0)
     assert.equal(n.idleTimeoutMs, 30_000)

@@ -198,7 +198,7 @@ export class CompiledRoute {
   readonly autoHostRewrite: boolean
   /** route timeout; 0 means none */
   readonly timeoutMs: number
-  /** 0 means none */
+  /** the route's idle_timeout: -1 when unset (the connection manager's stream_idle_timeout applies), 0 disables */
   readonly idleTimeoutMs: number
   /** retry_policy, the route's or else its virtual host's; null: one attempt */
   readonly retry: CompiledRetryPolicy | null
@@ -687,7 +687,7 @@ function compileRoute(route: Route, vh: VirtualHost, index: number, p: string, s
     hostRewrite: null,
     autoHostRewrite: false,
     timeoutMs: DEFAULT_ROUTE_TIMEOUT_MS,
-    idleTimeoutMs: 0,
+    idleTimeoutMs: -1,
     retry: s.vhostRetry,
     includeAttemptCount: vh.include_request_attempt_count === true,
     hash: new HashPolicies([]),

@@ -63,6 +63,14 @@ export class HttpConnManagerStats {
   downstream_cx_tx_bytes_total = 0
   downstream_cx_protocol_error = 0
   downstream_rq_rx_reset = 0
+  /** streams ended by stream_idle_timeout (or a route's idle_timeout) */
+  downstream_rq_idle_timeout = 0
+  /** request heads not received whole within request_headers_timeout */
+  downstream_rq_header_timeout = 0
+  /** connections closed because drain_timeout expired with requests still in flight */
+  downstream_cx_drain_close = 0
+  /** connections drained because they reached max_connection_duration */
+  downstream_cx_max_duration_reached = 0
   downstream_rq_ws_on_non_ws_route = 0
   downstream_cx_upgrades_total = 0
   /** Local replies and resets by Envoy response flag (NR, UH, UF, UT, DC, ...). */
@@ -293,6 +301,10 @@ const HCM_FIELDS = [
   'downstream_cx_tx_bytes_total',
   'downstream_cx_protocol_error',
   'downstream_rq_rx_reset',
+  'downstream_rq_idle_timeout',
+  'downstream_rq_header_timeout',
+  'downstream_cx_drain_close',
+  'downstream_cx_max_duration_reached',
   'downstream_cx_upgrades_total',
 ] as const
 const CLUSTER_FIELDS = [

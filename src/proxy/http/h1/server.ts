@@ -8,6 +8,7 @@ import type { Socket } from 'node:net'
 import { STATUS_CODES } from 'node:http'
 import type { Headers } from '../headers.js'
 import type { HcmContext } from '../hcm.js'
+import type { HasDeadline } from '../deadlines.js'
 import { ActiveStream } from '../stream.js'
 import type { DownstreamSink, RequestHead } from '../types.js'
 import { ChunkedDecoder, findHeadEnd, HttpParseError, parseRequestHead } from './parse.js'
@@ -39,7 +40,7 @@ function statusLine(status: number): string {
   return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`
 }
 
-export class H1ServerConnection implements DownstreamSink, DeferredWriter {
+export class H1ServerConnection implements DownstreamSink, DeferredWriter, HasDeadline {
   readonly socket: Socket
   readonly hcm: HcmContext
   readonly scheme: 'http' | 'https'
@@ -67,6 +68,15 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
   private clientEnded = false
   /** a response filled the socket's buffer: the next request waits for 'drain' */
   private awaitingDrain = false
+  /** the stream gave up on the rest of the request (a timeout): close after its reply */
+  private abandoned = false
+  /** drain_timeout: set once the connection drains with a request in progress */
+  private drainTimer: NodeJS.Timeout | null = null
+  /** max_connection_duration */
+  private durationTimer: NodeJS.Timeout | null = null
+  /** request_headers_timeout: pending in hcm.deadlines while a head has begun but not ended (see parseHead) */
+  deadline = 0
+  deadlineSlot = -1
 
   /** `sharedRead`: the socket was made with `onread` and calls `onRead` (see shared-read.ts), not 'data'. */
   constructor(socket: Socket, hcm: HcmContext, scheme: 'http' | 'https', sharedRead = false) {
@@ -88,6 +98,18 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
     hcm.stats.downstream_cx_total++
     hcm.stats.downstream_cx_active++
     hcm.stats.downstream_cx_http1_total++
+    if (hcm.maxConnectionDurationMs > 0) {
+      this.durationTimer = setTimeout(maxDurationReached, hcm.maxConnectionDurationMs, this)
+      this.durationTimer.unref()
+    }
+  }
+
+  /** max_connection_duration: the connection drains (closed now if idle, else after its response or drain_timeout). */
+  maxDurationReached(): void {
+    this.durationTimer = null
+    if (this.state === S.Closed) return
+    this.hcm.stats.downstream_cx_max_duration_reached++
+    this.drain()
   }
 
   /** Feeds bytes that were read before this codec took the socket (protocol detection). */
@@ -151,9 +173,15 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
     const end = findHeadEnd(buf, start, this.searchFrom, this.hcm.limits)
     if (end === -1) {
       this.searchFrom = Math.max(start, buf.length - 3)
+      // a head that did not come whole in one read: request_headers_timeout runs from here (a head read at
+      // once, nearly every one, costs nothing); blank lines before a request-line do not start it
+      if (this.deadlineSlot === -1 && this.hcm.requestHeadersTimeoutMs > 0 && start < buf.length) {
+        this.hcm.deadlines.add(this, this.hcm.requestHeadersTimeoutMs)
+      }
       return false
     }
     this.searchFrom = 0
+    if (this.deadlineSlot !== -1) this.hcm.deadlines.delete(this)
     const h1 = parseRequestHead(buf, start, end, this.hcm.limits)
     this.buf = end === buf.length ? null : buf.subarray(end)
     if ((this.hcm.rejectUnderscores || this.hcm.dropUnderscores) && hasUnderscoreHeader(h1.headers)) {
@@ -174,6 +202,7 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
     this.responseDone = false
     this.chunkedOut = false
     this.noBody = false
+    this.abandoned = false
     if (h1.chunked) {
       if (this.decoder === null) this.decoder = new ChunkedDecoder()
       else this.decoder.reset()
@@ -393,6 +422,24 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
       return
     }
     if (this.requestDone) this.nextRequest()
+    else if (this.abandoned && this.state !== S.Closed) {
+      // the rest of the request is not wanted: the reply said `connection: close`
+      this.state = S.Closed
+      this.buf = null
+      this.end()
+    }
+  }
+
+  abandonRequest(): void {
+    this.abandoned = true
+    this.keepAlive = false
+  }
+
+  /** request_headers_timeout expired with a head still incomplete: 408, then close (Envoy's answer). */
+  timeout(): void {
+    if (this.state !== S.Head || this.stream !== null) return
+    this.hcm.stats.downstream_rq_header_timeout++
+    this.closeWith(408, 'request_header_timeout', 'request header timeout')
   }
 
   // === connection lifecycle ===
@@ -403,7 +450,24 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
     if (this.stream === null && this.state === S.Head) {
       this.state = S.Closed
       this.end()
+      return
     }
+    // drain_timeout: what is still going on then is cut
+    const ms = this.hcm.drainTimeoutMs
+    if (ms > 0 && this.drainTimer === null && this.state !== S.Closed) {
+      this.drainTimer = setTimeout(drainExpired, ms, this)
+      this.drainTimer.unref()
+    }
+  }
+
+  /** drain_timeout expired: the request in progress is reset and the connection closed. */
+  drainExpired(): void {
+    this.drainTimer = null
+    if (this.socket.destroyed) return
+    this.hcm.stats.downstream_cx_drain_close++
+    const s = this.stream
+    this.reset()
+    if (s !== null && !this.responseDone) s.onDownstreamReset()
   }
 
   private nextRequest(): void {
@@ -458,14 +522,20 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
       }
       return
     }
-    const body = `${err.message}\n`
+    this.closeWith(err.status, err.reason, err.message)
+    this.hcm.logProtocolError(this.sourceIp, err)
+  }
+
+  /** A reply of the codec's own (no stream), then close. */
+  private closeWith(status: number, reason: string, message: string): void {
+    const body = `${message}\n`
     const head =
-      `${statusLine(err.status)}content-type: text/plain\r\nx-loom-reason: ${err.reason}\r\n` +
+      `${statusLine(status)}content-type: text/plain\r\nx-loom-reason: ${reason}\r\n` +
       `content-length: ${body.length}\r\nconnection: close\r\n\r\n`
     this.state = S.Closed
     this.buf = null
+    if (this.deadlineSlot !== -1) this.hcm.deadlines.delete(this)
     this.end(head + body)
-    this.hcm.logProtocolError(this.sourceIp, err)
   }
 
   private onEnd(): void {
@@ -488,11 +558,28 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter {
   private onClose(): void {
     const wasOpen = this.state !== S.Closed || this.stream !== null
     this.state = S.Closed
+    if (this.deadlineSlot !== -1) this.hcm.deadlines.delete(this)
+    if (this.drainTimer !== null) {
+      clearTimeout(this.drainTimer)
+      this.drainTimer = null
+    }
+    if (this.durationTimer !== null) {
+      clearTimeout(this.durationTimer)
+      this.durationTimer = null
+    }
     this.hcm.stats.downstream_cx_active--
     const s = this.stream
     this.stream = null
     if (wasOpen && s !== null && !this.responseDone) s.onDownstreamReset()
   }
+}
+
+function maxDurationReached(c: H1ServerConnection): void {
+  c.maxDurationReached()
+}
+
+function drainExpired(c: H1ServerConnection): void {
+  c.drainExpired()
 }
 
 function dropUnderscoreHeaders(h: Headers): void {

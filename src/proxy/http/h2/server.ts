@@ -11,6 +11,7 @@ import { ActiveStream } from '../stream.js'
 import type { DownstreamSink, RequestHead } from '../types.js'
 import { fromH2, toH2 } from './convert.js'
 import { keepalive } from './keepalive.js'
+import { headersTimeout } from './headers-timeout.js'
 
 const EMPTY = Buffer.alloc(0)
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
@@ -22,6 +23,8 @@ class H2DownstreamSink implements DownstreamSink {
   private readonly stream: H2T.ServerHttp2Stream
   private trailers: Headers | null = null
   private waitForTrailers = false
+  /** the rest of the request is not wanted (a timeout): RST_STREAM NO_ERROR once the reply is out */
+  private abandoned = false
 
   constructor(stream: H2T.ServerHttp2Stream) {
     this.stream = stream
@@ -69,9 +72,17 @@ class H2DownstreamSink implements DownstreamSink {
     this.stream.resume()
   }
 
-  onStreamComplete(): void {}
+  onStreamComplete(): void {
+    // RFC 9113 §8.1: a complete response, then RST_STREAM NO_ERROR asks the client to stop sending the request
+    // (Node sends it once the response has been handed to nghttp2)
+    if (this.abandoned && !this.stream.destroyed) this.stream.close(H2.NO_ERROR)
+  }
 
   upgraded(): void {}
+
+  abandonRequest(): void {
+    this.abandoned = true
+  }
 }
 
 function reject(stream: H2T.ServerHttp2Stream, status: number, reason: string): void {
@@ -84,6 +95,28 @@ function reject(stream: H2T.ServerHttp2Stream, status: number, reason: string): 
     'content-length': body.length,
   })
   stream.end(body)
+}
+
+/** The connection manager of each downstream session (for drainSession). */
+const sessionHcm = new WeakMap<H2T.Http2Session, HcmContext>()
+
+/**
+ * Drains a downstream session: GOAWAY now (streams in progress go on, new ones are refused), and after the
+ * connection manager's drain_timeout whatever is still open is closed.
+ */
+export function drainSession(session: H2T.Http2Session): void {
+  if (session.destroyed) return
+  session.close()
+  const hcm = sessionHcm.get(session)
+  const ms = hcm?.drainTimeoutMs ?? 0
+  if (ms <= 0 || session.destroyed) return
+  const t = setTimeout(() => {
+    if (session.destroyed) return
+    hcm!.stats.downstream_cx_drain_close++
+    session.destroy()
+  }, ms)
+  t.unref()
+  session.once('close', () => clearTimeout(t))
 }
 
 /** An http2 server that never listens: connections are handed to it by the listener (`emit('connection')`). */
@@ -112,6 +145,7 @@ export function createH2Server(hcm: HcmContext, scheme: 'http' | 'https'): H2T.H
     hcm.stats.downstream_cx_total++
     hcm.stats.downstream_cx_active++
     hcm.stats.downstream_cx_http2_total++
+    sessionHcm.set(session, hcm)
     session.once('close', () => hcm.stats.downstream_cx_active--)
     session.on('error', () => {})
     // The listener's sockets are half-open (HTTP/1.1 needs it), and node:http2 never looks at a FIN: without this,
@@ -121,6 +155,17 @@ export function createH2Server(hcm: HcmContext, scheme: 'http' | 'https'): H2T.H
       if (!session.closed && !session.destroyed) session.close()
     })
     keepalive(session, hcm.http2.keepalive)
+    headersTimeout(session, hcm.requestHeadersTimeoutMs, hcm.stats)
+    if (hcm.maxConnectionDurationMs > 0) {
+      // max_connection_duration: GOAWAY, then closed when its streams are done or drain_timeout has passed
+      const t = setTimeout(() => {
+        if (session.closed || session.destroyed) return
+        hcm.stats.downstream_cx_max_duration_reached++
+        drainSession(session)
+      }, hcm.maxConnectionDurationMs)
+      t.unref()
+      session.once('close', () => clearTimeout(t))
+    }
     if (hcm.idleTimeoutMs > 0) session.setTimeout(hcm.idleTimeoutMs, () => session.close())
   })
   server.on('stream', (stream, h, flags) => {
