@@ -475,6 +475,17 @@ const HttpProtocolOptionsExt = v.strictObject({
   ),
 })
 
+/** circuit_breakers.thresholds[]: one per routing priority (DEFAULT, HIGH), each at most once. */
+export const CircuitBreakerThresholds = v.strictObject({
+  priority: opt(v.picklist(['DEFAULT', 'HIGH'])),
+  max_connections: opt(uint32),
+  max_pending_requests: opt(uint32),
+  max_requests: opt(uint32),
+  max_retries: opt(uint32),
+  track_remaining: opt(bool),
+})
+export type CircuitBreakerThresholds = v.InferOutput<typeof CircuitBreakerThresholds>
+
 export const Cluster = v.strictObject({
   '@type': opt(str),
   name: nonEmpty,
@@ -502,6 +513,7 @@ export const Cluster = v.strictObject({
   maglev_lb_config: opt(v.strictObject({ table_size: opt(int(1, 5000011)) })),
   per_connection_buffer_limit_bytes: opt(uint32),
   max_requests_per_connection: opt(uint32),
+  circuit_breakers: opt(v.strictObject({ thresholds: opt(v.array(CircuitBreakerThresholds)) })),
 })
 export type Cluster = v.InferOutput<typeof Cluster>
 

@@ -15,6 +15,8 @@ import { Host, type HostOwner, type HostSpec, hostKey } from './host.js'
 import { type LbFactory, type LbPolicy, type LoadBalancer, lbFactoryFor, usesHash } from './lb/index.js'
 import { computePriorityLoad, type LevelCounts, type PriorityLoad } from './priority.js'
 import { type ClusterSettings, clusterSettings, type Http2Options, hostSpecsFromAssignment } from './settings.js'
+import { ClusterStats } from '../stats/stats.js'
+import { CircuitBreakers, defaultThresholds, RetryBudget, breakerDefaults } from './circuit-breakers.js'
 
 export interface UpstreamClusterOptions {
   /** Where the cluster sits in its config document, prefixed to issue paths (e.g. `[2]`). Default: ''. */
@@ -53,6 +55,15 @@ export class UpstreamCluster implements HostOwner {
   readonly perConnectionBufferLimitBytes: number
   /** Options for `tls.connect` (or `http2.connect`) when the cluster has an UpstreamTlsContext, else null. */
   readonly tls: ConnectionOptions | null
+  /** circuit_breakers (DEFAULT priority), or null when the cluster sets none (the pools' fixed limits apply). */
+  readonly circuitBreakers: CircuitBreakers | null
+  /**
+   * Retries in flight against max_retries (default 3, also without circuit_breakers): whoever retries a request
+   * calls `tryAcquire()` before the retry and `release()` when it is over.
+   */
+  readonly retryBudget: RetryBudget
+  /** Where circuit breaking counts (the proxy's stats object for the cluster; bindStats). */
+  stats: ClusterStats
 
   #hosts: readonly Host[] = []
   #byKey = new Map<string, Host>()
@@ -86,6 +97,10 @@ export class UpstreamCluster implements HostOwner {
     this.tls = s.tls
     this.#lbFactory = lbFactoryFor(config)
     this.#hashPicksPriority = usesHash(s.lbPolicy)
+    this.stats = new ClusterStats(config.name)
+    const thresholds = defaultThresholds(config.circuit_breakers?.thresholds)
+    this.circuitBreakers = config.circuit_breakers === undefined ? null : new CircuitBreakers(thresholds, this.stats)
+    this.retryBudget = new RetryBudget(thresholds?.max_retries ?? breakerDefaults.maxRetries, this.stats)
 
     const cla = config.load_assignment
     if (s.type === 'EDS') {
@@ -119,6 +134,14 @@ export class UpstreamCluster implements HostOwner {
   /** Stops DNS refreshes. */
   stop(): void {
     this.#dns?.stop()
+  }
+
+  /** Counts circuit breaking in `stats` (kept by name across cluster updates). */
+  bindStats(stats: ClusterStats): void {
+    this.stats = stats
+    if (this.circuitBreakers !== null) this.circuitBreakers.counters = stats
+    this.retryBudget.counters = stats
+    stats.cluster = this
   }
 
   /** Every host, whatever its priority and health. The array is replaced, never mutated, by updates. */

@@ -1,12 +1,19 @@
 /**
  * Per-host connection pools, created on first use and kept in the host's `pool` slot. The cluster's protocol
  * options decide the pool kind: HTTP/2 (one multiplexed connection) or HTTP/1.1 (a keep-alive pool).
+ *
+ * A cluster with circuit breakers gets each request wrapped in a GuardedRequest, which holds a `max_requests` slot
+ * for the request's life. A cluster without hands the codec's request to the stream as it is.
  */
+import type { Buffer } from 'node:buffer'
 import type { Host, UpstreamCluster } from '../cluster/index.js'
+import type { CircuitBreakers } from '../cluster/circuit-breakers.js'
 import type { StatsStore } from '../stats/stats.js'
 import { H1Pool } from './h1/client.js'
 import { H2Pool } from './h2/client.js'
-import type { RequestHead, UpstreamCallbacks, UpstreamRequest } from './types.js'
+import { OverflowRequest } from './overflow.js'
+import type { Headers } from './headers.js'
+import type { RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from './types.js'
 
 export class PoolManager {
   private readonly store: StatsStore
@@ -27,6 +34,73 @@ export class PoolManager {
       pool = cluster.http2 ? new H2Pool(host, cluster, stats) : new H1Pool(host, cluster, stats)
       host.pool = pool
     }
-    return pool.newStream(cb, head, endStream)
+    const breakers = cluster.circuitBreakers
+    if (breakers === null) return pool.newStream(cb, head, endStream)
+    if (!breakers.tryRequest())
+      return new OverflowRequest(host.key, cb, 'too many requests to the cluster (max_requests)')
+    const guarded = new GuardedRequest(host, cb, breakers)
+    guarded.inner = pool.newStream(guarded, head, endStream)
+    return guarded
+  }
+}
+
+/** Sits between the stream and the codec's request: releases the request slot once. */
+class GuardedRequest implements UpstreamRequest, UpstreamCallbacks {
+  readonly hostKey: string
+  inner: UpstreamRequest | null = null
+  readonly #cb: UpstreamCallbacks
+  readonly #breakers: CircuitBreakers
+  #open = true
+
+  constructor(host: Host, cb: UpstreamCallbacks, breakers: CircuitBreakers) {
+    this.hostKey = host.key
+    this.#cb = cb
+    this.#breakers = breakers
+  }
+
+  #release(): void {
+    if (!this.#open) return
+    this.#open = false
+    this.#breakers.requests--
+  }
+
+  // upstream → stream
+  onUpstreamHeaders(status: number, headers: Headers, endStream: boolean): void {
+    if (endStream) this.#release()
+    this.#cb.onUpstreamHeaders(status, headers, endStream)
+  }
+  onUpstreamData(chunk: Buffer, endStream: boolean): void {
+    if (endStream) this.#release()
+    this.#cb.onUpstreamData(chunk, endStream)
+  }
+  onUpstreamTrailers(trailers: Headers): void {
+    this.#release()
+    this.#cb.onUpstreamTrailers(trailers)
+  }
+  onUpstreamReset(reason: UpstreamResetReason, detail: string): void {
+    this.#release()
+    this.#cb.onUpstreamReset(reason, detail)
+  }
+  onUpstreamDrain(): void {
+    this.#cb.onUpstreamDrain()
+  }
+
+  // stream → upstream
+  sendData(chunk: Buffer, endStream: boolean): boolean {
+    return this.inner!.sendData(chunk, endStream)
+  }
+  sendTrailers(trailers: Headers): void {
+    this.inner!.sendTrailers(trailers)
+  }
+  /** The stream gives up on the request (client gone, route timeout): the slot is freed. */
+  reset(): void {
+    this.#release()
+    this.inner?.reset()
+  }
+  pauseResponse(): void {
+    this.inner?.pauseResponse()
+  }
+  resumeResponse(): void {
+    this.inner?.resumeResponse()
   }
 }

@@ -3,6 +3,8 @@
  * Names and the Prometheus rendering follow Envoy's (`envoy_cluster_upstream_rq_total{envoy_cluster_name="x"}`).
  */
 
+import type { UpstreamCluster } from '../cluster/cluster.js'
+
 /** Envoy's default histogram buckets, in milliseconds. */
 export const BUCKETS_MS = [
   0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000,
@@ -104,8 +106,23 @@ export class ClusterStats {
   upstream_rq_retry = 0
   upstream_rq_per_try_timeout = 0
   upstream_cx_none_healthy = 0
+  upstream_cx_overflow = 0
+  upstream_rq_pending_overflow = 0
+  upstream_rq_retry_overflow = 0
+  /** The running cluster of this name (for the circuit breaker gauges), once bound. */
+  cluster: UpstreamCluster | null = null
   constructor(name: string) {
     this.name = name
+  }
+}
+
+/** Circuit breaker gauges of a cluster that configures them, `[name, value, gauge]`. */
+function* resilienceEntries(s: ClusterStats): Generator<[string, number, boolean]> {
+  const c = s.cluster
+  const cb = c?.circuitBreakers
+  if (c != null && cb != null) {
+    yield ['upstream_rq_pending_active', cb.pending, true]
+    for (const [k, n] of cb.gauges(c.retryBudget)) yield [`circuit_breakers.default.${k}`, n, true]
   }
 }
 
@@ -197,6 +214,7 @@ export class StatsStore {
       const p = `cluster.${s.name}.`
       yield* rqEntries(`${p}upstream_`, s.rq)
       for (const k of CLUSTER_FIELDS) yield [`${p}${k}`, s[k]]
+      for (const [k, n] of resilienceEntries(s)) yield [`${p}${k}`, n]
     }
     for (const s of this.listeners.values()) {
       const p = `listener.${s.address}.`
@@ -260,6 +278,9 @@ export class StatsStore {
       const l = `envoy_cluster_name="${esc(s.name)}"`
       rq('envoy_cluster_upstream_', l, s.rq)
       for (const k of CLUSTER_FIELDS) line(`envoy_cluster_${k}`, k.endsWith('_active') ? 'gauge' : 'counter', l, s[k])
+      for (const [k, n, gauge] of resilienceEntries(s)) {
+        line(`envoy_cluster_${k.replace(/\./g, '_')}`, gauge ? 'gauge' : 'counter', l, n)
+      }
     }
     for (const s of this.listeners.values()) {
       const l = `envoy_listener_address="${esc(s.address)}"`
@@ -301,6 +322,9 @@ const CLUSTER_FIELDS = [
   'upstream_cx_none_healthy',
   'upstream_rq_retry',
   'upstream_rq_pending_total',
+  'upstream_cx_overflow',
+  'upstream_rq_pending_overflow',
+  'upstream_rq_retry_overflow',
 ] as const
 const TCP_FIELDS = [
   'downstream_cx_total',

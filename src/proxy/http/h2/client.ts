@@ -11,6 +11,7 @@ import type { Headers } from '../headers.js'
 import type { RequestHead, UpstreamCallbacks, UpstreamRequest } from '../types.js'
 import { fromH2, toH2 } from './convert.js'
 import { keepalive, keepaliveOptions } from './keepalive.js'
+import { OverflowRequest } from '../overflow.js'
 
 const EMPTY = Buffer.alloc(0)
 
@@ -113,6 +114,8 @@ export class H2Pool implements HostPool {
   readonly cluster: UpstreamCluster
   readonly stats: ClusterStats
   private session: H2T.ClientHttp2Session | null = null
+  /** streams opened on `session` (for max_requests_per_connection) */
+  private streams = 0
 
   constructor(host: Host, cluster: UpstreamCluster, stats: ClusterStats) {
     this.host = host
@@ -146,6 +149,8 @@ export class H2Pool implements HostPool {
     stats.upstream_cx_total++
     stats.upstream_cx_active++
     host.activeConnections++
+    const breakers = cluster.circuitBreakers
+    if (breakers !== null) breakers.connections++
     let connected = false
     session.once('connect', () => {
       connected = true
@@ -156,6 +161,7 @@ export class H2Pool implements HostPool {
     session.once('close', () => {
       stats.upstream_cx_active--
       host.activeConnections--
+      if (breakers !== null) breakers.connections--
       if (this.session === session) this.session = null
     })
     session.on('goaway', () => {
@@ -166,10 +172,26 @@ export class H2Pool implements HostPool {
     return session
   }
 
-  newStream(cb: UpstreamCallbacks, head: RequestHead, endStream: boolean): H2UpstreamRequest {
+  newStream(cb: UpstreamCallbacks, head: RequestHead, endStream: boolean): UpstreamRequest {
     let s = this.session
-    if (s === null || s.destroyed || s.closed) s = this.session = this.connect()
-    return new H2UpstreamRequest(this, s, cb, head, endStream)
+    if (s === null || s.destroyed || s.closed) {
+      const breakers = this.cluster.circuitBreakers
+      if (breakers !== null && !breakers.canConnect()) {
+        this.stats.upstream_cx_overflow++
+        this.stats.upstream_rq_pending_overflow++
+        return new OverflowRequest(this.host.key, cb, 'too many upstream connections (max_connections)')
+      }
+      s = this.session = this.connect()
+      this.streams = 0
+    }
+    const req = new H2UpstreamRequest(this, s, cb, head, endStream)
+    const max = this.cluster.maxRequestsPerConnection
+    if (max > 0 && ++this.streams >= max) {
+      // the session takes no more streams; it closes once those it carries are done
+      this.session = null
+      s.close()
+    }
+    return req
   }
 
   drain(): void {
