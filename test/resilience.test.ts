@@ -1,7 +1,8 @@
 /**
- * Circuit breakers through a real `loom proxy` and a backend that holds its requests: a one-connection pool
- * answers the overflow at once with 503 `UO`, a pending request waits for the connection, max_requests caps the
- * requests in flight.
+ * Circuit breakers and outlier detection through a real `loom proxy` and backends that misbehave on purpose: a
+ * one-connection pool answers the overflow at once with 503 `UO`; a backend answering 5xx is ejected after N
+ * consecutive errors, traffic moves to the others, and it comes back after the ejection time; max_ejection_percent
+ * caps how many hosts go.
  */
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
@@ -26,13 +27,16 @@ function get(port: number, path: string): Promise<{ status: number; headers: htt
 const routes = (prefixes: string[]) =>
   prefixes.map((p) => ({ match: { prefix: `/${p}` }, route: { cluster: p, timeout: '10s' } }))
 
-describe('circuit breakers', () => {
+describe('circuit breakers and outlier detection', () => {
   let proxy: RunningProxy
   let port: number
   /** requests the holding backend has not answered yet */
   const held: http.ServerResponse[] = []
   let arrivals: (() => void)[] = []
   let holder: Backend
+  const ejectBackends: Backend[] = []
+  const capBackends: Backend[] = []
+  let badIsBad = true
 
   const arrived = (n: number) =>
     new Promise<void>((resolve) => {
@@ -50,6 +54,24 @@ describe('circuit breakers', () => {
       arrivals = []
       for (const f of waiting) f()
     })
+    for (const name of ['a', 'bad', 'c']) {
+      ejectBackends.push(
+        await startBackend((_req, res) => {
+          res.setHeader('x-backend', name)
+          res.statusCode = name === 'bad' && badIsBad ? 503 : 200
+          res.end(name)
+        }),
+      )
+    }
+    for (let i = 0; i < 4; i++) {
+      capBackends.push(
+        await startBackend((_req, res) => {
+          res.statusCode = 500
+          res.end('broken')
+        }),
+      )
+    }
+    const od = (extra: Record<string, unknown>) => ({ outlier_detection: { interval: '0.1s', ...extra } })
     proxy = await startProxy({
       admin: { address: adminAddress() },
       static_resources: {
@@ -57,7 +79,7 @@ describe('circuit breakers', () => {
           listener(
             'http',
             hcm({
-              virtual_hosts: [{ name: 'all', domains: ['*'], routes: routes(['cb0', 'cb1', 'rq1']) }],
+              virtual_hosts: [{ name: 'all', domains: ['*'], routes: routes(['cb0', 'cb1', 'rq1', 'eject', 'cap']) }],
             }),
           ),
         ],
@@ -69,6 +91,16 @@ describe('circuit breakers', () => {
             circuit_breakers: { thresholds: [{ priority: 'DEFAULT', max_connections: 1, max_pending_requests: 1 }] },
           }),
           staticCluster('rq1', [holder.port], { circuit_breakers: { thresholds: [{ max_requests: 1 }] } }),
+          staticCluster(
+            'eject',
+            ejectBackends.map((b) => b.port),
+            od({ consecutive_5xx: 3, base_ejection_time: '1s', max_ejection_percent: 100 }),
+          ),
+          staticCluster(
+            'cap',
+            capBackends.map((b) => b.port),
+            od({ consecutive_5xx: 2, base_ejection_time: '30s', max_ejection_percent: 50 }),
+          ),
         ],
       },
     })
@@ -78,7 +110,7 @@ describe('circuit breakers', () => {
   after(async () => {
     releaseAll()
     await proxy?.stop()
-    await holder?.close()
+    for (const b of [holder, ...ejectBackends, ...capBackends]) await b?.close()
   })
 
   test('max_connections 1, max_pending_requests 0: the second concurrent caller gets 503 UO at once', async () => {
@@ -137,5 +169,50 @@ describe('circuit breakers', () => {
     assert.equal((await first).status, 200)
     assert.equal(await stat(proxy.admin, 'cluster.rq1.circuit_breakers.default.rq_open'), 0)
     assert.equal(await stat(proxy.admin, 'cluster.rq1.circuit_breakers.default.remaining_rq'), 1)
+  })
+
+  test('consecutive_5xx: the failing host is ejected, traffic moves to the others, then it comes back', async () => {
+    const seen = { a: 0, bad: 0, c: 0 } as Record<string, number>
+    let fails = 0
+    while ((await stat(proxy.admin, 'cluster.eject.outlier_detection.ejections_active')) === 0) {
+      const r = await get(port, '/eject')
+      if (r.status === 503) fails++
+      assert.ok(fails <= 3, 'more than 3 errors reached the client before the ejection')
+    }
+    assert.equal(fails, 3)
+    assert.equal(await stat(proxy.admin, 'cluster.eject.outlier_detection.ejections_enforced_consecutive_5xx'), 1)
+    const clusters = (await (await fetch(`http://${proxy.admin}/clusters`)).text()).split('\n')
+    const badKey = `127.0.0.1:${ejectBackends[1]!.port}`
+    assert.ok(clusters.includes(`eject::${badKey}::health_flags::/failed_outlier_check`), clusters.join('\n'))
+    for (let i = 0; i < 30; i++) {
+      const r = await get(port, '/eject')
+      assert.equal(r.status, 200)
+      seen[String(r.headers['x-backend'])]!++
+    }
+    assert.equal(seen.bad, 0)
+    assert.ok(seen.a! > 0 && seen.c! > 0, JSON.stringify(seen))
+    assert.equal(await stat(proxy.admin, 'cluster.eject.outlier_detection.ejections_active'), 1)
+    // the backend recovers; after base_ejection_time (1 s) the host takes traffic again
+    badIsBad = false
+    await eventually(
+      async () => (await stat(proxy.admin, 'cluster.eject.outlier_detection.ejections_active')) === 0,
+      5000,
+      'the host to return',
+    )
+    let backOnBad = 0
+    for (let i = 0; i < 30; i++) if ((await get(port, '/eject')).headers['x-backend'] === 'bad') backOnBad++
+    assert.ok(backOnBad > 0)
+  })
+
+  test('max_ejection_percent 50: of 4 failing hosts only 2 are ejected', async () => {
+    for (let i = 0; i < 60; i++) assert.equal((await get(port, '/cap')).status, 500)
+    assert.equal(await stat(proxy.admin, 'cluster.cap.outlier_detection.ejections_active'), 2)
+    assert.equal(await stat(proxy.admin, 'cluster.cap.outlier_detection.ejections_enforced_total'), 2)
+    assert.ok((await stat(proxy.admin, 'cluster.cap.outlier_detection.ejections_overflow')) > 0)
+    const hosts = (await (await fetch(`http://${proxy.admin}/clusters?format=json`)).json()) as {
+      cluster_statuses: { name: string; host_statuses: { health_status: { failed_outlier_check?: boolean } }[] }[]
+    }
+    const cap = hosts.cluster_statuses.find((c) => c.name === 'cap')!
+    assert.equal(cap.host_statuses.filter((h) => h.health_status.failed_outlier_check === true).length, 2)
   })
 })

@@ -17,6 +17,7 @@ import { computePriorityLoad, type LevelCounts, type PriorityLoad } from './prio
 import { type ClusterSettings, clusterSettings, type Http2Options, hostSpecsFromAssignment } from './settings.js'
 import { ClusterStats } from '../stats/stats.js'
 import { CircuitBreakers, defaultThresholds, RetryBudget, breakerDefaults } from './circuit-breakers.js'
+import { OutlierDetector } from './outlier.js'
 
 export interface UpstreamClusterOptions {
   /** Where the cluster sits in its config document, prefixed to issue paths (e.g. `[2]`). Default: ''. */
@@ -62,7 +63,9 @@ export class UpstreamCluster implements HostOwner {
    * calls `tryAcquire()` before the retry and `release()` when it is over.
    */
   readonly retryBudget: RetryBudget
-  /** Where circuit breaking counts (the proxy's stats object for the cluster; bindStats). */
+  /** outlier_detection, or null: the data path then reports nothing for this cluster's hosts. */
+  readonly outlierDetector: OutlierDetector | null
+  /** Where circuit breaking and outlier detection count (the proxy's stats object for the cluster; bindStats). */
   stats: ClusterStats
 
   #hosts: readonly Host[] = []
@@ -101,6 +104,10 @@ export class UpstreamCluster implements HostOwner {
     const thresholds = defaultThresholds(config.circuit_breakers?.thresholds)
     this.circuitBreakers = config.circuit_breakers === undefined ? null : new CircuitBreakers(thresholds, this.stats)
     this.retryBudget = new RetryBudget(thresholds?.max_retries ?? breakerDefaults.maxRetries, this.stats)
+    this.outlierDetector =
+      config.outlier_detection === undefined
+        ? null
+        : new OutlierDetector(config.outlier_detection, this, config.name, this.stats.outlier)
 
     const cla = config.load_assignment
     if (s.type === 'EDS') {
@@ -128,19 +135,22 @@ export class UpstreamCluster implements HostOwner {
    * unref'd timers until stop(). Immediate for STATIC clusters.
    */
   start(): Promise<void> {
+    this.outlierDetector?.start()
     return this.#dns?.start() ?? Promise.resolve()
   }
 
-  /** Stops DNS refreshes. */
+  /** Stops DNS refreshes and outlier detection's interval. */
   stop(): void {
     this.#dns?.stop()
+    this.outlierDetector?.stop()
   }
 
-  /** Counts circuit breaking in `stats` (kept by name across cluster updates). */
+  /** Counts circuit breaking and outlier detection in `stats` (kept by name across cluster updates). */
   bindStats(stats: ClusterStats): void {
     this.stats = stats
     if (this.circuitBreakers !== null) this.circuitBreakers.counters = stats
     this.retryBudget.counters = stats
+    if (this.outlierDetector !== null) this.outlierDetector.stats = stats.outlier
     stats.cluster = this
   }
 
@@ -215,6 +225,11 @@ export class UpstreamCluster implements HostOwner {
     }
     this.#byKey = next
     this.#hosts = list
+    const od = this.outlierDetector
+    if (od !== null) {
+      for (const host of added) od.addHost(host)
+      for (const host of removed) od.removeHost(host)
+    }
     if (changed) this.#rebuild()
     for (const host of removed) host.pool?.drain()
     if (added.length > 0 || removed.length > 0) {
@@ -263,6 +278,7 @@ export class UpstreamCluster implements HostOwner {
       const p = h.priority
       counts[p]!.total++
       const s = h.healthStatus
+      if (h.ejected) continue
       if (s === 'HEALTHY' || s === 'UNKNOWN') {
         healthy[p]!.push(h)
         counts[p]!.healthy++

@@ -95,6 +95,10 @@ export function clusterSettings(config: Cluster, path: string, issues: ConfigIss
     }
     seenPriority.add(priority)
   })
+  const od = config.outlier_detection
+  if (od?.interval !== undefined && (parseDurationMs(od.interval) ?? 0) <= 0) {
+    issues.push({ path: `${path}.outlier_detection.interval`, message: 'must be greater than 0' })
+  }
 
   // LB settings.
   const ring = config.ring_hash_lb_config

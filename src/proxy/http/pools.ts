@@ -2,12 +2,14 @@
  * Per-host connection pools, created on first use and kept in the host's `pool` slot. The cluster's protocol
  * options decide the pool kind: HTTP/2 (one multiplexed connection) or HTTP/1.1 (a keep-alive pool).
  *
- * A cluster with circuit breakers gets each request wrapped in a GuardedRequest, which holds a `max_requests` slot
- * for the request's life. A cluster without hands the codec's request to the stream as it is.
+ * A cluster with circuit breakers or outlier detection gets each request wrapped in a GuardedRequest, which holds
+ * a `max_requests` slot for the request's life and reports the upstream's answer (or failure) to the outlier
+ * detector. A cluster with neither hands the codec's request to the stream as it is.
  */
 import type { Buffer } from 'node:buffer'
 import type { Host, UpstreamCluster } from '../cluster/index.js'
 import type { CircuitBreakers } from '../cluster/circuit-breakers.js'
+import type { OutlierDetector } from '../cluster/outlier.js'
 import type { StatsStore } from '../stats/stats.js'
 import { H1Pool } from './h1/client.js'
 import { H2Pool } from './h2/client.js'
@@ -35,37 +37,47 @@ export class PoolManager {
       host.pool = pool
     }
     const breakers = cluster.circuitBreakers
-    if (breakers === null) return pool.newStream(cb, head, endStream)
-    if (!breakers.tryRequest())
+    const outlier = cluster.outlierDetector
+    if (breakers === null && outlier === null) return pool.newStream(cb, head, endStream)
+    if (breakers !== null && !breakers.tryRequest())
       return new OverflowRequest(host.key, cb, 'too many requests to the cluster (max_requests)')
-    const guarded = new GuardedRequest(host, cb, breakers)
+    const guarded = new GuardedRequest(host, cb, breakers, outlier)
     guarded.inner = pool.newStream(guarded, head, endStream)
     return guarded
   }
 }
 
-/** Sits between the stream and the codec's request: releases the request slot once. */
+/** Sits between the stream and the codec's request: releases the request slot once, reports results once. */
 class GuardedRequest implements UpstreamRequest, UpstreamCallbacks {
   readonly hostKey: string
   inner: UpstreamRequest | null = null
+  readonly #host: Host
   readonly #cb: UpstreamCallbacks
-  readonly #breakers: CircuitBreakers
+  readonly #breakers: CircuitBreakers | null
+  readonly #outlier: OutlierDetector | null
   #open = true
+  #answered = false
 
-  constructor(host: Host, cb: UpstreamCallbacks, breakers: CircuitBreakers) {
+  constructor(host: Host, cb: UpstreamCallbacks, breakers: CircuitBreakers | null, outlier: OutlierDetector | null) {
     this.hostKey = host.key
+    this.#host = host
     this.#cb = cb
     this.#breakers = breakers
+    this.#outlier = outlier
   }
 
   #release(): void {
     if (!this.#open) return
     this.#open = false
-    this.#breakers.requests--
+    if (this.#breakers !== null) this.#breakers.requests--
   }
 
   // upstream → stream
   onUpstreamHeaders(status: number, headers: Headers, endStream: boolean): void {
+    if (!this.#answered) {
+      this.#answered = true
+      this.#outlier?.putHttpStatus(this.#host, status)
+    }
     if (endStream) this.#release()
     this.#cb.onUpstreamHeaders(status, headers, endStream)
   }
@@ -79,6 +91,13 @@ class GuardedRequest implements UpstreamRequest, UpstreamCallbacks {
   }
   onUpstreamReset(reason: UpstreamResetReason, detail: string): void {
     this.#release()
+    if (!this.#answered && reason !== 'overflow' && this.#outlier !== null) {
+      this.#answered = true
+      this.#outlier.putLocalOriginFailure(
+        this.#host,
+        reason === 'connect_failure' || reason === 'connect_timeout' ? 'connect_failure' : 'reset',
+      )
+    }
     this.#cb.onUpstreamReset(reason, detail)
   }
   onUpstreamDrain(): void {

@@ -4,6 +4,7 @@
  */
 
 import type { UpstreamCluster } from '../cluster/cluster.js'
+import { EJECTION_TYPES, OutlierStats } from '../cluster/outlier.js'
 
 /** Envoy's default histogram buckets, in milliseconds. */
 export const BUCKETS_MS = [
@@ -109,20 +110,32 @@ export class ClusterStats {
   upstream_cx_overflow = 0
   upstream_rq_pending_overflow = 0
   upstream_rq_retry_overflow = 0
-  /** The running cluster of this name (for the circuit breaker gauges), once bound. */
+  /** `outlier_detection.*` counters */
+  readonly outlier = new OutlierStats()
+  /** The running cluster of this name (for the circuit breaker and outlier gauges), once bound. */
   cluster: UpstreamCluster | null = null
   constructor(name: string) {
     this.name = name
   }
 }
 
-/** Circuit breaker gauges of a cluster that configures them, `[name, value, gauge]`. */
+/** Circuit breaker gauges and outlier detection stats of a cluster that configures them, `[name, value, gauge]`. */
 function* resilienceEntries(s: ClusterStats): Generator<[string, number, boolean]> {
   const c = s.cluster
   const cb = c?.circuitBreakers
   if (c != null && cb != null) {
     yield ['upstream_rq_pending_active', cb.pending, true]
     for (const [k, n] of cb.gauges(c.retryBudget)) yield [`circuit_breakers.default.${k}`, n, true]
+  }
+  if (c?.outlierDetector != null || s.outlier.ejections_enforced_total > 0) {
+    const o = s.outlier
+    yield ['outlier_detection.ejections_active', c?.outlierDetector?.ejectionsActive ?? 0, true]
+    yield ['outlier_detection.ejections_enforced_total', o.ejections_enforced_total, false]
+    yield ['outlier_detection.ejections_overflow', o.ejections_overflow, false]
+    for (const t of EJECTION_TYPES) {
+      yield [`outlier_detection.ejections_enforced_${t}`, o.enforced.get(t) ?? 0, false]
+      yield [`outlier_detection.ejections_detected_${t}`, o.detected.get(t) ?? 0, false]
+    }
   }
 }
 
