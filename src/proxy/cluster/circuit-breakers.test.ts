@@ -68,3 +68,16 @@ test('a priority listed twice is rejected with its path', () => {
       err.issues.some((i) => i.path === '.circuit_breakers.thresholds[1].priority'),
   )
 })
+
+test("Istio's thresholds for a pool that sets nothing (all 2^32-1): no breaker object, no per-host limit", () => {
+  const none = 4294967295
+  const c = cluster({
+    circuit_breakers: {
+      thresholds: [{ max_connections: none, max_pending_requests: none, max_requests: none, max_retries: none }],
+    },
+  })
+  assert.equal(c.circuitBreakers, null)
+  assert.equal(c.hostConnectionLimit, Number.POSITIVE_INFINITY)
+  assert.equal(c.retryBudget.max, none)
+  assert.equal(cluster().hostConnectionLimit, 1024)
+})

@@ -11,7 +11,8 @@
  *   a refusal counts `upstream_rq_retry_overflow`.
  *
  * A cluster without `circuit_breakers` has no CircuitBreakers object (its pools keep the fixed per-host limit of
- * 1024 connections), so it pays nothing; its retry budget still has Envoy's default of 3.
+ * 1024 connections), so it pays nothing; its retry budget still has Envoy's default of 3. Neither does a cluster
+ * whose connection, pending and request limits are all 2^32-1 (what Istio writes for a pool that sets nothing).
  */
 import type { CircuitBreakerThresholds } from '../../config/envoy.js'
 
@@ -21,6 +22,9 @@ export interface BreakerCounters {
   upstream_rq_pending_overflow: number
   upstream_rq_retry_overflow: number
 }
+
+/** The largest UInt32Value: what Istio writes for "no limit". */
+export const NO_LIMIT = 0xffffffff
 
 export const breakerDefaults = {
   maxConnections: 1024,
@@ -77,6 +81,11 @@ export class CircuitBreakers {
     this.maxPendingRequests = t?.max_pending_requests ?? breakerDefaults.maxPendingRequests
     this.maxRequests = t?.max_requests ?? breakerDefaults.maxRequests
     this.counters = counters
+  }
+
+  /** Whether no threshold limits anything (all at 2^32-1, as Istio writes "no limit"). */
+  get unlimited(): boolean {
+    return this.maxConnections >= NO_LIMIT && this.maxPendingRequests >= NO_LIMIT && this.maxRequests >= NO_LIMIT
   }
 
   /** Whether another connection may be opened now. */

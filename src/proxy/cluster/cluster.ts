@@ -65,6 +65,11 @@ export class UpstreamCluster implements HostOwner {
   readonly retryBudget: RetryBudget
   /** outlier_detection, or null: the data path then reports nothing for this cluster's hosts. */
   readonly outlierDetector: OutlierDetector | null
+  /**
+   * Connections an HTTP/1.1 pool may open to one host when circuitBreakers is null: Envoy's default of 1024 without
+   * circuit_breakers, no limit when they are set (and unlimited).
+   */
+  readonly hostConnectionLimit: number
   /** Where circuit breaking and outlier detection count (the proxy's stats object for the cluster; bindStats). */
   stats: ClusterStats
 
@@ -102,7 +107,10 @@ export class UpstreamCluster implements HostOwner {
     this.#hashPicksPriority = usesHash(s.lbPolicy)
     this.stats = new ClusterStats(config.name)
     const thresholds = defaultThresholds(config.circuit_breakers?.thresholds)
-    this.circuitBreakers = config.circuit_breakers === undefined ? null : new CircuitBreakers(thresholds, this.stats)
+    const breakers = config.circuit_breakers === undefined ? null : new CircuitBreakers(thresholds, this.stats)
+    // Istio's thresholds for a pool that sets nothing are all 2^32-1: nothing to enforce, nothing to pay per request
+    this.circuitBreakers = breakers === null || breakers.unlimited ? null : breakers
+    this.hostConnectionLimit = breakers === null ? breakerDefaults.maxConnections : Number.POSITIVE_INFINITY
     this.retryBudget = new RetryBudget(thresholds?.max_retries ?? breakerDefaults.maxRetries, this.stats)
     this.outlierDetector =
       config.outlier_detection === undefined

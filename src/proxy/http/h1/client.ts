@@ -24,8 +24,6 @@ const LAST_CHUNK = Buffer.from('0\r\n\r\n')
 const RESPONSE_LIMITS: Limits = { maxHeadBytes: 96 * 1024, maxHeaders: 200 }
 /** Request bytes queued while a connection is being opened, before sendData asks the caller to pause. */
 const QUEUE_HIGH_WATER = 64 * 1024
-/** Envoy's default circuit breaker on connections per cluster host. */
-const MAX_CONNECTIONS = 1024
 
 enum C {
   Connecting,
@@ -564,7 +562,7 @@ export class H1Pool implements HostPool {
         ;(this.pendingQueue ??= []).push(req)
         return
       }
-    } else if (this.all.size >= MAX_CONNECTIONS) {
+    } else if (this.all.size >= this.cluster.hostConnectionLimit) {
       this.stats.upstream_rq_pending_total++
       process.nextTick(resetLater, req, 'overflow', 'too many upstream connections')
       return
