@@ -9,7 +9,7 @@ import * as http from 'node:http'
 import { after, before, describe, test } from 'node:test'
 import { adminAddress, hcm, listener, type RunningProxy, stat, startProxy, staticCluster } from './helpers/proxy.js'
 import { eventually } from './helpers/control.js'
-import { type Backend, startBackend } from './helpers/servers.js'
+import { type Backend, freePort, startBackend } from './helpers/servers.js'
 
 function get(port: number, path: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
@@ -37,6 +37,7 @@ describe('circuit breakers and outlier detection', () => {
   const ejectBackends: Backend[] = []
   const capBackends: Backend[] = []
   let badIsBad = true
+  let closedPort = 0
 
   const arrived = (n: number) =>
     new Promise<void>((resolve) => {
@@ -71,6 +72,7 @@ describe('circuit breakers and outlier detection', () => {
         }),
       )
     }
+    closedPort = await freePort()
     const od = (extra: Record<string, unknown>) => ({ outlier_detection: { interval: '0.1s', ...extra } })
     proxy = await startProxy({
       admin: { address: adminAddress() },
@@ -79,7 +81,9 @@ describe('circuit breakers and outlier detection', () => {
           listener(
             'http',
             hcm({
-              virtual_hosts: [{ name: 'all', domains: ['*'], routes: routes(['cb0', 'cb1', 'rq1', 'eject', 'cap']) }],
+              virtual_hosts: [
+                { name: 'all', domains: ['*'], routes: routes(['cb0', 'cb1', 'rq1', 'eject', 'cap', 'down']) },
+              ],
             }),
           ),
         ],
@@ -95,6 +99,11 @@ describe('circuit breakers and outlier detection', () => {
             'eject',
             ejectBackends.map((b) => b.port),
             od({ consecutive_5xx: 3, base_ejection_time: '1s', max_ejection_percent: 100 }),
+          ),
+          staticCluster(
+            'down',
+            [closedPort, ejectBackends[0]!.port],
+            od({ consecutive_5xx: 2, base_ejection_time: '30s', max_ejection_percent: 50 }),
           ),
           staticCluster(
             'cap',
@@ -214,5 +223,19 @@ describe('circuit breakers and outlier detection', () => {
     }
     const cap = hosts.cluster_statuses.find((c) => c.name === 'cap')!
     assert.equal(cap.host_statuses.filter((h) => h.health_status.failed_outlier_check === true).length, 2)
+  })
+
+  test('connect failures count as 503s: a host that refuses connections is ejected', async () => {
+    let refused = 0
+    for (let i = 0; i < 20; i++) {
+      const r = await get(port, '/down')
+      if (r.status === 503) {
+        assert.equal(r.headers['x-loom-reason'], 'upstream_connect_failure')
+        refused++
+      } else assert.equal(r.status, 200)
+    }
+    assert.equal(refused, 2, 'two connect failures, then the host is out')
+    assert.equal(await stat(proxy.admin, 'cluster.down.outlier_detection.ejections_enforced_consecutive_5xx'), 1)
+    assert.equal(await stat(proxy.admin, 'cluster.down.outlier_detection.ejections_active'), 1)
   })
 })
