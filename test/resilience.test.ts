@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
+import * as http2 from 'node:http2'
+import type { AddressInfo } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { adminAddress, hcm, listener, type RunningProxy, stat, startProxy, staticCluster } from './helpers/proxy.js'
 import { eventually } from './helpers/control.js'
@@ -38,6 +40,8 @@ describe('circuit breakers and outlier detection', () => {
   const capBackends: Backend[] = []
   let badIsBad = true
   let closedPort = 0
+  let h2server: http2.Http2Server
+  let h2sessions = 0
 
   const arrived = (n: number) =>
     new Promise<void>((resolve) => {
@@ -73,6 +77,13 @@ describe('circuit breakers and outlier detection', () => {
       )
     }
     closedPort = await freePort()
+    h2server = http2.createServer()
+    h2server.on('session', () => h2sessions++)
+    h2server.on('stream', (stream) => {
+      stream.respond({ ':status': 200 })
+      stream.end('h2')
+    })
+    await new Promise<void>((r) => h2server.listen(0, '127.0.0.1', r))
     const od = (extra: Record<string, unknown>) => ({ outlier_detection: { interval: '0.1s', ...extra } })
     proxy = await startProxy({
       admin: { address: adminAddress() },
@@ -82,7 +93,7 @@ describe('circuit breakers and outlier detection', () => {
             'http',
             hcm({
               virtual_hosts: [
-                { name: 'all', domains: ['*'], routes: routes(['cb0', 'cb1', 'rq1', 'eject', 'cap', 'down']) },
+                { name: 'all', domains: ['*'], routes: routes(['cb0', 'cb1', 'rq1', 'eject', 'cap', 'down', 'h2']) },
               ],
             }),
           ),
@@ -100,6 +111,10 @@ describe('circuit breakers and outlier detection', () => {
             ejectBackends.map((b) => b.port),
             od({ consecutive_5xx: 3, base_ejection_time: '1s', max_ejection_percent: 100 }),
           ),
+          staticCluster('h2', [(h2server.address() as AddressInfo).port], {
+            http2_protocol_options: {},
+            max_requests_per_connection: 2,
+          }),
           staticCluster(
             'down',
             [closedPort, ejectBackends[0]!.port],
@@ -120,6 +135,7 @@ describe('circuit breakers and outlier detection', () => {
     releaseAll()
     await proxy?.stop()
     for (const b of [holder, ...ejectBackends, ...capBackends]) await b?.close()
+    h2server?.close()
   })
 
   test('max_connections 1, max_pending_requests 0: the second concurrent caller gets 503 UO at once', async () => {
@@ -237,5 +253,11 @@ describe('circuit breakers and outlier detection', () => {
     assert.equal(refused, 2, 'two connect failures, then the host is out')
     assert.equal(await stat(proxy.admin, 'cluster.down.outlier_detection.ejections_enforced_consecutive_5xx'), 1)
     assert.equal(await stat(proxy.admin, 'cluster.down.outlier_detection.ejections_active'), 1)
+  })
+
+  test('max_requests_per_connection on an HTTP/2 upstream: a session takes 2 streams, then a new one opens', async () => {
+    for (let i = 0; i < 5; i++) assert.equal((await get(port, '/h2')).body, 'h2')
+    assert.equal(h2sessions, 3)
+    assert.equal(await stat(proxy.admin, 'cluster.h2.upstream_cx_total'), 3)
   })
 })

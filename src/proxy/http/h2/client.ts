@@ -18,7 +18,7 @@ const EMPTY = Buffer.alloc(0)
 export class H2UpstreamRequest implements UpstreamRequest {
   readonly hostKey: string
   private readonly cb: UpstreamCallbacks
-  private readonly stream: H2T.ClientHttp2Stream
+  readonly stream: H2T.ClientHttp2Stream
   private done = false
   private gotHeaders = false
   private ended = false
@@ -187,9 +187,9 @@ export class H2Pool implements HostPool {
     const req = new H2UpstreamRequest(this, s, cb, head, endStream)
     const max = this.cluster.maxRequestsPerConnection
     if (max > 0 && ++this.streams >= max) {
-      // the session takes no more streams; it closes once those it carries are done
+      // the session takes no more streams; it closes (GOAWAY) once this last one is over, the others finishing first
       this.session = null
-      s.close()
+      req.stream.once('close', () => s.close())
     }
     return req
   }
