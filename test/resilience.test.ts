@@ -27,7 +27,7 @@ function get(port: number, path: string): Promise<{ status: number; headers: htt
 }
 
 const routes = (prefixes: string[]) =>
-  prefixes.map((p) => ({ match: { prefix: `/${p}` }, route: { cluster: p, timeout: '10s' } }))
+  prefixes.map((p) => ({ match: { prefix: `/${p}` }, route: { cluster: p, timeout: p === 'slow' ? '0.2s' : '10s' } }))
 
 describe('circuit breakers and outlier detection', () => {
   let proxy: RunningProxy
@@ -42,6 +42,8 @@ describe('circuit breakers and outlier detection', () => {
   let closedPort = 0
   let h2server: http2.Http2Server
   let h2sessions = 0
+  let blackHole: Backend
+  const swallowed: http.ServerResponse[] = []
 
   const arrived = (n: number) =>
     new Promise<void>((resolve) => {
@@ -77,6 +79,7 @@ describe('circuit breakers and outlier detection', () => {
       )
     }
     closedPort = await freePort()
+    blackHole = await startBackend((_req, res) => swallowed.push(res))
     h2server = http2.createServer()
     h2server.on('session', () => h2sessions++)
     h2server.on('stream', (stream) => {
@@ -93,7 +96,11 @@ describe('circuit breakers and outlier detection', () => {
             'http',
             hcm({
               virtual_hosts: [
-                { name: 'all', domains: ['*'], routes: routes(['cb0', 'cb1', 'rq1', 'eject', 'cap', 'down', 'h2']) },
+                {
+                  name: 'all',
+                  domains: ['*'],
+                  routes: routes(['cb0', 'cb1', 'rq1', 'eject', 'cap', 'down', 'h2', 'slow']),
+                },
               ],
             }),
           ),
@@ -116,6 +123,11 @@ describe('circuit breakers and outlier detection', () => {
             max_requests_per_connection: 2,
           }),
           staticCluster(
+            'slow',
+            [blackHole.port, ejectBackends[2]!.port],
+            od({ consecutive_5xx: 2, base_ejection_time: '30s', max_ejection_percent: 50 }),
+          ),
+          staticCluster(
             'down',
             [closedPort, ejectBackends[0]!.port],
             od({ consecutive_5xx: 2, base_ejection_time: '30s', max_ejection_percent: 50 }),
@@ -136,6 +148,8 @@ describe('circuit breakers and outlier detection', () => {
     await proxy?.stop()
     for (const b of [holder, ...ejectBackends, ...capBackends]) await b?.close()
     h2server?.close()
+    for (const res of swallowed) res.destroy()
+    await blackHole?.close()
   })
 
   test('max_connections 1, max_pending_requests 0: the second concurrent caller gets 503 UO at once', async () => {
@@ -259,5 +273,16 @@ describe('circuit breakers and outlier detection', () => {
     for (let i = 0; i < 5; i++) assert.equal((await get(port, '/h2')).body, 'h2')
     assert.equal(h2sessions, 3)
     assert.equal(await stat(proxy.admin, 'cluster.h2.upstream_cx_total'), 3)
+  })
+
+  test('route timeouts count as local-origin timeouts (504s): a host that never answers is ejected', async () => {
+    let timedOut = 0
+    for (let i = 0; i < 20; i++) {
+      const r = await get(port, '/slow')
+      if (r.status === 504) timedOut++
+      else assert.equal(r.status, 200)
+    }
+    assert.equal(timedOut, 2)
+    assert.equal(await stat(proxy.admin, 'cluster.slow.outlier_detection.ejections_active'), 1)
   })
 })

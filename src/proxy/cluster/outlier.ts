@@ -5,7 +5,7 @@
  * - Consecutive errors: `consecutive_5xx` (any 5xx), `consecutive_gateway_failure` (502, 503, 504) and, with
  *   `split_external_local_origin_errors`, `consecutive_local_origin_failure` (connect failures, timeouts and resets
  *   counted apart from the upstream's own answers). Without the split a local-origin failure counts as the status
- *   Envoy gives it: connect failure 503, reset 504.
+ *   Envoy gives it: connect failure 503, reset or route timeout 504.
  * - Every `interval` (10 s): `success_rate` (hosts below mean - stdev * `success_rate_stdev_factor`/1000) and
  *   `failure_percentage` (hosts at or above `failure_percentage_threshold`), among hosts with enough requests
  *   (`*_request_volume`) when enough hosts have them (`*_minimum_hosts`); and hosts whose ejection time has passed

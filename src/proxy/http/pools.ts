@@ -116,6 +116,14 @@ class GuardedRequest implements UpstreamRequest, UpstreamCallbacks {
     this.#release()
     this.inner?.reset()
   }
+  /** The route timeout expired before the upstream answered: a local-origin timeout for outlier detection. */
+  timedOut(): void {
+    if (!this.#answered && this.#outlier !== null) {
+      this.#answered = true
+      this.#outlier.putLocalOriginFailure(this.#host, 'timeout')
+    }
+    this.reset()
+  }
   pauseResponse(): void {
     this.inner?.pauseResponse()
   }

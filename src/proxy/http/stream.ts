@@ -399,7 +399,8 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks {
     if (this.cluster !== null) this.hcm.store.forCluster(this.cluster.name).rq.rq_timeout++
     const up = this.upstream
     this.upstream = null
-    up?.reset()
+    if (up?.timedOut !== undefined) up.timedOut()
+    else up?.reset()
     if (!this.responseStarted) return this.localReply(LocalReplies.timeout)
     this.addFlag('UT')
     this.downstream.reset()
