@@ -8,6 +8,8 @@ import { describe, it } from 'node:test'
 import * as v from 'valibot'
 import { Cluster } from '../../config/envoy.js'
 import { UpstreamCluster } from '../../proxy/cluster/cluster.js'
+import { decodeResource, encodeResource } from '../../xds/proto.js'
+import { TYPE_URL } from '../../xds/snapshot.js'
 import { Registry } from '../registry/registry.js'
 import { manifests, PRODUCTPAGE, samples } from './testdata/bookinfo.js'
 import { translateResources } from './translate.js'
@@ -141,7 +143,14 @@ spec:
       enforcing_consecutive_local_origin_failure: 100,
       enforcing_local_origin_success_rate: 0,
     })
-    for (const cluster of [http, grpc]) assert.deepEqual(v.safeParse(Cluster, cluster).issues, undefined)
+    for (const cluster of [http, grpc]) {
+      assert.deepEqual(v.safeParse(Cluster, cluster).issues, undefined)
+      // over xDS: Envoy's protos carry every field, the zero counts (UInt32Value wrappers) included
+      const back = decodeResource(encodeResource(cluster, TYPE_URL.cluster), { withType: false }) as Json
+      assert.deepEqual(back.circuit_breakers, cluster.circuit_breakers)
+      assert.deepEqual(back.outlier_detection, cluster.outlier_detection)
+      assert.deepEqual(back.typed_extension_protocol_options, cluster.typed_extension_protocol_options)
+    }
   })
 
   it('layered like the rest of the policy: a port-level entry replaces, a subset overrides field by field', () => {
