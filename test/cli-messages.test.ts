@@ -44,7 +44,7 @@ describe('loom apply warnings', () => {
     assert.equal(r.stdout, 'serviceentries/web created\nvirtualservices/web created\ndestinationrules/web created\n')
     assert.deepEqual(r.stderr.trimEnd().split('\n'), [
       `Warning: [VirtualService/default/web] spec.http[0].mirror: mirroring is not supported yet; ignored (${file}, document 1)`,
-      `Warning: [DestinationRule/default/web] spec.trafficPolicy.outlierDetection: outlier detection is not supported yet; ignored (${file}, document 2)`,
+      `Warning: [DestinationRule/default/web] spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: TCP keepalive is not supported by Loom's proxy yet; ignored (${file}, document 2)`,
     ])
     const authz = await cp.loom(['apply', '-f', fixture('authz-allow-nothing.yaml')])
     assert.equal(authz.code, 0)

@@ -79,9 +79,9 @@ describe('Istio-format fixtures (test/fixtures/istio)', () => {
   test('every fixture parses and validates; Kubernetes kinds in them are skipped', (t) => {
     const sum = loadDir(FIXTURES)
     t.diagnostic(describeSum(sum))
-    assert.equal(sum.files, 13)
+    assert.equal(sum.files, 14)
     assert.deepEqual(Object.fromEntries(sum.byKind), {
-      DestinationRule: 7,
+      DestinationRule: 8,
       Gateway: 1,
       PeerAuthentication: 1,
       ServiceEntry: 1,

@@ -636,6 +636,46 @@ const HttpProtocolOptionsExt = v.strictObject({
   ),
 })
 
+/** circuit_breakers.thresholds[]: one per routing priority (DEFAULT, HIGH), each at most once. */
+export const CircuitBreakerThresholds = v.strictObject({
+  priority: opt(v.picklist(['DEFAULT', 'HIGH'])),
+  max_connections: opt(uint32),
+  max_pending_requests: opt(uint32),
+  max_requests: opt(uint32),
+  max_retries: opt(uint32),
+  track_remaining: opt(bool),
+})
+export type CircuitBreakerThresholds = v.InferOutput<typeof CircuitBreakerThresholds>
+
+const percent = int(0, 100)
+
+/** Envoy's cluster.v3.OutlierDetection (every field; defaults are applied by the proxy). */
+export const OutlierDetection = v.strictObject({
+  consecutive_5xx: opt(uint32),
+  consecutive_gateway_failure: opt(uint32),
+  consecutive_local_origin_failure: opt(uint32),
+  split_external_local_origin_errors: opt(bool),
+  interval: opt(duration),
+  base_ejection_time: opt(duration),
+  max_ejection_time: opt(duration),
+  max_ejection_time_jitter: opt(duration),
+  max_ejection_percent: opt(percent),
+  enforcing_consecutive_5xx: opt(percent),
+  enforcing_consecutive_gateway_failure: opt(percent),
+  enforcing_consecutive_local_origin_failure: opt(percent),
+  enforcing_success_rate: opt(percent),
+  enforcing_local_origin_success_rate: opt(percent),
+  success_rate_minimum_hosts: opt(uint32),
+  success_rate_request_volume: opt(uint32),
+  success_rate_stdev_factor: opt(uint32),
+  failure_percentage_threshold: opt(percent),
+  enforcing_failure_percentage: opt(percent),
+  enforcing_failure_percentage_local_origin: opt(percent),
+  failure_percentage_minimum_hosts: opt(uint32),
+  failure_percentage_request_volume: opt(uint32),
+})
+export type OutlierDetection = v.InferOutput<typeof OutlierDetection>
+
 export const Cluster = v.strictObject({
   '@type': opt(str),
   name: nonEmpty,
@@ -663,6 +703,8 @@ export const Cluster = v.strictObject({
   maglev_lb_config: opt(v.strictObject({ table_size: opt(int(1, 5000011)) })),
   per_connection_buffer_limit_bytes: opt(uint32),
   max_requests_per_connection: opt(uint32),
+  circuit_breakers: opt(v.strictObject({ thresholds: opt(v.array(CircuitBreakerThresholds)) })),
+  outlier_detection: opt(OutlierDetection),
 })
 export type Cluster = v.InferOutput<typeof Cluster>
 

@@ -94,7 +94,7 @@ export class ProxyServer {
     }
     this.clusters = clusters ?? new ClusterManager([])
     for (const c of clusterConfigs) {
-      this.stats.forCluster(c.name)
+      this.clusters.get(c.name)?.bindStats(this.stats.forCluster(c.name))
       this.staticClusters.add(c.name)
     }
     this.pools = new PoolManager(this.stats)
@@ -253,8 +253,8 @@ export class ProxyServer {
     if (issues.length > 0) throw new UpdateRejectedError('clusters', issues)
     for (const cluster of compiled) {
       const prevEndpoints = this.dynamic.endpoints.get(cluster.edsName)
+      cluster.bindStats(this.stats.forCluster(cluster.name))
       this.clusters.upsert(cluster, prevEndpoints)
-      this.stats.forCluster(cluster.name)
       void cluster.start()
     }
     for (const name of this.dynamic.clusters.keys()) {

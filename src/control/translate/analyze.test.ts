@@ -102,15 +102,15 @@ metadata: {name: reviews}
 spec:
   host: reviews
   trafficPolicy:
-    connectionPool: {tcp: {connectTimeout: 1s, maxConnections: 10}}
-    outlierDetection: {consecutive5xxErrors: 1}
+    connectionPool: {tcp: {connectTimeout: 1s, maxConnections: 10, tcpKeepalive: {time: 60s}}}
+    outlierDetection: {consecutive5xxErrors: 1, minHealthPercent: 50}
     tls: {mode: ISTIO_MUTUAL}
   subsets:
   - {name: v9, labels: {version: v9}}
 `,
       [
-        'warning DestinationRule/default/reviews spec.trafficPolicy.connectionPool.tcp.maxConnections: connection pool limits are not supported yet; ignored (only tcp.connectTimeout is applied)',
-        'warning DestinationRule/default/reviews spec.trafficPolicy.outlierDetection: outlier detection is not supported yet; ignored',
+        "warning DestinationRule/default/reviews spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: TCP keepalive is not supported by Loom's proxy yet; ignored",
+        "warning DestinationRule/default/reviews spec.trafficPolicy.outlierDetection.minHealthPercent: Loom's proxy has no panic threshold (as minHealthPercent 0): when every host is ejected, requests get 503",
         'warning DestinationRule/default/reviews spec.trafficPolicy.tls: upstream TLS (and Istio mTLS) is not supported yet; traffic is plain text',
         'warning DestinationRule/default/reviews spec.subsets[0]: subset v9 selects no endpoint of reviews.default.svc.cluster.local',
         'warning DestinationRule/default/x spec.host: no service nope.example.com in the registry',

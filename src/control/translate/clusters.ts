@@ -10,16 +10,24 @@
  *   over their endpoints, or over the host itself when they list none. A MESH_EXTERNAL NONE service without
  *   endpoints is treated the same way: in HTTP-proxy mode the "original destination" is the host the client named.
  *   Other NONE services are EDS, like STATIC ones. Wildcard hosts get no cluster.
- * - The DestinationRule policy for the (subset, port) sets the load balancer and the connect timeout;
- *   HTTP/2 and gRPC ports get HTTP/2 upstream connections.
- * - Not translated yet (see `analyze`): connectionPool limits, outlierDetection, tls (origination and mTLS),
+ * - The DestinationRule policy for the (subset, port) sets the load balancer, the connect timeout, the circuit
+ *   breakers and HTTP protocol options from connectionPool (every cluster gets Istio's thresholds, unlimited where
+ *   nothing is set) and outlier detection, as Istio's applyConnectionPool and applyOutlierDetection do; HTTP/2 and
+ *   gRPC ports get HTTP/2 upstream connections.
+ * - Not translated yet (see `analyze`): tcpKeepalive, maxConnectionDuration, tls (origination and mTLS),
  *   localityLbSetting, warmup.
  */
 import { isIP } from 'node:net'
 import { TypeUrls } from '../../config/type-urls.js'
 import { labelsMatch } from '../registry/hostname.js'
 import { isHttp2Protocol, type Service, type ServiceEndpoint, type ServicePort } from '../registry/registry.js'
-import { connectTimeout, effectivePolicy, loadBalancerFields } from './policy.js'
+import {
+  connectionPoolFields,
+  connectTimeout,
+  effectivePolicy,
+  loadBalancerFields,
+  outlierDetectionFields,
+} from './policy.js'
 import type { Scope } from './scope.js'
 import { clusterName, cmp, type Json, locality } from './util.js'
 
@@ -83,7 +91,14 @@ function buildCluster(
   }
   cluster.connect_timeout = connectTimeout(policy) ?? scope.mesh.connectTimeout
   Object.assign(cluster, loadBalancerFields(policy?.loadBalancer, scope.mesh.defaultLoadBalancer, generator))
-  if (generator === 'envoy' && isHttp2Protocol(port.protocol)) Object.assign(cluster, http2Options())
+  const http2 = generator === 'envoy' && isHttp2Protocol(port.protocol)
+  if (http2) Object.assign(cluster, http2Options())
+  const pool = connectionPoolFields(policy, http2)
+  // proxyless gRPC takes the circuit breakers, not Envoy's HTTP protocol options
+  if (generator === 'grpc') delete pool.typed_extension_protocol_options
+  Object.assign(cluster, pool)
+  const outlier = outlierDetectionFields(policy)
+  if (outlier !== null) cluster.outlier_detection = outlier
   if (dns) {
     const targets: Pick<ServiceEndpoint, 'address' | 'port' | 'locality' | 'weight'>[] =
       eps.length > 0

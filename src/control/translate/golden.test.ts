@@ -168,6 +168,37 @@ describe('golden: productpage sidecar (all-v1, destination-rule-all, jason-v2-v3
   })
 })
 
+/** Bookinfo's DestinationRules set no connectionPool: every outbound cluster has Istio's unlimited default thresholds. */
+function checkDefaultCircuitBreakers(g: Map<string, Map<string, Json>>): void {
+  const none = 4294967295
+  for (const [name, c] of g.get(CDS)!) {
+    if (!name.startsWith('outbound|')) continue
+    assert.deepEqual(
+      c.circuit_breakers,
+      {
+        thresholds: [
+          {
+            max_connections: none,
+            max_pending_requests: none,
+            max_requests: none,
+            max_retries: none,
+            track_remaining: true,
+          },
+        ],
+      },
+      name,
+    )
+    assert.equal(c.outlier_detection, undefined, name)
+  }
+}
+
+describe('golden: circuit breakers', () => {
+  for (const file of ['productpage-sidecar.golden.json', 'ingress-gateway.golden.json']) {
+    it(`${file}: every outbound cluster carries Istio's default thresholds (no limit) and no outlier detection`, () =>
+      checkDefaultCircuitBreakers(load(file)))
+  }
+})
+
 describe('golden: ingress gateway (all-v1, destination-rule-all, bookinfo-gateway)', () => {
   const g = load('ingress-gateway.golden.json')
 

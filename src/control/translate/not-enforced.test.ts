@@ -64,8 +64,8 @@ metadata: {name: r}
 spec:
   host: reviews
   trafficPolicy:
-    connectionPool: {tcp: {connectTimeout: 1s}, http: {http1MaxPendingRequests: 1}}
-    outlierDetection: {consecutive5xxErrors: 1}
+    connectionPool: {tcp: {connectTimeout: 1s, tcpKeepalive: {time: 10s}}, http: {http1MaxPendingRequests: 1, useClientProtocol: true}}
+    outlierDetection: {consecutive5xxErrors: 1, consecutiveErrors: 2}
     loadBalancer: {simple: ROUND_ROBIN, localityLbSetting: {enabled: true}, warmupDurationSecs: 10s}
     tls: {mode: DISABLE}
     portLevelSettings:
@@ -75,16 +75,17 @@ spec:
   - name: v1
     labels: {version: v1}
     trafficPolicy:
-      connectionPool: {tcp: {maxConnections: 5}}
+      connectionPool: {tcp: {maxConnections: 5, maxConnectionDuration: 1h}}
       portLevelSettings:
       - port: {number: 9080}
-        outlierDetection: {consecutive5xxErrors: 2}
+        outlierDetection: {consecutive5xxErrors: 2, minHealthPercent: 30}
 `
     assert.deepEqual(paths(yaml), [
-      'spec.subsets[0].trafficPolicy.connectionPool.tcp.maxConnections',
-      'spec.trafficPolicy.connectionPool.http',
-      'spec.trafficPolicy.outlierDetection',
-      'spec.subsets[0].trafficPolicy.portLevelSettings[0].outlierDetection',
+      'spec.trafficPolicy.connectionPool.tcp.tcpKeepalive',
+      'spec.subsets[0].trafficPolicy.connectionPool.tcp.maxConnectionDuration',
+      'spec.trafficPolicy.connectionPool.http.useClientProtocol',
+      'spec.subsets[0].trafficPolicy.portLevelSettings[0].outlierDetection.minHealthPercent',
+      'spec.trafficPolicy.outlierDetection.consecutiveErrors',
       'spec.trafficPolicy.portLevelSettings[0].tls',
       'spec.trafficPolicy.loadBalancer.localityLbSetting',
       'spec.trafficPolicy.loadBalancer.warmupDurationSecs',
@@ -98,7 +99,18 @@ metadata: {name: r}
 spec:
   host: reviews
   trafficPolicy:
-    connectionPool: {tcp: {connectTimeout: 1s}}
+    connectionPool:
+      tcp: {connectTimeout: 1s, maxConnections: 1, idleTimeout: 1h}
+      http: {http1MaxPendingRequests: 1, http2MaxRequests: 2, maxRequestsPerConnection: 1, maxRetries: 3, idleTimeout: 1m}
+    outlierDetection:
+      consecutive5xxErrors: 1
+      consecutiveGatewayErrors: 2
+      consecutiveLocalOriginFailures: 3
+      splitExternalLocalOriginErrors: true
+      interval: 1s
+      baseEjectionTime: 3m
+      maxEjectionPercent: 100
+      minHealthPercent: 0
     loadBalancer: {consistentHash: {httpHeaderName: x-user}}
     tls: {mode: DISABLE}
 `

@@ -99,23 +99,46 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
     message: 'per-match stat prefixes are not supported yet; ignored',
   },
 
-  // DestinationRule traffic policies (only loadBalancer.simple/consistentHash and connectionPool.tcp.connectTimeout
-  // are applied)
-  ...[
-    'connectionPool.tcp.maxConnections',
-    'connectionPool.tcp.tcpKeepalive',
-    'connectionPool.tcp.maxConnectionDuration',
-    'connectionPool.tcp.idleTimeout',
-    'connectionPool.http',
-  ].map((f) => ({
-    kind: 'DestinationRule',
-    path: `<trafficPolicy>.${f}`,
-    message: 'connection pool limits are not supported yet; ignored (only tcp.connectTimeout is applied)',
-  })),
+  // DestinationRule traffic policies (loadBalancer.simple/consistentHash, connectionPool and outlierDetection are
+  // applied, but for the fields below)
   {
     kind: 'DestinationRule',
-    path: '<trafficPolicy>.outlierDetection',
-    message: 'outlier detection is not supported yet; ignored',
+    path: '<trafficPolicy>.connectionPool.tcp.tcpKeepalive',
+    message: "TCP keepalive is not supported by Loom's proxy yet; ignored",
+  },
+  {
+    kind: 'DestinationRule',
+    path: '<trafficPolicy>.connectionPool.tcp.maxConnectionDuration',
+    message: 'maxConnectionDuration is not supported yet; ignored',
+  },
+  {
+    kind: 'DestinationRule',
+    path: '<trafficPolicy>.connectionPool.http.h2UpgradePolicy',
+    when: (policy) => policy === 'UPGRADE',
+    message: 'upgrading HTTP/1.1 connections to HTTP/2 is not supported; the port protocol decides',
+  },
+  {
+    kind: 'DestinationRule',
+    path: '<trafficPolicy>.connectionPool.http.useClientProtocol',
+    when: (use) => use === true,
+    message: 'useClientProtocol is not supported; the port protocol decides',
+  },
+  {
+    kind: 'DestinationRule',
+    path: '<trafficPolicy>.connectionPool.http.http2KeepAlive',
+    message: 'http2KeepAlive is not translated yet; the proxy pings idle HTTP/2 connections every 60s',
+  },
+  {
+    kind: 'DestinationRule',
+    path: '<trafficPolicy>.outlierDetection.minHealthPercent',
+    when: (percent) => typeof percent === 'number' && percent > 0,
+    message:
+      "Loom's proxy has no panic threshold (as minHealthPercent 0): when every host is ejected, requests get 503",
+  },
+  {
+    kind: 'DestinationRule',
+    path: '<trafficPolicy>.outlierDetection.consecutiveErrors',
+    message: 'consecutiveErrors is deprecated and ignored (as Istio does); use consecutiveGatewayErrors',
   },
   {
     kind: 'DestinationRule',

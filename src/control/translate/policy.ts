@@ -130,3 +130,83 @@ export function hashPolicy(ch: ConsistentHashLB | undefined, generator: 'envoy' 
 export function connectTimeout(p: EffectivePolicy | undefined): string | null {
   return protoDuration(p?.connectionPool?.tcp?.connectTimeout)
 }
+
+/** Istio's circuit breaker thresholds for what a connectionPool leaves out: no limit (Envoy's 1024 and 3 are not used). */
+export const NO_LIMIT = 4294967295
+
+/**
+ * What a connectionPool becomes on a cluster, as Istio's applyConnectionPool writes it: every cluster gets one
+ * DEFAULT circuit breaker threshold (unlimited where the pool sets nothing; zero means unset, as in Istio);
+ * `http.idleTimeout` (else `tcp.idleTimeout`) and `http.maxRequestsPerConnection` go to the HttpProtocolOptions'
+ * `common_http_protocol_options`, `http.maxConcurrentStreams` to an HTTP/2 cluster's `http2_protocol_options`.
+ * `tcp.connectTimeout` is read by connectTimeout().
+ */
+export function connectionPoolFields(p: EffectivePolicy | undefined, http2: boolean): Json {
+  const pool = p?.connectionPool
+  const positive = (n: number | undefined) => (typeof n === 'number' && n > 0 ? n : NO_LIMIT)
+  const out: Json = {
+    circuit_breakers: {
+      thresholds: [
+        {
+          max_connections: positive(pool?.tcp?.maxConnections),
+          max_pending_requests: positive(pool?.http?.http1MaxPendingRequests),
+          max_requests: positive(pool?.http?.http2MaxRequests),
+          max_retries: positive(pool?.http?.maxRetries),
+          track_remaining: true,
+        },
+      ],
+    },
+  }
+  const common: Json = {}
+  const idle = protoDuration(pool?.http?.idleTimeout) ?? protoDuration(pool?.tcp?.idleTimeout)
+  if (idle !== null) common.idle_timeout = idle
+  const perConnection = pool?.http?.maxRequestsPerConnection
+  if (typeof perConnection === 'number' && perConnection > 0) common.max_requests_per_connection = perConnection
+  const streams = pool?.http?.maxConcurrentStreams
+  const h2: Json = {}
+  if (http2 && typeof streams === 'number' && streams > 0) h2.max_concurrent_streams = streams
+  if (!http2 && Object.keys(common).length === 0) return out
+  const options: Json = {
+    '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+    explicit_http_config: http2 ? { http2_protocol_options: h2 } : { http_protocol_options: {} },
+  }
+  if (Object.keys(common).length > 0) options.common_http_protocol_options = common
+  out.typed_extension_protocol_options = { 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': options }
+  return out
+}
+
+/**
+ * What an outlierDetection becomes, as Istio's applyOutlierDetection writes it: success-rate ejection off, the
+ * consecutive counters set (and enforced at 100% when non-zero), interval, base ejection time, max ejection percent,
+ * and the local-origin split. Null without outlierDetection. (Istio also sets common_lb_config's panic threshold to
+ * minHealthPercent; Loom's proxy has no panic mode, which is Istio's default of 0.)
+ */
+export function outlierDetectionFields(p: EffectivePolicy | undefined): Json | null {
+  const o = p?.outlierDetection
+  if (o === undefined) return null
+  const out: Json = { enforcing_success_rate: 0 }
+  if (typeof o.consecutive5xxErrors === 'number') {
+    out.consecutive_5xx = o.consecutive5xxErrors
+    out.enforcing_consecutive_5xx = o.consecutive5xxErrors > 0 ? 100 : 0
+  }
+  if (typeof o.consecutiveGatewayErrors === 'number') {
+    out.consecutive_gateway_failure = o.consecutiveGatewayErrors
+    out.enforcing_consecutive_gateway_failure = o.consecutiveGatewayErrors > 0 ? 100 : 0
+  }
+  const interval = protoDuration(o.interval)
+  if (interval !== null) out.interval = interval
+  const base = protoDuration(o.baseEjectionTime)
+  if (base !== null) out.base_ejection_time = base
+  if (typeof o.maxEjectionPercent === 'number' && o.maxEjectionPercent > 0) {
+    out.max_ejection_percent = o.maxEjectionPercent
+  }
+  if (o.splitExternalLocalOriginErrors === true) {
+    out.split_external_local_origin_errors = true
+    if (typeof o.consecutiveLocalOriginFailures === 'number' && o.consecutiveLocalOriginFailures > 0) {
+      out.consecutive_local_origin_failure = o.consecutiveLocalOriginFailures
+      out.enforcing_consecutive_local_origin_failure = 100
+    }
+    out.enforcing_local_origin_success_rate = 0
+  }
+  return out
+}

@@ -377,6 +377,17 @@ spec:
       eds_cluster_config: { eds_config: { ads: {} }, service_name: c('v2') },
       connect_timeout: '10s',
       lb_policy: 'LEAST_REQUEST',
+      circuit_breakers: {
+        thresholds: [
+          {
+            max_connections: 4294967295,
+            max_pending_requests: 4294967295,
+            max_requests: 4294967295,
+            max_retries: 4294967295,
+            track_remaining: true,
+          },
+        ],
+      },
     })
     assert.deepEqual(names(r.clusters), [...names(r.clusters)].sort(), 'sorted by name')
   })

@@ -16,6 +16,7 @@ import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { VERSION } from '../../core/version.js'
 import type { ProxyServer } from '../proxy.js'
+import type { Host } from '../cluster/index.js'
 
 const HELP = `Loom admin endpoint
   GET  /ready /stats /stats/prometheus /config_dump /clusters /listeners /server_info
@@ -158,7 +159,9 @@ export class AdminServer {
           weight: h.weight,
           priority: h.priority,
           locality: h.locality,
-          health_status: { eds_health_status: h.healthStatus },
+          health_status: h.ejected
+            ? { eds_health_status: h.healthStatus, failed_outlier_check: true }
+            : { eds_health_status: h.healthStatus },
           stats: { rq_active: h.activeRequests, cx_active: h.activeConnections },
         })),
       })
@@ -171,11 +174,19 @@ export class AdminServer {
     for (const c of this.proxy.clusters.all()) {
       for (const h of c.hosts()) {
         const k = `${c.name}::${h.key}::`
-        s += `${k}hostname::${h.hostname}\n${k}health_flags::${h.healthStatus === 'UNHEALTHY' ? '/failed_eds_health' : 'healthy'}\n`
+        s += `${k}hostname::${h.hostname}\n${k}health_flags::${healthFlags(h)}\n`
         s += `${k}weight::${h.weight}\n${k}priority::${h.priority}\n${k}rq_active::${h.activeRequests}\n`
         s += `${k}cx_active::${h.activeConnections}\n`
       }
     }
     return s
   }
+}
+
+/** Envoy's health_flags: `healthy`, or the failure flags (`/failed_outlier_check`, `/failed_eds_health`). */
+function healthFlags(h: Host): string {
+  let flags = ''
+  if (h.ejected) flags += '/failed_outlier_check'
+  if (h.healthStatus === 'UNHEALTHY') flags += '/failed_eds_health'
+  return flags === '' ? 'healthy' : flags
 }

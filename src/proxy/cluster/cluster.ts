@@ -15,6 +15,9 @@ import { Host, type HostOwner, type HostSpec, hostKey } from './host.js'
 import { type LbFactory, type LbPolicy, type LoadBalancer, lbFactoryFor, usesHash } from './lb/index.js'
 import { computePriorityLoad, type LevelCounts, type PriorityLoad } from './priority.js'
 import { type ClusterSettings, clusterSettings, type Http2Options, hostSpecsFromAssignment } from './settings.js'
+import { ClusterStats } from '../stats/stats.js'
+import { CircuitBreakers, defaultThresholds, RetryBudget, breakerDefaults } from './circuit-breakers.js'
+import { OutlierDetector } from './outlier.js'
 
 export interface UpstreamClusterOptions {
   /** Where the cluster sits in its config document, prefixed to issue paths (e.g. `[2]`). Default: ''. */
@@ -53,6 +56,22 @@ export class UpstreamCluster implements HostOwner {
   readonly perConnectionBufferLimitBytes: number
   /** Options for `tls.connect` (or `http2.connect`) when the cluster has an UpstreamTlsContext, else null. */
   readonly tls: ConnectionOptions | null
+  /** circuit_breakers (DEFAULT priority), or null when the cluster sets none (the pools' fixed limits apply). */
+  readonly circuitBreakers: CircuitBreakers | null
+  /**
+   * Retries in flight against max_retries (default 3, also without circuit_breakers): whoever retries a request
+   * calls `tryAcquire()` before the retry and `release()` when it is over.
+   */
+  readonly retryBudget: RetryBudget
+  /** outlier_detection, or null: the data path then reports nothing for this cluster's hosts. */
+  readonly outlierDetector: OutlierDetector | null
+  /**
+   * Connections an HTTP/1.1 pool may open to one host when circuitBreakers is null: Envoy's default of 1024 without
+   * circuit_breakers, no limit when they are set (and unlimited).
+   */
+  readonly hostConnectionLimit: number
+  /** Where circuit breaking and outlier detection count (the proxy's stats object for the cluster; bindStats). */
+  stats: ClusterStats
 
   #hosts: readonly Host[] = []
   #byKey = new Map<string, Host>()
@@ -86,6 +105,17 @@ export class UpstreamCluster implements HostOwner {
     this.tls = s.tls
     this.#lbFactory = lbFactoryFor(config)
     this.#hashPicksPriority = usesHash(s.lbPolicy)
+    this.stats = new ClusterStats(config.name)
+    const thresholds = defaultThresholds(config.circuit_breakers?.thresholds)
+    const breakers = config.circuit_breakers === undefined ? null : new CircuitBreakers(thresholds, this.stats)
+    // Istio's thresholds for a pool that sets nothing are all 2^32-1: nothing to enforce, nothing to pay per request
+    this.circuitBreakers = breakers === null || breakers.unlimited ? null : breakers
+    this.hostConnectionLimit = breakers === null ? breakerDefaults.maxConnections : Number.POSITIVE_INFINITY
+    this.retryBudget = new RetryBudget(thresholds?.max_retries ?? breakerDefaults.maxRetries, this.stats)
+    this.outlierDetector =
+      config.outlier_detection === undefined
+        ? null
+        : new OutlierDetector(config.outlier_detection, this, config.name, this.stats.outlier)
 
     const cla = config.load_assignment
     if (s.type === 'EDS') {
@@ -113,12 +143,23 @@ export class UpstreamCluster implements HostOwner {
    * unref'd timers until stop(). Immediate for STATIC clusters.
    */
   start(): Promise<void> {
+    this.outlierDetector?.start()
     return this.#dns?.start() ?? Promise.resolve()
   }
 
-  /** Stops DNS refreshes. */
+  /** Stops DNS refreshes and outlier detection's interval. */
   stop(): void {
     this.#dns?.stop()
+    this.outlierDetector?.stop()
+  }
+
+  /** Counts circuit breaking and outlier detection in `stats` (kept by name across cluster updates). */
+  bindStats(stats: ClusterStats): void {
+    this.stats = stats
+    if (this.circuitBreakers !== null) this.circuitBreakers.counters = stats
+    this.retryBudget.counters = stats
+    if (this.outlierDetector !== null) this.outlierDetector.stats = stats.outlier
+    stats.cluster = this
   }
 
   /** Every host, whatever its priority and health. The array is replaced, never mutated, by updates. */
@@ -192,6 +233,11 @@ export class UpstreamCluster implements HostOwner {
     }
     this.#byKey = next
     this.#hosts = list
+    const od = this.outlierDetector
+    if (od !== null) {
+      for (const host of added) od.addHost(host)
+      for (const host of removed) od.removeHost(host)
+    }
     if (changed) this.#rebuild()
     for (const host of removed) host.pool?.drain()
     if (added.length > 0 || removed.length > 0) {
@@ -240,6 +286,7 @@ export class UpstreamCluster implements HostOwner {
       const p = h.priority
       counts[p]!.total++
       const s = h.healthStatus
+      if (h.ejected) continue
       if (s === 'HEALTHY' || s === 'UNKNOWN') {
         healthy[p]!.push(h)
         counts[p]!.healthy++

@@ -3,6 +3,8 @@
  * data path's connection pool hung on `pool` survives DNS refreshes and EDS pushes that keep the endpoint.
  */
 
+import type { HostOutlier } from './outlier.js'
+
 /** Per-endpoint connection pool, implemented elsewhere (by the HTTP data path). */
 export interface HostPool {
   /** Stop handing out connections; finish what is in flight, then close. Called when the host leaves the cluster. */
@@ -59,6 +61,10 @@ export class Host {
   activeConnections = 0
   /** Slot for the data path's connection pool. */
   pool: HostPool | null = null
+  /** Ejected by outlier detection: load balancers skip it until it is returned. */
+  ejected = false
+  /** Outlier detection state, when the cluster has outlier_detection (else null: nothing is reported). */
+  outlier: HostOutlier | null = null
 
   // Counters the data path bumps; shown on /clusters.
   rqTotal = 0
@@ -113,8 +119,9 @@ export class Host {
     this.#owner?.hostHealthChanged(this)
   }
 
-  /** Whether the host may take traffic: HEALTHY, UNKNOWN and DEGRADED do (Envoy semantics). */
+  /** Whether the host may take traffic: HEALTHY, UNKNOWN and DEGRADED do (Envoy semantics), unless ejected. */
   get healthy(): boolean {
+    if (this.ejected) return false
     const s = this.#health
     return s === 'HEALTHY' || s === 'UNKNOWN' || s === 'DEGRADED'
   }
@@ -152,6 +159,7 @@ export class Host {
       rq_success: this.rqSuccess,
       rq_error: this.rqError,
       cx_connect_fail: this.cxConnectFail,
+      outlier_ejected: this.ejected,
     }
   }
 }

@@ -83,6 +83,23 @@ export function clusterSettings(config: Cluster, path: string, issues: ConfigIss
   }
   if (h2?.connection_keepalive !== undefined) http2Options.connectionKeepalive = h2.connection_keepalive
 
+  // Circuit breakers: one threshold per priority.
+  const seenPriority = new Set<string>()
+  config.circuit_breakers?.thresholds?.forEach((t, i) => {
+    const priority = t.priority ?? 'DEFAULT'
+    if (seenPriority.has(priority)) {
+      issues.push({
+        path: `${path}.circuit_breakers.thresholds[${i}].priority`,
+        message: `${priority} is listed twice`,
+      })
+    }
+    seenPriority.add(priority)
+  })
+  const od = config.outlier_detection
+  if (od?.interval !== undefined && (parseDurationMs(od.interval) ?? 0) <= 0) {
+    issues.push({ path: `${path}.outlier_detection.interval`, message: 'must be greater than 0' })
+  }
+
   // LB settings.
   const ring = config.ring_hash_lb_config
   if (ring !== undefined) {

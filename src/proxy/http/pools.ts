@@ -1,12 +1,21 @@
 /**
  * Per-host connection pools, created on first use and kept in the host's `pool` slot. The cluster's protocol
  * options decide the pool kind: HTTP/2 (one multiplexed connection) or HTTP/1.1 (a keep-alive pool).
+ *
+ * A cluster with circuit breakers or outlier detection gets each request wrapped in a GuardedRequest, which holds
+ * a `max_requests` slot for the request's life and reports the upstream's answer (or failure) to the outlier
+ * detector. A cluster with neither hands the codec's request to the stream as it is.
  */
+import type { Buffer } from 'node:buffer'
 import type { Host, UpstreamCluster } from '../cluster/index.js'
+import type { CircuitBreakers } from '../cluster/circuit-breakers.js'
+import type { OutlierDetector } from '../cluster/outlier.js'
 import type { StatsStore } from '../stats/stats.js'
 import { H1Pool } from './h1/client.js'
 import { H2Pool } from './h2/client.js'
-import type { RequestHead, UpstreamCallbacks, UpstreamRequest } from './types.js'
+import { OverflowRequest } from './overflow.js'
+import type { Headers } from './headers.js'
+import type { RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from './types.js'
 
 export class PoolManager {
   private readonly store: StatsStore
@@ -27,6 +36,98 @@ export class PoolManager {
       pool = cluster.http2 ? new H2Pool(host, cluster, stats) : new H1Pool(host, cluster, stats)
       host.pool = pool
     }
-    return pool.newStream(cb, head, endStream)
+    const breakers = cluster.circuitBreakers
+    const outlier = cluster.outlierDetector
+    if (breakers === null && outlier === null) return pool.newStream(cb, head, endStream)
+    if (breakers !== null && !breakers.tryRequest())
+      return new OverflowRequest(host.key, cb, 'too many requests to the cluster (max_requests)')
+    const guarded = new GuardedRequest(host, cb, breakers, outlier)
+    guarded.inner = pool.newStream(guarded, head, endStream)
+    return guarded
+  }
+}
+
+/** Sits between the stream and the codec's request: releases the request slot once, reports results once. */
+class GuardedRequest implements UpstreamRequest, UpstreamCallbacks {
+  readonly hostKey: string
+  inner: UpstreamRequest | null = null
+  readonly #host: Host
+  readonly #cb: UpstreamCallbacks
+  readonly #breakers: CircuitBreakers | null
+  readonly #outlier: OutlierDetector | null
+  #open = true
+  #answered = false
+
+  constructor(host: Host, cb: UpstreamCallbacks, breakers: CircuitBreakers | null, outlier: OutlierDetector | null) {
+    this.hostKey = host.key
+    this.#host = host
+    this.#cb = cb
+    this.#breakers = breakers
+    this.#outlier = outlier
+  }
+
+  #release(): void {
+    if (!this.#open) return
+    this.#open = false
+    if (this.#breakers !== null) this.#breakers.requests--
+  }
+
+  // upstream → stream
+  onUpstreamHeaders(status: number, headers: Headers, endStream: boolean): void {
+    if (!this.#answered) {
+      this.#answered = true
+      this.#outlier?.putHttpStatus(this.#host, status)
+    }
+    if (endStream) this.#release()
+    this.#cb.onUpstreamHeaders(status, headers, endStream)
+  }
+  onUpstreamData(chunk: Buffer, endStream: boolean): void {
+    if (endStream) this.#release()
+    this.#cb.onUpstreamData(chunk, endStream)
+  }
+  onUpstreamTrailers(trailers: Headers): void {
+    this.#release()
+    this.#cb.onUpstreamTrailers(trailers)
+  }
+  onUpstreamReset(reason: UpstreamResetReason, detail: string): void {
+    this.#release()
+    if (!this.#answered && reason !== 'overflow' && this.#outlier !== null) {
+      this.#answered = true
+      this.#outlier.putLocalOriginFailure(
+        this.#host,
+        reason === 'connect_failure' || reason === 'connect_timeout' ? 'connect_failure' : 'reset',
+      )
+    }
+    this.#cb.onUpstreamReset(reason, detail)
+  }
+  onUpstreamDrain(): void {
+    this.#cb.onUpstreamDrain()
+  }
+
+  // stream → upstream
+  sendData(chunk: Buffer, endStream: boolean): boolean {
+    return this.inner!.sendData(chunk, endStream)
+  }
+  sendTrailers(trailers: Headers): void {
+    this.inner!.sendTrailers(trailers)
+  }
+  /** The stream gives up on the request (client gone, route timeout): the slot is freed. */
+  reset(): void {
+    this.#release()
+    this.inner?.reset()
+  }
+  /** The route timeout expired before the upstream answered: a local-origin timeout for outlier detection. */
+  timedOut(): void {
+    if (!this.#answered && this.#outlier !== null) {
+      this.#answered = true
+      this.#outlier.putLocalOriginFailure(this.#host, 'timeout')
+    }
+    this.reset()
+  }
+  pauseResponse(): void {
+    this.inner?.pauseResponse()
+  }
+  resumeResponse(): void {
+    this.inner?.resumeResponse()
   }
 }

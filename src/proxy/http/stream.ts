@@ -61,7 +61,6 @@ const EMPTY = Buffer.alloc(0)
 const HOLD_LIMIT_BYTES = 1024 * 1024
 
 /** Envoy's default max_retries circuit breaker: retries waiting for their back-off at once, per cluster. */
-const MAX_ACTIVE_RETRIES = 3
 
 function onPerTryTimeout(a: UpstreamAttempt): void {
   a.timer = null
@@ -427,8 +426,8 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
       this.addFlag('URX')
       return false
     }
-    if (cstats.retries_active >= MAX_ACTIVE_RETRIES) {
-      cstats.upstream_rq_retry_overflow++
+    // the cluster's max_retries circuit breaker (Envoy's default 3): counts upstream_rq_retry_overflow when refused
+    if (!this.cluster!.retryBudget.tryAcquire()) {
       this.addFlag('UO')
       return false
     }
@@ -449,6 +448,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     const cluster = this.cluster!
     const cstats = hcm.store.forCluster(cluster.name)
     cstats.retries_active--
+    cluster.retryBudget.release()
     if (this.done) return
     let host = cluster.chooseHost(rs.hash)
     if (rs.policy.previousHosts)
@@ -670,7 +670,8 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     if (this.cluster !== null) this.hcm.store.forCluster(this.cluster.name).rq.rq_timeout++
     const up = this.upstream
     this.upstream = null
-    up?.reset()
+    if (up?.timedOut !== undefined) up.timedOut()
+    else up?.reset()
     if (!this.responseStarted) return this.localReply(LocalReplies.timeout)
     this.addFlag('UT')
     this.downstream.reset()
@@ -761,6 +762,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
         clearTimeout(retry.backOff)
         retry.backOff = null
         hcm.store.forCluster(this.cluster!.name).retries_active--
+        this.cluster!.retryBudget.release()
       }
     }
     const status = this.status

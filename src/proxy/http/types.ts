@@ -73,6 +73,11 @@ export interface UpstreamRequest {
   reset(): void
   pauseResponse(): void
   resumeResponse(): void
+  /**
+   * Cancels the request because the route timeout expired (as reset(), and outlier detection counts a local-origin
+   * timeout). Requests to clusters with circuit breakers or outlier detection have it.
+   */
+  timedOut?(): void
   /** `address:port` of the upstream host, for logs. */
   readonly hostKey: string
 }

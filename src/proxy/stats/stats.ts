@@ -3,6 +3,9 @@
  * Names and the Prometheus rendering follow Envoy's (`envoy_cluster_upstream_rq_total{envoy_cluster_name="x"}`).
  */
 
+import type { UpstreamCluster } from '../cluster/cluster.js'
+import { EJECTION_TYPES, OutlierStats } from '../cluster/outlier.js'
+
 /** Envoy's default histogram buckets, in milliseconds. */
 export const BUCKETS_MS = [
   0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000,
@@ -118,8 +121,34 @@ export class ClusterStats {
   /** retries in flight (waiting for their back-off or running): Envoy's max_retries circuit breaker, default 3 */
   retries_active = 0
   upstream_cx_none_healthy = 0
+  upstream_cx_overflow = 0
+  upstream_rq_pending_overflow = 0
+  /** `outlier_detection.*` counters */
+  readonly outlier = new OutlierStats()
+  /** The running cluster of this name (for the circuit breaker and outlier gauges), once bound. */
+  cluster: UpstreamCluster | null = null
   constructor(name: string) {
     this.name = name
+  }
+}
+
+/** Circuit breaker gauges and outlier detection stats of a cluster that configures them, `[name, value, gauge]`. */
+function* resilienceEntries(s: ClusterStats): Generator<[string, number, boolean]> {
+  const c = s.cluster
+  const cb = c?.circuitBreakers
+  if (c != null && cb != null) {
+    yield ['upstream_rq_pending_active', cb.pending, true]
+    for (const [k, n] of cb.gauges(c.retryBudget)) yield [`circuit_breakers.default.${k}`, n, true]
+  }
+  if (c?.outlierDetector != null || s.outlier.ejections_enforced_total > 0) {
+    const o = s.outlier
+    yield ['outlier_detection.ejections_active', c?.outlierDetector?.ejectionsActive ?? 0, true]
+    yield ['outlier_detection.ejections_enforced_total', o.ejections_enforced_total, false]
+    yield ['outlier_detection.ejections_overflow', o.ejections_overflow, false]
+    for (const t of EJECTION_TYPES) {
+      yield [`outlier_detection.ejections_enforced_${t}`, o.enforced.get(t) ?? 0, false]
+      yield [`outlier_detection.ejections_detected_${t}`, o.detected.get(t) ?? 0, false]
+    }
   }
 }
 
@@ -211,6 +240,7 @@ export class StatsStore {
       const p = `cluster.${s.name}.`
       yield* rqEntries(`${p}upstream_`, s.rq)
       for (const k of CLUSTER_FIELDS) yield [`${p}${k}`, s[k]]
+      for (const [k, n] of resilienceEntries(s)) yield [`${p}${k}`, n]
     }
     for (const s of this.listeners.values()) {
       const p = `listener.${s.address}.`
@@ -274,6 +304,9 @@ export class StatsStore {
       const l = `envoy_cluster_name="${esc(s.name)}"`
       rq('envoy_cluster_upstream_', l, s.rq)
       for (const k of CLUSTER_FIELDS) line(`envoy_cluster_${k}`, k.endsWith('_active') ? 'gauge' : 'counter', l, s[k])
+      for (const [k, n, gauge] of resilienceEntries(s)) {
+        line(`envoy_cluster_${k.replace(/\./g, '_')}`, gauge ? 'gauge' : 'counter', l, n)
+      }
     }
     for (const s of this.listeners.values()) {
       const l = `envoy_listener_address="${esc(s.address)}"`
@@ -324,6 +357,8 @@ const CLUSTER_FIELDS = [
   'upstream_rq_per_try_timeout',
   'retry_or_shadow_abandoned',
   'upstream_rq_pending_total',
+  'upstream_cx_overflow',
+  'upstream_rq_pending_overflow',
 ] as const
 const TCP_FIELDS = [
   'downstream_cx_total',

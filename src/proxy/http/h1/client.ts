@@ -24,8 +24,6 @@ const LAST_CHUNK = Buffer.from('0\r\n\r\n')
 const RESPONSE_LIMITS: Limits = { maxHeadBytes: 96 * 1024, maxHeaders: 200 }
 /** Request bytes queued while a connection is being opened, before sendData asks the caller to pause. */
 const QUEUE_HIGH_WATER = 64 * 1024
-/** Envoy's default circuit breaker on connections per cluster host. */
-const MAX_CONNECTIONS = 1024
 
 enum C {
   Connecting,
@@ -64,6 +62,8 @@ export class H1UpstreamRequest implements UpstreamRequest, DeferredWriter {
   responseStarted = false
   retried = false
   done = false
+  /** waiting in the pool's pending queue for a connection (circuit_breakers.max_pending_requests) */
+  pending = false
   pausedResponse = false
   /** request bytes waiting for the end of the event loop iteration (see write-batch.ts) */
   pendingOut: Buffer | null = null
@@ -167,6 +167,7 @@ export class H1UpstreamRequest implements UpstreamRequest, DeferredWriter {
   reset(): void {
     if (this.done) return
     this.done = true
+    if (this.pending) this.pool.unpend(this)
     const conn = this.conn
     this.conn = null
     if (conn !== null) conn.destroy()
@@ -185,6 +186,7 @@ export class H1UpstreamRequest implements UpstreamRequest, DeferredWriter {
   fail(reason: UpstreamResetReason, detail: string): void {
     if (this.done) return
     this.done = true
+    if (this.pending) this.pool.unpend(this)
     this.conn = null
     this.cb.onUpstreamReset(reason, detail)
   }
@@ -233,6 +235,7 @@ export class H1ClientConnection {
     this.stats.upstream_cx_total++
     this.stats.upstream_cx_active++
     host.activeConnections++
+    if (cluster.circuitBreakers !== null) cluster.circuitBreakers.connections++
   }
 
   assign(req: H1UpstreamRequest): void {
@@ -475,6 +478,8 @@ export class H1ClientConnection {
     this.state = C.Closed
     this.stats.upstream_cx_active--
     this.pool.host.activeConnections--
+    const breakers = this.pool.cluster.circuitBreakers
+    if (breakers !== null) breakers.connections--
     this.pool.forget(this)
     const req = this.req
     this.req = null
@@ -521,6 +526,8 @@ export class H1Pool implements HostPool {
   readonly stats: ClusterStats
   private readonly idle: H1ClientConnection[] = []
   private readonly all = new Set<H1ClientConnection>()
+  /** requests waiting for a connection (only with circuit breakers: max_connections reached) */
+  private pendingQueue: H1UpstreamRequest[] | null = null
   draining = false
 
   constructor(host: Host, cluster: UpstreamCluster, stats: ClusterStats) {
@@ -542,7 +549,20 @@ export class H1Pool implements HostPool {
       conn.assign(req)
       return
     }
-    if (this.all.size >= MAX_CONNECTIONS) {
+    const breakers = this.cluster.circuitBreakers
+    if (breakers !== null) {
+      if (!breakers.canConnect()) {
+        this.stats.upstream_cx_overflow++
+        if (!breakers.tryPend()) {
+          process.nextTick(resetLater, req, 'overflow', 'too many pending requests (max_pending_requests)')
+          return
+        }
+        this.stats.upstream_rq_pending_total++
+        req.pending = true
+        ;(this.pendingQueue ??= []).push(req)
+        return
+      }
+    } else if (this.all.size >= this.cluster.hostConnectionLimit) {
       this.stats.upstream_rq_pending_total++
       process.nextTick(resetLater, req, 'overflow', 'too many upstream connections')
       return
@@ -553,7 +573,9 @@ export class H1Pool implements HostPool {
   }
 
   release(conn: H1ClientConnection): void {
-    if (this.draining) conn.destroy()
+    if (this.draining) return conn.destroy()
+    const next = this.nextPending()
+    if (next !== null) conn.assign(next)
     else this.idle.push(conn)
   }
 
@@ -561,6 +583,36 @@ export class H1Pool implements HostPool {
     this.all.delete(conn)
     const i = this.idle.indexOf(conn)
     if (i !== -1) this.idle.splice(i, 1)
+    // a connection slot is free: the first pending request gets a new connection
+    if (this.pendingQueue !== null && this.pendingQueue.length > 0 && this.cluster.circuitBreakers!.canConnect()) {
+      const next = this.nextPending()
+      if (next !== null) {
+        const c = new H1ClientConnection(this)
+        this.all.add(c)
+        c.assign(next)
+      }
+    }
+  }
+
+  /** Takes the first pending request off the queue (null when none waits). */
+  private nextPending(): H1UpstreamRequest | null {
+    const q = this.pendingQueue
+    if (q === null || q.length === 0) return null
+    const req = q.shift()!
+    req.pending = false
+    this.cluster.circuitBreakers!.pending--
+    return req
+  }
+
+  /** A pending request was given up (reset by the stream, or failed): it leaves the queue. */
+  unpend(req: H1UpstreamRequest): void {
+    req.pending = false
+    const q = this.pendingQueue
+    const i = q === null ? -1 : q.indexOf(req)
+    if (i !== -1) {
+      q!.splice(i, 1)
+      this.cluster.circuitBreakers!.pending--
+    }
   }
 
   /** Closes idle connections now; busy ones close when their request ends. */

@@ -11,13 +11,14 @@ import type { Headers } from '../headers.js'
 import type { RequestHead, UpstreamCallbacks, UpstreamRequest } from '../types.js'
 import { fromH2, toH2 } from './convert.js'
 import { keepalive, keepaliveOptions } from './keepalive.js'
+import { OverflowRequest } from '../overflow.js'
 
 const EMPTY = Buffer.alloc(0)
 
 export class H2UpstreamRequest implements UpstreamRequest {
   readonly hostKey: string
   private readonly cb: UpstreamCallbacks
-  private readonly stream: H2T.ClientHttp2Stream
+  readonly stream: H2T.ClientHttp2Stream
   private done = false
   private gotHeaders = false
   private ended = false
@@ -119,6 +120,8 @@ export class H2Pool implements HostPool {
   readonly cluster: UpstreamCluster
   readonly stats: ClusterStats
   private session: H2T.ClientHttp2Session | null = null
+  /** streams opened on `session` (for max_requests_per_connection) */
+  private streams = 0
 
   constructor(host: Host, cluster: UpstreamCluster, stats: ClusterStats) {
     this.host = host
@@ -152,6 +155,8 @@ export class H2Pool implements HostPool {
     stats.upstream_cx_total++
     stats.upstream_cx_active++
     host.activeConnections++
+    const breakers = cluster.circuitBreakers
+    if (breakers !== null) breakers.connections++
     let connected = false
     session.once('connect', () => {
       connected = true
@@ -162,6 +167,7 @@ export class H2Pool implements HostPool {
     session.once('close', () => {
       stats.upstream_cx_active--
       host.activeConnections--
+      if (breakers !== null) breakers.connections--
       if (this.session === session) this.session = null
     })
     session.on('goaway', () => {
@@ -172,10 +178,26 @@ export class H2Pool implements HostPool {
     return session
   }
 
-  newStream(cb: UpstreamCallbacks, head: RequestHead, endStream: boolean): H2UpstreamRequest {
+  newStream(cb: UpstreamCallbacks, head: RequestHead, endStream: boolean): UpstreamRequest {
     let s = this.session
-    if (s === null || s.destroyed || s.closed) s = this.session = this.connect()
-    return new H2UpstreamRequest(this, s, cb, head, endStream)
+    if (s === null || s.destroyed || s.closed) {
+      const breakers = this.cluster.circuitBreakers
+      if (breakers !== null && !breakers.canConnect()) {
+        this.stats.upstream_cx_overflow++
+        this.stats.upstream_rq_pending_overflow++
+        return new OverflowRequest(this.host.key, cb, 'too many upstream connections (max_connections)')
+      }
+      s = this.session = this.connect()
+      this.streams = 0
+    }
+    const req = new H2UpstreamRequest(this, s, cb, head, endStream)
+    const max = this.cluster.maxRequestsPerConnection
+    if (max > 0 && ++this.streams >= max) {
+      // the session takes no more streams; it closes (GOAWAY) once this last one is over, the others finishing first
+      this.session = null
+      req.stream.once('close', () => s.close())
+    }
+    return req
   }
 
   drain(): void {

@@ -1,0 +1,116 @@
+/**
+ * DestinationRule connectionPool and outlierDetection end to end: `loom control`, a `loom proxy` sidecar on xDS and
+ * a backend registered as httpbin; the project's circuit-breaker fixture (one connection, one pending request, any
+ * 5xx ejects) applied with `loom apply` and enforced by the caller's sidecar.
+ */
+import assert from 'node:assert/strict'
+import * as http from 'node:http'
+import { after, before, describe, test } from 'node:test'
+import { type Control, eventually, type Proc, startControl, startSidecar } from './helpers/control.js'
+import { stat } from './helpers/proxy.js'
+import { type Backend, freePort, startBackend } from './helpers/servers.js'
+
+const FIXTURE = new URL('../../test/fixtures/istio/httpbin-circuit-breaker.yaml', import.meta.url).pathname
+const CLUSTER = 'cluster.outbound|8000||httpbin.default.svc.cluster.local'
+
+function get(port: number, path: string): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path, headers: { host: 'httpbin:8000' }, agent: false }, (res) => {
+        res.resume()
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }))
+      })
+      .on('error', reject)
+  })
+}
+
+describe('DestinationRule circuit breaking and outlier detection through loom control', () => {
+  let cp: Control
+  let sidecar: Proc & { admin: string }
+  let backend: Backend
+  let out: number
+  const held: http.ServerResponse[] = []
+  let onArrival: (() => void) | null = null
+
+  before(async () => {
+    cp = await startControl()
+    backend = await startBackend((req, res) => {
+      if (req.url === '/status/500') {
+        res.statusCode = 500
+        res.end()
+      } else if (req.url?.startsWith('/hold') !== true) {
+        res.end('ok')
+      } else {
+        held.push(res)
+        onArrival?.()
+      }
+    })
+    const res = await fetch(`http://${cp.api}/api/v1/workloads`, {
+      method: 'POST',
+      body: JSON.stringify({
+        name: 'httpbin-v1',
+        namespace: 'default',
+        address: '127.0.0.1',
+        ports: [{ name: 'http', number: backend.port, servicePort: 8000 }],
+        labels: { app: 'httpbin', version: 'v1' },
+        ttlSeconds: 600,
+      }),
+    })
+    assert.equal(res.status, 200, await res.text())
+    out = await freePort()
+    sidecar = await startSidecar(cp.xds, { app: 'sleep', version: 'v1' }, out)
+    await eventually(async () => (await get(out, '/get')).status === 200, 15000, 'httpbin reachable')
+  })
+  after(async () => {
+    for (const r of held.splice(0)) r.end()
+    await sidecar?.stop()
+    await cp?.stop()
+    await backend?.close()
+  })
+
+  const arrived = (n: number) =>
+    new Promise<void>((resolve) => {
+      const check = () => {
+        if (held.length < n) return
+        onArrival = null
+        resolve()
+      }
+      onArrival = check
+      check()
+    })
+
+  test('loom apply takes the fixture without a warning; the sidecar gets the thresholds', async () => {
+    const r = await cp.loom(['apply', '-f', FIXTURE])
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stdout, /destinationrules\/httpbin created/)
+    assert.doesNotMatch(r.stderr, /Warning/)
+    await eventually(
+      async () => (await stat(sidecar.admin, `${CLUSTER}.circuit_breakers.default.remaining_cx`)) === 1,
+      15000,
+      'max_connections 1 on the sidecar',
+    )
+  })
+
+  test('one connection, one pending request: the third concurrent caller gets 503 UO at once', async () => {
+    const first = get(out, '/hold/1')
+    await arrived(1)
+    const second = get(out, '/hold/2')
+    await eventually(async () => (await stat(sidecar.admin, `${CLUSTER}.upstream_rq_pending_active`)) === 1)
+    const third = await get(out, '/hold/3')
+    assert.equal(third.status, 503)
+    assert.equal(third.headers['x-loom-reason'], 'upstream_overflow')
+    for (const r of held.splice(0)) r.end('ok')
+    assert.equal((await first).status, 200)
+    await arrived(1)
+    for (const r of held.splice(0)) r.end('ok')
+    assert.equal((await second).status, 200)
+  })
+
+  test('consecutive5xxErrors 1, maxEjectionPercent 100: one 500 ejects the only host', async () => {
+    assert.equal((await get(out, '/status/500')).status, 500)
+    const after = await get(out, '/get')
+    assert.equal(after.status, 503)
+    assert.equal(after.headers['x-loom-reason'], 'no_healthy_upstream')
+    assert.equal(await stat(sidecar.admin, `${CLUSTER}.outlier_detection.ejections_active`), 1)
+  })
+})
