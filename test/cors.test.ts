@@ -6,16 +6,7 @@
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
 import { after, before, describe, test } from 'node:test'
-import {
-  adminAddress,
-  HCM,
-  listener,
-  ROUTER,
-  type RunningProxy,
-  stat,
-  startProxy,
-  staticCluster,
-} from './helpers/proxy.js'
+import { type RunningProxy, stat, startProxy, filterBootstrap } from './helpers/proxy.js'
 import { type Backend, startBackend } from './helpers/servers.js'
 
 const CORS = 'type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors'
@@ -55,81 +46,64 @@ const preflight = (origin: string, extra: Record<string, string> = {}) => ({
 })
 
 function bootstrap(port: number): unknown {
-  return {
-    admin: { address: adminAddress() },
-    static_resources: {
-      listeners: [
-        listener('http', {
-          name: 'envoy.filters.network.http_connection_manager',
-          typed_config: {
-            '@type': HCM,
-            stat_prefix: 'ingress',
-            route_config: {
-              virtual_hosts: [
-                {
-                  name: 'api',
-                  domains: ['api.example'],
-                  // the virtual host's policy: origins and methods; a route adds what it sets
-                  ...policy({
-                    allow_origin_string_match: [{ exact: 'https://vhost.example' }],
-                    allow_methods: 'GET,PUT',
-                  }),
-                  routes: [route('/merged', policy({ max_age: '60', expose_headers: 'x-merged' })), route('/')],
-                },
-                {
-                  name: 'all',
-                  domains: ['*'],
-                  routes: [
-                    route(
-                      '/cors',
-                      policy({
-                        allow_origin_string_match: [
-                          { exact: 'https://app.example' },
-                          { suffix: '.trusted.example' },
-                          { safe_regex: { regex: 'https://v[0-9]+\\.example' } },
-                        ],
-                        allow_methods: 'GET,PUT,DELETE',
-                        allow_headers: 'content-type,x-token',
-                        expose_headers: 'x-request-id,x-custom',
-                        max_age: '600',
-                        allow_credentials: true,
-                        allow_private_network_access: true,
-                      }),
-                    ),
-                    route(
-                      '/any',
-                      policy({ allow_origin_string_match: [{ exact: '*' }], allow_methods: '*', allow_headers: '*' }),
-                    ),
-                    route(
-                      '/strict',
-                      policy({
-                        allow_origin_string_match: [{ exact: 'https://app.example' }],
-                        forward_not_matching_preflights: false,
-                      }),
-                    ),
-                    route(
-                      '/off',
-                      policy({
-                        allow_origin_string_match: [{ exact: 'https://app.example' }],
-                        filter_enabled: { default_value: { numerator: 0 } },
-                        shadow_enabled: { default_value: { numerator: 100 } },
-                      }),
-                    ),
-                    route('/'),
-                  ],
-                },
-              ],
-            },
-            http_filters: [
-              { name: NAME, typed_config: { '@type': CORS } },
-              { name: 'envoy.filters.http.router', typed_config: { '@type': ROUTER } },
-            ],
-          },
+  return filterBootstrap(
+    port,
+    [
+      {
+        name: 'api',
+        domains: ['api.example'],
+        // the virtual host's policy: origins and methods; a route adds what it sets
+        ...policy({
+          allow_origin_string_match: [{ exact: 'https://vhost.example' }],
+          allow_methods: 'GET,PUT',
         }),
-      ],
-      clusters: [staticCluster('be', [port])],
-    },
-  }
+        routes: [route('/merged', policy({ max_age: '60', expose_headers: 'x-merged' })), route('/')],
+      },
+      {
+        name: 'all',
+        domains: ['*'],
+        routes: [
+          route(
+            '/cors',
+            policy({
+              allow_origin_string_match: [
+                { exact: 'https://app.example' },
+                { suffix: '.trusted.example' },
+                { safe_regex: { regex: 'https://v[0-9]+\\.example' } },
+              ],
+              allow_methods: 'GET,PUT,DELETE',
+              allow_headers: 'content-type,x-token',
+              expose_headers: 'x-request-id,x-custom',
+              max_age: '600',
+              allow_credentials: true,
+              allow_private_network_access: true,
+            }),
+          ),
+          route(
+            '/any',
+            policy({ allow_origin_string_match: [{ exact: '*' }], allow_methods: '*', allow_headers: '*' }),
+          ),
+          route(
+            '/strict',
+            policy({
+              allow_origin_string_match: [{ exact: 'https://app.example' }],
+              forward_not_matching_preflights: false,
+            }),
+          ),
+          route(
+            '/off',
+            policy({
+              allow_origin_string_match: [{ exact: 'https://app.example' }],
+              filter_enabled: { default_value: { numerator: 0 } },
+              shadow_enabled: { default_value: { numerator: 100 } },
+            }),
+          ),
+          route('/'),
+        ],
+      },
+    ],
+    [{ name: NAME, typed_config: { '@type': CORS } }],
+  )
 }
 
 describe('CORS filter', () => {

@@ -8,18 +8,7 @@ import { once } from 'node:events'
 import * as http from 'node:http'
 import * as http2 from 'node:http2'
 import { after, before, describe, test } from 'node:test'
-import {
-  adminAddress,
-  HCM,
-  listener,
-  ROUTER,
-  type RunningProxy,
-  runLoom,
-  stat,
-  startProxy,
-  staticCluster,
-  writeTemp,
-} from './helpers/proxy.js'
+import { ROUTER, type RunningProxy, runLoom, stat, startProxy, writeTemp, filterBootstrap } from './helpers/proxy.js'
 import { eventually } from './helpers/control.js'
 import { type Backend, startBackend } from './helpers/servers.js'
 
@@ -61,70 +50,55 @@ const route = (prefix: string, extra: Record<string, unknown> = {}, action: Reco
 })
 
 function bootstrap(port: number): unknown {
-  return {
-    admin: { address: adminAddress() },
-    static_resources: {
-      listeners: [
-        listener('http', {
-          name: 'envoy.filters.network.http_connection_manager',
-          typed_config: {
-            '@type': HCM,
-            stat_prefix: 'ingress',
-            route_config: {
-              virtual_hosts: [
-                {
-                  name: 'all',
-                  domains: ['*'],
-                  routes: [
-                    route('/abort', perRoute({ abort: { http_status: 503, percentage: pct(100) } })),
-                    route('/delay', perRoute({ delay: { fixed_delay: '0.3s', percentage: pct(100) } })),
-                    route(
-                      '/both',
-                      perRoute({
-                        delay: { fixed_delay: '0.2s', percentage: pct(100) },
-                        abort: { http_status: 418, percentage: pct(100) },
-                      }),
-                    ),
-                    route('/grpc', perRoute({ abort: { grpc_status: 14, percentage: pct(100) } })),
-                    route('/thirty', perRoute({ abort: { http_status: 500, percentage: pct(300_000, 'MILLION') } })),
-                    route(
-                      '/jason',
-                      perRoute({
-                        abort: { http_status: 555, percentage: pct(100) },
-                        headers: [{ name: 'end-user', string_match: { exact: 'jason' } }],
-                      }),
-                    ),
-                    route(
-                      '/one-at-a-time',
-                      perRoute({ delay: { fixed_delay: '0.4s', percentage: pct(100) }, max_active_faults: 1 }),
-                    ),
-                    route('/timed', perRoute({ delay: { fixed_delay: '0.3s', percentage: pct(100) } }), {
-                      timeout: '0.2s',
-                    }),
-                    route('/unset', perRoute({ abort: { http_status: 500 } })),
-                    route('/'),
-                  ],
-                },
-              ],
-            },
-            http_filters: [
-              // the filter's own config: faults only on request (x-envoy-fault-* headers)
-              {
-                name: 'envoy.filters.http.fault',
-                typed_config: {
-                  '@type': FAULT,
-                  abort: { header_abort: {}, percentage: pct(100) },
-                  delay: { header_delay: {}, percentage: pct(100) },
-                },
-              },
-              { name: 'envoy.filters.http.router', typed_config: { '@type': ROUTER } },
-            ],
-          },
-        }),
-      ],
-      clusters: [staticCluster('be', [port])],
-    },
-  }
+  return filterBootstrap(
+    port,
+    [
+      {
+        name: 'all',
+        domains: ['*'],
+        routes: [
+          route('/abort', perRoute({ abort: { http_status: 503, percentage: pct(100) } })),
+          route('/delay', perRoute({ delay: { fixed_delay: '0.3s', percentage: pct(100) } })),
+          route(
+            '/both',
+            perRoute({
+              delay: { fixed_delay: '0.2s', percentage: pct(100) },
+              abort: { http_status: 418, percentage: pct(100) },
+            }),
+          ),
+          route('/grpc', perRoute({ abort: { grpc_status: 14, percentage: pct(100) } })),
+          route('/thirty', perRoute({ abort: { http_status: 500, percentage: pct(300_000, 'MILLION') } })),
+          route(
+            '/jason',
+            perRoute({
+              abort: { http_status: 555, percentage: pct(100) },
+              headers: [{ name: 'end-user', string_match: { exact: 'jason' } }],
+            }),
+          ),
+          route(
+            '/one-at-a-time',
+            perRoute({ delay: { fixed_delay: '0.4s', percentage: pct(100) }, max_active_faults: 1 }),
+          ),
+          route('/timed', perRoute({ delay: { fixed_delay: '0.3s', percentage: pct(100) } }), {
+            timeout: '0.2s',
+          }),
+          route('/unset', perRoute({ abort: { http_status: 500 } })),
+          route('/'),
+        ],
+      },
+    ],
+    [
+      // the filter's own config: faults only on request (x-envoy-fault-* headers)
+      {
+        name: 'envoy.filters.http.fault',
+        typed_config: {
+          '@type': FAULT,
+          abort: { header_abort: {}, percentage: pct(100) },
+          delay: { header_delay: {}, percentage: pct(100) },
+        },
+      },
+    ],
+  )
 }
 
 describe('fault filter', () => {

@@ -7,18 +7,7 @@ import assert from 'node:assert/strict'
 import * as http from 'node:http'
 import { after, before, describe, test } from 'node:test'
 import { eventually } from './helpers/control.js'
-import {
-  adminAddress,
-  HCM,
-  listener,
-  ROUTER,
-  type RunningProxy,
-  runLoom,
-  stat,
-  startProxy,
-  staticCluster,
-  writeTemp,
-} from './helpers/proxy.js'
+import { type RunningProxy, runLoom, stat, startProxy, writeTemp, filterBootstrap } from './helpers/proxy.js'
 import { type Backend, startBackend } from './helpers/servers.js'
 
 const RL = 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit'
@@ -60,70 +49,53 @@ const route = (prefix: string, extra: Record<string, unknown> = {}) => ({
 })
 
 function bootstrap(port: number): unknown {
-  return {
-    admin: { address: adminAddress() },
-    static_resources: {
-      listeners: [
-        listener('http', {
-          name: 'envoy.filters.network.http_connection_manager',
-          typed_config: {
-            '@type': HCM,
-            stat_prefix: 'ingress',
-            route_config: {
-              virtual_hosts: [
-                {
-                  name: 'all',
-                  domains: ['*'],
-                  routes: [
-                    route(
-                      '/own',
-                      override({
-                        stat_prefix: 'own',
-                        token_bucket: { max_tokens: 2, tokens_per_fill: 2, fill_interval: '60s' },
-                        filter_enabled: all,
-                        filter_enforced: all,
-                        status: { code: 'ServiceUnavailable' },
-                      }),
-                    ),
-                    route(
-                      '/shadow',
-                      override({
-                        stat_prefix: 'shadow',
-                        token_bucket: { max_tokens: 3, fill_interval: '60s' },
-                        filter_enabled: all,
-                        filter_enforced: none,
-                        request_headers_to_add_when_not_enforced: [
-                          { header: { key: 'x-would-be-limited', value: 'yes' } },
-                        ],
-                      }),
-                    ),
-                    route('/off', override({ stat_prefix: 'off', filter_enabled: none })),
-                    route('/'),
-                  ],
-                },
-              ],
-            },
-            http_filters: [
-              {
-                name: NAME,
-                typed_config: {
-                  '@type': RL,
-                  stat_prefix: 'rl',
-                  token_bucket: { max_tokens: 5, tokens_per_fill: 5, fill_interval: '1s' },
-                  filter_enabled: all,
-                  filter_enforced: all,
-                  enable_x_ratelimit_headers: 'DRAFT_VERSION_03',
-                  response_headers_to_add: [{ header: { key: 'x-local-rate-limit', value: 'true' } }],
-                },
-              },
-              { name: 'envoy.filters.http.router', typed_config: { '@type': ROUTER } },
-            ],
-          },
-        }),
-      ],
-      clusters: [staticCluster('be', [port])],
-    },
-  }
+  return filterBootstrap(
+    port,
+    [
+      {
+        name: 'all',
+        domains: ['*'],
+        routes: [
+          route(
+            '/own',
+            override({
+              stat_prefix: 'own',
+              token_bucket: { max_tokens: 2, tokens_per_fill: 2, fill_interval: '60s' },
+              filter_enabled: all,
+              filter_enforced: all,
+              status: { code: 'ServiceUnavailable' },
+            }),
+          ),
+          route(
+            '/shadow',
+            override({
+              stat_prefix: 'shadow',
+              token_bucket: { max_tokens: 3, fill_interval: '60s' },
+              filter_enabled: all,
+              filter_enforced: none,
+              request_headers_to_add_when_not_enforced: [{ header: { key: 'x-would-be-limited', value: 'yes' } }],
+            }),
+          ),
+          route('/off', override({ stat_prefix: 'off', filter_enabled: none })),
+          route('/'),
+        ],
+      },
+    ],
+    [
+      {
+        name: NAME,
+        typed_config: {
+          '@type': RL,
+          stat_prefix: 'rl',
+          token_bucket: { max_tokens: 5, tokens_per_fill: 5, fill_interval: '1s' },
+          filter_enabled: all,
+          filter_enforced: all,
+          enable_x_ratelimit_headers: 'DRAFT_VERSION_03',
+          response_headers_to_add: [{ header: { key: 'x-local-rate-limit', value: 'true' } }],
+        },
+      },
+    ],
+  )
 }
 
 describe('local rate limit filter', () => {

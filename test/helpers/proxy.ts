@@ -205,3 +205,27 @@ export async function settledStat(admin: string, name: string, intervalMs = 150)
   }
   return now
 }
+
+/**
+ * A bootstrap with one HTTP listener (`http`, stat prefix `ingress`) whose route configuration has
+ * `virtualHosts`, whose connection manager runs `filters` and then the router, and one static cluster `be` on `port`.
+ */
+export function filterBootstrap(port: number, virtualHosts: unknown[], filters: unknown[]): unknown {
+  return {
+    admin: { address: adminAddress() },
+    static_resources: {
+      listeners: [
+        listener('http', {
+          name: 'envoy.filters.network.http_connection_manager',
+          typed_config: {
+            '@type': HCM,
+            stat_prefix: 'ingress',
+            route_config: { virtual_hosts: virtualHosts },
+            http_filters: [...filters, { name: 'envoy.filters.http.router', typed_config: { '@type': ROUTER } }],
+          },
+        }),
+      ],
+      clusters: [staticCluster('be', [port])],
+    },
+  }
+}

@@ -32,13 +32,10 @@ import {
   STOP,
   type StreamFilter,
 } from '../filter.js'
-
-const DENOMINATORS = { HUNDRED: 100, TEN_THOUSAND: 10_000, MILLION: 1_000_000 } as const
+import { fraction } from '../percent.js'
 
 function share(p: RuntimeFractionalPercent | undefined, unset: number): number {
-  if (p === undefined) return unset
-  const d = DENOMINATORS[p.default_value.denominator ?? 'HUNDRED']
-  return Math.min(1, (p.default_value.numerator ?? 0) / d)
+  return p === undefined ? unset : fraction(p.default_value)
 }
 
 /** One route's (or virtual host's) CORS policy, compiled and merged over its less specific level's. */

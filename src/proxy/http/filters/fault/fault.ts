@@ -14,7 +14,7 @@
  * Stats, under the connection manager: `fault.delays_injected`, `fault.aborts_injected`, `fault.active_faults`,
  * `fault.faults_overflow`.
  */
-import type { FractionalPercent, HTTPFault } from '../../../../config/envoy.js'
+import type { HTTPFault } from '../../../../config/envoy.js'
 import { parseDurationMs } from '../../../../core/duration.js'
 import type { ConfigIssue } from '../../../../core/errors.js'
 import { type CompiledHeaderMatcher, compileHeaderMatcher } from '../../../route/matchers.js'
@@ -30,15 +30,7 @@ import {
   STOP,
   type StreamFilter,
 } from '../filter.js'
-
-const DENOMINATORS = { HUNDRED: 100, TEN_THOUSAND: 10_000, MILLION: 1_000_000 } as const
-
-/** A share of requests as a probability in [0, 1]; unset is 0%, as the proto's default value is in Envoy. */
-function fraction(p: FractionalPercent | undefined): number {
-  if (p === undefined) return 0
-  const d = DENOMINATORS[p.denominator ?? 'HUNDRED']
-  return Math.min(1, (p.numerator ?? 0) / d)
-}
+import { fraction } from '../percent.js'
 
 /** One compiled HTTPFault (the filter's own, or a route's override). */
 export class FaultPolicy {

@@ -35,14 +35,11 @@ import {
   STOP,
   type StreamFilter,
 } from '../filter.js'
-
-const DENOMINATORS = { HUNDRED: 100, TEN_THOUSAND: 10_000, MILLION: 1_000_000 } as const
+import { fraction } from '../percent.js'
 
 /** A RuntimeFractionalPercent's default_value as a probability; unset is 0%, as Envoy's default for these fields. */
 function share(p: RuntimeFractionalPercent | undefined): number {
-  if (p === undefined) return 0
-  const d = DENOMINATORS[p.default_value.denominator ?? 'HUNDRED']
-  return Math.min(1, (p.default_value.numerator ?? 0) / d)
+  return p === undefined ? 0 : fraction(p.default_value)
 }
 
 /** Envoy's minimum fill interval for the local rate limiter. */
