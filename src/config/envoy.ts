@@ -422,6 +422,7 @@ export const VirtualHost = v.strictObject({
   ...headerMutations,
   typed_per_filter_config: typedPerFilterConfig,
   retry_policy: opt(RetryPolicy),
+  request_mirror_policies: opt(v.array(RequestMirrorPolicy)),
   include_request_attempt_count: opt(bool),
 })
 export type VirtualHost = v.InferOutput<typeof VirtualHost>

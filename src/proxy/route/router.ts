@@ -647,6 +647,8 @@ interface Shared {
   vhostFilters: ReadonlyMap<string, unknown> | null
   /** the virtual host's compiled retry_policy */
   vhostRetry: CompiledRetryPolicy | null
+  /** the virtual host's compiled request_mirror_policies */
+  vhostMirrors: CompiledMirrorPolicy[] | null
   issues: ConfigIssue[]
   clusters: Set<string>
   vhostRequest: HeaderMutations
@@ -694,7 +696,7 @@ function compileRoute(route: Route, vh: VirtualHost, index: number, p: string, s
     timeoutMs: DEFAULT_ROUTE_TIMEOUT_MS,
     idleTimeoutMs: -1,
     retry: s.vhostRetry,
-    mirrors: null,
+    mirrors: s.vhostMirrors,
     includeAttemptCount: vh.include_request_attempt_count === true,
     hash: new HashPolicies([]),
     redirect: null,
@@ -775,7 +777,9 @@ function compileRouteAction(ra: RouteAction, match: PathMatch, p: string, init: 
   if (ra.timeout !== undefined) init.timeoutMs = parseDurationMs(ra.timeout) ?? DEFAULT_ROUTE_TIMEOUT_MS
   if (ra.idle_timeout !== undefined) init.idleTimeoutMs = parseDurationMs(ra.idle_timeout) ?? 0
   if (ra.retry_policy !== undefined) init.retry = compileRetryPolicy(ra.retry_policy)
-  init.mirrors = compileMirrorPolicies(ra.request_mirror_policies)
+  // the most specific non-empty list wins whole, as in Envoy (no merging with the virtual host's)
+  const mirrors = compileMirrorPolicies(ra.request_mirror_policies)
+  if (mirrors !== null) init.mirrors = mirrors
   if (init.mirrors !== null) for (const m of init.mirrors) s.clusters.add(m.cluster)
   if (ra.hash_policy !== undefined) init.hash = compileHashPolicies(ra.hash_policy, `${p}.hash_policy`, issues)
 }
@@ -826,6 +830,7 @@ export function compileRouteConfig(cfg: RouteConfiguration): CompiledRouteConfig
     const shared: Shared = {
       vhostFilters: perFilter(null, vh.typed_per_filter_config, `${vp}.typed_per_filter_config`, issues),
       vhostRetry: compileRetryPolicy(vh.retry_policy),
+      vhostMirrors: compileMirrorPolicies(vh.request_mirror_policies),
       issues,
       clusters,
       vhostRequest: compileMutations(vh, 'request', vp, issues),
