@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
+import * as http2 from 'node:http2'
+import type { AddressInfo } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import {
   adminAddress,
@@ -64,6 +66,9 @@ describe('request mirroring', () => {
   let half: Backend
   /** accepts connections and never reads from them: a mirror that cannot keep up */
   let stuck: { port: number; close(): Promise<void> }
+  /** an HTTP/2 mirror backend: what it saw, as `authority path body` */
+  let h2be: http2.Http2Server
+  const h2seen: string[] = []
   let proxy: RunningProxy
   let port: number
 
@@ -75,6 +80,18 @@ describe('request mirroring', () => {
     reset = await startBackend((req) => req.socket.destroy())
     half = await startBackend((_req, res) => res.writeHead(200).end())
     stuck = await startRawServer((sock) => sock.pause())
+    h2be = http2.createServer()
+    h2be.on('stream', (stream, headers) => {
+      let body = ''
+      stream.setEncoding('latin1')
+      stream.on('data', (c: string) => (body += c))
+      stream.on('end', () => {
+        h2seen.push(`${headers[':authority']} ${headers[':path']} ${body}`)
+        stream.respond({ ':status': 503 })
+        stream.end('h2 mirror says no')
+      })
+    })
+    await new Promise<void>((r) => h2be.listen(0, '127.0.0.1', r))
     proxy = await startProxy({
       admin: { address: adminAddress() },
       static_resources: {
@@ -102,6 +119,7 @@ describe('request mirroring', () => {
                       },
                     ]),
                     mirrored('/stuck', [{ cluster: 'stuck' }]),
+                    mirrored('/h2', [{ cluster: 'h2' }]),
                     mirrored('/nosuffix', [{ cluster: 'shadow', disable_shadow_host_suffix_append: true }]),
                   ],
                 },
@@ -117,6 +135,7 @@ describe('request mirroring', () => {
           staticCluster('reset', [reset.port]),
           staticCluster('half', [half.port]),
           staticCluster('stuck', [stuck.port]),
+          staticCluster('h2', [(h2be.address() as AddressInfo).port], { http2_protocol_options: {} }),
         ],
       },
     })
@@ -127,6 +146,7 @@ describe('request mirroring', () => {
     agent.destroy()
     await proxy?.stop()
     for (const b of [be, shadow, hang, fail, reset, half, stuck]) await b?.close()
+    h2be?.close()
   })
 
   /** Waits until `backend` has seen `n` requests (mirrors are not waited for by the caller). */
@@ -157,6 +177,20 @@ describe('request mirroring', () => {
     await request(port, '/nosuffix/a', 'reviews:9080')
     await seen(shadow, 6)
     assert.equal(shadow.requests.find((q) => q.url === '/nosuffix/a')?.headers.host, 'reviews:9080')
+  })
+
+  test('an HTTP/2 mirror cluster gets the copy with -shadow in :authority; its 503 stays with it', async () => {
+    for (let i = 0; i < 3; i++) {
+      const r = await request(port, `/h2/${i}`, 'reviews:9080', `body ${i}`)
+      assert.equal(r.status, 200)
+      assert.equal(r.body, 'main 6')
+    }
+    for (let i = 0; i < 100 && h2seen.length < 3; i++) await new Promise((r) => setTimeout(r, 20))
+    assert.deepEqual(
+      h2seen.sort(),
+      [0, 1, 2].map((i) => `reviews-shadow:9080 /h2/${i} body ${i}`),
+    )
+    assert.equal(await settledStat(proxy.admin, 'cluster.h2.upstream_rq_5xx'), 3)
   })
 
   test('a mirror that never answers does not slow the caller; the route timeout resets it', async () => {
