@@ -15,8 +15,11 @@ import { Headers } from './headers.js'
 import type { PoolManager } from './pools.js'
 import type { RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from './types.js'
 
-/** Body bytes a shadow may have queued beyond its codec's high-water mark before it is dropped. */
-export const SHADOW_BUFFER_LIMIT_BYTES = 64 * 1024
+/**
+ * Body bytes a shadow may have queued beyond its codec's high-water mark before it is dropped (Envoy: the connection
+ * buffer limit, 1 MiB by default).
+ */
+export const SHADOW_BUFFER_LIMIT_BYTES = 1024 * 1024
 
 const DENOMINATORS = { HUNDRED: 100, TEN_THOUSAND: 10_000, MILLION: 1_000_000 } as const
 
