@@ -43,7 +43,7 @@ describe('loom apply warnings', () => {
     assert.equal(r.code, 0, r.stderr)
     assert.equal(r.stdout, 'serviceentries/web created\nvirtualservices/web created\ndestinationrules/web created\n')
     assert.deepEqual(r.stderr.trimEnd().split('\n'), [
-      `Warning: [VirtualService/default/web] spec.http[0].mirror: mirroring is not supported yet; ignored (${file}, document 1)`,
+      `Warning: [VirtualService/default/web] spec.http[0].retries.retryRemoteLocalities: retryRemoteLocalities is not supported yet; retries do not prefer other localities (${file}, document 1)`,
       `Warning: [DestinationRule/default/web] spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: TCP keepalive is not supported by Loom's proxy yet; ignored (${file}, document 2)`,
     ])
     const authz = await cp.loom(['apply', '-f', fixture('authz-allow-nothing.yaml')])

@@ -345,6 +345,18 @@ export type RetryPolicy = v.InferOutput<typeof RetryPolicy>
 
 export const WeightedCluster = v.strictObject({ name: nonEmpty, weight: uint32, ...headerMutations })
 
+/**
+ * RouteAction.RequestMirrorPolicy: shadow a share of the route's requests to `cluster` (fire and forget).
+ * `trace_sampled` is accepted and has no effect (Loom does not trace); `cluster_header` is not supported.
+ */
+export const RequestMirrorPolicy = v.strictObject({
+  cluster: nonEmpty,
+  runtime_fraction: opt(RuntimeFractionalPercent),
+  trace_sampled: opt(bool),
+  disable_shadow_host_suffix_append: opt(bool),
+})
+export type RequestMirrorPolicy = v.InferOutput<typeof RequestMirrorPolicy>
+
 export const RouteAction = v.pipe(
   v.strictObject({
     cluster: opt(nonEmpty),
@@ -362,6 +374,7 @@ export const RouteAction = v.pipe(
     idle_timeout: opt(duration),
     hash_policy: opt(v.array(HashPolicy)),
     retry_policy: opt(RetryPolicy),
+    request_mirror_policies: opt(v.array(RequestMirrorPolicy)),
   }),
   oneOf(['cluster', 'weighted_clusters']),
   v.check(
@@ -409,6 +422,7 @@ export const VirtualHost = v.strictObject({
   ...headerMutations,
   typed_per_filter_config: typedPerFilterConfig,
   retry_policy: opt(RetryPolicy),
+  request_mirror_policies: opt(v.array(RequestMirrorPolicy)),
   include_request_attempt_count: opt(bool),
 })
 export type VirtualHost = v.InferOutput<typeof VirtualHost>

@@ -83,10 +83,12 @@ http:
 - fault: {abort: {httpStatus: 500, percentage: {value: 100}}}
   corsPolicy: {allowOrigins: [{exact: 'https://x.example'}]}
   mirror: {host: ratings}
-  retries: {attempts: 3}
+  retries: {attempts: 3, retryRemoteLocalities: true}
   route: [{destination: {host: reviews}}]`,
       ),
-      ['warning VirtualService/default/a spec.http[0].mirror: mirroring is not supported yet; ignored'],
+      [
+        'warning VirtualService/default/a spec.http[0].retries.retryRemoteLocalities: retryRemoteLocalities is not supported yet; retries do not prefer other localities',
+      ],
     ],
     [
       'DestinationRule for an unknown host, unsupported policies, empty subset',

@@ -48,9 +48,6 @@ spec:
     route: [{destination: {host: reviews}}]
 `
     assert.deepEqual(paths(yaml), [
-      'spec.http[1].mirror',
-      'spec.http[0].mirrors',
-      'spec.http[1].mirrorPercentage',
       'spec.http[1].retries.retryRemoteLocalities',
       'spec.http[1].retries.retryOn',
       'spec.http[1].match[1].scheme',

@@ -54,11 +54,6 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
   // VirtualService
   { kind: 'VirtualService', path: 'spec.tcp', message: 'TCP routes are not supported yet; ignored' },
   { kind: 'VirtualService', path: 'spec.tls', message: 'TLS routes are not supported yet; ignored' },
-  { kind: 'VirtualService', path: 'spec.http[].mirror', message: 'mirroring is not supported yet; ignored' },
-  { kind: 'VirtualService', path: 'spec.http[].mirrors', message: 'mirroring is not supported yet; ignored' },
-  { kind: 'VirtualService', path: 'spec.http[].mirrorPercentage', message: 'mirroring is not supported yet; ignored' },
-  { kind: 'VirtualService', path: 'spec.http[].mirrorPercent', message: 'mirroring is not supported yet; ignored' },
-  { kind: 'VirtualService', path: 'spec.http[].mirror_percent', message: 'mirroring is not supported yet; ignored' },
   {
     kind: 'VirtualService',
     path: 'spec.http[].retries.retryRemoteLocalities',

@@ -397,3 +397,103 @@ describe('helpers', () => {
     assert.equal(isCatchAll({ match: { path: '/' } }), false)
   })
 })
+
+describe('mirrors → request_mirror_policies (as Istio)', () => {
+  const RATINGS = 'outbound|9080||ratings.default.svc.cluster.local'
+  const policies = (http: HTTPRoute, patch: Partial<RouteContext> = {}) =>
+    (virtualServiceRoutes(vs([http]), 9080, ctx(patch))[0]!.route as Json).request_mirror_policies
+  const hundred = { numerator: 100, denominator: 'HUNDRED' }
+  const cases: [string, HTTPRoute, unknown][] = [
+    [
+      'mirror without a percentage: 100%',
+      { route: [to('reviews')], mirror: { host: 'ratings' } },
+      [{ cluster: RATINGS, runtime_fraction: { default_value: hundred }, trace_sampled: false }],
+    ],
+    [
+      'mirror with a subset and mirrorPercentage 12.5 (a fraction of a million)',
+      { route: [to('reviews')], mirror: { host: 'ratings', subset: 'v2' }, mirrorPercentage: { value: 12.5 } },
+      [
+        {
+          cluster: 'outbound|9080|v2|ratings.default.svc.cluster.local',
+          runtime_fraction: { default_value: { numerator: 125_000, denominator: 'MILLION' } },
+          trace_sampled: false,
+        },
+      ],
+    ],
+    [
+      'the deprecated integer mirrorPercent',
+      { route: [to('reviews')], mirror: { host: 'ratings' }, mirrorPercent: 30 },
+      [
+        {
+          cluster: RATINGS,
+          runtime_fraction: { default_value: { numerator: 30, denominator: 'HUNDRED' } },
+          trace_sampled: false,
+        },
+      ],
+    ],
+    [
+      'mirrorPercentage wins over mirrorPercent',
+      { route: [to('reviews')], mirror: { host: 'ratings' }, mirrorPercentage: { value: 1 }, mirrorPercent: 30 },
+      [
+        {
+          cluster: RATINGS,
+          runtime_fraction: { default_value: { numerator: 10_000, denominator: 'MILLION' } },
+          trace_sampled: false,
+        },
+      ],
+    ],
+    [
+      'an explicit 0% mirrors nothing',
+      { route: [to('reviews')], mirror: { host: 'ratings' }, mirrorPercentage: { value: 0 } },
+      undefined,
+    ],
+    [
+      'mirrorPercent 0 mirrors nothing',
+      { route: [to('reviews')], mirror: { host: 'ratings' }, mirrorPercent: 0 },
+      undefined,
+    ],
+    [
+      'mirrors: each with its own percentage (unset 100%, 0 left out), on the destination port',
+      {
+        route: [to('reviews')],
+        mirrors: [
+          { destination: { host: 'ratings' }, percentage: { value: 50 } },
+          { destination: { host: 'multi', port: { number: 8080 } } },
+          { destination: { host: 'reviews' }, percentage: { value: 0 } },
+        ],
+      },
+      [
+        {
+          cluster: RATINGS,
+          runtime_fraction: { default_value: { numerator: 500_000, denominator: 'MILLION' } },
+          trace_sampled: false,
+        },
+        {
+          cluster: 'outbound|8080||multi.default.svc.cluster.local',
+          runtime_fraction: { default_value: hundred },
+          trace_sampled: false,
+        },
+      ],
+    ],
+    ['no mirror: no field', { route: [to('reviews')] }, undefined],
+  ]
+  for (const [name, http, want] of cases) it(name, () => assert.deepEqual(policies(http), want))
+
+  it('on weighted routes too; not for proxyless gRPC', () => {
+    const http: HTTPRoute = {
+      route: [
+        { ...to('reviews'), weight: 50 },
+        { ...to('ratings'), weight: 50 },
+      ],
+      mirror: { host: 'reviews', subset: 'v3' },
+    }
+    assert.deepEqual(policies(http), [
+      {
+        cluster: 'outbound|9080|v3|reviews.default.svc.cluster.local',
+        runtime_fraction: { default_value: hundred },
+        trace_sampled: false,
+      },
+    ])
+    assert.equal(policies({ route: [to('reviews')], mirror: { host: 'ratings' } }, { generator: 'grpc' }), undefined)
+  })
+})

@@ -27,7 +27,9 @@
  *   `perTryTimeout`, `backoff` and `retryIgnorePreviousHosts`. No previous_hosts predicate when the route hashes
  *   (consistent hash). Conditions the proxy does not evaluate are dropped (analyze warns); `retryRemoteLocalities`
  *   is ignored. Services without a VirtualService get the default too, as in Istio. Not for proxyless gRPC.
- * - Not translated yet (see `analyze`): mirror, delegate, JWT-claim header matches (the whole match is dropped
+ * - `mirror` / `mirrorPercentage` / `mirrorPercent` and `mirrors` → `request_mirror_policies` as Istio's
+ *   TranslateRequestMirrorPolicy (unset percentages are 100%, an explicit 0% mirrors nothing). Not for proxyless gRPC.
+ * - Not translated yet (see `analyze`): delegate, JWT-claim header matches (the whole match is dropped
  *   rather than widened), authority rewrite on one of several weighted destinations.
  *
  * Proxyless gRPC gets no redirect or direct-response routes and reads timeouts from `max_stream_duration`.
@@ -369,8 +371,44 @@ function routeAction(
   if (ctx.generator === 'envoy') {
     const retry = retryPolicy(http.retries, hashes.length > 0)
     if (retry !== null) action.retry_policy = retry
+    const mirrors = mirrorPolicies(http, vs.metadata.namespace, port, ctx)
+    if (mirrors.length > 0) action.request_mirror_policies = mirrors
   }
   return action
+}
+
+/**
+ * `mirror` (with `mirrorPercentage`, or the deprecated integer `mirrorPercent`; unset is 100%) and `mirrors` (each
+ * with its own `percentage`, unset 100%) → `request_mirror_policies`, as Istio's TranslateRequestMirrorPolicy: an
+ * explicit 0% emits no policy; `trace_sampled` false.
+ */
+export function mirrorPolicies(http: HTTPRoute, vsNamespace: string, port: number, ctx: RouteContext): Json[] {
+  const out: Json[] = []
+  const policy = (d: Destination, fraction: Json) => ({
+    cluster: destinationCluster(d, vsNamespace, port, ctx).cluster,
+    runtime_fraction: { default_value: fraction },
+    trace_sampled: false,
+  })
+  const valid = (d: Destination | undefined): d is Destination => d?.host !== undefined && d.host !== ''
+  if (valid(http.mirror)) {
+    const legacy = http.mirrorPercent ?? http.mirror_percent
+    let fraction: Json | null = { numerator: 100, denominator: 'HUNDRED' }
+    if (http.mirrorPercentage !== undefined) {
+      const v = http.mirrorPercentage.value ?? 0
+      fraction = v > 0 ? fractionOf(v) : null
+    } else if (legacy !== undefined) fraction = legacy > 0 ? { numerator: legacy, denominator: 'HUNDRED' } : null
+    if (fraction !== null) out.push(policy(http.mirror, fraction))
+  }
+  for (const m of http.mirrors ?? []) {
+    if (!valid(m.destination)) continue
+    let fraction: Json | null = { numerator: 100, denominator: 'HUNDRED' }
+    if (m.percentage !== undefined) {
+      const v = m.percentage.value ?? 0
+      fraction = v > 0 ? fractionOf(v) : null
+    }
+    if (fraction !== null) out.push(policy(m.destination, fraction))
+  }
+  return out
 }
 
 /** The cluster for a destination, and the port it resolved to. */

@@ -18,6 +18,7 @@ import type { DownstreamSink, RequestHead, UpstreamCallbacks, UpstreamRequest, U
 import { HOP_BY_HOP } from './types.js'
 import { type CompiledRetryPolicy, RETRY_BUFFER_LIMIT_BYTES } from './retry.js'
 import { StreamTimeouts, type TimedStream } from './stream-timeouts.js'
+import { ShadowRequest } from './shadow.js'
 
 /** Local replies: status, Envoy response flag, `x-loom-reason`, body text. */
 export const LocalReplies = {
@@ -195,6 +196,8 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
   private held: HeldRequest | null = null
   /** the route's retry policy at work; null when it has none (one attempt, the stream is the codec's callbacks) */
   private retry: RetryState | null = null
+  /** the route's mirrored requests in flight; null when the route mirrors nothing (or nothing was drawn) */
+  private shadows: ShadowRequest[] | null = null
 
   constructor(hcm: HcmContext, downstream: DownstreamSink, peerIp: string) {
     this.hcm = hcm
@@ -352,12 +355,43 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
       // the route timeout starts when the router has the request: after a filter's delay, if one held it
       hcm.deadlines.add(this, route.timeoutMs, this.filters === null ? this.startTime : performance.now())
     }
+    if (route.mirrors !== null && head.upgrade === null) this.startShadows(route, head, endStream, hash)
     if (route.retry === null || head.upgrade !== null) {
       this.upstream = hcm.pools.newStream(cluster, host, this, head, endStream)
       return
     }
     this.retry = new RetryState(route.retry, hash)
     this.startAttempt(host, endStream)
+  }
+
+  // === mirrors (routes with request_mirror_policies) ===
+
+  private startShadows(route: CompiledRoute, head: RequestHead, endStream: boolean, hash: number | undefined): void {
+    const hcm = this.hcm
+    for (const m of route.mirrors!) {
+      if (m.share < 1 && Math.random() >= m.share) continue
+      const cluster = hcm.clusters.get(m.cluster)
+      if (cluster === undefined) continue
+      const s = ShadowRequest.start(
+        hcm.pools,
+        cluster,
+        hcm.store.forCluster(cluster.name),
+        m,
+        head,
+        endStream,
+        hash,
+        route.timeoutMs,
+      )
+      if (s !== null && !s.done) (this.shadows ??= []).push(s)
+    }
+  }
+
+  private shadowData(chunk: Buffer, endStream: boolean): void {
+    for (const s of this.shadows!) s.sendData(chunk, endStream)
+  }
+
+  private shadowTrailers(trailers: Headers): void {
+    for (const s of this.shadows!) s.sendTrailers(trailers)
   }
 
   // === attempts (routes with a retry policy) ===
@@ -381,6 +415,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
 
   /** Sends request body upstream, keeping it for a retry while the policy still allows one. */
   private sendUpstream(chunk: Buffer, endStream: boolean): boolean {
+    if (this.shadows !== null) this.shadowData(chunk, endStream)
     const rs = this.retry
     if (rs !== null) {
       if (rs.body !== null) {
@@ -404,6 +439,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
   }
 
   private trailersUpstream(trailers: Headers): void {
+    if (this.shadows !== null) this.shadowTrailers(trailers)
     const rs = this.retry
     if (rs !== null) {
       rs.trailers = trailers
@@ -532,6 +568,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
       if (!this.sendUpstream(chunk, endStream)) this.downstream.pauseRequest()
       return
     }
+    if (this.shadows !== null) this.shadowData(chunk, endStream)
     const up = this.upstream
     if (up === null) return
     if (!up.sendData(chunk, endStream)) this.downstream.pauseRequest()
@@ -550,7 +587,10 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     }
     if (this.done) return
     if (this.retry !== null) this.trailersUpstream(trailers)
-    else this.upstream?.sendTrailers(trailers)
+    else {
+      if (this.shadows !== null) this.shadowTrailers(trailers)
+      this.upstream?.sendTrailers(trailers)
+    }
   }
 
   /** Keeps body bytes while a filter has stopped the chain; past the limit the client is paused until it goes on. */
@@ -764,6 +804,12 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
         hcm.store.forCluster(this.cluster!.name).retries_active--
         this.cluster!.retryBudget.release()
       }
+    }
+    const shadows = this.shadows
+    if (shadows !== null) {
+      this.shadows = null
+      // a shadow whose request is whole goes on by itself; one still waiting for body that will not come is reset
+      for (const s of shadows) if (!s.sent) s.abandon()
     }
     const status = this.status
     const ms = performance.now() - this.startTime

@@ -25,6 +25,7 @@ import { type ConfigIssue, ErrorCodes, LoomError } from '../../core/errors.js'
 import { compilePerFilterConfig } from '../http/filters/index.js'
 import type { Headers } from '../http/headers.js'
 import { type CompiledRetryPolicy, compileRetryPolicy } from '../http/retry.js'
+import { type CompiledMirrorPolicy, compileMirrorPolicies } from '../http/shadow.js'
 import { type CookieToSet, compileHashPolicies, HashPolicies } from './hash.js'
 import {
   type CompiledHeaderMatcher,
@@ -175,6 +176,7 @@ interface RouteInit {
   timeoutMs: number
   idleTimeoutMs: number
   retry: CompiledRetryPolicy | null
+  mirrors: CompiledMirrorPolicy[] | null
   includeAttemptCount: boolean
   hash: HashPolicies
   redirect: RedirectPlan | null
@@ -202,6 +204,8 @@ export class CompiledRoute {
   readonly idleTimeoutMs: number
   /** retry_policy, the route's or else its virtual host's; null: one attempt */
   readonly retry: CompiledRetryPolicy | null
+  /** request_mirror_policies; null: no mirroring */
+  readonly mirrors: CompiledMirrorPolicy[] | null
   /** the virtual host's include_request_attempt_count: x-envoy-attempt-count on upstream requests */
   readonly includeAttemptCount: boolean
   readonly hasHashPolicy: boolean
@@ -240,6 +244,7 @@ export class CompiledRoute {
     this.timeoutMs = init.timeoutMs
     this.idleTimeoutMs = init.idleTimeoutMs
     this.retry = init.retry
+    this.mirrors = init.mirrors
     this.includeAttemptCount = init.includeAttemptCount
     this.hashPolicies = init.hash
     this.hasHashPolicy = init.hash.size > 0
@@ -642,6 +647,8 @@ interface Shared {
   vhostFilters: ReadonlyMap<string, unknown> | null
   /** the virtual host's compiled retry_policy */
   vhostRetry: CompiledRetryPolicy | null
+  /** the virtual host's compiled request_mirror_policies */
+  vhostMirrors: CompiledMirrorPolicy[] | null
   issues: ConfigIssue[]
   clusters: Set<string>
   vhostRequest: HeaderMutations
@@ -689,6 +696,7 @@ function compileRoute(route: Route, vh: VirtualHost, index: number, p: string, s
     timeoutMs: DEFAULT_ROUTE_TIMEOUT_MS,
     idleTimeoutMs: -1,
     retry: s.vhostRetry,
+    mirrors: s.vhostMirrors,
     includeAttemptCount: vh.include_request_attempt_count === true,
     hash: new HashPolicies([]),
     redirect: null,
@@ -769,6 +777,10 @@ function compileRouteAction(ra: RouteAction, match: PathMatch, p: string, init: 
   if (ra.timeout !== undefined) init.timeoutMs = parseDurationMs(ra.timeout) ?? DEFAULT_ROUTE_TIMEOUT_MS
   if (ra.idle_timeout !== undefined) init.idleTimeoutMs = parseDurationMs(ra.idle_timeout) ?? 0
   if (ra.retry_policy !== undefined) init.retry = compileRetryPolicy(ra.retry_policy)
+  // the most specific non-empty list wins whole, as in Envoy (no merging with the virtual host's)
+  const mirrors = compileMirrorPolicies(ra.request_mirror_policies)
+  if (mirrors !== null) init.mirrors = mirrors
+  if (init.mirrors !== null) for (const m of init.mirrors) s.clusters.add(m.cluster)
   if (ra.hash_policy !== undefined) init.hash = compileHashPolicies(ra.hash_policy, `${p}.hash_policy`, issues)
 }
 
@@ -818,6 +830,7 @@ export function compileRouteConfig(cfg: RouteConfiguration): CompiledRouteConfig
     const shared: Shared = {
       vhostFilters: perFilter(null, vh.typed_per_filter_config, `${vp}.typed_per_filter_config`, issues),
       vhostRetry: compileRetryPolicy(vh.retry_policy),
+      vhostMirrors: compileMirrorPolicies(vh.request_mirror_policies),
       issues,
       clusters,
       vhostRequest: compileMutations(vh, 'request', vp, issues),
