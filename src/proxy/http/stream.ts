@@ -61,8 +61,6 @@ const EMPTY = Buffer.alloc(0)
 /** Request body bytes that past this, held while a filter has stopped the chain, pause the client. */
 const HOLD_LIMIT_BYTES = 1024 * 1024
 
-/** Envoy's default max_retries circuit breaker: retries waiting for their back-off at once, per cluster. */
-
 function onPerTryTimeout(a: UpstreamAttempt): void {
   a.timer = null
   a.stream.perTryTimeout(a)
@@ -133,7 +131,7 @@ class RetryState {
   body: Buffer[] | null = []
   bodyBytes = 0
   trailers: Headers | null = null
-  /** the back-off before the next attempt; it holds one of the cluster's retries_active while pending */
+  /** the back-off before the next attempt; it holds one slot of the cluster's retry budget (max_retries) while pending */
   backOff: NodeJS.Timeout | null = null
 
   constructor(policy: CompiledRetryPolicy, hash: number | undefined) {
@@ -468,7 +466,6 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
       return false
     }
     rs.retriesLeft--
-    cstats.retries_active++
     cstats.upstream_rq_retry++
     this.upstream = null
     rs.attempt = null
@@ -483,7 +480,6 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     const hcm = this.hcm
     const cluster = this.cluster!
     const cstats = hcm.store.forCluster(cluster.name)
-    cstats.retries_active--
     cluster.retryBudget.release()
     if (this.done) return
     let host = cluster.chooseHost(rs.hash)
@@ -751,13 +747,10 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
 
   // === local replies ===
 
+  /** One of the proxy's own replies; a detail already in `reason` (an upstream error) is added to its body. */
   localReply(reply: LocalReply | readonly [number, string, string, string]): void {
     const [status, flag, reason, text] = reply
-    this.addFlag(flag)
-    const h = new Headers(['content-type', 'text/plain', 'x-loom-reason', reason])
-    if (this.requestId !== '') h.add('x-request-id', this.requestId)
-    this.respond(status, h, Buffer.from(`${text}${this.reason === '' ? '' : `: ${this.reason}`}\n`))
-    if (this.reason === '') this.reason = reason
+    this.sendLocalReply(status, flag, reason, this.reason === '' ? text : `${text}: ${this.reason}`)
   }
 
   private encodeHeaders(status: number, headers: Headers, endStream: boolean): void {
@@ -801,7 +794,6 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
       if (retry.backOff !== null) {
         clearTimeout(retry.backOff)
         retry.backOff = null
-        hcm.store.forCluster(this.cluster!.name).retries_active--
         this.cluster!.retryBudget.release()
       }
     }

@@ -118,8 +118,6 @@ export class ClusterStats {
   upstream_rq_retry_limit_exceeded = 0
   upstream_rq_per_try_timeout = 0
   retry_or_shadow_abandoned = 0
-  /** retries in flight (waiting for their back-off or running): Envoy's max_retries circuit breaker, default 3 */
-  retries_active = 0
   upstream_cx_none_healthy = 0
   upstream_cx_overflow = 0
   upstream_rq_pending_overflow = 0
