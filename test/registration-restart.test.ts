@@ -52,8 +52,11 @@ describe('self-registered workloads across a control plane restart', { timeout: 
     await r.arrayBuffer()
     return r.status
   }
+  /** what the route through the sidecar last answered, for the failure message */
+  let lastAnswer = 'nothing yet'
   const routeAnswers = async () => {
-    const r = await get(out, 'hello:8080')
+    const r = await get(out, 'hello:8080').catch((e: Error) => ({ status: 0, body: e.message }))
+    lastAnswer = `${r.status} ${r.body.slice(0, 200)}`
     return r.status === 200 && r.body.includes('/hello')
   }
   /** the sidecar is connected to the control plane running now and has its config */
@@ -84,7 +87,9 @@ describe('self-registered workloads across a control plane restart', { timeout: 
     assert.equal(r.status, 200, await r.text())
     out = await freePort()
     sidecar = await startSidecar(xds, { app: 'client' }, out)
-    await eventually(routeAnswers, 15_000, 'the route through the sidecar')
+    await eventually(routeAnswers, 30_000, 'the route through the sidecar').catch((e: Error) => {
+      throw new Error(`${e.message}; it last answered: ${lastAnswer}; sidecar log:\n${sidecar.stderr().slice(-2000)}`)
+    })
   })
   after(async () => {
     await sidecar?.stop()
