@@ -1,13 +1,14 @@
 /**
- * DestinationRule connectionPool and outlierDetection end to end: `loom control`, a `loom proxy` sidecar on xDS and
- * a backend registered as httpbin; the project's circuit-breaker fixture (one connection, one pending request, any
- * 5xx ejects) applied with `loom apply` and enforced by the caller's sidecar.
+ * DestinationRule connectionPool, outlierDetection and retryBudget end to end: `loom control`, a `loom proxy` sidecar
+ * on xDS and a backend registered as httpbin; the project's circuit-breaker fixture (one connection, one pending
+ * request, any 5xx ejects) applied with `loom apply` and enforced by the caller's sidecar, under the concurrent load
+ * of Istio's circuit-breaking task.
  */
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
 import { after, before, describe, test } from 'node:test'
 import { type Control, eventually, type Proc, startControl, startSidecar } from './helpers/control.js'
-import { stat } from './helpers/proxy.js'
+import { stat, writeTemp } from './helpers/proxy.js'
 import { type Backend, freePort, startBackend } from './helpers/servers.js'
 
 const FIXTURE = new URL('../../test/fixtures/istio/httpbin-circuit-breaker.yaml', import.meta.url).pathname
@@ -183,5 +184,31 @@ describe('DestinationRule circuit breaking and outlier detection through loom co
     assert.equal(after.status, 503)
     assert.equal(after.headers['x-loom-reason'], 'no_healthy_upstream')
     assert.equal(await stat(sidecar.admin, `${CLUSTER}.outlier_detection.ejections_active`), 1)
+  })
+
+  test('trafficPolicy.retryBudget is applied without a warning and sized by the sidecar (the floor when idle)', async () => {
+    const rule = writeTemp(
+      'httpbin-retry-budget.yaml',
+      `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: httpbin
+spec:
+  host: httpbin
+  trafficPolicy:
+    retryBudget:
+      percent: 20
+      minRetryConcurrency: 5
+`,
+    )
+    const r = await cp.loom(['apply', '-f', rule])
+    assert.equal(r.code, 0, r.stderr)
+    assert.doesNotMatch(r.stderr, /retryBudget/)
+    // no request in flight: max(5, 20% of 0) retries may start
+    await eventually(
+      async () => (await stat(sidecar.admin, `${CLUSTER}.circuit_breakers.default.remaining_retries`)) === 5,
+      15000,
+      'the retry budget on the sidecar',
+    )
   })
 })
