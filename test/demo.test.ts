@@ -211,7 +211,14 @@ describe('loom demo', { timeout: 180_000 }, () => {
     await apply(allV1)
     await apply(writeTemp('reviews-v2.yaml', REVIEWS_V2), writeTemp('ratings-delay.yaml', RATINGS_DELAY_2S))
     // the page works (v2's black stars) but takes the 2 s delay
-    await eventually(async () => (await timed()).ms > 1900, 15_000, 'the 2 s ratings delay')
+    await eventually(
+      async () => {
+        const p = await timed()
+        return p.ms > 1900 && versionOf(p.html) === 'v2'
+      },
+      15_000,
+      'reviews v2 with the 2 s ratings delay',
+    )
     const slow = await timed()
     assert.equal(versionOf(slow.html), 'v2')
     assert.ok(slow.ms > 1900 && slow.ms < 3500, `${slow.ms} ms with the delay`)
