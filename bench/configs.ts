@@ -116,7 +116,10 @@ const RESILIENCE_ROUTE = `
                     host_selection_retry_max_attempts: 5`
 const RESILIENCE_CLUSTER = `    circuit_breakers:
       thresholds:
-      - { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 64 }
+      - max_connections: 1024
+        max_pending_requests: 1024
+        max_requests: 1024
+        retry_budget: { budget_percent: { value: 20 }, min_retry_concurrency: 3 }
     outlier_detection:
       consecutive_5xx: 5
       consecutive_gateway_failure: 5
