@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
+import * as http2 from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import * as net from 'node:net'
 import { after, describe, test } from 'node:test'
@@ -301,6 +302,49 @@ describe('health_checks: host state through real checks', () => {
     assert.equal(host.activeHc!.timedOut, true)
     assert.equal(c.stats.healthCheck.network_failure, 1)
     c.stop()
+  })
+
+  test('HTTP/2 checks (codec_client_type HTTP2) on one session, with method, host and headers', async () => {
+    const seen: http2.IncomingHttpHeaders[] = []
+    let status = 204
+    const sessions = new Set<http2.ServerHttp2Session>()
+    const srv = http2.createServer()
+    srv.on('session', (s) => sessions.add(s))
+    srv.on('stream', (stream, headers) => {
+      seen.push(headers)
+      stream.respond({ ':status': status })
+      stream.end()
+    })
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
+    servers.push({ close: () => srv.close() })
+    const port = (srv.address() as AddressInfo).port
+    const c = new UpstreamCluster(
+      clusterConfig([port], {
+        http_health_check: {
+          path: '/ready',
+          host: 'svc.local',
+          method: 'HEAD',
+          codec_client_type: 'HTTP2',
+          expected_statuses: [{ start: 200, end: 300 }],
+          request_headers_to_add: [{ header: { key: 'x-a', value: '1' } }],
+          request_headers_to_remove: ['user-agent'],
+        },
+      }),
+    )
+    await c.start()
+    const host = c.hosts()[0]!
+    assert.equal(host.failedActiveHc, false)
+    const h = seen[0]!
+    assert.equal(h[':method'], 'HEAD')
+    assert.equal(h[':path'], '/ready')
+    assert.equal(h[':authority'], 'svc.local')
+    assert.equal(h['x-a'], '1')
+    assert.equal(h['user-agent'], undefined)
+    status = 500
+    await until(() => host.failedActiveHc, 'the host to fail')
+    assert.equal(sessions.size, 1, 'reuse_connection keeps one session')
+    c.stop()
+    for (const s of sessions) s.destroy()
   })
 
   test('TCP send and receive: hex payloads matched in order', async () => {
