@@ -735,6 +735,7 @@ export const HealthCheck = v.pipe(
         expected_statuses: opt(v.array(Int64Range)),
         retriable_statuses: opt(v.array(Int64Range)),
         codec_client_type: opt(v.picklist(['HTTP1', 'HTTP2'])),
+        service_name_matcher: opt(StringMatcher),
         method: opt(
           v.picklist(['METHOD_UNSPECIFIED', 'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'TRACE', 'PATCH']),
         ),

@@ -202,7 +202,7 @@ export class HealthChecker {
     const reuse = this.settings.reuseConnection
     const probe =
       p.kind === 'http'
-        ? httpProbe(target, p, reuse)
+        ? httpProbe(target, p, reuse, () => this.stats.verify_cluster++)
         : p.kind === 'tcp'
           ? tcpProbe(target, p, reuse)
           : grpcProbe(target, p, reuse)

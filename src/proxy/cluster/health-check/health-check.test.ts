@@ -83,8 +83,8 @@ describe('health_checks: config', () => {
       name: 'c',
       health_checks: Array.from({ length: n }, () => ({ ...base, ...hc })),
     })
-    assert.deepEqual(schemaIssues(cfg({ http_health_check: { path: '/h', service_name_matcher: { exact: 'x' } } })), [
-      'health_checks[0].http_health_check.service_name_matcher: unknown field (not supported by Loom, or misspelt)',
+    assert.deepEqual(schemaIssues(cfg({ http_health_check: { path: '/h', send: { text: '00' } } })), [
+      'health_checks[0].http_health_check.send: unknown field (not supported by Loom, or misspelt)',
     ])
     assert.deepEqual(schemaIssues(cfg({ custom_health_check: { name: 'x' } })), [
       'health_checks[0].custom_health_check: unknown field (not supported by Loom, or misspelt)',
@@ -144,6 +144,7 @@ describe('health_checks: config', () => {
       headersToRemove: new Set(),
       expected: [[200, 201]],
       retriable: [],
+      serviceName: null,
     })
     const u = healthCheckSettings(
       { ...base, unhealthy_interval: '3s', grpc_health_check: { service_name: 'x' } },
@@ -345,6 +346,28 @@ describe('health_checks: host state through real checks', () => {
     assert.equal(sessions.size, 1, 'reuse_connection keeps one session')
     c.stop()
     for (const s of sessions) s.destroy()
+  })
+
+  test('service_name_matcher verifies x-envoy-upstream-healthchecked-cluster (verify_cluster)', async () => {
+    let name = 'backend'
+    const srv = http.createServer((_req, res) => {
+      res.setHeader('x-envoy-upstream-healthchecked-cluster', name)
+      res.end()
+    })
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
+    servers.push({ close: () => (srv.closeAllConnections(), srv.close()) })
+    const port = (srv.address() as AddressInfo).port
+    const c = new UpstreamCluster(
+      clusterConfig([port], { http_health_check: { path: '/h', service_name_matcher: { prefix: 'back' } } }),
+    )
+    await c.start()
+    const host = c.hosts()[0]!
+    assert.equal(host.failedActiveHc, false)
+    assert.equal(c.stats.healthCheck.verify_cluster, 1)
+    name = 'other'
+    await until(() => host.failedActiveHc, 'the host to fail verification')
+    assert.equal(c.stats.healthCheck.network_failure, 0)
+    c.stop()
   })
 
   test('TCP send and receive: hex payloads matched in order', async () => {

@@ -48,9 +48,17 @@ export function tcpProbe(t: ProbeTarget, s: TcpCheckSettings, reuse: boolean): P
   return new TcpProbe(t, s, reuse)
 }
 
-export function httpProbe(t: ProbeTarget, s: HttpCheckSettings, reuse: boolean): Probe {
-  const classify = (status: number): ProbeResult =>
-    inRanges(status, s.expected) ? 'success' : inRanges(status, s.retriable) ? 'retriable' : 'active'
+/** The header a service_name_matcher checks (Envoy's cluster verification). */
+const CHECKED_CLUSTER = 'x-envoy-upstream-healthchecked-cluster'
+
+/** `verified` is called each time an answer's cluster name is verified (the verify_cluster stat). */
+export function httpProbe(t: ProbeTarget, s: HttpCheckSettings, reuse: boolean, verified: () => void): Probe {
+  const classify = (status: number, checked: string | string[] | undefined): ProbeResult => {
+    if (!inRanges(status, s.expected)) return inRanges(status, s.retriable) ? 'retriable' : 'active'
+    if (s.serviceName === null) return 'success'
+    verified()
+    return s.serviceName(typeof checked === 'string' ? checked : '') ? 'success' : 'active'
+  }
   const headers = requestHeaders(s)
   if (!s.http2) return new Http1Probe(t, s, headers, reuse, classify)
   const h2headers: H2T.OutgoingHttpHeaders = {
@@ -60,7 +68,7 @@ export function httpProbe(t: ProbeTarget, s: HttpCheckSettings, reuse: boolean):
     ':scheme': t.tls === null ? 'http' : 'https',
   }
   for (const [k, val] of Object.entries(headers)) if (k !== 'host') h2headers[k] = val
-  return new H2Probe(t, reuse, h2headers, null, (status) => classify(status))
+  return new H2Probe(t, reuse, h2headers, null, (status, h) => classify(status, h[CHECKED_CLUSTER]))
 }
 
 export function grpcProbe(t: ProbeTarget, s: GrpcCheckSettings, reuse: boolean): Probe {
@@ -199,7 +207,7 @@ class Http1Probe implements Probe {
   readonly #t: ProbeTarget
   readonly #s: HttpCheckSettings
   readonly #headers: Record<string, string>
-  readonly #classify: (status: number) => ProbeResult
+  readonly #classify: (status: number, checked: string | string[] | undefined) => ProbeResult
   readonly #agent: http.Agent
   #req: http.ClientRequest | null = null
 
@@ -208,7 +216,7 @@ class Http1Probe implements Probe {
     s: HttpCheckSettings,
     headers: Record<string, string>,
     reuse: boolean,
-    classify: (status: number) => ProbeResult,
+    classify: (status: number, checked: string | string[] | undefined) => ProbeResult,
   ) {
     this.#t = t
     this.#s = s
@@ -243,7 +251,7 @@ class Http1Probe implements Probe {
       const status = res.statusCode ?? 0
       res.on('error', () => finish('network', 'response aborted'))
       res.on('aborted', () => finish('network', 'response aborted'))
-      res.on('end', () => finish(this.#classify(status), `status ${status}`))
+      res.on('end', () => finish(this.#classify(status, res.headers[CHECKED_CLUSTER]), `status ${status}`))
       res.resume()
     })
     req.on('error', (err) => finish('network', err.message))

@@ -5,6 +5,7 @@
 import type { HealthCheck, HeaderValueOption } from '../../../config/envoy.js'
 import { parseDurationMs } from '../../../core/duration.js'
 import type { ConfigIssue } from '../../../core/errors.js'
+import { compileStringMatcher, type StringTest } from '../../route/matchers.js'
 
 /** `[start, end)` status ranges. */
 export type StatusRanges = readonly (readonly [number, number])[]
@@ -22,6 +23,11 @@ export interface HttpCheckSettings {
   headersToRemove: ReadonlySet<string>
   expected: StatusRanges
   retriable: StatusRanges
+  /**
+   * service_name_matcher: what the answer's `x-envoy-upstream-healthchecked-cluster` header must match, or null
+   * (no verification).
+   */
+  serviceName: StringTest | null
 }
 
 export interface TcpCheckSettings {
@@ -124,6 +130,10 @@ export function healthCheckSettings(
       headersToRemove: new Set((h.request_headers_to_remove ?? []).map((n) => n.toLowerCase())),
       expected,
       retriable,
+      serviceName:
+        h.service_name_matcher === undefined
+          ? null
+          : compileStringMatcher(h.service_name_matcher, `${hpath}.service_name_matcher`, issues),
     }
   } else if (hc.tcp_health_check !== undefined) {
     const t = hc.tcp_health_check
