@@ -355,7 +355,12 @@ describe('health_checks: host state through real checks', () => {
       res.end()
     })
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
-    servers.push({ close: () => (srv.closeAllConnections(), srv.close()) })
+    servers.push({
+      close: () => {
+        srv.closeAllConnections()
+        srv.close()
+      },
+    })
     const port = (srv.address() as AddressInfo).port
     const c = new UpstreamCluster(
       clusterConfig([port], { http_health_check: { path: '/h', service_name_matcher: { prefix: 'back' } } }),
