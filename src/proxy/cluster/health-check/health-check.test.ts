@@ -3,7 +3,7 @@ import * as http from 'node:http'
 import * as http2 from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import * as net from 'node:net'
-import { after, describe, test } from 'node:test'
+import { after, afterEach, describe, test } from 'node:test'
 import { type Cluster, Cluster as ClusterSchema, type HealthCheck } from '../../../config/envoy.js'
 import { toConfigIssues, v } from '../../../config/schema.js'
 import { UpstreamCluster } from '../cluster.js'
@@ -231,6 +231,15 @@ describe('health_checks: intervals', () => {
 
 describe('health_checks: host state through real checks', () => {
   const servers: { close(): void }[] = []
+  const live: { stop(): void }[] = []
+  const running = (config: Cluster) => {
+    const c = new UpstreamCluster(config)
+    live.push(c)
+    return c
+  }
+  afterEach(() => {
+    for (const c of live.splice(0)) c.stop()
+  })
   after(() => {
     for (const s of servers) s.close()
   })
@@ -238,7 +247,7 @@ describe('health_checks: host state through real checks', () => {
   test('a new host starts failed and pending; one pass makes it healthy, a 503 fails it at once', async () => {
     const srv = await healthServer()
     servers.push(srv)
-    const c = new UpstreamCluster(clusterConfig([srv.port], { http_health_check: { path: '/healthz' } }))
+    const c = running(clusterConfig([srv.port], { http_health_check: { path: '/healthz' } }))
     const host = c.hosts()[0]!
     assert.equal(host.failedActiveHc, true)
     assert.equal(host.activeHc!.pending, true)
@@ -261,10 +270,46 @@ describe('health_checks: host state through real checks', () => {
     c.stop()
   })
 
+  test('EDS health, active checks and outlier ejection combine', async () => {
+    const srvs = [await healthServer(), await healthServer(), await healthServer()]
+    servers.push(...srvs)
+    const config = clusterConfig(
+      srvs.map((x) => x.port),
+      { http_health_check: { path: '/healthz' } },
+      { outlier_detection: {} },
+    )
+    config.load_assignment!.endpoints![0]!.lb_endpoints[0]!.health_status = 'UNHEALTHY'
+    const c = running(config)
+    await c.start()
+    const [eds, ejected, ok] = c.hosts()
+    assert.deepEqual(
+      c.hosts().map((h) => h.failedActiveHc),
+      [false, false, false],
+      'every host passes its checks',
+    )
+    for (let i = 0; i < 5; i++) c.outlierDetector!.putHttpStatus(ejected!, 500)
+    assert.equal(ejected!.ejected, true)
+    const picked = new Set(Array.from({ length: 50 }, () => c.chooseHost(undefined)!.key))
+    assert.deepEqual([...picked], [ok!.key])
+    assert.equal(eds!.healthy, false)
+  })
+
+  test('initial_jitter delays the first check of a host', async () => {
+    const srv = await healthServer()
+    servers.push(srv)
+    const c = running(clusterConfig([srv.port], { initial_jitter: '0.2s', http_health_check: { path: '/healthz' } }))
+    c.healthChecker!.random = () => 0.5
+    const started = performance.now()
+    await c.start()
+    assert.ok(performance.now() - started >= 95, 'the first check waits half of initial_jitter')
+    assert.equal(c.hosts()[0]!.failedActiveHc, false)
+    c.stop()
+  })
+
   test('network failures count towards unhealthy_threshold; retriable statuses too', async () => {
     const srv = await healthServer()
     servers.push(srv)
-    const c = new UpstreamCluster(
+    const c = running(
       clusterConfig([srv.port], {
         unhealthy_threshold: 3,
         http_health_check: { path: '/healthz', retriable_statuses: [{ start: 500, end: 600 }] },
@@ -284,7 +329,7 @@ describe('health_checks: host state through real checks', () => {
     // a closed port: connection refused, counted as network failures
     const closed = await healthServer()
     closed.close()
-    const d = new UpstreamCluster(clusterConfig([closed.port], { tcp_health_check: {} }))
+    const d = running(clusterConfig([closed.port], { tcp_health_check: {} }))
     await d.start()
     assert.equal(d.hosts()[0]!.failedActiveHc, true)
     assert.ok(d.stats.healthCheck.network_failure >= 1)
@@ -296,7 +341,7 @@ describe('health_checks: host state through real checks', () => {
     await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r))
     servers.push({ close: () => silent.close() })
     const port = (silent.address() as AddressInfo).port
-    const c = new UpstreamCluster(clusterConfig([port], { timeout: '0.05s', http_health_check: { path: '/healthz' } }))
+    const c = running(clusterConfig([port], { timeout: '0.05s', http_health_check: { path: '/healthz' } }))
     await c.start()
     const host = c.hosts()[0]!
     assert.equal(host.failedActiveHc, true)
@@ -319,7 +364,7 @@ describe('health_checks: host state through real checks', () => {
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
     servers.push({ close: () => srv.close() })
     const port = (srv.address() as AddressInfo).port
-    const c = new UpstreamCluster(
+    const c = running(
       clusterConfig([port], {
         http_health_check: {
           path: '/ready',
@@ -362,7 +407,7 @@ describe('health_checks: host state through real checks', () => {
       },
     })
     const port = (srv.address() as AddressInfo).port
-    const c = new UpstreamCluster(
+    const c = running(
       clusterConfig([port], { http_health_check: { path: '/h', service_name_matcher: { prefix: 'back' } } }),
     )
     await c.start()
@@ -386,7 +431,7 @@ describe('health_checks: host state through real checks', () => {
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
     servers.push({ close: () => srv.close() })
     const port = (srv.address() as AddressInfo).port
-    const c = new UpstreamCluster(
+    const c = running(
       clusterConfig([port], {
         timeout: '0.2s',
         reuse_connection: false,
@@ -409,7 +454,7 @@ describe('health_checks: host state through real checks', () => {
     const srv = await healthServer()
     servers.push(srv)
     const idle = timers()
-    const c = new UpstreamCluster(clusterConfig([srv.port], { http_health_check: { path: '/healthz' } }))
+    const c = running(clusterConfig([srv.port], { http_health_check: { path: '/healthz' } }))
     await c.start()
     assert.ok(timers() > idle)
     c.updateHosts([])
@@ -432,15 +477,16 @@ describe('health_checks: host state through real checks', () => {
     servers.push(a, b)
     b.state.status = 503
     const m = new ClusterManager([])
+    live.push(m)
     const hc = { http_health_check: { path: '/healthz' } }
-    const old = new UpstreamCluster(clusterConfig([a.port, b.port], hc))
+    const old = running(clusterConfig([a.port, b.port], hc))
     m.upsert(old)
     await old.start()
     assert.deepEqual(
       old.hosts().map((h) => h.failedActiveHc),
       [false, true],
     )
-    const c = new UpstreamCluster(clusterConfig([a.port, b.port, 1], { ...hc, interval: '0.03s' }))
+    const c = running(clusterConfig([a.port, b.port, 1], { ...hc, interval: '0.03s' }))
     m.upsert(c)
     assert.deepEqual(
       c.hosts().map((h) => [h.failedActiveHc, h.activeHc!.pending]),
