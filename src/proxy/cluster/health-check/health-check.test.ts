@@ -1,9 +1,14 @@
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import * as http from 'node:http'
+import * as https from 'node:https'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import * as http2 from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import * as net from 'node:net'
-import { after, afterEach, describe, test } from 'node:test'
+import { after, afterEach, before, describe, test } from 'node:test'
 import { type Cluster, Cluster as ClusterSchema, type HealthCheck } from '../../../config/envoy.js'
 import { toConfigIssues, v } from '../../../config/schema.js'
 import { UpstreamCluster } from '../cluster.js'
@@ -498,6 +503,108 @@ describe('health_checks: host state through real checks', () => {
     )
     assert.equal(c.chooseHost(undefined)!.port, a.port)
     m.stop()
+  })
+})
+
+describe("health_checks: over the cluster's upstream TLS", () => {
+  let dir = ''
+  let server: https.Server
+  let port = 0
+  const live: { stop(): void }[] = []
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'loom-hc-tls-'))
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        join(dir, 'server.key'),
+        '-out',
+        join(dir, 'server.crt'),
+        '-days',
+        '1',
+        '-subj',
+        '/CN=upstream.test',
+        '-addext',
+        'subjectAltName=DNS:upstream.test',
+      ],
+      { stdio: 'ignore' },
+    )
+    server = https.createServer(
+      { key: readFileSync(join(dir, 'server.key')), cert: readFileSync(join(dir, 'server.crt')) },
+      (req, res) => {
+        res.statusCode = req.url === '/healthz' ? 200 : 404
+        res.end()
+      },
+    )
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    port = (server.address() as AddressInfo).port
+  })
+  afterEach(() => {
+    for (const c of live.splice(0)) c.stop()
+  })
+  after(() => {
+    server.closeAllConnections()
+    server.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  const tlsCluster = (hc: Record<string, unknown>, ca = 'server.crt') => {
+    const c = new UpstreamCluster(
+      clusterConfig([port], hc, {
+        transport_socket: {
+          name: 'envoy.transport_sockets.tls',
+          typed_config: {
+            '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
+            sni: 'upstream.test',
+            common_tls_context: { validation_context: { trusted_ca: { filename: join(dir, ca) } } },
+          },
+        },
+      }),
+    )
+    live.push(c)
+    return c
+  }
+
+  test("HTTP and TCP checks speak TLS with the cluster's settings", async () => {
+    const h = tlsCluster({ http_health_check: { path: '/healthz' } })
+    const t = tlsCluster({ tcp_health_check: {} })
+    await Promise.all([h.start(), t.start()])
+    assert.equal(h.hosts()[0]!.failedActiveHc, false)
+    assert.equal(t.hosts()[0]!.failedActiveHc, false)
+  })
+
+  test('a certificate the cluster does not trust fails the check', async () => {
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        join(dir, 'other.key'),
+        '-out',
+        join(dir, 'other.crt'),
+        '-days',
+        '1',
+        '-subj',
+        '/CN=other.test',
+      ],
+      { stdio: 'ignore' },
+    )
+    const c = tlsCluster({ http_health_check: { path: '/healthz' } }, 'other.crt')
+    await c.start()
+    assert.equal(c.hosts()[0]!.failedActiveHc, true)
+    assert.equal(c.stats.healthCheck.network_failure, 1)
   })
 })
 
