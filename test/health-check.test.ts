@@ -178,6 +178,13 @@ describe('HTTP health checks', () => {
     b.health = 503
     await waitFlags(proxy.admin, 'backend', b.port, '/failed_active_hc')
     assert.deepEqual(await spread(port), { a: 20 }, 'no request reaches the failing host')
+    const failing = (await (await fetch(`http://${proxy.admin}/clusters?format=json`)).json()) as {
+      cluster_statuses: { host_statuses: { health_status: Record<string, unknown> }[] }[]
+    }
+    assert.deepEqual(
+      failing.cluster_statuses[0]!.host_statuses.map((h) => h.health_status),
+      [{ eds_health_status: 'UNKNOWN' }, { eds_health_status: 'UNKNOWN', failed_active_health_check: true }],
+    )
 
     const before = b.checks.length
     b.health = 200
