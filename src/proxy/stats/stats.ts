@@ -4,6 +4,7 @@
  */
 
 import type { UpstreamCluster } from '../cluster/cluster.js'
+import { HealthCheckStats } from '../cluster/health-check/checker.js'
 import { EJECTION_TYPES, OutlierStats } from '../cluster/outlier.js'
 
 /** Envoy's default histogram buckets, in milliseconds. */
@@ -123,6 +124,8 @@ export class ClusterStats {
   upstream_rq_pending_overflow = 0
   /** `outlier_detection.*` counters */
   readonly outlier = new OutlierStats()
+  /** `health_check.*` counters */
+  readonly healthCheck = new HealthCheckStats()
   /** The running cluster of this name (for the circuit breaker and outlier gauges), once bound. */
   cluster: UpstreamCluster | null = null
   constructor(name: string) {
@@ -147,6 +150,18 @@ function* resilienceEntries(s: ClusterStats): Generator<[string, number, boolean
       yield [`outlier_detection.ejections_enforced_${t}`, o.enforced.get(t) ?? 0, false]
       yield [`outlier_detection.ejections_detected_${t}`, o.detected.get(t) ?? 0, false]
     }
+  }
+  const hc = c?.healthChecker
+  if (hc != null || s.healthCheck.attempt > 0) {
+    const h = s.healthCheck
+    yield ['health_check.attempt', h.attempt, false]
+    yield ['health_check.success', h.success, false]
+    yield ['health_check.failure', h.failure, false]
+    yield ['health_check.network_failure', h.network_failure, false]
+    yield ['health_check.passive_failure', h.passive_failure, false]
+    yield ['health_check.verify_cluster', h.verify_cluster, false]
+    yield ['health_check.healthy', hc?.healthyCount() ?? 0, true]
+    yield ['health_check.degraded', 0, true]
   }
 }
 
