@@ -4,13 +4,24 @@
  * manager normalizes as one of Istio's mesh-wide settings (or Envoy's own actions) would have it. The spellings of
  * `/admin` that bypassed the route get 403 and never reach the backend; the paths that do reach it arrive
  * normalized, queries untouched; paths that cannot be normalized get 400, escaped slashes under
- * UNESCAPE_AND_REDIRECT a 307 (400 for gRPC).
+ * UNESCAPE_AND_REDIRECT a 307 (400 for gRPC). Then `loom control`: its sidecars normalize as BASE unless
+ * `--path-normalization` says otherwise.
  */
 import assert from 'node:assert/strict'
 import * as http2 from 'node:http2'
 import { after, before, describe, test } from 'node:test'
-import { adminAddress, hcm, listener, type RunningProxy, startProxy, stat, staticCluster } from './helpers/proxy.js'
-import { type Backend, rawExchange, startBackend } from './helpers/servers.js'
+import { type Control, eventually, type Proc, startControl, startSidecar } from './helpers/control.js'
+import {
+  adminAddress,
+  hcm,
+  listener,
+  type RunningProxy,
+  runLoom,
+  startProxy,
+  stat,
+  staticCluster,
+} from './helpers/proxy.js'
+import { type Backend, freePort, rawExchange, startBackend } from './helpers/servers.js'
 
 const ROUTES = {
   name: 'local',
@@ -231,5 +242,80 @@ describe('path normalization', () => {
     } finally {
       session.close()
     }
+  })
+})
+
+describe('loom control --path-normalization', () => {
+  const procs: Proc[] = []
+  let backend: Backend
+
+  before(async () => {
+    backend = await startBackend()
+  })
+  after(async () => {
+    for (const p of procs.reverse()) await p.stop()
+    await backend?.close()
+  })
+
+  /** A control plane with `args`, the backend registered as reviews, and a sidecar; the sidecar's outbound port. */
+  async function mesh(args: string[]): Promise<number> {
+    const cp: Control = await startControl(undefined, 0, args)
+    procs.push(cp)
+    const res = await fetch(`http://${cp.api}/api/v1/workloads`, {
+      method: 'POST',
+      body: JSON.stringify({
+        name: 'reviews-v1',
+        namespace: 'default',
+        address: '127.0.0.1',
+        ports: [{ name: 'http', number: backend.port, servicePort: 9080 }],
+        labels: { app: 'reviews', version: 'v1' },
+        ttlSeconds: 600,
+      }),
+    })
+    assert.equal(res.status, 200, await res.text())
+    const out = await freePort()
+    procs.push(await startSidecar(cp.xds, { app: 'productpage', version: 'v1' }, out))
+    return out
+  }
+
+  /** The path the backend received for `path` sent through the sidecar's outbound listener. */
+  async function forwarded(out: number, path: string): Promise<string> {
+    const from = backend.requests.length
+    await eventually(
+      async () => {
+        const { text } = await rawExchange(
+          out,
+          `GET ${path} HTTP/1.1\r\nhost: reviews:9080\r\nconnection: close\r\n\r\n`,
+        )
+        return text.startsWith('HTTP/1.1 200')
+      },
+      10000,
+      'the route to reviews',
+    )
+    return backend.requests.at(-1)!.url + (backend.requests.length > from ? '' : ' (nothing new)')
+  }
+
+  test('BASE by default: dot segments removed, double slashes kept', async () => {
+    const out = await mesh([])
+    assert.equal(await forwarded(out, '//reviews/../x//y/%2e/%61?q=//..'), '//x//y/a?q=//..')
+  })
+
+  test('MERGE_SLASHES: slashes merged too', async () => {
+    const out = await mesh(['--path-normalization', 'MERGE_SLASHES'])
+    assert.equal(await forwarded(out, '//reviews/../x//y/%2e/%61?q=//..'), '/x/y/a?q=//..')
+  })
+
+  test('an unknown setting is refused with the ones there are', async () => {
+    const r = await runLoom([
+      'control',
+      '--path-normalization',
+      'merge',
+      '--api',
+      '127.0.0.1:0',
+      '--xds',
+      '127.0.0.1:0',
+    ])
+    assert.equal(r.code, 2)
+    assert.match(r.stderr, /--path-normalization must be one of NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES/)
   })
 })
