@@ -77,6 +77,18 @@ CLASS[BACKSLASH] = SPECIAL
 
 const HEX = '0123456789ABCDEF'
 
+// What the scan for "does this path need any work" does on a character
+const S_PLAIN = 0
+/** the query starts: the path is done */
+const S_STOP = 1
+/** the path needs work */
+const S_CHANGE = 2
+/** `/` under merge_slashes: work if another follows */
+const S_SLASH = 3
+/** `.` under normalize_path: work if it makes a `.` or `..` segment */
+const S_DOT = 4
+const S_PERCENT = 5
+
 function hexValue(c: number): number {
   if (c >= 0x30 && c <= 0x39) return c - 0x30
   const l = c | 0x20
@@ -261,12 +273,24 @@ export class PathNormalizer {
   readonly slashesAction: 'REJECT_REQUEST' | 'UNESCAPE_AND_REDIRECT' | 'UNESCAPE_AND_FORWARD' | 'KEEP_UNCHANGED'
   /** The path (with its query) after the last `apply`: the very string given when nothing changed. */
   path = ''
+  /** what the scan does on each Latin-1 character (S_*), for the steps this normalizer runs */
+  private readonly scan = new Uint8Array(256)
 
   private constructor(normalize: boolean, merge: boolean, action: PathNormalizer['slashesAction']) {
     this.normalize = normalize
     this.merge = merge
     this.slashesAction = action
     this.unescape = action !== 'KEEP_UNCHANGED'
+    const scan = this.scan
+    scan[QUESTION] = S_STOP
+    if (merge) scan[SLASH] = S_SLASH
+    if (normalize || this.unescape) scan[PERCENT] = S_PERCENT
+    if (normalize) {
+      scan[DOT] = S_DOT
+      scan[BACKSLASH] = S_CHANGE
+      for (let c = 0; c < 0x100; c++) if (classOf(c) === ESCAPE || classOf(c) === INVALID) scan[c] = S_CHANGE
+      scan[QUESTION] = S_STOP
+    }
   }
 
   /** The connection manager's normalizer; null when it normalizes nothing (Envoy's defaults). */
@@ -314,36 +338,29 @@ export class PathNormalizer {
    */
   needsWork(p: string): boolean {
     const n = p.length
-    const normalize = this.normalize
-    const merge = this.merge
-    const slashes = this.unescape
-    let prev = 0
+    const scan = this.scan
     for (let i = 0; i < n; i++) {
       const c = p.charCodeAt(i)
-      if (c === QUESTION) return false
-      if (c === SLASH) {
-        if (merge && prev === SLASH) return true
-      } else if (c >= 0x80) {
-        if (normalize) return true
-      } else {
-        const cls = CLASS[c]!
-        if (cls === ESCAPE || cls === INVALID) {
-          if (normalize) return true
-        } else if (cls === SPECIAL) {
-          if (c === PERCENT) {
-            // a `?` in the next two characters is no hex digit: the escape ends before the query
-            const v = escapeAt(p, i, n)
-            if (v >= 0) {
-              if (slashes && (v === SLASH || v === BACKSLASH)) return true
-              if (normalize && (v === 0 || (v < 0x80 && (CLASS[v] === UNRESERVED || v === DOT)))) return true
-              i += 2
-            }
-          } else if (c === BACKSLASH) {
-            if (normalize) return true
-          } else if (normalize && prev === SLASH && this.dotSegmentAt(p, i + 1, n)) return true
-        }
+      if (c > 0xff) {
+        if (this.normalize) return true
+        continue
       }
-      prev = c
+      const k = scan[c]!
+      if (k === S_PLAIN) continue
+      if (k === S_STOP) return false
+      if (k === S_CHANGE) return true
+      if (k === S_SLASH) {
+        if (p.charCodeAt(i + 1) === SLASH) return true
+      } else if (k === S_DOT) {
+        if (p.charCodeAt(i - 1) === SLASH && this.dotSegmentAt(p, i + 1, n)) return true
+      } else {
+        // `%`: a `?` in the next two characters is no hex digit, so the escape ends before the query
+        const v = escapeAt(p, i, n)
+        if (v < 0) continue
+        if (this.unescape && (v === SLASH || v === BACKSLASH)) return true
+        if (this.normalize && (v === 0 || (v < 0x80 && (CLASS[v] === UNRESERVED || v === DOT)))) return true
+        i += 2
+      }
     }
     return false
   }
