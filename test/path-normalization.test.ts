@@ -20,6 +20,7 @@ import {
   startProxy,
   stat,
   staticCluster,
+  writeTemp,
 } from './helpers/proxy.js'
 import { type Backend, freePort, rawExchange, startBackend } from './helpers/servers.js'
 
@@ -243,6 +244,30 @@ describe('path normalization', () => {
       session.close()
     }
   })
+})
+
+test('the fields are validated with their paths; path_normalization_options is refused', async () => {
+  const bad = {
+    static_resources: {
+      listeners: [
+        listener(
+          'http',
+          hcm(ROUTES, {
+            normalize_path: 'yes',
+            path_with_escaped_slashes_action: 'UNESCAPE',
+            path_normalization_options: {},
+          }),
+        ),
+      ],
+      clusters: [staticCluster('backend', [1])],
+    },
+  }
+  const r = await runLoom(['validate', '-c', writeTemp('bootstrap.json', JSON.stringify(bad))])
+  assert.equal(r.code, 1)
+  const at = 'static_resources.listeners[0].filter_chains[0].filters[0].typed_config'
+  assert.match(r.stderr, new RegExp(`${at.replace(/[[\].]/g, '\\$&')}\\.normalize_path: wrong type`))
+  assert.match(r.stderr, /path_with_escaped_slashes_action: wrong type: Expected \("IMPLEMENTATION_SPECIFIC_DEFAULT"/)
+  assert.match(r.stderr, /path_normalization_options: unknown field/)
 })
 
 describe('loom control --path-normalization', () => {
