@@ -238,6 +238,8 @@ describe('path normalization', () => {
         assert.equal(await h2get('//admin'), 403)
         assert.equal(await h2get('/%61dmin'), 403)
         assert.equal(await h2get('/a//b/%2e%2e/c?d=//'), 200)
+        // a fragment is refused before anything looks at the path, as HTTP/1.1's parser does
+        assert.equal(await h2get('/x#/../admin'), 400)
       })
       assert.deepEqual(seen, ['/a/c?d=//'])
     } finally {
