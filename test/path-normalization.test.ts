@@ -344,5 +344,12 @@ describe('loom control --path-normalization', () => {
     ])
     assert.equal(r.code, 2)
     assert.match(r.stderr, /--path-normalization must be one of NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES/)
+    // loom up hands the setting to its control plane, and refuses an unknown one before starting anything
+    const up = await runLoom(['up', '-f', writeTemp('mesh.yaml', ''), '--path-normalization', 'decode'])
+    assert.equal(up.code, 1)
+    assert.match(
+      up.stderr,
+      /--path-normalization must be one of NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES, got "decode"/,
+    )
   })
 })
