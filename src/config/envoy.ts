@@ -540,6 +540,17 @@ export const HttpConnectionManager = v.pipe(
     server_name: opt(str),
     upgrade_configs: opt(v.array(v.strictObject({ upgrade_type: nonEmpty, enabled: opt(bool) }))),
     drain_timeout: opt(duration),
+    normalize_path: opt(bool),
+    merge_slashes: opt(bool),
+    path_with_escaped_slashes_action: opt(
+      v.picklist([
+        'IMPLEMENTATION_SPECIFIC_DEFAULT',
+        'KEEP_UNCHANGED',
+        'REJECT_REQUEST',
+        'UNESCAPE_AND_REDIRECT',
+        'UNESCAPE_AND_FORWARD',
+      ]),
+    ),
   }),
   oneOf(['route_config', 'rds']),
 )

@@ -19,6 +19,7 @@ import { HOP_BY_HOP } from './types.js'
 import { type CompiledRetryPolicy, RETRY_BUFFER_LIMIT_BYTES } from './retry.js'
 import { StreamTimeouts, type TimedStream } from './stream-timeouts.js'
 import { ShadowRequest } from './shadow.js'
+import { PATH_OK, PATH_REDIRECT, type PathNormalizer } from './path-normalize.js'
 
 /** Local replies: status, Envoy response flag, `x-loom-reason`, body text. */
 export const LocalReplies = {
@@ -36,6 +37,8 @@ export const LocalReplies = {
   idleTimeoutAfterRequest: [504, 'SI', 'stream_idle_timeout', 'stream idle timeout'],
   requestTimeout: [408, '', 'request_overall_timeout', 'request timeout'],
   upgradeRejected: [403, '', 'upgrade_not_allowed', 'this upgrade is not enabled on the listener'],
+  /** normalize_path could not normalize the path, or an escaped slash under REJECT_REQUEST (Envoy sets no flag) */
+  pathNormalizationFailed: [400, '', 'path_normalization_failed', 'bad request: the path cannot be normalized'],
   retryBufferExceeded: [
     507,
     '',
@@ -224,6 +227,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     if (head.upgrade !== null && !hcm.upgrades.has(head.upgrade)) return this.localReply(LocalReplies.upgradeRejected)
 
     applyEdgeRules(this, hcm, head)
+    if (hcm.pathNormalizer !== null && !this.normalizePath(hcm.pathNormalizer, head)) return
     const route = hcm.router.match(head)
     if (route !== null) {
       this.route = route
@@ -242,6 +246,27 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
       if (!this.startFilters(route)) return
     }
     this.routeRequest(head, route, endStream)
+  }
+
+  /**
+   * The connection manager's path normalization (path-normalize.ts), before route matching and the filters: the
+   * route, the filters and the upstream see the normalized path. False when the stream got a local reply: 400, or
+   * 307 to the path with escaped slashes decoded (400 for gRPC, whose clients do not follow redirects).
+   */
+  private normalizePath(n: PathNormalizer, head: RequestHead): boolean {
+    const verdict = n.apply(head.path)
+    if (verdict === PATH_OK) {
+      head.path = n.path
+      return true
+    }
+    if (verdict === PATH_REDIRECT && !head.headers.get('content-type')?.startsWith('application/grpc')) {
+      this.hcm.stats.downstream_rq_redirected_with_normalized_path++
+      this.sendLocalReply(307, '', 'path_normalization_redirect', null, new Headers(['location', n.path]))
+      return false
+    }
+    this.hcm.stats.downstream_rq_failed_path_normalization++
+    this.localReply(LocalReplies.pathNormalizationFailed)
+    return false
   }
 
   // === the filter chain ===

@@ -76,6 +76,10 @@ export class HttpConnManagerStats {
   /** connections drained because they reached max_connection_duration */
   downstream_cx_max_duration_reached = 0
   downstream_rq_ws_on_non_ws_route = 0
+  /** requests answered 400 because their path could not be normalized (or held an escaped slash under REJECT_REQUEST) */
+  downstream_rq_failed_path_normalization = 0
+  /** requests redirected to their path with escaped slashes decoded (UNESCAPE_AND_REDIRECT) */
+  downstream_rq_redirected_with_normalized_path = 0
   downstream_cx_upgrades_total = 0
   /** Local replies and resets by Envoy response flag (NR, UH, UF, UT, DC, ...). */
   readonly flags = new Map<string, number>()
@@ -352,6 +356,8 @@ const HCM_FIELDS = [
   'downstream_cx_drain_close',
   'downstream_cx_max_duration_reached',
   'downstream_cx_upgrades_total',
+  'downstream_rq_failed_path_normalization',
+  'downstream_rq_redirected_with_normalized_path',
 ] as const
 const CLUSTER_FIELDS = [
   'upstream_cx_total',
