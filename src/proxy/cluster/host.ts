@@ -3,6 +3,7 @@
  * data path's connection pool hung on `pool` survives DNS refreshes and EDS pushes that keep the endpoint.
  */
 
+import type { HostLatency } from './lb/peak-ewma.js'
 import type { HostOutlier } from './outlier.js'
 
 /** Per-endpoint connection pool, implemented elsewhere (by the HTTP data path). */
@@ -65,6 +66,14 @@ export class Host {
   ejected = false
   /** Outlier detection state, when the cluster has outlier_detection (else null: nothing is reported). */
   outlier: HostOutlier | null = null
+  /**
+   * When the host last became able to take traffic, in `performance.now()` ms: slow start counts its window from
+   * here. NaN until a slow-start load balancer first sees the host (it then takes the time of that build); an
+   * active health checker sets it when a host passes after failing, so the host warms up again.
+   */
+  healthyAt = Number.NaN
+  /** The peak-EWMA latency estimate, on clusters with that policy (else null: nothing is sampled). */
+  latency: HostLatency | null = null
 
   // Counters the data path bumps; shown on /clusters.
   rqTotal = 0
