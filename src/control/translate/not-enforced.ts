@@ -100,8 +100,8 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
     message: 'per-match stat prefixes are not supported yet; ignored',
   },
 
-  // DestinationRule traffic policies (loadBalancer.simple/consistentHash, connectionPool and outlierDetection are
-  // applied, but for the fields below)
+  // DestinationRule traffic policies (loadBalancer.simple/consistentHash/warmup, connectionPool and outlierDetection
+  // are applied, but for the fields below)
   {
     kind: 'DestinationRule',
     path: '<trafficPolicy>.connectionPool.tcp.tcpKeepalive',
