@@ -657,6 +657,19 @@ export const CircuitBreakerThresholds = v.strictObject({
   max_pending_requests: opt(uint32),
   max_requests: opt(uint32),
   max_retries: opt(uint32),
+  /** Retries in flight as a share of the cluster's requests; when set, max_retries is ignored. */
+  retry_budget: opt(
+    v.strictObject({
+      /** Envoy's type.v3.Percent (0..100); default 20. */
+      budget_percent: opt(
+        v.strictObject({
+          value: opt(v.pipe(v.number(), v.minValue(0, 'must be 0..100'), v.maxValue(100, 'must be 0..100'))),
+        }),
+      ),
+      /** default 3 */
+      min_retry_concurrency: opt(uint32),
+    }),
+  ),
   track_remaining: opt(bool),
 })
 export type CircuitBreakerThresholds = v.InferOutput<typeof CircuitBreakerThresholds>

@@ -59,8 +59,8 @@ export class UpstreamCluster implements HostOwner {
   /** circuit_breakers (DEFAULT priority), or null when the cluster sets none (the pools' fixed limits apply). */
   readonly circuitBreakers: CircuitBreakers | null
   /**
-   * Retries in flight against max_retries (default 3, also without circuit_breakers): whoever retries a request
-   * calls `tryAcquire()` before the retry and `release()` when it is over.
+   * Retries in flight against max_retries (default 3, also without circuit_breakers) or the retry_budget: whoever
+   * retries a request calls `tryAcquire()` before the retry and `release()` once the retry's outcome is known.
    */
   readonly retryBudget: RetryBudget
   /** outlier_detection, or null: the data path then reports nothing for this cluster's hosts. */
@@ -116,9 +116,11 @@ export class UpstreamCluster implements HostOwner {
     const thresholds = defaultThresholds(config.circuit_breakers?.thresholds)
     const breakers = config.circuit_breakers === undefined ? null : new CircuitBreakers(thresholds, this.stats)
     // Istio's thresholds for a pool that sets nothing are all 2^32-1: nothing to enforce, nothing to pay per request
-    this.circuitBreakers = breakers === null || breakers.unlimited ? null : breakers
+    // (a retry budget is a share of the requests in flight, which only a breaker object counts)
+    const budget = thresholds?.retry_budget !== undefined
+    this.circuitBreakers = breakers === null || (breakers.unlimited && !budget) ? null : breakers
     this.hostConnectionLimit = breakers === null ? breakerDefaults.maxConnections : Number.POSITIVE_INFINITY
-    this.retryBudget = new RetryBudget(thresholds?.max_retries ?? breakerDefaults.maxRetries, this.stats)
+    this.retryBudget = new RetryBudget(thresholds, this.stats, this.circuitBreakers)
     this.outlierDetector =
       config.outlier_detection === undefined
         ? null
