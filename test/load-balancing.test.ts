@@ -89,7 +89,9 @@ describe('load balancing through a real proxy (clusters and endpoints over ADS)'
           {
             typed_extension_config: {
               name: 'loom.load_balancing_policies.peak_ewma',
-              typed_config: { '@type': `${T}loom.config.lb.v1.PeakEwma`, decay_time: '10s', default_rtt: '0.030s' },
+              // a short decay: a pause of this loaded machine that makes the fast backend look slow once is
+              // forgotten within a second or two instead of the default's ten
+              typed_config: { '@type': `${T}loom.config.lb.v1.PeakEwma`, decay_time: '1s', default_rtt: '0.030s' },
             },
           },
         ],
