@@ -127,6 +127,15 @@ describe('the envelope', () => {
     rejects({ apiVersion: NET, kind: 'DestinationRule', spec: { host: 'r' } }, 'metadata', 'required field is missing')
   })
 
+  test('loom.dev/load-balancer on a DestinationRule: peak-ewma, anything else is an error with its path', () => {
+    ok(meta({ name: 'r', annotations: { 'loom.dev/load-balancer': 'peak-ewma' } }))
+    rejects(
+      meta({ name: 'r', annotations: { 'loom.dev/load-balancer': 'fastest' } }),
+      'metadata.annotations["loom.dev/load-balancer"]',
+      'unknown load balancer "fastest"; known: peak-ewma',
+    )
+  })
+
   test('null fields are pruned, as Kubernetes does', () => {
     const r = ok(
       y(`apiVersion: ${NET}

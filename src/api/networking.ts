@@ -52,7 +52,16 @@ import {
 export interface SpecContext {
   name: string
   namespace: string
+  /** metadata.annotations, for the kinds that read one */
+  annotations?: Readonly<Record<string, unknown>>
 }
+
+/**
+ * A DestinationRule annotation that picks one of Loom's load balancers beyond Istio's for every cluster the rule
+ * makes (unless its traffic policy uses consistentHash). Values: `peak-ewma`.
+ */
+export const LOOM_LOAD_BALANCER_ANNOTATION = 'loom.dev/load-balancer'
+export const LOOM_LOAD_BALANCERS = ['peak-ewma'] as const
 
 const strings = v.array(str)
 const subsetName = rule((s) =>
@@ -816,6 +825,13 @@ export function checkDestinationRule(spec: DestinationRuleSpec, ctx: SpecContext
     )
   }
   checkExportTo(issues, 'spec.exportTo', spec.exportTo, ctx.namespace)
+  const lb = ctx.annotations?.[LOOM_LOAD_BALANCER_ANNOTATION]
+  if (lb !== undefined && !(LOOM_LOAD_BALANCERS as readonly unknown[]).includes(lb)) {
+    issues.add(
+      field('metadata.annotations', LOOM_LOAD_BALANCER_ANNOTATION),
+      `unknown load balancer ${JSON.stringify(lb)}; known: ${LOOM_LOAD_BALANCERS.join(', ')}`,
+    )
+  }
   return issues.list
 }
 

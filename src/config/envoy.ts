@@ -766,6 +766,53 @@ export const HealthCheck = v.pipe(
 )
 export type HealthCheck = v.InferOutput<typeof HealthCheck>
 
+/**
+ * cluster.v3.Cluster.SlowStartConfig (and load_balancing_policies.common.v3.SlowStartConfig): a new host's weight
+ * ramps up over `slow_start_window`. `aggression` is a RuntimeDouble: Loom has no runtime, so `default_value`
+ * applies (a value that is not above 0 means 1.0, as in Envoy).
+ */
+export const SlowStartConfig = v.strictObject({
+  slow_start_window: opt(duration),
+  aggression: opt(v.strictObject({ default_value: opt(v.number()), runtime_key: opt(str) })),
+  min_weight_percent: opt(v.strictObject({ value: opt(v.pipe(v.number(), v.minValue(0), v.maxValue(100))) })),
+})
+export type SlowStartConfig = v.InferOutput<typeof SlowStartConfig>
+
+/** Loom's peak-EWMA load balancer (loom.config.lb.v1.PeakEwma). */
+export const PeakEwmaConfig = v.strictObject({
+  '@type': v.literal(TypeUrls.peakEwma),
+  decay_time: opt(duration),
+  default_rtt: opt(duration),
+})
+export type PeakEwmaConfig = v.InferOutput<typeof PeakEwmaConfig>
+
+/**
+ * Cluster.load_balancing_policy: policies in order of preference. Every entry must be one Loom supports (so the
+ * first one is what Loom runs); later entries are there for clients that do not know the earlier ones.
+ */
+export const LoadBalancingPolicy = v.strictObject({
+  policies: v.pipe(
+    v.array(
+      v.strictObject({
+        typed_extension_config: v.strictObject({
+          name: nonEmpty,
+          typed_config: v.variant('@type', [
+            PeakEwmaConfig,
+            v.strictObject({ '@type': v.literal(TypeUrls.roundRobinLb), slow_start_config: opt(SlowStartConfig) }),
+            v.strictObject({
+              '@type': v.literal(TypeUrls.leastRequestLb),
+              choice_count: opt(int(2, 100)),
+              slow_start_config: opt(SlowStartConfig),
+            }),
+          ]),
+        }),
+      }),
+    ),
+    v.minLength(1, 'must list at least one policy'),
+  ),
+})
+export type LoadBalancingPolicy = v.InferOutput<typeof LoadBalancingPolicy>
+
 export const Cluster = v.strictObject({
   '@type': opt(str),
   name: nonEmpty,
@@ -782,7 +829,11 @@ export const Cluster = v.strictObject({
   dns_refresh_rate: opt(duration),
   dns_lookup_family: opt(v.picklist(['AUTO', 'V4_ONLY', 'V6_ONLY', 'V4_PREFERRED', 'ALL'])),
   respect_dns_ttl: opt(bool),
-  least_request_lb_config: opt(v.strictObject({ choice_count: opt(int(2, 100)) })),
+  least_request_lb_config: opt(
+    v.strictObject({ choice_count: opt(int(2, 100)), slow_start_config: opt(SlowStartConfig) }),
+  ),
+  round_robin_lb_config: opt(v.strictObject({ slow_start_config: opt(SlowStartConfig) })),
+  load_balancing_policy: opt(LoadBalancingPolicy),
   ring_hash_lb_config: opt(
     v.strictObject({
       minimum_ring_size: opt(int(1, 8388608)),

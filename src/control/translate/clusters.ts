@@ -14,10 +14,13 @@
  *   breakers and HTTP protocol options from connectionPool (every cluster gets Istio's thresholds, unlimited where
  *   nothing is set) and outlier detection, as Istio's applyConnectionPool and applyOutlierDetection do; HTTP/2 and
  *   gRPC ports get HTTP/2 upstream connections.
+ * - Warmup becomes slow start on ROUND_ROBIN and LEAST_REQUEST clusters; the `loom.dev/load-balancer: peak-ewma`
+ *   annotation of the rule makes them Loom's peak-EWMA load balancer (see policy.ts).
  * - Not translated yet (see `analyze`): tcpKeepalive, maxConnectionDuration, tls (origination and mTLS),
- *   localityLbSetting, warmup.
+ *   localityLbSetting.
  */
 import { isIP } from 'node:net'
+import { LOOM_LOAD_BALANCER_ANNOTATION } from '../../api/index.js'
 import { TypeUrls } from '../../config/type-urls.js'
 import { labelsMatch } from '../registry/hostname.js'
 import { isHttp2Protocol, type Service, type ServiceEndpoint, type ServicePort } from '../registry/registry.js'
@@ -25,10 +28,11 @@ import {
   connectionPoolFields,
   connectTimeout,
   effectivePolicy,
+  type LoomLoadBalancer,
   loadBalancerFields,
   outlierDetectionFields,
 } from './policy.js'
-import type { Scope } from './scope.js'
+import type { AppliedDestinationRule, Scope } from './scope.js'
 import { clusterName, cmp, type Json, locality } from './util.js'
 
 export const ADS: Json = { ads: {} }
@@ -70,7 +74,8 @@ function buildCluster(
 ): { cluster: Json; assignment: Json | null } | null {
   const name = clusterName('outbound', port.number, subset, svc.hostname)
   const generator = scope.node.generator
-  const policy = effectivePolicy(scope.destinationRule(svc.hostname)?.spec, subset, port.number)
+  const dr = scope.destinationRule(svc.hostname)
+  const policy = effectivePolicy(dr?.spec, subset, port.number)
   const eps = svc.endpoints.filter(
     (e) =>
       e.servicePort === port.number && e.healthy && (subsetLabels === undefined || labelsMatch(subsetLabels, e.labels)),
@@ -90,7 +95,10 @@ function buildCluster(
     cluster.eds_cluster_config = { eds_config: ADS, service_name: name }
   }
   cluster.connect_timeout = connectTimeout(policy) ?? scope.mesh.connectTimeout
-  Object.assign(cluster, loadBalancerFields(policy?.loadBalancer, scope.mesh.defaultLoadBalancer, generator))
+  Object.assign(
+    cluster,
+    loadBalancerFields(policy?.loadBalancer, scope.mesh.defaultLoadBalancer, generator, loomLoadBalancer(dr)),
+  )
   const http2 = generator === 'envoy' && isHttp2Protocol(port.protocol)
   if (http2) Object.assign(cluster, http2Options())
   const pool = connectionPoolFields(policy, http2)
@@ -117,6 +125,16 @@ function buildCluster(
       eps.filter((e) => isIP(e.address) !== 0),
     ),
   }
+}
+
+/** The `loom.dev/load-balancer` annotation of the first contributing rule that sets one (validated on apply). */
+function loomLoadBalancer(dr: AppliedDestinationRule | undefined): LoomLoadBalancer | undefined {
+  for (const r of dr?.sources ?? []) {
+    const value = r.metadata.annotations?.[LOOM_LOAD_BALANCER_ANNOTATION]
+    if (value === 'peak-ewma') return value
+    if (value !== undefined) return undefined
+  }
+  return undefined
 }
 
 /** A ClusterLoadAssignment: endpoints grouped by locality, sorted, de-duplicated, every weight set. */

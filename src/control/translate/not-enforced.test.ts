@@ -63,7 +63,7 @@ spec:
   trafficPolicy:
     connectionPool: {tcp: {connectTimeout: 1s, tcpKeepalive: {time: 10s}}, http: {http1MaxPendingRequests: 1, useClientProtocol: true}}
     outlierDetection: {consecutive5xxErrors: 1, consecutiveErrors: 2}
-    loadBalancer: {simple: ROUND_ROBIN, localityLbSetting: {enabled: true}, warmupDurationSecs: 10s}
+    loadBalancer: {simple: RANDOM, localityLbSetting: {enabled: true}, warmupDurationSecs: 10s}
     tls: {mode: DISABLE}
     portLevelSettings:
     - port: {number: 9080}
@@ -85,7 +85,7 @@ spec:
       'spec.trafficPolicy.outlierDetection.consecutiveErrors',
       'spec.trafficPolicy.portLevelSettings[0].tls',
       'spec.trafficPolicy.loadBalancer.localityLbSetting',
-      'spec.trafficPolicy.loadBalancer.warmupDurationSecs',
+      'spec.trafficPolicy.loadBalancer',
     ])
   })
 
@@ -110,6 +110,11 @@ spec:
       minHealthPercent: 0
     loadBalancer: {consistentHash: {httpHeaderName: x-user}}
     tls: {mode: DISABLE}
+    portLevelSettings:
+    - port: {number: 80}
+      loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 30s}
+    - port: {number: 81}
+      loadBalancer: {warmup: {duration: 1m, minimumPercent: 5, aggression: 2}}
 `
     assert.deepEqual(paths(yaml), [])
   })

@@ -952,6 +952,73 @@ spec:
     assert.deepEqual(route.hash_policy, [{ cookie: { name: 'user', ttl: '0s' } }])
   })
 
+  it('warmupDurationSecs and warmup become slow start on ROUND_ROBIN and LEAST_REQUEST clusters', () => {
+    const w = run(
+      manifests(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 30s}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {loadBalancer: {warmup: {duration: 1m, minimumPercent: 20, aggression: 1.5}}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {simple: RANDOM, warmupDurationSecs: 30s}}
+`),
+    )
+    const cl = (subset: string) => w.clusters.find((x) => x.name === c(subset))!
+    assert.equal(cl('').lb_policy, 'ROUND_ROBIN')
+    assert.deepEqual(cl('').round_robin_lb_config, { slow_start_config: { slow_start_window: '30s' } })
+    assert.equal(cl('v1').lb_policy, 'LEAST_REQUEST')
+    assert.deepEqual(cl('v1').least_request_lb_config, {
+      slow_start_config: {
+        slow_start_window: '60s',
+        aggression: { default_value: 1.5, runtime_key: '(' },
+        min_weight_percent: { value: 20 },
+      },
+    })
+    assert.equal(cl('v2').lb_policy, 'RANDOM')
+    assert.equal(cl('v2').round_robin_lb_config, undefined)
+  })
+
+  it('loom.dev/load-balancer: peak-ewma gives every cluster of the rule the peak-EWMA policy', () => {
+    const p = run(
+      manifests(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  annotations: {loom.dev/load-balancer: peak-ewma}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}
+`),
+    )
+    const cl = (subset: string) => p.clusters.find((x) => x.name === c(subset))!
+    for (const subset of ['', 'v1']) {
+      assert.equal(cl(subset).lb_policy, undefined)
+      const policies = (cl(subset).load_balancing_policy as { policies: Json[] }).policies
+      assert.deepEqual(
+        policies.map((x) => ((x.typed_extension_config as Json).typed_config as Json)['@type']),
+        [
+          'type.googleapis.com/loom.config.lb.v1.PeakEwma',
+          'type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest',
+        ],
+      )
+    }
+    assert.equal(cl('v2').lb_policy, 'RING_HASH', 'consistentHash keeps precedence')
+    assert.equal(cl('v2').load_balancing_policy, undefined)
+  })
+
   it('a DestinationRule in the proxy namespace wins over the service namespace', () => {
     const local = manifests(`apiVersion: networking.istio.io/v1
 kind: DestinationRule

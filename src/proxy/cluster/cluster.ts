@@ -12,7 +12,7 @@ import { log } from '../../core/log.js'
 import { DnsDiscovery, type DnsLookup, type DnsTarget, type DnsTtlLookup } from './dns.js'
 import { ClusterConfigError } from './errors.js'
 import { Host, type HostOwner, type HostSpec, hostKey } from './host.js'
-import { type LbFactory, type LbPolicy, type LoadBalancer, lbFactoryFor, usesHash } from './lb/index.js'
+import { type LbFactory, type LbPolicy, type LoadBalancer, lbFactoryFor, samplesLatency, usesHash } from './lb/index.js'
 import { computePriorityLoad, type LevelCounts, type PriorityLoad } from './priority.js'
 import { type ClusterSettings, clusterSettings, type Http2Options, hostSpecsFromAssignment } from './settings.js'
 import { ClusterStats } from '../stats/stats.js'
@@ -74,6 +74,13 @@ export class UpstreamCluster implements HostOwner {
    * circuit_breakers, no limit when they are set (and unlimited).
    */
   readonly hostConnectionLimit: number
+  /** Whether the data path samples response latency into `host.latency` (the PEAK_EWMA policy). */
+  readonly samplesLatency: boolean
+  /**
+   * Whether the pool manager hands the codec's request to the stream as it is: no circuit breakers, no outlier
+   * detection, no latency sampling. One check per request for all three.
+   */
+  readonly plainRequests: boolean
   /** Where circuit breaking and outlier detection count (the proxy's stats object for the cluster; bindStats). */
   stats: ClusterStats
 
@@ -126,6 +133,8 @@ export class UpstreamCluster implements HostOwner {
         ? null
         : new OutlierDetector(config.outlier_detection, this, config.name, this.stats.outlier)
     this.healthChecker = hcSettings === null ? null : new HealthChecker(hcSettings, this)
+    this.samplesLatency = samplesLatency(s.lbPolicy)
+    this.plainRequests = this.circuitBreakers === null && this.outlierDetector === null && !this.samplesLatency
 
     const cla = config.load_assignment
     if (s.type === 'EDS') {

@@ -4,6 +4,7 @@
  */
 
 import type { HostHealthCheck } from './health-check/checker.js'
+import type { HostLatency } from './lb/peak-ewma.js'
 import type { HostOutlier } from './outlier.js'
 
 /** Per-endpoint connection pool, implemented elsewhere (by the HTTP data path). */
@@ -70,6 +71,14 @@ export class Host {
   failedActiveHc = false
   /** Active health check state, when the cluster has health_checks (else null). */
   activeHc: HostHealthCheck | null = null
+  /**
+   * When the host last became able to take traffic, in `performance.now()` ms: slow start counts its window from
+   * here. NaN until a slow-start load balancer first sees the host (it then takes the time of that build); an
+   * active health checker sets it when a host passes after failing, so the host warms up again.
+   */
+  healthyAt = Number.NaN
+  /** The peak-EWMA latency estimate, on clusters with that policy (else null: nothing is sampled). */
+  latency: HostLatency | null = null
 
   // Counters the data path bumps; shown on /clusters.
   rqTotal = 0

@@ -18,6 +18,7 @@
  * - A host that leaves the cluster stops being checked; `stop()` clears every timer and closes every connection.
  *   A cluster that replaces another (a CDS update) takes the active health of the hosts it keeps (`inherit`).
  */
+import { performance } from 'node:perf_hooks'
 import type { ConnectionOptions } from 'node:tls'
 import { log } from '../../../core/log.js'
 import type { Host } from '../host.js'
@@ -123,6 +124,8 @@ export class HostHealthCheck {
       if (this.firstCheck || ++this.numHealthy >= s.healthyThreshold) {
         this.timedOut = false
         host.failedActiveHc = false
+        // a host back from failing warms up again under slow start (its first pass keeps the build's time)
+        if (!this.firstCheck) host.healthyAt = performance.now()
         t = 'changed'
         log('info', 'health_check', 'host healthy', { cluster: checker.cluster, host: host.key })
       } else t = 'pending'
