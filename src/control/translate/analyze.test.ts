@@ -119,6 +119,26 @@ spec:
       ],
     ],
     [
+      'locality failover without outlier detection',
+      `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {localityLbSetting: {failover: [{from: r1, to: r2}]}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      outlierDetection: {consecutive5xxErrors: 1}
+      loadBalancer: {localityLbSetting: {failoverPriority: [version]}}
+`,
+      [
+        'warning DestinationRule/default/reviews spec.trafficPolicy.loadBalancer.localityLbSetting: outlier detection policy must be provided for failover; without outlierDetection it is ignored',
+      ],
+    ],
+    [
       'gateway servers Loom cannot serve yet',
       `apiVersion: networking.istio.io/v1
 kind: Gateway

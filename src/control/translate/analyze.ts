@@ -18,6 +18,7 @@ import {
   keyOf,
   type Resource,
   type ServiceEntrySpec,
+  type TrafficPolicy,
   type VirtualServiceSpec,
   type WorkloadEntrySpec,
 } from '../../api/index.js'
@@ -188,6 +189,26 @@ export function analyze(
         `${keyOf(first)} is older and also sets a traffic policy for ${h}; it wins`,
       )
     }
+    // Istio's warning: failover needs outlier detection in the same policy, or Envoy never leaves priority 0
+    const failoverNeedsOutlier = (tp: TrafficPolicy | undefined, p: string) => {
+      const check = (q: { loadBalancer?: TrafficPolicy['loadBalancer']; outlierDetection?: unknown }, at: string) => {
+        const l = q.loadBalancer?.localityLbSetting
+        if (l === undefined || q.outlierDetection !== undefined) return
+        if ((l.failover ?? []).length > 0 || (l.failoverPriority ?? []).length > 0) {
+          report(
+            'warning',
+            dr,
+            `${at}.loadBalancer.localityLbSetting`,
+            'outlier detection policy must be provided for failover; without outlierDetection it is ignored',
+          )
+        }
+      }
+      if (tp === undefined) return
+      check(tp, p)
+      ;(tp.portLevelSettings ?? []).forEach((pl, i) => check(pl, `${p}.portLevelSettings[${i}]`))
+    }
+    failoverNeedsOutlier(dr.spec.trafficPolicy, 'spec.trafficPolicy')
+    ;(dr.spec.subsets ?? []).forEach((s, i) => failoverNeedsOutlier(s.trafficPolicy, `spec.subsets[${i}].trafficPolicy`))
     ;(dr.spec.subsets ?? []).forEach((s, i) => {
       if (svc !== undefined && !svc.endpoints.some((e) => labelsMatch(s.labels ?? {}, e.labels))) {
         report('warning', dr, `spec.subsets[${i}]`, `subset ${s.name} selects no endpoint of ${h}`)

@@ -14,8 +14,10 @@
  *   breakers and HTTP protocol options from connectionPool (every cluster gets Istio's thresholds, unlimited where
  *   nothing is set) and outlier detection, as Istio's applyConnectionPool and applyOutlierDetection do; HTTP/2 and
  *   gRPC ports get HTTP/2 upstream connections.
- * - Not translated yet (see `analyze`): tcpKeepalive, maxConnectionDuration, tls (origination and mTLS),
- *   localityLbSetting, warmup.
+ * - localityLbSetting (or the mesh default): EDS clusters get `common_lb_config.locality_weighted_lb_config` where
+ *   Istio sets it, and a LocalityPlan by which each proxy's copy of the assignment gets its priorities or locality
+ *   weights (locality.ts).
+ * - Not translated yet (see `analyze`): tcpKeepalive, maxConnectionDuration, tls (origination and mTLS), warmup.
  */
 import { isIP } from 'node:net'
 import { TypeUrls } from '../../config/type-urls.js'
@@ -28,6 +30,7 @@ import {
   loadBalancerFields,
   outlierDetectionFields,
 } from './policy.js'
+import { type LocalityPlan, localityPlan, localitySetting, localityWeighted, withTopologyLabels } from './locality.js'
 import type { Scope } from './scope.js'
 import { clusterName, cmp, type Json, locality } from './util.js'
 
@@ -37,12 +40,15 @@ export interface ClusterSet {
   clusters: Json[]
   /** ClusterLoadAssignments of the EDS clusters */
   endpoints: Json[]
+  /** the EDS clusters whose assignment each proxy gets rewritten for its locality (locality.ts) */
+  localityPlans: LocalityPlan[]
 }
 
 /** Clusters and load assignments for every service the proxy can reach. */
 export function outboundClusters(scope: Scope): ClusterSet {
   const clusters: Json[] = []
   const endpoints: Json[] = []
+  const localityPlans: LocalityPlan[] = []
   for (const svc of scope.services) {
     const dr = scope.destinationRule(svc.hostname)
     const subsets = [''].concat(
@@ -55,10 +61,11 @@ export function outboundClusters(scope: Scope): ClusterSet {
         if (built === null) continue
         clusters.push(built.cluster)
         if (built.assignment !== null) endpoints.push(built.assignment)
+        if (built.plan !== null) localityPlans.push(built.plan)
       }
     }
   }
-  return { clusters, endpoints }
+  return { clusters, endpoints, localityPlans }
 }
 
 function buildCluster(
@@ -67,7 +74,7 @@ function buildCluster(
   port: ServicePort,
   subset: string,
   subsetLabels: Record<string, string> | undefined,
-): { cluster: Json; assignment: Json | null } | null {
+): { cluster: Json; assignment: Json | null; plan: LocalityPlan | null } | null {
   const name = clusterName('outbound', port.number, subset, svc.hostname)
   const generator = scope.node.generator
   const policy = effectivePolicy(scope.destinationRule(svc.hostname)?.spec, subset, port.number)
@@ -108,15 +115,21 @@ function buildCluster(
           : [{ address: svc.hostname, port: port.number, locality: '', weight: 1 }]
     // LOGICAL_DNS takes exactly one endpoint.
     cluster.load_assignment = loadAssignment(name, generator === 'grpc' ? targets.slice(0, 1) : targets)
-    return { cluster, assignment: null }
+    return { cluster, assignment: null, plan: null }
   }
-  return {
-    cluster,
-    assignment: loadAssignment(
-      name,
-      eps.filter((e) => isIP(e.address) !== 0),
-    ),
-  }
+  const edsEps = eps.filter((e) => isIP(e.address) !== 0)
+  // locality load balancing: the assignment is rewritten per proxy (locality.ts), the cluster only flagged
+  const setting = localitySetting(scope.mesh.localityLbSetting, policy?.loadBalancer?.localityLbSetting)
+  if (localityWeighted(setting, outlier !== null)) cluster.common_lb_config = { locality_weighted_lb_config: {} }
+  const plan = localityPlan(name, setting, outlier !== null, () => {
+    const labels = new Map<string, Record<string, string>>()
+    for (const e of edsEps) {
+      const key = `${e.address}:${e.port}`
+      if (!labels.has(key)) labels.set(key, withTopologyLabels(e.labels, locality(e.locality)))
+    }
+    return labels
+  })
+  return { cluster, assignment: loadAssignment(name, edsEps), plan }
 }
 
 /** A ClusterLoadAssignment: endpoints grouped by locality, sorted, de-duplicated, every weight set. */

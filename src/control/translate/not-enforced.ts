@@ -149,11 +149,6 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
   },
   {
     kind: 'DestinationRule',
-    path: '<trafficPolicy>.loadBalancer.localityLbSetting',
-    message: 'locality load balancing is not supported yet; ignored',
-  },
-  {
-    kind: 'DestinationRule',
     path: '<trafficPolicy>.loadBalancer.warmupDurationSecs',
     message: 'warmup is not supported yet; ignored',
   },
