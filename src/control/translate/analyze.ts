@@ -205,10 +205,14 @@ export function analyze(
       }
       if (tp === undefined) return
       check(tp, p)
-      ;(tp.portLevelSettings ?? []).forEach((pl, i) => check(pl, `${p}.portLevelSettings[${i}]`))
+      ;(tp.portLevelSettings ?? []).forEach((pl, i) => {
+        check(pl, `${p}.portLevelSettings[${i}]`)
+      })
     }
     failoverNeedsOutlier(dr.spec.trafficPolicy, 'spec.trafficPolicy')
-    ;(dr.spec.subsets ?? []).forEach((s, i) => failoverNeedsOutlier(s.trafficPolicy, `spec.subsets[${i}].trafficPolicy`))
+    ;(dr.spec.subsets ?? []).forEach((s, i) => {
+      failoverNeedsOutlier(s.trafficPolicy, `spec.subsets[${i}].trafficPolicy`)
+    })
     ;(dr.spec.subsets ?? []).forEach((s, i) => {
       if (svc !== undefined && !svc.endpoints.some((e) => labelsMatch(s.labels ?? {}, e.labels))) {
         report('warning', dr, `spec.subsets[${i}]`, `subset ${s.name} selects no endpoint of ${h}`)

@@ -43,10 +43,7 @@ export const TOPOLOGY_ZONE = 'topology.kubernetes.io/zone'
 export const TOPOLOGY_SUBZONE = 'topology.istio.io/subzone'
 
 /** Istio's GetLocalityLbSetting: the DestinationRule's setting, else the mesh's; null when locality LB is off. */
-export function localitySetting(
-  mesh: LocalitySetting | null,
-  dr: LocalitySetting | undefined,
-): LocalitySetting | null {
+export function localitySetting(mesh: LocalitySetting | null, dr: LocalitySetting | undefined): LocalitySetting | null {
   if (dr !== undefined) return dr.enabled === false ? null : dr
   if (mesh === null || mesh.enabled === false) return null
   return mesh
@@ -75,16 +72,16 @@ export function localityPlan(
   if (setting === null) return null
   if (!has(setting.distribute) && !outlierDetection) return null
   const labels =
-    !has(setting.distribute) && has(setting.failoverPriority) ? endpointLabels() : new Map<string, Record<string, string>>()
+    !has(setting.distribute) && has(setting.failoverPriority)
+      ? endpointLabels()
+      : new Map<string, Record<string, string>>()
   return { cluster, setting, failover: outlierDetection, labels }
 }
 
 /** Whether the cluster gets `common_lb_config.locality_weighted_lb_config` (Istio's applyLocalityLoadBalancer). */
 export function localityWeighted(setting: LocalitySetting | null, outlierDetection: boolean): boolean {
   if (setting === null) return false
-  return (
-    has(setting.distribute) || (outlierDetection && (has(setting.failover) || has(setting.failoverPriority)))
-  )
+  return has(setting.distribute) || (outlierDetection && (has(setting.failover) || has(setting.failoverPriority)))
 }
 
 /** `labels` plus the topology labels of `locality` (`region/zone/subzone`), as Istio's AugmentLabels adds them. */
@@ -97,11 +94,12 @@ export function withTopologyLabels(labels: Record<string, string>, locality: Env
 }
 
 /** A proxy's locality: from its topology labels when it has any (Istio reads the registry's first), else the node's. */
-export function proxyLocality(
-  labels: Record<string, string>,
-  node: Partial<EnvoyLocality> | undefined,
-): EnvoyLocality {
-  if (labels[TOPOLOGY_REGION] !== undefined || labels[TOPOLOGY_ZONE] !== undefined || labels[TOPOLOGY_SUBZONE] !== undefined) {
+export function proxyLocality(labels: Record<string, string>, node: Partial<EnvoyLocality> | undefined): EnvoyLocality {
+  if (
+    labels[TOPOLOGY_REGION] !== undefined ||
+    labels[TOPOLOGY_ZONE] !== undefined ||
+    labels[TOPOLOGY_SUBZONE] !== undefined
+  ) {
     return {
       region: labels[TOPOLOGY_REGION] ?? '',
       zone: labels[TOPOLOGY_ZONE] ?? '',
@@ -175,7 +173,11 @@ function tidy(g: Group): Json {
   return out
 }
 
-function applyDistribute(groups: Group[], distribute: NonNullable<LocalitySetting['distribute']>, proxy: EnvoyLocality) {
+function applyDistribute(
+  groups: Group[],
+  distribute: NonNullable<LocalitySetting['distribute']>,
+  proxy: EnvoyLocality,
+) {
   const rule = distribute.find((d) => localityMatches(proxy, d.from ?? ''))
   if (rule === undefined) return
   const unmatched = new Set(groups.map((_, i) => i))
