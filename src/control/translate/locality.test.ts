@@ -12,6 +12,7 @@ import {
   withTopologyLabels,
 } from './locality.js'
 import { manifests, sidecar } from './testdata/bookinfo.js'
+import { TYPE_URL } from '../../xds/snapshot.js'
 import { BatchTranslator, type TranslateNode, translate, translateResources } from './translate.js'
 import { type Json, locality } from './util.js'
 
@@ -268,9 +269,9 @@ spec:
   resolution: STATIC
   location: MESH_INTERNAL
   endpoints:
-  - {address: 10.1.1.1, locality: region1/zone1, labels: {app: echo}}
-  - {address: 10.1.2.1, locality: region1/zone2, labels: {app: echo}}
-  - {address: 10.2.1.1, locality: region2/zone1, labels: {app: echo}}
+  - {address: 10.1.1.1, locality: region1/zone1, labels: {app: echo, version: v1}}
+  - {address: 10.1.2.1, locality: region1/zone2, labels: {app: echo, version: v2}}
+  - {address: 10.2.1.1, locality: region2/zone1, labels: {app: echo, version: v1}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -355,6 +356,19 @@ describe('translator', () => {
       'topology.kubernetes.io/zone': 'zone2',
     })
     assert.deepEqual(priorities(edsOf(translateResources(inp, node))), { '10.1.1.1': 1, '10.1.2.1': 0, '10.2.1.1': 2 })
+  })
+
+  it('failoverPriority on an application label: proxies of one locality differ by their label', () => {
+    const inp = input(`${OD}\nloadBalancer: {localityLbSetting: {failoverPriority: [version]}}`)
+    const batch = new BatchTranslator(inp)
+    const v1 = nodeAt('region1/zone1', 'a', { version: 'v1' })
+    const v2 = nodeAt('region1/zone1', 'b', { version: 'v2' })
+    assert.deepEqual(priorities(edsOf(translateResources(inp, v1))), { '10.1.1.1': 0, '10.1.2.1': 1, '10.2.1.1': 0 })
+    assert.deepEqual(priorities(edsOf(translateResources(inp, v2))), { '10.1.1.1': 1, '10.1.2.1': 0, '10.2.1.1': 1 })
+    for (const n of [v1, v2]) {
+      const got = batch.translate(n).resources.get(TYPE_URL.endpoint)!.items.get(CLUSTER)
+      assert.deepEqual(got, edsOf(translateResources(inp, n)), n.id)
+    }
   })
 
   it('the batch translator gives each proxy what translate gives it, sharing EDS within a locality group', () => {

@@ -133,13 +133,21 @@ export interface LocalityProxy {
   labels: Record<string, string>
 }
 
+/** The label names failoverPriority entries use, per plan list (computed once, not per proxy). */
+const priorityNames = new WeakMap<readonly LocalityPlan[], string[]>()
+
 /** The key proxies share a rewrite under: their locality and the values of the labels failoverPriority names. */
 export function localityGroupKey(proxy: LocalityProxy, plans: readonly LocalityPlan[]): string {
-  const names = new Set<string>()
-  for (const p of plans) for (const l of p.setting.failoverPriority ?? []) names.add(l.split('=')[0]!)
+  let names = priorityNames.get(plans)
+  if (names === undefined) {
+    const set = new Set<string>()
+    for (const p of plans) for (const l of p.setting.failoverPriority ?? []) set.add(l.split('=')[0]!)
+    names = [...set].sort()
+    priorityNames.set(plans, names)
+  }
   const l = proxy.locality
   const key: string[] = [l.region, l.zone, l.sub_zone]
-  for (const n of [...names].sort()) key.push(n, proxy.labels[n] ?? '\u0000')
+  for (const n of names) key.push(n, proxy.labels[n] ?? '\u0000')
   return JSON.stringify(key)
 }
 
