@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import * as http from 'node:http'
 import { after, before, describe, test } from 'node:test'
 import { type Control, eventually, type Proc, startControl, startSidecar } from './helpers/control.js'
-import { writeTemp } from './helpers/proxy.js'
+import { runLoom, writeTemp } from './helpers/proxy.js'
 import { type Backend, freePort, startBackend } from './helpers/servers.js'
 
 function get(port: number, host: string): Promise<{ status: number; body: string }> {
@@ -152,6 +152,33 @@ describe('locality load balancing through loom control', () => {
       'the local endpoint back',
     )
     assert.deepEqual([...(await tally(out, 'echo:9080', 30))], [['local', 30]])
+  })
+
+  test('a sidecar whose bootstrap says node.locality region2/zone1 prefers region2', async () => {
+    const port = await freePort()
+    const bootstrap = writeTemp('node.yaml', 'node: {locality: {region: region2, zone: zone1}}\n')
+    const far = await startSidecar(cp.xds, { app: 'client2' }, port, ['-c', bootstrap])
+    try {
+      await eventually(
+        async () => (await tally(port, 'echo:9080', 10)).get('region2') === 10,
+        15000,
+        'everything to region2',
+      )
+      const clusters = (await (await fetch(`http://${far.admin}/clusters?format=json`)).json()) as {
+        cluster_statuses: { name: string; host_statuses: { locality: { region?: string }; priority: number }[] }[]
+      }
+      const echo = clusters.cluster_statuses.find((c) => c.name === 'outbound|9080||echo.default.svc.cluster.local')!
+      const byRegion = new Set(echo.host_statuses.map((h) => `${h.locality.region}:${h.priority}`))
+      assert.deepEqual([...byRegion].sort(), ['region1:1', 'region2:0'])
+    } finally {
+      await far.stop()
+    }
+  })
+
+  test('loom proxy refuses a malformed --locality', async () => {
+    const r = await runLoom(['proxy', '--xds', cp.xds, '--locality', 'region1//x'])
+    assert.equal(r.code, 2)
+    assert.match(r.stderr, /--locality must be region\[\/zone\[\/subzone\]\], not "region1\/\/x"/)
   })
 
   test('distribute 80/20: a few hundred requests split within tolerance', async () => {

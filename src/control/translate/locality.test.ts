@@ -349,6 +349,37 @@ describe('translator', () => {
     assert.deepEqual(weights(edsOf(r)), { 'region1/zone1': [80, 1], 'region1/zone2': [1, 0], 'region2/zone1': [20, 1] })
   })
 
+  it('STRICT_DNS clusters keep their shared assignment and get no locality_weighted_lb_config', () => {
+    const resources = manifests(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [ext.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+  endpoints: [{address: a.example.com, locality: region1/zone1}, {address: b.example.com, locality: region2/zone1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ext}
+spec:
+  host: ext.example.com
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1}
+    loadBalancer: {localityLbSetting: {failover: [{from: region1, to: region2}]}}
+`)
+    const inp = { resources, services: Registry.fromResources(resources).services() }
+    const near = translateResources(inp, nodeAt('region1/zone1'))
+    const far = translateResources(inp, nodeAt('region2/zone1'))
+    const c = near.clusters.find((x) => x.name === 'outbound|80||ext.example.com')!
+    assert.equal(c.type, 'STRICT_DNS')
+    assert.equal(c.common_lb_config, undefined)
+    assert.deepEqual(
+      c,
+      far.clusters.find((x) => x.name === 'outbound|80||ext.example.com'),
+    )
+  })
+
   it('a proxy’s topology labels are its locality, before node.locality', () => {
     const inp = input(OD)
     const node = nodeAt('region2/zone1', 'client', {
