@@ -67,7 +67,11 @@ spec:
     loadBalancer: {consistentHash: {httpHeaderName: x-user}}
   subsets:
   - {name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 65537}}}}}
-  - {name: v2, labels: {version: v2}, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      loadBalancer: {simple: RANDOM, localityLbSetting: {failover: [{from: r1, to: r2}], failoverPriority: [version]}}
+      outlierDetection: {consecutive5xxErrors: 2}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
