@@ -18,7 +18,7 @@ import type { ProxyNode, Snapshot } from '../xds/snapshot.js'
 import { type RegisteredWorkload, Registry } from './registry/registry.js'
 import { FileStore } from './store/file-store.js'
 import type { Store, Watch } from './store/store.js'
-import { BatchTranslator, type TranslateNode } from './translate/translate.js'
+import { BatchTranslator, type MeshConfig, type TranslateNode } from './translate/translate.js'
 
 export interface ControlOptions {
   dataDir: string
@@ -33,6 +33,8 @@ export interface ControlOptions {
    * (default: with the embedded store, that is when `store` is not given)
    */
   persistRegistrations?: boolean
+  /** mesh-wide settings (Istio's MeshConfig, the parts Loom reads), e.g. `pathNormalization` */
+  meshConfig?: MeshConfig
 }
 
 /** The file self-registered workloads are kept in. */
@@ -190,7 +192,11 @@ export class ControlPlane {
 
   private translator(): BatchTranslator {
     if (this.batch === null)
-      this.batch = new BatchTranslator({ resources: this.resources, services: this.registry.services() })
+      this.batch = new BatchTranslator({
+        resources: this.resources,
+        services: this.registry.services(),
+        meshConfig: this.options.meshConfig,
+      })
     return this.batch
   }
 

@@ -37,7 +37,13 @@ export interface MeshConfig {
    * outlier detection fail over by locality (locality.ts)
    */
   localityLbSetting?: LocalitySetting
+  /** how every generated connection manager normalizes request paths; default BASE, as Istio */
+  pathNormalization?: { normalization?: PathNormalization | 'DEFAULT' }
 }
+
+/** Istio's `meshConfig.pathNormalization.normalization` (DEFAULT is BASE). */
+export const PATH_NORMALIZATIONS = ['NONE', 'BASE', 'MERGE_SLASHES', 'DECODE_AND_MERGE_SLASHES'] as const
+export type PathNormalization = (typeof PATH_NORMALIZATIONS)[number]
 
 export interface ResolvedMeshConfig {
   rootNamespace: string
@@ -47,6 +53,7 @@ export interface ResolvedMeshConfig {
   /** trusted proxies in front of gateways (`xff_num_trusted_hops`); default 0 */
   numTrustedProxies: number
   localityLbSetting: LocalitySetting | null
+  pathNormalization: PathNormalization
 }
 
 const DEFAULT_LOCALITY_LB: LocalitySetting = Object.freeze({ enabled: true })
@@ -59,7 +66,12 @@ export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig
     defaultLoadBalancer: m?.defaultLoadBalancer ?? 'LEAST_REQUEST',
     numTrustedProxies: m?.defaultConfig?.gatewayTopology?.numTrustedProxies ?? 0,
     localityLbSetting: m?.localityLbSetting ?? DEFAULT_LOCALITY_LB,
+    pathNormalization: pathNormalizationOf(m?.pathNormalization?.normalization),
   }
+}
+
+function pathNormalizationOf(n: PathNormalization | 'DEFAULT' | undefined): PathNormalization {
+  return n === undefined || n === 'DEFAULT' ? 'BASE' : n
 }
 
 /** A DestinationRule as it applies to one host: the chosen rules merged (first policy wins, subsets appended). */
