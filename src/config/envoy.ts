@@ -630,8 +630,11 @@ export const LbEndpoint = v.strictObject({
 })
 export type LbEndpoint = v.InferOutput<typeof LbEndpoint>
 
+export const Locality = v.strictObject({ region: opt(str), zone: opt(str), sub_zone: opt(str) })
+export type Locality = v.InferOutput<typeof Locality>
+
 export const LocalityLbEndpoints = v.strictObject({
-  locality: opt(v.strictObject({ region: opt(str), zone: opt(str), sub_zone: opt(str) })),
+  locality: opt(Locality),
   lb_endpoints: v.array(LbEndpoint),
   load_balancing_weight: opt(int(1, 0xffffffff)),
   priority: opt(int(0, 127)),
@@ -714,6 +717,9 @@ export const OutlierDetection = v.strictObject({
 })
 export type OutlierDetection = v.InferOutput<typeof OutlierDetection>
 
+/** cluster.v3.Cluster.CommonLbConfig: locality-weighted load balancing (the other fields are not supported). */
+export const CommonLbConfig = v.strictObject({ locality_weighted_lb_config: opt(v.strictObject({})) })
+export type CommonLbConfig = v.InferOutput<typeof CommonLbConfig>
 /** type.v3.Int64Range: `[start, end)`, both required. */
 const Int64Range = v.strictObject({ start: int64, end: int64 })
 
@@ -846,6 +852,7 @@ export const Cluster = v.strictObject({
   max_requests_per_connection: opt(uint32),
   circuit_breakers: opt(v.strictObject({ thresholds: opt(v.array(CircuitBreakerThresholds)) })),
   outlier_detection: opt(OutlierDetection),
+  common_lb_config: opt(CommonLbConfig),
   health_checks: opt(v.pipe(v.array(HealthCheck), v.maxLength(1, 'at most one health checker (as Envoy)'))),
 })
 export type Cluster = v.InferOutput<typeof Cluster>
@@ -853,7 +860,14 @@ export type Cluster = v.InferOutput<typeof Cluster>
 // === bootstrap ===
 
 export const Bootstrap = v.strictObject({
-  node: opt(v.strictObject({ id: opt(str), cluster: opt(str), metadata: opt(v.record(str, v.unknown())) })),
+  node: opt(
+    v.strictObject({
+      id: opt(str),
+      cluster: opt(str),
+      metadata: opt(v.record(str, v.unknown())),
+      locality: opt(Locality),
+    }),
+  ),
   admin: opt(v.strictObject({ address: Address, access_log: opt(v.array(AccessLog)) })),
   static_resources: opt(v.strictObject({ listeners: opt(v.array(Listener)), clusters: opt(v.array(Cluster)) })),
 })

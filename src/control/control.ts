@@ -78,6 +78,7 @@ export function proxyNodeOf(n: NodeInfo): TranslateNode {
     ip: str('INSTANCE_IPS', parts[1] ?? '127.0.0.1').split(',')[0]!,
     generator,
     metadata: md,
+    ...(n.locality !== undefined ? { locality: n.locality } : {}),
   }
 }
 

@@ -23,6 +23,8 @@ export interface XdsStartOptions {
   serviceAccount: string
   ip: string
   metadata: Record<string, string>
+  /** the proxy's locality (node.locality): from --locality, else the bootstrap's node.locality */
+  locality?: { region?: string; zone?: string; sub_zone?: string }
 }
 
 /** Istio's node id shape: `<kind>~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local` (gateways are `router`). */
@@ -49,7 +51,7 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
         NODE_KIND: o.kind,
         GENERATOR: 'envoy',
       },
-      locality: {},
+      locality: o.locality ?? {},
     },
     userAgentVersion: VERSION,
     onResources: async (typeUrl, version, resources, removed) => {
@@ -65,6 +67,11 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
     log('warn', 'xds', 'control plane disconnected; serving the last config', { why: String(why) }),
   )
   client.start()
-  log('info', 'xds', 'connecting', { server: o.server, node: id, protocol: client.protocol })
+  log('info', 'xds', 'connecting', {
+    server: o.server,
+    node: id,
+    protocol: client.protocol,
+    ...(o.locality === undefined ? {} : { locality: o.locality }),
+  })
   return client
 }

@@ -555,6 +555,7 @@ export class LocalMesh {
       labels: spec.labels,
       serviceAccount: spec.serviceAccount ?? 'default',
       ttlSeconds: 15,
+      ...(spec.locality !== undefined ? { locality: spec.locality } : {}),
     }
     if (this.stopped) throw new StoppedError()
     const reg = await this.apiCall('POST', '/api/v1/workloads', registration)
@@ -594,6 +595,7 @@ export class LocalMesh {
       `INBOUND_PORTS=${portMap(inbound)}`,
       '--metadata',
       `APP_PORTS=${portMap(appPorts)}`,
+      ...(spec.locality !== undefined ? ['--locality', spec.locality] : []),
     ])
     const state: WorkloadState = {
       name: def.name,

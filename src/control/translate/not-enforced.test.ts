@@ -84,7 +84,6 @@ spec:
       'spec.subsets[0].trafficPolicy.portLevelSettings[0].outlierDetection.minHealthPercent',
       'spec.trafficPolicy.outlierDetection.consecutiveErrors',
       'spec.trafficPolicy.portLevelSettings[0].tls',
-      'spec.trafficPolicy.loadBalancer.localityLbSetting',
       'spec.trafficPolicy.loadBalancer',
     ])
   })
@@ -108,7 +107,9 @@ spec:
       baseEjectionTime: 3m
       maxEjectionPercent: 100
       minHealthPercent: 0
-    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user}
+      localityLbSetting: {failover: [{from: r1, to: r2}], failoverPriority: [env]}
     tls: {mode: DISABLE}
     portLevelSettings:
     - port: {number: 80}

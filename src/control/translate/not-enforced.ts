@@ -155,11 +155,6 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
   },
   {
     kind: 'DestinationRule',
-    path: '<trafficPolicy>.loadBalancer.localityLbSetting',
-    message: 'locality load balancing is not supported yet; ignored',
-  },
-  {
-    kind: 'DestinationRule',
     path: '<trafficPolicy>.loadBalancer',
     when: warmupIgnored,
     message: 'warmup applies to ROUND_ROBIN and LEAST_REQUEST (as in Istio); with this load balancer it is ignored',

@@ -67,7 +67,11 @@ spec:
     loadBalancer: {consistentHash: {httpHeaderName: x-user}}
   subsets:
   - {name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 65537}}}}}
-  - {name: v2, labels: {version: v2}, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      loadBalancer: {simple: RANDOM, localityLbSetting: {failover: [{from: r1, to: r2}], failoverPriority: [version]}}
+      outlierDetection: {consecutive5xxErrors: 2}
   - {name: v3, labels: {version: v3}, trafficPolicy: {loadBalancer: {warmup: {duration: 30s, minimumPercent: 5, aggression: 2}}}}
   - {name: v4, labels: {version: v4}, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 1m}}}
 ---

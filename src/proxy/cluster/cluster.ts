@@ -13,6 +13,7 @@ import { DnsDiscovery, type DnsLookup, type DnsTarget, type DnsTtlLookup } from 
 import { ClusterConfigError } from './errors.js'
 import { Host, type HostOwner, type HostSpec, hostKey } from './host.js'
 import { type LbFactory, type LbPolicy, type LoadBalancer, lbFactoryFor, samplesLatency, usesHash } from './lb/index.js'
+import { localityWeightedLb } from './locality.js'
 import { computePriorityLoad, type LevelCounts, type PriorityLoad } from './priority.js'
 import { type ClusterSettings, clusterSettings, type Http2Options, hostSpecsFromAssignment } from './settings.js'
 import { ClusterStats } from '../stats/stats.js'
@@ -88,6 +89,8 @@ export class UpstreamCluster implements HostOwner {
   #byKey = new Map<string, Host>()
   readonly #lbFactory: LbFactory
   readonly #hashPicksPriority: boolean
+  /** common_lb_config.locality_weighted_lb_config: a locality is drawn within the level (locality.ts) */
+  readonly #localityWeighted: boolean
   /** One compiled LB per (level, healthy|degraded) set that gets traffic, with cumulative load in percent. */
   #choices: LoadBalancer[] = []
   #cumulative = new Float64Array(0)
@@ -119,6 +122,7 @@ export class UpstreamCluster implements HostOwner {
     this.tls = s.tls
     this.#lbFactory = lbFactoryFor(config)
     this.#hashPicksPriority = usesHash(s.lbPolicy)
+    this.#localityWeighted = config.common_lb_config?.locality_weighted_lb_config !== undefined
     this.stats = new ClusterStats(config.name)
     const thresholds = defaultThresholds(config.circuit_breakers?.thresholds)
     const breakers = config.circuit_breakers === undefined ? null : new CircuitBreakers(thresholds, this.stats)
@@ -327,14 +331,20 @@ export class UpstreamCluster implements HostOwner {
     const choices: LoadBalancer[] = []
     const cumulative: number[] = []
     let sum = 0
-    const add = (hosts: Host[], share: number) => {
+    const members: Host[][] = Array.from({ length: this.#localityWeighted ? levels : 0 }, () => [])
+    if (this.#localityWeighted) for (const h of this.#hosts) members[h.priority]!.push(h)
+    const add = (hosts: Host[], share: number, p: number) => {
       if (share <= 0 || hosts.length === 0) return
-      choices.push(this.#lbFactory(hosts))
+      choices.push(
+        this.#localityWeighted
+          ? localityWeightedLb(hosts, members[p]!, this.#lbFactory, this.#hashPicksPriority)
+          : this.#lbFactory(hosts),
+      )
       sum += share
       cumulative.push(sum)
     }
-    for (let p = 0; p < levels; p++) add(healthy[p]!, load.healthy[p]!)
-    for (let p = 0; p < levels; p++) add(degraded[p]!, load.degraded[p]!)
+    for (let p = 0; p < levels; p++) add(healthy[p]!, load.healthy[p]!, p)
+    for (let p = 0; p < levels; p++) add(degraded[p]!, load.degraded[p]!, p)
     this.#choices = choices
     this.#cumulative = Float64Array.from(cumulative)
     this.#load = load
@@ -359,6 +369,7 @@ function dnsTargets(cla: ClusterLoadAssignment): DnsTarget[] {
         priority: locality.priority ?? 0,
       }
       if (locality.locality !== undefined) target.locality = locality.locality
+      if (locality.load_balancing_weight !== undefined) target.localityWeight = locality.load_balancing_weight
       if (lbe.health_status !== undefined) target.healthStatus = lbe.health_status
       out.push(target)
     }

@@ -35,6 +35,11 @@ export interface HostSpec {
   priority?: number
   locality?: Locality
   /**
+   * The load_balancing_weight of the endpoint's LocalityLbEndpoints; 0 when it has none (with locality-weighted
+   * load balancing such a locality gets no traffic, as in Envoy). Defaults to 0.
+   */
+  localityWeight?: number
+  /**
    * The health the source reports. When undefined, a host that stays keeps its current status (set, say, by a
    * health checker) and a new host starts UNKNOWN.
    */
@@ -90,6 +95,7 @@ export class Host {
   #weight: number
   #priority: number
   #locality: Locality
+  #localityWeight: number
   #health: HealthStatus
   readonly #owner: HostOwner | null
 
@@ -101,6 +107,7 @@ export class Host {
     this.#weight = spec.weight ?? 1
     this.#priority = spec.priority ?? 0
     this.#locality = spec.locality ? Object.freeze({ ...spec.locality }) : noLocality
+    this.#localityWeight = spec.localityWeight ?? 0
     this.#health = spec.healthStatus ?? 'UNKNOWN'
     this.#owner = owner
   }
@@ -120,6 +127,11 @@ export class Host {
 
   get locality(): Locality {
     return this.#locality
+  }
+
+  /** The weight of the host's locality (its LocalityLbEndpoints' load_balancing_weight; 0 when unset). */
+  get localityWeight(): number {
+    return this.#localityWeight
   }
 
   get healthStatus(): HealthStatus {
@@ -153,6 +165,12 @@ export class Host {
     this.#priority = priority
     if (!sameLocality(this.#locality, spec.locality)) {
       this.#locality = spec.locality ? Object.freeze({ ...spec.locality }) : noLocality
+      changed = true
+    }
+    const localityWeight = spec.localityWeight ?? 0
+    if (localityWeight !== this.#localityWeight) {
+      this.#localityWeight = localityWeight
+      changed = true
     }
     if (spec.healthStatus !== undefined && spec.healthStatus !== this.#health) {
       this.#health = spec.healthStatus
@@ -169,6 +187,7 @@ export class Host {
       weight: this.#weight,
       priority: this.#priority,
       locality: this.#locality,
+      locality_weight: this.#localityWeight,
       health_status: this.#health,
       rq_active: this.activeRequests,
       cx_active: this.activeConnections,

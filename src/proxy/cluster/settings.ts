@@ -256,6 +256,7 @@ export function hostSpecsFromAssignment(cla: ClusterLoadAssignment): HostSpec[] 
       }
       if (lbe.endpoint.hostname) spec.hostname = lbe.endpoint.hostname
       if (locality.locality !== undefined) spec.locality = locality.locality
+      if (locality.load_balancing_weight !== undefined) spec.localityWeight = locality.load_balancing_weight
       out.push(spec)
     }
   }
