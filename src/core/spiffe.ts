@@ -139,7 +139,16 @@ export function spiffeIdErrorMessage(reason: SpiffeIdError): string {
   return MESSAGES[reason]
 }
 
-/** `spiffe://<td>/ns/<namespace>/sa/<serviceAccount>`, Istio's identity of a workload; throws when invalid. */
+/**
+ * `spiffe://<td>/ns/<namespace>/sa/<serviceAccount>`, Istio's identity of a workload; throws when invalid. The
+ * namespace and the service account are one path segment each: a "/" in either (which could make another
+ * workload's ID) is refused.
+ */
 export function workloadSpiffeId(trustDomain: string, namespace: string, serviceAccount: string): SpiffeId {
-  return spiffeId(`${SCHEME}${trustDomain}/ns/${namespace}/sa/${serviceAccount}`)
+  const id = `${SCHEME}${trustDomain}/ns/${namespace}/sa/${serviceAccount}`
+  for (const part of [namespace, serviceAccount]) {
+    if (part === '') throw new SpiffeIdInvalid(id, 'empty_segment')
+    if (part.includes('/')) throw new SpiffeIdInvalid(id, 'path_bad_char')
+  }
+  return spiffeId(id)
 }

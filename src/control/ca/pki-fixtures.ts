@@ -126,7 +126,7 @@ export interface CsrOptions {
 }
 
 /** A PKCS#10 CSR (PEM) and its private key. */
-export async function makeCsr(o: CsrOptions = {}): Promise<{ pem: string; keys: CryptoKeyPair }> {
+export async function makeCsr(o: CsrOptions = {}): Promise<{ pem: string; keys: CryptoKeyPair; keyPem: string }> {
   const alg =
     o.rsaBits === undefined
       ? EC
@@ -147,7 +147,7 @@ export async function makeCsr(o: CsrOptions = {}): Promise<{ pem: string; keys: 
     signingAlgorithm: alg,
     extensions: names.length > 0 ? [new x509.SubjectAlternativeNameExtension(names)] : [],
   })
-  return { pem: csr.toString('pem'), keys }
+  return { pem: csr.toString('pem'), keys, keyPem: await keyPem(keys) }
 }
 
 /**
