@@ -144,7 +144,7 @@ export class CertificateAuthority {
           cert_ttl_ms: ttl,
         },
       )
-    log('info', 'ca', 'ready', {
+    log('info', 'ca', 'certificate authority ready', {
       trust_domain: td,
       source: ca.state.active?.source,
       root: signer.rootFingerprint,
