@@ -244,6 +244,7 @@ export class CertificateAuthority {
    * the CA's certificate or chain.
    */
   async sign(csrPem: string, identity: WorkloadIdentity, ttlMs = this.certTtlMs): Promise<IssuedCertificate> {
+    if (!(ttlMs >= 1000)) throw new CsrError(`a certificate lifetime of ${ttlMs} ms is too short`)
     let id: SpiffeId
     try {
       id = workloadSpiffeId(this.trustDomain, identity.namespace, identity.serviceAccount)
@@ -291,11 +292,10 @@ export class CertificateAuthority {
       signingAlgorithm: s.signingKey.signingAlgorithm,
       extensions,
     })
-    const isRoot = s.certPem === s.rootPem
     return {
       spiffeId: id.id,
       certificatePem: `${leaf.toString('pem')}\n`,
-      chainPem: isRoot ? [] : [s.certPem, ...s.intermediatesPem],
+      chainPem: s.isRoot ? [] : [s.certPem, ...s.intermediatesPem],
       trustBundlePem: this.trustBundle(now),
       serialNumber: leaf.serialNumber,
       notBefore: leaf.notBefore,

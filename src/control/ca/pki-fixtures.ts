@@ -116,6 +116,30 @@ export async function makeLeaf(issuer: Issuer, o: LeafOptions = {}): Promise<str
   return `${cert.toString('pem')}\n`
 }
 
+/** A leaf signed by `issuer` with one URI SAN and the extendedKeyUsage OIDs given. */
+export async function makeLeafWithEku(issuer: Issuer, uris: string[], eku: string[]): Promise<string> {
+  const keys = await keyPair()
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: randomBytes(16).toString('hex'),
+    subject: '',
+    issuer: issuer.cert.subjectName,
+    notBefore: new Date(Date.now() - HOUR),
+    notAfter: new Date(Date.now() + 24 * HOUR),
+    publicKey: keys.publicKey,
+    signingKey: issuer.keys.privateKey,
+    signingAlgorithm: EC,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.ExtendedKeyUsageExtension(eku),
+      new x509.SubjectAlternativeNameExtension(
+        uris.map((value) => ({ type: 'url' as const, value })),
+        true,
+      ),
+    ],
+  })
+  return `${cert.toString('pem')}\n`
+}
+
 export interface CsrOptions {
   name?: string
   /** URI SANs the CSR asks for */

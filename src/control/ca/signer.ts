@@ -20,6 +20,8 @@ export interface Signer {
   /** the self-signed root the chain ends at (`certPem` itself when `cert` is the root) */
   rootPem: string
   rootFingerprint: string
+  /** `cert` is the root itself */
+  isRoot: boolean
   /** the earliest notAfter of `cert` and the certificates above it, ms */
   notAfterMs: number
 }
@@ -175,6 +177,7 @@ export async function loadSigner(files: SignerFiles, now: number): Promise<Signe
     intermediatesPem: chain.slice(0, -1).map(({ c }) => c.pem),
     rootPem: top.pem,
     rootFingerprint: top.node.fingerprint256,
+    isRoot: own.node.fingerprint256 === top.node.fingerprint256,
     notAfterMs: Math.min(own.cert.notAfter.getTime(), ...chain.map(({ c }) => c.cert.notAfter.getTime())),
   }
 }

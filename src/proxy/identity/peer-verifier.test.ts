@@ -89,6 +89,17 @@ describe('peer verifier', () => {
     assert.equal(why(verifier.verify(leaf)), 'leaf_is_ca')
   })
 
+  test('an extendedKeyUsage that does not allow the peer its side of the connection', async () => {
+    const { makeLeafWithEku } = await import('../../control/ca/pki-fixtures.js')
+    const serverOnly = await makeLeafWithEku(root, [REVIEWS], ['1.3.6.1.5.5.7.3.1'])
+    assert.equal(why(verifier.verify(serverOnly, { purpose: 'server' })), 'ok')
+    const v = verifier.verify(serverOnly, { purpose: 'client' })
+    assert.equal(why(v), 'wrong_key_usage')
+    assert.match(v.ok ? '' : v.message, /lacks clientAuth/)
+    // no extendedKeyUsage at all: any purpose
+    assert.equal(why(verifier.verify(await makeLeaf(root, { uris: [REVIEWS] }), { purpose: 'client' })), 'ok')
+  })
+
   test('the wrong SAN for the destination', async () => {
     const leaf = await makeLeaf(root, { uris: [RATINGS] })
     const v = verifier.verify(leaf, { ids: REVIEWS })
@@ -213,7 +224,10 @@ describe('peer verifier on a TLS connection', () => {
     const peers = new PeerVerifier({ trustDomain: TD, roots: reviews.ca })
     const PRODUCTPAGE = 'spiffe://cluster.local/ns/default/sa/productpage'
     const server = createServer({ ...reviews, requestCert: true, rejectUnauthorized: true }, (sock) => {
-      const v = peers.verify(chainOfPeerCertificate(sock.getPeerCertificate(true)), { ids: PRODUCTPAGE })
+      const v = peers.verify(chainOfPeerCertificate(sock.getPeerCertificate(true)), {
+        ids: PRODUCTPAGE,
+        purpose: 'client',
+      })
       sock.end(v.ok ? `hello ${v.id.id}` : `refused: ${v.reason}`)
     })
     server.listen(0, '127.0.0.1')
@@ -226,7 +240,7 @@ describe('peer verifier on a TLS connection', () => {
         await once(sock, 'secureConnect')
         const chain = chainOfPeerCertificate((sock as TLSSocket).getPeerCertificate(true))
         assert.ok(chain.length >= 2, 'the leaf and the intermediate')
-        const v = peers.verify(chain, { ids: REVIEWS })
+        const v = peers.verify(chain, { ids: REVIEWS, purpose: 'server' })
         let text = ''
         sock.setEncoding('utf8')
         for await (const chunk of sock) text += chunk

@@ -18,6 +18,7 @@ export type PeerRejectReason =
   | 'expired'
   | 'not_yet_valid'
   | 'leaf_is_ca'
+  | 'wrong_key_usage'
   | 'untrusted_root'
   | 'issuer_not_ca'
   | 'issuer_expired'
@@ -47,7 +48,14 @@ export interface PeerVerifierOptions {
 /** What the caller expects of this peer: any ID of the trust domain (default), or one of these. */
 export interface PeerExpectation {
   ids?: ReadonlySet<string> | readonly string[] | string
+  /**
+   * the peer's side of the connection: a `server` (checked by a client) or a `client` (checked by a server). Its
+   * extendedKeyUsage, when it has one, must include serverAuth or clientAuth accordingly.
+   */
+  purpose?: 'client' | 'server'
 }
+
+const EKU = { server: '1.3.6.1.5.5.7.3.1', client: '1.3.6.1.5.5.7.3.2' } as const
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g
 
@@ -164,6 +172,14 @@ export class PeerVerifier {
     if (now - this.skewMs > notAfter) return reject('expired', `the peer certificate expired on ${leaf.validTo}`)
     if (leaf.ca)
       return reject('leaf_is_ca', 'the peer certificate is a CA certificate (basicConstraints cA), not a leaf')
+    if (expect.purpose !== undefined) {
+      const eku = leaf.keyUsage as string[] | undefined
+      if (eku !== undefined && !eku.includes(EKU[expect.purpose]))
+        return reject(
+          'wrong_key_usage',
+          `the peer certificate may not be used by a TLS ${expect.purpose} (extendedKeyUsage lacks ${expect.purpose === 'server' ? 'serverAuth' : 'clientAuth'})`,
+        )
+    }
 
     const trusted = this.chainToRoot(leaf, certs.slice(1), now)
     if (trusted !== null) return trusted
