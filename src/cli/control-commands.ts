@@ -7,6 +7,7 @@ import { lookupKind, SUPPORTED_KINDS } from '../api/index.js'
 import { type Diagnostic, formatDiagnostic, locate } from '../control/translate/diagnostic.js'
 import type { CaOptions } from '../control/ca/ca.js'
 import { parseFlagDurationMs } from '../core/duration.js'
+import { PATH_NORMALIZATIONS, type PathNormalization } from '../control/translate/scope.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
 
@@ -20,6 +21,9 @@ Options:
       --data-dir <dir>    where the config store and the CA's root live (default: ./.loom)
       --api <host:port>   HTTP API for loom apply/get/delete (default: 127.0.0.1:15080; port 0 picks one)
       --xds <host:port>   gRPC xDS (ADS) server for proxies (default: 127.0.0.1:15010)
+      --path-normalization <NONE|BASE|MERGE_SLASHES|DECODE_AND_MERGE_SLASHES>
+                          how every proxy normalizes request paths before routing and policies, Istio's
+                          meshConfig.pathNormalization (default: BASE: RFC 3986 normalization, slashes not merged)
   -h, --help
 
 Certificate authority (workload certificates, X.509-SVIDs):
@@ -44,6 +48,7 @@ uses the new root from its next start.
 
 Examples:
   loom control --data-dir ~/.loom
+  loom control --path-normalization MERGE_SLASHES
   loom control --trust-domain prod.example.com --ca-cert ca-cert.pem --ca-key ca-key.pem --ca-chain cert-chain.pem
   loom proxy --xds 127.0.0.1:15010 --labels app=reviews,version=v1
 `
@@ -255,18 +260,26 @@ export async function controlCommand(argv: string[]): Promise<void> {
       'data-dir': { type: 'string' },
       api: { type: 'string' },
       xds: { type: 'string' },
+      'path-normalization': { type: 'string' },
       ...CA_FLAGS,
       help: { type: 'boolean', short: 'h' },
     },
   })
   if (values.help) return void process.stdout.write(CONTROL_USAGE)
   const ca = caOptionsOf(values)
+  const normalization = values['path-normalization'] ?? 'BASE'
+  if (!(PATH_NORMALIZATIONS as readonly string[]).includes(normalization))
+    fail(`--path-normalization must be one of ${PATH_NORMALIZATIONS.join(', ')}, got "${normalization}"`, 2)
   const { ControlPlane } = await import('../control/control.js')
   const { ApiServer } = await import('../control/api-server.js')
   const [apiHost, apiPort] = splitHostPort(values.api ?? '127.0.0.1:15080', '--api')
   const [xdsHost, xdsPort] = splitHostPort(values.xds ?? '127.0.0.1:15010', '--xds')
   const dataDir = values['data-dir'] ?? '.loom'
-  const cp = await ControlPlane.open({ dataDir, ca })
+  const cp = await ControlPlane.open({
+    dataDir,
+    meshConfig: { pathNormalization: { normalization: normalization as PathNormalization } },
+    ca,
+  })
   const api = new ApiServer(cp)
   const apiAddress = await api.listen(apiHost, apiPort)
   const xdsBound = await cp.xds.listen(xdsHost, xdsPort)
@@ -274,6 +287,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     api: apiAddress,
     xds: `${xdsHost}:${xdsBound}`,
     data_dir: dataDir,
+    path_normalization: normalization,
     revision: cp.store.revision,
     trust_domain: cp.ca?.trustDomain,
   })

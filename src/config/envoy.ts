@@ -540,6 +540,17 @@ export const HttpConnectionManager = v.pipe(
     server_name: opt(str),
     upgrade_configs: opt(v.array(v.strictObject({ upgrade_type: nonEmpty, enabled: opt(bool) }))),
     drain_timeout: opt(duration),
+    normalize_path: opt(bool),
+    merge_slashes: opt(bool),
+    path_with_escaped_slashes_action: opt(
+      v.picklist([
+        'IMPLEMENTATION_SPECIFIC_DEFAULT',
+        'KEEP_UNCHANGED',
+        'REJECT_REQUEST',
+        'UNESCAPE_AND_REDIRECT',
+        'UNESCAPE_AND_FORWARD',
+      ]),
+    ),
   }),
   oneOf(['route_config', 'rds']),
 )
@@ -657,6 +668,19 @@ export const CircuitBreakerThresholds = v.strictObject({
   max_pending_requests: opt(uint32),
   max_requests: opt(uint32),
   max_retries: opt(uint32),
+  /** Retries in flight as a share of the cluster's requests; when set, max_retries is ignored. */
+  retry_budget: opt(
+    v.strictObject({
+      /** Envoy's type.v3.Percent (0..100); default 20. */
+      budget_percent: opt(
+        v.strictObject({
+          value: opt(v.pipe(v.number(), v.minValue(0, 'must be 0..100'), v.maxValue(100, 'must be 0..100'))),
+        }),
+      ),
+      /** default 3 */
+      min_retry_concurrency: opt(uint32),
+    }),
+  ),
   track_remaining: opt(bool),
 })
 export type CircuitBreakerThresholds = v.InferOutput<typeof CircuitBreakerThresholds>
@@ -690,6 +714,58 @@ export const OutlierDetection = v.strictObject({
 })
 export type OutlierDetection = v.InferOutput<typeof OutlierDetection>
 
+/** type.v3.Int64Range: `[start, end)`, both required. */
+const Int64Range = v.strictObject({ start: int64, end: int64 })
+
+/** HealthCheck.Payload: `text` is hex (two digits per byte), `binary` base64 (proto JSON bytes). */
+const HealthCheckPayload = v.pipe(
+  v.strictObject({
+    text: opt(v.pipe(str, v.regex(/^(?:[0-9A-Fa-f]{2})+$/, 'must be hex digits, two per byte'))),
+    binary: opt(str),
+  }),
+  oneOf(['text', 'binary']),
+)
+
+/** config.core.v3.HealthCheck: one active health checker of a cluster (HTTP, TCP or gRPC). */
+export const HealthCheck = v.pipe(
+  v.strictObject({
+    timeout: duration,
+    interval: duration,
+    initial_jitter: opt(duration),
+    interval_jitter: opt(duration),
+    interval_jitter_percent: opt(uint32),
+    unhealthy_threshold: uint32,
+    healthy_threshold: uint32,
+    reuse_connection: opt(bool),
+    http_health_check: opt(
+      v.strictObject({
+        host: opt(headerValue),
+        path: v.pipe(nonEmpty, headerValue),
+        request_headers_to_add: opt(v.pipe(v.array(HeaderValueOption), v.maxLength(1000, 'at most 1000'))),
+        request_headers_to_remove: opt(v.array(headerName)),
+        expected_statuses: opt(v.array(Int64Range)),
+        retriable_statuses: opt(v.array(Int64Range)),
+        codec_client_type: opt(v.picklist(['HTTP1', 'HTTP2'])),
+        service_name_matcher: opt(StringMatcher),
+        method: opt(
+          v.picklist(['METHOD_UNSPECIFIED', 'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'TRACE', 'PATCH']),
+        ),
+      }),
+    ),
+    tcp_health_check: opt(v.strictObject({ send: opt(HealthCheckPayload), receive: opt(v.array(HealthCheckPayload)) })),
+    grpc_health_check: opt(v.strictObject({ service_name: opt(str), authority: opt(headerValue) })),
+    no_traffic_interval: opt(duration),
+    no_traffic_healthy_interval: opt(duration),
+    unhealthy_interval: opt(duration),
+    unhealthy_edge_interval: opt(duration),
+    healthy_edge_interval: opt(duration),
+    always_log_health_check_failures: opt(bool),
+    always_log_health_check_success: opt(bool),
+  }),
+  oneOf(['http_health_check', 'tcp_health_check', 'grpc_health_check']),
+)
+export type HealthCheck = v.InferOutput<typeof HealthCheck>
+
 export const Cluster = v.strictObject({
   '@type': opt(str),
   name: nonEmpty,
@@ -719,6 +795,7 @@ export const Cluster = v.strictObject({
   max_requests_per_connection: opt(uint32),
   circuit_breakers: opt(v.strictObject({ thresholds: opt(v.array(CircuitBreakerThresholds)) })),
   outlier_detection: opt(OutlierDetection),
+  health_checks: opt(v.pipe(v.array(HealthCheck), v.maxLength(1, 'at most one health checker (as Envoy)'))),
 })
 export type Cluster = v.InferOutput<typeof Cluster>
 

@@ -19,7 +19,7 @@ import { type CaOptions, CertificateAuthority } from './ca/ca.js'
 import { type RegisteredWorkload, Registry } from './registry/registry.js'
 import { FileStore } from './store/file-store.js'
 import type { Store, Watch } from './store/store.js'
-import { BatchTranslator, type TranslateNode } from './translate/translate.js'
+import { BatchTranslator, type MeshConfig, type TranslateNode } from './translate/translate.js'
 
 export interface ControlOptions {
   dataDir: string
@@ -34,6 +34,8 @@ export interface ControlOptions {
    * (default: with the embedded store, that is when `store` is not given)
    */
   persistRegistrations?: boolean
+  /** mesh-wide settings (Istio's MeshConfig, the parts Loom reads), e.g. `pathNormalization` */
+  meshConfig?: MeshConfig
   /**
    * the certificate authority that issues workload certificates (its root in `<dataDir>/ca` unless `dir` says
    * otherwise); false: none
@@ -208,7 +210,11 @@ export class ControlPlane {
 
   private translator(): BatchTranslator {
     if (this.batch === null)
-      this.batch = new BatchTranslator({ resources: this.resources, services: this.registry.services() })
+      this.batch = new BatchTranslator({
+        resources: this.resources,
+        services: this.registry.services(),
+        meshConfig: this.options.meshConfig,
+      })
     return this.batch
   }
 

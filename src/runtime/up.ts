@@ -41,6 +41,8 @@ export interface UpOptions {
   xdsPort?: number
   /** the local port for the first gateway server port (default: the server port itself if free, else any) */
   gatewayPort?: number
+  /** the control plane's `--path-normalization` (Istio's meshConfig.pathNormalization; its default is BASE) */
+  pathNormalization?: string
   /** progress lines go here */
   progress?: (line: string) => void
 }
@@ -392,6 +394,7 @@ export class LocalMesh {
       this.api,
       '--xds',
       this.xds,
+      ...(this.options.pathNormalization === undefined ? [] : ['--path-normalization', this.options.pathNormalization]),
     ])
     this.control = control
     this.launch(control)

@@ -168,11 +168,6 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
     path: '<trafficPolicy>.proxyProtocol',
     message: 'proxyProtocol is not supported yet; ignored',
   },
-  {
-    kind: 'DestinationRule',
-    path: '<trafficPolicy>.retryBudget',
-    message: 'retryBudget is not supported yet; ignored',
-  },
 
   // Gateway (TLS servers Loom cannot terminate are reported by the analyzer, which knows the combinations)
   {

@@ -7,18 +7,21 @@
  *    outlierDetection and tls wholesale: a field the port entry leaves out falls back to the default, it is not
  *    inherited.
  * 2. A subset's policy (after its own step 1) overrides the result field by field; if the subset has a port-level
- *    entry for the port, all four fields come from the subset.
+ *    entry for the port, all five fields come from the subset.
+ * `retryBudget` is a policy-level field (not in port-level settings): a port entry keeps its policy's.
  */
 import type { DestinationRuleSpec, TrafficPolicy } from '../../api/index.js'
 import type { ConsistentHashLB, LoadBalancerSettings, PortTrafficPolicy } from './types.js'
 import { type Json, protoDuration } from './util.js'
 
-/** The four fields Loom reads from a policy. */
+/** The fields Loom reads from a policy. */
 export interface EffectivePolicy {
   loadBalancer?: LoadBalancerSettings
   connectionPool?: TrafficPolicy['connectionPool']
   outlierDetection?: TrafficPolicy['outlierDetection']
   tls?: TrafficPolicy['tls']
+  /** a policy-level field only (port-level settings have none): a port entry keeps its policy's retryBudget */
+  retryBudget?: TrafficPolicy['retryBudget']
 }
 
 function forPort(
@@ -28,7 +31,9 @@ function forPort(
   if (policy === undefined) return { policy: undefined, portLevel: false }
   const p: PortTrafficPolicy | undefined = (policy.portLevelSettings ?? []).find((s) => s.port?.number === port)
   if (p === undefined) return { policy: pick(policy), portLevel: false }
-  return { policy: pick(p), portLevel: true }
+  const out = pick(p)
+  if (policy.retryBudget !== undefined) out.retryBudget = policy.retryBudget
+  return { policy: out, portLevel: true }
 }
 
 function pick(p: EffectivePolicy): EffectivePolicy {
@@ -37,6 +42,7 @@ function pick(p: EffectivePolicy): EffectivePolicy {
   if (p.connectionPool !== undefined) out.connectionPool = p.connectionPool
   if (p.outlierDetection !== undefined) out.outlierDetection = p.outlierDetection
   if (p.tls !== undefined) out.tls = p.tls
+  if (p.retryBudget !== undefined) out.retryBudget = p.retryBudget
   return out
 }
 
@@ -152,6 +158,7 @@ export function connectionPoolFields(p: EffectivePolicy | undefined, http2: bool
           max_pending_requests: positive(pool?.http?.http1MaxPendingRequests),
           max_requests: positive(pool?.http?.http2MaxRequests),
           max_retries: positive(pool?.http?.maxRetries),
+          ...retryBudgetField(p?.retryBudget),
           track_remaining: true,
         },
       ],
@@ -173,6 +180,22 @@ export function connectionPoolFields(p: EffectivePolicy | undefined, http2: bool
   if (Object.keys(common).length > 0) options.common_http_protocol_options = common
   out.typed_extension_protocol_options = { 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': options }
   return out
+}
+
+/**
+ * A trafficPolicy.retryBudget on the threshold, as Istio's applyRetryBudget writes it: percent (default 20) as the
+ * budget_percent, minRetryConcurrency (default 3; zero means unset) as min_retry_concurrency. Envoy then ignores
+ * max_retries.
+ */
+function retryBudgetField(b: TrafficPolicy['retryBudget']): Json {
+  if (b === undefined) return {}
+  const min = b.minRetryConcurrency
+  return {
+    retry_budget: {
+      budget_percent: { value: b.percent ?? 20 },
+      min_retry_concurrency: typeof min === 'number' && min > 0 ? min : 3,
+    },
+  }
 }
 
 /**

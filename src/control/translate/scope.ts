@@ -31,7 +31,13 @@ export interface MeshConfig {
   defaultLoadBalancer?: 'LEAST_REQUEST' | 'ROUND_ROBIN' | 'RANDOM'
   /** proxy defaults (Istio's ProxyConfig); a proxy's node metadata `PROXY_CONFIG` overrides them */
   defaultConfig?: { gatewayTopology?: { numTrustedProxies?: number } }
+  /** how every generated connection manager normalizes request paths; default BASE, as Istio */
+  pathNormalization?: { normalization?: PathNormalization | 'DEFAULT' }
 }
+
+/** Istio's `meshConfig.pathNormalization.normalization` (DEFAULT is BASE). */
+export const PATH_NORMALIZATIONS = ['NONE', 'BASE', 'MERGE_SLASHES', 'DECODE_AND_MERGE_SLASHES'] as const
+export type PathNormalization = (typeof PATH_NORMALIZATIONS)[number]
 
 export interface ResolvedMeshConfig {
   rootNamespace: string
@@ -40,6 +46,7 @@ export interface ResolvedMeshConfig {
   defaultLoadBalancer: LbPolicy
   /** trusted proxies in front of gateways (`xff_num_trusted_hops`); default 0 */
   numTrustedProxies: number
+  pathNormalization: PathNormalization
 }
 
 export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig {
@@ -49,7 +56,12 @@ export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig
     connectTimeout: m?.connectTimeout ?? '10s',
     defaultLoadBalancer: m?.defaultLoadBalancer ?? 'LEAST_REQUEST',
     numTrustedProxies: m?.defaultConfig?.gatewayTopology?.numTrustedProxies ?? 0,
+    pathNormalization: pathNormalizationOf(m?.pathNormalization?.normalization),
   }
+}
+
+function pathNormalizationOf(n: PathNormalization | 'DEFAULT' | undefined): PathNormalization {
+  return n === undefined || n === 'DEFAULT' ? 'BASE' : n
 }
 
 /** A DestinationRule as it applies to one host: the chosen rules merged (first policy wins, subsets appended). */

@@ -582,6 +582,68 @@ describe('connection manager timeouts (request_headers_timeout, stream_idle_time
   })
 })
 
+describe('path normalization (meshConfig.pathNormalization)', () => {
+  const resources = () => samples('virtual-service-all-v1.yaml', 'destination-rule-all.yaml', 'bookinfo-gateway.yaml')
+  const FIELDS = ['normalize_path', 'merge_slashes', 'path_with_escaped_slashes_action']
+  function paths(r: TranslatedResources): Record<string, Json> {
+    const out: Record<string, Json> = {}
+    for (const l of r.listeners)
+      for (const chain of l.filter_chains as Json[]) {
+        const tc = (chain.filters as Json[])[0]!.typed_config as Json
+        const t: Json = {}
+        for (const k of FIELDS) if (tc[k] !== undefined) t[k] = tc[k]
+        out[l.name as string] = t
+      }
+    return out
+  }
+  const withMesh = (normalization: string | undefined, node: TranslateNode) =>
+    translateResources(
+      {
+        resources: resources(),
+        services: BOOKINFO,
+        meshConfig: normalization === undefined ? {} : { pathNormalization: { normalization } as never },
+      },
+      node,
+    )
+
+  // Both goldens changed for this, and only this: every connection manager carries BASE's two fields.
+  it('BASE by default (and for DEFAULT): normalize_path, escaped slashes kept, on sidecars and gateways', () => {
+    const base = { normalize_path: true, path_with_escaped_slashes_action: 'KEEP_UNCHANGED' }
+    for (const n of [undefined, 'DEFAULT', 'BASE']) {
+      assert.deepEqual(paths(withMesh(n, PRODUCTPAGE)), { 'inbound|9080': base, outbound_http: base }, String(n))
+      assert.deepEqual(paths(withMesh(n, INGRESS)), { '0.0.0.0_8080': base }, String(n))
+    }
+    assert.deepEqual(paths(run(resources(), PRODUCTPAGE)), { 'inbound|9080': base, outbound_http: base })
+  })
+
+  it('NONE, MERGE_SLASHES and DECODE_AND_MERGE_SLASHES set the fields as Istio does', () => {
+    const want: Record<string, Json> = {
+      NONE: { normalize_path: false, path_with_escaped_slashes_action: 'KEEP_UNCHANGED' },
+      MERGE_SLASHES: { normalize_path: true, merge_slashes: true, path_with_escaped_slashes_action: 'KEEP_UNCHANGED' },
+      DECODE_AND_MERGE_SLASHES: {
+        normalize_path: true,
+        merge_slashes: true,
+        path_with_escaped_slashes_action: 'UNESCAPE_AND_FORWARD',
+      },
+    }
+    for (const [n, fields] of Object.entries(want)) {
+      assert.deepEqual(paths(withMesh(n, PRODUCTPAGE)), { 'inbound|9080': fields, outbound_http: fields }, n)
+      assert.deepEqual(paths(withMesh(n, INGRESS)), { '0.0.0.0_8080': fields }, n)
+      const batch = new BatchTranslator({
+        resources: resources(),
+        services: BOOKINFO,
+        meshConfig: { pathNormalization: { normalization: n as never } },
+      })
+      const listeners = batch.translate(PRODUCTPAGE).resources.get(TYPE_URL.listener)!.items
+      for (const [name, l] of listeners) {
+        const tc = ((l as Json).filter_chains as Json[])[0]!.filters as Json[]
+        const typed = tc[0]!.typed_config as Json
+        for (const k of FIELDS) assert.equal(typed[k], (fields as Json)[k], `${n} ${name} ${k}`)
+      }
+    }
+  })
+})
+
 // === other features ===
 
 describe('gateways', () => {

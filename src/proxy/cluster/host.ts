@@ -3,6 +3,7 @@
  * data path's connection pool hung on `pool` survives DNS refreshes and EDS pushes that keep the endpoint.
  */
 
+import type { HostHealthCheck } from './health-check/checker.js'
 import type { HostOutlier } from './outlier.js'
 
 /** Per-endpoint connection pool, implemented elsewhere (by the HTTP data path). */
@@ -65,6 +66,10 @@ export class Host {
   ejected = false
   /** Outlier detection state, when the cluster has outlier_detection (else null: nothing is reported). */
   outlier: HostOutlier | null = null
+  /** Failing active health checks (FAILED_ACTIVE_HC): load balancers skip it until a check passes. */
+  failedActiveHc = false
+  /** Active health check state, when the cluster has health_checks (else null). */
+  activeHc: HostHealthCheck | null = null
 
   // Counters the data path bumps; shown on /clusters.
   rqTotal = 0
@@ -119,9 +124,12 @@ export class Host {
     this.#owner?.hostHealthChanged(this)
   }
 
-  /** Whether the host may take traffic: HEALTHY, UNKNOWN and DEGRADED do (Envoy semantics), unless ejected. */
+  /**
+   * Whether the host may take traffic: HEALTHY, UNKNOWN and DEGRADED do (Envoy semantics), unless ejected or
+   * failing active health checks.
+   */
   get healthy(): boolean {
-    if (this.ejected) return false
+    if (this.ejected || this.failedActiveHc) return false
     const s = this.#health
     return s === 'HEALTHY' || s === 'UNKNOWN' || s === 'DEGRADED'
   }
@@ -160,6 +168,7 @@ export class Host {
       rq_error: this.rqError,
       cx_connect_fail: this.cxConnectFail,
       outlier_ejected: this.ejected,
+      failed_active_hc: this.failedActiveHc,
     }
   }
 }
