@@ -406,9 +406,11 @@ describe('root rotation', () => {
     const { pem } = await makeCsr()
     const oldLeaf = await ca.sign(pem, REVIEWS)
 
+    assert.equal(ca.nextBundleChange(), null)
     await ca.rotate()
     const bundle = ca.trustBundle()
     assert.equal(bundle.length, 2)
+    assert.equal(ca.nextBundleChange(), now + 48 * HOUR)
     assert.notEqual(bundle[0], oldRoot)
     assert.equal(bundle[1], oldRoot)
     const newLeaf = await ca.sign(pem, REVIEWS)
@@ -432,6 +434,7 @@ describe('root rotation', () => {
     // after the overlap only the new root is left
     now += 49 * HOUR
     assert.deepEqual(restarted.trustBundle(), [bundle[0]])
+    assert.equal(restarted.nextBundleChange(), null)
     const afterOverlap = new PeerVerifier({ trustDomain: 'cluster.local', roots: restarted.trustBundle() })
     const v = afterOverlap.verify(oldLeaf.certificatePem, {}, oldLeaf.notAfter.getTime() - HOUR)
     assert.equal(v.ok ? 'ok' : v.reason, 'untrusted_root')

@@ -193,6 +193,19 @@ export class CertificateAuthority {
     ]
   }
 
+  /**
+   * When the trust bundle next changes by itself (a previous root's overlap ends), ms since the epoch, or null.
+   * Whoever hands the bundle out (SDS) sends the new one then.
+   */
+  nextBundleChange(now = this.now()): number | null {
+    let next: number | null = null
+    for (const r of this.state.retiring) {
+      const t = Date.parse(r.trustedUntil)
+      if (t > now && (next === null || t < next)) next = t
+    }
+    return next
+  }
+
   /** The persisted rotation state (a copy). */
   rotationState(): CaState {
     return structuredClone(this.state)
