@@ -5,6 +5,8 @@ import { parseArgs } from 'node:util'
 import { dump as toYaml } from 'js-yaml'
 import { lookupKind, SUPPORTED_KINDS } from '../api/index.js'
 import { type Diagnostic, formatDiagnostic, locate } from '../control/translate/diagnostic.js'
+import type { CaOptions } from '../control/ca/ca.js'
+import { parseFlagDurationMs } from '../core/duration.js'
 import { PATH_NORMALIZATIONS, type PathNormalization } from '../control/translate/scope.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
@@ -16,7 +18,7 @@ export const CONTROL_USAGE = `Usage: loom control [options]
 Runs the control plane: the config store and API, the service registry, and the xDS server proxies connect to.
 
 Options:
-      --data-dir <dir>    where the config store lives (default: ./.loom)
+      --data-dir <dir>    where the config store and the CA's root live (default: ./.loom)
       --api <host:port>   HTTP API for loom apply/get/delete (default: 127.0.0.1:15080; port 0 picks one)
       --xds <host:port>   gRPC xDS (ADS) server for proxies (default: 127.0.0.1:15010)
       --path-normalization <NONE|BASE|MERGE_SLASHES|DECODE_AND_MERGE_SLASHES>
@@ -24,9 +26,30 @@ Options:
                           meshConfig.pathNormalization (default: BASE: RFC 3986 normalization, slashes not merged)
   -h, --help
 
+Certificate authority (workload certificates, X.509-SVIDs):
+      --trust-domain <td>     the SPIFFE trust domain: spiffe://<td>/ns/<ns>/sa/<sa> (default: cluster.local)
+      --cert-ttl <duration>   lifetime of a workload certificate, e.g. 24h, 90m (default: 24h)
+      --ca-cert <file>        use your own CA instead of the generated root: its certificate (a root, or an
+                              intermediate of your enterprise root), PEM
+      --ca-key <file>         its private key, PEM (mode 0600: a key others can read is refused)
+      --ca-chain <file>       the certificates above --ca-cert, up to and including the root, PEM
+      --ca-rotation-overlap <duration>
+                              how long the previous root stays trusted after a rotation (default: 48h)
+      --ca-key-type <type>    key of a generated root: ecdsa-p256 (default) or rsa-2048
+
+Without --ca-cert, a root is generated on first start in <data-dir>/ca/ (root-key.pem 0600, root-cert.pem) and
+loaded on later starts. Starting with another root (new --ca-* files, or after 'loom control rotate-root') is a
+rotation: the previous root stays in the trust bundle for the overlap period.
+
+Usage: loom control rotate-root [--data-dir <dir>] [--ca-rotation-overlap <duration>] [--ca-key-type <type>]
+
+Replaces the generated root by a new one, the previous staying trusted for the overlap; a running control plane
+uses the new root from its next start.
+
 Examples:
   loom control --data-dir ~/.loom
   loom control --path-normalization MERGE_SLASHES
+  loom control --trust-domain prod.example.com --ca-cert ca-cert.pem --ca-key ca-key.pem --ca-chain cert-chain.pem
   loom proxy --xds 127.0.0.1:15010 --labels app=reviews,version=v1
 `
 
@@ -158,7 +181,79 @@ function formatErr(e: ManifestErr): string {
   return `${where}${e.line === undefined ? '' : `, line ${e.line}`}: ${e.path === '' ? '' : `${e.path}: `}${e.message}`
 }
 
+const CA_FLAGS = {
+  'trust-domain': { type: 'string' },
+  'cert-ttl': { type: 'string' },
+  'ca-cert': { type: 'string' },
+  'ca-key': { type: 'string' },
+  'ca-chain': { type: 'string' },
+  'ca-rotation-overlap': { type: 'string' },
+  'ca-key-type': { type: 'string' },
+} as const
+
+type CaFlagValues = { [K in keyof typeof CA_FLAGS]?: string | undefined }
+
+function durationFlag(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined
+  const ms = parseFlagDurationMs(text)
+  if (ms === null) fail(`${flag} needs a duration such as 24h, 90m or 1h30m, got "${text}"`, 2)
+  return ms
+}
+
+/** The CA options the flags ask for. */
+export function caOptionsOf(values: CaFlagValues): Omit<CaOptions, 'dir'> {
+  const out: Omit<CaOptions, 'dir'> = {}
+  if (values['trust-domain'] !== undefined) out.trustDomain = values['trust-domain']
+  const ttl = durationFlag(values['cert-ttl'], '--cert-ttl')
+  if (ttl !== undefined) out.certTtlMs = ttl
+  const overlap = durationFlag(values['ca-rotation-overlap'], '--ca-rotation-overlap')
+  if (overlap !== undefined) out.rotationOverlapMs = overlap
+  const keyType = values['ca-key-type']
+  if (keyType !== undefined) {
+    if (keyType !== 'ecdsa-p256' && keyType !== 'rsa-2048')
+      fail(`--ca-key-type must be ecdsa-p256 or rsa-2048, not "${keyType}"`, 2)
+    out.keyAlgorithm = keyType
+  }
+  const cert = values['ca-cert']
+  const key = values['ca-key']
+  if ((cert === undefined) !== (key === undefined)) fail('--ca-cert and --ca-key go together', 2)
+  if (values['ca-chain'] !== undefined && cert === undefined) fail('--ca-chain needs --ca-cert and --ca-key', 2)
+  if (cert !== undefined && key !== undefined)
+    out.supplied = { certFile: cert, keyFile: key, chainFile: values['ca-chain'] }
+  return out
+}
+
+async function rotateRootCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'data-dir': { type: 'string' },
+      'ca-rotation-overlap': CA_FLAGS['ca-rotation-overlap'],
+      'ca-key-type': CA_FLAGS['ca-key-type'],
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+  if (values.help) return void process.stdout.write(CONTROL_USAGE)
+  const { CertificateAuthority, caFiles } = await import('../control/ca/ca.js')
+  const { caDir } = await import('../control/control.js')
+  const dataDir = values['data-dir'] ?? '.loom'
+  let source: string | undefined
+  try {
+    source = JSON.parse(readFileSync(caFiles(caDir(dataDir)).state, 'utf8')).active?.source
+  } catch {
+    // no state yet: the root is generated now and rotated at once
+  }
+  if (source === 'supplied')
+    fail('the control plane uses a CA of its own (--ca-cert): rotate it by starting with the new --ca-* files')
+  const ca = await CertificateAuthority.open({ dir: caDir(dataDir), ...caOptionsOf(values) })
+  const before = ca.rootFingerprint
+  await ca.rotate()
+  const until = ca.rotationState().retiring.find((r) => r.fingerprint256 === before)?.trustedUntil
+  process.stdout.write(`new root ${ca.rootFingerprint}\nprevious root ${before} trusted until ${until}\n`)
+}
+
 export async function controlCommand(argv: string[]): Promise<void> {
+  if (argv[0] === 'rotate-root') return rotateRootCommand(argv.slice(1))
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -166,10 +261,12 @@ export async function controlCommand(argv: string[]): Promise<void> {
       api: { type: 'string' },
       xds: { type: 'string' },
       'path-normalization': { type: 'string' },
+      ...CA_FLAGS,
       help: { type: 'boolean', short: 'h' },
     },
   })
   if (values.help) return void process.stdout.write(CONTROL_USAGE)
+  const ca = caOptionsOf(values)
   const normalization = values['path-normalization'] ?? 'BASE'
   if (!(PATH_NORMALIZATIONS as readonly string[]).includes(normalization))
     fail(`--path-normalization must be one of ${PATH_NORMALIZATIONS.join(', ')}, got "${normalization}"`, 2)
@@ -181,6 +278,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const cp = await ControlPlane.open({
     dataDir,
     meshConfig: { pathNormalization: { normalization: normalization as PathNormalization } },
+    ca,
   })
   const api = new ApiServer(cp)
   const apiAddress = await api.listen(apiHost, apiPort)
@@ -191,6 +289,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     data_dir: dataDir,
     path_normalization: normalization,
     revision: cp.store.revision,
+    trust_domain: cp.ca?.trustDomain,
   })
   let stopping = false
   const stop = () => {

@@ -20,6 +20,7 @@ Usage:
   loom proxy --xds <host:port>       run the proxy with config from the control plane
   loom validate -c <bootstrap.yaml>  check a bootstrap without starting anything
   loom control                       run the control plane (config API, registry, xDS server)
+  loom control rotate-root           replace the generated root CA; the previous one stays trusted for a while
   loom apply -f <file|dir|->         write Istio resources (VirtualService, DestinationRule, ...)
   loom get <kind> [name]             read them (-o table|yaml|json)
   loom delete <kind> <name>          delete one (or -f <file>)

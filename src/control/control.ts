@@ -15,6 +15,7 @@ import { log } from '../core/log.js'
 import type { NodeInfo } from '../xds/server.js'
 import { XdsServer } from '../xds/server.js'
 import type { ProxyNode, Snapshot } from '../xds/snapshot.js'
+import { type CaOptions, CertificateAuthority } from './ca/ca.js'
 import { type RegisteredWorkload, Registry } from './registry/registry.js'
 import { FileStore } from './store/file-store.js'
 import type { Store, Watch } from './store/store.js'
@@ -35,6 +36,16 @@ export interface ControlOptions {
   persistRegistrations?: boolean
   /** mesh-wide settings (Istio's MeshConfig, the parts Loom reads), e.g. `pathNormalization` */
   meshConfig?: MeshConfig
+  /**
+   * the certificate authority that issues workload certificates (its root in `<dataDir>/ca` unless `dir` says
+   * otherwise); false: none
+   */
+  ca?: (Omit<CaOptions, 'dir'> & { dir?: string }) | false
+}
+
+/** The directory of the control plane's CA: the generated root and the rotation state. */
+export function caDir(dataDir: string): string {
+  return join(dataDir, 'ca')
 }
 
 /** The file self-registered workloads are kept in. */
@@ -86,6 +97,8 @@ export class ControlPlane {
   readonly store: Store
   readonly registry = new Registry()
   readonly xds: XdsServer
+  /** issues the workloads' X.509-SVIDs; null when the control plane runs without a CA */
+  readonly ca: CertificateAuthority | null
   private readonly options: ControlOptions
   private resources: Resource[] = []
   private watch: Watch | null = null
@@ -95,8 +108,9 @@ export class ControlPlane {
   /** ms the last rebuild took, and how many proxies it covered (for /debug and the benchmark) */
   lastRebuild = { ms: 0, proxies: 0, revision: 0, at: '' }
 
-  private constructor(store: Store, options: ControlOptions) {
+  private constructor(store: Store, options: ControlOptions, ca: CertificateAuthority | null) {
     this.store = store
+    this.ca = ca
     this.options = options
     this.xds = new XdsServer({
       snapshotFor: (node) => this.onNode(node),
@@ -106,8 +120,13 @@ export class ControlPlane {
 
   static async open(options: ControlOptions): Promise<ControlPlane> {
     mkdirSync(options.dataDir, { recursive: true })
+    // the CA first: a CA that cannot be used stops the start before anything else is opened
+    const ca =
+      options.ca === false
+        ? null
+        : await CertificateAuthority.open({ ...options.ca, dir: options.ca?.dir ?? caDir(options.dataDir) })
     const store = options.store ?? (await FileStore.open(options.dataDir))
-    const cp = new ControlPlane(store, options)
+    const cp = new ControlPlane(store, options, ca)
     const { revision, items } = await store.list()
     cp.resources = items
     cp.registry.setResources(items)

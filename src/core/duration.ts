@@ -13,3 +13,16 @@ export function parseDurationMs(text: string): number | null {
 export function formatDurationMs(ms: number): string {
   return `${(ms / 1000).toString()}s`
 }
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3600_000, d: 86_400_000 }
+
+/**
+ * Durations as flags take them, Go style: `24h`, `90m`, `1h30m`, `3600s`, `2d`, `1.5h`. Returns milliseconds, or
+ * null if the text is not one.
+ */
+export function parseFlagDurationMs(text: string): number | null {
+  if (!/^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$/.test(text)) return null
+  let ms = 0
+  for (const m of text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)) ms += Number(m[1]) * UNIT_MS[m[2]!]!
+  return ms
+}

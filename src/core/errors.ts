@@ -8,6 +8,9 @@ export const ErrorCodes = {
   CONFIG_PARSE: 'LOOM_ERR_CONFIG_PARSE',
   // proxy runtime
   LISTEN: 'LOOM_ERR_PROXY_LISTEN',
+  // the control plane's certificate authority
+  CA_INVALID: 'LOOM_ERR_CA_INVALID',
+  CA_CSR: 'LOOM_ERR_CA_CSR',
   // cli
   USAGE: 'LOOM_ERR_CLI_USAGE',
 } as const
