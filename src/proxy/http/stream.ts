@@ -7,6 +7,7 @@
  */
 import { performance } from 'node:perf_hooks'
 import { Buffer } from 'node:buffer'
+import type { Socket } from 'node:net'
 import type { Host, UpstreamCluster } from '../cluster/index.js'
 import type { CompiledRoute } from '../route/router.js'
 import type { RouteStats } from '../stats/stats.js'
@@ -161,8 +162,12 @@ class HeldRequest {
 export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedStream {
   readonly hcm: HcmContext
   readonly downstream: DownstreamSink
+  /** the downstream connection's socket (a TLSSocket on a TLS listener), or null when there is none */
+  readonly downstreamSocket: Socket | null
   /** the connection's peer */
   readonly peerIp: string
+  /** dynamic metadata filters set for later filters and the access log, by namespace; null until one is set */
+  private dynamicMetadata: Map<string, Record<string, unknown>> | null = null
   /** the trusted client address (edge.ts): the peer, or an address from x-forwarded-for */
   sourceIp: string
   readonly startTime: number
@@ -205,12 +210,28 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
   /** the route's mirrored requests in flight; null when the route mirrors nothing (or nothing was drawn) */
   private shadows: ShadowRequest[] | null = null
 
-  constructor(hcm: HcmContext, downstream: DownstreamSink, peerIp: string) {
+  constructor(hcm: HcmContext, downstream: DownstreamSink, socket: Socket | null) {
     this.hcm = hcm
     this.downstream = downstream
+    this.downstreamSocket = socket
+    const peerIp = socket?.remoteAddress ?? ''
     this.peerIp = peerIp
     this.sourceIp = peerIp
     this.startTime = performance.now()
+  }
+
+  setMetadata(namespace: string, key: string, value: unknown): void {
+    this.dynamicMetadata ??= new Map()
+    let ns = this.dynamicMetadata.get(namespace)
+    if (ns === undefined) {
+      ns = {}
+      this.dynamicMetadata.set(namespace, ns)
+    }
+    ns[key] = value
+  }
+
+  metadata(namespace: string): Readonly<Record<string, unknown>> | undefined {
+    return this.dynamicMetadata?.get(namespace)
   }
 
   // === request path (called by the downstream codec) ===

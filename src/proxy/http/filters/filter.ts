@@ -8,6 +8,7 @@
  * that stream's route, so a stream pays nothing for filters that do not apply to it.
  */
 import type { Buffer } from 'node:buffer'
+import type { Socket } from 'node:net'
 import type { CompiledRoute } from '../../route/router.js'
 import type { Headers } from '../headers.js'
 import type { RequestHead } from '../types.js'
@@ -27,6 +28,18 @@ export interface FilterCallbacks {
   /** the route matched for this stream, or null (the router answers NR after the filters) */
   readonly route: CompiledRoute | null
   readonly sourceIp: string
+  /**
+   * The downstream connection's socket: a TLSSocket on a TLS listener (peer certificate, SNI, ALPN), else a plain
+   * Socket; null when the stream has none. Filters read it and never write to or close it; what they derive from it
+   * per connection (a peer's identity, say) they cache keyed by the socket, not per stream.
+   */
+  readonly downstreamSocket: Socket | null
+  /**
+   * Dynamic metadata (Envoy's): what one filter learns about the stream for later filters and the access log, by
+   * namespace (a filter's name, or Istio's `istio_authn` for the verified request principal and claims).
+   */
+  setMetadata(namespace: string, key: string, value: unknown): void
+  metadata(namespace: string): Readonly<Record<string, unknown>> | undefined
   /** resumes a chain that a filter stopped; a no-op once the stream is over */
   continueDecoding(): void
   /**

@@ -238,7 +238,7 @@ export class H1ServerConnection implements DownstreamSink, DeferredWriter, HasDe
       protocol: h1.versionMinor === 1 ? 'HTTP/1.1' : 'HTTP/1.0',
     }
     this.state = this.requestDone ? S.Wait : S.Body
-    const stream = new ActiveStream(this.hcm, this, this.sourceIp)
+    const stream = new ActiveStream(this.hcm, this, this.socket)
     this.stream = stream
     stream.onRequestHeaders(head, this.requestDone)
     return true

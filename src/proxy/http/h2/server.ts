@@ -252,7 +252,7 @@ function startStream(
   const head: RequestHead = { method, authority, path, scheme, headers, upgrade: null, protocol: 'HTTP/2' }
   const sink = new H2DownstreamSink(stream)
   const socket = stream.session?.socket
-  const active = new ActiveStream(hcm, sink, socket?.remoteAddress ?? '')
+  const active = new ActiveStream(hcm, sink, socket ?? null)
   let requestEnded = endStream
   stream.on('wantTrailers', () => sink.onWantTrailers())
   stream.on('drain', () => active.onDownstreamDrain())
