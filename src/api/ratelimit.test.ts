@@ -64,7 +64,12 @@ describe('GlobalRateLimit', () => {
       'spec.onControlPlaneUnavailable',
       'KeepLastShare, AllowAll, DenyAll',
     ],
-    ['a relative prefix', { hosts: ['a'], requestsPerSecond: 1, match: { pathPrefix: 'api' } }, 'spec.match.pathPrefix', '/'],
+    [
+      'a relative prefix',
+      { hosts: ['a'], requestsPerSecond: 1, match: { pathPrefix: 'api' } },
+      'spec.match.pathPrefix',
+      '/',
+    ],
     ['a bad method', { hosts: ['a'], requestsPerSecond: 1, match: { method: 'FETCH' } }, 'spec.match.method', 'FETCH'],
     [
       'an upper-case header',

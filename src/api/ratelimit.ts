@@ -95,7 +95,8 @@ export function checkGlobalRateLimit(spec: GlobalRateLimitSpec, _ctx: SpecContex
   const perInterval = spec.requests !== undefined
   if (perSecond && perInterval)
     issues.add('spec.requests', 'only one of requestsPerSecond, requests (with interval) may be set')
-  else if (!perSecond && !perInterval) issues.add('spec', 'one of requestsPerSecond, requests (with interval) is required')
+  else if (!perSecond && !perInterval)
+    issues.add('spec', 'one of requestsPerSecond, requests (with interval) is required')
   if (perInterval && spec.interval === undefined) issues.add('spec.interval', 'required with requests')
   if (!perInterval && spec.interval !== undefined) issues.add('spec.interval', 'only meaningful with requests')
   if (spec.interval !== undefined) {
@@ -108,7 +109,10 @@ export function checkGlobalRateLimit(spec: GlobalRateLimitSpec, _ctx: SpecContex
     if (m.pathPrefix !== undefined && !m.pathPrefix.startsWith('/'))
       issues.add('spec.match.pathPrefix', 'must start with /')
     if (m.method !== undefined && !HTTP_METHODS.has(m.method))
-      issues.add('spec.match.method', `invalid method ${JSON.stringify(m.method)}; expected one of ${[...HTTP_METHODS].join(', ')}`)
+      issues.add(
+        'spec.match.method',
+        `invalid method ${JSON.stringify(m.method)}; expected one of ${[...HTTP_METHODS].join(', ')}`,
+      )
     for (const name of Object.keys(m.headers ?? {})) {
       const p = field('spec.match.headers', name)
       issues.add(p, headerNameError(name))
