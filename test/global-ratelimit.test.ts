@@ -146,7 +146,7 @@ spec:
     assert.match(r.stdout, /backend-limit\s+backend\s/)
   })
 
-  test('uneven load above the limit: the backend gets the limit, the excess gets 429 RL', async () => {
+  test('uneven load above the limit: the backend gets the limit, the excess gets 429 RL', async (t) => {
     const loads = [new Load(ports[0]!, 50), new Load(ports[1]!, 50), new Load(ports[2]!, 100)]
     const begin = performance.now()
     // convergence: the shares follow the demand reported over the first windows
@@ -161,7 +161,7 @@ spec:
     const avg = mean(seconds)
     const shares = status.find((l) => l.name === NAME)!.proxies.map((p) => p.share)
     const detail = `per second: ${seconds.join(' ')}; shares: ${shares.join(' ')}`
-    process.stderr.write(`# three callers: ${detail}; from the start: ${perSecond(arrivals, begin, to).join(' ')}\n`)
+    t.diagnostic(`three callers: ${detail}; from the start: ${perSecond(arrivals, begin, to).join(' ')}`)
     assert.ok(Math.abs(avg - LIMIT) <= LIMIT * 0.1, `mean ${avg} req/s, not within 10% of ${LIMIT} (${detail})`)
     for (const s of seconds) assert.ok(Math.abs(s - LIMIT) <= LIMIT * 0.15, `a second with ${s} requests (${detail})`)
     assert.ok(Math.abs(shares.reduce((a, b) => a + b, 0) - LIMIT) < 0.01, detail)
@@ -186,7 +186,7 @@ spec:
     assert.ok(limited >= refusedOf[2]!, `rate_limited stat ${limited}`)
   })
 
-  test('when the busiest caller stops, the others take its share', async () => {
+  test('when the busiest caller stops, the others take its share', async (t) => {
     const loads = [new Load(ports[0]!, 50), new Load(ports[1]!, 50)]
     await new Promise((r) => setTimeout(r, 3000))
     const from = performance.now()
@@ -198,7 +198,7 @@ spec:
     const avg = mean(seconds)
     const shares = status.proxies.map((p) => p.share).sort((a, b) => a - b)
     const detail = `per second: ${seconds.join(' ')}; shares: ${shares.join(' ')}`
-    process.stderr.write(`# two callers: ${detail}\n`)
+    t.diagnostic(`two callers: ${detail}`)
     assert.ok(Math.abs(avg - LIMIT) <= LIMIT * 0.1, `mean ${avg} req/s, not within 10% of ${LIMIT} (${detail})`)
     for (const l of loads) await eventually(async () => l.outstanding === 0, 10000, 'every request answered')
     // the idle caller keeps its floor; the two busy ones split the rest
@@ -226,7 +226,7 @@ spec:
     )
   })
 
-  test('with the control plane out of reach, a sidecar keeps enforcing its last share', async () => {
+  test('with the control plane out of reach, a sidecar keeps enforcing its last share', async (t) => {
     const mine = (await limits(cp)).find((l) => l.name === NAME)!.proxies.find((p) => p.node.includes('~caller-0-'))
     assert.ok(mine !== undefined)
     const share = mine.share
@@ -239,7 +239,7 @@ spec:
     const to = performance.now()
     load.stop()
     const seconds = perSecond(arrivals, from, to)
-    process.stderr.write(`# without the control plane (share ${share}): per second ${seconds.join(' ')}\n`)
+    t.diagnostic(`without the control plane (share ${share}): per second ${seconds.join(' ')}`)
     assert.ok(Math.abs(mean(seconds) - share) <= share * 0.2 + 1, `${seconds.join(' ')} with a share of ${share}`)
     await eventually(async () => load.outstanding === 0, 10000, 'every request answered')
     assert.ok(load.replies.some((r) => r.status === 429))
