@@ -91,8 +91,46 @@ backend be
 `
 }
 
+/**
+ * What "resilience on" adds to the plain bootstrap, all of it armed but idle on a healthy backend: the fault filter
+ * before the router (abort and delay at 0%), a route timeout with retries and a per-try timeout, circuit-breaker
+ * thresholds with a retry budget, and outlier detection.
+ */
+export interface LoomOptions {
+  resilience?: boolean
+}
+
+const RESILIENCE_FILTERS = `          - name: envoy.filters.http.fault
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+              abort: { http_status: 503, percentage: { numerator: 0, denominator: HUNDRED } }
+              delay: { fixed_delay: 1s, percentage: { numerator: 0, denominator: HUNDRED } }
+`
+const RESILIENCE_ROUTE = `
+                  timeout: 15s
+                  retry_policy:
+                    retry_on: 5xx,gateway-error,reset,connect-failure,refused-stream
+                    num_retries: 2
+                    per_try_timeout: 5s
+                    retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts }]
+                    host_selection_retry_max_attempts: 5`
+const RESILIENCE_CLUSTER = `    circuit_breakers:
+      thresholds:
+      - max_connections: 1024
+        max_pending_requests: 1024
+        max_requests: 1024
+        retry_budget: { budget_percent: { value: 20 }, min_retry_concurrency: 3 }
+    outlier_detection:
+      consecutive_5xx: 5
+      consecutive_gateway_failure: 5
+      interval: 5s
+      base_ejection_time: 30s
+      max_ejection_percent: 50
+`
+
 /** Envoy-v3-style static bootstrap for \`loom proxy -c\`. */
-export function loomBootstrap(port: number, adminPort: number, backendPort: number): string {
+export function loomBootstrap(port: number, adminPort: number, backendPort: number, opts: LoomOptions = {}): string {
+  const on = opts.resilience === true
   return `admin:
   address: { socket_address: { address: 127.0.0.1, port_value: ${adminPort} } }
 static_resources:
@@ -112,16 +150,17 @@ static_resources:
               domains: ["*"]
               routes:
               - match: { prefix: "/" }
-                route: { cluster: backend }
+                route:
+                  cluster: backend${on ? RESILIENCE_ROUTE : ''}
           http_filters:
-          - name: envoy.filters.http.router
+${on ? RESILIENCE_FILTERS : ''}          - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
   clusters:
   - name: backend
     type: STATIC
     connect_timeout: 1s
     lb_policy: ROUND_ROBIN
-    load_assignment:
+${on ? RESILIENCE_CLUSTER : ''}    load_assignment:
       cluster_name: backend
       endpoints:
       - lb_endpoints:

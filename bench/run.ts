@@ -78,10 +78,11 @@ function integer(name: string, fallback: number): number {
   return n
 }
 
-const TARGETS = ['direct', 'loom', 'nginx', 'haproxy', 'floor', 'fastify'] as const
+const TARGETS = ['direct', 'loom', 'resilience', 'nginx', 'haproxy', 'floor', 'fastify'] as const
 type TargetName = (typeof TARGETS)[number]
 const ALIASES: Record<string, TargetName> = {
   undici: 'floor',
+  'loom-resilience': 'resilience',
   'undici-floor': 'floor',
   'fastify-http-proxy': 'fastify',
 }
@@ -117,7 +118,7 @@ function parseArgs(argv: string[]): { quick: boolean; only: TargetName[] } {
           '     the targets taking turns within each round (idle proxies are paused with SIGSTOP meanwhile);\n' +
           '     BENCH_LAT_WARMUP (2s, --quick 1s) before round 1, 1 s before later rounds. Reported per\n' +
           '     percentile: the median over rounds of (target - paired direct), and the min..max of added p99.\n' +
-          'default run (all targets): about 8 minutes. See docs/benchmark.md.\n',
+          'default run (all targets): about 9 minutes. See docs/benchmark.md.\n',
       )
       process.exit(0)
     } else throw new Error(`unknown argument '${a}' (try --help)`)
@@ -242,22 +243,31 @@ function nodeScriptTarget(label: string, name: string, script: string): TargetDe
   }
 }
 
+/**
+ * `loom proxy` with the bench bootstrap; with `resilience`, the same proxy with retries, a route and per-try
+ * timeout, circuit breakers, outlier detection and a 0% fault filter armed (bench/configs.ts).
+ */
+function loomTarget(label: string, name: string, resilience: boolean): TargetDef {
+  return {
+    label,
+    async start(ctx) {
+      const port = await freePort()
+      const adminPort = await freePort()
+      const file = path.join(ctx.tmp, `${name}.yaml`)
+      writeFileSync(file, loomBootstrap(port, adminPort, ctx.backendPort, { resilience }))
+      const p = onProxyCore(name, process.execPath, [path.join(root, 'bin', 'loom.js'), 'proxy', '-c', file])
+      return { proc: p, port, statsPid: p.pid, processes: 'node process tree', command: p.command }
+    },
+  }
+}
+
 const TARGET_DEFS: Record<TargetName, TargetDef> = {
   direct: {
     label: 'direct',
     start: async (ctx) => ({ proc: null, port: ctx.backendPort, statsPid: null, processes: '-' }),
   },
-  loom: {
-    label: 'loom',
-    async start(ctx) {
-      const port = await freePort()
-      const adminPort = await freePort()
-      const file = path.join(ctx.tmp, 'loom.yaml')
-      writeFileSync(file, loomBootstrap(port, adminPort, ctx.backendPort))
-      const p = onProxyCore('loom', process.execPath, [path.join(root, 'bin', 'loom.js'), 'proxy', '-c', file])
-      return { proc: p, port, statsPid: p.pid, processes: 'node process tree', command: p.command }
-    },
-  },
+  loom: loomTarget('loom', 'loom', false),
+  resilience: loomTarget('Loom with resilience on', 'loom-resilience', true),
   nginx: {
     label: 'nginx',
     async start(ctx) {
@@ -750,6 +760,16 @@ async function main(): Promise<void> {
       getRps: div(loom?.get?.rps, other?.get?.rps),
       postRps: div(loom?.post?.rps, other?.post?.rps),
       addedP99: div(loom?.addedUs?.p99, other?.addedUs?.p99),
+    }
+  }
+
+  // the cost of the resilience features, armed but idle: that target against plain Loom (goal: req/s >= 0.90x)
+  if (args.only.includes('resilience') && args.only.includes('loom')) {
+    const on = by('resilience')
+    ratios['resilience on / plain Loom (goal: req/s >= 0.90x)'] = {
+      getRps: div(on?.get?.rps, loom?.get?.rps),
+      postRps: div(on?.post?.rps, loom?.post?.rps),
+      addedP99: div(on?.addedUs?.p99, loom?.addedUs?.p99),
     }
   }
 

@@ -10,9 +10,45 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { type ChildProcess, spawn } from 'node:child_process'
 import { eventually } from './helpers/control.js'
-import { LOOM, ROOT, runLoom } from './helpers/proxy.js'
+import { LOOM, ROOT, runLoom, writeTemp } from './helpers/proxy.js'
 
 const NET = join(ROOT, 'examples', 'bookinfo', 'networking')
+const FIXTURES = join(ROOT, 'test', 'fixtures', 'istio')
+
+/** Istio's request-timeouts task, step 1: reviews to v2 (which calls ratings). */
+const REVIEWS_V2 = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v2
+`
+/** Step 2: every call to ratings held 2 s. */
+const RATINGS_DELAY_2S = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: ratings
+spec:
+  hosts:
+  - ratings
+  http:
+  - fault:
+      delay:
+        percentage:
+          value: 100
+        fixedDelay: 2s
+    route:
+    - destination:
+        host: ratings
+        subset: v1
+`
+const REVIEWS_UNAVAILABLE = 'Sorry, product reviews are currently unavailable for this book.'
 
 type Version = 'v1' | 'v2' | 'v3' | 'error'
 
@@ -159,6 +195,46 @@ describe('loom demo', { timeout: 180_000 }, () => {
   test('deleting the rules restores every version', async () => {
     assert.equal((await loom(['delete', 'vs', 'reviews'])).code, 0)
     await eventually(async () => (await versions(20)).size === 3, 10_000, 'v1, v2 and v3 again')
+  })
+
+  test("Istio's request-timeouts task: a 2 s ratings delay, then a 0.5 s reviews timeout", async () => {
+    const timed = async (): Promise<{ ms: number; html: string }> => {
+      const t0 = performance.now()
+      const { html } = await fetchPage()
+      return { ms: performance.now() - t0, html }
+    }
+    const apply = async (...files: string[]) => {
+      const r = await loom(['apply', ...files.flatMap((f) => ['-f', f])])
+      assert.equal(r.code, 0, r.stderr)
+    }
+    const allV1 = join(FIXTURES, 'virtual-service-all-v1.yaml')
+    await apply(allV1)
+    await apply(writeTemp('reviews-v2.yaml', REVIEWS_V2), writeTemp('ratings-delay.yaml', RATINGS_DELAY_2S))
+    // the page works (v2's black stars) but takes the 2 s delay
+    await eventually(
+      async () => {
+        const p = await timed()
+        return p.ms > 1900 && versionOf(p.html) === 'v2'
+      },
+      15_000,
+      'reviews v2 with the 2 s ratings delay',
+    )
+    const slow = await timed()
+    assert.equal(versionOf(slow.html), 'v2')
+    assert.ok(slow.ms > 1900 && slow.ms < 3500, `${slow.ms} ms with the delay`)
+    // reviews times out after 0.5 s at productpage's sidecar; productpage tries reviews twice: about 1 s
+    await apply(join(FIXTURES, 'request-timeouts-reviews-timeout-0.5s.yaml'))
+    await eventually(async () => (await timed()).html.includes(REVIEWS_UNAVAILABLE), 10_000, 'the reviews timeout')
+    const pages = [await timed(), await timed(), await timed()]
+    for (const p of pages) {
+      assert.ok(p.html.includes(REVIEWS_UNAVAILABLE))
+      assert.ok(p.ms > 950, `${p.ms} ms: two half-second timeouts take at least 1 s`)
+    }
+    const fastest = Math.min(...pages.map((p) => p.ms))
+    assert.ok(fastest < 1800, `${fastest} ms with the timeout, not the 2 s delay`)
+    const routes = await runLoom(['proxy-config', 'routes', 'productpage-v1', '--data-dir', dataDir, '-o', 'json'])
+    assert.match(routes.stdout, /"timeout": "0\.5s"/)
+    assert.equal((await loom(['delete', '-f', allV1])).code, 0)
   })
 
   test('a killed application is restarted and traffic recovers', async () => {

@@ -68,6 +68,7 @@ export type {
   VirtualServiceSpec,
   WorkloadEntrySpec,
 } from './networking.js'
+export { LOOM_LOAD_BALANCER_ANNOTATION } from './networking.js'
 export { keyOf, type ObjectMeta, type Resource, resourceKey } from './resource.js'
 export type {
   AuthorizationPolicySpec,

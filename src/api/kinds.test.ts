@@ -132,6 +132,15 @@ describe('the envelope', () => {
     rejects({ apiVersion: NET, kind: 'DestinationRule', spec: { host: 'r' } }, 'metadata', 'required field is missing')
   })
 
+  test('loom.dev/load-balancer on a DestinationRule: peak-ewma, anything else is an error with its path', () => {
+    ok(meta({ name: 'r', annotations: { 'loom.dev/load-balancer': 'peak-ewma' } }))
+    rejects(
+      meta({ name: 'r', annotations: { 'loom.dev/load-balancer': 'fastest' } }),
+      'metadata.annotations["loom.dev/load-balancer"]',
+      'unknown load balancer "fastest"; known: peak-ewma',
+    )
+  })
+
   test('null fields are pruned, as Kubernetes does', () => {
     const r = ok(
       y(`apiVersion: ${NET}
@@ -618,7 +627,7 @@ subsets:
       simple: ROUND_ROBIN
       localityLbSetting:
         failover: [{from: us-east, to: eu-west}]
-        failoverPriority: [topology.kubernetes.io/region]
+        failoverPriority: [topology.istio.io/network]
 workloadSelector: {matchLabels: {app: ratings}}
 exportTo: ["."]
 `),
@@ -708,6 +717,50 @@ exportTo: ["."]
         '    localityLbSetting: {distribute: [{from: a, to: {a: 100}}], failover: [{from: a, to: b}]}',
       'spec.trafficPolicy.loadBalancer.localityLbSetting',
       'can not simultaneously specify',
+    ],
+    [
+      'locality weight over 100',
+      'trafficPolicy: {loadBalancer: {localityLbSetting: {distribute: [{from: a, to: {a: 101, b: 1}}]}}}',
+      'spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to.a',
+      'locality weight must be in range [1, 100]',
+    ],
+    [
+      'overlapping distribute sources',
+      'trafficPolicy:\n  loadBalancer:\n' +
+        '    localityLbSetting: {distribute: [{from: r1, to: {a: 100}}, {from: r1/z1, to: {a: 100}}]}',
+      'spec.trafficPolicy.loadBalancer.localityLbSetting.distribute',
+      'locality r1/z1 overlaps with previous ones',
+    ],
+    [
+      'destinations after a wildcard',
+      'trafficPolicy: {loadBalancer: {localityLbSetting: {distribute: [{from: a, to: {"*": 50, r2: 50}}]}}}',
+      'spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to',
+      'locality r2 overlaps with previous ones',
+    ],
+    [
+      'wildcard in the middle',
+      'trafficPolicy: {loadBalancer: {localityLbSetting: {distribute: [{from: "r1/*/s", to: {a: 100}}]}}}',
+      'spec.trafficPolicy.loadBalancer.localityLbSetting.distribute',
+      "wildcard '*' may appear once, at the end",
+    ],
+    [
+      'failover to the same region',
+      'trafficPolicy: {loadBalancer: {localityLbSetting: {failover: [{from: r1, to: r1}]}}}',
+      'spec.trafficPolicy.loadBalancer.localityLbSetting.failover[0]',
+      'must specify different regions',
+    ],
+    [
+      'failover below a region',
+      'trafficPolicy: {loadBalancer: {localityLbSetting: {failover: [{from: r1/z1, to: r2}]}}}',
+      'spec.trafficPolicy.loadBalancer.localityLbSetting.failover[0]',
+      'only specify region',
+    ],
+    [
+      'failover with a topology label',
+      'trafficPolicy:\n  loadBalancer:\n    localityLbSetting:\n' +
+        '      failover: [{from: r1, to: r2}]\n      failoverPriority: [env, topology.kubernetes.io/zone]',
+      'spec.trafficPolicy.loadBalancer.localityLbSetting.failoverPriority[1]',
+      "topology label 'topology.kubernetes.io/zone'",
     ],
     [
       'tunnel without target',

@@ -376,6 +376,7 @@ export function validateResource(obj: unknown): ValidateResult {
         name: typeof rawMeta.name === 'string' ? rawMeta.name : '',
         namespace: typeof rawMeta.namespace === 'string' ? rawMeta.namespace : 'default',
       }
+  if (isObject(rawMeta.annotations)) ctx.annotations = rawMeta.annotations
   const checks = spec.success
     ? info.check(spec.output, ctx)
     : checkWithoutInvalid(info.schema, specRaw, 'spec', (s) => info.check(s, ctx))

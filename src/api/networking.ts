@@ -52,7 +52,16 @@ import {
 export interface SpecContext {
   name: string
   namespace: string
+  /** metadata.annotations, for the kinds that read one */
+  annotations?: Readonly<Record<string, unknown>>
 }
+
+/**
+ * A DestinationRule annotation that picks one of Loom's load balancers beyond Istio's for every cluster the rule
+ * makes (unless its traffic policy uses consistentHash). Values: `peak-ewma`.
+ */
+export const LOOM_LOAD_BALANCER_ANNOTATION = 'loom.dev/load-balancer'
+export const LOOM_LOAD_BALANCERS = ['peak-ewma'] as const
 
 const strings = v.array(str)
 const subsetName = rule((s) =>
@@ -738,45 +747,84 @@ function checkClientTls(issues: Issues, p: string, t: ClientTLSSettings | undefi
 
 type LocalitySetting = v.InferOutput<typeof LocalityLoadBalancerSetting>
 
+const TOPOLOGY_LABELS = ['topology.kubernetes.io/region', 'topology.kubernetes.io/zone', 'topology.istio.io/subzone']
+
+/**
+ * Istio's validateLocalities: `region[/zone[/subzone]]` with no empty part, at most one `*` and only at the end,
+ * and no locality that an earlier one already covers (`r1` then `r1/z1`, or anything after `*`).
+ */
 function checkLocalities(issues: Issues, p: string, localities: string[]): void {
-  const seen = new Set<string>()
+  const seen: string[][] = []
   for (const loc of localities) {
     const stars = loc.split('*').length - 1
     if (stars > 1 || (stars === 1 && !loc.endsWith('*'))) {
       issues.add(p, `locality ${loc}: wildcard '*' may appear once, at the end`)
+      continue
     }
-    if (loc.split('/').some((s) => s === ''))
+    const parts = loc.split('/', 3)
+    if (parts.some((s) => s === '')) {
       issues.add(p, `locality ${loc} must not contain empty region/zone/subzone`)
-    if (seen.has(loc)) issues.add(p, `locality ${loc} overlaps with previous ones`)
-    seen.add(loc)
+      continue
+    }
+    // one covers the other when they agree up to the shorter one's length, or the shorter ends in '*'
+    const covers = (a: string[], b: string[]) => {
+      const n = Math.min(a.length, b.length)
+      for (let i = 0; i < n; i++) {
+        if (a[i] === '*' || b[i] === '*') return true
+        if (a[i] !== b[i]) return false
+      }
+      return true
+    }
+    if (seen.some((q) => covers(q, parts))) issues.add(p, `locality ${loc} overlaps with previous ones`)
+    seen.push(parts)
   }
 }
 
+/** Istio's ValidateLocalityLbSetting, every problem with its path. */
 function checkLocalityLb(issues: Issues, p: string, lb: LocalitySetting | undefined): void {
   if (lb === undefined) return
-  const set = (['distribute', 'failover', 'failoverPriority'] as const).filter((k) => (lb[k] ?? []).length > 0)
-  if (set.length > 1 && !(set.length === 2 && set.includes('failover') && set.includes('failoverPriority'))) {
-    issues.add(p, `can not simultaneously specify ${set.join(' and ')}`)
+  const distribute = lb.distribute ?? []
+  const failover = lb.failover ?? []
+  const priority = lb.failoverPriority ?? []
+  if (distribute.length > 0 && failover.length > 0) {
+    issues.add(p, "can not simultaneously specify 'distribute' and 'failover'")
   }
-  lb.distribute?.forEach((d, i) => {
+  if (failover.length > 0) {
+    priority.forEach((label, i) => {
+      if (TOPOLOGY_LABELS.includes(label)) {
+        issues.add(
+          field(`${p}.failoverPriority`, i),
+          `can not simultaneously set 'failover' and topology label '${label}' in 'failoverPriority'`,
+        )
+      }
+    })
+  }
+  distribute.forEach((d, i) => {
     const dp = field(`${p}.distribute`, i)
     let total = 0
+    let inRange = true
     for (const [loc, w] of Object.entries(d.to ?? {})) {
-      if (w === 0) issues.add(field(`${dp}.to`, loc), 'locality weight must be in range [1, 100]')
+      if (w < 1 || w > 100) {
+        issues.add(field(`${dp}.to`, loc), 'locality weight must be in range [1, 100]')
+        inRange = false
+      }
       total += w
     }
-    if (total !== 100) issues.add(`${dp}.to`, `total locality weight ${total} != 100`)
+    if (inRange && total !== 100) issues.add(`${dp}.to`, `total locality weight ${total} != 100`)
     checkLocalities(issues, `${dp}.to`, Object.keys(d.to ?? {}))
   })
   checkLocalities(
     issues,
     `${p}.distribute`,
-    (lb.distribute ?? []).map((d) => d.from ?? ''),
+    distribute.map((d) => d.from ?? ''),
   )
-  lb.failover?.forEach((f, i) => {
+  failover.forEach((f, i) => {
     const fp = field(`${p}.failover`, i)
-    if (f.from === f.to) issues.add(fp, 'locality lb failover settings must specify different regions')
-    if (f.to?.includes('*')) issues.add(`${fp}.to`, "locality lb failover region should not contain '*' wildcard")
+    if ((f.from ?? '') === (f.to ?? '')) issues.add(fp, 'locality lb failover settings must specify different regions')
+    if (f.from?.includes('/') || f.to?.includes('/')) issues.add(fp, 'locality lb failover only specify region')
+    if (f.from?.includes('*') || f.to?.includes('*')) {
+      issues.add(fp, "locality lb failover region should not contain '*' wildcard")
+    }
   })
 }
 
@@ -816,6 +864,13 @@ export function checkDestinationRule(spec: DestinationRuleSpec, ctx: SpecContext
     )
   }
   checkExportTo(issues, 'spec.exportTo', spec.exportTo, ctx.namespace)
+  const lb = ctx.annotations?.[LOOM_LOAD_BALANCER_ANNOTATION]
+  if (lb !== undefined && !(LOOM_LOAD_BALANCERS as readonly unknown[]).includes(lb)) {
+    issues.add(
+      field('metadata.annotations', LOOM_LOAD_BALANCER_ANNOTATION),
+      `unknown load balancer ${JSON.stringify(lb)}; known: ${LOOM_LOAD_BALANCERS.join(', ')}`,
+    )
+  }
   return issues.list
 }
 

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util'
 import { dump as toYaml } from 'js-yaml'
 import { lookupKind, SUPPORTED_KINDS } from '../api/index.js'
 import { type Diagnostic, formatDiagnostic, locate } from '../control/translate/diagnostic.js'
+import { PATH_NORMALIZATIONS, type PathNormalization } from '../control/translate/scope.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
 
@@ -18,10 +19,14 @@ Options:
       --data-dir <dir>    where the config store lives (default: ./.loom)
       --api <host:port>   HTTP API for loom apply/get/delete (default: 127.0.0.1:15080; port 0 picks one)
       --xds <host:port>   gRPC xDS (ADS) server for proxies (default: 127.0.0.1:15010)
+      --path-normalization <NONE|BASE|MERGE_SLASHES|DECODE_AND_MERGE_SLASHES>
+                          how every proxy normalizes request paths before routing and policies, Istio's
+                          meshConfig.pathNormalization (default: BASE: RFC 3986 normalization, slashes not merged)
   -h, --help
 
 Examples:
   loom control --data-dir ~/.loom
+  loom control --path-normalization MERGE_SLASHES
   loom proxy --xds 127.0.0.1:15010 --labels app=reviews,version=v1
 `
 
@@ -160,16 +165,23 @@ export async function controlCommand(argv: string[]): Promise<void> {
       'data-dir': { type: 'string' },
       api: { type: 'string' },
       xds: { type: 'string' },
+      'path-normalization': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
   if (values.help) return void process.stdout.write(CONTROL_USAGE)
+  const normalization = values['path-normalization'] ?? 'BASE'
+  if (!(PATH_NORMALIZATIONS as readonly string[]).includes(normalization))
+    fail(`--path-normalization must be one of ${PATH_NORMALIZATIONS.join(', ')}, got "${normalization}"`, 2)
   const { ControlPlane } = await import('../control/control.js')
   const { ApiServer } = await import('../control/api-server.js')
   const [apiHost, apiPort] = splitHostPort(values.api ?? '127.0.0.1:15080', '--api')
   const [xdsHost, xdsPort] = splitHostPort(values.xds ?? '127.0.0.1:15010', '--xds')
   const dataDir = values['data-dir'] ?? '.loom'
-  const cp = await ControlPlane.open({ dataDir })
+  const cp = await ControlPlane.open({
+    dataDir,
+    meshConfig: { pathNormalization: { normalization: normalization as PathNormalization } },
+  })
   const api = new ApiServer(cp)
   const apiAddress = await api.listen(apiHost, apiPort)
   const xdsBound = await cp.xds.listen(xdsHost, xdsPort)
@@ -177,6 +189,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     api: apiAddress,
     xds: `${xdsHost}:${xdsBound}`,
     data_dir: dataDir,
+    path_normalization: normalization,
     revision: cp.store.revision,
   })
   let stopping = false

@@ -49,6 +49,7 @@ Options:
       --labels <k=v,...>   the workload's labels (select Sidecar, Gateway, policies...)
       --service-account <name>  the workload's service account (default: default)
       --ip <address>       the workload's IP (default: 127.0.0.1)
+      --locality <r/z/s>   the proxy's locality, region[/zone[/subzone]] (default: the bootstrap's node.locality)
       --metadata <k=v>     extra node metadata for the control plane (repeat for several)
       --admin <host:port>  admin endpoint when there is no bootstrap (default: 127.0.0.1:15000; port 0 picks one)
       --drain-time-s <n>   on SIGTERM/SIGINT, how long in-flight requests may take to finish (default 5)
@@ -169,6 +170,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       labels: { type: 'string' },
       'service-account': { type: 'string' },
       ip: { type: 'string' },
+      locality: { type: 'string' },
       metadata: { type: 'string', multiple: true },
       admin: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -190,6 +192,16 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
     process.stderr.write(`loom: --xds-protocol must be sotw or delta, not "${protocol}"\n`)
     process.exitCode = 2
     return
+  }
+  let locality: { region: string; zone: string; sub_zone: string } | undefined
+  if (values.locality !== undefined) {
+    const parts = values.locality.split('/')
+    if (parts.length > 3 || parts.some((p) => p === '')) {
+      process.stderr.write(`loom: --locality must be region[/zone[/subzone]], not "${values.locality}"\n`)
+      process.exitCode = 2
+      return
+    }
+    locality = { region: parts[0]!, zone: parts[1] ?? '', sub_zone: parts[2] ?? '' }
   }
   const drainTimeMs = Number(values['drain-time-s'] ?? 5) * 1000
   if (validateOnly) {
@@ -230,6 +242,11 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       serviceAccount: values['service-account'] ?? 'default',
       ip: values.ip ?? '127.0.0.1',
       metadata: Object.fromEntries((values.metadata ?? []).map((m) => pair(m, '--metadata'))),
+      ...(locality !== undefined
+        ? { locality }
+        : bootstrap.node?.locality !== undefined
+          ? { locality: bootstrap.node.locality }
+          : {}),
     })
   }
   log('info', 'proxy', 'ready', { admin: proxy.adminAddress, listeners: proxy.listeners.map((l) => l.address) })

@@ -1,10 +1,12 @@
 /** `loom up`, `down`, `status`, `logs` and `demo`: a local mesh of processes. */
 import { existsSync, readFileSync, rmSync, statSync, watch } from 'node:fs'
 import { parseArgs } from 'node:util'
+import { PATH_NORMALIZATIONS } from '../control/translate/scope.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { alive, LocalMesh, readState, reapLeftovers, StoppedError, statePath, type UpState } from '../runtime/up.js'
 
 export const UP_USAGE = `Usage: loom up -f <dir|file> [--data-dir DIR] [--api-port N] [--xds-port N] [--gateway-port N]
+               [--path-normalization NONE|BASE|MERGE_SLASHES|DECODE_AND_MERGE_SLASHES]
 
 Runs a mesh of local processes: the control plane, each Workload's process with its sidecar, and the gateways the
 config declares. Manifests hold Istio resources (applied to the control plane) and Loom Workloads:
@@ -27,6 +29,8 @@ Options:
       --api-port <n>      control plane API port (default 15080 if free)
       --xds-port <n>      control plane xDS port (default 15010 if free)
       --gateway-port <n>  local port for the first gateway server port (default: the same port if free)
+      --path-normalization <setting>
+                          how every proxy normalizes request paths (the control plane's flag; default BASE)
 
 Examples:
   loom up -f ./mesh
@@ -136,11 +140,18 @@ export async function upCommand(argv: string[]): Promise<void> {
       'api-port': { type: 'string' },
       'xds-port': { type: 'string' },
       'gateway-port': { type: 'string' },
+      'path-normalization': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
   if (values.help) return void process.stdout.write(UP_USAGE)
   if (values.file === undefined) throw new LoomError(ErrorCodes.USAGE, `-f <dir|file> is required\n\n${UP_USAGE}`)
+  const normalization = values['path-normalization']
+  if (normalization !== undefined && !(PATH_NORMALIZATIONS as readonly string[]).includes(normalization))
+    throw new LoomError(
+      ErrorCodes.USAGE,
+      `--path-normalization must be one of ${PATH_NORMALIZATIONS.join(', ')}, got "${normalization}"`,
+    )
   await runUp(
     {
       file: values.file,
@@ -148,6 +159,7 @@ export async function upCommand(argv: string[]): Promise<void> {
       apiPort: num(values['api-port'], '--api-port') ?? 15080,
       xdsPort: num(values['xds-port'], '--xds-port') ?? 15010,
       ...(values['gateway-port'] === undefined ? {} : { gatewayPort: num(values['gateway-port'], '--gateway-port')! }),
+      ...(normalization === undefined ? {} : { pathNormalization: normalization }),
     },
     (s) => {
       printState(s, `mesh is up; Ctrl-C or 'loom down --data-dir ${s.dataDir}' stops it\n`)

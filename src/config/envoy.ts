@@ -571,6 +571,17 @@ export const HttpConnectionManager = v.pipe(
     server_name: opt(str),
     upgrade_configs: opt(v.array(v.strictObject({ upgrade_type: nonEmpty, enabled: opt(bool) }))),
     drain_timeout: opt(duration),
+    normalize_path: opt(bool),
+    merge_slashes: opt(bool),
+    path_with_escaped_slashes_action: opt(
+      v.picklist([
+        'IMPLEMENTATION_SPECIFIC_DEFAULT',
+        'KEEP_UNCHANGED',
+        'REJECT_REQUEST',
+        'UNESCAPE_AND_REDIRECT',
+        'UNESCAPE_AND_FORWARD',
+      ]),
+    ),
   }),
   oneOf(['route_config', 'rds']),
 )
@@ -650,8 +661,11 @@ export const LbEndpoint = v.strictObject({
 })
 export type LbEndpoint = v.InferOutput<typeof LbEndpoint>
 
+export const Locality = v.strictObject({ region: opt(str), zone: opt(str), sub_zone: opt(str) })
+export type Locality = v.InferOutput<typeof Locality>
+
 export const LocalityLbEndpoints = v.strictObject({
-  locality: opt(v.strictObject({ region: opt(str), zone: opt(str), sub_zone: opt(str) })),
+  locality: opt(Locality),
   lb_endpoints: v.array(LbEndpoint),
   load_balancing_weight: opt(int(1, 0xffffffff)),
   priority: opt(int(0, 127)),
@@ -688,6 +702,19 @@ export const CircuitBreakerThresholds = v.strictObject({
   max_pending_requests: opt(uint32),
   max_requests: opt(uint32),
   max_retries: opt(uint32),
+  /** Retries in flight as a share of the cluster's requests; when set, max_retries is ignored. */
+  retry_budget: opt(
+    v.strictObject({
+      /** Envoy's type.v3.Percent (0..100); default 20. */
+      budget_percent: opt(
+        v.strictObject({
+          value: opt(v.pipe(v.number(), v.minValue(0, 'must be 0..100'), v.maxValue(100, 'must be 0..100'))),
+        }),
+      ),
+      /** default 3 */
+      min_retry_concurrency: opt(uint32),
+    }),
+  ),
   track_remaining: opt(bool),
 })
 export type CircuitBreakerThresholds = v.InferOutput<typeof CircuitBreakerThresholds>
@@ -721,6 +748,108 @@ export const OutlierDetection = v.strictObject({
 })
 export type OutlierDetection = v.InferOutput<typeof OutlierDetection>
 
+/** cluster.v3.Cluster.CommonLbConfig: locality-weighted load balancing (the other fields are not supported). */
+export const CommonLbConfig = v.strictObject({ locality_weighted_lb_config: opt(v.strictObject({})) })
+export type CommonLbConfig = v.InferOutput<typeof CommonLbConfig>
+/** type.v3.Int64Range: `[start, end)`, both required. */
+const Int64Range = v.strictObject({ start: int64, end: int64 })
+
+/** HealthCheck.Payload: `text` is hex (two digits per byte), `binary` base64 (proto JSON bytes). */
+const HealthCheckPayload = v.pipe(
+  v.strictObject({
+    text: opt(v.pipe(str, v.regex(/^(?:[0-9A-Fa-f]{2})+$/, 'must be hex digits, two per byte'))),
+    binary: opt(str),
+  }),
+  oneOf(['text', 'binary']),
+)
+
+/** config.core.v3.HealthCheck: one active health checker of a cluster (HTTP, TCP or gRPC). */
+export const HealthCheck = v.pipe(
+  v.strictObject({
+    timeout: duration,
+    interval: duration,
+    initial_jitter: opt(duration),
+    interval_jitter: opt(duration),
+    interval_jitter_percent: opt(uint32),
+    unhealthy_threshold: uint32,
+    healthy_threshold: uint32,
+    reuse_connection: opt(bool),
+    http_health_check: opt(
+      v.strictObject({
+        host: opt(headerValue),
+        path: v.pipe(nonEmpty, headerValue),
+        request_headers_to_add: opt(v.pipe(v.array(HeaderValueOption), v.maxLength(1000, 'at most 1000'))),
+        request_headers_to_remove: opt(v.array(headerName)),
+        expected_statuses: opt(v.array(Int64Range)),
+        retriable_statuses: opt(v.array(Int64Range)),
+        codec_client_type: opt(v.picklist(['HTTP1', 'HTTP2'])),
+        service_name_matcher: opt(StringMatcher),
+        method: opt(
+          v.picklist(['METHOD_UNSPECIFIED', 'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'TRACE', 'PATCH']),
+        ),
+      }),
+    ),
+    tcp_health_check: opt(v.strictObject({ send: opt(HealthCheckPayload), receive: opt(v.array(HealthCheckPayload)) })),
+    grpc_health_check: opt(v.strictObject({ service_name: opt(str), authority: opt(headerValue) })),
+    no_traffic_interval: opt(duration),
+    no_traffic_healthy_interval: opt(duration),
+    unhealthy_interval: opt(duration),
+    unhealthy_edge_interval: opt(duration),
+    healthy_edge_interval: opt(duration),
+    always_log_health_check_failures: opt(bool),
+    always_log_health_check_success: opt(bool),
+  }),
+  oneOf(['http_health_check', 'tcp_health_check', 'grpc_health_check']),
+)
+export type HealthCheck = v.InferOutput<typeof HealthCheck>
+
+/**
+ * cluster.v3.Cluster.SlowStartConfig (and load_balancing_policies.common.v3.SlowStartConfig): a new host's weight
+ * ramps up over `slow_start_window`. `aggression` is a RuntimeDouble: Loom has no runtime, so `default_value`
+ * applies (a value that is not above 0 means 1.0, as in Envoy).
+ */
+export const SlowStartConfig = v.strictObject({
+  slow_start_window: opt(duration),
+  aggression: opt(v.strictObject({ default_value: opt(v.number()), runtime_key: opt(str) })),
+  min_weight_percent: opt(v.strictObject({ value: opt(v.pipe(v.number(), v.minValue(0), v.maxValue(100))) })),
+})
+export type SlowStartConfig = v.InferOutput<typeof SlowStartConfig>
+
+/** Loom's peak-EWMA load balancer (loom.config.lb.v1.PeakEwma). */
+export const PeakEwmaConfig = v.strictObject({
+  '@type': v.literal(TypeUrls.peakEwma),
+  decay_time: opt(duration),
+  default_rtt: opt(duration),
+})
+export type PeakEwmaConfig = v.InferOutput<typeof PeakEwmaConfig>
+
+/**
+ * Cluster.load_balancing_policy: policies in order of preference. Every entry must be one Loom supports (so the
+ * first one is what Loom runs); later entries are there for clients that do not know the earlier ones.
+ */
+export const LoadBalancingPolicy = v.strictObject({
+  policies: v.pipe(
+    v.array(
+      v.strictObject({
+        typed_extension_config: v.strictObject({
+          name: nonEmpty,
+          typed_config: v.variant('@type', [
+            PeakEwmaConfig,
+            v.strictObject({ '@type': v.literal(TypeUrls.roundRobinLb), slow_start_config: opt(SlowStartConfig) }),
+            v.strictObject({
+              '@type': v.literal(TypeUrls.leastRequestLb),
+              choice_count: opt(int(2, 100)),
+              slow_start_config: opt(SlowStartConfig),
+            }),
+          ]),
+        }),
+      }),
+    ),
+    v.minLength(1, 'must list at least one policy'),
+  ),
+})
+export type LoadBalancingPolicy = v.InferOutput<typeof LoadBalancingPolicy>
+
 export const Cluster = v.strictObject({
   '@type': opt(str),
   name: nonEmpty,
@@ -737,7 +866,11 @@ export const Cluster = v.strictObject({
   dns_refresh_rate: opt(duration),
   dns_lookup_family: opt(v.picklist(['AUTO', 'V4_ONLY', 'V6_ONLY', 'V4_PREFERRED', 'ALL'])),
   respect_dns_ttl: opt(bool),
-  least_request_lb_config: opt(v.strictObject({ choice_count: opt(int(2, 100)) })),
+  least_request_lb_config: opt(
+    v.strictObject({ choice_count: opt(int(2, 100)), slow_start_config: opt(SlowStartConfig) }),
+  ),
+  round_robin_lb_config: opt(v.strictObject({ slow_start_config: opt(SlowStartConfig) })),
+  load_balancing_policy: opt(LoadBalancingPolicy),
   ring_hash_lb_config: opt(
     v.strictObject({
       minimum_ring_size: opt(int(1, 8388608)),
@@ -750,13 +883,22 @@ export const Cluster = v.strictObject({
   max_requests_per_connection: opt(uint32),
   circuit_breakers: opt(v.strictObject({ thresholds: opt(v.array(CircuitBreakerThresholds)) })),
   outlier_detection: opt(OutlierDetection),
+  common_lb_config: opt(CommonLbConfig),
+  health_checks: opt(v.pipe(v.array(HealthCheck), v.maxLength(1, 'at most one health checker (as Envoy)'))),
 })
 export type Cluster = v.InferOutput<typeof Cluster>
 
 // === bootstrap ===
 
 export const Bootstrap = v.strictObject({
-  node: opt(v.strictObject({ id: opt(str), cluster: opt(str), metadata: opt(v.record(str, v.unknown())) })),
+  node: opt(
+    v.strictObject({
+      id: opt(str),
+      cluster: opt(str),
+      metadata: opt(v.record(str, v.unknown())),
+      locality: opt(Locality),
+    }),
+  ),
   admin: opt(v.strictObject({ address: Address, access_log: opt(v.array(AccessLog)) })),
   static_resources: opt(v.strictObject({ listeners: opt(v.array(Listener)), clusters: opt(v.array(Cluster)) })),
 })

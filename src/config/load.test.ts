@@ -71,3 +71,83 @@ describe('bootstrap: schema errors and checks across the document in one pass', 
     assert.ok(got.every((l) => !l.includes('TypeError')))
   })
 })
+
+describe('bootstrap: load balancer extensions', () => {
+  const withCluster = (extra: Record<string, unknown>) => ({
+    static_resources: {
+      clusters: [
+        {
+          name: 'c',
+          type: 'STATIC',
+          load_assignment: {
+            cluster_name: 'c',
+            endpoints: [
+              {
+                lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: 1 } } } }],
+              },
+            ],
+          },
+          ...extra,
+        },
+      ],
+    },
+  })
+  it('slow_start_config and the PeakEwma extension are accepted', () => {
+    assert.deepEqual(
+      issues(
+        withCluster({
+          lb_policy: 'LEAST_REQUEST',
+          least_request_lb_config: {
+            choice_count: 2,
+            slow_start_config: {
+              slow_start_window: '30s',
+              aggression: { default_value: 2, runtime_key: 'k' },
+              min_weight_percent: { value: 5 },
+            },
+          },
+        }),
+      ),
+      [],
+    )
+    assert.deepEqual(
+      issues(
+        withCluster({
+          load_balancing_policy: {
+            policies: [
+              {
+                typed_extension_config: {
+                  name: 'peak',
+                  typed_config: { '@type': 'type.googleapis.com/loom.config.lb.v1.PeakEwma', decay_time: '5s' },
+                },
+              },
+            ],
+          },
+        }),
+      ),
+      [],
+    )
+  })
+  it('an unknown policy type, a bad percent and an empty list are errors with their paths', () => {
+    const at = 'static_resources.clusters[0]'
+    const got = issues(
+      withCluster({
+        round_robin_lb_config: { slow_start_config: { min_weight_percent: { value: 150 } } },
+        load_balancing_policy: {
+          policies: [{ typed_extension_config: { name: 'x', typed_config: { '@type': 'type.googleapis.com/my.Lb' } } }],
+        },
+      }),
+    )
+    assert.ok(
+      got.some((g) => g.startsWith(`${at}.round_robin_lb_config.slow_start_config.min_weight_percent.value:`)),
+      got.join('\n'),
+    )
+    assert.ok(
+      got.some((g) =>
+        g.startsWith(`${at}.load_balancing_policy.policies[0].typed_extension_config.typed_config["@type"]:`),
+      ),
+      got.join('\n'),
+    )
+    const empty = issues(withCluster({ load_balancing_policy: { policies: [] } }))
+    assert.deepEqual(empty, [`${at}.load_balancing_policy.policies: must list at least one policy`])
+  })
+})

@@ -19,4 +19,8 @@ export const TypeUrls = {
   fileLog: `${T}envoy.extensions.access_loggers.file.v3.FileAccessLog`,
   tlsInspector: `${T}envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector`,
   httpInspector: `${T}envoy.extensions.filters.listener.http_inspector.v3.HttpInspector`,
+  roundRobinLb: `${T}envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin`,
+  leastRequestLb: `${T}envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest`,
+  /** Loom's own extension (proto/loom/config/lb/v1/peak_ewma.proto) */
+  peakEwma: `${T}loom.config.lb.v1.PeakEwma`,
 } as const

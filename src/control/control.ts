@@ -20,7 +20,7 @@ import { type RegisteredWorkload, Registry } from './registry/registry.js'
 import { ShareServer } from './ratelimit/share-server.js'
 import { FileStore } from './store/file-store.js'
 import type { Store, Watch } from './store/store.js'
-import { BatchTranslator, type TranslateNode } from './translate/translate.js'
+import { BatchTranslator, type MeshConfig, type TranslateNode } from './translate/translate.js'
 
 export interface ControlOptions {
   dataDir: string
@@ -35,6 +35,8 @@ export interface ControlOptions {
    * (default: with the embedded store, that is when `store` is not given)
    */
   persistRegistrations?: boolean
+  /** mesh-wide settings (Istio's MeshConfig, the parts Loom reads), e.g. `pathNormalization` */
+  meshConfig?: MeshConfig
 }
 
 /** The file self-registered workloads are kept in. */
@@ -78,6 +80,7 @@ export function proxyNodeOf(n: NodeInfo): TranslateNode {
     ip: str('INSTANCE_IPS', parts[1] ?? '127.0.0.1').split(',')[0]!,
     generator,
     metadata: md,
+    ...(n.locality !== undefined ? { locality: n.locality } : {}),
   }
 }
 
@@ -196,7 +199,11 @@ export class ControlPlane {
 
   private translator(): BatchTranslator {
     if (this.batch === null)
-      this.batch = new BatchTranslator({ resources: this.resources, services: this.registry.services() })
+      this.batch = new BatchTranslator({
+        resources: this.resources,
+        services: this.registry.services(),
+        meshConfig: this.options.meshConfig,
+      })
     return this.batch
   }
 

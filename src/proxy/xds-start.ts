@@ -24,6 +24,8 @@ export interface XdsStartOptions {
   serviceAccount: string
   ip: string
   metadata: Record<string, string>
+  /** the proxy's locality (node.locality): from --locality, else the bootstrap's node.locality */
+  locality?: { region?: string; zone?: string; sub_zone?: string }
 }
 
 /** Istio's node id shape: `<kind>~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local` (gateways are `router`). */
@@ -50,7 +52,7 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
         NODE_KIND: o.kind,
         GENERATOR: 'envoy',
       },
-      locality: {},
+      locality: o.locality ?? {},
     },
     userAgentVersion: VERSION,
     onResources: async (typeUrl, version, resources, removed) => {
@@ -68,6 +70,11 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
   client.start()
   // global rate limits: shares from the same control plane, on the same address (the stream opens on first use)
   new ShareReporter({ server: o.server, nodeId: id }).attach()
-  log('info', 'xds', 'connecting', { server: o.server, node: id, protocol: client.protocol })
+  log('info', 'xds', 'connecting', {
+    server: o.server,
+    node: id,
+    protocol: client.protocol,
+    ...(o.locality === undefined ? {} : { locality: o.locality }),
+  })
   return client
 }

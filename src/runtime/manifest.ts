@@ -14,6 +14,7 @@
  *   serviceAccount: bookinfo-reviews
  *   ports: [{ name: http, port: 9080 }]                  # service ports; the process gets its local port in $PORT
  *   healthPath: /health                                  # optional HTTP readiness check through the local port
+ *   locality: us-east1/us-east1-b                        # optional region[/zone[/subzone]] of endpoint and sidecar
  * ```
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs'
@@ -45,6 +46,16 @@ export const WorkloadSpec = v.strictObject({
     v.minLength(1, 'at least one port'),
   ),
   healthPath: v.optional(v.string()),
+  /** region[/zone[/subzone]]: the workload's endpoints carry it, and its sidecar sends it as node.locality */
+  locality: v.optional(
+    v.pipe(
+      v.string(),
+      v.check((l) => {
+        const parts = l.split('/')
+        return parts.length <= 3 && parts.every((p) => p !== '')
+      }, 'must be region[/zone[/subzone]]'),
+    ),
+  ),
 })
 export type WorkloadSpec = v.InferOutput<typeof WorkloadSpec>
 

@@ -41,6 +41,8 @@ export interface UpOptions {
   xdsPort?: number
   /** the local port for the first gateway server port (default: the server port itself if free, else any) */
   gatewayPort?: number
+  /** the control plane's `--path-normalization` (Istio's meshConfig.pathNormalization; its default is BASE) */
+  pathNormalization?: string
   /** progress lines go here */
   progress?: (line: string) => void
 }
@@ -392,6 +394,7 @@ export class LocalMesh {
       this.api,
       '--xds',
       this.xds,
+      ...(this.options.pathNormalization === undefined ? [] : ['--path-normalization', this.options.pathNormalization]),
     ])
     this.control = control
     this.launch(control)
@@ -552,6 +555,7 @@ export class LocalMesh {
       labels: spec.labels,
       serviceAccount: spec.serviceAccount ?? 'default',
       ttlSeconds: 15,
+      ...(spec.locality !== undefined ? { locality: spec.locality } : {}),
     }
     if (this.stopped) throw new StoppedError()
     const reg = await this.apiCall('POST', '/api/v1/workloads', registration)
@@ -591,6 +595,7 @@ export class LocalMesh {
       `INBOUND_PORTS=${portMap(inbound)}`,
       '--metadata',
       `APP_PORTS=${portMap(appPorts)}`,
+      ...(spec.locality !== undefined ? ['--locality', spec.locality] : []),
     ])
     const state: WorkloadState = {
       name: def.name,

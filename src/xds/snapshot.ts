@@ -34,4 +34,6 @@ export interface ProxyNode {
   ip: string
   /** client flavour: Loom/Envoy proxies get full listeners; proxyless gRPC gets api_listeners */
   generator: 'envoy' | 'grpc'
+  /** the xDS node.locality, if the proxy sent one */
+  locality?: { region?: string; zone?: string; sub_zone?: string }
 }

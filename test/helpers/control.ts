@@ -67,8 +67,21 @@ export interface Control extends Proc {
   loom(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }>
 }
 
-export async function startControl(dataDir = mkdtempSync(join(tmpdir(), 'loom-cp-')), xdsPort = 0): Promise<Control> {
-  const p = await spawnLoom(['control', '--data-dir', dataDir, '--api', '127.0.0.1:0', '--xds', `127.0.0.1:${xdsPort}`])
+export async function startControl(
+  dataDir = mkdtempSync(join(tmpdir(), 'loom-cp-')),
+  xdsPort = 0,
+  extra: string[] = [],
+): Promise<Control> {
+  const p = await spawnLoom([
+    'control',
+    '--data-dir',
+    dataDir,
+    '--api',
+    '127.0.0.1:0',
+    '--xds',
+    `127.0.0.1:${xdsPort}`,
+    ...extra,
+  ])
   const api = String(p.ready.api)
   return {
     ...p,

@@ -217,6 +217,8 @@ spec:
     ['bad port', { ports: [{ name: 'http', number: 70000 }] }],
     ['duplicate port names', { ports: { http: 1 } as Record<string, number> }],
     ['zero weight', { weight: 0 }],
+    ['empty locality part', { locality: 'r1//s1' }],
+    ['locality past subzone', { locality: 'r1/z1/s1/x' }],
   ]
   for (const [name, patch] of invalid) {
     it(`rejects ${name}`, () => {

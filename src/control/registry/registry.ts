@@ -329,6 +329,10 @@ function normalizeRegistration(w: WorkloadRegistration, now: number): Registered
   if (new Set(list.map((p) => p.name)).size !== list.length) fail('port names must be unique')
   const weight = w.weight ?? 1
   if (!(Number.isInteger(weight) && weight >= 1)) fail('weight must be a positive integer')
+  const locality = w.locality ?? ''
+  if (typeof locality !== 'string' || (locality !== '' && !isLocality(locality))) {
+    fail('locality must be region[/zone[/subzone]]')
+  }
   return {
     id: `${namespace}/${w.name}`,
     name: w.name,
@@ -339,11 +343,17 @@ function normalizeRegistration(w: WorkloadRegistration, now: number): Registered
     serviceAccount: w.serviceAccount ?? 'default',
     serviceHosts: w.serviceHosts === undefined ? undefined : [...w.serviceHosts],
     ttlSeconds: w.ttlSeconds,
-    locality: w.locality ?? '',
+    locality,
     weight,
     healthy: true,
     lastSeenMs: now,
   }
+}
+
+/** `region[/zone[/subzone]]`, no empty part. */
+export function isLocality(text: string): boolean {
+  const parts = text.split('/')
+  return parts.length <= 3 && parts.every((p) => p !== '')
 }
 
 // === building services ===

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { Registry } from '../registry/registry.js'
 import { analyze, type Diagnostic } from './analyze.js'
 import { applied, bookinfoRegistry, manifests, samples } from './testdata/bookinfo.js'
 
@@ -119,6 +120,26 @@ spec:
       ],
     ],
     [
+      'locality failover without outlier detection',
+      `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {localityLbSetting: {failover: [{from: r1, to: r2}]}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      outlierDetection: {consecutive5xxErrors: 1}
+      loadBalancer: {localityLbSetting: {failoverPriority: [version]}}
+`,
+      [
+        'warning DestinationRule/default/reviews spec.trafficPolicy.loadBalancer.localityLbSetting: outlier detection policy must be provided for failover; without outlierDetection it is ignored',
+      ],
+    ],
+    [
       'gateway servers Loom cannot serve yet',
       `apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -165,6 +186,29 @@ spec: {hosts: [reviews], requestsPerSecond: 5, match: {method: POST}}
   for (const [name, yaml, want] of cases) {
     it(name, () => assert.deepEqual(lines(analyze(manifests(yaml), SERVICES)), want))
   }
+
+  it('locality load balancing on a DNS service is a warning (its cluster is not rewritten per locality)', () => {
+    const resources = manifests(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [ext.example.com]
+  ports: [{number: 80, name: http}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ext}
+spec:
+  host: ext.example.com
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1}
+    loadBalancer: {localityLbSetting: {failover: [{from: r1, to: r2}]}}
+`)
+    assert.deepEqual(lines(analyze(resources, Registry.fromResources(resources).services())), [
+      'warning DestinationRule/default/ext spec.trafficPolicy.loadBalancer.localityLbSetting: ext.example.com is resolved by DNS: locality load balancing is not applied to it yet',
+    ])
+  })
 
   it('Bookinfo as shipped: only the subsets without workloads are reported', () => {
     const ds = analyze(

@@ -20,6 +20,7 @@ import {
   keyOf,
   type Resource,
   type ServiceEntrySpec,
+  type TrafficPolicy,
   type VirtualServiceSpec,
   type WorkloadEntrySpec,
 } from '../../api/index.js'
@@ -191,6 +192,37 @@ export function analyze(
         `${keyOf(first)} is older and also sets a traffic policy for ${h}; it wins`,
       )
     }
+    // localityLbSetting: Istio's warning that failover needs outlier detection in the same policy (or Envoy never
+    // leaves priority 0), and DNS services, whose clusters Loom does not rewrite per locality
+    const dns = svc !== undefined && svc.resolution !== 'NONE' && svc.resolution !== 'STATIC'
+    const localityChecks = (tp: TrafficPolicy | undefined, p: string) => {
+      const check = (q: { loadBalancer?: TrafficPolicy['loadBalancer']; outlierDetection?: unknown }, at: string) => {
+        const l = q.loadBalancer?.localityLbSetting
+        if (l === undefined) return
+        const lp = `${at}.loadBalancer.localityLbSetting`
+        if (dns && l.enabled !== false) {
+          report('warning', dr, lp, `${h} is resolved by DNS: locality load balancing is not applied to it yet`)
+        }
+        if (q.outlierDetection !== undefined) return
+        if ((l.failover ?? []).length > 0 || (l.failoverPriority ?? []).length > 0) {
+          report(
+            'warning',
+            dr,
+            lp,
+            'outlier detection policy must be provided for failover; without outlierDetection it is ignored',
+          )
+        }
+      }
+      if (tp === undefined) return
+      check(tp, p)
+      ;(tp.portLevelSettings ?? []).forEach((pl, i) => {
+        check(pl, `${p}.portLevelSettings[${i}]`)
+      })
+    }
+    localityChecks(dr.spec.trafficPolicy, 'spec.trafficPolicy')
+    ;(dr.spec.subsets ?? []).forEach((s, i) => {
+      localityChecks(s.trafficPolicy, `spec.subsets[${i}].trafficPolicy`)
+    })
     ;(dr.spec.subsets ?? []).forEach((s, i) => {
       if (svc !== undefined && !svc.endpoints.some((e) => labelsMatch(s.labels ?? {}, e.labels))) {
         report('warning', dr, `spec.subsets[${i}]`, `subset ${s.name} selects no endpoint of ${h}`)

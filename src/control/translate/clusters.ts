@@ -14,10 +14,15 @@
  *   breakers and HTTP protocol options from connectionPool (every cluster gets Istio's thresholds, unlimited where
  *   nothing is set) and outlier detection, as Istio's applyConnectionPool and applyOutlierDetection do; HTTP/2 and
  *   gRPC ports get HTTP/2 upstream connections.
- * - Not translated yet (see `analyze`): tcpKeepalive, maxConnectionDuration, tls (origination and mTLS),
- *   localityLbSetting, warmup.
+ * - Warmup becomes slow start on ROUND_ROBIN and LEAST_REQUEST clusters; the `loom.dev/load-balancer: peak-ewma`
+ *   annotation of the rule makes them Loom's peak-EWMA load balancer (see policy.ts).
+ * - localityLbSetting (or the mesh default): EDS clusters get `common_lb_config.locality_weighted_lb_config` where
+ *   Istio sets it, and a LocalityPlan by which each proxy's copy of the assignment gets its priorities or locality
+ *   weights (locality.ts).
+ * - Not translated yet (see `analyze`): tcpKeepalive, maxConnectionDuration, tls (origination and mTLS).
  */
 import { isIP } from 'node:net'
+import { LOOM_LOAD_BALANCER_ANNOTATION } from '../../api/index.js'
 import { TypeUrls } from '../../config/type-urls.js'
 import { labelsMatch } from '../registry/hostname.js'
 import { isHttp2Protocol, type Service, type ServiceEndpoint, type ServicePort } from '../registry/registry.js'
@@ -25,10 +30,12 @@ import {
   connectionPoolFields,
   connectTimeout,
   effectivePolicy,
+  type LoomLoadBalancer,
   loadBalancerFields,
   outlierDetectionFields,
 } from './policy.js'
-import type { Scope } from './scope.js'
+import { type LocalityPlan, localityPlan, localitySetting, localityWeighted, withTopologyLabels } from './locality.js'
+import type { AppliedDestinationRule, Scope } from './scope.js'
 import { clusterName, cmp, type Json, locality } from './util.js'
 
 export const ADS: Json = { ads: {} }
@@ -37,12 +44,15 @@ export interface ClusterSet {
   clusters: Json[]
   /** ClusterLoadAssignments of the EDS clusters */
   endpoints: Json[]
+  /** the EDS clusters whose assignment each proxy gets rewritten for its locality (locality.ts) */
+  localityPlans: LocalityPlan[]
 }
 
 /** Clusters and load assignments for every service the proxy can reach. */
 export function outboundClusters(scope: Scope): ClusterSet {
   const clusters: Json[] = []
   const endpoints: Json[] = []
+  const localityPlans: LocalityPlan[] = []
   for (const svc of scope.services) {
     const dr = scope.destinationRule(svc.hostname)
     const subsets = [''].concat(
@@ -55,10 +65,11 @@ export function outboundClusters(scope: Scope): ClusterSet {
         if (built === null) continue
         clusters.push(built.cluster)
         if (built.assignment !== null) endpoints.push(built.assignment)
+        if (built.plan !== null) localityPlans.push(built.plan)
       }
     }
   }
-  return { clusters, endpoints }
+  return { clusters, endpoints, localityPlans }
 }
 
 function buildCluster(
@@ -67,10 +78,11 @@ function buildCluster(
   port: ServicePort,
   subset: string,
   subsetLabels: Record<string, string> | undefined,
-): { cluster: Json; assignment: Json | null } | null {
+): { cluster: Json; assignment: Json | null; plan: LocalityPlan | null } | null {
   const name = clusterName('outbound', port.number, subset, svc.hostname)
   const generator = scope.node.generator
-  const policy = effectivePolicy(scope.destinationRule(svc.hostname)?.spec, subset, port.number)
+  const dr = scope.destinationRule(svc.hostname)
+  const policy = effectivePolicy(dr?.spec, subset, port.number)
   const eps = svc.endpoints.filter(
     (e) =>
       e.servicePort === port.number && e.healthy && (subsetLabels === undefined || labelsMatch(subsetLabels, e.labels)),
@@ -90,7 +102,10 @@ function buildCluster(
     cluster.eds_cluster_config = { eds_config: ADS, service_name: name }
   }
   cluster.connect_timeout = connectTimeout(policy) ?? scope.mesh.connectTimeout
-  Object.assign(cluster, loadBalancerFields(policy?.loadBalancer, scope.mesh.defaultLoadBalancer, generator))
+  Object.assign(
+    cluster,
+    loadBalancerFields(policy?.loadBalancer, scope.mesh.defaultLoadBalancer, generator, loomLoadBalancer(dr)),
+  )
   const http2 = generator === 'envoy' && isHttp2Protocol(port.protocol)
   if (http2) Object.assign(cluster, http2Options())
   const pool = connectionPoolFields(policy, http2)
@@ -108,15 +123,31 @@ function buildCluster(
           : [{ address: svc.hostname, port: port.number, locality: '', weight: 1 }]
     // LOGICAL_DNS takes exactly one endpoint.
     cluster.load_assignment = loadAssignment(name, generator === 'grpc' ? targets.slice(0, 1) : targets)
-    return { cluster, assignment: null }
+    return { cluster, assignment: null, plan: null }
   }
-  return {
-    cluster,
-    assignment: loadAssignment(
-      name,
-      eps.filter((e) => isIP(e.address) !== 0),
-    ),
+  const edsEps = eps.filter((e) => isIP(e.address) !== 0)
+  // locality load balancing: the assignment is rewritten per proxy (locality.ts), the cluster only flagged
+  const setting = localitySetting(scope.mesh.localityLbSetting, policy?.loadBalancer?.localityLbSetting)
+  if (localityWeighted(setting, outlier !== null)) cluster.common_lb_config = { locality_weighted_lb_config: {} }
+  const plan = localityPlan(name, setting, outlier !== null, () => {
+    const labels = new Map<string, Record<string, string>>()
+    for (const e of edsEps) {
+      const key = `${e.address}:${e.port}`
+      if (!labels.has(key)) labels.set(key, withTopologyLabels(e.labels, locality(e.locality)))
+    }
+    return labels
+  })
+  return { cluster, assignment: loadAssignment(name, edsEps), plan }
+}
+
+/** The `loom.dev/load-balancer` annotation of the first contributing rule that sets one (validated on apply). */
+function loomLoadBalancer(dr: AppliedDestinationRule | undefined): LoomLoadBalancer | undefined {
+  for (const r of dr?.sources ?? []) {
+    const value = r.metadata.annotations?.[LOOM_LOAD_BALANCER_ANNOTATION]
+    if (value === 'peak-ewma') return value
+    if (value !== undefined) return undefined
   }
+  return undefined
 }
 
 /** A ClusterLoadAssignment: endpoints grouped by locality, sorted, de-duplicated, every weight set. */

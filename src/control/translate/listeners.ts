@@ -25,7 +25,7 @@ import { attachGlobalRateLimits, GLOBAL_RATELIMIT } from '../ratelimit/translate
 import { ADS, http2Options, loadAssignment } from './clusters.js'
 import type { Server } from './types.js'
 import { defaultRoute, isCatchAll, type RouteContext, virtualServiceGateways, virtualServiceRoutes } from './routes.js'
-import type { Scope } from './scope.js'
+import type { PathNormalization, Scope } from './scope.js'
 import { clusterName, cmp, type Json } from './util.js'
 
 export const OUTBOUND_LISTENER = 'outbound_http'
@@ -56,16 +56,33 @@ export interface ListenerSet {
 export type NodeMetadata = Record<string, unknown>
 
 /**
- * Every connection manager: `stream_idle_timeout` 0 (disabled), as Istio sets it on sidecars and gateways alike
- * (long-lived gRPC and websocket streams are not cut; a route's `idle_timeout` still applies).
+ * Istio's mesh-wide `pathNormalization` as connection manager fields, on every connection manager it generates
+ * (sidecar inbound and outbound, gateways): the escaped-slash action is always written, `normalize_path` too.
  */
-function hcm(statPrefix: string, routing: Json, extraFilters: Json[] = []): Json {
+const PATH_NORMALIZATION: Record<PathNormalization, Json> = {
+  NONE: { normalize_path: false, path_with_escaped_slashes_action: 'KEEP_UNCHANGED' },
+  BASE: { normalize_path: true, path_with_escaped_slashes_action: 'KEEP_UNCHANGED' },
+  MERGE_SLASHES: { normalize_path: true, merge_slashes: true, path_with_escaped_slashes_action: 'KEEP_UNCHANGED' },
+  DECODE_AND_MERGE_SLASHES: {
+    normalize_path: true,
+    merge_slashes: true,
+    path_with_escaped_slashes_action: 'UNESCAPE_AND_FORWARD',
+  },
+}
+
+/**
+ * Every connection manager: the mesh's path normalization, and `stream_idle_timeout` 0 (disabled), as Istio sets
+ * it on sidecars and gateways alike (long-lived gRPC and websocket streams are not cut; a route's `idle_timeout`
+ * still applies).
+ */
+function hcm(scope: Scope, statPrefix: string, routing: Json, extraFilters: Json[] = []): Json {
   return {
     name: HCM_FILTER,
     typed_config: {
       '@type': TypeUrls.hcm,
       stat_prefix: statPrefix,
       ...routing,
+      ...PATH_NORMALIZATION[scope.mesh.pathNormalization],
       stream_idle_timeout: '0s',
       http_filters: [FAULT, CORS, ...extraFilters, ROUTER],
     },
@@ -245,7 +262,9 @@ export function outboundListener(scope: Scope, metadata: NodeMetadata): Listener
       {
         name: OUTBOUND_LISTENER,
         address: socketAddress('127.0.0.1', port),
-        filter_chains: [{ filters: [hcm(OUTBOUND_LISTENER, { ...rds(OUTBOUND_ROUTE), ...SIDECAR_TRUST }, filters)] }],
+        filter_chains: [
+          { filters: [hcm(scope, OUTBOUND_LISTENER, { ...rds(OUTBOUND_ROUTE), ...SIDECAR_TRUST }, filters)] },
+        ],
       },
     ],
     routes: [{ name: OUTBOUND_ROUTE, virtual_hosts: vhosts, validate_clusters: false }],
@@ -329,7 +348,7 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
       name,
       address: socketAddress(address, listenPort),
       filter_chains: [
-        { filters: [hcm(`inbound_${address}_${listenPort}`, { route_config: routeConfig, ...SIDECAR_TRUST })] },
+        { filters: [hcm(scope, `inbound_${address}_${listenPort}`, { route_config: routeConfig, ...SIDECAR_TRUST })] },
       ],
     })
     const c: Json = {
@@ -430,7 +449,7 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
       const plain = servers.filter((s) => !terminatingTls(s.server))
       const routeName = `http.${port}`
       out.routes.push(gatewayRouteConfig(scope, routeName, port, plain, false))
-      chains.push({ filters: [hcm(`outbound_0.0.0.0_${port}`, { ...rds(routeName), ...trust })] })
+      chains.push({ filters: [hcm(scope, `outbound_0.0.0.0_${port}`, { ...rds(routeName), ...trust })] })
     } else {
       for (const s of servers.filter((x) => terminatingTls(x.server))) {
         const routeName = `https.${port}.${s.server.port?.name ?? ''}.${s.gateway.metadata.name}.${s.gateway.metadata.namespace}`
@@ -440,7 +459,7 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
         if (sni.length > 0) chain.filter_chain_match = { server_names: sni }
         // Istio's stat prefix for a TLS server is its name, else the route name.
         const prefix = s.server.name ?? routeName
-        chain.filters = [hcm(prefix, { ...rds(routeName), ...trust })]
+        chain.filters = [hcm(scope, prefix, { ...rds(routeName), ...trust })]
         chain.transport_socket = { name: 'envoy.transport_sockets.tls', typed_config: downstreamTls(s.server) }
         chains.push(chain)
       }

@@ -63,7 +63,7 @@ spec:
   trafficPolicy:
     connectionPool: {tcp: {connectTimeout: 1s, tcpKeepalive: {time: 10s}}, http: {http1MaxPendingRequests: 1, useClientProtocol: true}}
     outlierDetection: {consecutive5xxErrors: 1, consecutiveErrors: 2}
-    loadBalancer: {simple: ROUND_ROBIN, localityLbSetting: {enabled: true}, warmupDurationSecs: 10s}
+    loadBalancer: {simple: RANDOM, localityLbSetting: {enabled: true}, warmupDurationSecs: 10s}
     tls: {mode: DISABLE}
     portLevelSettings:
     - port: {number: 9080}
@@ -84,8 +84,7 @@ spec:
       'spec.subsets[0].trafficPolicy.portLevelSettings[0].outlierDetection.minHealthPercent',
       'spec.trafficPolicy.outlierDetection.consecutiveErrors',
       'spec.trafficPolicy.portLevelSettings[0].tls',
-      'spec.trafficPolicy.loadBalancer.localityLbSetting',
-      'spec.trafficPolicy.loadBalancer.warmupDurationSecs',
+      'spec.trafficPolicy.loadBalancer',
     ])
   })
 
@@ -108,8 +107,15 @@ spec:
       baseEjectionTime: 3m
       maxEjectionPercent: 100
       minHealthPercent: 0
-    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user}
+      localityLbSetting: {failover: [{from: r1, to: r2}], failoverPriority: [env]}
     tls: {mode: DISABLE}
+    portLevelSettings:
+    - port: {number: 80}
+      loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 30s}
+    - port: {number: 81}
+      loadBalancer: {warmup: {duration: 1m, minimumPercent: 5, aggression: 2}}
 `
     assert.deepEqual(paths(yaml), [])
   })

@@ -26,6 +26,12 @@ const UNEVALUATED_RETRY_ON = new Set([
   'retriable-headers',
   'http3-post-connect-failure',
 ])
+/** warmup set where Istio ignores it: RANDOM, PASSTHROUGH, consistentHash */
+const warmupIgnored = (lb: unknown) => {
+  const l = lb as { simple?: string; consistentHash?: unknown; warmup?: unknown; warmupDurationSecs?: unknown }
+  if (l.warmup === undefined && l.warmupDurationSecs === undefined) return false
+  return l.consistentHash !== undefined || l.simple === 'RANDOM' || l.simple === 'PASSTHROUGH'
+}
 const jwtClaims = (headers: unknown) =>
   Object.keys((headers ?? {}) as object).some((name) => name.startsWith('@request.auth.claims'))
 
@@ -94,8 +100,8 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
     message: 'per-match stat prefixes are not supported yet; ignored',
   },
 
-  // DestinationRule traffic policies (loadBalancer.simple/consistentHash, connectionPool and outlierDetection are
-  // applied, but for the fields below)
+  // DestinationRule traffic policies (loadBalancer.simple/consistentHash/warmup, connectionPool and outlierDetection
+  // are applied, but for the fields below)
   {
     kind: 'DestinationRule',
     path: '<trafficPolicy>.connectionPool.tcp.tcpKeepalive',
@@ -149,29 +155,15 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
   },
   {
     kind: 'DestinationRule',
-    path: '<trafficPolicy>.loadBalancer.localityLbSetting',
-    message: 'locality load balancing is not supported yet; ignored',
-  },
-  {
-    kind: 'DestinationRule',
-    path: '<trafficPolicy>.loadBalancer.warmupDurationSecs',
-    message: 'warmup is not supported yet; ignored',
-  },
-  {
-    kind: 'DestinationRule',
-    path: '<trafficPolicy>.loadBalancer.warmup',
-    message: 'warmup is not supported yet; ignored',
+    path: '<trafficPolicy>.loadBalancer',
+    when: warmupIgnored,
+    message: 'warmup applies to ROUND_ROBIN and LEAST_REQUEST (as in Istio); with this load balancer it is ignored',
   },
   { kind: 'DestinationRule', path: '<trafficPolicy>.tunnel', message: 'tunnel is not supported yet; ignored' },
   {
     kind: 'DestinationRule',
     path: '<trafficPolicy>.proxyProtocol',
     message: 'proxyProtocol is not supported yet; ignored',
-  },
-  {
-    kind: 'DestinationRule',
-    path: '<trafficPolicy>.retryBudget',
-    message: 'retryBudget is not supported yet; ignored',
   },
 
   // Gateway (TLS servers Loom cannot terminate are reported by the analyzer, which knows the combinations)

@@ -119,3 +119,120 @@ describe('protoDuration', () => {
   ]
   for (const [text, want] of cases) it(`${text} → ${want}`, () => assert.equal(protoDuration(text), want))
 })
+
+describe('loadBalancerFields: warmup (slow start), as Istio writes it', () => {
+  const window = { slow_start_window: '30s' }
+  const full = (w: string, aggression: number, percent: number) => ({
+    slow_start_window: w,
+    aggression: { default_value: aggression, runtime_key: '(' },
+    min_weight_percent: { value: percent },
+  })
+  const cases: [string, LoadBalancerSettings, 'envoy' | 'grpc', object][] = [
+    [
+      'warmupDurationSecs on ROUND_ROBIN',
+      { simple: 'ROUND_ROBIN', warmupDurationSecs: '30s' },
+      'envoy',
+      { lb_policy: 'ROUND_ROBIN', round_robin_lb_config: { slow_start_config: window } },
+    ],
+    [
+      'warmupDurationSecs on LEAST_REQUEST',
+      { simple: 'LEAST_REQUEST', warmupDurationSecs: '30s' },
+      'envoy',
+      { lb_policy: 'LEAST_REQUEST', least_request_lb_config: { slow_start_config: window } },
+    ],
+    [
+      'warmupDurationSecs on LEAST_CONN',
+      { simple: 'LEAST_CONN', warmupDurationSecs: '30s' },
+      'envoy',
+      { lb_policy: 'LEAST_REQUEST', least_request_lb_config: { slow_start_config: window } },
+    ],
+    [
+      'warmupDurationSecs with the default load balancer (LEAST_REQUEST)',
+      { warmupDurationSecs: '1m' },
+      'envoy',
+      { lb_policy: 'LEAST_REQUEST', least_request_lb_config: { slow_start_config: { slow_start_window: '60s' } } },
+    ],
+    [
+      'warmup: its duration, aggression and minimum percent',
+      { simple: 'ROUND_ROBIN', warmup: { duration: '45s', minimumPercent: 5, aggression: 2 } },
+      'envoy',
+      { lb_policy: 'ROUND_ROBIN', round_robin_lb_config: { slow_start_config: full('45s', 2, 5) } },
+    ],
+    [
+      'warmup: Istio writes the defaults (aggression 1, 10%)',
+      { warmup: { duration: '10s' } },
+      'envoy',
+      { lb_policy: 'LEAST_REQUEST', least_request_lb_config: { slow_start_config: full('10s', 1, 10) } },
+    ],
+    [
+      'warmup takes precedence over warmupDurationSecs',
+      { simple: 'ROUND_ROBIN', warmupDurationSecs: '99s', warmup: { duration: '10s' } },
+      'envoy',
+      { lb_policy: 'ROUND_ROBIN', round_robin_lb_config: { slow_start_config: full('10s', 1, 10) } },
+    ],
+    ['ignored with RANDOM', { simple: 'RANDOM', warmupDurationSecs: '30s' }, 'envoy', { lb_policy: 'RANDOM' }],
+    [
+      'ignored with PASSTHROUGH',
+      { simple: 'PASSTHROUGH', warmupDurationSecs: '30s' },
+      'envoy',
+      { lb_policy: 'LEAST_REQUEST' },
+    ],
+    [
+      'ignored with consistentHash',
+      { consistentHash: { httpHeaderName: 'x' }, warmupDurationSecs: '30s' },
+      'envoy',
+      { lb_policy: 'RING_HASH', ring_hash_lb_config: { minimum_ring_size: 1024 } },
+    ],
+    [
+      'left out for proxyless gRPC',
+      { simple: 'ROUND_ROBIN', warmupDurationSecs: '30s' },
+      'grpc',
+      { lb_policy: 'ROUND_ROBIN' },
+    ],
+  ]
+  for (const [name, lb, gen, want] of cases) {
+    it(name, () => assert.deepEqual(loadBalancerFields(lb, 'LEAST_REQUEST', gen), want))
+  }
+  it('not with a RANDOM mesh default', () =>
+    assert.deepEqual(loadBalancerFields({ warmupDurationSecs: '30s' }, 'RANDOM', 'envoy'), { lb_policy: 'RANDOM' }))
+})
+
+describe('loadBalancerFields: loom.dev/load-balancer peak-ewma', () => {
+  const T = 'type.googleapis.com/'
+  const policy = {
+    load_balancing_policy: {
+      policies: [
+        {
+          typed_extension_config: {
+            name: 'loom.load_balancing_policies.peak_ewma',
+            typed_config: { '@type': `${T}loom.config.lb.v1.PeakEwma` },
+          },
+        },
+        {
+          typed_extension_config: {
+            name: 'envoy.load_balancing_policies.least_request',
+            typed_config: { '@type': `${T}envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest` },
+          },
+        },
+      ],
+    },
+  }
+  it('replaces the simple load balancer (and the mesh default), with Envoy LeastRequest second', () => {
+    assert.deepEqual(loadBalancerFields(undefined, 'LEAST_REQUEST', 'envoy', 'peak-ewma'), policy)
+    assert.deepEqual(loadBalancerFields({ simple: 'RANDOM' }, 'LEAST_REQUEST', 'envoy', 'peak-ewma'), policy)
+    assert.deepEqual(
+      loadBalancerFields({ simple: 'ROUND_ROBIN', warmupDurationSecs: '30s' }, 'LEAST_REQUEST', 'envoy', 'peak-ewma'),
+      policy,
+    )
+  })
+  it('consistentHash keeps precedence; proxyless gRPC keeps its own policy', () => {
+    assert.deepEqual(
+      loadBalancerFields({ consistentHash: { useSourceIp: true } }, 'LEAST_REQUEST', 'envoy', 'peak-ewma'),
+      {
+        lb_policy: 'RING_HASH',
+        ring_hash_lb_config: { minimum_ring_size: 1024 },
+      },
+    )
+    assert.deepEqual(loadBalancerFields(undefined, 'LEAST_REQUEST', 'grpc', 'peak-ewma'), { lb_policy: 'ROUND_ROBIN' })
+  })
+})

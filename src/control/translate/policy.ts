@@ -7,18 +7,22 @@
  *    outlierDetection and tls wholesale: a field the port entry leaves out falls back to the default, it is not
  *    inherited.
  * 2. A subset's policy (after its own step 1) overrides the result field by field; if the subset has a port-level
- *    entry for the port, all four fields come from the subset.
+ *    entry for the port, all five fields come from the subset.
+ * `retryBudget` is a policy-level field (not in port-level settings): a port entry keeps its policy's.
  */
 import type { DestinationRuleSpec, TrafficPolicy } from '../../api/index.js'
+import { TypeUrls } from '../../config/type-urls.js'
 import type { ConsistentHashLB, LoadBalancerSettings, PortTrafficPolicy } from './types.js'
 import { type Json, protoDuration } from './util.js'
 
-/** The four fields Loom reads from a policy. */
+/** The fields Loom reads from a policy. */
 export interface EffectivePolicy {
   loadBalancer?: LoadBalancerSettings
   connectionPool?: TrafficPolicy['connectionPool']
   outlierDetection?: TrafficPolicy['outlierDetection']
   tls?: TrafficPolicy['tls']
+  /** a policy-level field only (port-level settings have none): a port entry keeps its policy's retryBudget */
+  retryBudget?: TrafficPolicy['retryBudget']
 }
 
 function forPort(
@@ -28,7 +32,9 @@ function forPort(
   if (policy === undefined) return { policy: undefined, portLevel: false }
   const p: PortTrafficPolicy | undefined = (policy.portLevelSettings ?? []).find((s) => s.port?.number === port)
   if (p === undefined) return { policy: pick(policy), portLevel: false }
-  return { policy: pick(p), portLevel: true }
+  const out = pick(p)
+  if (policy.retryBudget !== undefined) out.retryBudget = policy.retryBudget
+  return { policy: out, portLevel: true }
 }
 
 function pick(p: EffectivePolicy): EffectivePolicy {
@@ -37,6 +43,7 @@ function pick(p: EffectivePolicy): EffectivePolicy {
   if (p.connectionPool !== undefined) out.connectionPool = p.connectionPool
   if (p.outlierDetection !== undefined) out.outlierDetection = p.outlierDetection
   if (p.tls !== undefined) out.tls = p.tls
+  if (p.retryBudget !== undefined) out.retryBudget = p.retryBudget
   return out
 }
 
@@ -59,14 +66,27 @@ export type LbPolicy = 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'RANDOM' | 'RING_HASH' 
 /** Istio's default ring size for consistent hashing. */
 export const DEFAULT_MIN_RING_SIZE = 1024
 
+/** Loom's load balancers beyond Istio's, chosen by a DestinationRule annotation (`loom.dev/load-balancer`). */
+export type LoomLoadBalancer = 'peak-ewma'
+
 /**
  * Cluster fields for a load balancer setting. `fallback` is the mesh default (Istio's is LEAST_REQUEST). Proxyless
  * gRPC has neither LEAST_REQUEST, RANDOM nor MAGLEV: those become ROUND_ROBIN and RING_HASH.
+ *
+ * Warmup (`warmup`, else the older `warmupDurationSecs`) becomes the slow_start_config of ROUND_ROBIN and
+ * LEAST_REQUEST clusters, as Istio writes it; with RANDOM, PASSTHROUGH or consistentHash it is ignored, as in
+ * Istio. Proxyless gRPC has no slow start: left out.
+ *
+ * `loom` (from the rule's annotation) replaces the simple load balancer of an Envoy-generator cluster: `peak-ewma`
+ * becomes a load_balancing_policy whose first entry is Loom's PeakEwma and whose second is Envoy's LeastRequest, the
+ * policy an Envoy that does not know Loom's extension runs instead. consistentHash keeps precedence (affinity needs
+ * the hash), and warmup does not apply to it.
  */
 export function loadBalancerFields(
   lb: LoadBalancerSettings | undefined,
   fallback: LbPolicy,
   generator: 'envoy' | 'grpc',
+  loom?: LoomLoadBalancer,
 ): Json {
   const out: Json = {}
   const ch = lb?.consistentHash
@@ -83,6 +103,7 @@ export function loadBalancerFields(
     }
     return out
   }
+  if (loom === 'peak-ewma' && generator === 'envoy') return { load_balancing_policy: PEAK_EWMA_POLICY }
   let policy: LbPolicy = fallback
   switch (lb?.simple) {
     case 'ROUND_ROBIN':
@@ -102,7 +123,46 @@ export function loadBalancerFields(
   if (generator === 'grpc' && (policy === 'LEAST_REQUEST' || policy === 'RANDOM')) policy = 'ROUND_ROBIN'
   if (generator === 'grpc' && policy === 'MAGLEV') policy = 'RING_HASH'
   out.lb_policy = policy
+  const slowStart = generator === 'envoy' && lb?.simple !== 'PASSTHROUGH' ? slowStartConfig(lb) : null
+  if (slowStart !== null && policy === 'ROUND_ROBIN') out.round_robin_lb_config = { slow_start_config: slowStart }
+  if (slowStart !== null && policy === 'LEAST_REQUEST') out.least_request_lb_config = { slow_start_config: slowStart }
   return out
+}
+
+/**
+ * Istio's slow start from `warmup` (window, aggression default 1, minimum percent default 10, always written, with
+ * Istio's runtime key) or `warmupDurationSecs` (the window alone); null when neither is set.
+ */
+function slowStartConfig(lb: LoadBalancerSettings | undefined): Json | null {
+  const w = lb?.warmup
+  if (w !== undefined) {
+    const window = protoDuration(w.duration)
+    if (window === null) return null
+    return {
+      slow_start_window: window,
+      aggression: { default_value: w.aggression ?? 1, runtime_key: '(' },
+      min_weight_percent: { value: w.minimumPercent ?? 10 },
+    }
+  }
+  const window = protoDuration(lb?.warmupDurationSecs)
+  return window === null ? null : { slow_start_window: window }
+}
+
+const PEAK_EWMA_POLICY: Json = {
+  policies: [
+    {
+      typed_extension_config: {
+        name: 'loom.load_balancing_policies.peak_ewma',
+        typed_config: { '@type': TypeUrls.peakEwma },
+      },
+    },
+    {
+      typed_extension_config: {
+        name: 'envoy.load_balancing_policies.least_request',
+        typed_config: { '@type': TypeUrls.leastRequestLb },
+      },
+    },
+  ],
 }
 
 /** The route hash policy for a consistent-hash setting; null when there is none (or gRPC cannot use it). */
@@ -152,6 +212,7 @@ export function connectionPoolFields(p: EffectivePolicy | undefined, http2: bool
           max_pending_requests: positive(pool?.http?.http1MaxPendingRequests),
           max_requests: positive(pool?.http?.http2MaxRequests),
           max_retries: positive(pool?.http?.maxRetries),
+          ...retryBudgetField(p?.retryBudget),
           track_remaining: true,
         },
       ],
@@ -173,6 +234,22 @@ export function connectionPoolFields(p: EffectivePolicy | undefined, http2: bool
   if (Object.keys(common).length > 0) options.common_http_protocol_options = common
   out.typed_extension_protocol_options = { 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': options }
   return out
+}
+
+/**
+ * A trafficPolicy.retryBudget on the threshold, as Istio's applyRetryBudget writes it: percent (default 20) as the
+ * budget_percent, minRetryConcurrency (default 3; zero means unset) as min_retry_concurrency. Envoy then ignores
+ * max_retries.
+ */
+function retryBudgetField(b: TrafficPolicy['retryBudget']): Json {
+  if (b === undefined) return {}
+  const min = b.minRetryConcurrency
+  return {
+    retry_budget: {
+      budget_percent: { value: b.percent ?? 20 },
+      min_retry_concurrency: typeof min === 'number' && min > 0 ? min : 3,
+    },
+  }
 }
 
 /**

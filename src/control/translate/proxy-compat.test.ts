@@ -67,7 +67,21 @@ spec:
     loadBalancer: {consistentHash: {httpHeaderName: x-user}}
   subsets:
   - {name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 65537}}}}}
-  - {name: v2, labels: {version: v2}, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      loadBalancer: {simple: RANDOM, localityLbSetting: {failover: [{from: r1, to: r2}], failoverPriority: [version]}}
+      outlierDetection: {consecutive5xxErrors: 2}
+  - {name: v3, labels: {version: v3}, trafficPolicy: {loadBalancer: {warmup: {duration: 30s, minimumPercent: 5, aggression: 2}}}}
+  - {name: v4, labels: {version: v4}, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 1m}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: echo
+  annotations: {loom.dev/load-balancer: peak-ewma}
+spec:
+  host: echo.default.svc.cluster.local
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -154,6 +168,29 @@ function check(schema: v.GenericSchema, value: unknown, what: string): void {
     assert.fail(`${what} is rejected by Loom's proxy schema:\n${issues.join('\n')}`)
   }
 }
+
+describe('load balancer fields Loom adds', () => {
+  const r = translated(SCENARIOS[2]!)
+  it('slow start and the peak-EWMA policy are in the kitchen sink, and pass the schema and the protobuf round trip', () => {
+    const policies = r.clusters.filter((c) => c.load_balancing_policy !== undefined)
+    const slowStart = r.clusters.filter(
+      (c) =>
+        (c.round_robin_lb_config as Json | undefined)?.slow_start_config !== undefined ||
+        (c.least_request_lb_config as Json | undefined)?.slow_start_config !== undefined,
+    )
+    assert.ok(
+      policies.length > 0 && slowStart.length >= 2,
+      `${policies.length} peak-EWMA, ${slowStart.length} slow start`,
+    )
+    for (const c of [...policies, ...slowStart]) {
+      check(Cluster, c, `Cluster ${c.name}`)
+      const wire = decodeResource(encodeResource({ '@type': TYPE_URL.cluster, ...c }), { withType: false })
+      for (const f of ['round_robin_lb_config', 'least_request_lb_config', 'load_balancing_policy']) {
+        assert.deepEqual(wire[f], c[f], `${c.name} ${f}`)
+      }
+    }
+  })
+})
 
 for (const s of SCENARIOS) {
   describe(s.name, () => {

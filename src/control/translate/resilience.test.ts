@@ -181,6 +181,42 @@ spec:
     assert.equal((c.get(name(8000, 'v1'))!.outlier_detection as Json).consecutive_5xx, 7)
   })
 
+  it("retryBudget → the threshold's retry_budget (defaults 20% and 3), kept by port entries, enforced by the proxy", () => {
+    const c = clustersOf(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin}
+spec:
+  host: httpbin
+  trafficPolicy:
+    retryBudget: {percent: 25, minRetryConcurrency: 2}
+    portLevelSettings:
+    - port: {number: 8001}
+      connectionPool: {tcp: {maxConnections: 5}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      retryBudget: {minRetryConcurrency: 0}
+`)
+    const budget = (percent: number, min: number) => ({
+      budget_percent: { value: percent },
+      min_retry_concurrency: min,
+    })
+    assert.deepEqual(c.get(name(8000))!.circuit_breakers, thresholds({ retry_budget: budget(25, 2) }))
+    assert.deepEqual(
+      c.get(name(8001))!.circuit_breakers,
+      thresholds({ max_connections: 5, retry_budget: budget(25, 2) }),
+    )
+    assert.deepEqual(c.get(name(8000, 'v1'))!.circuit_breakers, thresholds({ retry_budget: budget(20, 3) }))
+    const back = decodeResource(encodeResource(c.get(name(8000))!, TYPE_URL.cluster), { withType: false }) as Json
+    assert.deepEqual(back.circuit_breakers, c.get(name(8000))!.circuit_breakers)
+    // unlimited thresholds otherwise, but the budget needs the request count: the proxy keeps a breaker object
+    const proxyCluster = new UpstreamCluster(v.parse(Cluster, back))
+    assert.notEqual(proxyCluster.circuitBreakers, null)
+    assert.equal(proxyCluster.retryBudget.max, 2)
+    assert.equal(proxyCluster.retryBudget.share, 0.25)
+  })
+
   it('proxyless gRPC gets the thresholds and outlier detection, not the HTTP protocol options', () => {
     const grpcNode = { ...PRODUCTPAGE, generator: 'grpc' as const }
     const c = clustersOf(samples('httpbin-circuit-breaker.yaml'), grpcNode).get(name(8000))!

@@ -17,6 +17,7 @@ import {
 import { configOrder, type Service } from '../registry/registry.js'
 import type { Subset } from './types.js'
 import { effectivePolicy, hashPolicy, type LbPolicy } from './policy.js'
+import type { LocalitySetting } from './locality.js'
 import { cmp, type Json } from './util.js'
 
 /** Mesh-wide defaults (Istio's MeshConfig, the parts Loom reads). */
@@ -31,7 +32,18 @@ export interface MeshConfig {
   defaultLoadBalancer?: 'LEAST_REQUEST' | 'ROUND_ROBIN' | 'RANDOM'
   /** proxy defaults (Istio's ProxyConfig); a proxy's node metadata `PROXY_CONFIG` overrides them */
   defaultConfig?: { gatewayTopology?: { numTrustedProxies?: number } }
+  /**
+   * locality load balancing where no DestinationRule sets it; default `{enabled: true}`, as Istio's: clusters with
+   * outlier detection fail over by locality (locality.ts)
+   */
+  localityLbSetting?: LocalitySetting
+  /** how every generated connection manager normalizes request paths; default BASE, as Istio */
+  pathNormalization?: { normalization?: PathNormalization | 'DEFAULT' }
 }
+
+/** Istio's `meshConfig.pathNormalization.normalization` (DEFAULT is BASE). */
+export const PATH_NORMALIZATIONS = ['NONE', 'BASE', 'MERGE_SLASHES', 'DECODE_AND_MERGE_SLASHES'] as const
+export type PathNormalization = (typeof PATH_NORMALIZATIONS)[number]
 
 export interface ResolvedMeshConfig {
   rootNamespace: string
@@ -40,7 +52,11 @@ export interface ResolvedMeshConfig {
   defaultLoadBalancer: LbPolicy
   /** trusted proxies in front of gateways (`xff_num_trusted_hops`); default 0 */
   numTrustedProxies: number
+  localityLbSetting: LocalitySetting | null
+  pathNormalization: PathNormalization
 }
+
+const DEFAULT_LOCALITY_LB: LocalitySetting = Object.freeze({ enabled: true })
 
 export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig {
   return {
@@ -49,7 +65,13 @@ export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig
     connectTimeout: m?.connectTimeout ?? '10s',
     defaultLoadBalancer: m?.defaultLoadBalancer ?? 'LEAST_REQUEST',
     numTrustedProxies: m?.defaultConfig?.gatewayTopology?.numTrustedProxies ?? 0,
+    localityLbSetting: m?.localityLbSetting ?? DEFAULT_LOCALITY_LB,
+    pathNormalization: pathNormalizationOf(m?.pathNormalization?.normalization),
   }
+}
+
+function pathNormalizationOf(n: PathNormalization | 'DEFAULT' | undefined): PathNormalization {
+  return n === undefined || n === 'DEFAULT' ? 'BASE' : n
 }
 
 /** A DestinationRule as it applies to one host: the chosen rules merged (first policy wins, subsets appended). */

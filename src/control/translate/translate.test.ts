@@ -582,6 +582,68 @@ describe('connection manager timeouts (request_headers_timeout, stream_idle_time
   })
 })
 
+describe('path normalization (meshConfig.pathNormalization)', () => {
+  const resources = () => samples('virtual-service-all-v1.yaml', 'destination-rule-all.yaml', 'bookinfo-gateway.yaml')
+  const FIELDS = ['normalize_path', 'merge_slashes', 'path_with_escaped_slashes_action']
+  function paths(r: TranslatedResources): Record<string, Json> {
+    const out: Record<string, Json> = {}
+    for (const l of r.listeners)
+      for (const chain of l.filter_chains as Json[]) {
+        const tc = (chain.filters as Json[])[0]!.typed_config as Json
+        const t: Json = {}
+        for (const k of FIELDS) if (tc[k] !== undefined) t[k] = tc[k]
+        out[l.name as string] = t
+      }
+    return out
+  }
+  const withMesh = (normalization: string | undefined, node: TranslateNode) =>
+    translateResources(
+      {
+        resources: resources(),
+        services: BOOKINFO,
+        meshConfig: normalization === undefined ? {} : { pathNormalization: { normalization } as never },
+      },
+      node,
+    )
+
+  // Both goldens changed for this, and only this: every connection manager carries BASE's two fields.
+  it('BASE by default (and for DEFAULT): normalize_path, escaped slashes kept, on sidecars and gateways', () => {
+    const base = { normalize_path: true, path_with_escaped_slashes_action: 'KEEP_UNCHANGED' }
+    for (const n of [undefined, 'DEFAULT', 'BASE']) {
+      assert.deepEqual(paths(withMesh(n, PRODUCTPAGE)), { 'inbound|9080': base, outbound_http: base }, String(n))
+      assert.deepEqual(paths(withMesh(n, INGRESS)), { '0.0.0.0_8080': base }, String(n))
+    }
+    assert.deepEqual(paths(run(resources(), PRODUCTPAGE)), { 'inbound|9080': base, outbound_http: base })
+  })
+
+  it('NONE, MERGE_SLASHES and DECODE_AND_MERGE_SLASHES set the fields as Istio does', () => {
+    const want: Record<string, Json> = {
+      NONE: { normalize_path: false, path_with_escaped_slashes_action: 'KEEP_UNCHANGED' },
+      MERGE_SLASHES: { normalize_path: true, merge_slashes: true, path_with_escaped_slashes_action: 'KEEP_UNCHANGED' },
+      DECODE_AND_MERGE_SLASHES: {
+        normalize_path: true,
+        merge_slashes: true,
+        path_with_escaped_slashes_action: 'UNESCAPE_AND_FORWARD',
+      },
+    }
+    for (const [n, fields] of Object.entries(want)) {
+      assert.deepEqual(paths(withMesh(n, PRODUCTPAGE)), { 'inbound|9080': fields, outbound_http: fields }, n)
+      assert.deepEqual(paths(withMesh(n, INGRESS)), { '0.0.0.0_8080': fields }, n)
+      const batch = new BatchTranslator({
+        resources: resources(),
+        services: BOOKINFO,
+        meshConfig: { pathNormalization: { normalization: n as never } },
+      })
+      const listeners = batch.translate(PRODUCTPAGE).resources.get(TYPE_URL.listener)!.items
+      for (const [name, l] of listeners) {
+        const tc = ((l as Json).filter_chains as Json[])[0]!.filters as Json[]
+        const typed = tc[0]!.typed_config as Json
+        for (const k of FIELDS) assert.equal(typed[k], (fields as Json)[k], `${n} ${name} ${k}`)
+      }
+    }
+  })
+})
+
 // === other features ===
 
 describe('gateways', () => {
@@ -888,6 +950,73 @@ spec:
   it('puts the hash policy on routes to consistent-hash destinations', () => {
     const route = (vhost(r, 'outbound', `${REVIEWS}:9080`).routes as Json[])[0]!.route as Json
     assert.deepEqual(route.hash_policy, [{ cookie: { name: 'user', ttl: '0s' } }])
+  })
+
+  it('warmupDurationSecs and warmup become slow start on ROUND_ROBIN and LEAST_REQUEST clusters', () => {
+    const w = run(
+      manifests(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 30s}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {loadBalancer: {warmup: {duration: 1m, minimumPercent: 20, aggression: 1.5}}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {simple: RANDOM, warmupDurationSecs: 30s}}
+`),
+    )
+    const cl = (subset: string) => w.clusters.find((x) => x.name === c(subset))!
+    assert.equal(cl('').lb_policy, 'ROUND_ROBIN')
+    assert.deepEqual(cl('').round_robin_lb_config, { slow_start_config: { slow_start_window: '30s' } })
+    assert.equal(cl('v1').lb_policy, 'LEAST_REQUEST')
+    assert.deepEqual(cl('v1').least_request_lb_config, {
+      slow_start_config: {
+        slow_start_window: '60s',
+        aggression: { default_value: 1.5, runtime_key: '(' },
+        min_weight_percent: { value: 20 },
+      },
+    })
+    assert.equal(cl('v2').lb_policy, 'RANDOM')
+    assert.equal(cl('v2').round_robin_lb_config, undefined)
+  })
+
+  it('loom.dev/load-balancer: peak-ewma gives every cluster of the rule the peak-EWMA policy', () => {
+    const p = run(
+      manifests(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  annotations: {loom.dev/load-balancer: peak-ewma}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}
+`),
+    )
+    const cl = (subset: string) => p.clusters.find((x) => x.name === c(subset))!
+    for (const subset of ['', 'v1']) {
+      assert.equal(cl(subset).lb_policy, undefined)
+      const policies = (cl(subset).load_balancing_policy as { policies: Json[] }).policies
+      assert.deepEqual(
+        policies.map((x) => ((x.typed_extension_config as Json).typed_config as Json)['@type']),
+        [
+          'type.googleapis.com/loom.config.lb.v1.PeakEwma',
+          'type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest',
+        ],
+      )
+    }
+    assert.equal(cl('v2').lb_policy, 'RING_HASH', 'consistentHash keeps precedence')
+    assert.equal(cl('v2').load_balancing_policy, undefined)
   })
 
   it('a DestinationRule in the proxy namespace wins over the service namespace', () => {

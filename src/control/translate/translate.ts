@@ -16,6 +16,14 @@ import { type ProxyNode, type ResourceMap, type Snapshot, TYPE_URL, type TypeUrl
 import type { Service } from '../registry/registry.js'
 import { outboundClusters } from './clusters.js'
 import {
+  applyLocality,
+  type LocalityPlan,
+  type LocalityProxy,
+  localityGroupKey,
+  proxyLocality,
+  withTopologyLabels,
+} from './locality.js'
+import {
   gatewayListeners,
   grpcListeners,
   inboundListeners,
@@ -62,8 +70,28 @@ export function translateResources(input: TranslateInput, node: TranslateNode): 
     listeners: parts.flatMap((p) => p.listeners).sort(byName),
     routes: parts.flatMap((p) => p.routes).sort(byName),
     clusters: [...outbound.clusters, ...parts.flatMap((p) => p.clusters)].sort(byName),
-    endpoints: outbound.endpoints.sort((a, b) => cmp(a.cluster_name as string, b.cluster_name as string)),
+    endpoints: localized(
+      outbound.endpoints.sort((a, b) => cmp(a.cluster_name as string, b.cluster_name as string)),
+      outbound.localityPlans,
+      localityProxy(node),
+    ),
   }
+}
+
+/** The proxy's locality and labels as locality load balancing reads them. */
+export function localityProxy(node: ProxyNode): LocalityProxy {
+  const locality = proxyLocality(node.labels, node.locality)
+  return { locality, labels: withTopologyLabels(node.labels, locality) }
+}
+
+/** `endpoints` with the assignments that have a locality plan rewritten for `proxy` (the others as they are). */
+function localized(endpoints: Json[], plans: readonly LocalityPlan[], proxy: LocalityProxy): Json[] {
+  if (plans.length === 0) return endpoints
+  const byCluster = new Map(plans.map((p) => [p.cluster, p]))
+  return endpoints.map((cla) => {
+    const plan = byCluster.get(cla.cluster_name as string)
+    return plan === undefined ? cla : applyLocality(cla, plan, proxy)
+  })
 }
 
 /** The snapshot for `node`: every type present (an empty type means "none"), each versioned by its content hash. */
@@ -99,6 +127,10 @@ interface OutboundPart {
   clusters: Json[]
   endpoints: Json[]
   versions: { listeners: string; routes: string; clusters: string; endpoints: string }
+  /** clusters whose assignment depends on the proxy's locality */
+  localityPlans: LocalityPlan[]
+  /** the endpoints per locality group (localityGroupKey), built on first use */
+  byLocality: Map<string, { endpoints: Json[]; version: string }>
 }
 
 export class BatchTranslator {
@@ -150,6 +182,8 @@ export class BatchTranslator {
       }
       out = {
         ...part,
+        localityPlans: clusters.localityPlans,
+        byLocality: new Map(),
         versions: {
           listeners: contentVersion(part.listeners),
           routes: contentVersion(part.routes),
@@ -178,9 +212,24 @@ export class BatchTranslator {
     add(TYPE_URL.listener, out.listeners, v.listeners, inbound.listeners, 'name')
     add(TYPE_URL.route, out.routes, v.routes, inbound.routes, 'name')
     add(TYPE_URL.cluster, out.clusters, v.clusters, inbound.clusters, 'name')
+    // EDS: shared, unless some cluster has a locality plan: then shared by the proxies of one locality group
+    let endpoints = out.endpoints
+    let endpointsVersion = v.endpoints
+    if (out.localityPlans.length > 0) {
+      const proxy = localityProxy(node)
+      const key = localityGroupKey(proxy, out.localityPlans)
+      let group = out.byLocality.get(key)
+      if (group === undefined) {
+        const list = localized(out.endpoints, out.localityPlans, proxy)
+        group = { endpoints: list, version: contentVersion(list) }
+        out.byLocality.set(key, group)
+      }
+      endpoints = group.endpoints
+      endpointsVersion = group.version
+    }
     const eps: ResourceMap = new Map()
-    for (const e of out.endpoints) eps.set(e.cluster_name as string, e)
-    resources.set(TYPE_URL.endpoint, { version: v.endpoints, items: eps })
+    for (const e of endpoints) eps.set(e.cluster_name as string, e)
+    resources.set(TYPE_URL.endpoint, { version: endpointsVersion, items: eps })
     return { resources }
   }
 }

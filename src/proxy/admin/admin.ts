@@ -159,9 +159,7 @@ export class AdminServer {
           weight: h.weight,
           priority: h.priority,
           locality: h.locality,
-          health_status: h.ejected
-            ? { eds_health_status: h.healthStatus, failed_outlier_check: true }
-            : { eds_health_status: h.healthStatus },
+          health_status: hostHealthJson(h),
           stats: { rq_active: h.activeRequests, cx_active: h.activeConnections },
         })),
       })
@@ -183,10 +181,26 @@ export class AdminServer {
   }
 }
 
-/** Envoy's health_flags: `healthy`, or the failure flags (`/failed_outlier_check`, `/failed_eds_health`). */
+/**
+ * Envoy's health_flags: `healthy`, or the flags in Envoy's order (`/failed_active_hc`, `/failed_outlier_check`,
+ * `/failed_eds_health`, `/pending_active_hc`, `/active_hc_timeout`).
+ */
 function healthFlags(h: Host): string {
   let flags = ''
+  if (h.failedActiveHc) flags += '/failed_active_hc'
   if (h.ejected) flags += '/failed_outlier_check'
   if (h.healthStatus === 'UNHEALTHY') flags += '/failed_eds_health'
+  if (h.activeHc?.pending) flags += '/pending_active_hc'
+  if (h.activeHc?.timedOut) flags += '/active_hc_timeout'
   return flags === '' ? 'healthy' : flags
+}
+
+/** admin.v3.HostHealthStatus: the EDS status and the flags that are set. */
+function hostHealthJson(h: Host): Record<string, unknown> {
+  const out: Record<string, unknown> = { eds_health_status: h.healthStatus }
+  if (h.failedActiveHc) out.failed_active_health_check = true
+  if (h.ejected) out.failed_outlier_check = true
+  if (h.activeHc?.pending) out.pending_active_hc = true
+  if (h.activeHc?.timedOut) out.active_hc_timeout = true
+  return out
 }

@@ -81,3 +81,58 @@ test("Istio's thresholds for a pool that sets nothing (all 2^32-1): no breaker o
   assert.equal(c.retryBudget.max, none)
   assert.equal(cluster().hostConnectionLimit, 1024)
 })
+
+test('retry budget: max(min_retry_concurrency, budget_percent × requests in flight), max_retries ignored', () => {
+  const c = cluster({
+    circuit_breakers: {
+      thresholds: [{ max_retries: 1, retry_budget: { budget_percent: { value: 25 }, min_retry_concurrency: 2 } }],
+    },
+  })
+  const b = c.circuitBreakers!
+  const r = c.retryBudget
+  // no requests in flight: the floor
+  assert.equal(r.max, 2)
+  for (let i = 0; i < 11; i++) assert.equal(b.tryRequest(), true)
+  // 25% of 11 is 2.75, truncated as Envoy does: still the floor
+  assert.equal(r.max, 2)
+  b.tryRequest()
+  assert.equal(r.max, 3)
+  for (let i = 0; i < 28; i++) b.tryRequest()
+  // 40 in flight: 10 retries, whatever max_retries says
+  assert.equal(r.max, 10)
+  for (let i = 0; i < 10; i++) assert.equal(r.tryAcquire(), true)
+  assert.equal(r.tryAcquire(), false)
+  assert.equal(c.stats.upstream_rq_retry_overflow, 1)
+  assert.equal(new Map(b.gauges(r)).get('rq_retry_open'), 1)
+  // fewer requests in flight shrink the budget: no new retry until the active ones are under it
+  b.requests = 20
+  assert.equal(r.max, 5)
+  assert.equal(r.remaining, 0)
+  for (let i = 0; i < 5; i++) r.release()
+  assert.equal(r.tryAcquire(), false)
+  r.release()
+  assert.equal(r.tryAcquire(), true)
+  assert.equal(c.stats.upstream_rq_retry_overflow, 2)
+})
+
+test("retry budget defaults (20%, 3); it keeps a breaker object even when Istio's thresholds are unlimited", () => {
+  const none = 4294967295
+  const c = cluster({
+    circuit_breakers: {
+      thresholds: [
+        {
+          max_connections: none,
+          max_pending_requests: none,
+          max_requests: none,
+          max_retries: none,
+          retry_budget: {},
+        },
+      ],
+    },
+  })
+  const b = c.circuitBreakers!
+  assert.notEqual(b, null)
+  assert.equal(c.retryBudget.max, 3)
+  b.requests = 100
+  assert.equal(c.retryBudget.max, 20)
+})

@@ -9,10 +9,13 @@
  * - `max_requests` (1024): requests in flight. Past it: 503 `UO`, `upstream_rq_pending_overflow` (as Envoy).
  * - `max_retries` (3): retries in flight, taken with `retryBudget.tryAcquire()` and given back with `release()`;
  *   a refusal counts `upstream_rq_retry_overflow`.
+ * - `retry_budget` {budget_percent (20), min_retry_concurrency (3)}: retries in flight as a share of the requests in
+ *   flight, in place of `max_retries` (see RetryBudget).
  *
  * A cluster without `circuit_breakers` has no CircuitBreakers object (its pools keep the fixed per-host limit of
  * 1024 connections), so it pays nothing; its retry budget still has Envoy's default of 3. Neither does a cluster
- * whose connection, pending and request limits are all 2^32-1 (what Istio writes for a pool that sets nothing).
+ * whose connection, pending and request limits are all 2^32-1 (what Istio writes for a pool that sets nothing), unless
+ * it has a retry budget, which needs the request count.
  */
 import type { CircuitBreakerThresholds } from '../../config/envoy.js'
 
@@ -31,20 +34,48 @@ export const breakerDefaults = {
   maxPendingRequests: 1024,
   maxRequests: 1024,
   maxRetries: 3,
+  retryBudgetPercent: 20,
+  minRetryConcurrency: 3,
 } as const
 
-/** Retries in flight against `max_retries`. */
+/**
+ * Retries in flight, against `max_retries` or, when the threshold has a `retry_budget`, against
+ * max(min_retry_concurrency, budget_percent × the cluster's requests in flight), as Envoy computes it (the product is
+ * truncated); `max_retries` is then ignored. The requests in flight are CircuitBreakers.requests, which counts a
+ * request from the moment it asks a pool for a connection: Envoy's active plus pending requests. A retry holds its
+ * slot from the moment it is scheduled (through its back-off and its attempt) until that attempt's outcome is known
+ * or the request ends, as Envoy's retry state does.
+ */
 export class RetryBudget {
-  readonly max: number
+  /** max_retries; unused with a retry budget */
+  readonly maxRetries: number
+  /** budget_percent / 100, or -1 without a retry_budget */
+  readonly share: number
+  /** min_retry_concurrency (3) */
+  readonly minConcurrency: number
+  /** the requests the budget is a share of; null without a retry_budget */
+  readonly #breakers: CircuitBreakers | null
   active = 0
   counters: BreakerCounters
 
-  constructor(max: number, counters: BreakerCounters) {
-    this.max = max
+  constructor(t: CircuitBreakerThresholds | undefined, counters: BreakerCounters, breakers: CircuitBreakers | null) {
+    this.maxRetries = t?.max_retries ?? breakerDefaults.maxRetries
+    const budget = t?.retry_budget
+    if (budget !== undefined && breakers === null) throw new Error("a retry budget needs the cluster's request count")
+    this.share = budget === undefined ? -1 : (budget.budget_percent?.value ?? breakerDefaults.retryBudgetPercent) / 100
+    this.minConcurrency = budget?.min_retry_concurrency ?? breakerDefaults.minRetryConcurrency
+    this.#breakers = budget === undefined ? null : breakers
     this.counters = counters
   }
 
-  /** Takes a retry slot; false (and `upstream_rq_retry_overflow`) when `max_retries` are in flight. */
+  /** How many retries may be in flight now. */
+  get max(): number {
+    const b = this.#breakers
+    if (b === null) return this.maxRetries
+    return Math.max(this.minConcurrency, Math.floor(this.share * b.requests))
+  }
+
+  /** Takes a retry slot; false (and `upstream_rq_retry_overflow`) when the limit is in flight. */
   tryAcquire(): boolean {
     if (this.active >= this.max) {
       this.counters.upstream_rq_retry_overflow++

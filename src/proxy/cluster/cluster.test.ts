@@ -302,3 +302,76 @@ test('LEAST_REQUEST cluster prefers hosts with fewer active requests', () => {
   // Only when all four choices land on the busy host: 1/16.
   assert.ok(t.get('10.0.0.1:80')! < 1000, `busy picks ${t.get('10.0.0.1:80')}`)
 })
+
+const peakEwmaPolicy = (fields: Record<string, unknown> = {}) =>
+  ({
+    policies: [
+      {
+        typed_extension_config: {
+          name: 'loom.load_balancing_policies.peak_ewma',
+          typed_config: { '@type': 'type.googleapis.com/loom.config.lb.v1.PeakEwma', ...fields },
+        },
+      },
+    ],
+  }) as Cluster['load_balancing_policy']
+
+test('load_balancing_policy: its first entry is the policy; only PEAK_EWMA clusters sample latency', () => {
+  const eps = [{ lb_endpoints: [endpoint('10.0.0.1'), endpoint('10.0.0.2')] }]
+  const ewma = cluster(eps, { load_balancing_policy: peakEwmaPolicy() })
+  assert.equal(ewma.lbPolicy, 'PEAK_EWMA')
+  assert.equal(ewma.samplesLatency, true)
+  assert.equal(ewma.plainRequests, false)
+  ewma.chooseHost(undefined)
+  for (const h of ewma.hosts()) assert.notEqual(h.latency, null, 'every host in a build has an estimate')
+  const rr = cluster(eps, {
+    round_robin_lb_config: { slow_start_config: { slow_start_window: '10s' } },
+  })
+  assert.equal(rr.lbPolicy, 'ROUND_ROBIN')
+  assert.equal(rr.samplesLatency, false)
+  assert.equal(rr.plainRequests, true, 'no wrapper per request for a cluster without the policy')
+  for (const h of rr.hosts()) assert.equal(h.latency, null)
+  const lr = cluster(eps, {
+    load_balancing_policy: {
+      policies: [
+        {
+          typed_extension_config: {
+            name: 'envoy.load_balancing_policies.least_request',
+            typed_config: {
+              '@type': 'type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest',
+              choice_count: 3,
+            },
+          },
+        },
+      ],
+    },
+  })
+  assert.equal(lr.lbPolicy, 'LEAST_REQUEST')
+})
+
+test('slow start: hosts are stamped when they join, a host added later gets a small share first', () => {
+  const c = cluster([{ lb_endpoints: [endpoint('10.0.0.1')] }], {
+    round_robin_lb_config: { slow_start_config: { slow_start_window: '60s' } },
+  })
+  const first = c.hosts()[0]!
+  assert.ok(!Number.isNaN(first.healthyAt))
+  first.healthyAt -= 120_000 // joined two minutes ago
+  c.updateHosts([spec('10.0.0.1'), spec('10.0.0.2')])
+  const counts = tally(c, 1_100)
+  assert.ok((counts.get('10.0.0.2:80') ?? 0) < 200, `new host picks ${counts.get('10.0.0.2:80')} of 1100`)
+})
+
+test('load_balancing_policy errors name their path', () => {
+  const eps = [{ lb_endpoints: [endpoint('10.0.0.1')] }]
+  const fails = (extra: Partial<Cluster>, path: string, fragment: string) =>
+    assert.throws(
+      () => cluster(eps, extra),
+      (e: Error & { issues?: { path: string; message: string }[] }) =>
+        e.issues?.some((i) => i.path === path && i.message.includes(fragment)) === true,
+    )
+  fails({ lb_policy: 'RANDOM', load_balancing_policy: peakEwmaPolicy() }, '.load_balancing_policy', 'not both')
+  fails(
+    { load_balancing_policy: peakEwmaPolicy({ decay_time: '0s' }) },
+    '.load_balancing_policy.policies[0].typed_extension_config.typed_config.decay_time',
+    'greater than 0',
+  )
+})

@@ -12,12 +12,15 @@ import { log } from '../../core/log.js'
 import { DnsDiscovery, type DnsLookup, type DnsTarget, type DnsTtlLookup } from './dns.js'
 import { ClusterConfigError } from './errors.js'
 import { Host, type HostOwner, type HostSpec, hostKey } from './host.js'
-import { type LbFactory, type LbPolicy, type LoadBalancer, lbFactoryFor, usesHash } from './lb/index.js'
+import { type LbFactory, type LbPolicy, type LoadBalancer, lbFactoryFor, samplesLatency, usesHash } from './lb/index.js'
+import { localityWeightedLb } from './locality.js'
 import { computePriorityLoad, type LevelCounts, type PriorityLoad } from './priority.js'
 import { type ClusterSettings, clusterSettings, type Http2Options, hostSpecsFromAssignment } from './settings.js'
 import { ClusterStats } from '../stats/stats.js'
 import { CircuitBreakers, defaultThresholds, RetryBudget, breakerDefaults } from './circuit-breakers.js'
 import { OutlierDetector } from './outlier.js'
+import { HealthChecker } from './health-check/checker.js'
+import { healthCheckSettings } from './health-check/settings.js'
 
 export interface UpstreamClusterOptions {
   /** Where the cluster sits in its config document, prefixed to issue paths (e.g. `[2]`). Default: ''. */
@@ -59,17 +62,26 @@ export class UpstreamCluster implements HostOwner {
   /** circuit_breakers (DEFAULT priority), or null when the cluster sets none (the pools' fixed limits apply). */
   readonly circuitBreakers: CircuitBreakers | null
   /**
-   * Retries in flight against max_retries (default 3, also without circuit_breakers): whoever retries a request
-   * calls `tryAcquire()` before the retry and `release()` when it is over.
+   * Retries in flight against max_retries (default 3, also without circuit_breakers) or the retry_budget: whoever
+   * retries a request calls `tryAcquire()` before the retry and `release()` once the retry's outcome is known.
    */
   readonly retryBudget: RetryBudget
   /** outlier_detection, or null: the data path then reports nothing for this cluster's hosts. */
   readonly outlierDetector: OutlierDetector | null
+  /** health_checks[0], or null: no host is actively checked. */
+  readonly healthChecker: HealthChecker | null
   /**
    * Connections an HTTP/1.1 pool may open to one host when circuitBreakers is null: Envoy's default of 1024 without
    * circuit_breakers, no limit when they are set (and unlimited).
    */
   readonly hostConnectionLimit: number
+  /** Whether the data path samples response latency into `host.latency` (the PEAK_EWMA policy). */
+  readonly samplesLatency: boolean
+  /**
+   * Whether the pool manager hands the codec's request to the stream as it is: no circuit breakers, no outlier
+   * detection, no latency sampling. One check per request for all three.
+   */
+  readonly plainRequests: boolean
   /** Where circuit breaking and outlier detection count (the proxy's stats object for the cluster; bindStats). */
   stats: ClusterStats
 
@@ -77,6 +89,8 @@ export class UpstreamCluster implements HostOwner {
   #byKey = new Map<string, Host>()
   readonly #lbFactory: LbFactory
   readonly #hashPicksPriority: boolean
+  /** common_lb_config.locality_weighted_lb_config: a locality is drawn within the level (locality.ts) */
+  readonly #localityWeighted: boolean
   /** One compiled LB per (level, healthy|degraded) set that gets traffic, with cumulative load in percent. */
   #choices: LoadBalancer[] = []
   #cumulative = new Float64Array(0)
@@ -90,6 +104,9 @@ export class UpstreamCluster implements HostOwner {
   constructor(config: Cluster, options: UpstreamClusterOptions = {}) {
     const issues: ConfigIssue[] = []
     const s: ClusterSettings = clusterSettings(config, options.path ?? '', issues)
+    const hc = config.health_checks?.[0]
+    const hcPath = `${options.path ?? ''}.health_checks[0]`
+    const hcSettings = hc === undefined ? null : healthCheckSettings(hc, config.name, s.http2, hcPath, issues)
     if (issues.length > 0) throw new ClusterConfigError(issues)
     this.name = config.name
     this.config = config
@@ -105,17 +122,23 @@ export class UpstreamCluster implements HostOwner {
     this.tls = s.tls
     this.#lbFactory = lbFactoryFor(config)
     this.#hashPicksPriority = usesHash(s.lbPolicy)
+    this.#localityWeighted = config.common_lb_config?.locality_weighted_lb_config !== undefined
     this.stats = new ClusterStats(config.name)
     const thresholds = defaultThresholds(config.circuit_breakers?.thresholds)
     const breakers = config.circuit_breakers === undefined ? null : new CircuitBreakers(thresholds, this.stats)
     // Istio's thresholds for a pool that sets nothing are all 2^32-1: nothing to enforce, nothing to pay per request
-    this.circuitBreakers = breakers === null || breakers.unlimited ? null : breakers
+    // (a retry budget is a share of the requests in flight, which only a breaker object counts)
+    const budget = thresholds?.retry_budget !== undefined
+    this.circuitBreakers = breakers === null || (breakers.unlimited && !budget) ? null : breakers
     this.hostConnectionLimit = breakers === null ? breakerDefaults.maxConnections : Number.POSITIVE_INFINITY
-    this.retryBudget = new RetryBudget(thresholds?.max_retries ?? breakerDefaults.maxRetries, this.stats)
+    this.retryBudget = new RetryBudget(thresholds, this.stats, this.circuitBreakers)
     this.outlierDetector =
       config.outlier_detection === undefined
         ? null
         : new OutlierDetector(config.outlier_detection, this, config.name, this.stats.outlier)
+    this.healthChecker = hcSettings === null ? null : new HealthChecker(hcSettings, this)
+    this.samplesLatency = samplesLatency(s.lbPolicy)
+    this.plainRequests = this.circuitBreakers === null && this.outlierDetector === null && !this.samplesLatency
 
     const cla = config.load_assignment
     if (s.type === 'EDS') {
@@ -144,13 +167,17 @@ export class UpstreamCluster implements HostOwner {
    */
   start(): Promise<void> {
     this.outlierDetector?.start()
-    return this.#dns?.start() ?? Promise.resolve()
+    const discovered = this.#dns?.start() ?? Promise.resolve()
+    const hc = this.healthChecker
+    // as Envoy's cluster initialisation, a health-checked cluster is ready after the first round of checks
+    return hc === null ? discovered : discovered.then(() => hc.start())
   }
 
-  /** Stops DNS refreshes and outlier detection's interval. */
+  /** Stops DNS refreshes, outlier detection's interval and active health checks. */
   stop(): void {
     this.#dns?.stop()
     this.outlierDetector?.stop()
+    this.healthChecker?.stop()
   }
 
   /** Counts circuit breaking and outlier detection in `stats` (kept by name across cluster updates). */
@@ -238,6 +265,11 @@ export class UpstreamCluster implements HostOwner {
       for (const host of added) od.addHost(host)
       for (const host of removed) od.removeHost(host)
     }
+    const hc = this.healthChecker
+    if (hc !== null) {
+      for (const host of added) hc.addHost(host)
+      for (const host of removed) hc.removeHost(host)
+    }
     if (changed) this.#rebuild()
     for (const host of removed) host.pool?.drain()
     if (added.length > 0 || removed.length > 0) {
@@ -286,7 +318,7 @@ export class UpstreamCluster implements HostOwner {
       const p = h.priority
       counts[p]!.total++
       const s = h.healthStatus
-      if (h.ejected) continue
+      if (h.ejected || h.failedActiveHc) continue
       if (s === 'HEALTHY' || s === 'UNKNOWN') {
         healthy[p]!.push(h)
         counts[p]!.healthy++
@@ -299,14 +331,20 @@ export class UpstreamCluster implements HostOwner {
     const choices: LoadBalancer[] = []
     const cumulative: number[] = []
     let sum = 0
-    const add = (hosts: Host[], share: number) => {
+    const members: Host[][] = Array.from({ length: this.#localityWeighted ? levels : 0 }, () => [])
+    if (this.#localityWeighted) for (const h of this.#hosts) members[h.priority]!.push(h)
+    const add = (hosts: Host[], share: number, p: number) => {
       if (share <= 0 || hosts.length === 0) return
-      choices.push(this.#lbFactory(hosts))
+      choices.push(
+        this.#localityWeighted
+          ? localityWeightedLb(hosts, members[p]!, this.#lbFactory, this.#hashPicksPriority)
+          : this.#lbFactory(hosts),
+      )
       sum += share
       cumulative.push(sum)
     }
-    for (let p = 0; p < levels; p++) add(healthy[p]!, load.healthy[p]!)
-    for (let p = 0; p < levels; p++) add(degraded[p]!, load.degraded[p]!)
+    for (let p = 0; p < levels; p++) add(healthy[p]!, load.healthy[p]!, p)
+    for (let p = 0; p < levels; p++) add(degraded[p]!, load.degraded[p]!, p)
     this.#choices = choices
     this.#cumulative = Float64Array.from(cumulative)
     this.#load = load
@@ -331,6 +369,7 @@ function dnsTargets(cla: ClusterLoadAssignment): DnsTarget[] {
         priority: locality.priority ?? 0,
       }
       if (locality.locality !== undefined) target.locality = locality.locality
+      if (locality.load_balancing_weight !== undefined) target.localityWeight = locality.load_balancing_weight
       if (lbe.health_status !== undefined) target.healthStatus = lbe.health_status
       out.push(target)
     }

@@ -69,6 +69,8 @@ export interface DnsTarget {
   weight: number
   priority: number
   locality?: Locality
+  /** the LocalityLbEndpoints' load_balancing_weight */
+  localityWeight?: number
   healthStatus?: HealthStatus
 }
 
@@ -175,6 +177,7 @@ export class DnsDiscovery {
         priority: target.priority,
       }
       if (target.locality !== undefined) spec.locality = target.locality
+      if (target.localityWeight !== undefined) spec.localityWeight = target.localityWeight
       if (target.healthStatus !== undefined) spec.healthStatus = target.healthStatus
       return spec
     })

@@ -3,6 +3,8 @@
  * data path's connection pool hung on `pool` survives DNS refreshes and EDS pushes that keep the endpoint.
  */
 
+import type { HostHealthCheck } from './health-check/checker.js'
+import type { HostLatency } from './lb/peak-ewma.js'
 import type { HostOutlier } from './outlier.js'
 
 /** Per-endpoint connection pool, implemented elsewhere (by the HTTP data path). */
@@ -32,6 +34,11 @@ export interface HostSpec {
   /** Defaults to 0. */
   priority?: number
   locality?: Locality
+  /**
+   * The load_balancing_weight of the endpoint's LocalityLbEndpoints; 0 when it has none (with locality-weighted
+   * load balancing such a locality gets no traffic, as in Envoy). Defaults to 0.
+   */
+  localityWeight?: number
   /**
    * The health the source reports. When undefined, a host that stays keeps its current status (set, say, by a
    * health checker) and a new host starts UNKNOWN.
@@ -65,6 +72,18 @@ export class Host {
   ejected = false
   /** Outlier detection state, when the cluster has outlier_detection (else null: nothing is reported). */
   outlier: HostOutlier | null = null
+  /** Failing active health checks (FAILED_ACTIVE_HC): load balancers skip it until a check passes. */
+  failedActiveHc = false
+  /** Active health check state, when the cluster has health_checks (else null). */
+  activeHc: HostHealthCheck | null = null
+  /**
+   * When the host last became able to take traffic, in `performance.now()` ms: slow start counts its window from
+   * here. NaN until a slow-start load balancer first sees the host (it then takes the time of that build); an
+   * active health checker sets it when a host passes after failing, so the host warms up again.
+   */
+  healthyAt = Number.NaN
+  /** The peak-EWMA latency estimate, on clusters with that policy (else null: nothing is sampled). */
+  latency: HostLatency | null = null
 
   // Counters the data path bumps; shown on /clusters.
   rqTotal = 0
@@ -76,6 +95,7 @@ export class Host {
   #weight: number
   #priority: number
   #locality: Locality
+  #localityWeight: number
   #health: HealthStatus
   readonly #owner: HostOwner | null
 
@@ -87,6 +107,7 @@ export class Host {
     this.#weight = spec.weight ?? 1
     this.#priority = spec.priority ?? 0
     this.#locality = spec.locality ? Object.freeze({ ...spec.locality }) : noLocality
+    this.#localityWeight = spec.localityWeight ?? 0
     this.#health = spec.healthStatus ?? 'UNKNOWN'
     this.#owner = owner
   }
@@ -108,6 +129,11 @@ export class Host {
     return this.#locality
   }
 
+  /** The weight of the host's locality (its LocalityLbEndpoints' load_balancing_weight; 0 when unset). */
+  get localityWeight(): number {
+    return this.#localityWeight
+  }
+
   get healthStatus(): HealthStatus {
     return this.#health
   }
@@ -119,9 +145,12 @@ export class Host {
     this.#owner?.hostHealthChanged(this)
   }
 
-  /** Whether the host may take traffic: HEALTHY, UNKNOWN and DEGRADED do (Envoy semantics), unless ejected. */
+  /**
+   * Whether the host may take traffic: HEALTHY, UNKNOWN and DEGRADED do (Envoy semantics), unless ejected or
+   * failing active health checks.
+   */
   get healthy(): boolean {
-    if (this.ejected) return false
+    if (this.ejected || this.failedActiveHc) return false
     const s = this.#health
     return s === 'HEALTHY' || s === 'UNKNOWN' || s === 'DEGRADED'
   }
@@ -136,6 +165,12 @@ export class Host {
     this.#priority = priority
     if (!sameLocality(this.#locality, spec.locality)) {
       this.#locality = spec.locality ? Object.freeze({ ...spec.locality }) : noLocality
+      changed = true
+    }
+    const localityWeight = spec.localityWeight ?? 0
+    if (localityWeight !== this.#localityWeight) {
+      this.#localityWeight = localityWeight
+      changed = true
     }
     if (spec.healthStatus !== undefined && spec.healthStatus !== this.#health) {
       this.#health = spec.healthStatus
@@ -152,6 +187,7 @@ export class Host {
       weight: this.#weight,
       priority: this.#priority,
       locality: this.#locality,
+      locality_weight: this.#localityWeight,
       health_status: this.#health,
       rq_active: this.activeRequests,
       cx_active: this.activeConnections,
@@ -160,6 +196,7 @@ export class Host {
       rq_error: this.rqError,
       cx_connect_fail: this.cxConnectFail,
       outlier_ejected: this.ejected,
+      failed_active_hc: this.failedActiveHc,
     }
   }
 }

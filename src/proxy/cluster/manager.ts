@@ -83,6 +83,7 @@ export class ClusterManager {
   upsert(cluster: UpstreamCluster, endpoints?: ClusterLoadAssignment): void {
     const old = this.#clusters.get(cluster.name)
     if (cluster.type === 'EDS' && endpoints !== undefined) cluster.updateFromAssignment(endpoints)
+    if (old?.healthChecker != null && cluster.healthChecker !== null) cluster.healthChecker.inherit(old.healthChecker)
     this.#clusters.set(cluster.name, cluster)
     if (old !== undefined) retire(old)
   }

@@ -5,11 +5,13 @@
 import { isIP } from 'node:net'
 import type { ConnectionOptions } from 'node:tls'
 import type { Cluster, ClusterLoadAssignment } from '../../config/envoy.js'
+import { TypeUrls } from '../../config/type-urls.js'
 import { parseDurationMs } from '../../core/duration.js'
 import type { ConfigIssue } from '../../core/errors.js'
 import { log } from '../../core/log.js'
 import type { HostSpec } from './host.js'
 import { hostKey } from './host.js'
+import { type LbPolicy, lbPolicyOf } from './lb/index.js'
 import { maxMaglevTableSize } from './lb/maglev.js'
 import { defaultMaximumRingSize, defaultMinimumRingSize } from './lb/ring-hash.js'
 import { upstreamTlsOptions } from './tls.js'
@@ -25,7 +27,7 @@ export interface Http2Options {
 
 export interface ClusterSettings {
   type: 'STATIC' | 'STRICT_DNS' | 'EDS'
-  lbPolicy: NonNullable<Cluster['lb_policy']>
+  lbPolicy: LbPolicy
   connectTimeoutMs: number
   http2: boolean
   http2Options: Http2Options
@@ -51,7 +53,7 @@ const protocolOptionsKey = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptio
 
 export function clusterSettings(config: Cluster, path: string, issues: ConfigIssue[]): ClusterSettings {
   const type = config.type ?? 'STATIC'
-  const lbPolicy = config.lb_policy ?? 'ROUND_ROBIN'
+  const lbPolicy = lbPolicyOf(config)
   const name = config.name
 
   const connectTimeoutMs = duration(config.connect_timeout, defaults.connectTimeoutMs)
@@ -101,6 +103,28 @@ export function clusterSettings(config: Cluster, path: string, issues: ConfigIss
   }
 
   // LB settings.
+  const lbp = config.load_balancing_policy
+  if (lbp !== undefined) {
+    if (config.lb_policy !== undefined) {
+      issues.push({
+        path: `${path}.load_balancing_policy`,
+        message: 'set either lb_policy or load_balancing_policy, not both',
+      })
+    }
+    lbp.policies.forEach((p, i) => {
+      const c = p.typed_extension_config.typed_config
+      if (c['@type'] !== TypeUrls.peakEwma) return
+      const at = `${path}.load_balancing_policy.policies[${i}].typed_extension_config.typed_config`
+      for (const field of ['decay_time', 'default_rtt'] as const) {
+        if (c[field] !== undefined && (parseDurationMs(c[field]) ?? 0) <= 0) {
+          issues.push({ path: `${at}.${field}`, message: 'must be greater than 0' })
+        }
+      }
+    })
+  }
+  if (config.round_robin_lb_config !== undefined && (lbPolicy !== 'ROUND_ROBIN' || lbp !== undefined)) {
+    warnUnused(name, 'round_robin_lb_config', lbPolicy)
+  }
   const ring = config.ring_hash_lb_config
   if (ring !== undefined) {
     const min = ring.minimum_ring_size ?? defaultMinimumRingSize
@@ -127,7 +151,7 @@ export function clusterSettings(config: Cluster, path: string, issues: ConfigIss
   if (config.maglev_lb_config !== undefined && lbPolicy !== 'MAGLEV') {
     warnUnused(name, 'maglev_lb_config', lbPolicy)
   }
-  if (config.least_request_lb_config !== undefined && lbPolicy !== 'LEAST_REQUEST') {
+  if (config.least_request_lb_config !== undefined && (lbPolicy !== 'LEAST_REQUEST' || lbp !== undefined)) {
     warnUnused(name, 'least_request_lb_config', lbPolicy)
   }
 
@@ -232,6 +256,7 @@ export function hostSpecsFromAssignment(cla: ClusterLoadAssignment): HostSpec[] 
       }
       if (lbe.endpoint.hostname) spec.hostname = lbe.endpoint.hostname
       if (locality.locality !== undefined) spec.locality = locality.locality
+      if (locality.load_balancing_weight !== undefined) spec.localityWeight = locality.load_balancing_weight
       out.push(spec)
     }
   }

@@ -16,6 +16,7 @@ import { Deadlines } from './deadlines.js'
 import { compileHttpFilters } from './filters/index.js'
 import type { HttpFilterFactory } from './filters/filter.js'
 import { compileInternalAddresses } from './edge.js'
+import { PathNormalizer } from './path-normalize.js'
 import type { PoolManager } from './pools.js'
 import type { ActiveStream } from './stream.js'
 
@@ -42,6 +43,8 @@ export class HcmContext {
   readonly appendXff: boolean
   /** internal_address_config.cidr_ranges; null: no address is internal */
   readonly internalAddresses: BlockList | null
+  /** normalize_path, merge_slashes, path_with_escaped_slashes_action; null when none applies (Envoy's defaults) */
+  readonly pathNormalizer: PathNormalizer | null
   readonly limits: Limits
   readonly idleTimeoutMs: number
   /** request_headers_timeout: first byte of a request head to its end; 0 disables (Envoy's default) */
@@ -87,6 +90,7 @@ export class HcmContext {
     this.xffTrustedHops = cfg.xff_num_trusted_hops ?? 0
     this.appendXff = this.useRemoteAddress && cfg.skip_xff_append !== true
     this.internalAddresses = compileInternalAddresses(cfg.internal_address_config?.cidr_ranges)
+    this.pathNormalizer = PathNormalizer.compile(cfg)
     const common = cfg.common_http_protocol_options
     this.limits = {
       maxHeadBytes: (cfg.max_request_headers_kb ?? DEFAULT_LIMITS.maxHeadBytes / 1024) * 1024,

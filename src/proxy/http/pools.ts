@@ -4,7 +4,8 @@
  *
  * A cluster with circuit breakers or outlier detection gets each request wrapped in a GuardedRequest, which holds
  * a `max_requests` slot for the request's life and reports the upstream's answer (or failure) to the outlier
- * detector. A cluster with neither hands the codec's request to the stream as it is.
+ * detector. A cluster whose load balancer is latency-aware (PEAK_EWMA) gets a LatencySample between the codec and
+ * the stream (or the GuardedRequest). Any other cluster hands the codec's request to the stream as it is.
  */
 import type { Buffer } from 'node:buffer'
 import type { Host, UpstreamCluster } from '../cluster/index.js'
@@ -13,6 +14,7 @@ import type { OutlierDetector } from '../cluster/outlier.js'
 import type { StatsStore } from '../stats/stats.js'
 import { H1Pool } from './h1/client.js'
 import { H2Pool } from './h2/client.js'
+import { LatencySample } from './latency-sample.js'
 import { OverflowRequest } from './overflow.js'
 import type { Headers } from './headers.js'
 import type { RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from './types.js'
@@ -36,14 +38,20 @@ export class PoolManager {
       pool = cluster.http2 ? new H2Pool(host, cluster, stats) : new H1Pool(host, cluster, stats)
       host.pool = pool
     }
+    if (cluster.plainRequests) return pool.newStream(cb, head, endStream)
     const breakers = cluster.circuitBreakers
     const outlier = cluster.outlierDetector
-    if (breakers === null && outlier === null) return pool.newStream(cb, head, endStream)
     if (breakers !== null && !breakers.tryRequest())
       return new OverflowRequest(host.key, cb, 'too many requests to the cluster (max_requests)')
-    const guarded = new GuardedRequest(host, cb, breakers, outlier)
-    guarded.inner = pool.newStream(guarded, head, endStream)
-    return guarded
+    const guarded = breakers === null && outlier === null ? null : new GuardedRequest(host, cb, breakers, outlier)
+    if (!cluster.samplesLatency) {
+      guarded!.inner = pool.newStream(guarded!, head, endStream)
+      return guarded!
+    }
+    const sample = new LatencySample(host, guarded ?? cb)
+    if (guarded !== null) guarded.inner = sample
+    sample.inner = pool.newStream(sample, head, endStream)
+    return guarded ?? sample
   }
 }
 

@@ -19,6 +19,7 @@ import { HOP_BY_HOP } from './types.js'
 import { type CompiledRetryPolicy, RETRY_BUFFER_LIMIT_BYTES } from './retry.js'
 import { StreamTimeouts, type TimedStream } from './stream-timeouts.js'
 import { ShadowRequest } from './shadow.js'
+import { PATH_OK, PATH_REDIRECT, type PathNormalizer } from './path-normalize.js'
 
 /** Local replies: status, Envoy response flag, `x-loom-reason`, body text. */
 export const LocalReplies = {
@@ -36,6 +37,8 @@ export const LocalReplies = {
   idleTimeoutAfterRequest: [504, 'SI', 'stream_idle_timeout', 'stream idle timeout'],
   requestTimeout: [408, '', 'request_overall_timeout', 'request timeout'],
   upgradeRejected: [403, '', 'upgrade_not_allowed', 'this upgrade is not enabled on the listener'],
+  /** normalize_path could not normalize the path, or an escaped slash under REJECT_REQUEST (Envoy sets no flag) */
+  pathNormalizationFailed: [400, '', 'path_normalization_failed', 'bad request: the path cannot be normalized'],
   retryBufferExceeded: [
     507,
     '',
@@ -131,8 +134,13 @@ class RetryState {
   body: Buffer[] | null = []
   bodyBytes = 0
   trailers: Headers | null = null
-  /** the back-off before the next attempt; it holds one slot of the cluster's retry budget (max_retries) while pending */
+  /** the back-off before the next attempt */
   backOff: NodeJS.Timeout | null = null
+  /**
+   * Whether the request holds a slot of the cluster's retry budget: from the moment a retry is scheduled, through its
+   * back-off and its attempt, until that attempt's outcome is known or the request ends (as Envoy's retry state).
+   */
+  slot = false
 
   constructor(policy: CompiledRetryPolicy, hash: number | undefined) {
     this.policy = policy
@@ -219,6 +227,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     if (head.upgrade !== null && !hcm.upgrades.has(head.upgrade)) return this.localReply(LocalReplies.upgradeRejected)
 
     applyEdgeRules(this, hcm, head)
+    if (hcm.pathNormalizer !== null && !this.normalizePath(hcm.pathNormalizer, head)) return
     const route = hcm.router.match(head)
     if (route !== null) {
       this.route = route
@@ -237,6 +246,27 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
       if (!this.startFilters(route)) return
     }
     this.routeRequest(head, route, endStream)
+  }
+
+  /**
+   * The connection manager's path normalization (path-normalize.ts), before route matching and the filters: the
+   * route, the filters and the upstream see the normalized path. False when the stream got a local reply: 400, or
+   * 307 to the path with escaped slashes decoded (400 for gRPC, whose clients do not follow redirects).
+   */
+  private normalizePath(n: PathNormalizer, head: RequestHead): boolean {
+    const verdict = n.apply(head.path)
+    if (verdict === PATH_OK) {
+      head.path = n.path
+      return true
+    }
+    if (verdict === PATH_REDIRECT && !head.headers.get('content-type')?.startsWith('application/grpc')) {
+      this.hcm.stats.downstream_rq_redirected_with_normalized_path++
+      this.sendLocalReply(307, '', 'path_normalization_redirect', null, new Headers(['location', n.path]))
+      return false
+    }
+    this.hcm.stats.downstream_rq_failed_path_normalization++
+    this.localReply(LocalReplies.pathNormalizationFailed)
+    return false
   }
 
   // === the filter chain ===
@@ -448,7 +478,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
 
   /**
    * A failed attempt may be retried: false when the body is no longer kept, no retry is left (URX,
-   * upstream_rq_retry_limit_exceeded) or the cluster has too many retries waiting (UO, upstream_rq_retry_overflow).
+   * upstream_rq_retry_limit_exceeded) or the cluster has too many retries in flight (UO, upstream_rq_retry_overflow).
    * Otherwise the next attempt starts after the back-off.
    */
   private scheduleRetry(): boolean {
@@ -460,17 +490,25 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
       this.addFlag('URX')
       return false
     }
-    // the cluster's max_retries circuit breaker (Envoy's default 3): counts upstream_rq_retry_overflow when refused
+    // the cluster's retry circuit breaker (max_retries, default 3, or its retry_budget): counts
+    // upstream_rq_retry_overflow when refused; the failed attempt's answer is then the response
     if (!this.cluster!.retryBudget.tryAcquire()) {
       this.addFlag('UO')
       return false
     }
+    rs.slot = true
     rs.retriesLeft--
     cstats.upstream_rq_retry++
     this.upstream = null
     rs.attempt = null
     rs.backOff = setTimeout(onBackOff, rs.policy.backOffMs(rs.attempts), this)
     return true
+  }
+
+  /** The retry's attempt is over (answered, failed or timed out) or the request ended: its budget slot is free. */
+  private releaseRetry(rs: RetryState): void {
+    rs.slot = false
+    this.cluster!.retryBudget.release()
   }
 
   /** The back-off is over: the next attempt, on a host the previous_hosts predicate accepts if one is found. */
@@ -480,7 +518,6 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     const hcm = this.hcm
     const cluster = this.cluster!
     const cstats = hcm.store.forCluster(cluster.name)
-    cluster.retryBudget.release()
     if (this.done) return
     let host = cluster.chooseHost(rs.hash)
     if (rs.policy.previousHosts)
@@ -516,6 +553,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
   attemptHeaders(a: UpstreamAttempt, status: number, headers: Headers, endStream: boolean): void {
     if (this.done) return
     const rs = this.retry!
+    if (rs.slot) this.releaseRetry(rs)
     const cstats = this.hcm.store.forCluster(this.cluster!.name)
     if (rs.policy.retriableResponse(status, headers.get('grpc-status'))) {
       if (this.scheduleRetry()) {
@@ -532,18 +570,22 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
 
   attemptReset(a: UpstreamAttempt, reason: UpstreamResetReason, detail: string): void {
     if (this.done) return
+    const rs = this.retry!
+    if (rs.slot) this.releaseRetry(rs)
     a.end(false)
     this.upstream = null
-    if (!this.responseStarted && this.retry!.policy.retriableReset(reason) && this.scheduleRetry()) return
+    if (!this.responseStarted && rs.policy.retriableReset(reason) && this.scheduleRetry()) return
     this.onUpstreamReset(reason, detail)
   }
 
   perTryTimeout(a: UpstreamAttempt): void {
     if (this.done || !a.live || this.responseStarted) return
+    const rs = this.retry!
+    if (rs.slot) this.releaseRetry(rs)
     this.hcm.store.forCluster(this.cluster!.name).upstream_rq_per_try_timeout++
     a.end(true)
     this.upstream = null
-    if (this.retry!.policy.retriableReset(null) && this.scheduleRetry()) return
+    if (rs.policy.retriableReset(null) && this.scheduleRetry()) return
     this.localReply(LocalReplies.timeout)
   }
 
@@ -794,8 +836,8 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
       if (retry.backOff !== null) {
         clearTimeout(retry.backOff)
         retry.backOff = null
-        this.cluster!.retryBudget.release()
       }
+      if (retry.slot) this.releaseRetry(retry)
     }
     const shadows = this.shadows
     if (shadows !== null) {

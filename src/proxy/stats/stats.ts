@@ -4,6 +4,7 @@
  */
 
 import type { UpstreamCluster } from '../cluster/cluster.js'
+import { HealthCheckStats } from '../cluster/health-check/checker.js'
 import { EJECTION_TYPES, OutlierStats } from '../cluster/outlier.js'
 
 /** Envoy's default histogram buckets, in milliseconds. */
@@ -75,6 +76,10 @@ export class HttpConnManagerStats {
   /** connections drained because they reached max_connection_duration */
   downstream_cx_max_duration_reached = 0
   downstream_rq_ws_on_non_ws_route = 0
+  /** requests answered 400 because their path could not be normalized (or held an escaped slash under REJECT_REQUEST) */
+  downstream_rq_failed_path_normalization = 0
+  /** requests redirected to their path with escaped slashes decoded (UNESCAPE_AND_REDIRECT) */
+  downstream_rq_redirected_with_normalized_path = 0
   downstream_cx_upgrades_total = 0
   /** Local replies and resets by Envoy response flag (NR, UH, UF, UT, DC, ...). */
   readonly flags = new Map<string, number>()
@@ -123,6 +128,8 @@ export class ClusterStats {
   upstream_rq_pending_overflow = 0
   /** `outlier_detection.*` counters */
   readonly outlier = new OutlierStats()
+  /** `health_check.*` counters */
+  readonly healthCheck = new HealthCheckStats()
   /** The running cluster of this name (for the circuit breaker and outlier gauges), once bound. */
   cluster: UpstreamCluster | null = null
   constructor(name: string) {
@@ -147,6 +154,18 @@ function* resilienceEntries(s: ClusterStats): Generator<[string, number, boolean
       yield [`outlier_detection.ejections_enforced_${t}`, o.enforced.get(t) ?? 0, false]
       yield [`outlier_detection.ejections_detected_${t}`, o.detected.get(t) ?? 0, false]
     }
+  }
+  const hc = c?.healthChecker
+  if (hc != null || s.healthCheck.attempt > 0) {
+    const h = s.healthCheck
+    yield ['health_check.attempt', h.attempt, false]
+    yield ['health_check.success', h.success, false]
+    yield ['health_check.failure', h.failure, false]
+    yield ['health_check.network_failure', h.network_failure, false]
+    yield ['health_check.passive_failure', h.passive_failure, false]
+    yield ['health_check.verify_cluster', h.verify_cluster, false]
+    yield ['health_check.healthy', hc?.healthyCount() ?? 0, true]
+    yield ['health_check.degraded', 0, true]
   }
 }
 
@@ -337,6 +356,8 @@ const HCM_FIELDS = [
   'downstream_cx_drain_close',
   'downstream_cx_max_duration_reached',
   'downstream_cx_upgrades_total',
+  'downstream_rq_failed_path_normalization',
+  'downstream_rq_redirected_with_normalized_path',
 ] as const
 const CLUSTER_FIELDS = [
   'upstream_cx_total',

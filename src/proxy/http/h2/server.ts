@@ -239,6 +239,8 @@ function startStream(
   if (method === 'CONNECT') return reject(stream, 405, 'connect_not_supported')
   if (!TOKEN.test(method)) return reject(stream, 400, 'invalid_method')
   if (path.charCodeAt(0) !== 0x2f && !(method === 'OPTIONS' && path === '*')) return reject(stream, 400, 'invalid_path')
+  // a fragment is the client's own (RFC 9110 §7.1): refused as the HTTP/1.1 parser refuses it, and as Envoy does
+  if (path.includes('#')) return reject(stream, 400, 'fragment_in_path')
   const authority = (h[':authority'] ?? (h.host as string | undefined) ?? '').toLowerCase()
   const headers = fromH2(h)
   headers.remove('host')

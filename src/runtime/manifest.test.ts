@@ -1,0 +1,40 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { readUpManifest } from './manifest.js'
+
+function manifest(locality: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'loom-manifest-'))
+  const file = join(dir, 'up.yaml')
+  writeFileSync(
+    file,
+    `apiVersion: loom.dev/v1
+kind: Workload
+metadata: {name: echo}
+spec:
+  command: [node, echo.js]
+  labels: {app: echo}
+  ports: [{name: http, port: 8080}]
+  locality: ${locality}
+`,
+  )
+  return file
+}
+
+test('a Workload takes a locality, region[/zone[/subzone]]', () => {
+  const m = readUpManifest(manifest('us-east1/us-east1-b/rack1'))
+  assert.equal(m.workloads[0]!.spec.locality, 'us-east1/us-east1-b/rack1')
+  assert.equal(readUpManifest(manifest('us-east1')).workloads[0]!.spec.locality, 'us-east1')
+})
+
+test('a malformed locality is rejected with its path', () => {
+  for (const bad of ['r1//s1', 'r1/z1/s1/x', '"/z1"']) {
+    assert.throws(
+      () => readUpManifest(manifest(bad)),
+      (err: Error) => /spec\.locality: must be region\[\/zone\[\/subzone\]\]/.test(err.message),
+      bad,
+    )
+  }
+})
