@@ -11,6 +11,8 @@ export {
   type DestinationRuleResource,
   GatewayKind,
   type GatewayResource,
+  GlobalRateLimitKind,
+  type GlobalRateLimitResource,
   getKind,
   type IstioKind,
   type IstioResource,
@@ -77,3 +79,12 @@ export type {
   RequestAuthenticationSpec,
   Source,
 } from './security.js'
+export {
+  burstOf,
+  type GlobalRateLimitMatch,
+  type GlobalRateLimitSpec,
+  LOOM_GROUP,
+  ratePerSecond,
+  UNAVAILABLE_MODES,
+  type UnavailableMode,
+} from './ratelimit.js'

@@ -49,7 +49,11 @@ describe('the registry', () => {
       'PeerAuthentication',
       'AuthorizationPolicy',
       'RequestAuthentication',
+      'GlobalRateLimit',
     ])
+    assert.deepEqual(getKind('GlobalRateLimit')?.apiVersions, ['loom.dev/v1alpha1'])
+    assert.equal(lookupKind('globalratelimits.loom.dev')?.kind, 'GlobalRateLimit')
+    assert.equal(lookupKind('GRL')?.kind, 'GlobalRateLimit')
     assert.deepEqual(getKind('VirtualService')?.apiVersions, [
       'networking.istio.io/v1',
       'networking.istio.io/v1beta1',
@@ -66,6 +70,7 @@ describe('the registry', () => {
       pa: 'PeerAuthentication',
       ap: 'AuthorizationPolicy',
       ra: 'RequestAuthentication',
+      grl: 'GlobalRateLimit',
     })
     for (const k of KINDS) assert.ok(k.namespaced)
     for (const name of [

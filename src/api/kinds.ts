@@ -21,6 +21,7 @@ import {
   WorkloadEntrySpec,
 } from './networking.js'
 import { checkWithoutInvalid } from './partial.js'
+import { checkGlobalRateLimit, GlobalRateLimitSpec, LOOM_GROUP } from './ratelimit.js'
 import type { ObjectMeta, Resource } from './resource.js'
 import {
   AuthorizationPolicySpec,
@@ -159,6 +160,18 @@ export const RequestAuthenticationKind = kind(
   checkRequestAuthentication,
 )
 
+/** Loom's own kind (loom.dev): a rate limit shared by every caller of a host (src/api/ratelimit.ts). */
+export const GlobalRateLimitKind = kind(
+  'GlobalRateLimit',
+  LOOM_GROUP,
+  ['v1alpha1'],
+  'globalratelimits',
+  ['grl'],
+  GlobalRateLimitSpec,
+  checkGlobalRateLimit,
+  true,
+)
+
 /** Spec types per kind name. */
 export interface SpecByKind {
   VirtualService: VirtualServiceSpec
@@ -170,6 +183,7 @@ export interface SpecByKind {
   PeerAuthentication: PeerAuthenticationSpec
   AuthorizationPolicy: AuthorizationPolicySpec
   RequestAuthentication: RequestAuthenticationSpec
+  GlobalRateLimit: GlobalRateLimitSpec
 }
 export type IstioKind = keyof SpecByKind
 
@@ -184,6 +198,7 @@ export type SidecarResource = ResourceOf<'Sidecar'>
 export type PeerAuthenticationResource = ResourceOf<'PeerAuthentication'>
 export type AuthorizationPolicyResource = ResourceOf<'AuthorizationPolicy'>
 export type RequestAuthenticationResource = ResourceOf<'RequestAuthentication'>
+export type GlobalRateLimitResource = ResourceOf<'GlobalRateLimit'>
 /** Any resource Loom accepts. */
 export type IstioResource = { [K in IstioKind]: ResourceOf<K> }[IstioKind]
 
@@ -198,6 +213,7 @@ export const KINDS: readonly KindInfo<unknown>[] = [
   PeerAuthenticationKind,
   AuthorizationPolicyKind,
   RequestAuthenticationKind,
+  GlobalRateLimitKind,
 ] as unknown as readonly KindInfo<unknown>[]
 
 const byKind = new Map<string, KindInfo<unknown>>(KINDS.map((k) => [k.kind, k]))

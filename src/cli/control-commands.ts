@@ -69,7 +69,7 @@ Examples:
 
 export const GET_USAGE = `Usage: loom get <kind> [name] [-n namespace | -A] [-o table|yaml|json] [--server URL]
 
-Kinds: ${SUPPORTED_KINDS.join(', ')} (short names: vs, dr, gw, se, we, pa, ap, ra; plurals work too)
+Kinds: ${SUPPORTED_KINDS.join(', ')} (short names: vs, dr, gw, se, we, pa, ap, ra, grl; plurals work too)
 
 Examples:
   loom get vs

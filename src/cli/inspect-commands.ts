@@ -350,7 +350,7 @@ export function completionCommand(argv: string[]): void {
   if (shell !== 'bash' && shell !== 'zsh')
     throw new LoomError(ErrorCodes.USAGE, 'usage: loom completion bash|zsh   (then: source <(loom completion bash))')
   const kinds =
-    'virtualservice destinationrule gateway serviceentry workloadentry sidecar peerauthentication authorizationpolicy requestauthentication vs dr gw se we pa ap ra'
+    'virtualservice destinationrule gateway serviceentry workloadentry sidecar peerauthentication authorizationpolicy requestauthentication globalratelimit vs dr gw se we pa ap ra grl'
   const script = `# loom ${shell} completion: source <(loom completion ${shell})
 _loom() {
   local cur=\${COMP_WORDS[COMP_CWORD]} prev=\${COMP_WORDS[1]}

@@ -255,8 +255,38 @@ export const CorsPolicy = v.strictObject({
 })
 export type CorsPolicy = v.InferOutput<typeof CorsPolicy>
 
+/** Loom's global rate limit filter (loom.filters.http.global_ratelimit.v1alpha1.GlobalRateLimit). */
+export const GlobalRateLimit = v.strictObject({
+  '@type': v.literal(TypeUrls.globalRateLimit),
+  stat_prefix: opt(str),
+})
+export type GlobalRateLimit = v.InferOutput<typeof GlobalRateLimit>
+
+/** A virtual host's or route's global limits (GlobalRateLimitPerRoute). */
+export const GlobalRateLimitPerRoute = v.strictObject({
+  '@type': v.literal(TypeUrls.globalRateLimitPerRoute),
+  limits: opt(
+    v.array(
+      v.strictObject({
+        name: nonEmpty,
+        requests_per_second: v.pipe(
+          v.number(),
+          v.check((n: number) => Number.isFinite(n) && n > 0, 'must be greater than 0'),
+        ),
+        burst: opt(v.pipe(uint32, v.minValue(1, 'must be at least 1'))),
+        headers: opt(v.array(HeaderMatcher)),
+        invert_match: opt(bool),
+        on_control_plane_unavailable: opt(v.picklist(['KEEP_LAST_SHARE', 'ALLOW_ALL', 'DENY_ALL'])),
+      }),
+    ),
+  ),
+})
+export type GlobalRateLimitPerRoute = v.InferOutput<typeof GlobalRateLimitPerRoute>
+
 /** Per-route (and per-virtual-host) filter config, keyed by the filter's name in the HCM's http_filters. */
-const typedPerFilterConfig = opt(v.record(nonEmpty, v.variant('@type', [HTTPFault, LocalRateLimit, CorsPolicy])))
+const typedPerFilterConfig = opt(
+  v.record(nonEmpty, v.variant('@type', [HTTPFault, LocalRateLimit, CorsPolicy, GlobalRateLimitPerRoute])),
+)
 
 // === routes ===
 
@@ -491,6 +521,7 @@ export const HttpFilter = v.strictObject({
     HTTPFault,
     LocalRateLimit,
     Cors,
+    GlobalRateLimit,
   ]),
 })
 export type HttpFilter = v.InferOutput<typeof HttpFilter>

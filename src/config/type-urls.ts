@@ -8,6 +8,8 @@ export const TypeUrls = {
   localRateLimit: `${T}envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`,
   cors: `${T}envoy.extensions.filters.http.cors.v3.Cors`,
   corsPolicy: `${T}envoy.extensions.filters.http.cors.v3.CorsPolicy`,
+  globalRateLimit: `${T}loom.filters.http.global_ratelimit.v1alpha1.GlobalRateLimit`,
+  globalRateLimitPerRoute: `${T}loom.filters.http.global_ratelimit.v1alpha1.GlobalRateLimitPerRoute`,
   previousHostsPredicate: `${T}envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate`,
   downstreamTls: `${T}envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`,
   upstreamTls: `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`,

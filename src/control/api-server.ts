@@ -16,6 +16,7 @@
  *   DELETE /api/v1/workloads/:namespace/:name
  *   GET    /api/v1/services                         the registry: services, ports, endpoints with health
  *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
+ *   GET    /api/v1/ratelimits                       global rate limits: each proxy's demand and current share
  *   POST   /api/v1/analyze                          diagnostics for the stored config plus the manifests in the body
  *                                                    (or, with content-type application/vnd.loom.files+json, several
  *                                                    files: {"files": [{"source": "a.yaml", "text": "..."}]})
@@ -243,6 +244,7 @@ export class ApiServer {
       }
     }
     if (what === 'proxy-status' && method === 'GET') return send(200, cp.xds.status())
+    if (what === 'ratelimits' && method === 'GET') return send(200, { limits: cp.shares.status() })
     if (what === 'services' && method === 'GET') return send(200, cp.registry.services())
     if (what === 'analyze' && method === 'POST') {
       const body = await readBody(req)

@@ -12,11 +12,13 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, wr
 import { join } from 'node:path'
 import type { Resource } from '../api/resource.js'
 import { log } from '../core/log.js'
+import { rateLimitSharesService } from '../xds/ratelimit-service.js'
 import type { NodeInfo } from '../xds/server.js'
 import { XdsServer } from '../xds/server.js'
 import type { ProxyNode, Snapshot } from '../xds/snapshot.js'
 import { type CaOptions, CertificateAuthority } from './ca/ca.js'
 import { type RegisteredWorkload, Registry } from './registry/registry.js'
+import { ShareServer } from './ratelimit/share-server.js'
 import { FileStore } from './store/file-store.js'
 import type { Store, Watch } from './store/store.js'
 import { BatchTranslator, type MeshConfig, type TranslateNode } from './translate/translate.js'
@@ -99,6 +101,8 @@ export class ControlPlane {
   readonly xds: XdsServer
   /** issues the workloads' X.509-SVIDs; null when the control plane runs without a CA */
   readonly ca: CertificateAuthority | null
+  /** global rate limits: proxies' demand in, their shares out, on the xDS port */
+  readonly shares = new ShareServer()
   private readonly options: ControlOptions
   private resources: Resource[] = []
   private watch: Watch | null = null
@@ -116,6 +120,7 @@ export class ControlPlane {
       snapshotFor: (node) => this.onNode(node),
       pushDebounceMs: 0,
     })
+    this.xds.addService(rateLimitSharesService, this.shares.handlers())
   }
 
   static async open(options: ControlOptions): Promise<ControlPlane> {
@@ -130,6 +135,7 @@ export class ControlPlane {
     const { revision, items } = await store.list()
     cp.resources = items
     cp.registry.setResources(items)
+    cp.shares.setResources(items)
     // one transaction can carry thousands of events: reload once after the burst, not once per event
     cp.watch = store.watch(revision, () => cp.scheduleReload())
     if (options.persistRegistrations ?? options.store === undefined) cp.persistRegistrations()
@@ -196,6 +202,7 @@ export class ControlPlane {
   private async reloadResources(): Promise<void> {
     this.resources = (await this.store.list()).items
     this.registry.setResources(this.resources)
+    this.shares.setResources(this.resources)
     this.scheduleRebuild()
   }
 
@@ -269,6 +276,7 @@ export class ControlPlane {
     if (this.rebuildTimer !== null) clearTimeout(this.rebuildTimer)
     if (this.expiryTimer !== null) clearInterval(this.expiryTimer)
     this.watch?.close()
+    this.shares.close()
     await this.xds.close(500)
     await this.store.close()
   }

@@ -8,6 +8,7 @@ import { log } from '../core/log.js'
 import { VERSION } from '../core/version.js'
 import { AdsClient } from '../xds/client.js'
 import { TYPE_URL } from '../xds/snapshot.js'
+import { ShareReporter } from './http/filters/global-ratelimit/reporter.js'
 import type { ProxyServer } from './proxy.js'
 import { XdsConsumer } from './xds-consumer.js'
 
@@ -67,6 +68,8 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
     log('warn', 'xds', 'control plane disconnected; serving the last config', { why: String(why) }),
   )
   client.start()
+  // global rate limits: shares from the same control plane, on the same address (the stream opens on first use)
+  new ShareReporter({ server: o.server, nodeId: id }).attach()
   log('info', 'xds', 'connecting', {
     server: o.server,
     node: id,

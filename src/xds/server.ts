@@ -739,6 +739,11 @@ export class XdsServer {
     this.unwatch = this.cache.watch('*', (nodeId) => this.schedulePush(nodeId))
   }
 
+  /** Serves another gRPC service on the xDS port (the rate limit share service); call before `listen`. */
+  addService(service: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation): void {
+    this.grpcServer.addService(service, impl)
+  }
+
   /** Stores a node's snapshot; connected streams of that node get the changes after the debounce delay. */
   setSnapshot(nodeId: string, snapshot: Snapshot): string[] {
     return this.cache.setSnapshot(nodeId, snapshot)

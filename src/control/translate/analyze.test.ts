@@ -159,6 +159,29 @@ spec:
         'warning Gateway/default/gw spec.servers[1].port.protocol: TLS servers are not supported yet; no listener',
       ],
     ],
+    [
+      'GlobalRateLimit hosts no service answers to, and a host two unmatched limits cover',
+      `apiVersion: loom.dev/v1alpha1
+kind: GlobalRateLimit
+metadata: {name: a, namespace: default}
+spec: {hosts: [reviews, nope, "*.example.com"], requestsPerSecond: 10}
+---
+apiVersion: loom.dev/v1alpha1
+kind: GlobalRateLimit
+metadata: {name: b, namespace: default}
+spec: {hosts: [reviews], requestsPerSecond: 5}
+---
+apiVersion: loom.dev/v1alpha1
+kind: GlobalRateLimit
+metadata: {name: c, namespace: default}
+spec: {hosts: [reviews], requestsPerSecond: 5, match: {method: POST}}
+`,
+      [
+        'warning GlobalRateLimit/default/a spec.hosts[1]: nope.default.svc.cluster.local is not in the registry; the limit applies to no route yet',
+        'warning GlobalRateLimit/default/a spec.hosts[2]: no service in the registry is under *.example.com; the limit applies to no route yet',
+        'warning GlobalRateLimit/default/b spec.hosts[0]: reviews.default.svc.cluster.local is also limited by GlobalRateLimit/default/a; requests count against both',
+      ],
+    ],
   ]
   for (const [name, yaml, want] of cases) {
     it(name, () => assert.deepEqual(lines(analyze(manifests(yaml), SERVICES)), want))

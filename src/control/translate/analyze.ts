@@ -8,12 +8,14 @@
  *   oldest applies).
  * warnings: rules shadowed by an earlier catch-all, DestinationRules for unknown hosts, subsets without endpoints,
  *   several VirtualServices for one host on a gateway (their routes merge), ambiguous destination ports, and every
- *   kind and field accepted but not enforced yet (the table in `not-enforced.ts`), first for each resource.
+ *   kind and field accepted but not enforced yet (the table in `not-enforced.ts`), first for each resource;
+ *   GlobalRateLimit hosts no service answers to, and hosts two unmatched limits cover (ratelimit/analyze.ts).
  */
 import { isIP } from 'node:net'
 import {
   type DestinationRuleSpec,
   type GatewaySpec,
+  type GlobalRateLimitSpec,
   type HTTPMatchRequest,
   keyOf,
   type Resource,
@@ -22,6 +24,7 @@ import {
   type VirtualServiceSpec,
   type WorkloadEntrySpec,
 } from '../../api/index.js'
+import { analyzeGlobalRateLimits } from '../ratelimit/analyze.js'
 import { hostMatches, isWildcard, labelsMatch, resolveHost } from '../registry/hostname.js'
 import { configOrder, type Service } from '../registry/registry.js'
 import type { Diagnostic } from './diagnostic.js'
@@ -301,6 +304,11 @@ export function analyze(
     if (['Sidecar', 'PeerAuthentication', 'AuthorizationPolicy', 'RequestAuthentication'].includes(r.kind))
       unenforced(r)
   }
+
+  // === GlobalRateLimits ===
+  analyzeGlobalRateLimits(of<GlobalRateLimitSpec>('GlobalRateLimit'), [...known], resolve, (level, r, path, m) =>
+    report(level, r, path, m),
+  )
   return out
 }
 

@@ -21,6 +21,7 @@ import type { GatewaySpec, Resource, VirtualServiceSpec } from '../../api/index.
 import { TypeUrls } from '../../config/type-urls.js'
 import { hostSubsetOf, intersectHosts, isWildcard, labelsMatch, shortNames } from '../registry/hostname.js'
 import { isHttp2Protocol, isHttpProtocol, type Service, type ServiceEndpoint } from '../registry/registry.js'
+import { attachGlobalRateLimits, GLOBAL_RATELIMIT } from '../ratelimit/translate.js'
 import { ADS, http2Options, loadAssignment } from './clusters.js'
 import type { Server } from './types.js'
 import { defaultRoute, isCatchAll, type RouteContext, virtualServiceGateways, virtualServiceRoutes } from './routes.js'
@@ -74,7 +75,7 @@ const PATH_NORMALIZATION: Record<PathNormalization, Json> = {
  * it on sidecars and gateways alike (long-lived gRPC and websocket streams are not cut; a route's `idle_timeout`
  * still applies).
  */
-function hcm(scope: Scope, statPrefix: string, routing: Json): Json {
+function hcm(scope: Scope, statPrefix: string, routing: Json, extraFilters: Json[] = []): Json {
   return {
     name: HCM_FILTER,
     typed_config: {
@@ -83,7 +84,7 @@ function hcm(scope: Scope, statPrefix: string, routing: Json): Json {
       ...routing,
       ...PATH_NORMALIZATION[scope.mesh.pathNormalization],
       stream_idle_timeout: '0s',
-      http_filters: [FAULT, CORS, ROUTER],
+      http_filters: [FAULT, CORS, ...extraFilters, ROUTER],
     },
   }
 }
@@ -251,12 +252,19 @@ export function outboundListener(scope: Scope, metadata: NodeMetadata): Listener
     }
   }
   vhosts.sort((a, b) => cmp(a.name as string, b.name as string))
+  const limited = attachGlobalRateLimits(
+    scope,
+    vhosts.map((vhost) => ({ host: (vhost.name as string).replace(/:\d+$/, ''), vhost })),
+  )
+  const filters = limited ? [GLOBAL_RATELIMIT] : []
   return {
     listeners: [
       {
         name: OUTBOUND_LISTENER,
         address: socketAddress('127.0.0.1', port),
-        filter_chains: [{ filters: [hcm(scope, OUTBOUND_LISTENER, { ...rds(OUTBOUND_ROUTE), ...SIDECAR_TRUST })] }],
+        filter_chains: [
+          { filters: [hcm(scope, OUTBOUND_LISTENER, { ...rds(OUTBOUND_ROUTE), ...SIDECAR_TRUST }, filters)] },
+        ],
       },
     ],
     routes: [{ name: OUTBOUND_ROUTE, virtual_hosts: vhosts, validate_clusters: false }],

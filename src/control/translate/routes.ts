@@ -447,7 +447,8 @@ function stringMatcher(m: StringMatch): Json {
   return { safe_regex: { regex: m.regex ?? '' } }
 }
 
-function headerMatcher(name: string, m: StringMatch | undefined): Json {
+/** An Istio StringMatch on a header → an Envoy HeaderMatcher (no match kind: presence). */
+export function headerMatcher(name: string, m: StringMatch | undefined): Json {
   if (isPresenceMatch(m)) return { name, present_match: true }
   return { name, string_match: stringMatcher(m!) }
 }

@@ -3,13 +3,20 @@
  * per-route overrides (`typed_per_filter_config`). Adding a filter: its schema in src/config/envoy.ts (the
  * `HttpFilter` variant and `typedPerFilterConfig`), its module beside this one, and one entry in each switch below.
  */
-import type { CorsPolicy, HttpFilter, HTTPFault, LocalRateLimit } from '../../../config/envoy.js'
+import type {
+  CorsPolicy,
+  GlobalRateLimitPerRoute,
+  HttpFilter,
+  HTTPFault,
+  LocalRateLimit,
+} from '../../../config/envoy.js'
 import { TypeUrls } from '../../../config/type-urls.js'
 import { type ConfigIssue, ErrorCodes, LoomError } from '../../../core/errors.js'
 import type { HttpConnManagerStats } from '../../stats/stats.js'
 import { CorsFilterFactory, compileCorsPerRoute } from './cors/cors.js'
 import { compileFaultPerRoute, FaultFilterFactory } from './fault/fault.js'
 import type { HttpFilterFactory } from './filter.js'
+import { compileGlobalRateLimitPerRoute, GlobalRateLimitFilterFactory } from './global-ratelimit/global-ratelimit.js'
 import { compileLocalRateLimitPerRoute, LocalRateLimitFilterFactory } from './local-ratelimit/local-ratelimit.js'
 
 /** The chain's config cannot be compiled; issue paths are relative to the connection manager's typed_config. */
@@ -47,6 +54,9 @@ export function compileHttpFilters(filters: readonly HttpFilter[], stats: HttpCo
       case TypeUrls.cors:
         out.push(new CorsFilterFactory(f.name, stats))
         return
+      case TypeUrls.globalRateLimit:
+        out.push(new GlobalRateLimitFilterFactory(f.name, tc, stats))
+        return
     }
   })
   if (issues.length > 0) throw new HttpFilterConfigError(issues)
@@ -71,6 +81,8 @@ export function compilePerFilterConfig(
       return compileLocalRateLimitPerRoute(cfg as LocalRateLimit, path, issues)
     case TypeUrls.corsPolicy:
       return compileCorsPerRoute(cfg as CorsPolicy, path, issues, base)
+    case TypeUrls.globalRateLimitPerRoute:
+      return compileGlobalRateLimitPerRoute(cfg as GlobalRateLimitPerRoute, path, issues)
   }
   issues.push({ path, message: `no per-route config for ${cfg['@type']}` })
   return null

@@ -42,6 +42,16 @@ function share(p: RuntimeFractionalPercent | undefined): number {
   return p === undefined ? 0 : fraction(p.default_value)
 }
 
+/** The headers of a rate-limited reply (the local and the global rate limit filters answer alike). */
+export function rateLimitedHeaders(): Headers {
+  return new Headers(['content-type', 'text/plain', 'x-envoy-ratelimited', 'true'])
+}
+
+/** Ends the stream as rate limited: `status`, response flag RL, `x-loom-reason: reason`, a one-line `body`. */
+export function sendRateLimited(cb: FilterCallbacks, status: number, reason: string, body: string, h: Headers): void {
+  cb.sendLocalReply(status, 'RL', reason, body, h)
+}
+
 /** Envoy's minimum fill interval for the local rate limiter. */
 const MIN_FILL_MS = 50
 
@@ -206,9 +216,9 @@ class LocalRateLimitFilter implements StreamFilter {
       return CONTINUE
     }
     stats.enforced++
-    const h = new Headers(['content-type', 'text/plain', 'x-envoy-ratelimited', 'true'])
+    const h = rateLimitedHeaders()
     p.responseHeaders.apply(h)
-    this.cb.sendLocalReply(p.status, 'RL', 'local_rate_limited', 'local_rate_limited', h)
+    sendRateLimited(this.cb, p.status, 'local_rate_limited', 'local_rate_limited', h)
     return STOP
   }
 

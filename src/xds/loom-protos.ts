@@ -1,0 +1,81 @@
+/**
+ * Loom's own protobuf messages, parsed into the shared Root (proto.ts) beside Envoy's: the global rate limit
+ * filter's config (carried in `typed_config` and `typed_per_filter_config` Anys like any Envoy extension) and the
+ * rate limit share service the control plane serves on its xDS port (src/xds/ratelimit-service.ts). The text lives
+ * here rather than in a .proto file so the published package (dist/src) and the bundle carry it with the code.
+ */
+export const GLOBAL_RATELIMIT_PACKAGE = 'loom.filters.http.global_ratelimit.v1alpha1'
+export const RATELIMIT_SHARES_PACKAGE = 'loom.ratelimit.v1alpha1'
+
+export const LOOM_PROTO = `
+syntax = "proto3";
+
+package ${GLOBAL_RATELIMIT_PACKAGE};
+
+// The filter in a connection manager's http_filters; it acts only on routes whose typed_per_filter_config (or
+// whose virtual host's) carries a GlobalRateLimitPerRoute.
+message GlobalRateLimit {
+  string stat_prefix = 1;
+}
+
+// The limits a virtual host's or route's requests count against.
+message GlobalRateLimitPerRoute {
+  repeated Limit limits = 1;
+}
+
+message Limit {
+  // the key shares are reported and assigned under: the GlobalRateLimit's namespace/name
+  string name = 1;
+  // the mesh-wide rate and burst; a proxy enforces its share of them
+  double requests_per_second = 2;
+  uint32 burst = 3;
+  // all must match for a request to count (none: every request); :method and :path carry method and path prefix
+  repeated envoy.config.route.v3.HeaderMatcher headers = 4;
+  bool invert_match = 5;
+  enum UnavailableMode {
+    KEEP_LAST_SHARE = 0;
+    ALLOW_ALL = 1;
+    DENY_ALL = 2;
+  }
+  UnavailableMode on_control_plane_unavailable = 6;
+}
+`
+
+/** The share service's messages (a second file: protobufjs takes one package per parse). */
+export const SHARES_PROTO = `
+syntax = "proto3";
+
+package ${RATELIMIT_SHARES_PACKAGE};
+
+// A proxy's usage of each limit over the last window; the first message of a stream names the node.
+message ShareReport {
+  string node_id = 1;
+  uint32 window_ms = 2;
+  repeated LimitUsage usage = 3;
+}
+
+message LimitUsage {
+  string name = 1;
+  uint64 admitted = 2;
+  uint64 denied = 3;
+}
+
+// The proxy's current shares (every limit it reported); sent after every rebalancing.
+message ShareAssignment {
+  repeated Share shares = 1;
+  // how long the shares hold without a newer assignment, before the limit's onControlPlaneUnavailable applies
+  uint32 valid_ms = 2;
+}
+
+message Share {
+  string name = 1;
+  double requests_per_second = 2;
+  double burst = 3;
+  // proxies sharing the limit now
+  uint32 proxies = 4;
+}
+
+service RateLimitShares {
+  rpc StreamShares(stream ShareReport) returns (stream ShareAssignment);
+}
+`
