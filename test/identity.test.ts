@@ -36,12 +36,24 @@ async function token(cp: Control, ns: string, sa: string, ttl = '1h'): Promise<s
   return r.stdout.trim()
 }
 
-/** A relay to `target` that records every byte the client sends. */
-async function recordingRelay(target: string): Promise<{ address: string; sent: () => Buffer; close: () => void }> {
+/** A relay to `target` that records every byte the client sends; `cut()` drops every connection, now and later. */
+async function recordingRelay(
+  target: string,
+): Promise<{
+  address: string
+  sent: () => Buffer
+  close: () => void
+  cut: (on: boolean) => void
+  accepted: () => number
+}> {
   const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))]
   const chunks: Buffer[] = []
   const sockets = new Set<net.Socket>()
+  let cut = false
+  let accepted = 0
   const server = net.createServer((c) => {
+    accepted++
+    if (cut) return void c.destroy()
     const up = net.connect(port, host)
     sockets.add(c).add(up)
     c.on('data', (d: Buffer) => chunks.push(Buffer.from(d)))
@@ -53,6 +65,11 @@ async function recordingRelay(target: string): Promise<{ address: string; sent: 
   return {
     address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
     sent: () => Buffer.concat(chunks),
+    accepted: () => accepted,
+    cut: (on: boolean) => {
+      cut = on
+      if (on) for (const s of sockets) s.destroy()
+    },
     close: () => {
       for (const s of sockets) s.destroy()
       server.close()
@@ -164,6 +181,45 @@ describe('workload identity', { timeout: 120_000 }, () => {
         assert.ok(!cp.stderr().includes(needle.toString('latin1')), 'nor in the control plane log')
         for (const f of dataFiles) assert.ok(!f.includes(needle), 'nor in its data directory')
       }
+    }
+  })
+
+  test('a failed renewal is retried with back-off while the proxy keeps its certificate; the first one too', async () => {
+    const relay = await recordingRelay(cp.xds)
+    const dir = mkdtempSync(join(tmpdir(), 'loom-id-'))
+    const file = join(dir, 'token')
+    writeFileSync(file, await token(cp, NS, SA), { mode: 0o600 })
+    const store = new SecretStore()
+    const client = new IdentityClient({
+      server: relay.address,
+      tokenFile: file,
+      store,
+      backoffMs: 100,
+      maxBackoffMs: 400,
+    })
+    try {
+      // the control plane cannot be reached: attempts go on, nothing is installed
+      relay.cut(true)
+      client.start()
+      await eventually(async () => relay.accepted() >= 3, 20_000, 'several attempts')
+      assert.equal(store.get('default'), undefined)
+      assert.equal(client.status(), null)
+      relay.cut(false)
+      await client.ready()
+      const first = store.get('default') as TlsCertificateSecret
+      const notAfter = Date.parse(new X509Certificate(first.certificateChainPem).validTo)
+      // now renewals fail: the certificate stays until it expires
+      relay.cut(true)
+      await eventually(async () => client.status()?.lastError != null, 20_000, 'a failed renewal')
+      assert.equal(store.get('default'), first, 'the certificate it has is kept')
+      assert.ok(Date.now() < notAfter + 1000)
+      relay.cut(false)
+      await eventually(async () => store.get('default') !== first, 20_000, 'the renewal after the outage')
+      assert.equal(client.status()!.lastError, null)
+      assert.equal(client.status()!.spiffeId, ID)
+    } finally {
+      client.stop()
+      relay.close()
     }
   })
 
