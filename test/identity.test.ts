@@ -37,9 +37,7 @@ async function token(cp: Control, ns: string, sa: string, ttl = '1h'): Promise<s
 }
 
 /** A relay to `target` that records every byte the client sends; `cut()` drops every connection, now and later. */
-async function recordingRelay(
-  target: string,
-): Promise<{
+async function recordingRelay(target: string): Promise<{
   address: string
   sent: () => Buffer
   close: () => void

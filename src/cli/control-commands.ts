@@ -41,6 +41,10 @@ Without --ca-cert, a root is generated on first start in <data-dir>/ca/ (root-ke
 loaded on later starts. Starting with another root (new --ca-* files, or after 'loom control rotate-root') is a
 rotation: the previous root stays in the trust bundle for the overlap period.
 
+Proxies get their certificates from the signing service on the xDS port: the first with a bootstrap token
+('loom token create'; signed with <data-dir>/token-key, 0600; given to 'loom proxy --identity-token-file'), renewals
+with the current certificate. A proxy's private key never leaves it.
+
 Usage: loom control rotate-root [--data-dir <dir>] [--ca-rotation-overlap <duration>] [--ca-key-type <type>]
 
 Replaces the generated root by a new one, the previous staying trusted for the overlap; a running control plane
