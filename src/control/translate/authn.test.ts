@@ -12,7 +12,7 @@ import { HttpConnManagerStats } from '../../proxy/stats/stats.js'
 import { decodeResource, encodeResource } from '../../xds/proto.js'
 import { TYPE_URL } from '../../xds/snapshot.js'
 import { bookinfoRegistry, INGRESS, manifests, PRODUCTPAGE, REVIEWS_V2 } from './testdata/bookinfo.js'
-import { type TranslateNode, translateResources } from './translate.js'
+import { BatchTranslator, type TranslateNode, translate, translateResources } from './translate.js'
 import type { Json } from './util.js'
 
 const JWKS = JSON.stringify({
@@ -155,5 +155,16 @@ spec:
   servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
 `
     assert.equal(filters(yaml, INGRESS)[0]!.name, 'envoy.filters.http.jwt_authn')
+  })
+
+  it('the batch translator (what loom control runs) gives a selected sidecar the same listeners', () => {
+    const resources = manifests(policy('default', `  jwtRules: [{issuer: a, jwks: '${JWKS}'}]`))
+    const input = { resources, services }
+    const batch = new BatchTranslator(input).translate(REVIEWS_V2).resources.get(TYPE_URL.listener)!
+    const single = translate(input, REVIEWS_V2).resources.get(TYPE_URL.listener)!
+    assert.deepEqual(batch.items, single.items)
+    const inbound = batch.items.get('inbound|9080') as Json
+    const hcm = ((inbound.filter_chains as Json[])[0]!.filters as Json[])[0]!.typed_config as Json
+    assert.equal((hcm.http_filters as Json[])[0]!.name, 'envoy.filters.http.jwt_authn')
   })
 })
