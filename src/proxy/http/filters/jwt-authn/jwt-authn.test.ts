@@ -172,6 +172,40 @@ describe('JWT filter', () => {
     assert.equal(await run(f, new Stream('/public')), 'not-checked', 'no rule matches: not checked')
   })
 
+  test('EdDSA with an OKP Ed25519 key, the token from a cookie', async () => {
+    const ed = (await jose.generateKeyPair('EdDSA', { extractable: true })) as CryptoKeyPair
+    const jwk = { ...(await jose.exportJWK(ed.publicKey)), kid: 'ed' }
+    const f = factory({
+      '@type': TYPE,
+      providers: {
+        p: { issuer: ISS, local_jwks: { inline_string: JSON.stringify({ keys: [jwk] }) }, from_cookies: ['session'] },
+      },
+      rules: [{ match: { prefix: '/' }, requires: { provider_name: 'p' } }],
+    })
+    const token = await sign(ed.privateKey, 'EdDSA', 'ed', good)
+    assert.equal(await run(f, new Stream('/', ['cookie', `a=b; session=${token}`])), 'continued')
+    const rs = await sign(rsa.privateKey, 'RS256', 'ed', good)
+    const s = new Stream('/', ['cookie', `session=${rs}`])
+    assert.equal(await run(f, s), 401, 'an RS256 token never verifies with an OKP key')
+  })
+
+  test('a rule naming an unknown provider or requirement is a config error with its path', () => {
+    const issues: ConfigIssue[] = []
+    const bad = v.parse(JwtAuthentication, {
+      '@type': TYPE,
+      providers: { p: { local_jwks: { inline_string: 'nope' } } },
+      rules: [
+        { match: { prefix: '/' }, requires: { provider_name: 'q' } },
+        { match: { prefix: '/' }, requirement_name: 'r' },
+      ],
+    })
+    new JwtAuthnFilterFactory('j', bad, 'f', issues, new HttpConnManagerStats('test'))
+    assert.deepEqual(
+      issues.map((i) => i.path),
+      ['f.providers.p.local_jwks', 'f.rules[0].requires.provider_name', 'f.rules[1].requirement_name'],
+    )
+  })
+
   describe('remote JWKS', () => {
     let server: http.Server
     let uri: string
