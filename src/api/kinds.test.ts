@@ -1340,6 +1340,14 @@ jwtRules:
       'invalid header name',
     ],
     ['timeout', 'jwtRules: [{issuer: a, timeout: 5}]', 'spec.jwtRules[0].timeout', 'wrong type'],
+    ['zero timeout', 'jwtRules: [{issuer: a, timeout: 0s}]', 'spec.jwtRules[0].timeout', 'at least 1ms'],
+    [
+      'payload header',
+      'jwtRules: [{issuer: a, outputPayloadToHeader: "x y"}]',
+      'spec.jwtRules[0].outputPayloadToHeader',
+      'invalid header name',
+    ],
+    ['blank audience', 'jwtRules: [{issuer: a, audiences: [" "]}]', 'spec.jwtRules[0].audiences[0]', 'blank'],
   ]
   for (const [name, spec, path, fragment] of cases) test(name, () => rejects(ra(spec), path, fragment))
 })

@@ -79,11 +79,12 @@ describe('Istio-format fixtures (test/fixtures/istio)', () => {
   test('every fixture parses and validates; Kubernetes kinds in them are skipped', (t) => {
     const sum = loadDir(FIXTURES)
     t.diagnostic(describeSum(sum))
-    assert.equal(sum.files, 14)
+    assert.equal(sum.files, 15)
     assert.deepEqual(Object.fromEntries(sum.byKind), {
       DestinationRule: 8,
       Gateway: 1,
       PeerAuthentication: 1,
+      RequestAuthentication: 1,
       ServiceEntry: 1,
       VirtualService: 13,
     })
@@ -92,6 +93,7 @@ describe('Istio-format fixtures (test/fixtures/istio)', () => {
       'networking.istio.io/v1',
       'networking.istio.io/v1alpha3',
       'networking.istio.io/v1beta1',
+      'security.istio.io/v1',
       'security.istio.io/v1beta1',
     ])
   })

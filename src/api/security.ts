@@ -284,6 +284,14 @@ export function checkRequestAuthentication(spec: RequestAuthenticationSpec, _ctx
     const p = field('spec.jwtRules', i)
     const keys = (['jwks', 'jwksUri', 'jwks_uri'] as const).filter((k) => r[k] !== undefined)
     if (keys.length > 1) issues.add(p, `only one of jwks or jwksUri can be set (found ${keys.join(', ')})`)
+    if (r.outputPayloadToHeader !== undefined && !/^[-_A-Za-z0-9]+$/.test(r.outputPayloadToHeader))
+      issues.add(`${p}.outputPayloadToHeader`, `invalid header name ${JSON.stringify(r.outputPayloadToHeader)}`)
+    r.audiences?.forEach((a, k) => {
+      if (a.trim() === '') issues.add(`${p}.audiences[${k}]`, 'audience must not be blank')
+    })
+    r.fromParams?.forEach((q, k) => {
+      if (q.trim() === '') issues.add(`${p}.fromParams[${k}]`, 'parameter name must not be blank')
+    })
     if (r.jwks !== undefined) {
       try {
         const parsed = JSON.parse(r.jwks) as { keys?: unknown }

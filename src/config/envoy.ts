@@ -283,6 +283,78 @@ export const GlobalRateLimitPerRoute = v.strictObject({
 })
 export type GlobalRateLimitPerRoute = v.InferOutput<typeof GlobalRateLimitPerRoute>
 
+/** envoy.extensions.filters.http.jwt_authn.v3: one token issuer (JwtProvider), the subset Istio emits. */
+export const JwtProvider = v.pipe(
+  v.strictObject({
+    issuer: opt(str),
+    audiences: opt(v.array(str)),
+    remote_jwks: opt(
+      v.strictObject({
+        http_uri: v.strictObject({
+          uri: v.pipe(
+            nonEmpty,
+            v.check((u) => /^https?:\/\//.test(u), 'must be an http:// or https:// URL'),
+          ),
+          cluster: opt(str),
+          timeout: opt(duration),
+        }),
+        cache_duration: opt(duration),
+        async_fetch: opt(v.strictObject({ fast_listener: opt(bool), failed_refetch_duration: opt(duration) })),
+      }),
+    ),
+    local_jwks: opt(DataSource),
+    forward: opt(bool),
+    from_headers: opt(v.array(v.strictObject({ name: headerName, value_prefix: opt(str) }))),
+    from_params: opt(v.array(nonEmpty)),
+    from_cookies: opt(v.array(nonEmpty)),
+    forward_payload_header: opt(headerName),
+    pad_forward_payload_header: opt(bool),
+    payload_in_metadata: opt(str),
+    claim_to_headers: opt(v.array(v.strictObject({ header_name: headerName, claim_name: nonEmpty }))),
+    clock_skew_seconds: opt(uint32),
+  }),
+  oneOf(['remote_jwks', 'local_jwks']),
+)
+export type JwtProvider = v.InferOutput<typeof JwtProvider>
+
+const JwtLeafRequirement = v.pipe(
+  v.strictObject({ provider_name: opt(nonEmpty), allow_missing: opt(v.strictObject({})) }),
+  oneOf(['provider_name', 'allow_missing']),
+)
+/** A rule's requirement: one provider, any of several (with `allow_missing`, Istio's shape), or a missing token. */
+export const JwtRequirement = v.pipe(
+  v.strictObject({
+    provider_name: opt(nonEmpty),
+    requires_any: opt(
+      v.strictObject({ requirements: v.pipe(v.array(JwtLeafRequirement), v.minLength(2, 'at least 2')) }),
+    ),
+    allow_missing: opt(v.strictObject({})),
+  }),
+  oneOf(['provider_name', 'requires_any', 'allow_missing']),
+)
+export type JwtRequirement = v.InferOutput<typeof JwtRequirement>
+
+/** envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication */
+export const JwtAuthentication = v.strictObject({
+  '@type': v.literal(TypeUrls.jwtAuthn),
+  providers: opt(v.record(nonEmpty, JwtProvider)),
+  rules: opt(
+    v.array(
+      v.pipe(
+        v.strictObject({
+          match: v.pipe(v.strictObject({ prefix: opt(str), path: opt(str) }), oneOf(['prefix', 'path'])),
+          requires: opt(JwtRequirement),
+          requirement_name: opt(nonEmpty),
+        }),
+        oneOf(['requires', 'requirement_name']),
+      ),
+    ),
+  ),
+  requirement_map: opt(v.record(nonEmpty, JwtRequirement)),
+  bypass_cors_preflight: opt(bool),
+})
+export type JwtAuthentication = v.InferOutput<typeof JwtAuthentication>
+
 /** Per-route (and per-virtual-host) filter config, keyed by the filter's name in the HCM's http_filters. */
 const typedPerFilterConfig = opt(
   v.record(nonEmpty, v.variant('@type', [HTTPFault, LocalRateLimit, CorsPolicy, GlobalRateLimitPerRoute])),
@@ -522,6 +594,7 @@ export const HttpFilter = v.strictObject({
     LocalRateLimit,
     Cors,
     GlobalRateLimit,
+    JwtAuthentication,
   ]),
 })
 export type HttpFilter = v.InferOutput<typeof HttpFilter>

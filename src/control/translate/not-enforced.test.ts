@@ -24,10 +24,35 @@ describe('accepted but not enforced', () => {
     assert.match(ds[0]!.message, /authorization is not enforced yet/)
   })
 
-  it('every security kind, even without a spec', () => {
-    for (const kind of ['PeerAuthentication', 'AuthorizationPolicy', 'RequestAuthentication']) {
+  it('every security kind not enforced yet, even without a spec', () => {
+    for (const kind of ['PeerAuthentication', 'AuthorizationPolicy']) {
       assert.deepEqual(paths(`apiVersion: security.istio.io/v1\nkind: ${kind}\nmetadata: {name: a}\n`), ['spec'], kind)
     }
+  })
+
+  it('RequestAuthentication: enforced, except targetRef, OpenID discovery and spaceDelimitedClaims', () => {
+    const head = 'apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: a}\n'
+    assert.deepEqual(paths(head), [])
+    const enforced = `${head}spec:
+  selector: {matchLabels: {app: httpbin}}
+  jwtRules:
+  - issuer: a
+    jwksUri: https://a.example/jwks
+    audiences: [x]
+    fromHeaders: [{name: x-token, prefix: "Bearer "}]
+    fromParams: [t]
+    forwardOriginalToken: true
+    outputPayloadToHeader: x-payload
+    outputClaimToHeaders: [{header: x-sub, claim: sub}]
+`
+    assert.deepEqual(paths(enforced), [])
+    const partly = `${head}spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]
+  jwtRules:
+  - issuer: b
+    spaceDelimitedClaims: [scope]
+`
+    assert.deepEqual(paths(partly), ['spec.targetRefs', 'spec.jwtRules[0]', 'spec.jwtRules[0].spaceDelimitedClaims'])
   })
 
   it('VirtualService http fields, with their paths', () => {

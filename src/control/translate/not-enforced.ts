@@ -52,9 +52,28 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
   },
   {
     kind: 'RequestAuthentication',
-    path: 'spec',
-    when: always,
-    message: 'JWT validation is not enforced yet: requests are not checked against these rules',
+    path: 'spec.targetRef',
+    message: 'policies attached by targetRef are not applied yet; use a selector',
+  },
+  {
+    kind: 'RequestAuthentication',
+    path: 'spec.targetRefs',
+    message: 'policies attached by targetRefs are not applied yet; use a selector',
+  },
+  {
+    kind: 'RequestAuthentication',
+    path: 'spec.jwtRules[]',
+    when: (r) => {
+      const x = r as { jwks?: unknown; jwksUri?: unknown; jwks_uri?: unknown }
+      return x.jwks === undefined && x.jwksUri === undefined && x.jwks_uri === undefined
+    },
+    message:
+      "OpenID discovery of the issuer's keys is not supported: set jwks or jwksUri, else this issuer's tokens are refused",
+  },
+  {
+    kind: 'RequestAuthentication',
+    path: 'spec.jwtRules[].spaceDelimitedClaims',
+    message: 'claims are not split on spaces yet: AuthorizationPolicy matches them as whole strings',
   },
 
   // VirtualService

@@ -133,10 +133,14 @@ interface OutboundPart {
   byLocality: Map<string, { endpoints: Json[]; version: string }>
 }
 
+/** the kinds the inbound part of a sidecar's config reads (its Sidecar resource, its authentication policies) */
+const INBOUND_KINDS = new Set(['Sidecar', 'RequestAuthentication'])
+
 export class BatchTranslator {
   private readonly input: TranslateInput
   private readonly selectedLabels: Set<string>
   private readonly outbound = new Map<string, OutboundPart>()
+  /** the resources of INBOUND_KINDS */
   private readonly sidecars: readonly Resource[]
 
   constructor(input: TranslateInput) {
@@ -160,7 +164,7 @@ export class BatchTranslator {
       }
     }
     this.selectedLabels = keys
-    this.sidecars = input.resources.filter((r) => r.kind === 'Sidecar')
+    this.sidecars = input.resources.filter((r) => INBOUND_KINDS.has(r.kind))
   }
 
   translate(node: TranslateNode): Snapshot {

@@ -17,6 +17,7 @@ import { CorsFilterFactory, compileCorsPerRoute } from './cors/cors.js'
 import { compileFaultPerRoute, FaultFilterFactory } from './fault/fault.js'
 import type { HttpFilterFactory } from './filter.js'
 import { compileGlobalRateLimitPerRoute, GlobalRateLimitFilterFactory } from './global-ratelimit/global-ratelimit.js'
+import { JwtAuthnFilterFactory } from './jwt-authn/jwt-authn.js'
 import { compileLocalRateLimitPerRoute, LocalRateLimitFilterFactory } from './local-ratelimit/local-ratelimit.js'
 
 /** The chain's config cannot be compiled; issue paths are relative to the connection manager's typed_config. */
@@ -56,6 +57,9 @@ export function compileHttpFilters(filters: readonly HttpFilter[], stats: HttpCo
         return
       case TypeUrls.globalRateLimit:
         out.push(new GlobalRateLimitFilterFactory(f.name, tc, stats))
+        return
+      case TypeUrls.jwtAuthn:
+        out.push(new JwtAuthnFilterFactory(f.name, tc, path, issues, stats))
         return
     }
   })
