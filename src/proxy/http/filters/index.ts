@@ -18,6 +18,7 @@ import { compileFaultPerRoute, FaultFilterFactory } from './fault/fault.js'
 import type { HttpFilterFactory } from './filter.js'
 import { compileGlobalRateLimitPerRoute, GlobalRateLimitFilterFactory } from './global-ratelimit/global-ratelimit.js'
 import { compileLocalRateLimitPerRoute, LocalRateLimitFilterFactory } from './local-ratelimit/local-ratelimit.js'
+import { RbacFilterFactory } from './rbac/rbac.js'
 
 /** The chain's config cannot be compiled; issue paths are relative to the connection manager's typed_config. */
 export class HttpFilterConfigError extends LoomError {
@@ -56,6 +57,9 @@ export function compileHttpFilters(filters: readonly HttpFilter[], stats: HttpCo
         return
       case TypeUrls.globalRateLimit:
         out.push(new GlobalRateLimitFilterFactory(f.name, tc, stats))
+        return
+      case TypeUrls.rbac:
+        out.push(new RbacFilterFactory(f.name, tc, path, issues, stats))
         return
     }
   })
