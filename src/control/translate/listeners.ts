@@ -22,6 +22,7 @@ import { TypeUrls } from '../../config/type-urls.js'
 import { hostSubsetOf, intersectHosts, isWildcard, labelsMatch, shortNames } from '../registry/hostname.js'
 import { isHttp2Protocol, isHttpProtocol, type Service, type ServiceEndpoint } from '../registry/registry.js'
 import { attachGlobalRateLimits, GLOBAL_RATELIMIT } from '../ratelimit/translate.js'
+import { authzHttpFilters } from './authz.js'
 import { ADS, http2Options, loadAssignment } from './clusters.js'
 import type { Server } from './types.js'
 import { defaultRoute, isCatchAll, type RouteContext, virtualServiceGateways, virtualServiceRoutes } from './routes.js'
@@ -73,9 +74,16 @@ const PATH_NORMALIZATION: Record<PathNormalization, Json> = {
 /**
  * Every connection manager: the mesh's path normalization, and `stream_idle_timeout` 0 (disabled), as Istio sets
  * it on sidecars and gateways alike (long-lived gRPC and websocket streams are not cut; a route's `idle_timeout`
- * still applies).
+ * still applies). `authFilters` (authorization) run first, before the fault and CORS filters, as in Istio's
+ * inbound chain; `extraFilters` just before the router.
  */
-function hcm(scope: Scope, statPrefix: string, routing: Json, extraFilters: Json[] = []): Json {
+function hcm(
+  scope: Scope,
+  statPrefix: string,
+  routing: Json,
+  extraFilters: Json[] = [],
+  authFilters: Json[] = [],
+): Json {
   return {
     name: HCM_FILTER,
     typed_config: {
@@ -84,7 +92,7 @@ function hcm(scope: Scope, statPrefix: string, routing: Json, extraFilters: Json
       ...routing,
       ...PATH_NORMALIZATION[scope.mesh.pathNormalization],
       stream_idle_timeout: '0s',
-      http_filters: [FAULT, CORS, ...extraFilters, ROUTER],
+      http_filters: [...authFilters, FAULT, CORS, ...extraFilters, ROUTER],
     },
   }
 }
@@ -348,7 +356,17 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
       name,
       address: socketAddress(address, listenPort),
       filter_chains: [
-        { filters: [hcm(scope, `inbound_${address}_${listenPort}`, { route_config: routeConfig, ...SIDECAR_TRUST })] },
+        {
+          filters: [
+            hcm(
+              scope,
+              `inbound_${address}_${listenPort}`,
+              { route_config: routeConfig, ...SIDECAR_TRUST },
+              [],
+              authzHttpFilters(scope, { workloadPort: endpoint.port, listenPort }),
+            ),
+          ],
+        },
       ],
     })
     const c: Json = {
@@ -441,6 +459,8 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
   const out: ListenerSet = { listeners: [], routes: [], clusters: [] }
   for (const port of [...byPort.keys()].sort((a, b) => a - b)) {
     const servers = byPort.get(port)!
+    const listenPort = bindPorts.get(port) ?? port
+    const authz = authzHttpFilters(scope, { workloadPort: port, listenPort })
     // A listener is all plain text or all TLS: the first server decides, conflicting ones are left out (as Istio
     // refuses to merge them).
     const tls = terminatingTls(servers[0]!.server)
@@ -449,7 +469,7 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
       const plain = servers.filter((s) => !terminatingTls(s.server))
       const routeName = `http.${port}`
       out.routes.push(gatewayRouteConfig(scope, routeName, port, plain, false))
-      chains.push({ filters: [hcm(scope, `outbound_0.0.0.0_${port}`, { ...rds(routeName), ...trust })] })
+      chains.push({ filters: [hcm(scope, `outbound_0.0.0.0_${port}`, { ...rds(routeName), ...trust }, [], authz)] })
     } else {
       for (const s of servers.filter((x) => terminatingTls(x.server))) {
         const routeName = `https.${port}.${s.server.port?.name ?? ''}.${s.gateway.metadata.name}.${s.gateway.metadata.namespace}`
@@ -459,14 +479,14 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
         if (sni.length > 0) chain.filter_chain_match = { server_names: sni }
         // Istio's stat prefix for a TLS server is its name, else the route name.
         const prefix = s.server.name ?? routeName
-        chain.filters = [hcm(scope, prefix, { ...rds(routeName), ...trust })]
+        chain.filters = [hcm(scope, prefix, { ...rds(routeName), ...trust }, [], authz)]
         chain.transport_socket = { name: 'envoy.transport_sockets.tls', typed_config: downstreamTls(s.server) }
         chains.push(chain)
       }
     }
     out.listeners.push({
       name: `0.0.0.0_${port}`,
-      address: socketAddress(bindAddress, bindPorts.get(port) ?? port),
+      address: socketAddress(bindAddress, listenPort),
       filter_chains: chains,
     })
   }
