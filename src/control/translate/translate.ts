@@ -133,11 +133,15 @@ interface OutboundPart {
   byLocality: Map<string, { endpoints: Json[]; version: string }>
 }
 
+/** The kinds a sidecar's inbound listeners depend on. */
+const INBOUND_KINDS = new Set(['Sidecar', 'AuthorizationPolicy'])
+
 export class BatchTranslator {
   private readonly input: TranslateInput
   private readonly selectedLabels: Set<string>
   private readonly outbound = new Map<string, OutboundPart>()
-  private readonly sidecars: readonly Resource[]
+  /** what the inbound part reads: Sidecars and the security policies selecting workloads */
+  private readonly inboundResources: readonly Resource[]
 
   constructor(input: TranslateInput) {
     this.input = input
@@ -160,7 +164,7 @@ export class BatchTranslator {
       }
     }
     this.selectedLabels = keys
-    this.sidecars = input.resources.filter((r) => r.kind === 'Sidecar')
+    this.inboundResources = input.resources.filter((r) => INBOUND_KINDS.has(r.kind))
   }
 
   translate(node: TranslateNode): Snapshot {
@@ -196,7 +200,7 @@ export class BatchTranslator {
     // the inbound part needs only the services this workload serves (endpoints at its address)
     const own = this.input.services.filter((s) => s.endpoints.some((e) => e.address === node.ip))
     const inbound = inboundListeners(
-      new Scope(this.sidecars, own, node, resolveMeshConfig(this.input.meshConfig)),
+      new Scope(this.inboundResources, own, node, resolveMeshConfig(this.input.meshConfig)),
       metadata,
     )
     const byName = (a: Json, b: Json) => cmp(a.name as string, b.name as string)
