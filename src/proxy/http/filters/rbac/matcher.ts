@@ -38,7 +38,8 @@ import type { RequestHead } from '../../types.js'
 
 /**
  * What the tests read: the request, its connection and its dynamic metadata (the filter callbacks have this shape,
- * so the filter passes them as they are). `head` is set whenever an engine runs.
+ * so the filter passes them as they are). Without a head (a connection-level check) header and path tests do not
+ * match.
  */
 export interface RbacInput {
   readonly head: RequestHead | null
@@ -165,7 +166,8 @@ function headerTest(m: Parameters<typeof compileHeaderMatcher>[0], path: string,
   // the matcher reads the request through a MatchContext-shaped object: the head is one (authority, path, ...)
   const ctx = { req: null as unknown as RequestHead }
   return (r) => {
-    ctx.req = r.head!
+    if (r.head === null) return false
+    ctx.req = r.head
     return h.matches(ctx as never)
   }
 }
@@ -173,7 +175,8 @@ function headerTest(m: Parameters<typeof compileHeaderMatcher>[0], path: string,
 function urlPathTest(m: { path: Parameters<typeof compileStringMatcher>[0] }, path: string, issues: ConfigIssue[]) {
   const t = compileStringMatcher(m.path, `${path}.path`, issues)
   return (r: RbacInput) => {
-    const p = r.head!.path
+    if (r.head === null) return false
+    const p = r.head.path
     const end = pathEnd(p)
     return t(end === p.length ? p : p.slice(0, end))
   }
