@@ -267,21 +267,33 @@ describe('Istio semantics, end to end through the proxy engine', () => {
       false,
     ],
     [
-      'hosts: case-insensitive, any port when none is written',
+      'hosts: case-insensitive',
       [policy('p', { rules: [{ to: [{ operation: { hosts: ['BookInfo.com'] } }] }] })],
-      { host: 'bookinfo.com:8080' },
+      { host: 'bookinfo.COM' },
       true,
     ],
     [
-      'hosts: a written port must match',
-      [policy('p', { rules: [{ to: [{ operation: { hosts: ['bookinfo.com:80'] } }] }] })],
+      'hosts: a host without a port does not match the authority with one (Istio lists both)',
+      [policy('p', { rules: [{ to: [{ operation: { hosts: ['bookinfo.com'] } }] }] })],
       { host: 'bookinfo.com:8080' },
       false,
     ],
     [
+      'hosts: with its port',
+      [policy('p', { rules: [{ to: [{ operation: { hosts: ['bookinfo.com', 'bookinfo.com:8080'] } }] }] })],
+      { host: 'bookinfo.com:8080' },
+      true,
+    ],
+    [
       'hosts: *.suffix',
       [policy('p', { rules: [{ to: [{ operation: { hosts: ['*.example.com'] } }] }] })],
-      { host: 'a.example.com:80' },
+      { host: 'a.EXAMPLE.com' },
+      true,
+    ],
+    [
+      'hosts: prefix*',
+      [policy('p', { rules: [{ to: [{ operation: { hosts: ['bookinfo.*'] } }] }] })],
+      { host: 'bookinfo.com:80' },
       true,
     ],
     [

@@ -19,7 +19,7 @@
  *
  * Values: principals are SPIFFE IDs written without `spiffe://` (`cluster.local/ns/x/sa/y`), `*` any authenticated
  * peer, `prefix*` and `*suffix`; namespaces match `/ns/<ns>/` in the peer's ID; hosts match `:authority`
- * case-insensitively, with or without a port when none is written; paths are exact, `prefix*`, `*suffix`, `*`, or
+ * case-insensitively as written (a port in the request must be written too); paths are exact, `prefix*`, `*suffix`, `*`, or
  * Istio's templates (`{*}` one segment, `{**}` the rest). Ports are the workload's ports: each listener's filters
  * are built for its own port, so `ports` and `destination.port` are decided here when the proxy listens elsewhere
  * (Loom's local mode maps ports).
@@ -253,15 +253,17 @@ function serviceAccountId(v: string, namespace: string): Json {
   }
 }
 
-/** A host matches `:authority` case-insensitively; written without a port, with any port too. */
+/**
+ * A host matches `:authority` case-insensitively, exactly as written (Istio's): a host written without a port does
+ * not match a request whose authority has one (list both, `example.com` and `example.com:8080`); `*suffix` and
+ * `prefix*` compare the rest literally.
+ */
 function hostRule(v: string): Json {
   if (v === '*') return { header: { name: ':authority', present_match: true } }
-  const hasPort = /:\d+$/.test(v) || v.endsWith(':*')
-  const anyPort = hasPort ? '' : '(:[0-9]+)?'
   let regex: string
-  if (v.startsWith('*')) regex = `.*${quote(v.slice(1))}${anyPort}`
+  if (v.startsWith('*')) regex = `.*${quote(v.slice(1))}`
   else if (v.endsWith('*')) regex = `${quote(v.slice(0, -1))}.*`
-  else regex = `${quote(v)}${anyPort}`
+  else regex = quote(v)
   return { header: { name: ':authority', safe_regex_match: { regex: `(?i)${regex}` } } }
 }
 
