@@ -146,6 +146,15 @@ describe('AuthorizationPolicy through loom control and a sidecar', () => {
     await until(m, '/reviews', 200)
   })
 
+  test('ports name the service port the sidecar serves, wherever it listens', async () => {
+    await apply(m.cp, policy('by-port', "{rules: [{to: [{operation: {ports: ['9090']}}]}]}"))
+    await until(m, '/', 403)
+    await apply(m.cp, policy('by-port', "{rules: [{to: [{operation: {ports: ['9080']}}]}]}"))
+    await until(m, '/', 200)
+    const r = await m.cp.loom(['delete', 'AuthorizationPolicy', 'by-port'])
+    assert.equal(r.code, 0, r.stderr)
+  })
+
   const DENY_ADMIN = policy(
     'deny-admin',
     "{action: DENY, rules: [{to: [{operation: {paths: ['/admin', '/admin/*']}}]}]}",

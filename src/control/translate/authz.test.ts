@@ -449,6 +449,13 @@ describe('Istio semantics, end to end through the proxy engine', () => {
     const other = [policy('p', { rules: [{ to: [{ operation: { ports: ['15090'] } }] }] })]
     assert.equal(admits(other, { port: 15090 }, NODE, 15090), false)
   })
+
+  it('on a sidecar the service port names the listener too (the registered port is the sidecar’s in local mode)', () => {
+    const list = [policy('p', { rules: [{ to: [{ operation: { ports: ['9080'] } }] }] })]
+    const filters = authzHttpFilters(scopeOf(list), { workloadPort: 15090, servicePort: 9080, listenPort: 15090 })
+    const rules = (filters[0]!.typed_config as Json).rules as Json
+    assert.match(JSON.stringify(rules), /"destination_port":15090/)
+  })
 })
 
 describe('shapes', () => {

@@ -34,9 +34,14 @@ import type { Json } from './util.js'
 export const AUTHN_METADATA = 'istio_authn'
 export const DRY_RUN_ANNOTATION = 'istio.io/dry-run'
 
-/** The workload port a listener serves (what `ports` name) and the port the proxy really listens on. */
+/**
+ * The ports that name a listener in `ports` and `destination.port` (the workload's port, and on sidecars the
+ * service port too: under Loom's local mode the registered port is the sidecar's own) and the port the proxy
+ * really listens on.
+ */
 export interface ListenerPorts {
   workloadPort: number
+  servicePort?: number
   listenPort: number
 }
 
@@ -283,7 +288,7 @@ const NEVER: Json = { not_rule: { any: true } }
 
 /** A workload port: the listener's own port when it is the one named, else nothing (this listener never serves it). */
 function portRule(port: number, ports: ListenerPorts): Json {
-  if (port === ports.workloadPort) return { destination_port: ports.listenPort }
+  if (port === ports.workloadPort || port === ports.servicePort) return { destination_port: ports.listenPort }
   return ports.listenPort === ports.workloadPort ? { destination_port: port } : NEVER
 }
 

@@ -363,7 +363,7 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
               `inbound_${address}_${listenPort}`,
               { route_config: routeConfig, ...SIDECAR_TRUST },
               [],
-              authzHttpFilters(scope, { workloadPort: endpoint.port, listenPort }),
+              authzHttpFilters(scope, { workloadPort: endpoint.port, servicePort, listenPort }),
             ),
           ],
         },
