@@ -15,9 +15,11 @@ import { log } from '../core/log.js'
 import { AdminServer } from './admin/admin.js'
 import { ClusterManager } from './cluster/index.js'
 import { HcmContext } from './http/hcm.js'
+import type { IdentityStatus } from './identity/client.js'
 import { PoolManager } from './http/pools.js'
 import { ActiveListener, type CompiledChain, type NetworkHandler } from './listener/listener.js'
 import { type CompiledRouteConfig, compileRouteConfig } from './route/router.js'
+import { SecretStore } from './secrets/store.js'
 import { StatsStore } from './stats/stats.js'
 import { checkHttpFilters, HttpFilterConfigError } from './http/filters/index.js'
 import { TcpProxyContext } from './tcp/tcp-proxy.js'
@@ -51,6 +53,10 @@ export class ProxyServer {
   readonly bootstrap: Bootstrap
   readonly options: ProxyOptions
   readonly stats = new StatsStore()
+  /** secrets by SDS name: `default` (own chain and key) and `ROOTCA` (trust bundle) among them */
+  readonly secrets = new SecretStore()
+  /** the proxy's own certificate from the control plane (`--identity-token-file`), for the admin `/certs` */
+  identity: { status(): IdentityStatus | null; stop(): void } | null = null
   readonly clusters: ClusterManager
   private readonly pools: PoolManager
   private readonly listenerMap = new Map<string, ActiveListener>()
@@ -392,6 +398,7 @@ export class ProxyServer {
   }
 
   async close(): Promise<void> {
+    this.identity?.stop()
     for (const l of this.listenerMap.values()) {
       l.destroy()
       l.close()
