@@ -46,18 +46,16 @@ describe('loom apply warnings', () => {
       `Warning: [VirtualService/default/web] spec.http[0].retries.retryRemoteLocalities: retryRemoteLocalities is not supported yet; retries do not prefer other localities (${file}, document 1)`,
       `Warning: [DestinationRule/default/web] spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: TCP keepalive is not supported by Loom's proxy yet; ignored (${file}, document 2)`,
     ])
+    // enforced: no warning
     const authz = await cp.loom(['apply', '-f', fixture('authz-allow-nothing.yaml')])
     assert.equal(authz.code, 0)
-    assert.match(
-      authz.stderr,
-      /AuthorizationPolicy\/default\/allow-nothing\] spec: authorization is not enforced yet.*\(.*, document 0\)\n/,
-    )
+    assert.equal(authz.stderr, '')
   })
 
   test('the API returns the warnings; --dry-run shows them without writing', async () => {
     const file = writeTemp(
       'authz.yaml',
-      'apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all}\nspec: {action: DENY, rules: [{}]}\n',
+      'apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ext-authz}\nspec: {action: CUSTOM, provider: {name: ext}, rules: [{}]}\n',
     )
     const r = await cp.loom(['apply', '--dry-run', '-o', 'json', '-f', file])
     assert.equal(r.code, 0, r.stderr)
@@ -65,10 +63,9 @@ describe('loom apply warnings', () => {
     assert.deepEqual(body.warnings, [
       {
         level: 'warning',
-        resource: 'AuthorizationPolicy/default/deny-all',
-        path: 'spec',
-        message:
-          'authorization is not enforced yet: proxies let every request through, whatever this policy allows or denies',
+        resource: 'AuthorizationPolicy/default/ext-authz',
+        path: 'spec.action',
+        message: 'the CUSTOM action (external authorization) is not enforced yet: this policy is ignored',
         source: file,
         index: 0,
       },
@@ -157,13 +154,10 @@ describe('schema errors and cross-reference errors in one pass', () => {
 })
 
 describe('loom analyze --local', () => {
-  test('an AuthorizationPolicy with an empty spec is a warning, not "No problems found"', async () => {
+  test('an AuthorizationPolicy with an empty spec (deny all) is enforced: no problems', async () => {
     const file = fixture('authz-allow-nothing.yaml')
     const r = await runLoom(['analyze', '--local', file])
     assert.equal(r.code, 0, r.stderr)
-    assert.equal(
-      r.stdout,
-      `Warning [AuthorizationPolicy/default/allow-nothing] spec: authorization is not enforced yet: proxies let every request through, whatever this policy allows or denies (${file}, document 0)\n`,
-    )
+    assert.equal(r.stdout, 'No problems found.\n')
   })
 })

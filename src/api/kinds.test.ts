@@ -1179,7 +1179,7 @@ rules:
   - operation:
       methods: [GET]
       notMethods: [DELETE]
-      paths: ["/info*", "/api/{*}/x"]
+      paths: ["/info*", "/api/{*}/x", "/files/{**}"]
       notPaths: [/admin]
       hosts: [a.com]
       notHosts: [b.com]
@@ -1188,6 +1188,8 @@ rules:
   when:
   - key: request.auth.claims[iss]
     values: ["https://accounts.google.com"]
+  - key: request.auth.claims[org][team]
+    values: [blue]
   - key: source.ip
     notValues: [10.0.0.1]
   - key: request.headers[User-Agent]
@@ -1274,6 +1276,30 @@ rules:
       'rules: [{when: [{key: destination.port, values: ["99999"]}]}]',
       'spec.rules[0].when[0].values[0]',
       'between 1 and 65535',
+    ],
+    [
+      'path template operator inside a segment',
+      'rules: [{to: [{operation: {paths: ["/a{*}/b"]}}]}]',
+      'spec.rules[0].to[0].operation.paths[0]',
+      'each as a whole segment',
+    ],
+    [
+      'path template {**} not last',
+      'rules: [{to: [{operation: {notPaths: ["/a/{**}/{*}"]}}]}]',
+      'spec.rules[0].to[0].operation.notPaths[0]',
+      'must be the last operator',
+    ],
+    [
+      'nested claim with an empty name',
+      'rules: [{when: [{key: "request.auth.claims[a][]", values: [a]}]}]',
+      'spec.rules[0].when[0].key',
+      'expected request.auth.claims[name]',
+    ],
+    [
+      'header key with two names',
+      'rules: [{when: [{key: "request.headers[a][b]", values: [a]}]}]',
+      'spec.rules[0].when[0].key',
+      'expected request.headers[name]',
     ],
     [
       'claim without a name',

@@ -147,9 +147,12 @@ function conditionKeyError(key: string): string | null {
   const prefix = MAP_ATTRIBUTES.find((p) => key.startsWith(p))
   if (prefix === undefined) return `unknown attribute: ${key}`
   const open = key.indexOf('[')
-  if (open < 0 || !key.endsWith(']') || key.length - open <= 2) {
-    return `invalid key ${JSON.stringify(key)}: expected ${prefix.replace(/\.$/, '')}[name]`
-  }
+  const expected = `invalid key ${JSON.stringify(key)}: expected ${prefix.replace(/\.$/, '')}[name]`
+  if (open < 0 || !key.endsWith(']') || key.length - open <= 2) return expected
+  // one name in brackets, or (claims) several: request.auth.claims[a][b]
+  const names = key.slice(open)
+  const nested = prefix === 'request.auth.claims'
+  if (!(nested ? /^(\[[^[\]]+\])+$/ : /^\[[^[\]]+\]$/).test(names)) return expected
   return null
 }
 
@@ -159,6 +162,28 @@ function conditionValueError(key: string, value: string): string | null {
   if (key === 'destination.port') {
     const n = /^\d{1,5}$/.test(value) ? Number(value) : 0
     return n >= 1 && n <= 65535 ? null : `port ${JSON.stringify(value)} must be between 1 and 65535`
+  }
+  return null
+}
+
+/**
+ * Istio's path templates: `{*}` (one segment) and `{**}` (the rest) must each be a whole path segment, `{**}` the
+ * last operator, with no other `{`, `}` or `*` in the path.
+ */
+export function pathTemplateError(path: string): string | null {
+  if (!path.includes('{') && !path.includes('}')) return null
+  const segments = path.split('/')
+  let globs = false
+  for (let i = 0; i < segments.length; i++) {
+    const seg = segments[i]!
+    if (seg === '{*}' || seg === '{**}') {
+      if (globs) return `${JSON.stringify(path)}: {**} must be the last operator of a path template`
+      if (seg === '{**}') globs = true
+      continue
+    }
+    if (/[{}*]/.test(seg)) {
+      return `${JSON.stringify(path)}: a path template takes {*} and {**} only, each as a whole segment`
+    }
   }
   return null
 }
@@ -216,6 +241,11 @@ export function checkAuthorizationPolicy(spec: AuthorizationPolicySpec, _ctx: Sp
       const keys = Object.keys(op) as (keyof Operation)[]
       if (keys.every((k) => (op[k] ?? []).length === 0)) issues.add(tp, '`to.operation` must not be empty')
       for (const k of keys) checkNoEmpty(issues, field(tp, k), op[k])
+      for (const k of ['paths', 'notPaths'] as const) {
+        op[k]?.forEach((pth, n) => {
+          issues.add(field(field(tp, k), n), pathTemplateError(pth))
+        })
+      }
     })
     r.when?.forEach((c, j) => {
       const cp = field(`${p}.when`, j)

@@ -355,6 +355,158 @@ export const JwtAuthentication = v.strictObject({
 })
 export type JwtAuthentication = v.InferOutput<typeof JwtAuthentication>
 
+/** Envoy's MetadataMatcher ValueMatcher: the subset Loom evaluates. */
+export interface RbacValueMatcher {
+  string_match?: StringMatcher
+  bool_match?: boolean
+  present_match?: boolean
+  null_match?: Record<string, never>
+  list_match?: { one_of: RbacValueMatcher }
+  or_match?: { value_matchers: RbacValueMatcher[] }
+}
+export const ValueMatcher: v.GenericSchema<unknown, RbacValueMatcher> = v.pipe(
+  v.strictObject({
+    string_match: opt(StringMatcher),
+    bool_match: opt(bool),
+    present_match: opt(bool),
+    null_match: opt(v.strictObject({})),
+    list_match: opt(v.strictObject({ one_of: v.lazy(() => ValueMatcher) })),
+    or_match: opt(
+      v.strictObject({
+        value_matchers: v.pipe(v.array(v.lazy(() => ValueMatcher)), v.minLength(2, 'at least two value matchers')),
+      }),
+    ),
+  }),
+  oneOf(['string_match', 'bool_match', 'present_match', 'null_match', 'list_match', 'or_match']),
+) as v.GenericSchema<unknown, RbacValueMatcher>
+
+/** envoy.type.matcher.v3.MetadataMatcher: a value in the stream's dynamic metadata, by filter namespace and path. */
+export const MetadataMatcher = v.strictObject({
+  filter: nonEmpty,
+  path: v.pipe(v.array(v.strictObject({ key: nonEmpty })), v.minLength(1, 'at least one path segment')),
+  value: ValueMatcher,
+  invert: opt(bool),
+})
+export type MetadataMatcher = v.InferOutput<typeof MetadataMatcher>
+
+/** envoy.type.matcher.v3.PathMatcher: the path without its query. */
+const PathMatcher = v.strictObject({ path: StringMatcher })
+
+/** envoy.config.rbac.v3.Permission: what a request asks for (exactly one rule). */
+export interface RbacPermission {
+  and_rules?: { rules: RbacPermission[] }
+  or_rules?: { rules: RbacPermission[] }
+  not_rule?: RbacPermission
+  any?: boolean
+  header?: HeaderMatcher
+  url_path?: { path: StringMatcher }
+  destination_ip?: CidrRange
+  destination_port?: number
+  requested_server_name?: StringMatcher
+  metadata?: MetadataMatcher
+}
+const permissionSet = v.strictObject({
+  rules: v.pipe(v.array(v.lazy(() => RbacPermission)), v.minLength(1, 'at least one rule')),
+})
+export const RbacPermission: v.GenericSchema<unknown, RbacPermission> = v.pipe(
+  v.strictObject({
+    and_rules: opt(permissionSet),
+    or_rules: opt(permissionSet),
+    not_rule: opt(v.lazy(() => RbacPermission)),
+    any: opt(v.literal(true)),
+    header: opt(HeaderMatcher),
+    url_path: opt(PathMatcher),
+    destination_ip: opt(CidrRange),
+    destination_port: opt(port),
+    requested_server_name: opt(StringMatcher),
+    metadata: opt(MetadataMatcher),
+  }),
+  oneOf([
+    'and_rules',
+    'or_rules',
+    'not_rule',
+    'any',
+    'header',
+    'url_path',
+    'destination_ip',
+    'destination_port',
+    'requested_server_name',
+    'metadata',
+  ]),
+) as v.GenericSchema<unknown, RbacPermission>
+
+/** envoy.config.rbac.v3.Principal: who asks (exactly one identifier). */
+export interface RbacPrincipal {
+  and_ids?: { ids: RbacPrincipal[] }
+  or_ids?: { ids: RbacPrincipal[] }
+  not_id?: RbacPrincipal
+  any?: boolean
+  authenticated?: { principal_name?: StringMatcher }
+  source_ip?: CidrRange
+  direct_remote_ip?: CidrRange
+  remote_ip?: CidrRange
+  header?: HeaderMatcher
+  url_path?: { path: StringMatcher }
+  metadata?: MetadataMatcher
+}
+const principalSet = v.strictObject({
+  ids: v.pipe(v.array(v.lazy(() => RbacPrincipal)), v.minLength(1, 'at least one identifier')),
+})
+export const RbacPrincipal: v.GenericSchema<unknown, RbacPrincipal> = v.pipe(
+  v.strictObject({
+    and_ids: opt(principalSet),
+    or_ids: opt(principalSet),
+    not_id: opt(v.lazy(() => RbacPrincipal)),
+    any: opt(v.literal(true)),
+    authenticated: opt(v.strictObject({ principal_name: opt(StringMatcher) })),
+    source_ip: opt(CidrRange),
+    direct_remote_ip: opt(CidrRange),
+    remote_ip: opt(CidrRange),
+    header: opt(HeaderMatcher),
+    url_path: opt(PathMatcher),
+    metadata: opt(MetadataMatcher),
+  }),
+  oneOf([
+    'and_ids',
+    'or_ids',
+    'not_id',
+    'any',
+    'authenticated',
+    'source_ip',
+    'direct_remote_ip',
+    'remote_ip',
+    'header',
+    'url_path',
+    'metadata',
+  ]),
+) as v.GenericSchema<unknown, RbacPrincipal>
+
+/** envoy.config.rbac.v3.RBAC: the action and the named policies (a policy matches when a permission and a principal do). */
+export const RbacRules = v.strictObject({
+  action: opt(v.picklist(['ALLOW', 'DENY', 'LOG'])),
+  policies: opt(
+    v.record(
+      nonEmpty,
+      v.strictObject({
+        permissions: v.pipe(v.array(RbacPermission), v.minLength(1, 'at least one permission')),
+        principals: v.pipe(v.array(RbacPrincipal), v.minLength(1, 'at least one principal')),
+      }),
+    ),
+  ),
+})
+export type RbacRules = v.InferOutput<typeof RbacRules>
+
+/** envoy.extensions.filters.http.rbac.v3.RBAC: enforced rules and shadow rules (evaluated, counted, never enforced). */
+export const Rbac = v.strictObject({
+  '@type': v.literal(TypeUrls.rbac),
+  rules: opt(RbacRules),
+  shadow_rules: opt(RbacRules),
+  rules_stat_prefix: opt(v.pipe(str, v.regex(/^[\w.-]*$/, 'letters, digits, _ . - only'))),
+  shadow_rules_stat_prefix: opt(v.pipe(str, v.regex(/^[\w.-]*$/, 'letters, digits, _ . - only'))),
+  track_per_rule_stats: opt(bool),
+})
+export type Rbac = v.InferOutput<typeof Rbac>
+
 /** Per-route (and per-virtual-host) filter config, keyed by the filter's name in the HCM's http_filters. */
 const typedPerFilterConfig = opt(
   v.record(nonEmpty, v.variant('@type', [HTTPFault, LocalRateLimit, CorsPolicy, GlobalRateLimitPerRoute])),
@@ -595,6 +747,8 @@ export const HttpFilter = v.strictObject({
     Cors,
     GlobalRateLimit,
     JwtAuthentication,
+
+    Rbac,
   ]),
 })
 export type HttpFilter = v.InferOutput<typeof HttpFilter>

@@ -23,6 +23,7 @@ import { hostSubsetOf, intersectHosts, isWildcard, labelsMatch, shortNames } fro
 import { isHttp2Protocol, isHttpProtocol, type Service, type ServiceEndpoint } from '../registry/registry.js'
 import { attachGlobalRateLimits, GLOBAL_RATELIMIT } from '../ratelimit/translate.js'
 import { jwtAuthnFilters } from './authn.js'
+import { authzHttpFilters } from './authz.js'
 import { ADS, http2Options, loadAssignment } from './clusters.js'
 import type { Server } from './types.js'
 import { defaultRoute, isCatchAll, type RouteContext, virtualServiceGateways, virtualServiceRoutes } from './routes.js'
@@ -74,15 +75,16 @@ const PATH_NORMALIZATION: Record<PathNormalization, Json> = {
 /**
  * Every connection manager: the mesh's path normalization, and `stream_idle_timeout` 0 (disabled), as Istio sets
  * it on sidecars and gateways alike (long-lived gRPC and websocket streams are not cut; a route's `idle_timeout`
- * still applies). `extraFilters` go before the router, `leadingFilters` first of all (authentication:
- * RequestAuthentication's JWT filter, in Istio's place ahead of authorization and the rest).
+ * still applies). `authFilters` run first, before the fault and CORS filters, in Istio's inbound order:
+ * authentication (RequestAuthentication's JWT filter), then authorization (the RBAC filters); `extraFilters` go
+ * just before the router.
  */
 function hcm(
   scope: Scope,
   statPrefix: string,
   routing: Json,
   extraFilters: Json[] = [],
-  leadingFilters: Json[] = [],
+  authFilters: Json[] = [],
 ): Json {
   return {
     name: HCM_FILTER,
@@ -92,7 +94,7 @@ function hcm(
       ...routing,
       ...PATH_NORMALIZATION[scope.mesh.pathNormalization],
       stream_idle_timeout: '0s',
-      http_filters: [...leadingFilters, FAULT, CORS, ...extraFilters, ROUTER],
+      http_filters: [...authFilters, FAULT, CORS, ...extraFilters, ROUTER],
     },
   }
 }
@@ -359,7 +361,13 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
       filter_chains: [
         {
           filters: [
-            hcm(scope, `inbound_${address}_${listenPort}`, { route_config: routeConfig, ...SIDECAR_TRUST }, [], authn),
+            hcm(
+              scope,
+              `inbound_${address}_${listenPort}`,
+              { route_config: routeConfig, ...SIDECAR_TRUST },
+              [],
+              [...authn, ...authzHttpFilters(scope, { workloadPort: endpoint.port, servicePort, listenPort })],
+            ),
           ],
         },
       ],
@@ -455,6 +463,8 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
   const authn = jwtAuthnFilters(scope)
   for (const port of [...byPort.keys()].sort((a, b) => a - b)) {
     const servers = byPort.get(port)!
+    const listenPort = bindPorts.get(port) ?? port
+    const auth = [...authn, ...authzHttpFilters(scope, { workloadPort: port, listenPort })]
     // A listener is all plain text or all TLS: the first server decides, conflicting ones are left out (as Istio
     // refuses to merge them).
     const tls = terminatingTls(servers[0]!.server)
@@ -463,7 +473,7 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
       const plain = servers.filter((s) => !terminatingTls(s.server))
       const routeName = `http.${port}`
       out.routes.push(gatewayRouteConfig(scope, routeName, port, plain, false))
-      chains.push({ filters: [hcm(scope, `outbound_0.0.0.0_${port}`, { ...rds(routeName), ...trust }, [], authn)] })
+      chains.push({ filters: [hcm(scope, `outbound_0.0.0.0_${port}`, { ...rds(routeName), ...trust }, [], auth)] })
     } else {
       for (const s of servers.filter((x) => terminatingTls(x.server))) {
         const routeName = `https.${port}.${s.server.port?.name ?? ''}.${s.gateway.metadata.name}.${s.gateway.metadata.namespace}`
@@ -473,14 +483,14 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
         if (sni.length > 0) chain.filter_chain_match = { server_names: sni }
         // Istio's stat prefix for a TLS server is its name, else the route name.
         const prefix = s.server.name ?? routeName
-        chain.filters = [hcm(scope, prefix, { ...rds(routeName), ...trust }, [], authn)]
+        chain.filters = [hcm(scope, prefix, { ...rds(routeName), ...trust }, [], auth)]
         chain.transport_socket = { name: 'envoy.transport_sockets.tls', typed_config: downstreamTls(s.server) }
         chains.push(chain)
       }
     }
     out.listeners.push({
       name: `0.0.0.0_${port}`,
-      address: socketAddress(bindAddress, bindPorts.get(port) ?? port),
+      address: socketAddress(bindAddress, listenPort),
       filter_chains: chains,
     })
   }

@@ -12,22 +12,26 @@ const one = (yaml: string) => {
 const paths = (yaml: string) => notEnforced(one(yaml)).map((d) => d.path)
 
 describe('accepted but not enforced', () => {
-  it('an AuthorizationPolicy with an empty spec (allow nothing) is a warning, not "no problems"', () => {
-    const r = one(
-      'apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-nothing}\nspec: {}\n',
-    )
-    const ds = analyze([r], [])
+  it('an AuthorizationPolicy is enforced; its CUSTOM action and targetRefs are not', () => {
+    const ap = (spec: string) =>
+      one(`apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec: ${spec}\n`)
+    assert.deepEqual(analyze([ap('{}')], []), [])
+    const ds = analyze([ap('{action: CUSTOM, provider: {name: ext}, rules: [{}]}')], [])
     assert.equal(ds.length, 1)
     assert.equal(ds[0]!.level, 'warning')
-    assert.equal(ds[0]!.resource, 'AuthorizationPolicy/default/allow-nothing')
-    assert.equal(ds[0]!.path, 'spec')
-    assert.match(ds[0]!.message, /authorization is not enforced yet/)
+    assert.equal(ds[0]!.path, 'spec.action')
+    assert.match(ds[0]!.message, /CUSTOM action \(external authorization\) is not enforced yet/)
+    assert.deepEqual(
+      notEnforced(ap('{targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: w}]}')).map((d) => d.path),
+      ['spec.targetRefs'],
+    )
   })
 
   it('every security kind not enforced yet, even without a spec', () => {
-    for (const kind of ['PeerAuthentication', 'AuthorizationPolicy']) {
+    for (const kind of ['PeerAuthentication']) {
       assert.deepEqual(paths(`apiVersion: security.istio.io/v1\nkind: ${kind}\nmetadata: {name: a}\n`), ['spec'], kind)
     }
+    assert.deepEqual(paths('apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\n'), [])
   })
 
   it('RequestAuthentication: enforced, except targetRef, OpenID discovery and spaceDelimitedClaims', () => {

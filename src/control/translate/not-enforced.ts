@@ -45,10 +45,20 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
   },
   {
     kind: 'AuthorizationPolicy',
-    path: 'spec',
-    when: always,
-    message:
-      'authorization is not enforced yet: proxies let every request through, whatever this policy allows or denies',
+    path: 'spec.action',
+    when: (a) => a === 'CUSTOM',
+    message: 'the CUSTOM action (external authorization) is not enforced yet: this policy is ignored',
+  },
+  {
+    kind: 'AuthorizationPolicy',
+    path: 'spec.targetRef',
+    when: (t) => t !== undefined,
+    message: 'policies attached with targetRef are not applied yet: use a selector',
+  },
+  {
+    kind: 'AuthorizationPolicy',
+    path: 'spec.targetRefs',
+    message: 'policies attached with targetRefs are not applied yet: use a selector',
   },
   {
     kind: 'RequestAuthentication',

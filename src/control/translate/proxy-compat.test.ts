@@ -92,6 +92,39 @@ spec:
   resolution: STATIC
   ports: [{number: 7070, name: grpc, protocol: GRPC}, {number: 9080, name: http, protocol: HTTP}]
   workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  rules:
+  - from:
+    - source: {principals: [cluster.local/ns/default/sa/bookinfo-productpage, '*/sa/x'], notNamespaces: [bad]}
+    - source: {ipBlocks: [10.0.0.0/8], notRemoteIpBlocks: [192.0.2.1], requestPrincipals: ['*']}
+    to:
+    - operation: {hosts: ['reviews', '*.example.com'], ports: ['9080'], methods: [GET], paths: ['/api/*', '/u/{*}/x']}
+    - operation: {notPaths: ['/admin*'], notMethods: [DELETE]}
+    when:
+    - {key: 'request.headers[x-user]', values: ['*']}
+    - {key: 'request.auth.claims[org][team]', values: [blue], notValues: [red]}
+    - {key: destination.port, values: ['9080']}
+    - {key: connection.sni, values: ['*.local']}
+  - {}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-mesh, namespace: istio-system}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: audit, annotations: {istio.io/dry-run: 'true'}}
+spec:
+  action: AUDIT
+  rules: [{when: [{key: source.ip, values: [10.1.0.0/16]}]}]
 `
 
 const GATEWAY_TLS = `apiVersion: networking.istio.io/v1
@@ -114,6 +147,13 @@ spec:
   hosts: [bookinfo.example.com]
   gateways: [istio-system/tls]
   http: [{route: [{destination: {host: productpage, subset: v1}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  rules: [{from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]}]
 `
 
 const ALL = ['virtual-service-all-v1.yaml', 'destination-rule-all.yaml']
@@ -189,6 +229,32 @@ describe('load balancer fields Loom adds', () => {
         assert.deepEqual(wire[f], c[f], `${c.name} ${f}`)
       }
     }
+  })
+})
+
+describe('authorization filters', () => {
+  it('reviews inbound and the ingress gateway carry RBAC filters in Istio order (the outbound listener none)', () => {
+    const chains = (r: TranslatedResources) =>
+      r.listeners.flatMap((l) =>
+        ((l.filter_chains as Json[] | undefined) ?? []).map((c) =>
+          (((c.filters as Json[])[0]!.typed_config as Json).http_filters as Json[]).map((f) => f.name as string),
+        ),
+      )
+    const reviews = translated(SCENARIOS[2]!)
+    const inbound = reviews.listeners.filter((l) => String(l.name).startsWith('inbound|'))
+    assert.ok(inbound.length > 0)
+    for (const l of inbound) {
+      const names = chains({ ...reviews, listeners: [l] })[0]!
+      assert.deepEqual(names.slice(0, 3), [
+        'envoy.filters.http.rbac.audit',
+        'envoy.filters.http.rbac.deny',
+        'envoy.filters.http.rbac.allow',
+      ])
+    }
+    const outbound = reviews.listeners.filter((l) => l.name === 'outbound_http')
+    assert.ok(chains({ ...reviews, listeners: outbound }).every((n) => !n.some((x) => x.includes('rbac'))))
+    const gw = translated(SCENARIOS[3]!)
+    assert.ok(chains(gw).every((n) => n[0] === 'envoy.filters.http.rbac.allow'))
   })
 })
 

@@ -133,15 +133,15 @@ interface OutboundPart {
   byLocality: Map<string, { endpoints: Json[]; version: string }>
 }
 
-/** the kinds the inbound part of a sidecar's config reads (its Sidecar resource, its authentication policies) */
-const INBOUND_KINDS = new Set(['Sidecar', 'RequestAuthentication'])
+/** the kinds the inbound part of a sidecar's config reads (its Sidecar resource, its security policies) */
+const INBOUND_KINDS = new Set(['Sidecar', 'RequestAuthentication', 'AuthorizationPolicy'])
 
 export class BatchTranslator {
   private readonly input: TranslateInput
   private readonly selectedLabels: Set<string>
   private readonly outbound = new Map<string, OutboundPart>()
-  /** the resources of INBOUND_KINDS */
-  private readonly sidecars: readonly Resource[]
+  /** what the inbound part reads: Sidecars and the security policies selecting workloads */
+  private readonly inboundResources: readonly Resource[]
 
   constructor(input: TranslateInput) {
     this.input = input
@@ -164,7 +164,7 @@ export class BatchTranslator {
       }
     }
     this.selectedLabels = keys
-    this.sidecars = input.resources.filter((r) => INBOUND_KINDS.has(r.kind))
+    this.inboundResources = input.resources.filter((r) => INBOUND_KINDS.has(r.kind))
   }
 
   translate(node: TranslateNode): Snapshot {
@@ -200,7 +200,7 @@ export class BatchTranslator {
     // the inbound part needs only the services this workload serves (endpoints at its address)
     const own = this.input.services.filter((s) => s.endpoints.some((e) => e.address === node.ip))
     const inbound = inboundListeners(
-      new Scope(this.sidecars, own, node, resolveMeshConfig(this.input.meshConfig)),
+      new Scope(this.inboundResources, own, node, resolveMeshConfig(this.input.meshConfig)),
       metadata,
     )
     const byName = (a: Json, b: Json) => cmp(a.name as string, b.name as string)

@@ -19,6 +19,7 @@ import type { HttpFilterFactory } from './filter.js'
 import { compileGlobalRateLimitPerRoute, GlobalRateLimitFilterFactory } from './global-ratelimit/global-ratelimit.js'
 import { JwtAuthnFilterFactory } from './jwt-authn/jwt-authn.js'
 import { compileLocalRateLimitPerRoute, LocalRateLimitFilterFactory } from './local-ratelimit/local-ratelimit.js'
+import { RbacFilterFactory } from './rbac/rbac.js'
 
 /** The chain's config cannot be compiled; issue paths are relative to the connection manager's typed_config. */
 export class HttpFilterConfigError extends LoomError {
@@ -60,6 +61,9 @@ export function compileHttpFilters(filters: readonly HttpFilter[], stats: HttpCo
         return
       case TypeUrls.jwtAuthn:
         out.push(new JwtAuthnFilterFactory(f.name, tc, path, issues, stats))
+        return
+      case TypeUrls.rbac:
+        out.push(new RbacFilterFactory(f.name, tc, path, issues, stats))
         return
     }
   })

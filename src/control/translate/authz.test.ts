@@ -1,0 +1,511 @@
+/**
+ * AuthorizationPolicy translation, judged by what the proxy decides: each case translates policies for one
+ * workload, validates the filters with the proxy's schema, compiles them with the proxy's RBAC filter and runs
+ * requests through them in chain order (a request passes when every filter lets it through), as Istio's semantics
+ * say it must go.
+ */
+import assert from 'node:assert/strict'
+import type { Socket } from 'node:net'
+import { describe, it } from 'node:test'
+import * as v from 'valibot'
+import type { AuthorizationPolicySpec, Resource } from '../../api/index.js'
+import { HttpFilter, type RbacRules } from '../../config/envoy.js'
+import type { ConfigIssue } from '../../core/errors.js'
+import { Headers } from '../../proxy/http/headers.js'
+import { RbacEngine, type RbacInput } from '../../proxy/http/filters/rbac/matcher.js'
+import type { ProxyNode } from '../../xds/snapshot.js'
+import { applicablePolicies, authzHttpFilters, pathMatcher, stringMatcher } from './authz.js'
+import { resolveMeshConfig, Scope } from './scope.js'
+import type { Json } from './util.js'
+
+const NODE: ProxyNode = {
+  id: 'sidecar~10.0.0.9~productpage-v1.default~default.svc.cluster.local',
+  kind: 'sidecar',
+  namespace: 'default',
+  labels: { app: 'productpage', version: 'v1' },
+  serviceAccount: 'bookinfo-productpage',
+  ip: '10.0.0.9',
+  generator: 'envoy',
+}
+
+function policy(
+  name: string,
+  spec: AuthorizationPolicySpec,
+  namespace = 'default',
+  annotations?: Record<string, string>,
+): Resource<AuthorizationPolicySpec> {
+  return {
+    apiVersion: 'security.istio.io/v1',
+    kind: 'AuthorizationPolicy',
+    metadata: { name, namespace, ...(annotations === undefined ? {} : { annotations }) },
+    spec,
+  }
+}
+
+function scopeOf(resources: Resource[], node: ProxyNode = NODE): Scope {
+  return new Scope(resources, [], node, resolveMeshConfig(undefined))
+}
+
+interface Req {
+  method?: string
+  path?: string
+  host?: string
+  headers?: string[]
+  /** the verified peer's SPIFFE ID; none: plain text */
+  peer?: string
+  ip?: string
+  remoteIp?: string
+  port?: number
+  metadata?: Record<string, Record<string, unknown>>
+}
+
+function requestInput(r: Req): RbacInput {
+  const socket: Partial<Socket> & Record<string, unknown> = {
+    remoteAddress: r.ip ?? '10.0.0.5',
+    localAddress: '10.0.0.9',
+    localPort: r.port ?? 9080,
+  }
+  if (r.peer !== undefined) {
+    socket.authorized = true
+    socket.getPeerCertificate = () => ({ subject: {}, subjectaltname: `URI:${r.peer}` })
+  }
+  return {
+    head: {
+      method: r.method ?? 'GET',
+      authority: r.host ?? 'productpage:9080',
+      path: r.path ?? '/',
+      scheme: 'http',
+      headers: new Headers(r.headers ?? []),
+      upgrade: null,
+      protocol: 'HTTP/1.1',
+    },
+    downstreamSocket: socket as unknown as Socket,
+    sourceIp: r.remoteIp ?? r.ip ?? '10.0.0.5',
+    metadata: (ns) => r.metadata?.[ns],
+  }
+}
+
+/** The filters for the workload, compiled as the proxy compiles them. */
+function compiled(resources: Resource[], node?: ProxyNode, listenPort = 9080) {
+  const filters = authzHttpFilters(scopeOf(resources, node), { workloadPort: 9080, listenPort })
+  return filters.map((f) => {
+    const parsed = v.safeParse(HttpFilter, f)
+    assert.ok(parsed.success, JSON.stringify(parsed.issues?.map((i) => i.message)))
+    const tc = parsed.output.typed_config as { rules?: RbacRules }
+    const issues: ConfigIssue[] = []
+    const engine = tc.rules === undefined ? null : new RbacEngine(tc.rules, 'rules', issues)
+    assert.deepEqual(issues, [])
+    return { name: f.name as string, engine }
+  })
+}
+
+/** Whether the chain admits the request. */
+function admits(resources: Resource[], r: Req, node?: ProxyNode, listenPort?: number): boolean {
+  for (const { engine } of compiled(resources, node, listenPort)) {
+    if (engine === null) continue
+    const input = requestInput(r)
+    if (!engine.allows(engine.matchedPolicy(input))) return false
+  }
+  return true
+}
+
+const ALLOW_NOTHING = policy('allow-nothing', {})
+
+describe('which policies apply', () => {
+  it('no policy: no filter, everything is allowed', () => {
+    assert.deepEqual(authzHttpFilters(scopeOf([]), { workloadPort: 9080, listenPort: 9080 }), [])
+    assert.equal(admits([], {}), true)
+  })
+  it('the root namespace applies mesh-wide; other namespaces only to their own workloads', () => {
+    const list = [
+      policy('mesh', {}, 'istio-system'),
+      policy('here', {}, 'default'),
+      policy('there', {}, 'foo'),
+      policy('selected', { selector: { matchLabels: { app: 'productpage' } } }),
+      policy('not-selected', { selector: { matchLabels: { app: 'reviews' } } }),
+      policy('root-selected', { selector: { matchLabels: { app: 'productpage' } } }, 'istio-system'),
+      policy('waypoint', { targetRefs: [{ kind: 'Gateway', group: 'gateway.networking.k8s.io', name: 'w' }] }),
+    ]
+    assert.deepEqual(
+      applicablePolicies(scopeOf(list)).map((p) => p.metadata.name),
+      ['here', 'selected', 'mesh', 'root-selected'],
+    )
+  })
+  it('filters in Istio order, AUDIT, DENY, ALLOW; CUSTOM is not built', () => {
+    const list = [
+      policy('a', { action: 'ALLOW', rules: [{}] }),
+      policy('d', { action: 'DENY', rules: [{}] }),
+      policy('l', { action: 'AUDIT', rules: [{}] }),
+      policy('c', { action: 'CUSTOM', provider: { name: 'x' }, rules: [{}] }),
+    ]
+    assert.deepEqual(
+      compiled(list).map((f) => f.name),
+      ['envoy.filters.http.rbac.audit', 'envoy.filters.http.rbac.deny', 'envoy.filters.http.rbac.allow'],
+    )
+  })
+})
+
+describe('Istio semantics, end to end through the proxy engine', () => {
+  const getProductpage = policy('get-productpage', {
+    rules: [{ to: [{ operation: { methods: ['GET'], paths: ['/productpage'] } }] }],
+  })
+  const denyHeader = policy('deny-header', {
+    action: 'DENY',
+    rules: [{ when: [{ key: 'request.headers[x-block]', values: ['yes'] }] }],
+  })
+  const cases: [string, Resource[], Req, boolean][] = [
+    ['allow-nothing ({}) denies everything', [ALLOW_NOTHING], {}, false],
+    ['an ALLOW with a {} rule allows everything', [policy('all', { rules: [{}] })], { method: 'DELETE' }, true],
+    [
+      'allow-nothing beside an ALLOW of GET: the GET passes',
+      [ALLOW_NOTHING, getProductpage],
+      { path: '/productpage' },
+      true,
+    ],
+    ['ALLOW GET /productpage: GET /productpage', [getProductpage], { path: '/productpage?x=1' }, true],
+    ['ALLOW GET /productpage: POST /productpage', [getProductpage], { method: 'POST', path: '/productpage' }, false],
+    ['ALLOW GET /productpage: GET /reviews', [getProductpage], { path: '/reviews' }, false],
+    [
+      'DENY wins over ALLOW',
+      [getProductpage, denyHeader],
+      { path: '/productpage', headers: ['x-block', 'yes'] },
+      false,
+    ],
+    ['DENY without a match leaves ALLOW to decide', [getProductpage, denyHeader], { path: '/productpage' }, true],
+    ['DENY alone: the rest is allowed', [denyHeader], { path: '/anything' }, true],
+    ['AUDIT never denies', [policy('audit', { action: 'AUDIT', rules: [{}] })], {}, true],
+    ['dry-run ALLOW is not enforced', [policy('dry', {}, 'default', { 'istio.io/dry-run': 'true' })], {}, true],
+    [
+      'principals need mTLS: plain text does not match',
+      [policy('p', { rules: [{ from: [{ source: { principals: ['cluster.local/ns/default/sa/sleep'] } }] }] })],
+      {},
+      false,
+    ],
+    [
+      'principals: the peer’s SPIFFE ID',
+      [policy('p', { rules: [{ from: [{ source: { principals: ['cluster.local/ns/default/sa/sleep'] } }] }] })],
+      { peer: 'spiffe://cluster.local/ns/default/sa/sleep' },
+      true,
+    ],
+    [
+      'principals: * is any authenticated peer',
+      [policy('p', { rules: [{ from: [{ source: { principals: ['*'] } }] }] })],
+      { peer: 'spiffe://cluster.local/ns/x/sa/y' },
+      true,
+    ],
+    [
+      'principals: prefix*',
+      [policy('p', { rules: [{ from: [{ source: { principals: ['cluster.local/ns/foo/*'] } }] }] })],
+      { peer: 'spiffe://cluster.local/ns/foo/sa/y' },
+      true,
+    ],
+    [
+      'principals: *suffix',
+      [policy('p', { rules: [{ from: [{ source: { principals: ['*/sa/sleep'] } }] }] })],
+      { peer: 'spiffe://other.td/ns/bar/sa/sleep' },
+      true,
+    ],
+    [
+      'namespaces: /ns/<ns>/ in the peer’s ID',
+      [policy('p', { rules: [{ from: [{ source: { namespaces: ['foo'] } }] }] })],
+      { peer: 'spiffe://cluster.local/ns/foo/sa/y' },
+      true,
+    ],
+    [
+      'namespaces: another namespace',
+      [policy('p', { rules: [{ from: [{ source: { namespaces: ['foo'] } }] }] })],
+      { peer: 'spiffe://cluster.local/ns/foobar/sa/y' },
+      false,
+    ],
+    ['namespaces need mTLS', [policy('p', { rules: [{ from: [{ source: { namespaces: ['foo'] } }] }] })], {}, false],
+    [
+      'DENY notNamespaces: plain text has no namespace, so it is denied',
+      [policy('d', { action: 'DENY', rules: [{ from: [{ source: { notNamespaces: ['foo'] } }] }] })],
+      {},
+      false,
+    ],
+    [
+      'serviceAccounts: ns/sa',
+      [policy('p', { rules: [{ from: [{ source: { serviceAccounts: ['foo/sleep'] } }] }] })],
+      { peer: 'spiffe://cluster.local/ns/foo/sa/sleep' },
+      true,
+    ],
+    [
+      'ipBlocks: the connection’s peer',
+      [policy('p', { rules: [{ from: [{ source: { ipBlocks: ['10.0.0.0/24'] } }] }] })],
+      { ip: '10.0.0.5', remoteIp: '192.0.2.1' },
+      true,
+    ],
+    [
+      'remoteIpBlocks: the trusted client address',
+      [policy('p', { rules: [{ from: [{ source: { remoteIpBlocks: ['192.0.2.1'] } }] }] })],
+      { ip: '10.0.0.5', remoteIp: '192.0.2.1' },
+      true,
+    ],
+    [
+      'notIpBlocks',
+      [policy('p', { rules: [{ from: [{ source: { notIpBlocks: ['10.0.0.0/8'] } }] }] })],
+      { ip: '10.0.0.5' },
+      false,
+    ],
+    [
+      'requestPrincipals: istio_authn metadata',
+      [policy('p', { rules: [{ from: [{ source: { requestPrincipals: ['https://issuer/alice'] } }] }] })],
+      { metadata: { istio_authn: { 'request.auth.principal': 'https://issuer/alice' } } },
+      true,
+    ],
+    [
+      'requestPrincipals: * needs a verified token',
+      [policy('p', { rules: [{ from: [{ source: { requestPrincipals: ['*'] } }] }] })],
+      {},
+      false,
+    ],
+    [
+      'notRequestPrincipals',
+      [policy('p', { rules: [{ from: [{ source: { notRequestPrincipals: ['https://issuer/*'] } }] }] })],
+      { metadata: { istio_authn: { 'request.auth.principal': 'https://issuer/bob' } } },
+      false,
+    ],
+    [
+      'hosts: case-insensitive',
+      [policy('p', { rules: [{ to: [{ operation: { hosts: ['BookInfo.com'] } }] }] })],
+      { host: 'bookinfo.COM' },
+      true,
+    ],
+    [
+      'hosts: a host without a port does not match the authority with one (Istio lists both)',
+      [policy('p', { rules: [{ to: [{ operation: { hosts: ['bookinfo.com'] } }] }] })],
+      { host: 'bookinfo.com:8080' },
+      false,
+    ],
+    [
+      'hosts: with its port',
+      [policy('p', { rules: [{ to: [{ operation: { hosts: ['bookinfo.com', 'bookinfo.com:8080'] } }] }] })],
+      { host: 'bookinfo.com:8080' },
+      true,
+    ],
+    [
+      'hosts: *.suffix',
+      [policy('p', { rules: [{ to: [{ operation: { hosts: ['*.example.com'] } }] }] })],
+      { host: 'a.EXAMPLE.com' },
+      true,
+    ],
+    [
+      'hosts: prefix*',
+      [policy('p', { rules: [{ to: [{ operation: { hosts: ['bookinfo.*'] } }] }] })],
+      { host: 'bookinfo.com:80' },
+      true,
+    ],
+    [
+      'notHosts',
+      [policy('p', { rules: [{ to: [{ operation: { notHosts: ['evil.com'] } }] }] })],
+      { host: 'evil.com' },
+      false,
+    ],
+    ['ports: the workload port', [policy('p', { rules: [{ to: [{ operation: { ports: ['9080'] } }] }] })], {}, true],
+    ['ports: another port', [policy('p', { rules: [{ to: [{ operation: { ports: ['9090'] } }] }] })], {}, false],
+    [
+      'notMethods',
+      [policy('p', { rules: [{ to: [{ operation: { notMethods: ['DELETE'] } }] }] })],
+      { method: 'DELETE' },
+      false,
+    ],
+    [
+      'paths: prefix*',
+      [policy('p', { rules: [{ to: [{ operation: { paths: ['/api/*'] } }] }] })],
+      { path: '/api/v1' },
+      true,
+    ],
+    [
+      'notPaths with DENY: everything but /public is denied',
+      [policy('d', { action: 'DENY', rules: [{ to: [{ operation: { notPaths: ['/public'] } }] }] })],
+      { path: '/private' },
+      false,
+    ],
+    [
+      'paths: a template {*}',
+      [policy('p', { rules: [{ to: [{ operation: { paths: ['/users/{*}/profile'] } }] }] })],
+      { path: '/users/7/profile' },
+      true,
+    ],
+    [
+      'paths: {*} is one segment',
+      [policy('p', { rules: [{ to: [{ operation: { paths: ['/users/{*}/profile'] } }] }] })],
+      { path: '/users/7/8/profile' },
+      false,
+    ],
+    [
+      'paths: {**} is the rest',
+      [policy('p', { rules: [{ to: [{ operation: { paths: ['/files/{**}'] } }] }] })],
+      { path: '/files/a/b/c' },
+      true,
+    ],
+    [
+      'from and to together must both match',
+      [
+        policy('p', {
+          rules: [{ from: [{ source: { ipBlocks: ['10.0.0.0/8'] } }], to: [{ operation: { methods: ['GET'] } }] }],
+        }),
+      ],
+      { ip: '192.0.2.9' },
+      false,
+    ],
+    [
+      'several from entries are alternatives',
+      [
+        policy('p', {
+          rules: [{ from: [{ source: { ipBlocks: ['10.0.0.0/8'] } }, { source: { ipBlocks: ['192.0.2.0/24'] } }] }],
+        }),
+      ],
+      { ip: '192.0.2.9' },
+      true,
+    ],
+    [
+      'when request.headers: values',
+      [policy('p', { rules: [{ when: [{ key: 'request.headers[x-version]', values: ['v1', 'v2*'] }] }] })],
+      { headers: ['x-version', 'v2-beta'] },
+      true,
+    ],
+    [
+      'when request.headers: notValues',
+      [policy('p', { rules: [{ when: [{ key: 'request.headers[x-version]', notValues: ['v1'] }] }] })],
+      { headers: ['x-version', 'v1'] },
+      false,
+    ],
+    [
+      'when source.ip',
+      [policy('p', { rules: [{ when: [{ key: 'source.ip', values: ['10.0.0.5'] }] }] })],
+      { ip: '10.0.0.5' },
+      true,
+    ],
+    [
+      'when remote.ip',
+      [policy('p', { rules: [{ when: [{ key: 'remote.ip', values: ['192.0.2.0/24'] }] }] })],
+      { remoteIp: '192.0.2.3' },
+      true,
+    ],
+    [
+      'when source.namespace',
+      [policy('p', { rules: [{ when: [{ key: 'source.namespace', values: ['foo'] }] }] })],
+      { peer: 'spiffe://cluster.local/ns/foo/sa/x' },
+      true,
+    ],
+    [
+      'when source.principal',
+      [policy('p', { rules: [{ when: [{ key: 'source.principal', values: ['cluster.local/ns/foo/sa/x'] }] }] })],
+      { peer: 'spiffe://cluster.local/ns/foo/sa/x' },
+      true,
+    ],
+    [
+      'when request.auth.claims (nested)',
+      [policy('p', { rules: [{ when: [{ key: 'request.auth.claims[org][team]', values: ['blue'] }] }] })],
+      { metadata: { istio_authn: { 'request.auth.claims': { org: { team: 'blue' } } } } },
+      true,
+    ],
+    [
+      'when request.auth.claims: a list claim',
+      [policy('p', { rules: [{ when: [{ key: 'request.auth.claims[groups]', values: ['ops'] }] }] })],
+      { metadata: { istio_authn: { 'request.auth.claims': { groups: ['dev', 'ops'] } } } },
+      true,
+    ],
+    [
+      'when request.auth.audiences',
+      [policy('p', { rules: [{ when: [{ key: 'request.auth.audiences', values: ['bookinfo'] }] }] })],
+      { metadata: { istio_authn: { 'request.auth.audiences': ['bookinfo'] } } },
+      true,
+    ],
+    [
+      'when request.auth.presenter',
+      [policy('p', { rules: [{ when: [{ key: 'request.auth.presenter', values: ['web'] }] }] })],
+      { metadata: { istio_authn: { 'request.auth.presenter': 'cli' } } },
+      false,
+    ],
+    [
+      'when destination.port',
+      [policy('p', { rules: [{ when: [{ key: 'destination.port', values: ['9080'] }] }] })],
+      {},
+      true,
+    ],
+    [
+      'when destination.ip',
+      [policy('p', { rules: [{ when: [{ key: 'destination.ip', values: ['10.0.0.0/24'] }] }] })],
+      {},
+      true,
+    ],
+    [
+      'when connection.sni on plain text',
+      [policy('p', { rules: [{ when: [{ key: 'connection.sni', values: ['*.local'] }] }] })],
+      {},
+      false,
+    ],
+  ]
+  for (const [name, resources, req, want] of cases) {
+    it(name, () => assert.equal(admits(resources, req), want))
+  }
+
+  it('ports are the workload’s: the proxy listening on another port still matches them', () => {
+    const list = [policy('p', { rules: [{ to: [{ operation: { ports: ['9080'] } }] }] })]
+    assert.equal(admits(list, { port: 15090 }, NODE, 15090), true)
+    const other = [policy('p', { rules: [{ to: [{ operation: { ports: ['15090'] } }] }] })]
+    assert.equal(admits(other, { port: 15090 }, NODE, 15090), false)
+  })
+
+  it('on a sidecar the service port names the listener too (the registered port is the sidecar’s in local mode)', () => {
+    const list = [policy('p', { rules: [{ to: [{ operation: { ports: ['9080'] } }] }] })]
+    const filters = authzHttpFilters(scopeOf(list), { workloadPort: 15090, servicePort: 9080, listenPort: 15090 })
+    const rules = (filters[0]!.typed_config as Json).rules as Json
+    assert.match(JSON.stringify(rules), /"destination_port":15090/)
+  })
+})
+
+describe('shapes', () => {
+  it('policy names and rule structure follow Istio', () => {
+    const [f] = authzHttpFilters(
+      scopeOf([
+        policy('httpbin', {
+          action: 'DENY',
+          rules: [{ from: [{ source: { namespaces: ['foo'] } }], to: [{ operation: { methods: ['GET', 'POST'] } }] }],
+        }),
+      ]),
+      { workloadPort: 9080, listenPort: 9080 },
+    )
+    const rules = (f!.typed_config as Json).rules as Json
+    assert.equal(rules.action, 'DENY')
+    assert.deepEqual(rules.policies, {
+      'ns[default]-policy[httpbin]-rule[0]': {
+        permissions: [
+          {
+            and_rules: {
+              rules: [
+                {
+                  or_rules: {
+                    rules: [
+                      { header: { name: ':method', string_match: { exact: 'GET' } } },
+                      { header: { name: ':method', string_match: { exact: 'POST' } } },
+                    ],
+                  },
+                },
+              ],
+            },
+          },
+        ],
+        principals: [
+          {
+            and_ids: {
+              ids: [
+                { or_ids: { ids: [{ authenticated: { principal_name: { safe_regex: { regex: '.*/ns/foo/.*' } } } }] } },
+              ],
+            },
+          },
+        ],
+      },
+    })
+  })
+  it('value matchers', () => {
+    assert.deepEqual(stringMatcher('*'), { safe_regex: { regex: '.+' } })
+    assert.deepEqual(stringMatcher('a*'), { prefix: 'a' })
+    assert.deepEqual(stringMatcher('*a'), { suffix: 'a' })
+    assert.deepEqual(stringMatcher('*/sa/x', 'spiffe://'), { safe_regex: { regex: 'spiffe://.*/sa/x' } })
+    assert.deepEqual(pathMatcher('/a/{*}/b.{**}'), { safe_regex: { regex: '/a/[^/]+/b\\..*' } })
+  })
+})

@@ -1,0 +1,299 @@
+/**
+ * AuthorizationPolicy → Envoy RBAC HTTP filters, as Istio's pilot builds them, for a sidecar's inbound connection
+ * managers and a gateway's.
+ *
+ * - **Which policies apply**: those of the root namespace (mesh-wide) and of the proxy's namespace whose
+ *   `selector.matchLabels` the workload's labels include (no selector: every workload there). Policies with
+ *   `targetRef`/`targetRefs` (waypoints, Gateway API) are not applied.
+ * - **Filters**, one per action present, in Istio's order: `AUDIT` (RBAC action `LOG`), `DENY`, `ALLOW`. `CUSTOM`
+ *   (ext_authz) is not built. A request must pass every filter: a DENY match wins over any ALLOW.
+ * - **ALLOW**: when any ALLOW policy applies, a request is admitted only when one of their rules matches; an ALLOW
+ *   policy without rules matches nothing (deny all), a rule `{}` matches everything; no ALLOW policy: no ALLOW filter
+ *   (everything is allowed, save what DENY denies).
+ * - **A rule** is one RBAC policy named `ns[<ns>]-policy[<name>]-rule[<i>]`: its permissions are one `and_rules`
+ *   per `to` entry (the operation's fields, and the `when` conditions on the destination), its principals one
+ *   `and_ids` per `from` entry (the source's fields, and the `when` conditions on the source and the request). In
+ *   each field the values are or-ed; a `not` field is `not_rule`/`not_id` of them.
+ * - `istio.io/dry-run: "true"`: the policy's rules go to `shadow_rules` (stat prefix `istio_dry_run_allow_` /
+ *   `istio_dry_run_deny_`): evaluated and counted, never enforced.
+ *
+ * Values: principals are SPIFFE IDs written without `spiffe://` (`cluster.local/ns/x/sa/y`), `*` any authenticated
+ * peer, `prefix*` and `*suffix`; namespaces match `/ns/<ns>/` in the peer's ID; hosts match `:authority`
+ * case-insensitively as written (a port in the request must be written too); paths are exact, `prefix*`, `*suffix`, `*`, or
+ * Istio's templates (`{*}` one segment, `{**}` the rest). Ports are the workload's ports: each listener's filters
+ * are built for its own port, so `ports` and `destination.port` are decided here when the proxy listens elsewhere
+ * (Loom's local mode maps ports).
+ */
+import type { AuthorizationPolicySpec, Resource } from '../../api/index.js'
+import type { Condition, Operation, Source } from '../../api/security.js'
+import { TypeUrls } from '../../config/type-urls.js'
+import { labelsMatch } from '../registry/hostname.js'
+import type { Scope } from './scope.js'
+import type { Json } from './util.js'
+
+export const AUTHN_METADATA = 'istio_authn'
+export const DRY_RUN_ANNOTATION = 'istio.io/dry-run'
+
+/**
+ * The ports that name a listener in `ports` and `destination.port` (the workload's port, and on sidecars the
+ * service port too: under Loom's local mode the registered port is the sidecar's own) and the port the proxy
+ * really listens on.
+ */
+export interface ListenerPorts {
+  workloadPort: number
+  servicePort?: number
+  listenPort: number
+}
+
+/** The AuthorizationPolicies that apply to the scope's workload, in config order. */
+export function applicablePolicies(scope: Scope): Resource<AuthorizationPolicySpec>[] {
+  const root = scope.mesh.rootNamespace
+  const ns = scope.node.namespace
+  return scope.of<AuthorizationPolicySpec>('AuthorizationPolicy').filter((p) => {
+    const spec = p.spec ?? {}
+    if (spec.targetRef !== undefined || spec.targetRefs !== undefined) return false
+    if (p.metadata.namespace !== root && p.metadata.namespace !== ns) return false
+    return labelsMatch(spec.selector?.matchLabels ?? {}, scope.node.labels)
+  })
+}
+
+/** The RBAC HTTP filters for one listener of the scope's workload (none when no policy applies). */
+export function authzHttpFilters(scope: Scope, ports: ListenerPorts): Json[] {
+  const policies = applicablePolicies(scope)
+  if (policies.length === 0) return []
+  const out: Json[] = []
+  for (const action of ['AUDIT', 'DENY', 'ALLOW'] as const) {
+    const mine = policies.filter((p) => (p.spec?.action ?? 'ALLOW') === action)
+    if (mine.length === 0) continue
+    const enforced = mine.filter((p) => !isDryRun(p))
+    const dryRun = mine.filter(isDryRun)
+    const config: Json = { '@type': TypeUrls.rbac }
+    const rbacAction = action === 'AUDIT' ? 'LOG' : action
+    if (enforced.length > 0) config.rules = rules(rbacAction, enforced, ports)
+    if (dryRun.length > 0) {
+      config.shadow_rules = rules(rbacAction, dryRun, ports)
+      config.shadow_rules_stat_prefix = `istio_dry_run_${action === 'DENY' ? 'deny' : action === 'ALLOW' ? 'allow' : 'audit'}_`
+    }
+    out.push({ name: `envoy.filters.http.rbac.${action.toLowerCase()}`, typed_config: config })
+  }
+  return out
+}
+
+function isDryRun(p: Resource<AuthorizationPolicySpec>): boolean {
+  return (p.metadata.annotations?.[DRY_RUN_ANNOTATION] ?? '').toLowerCase() === 'true'
+}
+
+function rules(action: string, policies: Resource<AuthorizationPolicySpec>[], ports: ListenerPorts): Json {
+  const named: Json = {}
+  for (const p of policies) {
+    p.spec?.rules?.forEach((rule, i) => {
+      named[`ns[${p.metadata.namespace}]-policy[${p.metadata.name}]-rule[${i}]`] = translateRule(
+        rule,
+        p.metadata.namespace,
+        ports,
+      )
+    })
+  }
+  const out: Json = { policies: named }
+  if (action !== 'ALLOW') out.action = action
+  return out
+}
+
+interface Rule {
+  from?: { source?: Source }[]
+  to?: { operation?: Operation }[]
+  when?: Condition[]
+}
+
+/** One rule as one RBAC policy. */
+export function translateRule(rule: Rule, namespace: string, ports: ListenerPorts): Json {
+  const permConditions: Json[] = []
+  const prinConditions: Json[] = []
+  for (const c of rule.when ?? []) {
+    const side = conditionSide(c.key)
+    const make = (v: string) => conditionMatcher(c.key, v, namespace, ports)
+    const target = side === 'permission' ? permConditions : prinConditions
+    if ((c.values ?? []).length > 0) target.push(anyOf(side, c.values!.map(make)))
+    if ((c.notValues ?? []).length > 0) target.push(noneOf(side, c.notValues!.map(make)))
+  }
+  const permissions = (rule.to ?? [{}]).map((t) => {
+    const list = [...(t.operation === undefined ? [] : operationRules(t.operation, ports)), ...permConditions]
+    return { and_rules: { rules: list.length > 0 ? list : [{ any: true }] } }
+  })
+  const principals = (rule.from ?? [{}]).map((f) => {
+    const list = [...(f.source === undefined ? [] : sourceIds(f.source, namespace)), ...prinConditions]
+    return { and_ids: { ids: list.length > 0 ? list : [{ any: true }] } }
+  })
+  return { permissions, principals }
+}
+
+type Side = 'permission' | 'principal'
+
+function anyOf(side: Side, list: Json[]): Json {
+  return side === 'permission' ? { or_rules: { rules: list } } : { or_ids: { ids: list } }
+}
+
+function noneOf(side: Side, list: Json[]): Json {
+  return side === 'permission' ? { not_rule: anyOf(side, list) } : { not_id: anyOf(side, list) }
+}
+
+function field(side: Side, values: string[] | undefined, notValues: string[] | undefined, make: (v: string) => Json) {
+  const out: Json[] = []
+  if (values !== undefined && values.length > 0) out.push(anyOf(side, values.map(make)))
+  if (notValues !== undefined && notValues.length > 0) out.push(noneOf(side, notValues.map(make)))
+  return out
+}
+
+function operationRules(op: Operation, ports: ListenerPorts): Json[] {
+  return [
+    ...field('permission', op.hosts, op.notHosts, hostRule),
+    ...field('permission', op.ports, op.notPorts, (p) => portRule(Number(p), ports)),
+    ...field('permission', op.methods, op.notMethods, (m) => ({ header: headerMatcher(':method', m) })),
+    ...field('permission', op.paths, op.notPaths, (p) => ({ url_path: { path: pathMatcher(p) } })),
+  ]
+}
+
+function sourceIds(src: Source, namespace: string): Json[] {
+  return [
+    ...field('principal', src.principals, src.notPrincipals, principalId),
+    ...field('principal', src.requestPrincipals, src.notRequestPrincipals, (v) =>
+      authnMetadata(['request.auth.principal'], { string_match: stringMatcher(v) }),
+    ),
+    ...field('principal', src.namespaces, src.notNamespaces, namespaceId),
+    ...field('principal', src.serviceAccounts, src.notServiceAccounts, (v) => serviceAccountId(v, namespace)),
+    ...field('principal', src.ipBlocks, src.notIpBlocks, (v) => ({ direct_remote_ip: cidr(v) })),
+    ...field('principal', src.remoteIpBlocks, src.notRemoteIpBlocks, (v) => ({ remote_ip: cidr(v) })),
+  ]
+}
+
+/** Whether a `when` key is about the destination (permission) or the source and request (principal). */
+function conditionSide(key: string): Side {
+  return key === 'destination.ip' ||
+    key === 'destination.port' ||
+    key === 'connection.sni' ||
+    key.startsWith('experimental.envoy.filters.')
+    ? 'permission'
+    : 'principal'
+}
+
+function conditionMatcher(key: string, v: string, namespace: string, ports: ListenerPorts): Json {
+  switch (key) {
+    case 'source.ip':
+      return { direct_remote_ip: cidr(v) }
+    case 'remote.ip':
+      return { remote_ip: cidr(v) }
+    case 'source.namespace':
+      return namespaceId(v)
+    case 'source.principal':
+      return principalId(v)
+    case 'source.serviceAccount':
+      return serviceAccountId(v, namespace)
+    case 'request.auth.principal':
+    case 'request.auth.presenter':
+      return authnMetadata([key], { string_match: stringMatcher(v) })
+    case 'request.auth.audiences':
+      return authnMetadata([key], { list_match: { one_of: { string_match: stringMatcher(v) } } })
+    case 'destination.ip':
+      return { destination_ip: cidr(v) }
+    case 'destination.port':
+      return portRule(Number(v), ports)
+    case 'connection.sni':
+      return { requested_server_name: stringMatcher(v) }
+  }
+  const names = bracketed(key)
+  if (key.startsWith('request.headers[')) return { header: headerMatcher(names[0] ?? '', v) }
+  if (key.startsWith('request.auth.claims['))
+    return authnMetadata(['request.auth.claims', ...names], {
+      list_match: { one_of: { string_match: stringMatcher(v) } },
+    })
+  // experimental.envoy.filters.<filter>[<key>]...: the metadata of another filter
+  const filter = key.slice('experimental.'.length, key.indexOf('['))
+  return { metadata: { filter, path: names.map((k) => ({ key: k })), value: { string_match: stringMatcher(v) } } }
+}
+
+/** `a[b][c]` → ['b', 'c'] */
+function bracketed(key: string): string[] {
+  return [...key.matchAll(/\[([^\]]*)\]/g)].map((m) => m[1]!)
+}
+
+function authnMetadata(path: string[], value: Json): Json {
+  return { metadata: { filter: AUTHN_METADATA, path: path.map((key) => ({ key })), value } }
+}
+
+function quote(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+}
+
+/** Istio's value matching: `*` any non-empty value, `prefix*`, `*suffix`, else exact; `prefix` is prepended. */
+export function stringMatcher(v: string, prefix = ''): Json {
+  if (v === '*') return { safe_regex: { regex: prefix === '' ? '.+' : `${quote(prefix)}.+` } }
+  if (v.startsWith('*')) {
+    return prefix === '' ? { suffix: v.slice(1) } : { safe_regex: { regex: `${quote(prefix)}.*${quote(v.slice(1))}` } }
+  }
+  if (v.endsWith('*')) return { prefix: prefix + v.slice(0, -1) }
+  return { exact: prefix + v }
+}
+
+function headerMatcher(name: string, v: string): Json {
+  if (v === '*') return { name, present_match: true }
+  return { name, string_match: stringMatcher(v) }
+}
+
+function principalId(v: string): Json {
+  return { authenticated: { principal_name: stringMatcher(v, 'spiffe://') } }
+}
+
+function namespaceId(v: string): Json {
+  const ns = v.split('*').map(quote).join('.*')
+  return { authenticated: { principal_name: { safe_regex: { regex: `.*/ns/${ns}/.*` } } } }
+}
+
+/** `ns/sa`, or `sa` in the policy's namespace. */
+function serviceAccountId(v: string, namespace: string): Json {
+  const slash = v.indexOf('/')
+  const ns = slash < 0 ? namespace : v.slice(0, slash)
+  const sa = slash < 0 ? v : v.slice(slash + 1)
+  return {
+    authenticated: { principal_name: { safe_regex: { regex: `spiffe://[^/]+/ns/${quote(ns)}/sa/${quote(sa)}` } } },
+  }
+}
+
+/**
+ * A host matches `:authority` case-insensitively, exactly as written (Istio's): a host written without a port does
+ * not match a request whose authority has one (list both, `example.com` and `example.com:8080`); `*suffix` and
+ * `prefix*` compare the rest literally.
+ */
+function hostRule(v: string): Json {
+  if (v === '*') return { header: { name: ':authority', present_match: true } }
+  let regex: string
+  if (v.startsWith('*')) regex = `.*${quote(v.slice(1))}`
+  else if (v.endsWith('*')) regex = `${quote(v.slice(0, -1))}.*`
+  else regex = quote(v)
+  return { header: { name: ':authority', safe_regex_match: { regex: `(?i)${regex}` } } }
+}
+
+/** Istio's path: `*`, `prefix*`, `*suffix`, exact, or a template with `{*}` (one segment) and `{**}` (the rest). */
+export function pathMatcher(v: string): Json {
+  if (v.includes('{*}') || v.includes('{**}')) {
+    const regex = v
+      .split(/(\{\*\*\}|\{\*\})/)
+      .map((part) => (part === '{**}' ? '.*' : part === '{*}' ? '[^/]+' : quote(part)))
+      .join('')
+    return { safe_regex: { regex } }
+  }
+  return stringMatcher(v)
+}
+
+const NEVER: Json = { not_rule: { any: true } }
+
+/** A workload port: the listener's own port when it is the one named, else nothing (this listener never serves it). */
+function portRule(port: number, ports: ListenerPorts): Json {
+  if (port === ports.workloadPort || port === ports.servicePort) return { destination_port: ports.listenPort }
+  return ports.listenPort === ports.workloadPort ? { destination_port: port } : NEVER
+}
+
+function cidr(v: string): Json {
+  const slash = v.indexOf('/')
+  if (slash < 0) return { address_prefix: v, prefix_len: v.includes(':') ? 128 : 32 }
+  return { address_prefix: v.slice(0, slash), prefix_len: Number(v.slice(slash + 1)) }
+}
