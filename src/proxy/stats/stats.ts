@@ -187,6 +187,12 @@ export class ListenerStats {
   downstream_cx_total = 0
   downstream_cx_active = 0
   downstream_cx_destroy = 0
+  /** connections whose first bytes matched no filter chain */
+  no_filter_chain_match = 0
+  /** TLS handshakes refused because the chain's secrets have not arrived */
+  downstream_cx_tls_secret_missing = 0
+  /** TLS connections closed because the client's certificate was refused */
+  downstream_cx_tls_peer_rejected = 0
   constructor(address: string) {
     this.address = address
   }
