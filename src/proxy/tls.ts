@@ -160,7 +160,7 @@ export class DownstreamTls {
       ...(m.ca === undefined ? {} : { ca: m.ca }),
       ...versions,
       ciphers: CIPHERS,
-      ALPNProtocols: this.alpn,
+      ...(this.alpn.length === 0 ? {} : { ALPNCallback: this.selectAlpn }),
       requestCert: m.ca !== undefined,
       rejectUnauthorized: this.requireClientCert,
       handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
@@ -171,6 +171,14 @@ export class DownstreamTls {
     this.ownUri = ownSpiffeId(m)?.id ?? null
     return true
   }
+
+  /**
+   * ALPN: the first of the context's protocols the client offers. When it offers none of them (Istio's clients
+   * offer `istio-peer-exchange`, `istio` to a server of `h2`, `http/1.1`), Envoy goes on without ALPN; Node's TLS
+   * cannot, so the client's first protocol is selected, which the codec choice treats as HTTP/1.1.
+   */
+  private readonly selectAlpn = ({ protocols }: { protocols: string[] }): string | undefined =>
+    this.alpn.find((p) => protocols.includes(p)) ?? protocols[0]
 
   /** Rebuilds on every change of a secret the context reads; returns the function that stops that. */
   watch(onRebuilt: () => void = () => {}): () => void {

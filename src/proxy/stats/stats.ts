@@ -270,6 +270,9 @@ export class StatsStore {
       yield [`${p}downstream_cx_total`, s.downstream_cx_total]
       yield [`${p}downstream_cx_active`, s.downstream_cx_active]
       yield [`${p}downstream_cx_destroy`, s.downstream_cx_destroy]
+      yield [`${p}no_filter_chain_match`, s.no_filter_chain_match]
+      yield [`${p}downstream_cx_tls_secret_missing`, s.downstream_cx_tls_secret_missing]
+      yield [`${p}downstream_cx_tls_peer_rejected`, s.downstream_cx_tls_peer_rejected]
     }
     for (const s of this.tcp.values()) {
       const p = `tcp.${s.prefix}.`
@@ -336,6 +339,9 @@ export class StatsStore {
       line('envoy_listener_downstream_cx_total', 'counter', l, s.downstream_cx_total)
       line('envoy_listener_downstream_cx_active', 'gauge', l, s.downstream_cx_active)
       line('envoy_listener_downstream_cx_destroy', 'counter', l, s.downstream_cx_destroy)
+      line('envoy_listener_no_filter_chain_match', 'counter', l, s.no_filter_chain_match)
+      line('envoy_listener_downstream_cx_tls_secret_missing', 'counter', l, s.downstream_cx_tls_secret_missing)
+      line('envoy_listener_downstream_cx_tls_peer_rejected', 'counter', l, s.downstream_cx_tls_peer_rejected)
     }
     for (const s of this.tcp.values()) {
       const l = `envoy_tcp_prefix="${esc(s.prefix)}"`
