@@ -414,6 +414,19 @@ describe('mutual TLS between two proxies (SDS, SPIFFE peer checks, XFCC, PERMISS
     )
   })
 
+  test('config dumps show the secrets, never a private key', async () => {
+    const dumpA = await (await fetch(`http://${a.admin}/config_dump`)).text()
+    const dumpB = await (await fetch(`http://${b.admin}/config_dump`)).text()
+    const keyBody = (k: string) => k.split('\n')[1]!
+    assert.ok(!dumpA.includes(keyBody(svidA.key)), "A's bootstrap key is redacted")
+    assert.ok(dumpA.includes('SecretsConfigDump') && dumpA.includes('[redacted]'))
+    const secrets = (
+      JSON.parse(dumpB) as { configs: { '@type': string; dynamic_active_secrets?: { name: string }[] }[] }
+    ).configs.find((c) => c['@type'].endsWith('SecretsConfigDump'))!
+    assert.deepEqual(secrets.dynamic_active_secrets!.map((s) => s.name).sort(), ['ROOTCA', 'default'])
+    assert.ok(!dumpB.includes(keyBody(svidB.key)), "B's SDS key is redacted")
+  })
+
   test("wrong SAN: A's local reply is 503 UF naming the reason", async () => {
     const r = await get(a.ports.outbound!, '/wrong')
     assert.equal(r.status, 503)
@@ -454,7 +467,7 @@ describe('mutual TLS between two proxies (SDS, SPIFFE peer checks, XFCC, PERMISS
       loop(async () => (await get(a.ports.outbound!, '/h2/load')).status),
       loop(async () => (await mtlsGet(b.ports.strict!, svidA)).status),
     ]
-    while (done < 30) await new Promise((r) => setImmediate(r))
+    while (done < 60) await new Promise((r) => setImmediate(r))
     xds.setSnapshot(NODE_B, secretsB(rotated))
     await eventually(
       async () => (await mtlsGet(b.ports.strict!, svidA)).serverSerial === serialOf(rotated.cert),
@@ -462,11 +475,14 @@ describe('mutual TLS between two proxies (SDS, SPIFFE peer checks, XFCC, PERMISS
       'a new connection gets the rotated certificate',
     )
     const after = done
-    while (done < after + 30) await new Promise((r) => setImmediate(r))
+    while (done < after + 60) await new Promise((r) => setImmediate(r))
     stop = true
     await Promise.all(workers)
     t.diagnostic(`rotation under load: ${done} requests, ${failures} failed`)
     assert.equal(failures, 0, errors.slice(0, 3).join('; '))
+    // the HTTP/2 connection A opened to B before the rotation is still the one carrying requests: not dropped
+    const stats = await (await fetch(`http://${a.admin}/stats`)).text()
+    assert.match(stats, /^cluster\.b-h2\.upstream_cx_total: 1$/m)
     // A's pooled connections made before the rotation keep working; a new one through A verifies the new cert too
     const r = await get(a.ports.outbound!, '/after')
     assert.equal(r.status, 200)
