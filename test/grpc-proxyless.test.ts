@@ -173,7 +173,8 @@ async function until(client: ProxylessClient, version: string, headers: Record<s
       last = await client.run(calls, headers, true)
       return Object.keys(last.errors).length === 0 && (last.versions[version] ?? 0) === calls
     },
-    8000,
+    // the first wait includes the client's own start: xDS connection and name resolution (slow on a busy machine)
+    20000,
     `all calls to ${version}`,
   ).catch((e: Error) => {
     throw new Error(`${e.message}; last: ${JSON.stringify(last)}; client stderr: ${client.stderr()}`)

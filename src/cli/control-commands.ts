@@ -41,6 +41,10 @@ Without --ca-cert, a root is generated on first start in <data-dir>/ca/ (root-ke
 loaded on later starts. Starting with another root (new --ca-* files, or after 'loom control rotate-root') is a
 rotation: the previous root stays in the trust bundle for the overlap period.
 
+Proxies get their certificates from the signing service on the xDS port: the first with a bootstrap token
+('loom token create'; signed with <data-dir>/token-key, 0600; given to 'loom proxy --identity-token-file'), renewals
+with the current certificate. A proxy's private key never leaves it.
+
 Usage: loom control rotate-root [--data-dir <dir>] [--ca-rotation-overlap <duration>] [--ca-key-type <type>]
 
 Replaces the generated root by a new one, the previous staying trusted for the overlap; a running control plane
@@ -101,6 +105,57 @@ Examples:
   loom analyze -f config/ --local
   loom analyze --local authz-allow-nothing.yaml
 `
+
+export const TOKEN_USAGE = `Usage: loom token create --service-account <sa> [--namespace <ns>] [--ttl <duration>] [-o text|json] [--server URL]
+
+Issues a bootstrap token: what a proxy started with --identity-token-file shows the control plane to get its first
+certificate (an X.509-SVID for spiffe://<trust-domain>/ns/<ns>/sa/<sa>); later certificates are renewed with the
+current one. The token is a secret: it goes to stdout only, keep it in a file only its workload can read (0600).
+
+Options:
+  -n, --namespace <ns>          the workload's namespace (default: default)
+      --service-account <sa>    the workload's service account (required)
+      --ttl <duration>          how long the token can be used for a first certificate (default: 1h)
+  -o, --output <text|json>      the token alone (default), or the token with its identity and expiry as JSON
+
+Examples:
+  loom token create --namespace shop --service-account bookinfo-reviews --ttl 1h > reviews.token
+  chmod 600 reviews.token && loom proxy --xds 127.0.0.1:15010 --namespace shop \\
+    --service-account bookinfo-reviews --identity-token-file reviews.token
+`
+
+export async function tokenCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      namespace: { type: 'string', short: 'n' },
+      'service-account': { type: 'string' },
+      ttl: { type: 'string' },
+      output: { type: 'string', short: 'o' },
+      server: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+  if (values.help) return void process.stdout.write(TOKEN_USAGE)
+  if (positionals[0] !== 'create') fail(`unknown token command "${positionals[0] ?? ''}"\n\n${TOKEN_USAGE}`, 2)
+  const sa = values['service-account']
+  if (sa === undefined || sa === '') fail(`--service-account is required\n\n${TOKEN_USAGE}`, 2)
+  const ttl = durationFlag(values.ttl, '--ttl')
+  const out = values.output ?? 'text'
+  if (out !== 'text' && out !== 'json') fail('-o must be text or json', 2)
+  const body = {
+    namespace: values.namespace ?? 'default',
+    serviceAccount: sa,
+    ...(ttl !== undefined ? { ttlSeconds: ttl / 1000 } : {}),
+  }
+  const { status, json } = await call(server(values), 'POST', '/api/v1/tokens', JSON.stringify(body), {
+    'content-type': 'application/json',
+  })
+  const res = json as { token?: string; error?: { message: string } }
+  if (status !== 200 || res.token === undefined) fail(res.error?.message ?? `HTTP ${status}`)
+  process.stdout.write(out === 'json' ? `${JSON.stringify(json, null, 2)}\n` : `${res.token}\n`)
+}
 
 export const PROXY_STATUS_USAGE = `Usage: loom proxy-status [-o table|json] [--server URL]
 

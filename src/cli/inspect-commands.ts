@@ -328,6 +328,7 @@ const COMMANDS = [
   'describe',
   'analyze',
   'proxy-status',
+  'token',
   'proxy-config',
   'proxy',
   'validate',

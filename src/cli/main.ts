@@ -25,6 +25,7 @@ Usage:
   loom get <kind> [name]             read them (-o table|yaml|json)
   loom delete <kind> <name>          delete one (or -f <file>)
   loom proxy-status                  connected proxies and whether their config is in sync
+  loom token create                  a bootstrap token for a workload's first certificate
   loom analyze -f <file|dir>         find config problems before applying
   loom describe service <name>       a service's endpoints, subsets and routing rules on one page
   loom proxy-config <type> <workload> what a proxy runs: listeners, routes, clusters, endpoints
@@ -53,6 +54,10 @@ Options:
       --locality <r/z/s>   the proxy's locality, region[/zone[/subzone]] (default: the bootstrap's node.locality)
       --metadata <k=v>     extra node metadata for the control plane (repeat for several)
       --admin <host:port>  admin endpoint when there is no bootstrap (default: 127.0.0.1:15000; port 0 picks one)
+      --identity-token-file <file>
+                           get the workload's certificate (X.509-SVID) from the control plane with the bootstrap
+                           token in this file (loom token create); renewed with the certificate itself, the key
+                           never leaves the proxy. Needs --xds. See the admin endpoint's /certs
       --drain-time-s <n>   on SIGTERM/SIGINT, how long in-flight requests may take to finish (default 5)
       --log-level <level>  debug | info | warn | error (default info; also LOOM_LOG)
   -h, --help               show this help
@@ -125,6 +130,8 @@ export async function main(argv: string[]): Promise<void> {
         return await (await import('./control-commands.js')).analyzeCommand(rest)
       case 'proxy-status':
         return await (await import('./control-commands.js')).proxyStatusCommand(rest)
+      case 'token':
+        return await (await import('./control-commands.js')).tokenCommand(rest)
       case 'version':
       case '--version':
         if (rest[0] === '--help' || rest[0] === '-h') return void process.stdout.write(VERSION_USAGE)
@@ -174,6 +181,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       locality: { type: 'string' },
       metadata: { type: 'string', multiple: true },
       admin: { type: 'string' },
+      'identity-token-file': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -184,6 +192,11 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
   }
   if (values.config === undefined && (validateOnly || values.xds === undefined)) {
     process.stderr.write(`loom: -c <bootstrap file> or --xds <address> is required\n\n${PROXY_USAGE}`)
+    process.exitCode = 2
+    return
+  }
+  if (values['identity-token-file'] !== undefined && values.xds === undefined) {
+    process.stderr.write('loom: --identity-token-file needs --xds (the control plane signs the certificate)\n')
     process.exitCode = 2
     return
   }
@@ -249,6 +262,13 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
           ? { locality: bootstrap.node.locality }
           : {}),
     })
+  }
+  const tokenFile = values['identity-token-file']
+  if (tokenFile !== undefined && values.xds !== undefined) {
+    const { IdentityClient } = await import('../proxy/identity/client.js')
+    const identity = new IdentityClient({ server: values.xds, tokenFile, store: proxy.secrets })
+    proxy.identity = identity
+    identity.start()
   }
   log('info', 'proxy', 'ready', { admin: proxy.adminAddress, listeners: proxy.listeners.map((l) => l.address) })
   let stopping = false

@@ -17,6 +17,11 @@
  *   GET    /api/v1/services                         the registry: services, ports, endpoints with health
  *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
  *   GET    /api/v1/ratelimits                       global rate limits: each proxy's demand and current share
+ *   POST   /api/v1/tokens                           a bootstrap token for a workload's first certificate (JSON:
+ *                                                    namespace, serviceAccount, ttlSeconds; default 1 h); 409 without
+ *                                                    a CA
+ *   GET    /api/v1/ca                               trust domain, certificate TTL, certificates issued / renewed /
+ *                                                    refused by reason
  *   POST   /api/v1/analyze                          diagnostics for the stored config plus the manifests in the body
  *                                                    (or, with content-type application/vnd.loom.files+json, several
  *                                                    files: {"files": [{"source": "a.yaml", "text": "..."}]})
@@ -246,6 +251,17 @@ export class ApiServer {
     if (what === 'proxy-status' && method === 'GET') return send(200, cp.xds.status())
     if (what === 'ratelimits' && method === 'GET') return send(200, { limits: cp.shares.status() })
     if (what === 'services' && method === 'GET') return send(200, cp.registry.services())
+    if (what === 'tokens' && parts.length === 3 && method === 'POST')
+      return send(200, this.issueToken(await readBody(req)))
+    if (what === 'ca' && parts.length === 3 && method === 'GET') {
+      if (cp.ca === null) throw new HttpError(404, 'the control plane runs without a CA')
+      return send(200, {
+        trustDomain: cp.ca.trustDomain,
+        certTtlSeconds: cp.ca.certTtlMs / 1000,
+        rootFingerprint: cp.ca.rootFingerprint,
+        ...(cp.signing?.stats ?? {}),
+      })
+    }
     if (what === 'analyze' && method === 'POST') {
       const body = await readBody(req)
       const source = req.headers['x-loom-source'] as string | undefined
@@ -253,6 +269,48 @@ export class ApiServer {
       return send(200, await this.analyze(files ? filesOf(body) : [[source ?? '<request>', body]]))
     }
     throw new HttpError(404, `no ${method} ${url.pathname}`)
+  }
+
+  /** A bootstrap token; its contents are never logged. */
+  private issueToken(text: string): unknown {
+    const tokens = this.cp.tokens
+    if (tokens === null || this.cp.ca === null)
+      throw new HttpError(409, 'the control plane runs without a CA: it issues no certificates, so no tokens')
+    let b: { namespace?: unknown; serviceAccount?: unknown; ttlSeconds?: unknown }
+    try {
+      b = JSON.parse(text) as typeof b
+    } catch {
+      throw new HttpError(
+        400,
+        'the body must be JSON: {"namespace": "...", "serviceAccount": "...", "ttlSeconds": 3600}',
+      )
+    }
+    if (b === null || typeof b !== 'object') throw new HttpError(400, 'the body must be a JSON object')
+    const ns = b.namespace ?? 'default'
+    const sa = b.serviceAccount
+    if (typeof ns !== 'string') throw new HttpError(400, 'namespace: a string is expected')
+    if (typeof sa !== 'string' || sa === '') throw new HttpError(400, 'serviceAccount: required (a string)')
+    if (b.ttlSeconds !== undefined && (typeof b.ttlSeconds !== 'number' || !Number.isFinite(b.ttlSeconds)))
+      throw new HttpError(400, 'ttlSeconds: a number is expected')
+    let issued: ReturnType<typeof tokens.issue>
+    try {
+      issued = tokens.issue(ns, sa, b.ttlSeconds === undefined ? undefined : (b.ttlSeconds as number) * 1000)
+    } catch (err) {
+      throw new HttpError(400, (err as Error).message)
+    }
+    const spiffeId = `spiffe://${this.cp.ca.trustDomain}/ns/${ns}/sa/${sa}`
+    log('info', 'api', 'bootstrap token issued', {
+      spiffe_id: spiffeId,
+      token_id: issued.claims.id,
+      expires_at: new Date(issued.claims.expiresAt).toISOString(),
+    })
+    return {
+      token: issued.token,
+      namespace: ns,
+      serviceAccount: sa,
+      spiffeId,
+      expiresAt: new Date(issued.claims.expiresAt).toISOString(),
+    }
   }
 
   private kind(name: string): string {

@@ -12,11 +12,14 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, wr
 import { join } from 'node:path'
 import type { Resource } from '../api/resource.js'
 import { log } from '../core/log.js'
+import { certificateService } from '../xds/ca-service.js'
 import { rateLimitSharesService } from '../xds/ratelimit-service.js'
 import type { NodeInfo } from '../xds/server.js'
 import { XdsServer } from '../xds/server.js'
 import type { ProxyNode, Snapshot } from '../xds/snapshot.js'
 import { type CaOptions, CertificateAuthority } from './ca/ca.js'
+import { SigningService } from './ca/signing-service.js'
+import { TokenIssuer, tokenKeyFile } from './ca/tokens.js'
 import { type RegisteredWorkload, Registry } from './registry/registry.js'
 import { ShareServer } from './ratelimit/share-server.js'
 import { FileStore } from './store/file-store.js'
@@ -101,6 +104,10 @@ export class ControlPlane {
   readonly xds: XdsServer
   /** issues the workloads' X.509-SVIDs; null when the control plane runs without a CA */
   readonly ca: CertificateAuthority | null
+  /** issues and checks the bootstrap tokens workloads get their first certificate with; null without a CA */
+  readonly tokens: TokenIssuer | null
+  /** the certificate signing service on the xDS port; null without a CA */
+  readonly signing: SigningService | null
   /** global rate limits: proxies' demand in, their shares out, on the xDS port */
   readonly shares = new ShareServer()
   private readonly options: ControlOptions
@@ -112,15 +119,23 @@ export class ControlPlane {
   /** ms the last rebuild took, and how many proxies it covered (for /debug and the benchmark) */
   lastRebuild = { ms: 0, proxies: 0, revision: 0, at: '' }
 
-  private constructor(store: Store, options: ControlOptions, ca: CertificateAuthority | null) {
+  private constructor(
+    store: Store,
+    options: ControlOptions,
+    ca: CertificateAuthority | null,
+    tokens: TokenIssuer | null,
+  ) {
     this.store = store
     this.ca = ca
+    this.tokens = tokens
+    this.signing = ca !== null && tokens !== null ? new SigningService(ca, tokens) : null
     this.options = options
     this.xds = new XdsServer({
       snapshotFor: (node) => this.onNode(node),
       pushDebounceMs: 0,
     })
     this.xds.addService(rateLimitSharesService, this.shares.handlers())
+    if (this.signing !== null) this.xds.addService(certificateService, this.signing.handlers())
   }
 
   static async open(options: ControlOptions): Promise<ControlPlane> {
@@ -130,8 +145,9 @@ export class ControlPlane {
       options.ca === false
         ? null
         : await CertificateAuthority.open({ ...options.ca, dir: options.ca?.dir ?? caDir(options.dataDir) })
+    const tokens = ca === null ? null : TokenIssuer.open(tokenKeyFile(options.dataDir))
     const store = options.store ?? (await FileStore.open(options.dataDir))
-    const cp = new ControlPlane(store, options, ca)
+    const cp = new ControlPlane(store, options, ca, tokens)
     const { revision, items } = await store.list()
     cp.resources = items
     cp.registry.setResources(items)

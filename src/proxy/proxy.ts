@@ -22,6 +22,7 @@ import { log } from '../core/log.js'
 import { AdminServer } from './admin/admin.js'
 import { ClusterManager } from './cluster/index.js'
 import { HcmContext } from './http/hcm.js'
+import type { IdentityStatus } from './identity/client.js'
 import { PoolManager } from './http/pools.js'
 import { ActiveListener, type CompiledChain, type NetworkHandler } from './listener/listener.js'
 import { type CompiledRouteConfig, compileRouteConfig } from './route/router.js'
@@ -61,6 +62,13 @@ export class ProxyServer {
   readonly bootstrap: Bootstrap
   readonly options: ProxyOptions
   readonly stats = new StatsStore()
+  /**
+   * secrets by SDS name: `default` (own chain and key) and `ROOTCA` (trust bundle) among them; filled by the
+   * bootstrap's `static_resources.secrets`, SDS over ADS and the identity client
+   */
+  readonly secrets = new SecretStore()
+  /** the proxy's own certificate from the control plane (`--identity-token-file`), for the admin `/certs` */
+  identity: { status(): IdentityStatus | null; stop(): void } | null = null
   readonly clusters: ClusterManager
   private readonly pools: PoolManager
   private readonly listenerMap = new Map<string, ActiveListener>()
@@ -79,8 +87,6 @@ export class ProxyServer {
     endpoints: new Map<string, ClusterLoadAssignment>(),
     secrets: new Map<string, StoredSecret>(),
   }
-  /** the proxy's secrets by SDS name: bootstrap `static_resources.secrets`, SDS over ADS, the own identity */
-  readonly secrets = new SecretStore()
   private admin: AdminServer | null = null
   /**
    * Envoy's server states (`admin.v3.ServerInfo.State`): PRE_INITIALIZING until `start()`, INITIALIZING while the
@@ -457,6 +463,7 @@ export class ProxyServer {
   }
 
   async close(): Promise<void> {
+    this.identity?.stop()
     for (const l of this.listenerMap.values()) {
       l.destroy()
       l.close()

@@ -14,7 +14,7 @@
  * themselves if this process dies (an IPC channel that closes), and `reapLeftovers` stops the applications a killed
  * `loom up` left.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import * as net from 'node:net'
 import { join, resolve } from 'node:path'
 import { loadAll } from 'js-yaml'
@@ -30,6 +30,11 @@ import { describeExit, type ExitInfo, type ProcessSpec, Supervised } from './sup
  */
 const LOOM_READY_MS = 60_000
 const APP_READY_MS = 30_000
+/**
+ * how long a sidecar's bootstrap token can get a first certificate: a sidecar restarted later in the run needs it
+ * again (renewals use the certificate)
+ */
+const IDENTITY_TOKEN_TTL_S = 7 * 24 * 3600
 
 /** the `loom` executable this process was started as (child processes run the same build) */
 const LOOM = process.argv[1]!
@@ -62,6 +67,9 @@ export interface WorkloadState {
   sidecarPid: number | null
   appLog: string
   sidecarLog: string
+  /** the SPIFFE ID the sidecar's certificate carries, and the file its bootstrap token is in (null: no CA) */
+  spiffeId?: string | null
+  identityTokenFile?: string | null
 }
 
 export interface GatewayState {
@@ -290,6 +298,36 @@ export class LocalMesh {
       json = text
     }
     return { status: res.status, json }
+  }
+
+  /**
+   * A bootstrap token for a workload's sidecar, from the control plane, in `<data-dir>/tokens/<ns>.<name>.token`
+   * (0600, the directory 0700): the sidecar gets its certificate with it. null when the control plane has no CA.
+   */
+  private async identityToken(
+    name: string,
+    namespace: string,
+    serviceAccount: string,
+  ): Promise<{ file: string; spiffeId: string } | null> {
+    const r = await this.apiCall('POST', '/api/v1/tokens', {
+      namespace,
+      serviceAccount,
+      ttlSeconds: IDENTITY_TOKEN_TTL_S,
+    })
+    if (r.status === 409) return null
+    const body = r.json as { token?: string; spiffeId?: string; error?: { message?: string } }
+    if (r.status !== 200 || body.token === undefined)
+      throw new LoomError(
+        ErrorCodes.CONFIG_INVALID,
+        `a bootstrap token for ${name} (service account ${serviceAccount}): ${body.error?.message ?? `HTTP ${r.status}`}`,
+      )
+    const dir = join(this.dataDir, 'tokens')
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+    chmodSync(dir, 0o700)
+    const file = join(dir, `${namespace}.${name}.token`)
+    rmSync(file, { force: true })
+    writeFileSync(file, `${body.token}\n`, { mode: 0o600 })
+    return { file, spiffeId: body.spiffeId ?? '' }
   }
 
   /** What a process is, in a sentence: `the control plane`, `the sidecar of web`, `gateway x`, `web`. */
@@ -569,6 +607,7 @@ export class LocalMesh {
         .join(',')
     const appPorts: Record<string, number> = {}
     for (const p of spec.ports) appPorts[p.port] = appPort
+    const identity = await this.identityToken(def.name, def.namespace, spec.serviceAccount ?? 'default')
     const sidecar = this.loom('sidecar', `${def.name}.sidecar`, [
       'proxy',
       '--xds',
@@ -596,6 +635,7 @@ export class LocalMesh {
       '--metadata',
       `APP_PORTS=${portMap(appPorts)}`,
       ...(spec.locality !== undefined ? ['--locality', spec.locality] : []),
+      ...(identity !== null ? ['--identity-token-file', identity.file] : []),
     ])
     const state: WorkloadState = {
       name: def.name,
@@ -611,6 +651,8 @@ export class LocalMesh {
       sidecarPid: null,
       appLog: this.logFile(def.name),
       sidecarLog: this.logFile(`${def.name}.sidecar`),
+      spiffeId: identity?.spiffeId ?? null,
+      identityTokenFile: identity?.file ?? null,
     }
     const rw: RunningWorkload = { def, state, sidecar, app: null, ready: false, registration }
     // heart-beaten (as not ready) from now on, so a slow start does not outlive its registration

@@ -6,6 +6,7 @@
  */
 export const GLOBAL_RATELIMIT_PACKAGE = 'loom.filters.http.global_ratelimit.v1alpha1'
 export const RATELIMIT_SHARES_PACKAGE = 'loom.ratelimit.v1alpha1'
+export const CA_PACKAGE = 'loom.ca.v1'
 
 export const LOOM_PROTO = `
 syntax = "proto3";
@@ -77,5 +78,38 @@ message Share {
 
 service RateLimitShares {
   rpc StreamShares(stream ShareReport) returns (stream ShareAssignment);
+}
+`
+
+/**
+ * The certificate signing service (src/xds/ca-service.ts): a proxy sends a CSR for a key it made and keeps, and
+ * gets its X.509-SVID. The first call is authenticated by a bootstrap token (call metadata `authorization: Bearer
+ * <token>`); a renewal by the current certificate: its chain and a signature, by its key, over the new CSR.
+ */
+export const CA_PROTO = `
+syntax = "proto3";
+
+package ${CA_PACKAGE};
+
+message CreateCertificateRequest {
+  // PKCS#10, PEM; the identity comes from the authentication, and a CSR naming another one is refused
+  string csr = 1;
+  // the lifetime asked for (0: the CA's); never longer than the CA's
+  uint32 validity_seconds = 2;
+  // a renewal: the caller's current certificate chain (PEM, leaf first) ...
+  string current_certificate_chain = 3;
+  // ... and the current key's signature (ECDSA/RSA with SHA-256) over the bytes of csr
+  bytes csr_signature = 4;
+}
+
+message CreateCertificateResponse {
+  // PEM, one certificate each, the leaf first
+  repeated string certificate_chain = 1;
+  // the roots peers are verified against, PEM, one each
+  repeated string trust_bundle = 2;
+}
+
+service CertificateService {
+  rpc CreateCertificate(CreateCertificateRequest) returns (CreateCertificateResponse);
 }
 `

@@ -13,7 +13,7 @@ import { createRequire } from 'node:module'
 import { dirname, isAbsolute, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type * as PB from 'protobufjs'
-import { LOOM_PROTO, SHARES_PROTO } from './loom-protos.js'
+import { CA_PROTO, LOOM_PROTO, SHARES_PROTO } from './loom-protos.js'
 
 const require = createRequire(import.meta.url)
 
@@ -127,7 +127,7 @@ export function protoRoot(): PB.Root {
     throw new Error(`proto file not found in ${dirs.join(', ')}: ${target}`)
   }
   r.loadSync(PROTO_FILES, { keepCase: true })
-  for (const text of [LOOM_PROTO, SHARES_PROTO]) pb.parse(text, r, { keepCase: true })
+  for (const text of [LOOM_PROTO, SHARES_PROTO, CA_PROTO]) pb.parse(text, r, { keepCase: true })
   r.resolveAll()
   const ms = performance.now() - t0
   gc?.()

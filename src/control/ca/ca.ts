@@ -123,7 +123,11 @@ export class CertificateAuthority {
     const tdErr = trustDomainError(td)
     if (tdErr !== null) throw new CaConfigError([`trust domain "${td}": ${spiffeIdErrorMessage(tdErr)}`])
     const ttl = options.certTtlMs ?? DEFAULT_CERT_TTL_MS
-    if (!(ttl >= 60_000)) throw new CaConfigError([`certificate TTL ${ttl} ms: at least one minute`])
+    if (!(ttl >= 1000)) throw new CaConfigError([`certificate TTL ${ttl} ms: at least one second`])
+    if (ttl < 60_000)
+      log('warn', 'ca', 'a certificate TTL under a minute makes proxies renew constantly (meant for tests)', {
+        cert_ttl_ms: ttl,
+      })
     mkdirSync(options.dir, { recursive: true, mode: 0o700 })
     const now = (options.now ?? Date.now)()
     const signer =

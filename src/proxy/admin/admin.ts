@@ -9,18 +9,21 @@
  *   GET  /clusters            every host of every cluster with health and active requests (`?format=json`)
  *   GET  /listeners           listeners and their bound addresses (`?format=json`)
  *   GET  /server_info         version, state, uptime
+ *   GET  /certs               the certificates in the secret store, as Envoy's (no keys), and the proxy's identity
  *   POST /drain_listeners     stop accepting new connections (in-flight requests finish)
  *   POST /quitquitquit        graceful shutdown
  */
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
+import type { X509Certificate } from 'node:crypto'
 import { VERSION } from '../../core/version.js'
+import { parsePemCertificates } from '../identity/peer-verifier.js'
 import type { ProxyServer } from '../proxy.js'
 import type { Host } from '../cluster/index.js'
 import type { Secret } from '../../config/envoy.js'
 
 const HELP = `Loom admin endpoint
-  GET  /ready /stats /stats/prometheus /config_dump /clusters /listeners /server_info
+  GET  /ready /stats /stats/prometheus /config_dump /clusters /listeners /server_info /certs
   POST /drain_listeners /quitquitquit
 `
 
@@ -102,6 +105,8 @@ export class AdminServer {
           uptime_current_epoch: `${Math.round((Date.now() - p.startedAt.getTime()) / 1000)}s`,
           node: p.bootstrap.node ?? {},
         })
+      case '/certs':
+        return sendJson(this.certs())
       case '/drain_listeners':
         if (!post) return send(405, 'use POST\n')
         p.drainListeners()
@@ -176,6 +181,46 @@ export class AdminServer {
     }
   }
 
+  /**
+   * Envoy's `/certs` (admin.v3.Certificates): per certificate secret, its chain (`cert_chain`) and the trusted roots
+   * (`ca_cert`, from `ROOTCA`); a trust bundle without a certificate is an entry of its own. Never a private key.
+   * `identity` (Loom's) is the certificate the proxy got from the control plane and when it renews.
+   */
+  private certs(): unknown {
+    const store = this.proxy.secrets
+    const roots = store.get('ROOTCA')
+    const caCert = roots?.kind === 'validation_context' ? certDetails('ROOTCA', roots.trustedCaPem) : []
+    const certificates: { ca_cert: unknown[]; cert_chain: unknown[] }[] = []
+    for (const name of store.names().sort()) {
+      const s = store.get(name)
+      if (s?.kind === 'tls_certificate')
+        certificates.push({ ca_cert: caCert, cert_chain: certDetails(name, s.certificateChainPem) })
+      else if (s?.kind === 'validation_context' && name !== 'ROOTCA')
+        certificates.push({ ca_cert: certDetails(name, s.trustedCaPem), cert_chain: [] })
+    }
+    if (certificates.length === 0 && caCert.length > 0) certificates.push({ ca_cert: caCert, cert_chain: [] })
+    const id = this.proxy.identity?.status() ?? null
+    return {
+      certificates,
+      ...(this.proxy.identity === null
+        ? {}
+        : {
+            identity:
+              id === null
+                ? null
+                : {
+                    spiffe_id: id.spiffeId,
+                    serial_number: id.serialNumber,
+                    valid_from: id.notBefore,
+                    expiration_time: id.notAfter,
+                    certificates_received: id.certificates,
+                    next_renewal: id.nextRenewal,
+                    ...(id.lastError !== null ? { last_error: id.lastError } : {}),
+                  },
+          }),
+    }
+  }
+
   private clustersJson(): unknown {
     const out = []
     for (const c of this.proxy.clusters.all()) {
@@ -231,4 +276,33 @@ function hostHealthJson(h: Host): Record<string, unknown> {
   if (h.activeHc?.pending) out.pending_active_hc = true
   if (h.activeHc?.timedOut) out.active_hc_timeout = true
   return out
+}
+
+/** admin.v3.CertificateDetails of each certificate of a PEM text. */
+function certDetails(path: string, pem: string): unknown[] {
+  let certs: X509Certificate[]
+  try {
+    certs = parsePemCertificates(pem)
+  } catch {
+    return []
+  }
+  return certs.map((c) => {
+    const notAfter = Date.parse(c.validTo)
+    const sans = (c.subjectAltName ?? '')
+      .split(', ')
+      .filter((x) => x !== '')
+      .map((x) => {
+        const i = x.indexOf(':')
+        const [type, value] = [x.slice(0, i), x.slice(i + 1)]
+        return type === 'URI' ? { uri: value } : type === 'DNS' ? { dns: value } : { ip_address: value }
+      })
+    return {
+      path: `<secret ${path}>`,
+      serial_number: c.serialNumber.toLowerCase(),
+      subject_alt_names: sans,
+      days_until_expiration: String(Math.max(0, Math.floor((notAfter - Date.now()) / 86_400_000))),
+      valid_from: new Date(c.validFrom).toISOString(),
+      expiration_time: new Date(notAfter).toISOString(),
+    }
+  })
 }
