@@ -440,11 +440,11 @@ describe('upstream TLS', { timeout: 8000 }, () => {
     assert.equal(seen.protocol, '1.1')
   })
 
-  test('a certificate from an untrusted CA fails the connection: 503 upstream_connect_failure', async () => {
+  test('a certificate from an untrusted CA fails the connection: 503 UF naming the reason', async () => {
     const before = httpsBackend.seen.length
     const r = await edgeGet('/badca')
     assert.equal(r.status, 503)
-    assert.equal(r.headers['x-loom-reason'], 'upstream_connect_failure')
+    assert.equal(r.headers['x-loom-reason'], 'tls_peer: untrusted_root')
     assert.equal(httpsBackend.seen.length, before, 'no request reached the backend')
   })
 

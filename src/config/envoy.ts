@@ -699,9 +699,31 @@ export const CertificateValidationContext = v.strictObject({
     v.array(v.strictObject({ san_type: v.picklist(['DNS', 'URI', 'EMAIL', 'IP_ADDRESS']), matcher: StringMatcher })),
   ),
 })
+/** SdsSecretConfig: a secret by name, from the ADS stream (`sds_config.ads`) or the bootstrap (no sds_config). */
+export const SdsSecretConfig = v.strictObject({
+  name: nonEmpty,
+  sds_config: opt(
+    v.strictObject({
+      ads: opt(v.strictObject({})),
+      resource_api_version: opt(v.picklist(['V3'])),
+      initial_fetch_timeout: opt(duration),
+    }),
+  ),
+})
+export type SdsSecretConfig = v.InferOutput<typeof SdsSecretConfig>
 export const CommonTlsContext = v.strictObject({
   tls_certificates: opt(v.pipe(v.array(TlsCertificate), v.maxLength(1, 'at most one certificate'))),
+  tls_certificate_sds_secret_configs: opt(
+    v.pipe(v.array(SdsSecretConfig), v.maxLength(1, 'at most one certificate secret')),
+  ),
   validation_context: opt(CertificateValidationContext),
+  validation_context_sds_secret_config: opt(SdsSecretConfig),
+  combined_validation_context: opt(
+    v.strictObject({
+      default_validation_context: CertificateValidationContext,
+      validation_context_sds_secret_config: SdsSecretConfig,
+    }),
+  ),
   alpn_protocols: opt(v.array(nonEmpty)),
   tls_params: opt(
     v.strictObject({ tls_minimum_protocol_version: opt(tlsVersion), tls_maximum_protocol_version: opt(tlsVersion) }),
@@ -723,6 +745,23 @@ export const DownstreamTlsContext = v.strictObject({
   require_client_certificate: opt(bool),
 })
 export type DownstreamTlsContext = v.InferOutput<typeof DownstreamTlsContext>
+
+/** extensions.transport_sockets.tls.v3.Secret: what SDS serves (bootstrap `static_resources.secrets` or ADS). */
+export const Secret = v.pipe(
+  v.strictObject({
+    '@type': opt(str),
+    name: nonEmpty,
+    tls_certificate: opt(TlsCertificate),
+    validation_context: opt(
+      v.strictObject({
+        trusted_ca: DataSource,
+        match_typed_subject_alt_names: opt(CertificateValidationContext.entries.match_typed_subject_alt_names),
+      }),
+    ),
+  }),
+  oneOf(['tls_certificate', 'validation_context']),
+)
+export type Secret = v.InferOutput<typeof Secret>
 
 // === access logs ===
 
@@ -800,6 +839,12 @@ export const HttpConnectionManager = v.pipe(
     drain_timeout: opt(duration),
     normalize_path: opt(bool),
     merge_slashes: opt(bool),
+    forward_client_cert_details: opt(
+      v.picklist(['SANITIZE', 'FORWARD_ONLY', 'APPEND_FORWARD', 'SANITIZE_SET', 'ALWAYS_FORWARD_ONLY']),
+    ),
+    set_current_client_cert_details: opt(
+      v.strictObject({ subject: opt(bool), cert: opt(bool), chain: opt(bool), dns: opt(bool), uri: opt(bool) }),
+    ),
     path_with_escaped_slashes_action: opt(
       v.picklist([
         'IMPLEMENTATION_SPECIFIC_DEFAULT',
@@ -1127,6 +1172,12 @@ export const Bootstrap = v.strictObject({
     }),
   ),
   admin: opt(v.strictObject({ address: Address, access_log: opt(v.array(AccessLog)) })),
-  static_resources: opt(v.strictObject({ listeners: opt(v.array(Listener)), clusters: opt(v.array(Cluster)) })),
+  static_resources: opt(
+    v.strictObject({
+      listeners: opt(v.array(Listener)),
+      clusters: opt(v.array(Cluster)),
+      secrets: opt(v.array(Secret)),
+    }),
+  ),
 })
 export type Bootstrap = v.InferOutput<typeof Bootstrap>

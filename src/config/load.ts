@@ -99,14 +99,8 @@ function crossCheck(b: unknown, dynamic: boolean): ConfigIssue[] {
       }
       addresses.set(key, i)
     }
+    // TLS and plain-text chains may share a listener: the first bytes choose (transport_protocol)
     const chains = list(l.filter_chains).map(obj)
-    const tlsChains = chains.filter((fc) => fc.transport_socket !== undefined).length
-    if (tlsChains > 0 && tlsChains < chains.length) {
-      issues.push({
-        path: `${p}.filter_chains`,
-        message: 'mixing TLS and plain-text filter chains on one listener is not supported yet',
-      })
-    }
     chains.forEach((fc, j) => {
       const filters = list(fc.filters)
       if (filters.length === 0) return

@@ -8,7 +8,14 @@
  * update is rejected (the xDS client NACKs it) and the running config stays as it was. Changing a listener keeps its
  * socket and drains the connections that were using the old filter chains; in-flight requests are never dropped.
  */
-import type { Bootstrap, Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } from '../config/envoy.js'
+import type {
+  Bootstrap,
+  Cluster,
+  ClusterLoadAssignment,
+  Listener,
+  RouteConfiguration,
+  Secret,
+} from '../config/envoy.js'
 import { TypeUrls } from '../config/type-urls.js'
 import { ConfigError, type ConfigIssue, ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
@@ -19,11 +26,13 @@ import type { IdentityStatus } from './identity/client.js'
 import { PoolManager } from './http/pools.js'
 import { ActiveListener, type CompiledChain, type NetworkHandler } from './listener/listener.js'
 import { type CompiledRouteConfig, compileRouteConfig } from './route/router.js'
-import { SecretStore } from './secrets/store.js'
 import { StatsStore } from './stats/stats.js'
 import { checkHttpFilters, HttpFilterConfigError } from './http/filters/index.js'
 import { TcpProxyContext } from './tcp/tcp-proxy.js'
 import { buildDownstreamTls } from './tls.js'
+import { type Secret as StoredSecret, SecretStore } from './secrets/store.js'
+import { storedSecret } from './secrets/tls-material.js'
+import { upstreamTlsSecretNames } from './cluster/tls.js'
 
 export interface ProxyOptions {
   /** Where the config came from, for error messages. */
@@ -53,7 +62,10 @@ export class ProxyServer {
   readonly bootstrap: Bootstrap
   readonly options: ProxyOptions
   readonly stats = new StatsStore()
-  /** secrets by SDS name: `default` (own chain and key) and `ROOTCA` (trust bundle) among them */
+  /**
+   * secrets by SDS name: `default` (own chain and key) and `ROOTCA` (trust bundle) among them; filled by the
+   * bootstrap's `static_resources.secrets`, SDS over ADS and the identity client
+   */
   readonly secrets = new SecretStore()
   /** the proxy's own certificate from the control plane (`--identity-token-file`), for the admin `/certs` */
   identity: { status(): IdentityStatus | null; stop(): void } | null = null
@@ -73,6 +85,7 @@ export class ProxyServer {
     listeners: new Map<string, Listener>(),
     routes: new Map<string, RouteConfiguration>(),
     endpoints: new Map<string, ClusterLoadAssignment>(),
+    secrets: new Map<string, StoredSecret>(),
   }
   private admin: AdminServer | null = null
   /**
@@ -90,15 +103,16 @@ export class ProxyServer {
     this.options = options
     const issues: ConfigIssue[] = []
     const clusterConfigs = bootstrap.static_resources?.clusters ?? []
+    this.applyStaticSecrets(bootstrap.static_resources?.secrets ?? [], issues)
     let clusters: ClusterManager | null = null
     try {
-      clusters = new ClusterManager(clusterConfigs)
+      clusters = new ClusterManager(clusterConfigs, { secrets: this.secrets })
     } catch (err) {
       const list = issuesOf(err)
       if (list === null) throw err
       for (const i of list) issues.push({ path: `static_resources.clusters${i.path}`, message: i.message })
     }
-    this.clusters = clusters ?? new ClusterManager([])
+    this.clusters = clusters ?? new ClusterManager([], { secrets: this.secrets })
     for (const c of clusterConfigs) {
       this.clusters.get(c.name)?.bindStats(this.stats.forCluster(c.name))
       this.staticClusters.add(c.name)
@@ -112,6 +126,55 @@ export class ProxyServer {
       }
     })
     if (issues.length > 0) throw new ConfigError(options.file, issues)
+  }
+
+  /** `static_resources.secrets`: into the store, where TLS contexts find them by name. */
+  private applyStaticSecrets(secrets: readonly Secret[], issues: ConfigIssue[]): void {
+    const seen = new Set<string>()
+    secrets.forEach((s, i) => {
+      const path = `static_resources.secrets[${i}]`
+      if (seen.has(s.name)) {
+        issues.push({ path: `${path}.name`, message: `duplicate secret "${s.name}"` })
+        return
+      }
+      seen.add(s.name)
+      const stored = storedSecret(s, path, issues)
+      if (stored !== null) this.secrets.set(s.name, stored)
+    })
+  }
+
+  /**
+   * Secret resources over ADS (SDS), by name. Each is stored; the TLS contexts that name it are rebuilt at once (new
+   * connections use the new material, open ones keep theirs). A response is applied whole or not at all.
+   */
+  applySecrets(configs: readonly Secret[], removed: readonly string[] = []): void {
+    const issues: ConfigIssue[] = []
+    const next: [string, StoredSecret][] = []
+    configs.forEach((s, i) => {
+      const stored = storedSecret(s, `[${i}]`, issues)
+      if (stored !== null) next.push([s.name, stored])
+    })
+    if (issues.length > 0) throw new UpdateRejectedError('secrets', issues)
+    for (const [name, s] of next) {
+      this.secrets.set(name, s)
+      this.dynamic.secrets.set(name, s)
+    }
+    for (const name of removed) {
+      this.secrets.delete(name)
+      this.dynamic.secrets.delete(name)
+    }
+  }
+
+  /** SDS names the TLS contexts read (what to subscribe to over ADS). */
+  secretNames(): string[] {
+    const out = new Set<string>()
+    for (const c of this.clusters.all()) {
+      const ts = c.config.transport_socket
+      if (ts !== undefined) for (const n of upstreamTlsSecretNames(ts.typed_config)) out.add(n)
+    }
+    for (const l of this.listenerMap.values())
+      for (const ch of l.chains) for (const n of ch.tls?.secretNames ?? []) out.add(n)
+    return [...out].sort()
   }
 
   get listeners(): ActiveListener[] {
@@ -162,15 +225,17 @@ export class ProxyServer {
           defaultAlpn,
           `${fpath}.transport_socket.typed_config`,
           issues,
+          this.secrets,
         )
         if (secure === null) return
       }
+      const m = fc.filter_chain_match
       chains.push({
         config: fc,
-        serverNames: (fc.filter_chain_match?.server_names ?? []).map((s) => s.toLowerCase()),
-        secureContext: secure?.context ?? null,
-        alpn: secure?.alpn ?? [],
-        requireClientCert: secure?.requireClientCert ?? false,
+        serverNames: (m?.server_names ?? []).map((s) => s.toLowerCase()),
+        transportProtocol: m?.transport_protocol ?? '',
+        applicationProtocols: m?.application_protocols ?? [],
+        tls: secure,
         handler,
       })
     })
@@ -255,7 +320,7 @@ export class ProxyServer {
       const prev = this.dynamic.clusters.get(name)
       if (prev === undefined || JSON.stringify(prev) !== JSON.stringify(c)) changed.push(c)
     }
-    const compiled = ClusterManager.compile(changed, issues)
+    const compiled = ClusterManager.compile(changed, issues, { secrets: this.secrets })
     if (issues.length > 0) throw new UpdateRejectedError('clusters', issues)
     for (const cluster of compiled) {
       const prevEndpoints = this.dynamic.endpoints.get(cluster.edsName)

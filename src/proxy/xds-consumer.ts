@@ -5,7 +5,7 @@
  * The proxy keeps serving its last good config.
  */
 import * as v from 'valibot'
-import { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } from '../config/envoy.js'
+import { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration, Secret } from '../config/envoy.js'
 import { toConfigIssues } from '../config/schema.js'
 import type { ConfigIssue } from '../core/errors.js'
 import { log } from '../core/log.js'
@@ -19,6 +19,7 @@ const SCHEMAS = {
   [TYPE_URL.cluster]: Cluster,
   [TYPE_URL.route]: RouteConfiguration,
   [TYPE_URL.endpoint]: ClusterLoadAssignment,
+  [TYPE_URL.secret]: Secret,
 } as const
 
 const KIND: Record<string, string> = {
@@ -26,6 +27,7 @@ const KIND: Record<string, string> = {
   [TYPE_URL.cluster]: 'Cluster',
   [TYPE_URL.route]: 'RouteConfiguration',
   [TYPE_URL.endpoint]: 'ClusterLoadAssignment',
+  [TYPE_URL.secret]: 'Secret',
 }
 
 function describe(kind: string, names: readonly string[], issues: readonly ConfigIssue[]): string {
@@ -49,7 +51,7 @@ export class XdsConsumer {
   }
 
   /**
-   * One response: `resources` is the complete set for LDS/CDS, the named ones for RDS/EDS; `removed` names resources
+   * One response: `resources` is the complete set for LDS/CDS, the named ones for RDS/EDS/SDS; `removed` names resources
    * gone (delta). Resolves when the change is live.
    */
   async onResources(
@@ -91,6 +93,9 @@ export class XdsConsumer {
         case TYPE_URL.route:
           this.proxy.applyRoutes(parsed as RouteConfiguration[])
           break
+        case TYPE_URL.secret:
+          this.proxy.applySecrets(parsed as Secret[], removed)
+          break
       }
     } catch (err) {
       if (err instanceof UpdateRejectedError) {
@@ -116,5 +121,10 @@ export class XdsConsumer {
 
   endpointNames(): string[] {
     return this.proxy.endpointNames()
+  }
+
+  /** What to subscribe to over SDS: the secrets the TLS contexts name. */
+  secretNames(): string[] {
+    return this.proxy.secretNames()
   }
 }

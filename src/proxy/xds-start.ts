@@ -60,6 +60,7 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
       if (verdict.ok && (typeUrl === TYPE_URL.listener || typeUrl === TYPE_URL.cluster)) {
         client.subscribe(TYPE_URL.route, consumer.routeNames())
         client.subscribe(TYPE_URL.endpoint, consumer.endpointNames())
+        client.subscribe(TYPE_URL.secret, consumer.secretNames())
       }
       return verdict
     },
@@ -68,6 +69,9 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
     log('warn', 'xds', 'control plane disconnected; serving the last config', { why: String(why) }),
   )
   client.start()
+  // the bootstrap's TLS contexts may name secrets served over ADS: ask for them before any LDS/CDS response
+  const secrets = consumer.secretNames()
+  if (secrets.length > 0) client.subscribe(TYPE_URL.secret, secrets)
   // global rate limits: shares from the same control plane, on the same address (the stream opens on first use)
   new ShareReporter({ server: o.server, nodeId: id }).attach()
   log('info', 'xds', 'connecting', {

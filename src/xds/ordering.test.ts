@@ -280,6 +280,41 @@ for (const protocol of ['sotw', 'delta'] as const) {
       }
     })
 
+    test("a listener waits for the SDS secrets of its cluster's TLS context, as Envoy warms the cluster", async () => {
+      const id = `sds-${protocol}`
+      const mtls = {
+        ...statik('s1'),
+        transport_socket: {
+          name: 'envoy.transport_sockets.tls',
+          typed_config: {
+            '@type': `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`,
+            common_tls_context: { tls_certificate_sds_secret_configs: [{ name: 'default', sds_config: { ads: {} } }] },
+          },
+        },
+      }
+      const secret = {
+        name: 'default',
+        tls_certificate: { certificate_chain: { inline_string: 'chain' }, private_key: { inline_string: 'key' } },
+      }
+      server.setSnapshot(id, makeSnapshot({ [LDS]: [tcpListener('s1')], [CDS]: [mtls], [TYPE_URL.secret]: [secret] }))
+      const d = driver(port, protocol, id)
+      try {
+        d.subscribe(CDS, [])
+        d.subscribe(LDS, [])
+        const cds = await d.next(CDS)
+        d.subscribe(TYPE_URL.secret, ['default'])
+        d.ack(cds)
+        const sds = await d.next(TYPE_URL.secret)
+        assert.deepEqual(sds.names, ['default'])
+        await d.quiet(LDS, QUIET, "a listener before its cluster's secret was ACKed")
+        d.ack(sds)
+        const lds = await d.next(LDS)
+        assert.deepEqual(lds.names, ['tcp'])
+      } finally {
+        d.close()
+      }
+    })
+
     test('a route waits for endpoints at most holdTimeoutMs (a client that never subscribes to them)', async () => {
       const id = `hold-${protocol}`
       server.setSnapshot(id, snapshot('c1', 's1'))

@@ -43,7 +43,7 @@ import {
 } from './ads.js'
 import { type CachedResource, type CacheEntry, SnapshotCache, versionOf } from './cache.js'
 import { structToJson } from './proto.js'
-import { clusterRefs, edsServiceName } from './refs.js'
+import { clusterRefs, edsServiceName, secretRefs } from './refs.js'
 import { type Snapshot, TYPE_URL } from './snapshot.js'
 
 export interface NodeInfo {
@@ -365,10 +365,28 @@ abstract class AdsStream {
     const cluster = entry?.types.get(TYPE_URL.cluster)?.items.get(name)
     if (!cluster) return true
     if (!cds.acked.has(name) || !eventually(cds, name)) return false
+    if (!this.secretsWarm(cluster.resource)) return false
     const eds = this.types.get(TYPE_URL.endpoint)
     const e = edsServiceName(cluster.resource)
     if (!eds || e === undefined || !entry?.types.get(TYPE_URL.endpoint)?.items.has(e)) return true
     return eds.acked.has(e) && eventually(eds, e) !== undefined
+  }
+
+  /**
+   * Whether the SDS secrets a cluster or listener names are ACKed, as Envoy warms both until their secrets arrive.
+   * Secrets the client does not subscribe to, or the snapshot does not have, are not waited for.
+   */
+  private secretsWarm(resource: Record<string, unknown>): boolean {
+    const names = secretRefs(resource)
+    if (names.length === 0) return true
+    const sds = this.types.get(TYPE_URL.secret)
+    const have = this.entry()?.types.get(TYPE_URL.secret)?.items
+    if (!sds || !have) return true
+    for (const n of names) {
+      if (!have.has(n) || !this.inScope(sds, n)) continue
+      if (!sds.acked.has(n) || eventually(sds, n) === undefined) return false
+    }
+    return true
   }
 
   /**
@@ -381,6 +399,8 @@ abstract class AdsStream {
     for (const r of sending) {
       if (st.acked.get(r.name)?.hash === r.hash) continue
       cold = clusterRefs(st.typeUrl, r.resource).find((c) => !this.warm(c))
+      // a listener's own TLS contexts: its secrets first (the name logged is the listener's)
+      if (cold === undefined && st.typeUrl === TYPE_URL.listener && !this.secretsWarm(r.resource)) cold = r.name
       if (cold !== undefined) break
     }
     if (cold === undefined) {

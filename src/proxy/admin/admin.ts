@@ -20,6 +20,7 @@ import { VERSION } from '../../core/version.js'
 import { parsePemCertificates } from '../identity/peer-verifier.js'
 import type { ProxyServer } from '../proxy.js'
 import type { Host } from '../cluster/index.js'
+import type { Secret } from '../../config/envoy.js'
 
 const HELP = `Loom admin endpoint
   GET  /ready /stats /stats/prometheus /config_dump /clusters /listeners /server_info /certs
@@ -125,9 +126,19 @@ export class AdminServer {
     const b = p.bootstrap
     const T = 'type.googleapis.com/envoy.admin.v3.'
     const d = p.dynamic
+    // private keys never leave the process: redacted as Envoy's dump does
+    const redact = (s: Secret): Secret =>
+      s.tls_certificate === undefined
+        ? s
+        : { ...s, tls_certificate: { ...s.tls_certificate, private_key: { inline_string: '[redacted]' } } }
+    const staticSecrets = (b.static_resources?.secrets ?? []).map(redact)
+    const bootstrap =
+      b.static_resources?.secrets === undefined
+        ? b
+        : { ...b, static_resources: { ...b.static_resources, secrets: staticSecrets } }
     return {
       configs: [
-        { '@type': `${T}BootstrapConfigDump`, bootstrap: b },
+        { '@type': `${T}BootstrapConfigDump`, bootstrap },
         {
           '@type': `${T}ClustersConfigDump`,
           static_clusters: (b.static_resources?.clusters ?? []).map((cluster) => ({ cluster })),
@@ -148,6 +159,23 @@ export class AdminServer {
         {
           '@type': `${T}EndpointsConfigDump`,
           dynamic_endpoint_configs: [...d.endpoints.values()].map((endpoint_config) => ({ endpoint_config })),
+        },
+        {
+          '@type': `${T}SecretsConfigDump`,
+          static_secrets: staticSecrets.map((secret) => ({ name: secret.name, secret })),
+          dynamic_active_secrets: [...d.secrets].map(([name, secret]) => ({
+            name,
+            secret:
+              secret.kind === 'tls_certificate'
+                ? {
+                    name,
+                    tls_certificate: {
+                      certificate_chain: { inline_string: secret.certificateChainPem },
+                      private_key: { inline_string: '[redacted]' },
+                    },
+                  }
+                : { name, validation_context: { trusted_ca: { inline_string: secret.trustedCaPem } } },
+          })),
         },
       ],
     }

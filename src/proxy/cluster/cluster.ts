@@ -5,7 +5,6 @@
  * Load balancers are compiled per (priority level, healthy|degraded) host set whenever membership, weights,
  * priorities or health change, so a pick is a priority draw plus one O(1)/O(log n) LB pick, with no allocation.
  */
-import type { ConnectionOptions } from 'node:tls'
 import type { Cluster, ClusterLoadAssignment } from '../../config/envoy.js'
 import type { ConfigIssue } from '../../core/errors.js'
 import { log } from '../../core/log.js'
@@ -21,6 +20,8 @@ import { CircuitBreakers, defaultThresholds, RetryBudget, breakerDefaults } from
 import { OutlierDetector } from './outlier.js'
 import { HealthChecker } from './health-check/checker.js'
 import { healthCheckSettings } from './health-check/settings.js'
+import type { SecretStore } from '../secrets/store.js'
+import { type UpstreamTlsOptions, upstreamTlsOptions, upstreamTlsSecretNames } from './tls.js'
 
 export interface UpstreamClusterOptions {
   /** Where the cluster sits in its config document, prefixed to issue paths (e.g. `[2]`). Default: ''. */
@@ -29,6 +30,8 @@ export interface UpstreamClusterOptions {
   dnsLookup?: DnsLookup
   /** Replaces the TTL query made for respect_dns_ttl (tests). */
   dnsTtlLookup?: DnsTtlLookup
+  /** where the UpstreamTlsContext finds the secrets it names through SDS */
+  secrets?: SecretStore
 }
 
 /** Hosts that joined and left in one membership update. */
@@ -57,8 +60,14 @@ export class UpstreamCluster implements HostOwner {
   readonly maxRequestsPerConnection: number
   /** per_connection_buffer_limit_bytes; default 1 MiB. */
   readonly perConnectionBufferLimitBytes: number
-  /** Options for `tls.connect` (or `http2.connect`) when the cluster has an UpstreamTlsContext, else null. */
-  readonly tls: ConnectionOptions | null
+  /**
+   * Options for `tls.connect` (or `http2.connect`) when the cluster has an UpstreamTlsContext, else null. Rebuilt
+   * when an SDS secret it names changes (new connections use it, open ones keep theirs); `pending` while one is
+   * missing.
+   */
+  tls: UpstreamTlsOptions | null
+  readonly #secrets: SecretStore | undefined
+  #unsubscribe: (() => void)[] = []
   /** circuit_breakers (DEFAULT priority), or null when the cluster sets none (the pools' fixed limits apply). */
   readonly circuitBreakers: CircuitBreakers | null
   /**
@@ -103,7 +112,7 @@ export class UpstreamCluster implements HostOwner {
   /** Throws ClusterConfigError for what the schema could not check. */
   constructor(config: Cluster, options: UpstreamClusterOptions = {}) {
     const issues: ConfigIssue[] = []
-    const s: ClusterSettings = clusterSettings(config, options.path ?? '', issues)
+    const s: ClusterSettings = clusterSettings(config, options.path ?? '', issues, options.secrets)
     const hc = config.health_checks?.[0]
     const hcPath = `${options.path ?? ''}.health_checks[0]`
     const hcSettings = hc === undefined ? null : healthCheckSettings(hc, config.name, s.http2, hcPath, issues)
@@ -120,6 +129,7 @@ export class UpstreamCluster implements HostOwner {
     this.maxRequestsPerConnection = s.maxRequestsPerConnection
     this.perConnectionBufferLimitBytes = s.perConnectionBufferLimitBytes
     this.tls = s.tls
+    this.#secrets = options.secrets
     this.#lbFactory = lbFactoryFor(config)
     this.#hashPicksPriority = usesHash(s.lbPolicy)
     this.#localityWeighted = config.common_lb_config?.locality_weighted_lb_config !== undefined
@@ -167,6 +177,7 @@ export class UpstreamCluster implements HostOwner {
    */
   start(): Promise<void> {
     this.outlierDetector?.start()
+    this.#watchSecrets()
     const discovered = this.#dns?.start() ?? Promise.resolve()
     const hc = this.healthChecker
     // as Envoy's cluster initialisation, a health-checked cluster is ready after the first round of checks
@@ -175,9 +186,28 @@ export class UpstreamCluster implements HostOwner {
 
   /** Stops DNS refreshes, outlier detection's interval and active health checks. */
   stop(): void {
+    for (const off of this.#unsubscribe) off()
+    this.#unsubscribe = []
     this.#dns?.stop()
     this.outlierDetector?.stop()
     this.healthChecker?.stop()
+  }
+
+  /** Rebuilds the TLS options when a secret the context names changes; a rebuild that fails keeps the old ones. */
+  #watchSecrets(): void {
+    const ts = this.config.transport_socket
+    const store = this.#secrets
+    if (ts === undefined || store === undefined || this.#unsubscribe.length > 0) return
+    const rebuild = () => {
+      const issues: ConfigIssue[] = []
+      const next = upstreamTlsOptions(ts.typed_config, this.http2, 'transport_socket.typed_config', issues, store)
+      if (next === null) {
+        log('warn', 'cluster', 'TLS context not rebuilt', { cluster: this.name, error: issues[0]?.message })
+        return
+      }
+      this.tls = next
+    }
+    for (const name of upstreamTlsSecretNames(ts.typed_config)) this.#unsubscribe.push(store.subscribe(name, rebuild))
   }
 
   /** Counts circuit breaking and outlier detection in `stats` (kept by name across cluster updates). */

@@ -3,11 +3,14 @@ import type { ConfigIssue } from '../../core/errors.js'
 import { UpstreamCluster } from './cluster.js'
 import type { DnsLookup, DnsTtlLookup } from './dns.js'
 import { ClusterConfigError } from './errors.js'
+import type { SecretStore } from '../secrets/store.js'
 
 export interface ClusterManagerOptions {
   /** Replaces `dns.promises.lookup` for STRICT_DNS clusters (tests). */
   dnsLookup?: DnsLookup
   dnsTtlLookup?: DnsTtlLookup
+  /** where TLS contexts find the secrets they name through SDS */
+  secrets?: SecretStore
 }
 
 /** The proxy's upstream clusters, by name. */
@@ -31,6 +34,7 @@ export class ClusterManager {
           path: `[${i}]`,
           dnsLookup: options.dnsLookup,
           dnsTtlLookup: options.dnsTtlLookup,
+          secrets: options.secrets,
         })
         if (first === undefined) this.#clusters.set(config.name, cluster)
       } catch (err) {
@@ -66,6 +70,7 @@ export class ClusterManager {
             path: `[${i}]`,
             dnsLookup: options.dnsLookup,
             dnsTtlLookup: options.dnsTtlLookup,
+            secrets: options.secrets,
           }),
         )
       } catch (err) {

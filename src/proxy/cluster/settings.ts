@@ -3,7 +3,6 @@
  * Envoy's defaults. Problems go to `issues`, with paths under `path` (the cluster's own path, e.g. `[2]`).
  */
 import { isIP } from 'node:net'
-import type { ConnectionOptions } from 'node:tls'
 import type { Cluster, ClusterLoadAssignment } from '../../config/envoy.js'
 import { TypeUrls } from '../../config/type-urls.js'
 import { parseDurationMs } from '../../core/duration.js'
@@ -14,7 +13,8 @@ import { hostKey } from './host.js'
 import { type LbPolicy, lbPolicyOf } from './lb/index.js'
 import { maxMaglevTableSize } from './lb/maglev.js'
 import { defaultMaximumRingSize, defaultMinimumRingSize } from './lb/ring-hash.js'
-import { upstreamTlsOptions } from './tls.js'
+import { type UpstreamTlsOptions, upstreamTlsOptions } from './tls.js'
+import type { SecretStore } from '../secrets/store.js'
 
 export type DnsLookupFamily = NonNullable<Cluster['dns_lookup_family']>
 
@@ -36,7 +36,7 @@ export interface ClusterSettings {
   /** 0 = unlimited. */
   maxRequestsPerConnection: number
   perConnectionBufferLimitBytes: number
-  tls: ConnectionOptions | null
+  tls: UpstreamTlsOptions | null
   dnsRefreshRateMs: number
   dnsLookupFamily: DnsLookupFamily
   respectDnsTtl: boolean
@@ -51,7 +51,12 @@ export const defaults = {
 
 const protocolOptionsKey = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions'
 
-export function clusterSettings(config: Cluster, path: string, issues: ConfigIssue[]): ClusterSettings {
+export function clusterSettings(
+  config: Cluster,
+  path: string,
+  issues: ConfigIssue[],
+  secrets?: SecretStore,
+): ClusterSettings {
   const type = config.type ?? 'STATIC'
   const lbPolicy = lbPolicyOf(config)
   const name = config.name
@@ -182,13 +187,14 @@ export function clusterSettings(config: Cluster, path: string, issues: ConfigIss
     }
   }
 
-  let tls: ConnectionOptions | null = null
+  let tls: UpstreamTlsOptions | null = null
   if (config.transport_socket !== undefined) {
     tls = upstreamTlsOptions(
       config.transport_socket.typed_config,
       http2,
       `${path}.transport_socket.typed_config`,
       issues,
+      secrets,
     )
   }
 

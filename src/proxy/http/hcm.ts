@@ -19,6 +19,7 @@ import { compileInternalAddresses } from './edge.js'
 import { PathNormalizer } from './path-normalize.js'
 import type { PoolManager } from './pools.js'
 import type { ActiveStream } from './stream.js'
+import { XfccPolicy } from './xfcc.js'
 
 function durationMs(d: string | undefined, otherwise: number): number {
   return d === undefined ? otherwise : (parseDurationMs(d) ?? otherwise)
@@ -66,6 +67,8 @@ export class HcmContext {
   readonly deadlines = new Deadlines()
   /** the HTTP filters before the router, in order; empty for a router-only chain */
   readonly filters: HttpFilterFactory[]
+  /** forward_client_cert_details / set_current_client_cert_details (Envoy's default: SANITIZE) */
+  readonly xfcc: XfccPolicy
 
   constructor(
     cfg: HttpConnectionManager,
@@ -80,6 +83,7 @@ export class HcmContext {
     this.store = store
     this.stats = store.forHcm(cfg.stat_prefix)
     this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats)
+    this.xfcc = new XfccPolicy(cfg)
     this.router = router
     this.clusters = clusters
     this.pools = pools

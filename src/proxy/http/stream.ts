@@ -248,6 +248,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     if (head.upgrade !== null && !hcm.upgrades.has(head.upgrade)) return this.localReply(LocalReplies.upgradeRejected)
 
     applyEdgeRules(this, hcm, head)
+    hcm.xfcc.apply(head.headers, this.downstreamSocket)
     if (hcm.pathNormalizer !== null && !this.normalizePath(hcm.pathNormalizer, head)) return
     const route = hcm.router.match(head)
     if (route !== null) {
@@ -750,6 +751,11 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     this.upstream = null
     if (!this.responseStarted) {
       const reply = RESET_REPLY[reason]
+      // `tls_peer: wrong SAN: …`, `tls_secret: missing: …`: the reply's reason is the first two parts
+      if (reason === 'connect_failure' && detail.startsWith('tls_')) {
+        const cut = detail.indexOf(': ', detail.indexOf(': ') + 2)
+        return this.sendLocalReply(503, 'UF', cut < 0 ? detail : detail.slice(0, cut), `${reply[3]}: ${detail}`)
+      }
       if (detail !== '') this.reason = detail
       return this.localReply(reply)
     }

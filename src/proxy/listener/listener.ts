@@ -2,9 +2,12 @@
  * Listeners: a socket bound to an address, its filter chains, and the hand-off of each accepted connection to a
  * network filter (HTTP connection manager or TCP proxy).
  *
- * Plain listeners with an HTTP connection manager in AUTO mode look at the first bytes: the HTTP/2 connection
- * preface goes to the HTTP/2 codec, anything else to the HTTP/1.1 codec. TLS listeners pick a filter chain by SNI
- * and the codec by ALPN.
+ * A listener whose chains use TLS or match on `server_names`, `transport_protocol` or `application_protocols`
+ * inspects each connection's first bytes (tls-inspector.ts) and picks the chain by Envoy's filter chain match, so
+ * one port serves TLS and plain-text chains; a TLS chain then makes the handshake with its current context (rebuilt
+ * when an SDS secret changes) and checks the client's certificate. Plain connections with an HTTP connection
+ * manager in AUTO mode look at the first bytes: the HTTP/2 connection preface goes to the HTTP/2 codec, anything
+ * else to the HTTP/1.1 codec. TLS connections pick the codec by ALPN.
  */
 import * as net from 'node:net'
 import type * as TLS from 'node:tls'
@@ -17,20 +20,87 @@ import type { HcmContext } from '../http/hcm.js'
 import { ListenerStats } from '../stats/stats.js'
 import type { TcpProxyContext } from '../tcp/tcp-proxy.js'
 import { tls } from '../../core/lazy.js'
-import { downstreamContextOptions } from '../tls.js'
+import { log } from '../../core/log.js'
+import type { DownstreamTls } from '../tls.js'
+import { recordClientCert } from '../http/xfcc.js'
+import { inspectClientHello } from './tls-inspector.js'
+
+/** Subscribes the TLS contexts of `chains` to their secrets; returns the function that unsubscribes them all. */
+function watchChains(chains: readonly CompiledChain[]): () => void {
+  const offs = chains.flatMap((c) => (c.tls === null ? [] : [c.tls.watch()]))
+  return () => {
+    for (const off of offs) off()
+  }
+}
 
 export type NetworkHandler = { kind: 'hcm'; hcm: HcmContext } | { kind: 'tcp'; tcp: TcpProxyContext }
 
 export interface CompiledChain {
   readonly config: FilterChain
   readonly serverNames: readonly string[]
-  readonly secureContext: TLS.SecureContext | null
-  readonly alpn: string[]
-  readonly requireClientCert: boolean
+  /** filter_chain_match.transport_protocol; '' when unset */
+  readonly transportProtocol: '' | 'tls' | 'raw_buffer'
+  /** filter_chain_match.application_protocols (empty: any) */
+  readonly applicationProtocols: readonly string[]
+  /** the chain's TLS context; null on a plain-text chain */
+  readonly tls: DownstreamTls | null
   readonly handler: NetworkHandler
 }
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
+
+/** Envoy's listener_filters_timeout default: a client that sends no first bytes in this time is closed. */
+const INSPECT_TIMEOUT_MS = 15_000
+
+/** Whether connections must be inspected (TLS or not, SNI, ALPN) before a chain is chosen. */
+function needsInspection(chains: readonly CompiledChain[]): boolean {
+  return chains.some(
+    (c) =>
+      c.tls !== null || c.transportProtocol !== '' || c.applicationProtocols.length > 0 || c.serverNames.length > 0,
+  )
+}
+
+/**
+ * Envoy's filter chain match, criteria in its order, each narrowing the candidates: server_names (exact, then the
+ * longest `*.suffix`, else the chains without server names), transport_protocol (equal, else unset),
+ * application_protocols (one offered by the client, else unset). Null: no chain matches (the connection is closed).
+ */
+export function matchChain(
+  chains: readonly CompiledChain[],
+  serverName: string,
+  transport: 'tls' | 'raw_buffer',
+  alpn: readonly string[],
+): CompiledChain | null {
+  const name = serverName.toLowerCase()
+  const exact: CompiledChain[] = []
+  let wild: CompiledChain[] = []
+  let wildLen = -1
+  const none: CompiledChain[] = []
+  for (const c of chains) {
+    if (c.serverNames.length === 0) {
+      none.push(c)
+      continue
+    }
+    for (const sn of c.serverNames) {
+      if (name !== '' && sn === name) {
+        exact.push(c)
+        break
+      }
+      if (name !== '' && sn.startsWith('*.') && name.endsWith(sn.slice(1))) {
+        if (sn.length > wildLen) {
+          wild = [c]
+          wildLen = sn.length
+        } else if (sn.length === wildLen) wild.push(c)
+      }
+    }
+  }
+  let cands = exact.length > 0 ? exact : wild.length > 0 ? wild : none
+  const tp = cands.filter((c) => c.transportProtocol === transport)
+  cands = tp.length > 0 ? tp : cands.filter((c) => c.transportProtocol === '')
+  const ap = cands.filter((c) => c.applicationProtocols.some((p) => alpn.includes(p)))
+  cands = ap.length > 0 ? ap : cands.filter((c) => c.applicationProtocols.length === 0)
+  return cands[0] ?? null
+}
 
 export class ActiveListener {
   readonly name: string
@@ -44,6 +114,10 @@ export class ActiveListener {
   private readonly h2 = new Set<Http2Session>()
   private readonly sockets = new Set<net.Socket>()
   private draining = false
+  /** whether connections are inspected before a chain is chosen (TLS chains, or matches on TLS fields) */
+  private readonly inspect: boolean
+  /** stops the secret subscriptions of the current chains */
+  private unwatch: () => void = () => {}
   boundPort = 0
 
   constructor(config: Listener, chains: CompiledChain[]) {
@@ -53,58 +127,91 @@ export class ActiveListener {
     this.stats = new ListenerStats(
       `${config.address.socket_address.address}_${config.address.socket_address.port_value}`,
     )
-    const tlsChains = chains.filter((c) => c.secureContext !== null)
-    if (tlsChains.length > 0) {
-      // the chain a client without SNI gets: the one without server_names, as chainFor('') picks it
-      const noSni = this.chainFor('')
-      const dflt = noSni.secureContext !== null ? noSni : tlsChains[0]!
-      this.server = tls().createServer(
-        {
-          // tls.Server ignores a `secureContext` option: its default (no SNI) certificate must be given as PEM
-          ...downstreamContextOptions(dflt.config.transport_socket!.typed_config),
-          SNICallback: (name, cb) => cb(null, this.chainFor(name).secureContext ?? dflt.secureContext!),
-          ALPNProtocols: dflt.alpn,
-          requestCert: dflt.requireClientCert,
-          rejectUnauthorized: dflt.requireClientCert,
-          // not half-open during the handshake: a client that gives up (e.g. rejects our certificate) sends a FIN
-          // that would otherwise leave the socket open forever; half-close is turned on once the handshake is done
-        },
-        (socket) => {
-          socket.allowHalfOpen = true
-          this.dispatch(socket, this.chainFor(socket.servername || ''), 'https')
-        },
-      )
-      this.server.on('connection', (s: net.Socket) => this.track(s))
-      this.server.on('tlsClientError', (_err, s) => s.destroy())
-    } else {
-      this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-        this.track(socket)
-        this.dispatch(socket, this.chains[0]!, 'http')
-      })
-    }
+    this.inspect = needsInspection(chains)
+    this.unwatch = watchChains(chains)
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+      this.track(socket)
+      if (this.inspect) this.inspectConnection(socket)
+      else this.dispatch(socket, this.chains[0]!, 'http', null)
+    })
     this.server.on('error', () => {})
   }
 
-  /** Filter chain by SNI: exact name, then the longest `*.suffix`, then a chain without server_names. */
-  private chainFor(serverName: string): CompiledChain {
-    const name = serverName.toLowerCase()
-    let best: CompiledChain | null = null
-    let bestLen = -1
-    let fallback: CompiledChain | null = null
-    for (const c of this.chains) {
-      if (c.serverNames.length === 0) {
-        fallback ??= c
-        continue
+  /**
+   * Reads the first bytes (Envoy's tls_inspector), chooses the chain, and hands the connection to it: a TLS chain
+   * makes the handshake with its current context and checks the client's certificate first. Until then a client
+   * that closes or stays silent is closed here.
+   */
+  private inspectConnection(socket: net.Socket): void {
+    let buf: Buffer | null = null
+    const onEnd = () => socket.destroy()
+    socket.once('end', onEnd)
+    socket.setTimeout(INSPECT_TIMEOUT_MS, onEnd)
+    const onData = (chunk: Buffer) => {
+      buf = buf === null ? chunk : Buffer.concat([buf, chunk])
+      const seen = inspectClientHello(buf)
+      if (seen.kind === 'more') return
+      socket.off('data', onData)
+      socket.off('end', onEnd)
+      socket.setTimeout(0)
+      socket.pause()
+      const chain =
+        seen.kind === 'tls'
+          ? matchChain(this.chains, seen.serverName, 'tls', seen.alpn)
+          : matchChain(this.chains, '', 'raw_buffer', [])
+      if (chain === null) {
+        this.stats.no_filter_chain_match++
+        socket.destroy()
+        return
       }
-      for (const sn of c.serverNames) {
-        if (sn === name) return c
-        if (sn.startsWith('*.') && name.endsWith(sn.slice(1)) && sn.length > bestLen) {
-          best = c
-          bestLen = sn.length
-        }
+      if (chain.tls === null) {
+        this.dispatch(socket, chain, 'http', buf)
+        return
       }
+      this.handshake(socket, chain, chain.tls, buf)
     }
-    return best ?? fallback ?? this.chains[0]!
+    socket.on('data', onData)
+  }
+
+  private handshake(socket: net.Socket, chain: CompiledChain, t: DownstreamTls, first: Buffer): void {
+    if (t.serverOptions === null || t.missing.length > 0) {
+      // the chain's secrets have not arrived (Envoy keeps such a listener warming): refuse the handshake
+      this.stats.downstream_cx_tls_secret_missing++
+      socket.destroy()
+      return
+    }
+    let server = t.server
+    if (server === null) {
+      server = tls().createServer(t.serverOptions, (s) => this.secured(s, chain, t))
+      server.on('tlsClientError', (_err, s) => s.destroy())
+      t.server = server
+    }
+    // not half-open during the handshake (the TLS socket inherits this): a client that gives up (e.g. rejects our
+    // certificate) sends a FIN that would otherwise leave the socket open forever; `secured` turns it back on
+    socket.allowHalfOpen = false
+    socket.unshift(first)
+    server.emit('connection', socket)
+  }
+
+  /** A finished handshake: the client's certificate is checked, then the connection goes to the chain. */
+  private secured(socket: TLS.TLSSocket, chain: CompiledChain, t: DownstreamTls): void {
+    const peer = socket.getPeerCertificate(true)
+    const presented = peer !== null && peer.raw !== undefined
+    if (presented || t.requireClientCert) {
+      const verdict =
+        !socket.authorized && presented
+          ? { ok: false as const, reason: 'tls_peer: untrusted_root', message: String(socket.authorizationError) }
+          : (t.check?.(socket) ?? { ok: true as const })
+      if (!verdict.ok) {
+        this.stats.downstream_cx_tls_peer_rejected++
+        log('debug', 'listener', 'client certificate refused', { reason: verdict.reason, detail: verdict.message })
+        socket.destroy()
+        return
+      }
+      recordClientCert(socket, presented ? peer : null, t.ownUri)
+    }
+    socket.allowHalfOpen = true
+    this.dispatch(socket, chain, 'https', null)
   }
 
   private track(socket: net.Socket): void {
@@ -124,36 +231,44 @@ export class ActiveListener {
     })
   }
 
-  private dispatch(socket: net.Socket, chain: CompiledChain, scheme: 'http' | 'https'): void {
+  /** Hands a connection to its chain's network filter; `first`: bytes already read from it. */
+  private dispatch(socket: net.Socket, chain: CompiledChain, scheme: 'http' | 'https', first: Buffer | null): void {
     const h = chain.handler
     if (h.kind === 'tcp') {
+      if (first !== null) socket.unshift(first)
       h.tcp.handle(socket)
       return
     }
     const hcm = h.hcm
     if (hcm.codec === 'HTTP2' || (socket as TLS.TLSSocket).alpnProtocol === 'h2') {
+      if (first !== null) socket.unshift(first)
       this.toH2(socket, hcm, scheme)
       return
     }
     if (hcm.codec === 'HTTP1' || scheme === 'https') {
-      this.toH1(socket, hcm, scheme, null)
+      this.toH1(socket, hcm, scheme, first)
       return
     }
+    if (first !== null) return this.sniffed(socket, hcm, scheme, first)
     // AUTO on plain text: sniff the HTTP/2 preface. Until the first byte no codec owns the socket: a client that
     // closes (half-open listener: only 'end' is seen) or stays silent for the idle timeout is closed here.
     const onEnd = () => socket.destroy()
     socket.once('end', onEnd)
     if (hcm.idleTimeoutMs > 0) socket.setTimeout(hcm.idleTimeoutMs, onEnd)
-    socket.once('data', (first: Buffer) => {
+    socket.once('data', (bytes: Buffer) => {
       socket.off('end', onEnd)
       socket.setTimeout(0)
-      const n = Math.min(first.length, PREFACE.length)
-      if (n > 0 && first.compare(PREFACE, 0, n, 0, n) === 0) {
-        socket.pause()
-        socket.unshift(first)
-        this.toH2(socket, hcm, scheme)
-      } else this.toH1(socket, hcm, scheme, first)
+      this.sniffed(socket, hcm, scheme, bytes)
     })
+  }
+
+  private sniffed(socket: net.Socket, hcm: HcmContext, scheme: 'http' | 'https', first: Buffer): void {
+    const n = Math.min(first.length, PREFACE.length)
+    if (n > 0 && first.compare(PREFACE, 0, n, 0, n) === 0) {
+      socket.pause()
+      socket.unshift(first)
+      this.toH2(socket, hcm, scheme)
+    } else this.toH1(socket, hcm, scheme, first)
   }
 
   private toH1(accepted: net.Socket, hcm: HcmContext, scheme: 'http' | 'https', first: Buffer | null): void {
@@ -212,10 +327,8 @@ export class ActiveListener {
    * (plain text stays plain; TLS keeps the same transport sockets).
    */
   canSwapTo(chains: readonly CompiledChain[]): boolean {
-    const tlsOf = (cs: readonly CompiledChain[]) => JSON.stringify(cs.map((c) => c.config.transport_socket ?? null))
-    const wasTls = this.chains.some((c) => c.secureContext !== null)
-    const isTls = chains.some((c) => c.secureContext !== null)
-    return wasTls === isTls && (!isTls || tlsOf(this.chains) === tlsOf(chains))
+    // connections are inspected or not from the listener's start; a change of that needs a new listener
+    return needsInspection(chains) === this.inspect
   }
 
   /**
@@ -226,6 +339,8 @@ export class ActiveListener {
     const old = this.chains
     this.config = config
     this.chains = chains
+    this.unwatch()
+    this.unwatch = watchChains(chains)
     for (const c of this.h1) c.drain()
     for (const s of this.h2) drainSession(s)
     this.h2Servers.clear()
@@ -234,6 +349,7 @@ export class ActiveListener {
 
   /** Closes what the chains own (access log files). */
   close(): void {
+    this.unwatch()
     for (const c of this.chains) if (c.handler.kind === 'hcm') c.handler.hcm.close()
   }
 
@@ -241,6 +357,7 @@ export class ActiveListener {
   drain(): void {
     if (this.draining) return
     this.draining = true
+    this.unwatch()
     this.server.close()
     for (const c of this.h1) c.drain()
     for (const s of this.h2) drainSession(s)

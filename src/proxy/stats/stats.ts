@@ -187,6 +187,12 @@ export class ListenerStats {
   downstream_cx_total = 0
   downstream_cx_active = 0
   downstream_cx_destroy = 0
+  /** connections whose first bytes matched no filter chain */
+  no_filter_chain_match = 0
+  /** TLS handshakes refused because the chain's secrets have not arrived */
+  downstream_cx_tls_secret_missing = 0
+  /** TLS connections closed because the client's certificate was refused */
+  downstream_cx_tls_peer_rejected = 0
   constructor(address: string) {
     this.address = address
   }
@@ -264,6 +270,9 @@ export class StatsStore {
       yield [`${p}downstream_cx_total`, s.downstream_cx_total]
       yield [`${p}downstream_cx_active`, s.downstream_cx_active]
       yield [`${p}downstream_cx_destroy`, s.downstream_cx_destroy]
+      yield [`${p}no_filter_chain_match`, s.no_filter_chain_match]
+      yield [`${p}downstream_cx_tls_secret_missing`, s.downstream_cx_tls_secret_missing]
+      yield [`${p}downstream_cx_tls_peer_rejected`, s.downstream_cx_tls_peer_rejected]
     }
     for (const s of this.tcp.values()) {
       const p = `tcp.${s.prefix}.`
@@ -330,6 +339,9 @@ export class StatsStore {
       line('envoy_listener_downstream_cx_total', 'counter', l, s.downstream_cx_total)
       line('envoy_listener_downstream_cx_active', 'gauge', l, s.downstream_cx_active)
       line('envoy_listener_downstream_cx_destroy', 'counter', l, s.downstream_cx_destroy)
+      line('envoy_listener_no_filter_chain_match', 'counter', l, s.no_filter_chain_match)
+      line('envoy_listener_downstream_cx_tls_secret_missing', 'counter', l, s.downstream_cx_tls_secret_missing)
+      line('envoy_listener_downstream_cx_tls_peer_rejected', 'counter', l, s.downstream_cx_tls_peer_rejected)
     }
     for (const s of this.tcp.values()) {
       const l = `envoy_tcp_prefix="${esc(s.prefix)}"`

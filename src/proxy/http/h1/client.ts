@@ -9,6 +9,7 @@
 import { Buffer } from 'node:buffer'
 import * as net from 'node:net'
 import { tls } from '../../../core/lazy.js'
+import { connectFailureDetail } from '../../cluster/tls.js'
 import type { Host, HostPool, UpstreamCluster } from '../../cluster/index.js'
 import type { ClusterStats } from '../../stats/stats.js'
 import type { Headers } from '../headers.js'
@@ -221,7 +222,14 @@ export class H1ClientConnection {
       // plain TCP reads land in the buffer shared by the HTTP/1 codecs, not in a fresh allocation per read
       this.socket = net.connect({ ...opts, onread: { buffer: READ_BUFFER, callback: (n: number) => this.onRead(n) } })
     } else {
-      this.socket = tls().connect({ ...cluster.tls, ...opts })
+      const pending = cluster.tls.pending
+      if (pending === undefined) this.socket = tls().connect({ ...cluster.tls, ...opts })
+      else {
+        // a secret the TLS context needs has not arrived: a connect failure naming it, without connecting
+        const s = new net.Socket()
+        this.socket = s
+        process.nextTick(() => s.destroy(pending))
+      }
       this.socket.on('data', (b: Buffer) => this.onData(b))
     }
     const socket = this.socket
@@ -465,7 +473,7 @@ export class H1ClientConnection {
       const req = this.req
       this.req = null
       this.destroy()
-      req?.fail('connect_failure', err.code ?? err.message)
+      req?.fail('connect_failure', connectFailureDetail(err))
     }
   }
 

@@ -4,6 +4,7 @@
  */
 import type * as H2T from 'node:http2'
 import { H2, http2, tls } from '../../../core/lazy.js'
+import { connectFailureDetail } from '../../cluster/tls.js'
 import * as net from 'node:net'
 import type { Host, HostPool, UpstreamCluster } from '../../cluster/index.js'
 import type { ClusterStats } from '../../stats/stats.js'
@@ -56,11 +57,19 @@ export class H2UpstreamRequest implements UpstreamRequest {
       this.cb.onUpstreamData(EMPTY, true)
     })
     stream.on('drain', () => this.cb.onUpstreamDrain())
-    stream.on('error', () => {})
+    let error: NodeJS.ErrnoException | null = null
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      error = err
+    })
     stream.on('close', () => {
       if (this.done) return
       this.done = true
       const code = stream.rstCode
+      // the TLS handshake refused the server (or a secret is missing): a connect failure naming why
+      if (error !== null) {
+        const detail = connectFailureDetail(error)
+        if (detail.startsWith('tls_')) return this.cb.onUpstreamReset('connect_failure', detail)
+      }
       const detail = code === undefined || code === 0 ? '' : `HTTP/2 stream reset, code ${code}`
       const reason =
         code === H2.REFUSED_STREAM
@@ -141,7 +150,15 @@ export class H2Pool implements HostPool {
       settings,
       createConnection: () => {
         const opts = { host: host.address, port: host.port }
-        const s = secure ? tls().connect({ ...cluster.tls, ALPNProtocols: ['h2'], ...opts }) : net.connect(opts)
+        const pending = cluster.tls?.pending
+        if (pending !== undefined) {
+          // a secret the TLS context needs has not arrived: a connect failure naming it, without connecting
+          const s = new net.Socket()
+          process.nextTick(() => s.destroy(pending))
+          return s
+        }
+        // the cluster's TLS options offer h2 (with Istio's istio-peer-exchange / istio before it, when configured)
+        const s = secure ? tls().connect({ ...cluster.tls, ...opts }) : net.connect(opts)
         s.setNoDelay(true)
         const t = setTimeout(() => {
           stats.upstream_cx_connect_timeout++

@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict'
+import type { Socket } from 'node:net'
+import { test } from 'node:test'
+import type { HttpConnectionManager } from '../../config/envoy.js'
+import { Headers } from './headers.js'
+import { createHash, X509Certificate } from 'node:crypto'
+import type { PeerCertificate } from 'node:tls'
+import { makeLeaf, makeRoot } from '../../control/ca/pki-fixtures.js'
+import { type ClientCert, clientCertOf, recordClientCert, XfccPolicy } from './xfcc.js'
+
+const XFCC = 'x-forwarded-client-cert'
+const peer: ClientCert = {
+  by: 'spiffe://cluster.local/ns/default/sa/server',
+  hash: 'ab'.repeat(32),
+  subject: '',
+  uris: ['spiffe://cluster.local/ns/default/sa/client'],
+  dns: [],
+  certPem: '-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n',
+  chainPem: '',
+}
+const plainSocket = () => ({}) as Socket
+
+const policy = (mode?: HttpConnectionManager['forward_client_cert_details'], details = {}) =>
+  new XfccPolicy({
+    forward_client_cert_details: mode,
+    set_current_client_cert_details: details,
+  } as HttpConnectionManager)
+
+test("Istio's element: By, Hash, Subject, URI", () => {
+  const e = policy('APPEND_FORWARD', { subject: true, dns: true, uri: true }).element(peer)
+  assert.equal(e, `By=${peer.by};Hash=${peer.hash};Subject="";URI=${peer.uris[0]}`)
+  const full = policy('SANITIZE_SET', { cert: true }).element(peer)
+  assert.equal(full, `By=${peer.by};Hash=${peer.hash};Cert="${encodeURIComponent(peer.certPem)}"`)
+})
+
+test('without a client certificate every mode but ALWAYS_FORWARD_ONLY removes a client-sent header', () => {
+  for (const mode of ['SANITIZE', 'FORWARD_ONLY', 'APPEND_FORWARD', 'SANITIZE_SET', undefined] as const) {
+    const h = new Headers([XFCC, 'By=spiffe://evil/x', 'host', 'a'])
+    policy(mode).apply(h, plainSocket())
+    assert.equal(h.get(XFCC), undefined, String(mode))
+    assert.equal(h.get('host'), 'a')
+  }
+  const h = new Headers([XFCC, 'By=spiffe://evil/x'])
+  policy('ALWAYS_FORWARD_ONLY').apply(h, null)
+  assert.equal(h.get(XFCC), 'By=spiffe://evil/x')
+})
+
+test('on an mTLS connection: SANITIZE removes, FORWARD_ONLY keeps, APPEND_FORWARD appends, SANITIZE_SET replaces', async () => {
+  const root = await makeRoot()
+  const leaf = new X509Certificate(await makeLeaf(root, { uris: [peer.uris[0]!], dns: ['client.default.svc'] }))
+  const socket = {} as Socket
+  const detailed = { raw: leaf.raw, subjectaltname: leaf.subjectAltName, subject: {} } as unknown as PeerCertificate
+  recordClientCert(socket, detailed, peer.by)
+  const rec = clientCertOf(socket)!
+  assert.equal(rec.hash, createHash('sha256').update(leaf.raw).digest('hex'))
+  assert.deepEqual(rec.dns, ['client.default.svc'])
+  const istio = { subject: true, dns: true, uri: true }
+  const mine = `By=${peer.by};Hash=${rec.hash};Subject="";URI=${peer.uris[0]};DNS=client.default.svc`
+  const run = (mode: HttpConnectionManager['forward_client_cert_details']) => {
+    const h = new Headers([XFCC, 'By=spiffe://td/a;Hash=00'])
+    policy(mode, istio).apply(h, socket)
+    return h.getAll(XFCC)
+  }
+  assert.deepEqual(run('SANITIZE'), [])
+  assert.deepEqual(run('FORWARD_ONLY'), ['By=spiffe://td/a;Hash=00'])
+  assert.deepEqual(run('APPEND_FORWARD'), [`By=spiffe://td/a;Hash=00,${mine}`])
+  assert.deepEqual(run('SANITIZE_SET'), [mine])
+})
