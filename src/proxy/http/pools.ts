@@ -16,6 +16,7 @@ import { H1Pool } from './h1/client.js'
 import { H2Pool } from './h2/client.js'
 import { LatencySample } from './latency-sample.js'
 import { OverflowRequest } from './overflow.js'
+import { UpstreamPassThrough } from './pass-through.js'
 import type { Headers } from './headers.js'
 import type { RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from './types.js'
 
@@ -56,20 +57,16 @@ export class PoolManager {
 }
 
 /** Sits between the stream and the codec's request: releases the request slot once, reports results once. */
-class GuardedRequest implements UpstreamRequest, UpstreamCallbacks {
-  readonly hostKey: string
-  inner: UpstreamRequest | null = null
+class GuardedRequest extends UpstreamPassThrough {
   readonly #host: Host
-  readonly #cb: UpstreamCallbacks
   readonly #breakers: CircuitBreakers | null
   readonly #outlier: OutlierDetector | null
   #open = true
   #answered = false
 
   constructor(host: Host, cb: UpstreamCallbacks, breakers: CircuitBreakers | null, outlier: OutlierDetector | null) {
-    this.hostKey = host.key
+    super(host.key, cb)
     this.#host = host
-    this.#cb = cb
     this.#breakers = breakers
     this.#outlier = outlier
   }
@@ -80,24 +77,23 @@ class GuardedRequest implements UpstreamRequest, UpstreamCallbacks {
     if (this.#breakers !== null) this.#breakers.requests--
   }
 
-  // upstream → stream
-  onUpstreamHeaders(status: number, headers: Headers, endStream: boolean): void {
+  override onUpstreamHeaders(status: number, headers: Headers, endStream: boolean): void {
     if (!this.#answered) {
       this.#answered = true
       this.#outlier?.putHttpStatus(this.#host, status)
     }
     if (endStream) this.#release()
-    this.#cb.onUpstreamHeaders(status, headers, endStream)
+    super.onUpstreamHeaders(status, headers, endStream)
   }
-  onUpstreamData(chunk: Buffer, endStream: boolean): void {
+  override onUpstreamData(chunk: Buffer, endStream: boolean): void {
     if (endStream) this.#release()
-    this.#cb.onUpstreamData(chunk, endStream)
+    super.onUpstreamData(chunk, endStream)
   }
-  onUpstreamTrailers(trailers: Headers): void {
+  override onUpstreamTrailers(trailers: Headers): void {
     this.#release()
-    this.#cb.onUpstreamTrailers(trailers)
+    super.onUpstreamTrailers(trailers)
   }
-  onUpstreamReset(reason: UpstreamResetReason, detail: string): void {
+  override onUpstreamReset(reason: UpstreamResetReason, detail: string): void {
     this.#release()
     if (!this.#answered && reason !== 'overflow' && this.#outlier !== null) {
       this.#answered = true
@@ -106,23 +102,12 @@ class GuardedRequest implements UpstreamRequest, UpstreamCallbacks {
         reason === 'connect_failure' || reason === 'connect_timeout' ? 'connect_failure' : 'reset',
       )
     }
-    this.#cb.onUpstreamReset(reason, detail)
-  }
-  onUpstreamDrain(): void {
-    this.#cb.onUpstreamDrain()
-  }
-
-  // stream → upstream
-  sendData(chunk: Buffer, endStream: boolean): boolean {
-    return this.inner!.sendData(chunk, endStream)
-  }
-  sendTrailers(trailers: Headers): void {
-    this.inner!.sendTrailers(trailers)
+    super.onUpstreamReset(reason, detail)
   }
   /** The stream gives up on the request (client gone, route timeout): the slot is freed. */
-  reset(): void {
+  override reset(): void {
     this.#release()
-    this.inner?.reset()
+    super.reset()
   }
   /** The route timeout expired before the upstream answered: a local-origin timeout for outlier detection. */
   timedOut(): void {
@@ -131,11 +116,5 @@ class GuardedRequest implements UpstreamRequest, UpstreamCallbacks {
       this.#outlier.putLocalOriginFailure(this.#host, 'timeout')
     }
     this.reset()
-  }
-  pauseResponse(): void {
-    this.inner?.pauseResponse()
-  }
-  resumeResponse(): void {
-    this.inner?.resumeResponse()
   }
 }
