@@ -146,8 +146,12 @@ function dn(text: string | null): string {
   return text === null ? '-' : text.split('\n').join(', ')
 }
 
+/** Aligned columns; a short row's last cell (a row's error) runs on without widening the columns it spans. */
 function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
+  const n = rows[0]!.length
+  const widths = rows[0]!.map((_, i) =>
+    Math.max(...rows.filter((r) => r.length === n || i < r.length - 1).map((r) => (r[i] ?? '').length)),
+  )
   return `${rows
     .map((r) =>
       r
@@ -206,7 +210,8 @@ export async function certsCommand(argv: string[]): Promise<void> {
     return void process.stdout.write(`${JSON.stringify(out, null, 2)}\n`)
   }
   const now = Date.now()
-  let s = table([
+  let s = state.phase === 'starting' ? `the mesh is starting (loom up pid ${state.pid})\n` : ''
+  s += table([
     ['WORKLOAD', 'SPIFFE ID', 'SERIAL', 'ISSUER', 'NOT AFTER', 'NEXT RENEWAL'],
     ...rows.map((r) =>
       r.spiffeId === null
