@@ -330,6 +330,7 @@ const COMMANDS = [
   'proxy-status',
   'token',
   'proxy-config',
+  'certs',
   'proxy',
   'validate',
   'version',

@@ -29,6 +29,7 @@ Usage:
   loom analyze -f <file|dir>         find config problems before applying
   loom describe service <name>       a service's endpoints, subsets and routing rules on one page
   loom proxy-config <type> <workload> what a proxy runs: listeners, routes, clusters, endpoints
+  loom certs                         every proxy's workload certificate and the mesh's trust bundle
   loom completion bash|zsh           shell completion (source <(loom completion bash))
   loom version                       print the version
 
@@ -124,6 +125,8 @@ export async function main(argv: string[]): Promise<void> {
         return await (await import('./inspect-commands.js')).describeCommand(rest)
       case 'proxy-config':
         return await (await import('./inspect-commands.js')).proxyConfigCommand(rest)
+      case 'certs':
+        return await (await import('./certs-command.js')).certsCommand(rest)
       case 'completion':
         return (await import('./inspect-commands.js')).completionCommand(rest)
       case 'analyze':

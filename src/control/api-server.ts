@@ -20,7 +20,8 @@
  *   POST   /api/v1/tokens                           a bootstrap token for a workload's first certificate (JSON:
  *                                                    namespace, serviceAccount, ttlSeconds; default 1 h); 409 without
  *                                                    a CA
- *   GET    /api/v1/ca                               trust domain, certificate TTL, certificates issued / renewed /
+ *   GET    /api/v1/ca                               trust domain, certificate TTL, the trust bundle's roots
+ *                                                    (subject, serial, validity), certificates issued / renewed /
  *                                                    refused by reason
  *   POST   /api/v1/analyze                          diagnostics for the stored config plus the manifests in the body
  *                                                    (or, with content-type application/vnd.loom.files+json, several
@@ -259,6 +260,7 @@ export class ApiServer {
         trustDomain: cp.ca.trustDomain,
         certTtlSeconds: cp.ca.certTtlMs / 1000,
         rootFingerprint: cp.ca.rootFingerprint,
+        trustBundle: cp.ca.trustBundleRoots(),
         ...(cp.signing?.stats ?? {}),
       })
     }

@@ -442,6 +442,31 @@ describe('root rotation', () => {
     assert.deepEqual(reopened.rotationState().retiring, [], 'an ended overlap is pruned from the state')
   })
 
+  test('the trust bundle described: the active root, then the previous one with the end of its overlap', async () => {
+    const now = Date.now()
+    const ca = await CertificateAuthority.open({ dir: freshDir(), now: () => now, rotationOverlapMs: 48 * HOUR })
+    const before = ca.trustBundleRoots()
+    assert.equal(before.length, 1)
+    const old = new X509Certificate(ca.trustBundle()[0]!)
+    assert.deepEqual(before[0], {
+      subject: old.subject,
+      serialNumber: old.serialNumber.toLowerCase(),
+      notBefore: new Date(old.validFrom).toISOString(),
+      notAfter: new Date(old.validTo).toISOString(),
+      fingerprint256: old.fingerprint256,
+      trustedUntil: null,
+    })
+    await ca.rotate()
+    const during = ca.trustBundleRoots()
+    assert.equal(during.length, 2)
+    assert.equal(during[0]!.fingerprint256, ca.rootFingerprint)
+    assert.equal(during[0]!.trustedUntil, null)
+    assert.notEqual(during[0]!.serialNumber, during[1]!.serialNumber)
+    assert.deepEqual({ ...during[1]!, trustedUntil: null }, before[0])
+    assert.equal(during[1]!.trustedUntil, new Date(now + 48 * HOUR).toISOString())
+    assert.equal(ca.trustBundleRoots(now + 49 * HOUR).length, 1)
+  })
+
   test('moving from the generated root to a supplied CA keeps the generated root for the overlap', async () => {
     const dir = freshDir()
     const generated = await CertificateAuthority.open({ dir: join(dir, 'ca') })

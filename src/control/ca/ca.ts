@@ -75,6 +75,18 @@ export interface RetiringRoot {
 }
 
 /** What `ca-state.json` holds. */
+/** A root of the trust bundle, described. */
+export interface TrustedRoot {
+  /** the distinguished name, one attribute a line (node:crypto's form) */
+  subject: string
+  serialNumber: string
+  notBefore: string
+  notAfter: string
+  fingerprint256: string
+  /** a previous root: when it leaves the bundle; the active root: null */
+  trustedUntil: string | null
+}
+
 export interface CaState {
   version: 1
   active: { certificatePem: string; fingerprint256: string; source: 'generated' | 'supplied' } | null
@@ -194,6 +206,30 @@ export class CertificateAuthority {
     return [
       this.signer.rootPem,
       ...this.state.retiring.filter((r) => Date.parse(r.trustedUntil) > now).map((r) => r.certificatePem),
+    ]
+  }
+
+  /**
+   * The trust bundle's roots, described (for `GET /api/v1/ca` and `loom certs`): the active root first (its
+   * `trustedUntil` is null), then the previous roots still in their overlap, each with the end of it.
+   */
+  trustBundleRoots(now = this.now()): TrustedRoot[] {
+    const describe = (pem: string, trustedUntil: string | null): TrustedRoot => {
+      const c = new NodeCertificate(pem)
+      return {
+        subject: c.subject,
+        serialNumber: c.serialNumber.toLowerCase(),
+        notBefore: new Date(c.validFrom).toISOString(),
+        notAfter: new Date(c.validTo).toISOString(),
+        fingerprint256: c.fingerprint256,
+        trustedUntil,
+      }
+    }
+    return [
+      describe(this.signer.rootPem, null),
+      ...this.state.retiring
+        .filter((r) => Date.parse(r.trustedUntil) > now)
+        .map((r) => describe(r.certificatePem, r.trustedUntil)),
     ]
   }
 

@@ -211,6 +211,7 @@ export class AdminServer {
                 : {
                     spiffe_id: id.spiffeId,
                     serial_number: id.serialNumber,
+                    issuer: id.issuer,
                     valid_from: id.notBefore,
                     expiration_time: id.notAfter,
                     certificates_received: id.certificates,

@@ -36,6 +36,8 @@ export interface IdentityClientOptions {
 export interface IdentityStatus {
   spiffeId: string
   serialNumber: string
+  /** the issuer's distinguished name, one attribute a line (node:crypto's form) */
+  issuer: string
   notBefore: string
   notAfter: string
   /** certificates received since start (the first included) */
@@ -49,6 +51,7 @@ interface Current {
   key: KeyObject
   spiffeId: string
   serialNumber: string
+  issuer: string
   notBefore: number
   notAfter: number
 }
@@ -96,6 +99,7 @@ export class IdentityClient {
     return {
       spiffeId: c.spiffeId,
       serialNumber: c.serialNumber,
+      issuer: c.issuer,
       notBefore: new Date(c.notBefore).toISOString(),
       notAfter: new Date(c.notAfter).toISOString(),
       certificates: this.received,
@@ -203,6 +207,7 @@ export class IdentityClient {
       key,
       spiffeId: uriSans(leaf.subjectAltName)[0] ?? '',
       serialNumber: leaf.serialNumber.toLowerCase(),
+      issuer: leaf.issuer,
       notBefore: Date.parse(leaf.validFrom),
       notAfter: Date.parse(leaf.validTo),
     }
