@@ -68,7 +68,10 @@ test('loom up: mTLS between sidecars; STRICT refuses plain text, PERMISSIVE admi
     process.off('exit', reap)
   })
   await eventually(async () => out.includes('{"msg":"up"'), 180_000, `loom up:\n${err}`)
-  const state = JSON.parse(readFileSync(join(dataDir, 'up.json'), 'utf8')) as { workloads: UpWorkload[] }
+  const state = JSON.parse(readFileSync(join(dataDir, 'up.json'), 'utf8')) as {
+    workloads: UpWorkload[]
+    gateways: { ports: Record<string, number> }[]
+  }
   const w = (name: string) => state.workloads.find((x) => x.name === name)!
   const client = w('client')
 
@@ -85,6 +88,19 @@ test('loom up: mTLS between sidecars; STRICT refuses plain text, PERMISSIVE admi
       `mTLS from client to ${backend} (last: ${last})`,
     )
   }
+
+  // the gateway has its own identity too: the STRICT backend admits it and sees its SPIFFE ID
+  const edge = state.gateways[0]!.ports['80']!
+  let last = ''
+  await eventually(
+    async () => {
+      const r = await get(edge, 'anything.example.com')
+      last = `${r.status} ${r.body}`
+      return r.status === 200 && /URI=spiffe:\/\/cluster\.local\/ns\/default\/sa\/[^;,]+/.test(r.body)
+    },
+    30_000,
+    `mTLS from the gateway to strict (last: ${last})`,
+  )
 
   // plain text straight to the inbound ports: STRICT has no plain-text chain, PERMISSIVE serves it (no XFCC)
   await assert.rejects(get(w('strict').inbound['9080']!, 'strict.default.svc.cluster.local:9080'))

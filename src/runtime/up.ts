@@ -527,6 +527,8 @@ export class LocalMesh {
       const labels = Object.entries(g.labels)
         .map(([k, v]) => `${k}=${v}`)
         .join(',')
+      // the gateway's own identity: its clusters to sidecars speak mTLS (automatic mTLS)
+      const identity = await this.identityToken(g.name, 'default', g.name)
       const proc = this.loom('gateway', g.name, [
         'proxy',
         '--xds',
@@ -535,6 +537,8 @@ export class LocalMesh {
         'gateway',
         '--node',
         nodeId,
+        '--service-account',
+        g.name,
         '--labels',
         labels,
         '--admin',
@@ -547,6 +551,7 @@ export class LocalMesh {
         `GATEWAY_PORTS=${Object.entries(ports)
           .map(([a, b]) => `${a}:${b}`)
           .join(',')}`,
+        ...(identity !== null ? ['--identity-token-file', identity.file] : []),
       ])
       const state: GatewayState = {
         name: g.name,
