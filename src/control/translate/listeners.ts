@@ -25,7 +25,7 @@ import { attachGlobalRateLimits, GLOBAL_RATELIMIT } from '../ratelimit/translate
 import { jwtAuthnFilters } from './authn.js'
 import { authzHttpFilters } from './authz.js'
 import { ADS, http2Options, loadAssignment } from './clusters.js'
-import { INBOUND_XFCC, inboundMutualTls, peerAuthenticationMode } from './mtls.js'
+import { INBOUND_XFCC, inboundMutualTls, peerAuthenticationMode, withoutTlsMode } from './mtls.js'
 import type { Server } from './types.js'
 import { defaultRoute, isCatchAll, type RouteContext, virtualServiceGateways, virtualServiceRoutes } from './routes.js'
 import type { PathNormalization, Scope } from './scope.js'
@@ -300,8 +300,11 @@ export function ownEndpoints(scope: Scope): { service: Service; endpoint: Servic
   const named = (e: ServiceEndpoint) =>
     names !== null &&
     (e.source === `workload/${names[1]}/${names[0]}` || e.source === `WorkloadEntry/${names[1]}/${names[0]}`)
-  const labelled = (e: ServiceEndpoint) =>
-    labelsMatch(e.labels, node.labels) && (Object.keys(e.labels).length > 0 || Object.keys(node.labels).length === 0)
+  // the sidecar mark is the registry's, not the workload's: a node need not carry it
+  const labelled = (e: ServiceEndpoint) => {
+    const labels = withoutTlsMode(e.labels)
+    return labelsMatch(labels, node.labels) && (Object.keys(labels).length > 0 || Object.keys(node.labels).length === 0)
+  }
   const atIp: { service: Service; endpoint: ServiceEndpoint }[] = []
   for (const service of scope.allServices) {
     for (const endpoint of service.endpoints) if (endpoint.address === node.ip) atIp.push({ service, endpoint })

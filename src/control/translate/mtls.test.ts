@@ -210,6 +210,15 @@ describe('PeerAuthentication on inbound listeners', () => {
     })
   }
 
+  it('a node whose id names no workload finds its endpoints by labels, the sidecar mark aside', () => {
+    const node = { ...NODE, id: 'sidecar~10.0.0.9~x~default.svc.cluster.local' }
+    const r = translateResources({ resources: [MESH('STRICT')], services: SERVICES }, node)
+    assert.deepEqual(
+      r.listeners.filter((l) => (l.name as string).startsWith('inbound|')).map((l) => l.name),
+      ['inbound|9080', 'inbound|9081'],
+    )
+  })
+
   it('the TLS chain presents the default certificate over ADS', () => {
     const { listeners } = translated([MESH('STRICT')])
     const chain = (listeners.find((l) => l.name === 'inbound|9080')!.filter_chains as Json[])[0]!

@@ -44,6 +44,13 @@ export function hasSidecar(e: Pick<ServiceEndpoint, 'labels'>): boolean {
   return e.labels[TLS_MODE_LABEL] === 'istio'
 }
 
+/** `labels` without the sidecar mark (the same object when it has none). */
+export function withoutTlsMode(labels: Record<string, string>): Record<string, string> {
+  if (!(TLS_MODE_LABEL in labels)) return labels
+  const { [TLS_MODE_LABEL]: _, ...rest } = labels
+  return rest
+}
+
 export function sdsSecret(name: string): Json {
   return { name, sds_config: { ads: {}, resource_api_version: 'V3' } }
 }
