@@ -72,14 +72,17 @@ describe('loom apply warnings', () => {
     ])
     const res = await fetch(`http://${cp.api}/api/v1/apply?dryRun=true`, {
       method: 'POST',
-      body: 'apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: strict}\nspec: {mtls: {mode: STRICT}}\n',
+      body:
+        'apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: strict}\nspec: {mtls: {mode: STRICT}}\n' +
+        '---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ext2}\n' +
+        'spec: {action: CUSTOM, provider: {name: ext}, rules: [{}]}\n',
       headers: { 'x-loom-source': 'pa.yaml' },
     })
     const json = (await res.json()) as { warnings: { resource: string; source: string; index: number }[] }
     assert.equal(res.status, 200)
     assert.deepEqual(
       json.warnings.map((w) => [w.resource, w.source, w.index]),
-      [['PeerAuthentication/default/strict', 'pa.yaml', 0]],
+      [['AuthorizationPolicy/default/ext2', 'pa.yaml', 1]],
     )
     for (const kind of ['PeerAuthentication', 'AuthorizationPolicy']) {
       const listed = (await (await fetch(`http://${cp.api}/api/v1/resources?kind=${kind}`)).json()) as {

@@ -237,7 +237,8 @@ export class ControlPlane {
       this.batch = new BatchTranslator({
         resources: this.resources,
         services: this.registry.services(),
-        meshConfig: this.options.meshConfig,
+        meshConfig:
+          this.ca === null ? this.options.meshConfig : { trustDomain: this.ca.trustDomain, ...this.options.meshConfig },
       })
     return this.batch
   }

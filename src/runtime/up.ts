@@ -18,6 +18,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync
 import * as net from 'node:net'
 import { join, resolve } from 'node:path'
 import { loadAll } from 'js-yaml'
+import { TLS_MODE_LABEL } from '../control/translate/mtls.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { readUpManifest, type UpManifest, type WorkloadDef } from './manifest.js'
 import { freePort } from './ports.js'
@@ -526,6 +527,8 @@ export class LocalMesh {
       const labels = Object.entries(g.labels)
         .map(([k, v]) => `${k}=${v}`)
         .join(',')
+      // the gateway's own identity: its clusters to sidecars speak mTLS (automatic mTLS)
+      const identity = await this.identityToken(g.name, 'default', g.name)
       const proc = this.loom('gateway', g.name, [
         'proxy',
         '--xds',
@@ -534,6 +537,8 @@ export class LocalMesh {
         'gateway',
         '--node',
         nodeId,
+        '--service-account',
+        g.name,
         '--labels',
         labels,
         '--admin',
@@ -546,6 +551,7 @@ export class LocalMesh {
         `GATEWAY_PORTS=${Object.entries(ports)
           .map(([a, b]) => `${a}:${b}`)
           .join(',')}`,
+        ...(identity !== null ? ['--identity-token-file', identity.file] : []),
       ])
       const state: GatewayState = {
         name: g.name,
@@ -585,12 +591,15 @@ export class LocalMesh {
     const inbound: Record<string, number> = {}
     for (const p of spec.ports) inbound[p.port] = await freePort()
     const nodeId = `sidecar~127.0.0.1~${def.name}.${def.namespace}~${def.namespace}.svc.cluster.local`
+    if (this.stopped) throw new StoppedError()
+    const identity = await this.identityToken(def.name, def.namespace, spec.serviceAccount ?? 'default')
     const registration = {
       name: def.name,
       namespace: def.namespace,
       address: '127.0.0.1',
       ports: spec.ports.map((p) => ({ name: p.name, number: inbound[p.port]!, servicePort: p.port })),
-      labels: spec.labels,
+      // a sidecar with a certificate speaks mTLS: peers' clusters to it get Istio's mTLS (automatic mTLS)
+      labels: identity !== null ? { ...spec.labels, [TLS_MODE_LABEL]: 'istio' } : spec.labels,
       serviceAccount: spec.serviceAccount ?? 'default',
       ttlSeconds: 15,
       ...(spec.locality !== undefined ? { locality: spec.locality } : {}),
@@ -607,7 +616,6 @@ export class LocalMesh {
         .join(',')
     const appPorts: Record<string, number> = {}
     for (const p of spec.ports) appPorts[p.port] = appPort
-    const identity = await this.identityToken(def.name, def.namespace, spec.serviceAccount ?? 'default')
     const sidecar = this.loom('sidecar', `${def.name}.sidecar`, [
       'proxy',
       '--xds',

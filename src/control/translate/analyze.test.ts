@@ -114,7 +114,6 @@ spec:
       [
         "warning DestinationRule/default/reviews spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: TCP keepalive is not supported by Loom's proxy yet; ignored",
         "warning DestinationRule/default/reviews spec.trafficPolicy.outlierDetection.minHealthPercent: Loom's proxy has no panic threshold (as minHealthPercent 0): when every host is ejected, requests get 503",
-        'warning DestinationRule/default/reviews spec.trafficPolicy.tls: upstream TLS (and Istio mTLS) is not supported yet; traffic is plain text',
         'warning DestinationRule/default/reviews spec.subsets[0]: subset v9 selects no endpoint of reviews.default.svc.cluster.local',
         'warning DestinationRule/default/x spec.host: no service nope.example.com in the registry',
       ],

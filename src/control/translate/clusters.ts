@@ -19,7 +19,9 @@
  * - localityLbSetting (or the mesh default): EDS clusters get `common_lb_config.locality_weighted_lb_config` where
  *   Istio sets it, and a LocalityPlan by which each proxy's copy of the assignment gets its priorities or locality
  *   weights (locality.ts).
- * - Not translated yet (see `analyze`): tcpKeepalive, maxConnectionDuration, tls (origination and mTLS).
+ * - TLS: the DestinationRule's `tls` (ISTIO_MUTUAL, SIMPLE, MUTUAL, DISABLE), else automatic mutual TLS to
+ *   endpoints with sidecars (mtls.ts).
+ * - Not translated yet (see `analyze`): tcpKeepalive, maxConnectionDuration.
  */
 import { isIP } from 'node:net'
 import { LOOM_LOAD_BALANCER_ANNOTATION } from '../../api/index.js'
@@ -35,6 +37,7 @@ import {
   outlierDetectionFields,
 } from './policy.js'
 import { type LocalityPlan, localityPlan, localitySetting, localityWeighted, withTopologyLabels } from './locality.js'
+import { upstreamTransportSocket } from './mtls.js'
 import type { AppliedDestinationRule, Scope } from './scope.js'
 import { clusterName, cmp, type Json, locality } from './util.js'
 
@@ -114,6 +117,12 @@ function buildCluster(
   Object.assign(cluster, pool)
   const outlier = outlierDetectionFields(policy)
   if (outlier !== null) cluster.outlier_detection = outlier
+  // gateways and sidecars speak Istio's mTLS to meshed endpoints; proxyless gRPC has no SDS certificates here
+  if (generator === 'envoy') {
+    const target = { host: svc.hostname, namespace: svc.namespace, port: port.number, subset }
+    const socket = upstreamTransportSocket(scope, policy?.tls, target, eps, dns)
+    if (socket !== null) cluster.transport_socket = socket
+  }
   if (dns) {
     const targets: Pick<ServiceEndpoint, 'address' | 'port' | 'locality' | 'weight'>[] =
       eps.length > 0

@@ -25,6 +25,7 @@ import { attachGlobalRateLimits, GLOBAL_RATELIMIT } from '../ratelimit/translate
 import { jwtAuthnFilters } from './authn.js'
 import { authzHttpFilters } from './authz.js'
 import { ADS, http2Options, loadAssignment } from './clusters.js'
+import { INBOUND_XFCC, inboundMutualTls, peerAuthenticationMode, withoutTlsMode } from './mtls.js'
 import type { Server } from './types.js'
 import { defaultRoute, isCatchAll, type RouteContext, virtualServiceGateways, virtualServiceRoutes } from './routes.js'
 import type { PathNormalization, Scope } from './scope.js'
@@ -35,6 +36,7 @@ export const OUTBOUND_ROUTE = 'outbound'
 export const DEFAULT_OUTBOUND_PORT = 15001
 
 const HCM_FILTER = 'envoy.filters.network.http_connection_manager'
+const TLS_INSPECTOR = 'envoy.filters.listener.tls_inspector'
 const ROUTER: Json = { name: 'envoy.filters.http.router', typed_config: { '@type': TypeUrls.router } }
 /**
  * Istio's fault filter, before the router: it does nothing on its own (no delay, no abort) and acts only on routes
@@ -298,8 +300,11 @@ export function ownEndpoints(scope: Scope): { service: Service; endpoint: Servic
   const named = (e: ServiceEndpoint) =>
     names !== null &&
     (e.source === `workload/${names[1]}/${names[0]}` || e.source === `WorkloadEntry/${names[1]}/${names[0]}`)
-  const labelled = (e: ServiceEndpoint) =>
-    labelsMatch(e.labels, node.labels) && (Object.keys(e.labels).length > 0 || Object.keys(node.labels).length === 0)
+  // the sidecar mark is the registry's, not the workload's: a node need not carry it
+  const labelled = (e: ServiceEndpoint) => {
+    const labels = withoutTlsMode(e.labels)
+    return labelsMatch(labels, node.labels) && (Object.keys(labels).length > 0 || Object.keys(node.labels).length === 0)
+  }
   const atIp: { service: Service; endpoint: ServiceEndpoint }[] = []
   for (const service of scope.allServices) {
     for (const endpoint of service.endpoints) if (endpoint.address === node.ip) atIp.push({ service, endpoint })
@@ -311,7 +316,10 @@ export function ownEndpoints(scope: Scope): { service: Service; endpoint: Servic
 
 /**
  * Inbound listeners, one per service port of the proxy's own workload: `inbound|<port>` forwards everything to the
- * STATIC cluster `inbound|<port>||` at 127.0.0.1.
+ * STATIC cluster `inbound|<port>||` at 127.0.0.1. The port's PeerAuthentication mode (mtls.ts) decides its filter
+ * chains, as Istio's: STRICT one mTLS chain (`transport_protocol: tls`, client certificates required, validated
+ * against `ROOTCA`), PERMISSIVE that chain and a plain-text one (`raw_buffer`), DISABLE one plain-text chain. The
+ * connection manager appends the peer's SPIFFE ID to `x-forwarded-client-cert` (`APPEND_FORWARD`, `uri`).
  *
  * Node metadata contract (all optional; port maps are `{ "9080": 15090 }` objects or `"9080:15090,9443:15443"`
  * strings, keyed by service port):
@@ -355,23 +363,30 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
       ],
       validate_clusters: false,
     }
-    out.listeners.push({
-      name,
-      address: socketAddress(address, listenPort),
-      filter_chains: [
-        {
-          filters: [
-            hcm(
-              scope,
-              `inbound_${address}_${listenPort}`,
-              { route_config: routeConfig, ...SIDECAR_TRUST },
-              [],
-              [...authn, ...authzHttpFilters(scope, { workloadPort: endpoint.port, servicePort, listenPort })],
-            ),
-          ],
-        },
-      ],
-    })
+    const filters = [
+      hcm(
+        scope,
+        `inbound_${address}_${listenPort}`,
+        { route_config: routeConfig, ...SIDECAR_TRUST, ...INBOUND_XFCC },
+        [],
+        [...authn, ...authzHttpFilters(scope, { workloadPort: endpoint.port, servicePort, listenPort })],
+      ),
+    ]
+    const mode = peerAuthenticationMode(scope, { workloadPort: endpoint.port, servicePort })
+    const tlsChain = {
+      filter_chain_match: { transport_protocol: 'tls' },
+      filters,
+      transport_socket: inboundMutualTls(),
+    }
+    const plainChain = { filter_chain_match: { transport_protocol: 'raw_buffer' }, filters }
+    const listener: Json = { name, address: socketAddress(address, listenPort) }
+    if (mode === 'DISABLE') {
+      listener.filter_chains = [{ filters }]
+    } else {
+      listener.filter_chains = mode === 'STRICT' ? [tlsChain] : [tlsChain, plainChain]
+      listener.listener_filters = [{ name: TLS_INSPECTOR, typed_config: { '@type': TypeUrls.tlsInspector } }]
+    }
+    out.listeners.push(listener)
     const c: Json = {
       name: cluster,
       type: 'STATIC',

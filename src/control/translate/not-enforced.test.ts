@@ -27,11 +27,35 @@ describe('accepted but not enforced', () => {
     )
   })
 
-  it('every security kind not enforced yet, even without a spec', () => {
-    for (const kind of ['PeerAuthentication']) {
-      assert.deepEqual(paths(`apiVersion: security.istio.io/v1\nkind: ${kind}\nmetadata: {name: a}\n`), ['spec'], kind)
+  it('PeerAuthentication and AuthorizationPolicy are enforced, even without a spec', () => {
+    for (const kind of ['PeerAuthentication', 'AuthorizationPolicy']) {
+      assert.deepEqual(paths(`apiVersion: security.istio.io/v1\nkind: ${kind}\nmetadata: {name: a}\n`), [], kind)
     }
-    assert.deepEqual(paths('apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\n'), [])
+    const pa = `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: a}
+spec:
+  selector: {matchLabels: {app: a}}
+  mtls: {mode: STRICT}
+  portLevelMtls: {'8080': {mode: DISABLE}}
+`
+    assert.deepEqual(paths(pa), [])
+  })
+
+  it('DestinationRule tls: enforced, except what the proxy cannot honour', () => {
+    const dr = (tls: string) =>
+      `apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a, trafficPolicy: {tls: ${tls}}}\n`
+    for (const tls of [
+      '{mode: ISTIO_MUTUAL}',
+      '{mode: DISABLE}',
+      '{mode: SIMPLE, sni: a.example, subjectAltNames: [a.example]}',
+      '{mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem}',
+    ]) {
+      assert.deepEqual(paths(dr(tls)), [], tls)
+    }
+    for (const tls of ['{mode: SIMPLE, credentialName: c}', '{mode: SIMPLE, insecureSkipVerify: true}']) {
+      assert.deepEqual(paths(dr(tls)), ['spec.trafficPolicy.tls'], tls)
+    }
   })
 
   it('RequestAuthentication: enforced, except targetRef, OpenID discovery and spaceDelimitedClaims', () => {
@@ -96,7 +120,7 @@ spec:
     tls: {mode: DISABLE}
     portLevelSettings:
     - port: {number: 9080}
-      tls: {mode: SIMPLE}
+      tls: {mode: SIMPLE, credentialName: reviews-ca}
   subsets:
   - name: v1
     labels: {version: v1}

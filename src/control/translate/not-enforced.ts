@@ -5,10 +5,11 @@
  *
  * Paths are field paths from the resource root: `[]` stands for every element of a list, and `<trafficPolicy>` for
  * every traffic policy of a DestinationRule (the top-level one, per subset, and their `portLevelSettings`). A
- * validated resource always has a `spec` (an empty one when the document has none), so a row for `spec` with
- * `when: always` covers a whole kind.
+ * validated resource always has a `spec` (an empty one when the document has none), so a row for `spec` whose `when` always
+ * passes covers a whole kind.
  */
-import type { Resource } from '../../api/index.js'
+import type { ClientTLSSettings, Resource } from '../../api/index.js'
+import { unsupportedClientTls } from './mtls.js'
 
 export interface NotEnforced {
   kind: string
@@ -18,7 +19,6 @@ export interface NotEnforced {
   when?: (value: unknown) => boolean
 }
 
-const always = () => true
 /** retryOn conditions Istio accepts that Loom's proxy does not evaluate (the translator leaves them out) */
 const UNEVALUATED_RETRY_ON = new Set([
   'reset-before-request',
@@ -37,12 +37,6 @@ const jwtClaims = (headers: unknown) =>
 
 export const NOT_ENFORCED: readonly NotEnforced[] = [
   // whole kinds: the security work has not started
-  {
-    kind: 'PeerAuthentication',
-    path: 'spec',
-    when: always,
-    message: 'mutual TLS is not enforced yet: traffic between proxies stays plain text whatever the mode',
-  },
   {
     kind: 'AuthorizationPolicy',
     path: 'spec.action',
@@ -173,8 +167,8 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
   {
     kind: 'DestinationRule',
     path: '<trafficPolicy>.tls',
-    when: (tls) => (tls as { mode?: string }).mode !== 'DISABLE',
-    message: 'upstream TLS (and Istio mTLS) is not supported yet; traffic is plain text',
+    when: (tls) => unsupportedClientTls(tls as ClientTLSSettings) !== null,
+    message: 'credentialName, caCrl and insecureSkipVerify are not supported: this TLS origination is plain text',
   },
   {
     kind: 'DestinationRule',

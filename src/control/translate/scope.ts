@@ -39,6 +39,8 @@ export interface MeshConfig {
   localityLbSetting?: LocalitySetting
   /** how every generated connection manager normalizes request paths; default BASE, as Istio */
   pathNormalization?: { normalization?: PathNormalization | 'DEFAULT' }
+  /** the trust domain of workload SPIFFE IDs (the subject alt names mTLS expects); default `cluster.local` */
+  trustDomain?: string
 }
 
 /** Istio's `meshConfig.pathNormalization.normalization` (DEFAULT is BASE). */
@@ -54,6 +56,7 @@ export interface ResolvedMeshConfig {
   numTrustedProxies: number
   localityLbSetting: LocalitySetting | null
   pathNormalization: PathNormalization
+  trustDomain: string
 }
 
 const DEFAULT_LOCALITY_LB: LocalitySetting = Object.freeze({ enabled: true })
@@ -67,6 +70,7 @@ export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig
     numTrustedProxies: m?.defaultConfig?.gatewayTopology?.numTrustedProxies ?? 0,
     localityLbSetting: m?.localityLbSetting ?? DEFAULT_LOCALITY_LB,
     pathNormalization: pathNormalizationOf(m?.pathNormalization?.normalization),
+    trustDomain: m?.trustDomain ?? 'cluster.local',
   }
 }
 

@@ -134,7 +134,7 @@ interface OutboundPart {
 }
 
 /** the kinds the inbound part of a sidecar's config reads (its Sidecar resource, its security policies) */
-const INBOUND_KINDS = new Set(['Sidecar', 'RequestAuthentication', 'AuthorizationPolicy'])
+const INBOUND_KINDS = new Set(['Sidecar', 'RequestAuthentication', 'AuthorizationPolicy', 'PeerAuthentication'])
 
 export class BatchTranslator {
   private readonly input: TranslateInput

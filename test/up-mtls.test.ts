@@ -1,0 +1,110 @@
+/**
+ * `loom up` with certificates: sidecars speak Istio's mutual TLS to each other with no user step (automatic mTLS),
+ * the backend sees the client's SPIFFE ID in `x-forwarded-client-cert`, a STRICT workload refuses a plain-text
+ * client on its inbound port and a PERMISSIVE one admits it.
+ */
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync } from 'node:fs'
+import * as http from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { eventually } from './helpers/control.js'
+import { LOOM, ROOT, runLoom } from './helpers/proxy.js'
+
+interface UpWorkload {
+  name: string
+  outboundPort: number
+  inbound: Record<string, number>
+}
+
+/** A GET on 127.0.0.1:port with the given Host; resolves with status and body, rejects on a connection error. */
+function get(port: number, host: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: '/', headers: { host }, agent: false }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (d) => (body += d))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+      res.on('error', reject)
+    })
+    req.setTimeout(10_000, () => req.destroy(new Error('timeout')))
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+test('loom up: mTLS between sidecars; STRICT refuses plain text, PERMISSIVE admits it', {
+  timeout: 240_000,
+}, async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'loom-up-mtls-'))
+  const proc = spawn(
+    process.execPath,
+    [
+      LOOM,
+      'up',
+      '-f',
+      join(ROOT, 'test', 'fixtures', 'up-mtls'),
+      '--data-dir',
+      dataDir,
+      '--api-port',
+      '0',
+      '--xds-port',
+      '0',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  const reap = () => proc.kill('SIGKILL')
+  process.once('exit', reap)
+  let out = ''
+  let err = ''
+  proc.stdout!.on('data', (d) => (out += d))
+  proc.stderr!.on('data', (d) => (err += d))
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()))
+  t.after(async () => {
+    await runLoom(['down', '--data-dir', dataDir], 30_000)
+    await exited
+    process.off('exit', reap)
+  })
+  await eventually(async () => out.includes('{"msg":"up"'), 180_000, `loom up:\n${err}`)
+  const state = JSON.parse(readFileSync(join(dataDir, 'up.json'), 'utf8')) as {
+    workloads: UpWorkload[]
+    gateways: { ports: Record<string, number> }[]
+  }
+  const w = (name: string) => state.workloads.find((x) => x.name === name)!
+  const client = w('client')
+
+  // through the client's sidecar: mTLS, the backend's sidecar appends the client's SPIFFE ID
+  for (const backend of ['strict', 'open']) {
+    let last = ''
+    await eventually(
+      async () => {
+        const r = await get(client.outboundPort, `${backend}.default.svc.cluster.local:9080`)
+        last = `${r.status} ${r.body}`
+        return r.status === 200 && r.body.includes('URI=spiffe://cluster.local/ns/default/sa/client')
+      },
+      30_000,
+      `mTLS from client to ${backend} (last: ${last})`,
+    )
+  }
+
+  // the gateway has its own identity too: the STRICT backend admits it and sees its SPIFFE ID
+  const edge = state.gateways[0]!.ports['80']!
+  let last = ''
+  await eventually(
+    async () => {
+      const r = await get(edge, 'anything.example.com')
+      last = `${r.status} ${r.body}`
+      return r.status === 200 && /URI=spiffe:\/\/cluster\.local\/ns\/default\/sa\/[^;,]+/.test(r.body)
+    },
+    30_000,
+    `mTLS from the gateway to strict (last: ${last})`,
+  )
+
+  // plain text straight to the inbound ports: STRICT has no plain-text chain, PERMISSIVE serves it (no XFCC)
+  await assert.rejects(get(w('strict').inbound['9080']!, 'strict.default.svc.cluster.local:9080'))
+  const open = await get(w('open').inbound['9080']!, 'open.default.svc.cluster.local:9080')
+  assert.equal(open.status, 200)
+  assert.equal(open.body, 'xfcc=')
+})
