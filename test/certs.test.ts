@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { eventually } from './helpers/control.js'
-import { LOOM, ROOT, runLoom } from './helpers/proxy.js'
+import { type RunningUp, startUp } from './helpers/up.js'
+import { runLoom } from './helpers/proxy.js'
 
 interface CertsJson {
   trustDomain: string | null
@@ -75,41 +76,14 @@ test('loom certs after loom up died: every row and the trust bundle say what doe
 })
 
 describe('loom certs on a running mesh', { timeout: 240_000 }, () => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'loom-certs-'))
-  let exited: Promise<void>
-  let reap: () => void
+  let up: RunningUp
+  let dataDir = ''
 
   before(async () => {
-    const proc = spawn(
-      process.execPath,
-      [
-        LOOM,
-        'up',
-        '-f',
-        join(ROOT, 'test', 'fixtures', 'up-identity'),
-        '--data-dir',
-        dataDir,
-        '--api-port',
-        '0',
-        '--xds-port',
-        '0',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    )
-    reap = () => proc.kill('SIGKILL')
-    process.once('exit', reap)
-    let out = ''
-    let err = ''
-    proc.stdout!.on('data', (d) => (out += d))
-    proc.stderr!.on('data', (d) => (err += d))
-    exited = new Promise<void>((r) => proc.once('exit', () => r()))
-    await eventually(async () => out.includes('{"msg":"up"'), 150_000, `loom up:\n${err}`)
+    up = await startUp('up-identity', 150_000)
+    dataDir = up.dataDir
   })
-  after(async () => {
-    await runLoom(['down', '--data-dir', dataDir], 30_000)
-    await exited
-    process.off('exit', reap)
-  })
+  after(() => up?.stop())
 
   test('-o json: each sidecar with the SPIFFE ID of its service account, a future expiry, the root', async () => {
     let body: CertsJson | null = null

@@ -1,12 +1,10 @@
 /** `loom up` gives every sidecar its workload identity: a bootstrap token per workload, a certificate per sidecar. */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, statSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync, statSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { test } from 'node:test'
 import { eventually } from './helpers/control.js'
-import { LOOM, ROOT, runLoom } from './helpers/proxy.js'
+import { startUp } from './helpers/up.js'
 
 interface UpWorkload {
   name: string
@@ -19,36 +17,9 @@ interface UpWorkload {
 test('loom up: each sidecar gets the certificate of its workload service account, with no user step', {
   timeout: 180_000,
 }, async (t) => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'loom-up-id-'))
-  const proc = spawn(
-    process.execPath,
-    [
-      LOOM,
-      'up',
-      '-f',
-      join(ROOT, 'test', 'fixtures', 'up-identity'),
-      '--data-dir',
-      dataDir,
-      '--api-port',
-      '0',
-      '--xds-port',
-      '0',
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  const reap = () => proc.kill('SIGKILL')
-  process.once('exit', reap)
-  let out = ''
-  let err = ''
-  proc.stdout!.on('data', (d) => (out += d))
-  proc.stderr!.on('data', (d) => (err += d))
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()))
-  t.after(async () => {
-    await runLoom(['down', '--data-dir', dataDir], 30_000)
-    await exited
-    process.off('exit', reap)
-  })
-  await eventually(async () => out.includes('{"msg":"up"'), 120_000, `loom up:\n${err}`)
+  const up = await startUp('up-identity', 120_000)
+  t.after(() => up.stop())
+  const dataDir = up.dataDir
   const state = JSON.parse(readFileSync(join(dataDir, 'up.json'), 'utf8')) as { workloads: UpWorkload[] }
   const want: Record<string, string> = {
     reviews: 'spiffe://cluster.local/ns/shop/sa/bookinfo-reviews',

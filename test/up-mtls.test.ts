@@ -4,14 +4,12 @@
  * client on its inbound port and a PERMISSIVE one admits it.
  */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import * as http from 'node:http'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { eventually } from './helpers/control.js'
-import { LOOM, ROOT, runLoom } from './helpers/proxy.js'
+import { startUp } from './helpers/up.js'
 
 interface UpWorkload {
   name: string
@@ -38,36 +36,9 @@ function get(port: number, host: string): Promise<{ status: number; body: string
 test('loom up: mTLS between sidecars; STRICT refuses plain text, PERMISSIVE admits it', {
   timeout: 240_000,
 }, async (t) => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'loom-up-mtls-'))
-  const proc = spawn(
-    process.execPath,
-    [
-      LOOM,
-      'up',
-      '-f',
-      join(ROOT, 'test', 'fixtures', 'up-mtls'),
-      '--data-dir',
-      dataDir,
-      '--api-port',
-      '0',
-      '--xds-port',
-      '0',
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  const reap = () => proc.kill('SIGKILL')
-  process.once('exit', reap)
-  let out = ''
-  let err = ''
-  proc.stdout!.on('data', (d) => (out += d))
-  proc.stderr!.on('data', (d) => (err += d))
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()))
-  t.after(async () => {
-    await runLoom(['down', '--data-dir', dataDir], 30_000)
-    await exited
-    process.off('exit', reap)
-  })
-  await eventually(async () => out.includes('{"msg":"up"'), 180_000, `loom up:\n${err}`)
+  const up = await startUp('up-mtls', 180_000)
+  t.after(() => up.stop())
+  const dataDir = up.dataDir
   const state = JSON.parse(readFileSync(join(dataDir, 'up.json'), 'utf8')) as {
     workloads: UpWorkload[]
     gateways: { ports: Record<string, number> }[]
