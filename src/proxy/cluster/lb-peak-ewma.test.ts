@@ -66,18 +66,18 @@ describe('peak-EWMA estimate', () => {
 })
 
 describe('peak-EWMA cost and selection (injected clock and random)', () => {
-  test('cost = estimate * (in flight + 1) / weight; no sample: default_rtt, or a penalty once one is in flight', () => {
+  test('cost = estimate * (in flight + 1) / weight; no sample: 0 while idle, a penalty once one is in flight', () => {
     const [h, heavy] = hosts(1, 2) as [Host, Host]
-    assert.equal(peakEwmaCost(h, 0, 30), 30)
+    assert.equal(peakEwmaCost(h, 0), 0)
     h.activeRequests = 1
-    assert.ok(peakEwmaCost(h, 0, 30) > 1e9, 'an unprobed host with a request in flight is the last choice')
+    assert.ok(peakEwmaCost(h, 0) > 1e9, 'an unprobed host with a request in flight is the last choice')
     h.latency = new HostLatency(settings)
     h.latency.observe(10, 0)
     h.activeRequests = 2
-    assert.equal(peakEwmaCost(h, 0, 30), 30)
+    assert.equal(peakEwmaCost(h, 0), 30)
     heavy.latency = new HostLatency(settings)
     heavy.latency.observe(10, 0)
-    assert.equal(peakEwmaCost(heavy, 0, 30), 5)
+    assert.equal(peakEwmaCost(heavy, 0), 5)
   })
 
   test('of two hosts the faster one is chosen, whichever is drawn first', () => {
@@ -110,10 +110,10 @@ describe('peak-EWMA cost and selection (injected clock and random)', () => {
     assert.equal(lb2.pick(undefined), c)
   })
 
-  test('a new host is probed while idle (default_rtt below the others), one request at a time', () => {
+  test('a new host is probed while idle, even when the others are faster than default_rtt; one request at a time', () => {
     const [old, fresh] = hosts(1, 1) as [Host, Host]
     const lb = peakEwma(settings, replay(0, 0), () => 0)([old, fresh])
-    old.latency!.observe(40, 0)
+    old.latency!.observe(5, 0)
     assert.equal(lb.pick(undefined), fresh)
     fresh.activeRequests = 1
     assert.equal(lb.pick(undefined), old)

@@ -10,8 +10,8 @@
  *   it, so a host that fails fast does not look fast (a host with no sample yet counts it as at least default_rtt).
  *
  * A pick draws two distinct hosts at random and takes the cheaper, where
- * cost = estimate × (requests in flight + 1) / weight. A host with no sample yet costs `default_rtt` × (in flight
- * + 1) / weight while it has nothing in flight, and more than any sampled host once it has: one probe at a time
+ * cost = estimate × (requests in flight + 1) / weight. A host with no sample yet costs nothing while it has nothing
+ * in flight (it is tried first, as Finagle does), and more than any sampled host once it has: one probe at a time
  * until it has answered once.
  *
  * The estimate lives on the host (`host.latency`), so it survives load balancer rebuilds; the data path feeds it
@@ -98,10 +98,12 @@ export class HostLatency {
 }
 
 /** The cost of sending one more request to `host` at `now`. */
-export function peakEwmaCost(host: Host, now: number, defaultRttMs: number): number {
+export function peakEwmaCost(host: Host, now: number): number {
   const pending = host.activeRequests
   const lat = host.latency
-  if (lat === null || !lat.sampled) return pending > 0 ? UNPROBED_PENALTY + pending : defaultRttMs / host.weight
+  // a host with no sample yet is tried first while idle (cost 0), as Finagle does: with default_rtt instead, hosts
+  // faster than default_rtt would keep a new host from ever being sampled at low concurrency
+  if (lat === null || !lat.sampled) return pending > 0 ? UNPROBED_PENALTY + pending : 0
   return (lat.estimate(now) * (pending + 1)) / host.weight
 }
 
@@ -116,19 +118,17 @@ const defaultClock = () => performance.now()
 export function peakEwma(s: PeakEwmaSettings, random: Random = Math.random, clock = defaultClock): LbFactory {
   return (hosts) => {
     for (const h of hosts) h.latency ??= new HostLatency(s)
-    return new PeakEwmaLb(hosts, s.defaultRttMs, random, clock)
+    return new PeakEwmaLb(hosts, random, clock)
   }
 }
 
 export class PeakEwmaLb implements LoadBalancer {
   readonly #hosts: readonly Host[]
-  readonly #defaultRttMs: number
   readonly #random: Random
   readonly #clock: () => number
 
-  constructor(hosts: readonly Host[], defaultRttMs: number, random: Random, clock: () => number) {
+  constructor(hosts: readonly Host[], random: Random, clock: () => number) {
     this.#hosts = hosts
-    this.#defaultRttMs = defaultRttMs
     this.#random = random
     this.#clock = clock
   }
@@ -144,7 +144,6 @@ export class PeakEwmaLb implements LoadBalancer {
     const a = hosts[i]!
     const b = hosts[j]!
     const now = this.#clock()
-    const d = this.#defaultRttMs
-    return peakEwmaCost(b, now, d) < peakEwmaCost(a, now, d) ? b : a
+    return peakEwmaCost(b, now) < peakEwmaCost(a, now) ? b : a
   }
 }
