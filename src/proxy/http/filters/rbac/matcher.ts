@@ -22,6 +22,7 @@
  * The peer's identity is read once per connection (a WeakMap keyed by the socket); everything else is read from
  * the request when a test needs it, into one reusable context (evaluation is synchronous).
  */
+import { parseSubjectAltNames } from '../../../cluster/tls.js'
 import { BlockList, isIP, type Socket } from 'node:net'
 import type {
   CidrRange,
@@ -97,37 +98,9 @@ function readPeer(s: TlsLike): PeerIdentity | null {
   return { uris, dns, subject }
 }
 
-/**
- * Node's `subjectaltname` string (`URI:spiffe://td/ns/a/sa/b, DNS:x.example`; a value with special characters is a
- * JSON string: `DNS:"a, b"`) as [type, value] pairs.
- */
+/** Node's `subjectaltname` string as [type, value] pairs (the parser upstream TLS uses, quoted values included). */
 export function parseSubjectAltName(s: string): [string, string][] {
-  const out: [string, string][] = []
-  let i = 0
-  while (i < s.length) {
-    const colon = s.indexOf(':', i)
-    if (colon < 0) break
-    const type = s.slice(i, colon).trim()
-    let value: string
-    let next: number
-    if (s.charCodeAt(colon + 1) === 34 /* " */) {
-      let j = colon + 2
-      while (j < s.length && s.charCodeAt(j) !== 34) j += s.charCodeAt(j) === 92 /* \ */ ? 2 : 1
-      try {
-        value = JSON.parse(s.slice(colon + 1, j + 1)) as string
-      } catch {
-        value = s.slice(colon + 2, j)
-      }
-      next = s.indexOf(', ', j)
-    } else {
-      next = s.indexOf(', ', colon)
-      value = s.slice(colon + 1, next < 0 ? s.length : next)
-    }
-    out.push([type, value])
-    if (next < 0) break
-    i = next + 2
-  }
-  return out
+  return parseSubjectAltNames(s).map((san) => [san.type, san.value])
 }
 
 /** An address as a socket reports it (IPv4-mapped IPv6 included) tested against one CIDR range. */
