@@ -12,7 +12,8 @@ import type { CommonTlsContext, DownstreamTlsContext } from '../config/envoy.js'
 import type { ConfigIssue } from '../core/errors.js'
 import { log } from '../core/log.js'
 import { chainOfPeerCertificate, PeerVerifier, type PeerVerdict } from './identity/peer-verifier.js'
-import { compileStringMatcher, parseSubjectAltNames } from './cluster/tls.js'
+import { parseSubjectAltNames } from '../core/subject-alt-names.js'
+import { compileStringMatcher } from './cluster/tls.js'
 import type { SecretStore } from './secrets/store.js'
 import {
   CIPHERS,

@@ -2,11 +2,27 @@
  * Loom's own protobuf messages, parsed into the shared Root (proto.ts) beside Envoy's: the global rate limit
  * filter's config (carried in `typed_config` and `typed_per_filter_config` Anys like any Envoy extension) and the
  * rate limit share service the control plane serves on its xDS port (src/xds/ratelimit-service.ts). The text lives
- * here rather than in a .proto file so the published package (dist/src) and the bundle carry it with the code.
+ * here rather than in .proto files so the published package (dist/src) and the bundle carry it with the code.
  */
 export const GLOBAL_RATELIMIT_PACKAGE = 'loom.filters.http.global_ratelimit.v1alpha1'
 export const RATELIMIT_SHARES_PACKAGE = 'loom.ratelimit.v1alpha1'
 export const CA_PACKAGE = 'loom.ca.v1'
+export const PEAK_EWMA_PACKAGE = 'loom.config.lb.v1'
+
+/** The peak-EWMA load balancer's config, in a cluster's load_balancing_policy (src/proxy/cluster/lb/peak-ewma.ts). */
+export const PEAK_EWMA_PROTO = `
+syntax = "proto3";
+
+package ${PEAK_EWMA_PACKAGE};
+
+message PeakEwma {
+  // The time constant of the latency estimate's decay. Default 10s; must be greater than 0.
+  google.protobuf.Duration decay_time = 1;
+
+  // What a failure before any sample counts for. Default 30ms; must be greater than 0.
+  google.protobuf.Duration default_rtt = 2;
+}
+`
 
 export const LOOM_PROTO = `
 syntax = "proto3";

@@ -11,9 +11,8 @@
 import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, isAbsolute, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import type * as PB from 'protobufjs'
-import { CA_PROTO, LOOM_PROTO, SHARES_PROTO } from './loom-protos.js'
+import { CA_PROTO, LOOM_PROTO, PEAK_EWMA_PROTO, SHARES_PROTO } from './loom-protos.js'
 
 const require = createRequire(import.meta.url)
 
@@ -47,40 +46,19 @@ export const PROTO_FILES = [
   'envoy/extensions/load_balancing_policies/wrr_locality/v3/wrr_locality.proto',
   'envoy/extensions/load_balancing_policies/pick_first/v3/pick_first.proto',
   'envoy/extensions/load_balancing_policies/least_request/v3/least_request.proto',
-  // Loom's own extensions (the repository's proto/ folder)
-  'loom/config/lb/v1/peak_ewma.proto',
   'envoy/extensions/clusters/aggregate/v3/cluster.proto',
   'xds/type/v3/typed_struct.proto',
   'udpa/type/v1/typed_struct.proto',
   'google/rpc/status.proto',
 ]
 
-/**
- * Include directories: Loom's own protos, the proto trees shipped by @grpc/grpc-js-xds, plus protobufjs's
- * descriptor.proto.
- */
+/** Include directories: the proto trees shipped by @grpc/grpc-js-xds, plus protobufjs's descriptor.proto. */
 export function protoIncludeDirs(): string[] {
   const deps = join(dirname(require.resolve('@grpc/grpc-js-xds/package.json')), 'deps')
   return [
-    loomProtoDir(),
     ...['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((d) => join(deps, d)),
     dirname(require.resolve('protobufjs/package.json')),
   ]
-}
-
-/**
- * The package's proto/ folder, found from this module upward (it runs from dist/src/xds/ or from the bundle in
- * dist/bundle/).
- */
-function loomProtoDir(): string {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  for (;;) {
-    const candidate = join(dir, 'proto')
-    if (existsSync(join(candidate, 'loom'))) return candidate
-    const parent = dirname(dir)
-    if (parent === dir) throw new Error(`Loom's proto/ folder not found above ${fileURLToPath(import.meta.url)}`)
-    dir = parent
-  }
 }
 
 export interface ProtoLoadStats {
@@ -127,7 +105,7 @@ export function protoRoot(): PB.Root {
     throw new Error(`proto file not found in ${dirs.join(', ')}: ${target}`)
   }
   r.loadSync(PROTO_FILES, { keepCase: true })
-  for (const text of [LOOM_PROTO, SHARES_PROTO, CA_PROTO]) pb.parse(text, r, { keepCase: true })
+  for (const text of [LOOM_PROTO, SHARES_PROTO, CA_PROTO, PEAK_EWMA_PROTO]) pb.parse(text, r, { keepCase: true })
   r.resolveAll()
   const ms = performance.now() - t0
   gc?.()

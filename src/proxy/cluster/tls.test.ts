@@ -10,7 +10,8 @@ import type { Cluster, UpstreamTlsContext } from '../../config/envoy.js'
 import type { ConfigIssue } from '../../core/errors.js'
 import { UpstreamCluster } from './cluster.js'
 import { ClusterConfigError } from './errors.js'
-import { parseSubjectAltNames, upstreamTlsOptions } from './tls.js'
+import { parseSubjectAltNames } from '../../core/subject-alt-names.js'
+import { upstreamTlsOptions } from './tls.js'
 
 const tlsType = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext' as const
 let dir = ''

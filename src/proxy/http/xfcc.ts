@@ -13,7 +13,7 @@ import { createHash, X509Certificate } from 'node:crypto'
 import type { Socket } from 'node:net'
 import type { PeerCertificate } from 'node:tls'
 import type { HttpConnectionManager } from '../../config/envoy.js'
-import { parseSubjectAltNames } from '../cluster/tls.js'
+import { parseSubjectAltNames } from '../../core/subject-alt-names.js'
 import type { Headers } from './headers.js'
 
 const XFCC = 'x-forwarded-client-cert'

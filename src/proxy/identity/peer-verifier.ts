@@ -9,6 +9,7 @@
  * once per trust bundle and shared; during a root rotation the bundle holds both roots and either chain verifies.
  * The TLS handshake's own checks (Node's `ca` option) may run as well; this one is what knows about SPIFFE.
  */
+import { parseSubjectAltNames } from '../../core/subject-alt-names.js'
 import { X509Certificate } from 'node:crypto'
 import { parseSpiffeId, type SpiffeId, spiffeIdErrorMessage } from '../../core/spiffe.js'
 
@@ -83,34 +84,10 @@ export function chainOfPeerCertificate(detailed: { raw?: Buffer; issuerCertifica
  * quote is printed as a JSON string).
  */
 export function uriSans(subjectAltName: string | undefined): string[] {
-  const out: string[] = []
-  if (subjectAltName === undefined) return out
-  let i = 0
-  const s = subjectAltName
-  while (i < s.length) {
-    const colon = s.indexOf(':', i)
-    if (colon === -1) break
-    const type = s.slice(i, colon)
-    let value: string
-    let next: number
-    if (s[colon + 1] === '"') {
-      let j = colon + 2
-      while (j < s.length && s[j] !== '"') j += s[j] === '\\' ? 2 : 1
-      try {
-        value = JSON.parse(s.slice(colon + 1, j + 1)) as string
-      } catch {
-        value = s.slice(colon + 2, j)
-      }
-      next = s.indexOf(', ', j + 1)
-    } else {
-      next = s.indexOf(', ', colon + 1)
-      value = s.slice(colon + 1, next === -1 ? s.length : next)
-    }
-    if (type === 'URI') out.push(value)
-    if (next === -1) break
-    i = next + 2
-  }
-  return out
+  if (subjectAltName === undefined) return []
+  return parseSubjectAltNames(subjectAltName)
+    .filter((san) => san.type === 'URI')
+    .map((san) => san.value)
 }
 
 function describe(c: X509Certificate): string {

@@ -22,7 +22,7 @@
  * The peer's identity is read once per connection (a WeakMap keyed by the socket); everything else is read from
  * the request when a test needs it, into one reusable context (evaluation is synchronous).
  */
-import { parseSubjectAltNames } from '../../../cluster/tls.js'
+import { parseSubjectAltNames } from '../../../../core/subject-alt-names.js'
 import { BlockList, isIP, type Socket } from 'node:net'
 import type {
   CidrRange,
