@@ -40,6 +40,17 @@ const IDENTITY_TOKEN_TTL_S = 7 * 24 * 3600
 /** the `loom` executable this process was started as (child processes run the same build) */
 const LOOM = process.argv[1]!
 
+/**
+ * Gateways run where Istio installs them: in `istio-system`, so a namespace's policies (an AuthorizationPolicy
+ * without a selector in `default`, say) apply to its workloads and not to the ingress in front of them.
+ */
+export const GATEWAY_NAMESPACE = 'istio-system'
+
+/** A gateway's service account, named as Istio's: `ingressgateway` → `istio-ingressgateway-service-account`. */
+export function gatewayServiceAccount(name: string): string {
+  return `${name.startsWith('istio-') ? name : `istio-${name}`}-service-account`
+}
+
 export interface UpOptions {
   file: string
   dataDir: string
@@ -523,12 +534,13 @@ export class LocalMesh {
         first = false
       }
       const adminPort = await freePort()
-      const nodeId = `router~127.0.0.1~${g.name}.default~default.svc.cluster.local`
+      const nodeId = `router~127.0.0.1~${g.name}.${GATEWAY_NAMESPACE}~${GATEWAY_NAMESPACE}.svc.cluster.local`
       const labels = Object.entries(g.labels)
         .map(([k, v]) => `${k}=${v}`)
         .join(',')
       // the gateway's own identity: its clusters to sidecars speak mTLS (automatic mTLS)
-      const identity = await this.identityToken(g.name, 'default', g.name)
+      const serviceAccount = gatewayServiceAccount(g.name)
+      const identity = await this.identityToken(g.name, GATEWAY_NAMESPACE, serviceAccount)
       const proc = this.loom('gateway', g.name, [
         'proxy',
         '--xds',
@@ -537,8 +549,10 @@ export class LocalMesh {
         'gateway',
         '--node',
         nodeId,
+        '--namespace',
+        GATEWAY_NAMESPACE,
         '--service-account',
-        g.name,
+        serviceAccount,
         '--labels',
         labels,
         '--admin',
