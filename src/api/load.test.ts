@@ -79,13 +79,13 @@ describe('Istio-format fixtures (test/fixtures/istio)', () => {
   test('every fixture parses and validates; Kubernetes kinds in them are skipped', (t) => {
     const sum = loadDir(FIXTURES)
     t.diagnostic(describeSum(sum))
-    assert.equal(sum.files, 20)
+    assert.equal(sum.files, 30)
     assert.deepEqual(Object.fromEntries(sum.byKind), {
-      AuthorizationPolicy: 5,
-      DestinationRule: 8,
+      AuthorizationPolicy: 7,
+      DestinationRule: 11,
       Gateway: 1,
-      PeerAuthentication: 1,
-      RequestAuthentication: 1,
+      PeerAuthentication: 5,
+      RequestAuthentication: 2,
       ServiceEntry: 1,
       VirtualService: 13,
     })

@@ -169,6 +169,11 @@ function findAdmin(workload: string, dataDir: string | undefined): string {
     if (!existsSync(statePath(d))) continue
     const s = JSON.parse(readFileSync(statePath(d), 'utf8')) as UpState
     const w = s.workloads.find((x) => x.name === workload)
+    if (w?.sidecar === false)
+      throw new LoomError(
+        ErrorCodes.USAGE,
+        `workload ${workload} runs without a sidecar (sidecar.istio.io/inject: "false")`,
+      )
     if (w !== undefined) return `127.0.0.1:${w.adminPort}`
     const g = s.gateways.find((x) => x.name === workload)
     if (g !== undefined) return `127.0.0.1:${g.adminPort}`

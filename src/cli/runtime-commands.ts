@@ -68,9 +68,9 @@ function printState(s: UpState, extra = ''): void {
       w.name,
       `${w.service.split('.')[0]}:${Object.keys(w.inbound).join(',')}`,
       String(w.appPid ?? '-'),
-      String(w.sidecarPid ?? '-'),
+      w.sidecar === false ? 'none' : String(w.sidecarPid ?? '-'),
       String(w.appPort),
-      String(w.outboundPort),
+      w.sidecar === false ? '-' : String(w.outboundPort),
     ]),
   ]
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
@@ -292,9 +292,12 @@ export async function statusCommand(argv: string[]): Promise<void> {
   const rows = s.workloads.map((w) => ({
     workload: w.name,
     app: alive(w.appPid) ? `running (${w.appPid})` : 'down',
-    sidecar: alive(w.sidecarPid) ? `running (${w.sidecarPid})` : 'down',
-    sync: sync.get(w.nodeId) ?? 'DISCONNECTED',
-    ports: `app ${w.appPort}, inbound ${Object.values(w.inbound).join(',')}, outbound ${w.outboundPort}`,
+    sidecar: w.sidecar === false ? 'none' : alive(w.sidecarPid) ? `running (${w.sidecarPid})` : 'down',
+    sync: w.sidecar === false ? '-' : (sync.get(w.nodeId) ?? 'DISCONNECTED'),
+    ports:
+      w.sidecar === false
+        ? `app ${w.appPort}`
+        : `app ${w.appPort}, inbound ${Object.values(w.inbound).join(',')}, outbound ${w.outboundPort}`,
   }))
   const gateways = s.gateways.map((g) => ({
     gateway: g.name,
@@ -356,6 +359,8 @@ export async function logsCommand(argv: string[]): Promise<void> {
       `no workload "${name}"; workloads: ${[...s.workloads.map((x) => x.name), ...s.gateways.map((x) => x.name)].join(', ')}`,
     )
   }
+  if (values.sidecar && w?.sidecar === false)
+    throw new LoomError(ErrorCodes.USAGE, `workload ${name} runs without a sidecar (sidecar.istio.io/inject: "false")`)
   const file = w !== undefined ? (values.sidecar ? w.sidecarLog : w.appLog) : g!.log
   let pos = 0
   const dump = () => {

@@ -73,12 +73,14 @@ export interface WorkloadState {
   appPort: number
   outboundPort: number
   adminPort: number
-  /** service port → sidecar inbound port */
+  /** service port → sidecar inbound port (without a sidecar: the application's port) */
   inbound: Record<string, number>
   appPid: number | null
   sidecarPid: number | null
   appLog: string
   sidecarLog: string
+  /** false: a workload without a sidecar (no sidecar process, outbound and admin ports 0) */
+  sidecar?: boolean
   /** the SPIFFE ID the sidecar's certificate carries, and the file its bootstrap token is in (null: no CA) */
   spiffeId?: string | null
   identityTokenFile?: string | null
@@ -214,10 +216,16 @@ function tcpOpen(port: number): Promise<boolean> {
   })
 }
 
+/** A workload's process (and log) name: its name, with its namespace unless that is `default`. */
+function procName(def: WorkloadDef): string {
+  return def.namespace === 'default' ? def.name : `${def.name}.${def.namespace}`
+}
+
 interface RunningWorkload {
   def: WorkloadDef
   state: WorkloadState
-  sidecar: Supervised
+  /** null: a workload without a sidecar */
+  sidecar: Supervised | null
   /** null until the sidecar is ready */
   app: Supervised | null
   /** the application answered once: from then on it is healthy while both processes run */
@@ -597,6 +605,7 @@ export class LocalMesh {
   }
 
   private async startWorkload(def: WorkloadDef): Promise<void> {
+    if (!def.sidecar) return this.startPlainWorkload(def)
     const spec = def.spec
     const service = spec.labels.app!
     const appPort = await freePort()
@@ -611,7 +620,12 @@ export class LocalMesh {
       name: def.name,
       namespace: def.namespace,
       address: '127.0.0.1',
-      ports: spec.ports.map((p) => ({ name: p.name, number: inbound[p.port]!, servicePort: p.port })),
+      ports: spec.ports.map((p) => ({
+        name: p.name,
+        number: inbound[p.port]!,
+        servicePort: p.port,
+        targetPort: p.targetPort ?? p.port,
+      })),
       // a sidecar with a certificate speaks mTLS: peers' clusters to it get Istio's mTLS (automatic mTLS)
       labels: identity !== null ? { ...spec.labels, [TLS_MODE_LABEL]: 'istio' } : spec.labels,
       serviceAccount: spec.serviceAccount ?? 'default',
@@ -630,7 +644,7 @@ export class LocalMesh {
         .join(',')
     const appPorts: Record<string, number> = {}
     for (const p of spec.ports) appPorts[p.port] = appPort
-    const sidecar = this.loom('sidecar', `${def.name}.sidecar`, [
+    const sidecar = this.loom('sidecar', `${procName(def)}.sidecar`, [
       'proxy',
       '--xds',
       this.xds,
@@ -671,8 +685,9 @@ export class LocalMesh {
       inbound,
       appPid: null,
       sidecarPid: null,
-      appLog: this.logFile(def.name),
-      sidecarLog: this.logFile(`${def.name}.sidecar`),
+      appLog: this.logFile(procName(def)),
+      sidecarLog: this.logFile(`${procName(def)}.sidecar`),
+      sidecar: true,
       spiffeId: identity?.spiffeId ?? null,
       identityTokenFile: identity?.file ?? null,
     }
@@ -690,6 +705,71 @@ export class LocalMesh {
       [sidecar, this.control!],
       sidecar,
     )
+    await this.runApp(rw, appPort, {
+      HTTP_PROXY: `http://127.0.0.1:${outboundPort}`,
+      http_proxy: `http://127.0.0.1:${outboundPort}`,
+      NO_PROXY: '',
+      no_proxy: '',
+    })
+  }
+
+  /**
+   * A workload without a sidecar (`sidecar.istio.io/inject: "false"`): registered at the application's own port
+   * for every service port, without the sidecar mark (so meshed clients send it plain text), no identity; the
+   * application calls out directly.
+   */
+  private async startPlainWorkload(def: WorkloadDef): Promise<void> {
+    const spec = def.spec
+    const appPort = await freePort()
+    const inbound: Record<string, number> = {}
+    for (const p of spec.ports) inbound[p.port] = appPort
+    const registration = {
+      name: def.name,
+      namespace: def.namespace,
+      address: '127.0.0.1',
+      ports: spec.ports.map((p) => ({
+        name: p.name,
+        number: appPort,
+        servicePort: p.port,
+        targetPort: p.targetPort ?? p.port,
+      })),
+      labels: spec.labels,
+      serviceAccount: spec.serviceAccount ?? 'default',
+      ttlSeconds: 15,
+      ...(spec.locality !== undefined ? { locality: spec.locality } : {}),
+    }
+    if (this.stopped) throw new StoppedError()
+    const reg = await this.apiCall('POST', '/api/v1/workloads', registration)
+    if (reg.status !== 200)
+      throw new LoomError(ErrorCodes.CONFIG_INVALID, `registering ${def.name}: ${JSON.stringify(reg.json)}`)
+    await this.apiCall('POST', `/api/v1/workloads/${def.namespace}/${def.name}/heartbeat`, { healthy: false })
+    const state: WorkloadState = {
+      name: def.name,
+      namespace: def.namespace,
+      service: `${spec.labels.app!}.${def.namespace}.svc.cluster.local`,
+      labels: spec.labels,
+      nodeId: '',
+      appPort,
+      outboundPort: 0,
+      adminPort: 0,
+      inbound,
+      appPid: null,
+      sidecarPid: null,
+      appLog: this.logFile(procName(def)),
+      sidecarLog: '',
+      sidecar: false,
+      spiffeId: null,
+      identityTokenFile: null,
+    }
+    const rw: RunningWorkload = { def, state, sidecar: null, app: null, ready: false, registration }
+    this.workloads.push(rw)
+    await this.runApp(rw, appPort, {})
+  }
+
+  /** Starts a workload's application on `appPort`, waits until it answers, and marks the workload healthy. */
+  private async runApp(rw: RunningWorkload, appPort: number, proxyEnv: Record<string, string>): Promise<void> {
+    const { def, sidecar } = rw
+    const spec = def.spec
     const [command, ...args] = spec.command
     // spawn would say `spawn <command> ENOENT` for a missing working directory too: say which is missing
     if (!existsSync(def.cwd))
@@ -699,7 +779,7 @@ export class LocalMesh {
       )
     const podName = `${def.name}-${Math.random().toString(36).slice(2, 7)}`
     const app = this.supervise('app', {
-      name: def.name,
+      name: procName(def),
       group: true,
       command: command === 'node' ? process.execPath : command!,
       args,
@@ -708,10 +788,7 @@ export class LocalMesh {
         ...process.env,
         ...spec.env,
         PORT: String(appPort),
-        HTTP_PROXY: `http://127.0.0.1:${outboundPort}`,
-        http_proxy: `http://127.0.0.1:${outboundPort}`,
-        NO_PROXY: '',
-        no_proxy: '',
+        ...proxyEnv,
         HOSTNAME: podName,
         POD_NAME: podName,
         SERVICE_ACCOUNT: spec.serviceAccount ?? 'default',
@@ -727,13 +804,14 @@ export class LocalMesh {
         const r = await fetch(`http://127.0.0.1:${appPort}${spec.healthPath}`, { signal: AbortSignal.timeout(1000) })
         return r.status === 200
       },
-      [app, sidecar, this.control!],
+      [app, ...(sidecar === null ? [] : [sidecar]), this.control!],
       app,
     )
     rw.ready = true
     await this.apiCall('POST', `/api/v1/workloads/${def.namespace}/${def.name}/heartbeat`, { healthy: true })
     this.saveState()
-    this.say(`${def.name} ready (${rw.state.service}; app pid ${app.pid}, sidecar pid ${sidecar.pid})`)
+    const proc = sidecar === null ? 'no sidecar' : `sidecar pid ${sidecar.pid}`
+    this.say(`${def.name} ready (${rw.state.service}; app pid ${app.pid}, ${proc})`)
   }
 
   /**
@@ -743,7 +821,7 @@ export class LocalMesh {
   private async beat(): Promise<void> {
     await Promise.all(
       this.workloads.map(async (w) => {
-        const healthy = w.ready && w.app?.running === true && w.sidecar.running
+        const healthy = w.ready && w.app?.running === true && (w.sidecar?.running ?? true)
         await this.apiCall(
           'POST',
           `/api/v1/workloads/${w.def.namespace}/${w.def.name}/heartbeat`,
@@ -766,7 +844,7 @@ export class LocalMesh {
       startedAt: this.startedAt,
       workloads: this.workloads
         .filter((w) => w.ready)
-        .map((w) => ({ ...w.state, appPid: w.app?.pid ?? null, sidecarPid: w.sidecar.pid })),
+        .map((w) => ({ ...w.state, appPid: w.app?.pid ?? null, sidecarPid: w.sidecar?.pid ?? null })),
       gateways: this.gateways.map((g) => ({ ...g.state, pid: g.proc.pid })),
       processes: this.procs.map((p) => ({ name: p.proc.spec.name, role: p.role, pid: p.proc.pid })),
     }
