@@ -216,9 +216,16 @@ function tcpOpen(port: number): Promise<boolean> {
   })
 }
 
-/** A workload's process (and log) name: its name, with its namespace unless that is `default`. */
+/**
+ * A workload's display, process and log name: its name, with its namespace unless that is `default`
+ * (`httpbin.foo`); the CLI takes it wherever it takes a workload's name.
+ */
+export function workloadName(w: { name: string; namespace: string }): string {
+  return w.namespace === 'default' ? w.name : `${w.name}.${w.namespace}`
+}
+
 function procName(def: WorkloadDef): string {
-  return def.namespace === 'default' ? def.name : `${def.name}.${def.namespace}`
+  return workloadName(def)
 }
 
 interface RunningWorkload {
