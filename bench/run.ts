@@ -150,7 +150,7 @@ function parseArgs(argv: string[]): { quick: boolean; only: TargetName[] } {
           '     the targets taking turns within each round (idle proxies are paused with SIGSTOP meanwhile);\n' +
           '     BENCH_LAT_WARMUP (2s, --quick 1s) before round 1, 1 s before later rounds. Reported per\n' +
           '     percentile: the median over rounds of (target - paired direct), and the min..max of added p99.\n' +
-          'default run (all targets): about 9 minutes. See docs/benchmark.md.\n',
+          'default run (all targets but the opt-in loom-mtls-h2): about 12 minutes. See docs/benchmark.md.\n',
       )
       process.exit(0)
     } else throw new Error(`unknown argument '${a}' (try --help)`)
