@@ -10,6 +10,7 @@ import { parseFlagDurationMs } from '../core/duration.js'
 import { PATH_NORMALIZATIONS, type PathNormalization } from '../control/translate/scope.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
+import { type ApiTarget, apiRequest, caBundleFile, tlsHint } from './api-client.js'
 
 const DEFAULT_SERVER = 'http://127.0.0.1:15080'
 
@@ -134,6 +135,7 @@ export async function tokenCommand(argv: string[]): Promise<void> {
       ttl: { type: 'string' },
       output: { type: 'string', short: 'o' },
       server: { type: 'string' },
+      ...CA_BUNDLE_FLAG,
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -167,36 +169,44 @@ Examples:
   loom proxy-status -o json --server 127.0.0.1:15080
 `
 
-function server(values: { server?: string | undefined }): string {
+function server(values: { server?: string | undefined; 'ca-bundle'?: string | undefined }): ApiTarget {
   const s = values.server ?? process.env.LOOM_SERVER ?? DEFAULT_SERVER
-  return s.startsWith('http') ? s.replace(/\/$/, '') : `http://${s}`
+  const base = s.startsWith('http') ? s.replace(/\/$/, '') : `http://${s}`
+  const caBundle = base.startsWith('https:') ? caBundleFile(values['ca-bundle']) : undefined
+  return caBundle === undefined ? { base } : { base, caBundle }
 }
 
+/** `--ca-bundle`, for every command that talks to the API. */
+const CA_BUNDLE_FLAG = { 'ca-bundle': { type: 'string' } } as const
+
 async function call(
-  base: string,
+  target: ApiTarget,
   method: string,
   path: string,
   body?: string,
   headers: Record<string, string> = {},
 ): Promise<{ status: number; json: unknown }> {
-  let res: Response
+  let text: string
+  let status: number
   try {
-    res = await fetch(`${base}${path}`, { method, body, headers })
+    ;({ status, text } = await apiRequest(target, method, path, body, headers))
   } catch (err) {
+    const hint = tlsHint(err as NodeJS.ErrnoException, target)
     throw new LoomError(
       ErrorCodes.USAGE,
-      `cannot reach the control plane at ${base} (${(err as Error).cause ?? (err as Error).message}). ` +
-        'Is `loom control` running? Set --server or LOOM_SERVER to its API address.',
+      hint !== null
+        ? `cannot talk to the control plane at ${target.base}: ${hint}`
+        : `cannot reach the control plane at ${target.base} (${(err as Error).message}). ` +
+            'Is `loom control` running? Set --server or LOOM_SERVER to its API address.',
     )
   }
-  const text = await res.text()
   let json: unknown = null
   try {
     json = JSON.parse(text)
   } catch {
     json = { error: { message: text } }
   }
-  return { status: res.status, json }
+  return { status, json }
 }
 
 function fail(message: string, code = 1): never {
@@ -285,10 +295,15 @@ async function rotateRootCommand(argv: string[]): Promise<void> {
       'data-dir': { type: 'string' },
       'ca-rotation-overlap': CA_FLAGS['ca-rotation-overlap'],
       'ca-key-type': CA_FLAGS['ca-key-type'],
+      server: { type: 'string' },
+      ...CA_BUNDLE_FLAG,
+      propagation: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
   if (values.help) return void process.stdout.write(CONTROL_USAGE)
+  if (values.server !== undefined) return rotateRootLive(values)
+  if (values.propagation !== undefined) fail('--propagation is for a running control plane (--server)', 2)
   const { CertificateAuthority, caFiles } = await import('../control/ca/ca.js')
   const { caDir } = await import('../control/control.js')
   const dataDir = values['data-dir'] ?? '.loom'
@@ -307,6 +322,38 @@ async function rotateRootCommand(argv: string[]): Promise<void> {
   process.stdout.write(`new root ${ca.rootFingerprint}\nprevious root ${before} trusted until ${until}\n`)
 }
 
+/** `loom control rotate-root --server URL`: the running control plane rotates (POST /api/v1/ca/rotate). */
+async function rotateRootLive(values: {
+  server?: string | undefined
+  'ca-bundle'?: string | undefined
+  propagation?: string | undefined
+  'ca-rotation-overlap'?: string | undefined
+}): Promise<void> {
+  const propagation = durationFlag(values.propagation, '--propagation')
+  const overlap = durationFlag(values['ca-rotation-overlap'], '--ca-rotation-overlap')
+  const body = {
+    ...(propagation !== undefined ? { propagationSeconds: propagation / 1000 } : {}),
+    ...(overlap !== undefined ? { overlapSeconds: overlap / 1000 } : {}),
+  }
+  const { status, json } = await call(server(values), 'POST', '/api/v1/ca/rotate', JSON.stringify(body), {
+    'content-type': 'application/json',
+  })
+  const res = json as { previousRoot?: string; nextRoot?: string; signingFrom?: string; overlapSeconds?: number }
+  if (status !== 200) fail((json as { error?: { message: string } }).error?.message ?? `HTTP ${status}`)
+  process.stdout.write(
+    `next root ${res.nextRoot} trusted now, signing from ${res.signingFrom}\n` +
+      `previous root ${res.previousRoot} trusted for ${res.overlapSeconds} s after that\n`,
+  )
+}
+
+/** `on` or `off` (a TLS flag). */
+function onOff(text: string | undefined, flag: string, dflt: boolean): boolean {
+  if (text === undefined) return dflt
+  if (text === 'on') return true
+  if (text === 'off') return false
+  fail(`${flag} must be on or off, not "${text}"`, 2)
+}
+
 export async function controlCommand(argv: string[]): Promise<void> {
   if (argv[0] === 'rotate-root') return rotateRootCommand(argv.slice(1))
   const { values } = parseArgs({
@@ -317,16 +364,25 @@ export async function controlCommand(argv: string[]): Promise<void> {
       xds: { type: 'string' },
       'path-normalization': { type: 'string' },
       ...CA_FLAGS,
+      'xds-tls': { type: 'string' },
+      'api-tls': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
   if (values.help) return void process.stdout.write(CONTROL_USAGE)
   const ca = caOptionsOf(values)
+  const xdsTls = onOff(values['xds-tls'], '--xds-tls', true)
+  const apiTls = onOff(values['api-tls'], '--api-tls', false)
+  if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined))
+    fail('--tls-cert and --tls-key go together', 2)
   const normalization = values['path-normalization'] ?? 'BASE'
   if (!(PATH_NORMALIZATIONS as readonly string[]).includes(normalization))
     fail(`--path-normalization must be one of ${PATH_NORMALIZATIONS.join(', ')}, got "${normalization}"`, 2)
-  const { ControlPlane } = await import('../control/control.js')
+  const { ControlPlane, trustBundleFile } = await import('../control/control.js')
   const { ApiServer } = await import('../control/api-server.js')
+  const { ControlTls } = await import('../control/tls.js')
   const [apiHost, apiPort] = splitHostPort(values.api ?? '127.0.0.1:15080', '--api')
   const [xdsHost, xdsPort] = splitHostPort(values.xds ?? '127.0.0.1:15010', '--xds')
   const dataDir = values['data-dir'] ?? '.loom'
@@ -335,12 +391,27 @@ export async function controlCommand(argv: string[]): Promise<void> {
     meshConfig: { pathNormalization: { normalization: normalization as PathNormalization } },
     ca,
   })
-  const api = new ApiServer(cp)
+  const tlsCert = values['tls-cert']
+  const tls =
+    !xdsTls && !apiTls
+      ? null
+      : tlsCert !== undefined
+        ? new ControlTls({ kind: 'files', cert: tlsCert, key: values['tls-key']! })
+        : new ControlTls({ kind: 'ca', ca: cp.ca!, hosts: [apiHost, xdsHost] })
+  await tls?.start()
+  cp.onTrustBundleChange((signerChanged) => {
+    if (signerChanged && tlsCert === undefined) void tls?.refresh()
+    else tls?.trustChanged()
+  })
+  const api = new ApiServer(cp, apiTls && tls !== null ? tls : undefined)
   const apiAddress = await api.listen(apiHost, apiPort)
-  const xdsBound = await cp.xds.listen(xdsHost, xdsPort)
+  const xdsBound = await cp.xds.listen(xdsHost, xdsPort, xdsTls && tls !== null ? tls.grpcCredentials() : undefined)
   log('info', 'control', 'ready', {
     api: apiAddress,
     xds: `${xdsHost}:${xdsBound}`,
+    xds_tls: xdsTls,
+    api_tls: apiTls,
+    ...(tls !== null ? { trust_bundle: trustBundleFile(dataDir) } : {}),
     data_dir: dataDir,
     path_normalization: normalization,
     revision: cp.store.revision,
@@ -350,6 +421,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const stop = () => {
     if (stopping) process.exit(1)
     stopping = true
+    tls?.close()
     void Promise.all([api.close(), cp.close()]).then(() => process.exit(0))
   }
   process.on('SIGTERM', stop)
@@ -369,6 +441,7 @@ export async function applyCommand(argv: string[]): Promise<void> {
       filename: { type: 'string', short: 'f', multiple: true },
       'dry-run': { type: 'boolean' },
       server: { type: 'string' },
+      ...CA_BUNDLE_FLAG,
       output: { type: 'string', short: 'o' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -420,6 +493,7 @@ export async function getCommand(argv: string[]): Promise<void> {
       'all-namespaces': { type: 'boolean', short: 'A' },
       output: { type: 'string', short: 'o' },
       server: { type: 'string' },
+      ...CA_BUNDLE_FLAG,
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -479,6 +553,7 @@ export async function deleteCommand(argv: string[]): Promise<void> {
       filename: { type: 'string', short: 'f', multiple: true },
       namespace: { type: 'string', short: 'n' },
       server: { type: 'string' },
+      ...CA_BUNDLE_FLAG,
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -534,6 +609,7 @@ export async function proxyStatusCommand(argv: string[]): Promise<void> {
     options: {
       output: { type: 'string', short: 'o' },
       server: { type: 'string' },
+      ...CA_BUNDLE_FLAG,
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -591,6 +667,7 @@ export async function analyzeCommand(argv: string[]): Promise<void> {
       local: { type: 'boolean' },
       output: { type: 'string', short: 'o' },
       server: { type: 'string' },
+      ...CA_BUNDLE_FLAG,
       help: { type: 'boolean', short: 'h' },
     },
   })
