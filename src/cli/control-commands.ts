@@ -27,6 +27,16 @@ Options:
                           meshConfig.pathNormalization (default: BASE: RFC 3986 normalization, slashes not merged)
   -h, --help
 
+TLS on the control plane's ports (certificate: issued by the CA to the control plane itself, SANs
+spiffe://<td>/ns/istio-system/sa/loom-control, localhost, 127.0.0.1 and the bind hosts; renewed at half life):
+      --xds-tls <on|off>  the xDS port speaks TLS only (default: on); proxies verify it with
+                          'loom proxy --xds-ca <data-dir>/ca/trust-bundle.pem'. off: plain-text gRPC, for
+                          clients that cannot do TLS (proxyless gRPC with channel_creds insecure)
+      --api-tls <on|off>  the HTTP API speaks HTTPS only, plain HTTP is refused (default: off); the CLI then
+                          takes --server https://host:port and --ca-bundle <data-dir>/ca/trust-bundle.pem
+      --tls-cert <file>   serve this certificate (PEM chain) on both ports instead of a self-issued one
+      --tls-key <file>    its private key
+
 Certificate authority (workload certificates, X.509-SVIDs):
       --trust-domain <td>     the SPIFFE trust domain: spiffe://<td>/ns/<ns>/sa/<sa> (default: cluster.local)
       --cert-ttl <duration>   lifetime of a workload certificate, e.g. 24h, 90m (default: 24h)
@@ -47,18 +57,27 @@ Proxies get their certificates from the signing service on the xDS port: the fir
 with the current certificate. A proxy's private key never leaves it.
 
 Usage: loom control rotate-root [--data-dir <dir>] [--ca-rotation-overlap <duration>] [--ca-key-type <type>]
+       loom control rotate-root --server <URL> [--propagation <duration>] [--ca-rotation-overlap <duration>]
 
-Replaces the generated root by a new one, the previous staying trusted for the overlap; a running control plane
-uses the new root from its next start.
+Replaces the generated root by a new one, the previous staying trusted for the overlap. On the data dir of a
+stopped control plane (its next start uses the new root), or, with --server, on a running one without a restart:
+the new root is pushed to every proxy's trust bundle (ROOTCA) at once, signs after --propagation (default 30s),
+and the previous root leaves the bundle after the overlap.
 
 Examples:
   loom control --data-dir ~/.loom
   loom control --path-normalization MERGE_SLASHES
   loom control --trust-domain prod.example.com --ca-cert ca-cert.pem --ca-key ca-key.pem --ca-chain cert-chain.pem
-  loom proxy --xds 127.0.0.1:15010 --labels app=reviews,version=v1
+  loom control --api-tls on          # then: loom get vs --server https://127.0.0.1:15080
+  loom control rotate-root --server 127.0.0.1:15080 --propagation 30s --ca-rotation-overlap 48h
+  loom proxy --xds 127.0.0.1:15010 --xds-ca .loom/ca/trust-bundle.pem --labels app=reviews,version=v1
 `
 
-export const APPLY_USAGE = `Usage: loom apply -f <file|dir|-> [--dry-run] [--server URL]
+export const APPLY_USAGE = `Usage: loom apply -f <file|dir|-> [--dry-run] [--server URL] [--ca-bundle FILE]
+
+--server (or LOOM_SERVER): the API, host:port or http(s)://host:port (default 127.0.0.1:15080). An https:// API
+is verified with --ca-bundle, else LOOM_CA_BUNDLE, else ./.loom/ca/trust-bundle.pem; the same for every command
+that talks to the control plane.
 
 Validates every document first; if any is invalid, nothing is written and every error is listed with its file,
 document index and field path. Kubernetes kinds (Deployment, Service, ...) are skipped. After the created /
@@ -72,7 +91,7 @@ Examples:
   cat vs.yaml | loom apply -f -
 `
 
-export const GET_USAGE = `Usage: loom get <kind> [name] [-n namespace | -A] [-o table|yaml|json] [--server URL]
+export const GET_USAGE = `Usage: loom get <kind> [name] [-n namespace | -A] [-o table|yaml|json] [--server URL] [--ca-bundle FILE]
 
 Kinds: ${SUPPORTED_KINDS.join(', ')} (short names: vs, dr, gw, se, we, pa, ap, ra, grl; plurals work too)
 
@@ -82,7 +101,7 @@ Examples:
   loom get virtualservices -A -o json
 `
 
-export const DELETE_USAGE = `Usage: loom delete <kind> <name> [-n namespace] [--server URL]
+export const DELETE_USAGE = `Usage: loom delete <kind> <name> [-n namespace] [--server URL] [--ca-bundle FILE]
        loom delete -f <file|dir|->
 
 With -f, VirtualServices go first (they name the DestinationRules, Gateways and ServiceEntries that follow).
@@ -92,7 +111,7 @@ Examples:
   loom delete -f samples/virtual-service-all-v1.yaml
 `
 
-export const ANALYZE_USAGE = `Usage: loom analyze [-f] <file|dir|-> ... [--local] [-o table|json] [--server URL]
+export const ANALYZE_USAGE = `Usage: loom analyze [-f] <file|dir|-> ... [--local] [-o table|json] [--server URL] [--ca-bundle FILE]
 
 Finds problems before you apply: destination hosts not in the registry, subsets no DestinationRule defines,
 conflicting VirtualServices for one host, routes shadowed by an earlier catch-all, and fields Loom accepts but
@@ -107,7 +126,7 @@ Examples:
   loom analyze --local authz-allow-nothing.yaml
 `
 
-export const TOKEN_USAGE = `Usage: loom token create --service-account <sa> [--namespace <ns>] [--ttl <duration>] [-o text|json] [--server URL]
+export const TOKEN_USAGE = `Usage: loom token create --service-account <sa> [--namespace <ns>] [--ttl <duration>] [-o text|json] [--server URL] [--ca-bundle FILE]
 
 Issues a bootstrap token: what a proxy started with --identity-token-file shows the control plane to get its first
 certificate (an X.509-SVID for spiffe://<trust-domain>/ns/<ns>/sa/<sa>); later certificates are renewed with the
@@ -159,7 +178,7 @@ export async function tokenCommand(argv: string[]): Promise<void> {
   process.stdout.write(out === 'json' ? `${JSON.stringify(json, null, 2)}\n` : `${res.token}\n`)
 }
 
-export const PROXY_STATUS_USAGE = `Usage: loom proxy-status [-o table|json] [--server URL]
+export const PROXY_STATUS_USAGE = `Usage: loom proxy-status [-o table|json] [--server URL] [--ca-bundle FILE]
 
 Lists every proxy connected to the control plane and, per xDS type (CDS, LDS, EDS, RDS), whether it has the
 newest config (SYNCED), is behind (STALE), rejected it (NACKED, with the reason), or got nothing yet (NOT_SENT).

@@ -122,15 +122,17 @@ export class ControlTls {
    * present a certificate of the mesh (mTLS); none is required (a proxy's first call has only its token).
    */
   grpcCredentials(): grpc.ServerCredentials {
+    // the first values are handed over on the next tick: grpc-js subscribes before it registers the server as
+    // the watcher of the result, and would miss an answer given at once (the port would refuse every connection)
     const provider: grpc.experimental.CertificateProvider = {
       addIdentityCertificateListener: (l) => {
         this.identityListeners.add(l)
-        l(this.identityUpdate())
+        queueMicrotask(() => l(this.identityUpdate()))
       },
       removeIdentityCertificateListener: (l) => void this.identityListeners.delete(l),
       addCaCertificateListener: (l) => {
         this.caListeners.add(l)
-        l({ caCertificate: Buffer.from(this.trust) })
+        queueMicrotask(() => l({ caCertificate: Buffer.from(this.trust) }))
       },
       removeCaCertificateListener: (l) => void this.caListeners.delete(l),
     }
