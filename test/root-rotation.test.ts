@@ -274,4 +274,27 @@ describe('live root rotation', { timeout: 180_000 }, () => {
     const trusted = readFileSync(bundle, 'utf8').match(/BEGIN CERTIFICATE/g)?.length
     assert.equal(trusted, 1, 'the trust bundle file holds the new root alone')
   })
+
+  test('after the rotation, proxies started with the old root reconnect to the control plane by the new one', async () => {
+    // their --xds-ca file holds the old root only: the new server certificate verifies by the ROOTCA they were pushed
+    const { dataDir, xds } = cp
+    await cp.stop()
+    cp = await startControl(dataDir, Number(xds.slice(xds.lastIndexOf(':') + 1)), [
+      '--xds-tls',
+      'on',
+      '--cert-ttl',
+      `${TTL_S}s`,
+      '--ca-rotation-overlap',
+      `${OVERLAP_S}s`,
+    ])
+    await eventually(
+      async () => {
+        const r = await loom(['proxy-status', '-o', 'json'])
+        return r.code === 0 && (JSON.parse(r.stdout) as unknown[]).length === 2
+      },
+      30_000,
+      'both sidecars connected again',
+    )
+    assert.equal(await get(outbound), 200)
+  })
 })

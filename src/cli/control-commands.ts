@@ -419,7 +419,12 @@ export async function controlCommand(argv: string[]): Promise<void> {
         : new ControlTls({ kind: 'ca', ca: cp.ca!, hosts: [apiHost, xdsHost] })
   await tls?.start()
   cp.onTrustBundleChange((signerChanged) => {
-    if (signerChanged && tlsCert === undefined) void tls?.refresh()
+    if (signerChanged && tlsCert === undefined)
+      tls
+        ?.refresh()
+        .catch((err: unknown) =>
+          log('error', 'control', 'cannot re-issue the control plane certificate', { error: String(err) }),
+        )
     else tls?.trustChanged()
   })
   const api = new ApiServer(cp, apiTls && tls !== null ? tls : undefined)
