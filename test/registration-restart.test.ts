@@ -38,7 +38,17 @@ describe('self-registered workloads across a control plane restart', { timeout: 
   let registration: Record<string, unknown>
 
   const startControl = async (apiAddr = '127.0.0.1:0', xdsAddr = '127.0.0.1:0') => {
-    const p = await spawnLoom(['control', '--data-dir', dataDir, '--api', apiAddr, '--xds', xdsAddr])
+    const p = await spawnLoom([
+      'control',
+      '--data-dir',
+      dataDir,
+      '--api',
+      apiAddr,
+      '--xds',
+      xdsAddr,
+      '--xds-tls',
+      'off',
+    ])
     api = String(p.ready.api)
     xds = String(p.ready.xds)
     return p

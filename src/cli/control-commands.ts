@@ -10,6 +10,7 @@ import { parseFlagDurationMs } from '../core/duration.js'
 import { PATH_NORMALIZATIONS, type PathNormalization } from '../control/translate/scope.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
+import { type ApiTarget, apiRequest, caBundleFile, tlsHint } from './api-client.js'
 
 const DEFAULT_SERVER = 'http://127.0.0.1:15080'
 
@@ -25,6 +26,16 @@ Options:
                           how every proxy normalizes request paths before routing and policies, Istio's
                           meshConfig.pathNormalization (default: BASE: RFC 3986 normalization, slashes not merged)
   -h, --help
+
+TLS on the control plane's ports (certificate: issued by the CA to the control plane itself, SANs
+spiffe://<td>/ns/istio-system/sa/loom-control, localhost, 127.0.0.1 and the bind hosts; renewed at half life):
+      --xds-tls <on|off>  the xDS port speaks TLS only (default: on); proxies verify it with
+                          'loom proxy --xds-ca <data-dir>/ca/trust-bundle.pem'. off: plain-text gRPC, for
+                          clients that cannot do TLS (proxyless gRPC with channel_creds insecure)
+      --api-tls <on|off>  the HTTP API speaks HTTPS only, plain HTTP is refused (default: off); the CLI then
+                          takes --server https://host:port and --ca-bundle <data-dir>/ca/trust-bundle.pem
+      --tls-cert <file>   serve this certificate (PEM chain) on both ports instead of a self-issued one
+      --tls-key <file>    its private key
 
 Certificate authority (workload certificates, X.509-SVIDs):
       --trust-domain <td>     the SPIFFE trust domain: spiffe://<td>/ns/<ns>/sa/<sa> (default: cluster.local)
@@ -46,18 +57,27 @@ Proxies get their certificates from the signing service on the xDS port: the fir
 with the current certificate. A proxy's private key never leaves it.
 
 Usage: loom control rotate-root [--data-dir <dir>] [--ca-rotation-overlap <duration>] [--ca-key-type <type>]
+       loom control rotate-root --server <URL> [--propagation <duration>] [--ca-rotation-overlap <duration>]
 
-Replaces the generated root by a new one, the previous staying trusted for the overlap; a running control plane
-uses the new root from its next start.
+Replaces the generated root by a new one, the previous staying trusted for the overlap. On the data dir of a
+stopped control plane (its next start uses the new root), or, with --server, on a running one without a restart:
+the new root is pushed to every proxy's trust bundle (ROOTCA) at once, signs after --propagation (default 30s),
+and the previous root leaves the bundle after the overlap.
 
 Examples:
   loom control --data-dir ~/.loom
   loom control --path-normalization MERGE_SLASHES
   loom control --trust-domain prod.example.com --ca-cert ca-cert.pem --ca-key ca-key.pem --ca-chain cert-chain.pem
-  loom proxy --xds 127.0.0.1:15010 --labels app=reviews,version=v1
+  loom control --api-tls on          # then: loom get vs --server https://127.0.0.1:15080
+  loom control rotate-root --server 127.0.0.1:15080 --propagation 30s --ca-rotation-overlap 48h
+  loom proxy --xds 127.0.0.1:15010 --xds-ca .loom/ca/trust-bundle.pem --labels app=reviews,version=v1
 `
 
-export const APPLY_USAGE = `Usage: loom apply -f <file|dir|-> [--dry-run] [--server URL]
+export const APPLY_USAGE = `Usage: loom apply -f <file|dir|-> [--dry-run] [--server URL] [--ca-bundle FILE]
+
+--server (or LOOM_SERVER): the API, host:port or http(s)://host:port (default 127.0.0.1:15080). An https:// API
+is verified with --ca-bundle, else LOOM_CA_BUNDLE, else ./.loom/ca/trust-bundle.pem; the same for every command
+that talks to the control plane.
 
 Validates every document first; if any is invalid, nothing is written and every error is listed with its file,
 document index and field path. Kubernetes kinds (Deployment, Service, ...) are skipped. After the created /
@@ -71,7 +91,7 @@ Examples:
   cat vs.yaml | loom apply -f -
 `
 
-export const GET_USAGE = `Usage: loom get <kind> [name] [-n namespace | -A] [-o table|yaml|json] [--server URL]
+export const GET_USAGE = `Usage: loom get <kind> [name] [-n namespace | -A] [-o table|yaml|json] [--server URL] [--ca-bundle FILE]
 
 Kinds: ${SUPPORTED_KINDS.join(', ')} (short names: vs, dr, gw, se, we, pa, ap, ra, grl; plurals work too)
 
@@ -81,7 +101,7 @@ Examples:
   loom get virtualservices -A -o json
 `
 
-export const DELETE_USAGE = `Usage: loom delete <kind> <name> [-n namespace] [--server URL]
+export const DELETE_USAGE = `Usage: loom delete <kind> <name> [-n namespace] [--server URL] [--ca-bundle FILE]
        loom delete -f <file|dir|->
 
 With -f, VirtualServices go first (they name the DestinationRules, Gateways and ServiceEntries that follow).
@@ -91,7 +111,7 @@ Examples:
   loom delete -f samples/virtual-service-all-v1.yaml
 `
 
-export const ANALYZE_USAGE = `Usage: loom analyze [-f] <file|dir|-> ... [--local] [-o table|json] [--server URL]
+export const ANALYZE_USAGE = `Usage: loom analyze [-f] <file|dir|-> ... [--local] [-o table|json] [--server URL] [--ca-bundle FILE]
 
 Finds problems before you apply: destination hosts not in the registry, subsets no DestinationRule defines,
 conflicting VirtualServices for one host, routes shadowed by an earlier catch-all, and fields Loom accepts but
@@ -106,7 +126,7 @@ Examples:
   loom analyze --local authz-allow-nothing.yaml
 `
 
-export const TOKEN_USAGE = `Usage: loom token create --service-account <sa> [--namespace <ns>] [--ttl <duration>] [-o text|json] [--server URL]
+export const TOKEN_USAGE = `Usage: loom token create --service-account <sa> [--namespace <ns>] [--ttl <duration>] [-o text|json] [--server URL] [--ca-bundle FILE]
 
 Issues a bootstrap token: what a proxy started with --identity-token-file shows the control plane to get its first
 certificate (an X.509-SVID for spiffe://<trust-domain>/ns/<ns>/sa/<sa>); later certificates are renewed with the
@@ -134,6 +154,7 @@ export async function tokenCommand(argv: string[]): Promise<void> {
       ttl: { type: 'string' },
       output: { type: 'string', short: 'o' },
       server: { type: 'string' },
+      ...CA_BUNDLE_FLAG,
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -157,7 +178,7 @@ export async function tokenCommand(argv: string[]): Promise<void> {
   process.stdout.write(out === 'json' ? `${JSON.stringify(json, null, 2)}\n` : `${res.token}\n`)
 }
 
-export const PROXY_STATUS_USAGE = `Usage: loom proxy-status [-o table|json] [--server URL]
+export const PROXY_STATUS_USAGE = `Usage: loom proxy-status [-o table|json] [--server URL] [--ca-bundle FILE]
 
 Lists every proxy connected to the control plane and, per xDS type (CDS, LDS, EDS, RDS), whether it has the
 newest config (SYNCED), is behind (STALE), rejected it (NACKED, with the reason), or got nothing yet (NOT_SENT).
@@ -167,36 +188,44 @@ Examples:
   loom proxy-status -o json --server 127.0.0.1:15080
 `
 
-function server(values: { server?: string | undefined }): string {
+function server(values: { server?: string | undefined; 'ca-bundle'?: string | undefined }): ApiTarget {
   const s = values.server ?? process.env.LOOM_SERVER ?? DEFAULT_SERVER
-  return s.startsWith('http') ? s.replace(/\/$/, '') : `http://${s}`
+  const base = s.startsWith('http') ? s.replace(/\/$/, '') : `http://${s}`
+  const caBundle = base.startsWith('https:') ? caBundleFile(values['ca-bundle']) : undefined
+  return caBundle === undefined ? { base } : { base, caBundle }
 }
 
+/** `--ca-bundle`, for every command that talks to the API. */
+const CA_BUNDLE_FLAG = { 'ca-bundle': { type: 'string' } } as const
+
 async function call(
-  base: string,
+  target: ApiTarget,
   method: string,
   path: string,
   body?: string,
   headers: Record<string, string> = {},
 ): Promise<{ status: number; json: unknown }> {
-  let res: Response
+  let text: string
+  let status: number
   try {
-    res = await fetch(`${base}${path}`, { method, body, headers })
+    ;({ status, text } = await apiRequest(target, method, path, body, headers))
   } catch (err) {
+    const hint = tlsHint(err as NodeJS.ErrnoException, target)
     throw new LoomError(
       ErrorCodes.USAGE,
-      `cannot reach the control plane at ${base} (${(err as Error).cause ?? (err as Error).message}). ` +
-        'Is `loom control` running? Set --server or LOOM_SERVER to its API address.',
+      hint !== null
+        ? `cannot talk to the control plane at ${target.base}: ${hint}`
+        : `cannot reach the control plane at ${target.base} (${(err as Error).message}). ` +
+            'Is `loom control` running? Set --server or LOOM_SERVER to its API address.',
     )
   }
-  const text = await res.text()
   let json: unknown = null
   try {
     json = JSON.parse(text)
   } catch {
     json = { error: { message: text } }
   }
-  return { status: res.status, json }
+  return { status, json }
 }
 
 function fail(message: string, code = 1): never {
@@ -285,10 +314,15 @@ async function rotateRootCommand(argv: string[]): Promise<void> {
       'data-dir': { type: 'string' },
       'ca-rotation-overlap': CA_FLAGS['ca-rotation-overlap'],
       'ca-key-type': CA_FLAGS['ca-key-type'],
+      server: { type: 'string' },
+      ...CA_BUNDLE_FLAG,
+      propagation: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
   if (values.help) return void process.stdout.write(CONTROL_USAGE)
+  if (values.server !== undefined) return rotateRootLive(values)
+  if (values.propagation !== undefined) fail('--propagation is for a running control plane (--server)', 2)
   const { CertificateAuthority, caFiles } = await import('../control/ca/ca.js')
   const { caDir } = await import('../control/control.js')
   const dataDir = values['data-dir'] ?? '.loom'
@@ -307,6 +341,38 @@ async function rotateRootCommand(argv: string[]): Promise<void> {
   process.stdout.write(`new root ${ca.rootFingerprint}\nprevious root ${before} trusted until ${until}\n`)
 }
 
+/** `loom control rotate-root --server URL`: the running control plane rotates (POST /api/v1/ca/rotate). */
+async function rotateRootLive(values: {
+  server?: string | undefined
+  'ca-bundle'?: string | undefined
+  propagation?: string | undefined
+  'ca-rotation-overlap'?: string | undefined
+}): Promise<void> {
+  const propagation = durationFlag(values.propagation, '--propagation')
+  const overlap = durationFlag(values['ca-rotation-overlap'], '--ca-rotation-overlap')
+  const body = {
+    ...(propagation !== undefined ? { propagationSeconds: propagation / 1000 } : {}),
+    ...(overlap !== undefined ? { overlapSeconds: overlap / 1000 } : {}),
+  }
+  const { status, json } = await call(server(values), 'POST', '/api/v1/ca/rotate', JSON.stringify(body), {
+    'content-type': 'application/json',
+  })
+  const res = json as { previousRoot?: string; nextRoot?: string; signingFrom?: string; overlapSeconds?: number }
+  if (status !== 200) fail((json as { error?: { message: string } }).error?.message ?? `HTTP ${status}`)
+  process.stdout.write(
+    `next root ${res.nextRoot} trusted now, signing from ${res.signingFrom}\n` +
+      `previous root ${res.previousRoot} trusted for ${res.overlapSeconds} s after that\n`,
+  )
+}
+
+/** `on` or `off` (a TLS flag). */
+function onOff(text: string | undefined, flag: string, dflt: boolean): boolean {
+  if (text === undefined) return dflt
+  if (text === 'on') return true
+  if (text === 'off') return false
+  fail(`${flag} must be on or off, not "${text}"`, 2)
+}
+
 export async function controlCommand(argv: string[]): Promise<void> {
   if (argv[0] === 'rotate-root') return rotateRootCommand(argv.slice(1))
   const { values } = parseArgs({
@@ -317,16 +383,25 @@ export async function controlCommand(argv: string[]): Promise<void> {
       xds: { type: 'string' },
       'path-normalization': { type: 'string' },
       ...CA_FLAGS,
+      'xds-tls': { type: 'string' },
+      'api-tls': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
   if (values.help) return void process.stdout.write(CONTROL_USAGE)
   const ca = caOptionsOf(values)
+  const xdsTls = onOff(values['xds-tls'], '--xds-tls', true)
+  const apiTls = onOff(values['api-tls'], '--api-tls', false)
+  if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined))
+    fail('--tls-cert and --tls-key go together', 2)
   const normalization = values['path-normalization'] ?? 'BASE'
   if (!(PATH_NORMALIZATIONS as readonly string[]).includes(normalization))
     fail(`--path-normalization must be one of ${PATH_NORMALIZATIONS.join(', ')}, got "${normalization}"`, 2)
-  const { ControlPlane } = await import('../control/control.js')
+  const { ControlPlane, trustBundleFile } = await import('../control/control.js')
   const { ApiServer } = await import('../control/api-server.js')
+  const { ControlTls } = await import('../control/tls.js')
   const [apiHost, apiPort] = splitHostPort(values.api ?? '127.0.0.1:15080', '--api')
   const [xdsHost, xdsPort] = splitHostPort(values.xds ?? '127.0.0.1:15010', '--xds')
   const dataDir = values['data-dir'] ?? '.loom'
@@ -335,12 +410,32 @@ export async function controlCommand(argv: string[]): Promise<void> {
     meshConfig: { pathNormalization: { normalization: normalization as PathNormalization } },
     ca,
   })
-  const api = new ApiServer(cp)
+  const tlsCert = values['tls-cert']
+  const tls =
+    !xdsTls && !apiTls
+      ? null
+      : tlsCert !== undefined
+        ? new ControlTls({ kind: 'files', cert: tlsCert, key: values['tls-key']! })
+        : new ControlTls({ kind: 'ca', ca: cp.ca!, hosts: [apiHost, xdsHost] })
+  await tls?.start()
+  cp.onTrustBundleChange((signerChanged) => {
+    if (signerChanged && tlsCert === undefined)
+      tls
+        ?.refresh()
+        .catch((err: unknown) =>
+          log('error', 'control', 'cannot re-issue the control plane certificate', { error: String(err) }),
+        )
+    else tls?.trustChanged()
+  })
+  const api = new ApiServer(cp, apiTls && tls !== null ? tls : undefined)
   const apiAddress = await api.listen(apiHost, apiPort)
-  const xdsBound = await cp.xds.listen(xdsHost, xdsPort)
+  const xdsBound = await cp.xds.listen(xdsHost, xdsPort, xdsTls && tls !== null ? tls.grpcCredentials() : undefined)
   log('info', 'control', 'ready', {
     api: apiAddress,
     xds: `${xdsHost}:${xdsBound}`,
+    xds_tls: xdsTls,
+    api_tls: apiTls,
+    ...(tls !== null ? { trust_bundle: trustBundleFile(dataDir) } : {}),
     data_dir: dataDir,
     path_normalization: normalization,
     revision: cp.store.revision,
@@ -350,6 +445,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const stop = () => {
     if (stopping) process.exit(1)
     stopping = true
+    tls?.close()
     void Promise.all([api.close(), cp.close()]).then(() => process.exit(0))
   }
   process.on('SIGTERM', stop)
@@ -369,6 +465,7 @@ export async function applyCommand(argv: string[]): Promise<void> {
       filename: { type: 'string', short: 'f', multiple: true },
       'dry-run': { type: 'boolean' },
       server: { type: 'string' },
+      ...CA_BUNDLE_FLAG,
       output: { type: 'string', short: 'o' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -420,6 +517,7 @@ export async function getCommand(argv: string[]): Promise<void> {
       'all-namespaces': { type: 'boolean', short: 'A' },
       output: { type: 'string', short: 'o' },
       server: { type: 'string' },
+      ...CA_BUNDLE_FLAG,
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -479,6 +577,7 @@ export async function deleteCommand(argv: string[]): Promise<void> {
       filename: { type: 'string', short: 'f', multiple: true },
       namespace: { type: 'string', short: 'n' },
       server: { type: 'string' },
+      ...CA_BUNDLE_FLAG,
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -534,6 +633,7 @@ export async function proxyStatusCommand(argv: string[]): Promise<void> {
     options: {
       output: { type: 'string', short: 'o' },
       server: { type: 'string' },
+      ...CA_BUNDLE_FLAG,
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -591,6 +691,7 @@ export async function analyzeCommand(argv: string[]): Promise<void> {
       local: { type: 'boolean' },
       output: { type: 'string', short: 'o' },
       server: { type: 'string' },
+      ...CA_BUNDLE_FLAG,
       help: { type: 'boolean', short: 'h' },
     },
   })

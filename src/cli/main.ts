@@ -59,6 +59,10 @@ Options:
                            get the workload's certificate (X.509-SVID) from the control plane with the bootstrap
                            token in this file (loom token create); renewed with the certificate itself, the key
                            never leaves the proxy. Needs --xds. See the admin endpoint's /certs
+      --xds-ca <file>      speak TLS to the control plane (xDS, certificates) and verify its certificate with
+                           these roots, PEM (loom control writes them to <data-dir>/ca/trust-bundle.pem); the mesh
+                           trust bundle the proxy is pushed (ROOTCA) is trusted too, so a root rotation goes on
+                           without a restart. Without it, plain text (loom control --xds-tls off)
       --drain-time-s <n>   on SIGTERM/SIGINT, how long in-flight requests may take to finish (default 5)
       --log-level <level>  debug | info | warn | error (default info; also LOOM_LOG)
   -h, --help               show this help
@@ -185,6 +189,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       metadata: { type: 'string', multiple: true },
       admin: { type: 'string' },
       'identity-token-file': { type: 'string' },
+      'xds-ca': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -245,12 +250,33 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       admin: { address: { socket_address: hostPort(values.admin ?? '127.0.0.1:15000', '--admin') } },
     }
   }
+  let roots: string | undefined
+  if (values['xds-ca'] !== undefined) {
+    if (values.xds === undefined) {
+      process.stderr.write('loom: --xds-ca needs --xds (it verifies the control plane)\n')
+      process.exitCode = 2
+      return
+    }
+    const { readRootsFile } = await import('../proxy/xds-credentials.js')
+    try {
+      roots = readRootsFile(values['xds-ca'])
+    } catch (err) {
+      process.stderr.write(`loom: ${(err as Error).message}\n`)
+      process.exitCode = 2
+      return
+    }
+  }
   const proxy = new ProxyServer(bootstrap, { file: values.config ?? '<xds>', drainTimeMs })
   await proxy.start()
+  const credentials =
+    roots === undefined
+      ? undefined
+      : (await import('../proxy/xds-credentials.js')).xdsChannelCredentials(roots, proxy.secrets)
   if (values.xds !== undefined) {
     const { startXds } = await import('../proxy/xds-start.js')
     await startXds(proxy, {
       server: values.xds,
+      credentials,
       protocol,
       node: values.node,
       kind: values.kind === 'gateway' ? 'gateway' : 'sidecar',
@@ -269,7 +295,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
   const tokenFile = values['identity-token-file']
   if (tokenFile !== undefined && values.xds !== undefined) {
     const { IdentityClient } = await import('../proxy/identity/client.js')
-    const identity = new IdentityClient({ server: values.xds, tokenFile, store: proxy.secrets })
+    const identity = new IdentityClient({ server: values.xds, credentials, tokenFile, store: proxy.secrets })
     proxy.identity = identity
     identity.start()
   }

@@ -20,6 +20,9 @@
  *   POST   /api/v1/tokens                           a bootstrap token for a workload's first certificate (JSON:
  *                                                    namespace, serviceAccount, ttlSeconds; default 1 h); 409 without
  *                                                    a CA
+ *   POST   /api/v1/ca/rotate                        a live root rotation (JSON, optional: propagationSeconds, default
+ *                                                    30, the time the next root is trusted before it signs;
+ *                                                    overlapSeconds, how long the previous root stays trusted after)
  *   GET    /api/v1/ca                               trust domain, certificate TTL, the trust bundle's roots
  *                                                    (subject, serial, validity), certificates issued / renewed /
  *                                                    refused by reason
@@ -32,16 +35,24 @@
  * A write that fails validation changes nothing and returns every error (document index, kind, name, field path).
  */
 import * as http from 'node:http'
-import type { AddressInfo } from 'node:net'
+import * as https from 'node:https'
+import { type AddressInfo, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net'
 import { keyOf, lookupKind, type ManifestResult, parseManifests } from '../api/index.js'
 import type { Resource } from '../api/resource.js'
 import { log } from '../core/log.js'
 import type { ControlPlane } from './control.js'
+import type { ControlTls } from './tls.js'
 import { Registry, RegistrationError } from './registry/registry.js'
 import { analyze, type Diagnostic, locate } from './translate/analyze.js'
 import { StoreConflictError } from './store/store.js'
 
 const MAX_BODY = 16 * 1024 * 1024
+
+/**
+ * How long a live rotation's next root is only trusted before it signs: the SDS push of the new bundle reaches every
+ * connected proxy in well under a second; the margin covers proxies reconnecting.
+ */
+export const DEFAULT_ROTATION_PROPAGATION_MS = 30_000
 
 /** Several manifest files in one analyze request: `{"files": [{"source": "a.yaml", "text": "..."}]}`. */
 const FILES_TYPE = 'application/vnd.loom.files+json'
@@ -97,14 +108,23 @@ function sameContent(a: Resource, b: Resource): boolean {
   return strip(a) === strip(b)
 }
 
+/** What a plain-HTTP request to the HTTPS port is answered (then the connection is closed). */
+const PLAIN_HTTP_REFUSED =
+  'HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n' +
+  'this port requires TLS: use https:// (the control plane root is <data-dir>/ca/trust-bundle.pem)\n'
+
 export class ApiServer {
   private readonly cp: ControlPlane
   private readonly server: http.Server
+  /** with TLS: what accepts connections, and hands TLS ones to `server` (a plain-HTTP request is refused) */
+  private readonly front: NetServer | null = null
+  private readonly sockets = new Set<Socket>()
   address = ''
 
-  constructor(cp: ControlPlane) {
+  /** With `tls`, the API is HTTPS only, with the control plane's certificate (a renewal applies to new connections). */
+  constructor(cp: ControlPlane, tls?: ControlTls) {
     this.cp = cp
-    this.server = http.createServer((req, res) => {
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
       this.handle(req, res).catch((err: unknown) => {
         const status = err instanceof HttpError ? err.status : 500
         if (status === 500) log('error', 'api', 'request failed', { url: req.url, error: String(err) })
@@ -115,14 +135,37 @@ export class ApiServer {
         if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json' })
         res.end(`${JSON.stringify(body, null, 2)}\n`)
       })
+    }
+    if (tls === undefined) {
+      this.server = http.createServer(handler)
+      return
+    }
+    const contextOf = () => ({ cert: tls.certificate.certChainPem, key: tls.certificate.privateKeyPem })
+    const secure = https.createServer(contextOf(), handler)
+    tls.onChange(() => secure.setSecureContext(contextOf()))
+    this.server = secure
+    // the first byte tells a TLS ClientHello (0x16) from a plain-text request, which is answered in plain text
+    this.front = createNetServer((socket) => {
+      this.sockets.add(socket)
+      socket.once('close', () => this.sockets.delete(socket))
+      socket.once('error', () => socket.destroy())
+      socket.once('data', (first: Buffer) => {
+        socket.pause()
+        if (first[0] !== 0x16) return void socket.end(PLAIN_HTTP_REFUSED)
+        socket.unshift(first)
+        secure.emit('connection', socket)
+        process.nextTick(() => socket.resume())
+      })
+      socket.resume()
     })
   }
 
   listen(host: string, port: number): Promise<string> {
+    const listening = this.front ?? this.server
     return new Promise((resolve, reject) => {
-      this.server.once('error', reject)
-      this.server.listen(port, host, () => {
-        const a = this.server.address() as AddressInfo
+      listening.once('error', reject)
+      listening.listen(port, host, () => {
+        const a = listening.address() as AddressInfo
         this.address = `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`
         resolve(this.address)
       })
@@ -131,7 +174,10 @@ export class ApiServer {
 
   close(): Promise<void> {
     return new Promise((resolve) => {
-      this.server.close(() => resolve())
+      if (this.front !== null) {
+        this.front.close(() => resolve())
+        for (const s of this.sockets) s.destroy()
+      } else this.server.close(() => resolve())
       this.server.closeAllConnections()
     })
   }
@@ -264,6 +310,8 @@ export class ApiServer {
         ...(cp.signing?.stats ?? {}),
       })
     }
+    if (what === 'ca' && parts.length === 4 && parts[3] === 'rotate' && method === 'POST')
+      return send(200, await this.rotate(await readBody(req)))
     if (what === 'analyze' && method === 'POST') {
       const body = await readBody(req)
       const source = req.headers['x-loom-source'] as string | undefined
@@ -271,6 +319,41 @@ export class ApiServer {
       return send(200, await this.analyze(files ? filesOf(body) : [[source ?? '<request>', body]]))
     }
     throw new HttpError(404, `no ${method} ${url.pathname}`)
+  }
+
+  /** A live root rotation (body: {"propagationSeconds": n, "overlapSeconds": n}, both optional). */
+  private async rotate(text: string): Promise<unknown> {
+    const ca = this.cp.ca
+    if (ca === null) throw new HttpError(409, 'the control plane runs without a CA')
+    let b: { propagationSeconds?: unknown; overlapSeconds?: unknown } = {}
+    if (text.trim() !== '') {
+      try {
+        b = JSON.parse(text) as typeof b
+      } catch {
+        throw new HttpError(400, 'the body must be JSON: {"propagationSeconds": 30, "overlapSeconds": 172800}')
+      }
+    }
+    const seconds = (v: unknown, field: string): number | undefined => {
+      if (v === undefined) return undefined
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
+        throw new HttpError(400, `${field}: a number of seconds (0 or more) is expected`)
+      return v * 1000
+    }
+    const propagation = seconds(b.propagationSeconds, 'propagationSeconds') ?? DEFAULT_ROTATION_PROPAGATION_MS
+    const overlap = seconds(b.overlapSeconds, 'overlapSeconds')
+    const previous = ca.rootFingerprint
+    try {
+      await this.cp.rotateRoot(propagation, overlap)
+    } catch (err) {
+      throw new HttpError(409, (err as Error).message)
+    }
+    return {
+      previousRoot: previous,
+      nextRoot: ca.rotationState().pending?.fingerprint256,
+      signingFrom: ca.rotationState().pending?.activateAt,
+      overlapSeconds: (overlap ?? ca.rotationOverlapMs) / 1000,
+      trustBundle: ca.trustBundleRoots(),
+    }
   }
 
   /** A bootstrap token; its contents are never logged. */

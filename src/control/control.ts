@@ -8,6 +8,7 @@
  * Every change (a write, a workload registering or expiring) schedules one rebuild, debounced, of the snapshots of
  * every connected proxy. Proxies alike in what their outbound config depends on share that translation.
  */
+import { createHash } from 'node:crypto'
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Resource } from '../api/resource.js'
@@ -16,7 +17,7 @@ import { certificateService } from '../xds/ca-service.js'
 import { rateLimitSharesService } from '../xds/ratelimit-service.js'
 import type { NodeInfo } from '../xds/server.js'
 import { XdsServer } from '../xds/server.js'
-import type { ProxyNode, Snapshot } from '../xds/snapshot.js'
+import { type ProxyNode, type Snapshot, TYPE_URL } from '../xds/snapshot.js'
 import { type CaOptions, CertificateAuthority } from './ca/ca.js'
 import { SigningService } from './ca/signing-service.js'
 import { TokenIssuer, tokenKeyFile } from './ca/tokens.js'
@@ -52,6 +53,18 @@ export interface ControlOptions {
 export function caDir(dataDir: string): string {
   return join(dataDir, 'ca')
 }
+
+/**
+ * The control plane's trust bundle, PEM (the active root, a rotation's next root, previous roots in their overlap):
+ * what a proxy (`--xds-ca`) or the CLI (`--ca-bundle`) verifies the control plane's TLS certificate with. Rewritten
+ * whenever the bundle changes.
+ */
+export function trustBundleFile(dataDir: string): string {
+  return join(caDir(dataDir), 'trust-bundle.pem')
+}
+
+/** The SDS name of the trust bundle the control plane serves every proxy over ADS (Istio's name). */
+export const ROOTCA_SECRET = 'ROOTCA'
 
 /** The file self-registered workloads are kept in. */
 export function registrationsFile(dataDir: string): string {
@@ -116,6 +129,9 @@ export class ControlPlane {
   private readonly nodes = new Map<string, TranslateNode>()
   private rebuildTimer: NodeJS.Timeout | null = null
   private expiryTimer: NodeJS.Timeout | null = null
+  private bundleTimer: NodeJS.Timeout | null = null
+  private rootcaEntry: { version: string; items: Map<string, Record<string, unknown>> } | null = null
+  private readonly bundleListeners = new Set<(signerChanged: boolean) => void>()
   /** ms the last rebuild took, and how many proxies it covered (for /debug and the benchmark) */
   lastRebuild = { ms: 0, proxies: 0, revision: 0, at: '' }
 
@@ -158,7 +174,81 @@ export class ControlPlane {
     cp.registry.onChange(() => cp.scheduleRebuild())
     cp.expiryTimer = setInterval(() => cp.registry.expire(), options.expiryIntervalMs ?? 1000)
     cp.expiryTimer.unref()
+    if (ca !== null) {
+      // a live rotation interrupted by a restart continues: its next root signs when it was to
+      cp.onBundleChanged()
+    }
     return cp
+  }
+
+  /**
+   * Starts a live root rotation (`POST /api/v1/ca/rotate`): the next root joins the trust bundle every proxy is
+   * pushed now (SDS `ROOTCA`); after `propagationMs` it signs the leaves proxies renew to, and the previous root
+   * leaves the bundle `overlapMs` later.
+   */
+  async rotateRoot(propagationMs: number, overlapMs?: number): Promise<void> {
+    if (this.ca === null) throw new Error('the control plane has no CA')
+    await this.ca.beginRotation(propagationMs, overlapMs)
+    this.onBundleChanged()
+  }
+
+  /** Called with `true` when a new root starts signing, `false` when only the bundle changed. */
+  onTrustBundleChange(fn: (signerChanged: boolean) => void): void {
+    this.bundleListeners.add(fn)
+  }
+
+  /** The trust bundle changed (or is about to change by itself): file, SDS push, listeners, next timer. */
+  private onBundleChanged(signerChanged = false): void {
+    const ca = this.ca
+    if (ca === null) return
+    this.rootcaEntry = null
+    try {
+      mkdirSync(caDir(this.options.dataDir), { recursive: true })
+      writeAtomic(trustBundleFile(this.options.dataDir), ca.trustBundle().join(''))
+    } catch (err) {
+      log('warn', 'control', 'cannot write the trust bundle file', { error: String(err) })
+    }
+    this.scheduleRebuild()
+    for (const l of this.bundleListeners) l(signerChanged)
+    if (this.bundleTimer !== null) clearTimeout(this.bundleTimer)
+    this.bundleTimer = null
+    const next = ca.nextBundleChange()
+    if (next === null) return
+    this.bundleTimer = setTimeout(
+      () => {
+        this.bundleTimer = null
+        const due = ca.pendingActivation()
+        if (due !== null && due <= Date.now()) {
+          ca.activatePending().then(
+            (activated) => {
+              if (activated)
+                log('info', 'control', 'the new root signs now; the previous one stays trusted for the overlap', {
+                  root: ca.rootFingerprint,
+                })
+              this.onBundleChanged(activated)
+            },
+            (err: unknown) => log('error', 'control', 'cannot activate the next root', { error: String(err) }),
+          )
+        } else this.onBundleChanged()
+      },
+      Math.max(0, Math.min(next - Date.now() + 5, 2 ** 31 - 1)),
+    )
+    this.bundleTimer.unref()
+  }
+
+  /** The SDS secret `ROOTCA` every proxy is served: the CA's trust bundle, versioned by its content. */
+  private rootca(): { version: string; items: Map<string, Record<string, unknown>> } | null {
+    if (this.ca === null) return null
+    if (this.rootcaEntry === null) {
+      const pem = this.ca.trustBundle().join('')
+      this.rootcaEntry = {
+        version: createHash('sha256').update(pem).digest('hex').slice(0, 16),
+        items: new Map([
+          [ROOTCA_SECRET, { name: ROOTCA_SECRET, validation_context: { trusted_ca: { inline_string: pem } } }],
+        ]),
+      }
+    }
+    return this.rootcaEntry
   }
 
   private reloadPending = false
@@ -244,7 +334,16 @@ export class ControlPlane {
   }
 
   private build(node: TranslateNode): Snapshot {
-    return this.translator().translate(node)
+    return this.withRootca(this.translator().translate(node))
+  }
+
+  /** The translated snapshot plus the trust bundle (SDS `ROOTCA`), when there is a CA. */
+  private withRootca(snapshot: Snapshot): Snapshot {
+    const rootca = this.rootca()
+    if (rootca === null) return snapshot
+    const resources = new Map(snapshot.resources)
+    resources.set(TYPE_URL.secret, rootca)
+    return { resources }
   }
 
   scheduleRebuild(): void {
@@ -267,7 +366,7 @@ export class ControlPlane {
         this.nodes.delete(id)
         continue
       }
-      this.xds.setSnapshot(id, batch.translate(node))
+      this.xds.setSnapshot(id, this.withRootca(batch.translate(node)))
       n++
     }
     this.lastRebuild = {
@@ -292,6 +391,7 @@ export class ControlPlane {
   async close(): Promise<void> {
     if (this.rebuildTimer !== null) clearTimeout(this.rebuildTimer)
     if (this.expiryTimer !== null) clearInterval(this.expiryTimer)
+    if (this.bundleTimer !== null) clearTimeout(this.bundleTimer)
     this.watch?.close()
     this.shares.close()
     await this.xds.close(500)

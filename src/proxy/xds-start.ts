@@ -4,6 +4,7 @@
  * clusters as they change.
  */
 import { hostname } from 'node:os'
+import type * as grpc from '@grpc/grpc-js'
 import { log } from '../core/log.js'
 import { VERSION } from '../core/version.js'
 import { AdsClient } from '../xds/client.js'
@@ -15,6 +16,8 @@ import { XdsConsumer } from './xds-consumer.js'
 export interface XdsStartOptions {
   /** host:port of the ADS server */
   server: string
+  /** TLS to the control plane (xds-credentials.ts); plain text without */
+  credentials?: grpc.ChannelCredentials | undefined
   /** state of the world (default) or incremental ADS */
   protocol?: 'sotw' | 'delta'
   node: string | undefined
@@ -28,6 +31,9 @@ export interface XdsStartOptions {
   locality?: { region?: string; zone?: string; sub_zone?: string }
 }
 
+/** How a TLS verification failure shows in a gRPC error (node's and OpenSSL's words). */
+const TLS_VERIFY_FAILURE = /certificate|self[- ]signed|unable to verify|altname|CERT_/i
+
 /** Istio's node id shape: `<kind>~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local` (gateways are `router`). */
 export function defaultNodeId(o: XdsStartOptions): string {
   const name = `${o.labels.app ?? hostname()}-${process.pid}`
@@ -39,6 +45,7 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
   const id = o.node ?? defaultNodeId(o)
   const client: AdsClient = new AdsClient({
     server: o.server,
+    ...(o.credentials !== undefined ? { credentials: o.credentials } : {}),
     protocol: o.protocol ?? 'sotw',
     node: {
       id,
@@ -65,17 +72,24 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
       return verdict
     },
   })
-  client.on('disconnected', (why: unknown) =>
-    log('warn', 'xds', 'control plane disconnected; serving the last config', { why: String(why) }),
-  )
+  client.on('disconnected', (why: unknown) => {
+    const text = String(why)
+    if (o.credentials !== undefined && TLS_VERIFY_FAILURE.test(text))
+      log('error', 'xds', "the control plane's TLS certificate does not verify against --xds-ca; not connecting", {
+        server: o.server,
+        why: text,
+      })
+    else log('warn', 'xds', 'control plane disconnected; serving the last config', { why: text })
+  })
   client.start()
   // the bootstrap's TLS contexts may name secrets served over ADS: ask for them before any LDS/CDS response
   const secrets = consumer.secretNames()
   if (secrets.length > 0) client.subscribe(TYPE_URL.secret, secrets)
   // global rate limits: shares from the same control plane, on the same address (the stream opens on first use)
-  new ShareReporter({ server: o.server, nodeId: id }).attach()
+  new ShareReporter({ server: o.server, nodeId: id, credentials: o.credentials }).attach()
   log('info', 'xds', 'connecting', {
     server: o.server,
+    tls: o.credentials !== undefined,
     node: id,
     protocol: client.protocol,
     ...(o.locality === undefined ? {} : { locality: o.locality }),

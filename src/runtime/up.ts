@@ -249,6 +249,8 @@ export class LocalMesh {
   private control: Supervised | null = null
   api = ''
   xds = ''
+  /** the control plane's trust bundle (what its proxies verify its xDS certificate with) */
+  private trustBundle = ''
   private readonly workloads: RunningWorkload[] = []
   private readonly gateways: { state: GatewayState; proc: Supervised }[] = []
   /** every process started, by role, as soon as it exists (so a shutdown during startup leaves nothing behind) */
@@ -451,6 +453,9 @@ export class LocalMesh {
     const xdsPort = await freePort(this.options.xdsPort)
     this.api = `127.0.0.1:${apiPort}`
     this.xds = `127.0.0.1:${xdsPort}`
+    // the control plane serves xDS over TLS; its proxies verify it with the trust bundle it writes
+    // (control.ts trustBundleFile: <control data dir>/ca/trust-bundle.pem)
+    this.trustBundle = join(this.dataDir, 'control', 'ca', 'trust-bundle.pem')
     const control = this.loom('control', 'control', [
       'control',
       '--data-dir',
@@ -560,6 +565,8 @@ export class LocalMesh {
         'proxy',
         '--xds',
         this.xds,
+        '--xds-ca',
+        this.trustBundle,
         '--kind',
         'gateway',
         '--node',
@@ -655,6 +662,8 @@ export class LocalMesh {
       'proxy',
       '--xds',
       this.xds,
+      '--xds-ca',
+      this.trustBundle,
       '--node',
       nodeId,
       '--namespace',

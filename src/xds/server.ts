@@ -769,13 +769,14 @@ export class XdsServer {
     return this.cache.setSnapshot(nodeId, snapshot)
   }
 
-  /** Binds (insecure credentials) and resolves with the bound port (`port` 0 picks a free one). */
-  listen(host: string, port: number): Promise<number> {
+  /**
+   * Binds and resolves with the bound port (`port` 0 picks a free one); plain text unless `credentials` (TLS) are
+   * given.
+   */
+  listen(host: string, port: number, credentials = grpc.ServerCredentials.createInsecure()): Promise<number> {
     const h = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host
     return new Promise((resolve, reject) => {
-      this.grpcServer.bindAsync(`${h}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) =>
-        err ? reject(err) : resolve(bound),
-      )
+      this.grpcServer.bindAsync(`${h}:${port}`, credentials, (err, bound) => (err ? reject(err) : resolve(bound)))
     })
   }
 

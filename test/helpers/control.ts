@@ -61,17 +61,24 @@ export async function spawnLoom(
 }
 
 export interface Control extends Proc {
+  /** the JSON of its `ready` log line */
+  ready: Record<string, unknown>
   api: string
   xds: string
   dataDir: string
   loom(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }>
 }
 
+/**
+ * `loom control` on OS-chosen ports. Its xDS port is plain text unless `extra` says otherwise (`--xds-tls on`):
+ * most tests dial it without TLS; the TLS of the control plane is tested on its own (control-tls.test.ts).
+ */
 export async function startControl(
   dataDir = mkdtempSync(join(tmpdir(), 'loom-cp-')),
   xdsPort = 0,
   extra: string[] = [],
 ): Promise<Control> {
+  const tls = extra.includes('--xds-tls') ? [] : ['--xds-tls', 'off']
   const p = await spawnLoom([
     'control',
     '--data-dir',
@@ -80,6 +87,7 @@ export async function startControl(
     '127.0.0.1:0',
     '--xds',
     `127.0.0.1:${xdsPort}`,
+    ...tls,
     ...extra,
   ])
   const api = String(p.ready.api)

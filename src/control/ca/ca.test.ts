@@ -504,3 +504,70 @@ describe('root rotation', () => {
     assert.equal(new X509Certificate(restarted.trustBundle()[1]!).fingerprint256, before)
   })
 })
+
+describe('live root rotation', () => {
+  test('the next root is trusted first, signs after the propagation, and the previous one leaves after the overlap', async () => {
+    let now = Date.now()
+    const dir = freshDir()
+    const ca = await CertificateAuthority.open({ dir, now: () => now, rotationOverlapMs: 48 * HOUR })
+    const oldRoot = ca.trustBundle()[0]!
+    const { pem } = await makeCsr()
+
+    await ca.beginRotation(30_000, 2 * HOUR)
+    const both = ca.trustBundle()
+    assert.equal(both.length, 2)
+    assert.equal(both[0], oldRoot, 'the current root still signs')
+    assert.equal(ca.pendingActivation(), now + 30_000)
+    assert.equal(ca.nextBundleChange(), now + 30_000)
+    assert.equal(ca.trustBundleRoots()[1]!.signingFrom, new Date(now + 30_000).toISOString())
+    const before = await ca.sign(pem, REVIEWS)
+    assert.ok(new X509Certificate(before.certificatePem).verify(new X509Certificate(oldRoot).publicKey))
+    assert.deepEqual(before.trustBundlePem, both, 'leaves issued now carry both roots')
+    await refused(() => ca.beginRotation(1000), /under way/)
+    await refused(() => ca.rotate(), /under way/)
+
+    // a restart during the propagation keeps the pending root
+    const restarted = await CertificateAuthority.open({ dir, now: () => now, rotationOverlapMs: 48 * HOUR })
+    assert.deepEqual(restarted.trustBundle(), both)
+    assert.equal(restarted.pendingActivation(), now + 30_000)
+
+    now += 30_000
+    assert.equal(await restarted.activatePending(), true)
+    const nextRoot = new X509Certificate(both[1]!)
+    assert.equal(restarted.rootFingerprint, nextRoot.fingerprint256)
+    assert.deepEqual(restarted.trustBundle(), [both[1], oldRoot])
+    assert.equal(restarted.nextBundleChange(), now + 2 * HOUR, 'the overlap asked for, not the default')
+    const after = await restarted.sign(pem, REVIEWS)
+    assert.ok(new X509Certificate(after.certificatePem).verify(nextRoot.publicKey))
+    assert.equal(await restarted.activatePending(), false, 'nothing left to activate')
+    const reopened = await CertificateAuthority.open({ dir, now: () => now })
+    assert.equal(reopened.rootFingerprint, nextRoot.fingerprint256, 'the new root is the one on disk')
+    assert.equal(reopened.rotationState().pending, undefined)
+
+    now += 2 * HOUR + 1
+    assert.deepEqual(reopened.trustBundle(), [both[1]])
+  })
+
+  test('a server certificate: the URI, DNS and IP SANs asked for, server and client auth, from the signing root', async () => {
+    const ca = await open()
+    const c = await ca.issueServerCertificate(
+      {
+        spiffeId: 'spiffe://cluster.local/ns/istio-system/sa/loom-control',
+        dnsNames: ['localhost', 'cp.example'],
+        ipAddresses: ['127.0.0.1', '::1'],
+      },
+      HOUR,
+    )
+    const leaf = new X509Certificate(c.certificatePem)
+    assert.equal(
+      leaf.subjectAltName,
+      'URI:spiffe://cluster.local/ns/istio-system/sa/loom-control, DNS:localhost, DNS:cp.example, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1',
+    )
+    assert.equal(leaf.checkHost('cp.example'), 'cp.example')
+    assert.equal(leaf.checkIP('127.0.0.1'), '127.0.0.1')
+    assert.ok(leaf.verify(new X509Certificate(ca.trustBundle()[0]!).publicKey))
+    assert.equal(leaf.ca, false)
+    assert.ok(leaf.checkPrivateKey((await import('node:crypto')).createPrivateKey(c.privateKeyPem)))
+    assert.ok(Math.abs(c.notAfter.getTime() - Date.now() - HOUR) < 60_000)
+  })
+})

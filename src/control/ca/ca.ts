@@ -85,12 +85,27 @@ export interface TrustedRoot {
   fingerprint256: string
   /** a previous root: when it leaves the bundle; the active root: null */
   trustedUntil: string | null
+  /** the next root of a live rotation: when it starts signing */
+  signingFrom?: string
 }
 
 export interface CaState {
   version: 1
   active: { certificatePem: string; fingerprint256: string; source: 'generated' | 'supplied' } | null
   retiring: RetiringRoot[]
+  /**
+   * A live rotation's next root: already in the trust bundle, signing from `activateAt` on (its key and certificate
+   * are `root-key.pem.pending` / `root-cert.pem.pending`). The previous root then stays trusted for `overlapMs`.
+   */
+  pending?: { certificatePem: string; fingerprint256: string; activateAt: string; overlapMs: number }
+}
+
+/** What a server certificate is for: its SANs (the control plane's own TLS certificate). */
+export interface ServerIdentity {
+  /** a URI SAN, e.g. the control plane's SPIFFE ID */
+  spiffeId: string
+  dnsNames: string[]
+  ipAddresses: string[]
 }
 
 export class CsrError extends LoomError {
@@ -196,7 +211,13 @@ export class CertificateAuthority {
         trusted_until: retiring.at(-1)!.trustedUntil,
       })
     }
-    this.state = { version: 1, active: { certificatePem: this.signer.rootPem, fingerprint256: fp, source }, retiring }
+    const pending = this.state.pending
+    this.state = {
+      version: 1,
+      active: { certificatePem: this.signer.rootPem, fingerprint256: fp, source },
+      retiring,
+      ...(pending !== undefined && pending.fingerprint256 !== fp && source === 'generated' ? { pending } : {}),
+    }
     if (JSON.stringify(this.state) !== before)
       writeFileAtomic(caFiles(this.dir).state, `${JSON.stringify(this.state, null, 1)}\n`, 0o644)
   }
@@ -205,6 +226,7 @@ export class CertificateAuthority {
   trustBundle(now = this.now()): string[] {
     return [
       this.signer.rootPem,
+      ...(this.state.pending !== undefined ? [this.state.pending.certificatePem] : []),
       ...this.state.retiring.filter((r) => Date.parse(r.trustedUntil) > now).map((r) => r.certificatePem),
     ]
   }
@@ -225,8 +247,10 @@ export class CertificateAuthority {
         trustedUntil,
       }
     }
+    const p = this.state.pending
     return [
       describe(this.signer.rootPem, null),
+      ...(p !== undefined ? [{ ...describe(p.certificatePem, null), signingFrom: p.activateAt }] : []),
       ...this.state.retiring
         .filter((r) => Date.parse(r.trustedUntil) > now)
         .map((r) => describe(r.certificatePem, r.trustedUntil)),
@@ -239,6 +263,8 @@ export class CertificateAuthority {
    */
   nextBundleChange(now = this.now()): number | null {
     let next: number | null = null
+    const p = this.state.pending
+    if (p !== undefined) next = Date.parse(p.activateAt)
     for (const r of this.state.retiring) {
       const t = Date.parse(r.trustedUntil)
       if (t > now && (next === null || t < next)) next = t
@@ -269,6 +295,10 @@ export class CertificateAuthority {
       throw new CaConfigError([
         'the CA is user-supplied: rotate it by restarting with the new --ca-cert/--ca-key files',
       ])
+    if (this.state.pending !== undefined)
+      throw new CaConfigError([
+        `a live rotation is under way: the next root signs from ${this.state.pending.activateAt}`,
+      ])
     const files = caFiles(this.dir)
     const now = this.now()
     await writeRoot(files, '.next', this.options.keyAlgorithm ?? 'ecdsa-p256', this.trustDomain, now)
@@ -289,6 +319,140 @@ export class CertificateAuthority {
       }
     }
     this.reconcile('generated')
+  }
+
+  /**
+   * Starts a live rotation: a new root joins the trust bundle now, while leaves are still signed by the current
+   * one; at `now + propagationMs` (`activatePending`) it starts signing and the current root stays trusted for
+   * `overlapMs`. Whoever hands the bundle out (SDS) pushes it at each step, so every proxy trusts the new root
+   * before any leaf of it exists, and trusts the old one until its leaves have been renewed.
+   */
+  async beginRotation(propagationMs: number, overlapMs = this.rotationOverlapMs): Promise<void> {
+    if (this.options.supplied !== undefined)
+      throw new CaConfigError([
+        'the CA is user-supplied: rotate it by restarting with the new --ca-cert/--ca-key files',
+      ])
+    if (this.state.pending !== undefined)
+      throw new CaConfigError([`a rotation is under way: the next root signs from ${this.state.pending.activateAt}`])
+    const files = caFiles(this.dir)
+    const now = this.now()
+    await writeRoot(files, '.pending', this.options.keyAlgorithm ?? 'ecdsa-p256', this.trustDomain, now)
+    const pem = readFileSync(`${files.cert}.pending`, 'utf8')
+    this.state = {
+      ...this.state,
+      pending: {
+        certificatePem: pem,
+        fingerprint256: new NodeCertificate(pem).fingerprint256,
+        activateAt: new Date(now + propagationMs).toISOString(),
+        overlapMs,
+      },
+    }
+    writeFileAtomic(files.state, `${JSON.stringify(this.state, null, 1)}\n`, 0o644)
+    log('info', 'ca', 'rotation started: the next root is trusted now and signs from activate_at', {
+      root: this.rootFingerprint,
+      next: this.state.pending!.fingerprint256,
+      activate_at: this.state.pending!.activateAt,
+    })
+  }
+
+  /** The live rotation's next root, if one is waiting, and when it starts signing (ms since the epoch). */
+  pendingActivation(): number | null {
+    const p = this.state.pending
+    return p === undefined ? null : Date.parse(p.activateAt)
+  }
+
+  /** Makes the pending root (beginRotation) the signing root now; the previous one stays trusted for the overlap. */
+  async activatePending(): Promise<boolean> {
+    const p = this.state.pending
+    if (p === undefined) return false
+    const files = caFiles(this.dir)
+    if (!existsSync(`${files.key}.pending`) || !existsSync(`${files.cert}.pending`)) {
+      log('error', 'ca', 'the pending root files are missing; the rotation is abandoned', { dir: this.dir })
+      const { pending: _, ...rest } = this.state
+      this.state = rest
+      writeFileAtomic(files.state, `${JSON.stringify(this.state, null, 1)}\n`, 0o644)
+      return false
+    }
+    // the same steps as an offline rotation from here: complete .next files, renamed key then certificate
+    renameSync(`${files.key}.pending`, `${files.key}.next`)
+    renameSync(`${files.cert}.pending`, `${files.cert}.next`)
+    finishRotation(files)
+    const now = this.now()
+    const prev = this.state.active
+    this.signer = await loadSigner({ certFile: files.cert, keyFile: files.key }, now)
+    const { pending: _, ...rest } = this.state
+    this.state = rest
+    if (prev !== null) {
+      this.state = {
+        ...this.state,
+        retiring: [
+          ...this.state.retiring.filter((r) => r.fingerprint256 !== prev.fingerprint256),
+          {
+            certificatePem: prev.certificatePem,
+            fingerprint256: prev.fingerprint256,
+            trustedUntil: new Date(now + p.overlapMs).toISOString(),
+          },
+        ],
+      }
+    }
+    this.reconcile('generated')
+    writeFileAtomic(files.state, `${JSON.stringify(this.state, null, 1)}\n`, 0o644)
+    return true
+  }
+
+  /**
+   * Issues a server certificate (the control plane's own TLS certificate) for a key made here; the key is returned
+   * with it and never written anywhere. serverAuth and clientAuth, a URI SAN and the DNS and IP SANs asked for.
+   */
+  async issueServerCertificate(
+    identity: ServerIdentity,
+    ttlMs = this.certTtlMs,
+  ): Promise<{ certificatePem: string; chainPem: string[]; privateKeyPem: string; notAfter: Date }> {
+    const { keys, pem } = await generateCaKey('ecdsa-p256')
+    const names: x509.JsonGeneralName[] = [
+      { type: 'url', value: identity.spiffeId },
+      ...identity.dnsNames.map((value) => ({ type: 'dns' as const, value })),
+      ...identity.ipAddresses.map((value) => ({ type: 'ip' as const, value })),
+    ]
+    const leaf = await this.issue(keys.publicKey, names, ttlMs)
+    return {
+      certificatePem: `${leaf.toString('pem')}\n`,
+      chainPem: this.signer.isRoot ? [] : [this.signer.certPem, ...this.signer.intermediatesPem],
+      privateKeyPem: pem,
+      notAfter: leaf.notAfter,
+    }
+  }
+
+  private async issue(
+    publicKey: x509.PublicKey | CryptoKey,
+    names: x509.JsonGeneralName[],
+    ttlMs: number,
+  ): Promise<x509.X509Certificate> {
+    const now = this.now()
+    const s = this.signer
+    if (s.notAfterMs <= now) throw new CsrError('the CA certificate has expired: no certificate can be issued')
+    const notBefore = Math.max(now - BACKDATE_MS, s.cert.notBefore.getTime())
+    const notAfter = Math.min(now + ttlMs, s.notAfterMs)
+    const aki = s.cert.getExtension(x509.SubjectKeyIdentifierExtension)
+    const extensions: x509.Extension[] = [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+      // the subject is empty, so the SAN is critical (RFC 5280 4.2.1.6)
+      new x509.SubjectAlternativeNameExtension(names, true),
+    ]
+    if (aki !== null) extensions.push(new x509.AuthorityKeyIdentifierExtension(aki.keyId))
+    return x509.X509CertificateGenerator.create({
+      serialNumber: randomBytes(16).toString('hex'),
+      subject: new x509.Name(''),
+      issuer: s.cert.subjectName,
+      notBefore: new Date(notBefore),
+      notAfter: new Date(notAfter),
+      publicKey,
+      signingKey: s.signingKey.key,
+      signingAlgorithm: s.signingKey.signingAlgorithm,
+      extensions,
+    })
   }
 
   /**
@@ -321,30 +485,7 @@ export class CertificateAuthority {
 
     const now = this.now()
     const s = this.signer
-    if (s.notAfterMs <= now) throw new CsrError('the CA certificate has expired: no certificate can be issued')
-    const notBefore = Math.max(now - BACKDATE_MS, s.cert.notBefore.getTime())
-    const notAfter = Math.min(now + ttlMs, s.notAfterMs)
-    const serial = randomBytes(16)
-    const aki = s.cert.getExtension(x509.SubjectKeyIdentifierExtension)
-    const extensions: x509.Extension[] = [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
-      // the subject is empty, so the SAN is critical (RFC 5280 4.2.1.6)
-      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: id.id }], true),
-    ]
-    if (aki !== null) extensions.push(new x509.AuthorityKeyIdentifierExtension(aki.keyId))
-    const leaf = await x509.X509CertificateGenerator.create({
-      serialNumber: serial.toString('hex'),
-      subject: new x509.Name(''),
-      issuer: s.cert.subjectName,
-      notBefore: new Date(notBefore),
-      notAfter: new Date(notAfter),
-      publicKey: csr.publicKey,
-      signingKey: s.signingKey.key,
-      signingAlgorithm: s.signingKey.signingAlgorithm,
-      extensions,
-    })
+    const leaf = await this.issue(csr.publicKey, [{ type: 'url', value: id.id }], ttlMs)
     return {
       spiffeId: id.id,
       certificatePem: `${leaf.toString('pem')}\n`,

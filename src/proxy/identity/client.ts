@@ -23,6 +23,8 @@ import type { SecretStore } from '../secrets/store.js'
 export interface IdentityClientOptions {
   /** host:port of the control plane's xDS port, where the signing service is */
   server: string
+  /** TLS to the control plane (default plain text) */
+  credentials?: grpc.ChannelCredentials | undefined
   /** the bootstrap token's file (read at each use) */
   tokenFile: string
   store: SecretStore
@@ -180,7 +182,7 @@ export class IdentityClient {
         )
       }
     }
-    this.client ??= certificateServiceClient(this.o.server)
+    this.client ??= certificateServiceClient(this.o.server, this.o.credentials)
     const res = await createCertificate(
       this.client,
       {

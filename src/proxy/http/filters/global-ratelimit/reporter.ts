@@ -22,6 +22,8 @@ export interface ShareReporterOptions {
   /** host:port of the control plane's xDS (gRPC) server */
   server: string
   nodeId: string
+  /** TLS to the control plane (default plain text) */
+  credentials?: grpc.ChannelCredentials | undefined
   limits?: GlobalLimits
   windowMs?: number
 }
@@ -68,7 +70,7 @@ export class ShareReporter {
 
   private start(): void {
     if (this.client !== null || this.closed) return
-    this.client = rateLimitSharesClient(this.opts.server)
+    this.client = rateLimitSharesClient(this.opts.server, this.opts.credentials)
     this.connect()
     this.timer = setInterval(() => this.tick(), this.windowMs)
     this.timer.unref()
