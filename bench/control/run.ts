@@ -150,6 +150,9 @@ async function startControl(dataDir: string): Promise<Control> {
     '127.0.0.1:0',
     '--xds',
     '127.0.0.1:0',
+    // the simulated proxies speak plain-text gRPC, as proxyless clients do
+    '--xds-tls',
+    'off',
   ])
   const t0 = Date.now()
   while (Date.now() - t0 < 20_000) {
