@@ -32,7 +32,6 @@ import { TcpProxyContext } from './tcp/tcp-proxy.js'
 import { buildDownstreamTls } from './tls.js'
 import { type Secret as StoredSecret, SecretStore } from './secrets/store.js'
 import { storedSecret } from './secrets/tls-material.js'
-import { upstreamTlsSecretNames } from './cluster/tls.js'
 
 export interface ProxyOptions {
   /** Where the config came from, for error messages. */
@@ -169,8 +168,7 @@ export class ProxyServer {
   secretNames(): string[] {
     const out = new Set<string>()
     for (const c of this.clusters.all()) {
-      const ts = c.config.transport_socket
-      if (ts !== undefined) for (const n of upstreamTlsSecretNames(ts.typed_config)) out.add(n)
+      for (const s of c.sockets.all()) for (const n of s.secretNames()) out.add(n)
     }
     for (const l of this.listenerMap.values())
       for (const ch of l.chains) for (const n of ch.tls?.secretNames ?? []) out.add(n)

@@ -6,16 +6,20 @@
  * - Automatic mTLS: an endpoint has a sidecar when it carries the label `security.istio.io/tlsMode: istio` (Istio's
  *   injector sets it on pods; `loom up` sets it on the workloads it registers when the control plane issues
  *   certificates; a WorkloadEntry sets it itself). A cluster whose endpoints all have sidecars gets Istio's mTLS
- *   context; a cluster with an endpoint without one stays plain text (Istio switches per endpoint with
- *   `transport_socket_matches`, which Loom's proxy does not have: plain text is what every such endpoint accepts
- *   under the default PERMISSIVE mode).
+ *   context as its `transport_socket`. A cluster with some endpoints with sidecars and some without gets Istio's
+ *   per-endpoint switch (pilot's buildAutoMtlsSettings): `transport_socket_matches` `tlsMode-istio` (match
+ *   `{tlsMode: istio}`: the mTLS context) then `tlsMode-disabled` (match `{}`: raw_buffer), and its EDS endpoints
+ *   with sidecars carry `filter_metadata["envoy.transport_socket_match"] = {tlsMode: istio}`. A cluster without
+ *   sidecar endpoints stays plain text.
  * - `ISTIO_MUTUAL`: Istio's mTLS context whatever the endpoints; `DISABLE`: plain text; `SIMPLE` / `MUTUAL`: TLS
  *   origination with the rule's `sni`, `subjectAltNames`, `caCertificates` and (MUTUAL) `clientCertificate` /
- *   `privateKey` files. `credentialName`, `caCrl` and `insecureSkipVerify` cannot be honoured (no gateway secret
- *   store, no CRLs, the proxy always verifies): such a rule's cluster stays plain text and analyze warns.
+ *   `privateKey` files. `caCrl` and `insecureSkipVerify` cannot be honoured (no CRLs, the proxy always verifies):
+ *   such a rule's cluster stays plain text and analyze warns.
  * - Istio's mTLS context: certificate `default` and trust bundle `ROOTCA` over SDS (ADS), SNI
- *   `outbound_.<port>_.<subset>_.<host>`, ALPN `istio-peer-exchange`, `istio`, and the SPIFFE IDs of the endpoints'
- *   service accounts as the accepted subject alt names.
+ *   `outbound_.<port>_.<subset>_.<host>`, ALPN `istio-peer-exchange`, `istio`, and as the accepted subject alt
+ *   names the rule's `subjectAltNames` (ISTIO_MUTUAL), else the service's accounts as pilot computes them: the
+ *   ServiceEntry's `subjectAltNames` plus the SPIFFE IDs of the endpoints' service accounts. A ServiceEntry's
+ *   `subjectAltNames` are also what SIMPLE / MUTUAL accept when the rule names none (pilot's constructUpstreamTLS).
  *
  * Inbound (`peerAuthenticationMode`): PeerAuthentication's mode for a workload port, most specific first: the
  * port's `portLevelMtls` of the workload policy, the workload policy (a selector matching the workload, in its
@@ -37,6 +41,16 @@ export const SDS_ROOTCA = 'ROOTCA'
 /** the ALPN Istio's sidecars offer to each other */
 export const ISTIO_ALPN = ['istio-peer-exchange', 'istio']
 export const TLS_SOCKET = 'envoy.transport_sockets.tls'
+/** the EDS metadata namespace a cluster's transport_socket_matches read (Envoy's), and Istio's key in it */
+export const TRANSPORT_SOCKET_MATCH = 'envoy.transport_socket_match'
+export const TLS_MODE_MATCH: Json = { tlsMode: 'istio' }
+/** `filter_metadata` of an EDS endpoint with a sidecar, in a cluster that switches per endpoint */
+export const SIDECAR_ENDPOINT_METADATA: Json = { filter_metadata: { [TRANSPORT_SOCKET_MATCH]: TLS_MODE_MATCH } }
+/** plain text (Envoy's raw_buffer transport socket) */
+export const RAW_BUFFER_SOCKET: Json = {
+  name: 'envoy.transport_sockets.raw_buffer',
+  typed_config: { '@type': TypeUrls.rawBuffer },
+}
 
 export type MtlsMode = 'STRICT' | 'PERMISSIVE' | 'DISABLE'
 
@@ -60,9 +74,17 @@ export function istioSni(port: number, subset: string, host: string): string {
   return `outbound_.${port}_.${subset}_.${host}`
 }
 
-/** SPIFFE IDs of the endpoints' service accounts, sorted and de-duplicated. */
-export function endpointSpiffeIds(trustDomain: string, eps: readonly ServiceEndpoint[], namespace: string): string[] {
-  const ids = new Set<string>()
+/**
+ * The service's accounts (pilot's PushContext.ServiceAccounts): the ServiceEntry's `subjectAltNames` and the SPIFFE
+ * IDs of the endpoints' service accounts, sorted and de-duplicated.
+ */
+export function endpointSpiffeIds(
+  trustDomain: string,
+  eps: readonly ServiceEndpoint[],
+  namespace: string,
+  serviceSans: readonly string[] = [],
+): string[] {
+  const ids = new Set<string>(serviceSans)
   for (const e of eps) ids.add(`spiffe://${trustDomain}/ns/${namespace}/sa/${e.serviceAccount || 'default'}`)
   return [...ids].sort()
 }
@@ -95,8 +117,8 @@ export function unsupportedClientTls(tls: ClientTLSSettings): string | null {
   return null
 }
 
-/** TLS origination (SIMPLE, MUTUAL) with the rule's files, SNI and subject alt names. */
-function originationTls(tls: ClientTLSSettings): Json {
+/** TLS origination (SIMPLE, MUTUAL) with the rule's files, SNI and subject alt names (else the service's). */
+function originationTls(tls: ClientTLSSettings, serviceSans: readonly string[]): Json {
   const common: Json = {}
   if (tls.mode === 'MUTUAL' && tls.clientCertificate !== undefined && tls.privateKey !== undefined) {
     common.tls_certificates = [
@@ -106,7 +128,8 @@ function originationTls(tls: ClientTLSSettings): Json {
   const validation: Json = {}
   if (tls.caCertificates !== undefined && tls.caCertificates !== '')
     validation.trusted_ca = { filename: tls.caCertificates }
-  const sans = tls.subjectAltNames ?? []
+  const own = tls.subjectAltNames ?? []
+  const sans = own.length > 0 ? own : serviceSans
   if (sans.length > 0) {
     validation.match_typed_subject_alt_names = sans.map((s) => ({
       san_type: s.startsWith('spiffe://') ? 'URI' : 'DNS',
@@ -120,28 +143,57 @@ function originationTls(tls: ClientTLSSettings): Json {
 }
 
 /**
- * The transport socket of an outbound cluster, or null for plain text. `tls` is the DestinationRule's effective
- * `tls` for the (subset, port); `eps` the cluster's endpoints.
+ * How an outbound cluster's connections are made: `transport_socket` (absent: plain text), or Istio's
+ * `transport_socket_matches` with `markSidecars` (the EDS endpoints with sidecars then carry
+ * SIDECAR_ENDPOINT_METADATA).
  */
-export function upstreamTransportSocket(
+export interface UpstreamTransport {
+  transport_socket?: Json
+  transport_socket_matches?: Json[]
+  markSidecars: boolean
+}
+
+const PLAIN: UpstreamTransport = { markSidecars: false }
+
+/**
+ * The transport of an outbound cluster. `tls` is the DestinationRule's effective `tls` for the (subset, port);
+ * `eps` the cluster's endpoints; `serviceSans` the ServiceEntry's `subjectAltNames`.
+ */
+export function upstreamTransport(
   scope: Scope,
   tls: ClientTLSSettings | undefined,
   target: { host: string; namespace: string; port: number; subset: string },
   eps: readonly ServiceEndpoint[],
   dns: boolean,
-): Json | null {
+  serviceSans: readonly string[] = [],
+): UpstreamTransport {
   const mode = tls?.mode
-  if (mode === 'DISABLE') return null
-  if (mode === 'SIMPLE' || mode === 'MUTUAL') return unsupportedClientTls(tls!) === null ? originationTls(tls!) : null
-  const istio = () =>
+  if (mode === 'DISABLE') return PLAIN
+  if (mode === 'SIMPLE' || mode === 'MUTUAL') {
+    if (unsupportedClientTls(tls!) !== null) return PLAIN
+    return { transport_socket: originationTls(tls!, serviceSans), markSidecars: false }
+  }
+  const istio = (sans: readonly string[] | undefined) =>
     istioMutualTls(
       istioSni(target.port, target.subset, target.host),
-      endpointSpiffeIds(scope.mesh.trustDomain, eps, target.namespace),
+      sans !== undefined && sans.length > 0
+        ? sans
+        : endpointSpiffeIds(scope.mesh.trustDomain, eps, target.namespace, serviceSans),
     )
-  if (mode === 'ISTIO_MUTUAL') return istio()
-  // automatic mTLS: every endpoint has a sidecar (DNS clusters have no known workloads)
-  if (dns || eps.length === 0 || !eps.every(hasSidecar)) return null
-  return istio()
+  if (mode === 'ISTIO_MUTUAL') return { transport_socket: istio(tls?.subjectAltNames), markSidecars: false }
+  // automatic mTLS (DNS clusters have no known workloads)
+  if (dns) return PLAIN
+  const sidecars = eps.filter(hasSidecar).length
+  if (sidecars === 0) return PLAIN
+  if (sidecars === eps.length) return { transport_socket: istio(undefined), markSidecars: false }
+  // some endpoints with sidecars, some without: Istio's switch per endpoint
+  return {
+    transport_socket_matches: [
+      { name: 'tlsMode-istio', match: TLS_MODE_MATCH, transport_socket: istio(undefined) },
+      { name: 'tlsMode-disabled', match: {}, transport_socket: RAW_BUFFER_SOCKET },
+    ],
+    markSidecars: true,
+  }
 }
 
 // === inbound ===
