@@ -742,10 +742,7 @@ export type UpstreamTlsContext = v.InferOutput<typeof UpstreamTlsContext>
 /** A cluster's transport socket: TLS (UpstreamTlsContext) or plain text (raw_buffer). */
 export const UpstreamTransportSocket = v.strictObject({
   name: nonEmpty,
-  typed_config: v.variant('@type', [
-    UpstreamTlsContext,
-    v.strictObject({ '@type': v.literal(TypeUrls.rawBuffer) }),
-  ]),
+  typed_config: v.variant('@type', [UpstreamTlsContext, v.strictObject({ '@type': v.literal(TypeUrls.rawBuffer) })]),
 })
 export type UpstreamTransportSocket = v.InferOutput<typeof UpstreamTransportSocket>
 
