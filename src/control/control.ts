@@ -8,6 +8,8 @@
  * Every change (a write, a workload registering or expiring) schedules one rebuild, debounced, of the snapshots of
  * every connected proxy. Proxies alike in what their outbound config depends on share that translation.
  */
+import type { FSWatcher } from 'node:fs'
+import { type Credential, credentialsDir, readCredentials, watchCredentials } from './credentials.js'
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Resource } from '../api/resource.js'
@@ -113,6 +115,9 @@ export class ControlPlane {
   private readonly options: ControlOptions
   private resources: Resource[] = []
   private watch: Watch | null = null
+  private credentialsWatch: FSWatcher | null = null
+  /** gateway credentials (`<dataDir>/credentials`), read again after the directory changes */
+  private credentials: Map<string, Credential> | null = null
   private readonly nodes = new Map<string, TranslateNode>()
   private rebuildTimer: NodeJS.Timeout | null = null
   private expiryTimer: NodeJS.Timeout | null = null
@@ -156,6 +161,10 @@ export class ControlPlane {
     cp.watch = store.watch(revision, () => cp.scheduleReload())
     if (options.persistRegistrations ?? options.store === undefined) cp.persistRegistrations()
     cp.registry.onChange(() => cp.scheduleRebuild())
+    cp.credentialsWatch = watchCredentials(credentialsDir(options.dataDir), () => {
+      cp.credentials = null
+      cp.scheduleRebuild()
+    })
     cp.expiryTimer = setInterval(() => cp.registry.expire(), options.expiryIntervalMs ?? 1000)
     cp.expiryTimer.unref()
     return cp
@@ -239,6 +248,7 @@ export class ControlPlane {
         services: this.registry.services(),
         meshConfig:
           this.ca === null ? this.options.meshConfig : { trustDomain: this.ca.trustDomain, ...this.options.meshConfig },
+        credentials: (this.credentials ??= readCredentials(credentialsDir(this.options.dataDir))),
       })
     return this.batch
   }
@@ -293,6 +303,7 @@ export class ControlPlane {
     if (this.rebuildTimer !== null) clearTimeout(this.rebuildTimer)
     if (this.expiryTimer !== null) clearInterval(this.expiryTimer)
     this.watch?.close()
+    this.credentialsWatch?.close()
     this.shares.close()
     await this.xds.close(500)
     await this.store.close()

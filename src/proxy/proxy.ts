@@ -158,7 +158,9 @@ export class ProxyServer {
       this.secrets.set(name, s)
       this.dynamic.secrets.set(name, s)
     }
+    // only what SDS delivered is SDS's to remove (the identity client's `default` and `ROOTCA` are not)
     for (const name of removed) {
+      if (!this.dynamic.secrets.has(name)) continue
       this.secrets.delete(name)
       this.dynamic.secrets.delete(name)
     }
