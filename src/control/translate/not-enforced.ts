@@ -198,11 +198,6 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
 
   // ServiceEntry, WorkloadEntry
   { kind: 'ServiceEntry', path: 'spec.addresses', message: 'addresses are not supported yet; ignored' },
-  {
-    kind: 'ServiceEntry',
-    path: 'spec.subjectAltNames',
-    message: 'subjectAltNames are not checked yet (no upstream TLS)',
-  },
   { kind: 'ServiceEntry', path: 'spec.endpoints[].network', message: 'networks are not supported yet; ignored' },
   { kind: 'WorkloadEntry', path: 'spec.network', message: 'networks are not supported yet; ignored' },
 
