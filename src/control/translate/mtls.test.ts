@@ -450,6 +450,53 @@ describe('outbound TLS', () => {
     ])
   })
 
+  it('a gateway originates TLS with a credentialName: client certificate and CA over SDS, as Istio’s egress', () => {
+    const gateway: TranslateNode = {
+      ...NODE,
+      id: 'router~10.0.0.20~egress.default~default.svc.cluster.local',
+      kind: 'gateway',
+      labels: { istio: 'egressgateway' },
+    }
+    const rules = (mode: string) => [
+      dr('legacy.default.svc.cluster.local', {
+        tls: {
+          mode,
+          credentialName: 'legacy-client',
+          sni: 'legacy.example.com',
+          subjectAltNames: ['legacy.example.com'],
+        },
+      }),
+    ]
+    const sds = (name: string) => ({ name, sds_config: { ads: {}, resource_api_version: 'V3' } })
+    const credentials = new Map([['legacy-client', { cert: 'C', key: 'K', ca: 'CA' }]])
+    const run = (mode: string) =>
+      translateResources({ resources: rules(mode), services: SERVICES, credentials }, gateway)
+    const mutual = run('MUTUAL')
+    const ctx = clusterTls(mutual.clusters, 'outbound|80||legacy.default.svc.cluster.local')!
+    assert.equal(ctx.sni, 'legacy.example.com')
+    assert.deepEqual(ctx.common_tls_context, {
+      tls_certificate_sds_secret_configs: [sds('kubernetes://legacy-client')],
+      combined_validation_context: {
+        default_validation_context: {
+          match_typed_subject_alt_names: [{ san_type: 'DNS', matcher: { exact: 'legacy.example.com' } }],
+        },
+        validation_context_sds_secret_config: sds('kubernetes://legacy-client-cacert'),
+      },
+    })
+    assert.deepEqual(
+      mutual.secrets.map((x) => x.name),
+      ['kubernetes://legacy-client', 'kubernetes://legacy-client-cacert'],
+    )
+    const simple = run('SIMPLE')
+    const sctx = clusterTls(simple.clusters, 'outbound|80||legacy.default.svc.cluster.local')!
+    assert.equal((sctx.common_tls_context as Json).tls_certificate_sds_secret_configs, undefined)
+    assert.deepEqual(
+      simple.secrets.map((x) => x.name),
+      ['kubernetes://legacy-client-cacert'],
+    )
+    for (const c of mutual.clusters) assert.ok(v.safeParse(Cluster, c).success, c.name as string)
+  })
+
   it('proxyless gRPC clusters carry no transport socket', () => {
     const r = translateResources({ resources: [], services: SERVICES }, { ...NODE, generator: 'grpc' })
     assert.ok(r.clusters.every((c) => c.transport_socket === undefined))

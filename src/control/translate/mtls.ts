@@ -13,8 +13,9 @@
  *   sidecar endpoints stays plain text.
  * - `ISTIO_MUTUAL`: Istio's mTLS context whatever the endpoints; `DISABLE`: plain text; `SIMPLE` / `MUTUAL`: TLS
  *   origination with the rule's `sni`, `subjectAltNames`, `caCertificates` and (MUTUAL) `clientCertificate` /
- *   `privateKey` files. `caCrl` and `insecureSkipVerify` cannot be honoured (no CRLs, the proxy always verifies):
- *   such a rule's cluster stays plain text and analyze warns.
+ *   `privateKey` files, or on gateways a `credentialName` (SDS `kubernetes://<name>`, `kubernetes://<name>-cacert`,
+ *   gateway-credentials.ts; sidecars get plain text from such a rule, as in Istio). `caCrl` and `insecureSkipVerify`
+ *   cannot be honoured (no CRLs, the proxy always verifies): such a rule's cluster stays plain text and analyze warns.
  * - Istio's mTLS context: certificate `default` and trust bundle `ROOTCA` over SDS (ADS), SNI
  *   `outbound_.<port>_.<subset>_.<host>`, ALPN `istio-peer-exchange`, `istio`, and as the accepted subject alt
  *   names the rule's `subjectAltNames` (ISTIO_MUTUAL), else the service's accounts as pilot computes them: the
@@ -29,6 +30,7 @@
 import type { ClientTLSSettings, PeerAuthenticationSpec, Resource } from '../../api/index.js'
 import { TypeUrls } from '../../config/type-urls.js'
 import { labelsMatch } from '../registry/hostname.js'
+import { credentialCaSdsName, credentialSdsName } from './gateway-credentials.js'
 import type { ServiceEndpoint } from '../registry/registry.js'
 import type { Scope } from './scope.js'
 import type { Json } from './util.js'
@@ -106,21 +108,35 @@ export function istioMutualTls(sni: string, spiffeIds: readonly string[]): Json 
   return { name: TLS_SOCKET, typed_config: { '@type': TypeUrls.upstreamTls, common_tls_context: common, sni } }
 }
 
-/** Why a DestinationRule's `tls` cannot be honoured, or null. */
-export function unsupportedClientTls(tls: ClientTLSSettings): string | null {
+/**
+ * Why a DestinationRule's `tls` cannot be honoured, or null. `credentialName` is honoured on gateways only (as
+ * Istio, whose sidecars get no TLS from a rule with a credential and no workloadSelector); `gateway` says which.
+ */
+export function unsupportedClientTls(tls: ClientTLSSettings, gateway = false): string | null {
   if (tls.mode !== 'SIMPLE' && tls.mode !== 'MUTUAL') return null
-  if (tls.credentialName !== undefined && tls.credentialName !== '')
-    return 'credentialName is not supported (no secret store for client credentials); traffic is plain text'
+  if (!gateway && credentialOf(tls) !== undefined)
+    return 'credentialName applies to gateways only (as in Istio); from sidecars this traffic is plain text'
   if (tls.caCrl !== undefined) return 'caCrl is not supported; traffic is plain text'
   if (tls.insecureSkipVerify === true)
     return 'insecureSkipVerify is not supported (the proxy always verifies); traffic is plain text'
   return null
 }
 
-/** TLS origination (SIMPLE, MUTUAL) with the rule's files, SNI and subject alt names (else the service's). */
+function credentialOf(tls: ClientTLSSettings): string | undefined {
+  return tls.credentialName === undefined || tls.credentialName === '' ? undefined : tls.credentialName
+}
+
+/**
+ * TLS origination (SIMPLE, MUTUAL) with the rule's files, SNI and subject alt names (else the service's); with a
+ * `credentialName` (gateways), the client certificate (MUTUAL) is SDS `kubernetes://<name>` and the CA
+ * `kubernetes://<name>-cacert`, as Istio's egress gateways read them.
+ */
 function originationTls(tls: ClientTLSSettings, serviceSans: readonly string[]): Json {
   const common: Json = {}
-  if (tls.mode === 'MUTUAL' && tls.clientCertificate !== undefined && tls.privateKey !== undefined) {
+  const credential = credentialOf(tls)
+  if (credential !== undefined && tls.mode === 'MUTUAL') {
+    common.tls_certificate_sds_secret_configs = [sdsSecret(credentialSdsName(credential))]
+  } else if (tls.mode === 'MUTUAL' && tls.clientCertificate !== undefined && tls.privateKey !== undefined) {
     common.tls_certificates = [
       { certificate_chain: { filename: tls.clientCertificate }, private_key: { filename: tls.privateKey } },
     ]
@@ -136,7 +152,12 @@ function originationTls(tls: ClientTLSSettings, serviceSans: readonly string[]):
       matcher: { exact: s },
     }))
   }
-  if (Object.keys(validation).length > 0) common.validation_context = validation
+  if (credential !== undefined) {
+    common.combined_validation_context = {
+      default_validation_context: validation,
+      validation_context_sds_secret_config: sdsSecret(credentialCaSdsName(credential)),
+    }
+  } else if (Object.keys(validation).length > 0) common.validation_context = validation
   const ctx: Json = { '@type': TypeUrls.upstreamTls, common_tls_context: common }
   if (tls.sni !== undefined && tls.sni !== '') ctx.sni = tls.sni
   return { name: TLS_SOCKET, typed_config: ctx }
@@ -170,7 +191,7 @@ export function upstreamTransport(
   const mode = tls?.mode
   if (mode === 'DISABLE') return PLAIN
   if (mode === 'SIMPLE' || mode === 'MUTUAL') {
-    if (unsupportedClientTls(tls!) !== null) return PLAIN
+    if (unsupportedClientTls(tls!, scope.node.kind === 'gateway') !== null) return PLAIN
     return { transport_socket: originationTls(tls!, serviceSans), markSidecars: false }
   }
   const istio = (sans: readonly string[] | undefined) =>

@@ -168,7 +168,8 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
     kind: 'DestinationRule',
     path: '<trafficPolicy>.tls',
     when: (tls) => unsupportedClientTls(tls as ClientTLSSettings) !== null,
-    message: 'credentialName, caCrl and insecureSkipVerify are not supported: this TLS origination is plain text',
+    message:
+      'credentialName applies to gateways only, caCrl and insecureSkipVerify are not supported: from sidecars this TLS origination is plain text',
   },
   {
     kind: 'DestinationRule',

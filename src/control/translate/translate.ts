@@ -73,11 +73,13 @@ export function translateResources(input: TranslateInput, node: TranslateNode): 
   const outbound = outboundClusters(scope)
   const byName = (a: Json, b: Json) => cmp(a.name as string, b.name as string)
   const listeners = parts.flatMap((p) => p.listeners).sort(byName)
+  const clusters = [...outbound.clusters, ...parts.flatMap((p) => p.clusters)].sort(byName)
   return {
     listeners,
-    secrets: node.kind === 'gateway' ? credentialSecrets(listeners, input.credentials ?? new Map()) : [],
+    secrets:
+      node.kind === 'gateway' ? credentialSecrets([...listeners, ...clusters], input.credentials ?? new Map()) : [],
     routes: parts.flatMap((p) => p.routes).sort(byName),
-    clusters: [...outbound.clusters, ...parts.flatMap((p) => p.clusters)].sort(byName),
+    clusters,
     endpoints: localized(
       outbound.endpoints.sort((a, b) => cmp(a.cluster_name as string, b.cluster_name as string)),
       outbound.localityPlans,
