@@ -38,7 +38,7 @@ import {
   outlierDetectionFields,
 } from './policy.js'
 import { type LocalityPlan, localityPlan, localitySetting, localityWeighted, withTopologyLabels } from './locality.js'
-import { hasSidecar, SIDECAR_ENDPOINT_METADATA, upstreamTransport } from './mtls.js'
+import { SIDECAR_ENDPOINT_METADATA, upstreamTransport } from './mtls.js'
 import type { AppliedDestinationRule, Scope } from './scope.js'
 import { clusterName, cmp, type Json, locality } from './util.js'
 
@@ -119,7 +119,7 @@ function buildCluster(
   const outlier = outlierDetectionFields(policy)
   if (outlier !== null) cluster.outlier_detection = outlier
   // gateways and sidecars speak Istio's mTLS to meshed endpoints; proxyless gRPC has no SDS certificates here
-  let markSidecars = false
+  let markSidecars: ReadonlySet<string> | null = null
   if (generator === 'envoy') {
     const target = { host: svc.hostname, namespace: svc.namespace, port: port.number, subset }
     const t = upstreamTransport(scope, policy?.tls, target, eps, dns, svc.subjectAltNames)
@@ -164,14 +164,13 @@ function loomLoadBalancer(dr: AppliedDestinationRule | undefined): LoomLoadBalan
 }
 
 /**
- * A ClusterLoadAssignment: endpoints grouped by locality, sorted, de-duplicated, every weight set. With
- * `markSidecars`, endpoints with sidecars carry Istio's `envoy.transport_socket_match` metadata.
+ * A ClusterLoadAssignment: endpoints grouped by locality, sorted, de-duplicated, every weight set. The endpoints in
+ * `markSidecars` (`address|port`) carry Istio's `envoy.transport_socket_match` metadata.
  */
 export function loadAssignment(
   clusterName: string,
-  eps: readonly (Pick<ServiceEndpoint, 'address' | 'port' | 'locality' | 'weight'> &
-    Partial<Pick<ServiceEndpoint, 'labels'>>)[],
-  markSidecars = false,
+  eps: readonly Pick<ServiceEndpoint, 'address' | 'port' | 'locality' | 'weight'>[],
+  markSidecars: ReadonlySet<string> | null = null,
 ): Json {
   const byLocality = new Map<string, Map<string, { address: string; port: number; weight: number; sidecar: boolean }>>()
   for (const e of eps) {
@@ -179,7 +178,7 @@ export function loadAssignment(
     let group = byLocality.get(loc)
     if (group === undefined) byLocality.set(loc, (group = new Map()))
     const key = `${e.address}|${e.port}`
-    const sidecar = markSidecars && e.labels !== undefined && hasSidecar({ labels: e.labels })
+    const sidecar = markSidecars?.has(key) === true
     if (!group.has(key)) group.set(key, { address: e.address, port: e.port, weight: Math.max(1, e.weight), sidecar })
   }
   const endpoints = [...byLocality.keys()].sort(cmp).map((loc) => {

@@ -347,6 +347,8 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
   const bound = new Set<number>()
   for (const servicePort of [...byPort.keys()].sort((a, b) => a - b)) {
     const { endpoint, protocol } = byPort.get(servicePort)!
+    // the port policies name: the workload's own (its targetPort when the registered port is the sidecar's)
+    const workloadPort = endpoint.targetPort ?? endpoint.port
     const listenPort = inboundPorts.get(servicePort) ?? endpoint.port
     // Two service ports sent to one workload port (two ServiceEntries, say) share the first one's listener.
     if (bound.has(listenPort)) continue
@@ -370,10 +372,10 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
         `inbound_${address}_${listenPort}`,
         { route_config: routeConfig, ...SIDECAR_TRUST, ...INBOUND_XFCC },
         [],
-        [...authn, ...authzHttpFilters(scope, { workloadPort: endpoint.port, servicePort, listenPort })],
+        [...authn, ...authzHttpFilters(scope, { workloadPort, servicePort, listenPort })],
       ),
     ]
-    const mode = peerAuthenticationMode(scope, { workloadPort: endpoint.port, servicePort })
+    const mode = peerAuthenticationMode(scope, { workloadPort, servicePort })
     const tlsChain = {
       filter_chain_match: { transport_protocol: 'tls' },
       filters,

@@ -10,7 +10,8 @@
  *   per-endpoint switch (pilot's buildAutoMtlsSettings): `transport_socket_matches` `tlsMode-istio` (match
  *   `{tlsMode: istio}`: the mTLS context) then `tlsMode-disabled` (match `{}`: raw_buffer), and its EDS endpoints
  *   with sidecars carry `filter_metadata["envoy.transport_socket_match"] = {tlsMode: istio}`. A cluster without
- *   sidecar endpoints stays plain text.
+ *   sidecar endpoints stays plain text. An endpoint whose own PeerAuthentication mode for its port is DISABLE
+ *   counts as one without a sidecar (Istio's mTLS checker): its sidecar would not take TLS there.
  * - `ISTIO_MUTUAL`: Istio's mTLS context whatever the endpoints; `DISABLE`: plain text; `SIMPLE` / `MUTUAL`: TLS
  *   origination with the rule's `sni`, `subjectAltNames`, `caCertificates` and (MUTUAL) `clientCertificate` /
  *   `privateKey` files, or on gateways a `credentialName` (SDS `kubernetes://<name>`, `kubernetes://<name>-cacert`,
@@ -165,16 +166,17 @@ function originationTls(tls: ClientTLSSettings, serviceSans: readonly string[]):
 
 /**
  * How an outbound cluster's connections are made: `transport_socket` (absent: plain text), or Istio's
- * `transport_socket_matches` with `markSidecars` (the EDS endpoints with sidecars then carry
+ * `transport_socket_matches` with `markSidecars` (the EDS endpoints that take mTLS then carry
  * SIDECAR_ENDPOINT_METADATA).
  */
 export interface UpstreamTransport {
   transport_socket?: Json
   transport_socket_matches?: Json[]
-  markSidecars: boolean
+  /** the endpoints (`address|port`) that get SIDECAR_ENDPOINT_METADATA, with transport_socket_matches; else null */
+  markSidecars: ReadonlySet<string> | null
 }
 
-const PLAIN: UpstreamTransport = { markSidecars: false }
+const PLAIN: UpstreamTransport = { markSidecars: null }
 
 /**
  * The transport of an outbound cluster. `tls` is the DestinationRule's effective `tls` for the (subset, port);
@@ -192,7 +194,7 @@ export function upstreamTransport(
   if (mode === 'DISABLE') return PLAIN
   if (mode === 'SIMPLE' || mode === 'MUTUAL') {
     if (unsupportedClientTls(tls!, scope.node.kind === 'gateway') !== null) return PLAIN
-    return { transport_socket: originationTls(tls!, serviceSans), markSidecars: false }
+    return { transport_socket: originationTls(tls!, serviceSans), markSidecars: null }
   }
   const istio = (sans: readonly string[] | undefined) =>
     istioMutualTls(
@@ -201,19 +203,19 @@ export function upstreamTransport(
         ? sans
         : endpointSpiffeIds(scope.mesh.trustDomain, eps, target.namespace, serviceSans),
     )
-  if (mode === 'ISTIO_MUTUAL') return { transport_socket: istio(tls?.subjectAltNames), markSidecars: false }
-  // automatic mTLS (DNS clusters have no known workloads)
+  if (mode === 'ISTIO_MUTUAL') return { transport_socket: istio(tls?.subjectAltNames), markSidecars: null }
+  // automatic mTLS: endpoints with a sidecar that takes mTLS on their port (DNS clusters have no known workloads)
   if (dns) return PLAIN
-  const sidecars = eps.filter(hasSidecar).length
-  if (sidecars === 0) return PLAIN
-  if (sidecars === eps.length) return { transport_socket: istio(undefined), markSidecars: false }
-  // some endpoints with sidecars, some without: Istio's switch per endpoint
+  const ready = eps.filter((e) => mtlsReady(scope, e, target.namespace))
+  if (ready.length === 0) return PLAIN
+  if (ready.length === eps.length) return { transport_socket: istio(undefined), markSidecars: null }
+  // some endpoints take mTLS, some do not: Istio's switch per endpoint
   return {
     transport_socket_matches: [
       { name: 'tlsMode-istio', match: TLS_MODE_MATCH, transport_socket: istio(undefined) },
       { name: 'tlsMode-disabled', match: {}, transport_socket: RAW_BUFFER_SOCKET },
     ],
-    markSidecars: true,
+    markSidecars: new Set(ready.map((e) => `${e.address}|${e.port}`)),
   }
 }
 
@@ -224,12 +226,30 @@ function modeOf(m: { mode?: string } | undefined): MtlsMode | undefined {
   return mode === 'STRICT' || mode === 'PERMISSIVE' || mode === 'DISABLE' ? mode : undefined
 }
 
+/** The namespace of an endpoint's workload, from its source (`workload/ns/name`, `WorkloadEntry/ns/name`). */
+function endpointNamespace(e: ServiceEndpoint, fallback: string): string {
+  const parts = e.source.split('/')
+  return parts.length === 3 && (parts[0] === 'workload' || parts[0] === 'WorkloadEntry') ? parts[1]! : fallback
+}
+
+/** Whether an endpoint takes Istio's mTLS: it has a sidecar, and its PeerAuthentication does not DISABLE its port. */
+export function mtlsReady(scope: Scope, e: ServiceEndpoint, serviceNamespace: string): boolean {
+  if (!hasSidecar(e)) return false
+  if (scope.of<PeerAuthenticationSpec>('PeerAuthentication').length === 0) return true
+  const workload = { namespace: endpointNamespace(e, serviceNamespace), labels: e.labels }
+  const ports = { workloadPort: e.targetPort ?? e.port, servicePort: e.servicePort }
+  return peerAuthenticationMode(scope, ports, workload) !== 'DISABLE'
+}
+
 /**
- * The PeerAuthentication mode for one port of the proxy's workload (`ports`: the workload port and the service
- * port, either may key `portLevelMtls`).
+ * The PeerAuthentication mode for one port of a workload, by default the proxy's own (`ports`: the workload port
+ * and the service port, either may key `portLevelMtls`).
  */
-export function peerAuthenticationMode(scope: Scope, ports: { workloadPort: number; servicePort?: number }): MtlsMode {
-  const node = scope.node
+export function peerAuthenticationMode(
+  scope: Scope,
+  ports: { workloadPort: number; servicePort?: number },
+  node: { namespace: string; labels: Record<string, string> } = scope.node,
+): MtlsMode {
   const all = scope.of<PeerAuthenticationSpec>('PeerAuthentication')
   const selector = (p: Resource<PeerAuthenticationSpec>) => p.spec?.selector?.matchLabels
   const hasSelector = (p: Resource<PeerAuthenticationSpec>) => Object.keys(selector(p) ?? {}).length > 0
