@@ -6,11 +6,9 @@
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import * as http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { eventually } from './helpers/control.js'
-import { runLoom, writeTemp } from './helpers/proxy.js'
 import { startUp } from './helpers/up.js'
 
 /** A GET on 127.0.0.1:port with the given Host; resolves with status and body, rejects on a connection error. */
@@ -32,35 +30,11 @@ function get(port: number, host: string): Promise<{ status: number; body: string
 test('loom up: one service, a sidecar endpoint (mTLS, XFCC) and a plain one (plain text), every request served', {
   timeout: 240_000,
 }, async (t) => {
-  // the endpoint without a sidecar: a plain backend of the test's own
-  const plain = http.createServer((q, s) => s.end(`plain xfcc=${q.headers['x-forwarded-client-cert'] ?? ''}`))
-  await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r))
-  t.after(() => plain.close())
-  const plainPort = (plain.address() as AddressInfo).port
-
   const up = await startUp('up-mixed-mtls', 180_000)
   t.after(() => up.stop())
   const state = JSON.parse(readFileSync(join(up.dataDir, 'up.json'), 'utf8')) as {
-    api: string
     workloads: { name: string; outboundPort: number }[]
   }
-  const entry = `apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: { name: plain, namespace: default }
-spec:
-  address: 127.0.0.1
-  ports: { http: ${plainPort} }
-  labels: { app: mixed }
-`
-  const applied = await runLoom([
-    'apply',
-    '-f',
-    writeTemp('plain-entry.yaml', entry),
-    '--server',
-    `http://${state.api}`,
-  ])
-  assert.equal(applied.code, 0, applied.stderr)
-
   const client = state.workloads.find((w) => w.name === 'client')!
   const seen = new Map<string, string>()
   await eventually(
@@ -69,7 +43,7 @@ spec:
         status: 0,
         body: e.message,
       }))
-      // the mesh may still be starting (no route yet, the entry not yet an endpoint)
+      // the mesh may still be starting (no route or endpoints yet)
       if (r.status === 200) seen.set(r.body.split(' ')[0]!, r.body)
       return seen.has('meshed') && seen.has('plain')
     },
