@@ -739,6 +739,13 @@ export const UpstreamTlsContext = v.strictObject({
 })
 export type UpstreamTlsContext = v.InferOutput<typeof UpstreamTlsContext>
 
+/** A cluster's transport socket: TLS (UpstreamTlsContext) or plain text (raw_buffer). */
+export const UpstreamTransportSocket = v.strictObject({
+  name: nonEmpty,
+  typed_config: v.variant('@type', [UpstreamTlsContext, v.strictObject({ '@type': v.literal(TypeUrls.rawBuffer) })]),
+})
+export type UpstreamTransportSocket = v.InferOutput<typeof UpstreamTransportSocket>
+
 export const DownstreamTlsContext = v.strictObject({
   '@type': v.literal(TypeUrls.downstreamTls),
   common_tls_context: CommonTlsContext,
@@ -926,9 +933,20 @@ export type Listener = v.InferOutput<typeof Listener>
 
 // === clusters ===
 
+/**
+ * config.core.v3.Metadata: `filter_metadata` by filter namespace (Structs). The proxy reads
+ * `envoy.transport_socket_match` (the cluster's transport_socket_matches); other namespaces are kept, unused.
+ */
+export const Metadata = v.strictObject({
+  filter_metadata: opt(v.record(str, v.record(str, v.unknown()))),
+  typed_filter_metadata: opt(v.record(str, v.record(str, v.unknown()))),
+})
+export type Metadata = v.InferOutput<typeof Metadata>
+
 export const LbEndpoint = v.strictObject({
   endpoint: v.strictObject({ address: Address, hostname: opt(str) }),
   health_status: opt(v.picklist(['UNKNOWN', 'HEALTHY', 'UNHEALTHY', 'DRAINING', 'TIMEOUT', 'DEGRADED'])),
+  metadata: opt(Metadata),
   load_balancing_weight: opt(int(1, 0xffffffff)),
 })
 export type LbEndpoint = v.InferOutput<typeof LbEndpoint>
@@ -939,6 +957,7 @@ export type Locality = v.InferOutput<typeof Locality>
 export const LocalityLbEndpoints = v.strictObject({
   locality: opt(Locality),
   lb_endpoints: v.array(LbEndpoint),
+  metadata: opt(Metadata),
   load_balancing_weight: opt(int(1, 0xffffffff)),
   priority: opt(int(0, 127)),
 })
@@ -1134,7 +1153,20 @@ export const Cluster = v.strictObject({
   typed_extension_protocol_options: opt(
     v.strictObject({ 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': HttpProtocolOptionsExt }),
   ),
-  transport_socket: opt(v.strictObject({ name: nonEmpty, typed_config: UpstreamTlsContext })),
+  transport_socket: opt(UpstreamTransportSocket),
+  /**
+   * The first entry whose `match` is a subset of a host's `envoy.transport_socket_match` metadata (the endpoint's,
+   * else its locality's) gives that host's transport socket; a host no entry matches gets `transport_socket`.
+   */
+  transport_socket_matches: opt(
+    v.array(
+      v.strictObject({
+        name: nonEmpty,
+        match: opt(v.record(str, v.unknown())),
+        transport_socket: UpstreamTransportSocket,
+      }),
+    ),
+  ),
   dns_refresh_rate: opt(duration),
   dns_lookup_family: opt(v.picklist(['AUTO', 'V4_ONLY', 'V6_ONLY', 'V4_PREFERRED', 'ALL'])),
   respect_dns_ttl: opt(bool),

@@ -15,6 +15,7 @@ export const TypeUrls = {
   previousHostsPredicate: `${T}envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate`,
   downstreamTls: `${T}envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`,
   upstreamTls: `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`,
+  rawBuffer: `${T}envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer`,
   httpProtocolOptions: `${T}envoy.extensions.upstreams.http.v3.HttpProtocolOptions`,
   stdoutLog: `${T}envoy.extensions.access_loggers.stream.v3.StdoutAccessLog`,
   stderrLog: `${T}envoy.extensions.access_loggers.stream.v3.StderrAccessLog`,

@@ -9,6 +9,7 @@
  * every connected proxy. Proxies alike in what their outbound config depends on share that translation.
  */
 import { createHash } from 'node:crypto'
+import type { FSWatcher } from 'node:fs'
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Resource } from '../api/resource.js'
@@ -19,6 +20,7 @@ import type { NodeInfo } from '../xds/server.js'
 import { XdsServer } from '../xds/server.js'
 import { type ProxyNode, type Snapshot, TYPE_URL } from '../xds/snapshot.js'
 import { type CaOptions, CertificateAuthority } from './ca/ca.js'
+import { type Credential, credentialsDir, readCredentials, watchCredentials } from './credentials.js'
 import { SigningService } from './ca/signing-service.js'
 import { TokenIssuer, tokenKeyFile } from './ca/tokens.js'
 import { type RegisteredWorkload, Registry } from './registry/registry.js'
@@ -126,6 +128,9 @@ export class ControlPlane {
   private readonly options: ControlOptions
   private resources: Resource[] = []
   private watch: Watch | null = null
+  private credentialsWatch: FSWatcher | null = null
+  /** gateway credentials (`<dataDir>/credentials`), read again after the directory changes */
+  private credentials: Map<string, Credential> | null = null
   private readonly nodes = new Map<string, TranslateNode>()
   private rebuildTimer: NodeJS.Timeout | null = null
   private expiryTimer: NodeJS.Timeout | null = null
@@ -172,6 +177,10 @@ export class ControlPlane {
     cp.watch = store.watch(revision, () => cp.scheduleReload())
     if (options.persistRegistrations ?? options.store === undefined) cp.persistRegistrations()
     cp.registry.onChange(() => cp.scheduleRebuild())
+    cp.credentialsWatch = watchCredentials(credentialsDir(options.dataDir), () => {
+      cp.credentials = null
+      cp.scheduleRebuild()
+    })
     cp.expiryTimer = setInterval(() => cp.registry.expire(), options.expiryIntervalMs ?? 1000)
     cp.expiryTimer.unref()
     if (ca !== null) {
@@ -329,6 +338,7 @@ export class ControlPlane {
         services: this.registry.services(),
         meshConfig:
           this.ca === null ? this.options.meshConfig : { trustDomain: this.ca.trustDomain, ...this.options.meshConfig },
+        credentials: (this.credentials ??= readCredentials(credentialsDir(this.options.dataDir))),
       })
     return this.batch
   }
@@ -337,12 +347,22 @@ export class ControlPlane {
     return this.withRootca(this.translator().translate(node))
   }
 
-  /** The translated snapshot plus the trust bundle (SDS `ROOTCA`), when there is a CA. */
+  /** The translated snapshot plus the trust bundle (SDS `ROOTCA`) beside its other secrets, when there is a CA. */
   private withRootca(snapshot: Snapshot): Snapshot {
     const rootca = this.rootca()
     if (rootca === null) return snapshot
     const resources = new Map(snapshot.resources)
-    resources.set(TYPE_URL.secret, rootca)
+    // the translator's own secrets (a gateway's credentials) stay beside the bundle
+    const translated = resources.get(TYPE_URL.secret)
+    resources.set(
+      TYPE_URL.secret,
+      translated === undefined || translated.items.size === 0
+        ? rootca
+        : {
+            version: `${translated.version}.${rootca.version}`,
+            items: new Map([...translated.items, ...rootca.items]),
+          },
+    )
     return { resources }
   }
 
@@ -393,6 +413,7 @@ export class ControlPlane {
     if (this.expiryTimer !== null) clearInterval(this.expiryTimer)
     if (this.bundleTimer !== null) clearTimeout(this.bundleTimer)
     this.watch?.close()
+    this.credentialsWatch?.close()
     this.shares.close()
     await this.xds.close(500)
     await this.store.close()

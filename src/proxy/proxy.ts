@@ -32,7 +32,6 @@ import { TcpProxyContext } from './tcp/tcp-proxy.js'
 import { buildDownstreamTls } from './tls.js'
 import { type Secret as StoredSecret, SecretStore } from './secrets/store.js'
 import { storedSecret } from './secrets/tls-material.js'
-import { upstreamTlsSecretNames } from './cluster/tls.js'
 
 export interface ProxyOptions {
   /** Where the config came from, for error messages. */
@@ -159,7 +158,9 @@ export class ProxyServer {
       this.secrets.set(name, s)
       this.dynamic.secrets.set(name, s)
     }
+    // only what SDS delivered is SDS's to remove (the identity client's `default` and `ROOTCA` are not)
     for (const name of removed) {
+      if (!this.dynamic.secrets.has(name)) continue
       this.secrets.delete(name)
       this.dynamic.secrets.delete(name)
     }
@@ -169,8 +170,7 @@ export class ProxyServer {
   secretNames(): string[] {
     const out = new Set<string>()
     for (const c of this.clusters.all()) {
-      const ts = c.config.transport_socket
-      if (ts !== undefined) for (const n of upstreamTlsSecretNames(ts.typed_config)) out.add(n)
+      for (const s of c.sockets.all()) for (const n of s.secretNames()) out.add(n)
     }
     for (const l of this.listenerMap.values())
       for (const ch of l.chains) for (const n of ch.tls?.secretNames ?? []) out.add(n)

@@ -15,14 +15,7 @@ import { chainOfPeerCertificate, PeerVerifier, type PeerVerdict } from './identi
 import { parseSubjectAltNames } from '../core/subject-alt-names.js'
 import { compileStringMatcher } from './cluster/tls.js'
 import type { SecretStore } from './secrets/store.js'
-import {
-  CIPHERS,
-  exactSpiffeIds,
-  ownSpiffeId,
-  peerReasonPhrase,
-  resolveTlsMaterial,
-  trustDomainOf,
-} from './secrets/tls-material.js'
+import { CIPHERS, exactSpiffeIds, peerReasonPhrase, resolveTlsMaterial, trustDomainOf } from './secrets/tls-material.js'
 
 const VERSIONS = { TLS_AUTO: undefined, TLSv1_2: 'TLSv1.2', TLSv1_3: 'TLSv1.3' } as const
 
@@ -57,8 +50,6 @@ export class DownstreamTls {
   requestCert = false
   /** the client check; null when clients are not verified */
   check: ClientCheck | null = null
-  /** the own certificate's SPIFFE ID (`By=` of x-forwarded-client-cert), or null */
-  ownUri: string | null = null
   /** the secrets the context waits for */
   missing: string[] = []
   /** the PEM options a tls.Server for this context is made with (it ignores a `secureContext` option) */
@@ -169,7 +160,6 @@ export class DownstreamTls {
     this.server = null
     this.requestCert = m.ca !== undefined
     this.check = check
-    this.ownUri = ownSpiffeId(m)?.id ?? null
     return true
   }
 

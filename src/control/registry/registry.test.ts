@@ -54,6 +54,7 @@ spec:
   hosts: [api.example.com, api2.example.com]
   exportTo: ['.']
   resolution: DNS
+  subjectAltNames: [api.example.com]
   ports: [{number: 443, name: https, protocol: HTTPS}]
   endpoints:
   - {address: eu.api.example.com, locality: eu}
@@ -70,6 +71,11 @@ spec:
         'reviews.default.svc.cluster.local default STATIC MESH_INTERNAL *',
       ],
     )
+  })
+
+  it('keeps the ServiceEntry subjectAltNames (none when it lists none)', () => {
+    assert.deepEqual(services.find((s) => s.hostname === 'api.example.com')!.subjectAltNames, ['api.example.com'])
+    assert.equal(services.find((s) => s.hostname.startsWith('reviews'))!.subjectAltNames, undefined)
   })
 
   it('gives ports with protocols (declared, or from the name)', () => {

@@ -64,6 +64,8 @@ export interface Service {
   exportTo: string[]
   /** `ServiceEntry/ns/name` of the defining entry, or `workload` for a service made from registered workloads */
   source: string
+  /** the ServiceEntry's `subjectAltNames`: what its endpoints' certificates may name (upstream TLS) */
+  subjectAltNames?: string[]
 }
 
 // === self-registration ===
@@ -441,6 +443,9 @@ function buildServices(resources: readonly Resource[], workloads: RegisteredWork
             location: spec.location ?? 'MESH_EXTERNAL',
             exportTo: spec.exportTo !== undefined && spec.exportTo.length > 0 ? [...spec.exportTo] : ['*'],
             source,
+            ...(spec.subjectAltNames !== undefined && spec.subjectAltNames.length > 0
+              ? { subjectAltNames: [...spec.subjectAltNames] }
+              : {}),
           },
           targetPorts: new Map(targetPorts),
           seen: new Set(),

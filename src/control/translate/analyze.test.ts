@@ -148,13 +148,13 @@ spec:
   servers:
   - port: {number: 443, name: https, protocol: HTTPS}
     hosts: ['*']
-    tls: {mode: SIMPLE, credentialName: cert}
+    tls: {mode: OPTIONAL_MUTUAL, credentialName: cert}
   - port: {number: 15443, name: tls, protocol: TLS}
     hosts: ['*']
     tls: {mode: AUTO_PASSTHROUGH}
 `,
       [
-        'warning Gateway/default/gw spec.servers[0].tls: only certificate files (serverCertificate, privateKey) are supported yet, not credentialName; the server gets no listener',
+        'warning Gateway/default/gw spec.servers[0].tls: TLS mode OPTIONAL_MUTUAL is not supported yet; the server gets no listener',
         'warning Gateway/default/gw spec.servers[1].port.protocol: TLS servers are not supported yet; no listener',
       ],
     ],

@@ -243,7 +243,7 @@ export function analyze(
           const mode = s.tls?.mode ?? 'SIMPLE'
           const why =
             mode === 'SIMPLE' || mode === 'MUTUAL'
-              ? 'only certificate files (serverCertificate, privateKey) are supported yet, not credentialName'
+              ? 'a SIMPLE or MUTUAL server needs credentialName, or serverCertificate and privateKey'
               : `TLS mode ${mode} is not supported yet`
           report('warning', gw, `${p}.tls`, `${why}; the server gets no listener`)
           return

@@ -20,7 +20,8 @@
  *   Istio sets it, and a LocalityPlan by which each proxy's copy of the assignment gets its priorities or locality
  *   weights (locality.ts).
  * - TLS: the DestinationRule's `tls` (ISTIO_MUTUAL, SIMPLE, MUTUAL, DISABLE), else automatic mutual TLS to
- *   endpoints with sidecars (mtls.ts).
+ *   endpoints with sidecars, per endpoint (transport_socket_matches and EDS metadata) when only some have one
+ *   (mtls.ts).
  * - Not translated yet (see `analyze`): tcpKeepalive, maxConnectionDuration.
  */
 import { isIP } from 'node:net'
@@ -37,7 +38,7 @@ import {
   outlierDetectionFields,
 } from './policy.js'
 import { type LocalityPlan, localityPlan, localitySetting, localityWeighted, withTopologyLabels } from './locality.js'
-import { upstreamTransportSocket } from './mtls.js'
+import { SIDECAR_ENDPOINT_METADATA, upstreamTransport } from './mtls.js'
 import type { AppliedDestinationRule, Scope } from './scope.js'
 import { clusterName, cmp, type Json, locality } from './util.js'
 
@@ -118,10 +119,13 @@ function buildCluster(
   const outlier = outlierDetectionFields(policy)
   if (outlier !== null) cluster.outlier_detection = outlier
   // gateways and sidecars speak Istio's mTLS to meshed endpoints; proxyless gRPC has no SDS certificates here
+  let markSidecars: ReadonlySet<string> | null = null
   if (generator === 'envoy') {
     const target = { host: svc.hostname, namespace: svc.namespace, port: port.number, subset }
-    const socket = upstreamTransportSocket(scope, policy?.tls, target, eps, dns)
-    if (socket !== null) cluster.transport_socket = socket
+    const t = upstreamTransport(scope, policy?.tls, target, eps, dns, svc.subjectAltNames)
+    if (t.transport_socket !== undefined) cluster.transport_socket = t.transport_socket
+    if (t.transport_socket_matches !== undefined) cluster.transport_socket_matches = t.transport_socket_matches
+    markSidecars = t.markSidecars
   }
   if (dns) {
     const targets: Pick<ServiceEndpoint, 'address' | 'port' | 'locality' | 'weight'>[] =
@@ -146,7 +150,7 @@ function buildCluster(
     }
     return labels
   })
-  return { cluster, assignment: loadAssignment(name, edsEps), plan }
+  return { cluster, assignment: loadAssignment(name, edsEps, markSidecars), plan }
 }
 
 /** The `loom.dev/load-balancer` annotation of the first contributing rule that sets one (validated on apply). */
@@ -159,29 +163,38 @@ function loomLoadBalancer(dr: AppliedDestinationRule | undefined): LoomLoadBalan
   return undefined
 }
 
-/** A ClusterLoadAssignment: endpoints grouped by locality, sorted, de-duplicated, every weight set. */
+/**
+ * A ClusterLoadAssignment: endpoints grouped by locality, sorted, de-duplicated, every weight set. The endpoints in
+ * `markSidecars` (`address|port`) carry Istio's `envoy.transport_socket_match` metadata.
+ */
 export function loadAssignment(
   clusterName: string,
   eps: readonly Pick<ServiceEndpoint, 'address' | 'port' | 'locality' | 'weight'>[],
+  markSidecars: ReadonlySet<string> | null = null,
 ): Json {
-  const byLocality = new Map<string, Map<string, { address: string; port: number; weight: number }>>()
+  const byLocality = new Map<string, Map<string, { address: string; port: number; weight: number; sidecar: boolean }>>()
   for (const e of eps) {
     const loc = normalizeLocality(e.locality)
     let group = byLocality.get(loc)
     if (group === undefined) byLocality.set(loc, (group = new Map()))
     const key = `${e.address}|${e.port}`
-    if (!group.has(key)) group.set(key, { address: e.address, port: e.port, weight: Math.max(1, e.weight) })
+    const sidecar = markSidecars?.has(key) === true
+    if (!group.has(key)) group.set(key, { address: e.address, port: e.port, weight: Math.max(1, e.weight), sidecar })
   }
   const endpoints = [...byLocality.keys()].sort(cmp).map((loc) => {
     const members = [...byLocality.get(loc)!.values()].sort((a, b) => cmp(a.address, b.address) || a.port - b.port)
     return {
       locality: locality(loc),
       load_balancing_weight: members.reduce((n, m) => n + m.weight, 0),
-      lb_endpoints: members.map((m) => ({
-        endpoint: { address: { socket_address: { address: m.address, port_value: m.port } } },
-        health_status: 'HEALTHY',
-        load_balancing_weight: m.weight,
-      })),
+      lb_endpoints: members.map((m) => {
+        const lbe: Json = {
+          endpoint: { address: { socket_address: { address: m.address, port_value: m.port } } },
+          health_status: 'HEALTHY',
+        }
+        if (m.sidecar) lbe.metadata = SIDECAR_ENDPOINT_METADATA
+        lbe.load_balancing_weight = m.weight
+        return lbe
+      }),
     }
   })
   return { cluster_name: clusterName, endpoints }

@@ -25,7 +25,8 @@ import { attachGlobalRateLimits, GLOBAL_RATELIMIT } from '../ratelimit/translate
 import { jwtAuthnFilters } from './authn.js'
 import { authzHttpFilters } from './authz.js'
 import { ADS, http2Options, loadAssignment } from './clusters.js'
-import { INBOUND_XFCC, inboundMutualTls, peerAuthenticationMode, withoutTlsMode } from './mtls.js'
+import { credentialCaSdsName, credentialSdsName } from './gateway-credentials.js'
+import { INBOUND_XFCC, inboundMutualTls, peerAuthenticationMode, sdsSecret, withoutTlsMode } from './mtls.js'
 import type { Server } from './types.js'
 import { defaultRoute, isCatchAll, type RouteContext, virtualServiceGateways, virtualServiceRoutes } from './routes.js'
 import type { PathNormalization, Scope } from './scope.js'
@@ -435,16 +436,24 @@ function isHttpServer(s: Server): boolean {
   return p === 'HTTP' || p === 'HTTP2' || p === 'GRPC' || p === 'GRPC-WEB'
 }
 
-/** An HTTPS server Loom can terminate: SIMPLE or MUTUAL TLS with certificate files (no credentialName yet). */
+/**
+ * An HTTPS server Loom can terminate: SIMPLE or MUTUAL TLS with certificate files, or with a `credentialName`
+ * (served over SDS from the control plane's credentials, gateway-credentials.ts).
+ */
 export function terminatingTls(s: Server): boolean {
   const p = (s.port?.protocol ?? '').toUpperCase()
   const mode = s.tls?.mode ?? 'SIMPLE'
   return (
     p === 'HTTPS' &&
     (mode === 'SIMPLE' || mode === 'MUTUAL') &&
-    typeof s.tls?.serverCertificate === 'string' &&
-    typeof s.tls?.privateKey === 'string'
+    (credentialOf(s) !== undefined ||
+      (typeof s.tls?.serverCertificate === 'string' && typeof s.tls?.privateKey === 'string'))
   )
+}
+
+function credentialOf(s: Server): string | undefined {
+  const c = s.tls?.credentialName
+  return c === undefined || c === '' ? undefined : c
 }
 
 interface BoundServer {
@@ -538,12 +547,18 @@ const TLS_VERSIONS: Record<string, string> = { TLS_AUTO: 'TLS_AUTO', TLSV1_2: 'T
 
 function downstreamTls(s: Server): Json {
   const t = s.tls!
-  const common: Json = {
-    tls_certificates: [
-      { certificate_chain: { filename: t.serverCertificate }, private_key: { filename: t.privateKey } },
-    ],
-  }
-  if (t.mode === 'MUTUAL' && typeof t.caCertificates === 'string') {
+  const credential = credentialOf(s)
+  const common: Json =
+    credential !== undefined
+      ? { tls_certificate_sds_secret_configs: [sdsSecret(credentialSdsName(credential))] }
+      : {
+          tls_certificates: [
+            { certificate_chain: { filename: t.serverCertificate }, private_key: { filename: t.privateKey } },
+          ],
+        }
+  if (t.mode === 'MUTUAL' && credential !== undefined) {
+    common.validation_context_sds_secret_config = sdsSecret(credentialCaSdsName(credential))
+  } else if (t.mode === 'MUTUAL' && typeof t.caCertificates === 'string') {
     common.validation_context = { trusted_ca: { filename: t.caCertificates } }
   }
   const params: Json = {}

@@ -109,6 +109,10 @@ function translated(resources: Resource[]) {
   return r
 }
 
+function lbEndpoints(cla: Json): Json[] {
+  return (cla.endpoints as Json[]).flatMap((g) => g.lb_endpoints as Json[])
+}
+
 /** The inbound listener's mode, read back from its filter chains. */
 function inboundMode(listeners: Json[], port: number): string {
   const l = listeners.find((x) => x.name === `inbound|${port}`)!
@@ -281,10 +285,71 @@ describe('outbound TLS', () => {
     assert.match(JSON.stringify(sans), /spiffe:\/\/example\.org\/ns\/default\/sa\/bookinfo-ratings/)
   })
 
-  it('endpoints without a sidecar stay plain text, and so does a cluster mixing both', () => {
-    const { clusters } = translated([])
-    assert.equal(clusterTls(clusters, 'outbound|80||legacy.default.svc.cluster.local'), undefined)
-    assert.equal(clusterTls(clusters, 'outbound|80||mixed.default.svc.cluster.local'), undefined)
+  it('endpoints without a sidecar stay plain text', () => {
+    const { clusters, endpoints } = translated([])
+    const legacy = clusters.find((c) => c.name === 'outbound|80||legacy.default.svc.cluster.local')!
+    assert.equal(legacy.transport_socket, undefined)
+    assert.equal(legacy.transport_socket_matches, undefined)
+    const cla = endpoints.find((e) => e.cluster_name === legacy.name)!
+    assert.ok(lbEndpoints(cla).every((e) => e.metadata === undefined))
+  })
+
+  it('a cluster mixing endpoints with and without sidecars switches per endpoint, as Istio', () => {
+    const { clusters, endpoints } = translated([])
+    const mixed = clusters.find((c) => c.name === 'outbound|80||mixed.default.svc.cluster.local')!
+    assert.equal(mixed.transport_socket, undefined)
+    const matches = mixed.transport_socket_matches as Json[]
+    assert.deepEqual(
+      matches.map((m) => [m.name, m.match]),
+      [
+        ['tlsMode-istio', { tlsMode: 'istio' }],
+        ['tlsMode-disabled', {}],
+      ],
+    )
+    const istio = (matches[0]!.transport_socket as Json).typed_config as Json
+    assert.equal(istio.sni, 'outbound_.80_._.mixed.default.svc.cluster.local')
+    assert.match(JSON.stringify(istio), /"name":"ROOTCA"/)
+    assert.deepEqual(matches[1]!.transport_socket, {
+      name: 'envoy.transport_sockets.raw_buffer',
+      typed_config: { '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer' },
+    })
+    const cla = endpoints.find((e) => e.cluster_name === mixed.name)!
+    const byAddress = Object.fromEntries(
+      lbEndpoints(cla).map((e) => [
+        (((e.endpoint as Json).address as Json).socket_address as Json).address as string,
+        e.metadata,
+      ]),
+    )
+    assert.deepEqual(byAddress, {
+      '10.0.0.5': { filter_metadata: { 'envoy.transport_socket_match': { tlsMode: 'istio' } } },
+      '10.0.0.7': undefined,
+    })
+  })
+
+  it('a subset of a mixed service whose endpoints all have sidecars gets one transport socket', () => {
+    const { clusters } = translated([
+      dr('mixed.default.svc.cluster.local', {}, [
+        { name: 'meshed', labels: { app: 'ratings', [TLS_MODE_LABEL]: 'istio' } },
+      ]),
+    ])
+    const subset = clusters.find((c) => c.name === 'outbound|80|meshed|mixed.default.svc.cluster.local')!
+    assert.equal(subset.transport_socket_matches, undefined)
+    assert.ok(subset.transport_socket)
+    const all = clusters.find((c) => c.name === 'outbound|80||mixed.default.svc.cluster.local')!
+    assert.equal((all.transport_socket_matches as Json[]).length, 2)
+  })
+
+  it('ISTIO_MUTUAL with subjectAltNames: the rule’s names replace the service accounts', () => {
+    const { clusters } = translated([
+      dr('ratings.default.svc.cluster.local', {
+        tls: { mode: 'ISTIO_MUTUAL', subjectAltNames: ['spiffe://cluster.local/ns/default/sa/only-this'] },
+      }),
+    ])
+    const tls = clusterTls(clusters, 'outbound|9080||ratings.default.svc.cluster.local')!
+    const ctx = (tls.common_tls_context as Json).combined_validation_context as Json
+    assert.deepEqual((ctx.default_validation_context as Json).match_typed_subject_alt_names, [
+      { san_type: 'URI', matcher: { exact: 'spiffe://cluster.local/ns/default/sa/only-this' } },
+    ])
   })
 
   it("automatic mTLS sends plain text to endpoints whose own PeerAuthentication DISABLEs the port (Istio's mTLS checker)", () => {
@@ -387,6 +452,91 @@ describe('outbound TLS', () => {
       dr('legacy.default.svc.cluster.local', { tls: { mode: 'SIMPLE', credentialName: 'legacy-ca' } }),
     ])
     assert.equal(clusterTls(clusters, 'outbound|80||legacy.default.svc.cluster.local'), undefined)
+  })
+
+  it('ServiceEntry subjectAltNames join the endpoints’ service accounts in automatic mTLS', () => {
+    const se: Service = {
+      ...service(
+        'db.example.com',
+        [5432],
+        [endpoint('10.0.1.1', 5432, 5432, true, 'db'), endpoint('10.0.1.2', 5432, 5432, true, 'db')],
+      ),
+      source: 'ServiceEntry/default/db',
+      subjectAltNames: ['spiffe://cluster.local/ns/data/sa/db-admin'],
+    }
+    const r = translateResources({ resources: [], services: [...SERVICES, se] }, NODE)
+    const tls = clusterTls(r.clusters, 'outbound|5432||db.example.com')!
+    const ctx = (tls.common_tls_context as Json).combined_validation_context as Json
+    assert.deepEqual((ctx.default_validation_context as Json).match_typed_subject_alt_names, [
+      { san_type: 'URI', matcher: { exact: 'spiffe://cluster.local/ns/data/sa/db-admin' } },
+      { san_type: 'URI', matcher: { exact: 'spiffe://cluster.local/ns/default/sa/db' } },
+    ])
+  })
+
+  it('ServiceEntry subjectAltNames are what SIMPLE accepts when the rule names none', () => {
+    const se: Service = {
+      ...service('api.example.com', [443], [endpoint('10.0.2.1', 443, 443, false, '')]),
+      location: 'MESH_EXTERNAL',
+      source: 'ServiceEntry/default/api',
+      subjectAltNames: ['api.example.com'],
+    }
+    const rule = (tls: Json) => dr('api.example.com', { tls: { mode: 'SIMPLE', caCertificates: '/ca.pem', ...tls } })
+    const sansOf = (tls: Json) => {
+      const r = translateResources({ resources: [rule(tls)], services: [...SERVICES, se] }, NODE)
+      const ctx = clusterTls(r.clusters, 'outbound|443||api.example.com')!.common_tls_context as Json
+      return (ctx.validation_context as Json).match_typed_subject_alt_names
+    }
+    assert.deepEqual(sansOf({}), [{ san_type: 'DNS', matcher: { exact: 'api.example.com' } }])
+    assert.deepEqual(sansOf({ subjectAltNames: ['other.example.com'] }), [
+      { san_type: 'DNS', matcher: { exact: 'other.example.com' } },
+    ])
+  })
+
+  it('a gateway originates TLS with a credentialName: client certificate and CA over SDS, as Istio’s egress', () => {
+    const gateway: TranslateNode = {
+      ...NODE,
+      id: 'router~10.0.0.20~egress.default~default.svc.cluster.local',
+      kind: 'gateway',
+      labels: { istio: 'egressgateway' },
+    }
+    const rules = (mode: string) => [
+      dr('legacy.default.svc.cluster.local', {
+        tls: {
+          mode,
+          credentialName: 'legacy-client',
+          sni: 'legacy.example.com',
+          subjectAltNames: ['legacy.example.com'],
+        },
+      }),
+    ]
+    const sds = (name: string) => ({ name, sds_config: { ads: {}, resource_api_version: 'V3' } })
+    const credentials = new Map([['legacy-client', { cert: 'C', key: 'K', ca: 'CA' }]])
+    const run = (mode: string) =>
+      translateResources({ resources: rules(mode), services: SERVICES, credentials }, gateway)
+    const mutual = run('MUTUAL')
+    const ctx = clusterTls(mutual.clusters, 'outbound|80||legacy.default.svc.cluster.local')!
+    assert.equal(ctx.sni, 'legacy.example.com')
+    assert.deepEqual(ctx.common_tls_context, {
+      tls_certificate_sds_secret_configs: [sds('kubernetes://legacy-client')],
+      combined_validation_context: {
+        default_validation_context: {
+          match_typed_subject_alt_names: [{ san_type: 'DNS', matcher: { exact: 'legacy.example.com' } }],
+        },
+        validation_context_sds_secret_config: sds('kubernetes://legacy-client-cacert'),
+      },
+    })
+    assert.deepEqual(
+      mutual.secrets.map((x) => x.name),
+      ['kubernetes://legacy-client', 'kubernetes://legacy-client-cacert'],
+    )
+    const simple = run('SIMPLE')
+    const sctx = clusterTls(simple.clusters, 'outbound|80||legacy.default.svc.cluster.local')!
+    assert.equal((sctx.common_tls_context as Json).tls_certificate_sds_secret_configs, undefined)
+    assert.deepEqual(
+      simple.secrets.map((x) => x.name),
+      ['kubernetes://legacy-client-cacert'],
+    )
+    for (const c of mutual.clusters) assert.ok(v.safeParse(Cluster, c).success, c.name as string)
   })
 
   it('proxyless gRPC clusters carry no transport socket', () => {

@@ -6,17 +6,22 @@
  * - Automatic mTLS: an endpoint has a sidecar when it carries the label `security.istio.io/tlsMode: istio` (Istio's
  *   injector sets it on pods; `loom up` sets it on the workloads it registers when the control plane issues
  *   certificates; a WorkloadEntry sets it itself). A cluster whose endpoints all have sidecars gets Istio's mTLS
- *   context; a cluster with an endpoint without one stays plain text (Istio switches per endpoint with
- *   `transport_socket_matches`, which Loom's proxy does not have: plain text is what every such endpoint accepts
- *   under the default PERMISSIVE mode). An endpoint whose own PeerAuthentication mode for its port is DISABLE
+ *   context as its `transport_socket`. A cluster with some endpoints with sidecars and some without gets Istio's
+ *   per-endpoint switch (pilot's buildAutoMtlsSettings): `transport_socket_matches` `tlsMode-istio` (match
+ *   `{tlsMode: istio}`: the mTLS context) then `tlsMode-disabled` (match `{}`: raw_buffer), and its EDS endpoints
+ *   with sidecars carry `filter_metadata["envoy.transport_socket_match"] = {tlsMode: istio}`. A cluster without
+ *   sidecar endpoints stays plain text. An endpoint whose own PeerAuthentication mode for its port is DISABLE
  *   counts as one without a sidecar (Istio's mTLS checker): its sidecar would not take TLS there.
  * - `ISTIO_MUTUAL`: Istio's mTLS context whatever the endpoints; `DISABLE`: plain text; `SIMPLE` / `MUTUAL`: TLS
  *   origination with the rule's `sni`, `subjectAltNames`, `caCertificates` and (MUTUAL) `clientCertificate` /
- *   `privateKey` files. `credentialName`, `caCrl` and `insecureSkipVerify` cannot be honoured (no gateway secret
- *   store, no CRLs, the proxy always verifies): such a rule's cluster stays plain text and analyze warns.
+ *   `privateKey` files, or on gateways a `credentialName` (SDS `kubernetes://<name>`, `kubernetes://<name>-cacert`,
+ *   gateway-credentials.ts; sidecars get plain text from such a rule, as in Istio). `caCrl` and `insecureSkipVerify`
+ *   cannot be honoured (no CRLs, the proxy always verifies): such a rule's cluster stays plain text and analyze warns.
  * - Istio's mTLS context: certificate `default` and trust bundle `ROOTCA` over SDS (ADS), SNI
- *   `outbound_.<port>_.<subset>_.<host>`, ALPN `istio-peer-exchange`, `istio`, and the SPIFFE IDs of the endpoints'
- *   service accounts as the accepted subject alt names.
+ *   `outbound_.<port>_.<subset>_.<host>`, ALPN `istio-peer-exchange`, `istio`, and as the accepted subject alt
+ *   names the rule's `subjectAltNames` (ISTIO_MUTUAL), else the service's accounts as pilot computes them: the
+ *   ServiceEntry's `subjectAltNames` plus the SPIFFE IDs of the endpoints' service accounts. A ServiceEntry's
+ *   `subjectAltNames` are also what SIMPLE / MUTUAL accept when the rule names none (pilot's constructUpstreamTLS).
  *
  * Inbound (`peerAuthenticationMode`): PeerAuthentication's mode for a workload port, most specific first: the
  * port's `portLevelMtls` of the workload policy, the workload policy (a selector matching the workload, in its
@@ -26,6 +31,7 @@
 import type { ClientTLSSettings, PeerAuthenticationSpec, Resource } from '../../api/index.js'
 import { TypeUrls } from '../../config/type-urls.js'
 import { labelsMatch } from '../registry/hostname.js'
+import { credentialCaSdsName, credentialSdsName } from './gateway-credentials.js'
 import type { ServiceEndpoint } from '../registry/registry.js'
 import type { Scope } from './scope.js'
 import type { Json } from './util.js'
@@ -38,6 +44,16 @@ export const SDS_ROOTCA = 'ROOTCA'
 /** the ALPN Istio's sidecars offer to each other */
 export const ISTIO_ALPN = ['istio-peer-exchange', 'istio']
 export const TLS_SOCKET = 'envoy.transport_sockets.tls'
+/** the EDS metadata namespace a cluster's transport_socket_matches read (Envoy's), and Istio's key in it */
+export const TRANSPORT_SOCKET_MATCH = 'envoy.transport_socket_match'
+export const TLS_MODE_MATCH: Json = { tlsMode: 'istio' }
+/** `filter_metadata` of an EDS endpoint with a sidecar, in a cluster that switches per endpoint */
+export const SIDECAR_ENDPOINT_METADATA: Json = { filter_metadata: { [TRANSPORT_SOCKET_MATCH]: TLS_MODE_MATCH } }
+/** plain text (Envoy's raw_buffer transport socket) */
+export const RAW_BUFFER_SOCKET: Json = {
+  name: 'envoy.transport_sockets.raw_buffer',
+  typed_config: { '@type': TypeUrls.rawBuffer },
+}
 
 export type MtlsMode = 'STRICT' | 'PERMISSIVE' | 'DISABLE'
 
@@ -61,9 +77,17 @@ export function istioSni(port: number, subset: string, host: string): string {
   return `outbound_.${port}_.${subset}_.${host}`
 }
 
-/** SPIFFE IDs of the endpoints' service accounts, sorted and de-duplicated. */
-export function endpointSpiffeIds(trustDomain: string, eps: readonly ServiceEndpoint[], namespace: string): string[] {
-  const ids = new Set<string>()
+/**
+ * The service's accounts (pilot's PushContext.ServiceAccounts): the ServiceEntry's `subjectAltNames` and the SPIFFE
+ * IDs of the endpoints' service accounts, sorted and de-duplicated.
+ */
+export function endpointSpiffeIds(
+  trustDomain: string,
+  eps: readonly ServiceEndpoint[],
+  namespace: string,
+  serviceSans: readonly string[] = [],
+): string[] {
+  const ids = new Set<string>(serviceSans)
   for (const e of eps) ids.add(`spiffe://${trustDomain}/ns/${namespace}/sa/${e.serviceAccount || 'default'}`)
   return [...ids].sort()
 }
@@ -85,21 +109,35 @@ export function istioMutualTls(sni: string, spiffeIds: readonly string[]): Json 
   return { name: TLS_SOCKET, typed_config: { '@type': TypeUrls.upstreamTls, common_tls_context: common, sni } }
 }
 
-/** Why a DestinationRule's `tls` cannot be honoured, or null. */
-export function unsupportedClientTls(tls: ClientTLSSettings): string | null {
+/**
+ * Why a DestinationRule's `tls` cannot be honoured, or null. `credentialName` is honoured on gateways only (as
+ * Istio, whose sidecars get no TLS from a rule with a credential and no workloadSelector); `gateway` says which.
+ */
+export function unsupportedClientTls(tls: ClientTLSSettings, gateway = false): string | null {
   if (tls.mode !== 'SIMPLE' && tls.mode !== 'MUTUAL') return null
-  if (tls.credentialName !== undefined && tls.credentialName !== '')
-    return 'credentialName is not supported (no secret store for client credentials); traffic is plain text'
+  if (!gateway && credentialOf(tls) !== undefined)
+    return 'credentialName applies to gateways only (as in Istio); from sidecars this traffic is plain text'
   if (tls.caCrl !== undefined) return 'caCrl is not supported; traffic is plain text'
   if (tls.insecureSkipVerify === true)
     return 'insecureSkipVerify is not supported (the proxy always verifies); traffic is plain text'
   return null
 }
 
-/** TLS origination (SIMPLE, MUTUAL) with the rule's files, SNI and subject alt names. */
-function originationTls(tls: ClientTLSSettings): Json {
+function credentialOf(tls: ClientTLSSettings): string | undefined {
+  return tls.credentialName === undefined || tls.credentialName === '' ? undefined : tls.credentialName
+}
+
+/**
+ * TLS origination (SIMPLE, MUTUAL) with the rule's files, SNI and subject alt names (else the service's); with a
+ * `credentialName` (gateways), the client certificate (MUTUAL) is SDS `kubernetes://<name>` and the CA
+ * `kubernetes://<name>-cacert`, as Istio's egress gateways read them.
+ */
+function originationTls(tls: ClientTLSSettings, serviceSans: readonly string[]): Json {
   const common: Json = {}
-  if (tls.mode === 'MUTUAL' && tls.clientCertificate !== undefined && tls.privateKey !== undefined) {
+  const credential = credentialOf(tls)
+  if (credential !== undefined && tls.mode === 'MUTUAL') {
+    common.tls_certificate_sds_secret_configs = [sdsSecret(credentialSdsName(credential))]
+  } else if (tls.mode === 'MUTUAL' && tls.clientCertificate !== undefined && tls.privateKey !== undefined) {
     common.tls_certificates = [
       { certificate_chain: { filename: tls.clientCertificate }, private_key: { filename: tls.privateKey } },
     ]
@@ -107,42 +145,78 @@ function originationTls(tls: ClientTLSSettings): Json {
   const validation: Json = {}
   if (tls.caCertificates !== undefined && tls.caCertificates !== '')
     validation.trusted_ca = { filename: tls.caCertificates }
-  const sans = tls.subjectAltNames ?? []
+  const own = tls.subjectAltNames ?? []
+  const sans = own.length > 0 ? own : serviceSans
   if (sans.length > 0) {
     validation.match_typed_subject_alt_names = sans.map((s) => ({
       san_type: s.startsWith('spiffe://') ? 'URI' : 'DNS',
       matcher: { exact: s },
     }))
   }
-  if (Object.keys(validation).length > 0) common.validation_context = validation
+  if (credential !== undefined) {
+    common.combined_validation_context = {
+      default_validation_context: validation,
+      validation_context_sds_secret_config: sdsSecret(credentialCaSdsName(credential)),
+    }
+  } else if (Object.keys(validation).length > 0) common.validation_context = validation
   const ctx: Json = { '@type': TypeUrls.upstreamTls, common_tls_context: common }
   if (tls.sni !== undefined && tls.sni !== '') ctx.sni = tls.sni
   return { name: TLS_SOCKET, typed_config: ctx }
 }
 
 /**
- * The transport socket of an outbound cluster, or null for plain text. `tls` is the DestinationRule's effective
- * `tls` for the (subset, port); `eps` the cluster's endpoints.
+ * How an outbound cluster's connections are made: `transport_socket` (absent: plain text), or Istio's
+ * `transport_socket_matches` with `markSidecars` (the EDS endpoints that take mTLS then carry
+ * SIDECAR_ENDPOINT_METADATA).
  */
-export function upstreamTransportSocket(
+export interface UpstreamTransport {
+  transport_socket?: Json
+  transport_socket_matches?: Json[]
+  /** the endpoints (`address|port`) that get SIDECAR_ENDPOINT_METADATA, with transport_socket_matches; else null */
+  markSidecars: ReadonlySet<string> | null
+}
+
+const PLAIN: UpstreamTransport = { markSidecars: null }
+
+/**
+ * The transport of an outbound cluster. `tls` is the DestinationRule's effective `tls` for the (subset, port);
+ * `eps` the cluster's endpoints; `serviceSans` the ServiceEntry's `subjectAltNames`.
+ */
+export function upstreamTransport(
   scope: Scope,
   tls: ClientTLSSettings | undefined,
   target: { host: string; namespace: string; port: number; subset: string },
   eps: readonly ServiceEndpoint[],
   dns: boolean,
-): Json | null {
+  serviceSans: readonly string[] = [],
+): UpstreamTransport {
   const mode = tls?.mode
-  if (mode === 'DISABLE') return null
-  if (mode === 'SIMPLE' || mode === 'MUTUAL') return unsupportedClientTls(tls!) === null ? originationTls(tls!) : null
-  const istio = () =>
+  if (mode === 'DISABLE') return PLAIN
+  if (mode === 'SIMPLE' || mode === 'MUTUAL') {
+    if (unsupportedClientTls(tls!, scope.node.kind === 'gateway') !== null) return PLAIN
+    return { transport_socket: originationTls(tls!, serviceSans), markSidecars: null }
+  }
+  const istio = (sans: readonly string[] | undefined) =>
     istioMutualTls(
       istioSni(target.port, target.subset, target.host),
-      endpointSpiffeIds(scope.mesh.trustDomain, eps, target.namespace),
+      sans !== undefined && sans.length > 0
+        ? sans
+        : endpointSpiffeIds(scope.mesh.trustDomain, eps, target.namespace, serviceSans),
     )
-  if (mode === 'ISTIO_MUTUAL') return istio()
-  // automatic mTLS: every endpoint has a sidecar that takes mTLS on its port (DNS clusters have no known workloads)
-  if (dns || eps.length === 0 || !eps.every((e) => mtlsReady(scope, e, target.namespace))) return null
-  return istio()
+  if (mode === 'ISTIO_MUTUAL') return { transport_socket: istio(tls?.subjectAltNames), markSidecars: null }
+  // automatic mTLS: endpoints with a sidecar that takes mTLS on their port (DNS clusters have no known workloads)
+  if (dns) return PLAIN
+  const ready = eps.filter((e) => mtlsReady(scope, e, target.namespace))
+  if (ready.length === 0) return PLAIN
+  if (ready.length === eps.length) return { transport_socket: istio(undefined), markSidecars: null }
+  // some endpoints take mTLS, some do not: Istio's switch per endpoint
+  return {
+    transport_socket_matches: [
+      { name: 'tlsMode-istio', match: TLS_MODE_MATCH, transport_socket: istio(undefined) },
+      { name: 'tlsMode-disabled', match: {}, transport_socket: RAW_BUFFER_SOCKET },
+    ],
+    markSidecars: new Set(ready.map((e) => `${e.address}|${e.port}`)),
+  }
 }
 
 // === inbound ===

@@ -168,7 +168,8 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
     kind: 'DestinationRule',
     path: '<trafficPolicy>.tls',
     when: (tls) => unsupportedClientTls(tls as ClientTLSSettings) !== null,
-    message: 'credentialName, caCrl and insecureSkipVerify are not supported: this TLS origination is plain text',
+    message:
+      'credentialName applies to gateways only, caCrl and insecureSkipVerify are not supported: from sidecars this TLS origination is plain text',
   },
   {
     kind: 'DestinationRule',
@@ -198,11 +199,6 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
 
   // ServiceEntry, WorkloadEntry
   { kind: 'ServiceEntry', path: 'spec.addresses', message: 'addresses are not supported yet; ignored' },
-  {
-    kind: 'ServiceEntry',
-    path: 'spec.subjectAltNames',
-    message: 'subjectAltNames are not checked yet (no upstream TLS)',
-  },
   { kind: 'ServiceEntry', path: 'spec.endpoints[].network', message: 'networks are not supported yet; ignored' },
   { kind: 'WorkloadEntry', path: 'spec.network', message: 'networks are not supported yet; ignored' },
 

@@ -646,6 +646,10 @@ describe('path normalization (meshConfig.pathNormalization)', () => {
 
 // === other features ===
 
+function tlsChain(r: TranslatedResources, listener: string): Json {
+  return (r.listeners.find((l) => l.name === listener)!.filter_chains as Json[])[0]!
+}
+
 describe('gateways', () => {
   const yaml = `apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -694,7 +698,7 @@ spec:
   const r = run(manifests(yaml), INGRESS)
 
   it('one listener per port; TLS servers with certificate files get a filter chain', () => {
-    assert.deepEqual(names(r.listeners), ['0.0.0.0_443', '0.0.0.0_80'])
+    assert.deepEqual(names(r.listeners), ['0.0.0.0_443', '0.0.0.0_80', '0.0.0.0_8443'])
     const tls = r.listeners.find((l) => l.name === '0.0.0.0_443')!
     const chain = (tls.filter_chains as Json[])[0]!
     assert.deepEqual(chain.filter_chain_match, { server_names: ['*.example.com'] })
@@ -722,6 +726,77 @@ spec:
     assert.deepEqual((vhost(r, rc, '*.example.com:443').routes as Json[]).map(summary), [
       'prefix /api → outbound|9080||reviews',
     ])
+  })
+
+  it('credentialName: the certificate over SDS as Istio names it, served when the control plane has it', () => {
+    const ctx = (tlsChain(r, '0.0.0.0_8443').transport_socket as Json).typed_config as Json
+    assert.deepEqual(ctx.common_tls_context, {
+      tls_certificate_sds_secret_configs: [
+        { name: 'kubernetes://vault-cert', sds_config: { ads: {}, resource_api_version: 'V3' } },
+      ],
+    })
+    assert.equal(ctx.require_client_certificate, undefined)
+    assert.deepEqual(r.secrets, [], 'no credential, no secret')
+    const credentials = new Map([
+      ['vault-cert', { cert: 'CERT', key: 'KEY' }],
+      ['unused', { cert: 'C', key: 'K' }],
+    ])
+    const withCred = translateResources({ resources: manifests(yaml), services: BOOKINFO, credentials }, INGRESS)
+    assert.deepEqual(withCred.secrets, [
+      {
+        name: 'kubernetes://vault-cert',
+        tls_certificate: { certificate_chain: { inline_string: 'CERT' }, private_key: { inline_string: 'KEY' } },
+      },
+    ])
+    const sidecar = translateResources({ resources: manifests(yaml), services: BOOKINFO, credentials }, PRODUCTPAGE)
+    assert.deepEqual(sidecar.secrets, [], 'only gateways get credentials')
+  })
+
+  it('credentialName with MUTUAL: the client CA is `<name>-cacert`, from the credential’s ca.crt or its own', () => {
+    const mutual = `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: mtls, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ['a.example.com']
+    tls: {mode: MUTUAL, credentialName: a}
+  - port: {number: 443, name: https-b, protocol: HTTPS}
+    hosts: ['b.example.com']
+    tls: {mode: MUTUAL, credentialName: b}
+`
+    const credentials = new Map([
+      ['a', { cert: 'A', key: 'AK', ca: 'A-CA' }],
+      ['b', { cert: 'B', key: 'BK' }],
+      ['b-cacert', { ca: 'B-CA' }],
+    ])
+    const out = translateResources({ resources: manifests(mutual), services: BOOKINFO, credentials }, INGRESS)
+    const chains = (out.listeners.find((l) => l.name === '0.0.0.0_443')!.filter_chains as Json[]).map(
+      (c) => (c.transport_socket as Json).typed_config as Json,
+    )
+    assert.deepEqual(
+      chains.map((c) => [
+        (c.common_tls_context as Json).validation_context_sds_secret_config,
+        c.require_client_certificate,
+      ]),
+      [
+        [{ name: 'kubernetes://a-cacert', sds_config: { ads: {}, resource_api_version: 'V3' } }, true],
+        [{ name: 'kubernetes://b-cacert', sds_config: { ads: {}, resource_api_version: 'V3' } }, true],
+      ],
+    )
+    assert.deepEqual(
+      out.secrets.map((x) => [
+        x.name,
+        x.tls_certificate === undefined ? (x.validation_context as Json).trusted_ca : 'cert',
+      ]),
+      [
+        ['kubernetes://a', 'cert'],
+        ['kubernetes://a-cacert', { inline_string: 'A-CA' }],
+        ['kubernetes://b', 'cert'],
+        ['kubernetes://b-cacert', { inline_string: 'B-CA' }],
+      ],
+    )
   })
 
   it('httpsRedirect answers every request on the HTTP server with a redirect', () => {

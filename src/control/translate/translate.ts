@@ -10,6 +10,8 @@
  * - `generator: 'grpc'`: API listeners, per-service route configurations, clusters and load assignments.
  * The module docs of listeners.ts, routes.ts, clusters.ts and policy.ts say what is translated and what is not yet.
  */
+import type { Credential } from '../credentials.js'
+import { credentialSecrets } from './gateway-credentials.js'
 import { createHash } from 'node:crypto'
 import type { Resource } from '../../api/index.js'
 import { type ProxyNode, type ResourceMap, type Snapshot, TYPE_URL, type TypeUrl } from '../../xds/snapshot.js'
@@ -43,6 +45,8 @@ export interface TranslateInput {
   /** the registry's services (`Registry.services()`) */
   services: readonly Service[]
   meshConfig?: MeshConfig
+  /** gateway credentials by name (src/control/credentials.ts), for servers' `tls.credentialName` */
+  credentials?: ReadonlyMap<string, Credential>
 }
 
 /** A proxy as the translator sees it: the xDS node, plus the node metadata from its bootstrap. */
@@ -54,6 +58,8 @@ export interface TranslatedResources {
   routes: Json[]
   clusters: Json[]
   endpoints: Json[]
+  /** SDS secrets (a gateway's credentials; empty for other proxies) */
+  secrets: Json[]
 }
 
 /** Builds the resources for `node`, as plain arrays sorted by name. */
@@ -66,10 +72,14 @@ export function translateResources(input: TranslateInput, node: TranslateNode): 
   else parts.push(outboundListener(scope, metadata), inboundListeners(scope, metadata))
   const outbound = outboundClusters(scope)
   const byName = (a: Json, b: Json) => cmp(a.name as string, b.name as string)
+  const listeners = parts.flatMap((p) => p.listeners).sort(byName)
+  const clusters = [...outbound.clusters, ...parts.flatMap((p) => p.clusters)].sort(byName)
   return {
-    listeners: parts.flatMap((p) => p.listeners).sort(byName),
+    listeners,
+    secrets:
+      node.kind === 'gateway' ? credentialSecrets([...listeners, ...clusters], input.credentials ?? new Map()) : [],
     routes: parts.flatMap((p) => p.routes).sort(byName),
-    clusters: [...outbound.clusters, ...parts.flatMap((p) => p.clusters)].sort(byName),
+    clusters,
     endpoints: localized(
       outbound.endpoints.sort((a, b) => cmp(a.cluster_name as string, b.cluster_name as string)),
       outbound.localityPlans,
@@ -107,6 +117,7 @@ export function translate(input: TranslateInput, node: TranslateNode): Snapshot 
   add(TYPE_URL.route, r.routes, 'name')
   add(TYPE_URL.cluster, r.clusters, 'name')
   add(TYPE_URL.endpoint, r.endpoints, 'cluster_name')
+  if (node.kind === 'gateway') add(TYPE_URL.secret, r.secrets, 'name')
   return { resources }
 }
 

@@ -21,7 +21,8 @@ import { OutlierDetector } from './outlier.js'
 import { HealthChecker } from './health-check/checker.js'
 import { healthCheckSettings } from './health-check/settings.js'
 import type { SecretStore } from '../secrets/store.js'
-import { type UpstreamTlsOptions, upstreamTlsOptions, upstreamTlsSecretNames } from './tls.js'
+import type { UpstreamTlsOptions } from './tls.js'
+import type { TransportSockets } from './transport-socket.js'
 
 export interface UpstreamClusterOptions {
   /** Where the cluster sits in its config document, prefixed to issue paths (e.g. `[2]`). Default: ''. */
@@ -61,11 +62,11 @@ export class UpstreamCluster implements HostOwner {
   /** per_connection_buffer_limit_bytes; default 1 MiB. */
   readonly perConnectionBufferLimitBytes: number
   /**
-   * Options for `tls.connect` (or `http2.connect`) when the cluster has an UpstreamTlsContext, else null. Rebuilt
-   * when an SDS secret it names changes (new connections use it, open ones keep theirs); `pending` while one is
-   * missing.
+   * transport_socket and transport_socket_matches: each host's `transport` is one of them, chosen by its metadata
+   * when it joins or is restated. A socket's TLS options are rebuilt when an SDS secret it names changes (new
+   * connections use them, open ones keep theirs); `pending` while one is missing.
    */
-  tls: UpstreamTlsOptions | null
+  readonly sockets: TransportSockets
   readonly #secrets: SecretStore | undefined
   #unsubscribe: (() => void)[] = []
   /** circuit_breakers (DEFAULT priority), or null when the cluster sets none (the pools' fixed limits apply). */
@@ -128,7 +129,7 @@ export class UpstreamCluster implements HostOwner {
     this.idleTimeoutMs = s.idleTimeoutMs
     this.maxRequestsPerConnection = s.maxRequestsPerConnection
     this.perConnectionBufferLimitBytes = s.perConnectionBufferLimitBytes
-    this.tls = s.tls
+    this.sockets = s.sockets!
     this.#secrets = options.secrets
     this.#lbFactory = lbFactoryFor(config)
     this.#hashPicksPriority = usesHash(s.lbPolicy)
@@ -193,21 +194,22 @@ export class UpstreamCluster implements HostOwner {
     this.healthChecker?.stop()
   }
 
-  /** Rebuilds the TLS options when a secret the context names changes; a rebuild that fails keeps the old ones. */
+  /**
+   * Options for `tls.connect` of the cluster's own transport_socket, or null (plain text); a host's own are
+   * `host.transport.tls`.
+   */
+  get tls(): UpstreamTlsOptions | null {
+    return this.sockets.default.tls
+  }
+
+  /** Rebuilds a socket's TLS options when a secret its context names changes (a failed rebuild keeps the old). */
   #watchSecrets(): void {
-    const ts = this.config.transport_socket
     const store = this.#secrets
-    if (ts === undefined || store === undefined || this.#unsubscribe.length > 0) return
-    const rebuild = () => {
-      const issues: ConfigIssue[] = []
-      const next = upstreamTlsOptions(ts.typed_config, this.http2, 'transport_socket.typed_config', issues, store)
-      if (next === null) {
-        log('warn', 'cluster', 'TLS context not rebuilt', { cluster: this.name, error: issues[0]?.message })
-        return
-      }
-      this.tls = next
+    if (store === undefined || this.#unsubscribe.length > 0) return
+    for (const socket of this.sockets.all()) {
+      const rebuild = () => socket.rebuild(this.http2, store, this.name)
+      for (const name of socket.secretNames()) this.#unsubscribe.push(store.subscribe(name, rebuild))
     }
-    for (const name of upstreamTlsSecretNames(ts.typed_config)) this.#unsubscribe.push(store.subscribe(name, rebuild))
   }
 
   /** Counts circuit breaking and outlier detection in `stats` (kept by name across cluster updates). */
@@ -266,6 +268,7 @@ export class UpstreamCluster implements HostOwner {
     const added: Host[] = []
     const removed: Host[] = []
     let changed = false
+    const sockets = this.sockets
     for (const spec of specs) {
       const key = hostKey(spec.address, spec.port)
       if (next.has(key)) {
@@ -280,6 +283,9 @@ export class UpstreamCluster implements HostOwner {
       } else if (host.update(spec)) {
         changed = true
       }
+      host.transport = sockets.matches
+        ? sockets.choose(host.transportMatch, host.localityTransportMatch)
+        : sockets.default
       next.set(key, host)
       list.push(host)
     }

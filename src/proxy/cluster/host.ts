@@ -6,6 +6,14 @@
 import type { HostHealthCheck } from './health-check/checker.js'
 import type { HostLatency } from './lb/peak-ewma.js'
 import type { HostOutlier } from './outlier.js'
+import type { UpstreamTlsOptions } from './tls.js'
+
+/** How connections to a host are made: `tls.connect` options, or null for plain TCP (transport-socket.ts). */
+export interface HostTransport {
+  readonly tls: UpstreamTlsOptions | null
+}
+
+const PLAIN: HostTransport = Object.freeze({ tls: null })
 
 /** Per-endpoint connection pool, implemented elsewhere (by the HTTP data path). */
 export interface HostPool {
@@ -44,6 +52,10 @@ export interface HostSpec {
    * health checker) and a new host starts UNKNOWN.
    */
   healthStatus?: HealthStatus
+  /** the endpoint's `filter_metadata["envoy.transport_socket_match"]` (transport_socket_matches) */
+  transportMatch?: Readonly<Record<string, unknown>>
+  /** its locality's */
+  localityTransportMatch?: Readonly<Record<string, unknown>>
 }
 
 /** Told when a host's health status changes, so load balancers can be rebuilt. */
@@ -84,6 +96,14 @@ export class Host {
   healthyAt = Number.NaN
   /** The peak-EWMA latency estimate, on clusters with that policy (else null: nothing is sampled). */
   latency: HostLatency | null = null
+  /**
+   * The transport socket new connections to the host use, set by the cluster when the host joins or is restated
+   * (its own transport_socket, or the transport_socket_matches entry the host's metadata matches).
+   */
+  transport: HostTransport = PLAIN
+  /** what the last membership update said of the host's transport socket metadata */
+  transportMatch: Readonly<Record<string, unknown>> | undefined
+  localityTransportMatch: Readonly<Record<string, unknown>> | undefined
 
   // Counters the data path bumps; shown on /clusters.
   rqTotal = 0
@@ -110,6 +130,8 @@ export class Host {
     this.#localityWeight = spec.localityWeight ?? 0
     this.#health = spec.healthStatus ?? 'UNKNOWN'
     this.#owner = owner
+    this.transportMatch = spec.transportMatch
+    this.localityTransportMatch = spec.localityTransportMatch
   }
 
   /** The endpoint's hostname, else the DNS name it was resolved from, else the address. */
@@ -158,6 +180,8 @@ export class Host {
   /** Takes what a membership update says about this host. Returns whether anything the LB depends on changed. */
   update(spec: HostSpec): boolean {
     this.#hostname = spec.hostname || spec.address
+    this.transportMatch = spec.transportMatch
+    this.localityTransportMatch = spec.localityTransportMatch
     const weight = spec.weight ?? 1
     const priority = spec.priority ?? 0
     let changed = weight !== this.#weight || priority !== this.#priority

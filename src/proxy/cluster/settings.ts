@@ -13,7 +13,7 @@ import { hostKey } from './host.js'
 import { type LbPolicy, lbPolicyOf } from './lb/index.js'
 import { maxMaglevTableSize } from './lb/maglev.js'
 import { defaultMaximumRingSize, defaultMinimumRingSize } from './lb/ring-hash.js'
-import { type UpstreamTlsOptions, upstreamTlsOptions } from './tls.js'
+import { TransportSockets, transportMatchMetadata } from './transport-socket.js'
 import type { SecretStore } from '../secrets/store.js'
 
 export type DnsLookupFamily = NonNullable<Cluster['dns_lookup_family']>
@@ -36,7 +36,8 @@ export interface ClusterSettings {
   /** 0 = unlimited. */
   maxRequestsPerConnection: number
   perConnectionBufferLimitBytes: number
-  tls: UpstreamTlsOptions | null
+  /** transport_socket and transport_socket_matches, compiled; null when one did not compile (see issues) */
+  sockets: TransportSockets | null
   dnsRefreshRateMs: number
   dnsLookupFamily: DnsLookupFamily
   respectDnsTtl: boolean
@@ -187,16 +188,7 @@ export function clusterSettings(
     }
   }
 
-  let tls: UpstreamTlsOptions | null = null
-  if (config.transport_socket !== undefined) {
-    tls = upstreamTlsOptions(
-      config.transport_socket.typed_config,
-      http2,
-      `${path}.transport_socket.typed_config`,
-      issues,
-      secrets,
-    )
-  }
+  const sockets = TransportSockets.compile(config, http2, path, issues, secrets)
 
   return {
     type,
@@ -207,7 +199,7 @@ export function clusterSettings(
     idleTimeoutMs: duration(common?.idle_timeout, defaults.idleTimeoutMs),
     maxRequestsPerConnection: common?.max_requests_per_connection ?? config.max_requests_per_connection ?? 0,
     perConnectionBufferLimitBytes: config.per_connection_buffer_limit_bytes ?? defaults.perConnectionBufferLimitBytes,
-    tls,
+    sockets,
     dnsRefreshRateMs,
     dnsLookupFamily: config.dns_lookup_family ?? 'AUTO',
     respectDnsTtl: config.respect_dns_ttl ?? false,
@@ -263,6 +255,10 @@ export function hostSpecsFromAssignment(cla: ClusterLoadAssignment): HostSpec[] 
       if (lbe.endpoint.hostname) spec.hostname = lbe.endpoint.hostname
       if (locality.locality !== undefined) spec.locality = locality.locality
       if (locality.load_balancing_weight !== undefined) spec.localityWeight = locality.load_balancing_weight
+      const match = transportMatchMetadata(lbe.metadata)
+      if (match !== undefined) spec.transportMatch = match
+      const localityMatch = transportMatchMetadata(locality.metadata)
+      if (localityMatch !== undefined) spec.localityTransportMatch = localityMatch
       out.push(spec)
     }
   }

@@ -5,6 +5,12 @@
  */
 export class Headers {
   list: string[]
+  /**
+   * True when the codec knows the list has no `x-forwarded-client-cert` (the HTTP/1.1 parser, from its name hash),
+   * so the connection manager's XFCC step need not look; false when unknown. Read only by that step, before any
+   * filter runs.
+   */
+  xfccAbsent = false
 
   constructor(list: string[] = []) {
     this.list = list

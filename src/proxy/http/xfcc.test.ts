@@ -6,7 +6,8 @@ import { Headers } from './headers.js'
 import { createHash, X509Certificate } from 'node:crypto'
 import type { PeerCertificate } from 'node:tls'
 import { makeLeaf, makeRoot } from '../../control/ca/pki-fixtures.js'
-import { type ClientCert, clientCertOf, recordClientCert, XfccPolicy } from './xfcc.js'
+import { connectionPeer } from '../identity/connection-peer.js'
+import { type ClientCert, XfccPolicy } from './xfcc.js'
 
 const XFCC = 'x-forwarded-client-cert'
 const peer: ClientCert = {
@@ -48,12 +49,21 @@ test('without a client certificate every mode but ALWAYS_FORWARD_ONLY removes a 
 test('on an mTLS connection: SANITIZE removes, FORWARD_ONLY keeps, APPEND_FORWARD appends, SANITIZE_SET replaces', async () => {
   const root = await makeRoot()
   const leaf = new X509Certificate(await makeLeaf(root, { uris: [peer.uris[0]!], dns: ['client.default.svc'] }))
-  const socket = {} as Socket
   const detailed = { raw: leaf.raw, subjectaltname: leaf.subjectAltName, subject: {} } as unknown as PeerCertificate
-  recordClientCert(socket, detailed, peer.by)
-  const rec = clientCertOf(socket)!
+  let reads = 0
+  // a verified TLS socket as the listener leaves it: its peer's certificate, its own with a URI SAN
+  const socket = {
+    authorized: true,
+    getPeerCertificate: () => {
+      reads++
+      return detailed
+    },
+    getCertificate: () => ({ subjectaltname: `URI:${peer.by}` }),
+  } as unknown as Socket
+  const rec = connectionPeer(socket)!
   assert.equal(rec.hash, createHash('sha256').update(leaf.raw).digest('hex'))
   assert.deepEqual(rec.dns, ['client.default.svc'])
+  assert.equal(rec.by, peer.by)
   const istio = { subject: true, dns: true, uri: true }
   const mine = `By=${peer.by};Hash=${rec.hash};Subject="";URI=${peer.uris[0]};DNS=client.default.svc`
   const run = (mode: HttpConnectionManager['forward_client_cert_details']) => {
@@ -65,4 +75,30 @@ test('on an mTLS connection: SANITIZE removes, FORWARD_ONLY keeps, APPEND_FORWAR
   assert.deepEqual(run('FORWARD_ONLY'), ['By=spiffe://td/a;Hash=00'])
   assert.deepEqual(run('APPEND_FORWARD'), [`By=spiffe://td/a;Hash=00,${mine}`])
   assert.deepEqual(run('SANITIZE_SET'), [mine])
+  assert.equal(connectionPeer(socket), rec, 'one record per connection')
+  assert.equal(reads, 1, 'the certificate is read once')
+})
+
+test('a socket whose client presented no verified certificate has no peer (SANITIZE, APPEND_FORWARD alike)', () => {
+  const unverified = { authorized: false, getPeerCertificate: () => ({ raw: Buffer.from('x') }) } as unknown as Socket
+  assert.equal(connectionPeer(unverified), null)
+  const h = new Headers([XFCC, 'By=spiffe://evil/x'])
+  policy('APPEND_FORWARD', { uri: true }).apply(h, unverified)
+  assert.equal(h.get(XFCC), undefined)
+})
+
+test('a head the parser saw no XFCC in is not scanned; appending adds the element', () => {
+  const h = new Headers(['host', 'a'])
+  h.xfccAbsent = true
+  policy().apply(h, plainSocket())
+  assert.deepEqual(h.list, ['host', 'a'])
+  const socket = {
+    authorized: true,
+    getPeerCertificate: () => ({ raw: Buffer.from('der'), subjectaltname: `URI:${peer.uris[0]}`, subject: {} }),
+    getCertificate: () => null,
+  } as unknown as Socket
+  const m = new Headers(['host', 'a'])
+  m.xfccAbsent = true
+  policy('APPEND_FORWARD', { uri: true }).apply(m, socket)
+  assert.deepEqual(m.getAll(XFCC), [`Hash=${createHash('sha256').update('der').digest('hex')};URI=${peer.uris[0]}`])
 })

@@ -22,7 +22,6 @@ import type { TcpProxyContext } from '../tcp/tcp-proxy.js'
 import { tls } from '../../core/lazy.js'
 import { log } from '../../core/log.js'
 import type { DownstreamTls } from '../tls.js'
-import { recordClientCert } from '../http/xfcc.js'
 import { inspectClientHello } from './tls-inspector.js'
 
 /** Subscribes the TLS contexts of `chains` to their secrets; returns the function that unsubscribes them all. */
@@ -208,7 +207,6 @@ export class ActiveListener {
         socket.destroy()
         return
       }
-      recordClientCert(socket, presented ? peer : null, t.ownUri)
     }
     socket.allowHalfOpen = true
     this.dispatch(socket, chain, 'https', null)

@@ -79,7 +79,8 @@ export class TcpProxyContext {
     host.activeConnections++
     // half-open like the downstream socket: a FIN from the server must not end what the client still sends
     const opts = { host: host.address, port: host.port, allowHalfOpen: true }
-    const upstream = cluster.tls === null ? net.connect(opts) : tls().connect({ ...cluster.tls, ...opts })
+    const tlsOptions = host.transport.tls
+    const upstream = tlsOptions === null ? net.connect(opts) : tls().connect({ ...tlsOptions, ...opts })
     upstream.setNoDelay(true)
     downstream.setNoDelay(true)
     downstream.pause()
@@ -88,7 +89,7 @@ export class TcpProxyContext {
       cstats.upstream_cx_connect_timeout++
       upstream.destroy()
     }, cluster.connectTimeoutMs)
-    upstream.once(cluster.tls === null ? 'connect' : 'secureConnect', () => {
+    upstream.once(tlsOptions === null ? 'connect' : 'secureConnect', () => {
       clearTimeout(connectTimer)
       downstream.pipe(upstream)
       upstream.pipe(downstream)

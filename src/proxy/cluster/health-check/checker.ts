@@ -200,7 +200,7 @@ export class HealthChecker {
   /** A host joined: it is failed and pending until its first check passes; checked at once once started. */
   addHost(host: Host): void {
     if (this.#sessions.has(host.key)) return
-    const target = { address: host.address, port: host.port, tls: this.#owner.tls }
+    const target = { address: host.address, port: host.port, tls: host.transport.tls }
     const p = this.settings.probe
     const reuse = this.settings.reuseConnection
     const probe =

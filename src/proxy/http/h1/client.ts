@@ -218,12 +218,14 @@ export class H1ClientConnection {
     const host = pool.host
     const cluster = pool.cluster
     const opts = { host: host.address, port: host.port }
-    if (cluster.tls === null) {
+    // the host's transport socket (the cluster's, or the transport_socket_matches entry its metadata matches)
+    const tlsOptions = host.transport.tls
+    if (tlsOptions === null) {
       // plain TCP reads land in the buffer shared by the HTTP/1 codecs, not in a fresh allocation per read
       this.socket = net.connect({ ...opts, onread: { buffer: READ_BUFFER, callback: (n: number) => this.onRead(n) } })
     } else {
-      const pending = cluster.tls.pending
-      if (pending === undefined) this.socket = tls().connect({ ...cluster.tls, ...opts })
+      const pending = tlsOptions.pending
+      if (pending === undefined) this.socket = tls().connect({ ...tlsOptions, ...opts })
       else {
         // a secret the TLS context needs has not arrived: a connect failure naming it, without connecting
         const s = new net.Socket()
@@ -234,7 +236,7 @@ export class H1ClientConnection {
     }
     const socket = this.socket
     socket.setNoDelay(true)
-    socket.on(cluster.tls === null ? 'connect' : 'secureConnect', () => this.onConnect())
+    socket.on(tlsOptions === null ? 'connect' : 'secureConnect', () => this.onConnect())
     socket.on('end', () => this.onEnd())
     socket.on('close', () => this.onClose())
     socket.on('error', (err: Error) => this.onError(err))

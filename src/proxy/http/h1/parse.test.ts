@@ -32,6 +32,15 @@ describe('request head', () => {
     assert.equal(h.contentLength, -1)
   })
 
+  test('the head says when it has no x-forwarded-client-cert, whatever the case it was sent in', () => {
+    assert.equal(req('GET / HTTP/1.1\r\nHost: a\r\nX-Thing: 1\r\n\r\n').headers.xfccAbsent, true)
+    for (const name of ['x-forwarded-client-cert', 'X-Forwarded-Client-Cert']) {
+      const h = req(`GET / HTTP/1.1\r\nHost: a\r\n${name}: By=x\r\n\r\n`).headers
+      assert.equal(h.xfccAbsent, false, name)
+      assert.equal(h.get('x-forwarded-client-cert'), 'By=x')
+    }
+  })
+
   test('HTTP/1.0 defaults to close, keep-alive opts in', () => {
     assert.equal(req('GET / HTTP/1.0\r\n\r\n').keepAlive, false)
     assert.equal(req('GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n').keepAlive, true)

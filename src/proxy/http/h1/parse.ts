@@ -134,6 +134,15 @@ function nameSlot(h: number): number {
   return (h ^ (h >>> 7)) & (NAME_SLOTS - 1)
 }
 
+function nameHash(lower: string): number {
+  let h = 0
+  for (let i = 0; i < lower.length; i++) h = hashStep(h, lower.charCodeAt(i))
+  return h
+}
+
+/** the name hash of `x-forwarded-client-cert`: a head none of whose names hash so has no such header */
+const XFCC_HASH = nameHash('x-forwarded-client-cert')
+
 for (const lower of [
   'host',
   'user-agent',
@@ -180,8 +189,7 @@ for (const lower of [
   'expect',
 ]) {
   const canonical = lower.replace(/(^|-)([a-z])/g, (_m, d: string, c: string) => d + c.toUpperCase())
-  let h = 0
-  for (let i = 0; i < lower.length; i++) h = hashStep(h, lower.charCodeAt(i))
+  const h = nameHash(lower)
   // a name whose slot is taken is still parsed right, only without interning
   KNOWN_NAMES[nameSlot(h)] ??= { lower, canonical, len: lower.length }
 }
@@ -198,10 +206,11 @@ function headerName(s: string, start: number, end: number, h: number): string {
 /**
  * Parses header lines starting at `pos` until the blank line. Names are lower-cased. The bytes are read from `b`
  * (`s` is `b` from `base` on, as latin1): typed array loads cost a fraction of String#charCodeAt; names and values
- * are then cut from `s`.
+ * are then cut from `s`. Returns whether a name hashed as `x-forwarded-client-cert` does (false: there is none).
  */
-function parseFields(b: Buffer, base: number, s: string, pos: number, limits: Limits, list: string[]): void {
+function parseFields(b: Buffer, base: number, s: string, pos: number, limits: Limits, list: string[]): boolean {
   const len = s.length
+  let xfcc = false
   let i = base + pos
   const stop = base + len
   for (;;) {
@@ -209,7 +218,7 @@ function parseFields(b: Buffer, base: number, s: string, pos: number, limits: Li
     let c = b[i]!
     if (c === 0x0d) {
       if (b[i + 1] !== 0x0a) throw bad('bare_cr', 'bare CR in message head')
-      return
+      return xfcc
     }
     if (c === 0x20 || c === 0x09) throw bad('obs_fold', 'obsolete line folding or whitespace before a header')
     const nameStart = i
@@ -225,6 +234,7 @@ function parseFields(b: Buffer, base: number, s: string, pos: number, limits: Li
       throw bad('invalid_header_name', 'invalid character in header name')
     }
     const name = headerName(s, nameStart - base, i - base, h)
+    if (h === XFCC_HASH) xfcc = true
     i++
     // leading OWS
     while (i < stop && ((c = b[i]!) === 0x20 || c === 0x09)) i++
@@ -358,7 +368,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limits
   pos += 2
 
   const list: string[] = []
-  parseFields(buf, start, s, pos, limits, list)
+  const xfcc = parseFields(buf, start, s, pos, limits, list)
 
   const contentLength = contentLengthOf(list)
   const chunked = chunkedOf(list)
@@ -417,13 +427,15 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limits
   for (let i = 0; i < list.length; i += 2) {
     if (list[i] === 'expect' && list[i + 1]!.toLowerCase() === '100-continue') expectContinue = true
   }
+  const headers = new Headers(list)
+  if (!xfcc) headers.xfccAbsent = true
   return {
     method,
     target,
     path,
     authority,
     versionMinor: minor,
-    headers: new Headers(list),
+    headers,
     contentLength,
     chunked,
     keepAlive,

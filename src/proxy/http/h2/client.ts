@@ -152,7 +152,9 @@ export class H2Pool implements HostPool {
 
   private connect(): H2T.ClientHttp2Session {
     const { host, cluster, stats } = this
-    const secure = cluster.tls !== null
+    // the host's transport socket (the cluster's, or the transport_socket_matches entry its metadata matches)
+    const tlsOptions = host.transport.tls
+    const secure = tlsOptions !== null
     const authority = `${secure ? 'https' : 'http'}://${host.address.includes(':') ? `[${host.address}]` : host.address}:${host.port}`
     const o = cluster.http2Options
     const settings: H2T.Settings = { enablePush: false }
@@ -162,7 +164,7 @@ export class H2Pool implements HostPool {
       settings,
       createConnection: () => {
         const opts = { host: host.address, port: host.port }
-        const pending = cluster.tls?.pending
+        const pending = tlsOptions?.pending
         if (pending !== undefined) {
           // a secret the TLS context needs has not arrived: a connect failure naming it, without connecting
           const s = new net.Socket()
@@ -170,7 +172,7 @@ export class H2Pool implements HostPool {
           return s
         }
         // the cluster's TLS options offer h2 (with Istio's istio-peer-exchange / istio before it, when configured)
-        const s = secure ? tls().connect({ ...cluster.tls, ...opts }) : net.connect(opts)
+        const s = secure ? tls().connect({ ...tlsOptions, ...opts }) : net.connect(opts)
         s.setNoDelay(true)
         const t = setTimeout(() => {
           stats.upstream_cx_connect_timeout++

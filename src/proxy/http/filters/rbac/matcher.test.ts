@@ -16,14 +16,8 @@ import { CertificateAuthority } from '../../../../control/ca/ca.js'
 import { makeCsr } from '../../../../control/ca/pki-fixtures.js'
 import { Headers } from '../../headers.js'
 import type { RequestHead } from '../../types.js'
-import {
-  compilePermission,
-  compilePrincipal,
-  parseSubjectAltName,
-  peerIdentity,
-  RbacEngine,
-  type RbacInput,
-} from './matcher.js'
+import { compilePermission, compilePrincipal, parseSubjectAltName, RbacEngine, type RbacInput } from './matcher.js'
+import { connectionPeer } from '../../../identity/connection-peer.js'
 
 function head(path: string, headers: string[] = [], method = 'GET', authority = 'example.com'): RequestHead {
   return { method, authority, path, scheme: 'http', headers: new Headers(headers), upgrade: null, protocol: 'HTTP/1.1' }
@@ -265,15 +259,15 @@ describe('the peer principal over mutual TLS', () => {
     const ns = prin({ authenticated: { principal_name: { safe_regex: { regex: '.*/ns/foo/.*' } } } })
     const other = prin({ authenticated: { principal_name: { exact: 'spiffe://cluster.local/ns/bar/sa/sleep' } } })
     assert.deepEqual([exact(r), ns(r), other(r)], [true, true, false])
-    assert.equal(peerIdentity(sock), peerIdentity(sock))
-    assert.deepEqual(peerIdentity(sock)?.uris, ['spiffe://cluster.local/ns/foo/sa/sleep'])
+    assert.equal(connectionPeer(sock), connectionPeer(sock))
+    assert.deepEqual(connectionPeer(sock)?.uris, ['spiffe://cluster.local/ns/foo/sa/sleep'])
   })
 
   test('a TLS client without a certificate has no principal', async () => {
     const sock = await connect({})
     const r: RbacInput = { head: head('/'), downstreamSocket: sock, sourceIp: '127.0.0.1', metadata: () => undefined }
     assert.equal(prin({ authenticated: {} })(r), false)
-    assert.equal(peerIdentity(sock), null)
+    assert.equal(connectionPeer(sock), null)
   })
 })
 

@@ -19,8 +19,9 @@
  *   an element that matches; a single string counts as a list of one (Istio's authn filter stores a string claim
  *   that way, Loom's JWT filter stores the payload as it is).
  *
- * The peer's identity is read once per connection (a WeakMap keyed by the socket); everything else is read from
- * the request when a test needs it, into one reusable context (evaluation is synchronous).
+ * The peer's names come from the connection's one peer record (identity/connection-peer.ts, shared with XFCC,
+ * made on first use); everything else is read from the request when a test needs it, into one reusable context
+ * (evaluation is synchronous).
  */
 import { parseSubjectAltNames } from '../../../../core/subject-alt-names.js'
 import { BlockList, isIP, type Socket } from 'node:net'
@@ -36,6 +37,7 @@ import type { ConfigIssue } from '../../../../core/errors.js'
 import { compileHeaderMatcher, compileStringMatcher, type StringTest } from '../../../route/matchers.js'
 import { pathEnd } from '../../../route/strings.js'
 import type { RequestHead } from '../../types.js'
+import { connectionPeer } from '../../../identity/connection-peer.js'
 
 /**
  * What the tests read: the request, its connection and its dynamic metadata (the filter callbacks have this shape,
@@ -52,51 +54,6 @@ export interface RbacInput {
 }
 
 type Test = (r: RbacInput) => boolean
-
-/** A verified TLS peer's names. */
-export interface PeerIdentity {
-  uris: string[]
-  dns: string[]
-  subject: string
-}
-
-const peers = new WeakMap<object, PeerIdentity | null>()
-
-interface PeerCertLike {
-  subject?: Record<string, string | string[]>
-  subjectaltname?: string
-}
-interface TlsLike {
-  authorized?: boolean
-  getPeerCertificate?(): PeerCertLike
-}
-
-/** The verified peer of a connection, read once per socket; null on plain text or without a verified certificate. */
-export function peerIdentity(socket: Socket | null): PeerIdentity | null {
-  if (socket === null) return null
-  let p = peers.get(socket)
-  if (p !== undefined) return p
-  p = readPeer(socket as unknown as TlsLike)
-  peers.set(socket, p)
-  return p
-}
-
-function readPeer(s: TlsLike): PeerIdentity | null {
-  if (typeof s.getPeerCertificate !== 'function' || s.authorized !== true) return null
-  const cert = s.getPeerCertificate()
-  if (cert === null || typeof cert !== 'object' || Object.keys(cert).length === 0) return null
-  const uris: string[] = []
-  const dns: string[] = []
-  for (const [type, value] of parseSubjectAltName(cert.subjectaltname ?? '')) {
-    if (type === 'URI') uris.push(value)
-    else if (type === 'DNS') dns.push(value)
-  }
-  const subject = Object.entries(cert.subject ?? {})
-    .reverse()
-    .flatMap(([k, val]) => (Array.isArray(val) ? val : [val]).map((x) => `${k}=${x}`))
-    .join(',')
-  return { uris, dns, subject }
-}
 
 /** Node's `subjectaltname` string as [type, value] pairs (the parser upstream TLS uses, quoted values included). */
 export function parseSubjectAltName(s: string): [string, string][] {
@@ -243,7 +200,7 @@ export function compilePermission(p: RbacPermission, path: string, issues: Confi
 
 function principalNameTest(t: StringTest): Test {
   return (r) => {
-    const peer = peerIdentity(r.downstreamSocket)
+    const peer = connectionPeer(r.downstreamSocket)
     if (peer === null) return false
     if (peer.uris.length > 0) {
       for (const u of peer.uris) if (t(u)) return true
@@ -269,7 +226,7 @@ export function compilePrincipal(p: RbacPrincipal, path: string, issues: ConfigI
   }
   if (p.authenticated !== undefined) {
     const m = p.authenticated.principal_name
-    if (m === undefined) return (r) => peerIdentity(r.downstreamSocket) !== null
+    if (m === undefined) return (r) => connectionPeer(r.downstreamSocket) !== null
     return principalNameTest(compileStringMatcher(m, `${path}.authenticated.principal_name`, issues))
   }
   if (p.source_ip !== undefined || p.direct_remote_ip !== undefined) {
