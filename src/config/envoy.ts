@@ -907,7 +907,10 @@ const TERMINAL = 'the last network filter must be http_connection_manager or tcp
 const networkFilters = v.pipe(
   v.array(NetworkFilter),
   v.minLength(1, `at least one network filter: ${TERMINAL}`),
-  v.check((list) => list[list.length - 1]!.typed_config['@type'] !== TypeUrls.networkRbac, `${TERMINAL}`),
+  v.check(
+    (list) => list.length === 0 || list[list.length - 1]!.typed_config['@type'] !== TypeUrls.networkRbac,
+    `${TERMINAL}`,
+  ),
   v.check(
     (list) => list.slice(0, -1).every((f) => f.typed_config['@type'] === TypeUrls.networkRbac),
     'only network RBAC filters (envoy.filters.network.rbac) may come before the last filter',

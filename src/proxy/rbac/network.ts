@@ -28,19 +28,23 @@ import { log } from '../../core/log.js'
 import type { StatsStore } from '../stats/stats.js'
 import { type ConnectionInput, LOG, RbacRulesEngine, type RuleExtension } from './matcher.js'
 
-function httpOnly(p: RbacPermission | RbacPrincipal, path: string, issues: ConfigIssue[]): null {
+const never = () => false
+
+/** Reports `header` / `url_path` (HTTP-only) with their path; null leaves any other rule to the engine. */
+function httpOnly(p: RbacPermission | RbacPrincipal, path: string, issues: ConfigIssue[]): (() => boolean) | null {
   for (const k of ['header', 'url_path'] as const) {
-    if (p[k] !== undefined)
-      issues.push({
-        path: `${path}.${k}`,
-        message: `${k} matches an HTTP request: the network RBAC filter sees connections only (use the HTTP RBAC filter)`,
-      })
+    if (p[k] === undefined) continue
+    issues.push({
+      path: `${path}.${k}`,
+      message: `${k} matches an HTTP request: the network RBAC filter sees connections only (use the HTTP RBAC filter)`,
+    })
+    return never
   }
   return null
 }
 
 /** The connection-level rules: none beyond the engine's own; HTTP-only ones are reported. */
-const CONNECTION_RULES: RuleExtension<ConnectionInput> = { permission: httpOnly, principal: httpOnly }
+export const CONNECTION_RULES: RuleExtension<ConnectionInput> = { permission: httpOnly, principal: httpOnly }
 
 const noMetadata = () => undefined
 
