@@ -338,7 +338,8 @@ export async function proxyConfigCommand(argv: string[]): Promise<void> {
       table([
         ['NAME', 'ADDRESS', 'PORT', 'FILTER', 'ROUTES'],
         ...ls.map((l) => {
-          const f = l.filter_chains?.[0]?.filters?.[0]?.typed_config
+          // the terminal filter (last; network RBAC filters come before it)
+          const f = l.filter_chains?.[0]?.filters?.at(-1)?.typed_config
           return [
             l.name,
             l.address?.socket_address?.address ?? '',
