@@ -158,6 +158,18 @@ export function isHttpOnlyCondition(key: string): boolean {
   return HTTP_ONLY_CONDITIONS.some((p) => key.startsWith(p))
 }
 
+/** The HTTP-only fields a rule uses (`methods`, `when request.headers[x]`...), in the rule's order; empty: none. */
+export function httpOnlyFields(rule: Rule): string[] {
+  const out: string[] = []
+  const add = (o: Record<string, unknown> | undefined, keys: string[]) => {
+    for (const k of keys) if (((o?.[k] as unknown[] | undefined)?.length ?? 0) > 0 && !out.includes(k)) out.push(k)
+  }
+  for (const t of rule.to ?? []) add(t.operation, ['hosts', 'notHosts', 'methods', 'notMethods', 'paths', 'notPaths'])
+  for (const f of rule.from ?? []) add(f.source, ['requestPrincipals', 'notRequestPrincipals'])
+  for (const c of rule.when ?? []) if (isHttpOnlyCondition(c.key) && !out.includes(c.key)) out.push(c.key)
+  return out
+}
+
 /** One rule as one RBAC policy; null when it is left out (an ALLOW rule with HTTP-only fields, on TCP). */
 export function translateRule(rule: Rule, namespace: string, ports: ListenerPorts, tcp: TcpAction | null = null) {
   try {

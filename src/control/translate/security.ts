@@ -4,11 +4,11 @@
  * DestinationRule TLS modes of the destinations it calls where a rule sets one, and the AuthorizationPolicies and
  * RequestAuthentications that apply to it (authz.ts, authn.ts).
  */
-import type { AuthorizationPolicySpec, ClientTLSSettings, Resource, TrafficPolicy } from '../../api/index.js'
+import type { ClientTLSSettings, Resource, TrafficPolicy } from '../../api/index.js'
 import type { RegisteredWorkload, Service } from '../registry/registry.js'
 import { isHttpProtocol } from '../registry/registry.js'
 import { requestAuthentications } from './authn.js'
-import { applicablePolicies, DRY_RUN_ANNOTATION, isHttpOnlyCondition } from './authz.js'
+import { applicablePolicies, DRY_RUN_ANNOTATION, httpOnlyFields } from './authz.js'
 import { ownEndpoints } from './listeners.js'
 import { type MtlsDecision, peerAuthenticationDecision } from './mtls.js'
 import { resolveMeshConfig, Scope } from './scope.js'
@@ -48,21 +48,6 @@ export interface WorkloadSecurity {
   outboundTls: OutboundTls[]
   authorizationPolicies: PolicyRef[]
   requestAuthentications: PolicyRef[]
-}
-
-type Rule = NonNullable<AuthorizationPolicySpec['rules']>[number]
-
-/** Whether an AuthorizationPolicy rule uses a field a TCP port cannot evaluate. */
-function readsHttp(r: Rule): boolean {
-  const some = (xs: (string[] | undefined)[]) => xs.some((x) => (x?.length ?? 0) > 0)
-  return (
-    (r.to ?? []).some((t) => {
-      const o = t.operation ?? {}
-      return some([o.hosts, o.notHosts, o.methods, o.notMethods, o.paths, o.notPaths])
-    }) ||
-    (r.from ?? []).some((f) => some([f.source?.requestPrincipals, f.source?.notRequestPrincipals])) ||
-    (r.when ?? []).some((c) => isHttpOnlyCondition(c.key))
-  )
 }
 
 function tlsRows(
@@ -136,7 +121,7 @@ export function workloadSecurity(input: TranslateInput, w: RegisteredWorkload): 
       const out: PolicyRef = { ...ref(p), action: p.spec?.action ?? 'ALLOW' }
       if ((p.metadata.annotations?.[DRY_RUN_ANNOTATION] ?? '').toLowerCase() === 'true') out.dryRun = true
       if (hasTcp) {
-        const http = (p.spec?.rules ?? []).flatMap((r, i) => (readsHttp(r) ? [i] : []))
+        const http = (p.spec?.rules ?? []).flatMap((r, i) => (httpOnlyFields(r).length > 0 ? [i] : []))
         if (http.length > 0) out.httpOnlyRules = http
       }
       return out
