@@ -167,6 +167,37 @@ describe('loom describe workload', () => {
     })
   })
 
+  test('loom apply says a targetRefs policy is not applied, and which rules a TCP port leaves out', async () => {
+    const file = writeTemp(
+      'target.yaml',
+      `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: waypoint, namespace: shop}
+spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: w}]
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: db-get, namespace: shop}
+spec:
+  selector: {matchLabels: {app: db}}
+  rules: [{to: [{operation: {paths: [/x]}}]}]
+`,
+    )
+    const r = await cp.loom(['apply', '-f', file])
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(
+      r.stderr,
+      /Warning: \[AuthorizationPolicy\/shop\/waypoint\] spec\.targetRefs: this policy is not applied: targetRef attaches it to a Gateway or Service, which Istio enforces only on waypoint proxies and Gateway API gateways/,
+    )
+    // db-v1 registered a TCP port (5432) of the service db
+    assert.match(
+      r.stderr,
+      /Warning: \[AuthorizationPolicy\/shop\/db-get\] spec\.rules\[0\]: this rule reads HTTP requests \(paths\) and the policy applies to TCP ports \(db\.shop\.svc\.cluster\.local:5432\): there, the rule is left out/,
+    )
+  })
+
   test('an unknown workload: a clear error naming the ones there are', async () => {
     const r = await cp.loom(['describe', 'workload', 'nope', '-n', 'shop'])
     assert.notEqual(r.code, 0)
