@@ -173,3 +173,227 @@ export const POST_LUA = `wrk.method = "POST"
 wrk.body = string.rep("p", ${POST_BYTES})
 wrk.headers["Content-Type"] = "application/octet-stream"
 `
+
+// ---- the mutual-TLS pairs: client -> proxy A -> (mTLS) -> proxy B -> backend ----
+
+/** Where the pair's certificates are (bench/mtls-certs.ts) and who the peers are. */
+export interface MtlsPairConfig {
+  root: string
+  client: { cert: string; key: string }
+  server: { cert: string; key: string }
+  /** nginx's server certificate (the SPIFFE ID plus a DNS SAN nginx can check) */
+  serverWithDns: { cert: string; key: string }
+  serverId: string
+  serverHost: string
+}
+
+/** TLS 1.3 suites of both pairs, in Loom's order (src/proxy/secrets/tls-material.ts), so both negotiate the first. */
+export const TLS13_SUITES = 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256'
+
+const HCM = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager'
+const ROUTER = `          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }`
+
+/** Istio's SDS names, here static secrets read from the files (a sidecar gets them over SDS from its agent). */
+function loomSecrets(c: { cert: string; key: string }, root: string): string {
+  return `  secrets:
+  - name: default
+    tls_certificate:
+      certificate_chain: { filename: ${c.cert} }
+      private_key: { filename: ${c.key} }
+  - name: ROOTCA
+    validation_context:
+      trusted_ca: { filename: ${root} }
+`
+}
+
+/**
+ * The client's sidecar: plain-text listener, one route to the outbound cluster of the server, with Istio's mTLS
+ * context as the translator emits it (src/control/translate/mtls.ts): certificate `default` and trust bundle
+ * `ROOTCA` by SDS name, Istio's SNI and ALPN (`istio-peer-exchange`, `istio`), the server's SPIFFE ID as the
+ * accepted SAN. `http2`: the cluster speaks HTTP/2 (as for a port of protocol http2/grpc), so h2 is offered too.
+ */
+export function loomMtlsOutbound(
+  port: number,
+  adminPort: number,
+  peerPort: number,
+  m: MtlsPairConfig,
+  http2: boolean,
+): string {
+  const cluster = `outbound|80||${m.serverHost}`
+  const h2 = http2
+    ? `    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }
+`
+    : ''
+  return `admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: ${adminPort} } }
+static_resources:
+${loomSecrets(m.client, m.root)}  listeners:
+  - name: outbound
+    address: { socket_address: { address: 127.0.0.1, port_value: ${port} } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": ${HCM}
+          stat_prefix: outbound
+          use_remote_address: false
+          route_config:
+            name: outbound
+            virtual_hosts:
+            - name: server
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: "${cluster}" }
+          http_filters:
+${ROUTER}
+  clusters:
+  - name: "${cluster}"
+    type: STATIC
+    connect_timeout: 1s
+    lb_policy: ROUND_ROBIN
+${h2}    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: outbound_.80_._.${m.serverHost}
+        common_tls_context:
+          tls_certificate_sds_secret_configs: [{ name: default }]
+          combined_validation_context:
+            default_validation_context:
+              match_typed_subject_alt_names: [{ san_type: URI, matcher: { exact: "${m.serverId}" } }]
+            validation_context_sds_secret_config: { name: ROOTCA }
+          alpn_protocols: [istio-peer-exchange, istio]
+    load_assignment:
+      cluster_name: "${cluster}"
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${peerPort} } } }
+`
+}
+
+/**
+ * The server's sidecar, as the translator emits an inbound listener under STRICT (src/control/translate/
+ * listeners.ts): tls_inspector, one chain for `transport_protocol: tls` with certificate `default`, client
+ * certificates required and validated against `ROOTCA`, x-forwarded-client-cert APPEND_FORWARD with the peer's
+ * URI; the route goes to the inbound cluster, the application (the backend) over plain HTTP/1.1.
+ */
+export function loomMtlsInbound(port: number, adminPort: number, backendPort: number, m: MtlsPairConfig): string {
+  return `admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: ${adminPort} } }
+static_resources:
+${loomSecrets(m.server, m.root)}  listeners:
+  - name: "inbound|80"
+    address: { socket_address: { address: 127.0.0.1, port_value: ${port} } }
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }
+    filter_chains:
+    - filter_chain_match: { transport_protocol: tls }
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificate_sds_secret_configs: [{ name: default }]
+            validation_context_sds_secret_config: { name: ROOTCA }
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": ${HCM}
+          stat_prefix: "inbound_127.0.0.1_${port}"
+          use_remote_address: false
+          forward_client_cert_details: APPEND_FORWARD
+          set_current_client_cert_details: { uri: true }
+          route_config:
+            name: "inbound|80"
+            virtual_hosts:
+            - name: "inbound|http|80"
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: "inbound|80||", timeout: 0s }
+          http_filters:
+${ROUTER}
+  clusters:
+  - name: "inbound|80||"
+    type: STATIC
+    connect_timeout: 1s
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      cluster_name: "inbound|80||"
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${backendPort} } } }
+`
+}
+
+/**
+ * nginx A of the nginx pair: plain-text listener, upstream to nginx B over TLS 1.3 with a client certificate,
+ * the peer verified against the root and its DNS SAN (proxy_ssl_verify), kept-alive connections and TLS sessions
+ * reused.
+ */
+export function nginxMtlsOutbound(dir: string, port: number, peerPort: number, m: MtlsPairConfig): string {
+  return `${nginxCommon(dir)}http {
+${nginxHttpCommon(dir)}  upstream peer {
+    server 127.0.0.1:${peerPort};
+    keepalive 128;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+  }
+  server {
+    listen 127.0.0.1:${port} backlog=4096;
+    location / {
+      proxy_pass https://peer;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_ssl_protocols TLSv1.3;
+      proxy_ssl_conf_command Ciphersuites ${TLS13_SUITES};
+      proxy_ssl_certificate ${m.client.cert};
+      proxy_ssl_certificate_key ${m.client.key};
+      proxy_ssl_trusted_certificate ${m.root};
+      proxy_ssl_verify on;
+      proxy_ssl_verify_depth 2;
+      proxy_ssl_server_name on;
+      proxy_ssl_name ${m.serverHost};
+      proxy_ssl_session_reuse on;
+    }
+  }
+}
+`
+}
+
+/** nginx B of the nginx pair: TLS 1.3 listener that requires and verifies a client certificate. */
+export function nginxMtlsInbound(dir: string, port: number, backendPort: number, m: MtlsPairConfig): string {
+  return `${nginxCommon(dir)}http {
+${nginxHttpCommon(dir)}  upstream backend {
+    server 127.0.0.1:${backendPort};
+    keepalive 128;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+  }
+  server {
+    listen 127.0.0.1:${port} ssl backlog=4096;
+    ssl_protocols TLSv1.3;
+    ssl_conf_command Ciphersuites ${TLS13_SUITES};
+    ssl_certificate ${m.serverWithDns.cert};
+    ssl_certificate_key ${m.serverWithDns.key};
+    ssl_client_certificate ${m.root};
+    ssl_verify_client on;
+    ssl_verify_depth 2;
+    ssl_session_cache shared:SSL:1m;
+    ssl_session_timeout 1h;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`
+}

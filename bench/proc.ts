@@ -175,18 +175,24 @@ export function httpRequest(port: number, method: string, body?: Buffer, timeout
   })
 }
 
-/** Waits until the port answers GET / with 200, the process exits, or the time is up. */
+/** Waits until the port answers GET / with 200, a process (of `procs`) exits, or the time is up. */
 export async function waitReady(
   port: number,
-  proc: Managed | null,
+  procs: Managed | Managed[] | null,
   timeoutMs: number,
 ): Promise<{ ok: true; ms: number } | { ok: false; reason: string }> {
   const t0 = Date.now()
+  const list = procs === null ? [] : Array.isArray(procs) ? procs : [procs]
   let last = 'never accepted a connection'
   while (Date.now() - t0 < timeoutMs) {
-    if (proc?.exit) {
-      const e = proc.exit
-      return { ok: false, reason: e.error ?? `exited with code ${e.code}${e.signal ? ` (signal ${e.signal})` : ''}` }
+    const dead = list.find((p) => p.exit)
+    if (dead?.exit) {
+      const e = dead.exit
+      const who = list.length > 1 ? `${dead.name} ` : ''
+      return {
+        ok: false,
+        reason: `${who}${e.error ?? `exited with code ${e.code}${e.signal ? ` (signal ${e.signal})` : ''}`}`,
+      }
     }
     try {
       const a = await httpRequest(port, 'GET', undefined, 1000)
@@ -297,15 +303,17 @@ export function coreLoad(a: CoreTimes[], b: CoreTimes[]): { busyPct: number; ste
 }
 
 /** Samples the tree's RSS every intervalMs until stopped; returns the maximum seen. */
-export function rssSampler(root: number, intervalMs = 200): { stop(): number } {
-  let max = treeRssKiB(root)
+export function rssSampler(roots: number | number[], intervalMs = 200): { stop(): number } {
+  const all = typeof roots === 'number' ? [roots] : roots
+  const sum = (): number => all.reduce((a, r) => a + treeRssKiB(r), 0)
+  let max = sum()
   const t = setInterval(() => {
-    max = Math.max(max, treeRssKiB(root))
+    max = Math.max(max, sum())
   }, intervalMs)
   return {
     stop() {
       clearInterval(t)
-      max = Math.max(max, treeRssKiB(root))
+      max = Math.max(max, sum())
       return max
     },
   }

@@ -22,6 +22,7 @@ import { TYPE_URL } from '../src/xds/snapshot.js'
 import { eventually } from './helpers/control.js'
 import { adminAddress, HCM, ROUTER, type RunningProxy, startProxy } from './helpers/proxy.js'
 import { type Backend, startBackend } from './helpers/servers.js'
+import { type Relay, startRelay, tlsRecords } from './helpers/wire.js'
 
 const T = 'type.googleapis.com/'
 const UPSTREAM_TLS = `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`
@@ -145,36 +146,6 @@ function mtlsCluster(name: string, port: number, expect: string, alpn: string[],
   })
 }
 
-/** A TCP relay that records the bytes each way. */
-async function startRelay(target: number) {
-  const up: Buffer[] = []
-  const down: Buffer[] = []
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer((c) => {
-    const u = net.connect(target, '127.0.0.1')
-    sockets.add(c)
-    sockets.add(u)
-    c.on('data', (d: Buffer) => up.push(d))
-    u.on('data', (d: Buffer) => down.push(d))
-    c.pipe(u)
-    u.pipe(c)
-    c.on('error', () => u.destroy())
-    u.on('error', () => c.destroy())
-    c.on('close', () => u.destroy())
-    u.on('close', () => c.destroy())
-  })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    up,
-    down,
-    close: () => {
-      for (const s of sockets) s.destroy()
-      return new Promise<void>((r) => server.close(() => r()))
-    },
-  }
-}
-
 function get(
   port: number,
   path: string,
@@ -225,21 +196,6 @@ function mtlsGet(
   })
 }
 
-/** Whether `bytes` are a sequence of whole TLS records (handshake, alert, change cipher spec, application data). */
-function tlsRecords(bytes: Buffer): { ok: boolean; records: number; appData: number } {
-  let at = 0
-  let records = 0
-  let appData = 0
-  while (at + 5 <= bytes.length) {
-    const type = bytes[at]!
-    if (type < 20 || type > 23 || bytes[at + 1] !== 3) return { ok: false, records, appData }
-    if (type === 23) appData++
-    at += 5 + bytes.readUInt16BE(at + 3)
-    records++
-  }
-  return { ok: at === bytes.length, records, appData }
-}
-
 const serialOf = (pem: string) => new X509Certificate(pem).serialNumber
 
 describe('mutual TLS between two proxies (SDS, SPIFFE peer checks, XFCC, PERMISSIVE)', { timeout: 90_000 }, () => {
@@ -250,7 +206,7 @@ describe('mutual TLS between two proxies (SDS, SPIFFE peer checks, XFCC, PERMISS
   let xds: XdsServer
   let b: RunningProxy
   let a: RunningProxy
-  let relay: Awaited<ReturnType<typeof startRelay>>
+  let relay: Relay
   const secretsB = (s: Svid) =>
     makeSnapshot({ [TYPE_URL.secret]: [certSecret('default', s), rootSecret(s)] as Record<string, unknown>[] })
 

@@ -192,6 +192,13 @@ before(async () => {
   const s2 = http2.createSecureServer({ key, cert }, (req, res) => {
     const sock = req.socket as unknown as tls.TLSSocket
     seen2.push({ url: req.url, servername: sock.servername, alpn: sock.alpnProtocol, protocol: req.httpVersion })
+    // a body of 1 KB with its length, the kind whose HEADERS and DATA often share a TLS read at the proxy
+    if (req.url.startsWith('/h2tls/seq/')) {
+      const body = `h2 backend: ${req.url}`.padEnd(1024, '.')
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length })
+      res.end(body)
+      return
+    }
     res.setHeader('content-type', 'text/plain')
     res.end(`h2 backend: ${req.url}`)
   })
@@ -459,6 +466,74 @@ describe('upstream TLS', { timeout: 8000 }, () => {
     assert.equal(seen.servername, 'localhost')
   })
 })
+
+describe('upstream TLS under concurrency', { timeout: 30_000 }, () => {
+  test('HTTP/2 over TLS upstream: every HTTP/1.1 response has its head before its body', async () => {
+    // With several streams in flight a TLS read often brings one stream's HEADERS and DATA together; node:http2
+    // emits that body before that head, and the proxy must still write the head first. 50 kept-alive connections,
+    // each sending its requests one after the other.
+    const perConnection = 40
+    const one = async (c: number): Promise<string[]> => {
+      const socket = net.connect(proxy.ports.edge!, '127.0.0.1')
+      await new Promise((r) => socket.once('connect', r))
+      let buf = Buffer.alloc(0)
+      const bodies: string[] = []
+      const send = () => socket.write(`GET /h2tls/seq/${c}/${bodies.length} HTTP/1.1\r\nhost: x\r\n\r\n`)
+      await new Promise<void>((resolve, reject) => {
+        socket.on('error', reject)
+        socket.on('data', (d: Buffer) => {
+          buf = Buffer.concat([buf, d])
+          for (;;) {
+            const r = takeResponse(buf)
+            if (r === null) return
+            bodies.push(r.body)
+            buf = buf.subarray(r.used)
+            if (!r.ok || bodies.length === perConnection) return resolve()
+            send()
+          }
+        })
+        send()
+      })
+      socket.destroy()
+      return bodies
+    }
+    const got = await Promise.all(Array.from({ length: 50 }, (_, c) => one(c)))
+    got.forEach((bodies, c) => {
+      assert.deepEqual(
+        bodies,
+        Array.from({ length: perConnection }, (_, i) => `h2 backend: /h2tls/seq/${c}/${i}`.padEnd(1024, '.')),
+      )
+    })
+  })
+})
+
+/**
+ * One HTTP/1.1 response (content-length or chunked) from the front of `buf`: its body and the bytes it took; null
+ * while incomplete; `ok: false` with the bytes seen when they do not start with a status line.
+ */
+function takeResponse(buf: Buffer): { ok: boolean; body: string; used: number } | null {
+  const text = buf.toString('latin1')
+  if (!text.startsWith('HTTP/1.1 ')) return text.length >= 9 ? { ok: false, body: text.slice(0, 40), used: 0 } : null
+  const headEnd = text.indexOf('\r\n\r\n')
+  if (headEnd < 0) return null
+  const head = text.slice(0, headEnd)
+  let at = headEnd + 4
+  const length = /\r\ncontent-length: (\d+)/i.exec(head)?.[1]
+  if (length !== undefined) {
+    const end = at + Number(length)
+    return text.length < end ? null : { ok: true, body: text.slice(at, end), used: end }
+  }
+  let body = ''
+  for (;;) {
+    const eol = text.indexOf('\r\n', at)
+    if (eol < 0) return null
+    const size = Number.parseInt(text.slice(at, eol), 16)
+    if (text.length < eol + 2 + size + 2) return null
+    if (size === 0) return { ok: true, body, used: eol + 4 }
+    body += text.slice(eol + 2, eol + 2 + size)
+    at = eol + 2 + size + 2
+  }
+}
 
 /** The values of every stat whose name matches `name`; fails when there is none. */
 function gaugeValues(text: string, name: RegExp): number[] {

@@ -60,14 +60,18 @@ test('loom up: mTLS between sidecars; STRICT refuses plain text, PERMISSIVE admi
     )
   }
 
-  // the gateway has its own identity too: the STRICT backend admits it and sees its SPIFFE ID
+  // the gateway has its own identity too (Istio's: istio-system, istio-ingressgateway-service-account): the STRICT
+  // backend admits it and sees its SPIFFE ID
   const edge = state.gateways[0]!.ports['80']!
   let last = ''
   await eventually(
     async () => {
       const r = await get(edge, 'anything.example.com')
       last = `${r.status} ${r.body}`
-      return r.status === 200 && /URI=spiffe:\/\/cluster\.local\/ns\/default\/sa\/[^;,]+/.test(r.body)
+      return (
+        r.status === 200 &&
+        r.body.includes('URI=spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account')
+      )
     },
     30_000,
     `mTLS from the gateway to strict (last: ${last})`,

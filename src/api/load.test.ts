@@ -79,12 +79,13 @@ describe('Istio-format fixtures (test/fixtures/istio)', () => {
   test('every fixture parses and validates; Kubernetes kinds in them are skipped', (t) => {
     const sum = loadDir(FIXTURES)
     t.diagnostic(describeSum(sum))
-    assert.equal(sum.files, 15)
+    assert.equal(sum.files, 30)
     assert.deepEqual(Object.fromEntries(sum.byKind), {
-      DestinationRule: 8,
+      AuthorizationPolicy: 7,
+      DestinationRule: 11,
       Gateway: 1,
-      PeerAuthentication: 1,
-      RequestAuthentication: 1,
+      PeerAuthentication: 5,
+      RequestAuthentication: 2,
       ServiceEntry: 1,
       VirtualService: 13,
     })
@@ -158,6 +159,25 @@ describe("Istio's own sample files (optional)", () => {
     const sum = loadDir(SAMPLES!)
     t.diagnostic(`checked ${describeSum(sum)}`)
     assert.ok(sum.files > 0, `no manifest files in ${SAMPLES}`)
+  })
+
+  test("the authorization task's policies load unchanged and mean what the project's fixtures of them mean", {
+    skip: SAMPLES === undefined && "skipped: no copy of Istio's samples beside the checkout (optional)",
+  }, () => {
+    const meaning = (dir: string, f: string) =>
+      parseManifests(readFileSync(join(dir, f), 'utf8'), f).resources.map((r) => ({
+        kind: r.kind,
+        apiVersion: r.apiVersion,
+        name: r.metadata.name,
+        namespace: r.metadata.namespace,
+        spec: r.spec,
+      }))
+    for (const step of ['allow-nothing', 'productpage-viewer', 'details-viewer', 'reviews-viewer', 'ratings-viewer']) {
+      const f = `authz-${step}.yaml`
+      const original = meaning(SAMPLES!, f)
+      assert.equal(original.length, 1, f)
+      assert.deepEqual(original, meaning(FIXTURES, f), f)
+    }
   })
 })
 

@@ -188,9 +188,9 @@ export async function certsCommand(argv: string[]): Promise<void> {
     )
   const [rows, ca] = await Promise.all([
     Promise.all([
-      ...state.workloads.map((w) =>
-        proxyRow(w.name, 'sidecar', w.namespace, w.adminPort, (w.identityTokenFile ?? null) !== null),
-      ),
+      ...state.workloads
+        .filter((w) => w.sidecar !== false)
+        .map((w) => proxyRow(w.name, 'sidecar', w.namespace, w.adminPort, (w.identityTokenFile ?? null) !== null)),
       ...state.gateways.map((g) => proxyRow(g.name, 'gateway', null, g.adminPort, false)),
     ]),
     getJson(`http://${state.api}/api/v1/ca`).then(

@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { dump as toYaml } from 'js-yaml'
 import { ErrorCodes, LoomError } from '../core/errors.js'
-import { statePath, type UpState } from '../runtime/up.js'
+import { statePath, type UpState, workloadName } from '../runtime/up.js'
 
 export const DESCRIBE_USAGE = `Usage: loom describe service <name> [-n namespace] [-o table|json|yaml] [--server URL]
        loom describe workload <name> [-n namespace] [-o table|json|yaml] [--server URL]
@@ -283,7 +283,12 @@ function findAdmin(workload: string, dataDir: string | undefined): string {
   for (const d of dirs) {
     if (!existsSync(statePath(d))) continue
     const s = JSON.parse(readFileSync(statePath(d), 'utf8')) as UpState
-    const w = s.workloads.find((x) => x.name === workload)
+    const w = s.workloads.find((x) => workloadName(x) === workload) ?? s.workloads.find((x) => x.name === workload)
+    if (w?.sidecar === false)
+      throw new LoomError(
+        ErrorCodes.USAGE,
+        `workload ${workload} runs without a sidecar (sidecar.istio.io/inject: "false")`,
+      )
     if (w !== undefined) return `127.0.0.1:${w.adminPort}`
     const g = s.gateways.find((x) => x.name === workload)
     if (g !== undefined) return `127.0.0.1:${g.adminPort}`

@@ -3,7 +3,16 @@ import { existsSync, readFileSync, rmSync, statSync, watch } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { PATH_NORMALIZATIONS } from '../control/translate/scope.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
-import { alive, LocalMesh, readState, reapLeftovers, StoppedError, statePath, type UpState } from '../runtime/up.js'
+import {
+  alive,
+  LocalMesh,
+  readState,
+  reapLeftovers,
+  StoppedError,
+  statePath,
+  type UpState,
+  workloadName,
+} from '../runtime/up.js'
 
 export const UP_USAGE = `Usage: loom up -f <dir|file> [--data-dir DIR] [--api-port N] [--xds-port N] [--gateway-port N]
                [--path-normalization NONE|BASE|MERGE_SLASHES|DECODE_AND_MERGE_SLASHES]
@@ -65,12 +74,12 @@ function printState(s: UpState, extra = ''): void {
   const rows = [
     ['WORKLOAD', 'SERVICE', 'APP PID', 'SIDECAR PID', 'APP PORT', 'OUTBOUND'],
     ...s.workloads.map((w) => [
-      w.name,
+      workloadName(w),
       `${w.service.split('.')[0]}:${Object.keys(w.inbound).join(',')}`,
       String(w.appPid ?? '-'),
-      String(w.sidecarPid ?? '-'),
+      w.sidecar === false ? 'none' : String(w.sidecarPid ?? '-'),
       String(w.appPort),
-      String(w.outboundPort),
+      w.sidecar === false ? '-' : String(w.outboundPort),
     ]),
   ]
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
@@ -290,11 +299,14 @@ export async function statusCommand(argv: string[]): Promise<void> {
       .map(([a, b]) => (a === String(b) ? a : `${a}→${b}`))
       .join(',')
   const rows = s.workloads.map((w) => ({
-    workload: w.name,
+    workload: workloadName(w),
     app: alive(w.appPid) ? `running (${w.appPid})` : 'down',
-    sidecar: alive(w.sidecarPid) ? `running (${w.sidecarPid})` : 'down',
-    sync: sync.get(w.nodeId) ?? 'DISCONNECTED',
-    ports: `app ${w.appPort}, inbound ${Object.values(w.inbound).join(',')}, outbound ${w.outboundPort}`,
+    sidecar: w.sidecar === false ? 'none' : alive(w.sidecarPid) ? `running (${w.sidecarPid})` : 'down',
+    sync: w.sidecar === false ? '-' : (sync.get(w.nodeId) ?? 'DISCONNECTED'),
+    ports:
+      w.sidecar === false
+        ? `app ${w.appPort}`
+        : `app ${w.appPort}, inbound ${Object.values(w.inbound).join(',')}, outbound ${w.outboundPort}`,
   }))
   const gateways = s.gateways.map((g) => ({
     gateway: g.name,
@@ -348,14 +360,16 @@ export async function logsCommand(argv: string[]): Promise<void> {
   }
   const s = requireState(values['data-dir'] ?? '.loom')
   const name = positionals[0]
-  const w = s.workloads.find((x) => x.name === name)
+  const w = s.workloads.find((x) => workloadName(x) === name) ?? s.workloads.find((x) => x.name === name)
   const g = s.gateways.find((x) => x.name === name)
   if (w === undefined && g === undefined) {
     throw new LoomError(
       ErrorCodes.USAGE,
-      `no workload "${name}"; workloads: ${[...s.workloads.map((x) => x.name), ...s.gateways.map((x) => x.name)].join(', ')}`,
+      `no workload "${name}"; workloads: ${[...s.workloads.map(workloadName), ...s.gateways.map((x) => x.name)].join(', ')}`,
     )
   }
+  if (values.sidecar && w?.sidecar === false)
+    throw new LoomError(ErrorCodes.USAGE, `workload ${name} runs without a sidecar (sidecar.istio.io/inject: "false")`)
   const file = w !== undefined ? (values.sidecar ? w.sidecarLog : w.appLog) : g!.log
   let pos = 0
   const dump = () => {

@@ -38,3 +38,34 @@ test('a malformed locality is rejected with its path', () => {
     )
   }
 })
+
+test('sidecar.istio.io/inject: "false", as a label or an annotation, runs a Workload without a sidecar', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'loom-manifest-'))
+  const file = join(dir, 'up.yaml')
+  const doc = (name: string, extra: string) => `apiVersion: loom.dev/v1
+kind: Workload
+metadata: {name: ${name}${extra.startsWith('annotations') ? `, ${extra}` : ''}}
+spec:
+  command: [node, app.js]
+  labels: {app: ${name}${extra.startsWith('inject') ? ', "sidecar.istio.io/inject": "false"' : ''}}
+  ports: [{name: http, port: 8000, targetPort: 80}]
+`
+  writeFileSync(
+    file,
+    [
+      doc('meshed', ''),
+      doc('label', 'inject'),
+      doc('annotation', 'annotations: {"sidecar.istio.io/inject": "false"}'),
+    ].join('---\n'),
+  )
+  const m = readUpManifest(file)
+  assert.deepEqual(
+    m.workloads.map((w) => [w.name, w.sidecar]),
+    [
+      ['meshed', true],
+      ['label', false],
+      ['annotation', false],
+    ],
+  )
+  assert.equal(m.workloads[0]!.spec.ports[0]!.targetPort, 80)
+})

@@ -13,9 +13,15 @@
  *   labels: { app: reviews, version: v2 }                # app names the service: reviews.<namespace>.svc.cluster.local
  *   serviceAccount: bookinfo-reviews
  *   ports: [{ name: http, port: 9080 }]                  # service ports; the process gets its local port in $PORT
+ *                                                        # (targetPort: the workload port policies name, default port)
  *   healthPath: /health                                  # optional HTTP readiness check through the local port
  *   locality: us-east1/us-east1-b                        # optional region[/zone[/subzone]] of endpoint and sidecar
  * ```
+ *
+ * A workload without a sidecar (Istio's `sidecar.istio.io/inject: "false"`, as a label in `spec.labels` or an
+ * annotation in `metadata.annotations`, as on a Kubernetes pod template): no sidecar and no identity; the process
+ * listens on `$PORT`, which is the endpoint registered for every service port (without the
+ * `security.istio.io/tlsMode` label, so meshed clients send it plain text), and its outbound calls go out directly.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
@@ -40,6 +46,8 @@ export const WorkloadSpec = v.strictObject({
       v.strictObject({
         name: v.string(),
         port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535)),
+        /** the workload's own port as policies name it (PeerAuthentication portLevelMtls, AuthorizationPolicy ports) */
+        targetPort: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535))),
         protocol: v.optional(v.picklist(['HTTP', 'HTTP2', 'GRPC', 'TCP'])),
       }),
     ),
@@ -63,6 +71,8 @@ export interface WorkloadDef {
   name: string
   namespace: string
   spec: WorkloadSpec
+  /** false: no sidecar (`sidecar.istio.io/inject: "false"`) */
+  sidecar: boolean
   /** absolute working directory */
   cwd: string
   source: string
@@ -73,6 +83,9 @@ export interface UpManifest {
   /** the other documents, as YAML text per source file, for the control plane's apply */
   istio: { source: string; text: string }[]
 }
+
+/** Istio's label and annotation that turn sidecar injection off for a workload */
+export const INJECT_KEY = 'sidecar.istio.io/inject'
 
 function files(path: string): string[] {
   const st = statSync(path)
@@ -106,7 +119,7 @@ export function readUpManifest(path: string): UpManifest {
       const d = doc as {
         apiVersion?: string
         kind?: string
-        metadata?: { name?: string; namespace?: string }
+        metadata?: { name?: string; namespace?: string; annotations?: Record<string, unknown> }
         spec?: unknown
       }
       if (d === null || typeof d !== 'object') return
@@ -129,6 +142,7 @@ export function readUpManifest(path: string): UpManifest {
         name: wname ?? '',
         namespace: d.metadata?.namespace ?? 'default',
         spec: r.output,
+        sidecar: String(r.output.labels[INJECT_KEY] ?? d.metadata?.annotations?.[INJECT_KEY] ?? 'true') !== 'false',
         cwd: resolve(dirname(file), r.output.workingDir ?? '.'),
         source: file,
       })

@@ -40,6 +40,17 @@ const IDENTITY_TOKEN_TTL_S = 7 * 24 * 3600
 /** the `loom` executable this process was started as (child processes run the same build) */
 const LOOM = process.argv[1]!
 
+/**
+ * Gateways run where Istio installs them: in `istio-system`, so a namespace's policies (an AuthorizationPolicy
+ * without a selector in `default`, say) apply to its workloads and not to the ingress in front of them.
+ */
+export const GATEWAY_NAMESPACE = 'istio-system'
+
+/** A gateway's service account, named as Istio's: `ingressgateway` → `istio-ingressgateway-service-account`. */
+export function gatewayServiceAccount(name: string): string {
+  return `${name.startsWith('istio-') ? name : `istio-${name}`}-service-account`
+}
+
 export interface UpOptions {
   file: string
   dataDir: string
@@ -62,12 +73,14 @@ export interface WorkloadState {
   appPort: number
   outboundPort: number
   adminPort: number
-  /** service port → sidecar inbound port */
+  /** service port → sidecar inbound port (without a sidecar: the application's port) */
   inbound: Record<string, number>
   appPid: number | null
   sidecarPid: number | null
   appLog: string
   sidecarLog: string
+  /** false: a workload without a sidecar (no sidecar process, outbound and admin ports 0) */
+  sidecar?: boolean
   /** the SPIFFE ID the sidecar's certificate carries, and the file its bootstrap token is in (null: no CA) */
   spiffeId?: string | null
   identityTokenFile?: string | null
@@ -203,10 +216,23 @@ function tcpOpen(port: number): Promise<boolean> {
   })
 }
 
+/**
+ * A workload's display, process and log name: its name, with its namespace unless that is `default`
+ * (`httpbin.foo`); the CLI takes it wherever it takes a workload's name.
+ */
+export function workloadName(w: { name: string; namespace: string }): string {
+  return w.namespace === 'default' ? w.name : `${w.name}.${w.namespace}`
+}
+
+function procName(def: WorkloadDef): string {
+  return workloadName(def)
+}
+
 interface RunningWorkload {
   def: WorkloadDef
   state: WorkloadState
-  sidecar: Supervised
+  /** null: a workload without a sidecar */
+  sidecar: Supervised | null
   /** null until the sidecar is ready */
   app: Supervised | null
   /** the application answered once: from then on it is healthy while both processes run */
@@ -523,12 +549,13 @@ export class LocalMesh {
         first = false
       }
       const adminPort = await freePort()
-      const nodeId = `router~127.0.0.1~${g.name}.default~default.svc.cluster.local`
+      const nodeId = `router~127.0.0.1~${g.name}.${GATEWAY_NAMESPACE}~${GATEWAY_NAMESPACE}.svc.cluster.local`
       const labels = Object.entries(g.labels)
         .map(([k, v]) => `${k}=${v}`)
         .join(',')
       // the gateway's own identity: its clusters to sidecars speak mTLS (automatic mTLS)
-      const identity = await this.identityToken(g.name, 'default', g.name)
+      const serviceAccount = gatewayServiceAccount(g.name)
+      const identity = await this.identityToken(g.name, GATEWAY_NAMESPACE, serviceAccount)
       const proc = this.loom('gateway', g.name, [
         'proxy',
         '--xds',
@@ -537,8 +564,10 @@ export class LocalMesh {
         'gateway',
         '--node',
         nodeId,
+        '--namespace',
+        GATEWAY_NAMESPACE,
         '--service-account',
-        g.name,
+        serviceAccount,
         '--labels',
         labels,
         '--admin',
@@ -583,6 +612,7 @@ export class LocalMesh {
   }
 
   private async startWorkload(def: WorkloadDef): Promise<void> {
+    if (!def.sidecar) return this.startPlainWorkload(def)
     const spec = def.spec
     const service = spec.labels.app!
     const appPort = await freePort()
@@ -597,7 +627,12 @@ export class LocalMesh {
       name: def.name,
       namespace: def.namespace,
       address: '127.0.0.1',
-      ports: spec.ports.map((p) => ({ name: p.name, number: inbound[p.port]!, servicePort: p.port })),
+      ports: spec.ports.map((p) => ({
+        name: p.name,
+        number: inbound[p.port]!,
+        servicePort: p.port,
+        targetPort: p.targetPort ?? p.port,
+      })),
       // a sidecar with a certificate speaks mTLS: peers' clusters to it get Istio's mTLS (automatic mTLS)
       labels: identity !== null ? { ...spec.labels, [TLS_MODE_LABEL]: 'istio' } : spec.labels,
       serviceAccount: spec.serviceAccount ?? 'default',
@@ -616,7 +651,7 @@ export class LocalMesh {
         .join(',')
     const appPorts: Record<string, number> = {}
     for (const p of spec.ports) appPorts[p.port] = appPort
-    const sidecar = this.loom('sidecar', `${def.name}.sidecar`, [
+    const sidecar = this.loom('sidecar', `${procName(def)}.sidecar`, [
       'proxy',
       '--xds',
       this.xds,
@@ -657,8 +692,9 @@ export class LocalMesh {
       inbound,
       appPid: null,
       sidecarPid: null,
-      appLog: this.logFile(def.name),
-      sidecarLog: this.logFile(`${def.name}.sidecar`),
+      appLog: this.logFile(procName(def)),
+      sidecarLog: this.logFile(`${procName(def)}.sidecar`),
+      sidecar: true,
       spiffeId: identity?.spiffeId ?? null,
       identityTokenFile: identity?.file ?? null,
     }
@@ -676,6 +712,71 @@ export class LocalMesh {
       [sidecar, this.control!],
       sidecar,
     )
+    await this.runApp(rw, appPort, {
+      HTTP_PROXY: `http://127.0.0.1:${outboundPort}`,
+      http_proxy: `http://127.0.0.1:${outboundPort}`,
+      NO_PROXY: '',
+      no_proxy: '',
+    })
+  }
+
+  /**
+   * A workload without a sidecar (`sidecar.istio.io/inject: "false"`): registered at the application's own port
+   * for every service port, without the sidecar mark (so meshed clients send it plain text), no identity; the
+   * application calls out directly.
+   */
+  private async startPlainWorkload(def: WorkloadDef): Promise<void> {
+    const spec = def.spec
+    const appPort = await freePort()
+    const inbound: Record<string, number> = {}
+    for (const p of spec.ports) inbound[p.port] = appPort
+    const registration = {
+      name: def.name,
+      namespace: def.namespace,
+      address: '127.0.0.1',
+      ports: spec.ports.map((p) => ({
+        name: p.name,
+        number: appPort,
+        servicePort: p.port,
+        targetPort: p.targetPort ?? p.port,
+      })),
+      labels: spec.labels,
+      serviceAccount: spec.serviceAccount ?? 'default',
+      ttlSeconds: 15,
+      ...(spec.locality !== undefined ? { locality: spec.locality } : {}),
+    }
+    if (this.stopped) throw new StoppedError()
+    const reg = await this.apiCall('POST', '/api/v1/workloads', registration)
+    if (reg.status !== 200)
+      throw new LoomError(ErrorCodes.CONFIG_INVALID, `registering ${def.name}: ${JSON.stringify(reg.json)}`)
+    await this.apiCall('POST', `/api/v1/workloads/${def.namespace}/${def.name}/heartbeat`, { healthy: false })
+    const state: WorkloadState = {
+      name: def.name,
+      namespace: def.namespace,
+      service: `${spec.labels.app!}.${def.namespace}.svc.cluster.local`,
+      labels: spec.labels,
+      nodeId: '',
+      appPort,
+      outboundPort: 0,
+      adminPort: 0,
+      inbound,
+      appPid: null,
+      sidecarPid: null,
+      appLog: this.logFile(procName(def)),
+      sidecarLog: '',
+      sidecar: false,
+      spiffeId: null,
+      identityTokenFile: null,
+    }
+    const rw: RunningWorkload = { def, state, sidecar: null, app: null, ready: false, registration }
+    this.workloads.push(rw)
+    await this.runApp(rw, appPort, {})
+  }
+
+  /** Starts a workload's application on `appPort`, waits until it answers, and marks the workload healthy. */
+  private async runApp(rw: RunningWorkload, appPort: number, proxyEnv: Record<string, string>): Promise<void> {
+    const { def, sidecar } = rw
+    const spec = def.spec
     const [command, ...args] = spec.command
     // spawn would say `spawn <command> ENOENT` for a missing working directory too: say which is missing
     if (!existsSync(def.cwd))
@@ -685,7 +786,7 @@ export class LocalMesh {
       )
     const podName = `${def.name}-${Math.random().toString(36).slice(2, 7)}`
     const app = this.supervise('app', {
-      name: def.name,
+      name: procName(def),
       group: true,
       command: command === 'node' ? process.execPath : command!,
       args,
@@ -694,10 +795,7 @@ export class LocalMesh {
         ...process.env,
         ...spec.env,
         PORT: String(appPort),
-        HTTP_PROXY: `http://127.0.0.1:${outboundPort}`,
-        http_proxy: `http://127.0.0.1:${outboundPort}`,
-        NO_PROXY: '',
-        no_proxy: '',
+        ...proxyEnv,
         HOSTNAME: podName,
         POD_NAME: podName,
         SERVICE_ACCOUNT: spec.serviceAccount ?? 'default',
@@ -713,13 +811,14 @@ export class LocalMesh {
         const r = await fetch(`http://127.0.0.1:${appPort}${spec.healthPath}`, { signal: AbortSignal.timeout(1000) })
         return r.status === 200
       },
-      [app, sidecar, this.control!],
+      [app, ...(sidecar === null ? [] : [sidecar]), this.control!],
       app,
     )
     rw.ready = true
     await this.apiCall('POST', `/api/v1/workloads/${def.namespace}/${def.name}/heartbeat`, { healthy: true })
     this.saveState()
-    this.say(`${def.name} ready (${rw.state.service}; app pid ${app.pid}, sidecar pid ${sidecar.pid})`)
+    const proc = sidecar === null ? 'no sidecar' : `sidecar pid ${sidecar.pid}`
+    this.say(`${def.name} ready (${rw.state.service}; app pid ${app.pid}, ${proc})`)
   }
 
   /**
@@ -729,7 +828,7 @@ export class LocalMesh {
   private async beat(): Promise<void> {
     await Promise.all(
       this.workloads.map(async (w) => {
-        const healthy = w.ready && w.app?.running === true && w.sidecar.running
+        const healthy = w.ready && w.app?.running === true && (w.sidecar?.running ?? true)
         await this.apiCall(
           'POST',
           `/api/v1/workloads/${w.def.namespace}/${w.def.name}/heartbeat`,
@@ -752,7 +851,7 @@ export class LocalMesh {
       startedAt: this.startedAt,
       workloads: this.workloads
         .filter((w) => w.ready)
-        .map((w) => ({ ...w.state, appPid: w.app?.pid ?? null, sidecarPid: w.sidecar.pid })),
+        .map((w) => ({ ...w.state, appPid: w.app?.pid ?? null, sidecarPid: w.sidecar?.pid ?? null })),
       gateways: this.gateways.map((g) => ({ ...g.state, pid: g.proc.pid })),
       processes: this.procs.map((p) => ({ name: p.proc.spec.name, role: p.role, pid: p.proc.pid })),
     }

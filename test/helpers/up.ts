@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, isAbsolute, join } from 'node:path'
 import { eventually } from './control.js'
 import { LOOM, ROOT, runLoom } from './proxy.js'
 
@@ -14,12 +14,14 @@ export interface RunningUp {
 }
 
 /**
- * Runs `loom up -f test/fixtures/<fixture>` on OS-chosen control-plane ports in a fresh data directory and resolves
- * once it reports `up` (within `timeoutMs`, else rejects with its stderr). A test process that dies takes it along.
+ * Runs `loom up -f test/fixtures/<fixture>` (or `-f <fixture>` when it is an absolute path) on OS-chosen
+ * control-plane ports in a fresh data directory and resolves once it reports `up` (within `timeoutMs`,
+ * else rejects with its stderr). A test process that dies takes it along.
  */
 export async function startUp(fixture: string, timeoutMs: number): Promise<RunningUp> {
-  const dataDir = mkdtempSync(join(tmpdir(), `loom-${fixture}-`))
-  const args = [LOOM, 'up', '-f', join(ROOT, 'test', 'fixtures', fixture), '--data-dir', dataDir]
+  const dir = isAbsolute(fixture) ? fixture : join(ROOT, 'test', 'fixtures', fixture)
+  const dataDir = mkdtempSync(join(tmpdir(), `loom-${basename(fixture)}-`))
+  const args = [LOOM, 'up', '-f', dir, '--data-dir', dataDir]
   const proc = spawn(process.execPath, [...args, '--api-port', '0', '--xds-port', '0'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   })

@@ -131,6 +131,28 @@ describe('Registry self-registration', () => {
     assert.equal(svc!.source, 'workload')
   })
 
+  it("carries a port's targetPort (the workload port policies name) on its endpoints, where it differs", () => {
+    const r = new Registry()
+    r.register({ ...base, ports: [{ name: 'http', number: 19081, servicePort: 9080, targetPort: 80 }] })
+    r.register({
+      ...base,
+      name: 'reviews-v2',
+      ports: [{ name: 'http', number: 19082, servicePort: 9080, targetPort: 19082 }],
+    })
+    const eps = r.services()[0]!.endpoints
+    assert.deepEqual(
+      eps.map((e) => [e.port, e.targetPort]),
+      [
+        [19081, 80],
+        [19082, undefined],
+      ],
+    )
+    assert.throws(
+      () => r.register({ ...base, ports: [{ name: 'http', number: 1, targetPort: 0 }] }),
+      /targetPort must be 1-65535/,
+    )
+  })
+
   it('joins the services its serviceHosts name, resolved in its namespace', () => {
     const r = new Registry()
     r.register({ ...base, name: 'api', namespace: 'prod', serviceHosts: ['api', 'api.example.com'], labels: {} })

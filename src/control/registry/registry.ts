@@ -33,6 +33,11 @@ export interface ServiceEndpoint {
   servicePort: number
   /** the port to send that service port's traffic to: the workload's named port, targetPort or the service port */
   port: number
+  /**
+   * the workload's own port as policies name it (PeerAuthentication `portLevelMtls`, AuthorizationPolicy `ports`),
+   * when `port` is a port its sidecar listens on instead (Loom's local mode); absent: `port`
+   */
+  targetPort?: number
   labels: Record<string, string>
   serviceAccount: string
   /** `region/zone/subzone`, any part may be empty */
@@ -69,6 +74,8 @@ export interface WorkloadPort {
   number: number
   /** the service port this port serves, when the workload defines its service (default: `number`) */
   servicePort?: number
+  /** the workload's own port as policies name it, when `number` is its sidecar's (default: `number`) */
+  targetPort?: number
 }
 
 export interface WorkloadRegistration {
@@ -325,6 +332,7 @@ function normalizeRegistration(w: WorkloadRegistration, now: number): Registered
     if (typeof p.name !== 'string' || p.name === '') fail('every port needs a name')
     if (!isPort(p.number)) fail(`port ${p.name}: number must be 1-65535`)
     if (p.servicePort !== undefined && !isPort(p.servicePort)) fail(`port ${p.name}: servicePort must be 1-65535`)
+    if (p.targetPort !== undefined && !isPort(p.targetPort)) fail(`port ${p.name}: targetPort must be 1-65535`)
   }
   if (new Set(list.map((p) => p.name)).size !== list.length) fail('port names must be unique')
   const weight = w.weight ?? 1
@@ -365,6 +373,8 @@ interface Instance {
   namedPorts: Map<string, number>
   /** service port → workload port, for registered workloads that say which service port a port serves */
   byServicePort: Map<number, number>
+  /** workload port → the port policies name it by, where they differ */
+  policyPorts: Map<number, number>
   labels: Record<string, string>
   serviceAccount: string
   locality: string
@@ -518,10 +528,12 @@ function addInstance(d: Draft, inst: Instance, ports: readonly ServicePort[]) {
     const key = `${inst.address}|${sp.number}|${port}`
     if (d.seen.has(key)) continue
     d.seen.add(key)
+    const targetPort = inst.policyPorts.get(port)
     d.service.endpoints.push({
       address: inst.address,
       servicePort: sp.number,
       port,
+      ...(targetPort !== undefined ? { targetPort } : {}),
       labels: { ...inst.labels },
       serviceAccount: inst.serviceAccount,
       locality: inst.locality,
@@ -537,6 +549,7 @@ function fromWorkloadEntry(we: WorkloadEntrySpec, source: string): Instance {
     address: we.address ?? '',
     namedPorts: new Map(Object.entries(we.ports ?? {})),
     byServicePort: new Map(),
+    policyPorts: new Map(),
     labels: { ...(we.labels ?? {}) },
     serviceAccount: we.serviceAccount ?? 'default',
     locality: we.locality ?? '',
@@ -549,10 +562,14 @@ function fromWorkloadEntry(we: WorkloadEntrySpec, source: string): Instance {
 function fromRegistered(w: RegisteredWorkload): Instance {
   const byServicePort = new Map<number, number>()
   for (const p of w.ports) byServicePort.set(p.servicePort ?? p.number, p.number)
+  const policyPorts = new Map<number, number>()
+  for (const p of w.ports)
+    if (p.targetPort !== undefined && p.targetPort !== p.number) policyPorts.set(p.number, p.targetPort)
   return {
     address: w.address,
     namedPorts: new Map(w.ports.map((p) => [p.name, p.number])),
     byServicePort,
+    policyPorts,
     labels: { ...w.labels },
     serviceAccount: w.serviceAccount,
     locality: w.locality,

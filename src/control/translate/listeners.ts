@@ -348,13 +348,15 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
   const bound = new Set<number>()
   for (const servicePort of [...byPort.keys()].sort((a, b) => a - b)) {
     const { endpoint, protocol } = byPort.get(servicePort)!
+    // the port policies name: the workload's own (its targetPort when the registered port is the sidecar's)
+    const workloadPort = endpoint.targetPort ?? endpoint.port
     const listenPort = inboundPorts.get(servicePort) ?? endpoint.port
     // Two service ports sent to one workload port (two ServiceEntries, say) share the first one's listener.
     if (bound.has(listenPort)) continue
     bound.add(listenPort)
     const name = `inbound|${servicePort}`
     const cluster = clusterName('inbound', servicePort, '', '')
-    const ports = { workloadPort: endpoint.port, servicePort, listenPort }
+    const ports = { workloadPort, servicePort, listenPort }
     const filters = isHttpProtocol(protocol)
       ? [
           hcm(
@@ -366,7 +368,7 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
           ),
         ]
       : [...authzNetworkFilters(scope, ports), tcpProxy(cluster)]
-    const mode = peerAuthenticationMode(scope, { workloadPort: endpoint.port, servicePort })
+    const mode = peerAuthenticationMode(scope, { workloadPort, servicePort })
     const tlsChain = {
       filter_chain_match: { transport_protocol: 'tls' },
       filters,

@@ -219,6 +219,20 @@ describe('PeerAuthentication on inbound listeners', () => {
     )
   })
 
+  it("portLevelMtls names the workload port: the endpoint's targetPort where its registered port is the sidecar's", () => {
+    const services = SERVICES.map((svc) =>
+      svc.hostname.startsWith('reviews.')
+        ? { ...svc, endpoints: svc.endpoints.map((e) => ({ ...e, targetPort: e.servicePort === 9080 ? 80 : 81 })) }
+        : svc,
+    )
+    const modes = (resources: Resource[]) => {
+      const r = translateResources({ resources, services }, NODE)
+      return { 9080: inboundMode(r.listeners, 9080), 9081: inboundMode(r.listeners, 9081) }
+    }
+    assert.deepEqual(modes([WORKLOAD('STRICT', { '80': { mode: 'DISABLE' } })]), { 9080: 'DISABLE', 9081: 'STRICT' })
+    assert.deepEqual(modes([WORKLOAD('STRICT', { '81': { mode: 'DISABLE' } })]), { 9080: 'STRICT', 9081: 'DISABLE' })
+  })
+
   it('the TLS chain presents the default certificate over ADS', () => {
     const { listeners } = translated([MESH('STRICT')])
     const chain = (listeners.find((l) => l.name === 'inbound|9080')!.filter_chains as Json[])[0]!
@@ -321,6 +335,34 @@ describe('outbound TLS', () => {
     const { clusters } = translated([])
     assert.equal(clusterTls(clusters, 'outbound|80||legacy.default.svc.cluster.local'), undefined)
     assert.equal(clusterTls(clusters, 'outbound|80||mixed.default.svc.cluster.local'), undefined)
+  })
+
+  it("automatic mTLS sends plain text to endpoints whose own PeerAuthentication DISABLEs the port (Istio's mTLS checker)", () => {
+    const RATINGS = 'outbound|9080||ratings.default.svc.cluster.local'
+    const ratingsPa = (spec: Json) =>
+      pa('ratings', 'default', { selector: { matchLabels: { app: 'ratings' } }, ...spec })
+    assert.equal(clusterTls(translated([ratingsPa({ mtls: { mode: 'DISABLE' } })]).clusters, RATINGS), undefined)
+    assert.equal(
+      clusterTls(
+        translated([ratingsPa({ mtls: { mode: 'STRICT' }, portLevelMtls: { '9080': { mode: 'DISABLE' } } })]).clusters,
+        RATINGS,
+      ),
+      undefined,
+    )
+    assert.equal(
+      clusterTls(translated([pa('default', 'default', { mtls: { mode: 'DISABLE' } })]).clusters, RATINGS),
+      undefined,
+    )
+    // another port DISABLEd, a STRICT policy, another workload's policy: still mTLS
+    assert.ok(clusterTls(translated([ratingsPa({ portLevelMtls: { '9999': { mode: 'DISABLE' } } })]).clusters, RATINGS))
+    assert.ok(clusterTls(translated([MESH('STRICT')]).clusters, RATINGS))
+    assert.ok(clusterTls(translated([WORKLOAD('DISABLE')]).clusters, RATINGS))
+    // a DestinationRule's ISTIO_MUTUAL is what the user asked for
+    const both = [
+      ratingsPa({ mtls: { mode: 'DISABLE' } }),
+      dr('ratings.default.svc.cluster.local', { tls: { mode: 'ISTIO_MUTUAL' } }),
+    ]
+    assert.ok(clusterTls(translated(both).clusters, RATINGS))
   })
 
   it('ISTIO_MUTUAL: mTLS whatever the endpoints; subsets get their own SNI and IDs', () => {

@@ -8,7 +8,8 @@
  *   certificates; a WorkloadEntry sets it itself). A cluster whose endpoints all have sidecars gets Istio's mTLS
  *   context; a cluster with an endpoint without one stays plain text (Istio switches per endpoint with
  *   `transport_socket_matches`, which Loom's proxy does not have: plain text is what every such endpoint accepts
- *   under the default PERMISSIVE mode).
+ *   under the default PERMISSIVE mode). An endpoint whose own PeerAuthentication mode for its port is DISABLE
+ *   counts as one without a sidecar (Istio's mTLS checker): its sidecar would not take TLS there.
  * - `ISTIO_MUTUAL`: Istio's mTLS context whatever the endpoints; `DISABLE`: plain text; `SIMPLE` / `MUTUAL`: TLS
  *   origination with the rule's `sni`, `subjectAltNames`, `caCertificates` and (MUTUAL) `clientCertificate` /
  *   `privateKey` files. `credentialName`, `caCrl` and `insecureSkipVerify` cannot be honoured (no gateway secret
@@ -139,8 +140,8 @@ export function upstreamTransportSocket(
       endpointSpiffeIds(scope.mesh.trustDomain, eps, target.namespace),
     )
   if (mode === 'ISTIO_MUTUAL') return istio()
-  // automatic mTLS: every endpoint has a sidecar (DNS clusters have no known workloads)
-  if (dns || eps.length === 0 || !eps.every(hasSidecar)) return null
+  // automatic mTLS: every endpoint has a sidecar that takes mTLS on its port (DNS clusters have no known workloads)
+  if (dns || eps.length === 0 || !eps.every((e) => mtlsReady(scope, e, target.namespace))) return null
   return istio()
 }
 
@@ -159,20 +160,39 @@ export interface MtlsDecision {
   policy: string | null
 }
 
+/** The namespace of an endpoint's workload, from its source (`workload/ns/name`, `WorkloadEntry/ns/name`). */
+function endpointNamespace(e: ServiceEndpoint, fallback: string): string {
+  const parts = e.source.split('/')
+  return parts.length === 3 && (parts[0] === 'workload' || parts[0] === 'WorkloadEntry') ? parts[1]! : fallback
+}
+
+/** Whether an endpoint takes Istio's mTLS: it has a sidecar, and its PeerAuthentication does not DISABLE its port. */
+export function mtlsReady(scope: Scope, e: ServiceEndpoint, serviceNamespace: string): boolean {
+  if (!hasSidecar(e)) return false
+  if (scope.of<PeerAuthenticationSpec>('PeerAuthentication').length === 0) return true
+  const workload = { namespace: endpointNamespace(e, serviceNamespace), labels: e.labels }
+  const ports = { workloadPort: e.targetPort ?? e.port, servicePort: e.servicePort }
+  return peerAuthenticationMode(scope, ports, workload) !== 'DISABLE'
+}
+
 /**
- * The PeerAuthentication mode for one port of the proxy's workload (`ports`: the workload port and the service
- * port, either may key `portLevelMtls`).
+ * The PeerAuthentication mode for one port of a workload, by default the proxy's own (`ports`: the workload port
+ * and the service port, either may key `portLevelMtls`).
  */
-export function peerAuthenticationMode(scope: Scope, ports: { workloadPort: number; servicePort?: number }): MtlsMode {
-  return peerAuthenticationDecision(scope, ports).mode
+export function peerAuthenticationMode(
+  scope: Scope,
+  ports: { workloadPort: number; servicePort?: number },
+  node: { namespace: string; labels: Record<string, string> } = scope.node,
+): MtlsMode {
+  return peerAuthenticationDecision(scope, ports, node).mode
 }
 
 /** `peerAuthenticationMode`, with the policy and the level that decided it. */
 export function peerAuthenticationDecision(
   scope: Scope,
   ports: { workloadPort: number; servicePort?: number },
+  node: { namespace: string; labels: Record<string, string> } = scope.node,
 ): MtlsDecision {
-  const node = scope.node
   const all = scope.of<PeerAuthenticationSpec>('PeerAuthentication')
   const selector = (p: Resource<PeerAuthenticationSpec>) => p.spec?.selector?.matchLabels
   const hasSelector = (p: Resource<PeerAuthenticationSpec>) => Object.keys(selector(p) ?? {}).length > 0

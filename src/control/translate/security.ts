@@ -84,12 +84,14 @@ export function workloadSecurity(input: TranslateInput, w: RegisteredWorkload): 
     seen.add(endpoint.servicePort)
     const protocol = service.ports.find((p) => p.number === endpoint.servicePort)?.protocol ?? ''
     if (protocol === 'UDP') continue
+    // the port policies name, as the inbound listeners take it (the targetPort when the registered port is the sidecar's)
+    const workloadPort = endpoint.targetPort ?? endpoint.port
     ports.push({
       servicePort: endpoint.servicePort,
-      workloadPort: endpoint.port,
+      workloadPort,
       protocol: protocol || 'HTTP (undeclared)',
       filter: isHttpProtocol(protocol) ? 'http' : 'tcp',
-      ...peerAuthenticationDecision(scope, { workloadPort: endpoint.port, servicePort: endpoint.servicePort }),
+      ...peerAuthenticationDecision(scope, { workloadPort, servicePort: endpoint.servicePort }),
     })
   }
   ports.sort((a, b) => a.servicePort - b.servicePort)

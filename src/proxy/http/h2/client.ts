@@ -23,6 +23,12 @@ export class H2UpstreamRequest implements UpstreamRequest {
   private done = false
   private gotHeaders = false
   private ended = false
+  /**
+   * DATA that node:http2 delivered before the response head: it emits 'response' on the next tick but 'data' at
+   * once, so when HEADERS and DATA come in one read (usual over TLS) the body would overtake the head. Held here
+   * until the head has been passed on.
+   */
+  private early: Buffer[] | null = null
 
   constructor(
     pool: H2Pool,
@@ -44,7 +50,9 @@ export class H2UpstreamRequest implements UpstreamRequest {
     stream.on('response', (h, flags) => this.onResponse(h, flags))
     stream.on('data', (c: Buffer) => {
       pool.stats.upstream_cx_rx_bytes_total += c.length
-      if (!this.done) this.cb.onUpstreamData(c, false)
+      if (this.done) return
+      if (this.gotHeaders) this.cb.onUpstreamData(c, false)
+      else (this.early ??= []).push(c)
     })
     stream.on('trailers', (h) => {
       if (this.done) return
@@ -89,6 +97,10 @@ export class H2UpstreamRequest implements UpstreamRequest {
     const end = (flags & H2.FLAG_END_STREAM) !== 0
     if (end) this.done = true
     this.cb.onUpstreamHeaders(status, fromH2(h), end)
+    const early = this.early
+    if (early === null) return
+    this.early = null
+    for (const c of early) if (!this.done) this.cb.onUpstreamData(c, false)
   }
 
   sendData(chunk: Buffer, endStream: boolean): boolean {
