@@ -6,13 +6,21 @@ import { ErrorCodes, LoomError } from '../core/errors.js'
 import { statePath, type UpState, workloadName } from '../runtime/up.js'
 
 export const DESCRIBE_USAGE = `Usage: loom describe service <name> [-n namespace] [-o table|json|yaml] [--server URL]
+       loom describe workload <name> [-n namespace] [-o table|json|yaml] [--server URL]
 
-One page about a service: its ports, every endpoint with its labels and health, the DestinationRule (subsets and
-their endpoints, traffic policy) and the VirtualServices that route it, in order.
+service: one page about a service: its ports, every endpoint with its labels and health, the DestinationRule
+(subsets and their endpoints, traffic policy) and the VirtualServices that route it, in order.
+
+workload: a registered workload's security, as its sidecar gets it: the mTLS mode of each inbound port and the
+PeerAuthentication that decided it (port, workload, namespace or mesh level; PERMISSIVE by default), the TLS mode a
+DestinationRule sets for the destinations it calls, and the AuthorizationPolicies (action, dry run; on TCP ports,
+the rules that read HTTP requests) and RequestAuthentications that apply to it.
 
 Examples:
   loom describe service reviews
   loom describe service reviews.default.svc.cluster.local -o json
+  loom describe workload reviews-v1
+  loom describe workload ratings-v1 -n bookinfo -o yaml
 `
 
 export const PROXY_CONFIG_USAGE = `Usage: loom proxy-config listeners|routes|clusters|endpoints <workload> [-o table|json] [--data-dir DIR]
@@ -86,13 +94,15 @@ export async function describeCommand(argv: string[]): Promise<void> {
       help: { type: 'boolean', short: 'h' },
     },
   })
-  if (values.help || positionals[0] !== 'service' || positionals[1] === undefined) {
+  const what = positionals[0]
+  if (values.help || (what !== 'service' && what !== 'workload') || positionals[1] === undefined) {
     process.stdout.write(DESCRIBE_USAGE)
     if (!values.help) process.exitCode = 2
     return
   }
   const ns = values.namespace ?? 'default'
   const arg = positionals[1]
+  if (what === 'workload') return describeWorkload(arg, ns, values.output, values.server)
   const fqdn =
     arg.includes('.') && arg.split('.').length > 2
       ? arg
@@ -163,6 +173,111 @@ export async function describeCommand(argv: string[]): Promise<void> {
   process.stdout.write(s)
 }
 
+interface Security {
+  workload: { name: string; namespace: string; address: string; labels: Record<string, string>; serviceAccount: string }
+  ports: {
+    servicePort: number
+    workloadPort: number
+    protocol: string
+    filter: string
+    mode: string
+    level: string
+    policy: string | null
+  }[]
+  outboundTls: { host: string; subset: string; port: number; mode: string; rule: string }[]
+  authorizationPolicies: {
+    name: string
+    namespace: string
+    action: string
+    dryRun?: boolean
+    httpOnlyRules?: number[]
+  }[]
+  requestAuthentications: { name: string; namespace: string }[]
+}
+
+async function describeWorkload(
+  name: string,
+  ns: string,
+  output: string | undefined,
+  server: string | undefined,
+): Promise<void> {
+  const base = `http://${(server ?? SERVER()).replace(/^https?:\/\//, '')}`
+  const url = `${base}/api/v1/workloads/${encodeURIComponent(ns)}/${encodeURIComponent(name)}/security`
+  let r: Response
+  try {
+    r = await fetch(url)
+  } catch {
+    throw new LoomError(ErrorCodes.USAGE, `cannot reach the control plane at ${url}`)
+  }
+  if (r.status === 404) {
+    const body = (await r.json().catch(() => ({}))) as { error?: { message?: string } }
+    throw new LoomError(ErrorCodes.USAGE, body.error?.message ?? `no workload ${ns}/${name}`)
+  }
+  if (r.status !== 200) throw new LoomError(ErrorCodes.USAGE, `the control plane answered HTTP ${r.status} for ${url}`)
+  const sec = (await r.json()) as Security
+  if (output === 'json') return void process.stdout.write(`${JSON.stringify(sec, null, 2)}\n`)
+  if (output === 'yaml') return void process.stdout.write(toYaml(sec, { noRefs: true }))
+  const w = sec.workload
+  const labels = Object.entries(w.labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',')
+  let s = `Workload:         ${w.name}\nNamespace:        ${w.namespace}\nAddress:          ${w.address}\nService account:  ${w.serviceAccount}\nLabels:           ${labels || '(none)'}\n`
+  s += '\nInbound mTLS (PeerAuthentication):\n'
+  s +=
+    sec.ports.length === 0
+      ? '  no inbound port (the workload serves no service)\n'
+      : table([
+          ['  PORT', 'WORKLOAD PORT', 'PROTOCOL', 'MODE', 'DECIDED BY'],
+          ...sec.ports.map((p) => [
+            `  ${p.servicePort}`,
+            String(p.workloadPort),
+            p.protocol,
+            p.mode,
+            p.policy === null ? 'default (no PeerAuthentication)' : `${p.policy} (${p.level})`,
+          ]),
+        ])
+  s += '\nOutbound TLS (DestinationRule tls):\n'
+  s +=
+    sec.outboundTls.length === 0
+      ? '  none set: automatic mTLS to destinations with sidecars, plain text to the others\n'
+      : table([
+          ['  HOST', 'SUBSET', 'PORT', 'MODE', 'RULE'],
+          ...sec.outboundTls.map((t) => [
+            `  ${t.host}`,
+            t.subset || '-',
+            t.port === 0 ? '*' : String(t.port),
+            t.mode,
+            t.rule,
+          ]),
+        ])
+  s += '\nAuthorizationPolicies:\n'
+  s +=
+    sec.authorizationPolicies.length === 0
+      ? '  none: every request is allowed\n'
+      : table([
+          ['  NAMESPACE', 'NAME', 'ACTION', 'NOTES'],
+          ...sec.authorizationPolicies.map((p) => [
+            `  ${p.namespace}`,
+            p.name,
+            p.action,
+            [
+              p.dryRun ? 'dry run (not enforced)' : '',
+              p.httpOnlyRules === undefined
+                ? ''
+                : `rules ${p.httpOnlyRules.join(', ')} read HTTP: on TCP ports ${p.action === 'ALLOW' ? 'left out' : 'HTTP fields dropped'}`,
+            ]
+              .filter((x) => x !== '')
+              .join('; ') || '-',
+          ]),
+        ])
+  s += '\nRequestAuthentications:\n'
+  s +=
+    sec.requestAuthentications.length === 0
+      ? '  none: no JWT is checked\n'
+      : table([['  NAMESPACE', 'NAME'], ...sec.requestAuthentications.map((p) => [`  ${p.namespace}`, p.name])])
+  process.stdout.write(s)
+}
+
 function findAdmin(workload: string, dataDir: string | undefined): string {
   const dirs = dataDir !== undefined ? [dataDir] : ['.loom', '.loom/demo']
   for (const d of dirs) {
@@ -228,7 +343,8 @@ export async function proxyConfigCommand(argv: string[]): Promise<void> {
       table([
         ['NAME', 'ADDRESS', 'PORT', 'FILTER', 'ROUTES'],
         ...ls.map((l) => {
-          const f = l.filter_chains?.[0]?.filters?.[0]?.typed_config
+          // the terminal filter (last; network RBAC filters come before it)
+          const f = l.filter_chains?.[0]?.filters?.at(-1)?.typed_config
           return [
             l.name,
             l.address?.socket_address?.address ?? '',
@@ -365,7 +481,7 @@ _loom() {
   case "$prev" in
     get|delete) COMPREPLY=($(compgen -W "${kinds}" -- "$cur")) ;;
     proxy-config) COMPREPLY=($(compgen -W "listeners routes clusters endpoints" -- "$cur")) ;;
-    describe) COMPREPLY=($(compgen -W "service" -- "$cur")) ;;
+    describe) COMPREPLY=($(compgen -W "service workload" -- "$cur")) ;;
     *) COMPREPLY=($(compgen -f -- "$cur")) ;;
   esac
 }

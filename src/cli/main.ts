@@ -28,6 +28,7 @@ Usage:
   loom token create                  a bootstrap token for a workload's first certificate
   loom analyze -f <file|dir>         find config problems before applying
   loom describe service <name>       a service's endpoints, subsets and routing rules on one page
+  loom describe workload <name>      a workload's mTLS mode per port, outbound TLS, policies that apply
   loom proxy-config <type> <workload> what a proxy runs: listeners, routes, clusters, endpoints
   loom certs                         every proxy's workload certificate and the mesh's trust bundle
   loom completion bash|zsh           shell completion (source <(loom completion bash))

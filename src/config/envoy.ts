@@ -886,11 +886,43 @@ export const TcpProxy = v.pipe(
 )
 export type TcpProxy = v.InferOutput<typeof TcpProxy>
 
+/**
+ * envoy.extensions.filters.network.rbac.v3.RBAC: the RBAC engine on a connection, before the chain's terminal
+ * filter. `matcher` / `shadow_matcher` (the xDS matcher API) are not supported.
+ */
+export const NetworkRbac = v.strictObject({
+  '@type': v.literal(TypeUrls.networkRbac),
+  stat_prefix: nonEmpty,
+  rules: opt(RbacRules),
+  shadow_rules: opt(RbacRules),
+  shadow_rules_stat_prefix: opt(v.pipe(str, v.regex(/^[\w.-]*$/, 'letters, digits, _ . - only'))),
+  enforcement_type: opt(v.picklist(['ONE_TIME_ON_FIRST_BYTE', 'CONTINUOUS'])),
+})
+export type NetworkRbac = v.InferOutput<typeof NetworkRbac>
+
 export const NetworkFilter = v.strictObject({
   name: nonEmpty,
-  typed_config: v.variant('@type', [HttpConnectionManager, TcpProxy]),
+  typed_config: v.variant('@type', [HttpConnectionManager, TcpProxy, NetworkRbac]),
 })
 export type NetworkFilter = v.InferOutput<typeof NetworkFilter>
+
+/** The chain's last filter: the one that takes the connection (HTTP connection manager or TCP proxy). */
+export type TerminalNetworkFilter = HttpConnectionManager | TcpProxy
+
+const TERMINAL = 'the last network filter must be http_connection_manager or tcp_proxy'
+/** Network RBAC filters, then exactly one terminal filter (Envoy's order: filters run first to last). */
+const networkFilters = v.pipe(
+  v.array(NetworkFilter),
+  v.minLength(1, `at least one network filter: ${TERMINAL}`),
+  v.check(
+    (list) => list.length === 0 || list[list.length - 1]!.typed_config['@type'] !== TypeUrls.networkRbac,
+    `${TERMINAL}`,
+  ),
+  v.check(
+    (list) => list.slice(0, -1).every((f) => f.typed_config['@type'] === TypeUrls.networkRbac),
+    'only network RBAC filters (envoy.filters.network.rbac) may come before the last filter',
+  ),
+)
 
 // === listeners ===
 
@@ -903,10 +935,7 @@ export const FilterChain = v.strictObject({
       application_protocols: opt(v.array(nonEmpty)),
     }),
   ),
-  filters: v.pipe(
-    v.array(NetworkFilter),
-    v.length(1, 'exactly one network filter (http_connection_manager or tcp_proxy)'),
-  ),
+  filters: networkFilters,
   transport_socket: opt(v.strictObject({ name: nonEmpty, typed_config: DownstreamTlsContext })),
 })
 export type FilterChain = v.InferOutput<typeof FilterChain>

@@ -104,8 +104,9 @@ function crossCheck(b: unknown, dynamic: boolean): ConfigIssue[] {
     chains.forEach((fc, j) => {
       const filters = list(fc.filters)
       if (filters.length === 0) return
-      const fp = `${p}.filter_chains[${j}].filters[0].typed_config`
-      const t = obj(obj(filters[0]).typed_config)
+      // the terminal filter is the last one (network RBAC filters come before it)
+      const fp = `${p}.filter_chains[${j}].filters[${filters.length - 1}].typed_config`
+      const t = obj(obj(filters[filters.length - 1]).typed_config)
       const refs: [string, string][] = []
       const weighted = (wcs: unknown, at: string) => {
         list(obj(wcs).clusters).forEach((wc, n) => {
@@ -133,7 +134,7 @@ function crossCheck(b: unknown, dynamic: boolean): ConfigIssue[] {
           })
         })
         if (rc.validate_clusters === false) refs.length = 0
-      } else {
+      } else if (t['@type'] === TypeUrls.tcpProxy) {
         const cluster = text(t.cluster)
         if (cluster !== undefined) refs.push([`${fp}.cluster`, cluster])
         weighted(t.weighted_clusters, fp)

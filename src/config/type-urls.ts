@@ -3,6 +3,7 @@ const T = 'type.googleapis.com/'
 export const TypeUrls = {
   hcm: `${T}envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`,
   tcpProxy: `${T}envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`,
+  networkRbac: `${T}envoy.extensions.filters.network.rbac.v3.RBAC`,
   router: `${T}envoy.extensions.filters.http.router.v3.Router`,
   fault: `${T}envoy.extensions.filters.http.fault.v3.HTTPFault`,
   localRateLimit: `${T}envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`,

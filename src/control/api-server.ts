@@ -14,6 +14,9 @@
  *   POST   /api/v1/workloads/:namespace/:name/heartbeat  optional body {"healthy": bool, "registration": {...}}
  *                                                   (a heartbeat with its registration re-registers an unknown workload)
  *   DELETE /api/v1/workloads/:namespace/:name
+ *   GET    /api/v1/workloads/:namespace/:name/security  the workload's mTLS mode per port (and the PeerAuthentication
+ *                                                   that decided it), DestinationRule TLS modes of its destinations,
+ *                                                   the AuthorizationPolicies and RequestAuthentications that apply
  *   GET    /api/v1/services                         the registry: services, ports, endpoints with health
  *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
  *   GET    /api/v1/ratelimits                       global rate limits: each proxy's demand and current share
@@ -44,6 +47,7 @@ import type { ControlPlane } from './control.js'
 import type { ControlTls } from './tls.js'
 import { Registry, RegistrationError } from './registry/registry.js'
 import { analyze, type Diagnostic, locate } from './translate/analyze.js'
+import { workloadSecurity } from './translate/security.js'
 import { StoreConflictError } from './store/store.js'
 
 const MAX_BODY = 16 * 1024 * 1024
@@ -293,6 +297,14 @@ export class ApiServer {
       if (parts.length === 5 && method === 'DELETE') {
         if (!cp.registry.deregister(id)) throw new HttpError(404, `workload ${id} is not registered`)
         return send(200, { id })
+      }
+      if (parts.length === 6 && parts[5] === 'security' && method === 'GET') {
+        const w = cp.registry.workloads().find((x) => x.id === id)
+        if (w === undefined) {
+          const known = cp.registry.workloads().map((x) => x.id)
+          throw new HttpError(404, `workload ${id} is not registered; workloads: ${known.join(', ') || '(none)'}`)
+        }
+        return send(200, workloadSecurity(cp.translateInput(), w))
       }
     }
     if (what === 'proxy-status' && method === 'GET') return send(200, cp.xds.status())

@@ -27,7 +27,7 @@ import { type RegisteredWorkload, Registry } from './registry/registry.js'
 import { ShareServer } from './ratelimit/share-server.js'
 import { FileStore } from './store/file-store.js'
 import type { Store, Watch } from './store/store.js'
-import { BatchTranslator, type MeshConfig, type TranslateNode } from './translate/translate.js'
+import { BatchTranslator, type MeshConfig, type TranslateInput, type TranslateNode } from './translate/translate.js'
 
 export interface ControlOptions {
   dataDir: string
@@ -332,15 +332,19 @@ export class ControlPlane {
   private batch: BatchTranslator | null = null
 
   private translator(): BatchTranslator {
-    if (this.batch === null)
-      this.batch = new BatchTranslator({
-        resources: this.resources,
-        services: this.registry.services(),
-        meshConfig:
-          this.ca === null ? this.options.meshConfig : { trustDomain: this.ca.trustDomain, ...this.options.meshConfig },
-        credentials: (this.credentials ??= readCredentials(credentialsDir(this.options.dataDir))),
-      })
+    if (this.batch === null) this.batch = new BatchTranslator(this.translateInput())
     return this.batch
+  }
+
+  /** What the translator reads now: the stored resources, the registry's services, the mesh config, the credentials. */
+  translateInput(): TranslateInput {
+    return {
+      resources: this.resources,
+      services: this.registry.services(),
+      meshConfig:
+        this.ca === null ? this.options.meshConfig : { trustDomain: this.ca.trustDomain, ...this.options.meshConfig },
+      credentials: (this.credentials ??= readCredentials(credentialsDir(this.options.dataDir))),
+    }
   }
 
   private build(node: TranslateNode): Snapshot {

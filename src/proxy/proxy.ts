@@ -15,6 +15,7 @@ import type {
   Listener,
   RouteConfiguration,
   Secret,
+  TerminalNetworkFilter,
 } from '../config/envoy.js'
 import { TypeUrls } from '../config/type-urls.js'
 import { ConfigError, type ConfigIssue, ErrorCodes, LoomError } from '../core/errors.js'
@@ -29,6 +30,7 @@ import { type CompiledRouteConfig, compileRouteConfig } from './route/router.js'
 import { StatsStore } from './stats/stats.js'
 import { checkHttpFilters, HttpFilterConfigError } from './http/filters/index.js'
 import { TcpProxyContext } from './tcp/tcp-proxy.js'
+import { NetworkRbacFilter } from './rbac/network.js'
 import { buildDownstreamTls } from './tls.js'
 import { type Secret as StoredSecret, SecretStore } from './secrets/store.js'
 import { storedSecret } from './secrets/tls-material.js'
@@ -186,12 +188,20 @@ export class ProxyServer {
     const before = issues.length
     l.filter_chains.forEach((fc, j) => {
       const fpath = `${path}.filter_chains[${j}]`
-      const t = fc.filters[0]!.typed_config
+      // network RBAC filters first, the terminal filter last (the schema checks the order)
+      const last = fc.filters.length - 1
+      const t = fc.filters[last]!.typed_config as TerminalNetworkFilter
+      const rbac: NetworkRbacFilter[] = []
+      fc.filters.slice(0, last).forEach((f, k) => {
+        const c = f.typed_config
+        if (c['@type'] === TypeUrls.networkRbac)
+          rbac.push(new NetworkRbacFilter(f.name, c, `${fpath}.filters[${k}].typed_config`, issues, this.stats))
+      })
       let handler: NetworkHandler
       let defaultAlpn = ['http/1.1']
       if (t['@type'] === TypeUrls.hcm) {
         const chainIssues = issues.length
-        checkHttpFilters(t.http_filters ?? [], `${fpath}.filters[0].typed_config.http_filters`, issues)
+        checkHttpFilters(t.http_filters ?? [], `${fpath}.filters[${last}].typed_config.http_filters`, issues)
         if (issues.length > chainIssues) return
         try {
           const rdsName = t.rds?.route_config_name ?? null
@@ -208,7 +218,9 @@ export class ProxyServer {
           const within = err instanceof HttpFilterConfigError ? '' : 'route_config.'
           for (const i of list) {
             issues.push({
-              path: `${fpath}.filters[0].typed_config.${within}${i.path}`.replace(/\.$/, '').replace(/\.\[/g, '['),
+              path: `${fpath}.filters[${last}].typed_config.${within}${i.path}`
+                .replace(/\.$/, '')
+                .replace(/\.\[/g, '['),
               message: i.message,
             })
           }
@@ -236,6 +248,7 @@ export class ProxyServer {
         transportProtocol: m?.transport_protocol ?? '',
         applicationProtocols: m?.application_protocols ?? [],
         tls: secure,
+        rbac,
         handler,
       })
     })

@@ -237,3 +237,53 @@ spec:
     ])
   })
 })
+
+describe('AuthorizationPolicy rules that read HTTP requests, on TCP ports', () => {
+  const yaml = (action: string) => `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 5432, name: tcp-postgres, protocol: TCP}, {number: 8080, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.0.7, labels: {app: db}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: db, namespace: default}
+spec:
+  selector: {matchLabels: {app: db}}
+  action: ${action}
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/api]}}]
+  - to: [{operation: {methods: [GET]}}]
+    when: [{key: 'request.headers[x-user]', values: [admin]}]
+`
+  it('ALLOW: the rule is left out there (a warning per rule, with the fields and the ports)', () => {
+    const resources = manifests(yaml('ALLOW'))
+    assert.deepEqual(
+      lines(analyze(resources, Registry.fromResources(resources).services())).filter((l) =>
+        l.includes('AuthorizationPolicy'),
+      ),
+      [
+        'warning AuthorizationPolicy/default/db spec.rules[1]: this rule reads HTTP requests (methods, request.headers[x-user]) and the policy applies to TCP ports (db.default.svc.cluster.local:5432): there, the rule is left out, so it admits no connection (Istio)',
+      ],
+    )
+  })
+  it('DENY: the fields are dropped; a policy selecting no TCP workload gets no warning', () => {
+    const resources = manifests(yaml('DENY'))
+    const ds = lines(analyze(resources, Registry.fromResources(resources).services()))
+    assert.ok(
+      ds.some((l) =>
+        l.endsWith('those fields are dropped and the rest of the rule applies to every connection (Istio)'),
+      ),
+      ds.join('\n'),
+    )
+    const other = manifests(yaml('DENY').replace('matchLabels: {app: db}', 'matchLabels: {app: web}'))
+    assert.deepEqual(
+      lines(analyze(other, Registry.fromResources(other).services())).filter((l) => l.includes('AuthorizationPolicy')),
+      [],
+    )
+  })
+})

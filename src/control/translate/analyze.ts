@@ -13,6 +13,7 @@
  */
 import { isIP } from 'node:net'
 import {
+  type AuthorizationPolicySpec,
   type DestinationRuleSpec,
   type GatewaySpec,
   type GlobalRateLimitSpec,
@@ -26,7 +27,8 @@ import {
 } from '../../api/index.js'
 import { analyzeGlobalRateLimits } from '../ratelimit/analyze.js'
 import { hostMatches, isWildcard, labelsMatch, resolveHost } from '../registry/hostname.js'
-import { configOrder, type Service } from '../registry/registry.js'
+import { configOrder, isHttpProtocol, type Service } from '../registry/registry.js'
+import { httpOnlyFields } from './authz.js'
 import type { Diagnostic } from './diagnostic.js'
 import { terminatingTls } from './listeners.js'
 import { notEnforced } from './not-enforced.js'
@@ -304,12 +306,54 @@ export function analyze(
     if (['Sidecar', 'PeerAuthentication', 'AuthorizationPolicy', 'RequestAuthentication'].includes(r.kind))
       unenforced(r)
   }
+  for (const ap of of<AuthorizationPolicySpec>('AuthorizationPolicy')) {
+    if (want(ap)) httpRulesOnTcp(ap, services, mesh.rootNamespace, (path, m) => report('warning', ap, path, m))
+  }
 
   // === GlobalRateLimits ===
   analyzeGlobalRateLimits(of<GlobalRateLimitSpec>('GlobalRateLimit'), [...known], resolve, (level, r, path, m) =>
     report(level, r, path, m),
   )
   return out
+}
+
+/**
+ * An AuthorizationPolicy rule with HTTP-only fields, on a workload that serves a TCP port: Istio's TCP semantics
+ * leave the rule out of an ALLOW (it admits no connection there) and drop the fields from a DENY (it refuses more).
+ */
+function httpRulesOnTcp(
+  ap: Resource<AuthorizationPolicySpec>,
+  services: readonly Service[],
+  rootNamespace: string,
+  warn: (path: string, message: string) => void,
+): void {
+  const spec = ap.spec ?? {}
+  const action = spec.action ?? 'ALLOW'
+  if (action === 'CUSTOM' || spec.targetRef !== undefined || spec.targetRefs !== undefined) return
+  const rules = (spec.rules ?? []).map((r, i) => [i, httpOnlyFields(r)] as const).filter(([, f]) => f.length > 0)
+  if (rules.length === 0) return
+  const ns = ap.metadata.namespace
+  const sel = spec.selector?.matchLabels ?? {}
+  const tcp = new Set<string>()
+  for (const s of services) {
+    if (ns !== rootNamespace && s.namespace !== ns) continue
+    for (const p of s.ports) {
+      if (isHttpProtocol(p.protocol) || p.protocol === 'UDP') continue
+      if (s.endpoints.some((e) => e.servicePort === p.number && labelsMatch(sel, e.labels)))
+        tcp.add(`${s.hostname}:${p.number}`)
+    }
+  }
+  if (tcp.size === 0) return
+  const where = [...tcp].sort().slice(0, 3).join(', ') + (tcp.size > 3 ? ', ...' : '')
+  for (const [i, fields] of rules) {
+    warn(
+      `spec.rules[${i}]`,
+      `this rule reads HTTP requests (${fields.join(', ')}) and the policy applies to TCP ports (${where}): there, ` +
+        (action === 'ALLOW'
+          ? 'the rule is left out, so it admits no connection (Istio)'
+          : 'those fields are dropped and the rest of the rule applies to every connection (Istio)'),
+    )
+  }
 }
 
 /** A match that every request satisfies (so later rules never run). */

@@ -9,12 +9,14 @@ import type { Socket } from 'node:net'
 import { describe, it } from 'node:test'
 import * as v from 'valibot'
 import type { AuthorizationPolicySpec, Resource } from '../../api/index.js'
-import { HttpFilter, type RbacRules } from '../../config/envoy.js'
+import { HttpFilter, NetworkFilter, type RbacRules } from '../../config/envoy.js'
 import type { ConfigIssue } from '../../core/errors.js'
 import { Headers } from '../../proxy/http/headers.js'
 import { RbacEngine, type RbacInput } from '../../proxy/http/filters/rbac/matcher.js'
+import { RbacRulesEngine } from '../../proxy/rbac/matcher.js'
+import { CONNECTION_RULES } from '../../proxy/rbac/network.js'
 import type { ProxyNode } from '../../xds/snapshot.js'
-import { applicablePolicies, authzHttpFilters, pathMatcher, stringMatcher } from './authz.js'
+import { applicablePolicies, authzHttpFilters, authzNetworkFilters, pathMatcher, stringMatcher } from './authz.js'
 import { resolveMeshConfig, Scope } from './scope.js'
 import type { Json } from './util.js'
 
@@ -56,6 +58,8 @@ interface Req {
   ip?: string
   remoteIp?: string
   port?: number
+  /** the TLS connection's SNI */
+  sni?: string
   metadata?: Record<string, Record<string, unknown>>
 }
 
@@ -65,6 +69,7 @@ function requestInput(r: Req): RbacInput {
     localAddress: '10.0.0.9',
     localPort: r.port ?? 9080,
   }
+  if (r.sni !== undefined) socket.servername = r.sni
   if (r.peer !== undefined) {
     socket.authorized = true
     socket.getPeerCertificate = () => ({ subject: {}, subjectaltname: `URI:${r.peer}` })
@@ -433,6 +438,77 @@ describe('Istio semantics, end to end through the proxy engine', () => {
       true,
     ],
     [
+      'notPrincipals: the named peer is not admitted',
+      [policy('p', { rules: [{ from: [{ source: { notPrincipals: ['cluster.local/ns/default/sa/sleep'] } }] }] })],
+      { peer: 'spiffe://cluster.local/ns/default/sa/sleep' },
+      false,
+    ],
+    [
+      'notPrincipals: another peer is',
+      [policy('p', { rules: [{ from: [{ source: { notPrincipals: ['cluster.local/ns/default/sa/sleep'] } }] }] })],
+      { peer: 'spiffe://cluster.local/ns/default/sa/other' },
+      true,
+    ],
+    [
+      'notRemoteIpBlocks',
+      [policy('p', { rules: [{ from: [{ source: { notRemoteIpBlocks: ['192.0.2.0/24'] } }] }] })],
+      { ip: '10.0.0.5', remoteIp: '192.0.2.1' },
+      false,
+    ],
+    [
+      'notServiceAccounts (sa alone: the policy’s namespace)',
+      [policy('p', { rules: [{ from: [{ source: { notServiceAccounts: ['sleep'] } }] }] })],
+      { peer: 'spiffe://cluster.local/ns/default/sa/sleep' },
+      false,
+    ],
+    ['notPorts', [policy('p', { rules: [{ to: [{ operation: { notPorts: ['9080'] } }] }] })], {}, false],
+    [
+      'methods: exact, case-sensitive as Istio',
+      [policy('p', { rules: [{ to: [{ operation: { methods: ['get'] } }] }] })],
+      { method: 'GET' },
+      false,
+    ],
+    [
+      'notPaths with ALLOW',
+      [policy('p', { rules: [{ to: [{ operation: { notPaths: ['/admin*'] } }] }] })],
+      { path: '/admin/x' },
+      false,
+    ],
+    [
+      'when notValues of source.principal',
+      [policy('p', { rules: [{ when: [{ key: 'source.principal', notValues: ['*'] }] }] })],
+      {},
+      true,
+    ],
+    [
+      'when source.serviceAccount',
+      [policy('p', { rules: [{ when: [{ key: 'source.serviceAccount', values: ['foo/x'] }] }] })],
+      { peer: 'spiffe://cluster.local/ns/foo/sa/x' },
+      true,
+    ],
+    [
+      'when request.auth.principal',
+      [policy('p', { rules: [{ when: [{ key: 'request.auth.principal', values: ['https://issuer/*'] }] }] })],
+      { metadata: { istio_authn: { 'request.auth.principal': 'https://issuer/alice' } } },
+      true,
+    ],
+    [
+      'when connection.sni with SNI',
+      [policy('p', { rules: [{ when: [{ key: 'connection.sni', values: ['*.local'] }] }] })],
+      { sni: 'productpage.default.svc.cluster.local' },
+      true,
+    ],
+    [
+      'when experimental.envoy.filters.*: another filter’s metadata',
+      [
+        policy('p', {
+          rules: [{ when: [{ key: 'experimental.envoy.filters.http.x[verdict]', values: ['ok'] }] }],
+        }),
+      ],
+      { metadata: { 'envoy.filters.http.x': { verdict: 'ok' } } },
+      true,
+    ],
+    [
       'when connection.sni on plain text',
       [policy('p', { rules: [{ when: [{ key: 'connection.sni', values: ['*.local'] }] }] })],
       {},
@@ -507,5 +583,154 @@ describe('shapes', () => {
     assert.deepEqual(stringMatcher('*a'), { suffix: 'a' })
     assert.deepEqual(stringMatcher('*/sa/x', 'spiffe://'), { safe_regex: { regex: 'spiffe://.*/sa/x' } })
     assert.deepEqual(pathMatcher('/a/{*}/b.{**}'), { safe_regex: { regex: '/a/[^/]+/b\\..*' } })
+  })
+})
+
+/** The network filters for a TCP port of the workload, compiled as the proxy's network RBAC filter compiles them. */
+function compiledTcp(resources: Resource[]) {
+  const filters = authzNetworkFilters(scopeOf(resources), { workloadPort: 9000, listenPort: 9000 })
+  return filters.map((f) => {
+    const parsed = v.safeParse(NetworkFilter, f)
+    assert.ok(parsed.success, JSON.stringify(parsed.issues?.map((i) => i.message)))
+    const tc = parsed.output.typed_config as { rules?: RbacRules; stat_prefix: string }
+    assert.equal(tc.stat_prefix, 'tcp.')
+    const issues: ConfigIssue[] = []
+    const engine = tc.rules === undefined ? null : new RbacRulesEngine(tc.rules, 'rules', issues, CONNECTION_RULES)
+    assert.deepEqual(issues, [], 'no HTTP-only rule in a network filter')
+    return { name: f.name as string, engine }
+  })
+}
+
+/** Whether the TCP chain admits a connection (no request: the head is absent). */
+function admitsConnection(resources: Resource[], r: Req): boolean {
+  const input = { ...requestInput({ port: 9000, ...r }), head: null }
+  for (const { engine } of compiledTcp(resources)) {
+    if (engine !== null && !engine.allows(engine.matchedPolicy(input))) return false
+  }
+  return true
+}
+
+describe('TCP ports: network RBAC filters with Istio’s TCP semantics', () => {
+  const SLEEP = 'spiffe://cluster.local/ns/default/sa/sleep'
+  const fromSleep = { from: [{ source: { principals: ['cluster.local/ns/default/sa/sleep'] } }] }
+  const cases: [string, Resource[], Req, boolean][] = [
+    ['allow-nothing refuses every connection', [ALLOW_NOTHING], { peer: SLEEP }, false],
+    ['ALLOW principals: the peer named', [policy('p', { rules: [fromSleep] })], { peer: SLEEP }, true],
+    ['ALLOW principals: plain text', [policy('p', { rules: [fromSleep] })], {}, false],
+    [
+      'ALLOW ports and ipBlocks are TCP fields',
+      [
+        policy('p', {
+          rules: [{ from: [{ source: { ipBlocks: ['10.0.0.0/8'] } }], to: [{ operation: { ports: ['9000'] } }] }],
+        }),
+      ],
+      { ip: '10.1.2.3' },
+      true,
+    ],
+    [
+      'ALLOW with methods: the rule is left out, so it admits nothing on TCP',
+      [policy('p', { rules: [{ ...fromSleep, to: [{ operation: { methods: ['GET'] } }] }] })],
+      { peer: SLEEP },
+      false,
+    ],
+    [
+      'ALLOW with when request.headers: the rule is left out',
+      [policy('p', { rules: [{ ...fromSleep, when: [{ key: 'request.headers[x]', values: ['y'] }] }] })],
+      { peer: SLEEP },
+      false,
+    ],
+    [
+      'ALLOW with requestPrincipals: the rule is left out',
+      [policy('p', { rules: [{ from: [{ source: { requestPrincipals: ['*'] } }] }] })],
+      { peer: SLEEP },
+      false,
+    ],
+    [
+      'ALLOW: an HTTP-only rule is left out, a TCP rule of the same policy still admits',
+      [policy('p', { rules: [{ to: [{ operation: { paths: ['/x'] } }] }, fromSleep] })],
+      { peer: SLEEP },
+      true,
+    ],
+    [
+      'DENY methods alone: the HTTP-only values are dropped, so every connection is refused',
+      [policy('d', { action: 'DENY', rules: [{ to: [{ operation: { methods: ['POST'] } }] }] })],
+      {},
+      false,
+    ],
+    [
+      'DENY principals + paths: the paths are dropped, the principal is refused',
+      [policy('d', { action: 'DENY', rules: [{ ...fromSleep, to: [{ operation: { paths: ['/admin'] } }] }] })],
+      { peer: SLEEP },
+      false,
+    ],
+    [
+      'DENY principals + paths: another peer is admitted',
+      [policy('d', { action: 'DENY', rules: [{ ...fromSleep, to: [{ operation: { paths: ['/admin'] } }] }] })],
+      { peer: 'spiffe://cluster.local/ns/default/sa/other' },
+      true,
+    ],
+    [
+      'DENY notHosts: dropped too (a wider deny)',
+      [policy('d', { action: 'DENY', rules: [{ to: [{ operation: { notHosts: ['a.com'] } }] }] })],
+      {},
+      false,
+    ],
+    [
+      'DENY when request.auth.claims: dropped, the rest of the rule applies',
+      [
+        policy('d', {
+          action: 'DENY',
+          rules: [
+            {
+              from: [{ source: { ipBlocks: ['192.0.2.0/24'] } }],
+              when: [{ key: 'request.auth.claims[iss]', values: ['x'] }],
+            },
+          ],
+        }),
+      ],
+      { ip: '10.0.0.5' },
+      true,
+    ],
+    [
+      'DENY by destination.port',
+      [policy('d', { action: 'DENY', rules: [{ when: [{ key: 'destination.port', values: ['9000'] }] }] })],
+      {},
+      false,
+    ],
+    [
+      'AUDIT with HTTP-only fields never refuses',
+      [policy('a', { action: 'AUDIT', rules: [{ to: [{ operation: { methods: ['GET'] } }] }] })],
+      {},
+      true,
+    ],
+  ]
+  for (const [name, resources, req, want] of cases) {
+    it(name, () => assert.equal(admitsConnection(resources, req), want))
+  }
+
+  it('filter names and order: AUDIT, DENY, ALLOW as envoy.filters.network.rbac.<action>', () => {
+    const list = [
+      policy('a', { action: 'ALLOW', rules: [{}] }),
+      policy('d', { action: 'DENY', rules: [{}] }),
+      policy('l', { action: 'AUDIT', rules: [{}] }),
+    ]
+    assert.deepEqual(
+      authzNetworkFilters(scopeOf(list), { workloadPort: 9000, listenPort: 9000 }).map((f) => f.name),
+      ['envoy.filters.network.rbac.audit', 'envoy.filters.network.rbac.deny', 'envoy.filters.network.rbac.allow'],
+    )
+  })
+
+  it('a left-out ALLOW rule leaves no policy behind; dry-run goes to shadow_rules', () => {
+    const [allow] = authzNetworkFilters(
+      scopeOf([
+        policy('p', { rules: [{ to: [{ operation: { methods: ['GET'] } }] }] }),
+        policy('dry', { rules: [fromSleep] }, 'default', { 'istio.io/dry-run': 'true' }),
+      ]),
+      { workloadPort: 9000, listenPort: 9000 },
+    )
+    const tc = allow!.typed_config as Json
+    assert.deepEqual(tc.rules, { policies: {} })
+    assert.deepEqual(Object.keys((tc.shadow_rules as Json).policies as Json), ['ns[default]-policy[dry]-rule[0]'])
+    assert.equal(tc.shadow_rules_stat_prefix, 'istio_dry_run_allow_')
   })
 })

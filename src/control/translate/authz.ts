@@ -1,6 +1,7 @@
 /**
- * AuthorizationPolicy → Envoy RBAC HTTP filters, as Istio's pilot builds them, for a sidecar's inbound connection
- * managers and a gateway's.
+ * AuthorizationPolicy → Envoy RBAC filters, as Istio's pilot builds them: HTTP filters for a sidecar's inbound
+ * connection managers and a gateway's, network filters (envoy.filters.network.rbac, stat prefix `tcp.`) before the
+ * tcp_proxy of a sidecar's inbound TCP ports, with Istio's TCP semantics for HTTP-only fields (see `TcpAction`).
  *
  * - **Which policies apply**: those of the root namespace (mesh-wide) and of the proxy's namespace whose
  *   `selector.matchLabels` the workload's labels include (no selector: every workload there). Policies with
@@ -59,6 +60,18 @@ export function applicablePolicies(scope: Scope): Resource<AuthorizationPolicySp
 
 /** The RBAC HTTP filters for one listener of the scope's workload (none when no policy applies). */
 export function authzHttpFilters(scope: Scope, ports: ListenerPorts): Json[] {
+  return authzFilters(scope, ports, null)
+}
+
+/**
+ * The network RBAC filters for one TCP listener (a port whose protocol is not HTTP) of the scope's workload, before
+ * its tcp_proxy, with Istio's TCP semantics (see `HTTP_ONLY`): stat prefix `tcp.`, as Istio's.
+ */
+export function authzNetworkFilters(scope: Scope, ports: ListenerPorts): Json[] {
+  return authzFilters(scope, ports, 'tcp')
+}
+
+function authzFilters(scope: Scope, ports: ListenerPorts, tcp: 'tcp' | null): Json[] {
   const policies = applicablePolicies(scope)
   if (policies.length === 0) return []
   const out: Json[] = []
@@ -67,31 +80,40 @@ export function authzHttpFilters(scope: Scope, ports: ListenerPorts): Json[] {
     if (mine.length === 0) continue
     const enforced = mine.filter((p) => !isDryRun(p))
     const dryRun = mine.filter(isDryRun)
-    const config: Json = { '@type': TypeUrls.rbac }
     const rbacAction = action === 'AUDIT' ? 'LOG' : action
-    if (enforced.length > 0) config.rules = rules(rbacAction, enforced, ports)
+    const config: Json =
+      tcp === null ? { '@type': TypeUrls.rbac } : { '@type': TypeUrls.networkRbac, stat_prefix: TCP_STAT_PREFIX }
+    const on = tcp === null ? null : rbacAction
+    if (enforced.length > 0) config.rules = rules(rbacAction, enforced, ports, on)
     if (dryRun.length > 0) {
-      config.shadow_rules = rules(rbacAction, dryRun, ports)
+      config.shadow_rules = rules(rbacAction, dryRun, ports, on)
       config.shadow_rules_stat_prefix = `istio_dry_run_${action === 'DENY' ? 'deny' : action === 'ALLOW' ? 'allow' : 'audit'}_`
     }
-    out.push({ name: `envoy.filters.http.rbac.${action.toLowerCase()}`, typed_config: config })
+    const kind = tcp === null ? 'http' : 'network'
+    out.push({ name: `envoy.filters.${kind}.rbac.${action.toLowerCase()}`, typed_config: config })
   }
   return out
 }
+
+/** Istio's stat prefix of its network RBAC filters: counters `tcp.rbac.allowed`, `tcp.rbac.denied`. */
+export const TCP_STAT_PREFIX = 'tcp.'
 
 function isDryRun(p: Resource<AuthorizationPolicySpec>): boolean {
   return (p.metadata.annotations?.[DRY_RUN_ANNOTATION] ?? '').toLowerCase() === 'true'
 }
 
-function rules(action: string, policies: Resource<AuthorizationPolicySpec>[], ports: ListenerPorts): Json {
+/** `tcp`: the RBAC action of a network filter (Istio's TCP semantics), null for an HTTP filter. */
+function rules(
+  action: string,
+  policies: Resource<AuthorizationPolicySpec>[],
+  ports: ListenerPorts,
+  tcp: TcpAction | null,
+): Json {
   const named: Json = {}
   for (const p of policies) {
     p.spec?.rules?.forEach((rule, i) => {
-      named[`ns[${p.metadata.namespace}]-policy[${p.metadata.name}]-rule[${i}]`] = translateRule(
-        rule,
-        p.metadata.namespace,
-        ports,
-      )
+      const policy = translateRule(rule, p.metadata.namespace, ports, tcp)
+      if (policy !== null) named[`ns[${p.metadata.namespace}]-policy[${p.metadata.name}]-rule[${i}]`] = policy
     })
   }
   const out: Json = { policies: named }
@@ -105,23 +127,75 @@ interface Rule {
   when?: Condition[]
 }
 
-/** One rule as one RBAC policy. */
-export function translateRule(rule: Rule, namespace: string, ports: ListenerPorts): Json {
+/**
+ * Istio's TCP semantics: a network filter sees connections, not requests, so the HTTP-only fields (`hosts`,
+ * `methods`, `paths` and their `not` forms, `requestPrincipals` / `notRequestPrincipals`, the `when` keys
+ * `request.headers[...]`, `request.auth.principal`, `.audiences`, `.presenter`, `.claims[...]`) cannot be
+ * evaluated. In an ALLOW policy, a rule that uses one is left out of the TCP filter (it admits nothing there: a
+ * narrower allow); in a DENY or AUDIT policy the HTTP-only values are dropped and the rest of the rule applies (a
+ * wider deny: `to: [{operation: {methods: [POST]}}]` alone denies every connection).
+ */
+export type TcpAction = 'ALLOW' | 'DENY' | 'LOG'
+
+/** Thrown while translating an ALLOW rule for TCP that uses an HTTP-only field: the rule is left out. */
+const HTTP_ONLY_IN_ALLOW = Symbol('http-only')
+
+type Make = (v: string) => Json | null
+
+/** `make` for an HTTP-only field: as it is on HTTP; on TCP, nothing (DENY, LOG) or the whole rule left out (ALLOW). */
+function httpOnly(make: (v: string) => Json, tcp: TcpAction | null): Make {
+  if (tcp === null) return make
+  return () => {
+    if (tcp === 'ALLOW') throw HTTP_ONLY_IN_ALLOW
+    return null
+  }
+}
+
+const HTTP_ONLY_CONDITIONS = ['request.headers[', 'request.auth.']
+
+/** Whether a `when` key reads the HTTP request (headers or the JWT of RequestAuthentication). */
+export function isHttpOnlyCondition(key: string): boolean {
+  return HTTP_ONLY_CONDITIONS.some((p) => key.startsWith(p))
+}
+
+/** The HTTP-only fields a rule uses (`methods`, `when request.headers[x]`...), in the rule's order; empty: none. */
+export function httpOnlyFields(rule: Rule): string[] {
+  const out: string[] = []
+  const add = (o: Record<string, unknown> | undefined, keys: string[]) => {
+    for (const k of keys) if (((o?.[k] as unknown[] | undefined)?.length ?? 0) > 0 && !out.includes(k)) out.push(k)
+  }
+  for (const t of rule.to ?? []) add(t.operation, ['hosts', 'notHosts', 'methods', 'notMethods', 'paths', 'notPaths'])
+  for (const f of rule.from ?? []) add(f.source, ['requestPrincipals', 'notRequestPrincipals'])
+  for (const c of rule.when ?? []) if (isHttpOnlyCondition(c.key) && !out.includes(c.key)) out.push(c.key)
+  return out
+}
+
+/** One rule as one RBAC policy; null when it is left out (an ALLOW rule with HTTP-only fields, on TCP). */
+export function translateRule(rule: Rule, namespace: string, ports: ListenerPorts, tcp: TcpAction | null = null) {
+  try {
+    return buildRule(rule, namespace, ports, tcp)
+  } catch (err) {
+    if (err === HTTP_ONLY_IN_ALLOW) return null
+    throw err
+  }
+}
+
+function buildRule(rule: Rule, namespace: string, ports: ListenerPorts, tcp: TcpAction | null): Json {
   const permConditions: Json[] = []
   const prinConditions: Json[] = []
   for (const c of rule.when ?? []) {
     const side = conditionSide(c.key)
-    const make = (v: string) => conditionMatcher(c.key, v, namespace, ports)
+    const matcher = (v: string) => conditionMatcher(c.key, v, namespace, ports)
+    const make = isHttpOnlyCondition(c.key) ? httpOnly(matcher, tcp) : matcher
     const target = side === 'permission' ? permConditions : prinConditions
-    if ((c.values ?? []).length > 0) target.push(anyOf(side, c.values!.map(make)))
-    if ((c.notValues ?? []).length > 0) target.push(noneOf(side, c.notValues!.map(make)))
+    target.push(...field(side, c.values, c.notValues, make))
   }
   const permissions = (rule.to ?? [{}]).map((t) => {
-    const list = [...(t.operation === undefined ? [] : operationRules(t.operation, ports)), ...permConditions]
+    const list = [...(t.operation === undefined ? [] : operationRules(t.operation, ports, tcp)), ...permConditions]
     return { and_rules: { rules: list.length > 0 ? list : [{ any: true }] } }
   })
   const principals = (rule.from ?? [{}]).map((f) => {
-    const list = [...(f.source === undefined ? [] : sourceIds(f.source, namespace)), ...prinConditions]
+    const list = [...(f.source === undefined ? [] : sourceIds(f.source, namespace, tcp)), ...prinConditions]
     return { and_ids: { ids: list.length > 0 ? list : [{ any: true }] } }
   })
   return { permissions, principals }
@@ -137,27 +211,44 @@ function noneOf(side: Side, list: Json[]): Json {
   return side === 'permission' ? { not_rule: anyOf(side, list) } : { not_id: anyOf(side, list) }
 }
 
-function field(side: Side, values: string[] | undefined, notValues: string[] | undefined, make: (v: string) => Json) {
+/** A field's values or-ed, its not-values none-of; values `make` drops (HTTP-only on TCP) are left out. */
+function field(side: Side, values: string[] | undefined, notValues: string[] | undefined, make: Make) {
   const out: Json[] = []
-  if (values !== undefined && values.length > 0) out.push(anyOf(side, values.map(make)))
-  if (notValues !== undefined && notValues.length > 0) out.push(noneOf(side, notValues.map(make)))
+  const list = (vs: string[] | undefined) => (vs ?? []).map(make).filter((x): x is Json => x !== null)
+  const yes = list(values)
+  const no = list(notValues)
+  if (yes.length > 0) out.push(anyOf(side, yes))
+  if (no.length > 0) out.push(noneOf(side, no))
   return out
 }
 
-function operationRules(op: Operation, ports: ListenerPorts): Json[] {
+function operationRules(op: Operation, ports: ListenerPorts, tcp: TcpAction | null): Json[] {
   return [
-    ...field('permission', op.hosts, op.notHosts, hostRule),
+    ...field('permission', op.hosts, op.notHosts, httpOnly(hostRule, tcp)),
     ...field('permission', op.ports, op.notPorts, (p) => portRule(Number(p), ports)),
-    ...field('permission', op.methods, op.notMethods, (m) => ({ header: headerMatcher(':method', m) })),
-    ...field('permission', op.paths, op.notPaths, (p) => ({ url_path: { path: pathMatcher(p) } })),
+    ...field(
+      'permission',
+      op.methods,
+      op.notMethods,
+      httpOnly((m) => ({ header: headerMatcher(':method', m) }), tcp),
+    ),
+    ...field(
+      'permission',
+      op.paths,
+      op.notPaths,
+      httpOnly((p) => ({ url_path: { path: pathMatcher(p) } }), tcp),
+    ),
   ]
 }
 
-function sourceIds(src: Source, namespace: string): Json[] {
+function sourceIds(src: Source, namespace: string, tcp: TcpAction | null): Json[] {
   return [
     ...field('principal', src.principals, src.notPrincipals, principalId),
-    ...field('principal', src.requestPrincipals, src.notRequestPrincipals, (v) =>
-      authnMetadata(['request.auth.principal'], { string_match: stringMatcher(v) }),
+    ...field(
+      'principal',
+      src.requestPrincipals,
+      src.notRequestPrincipals,
+      httpOnly((v) => authnMetadata(['request.auth.principal'], { string_match: stringMatcher(v) }), tcp),
     ),
     ...field('principal', src.namespaces, src.notNamespaces, namespaceId),
     ...field('principal', src.serviceAccounts, src.notServiceAccounts, (v) => serviceAccountId(v, namespace)),

@@ -23,7 +23,7 @@ import { hostSubsetOf, intersectHosts, isWildcard, labelsMatch, shortNames } fro
 import { isHttp2Protocol, isHttpProtocol, type Service, type ServiceEndpoint } from '../registry/registry.js'
 import { attachGlobalRateLimits, GLOBAL_RATELIMIT } from '../ratelimit/translate.js'
 import { jwtAuthnFilters } from './authn.js'
-import { authzHttpFilters } from './authz.js'
+import { authzHttpFilters, authzNetworkFilters } from './authz.js'
 import { ADS, http2Options, loadAssignment } from './clusters.js'
 import { credentialCaSdsName, credentialSdsName } from './gateway-credentials.js'
 import { INBOUND_XFCC, inboundMutualTls, peerAuthenticationMode, sdsSecret, withoutTlsMode } from './mtls.js'
@@ -317,7 +317,9 @@ export function ownEndpoints(scope: Scope): { service: Service; endpoint: Servic
 
 /**
  * Inbound listeners, one per service port of the proxy's own workload: `inbound|<port>` forwards everything to the
- * STATIC cluster `inbound|<port>||` at 127.0.0.1. The port's PeerAuthentication mode (mtls.ts) decides its filter
+ * STATIC cluster `inbound|<port>||` at 127.0.0.1: an HTTP port (HTTP, HTTP2, GRPC, GRPC-WEB, unnamed) through a
+ * connection manager, any other port (TCP, TLS, MONGO, ...; not UDP) through a tcp_proxy (stat prefix the
+ * cluster's name, as Istio's) after the AuthorizationPolicies' network RBAC filters. The port's PeerAuthentication mode (mtls.ts) decides its filter
  * chains, as Istio's: STRICT one mTLS chain (`transport_protocol: tls`, client certificates required, validated
  * against `ROOTCA`), PERMISSIVE that chain and a plain-text one (`raw_buffer`), DISABLE one plain-text chain. The
  * connection manager appends the peer's SPIFFE ID to `x-forwarded-client-cert` (`APPEND_FORWARD`, `uri`).
@@ -339,7 +341,7 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
   for (const { service, endpoint } of ownEndpoints(scope)) {
     if (byPort.has(endpoint.servicePort)) continue
     const protocol = service.ports.find((p) => p.number === endpoint.servicePort)?.protocol ?? ''
-    if (!isHttpProtocol(protocol)) continue
+    if (protocol === 'UDP') continue
     byPort.set(endpoint.servicePort, { endpoint, protocol })
   }
   const out: ListenerSet = { listeners: [], routes: [], clusters: [] }
@@ -355,26 +357,18 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
     bound.add(listenPort)
     const name = `inbound|${servicePort}`
     const cluster = clusterName('inbound', servicePort, '', '')
-    const routeConfig = {
-      name,
-      virtual_hosts: [
-        {
-          name: `inbound|http|${servicePort}`,
-          domains: ['*'],
-          routes: [{ name: 'default', match: { prefix: '/' }, route: { cluster, timeout: '0s' } }],
-        },
-      ],
-      validate_clusters: false,
-    }
-    const filters = [
-      hcm(
-        scope,
-        `inbound_${address}_${listenPort}`,
-        { route_config: routeConfig, ...SIDECAR_TRUST, ...INBOUND_XFCC },
-        [],
-        [...authn, ...authzHttpFilters(scope, { workloadPort, servicePort, listenPort })],
-      ),
-    ]
+    const ports = { workloadPort, servicePort, listenPort }
+    const filters = isHttpProtocol(protocol)
+      ? [
+          hcm(
+            scope,
+            `inbound_${address}_${listenPort}`,
+            { route_config: inboundRoutes(name, servicePort, cluster), ...SIDECAR_TRUST, ...INBOUND_XFCC },
+            [],
+            [...authn, ...authzHttpFilters(scope, ports)],
+          ),
+        ]
+      : [...authzNetworkFilters(scope, ports), tcpProxy(cluster)]
     const mode = peerAuthenticationMode(scope, { workloadPort, servicePort })
     const tlsChain = {
       filter_chain_match: { transport_protocol: 'tls' },
@@ -402,6 +396,29 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
     out.clusters.push(c)
   }
   return out
+}
+
+/** An inbound HTTP port's route configuration: everything to the port's inbound cluster. */
+function inboundRoutes(name: string, servicePort: number, cluster: string): Json {
+  return {
+    name,
+    virtual_hosts: [
+      {
+        name: `inbound|http|${servicePort}`,
+        domains: ['*'],
+        routes: [{ name: 'default', match: { prefix: '/' }, route: { cluster, timeout: '0s' } }],
+      },
+    ],
+    validate_clusters: false,
+  }
+}
+
+/** An inbound TCP port's terminal filter: every connection to the port's inbound cluster (Istio's stat prefix). */
+function tcpProxy(cluster: string): Json {
+  return {
+    name: 'envoy.filters.network.tcp_proxy',
+    typed_config: { '@type': TypeUrls.tcpProxy, stat_prefix: cluster, cluster },
+  }
 }
 
 function portValue(v: unknown): number | null {

@@ -247,6 +247,56 @@ describe('PeerAuthentication on inbound listeners', () => {
   })
 })
 
+describe('inbound TCP ports', () => {
+  const tcpServices: Service[] = [
+    {
+      ...SERVICES[0]!,
+      ports: [
+        { number: 9080, name: 'http-9080', protocol: 'HTTP' },
+        { number: 9081, name: 'tcp-9081', protocol: 'TCP' },
+      ],
+    },
+  ]
+  const ap: Resource = {
+    apiVersion: 'security.istio.io/v1',
+    kind: 'AuthorizationPolicy',
+    metadata: { name: 'p', namespace: 'default' },
+    spec: { rules: [{ from: [{ source: { principals: ['cluster.local/ns/default/sa/a'] } }] }] },
+  }
+  it('a TCP port gets a tcp_proxy to its inbound cluster, the network RBAC filters first, the mTLS chains of its mode', () => {
+    const r = translateResources(
+      { resources: [pa('m', 'istio-system', { mtls: { mode: 'STRICT' } }), ap], services: tcpServices },
+      NODE,
+    )
+    const l = r.listeners.find((x) => x.name === 'inbound|9081')!
+    assert.ok(v.safeParse(Listener, l).success)
+    // STRICT: one TLS chain requiring client certificates
+    const chains = l.filter_chains as Json[]
+    assert.deepEqual(
+      chains.map((c) => (c.filter_chain_match as Json).transport_protocol),
+      ['tls'],
+    )
+    assert.equal(((chains[0]!.transport_socket as Json).typed_config as Json).require_client_certificate, true)
+    const filters = (l.filter_chains as Json[])[0]!.filters as Json[]
+    assert.deepEqual(
+      filters.map((f) => f.name),
+      ['envoy.filters.network.rbac.allow', 'envoy.filters.network.tcp_proxy'],
+    )
+    assert.deepEqual(filters[1]!.typed_config, {
+      '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy',
+      stat_prefix: 'inbound|9081||',
+      cluster: 'inbound|9081||',
+    })
+    assert.ok(r.clusters.some((c) => c.name === 'inbound|9081||'))
+    // the HTTP port keeps its connection manager with the RBAC HTTP filter
+    const http = (r.listeners.find((x) => x.name === 'inbound|9080')!.filter_chains as Json[])[0]!.filters as Json[]
+    assert.deepEqual(
+      http.map((f) => f.name),
+      ['envoy.filters.network.http_connection_manager'],
+    )
+  })
+})
+
 function clusterTls(clusters: Json[], name: string): Json | undefined {
   return (clusters.find((c) => c.name === name)!.transport_socket as Json | undefined)?.typed_config as Json | undefined
 }

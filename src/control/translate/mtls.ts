@@ -226,6 +226,14 @@ function modeOf(m: { mode?: string } | undefined): MtlsMode | undefined {
   return mode === 'STRICT' || mode === 'PERMISSIVE' || mode === 'DISABLE' ? mode : undefined
 }
 
+/** Which PeerAuthentication decided a port's mode, at which level (`default`: none did, PERMISSIVE). */
+export interface MtlsDecision {
+  mode: MtlsMode
+  level: 'port' | 'workload' | 'namespace' | 'mesh' | 'default'
+  /** `namespace/name` of the deciding policy; null for the default */
+  policy: string | null
+}
+
 /** The namespace of an endpoint's workload, from its source (`workload/ns/name`, `WorkloadEntry/ns/name`). */
 function endpointNamespace(e: ServiceEndpoint, fallback: string): string {
   const parts = e.source.split('/')
@@ -250,6 +258,15 @@ export function peerAuthenticationMode(
   ports: { workloadPort: number; servicePort?: number },
   node: { namespace: string; labels: Record<string, string> } = scope.node,
 ): MtlsMode {
+  return peerAuthenticationDecision(scope, ports, node).mode
+}
+
+/** `peerAuthenticationMode`, with the policy and the level that decided it. */
+export function peerAuthenticationDecision(
+  scope: Scope,
+  ports: { workloadPort: number; servicePort?: number },
+  node: { namespace: string; labels: Record<string, string> } = scope.node,
+): MtlsDecision {
   const all = scope.of<PeerAuthenticationSpec>('PeerAuthentication')
   const selector = (p: Resource<PeerAuthenticationSpec>) => p.spec?.selector?.matchLabels
   const hasSelector = (p: Resource<PeerAuthenticationSpec>) => Object.keys(selector(p) ?? {}).length > 0
@@ -258,17 +275,21 @@ export function peerAuthenticationMode(
   )
   const namespace = all.find((p) => p.metadata.namespace === node.namespace && !hasSelector(p))
   const mesh = all.find((p) => p.metadata.namespace === scope.mesh.rootNamespace && !hasSelector(p))
-  const levels = (ws: readonly (MtlsMode | undefined)[]) => ws.find((m) => m !== undefined)
   const portLevel = workload?.spec?.portLevelMtls
   const port =
     portLevel === undefined
       ? undefined
       : (modeOf(portLevel[String(ports.workloadPort)]) ??
         (ports.servicePort === undefined ? undefined : modeOf(portLevel[String(ports.servicePort)])))
-  return (
-    levels([port, modeOf(workload?.spec?.mtls), modeOf(namespace?.spec?.mtls), modeOf(mesh?.spec?.mtls)]) ??
-    'PERMISSIVE'
-  )
+  const name = (p: Resource | undefined) => (p === undefined ? null : `${p.metadata.namespace}/${p.metadata.name}`)
+  const levels: [MtlsMode | undefined, MtlsDecision['level'], Resource | undefined][] = [
+    [port, 'port', workload],
+    [modeOf(workload?.spec?.mtls), 'workload', workload],
+    [modeOf(namespace?.spec?.mtls), 'namespace', namespace],
+    [modeOf(mesh?.spec?.mtls), 'mesh', mesh],
+  ]
+  for (const [mode, level, p] of levels) if (mode !== undefined) return { mode, level, policy: name(p) }
+  return { mode: 'PERMISSIVE', level: 'default', policy: null }
 }
 
 /** The inbound mTLS filter chain's transport socket: own certificate, client certificates required, ROOTCA. */

@@ -25,6 +25,13 @@ describe('accepted but not enforced', () => {
       notEnforced(ap('{targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: w}]}')).map((d) => d.path),
       ['spec.targetRefs'],
     )
+    // targetRef (singular) too, and the warning says the policy is not applied and why
+    const ref = analyze([ap('{targetRef: {kind: Service, group: "", name: productpage}, rules: [{}]}')], [])
+    assert.deepEqual(
+      ref.map((d) => [d.level, d.path]),
+      [['warning', 'spec.targetRef']],
+    )
+    assert.match(ref[0]!.message, /this policy is not applied: .*waypoint proxies and Gateway API gateways.*selector/)
   })
 
   it('PeerAuthentication and AuthorizationPolicy are enforced, even without a spec', () => {

@@ -35,6 +35,14 @@ const warmupIgnored = (lb: unknown) => {
 const jwtClaims = (headers: unknown) =>
   Object.keys((headers ?? {}) as object).some((name) => name.startsWith('@request.auth.claims'))
 
+/**
+ * Istio applies a policy attached by targetRef(s) (to a Gateway, a Service, a ServiceEntry) only on waypoint proxies
+ * and Gateway API gateways, never on sidecars; Loom has neither.
+ */
+const TARGET_REF_MESSAGE =
+  'this policy is not applied: targetRef attaches it to a Gateway or Service, which Istio enforces only on waypoint ' +
+  'proxies and Gateway API gateways (Loom has neither); use a selector to apply it to workloads'
+
 export const NOT_ENFORCED: readonly NotEnforced[] = [
   // whole kinds: the security work has not started
   {
@@ -47,12 +55,12 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
     kind: 'AuthorizationPolicy',
     path: 'spec.targetRef',
     when: (t) => t !== undefined,
-    message: 'policies attached with targetRef are not applied yet: use a selector',
+    message: TARGET_REF_MESSAGE,
   },
   {
     kind: 'AuthorizationPolicy',
     path: 'spec.targetRefs',
-    message: 'policies attached with targetRefs are not applied yet: use a selector',
+    message: TARGET_REF_MESSAGE,
   },
   {
     kind: 'RequestAuthentication',

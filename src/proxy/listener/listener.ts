@@ -19,6 +19,7 @@ import { createH2Server, drainSession } from '../http/h2/server.js'
 import type { HcmContext } from '../http/hcm.js'
 import { ListenerStats } from '../stats/stats.js'
 import type { TcpProxyContext } from '../tcp/tcp-proxy.js'
+import type { NetworkRbacFilter } from '../rbac/network.js'
 import { tls } from '../../core/lazy.js'
 import { log } from '../../core/log.js'
 import type { DownstreamTls } from '../tls.js'
@@ -43,6 +44,8 @@ export interface CompiledChain {
   readonly applicationProtocols: readonly string[]
   /** the chain's TLS context; null on a plain-text chain */
   readonly tls: DownstreamTls | null
+  /** the chain's network RBAC filters, in order, before its handler (most chains have none) */
+  readonly rbac: readonly NetworkRbacFilter[]
   readonly handler: NetworkHandler
 }
 
@@ -232,6 +235,7 @@ export class ActiveListener {
   /** Hands a connection to its chain's network filter; `first`: bytes already read from it. */
   private dispatch(socket: net.Socket, chain: CompiledChain, scheme: 'http' | 'https', first: Buffer | null): void {
     const h = chain.handler
+    if (chain.rbac.length > 0 && !this.admitted(socket, chain)) return
     if (h.kind === 'tcp') {
       if (first !== null) socket.unshift(first)
       h.tcp.handle(socket)
@@ -258,6 +262,18 @@ export class ActiveListener {
       socket.setTimeout(0)
       this.sniffed(socket, hcm, scheme, bytes)
     })
+  }
+
+  /** The chain's network RBAC filters decide the connection; a refused one is closed here (and logged). */
+  private admitted(socket: net.Socket, chain: CompiledChain): boolean {
+    for (const f of chain.rbac) {
+      const refused = f.check(socket, this.name)
+      if (refused === null) continue
+      if (chain.handler.kind === 'tcp') chain.handler.tcp.refused(socket, refused)
+      socket.destroy()
+      return false
+    }
+    return true
   }
 
   private sniffed(socket: net.Socket, hcm: HcmContext, scheme: 'http' | 'https', first: Buffer): void {

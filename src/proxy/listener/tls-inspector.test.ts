@@ -56,6 +56,7 @@ const chain = (name: string, m: { sni?: string[]; tp?: '' | 'tls' | 'raw_buffer'
     transportProtocol: m.tp ?? '',
     applicationProtocols: m.alpn ?? [],
     tls: null,
+    rbac: [],
     handler: null as never,
   }) as CompiledChain
 

@@ -182,6 +182,18 @@ export class TcpProxyStats {
   }
 }
 
+/**
+ * Counters named in full under a prefix (Envoy's network RBAC filter: `<stat_prefix>rbac.allowed`), for the
+ * filters whose stats are not kept by a connection manager or a TCP proxy.
+ */
+export class CounterSet {
+  readonly prefix: string
+  readonly values: Record<string, number> = {}
+  constructor(prefix: string) {
+    this.prefix = prefix
+  }
+}
+
 export class ListenerStats {
   readonly address: string
   downstream_cx_total = 0
@@ -215,6 +227,7 @@ export class StatsStore {
   readonly listeners = new Map<string, ListenerStats>()
   readonly tcp = new Map<string, TcpProxyStats>()
   readonly routes = new Map<string, RouteStats>()
+  readonly counters = new Map<string, CounterSet>()
 
   forHcm(prefix: string): HttpConnManagerStats {
     let s = this.hcm.get(prefix)
@@ -234,6 +247,12 @@ export class StatsStore {
   forTcp(prefix: string): TcpProxyStats {
     let s = this.tcp.get(prefix)
     if (s === undefined) this.tcp.set(prefix, (s = new TcpProxyStats(prefix)))
+    return s
+  }
+  /** The counters under `prefix`, kept across config versions like the rest. */
+  forCounters(prefix: string): CounterSet {
+    let s = this.counters.get(prefix)
+    if (s === undefined) this.counters.set(prefix, (s = new CounterSet(prefix)))
     return s
   }
   forRoute(vhost: string, route: string): RouteStats {
@@ -281,6 +300,7 @@ export class StatsStore {
     for (const s of this.routes.values()) {
       yield* rqEntries(`vhost.${s.vhost}.route.${s.route}.`, s.rq)
     }
+    for (const s of this.counters.values()) for (const [k, n] of Object.entries(s.values)) yield [`${s.prefix}${k}`, n]
   }
 
   /** Prometheus text exposition, Envoy's names with tags turned into labels. */
@@ -349,6 +369,10 @@ export class StatsStore {
     }
     for (const s of this.routes.values()) {
       rq('envoy_route_', `envoy_virtual_host="${esc(s.vhost)}",envoy_route="${esc(s.route)}"`, s.rq)
+    }
+    for (const s of this.counters.values()) {
+      for (const [k, n] of Object.entries(s.values))
+        line(`envoy_${`${s.prefix}${k}`.replace(/\W/g, '_')}`, 'counter', '', n)
     }
     return `${out.join('\n')}\n`
   }

@@ -43,6 +43,28 @@ export class TcpProxyContext {
     return this.choices[this.choices.length - 1]!.name
   }
 
+  /**
+   * A connection a network filter before this one refused (`details`: why): counted as a downstream connection
+   * and written to the access log, with no upstream.
+   */
+  refused(downstream: net.Socket, details: string): void {
+    this.stats.downstream_cx_total++
+    if (this.accessLogs.length === 0) return
+    const entry = {
+      start_time: new Date().toISOString(),
+      protocol: 'TCP',
+      response_flags: '-',
+      connection_termination_details: details,
+      bytes_received: 0,
+      bytes_sent: 0,
+      duration_ms: 0,
+      downstream_remote_address: downstream.remoteAddress ?? null,
+      upstream_cluster: null,
+      upstream_host: null,
+    }
+    for (const l of this.accessLogs) l.write(entry)
+  }
+
   handle(downstream: net.Socket): void {
     const stats = this.stats
     stats.downstream_cx_total++
