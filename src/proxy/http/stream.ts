@@ -338,14 +338,14 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     if (held.trailers !== null && !this.done) this.trailersUpstream(held.trailers)
   }
 
-  sendLocalReply(status: number, flag: string, reason: string, text: string | null, headers?: Headers): void {
+  sendLocalReply(status: number, flag: string, reason: string, text: string | Buffer | null, headers?: Headers): void {
     if (this.done) return
     const h = headers ?? new Headers(['content-type', 'text/plain'])
     h.add('x-loom-reason', reason)
     if (this.requestId !== '') h.add('x-request-id', this.requestId)
     this.addFlag(flag)
     if (this.reason === '') this.reason = reason
-    this.respond(status, h, text === null ? null : Buffer.from(`${text}\n`))
+    this.respond(status, h, text === null ? null : typeof text === 'string' ? Buffer.from(`${text}\n`) : text)
   }
 
   addFlag(flag: string): void {
@@ -641,6 +641,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
       if (this.stoppedAt >= 0) {
         ;(this.held ??= new HeldRequest()).trailers = trailers
         this.held.end = true
+        this.filters[this.stoppedAt]!.decodeTrailers?.(trailers)
         return
       }
       for (const f of this.filters) f.decodeTrailers?.(trailers)
@@ -663,6 +664,8 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
       held.paused = true
       this.downstream.pauseRequest()
     }
+    // last: the stopped filter may continue decoding from here, which takes the hold
+    this.filters![this.stoppedAt]!.decodeData?.(chunk, endStream)
   }
 
   /** The client went away or reset the stream. */

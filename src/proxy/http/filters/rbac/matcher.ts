@@ -205,6 +205,15 @@ function metadataTest(m: MetadataMatcher, path: string, issues: ConfigIssue[]): 
   }
 }
 
+/** A MetadataMatcher as a test of a stream's dynamic metadata (ext_authz's filter_enabled_metadata uses it too). */
+export function compileMetadataMatcher(
+  m: MetadataMatcher,
+  path: string,
+  issues: ConfigIssue[],
+): (r: Pick<RbacInput, 'metadata'>) => boolean {
+  return metadataTest(m, path, issues) as (r: Pick<RbacInput, 'metadata'>) => boolean
+}
+
 function localAddress(r: RbacInput): string | undefined {
   return r.downstreamSocket?.localAddress
 }
