@@ -7,7 +7,7 @@ import { lookupKind, SUPPORTED_KINDS } from '../api/index.js'
 import { type Diagnostic, formatDiagnostic, locate } from '../control/translate/diagnostic.js'
 import type { CaOptions } from '../control/ca/ca.js'
 import { parseFlagDurationMs } from '../core/duration.js'
-import { PATH_NORMALIZATIONS, type PathNormalization } from '../control/translate/scope.js'
+import { controlMeshConfig } from './mesh-config-flag.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
 
@@ -24,6 +24,10 @@ Options:
       --path-normalization <NONE|BASE|MERGE_SLASHES|DECODE_AND_MERGE_SLASHES>
                           how every proxy normalizes request paths before routing and policies, Istio's
                           meshConfig.pathNormalization (default: BASE: RFC 3986 normalization, slashes not merged)
+      --mesh-config <file>  Istio's MeshConfig (YAML: the object of the istio ConfigMap's "mesh" key, or
+                          IstioOperator's spec.meshConfig): extensionProviders (CUSTOM authorization), trustDomain,
+                          rootNamespace, pathNormalization, localityLbSetting, connectTimeout,
+                          defaultConfig.gatewayTopology; fields Loom does not read are warned about; flags win
   -h, --help
 
 Certificate authority (workload certificates, X.509-SVIDs):
@@ -53,6 +57,7 @@ uses the new root from its next start.
 Examples:
   loom control --data-dir ~/.loom
   loom control --path-normalization MERGE_SLASHES
+  loom control --mesh-config mesh.yaml
   loom control --trust-domain prod.example.com --ca-cert ca-cert.pem --ca-key ca-key.pem --ca-chain cert-chain.pem
   loom proxy --xds 127.0.0.1:15010 --labels app=reviews,version=v1
 `
@@ -316,15 +321,14 @@ export async function controlCommand(argv: string[]): Promise<void> {
       api: { type: 'string' },
       xds: { type: 'string' },
       'path-normalization': { type: 'string' },
+      'mesh-config': { type: 'string' },
       ...CA_FLAGS,
       help: { type: 'boolean', short: 'h' },
     },
   })
   if (values.help) return void process.stdout.write(CONTROL_USAGE)
   const ca = caOptionsOf(values)
-  const normalization = values['path-normalization'] ?? 'BASE'
-  if (!(PATH_NORMALIZATIONS as readonly string[]).includes(normalization))
-    fail(`--path-normalization must be one of ${PATH_NORMALIZATIONS.join(', ')}, got "${normalization}"`, 2)
+  const meshConfig = controlMeshConfig(values, ca)
   const { ControlPlane } = await import('../control/control.js')
   const { ApiServer } = await import('../control/api-server.js')
   const [apiHost, apiPort] = splitHostPort(values.api ?? '127.0.0.1:15080', '--api')
@@ -332,7 +336,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const dataDir = values['data-dir'] ?? '.loom'
   const cp = await ControlPlane.open({
     dataDir,
-    meshConfig: { pathNormalization: { normalization: normalization as PathNormalization } },
+    meshConfig,
     ca,
   })
   const api = new ApiServer(cp)
@@ -342,7 +346,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     api: apiAddress,
     xds: `${xdsHost}:${xdsBound}`,
     data_dir: dataDir,
-    path_normalization: normalization,
+    path_normalization: meshConfig.pathNormalization?.normalization ?? 'BASE',
     revision: cp.store.revision,
     trust_domain: cp.ca?.trustDomain,
   })

@@ -237,10 +237,15 @@ export class ControlPlane {
       this.batch = new BatchTranslator({
         resources: this.resources,
         services: this.registry.services(),
-        meshConfig:
-          this.ca === null ? this.options.meshConfig : { trustDomain: this.ca.trustDomain, ...this.options.meshConfig },
+        meshConfig: this.meshConfig,
       })
     return this.batch
+  }
+
+  /** The mesh config proxies' config is built with (and `analyze` checks against): the CA's trust domain by default. */
+  get meshConfig(): MeshConfig {
+    const m = this.options.meshConfig ?? {}
+    return this.ca === null ? m : { trustDomain: this.ca.trustDomain, ...m }
   }
 
   private build(node: TranslateNode): Snapshot {

@@ -13,6 +13,7 @@
  */
 import { isIP } from 'node:net'
 import {
+  type AuthorizationPolicySpec,
   type DestinationRuleSpec,
   type GatewaySpec,
   type GlobalRateLimitSpec,
@@ -29,6 +30,7 @@ import { hostMatches, isWildcard, labelsMatch, resolveHost } from '../registry/h
 import { configOrder, type Service } from '../registry/registry.js'
 import type { Diagnostic } from './diagnostic.js'
 import { terminatingTls } from './listeners.js'
+import { resolveProvider } from './ext-authz.js'
 import { notEnforced } from './not-enforced.js'
 import { resolveGatewayName, virtualServiceGateways } from './routes.js'
 import { type MeshConfig, resolveMeshConfig } from './scope.js'
@@ -303,6 +305,15 @@ export function analyze(
     if (!want(r)) continue
     if (['Sidecar', 'PeerAuthentication', 'AuthorizationPolicy', 'RequestAuthentication'].includes(r.kind))
       unenforced(r)
+  }
+  // CUSTOM providers, against the control plane's mesh config (without one, as in `loom analyze --local`, unknown)
+  if (meshConfig !== undefined) {
+    for (const ap of of<AuthorizationPolicySpec>('AuthorizationPolicy')) {
+      if (!want(ap) || ap.spec?.action !== 'CUSTOM') continue
+      const r = resolveProvider(mesh, { allServices: services }, ap.spec.provider?.name ?? '')
+      if ('error' in r)
+        report('error', ap, 'spec.provider.name', `${r.error}: the requests this policy's rules match are denied`)
+    }
   }
 
   // === GlobalRateLimits ===

@@ -5,8 +5,15 @@
  * - **Which policies apply**: those of the root namespace (mesh-wide) and of the proxy's namespace whose
  *   `selector.matchLabels` the workload's labels include (no selector: every workload there). Policies with
  *   `targetRef`/`targetRefs` (waypoints, Gateway API) are not applied.
- * - **Filters**, one per action present, in Istio's order: `AUDIT` (RBAC action `LOG`), `DENY`, `ALLOW`. `CUSTOM`
- *   (ext_authz) is not built. A request must pass every filter: a DENY match wins over any ALLOW.
+ * - **Filters**, one per action present, in Istio's order: `CUSTOM`, `AUDIT` (RBAC action `LOG`), `DENY`, `ALLOW`. A
+ *   request must pass every filter: a DENY match wins over any ALLOW.
+ * - **CUSTOM** (external authorization, ext-authz.ts): an RBAC filter whose `shadow_rules` (action DENY, stat prefix
+ *   `istio_ext_authz_`) hold the CUSTOM policies' rules, named `istio-ext-authz-ns[<ns>]-policy[<name>]-rule[<i>]`,
+ *   then the provider's ext_authz filter, enabled by the shadow match only: the authorizer is asked about the
+ *   requests the rules match, and only those. The CUSTOM policies of one workload must name one provider. A provider
+ *   that is not in the mesh config, whose service is not in the registry, or a workload with several: the rules
+ *   become enforced DENY rules (`...-deny-due-to-bad-CUSTOM-action`), as Istio does: what the policy meant to send to
+ *   the authorizer is refused. Dry-run CUSTOM policies are not built.
  * - **ALLOW**: when any ALLOW policy applies, a request is admitted only when one of their rules matches; an ALLOW
  *   policy without rules matches nothing (deny all), a rule `{}` matches everything; no ALLOW policy: no ALLOW filter
  *   (everything is allowed, save what DENY denies).
@@ -28,6 +35,7 @@ import type { AuthorizationPolicySpec, Resource } from '../../api/index.js'
 import type { Condition, Operation, Source } from '../../api/security.js'
 import { TypeUrls } from '../../config/type-urls.js'
 import { labelsMatch } from '../registry/hostname.js'
+import { EXT_AUTHZ_POLICY_PREFIX, EXT_AUTHZ_SHADOW_PREFIX, extAuthzConfig, resolveProvider } from './ext-authz.js'
 import type { Scope } from './scope.js'
 import type { Json } from './util.js'
 
@@ -61,7 +69,11 @@ export function applicablePolicies(scope: Scope): Resource<AuthorizationPolicySp
 export function authzHttpFilters(scope: Scope, ports: ListenerPorts): Json[] {
   const policies = applicablePolicies(scope)
   if (policies.length === 0) return []
-  const out: Json[] = []
+  const out: Json[] = customFilters(
+    scope,
+    policies.filter((p) => p.spec?.action === 'CUSTOM' && !isDryRun(p)),
+    ports,
+  )
   for (const action of ['AUDIT', 'DENY', 'ALLOW'] as const) {
     const mine = policies.filter((p) => (p.spec?.action ?? 'ALLOW') === action)
     if (mine.length === 0) continue
@@ -79,15 +91,54 @@ export function authzHttpFilters(scope: Scope, ports: ListenerPorts): Json[] {
   return out
 }
 
+/** The CUSTOM policies' pair of filters (RBAC shadow, ext_authz), or the DENY filter their bad provider makes. */
+function customFilters(scope: Scope, policies: Resource<AuthorizationPolicySpec>[], ports: ListenerPorts): Json[] {
+  if (policies.length === 0) return []
+  const names = [...new Set(policies.map((p) => p.spec?.provider?.name ?? ''))]
+  const resolved =
+    names.length === 1
+      ? resolveProvider(scope.mesh, scope, names[0]!)
+      : { error: `the CUSTOM policies of one workload name several providers (${names.join(', ')})` }
+  const named = (suffix: string) => {
+    const out = rules('DENY', policies, ports, EXT_AUTHZ_POLICY_PREFIX)
+    if (suffix === '') return out
+    const renamed: Json = {}
+    for (const [k, v] of Object.entries(out.policies as Json)) renamed[`${k}${suffix}`] = v
+    return { ...out, policies: renamed }
+  }
+  if ('error' in resolved)
+    return [
+      {
+        name: 'envoy.filters.http.rbac.custom',
+        typed_config: { '@type': TypeUrls.rbac, rules: named('-deny-due-to-bad-CUSTOM-action') },
+      },
+    ]
+  return [
+    {
+      name: 'envoy.filters.http.rbac.custom',
+      typed_config: {
+        '@type': TypeUrls.rbac,
+        shadow_rules: named(''),
+        shadow_rules_stat_prefix: EXT_AUTHZ_SHADOW_PREFIX,
+      },
+    },
+    {
+      name: 'envoy.filters.http.ext_authz',
+      typed_config: extAuthzConfig(resolved.provider, resolved.hostname, resolved.port),
+    },
+  ]
+}
+
 function isDryRun(p: Resource<AuthorizationPolicySpec>): boolean {
   return (p.metadata.annotations?.[DRY_RUN_ANNOTATION] ?? '').toLowerCase() === 'true'
 }
 
-function rules(action: string, policies: Resource<AuthorizationPolicySpec>[], ports: ListenerPorts): Json {
+function rules(action: string, policies: Resource<AuthorizationPolicySpec>[], ports: ListenerPorts, prefix = ''): Json {
   const named: Json = {}
+  const pre = prefix === '' ? '' : `${prefix}-`
   for (const p of policies) {
     p.spec?.rules?.forEach((rule, i) => {
-      named[`ns[${p.metadata.namespace}]-policy[${p.metadata.name}]-rule[${i}]`] = translateRule(
+      named[`${pre}ns[${p.metadata.namespace}]-policy[${p.metadata.name}]-rule[${i}]`] = translateRule(
         rule,
         p.metadata.namespace,
         ports,
