@@ -4,7 +4,9 @@
  * status_on_error), one that fails (5xx: an error), failure_mode_allow, the request body sent with the check; a gRPC
  * authorizer (@grpc/grpc-js serving envoy.service.auth.v3.Authorization) that adds headers or denies with its
  * denied_response; and Istio's CUSTOM wiring (an RBAC shadow filter then ext_authz with filter_enabled_metadata)
- * that checks only the requests a CUSTOM policy matches.
+ * that checks only the requests a CUSTOM policy matches. Then Istio's ext-authz task through `loom control
+ * --mesh-config` (provider `sample-ext-authz-http`) and a CUSTOM AuthorizationPolicy on `/headers` of a sidecar's
+ * workload, a provider that does not exist (the policy's requests are denied), and a bad mesh config refused.
  */
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
@@ -12,6 +14,7 @@ import { after, before, describe, test } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import { protoIncludeDirs } from '../src/xds/proto.js'
+import { type Control, eventually, type Proc, startControl, startSidecar } from './helpers/control.js'
 import {
   adminAddress,
   HCM,
@@ -20,9 +23,11 @@ import {
   type RunningProxy,
   stat,
   startProxy,
+  runLoom,
   staticCluster,
+  writeTemp,
 } from './helpers/proxy.js'
-import { type Backend, startBackend } from './helpers/servers.js'
+import { type Backend, freePort, startBackend } from './helpers/servers.js'
 
 const EXT_AUTHZ = 'type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz'
 const RBAC = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC'
@@ -377,5 +382,164 @@ describe('ext_authz (static bootstrap)', () => {
     assert.equal(echoed(allowed).headers['x-ext-authz-added'], 'grpc')
     assert.equal(grpcSeen.length, checks + 2)
     assert.equal(await stat(proxy.admin, 'http.ingress.ext_authz.custom.disabled'), 1)
+  })
+})
+
+/** Istio's sample authorizer: allows when `x-ext-authz: allow`, else 403, and says so in x-ext-authz-check-result. */
+function sampleAuthorizer(): Promise<Backend> {
+  return startBackend((req, res) => {
+    const allowed = req.headers['x-ext-authz'] === 'allow'
+    res.writeHead(allowed ? 200 : 403, { 'x-ext-authz-check-result': allowed ? 'allowed' : 'denied' })
+    res.end(allowed ? '' : 'denied by ext_authz for not found header `x-ext-authz: allow` in the request')
+  })
+}
+
+const MESH_CONFIG = `# the object of the istio ConfigMap's "mesh" key
+extensionProviders:
+- name: sample-ext-authz-http
+  envoyExtAuthzHttp:
+    service: ext-authz.foo.svc.cluster.local
+    port: "8000"
+    includeRequestHeadersInCheck: ["x-ext-authz"]
+    headersToUpstreamOnAllow: ["x-ext-authz-check-result"]
+    headersToDownstreamOnDeny: ["x-ext-authz-check-result"]
+- name: zipkin
+  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}
+defaultConfig:
+  tracing: {sampling: 10}
+`
+
+describe('CUSTOM AuthorizationPolicy through loom control --mesh-config and a sidecar', () => {
+  const procs: Proc[] = []
+  let backend: Backend
+  let authorizer: Backend
+  let cp: Control
+  let inbound: number
+
+  const send = (path: string, headers: Record<string, string> = {}) => request(inbound, path, headers)
+
+  before(async () => {
+    backend = await startBackend()
+    authorizer = await sampleAuthorizer()
+    cp = await startControl(undefined, 0, ['--mesh-config', writeTemp('mesh.yaml', MESH_CONFIG)])
+    procs.push(cp)
+    const register = async (body: unknown) => {
+      const res = await fetch(`http://${cp.api}/api/v1/workloads`, { method: 'POST', body: JSON.stringify(body) })
+      assert.equal(res.status, 200, await res.text())
+    }
+    // the authorizer, ext-authz.foo:8000 in the registry
+    await register({
+      name: 'ext-authz',
+      namespace: 'foo',
+      address: '127.0.0.1',
+      ports: [{ name: 'http', number: authorizer.port, servicePort: 8000 }],
+      labels: { app: 'ext-authz' },
+      ttlSeconds: 600,
+    })
+    inbound = await freePort()
+    await register({
+      name: 'httpbin-v1',
+      namespace: 'default',
+      address: '127.0.0.1',
+      ports: [{ name: 'http', number: inbound, servicePort: 8000 }],
+      labels: { app: 'httpbin', version: 'v1' },
+      ttlSeconds: 600,
+    })
+    const sidecar = await startSidecar(cp.xds, { app: 'httpbin', version: 'v1' }, await freePort(), [
+      '--metadata',
+      `APP_PORTS=8000:${backend.port}`,
+    ])
+    procs.push(sidecar)
+    await eventually(async () => (await send('/headers')).status === 200, 15000, 'the inbound listener')
+  })
+
+  after(async () => {
+    for (const p of procs.reverse()) await p.stop()
+    await backend?.close()
+    await authorizer?.close()
+  })
+
+  test('the mesh config fields Loom does not read are warnings', () => {
+    assert.match(cp.stderr(), /mesh\.yaml: extensionProviders\[1\]\.zipkin: not read by Loom \(ignored\)/)
+    assert.match(cp.stderr(), /mesh\.yaml: defaultConfig\.tracing: not read by Loom \(ignored\)/)
+  })
+
+  test("Istio's task: /headers is checked by the authorizer, /ip is not", async () => {
+    const policy = writeTemp(
+      'ext-authz.yaml',
+      `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext-authz, namespace: default}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: CUSTOM
+  provider: {name: sample-ext-authz-http}
+  rules:
+  - to:
+    - operation: {paths: ["/headers"]}
+`,
+    )
+    const r = await cp.loom(['apply', '-f', policy])
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(r.stderr, '', 'the provider is known: no diagnostic')
+    await eventually(async () => (await send('/headers')).status === 403, 15000, 'the CUSTOM policy')
+    const denied = await send('/headers', { 'x-ext-authz': 'deny' })
+    assert.equal(denied.status, 403)
+    assert.equal(denied.headers['x-ext-authz-check-result'], 'denied')
+    assert.match(denied.body, /denied by ext_authz for not found header `x-ext-authz: allow`/)
+    const allowed = await send('/headers', { 'x-ext-authz': 'allow' })
+    const e = echoed(allowed)
+    assert.equal(e.headers['x-ext-authz-check-result'], 'allowed', 'headersToUpstreamOnAllow')
+    const checks = authorizer.requests.length
+    echoed(await send('/ip'))
+    assert.equal(authorizer.requests.length, checks, 'a request no CUSTOM rule matches is not checked')
+    assert.equal(authorizer.requests.at(-1)!.url, '/headers')
+  })
+
+  test('a second CUSTOM policy naming an unknown provider: an analyze error, and their requests denied', async () => {
+    const policy = writeTemp(
+      'bad.yaml',
+      `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: bad-provider, namespace: default}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: CUSTOM
+  provider: {name: nope}
+  rules: [{to: [{operation: {paths: ["/status/*"]}}]}]
+`,
+    )
+    const r = await cp.loom(['apply', '-f', policy])
+    assert.match(r.stderr, /spec\.provider\.name: extension provider "nope" is not defined in the mesh config/)
+    await eventually(
+      async () => (await send('/headers', { 'x-ext-authz': 'allow' })).status === 403,
+      15000,
+      'the bad CUSTOM policies deny',
+    )
+    const res = await send('/status/200', { 'x-ext-authz': 'allow' })
+    assert.equal(res.status, 403)
+    assert.match(res.body, /RBAC: access denied/)
+    assert.equal(
+      res.headers['x-loom-reason'],
+      'rbac_access_denied_matched_policy[istio-ext-authz-ns[default]-policy[bad-provider]-rule[0]-deny-due-to-bad-CUSTOM-action]',
+    )
+    echoed(await send('/ip'))
+  })
+
+  test('a mesh config with a bad field is refused, with its file and field path', async () => {
+    const file = writeTemp(
+      'bad-mesh.yaml',
+      'extensionProviders:\n- name: a\n  envoyExtAuthzHttp: {service: a.b.svc.cluster.local, port: "http"}\n',
+    )
+    const r = await runLoom(['control', '--mesh-config', file, '--api', '127.0.0.1:0', '--xds', '127.0.0.1:0'])
+    assert.notEqual(r.code, 0)
+    assert.ok(
+      r.stderr.includes(`${file}: extensionProviders[0].envoyExtAuthzHttp.port: port must be a number`),
+      r.stderr,
+    )
+    const wrapped = writeTemp('wrapped.yaml', 'meshConfig:\n  trustDomain: example.com\n')
+    const w = await runLoom(['control', '--mesh-config', wrapped, '--api', '127.0.0.1:0', '--xds', '127.0.0.1:0'])
+    assert.notEqual(w.code, 0)
+    assert.match(w.stderr, /found a "meshConfig" key: the file is the MeshConfig object itself/)
   })
 })

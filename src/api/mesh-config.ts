@@ -5,21 +5,18 @@
  * fields are by an older pilot; the fields Loom reads are validated strictly.
  */
 import { v } from '../config/schema.js'
-import { bool, duration, enumOf, nonEmpty, opt, port, rule, str, uint32 } from './common.js'
+import { bool, duration, enumOf, nonEmpty, opt, rule, str, uint32 } from './common.js'
 import { LocalityLoadBalancerSetting } from './networking.js'
 
 const strings = v.array(str)
 
 /** A port as Istio's YAML often writes it: a number or a numeric string ("8000"). */
-const portValue = v.union([
-  port,
-  v.pipe(
-    str,
-    v.regex(/^\d{1,5}$/, 'port must be a number'),
-    v.transform(Number),
-    v.check((n: number) => n >= 1 && n <= 65535, 'port number must be between 1 and 65535'),
-  ),
-])
+const portValue = v.pipe(
+  v.unknown(),
+  v.check((x) => typeof x === 'number' || (typeof x === 'string' && /^\d{1,5}$/.test(x)), 'port must be a number'),
+  v.transform((x) => Number(x)),
+  v.check((n: number) => Number.isInteger(n) && n >= 1 && n <= 65535, 'port number must be between 1 and 65535'),
+)
 
 /** statusOnError: an HTTP status code as a string ("403"), Istio's type. */
 const statusCode = rule((s) =>
@@ -35,7 +32,9 @@ const BodyInCheck = v.object({
 })
 
 /** `[<namespace>/]<hostname>` of a service in the registry or a ServiceEntry. */
-const service = rule((s) => (s === '' ? 'must not be empty' : s.split('/').length > 2 ? 'must be [<namespace>/]<hostname>' : null))
+const service = rule((s) =>
+  s === '' ? 'must not be empty' : s.split('/').length > 2 ? 'must be [<namespace>/]<hostname>' : null,
+)
 
 export const EnvoyExtAuthzHttpProvider = v.object({
   service,
@@ -142,7 +141,7 @@ function walk(value: unknown, known: Known, path: string, out: string[]): void {
     const kn = known[k]
     if (kn === undefined) out.push(p)
     else if (Array.isArray(kn)) {
-      if (Array.isArray(val)) val.forEach((item, i) => walk(item, kn[0], `${p}[${i}]`, out))
+      if (Array.isArray(val)) for (const [i, item] of val.entries()) walk(item, kn[0], `${p}[${i}]`, out)
     } else if (kn !== true) walk(val, kn, p, out)
   }
 }

@@ -200,7 +200,9 @@ describe('CUSTOM (external authorization)', () => {
     assert.equal(tc.rules, undefined, 'nothing enforced by the RBAC filter')
     assert.equal(tc.shadow_rules_stat_prefix, 'istio_ext_authz_')
     assert.equal(tc.shadow_rules.action, 'DENY')
-    assert.deepEqual(Object.keys(tc.shadow_rules.policies ?? {}), ['istio-ext-authz-ns[default]-policy[ext-authz]-rule[0]'])
+    assert.deepEqual(Object.keys(tc.shadow_rules.policies ?? {}), [
+      'istio-ext-authz-ns[default]-policy[ext-authz]-rule[0]',
+    ])
     assert.equal(ext!.name, 'envoy.filters.http.ext_authz')
     assert.equal(deny!.name, 'envoy.filters.http.rbac.deny', 'CUSTOM before DENY')
     assert.deepEqual(ext!.typed_config, {
