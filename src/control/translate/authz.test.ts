@@ -9,10 +9,11 @@ import type { Socket } from 'node:net'
 import { describe, it } from 'node:test'
 import * as v from 'valibot'
 import type { AuthorizationPolicySpec, Resource } from '../../api/index.js'
-import { HttpFilter, type RbacRules } from '../../config/envoy.js'
+import { ExtAuthz, HttpFilter, type RbacRules } from '../../config/envoy.js'
 import type { ConfigIssue } from '../../core/errors.js'
 import { Headers } from '../../proxy/http/headers.js'
 import { RbacEngine, type RbacInput } from '../../proxy/http/filters/rbac/matcher.js'
+import { decodeResource, encodeResource } from '../../xds/proto.js'
 import type { ProxyNode } from '../../xds/snapshot.js'
 import type { Service } from '../registry/registry.js'
 import { applicablePolicies, authzHttpFilters, pathMatcher, stringMatcher } from './authz.js'
@@ -271,6 +272,17 @@ describe('CUSTOM (external authorization)', () => {
       const engine = new RbacEngine(tc.rules, 'rules', [])
       assert.equal(engine.allows(engine.matchedPolicy(requestInput({ path: '/headers' }))), false)
       assert.equal(engine.allows(engine.matchedPolicy(requestInput({ path: '/ip' }))), true)
+    }
+  })
+
+  it('the ext_authz config survives protobuf (xDS) and the proxy takes it', () => {
+    for (const provider of ['sample-ext-authz-http', 'sample-ext-authz-grpc']) {
+      const tc = filtersOf([custom(provider)])[1]!.typed_config
+      const back = decodeResource(encodeResource(tc))
+      const parsed = v.safeParse(ExtAuthz, back)
+      assert.ok(parsed.success, JSON.stringify(parsed.issues?.map((i) => i.message)))
+      const want = v.parse(ExtAuthz, tc)
+      assert.deepEqual(parsed.output, want, provider)
     }
   })
 
