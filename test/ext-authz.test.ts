@@ -232,6 +232,20 @@ describe('ext_authz (static bootstrap)', () => {
             ]),
           ),
           listener('grpc', hcmWith([grpcAuthz({ with_request_body: { max_request_bytes: 1024 } })])),
+          // a filter before it holds the request (a delay): the body that arrived meanwhile still goes with the check
+          listener(
+            'delayed',
+            hcmWith([
+              {
+                name: 'envoy.filters.http.fault',
+                typed_config: {
+                  '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault',
+                  delay: { fixed_delay: '0.2s', percentage: { numerator: 100 } },
+                },
+              },
+              httpAuthz({ stat_prefix: 'delayed', with_request_body: { max_request_bytes: 1024 } }),
+            ]),
+          ),
           // Istio's CUSTOM shape: a shadow RBAC names the matched CUSTOM policy; ext_authz runs only then
           listener(
             'custom',
@@ -330,6 +344,17 @@ describe('ext_authz (static bootstrap)', () => {
     const check = authz.requests.at(-1)!
     assert.equal(check.body, 'a body longer th')
     assert.equal(check.headers['x-envoy-auth-partial-body'], 'true')
+  })
+
+  test('HTTP: a body held by an earlier filter (a fault delay) is sent with the check', {
+    timeout: 10_000,
+  }, async () => {
+    const t0 = performance.now()
+    const r = await request(proxy.ports.delayed!, '/post', { 'x-ext-authz': 'allow' }, 'held while delayed')
+    assert.ok(performance.now() - t0 >= 190, 'the fault filter delayed the request')
+    assert.equal(echoed(r).body, 'held while delayed')
+    assert.equal(authz.requests.at(-1)!.body, 'held while delayed')
+    assert.equal(authz.requests.at(-1)!.headers['x-envoy-auth-partial-body'], 'false')
   })
 
   test('HTTP: failure_mode_allow lets the request through when the check fails', async () => {

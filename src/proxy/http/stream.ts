@@ -324,7 +324,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     if (this.done || this.stoppedAt < 0) return
     const from = this.stoppedAt + 1
     this.stoppedAt = -1
-    if (!this.decodeHeadersFrom(from)) return
+    if (!this.decodeHeadersFrom(from)) return this.showHeld()
     const held = this.held
     this.held = null
     this.routeRequest(this.head!, this.route, this.endAtHeaders)
@@ -336,6 +336,23 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
       this.sendUpstream(held.chunks[i]!, held.end && i === n - 1 && held.trailers === null)
     if (held.end && n === 0 && held.trailers === null && !this.done) this.sendUpstream(EMPTY, true)
     if (held.trailers !== null && !this.done) this.trailersUpstream(held.trailers)
+  }
+
+  /** A later filter stopped the chain: it is shown the body held so far, as it would have seen it arrive. */
+  private showHeld(): void {
+    const held = this.held
+    if (held === null || this.done || this.stoppedAt < 0) return
+    const f = this.filters![this.stoppedAt]!
+    const n = held.chunks.length
+    const endWithData = held.end && held.trailers === null
+    if (f.decodeData !== undefined) {
+      for (let i = 0; i < n; i++) {
+        f.decodeData(held.chunks[i]!, endWithData && i === n - 1)
+        if (this.held !== held || this.done) return
+      }
+      if (endWithData && n === 0) f.decodeData(EMPTY, true)
+    }
+    if (held.trailers !== null && this.held === held && !this.done) f.decodeTrailers?.(held.trailers)
   }
 
   sendLocalReply(status: number, flag: string, reason: string, text: string | Buffer | null, headers?: Headers): void {
