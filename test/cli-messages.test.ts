@@ -62,10 +62,12 @@ describe('loom apply warnings', () => {
     const body = JSON.parse(r.stdout) as { warnings: Record<string, unknown>[] }
     assert.deepEqual(body.warnings, [
       {
-        level: 'warning',
+        level: 'error',
         resource: 'AuthorizationPolicy/default/ext-authz',
-        path: 'spec.action',
-        message: 'the CUSTOM action (external authorization) is not enforced yet: this policy is ignored',
+        path: 'spec.provider.name',
+        message:
+          'extension provider "ext" is not defined in the mesh config\'s extensionProviders (there are none): ' +
+          "the requests this policy's rules match are denied",
         source: file,
         index: 0,
       },

@@ -640,7 +640,7 @@ const ConsistentHashLB = v.pipe(
   oneOf(['ringHash', 'maglev'], false),
 )
 
-const LocalityLoadBalancerSetting = v.strictObject({
+export const LocalityLoadBalancerSetting = v.strictObject({
   distribute: opt(v.array(v.strictObject({ from: opt(str), to: opt(v.record(str, uint32)) }))),
   failover: opt(v.array(v.strictObject({ from: opt(str), to: opt(str) }))),
   failoverPriority: opt(strings),

@@ -7,7 +7,7 @@ import { lookupKind, SUPPORTED_KINDS } from '../api/index.js'
 import { type Diagnostic, formatDiagnostic, locate } from '../control/translate/diagnostic.js'
 import type { CaOptions } from '../control/ca/ca.js'
 import { parseFlagDurationMs } from '../core/duration.js'
-import { PATH_NORMALIZATIONS, type PathNormalization } from '../control/translate/scope.js'
+import { controlMeshConfig } from './mesh-config-flag.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
 import { type ApiTarget, apiRequest, caBundleFile, tlsHint } from './api-client.js'
@@ -25,6 +25,10 @@ Options:
       --path-normalization <NONE|BASE|MERGE_SLASHES|DECODE_AND_MERGE_SLASHES>
                           how every proxy normalizes request paths before routing and policies, Istio's
                           meshConfig.pathNormalization (default: BASE: RFC 3986 normalization, slashes not merged)
+      --mesh-config <file>  Istio's MeshConfig (YAML: the object of the istio ConfigMap's "mesh" key, or
+                          IstioOperator's spec.meshConfig): extensionProviders (CUSTOM authorization), trustDomain,
+                          rootNamespace, pathNormalization, localityLbSetting, connectTimeout,
+                          defaultConfig.gatewayTopology; fields Loom does not read are warned about; flags win
   -h, --help
 
 TLS on the control plane's ports (certificate: issued by the CA to the control plane itself, SANs
@@ -67,6 +71,7 @@ and the previous root leaves the bundle after the overlap.
 Examples:
   loom control --data-dir ~/.loom
   loom control --path-normalization MERGE_SLASHES
+  loom control --mesh-config mesh.yaml
   loom control --trust-domain prod.example.com --ca-cert ca-cert.pem --ca-key ca-key.pem --ca-chain cert-chain.pem
   loom control --api-tls on          # then: loom get vs --server https://127.0.0.1:15080
   loom control rotate-root --server 127.0.0.1:15080 --propagation 30s --ca-rotation-overlap 48h
@@ -382,6 +387,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
       api: { type: 'string' },
       xds: { type: 'string' },
       'path-normalization': { type: 'string' },
+      'mesh-config': { type: 'string' },
       ...CA_FLAGS,
       'xds-tls': { type: 'string' },
       'api-tls': { type: 'string' },
@@ -396,9 +402,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const apiTls = onOff(values['api-tls'], '--api-tls', false)
   if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined))
     fail('--tls-cert and --tls-key go together', 2)
-  const normalization = values['path-normalization'] ?? 'BASE'
-  if (!(PATH_NORMALIZATIONS as readonly string[]).includes(normalization))
-    fail(`--path-normalization must be one of ${PATH_NORMALIZATIONS.join(', ')}, got "${normalization}"`, 2)
+  const meshConfig = controlMeshConfig(values, ca)
   const { ControlPlane, trustBundleFile } = await import('../control/control.js')
   const { ApiServer } = await import('../control/api-server.js')
   const { ControlTls } = await import('../control/tls.js')
@@ -407,7 +411,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const dataDir = values['data-dir'] ?? '.loom'
   const cp = await ControlPlane.open({
     dataDir,
-    meshConfig: { pathNormalization: { normalization: normalization as PathNormalization } },
+    meshConfig,
     ca,
   })
   const tlsCert = values['tls-cert']
@@ -437,7 +441,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     api_tls: apiTls,
     ...(tls !== null ? { trust_bundle: trustBundleFile(dataDir) } : {}),
     data_dir: dataDir,
-    path_normalization: normalization,
+    path_normalization: meshConfig.pathNormalization?.normalization ?? 'BASE',
     revision: cp.store.revision,
     trust_domain: cp.ca?.trustDomain,
   })

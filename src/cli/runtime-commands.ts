@@ -1,5 +1,6 @@
 /** `loom up`, `down`, `status`, `logs` and `demo`: a local mesh of processes. */
 import { existsSync, readFileSync, rmSync, statSync, watch } from 'node:fs'
+import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { PATH_NORMALIZATIONS } from '../control/translate/scope.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
@@ -15,7 +16,7 @@ import {
 } from '../runtime/up.js'
 
 export const UP_USAGE = `Usage: loom up -f <dir|file> [--data-dir DIR] [--api-port N] [--xds-port N] [--gateway-port N]
-               [--path-normalization NONE|BASE|MERGE_SLASHES|DECODE_AND_MERGE_SLASHES]
+               [--path-normalization NONE|BASE|MERGE_SLASHES|DECODE_AND_MERGE_SLASHES] [--mesh-config FILE]
 
 Runs a mesh of local processes: the control plane, each Workload's process with its sidecar, and the gateways the
 config declares. Manifests hold Istio resources (applied to the control plane) and Loom Workloads:
@@ -40,6 +41,8 @@ Options:
       --gateway-port <n>  local port for the first gateway server port (default: the same port if free)
       --path-normalization <setting>
                           how every proxy normalizes request paths (the control plane's flag; default BASE)
+      --mesh-config <file>  Istio's MeshConfig for the control plane (its --mesh-config: extensionProviders for
+                          CUSTOM authorization, trustDomain, ...)
 
 Examples:
   loom up -f ./mesh
@@ -150,6 +153,7 @@ export async function upCommand(argv: string[]): Promise<void> {
       'xds-port': { type: 'string' },
       'gateway-port': { type: 'string' },
       'path-normalization': { type: 'string' },
+      'mesh-config': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -169,6 +173,7 @@ export async function upCommand(argv: string[]): Promise<void> {
       xdsPort: num(values['xds-port'], '--xds-port') ?? 15010,
       ...(values['gateway-port'] === undefined ? {} : { gatewayPort: num(values['gateway-port'], '--gateway-port')! }),
       ...(normalization === undefined ? {} : { pathNormalization: normalization }),
+      ...(values['mesh-config'] === undefined ? {} : { meshConfig: resolve(values['mesh-config']) }),
     },
     (s) => {
       printState(s, `mesh is up; Ctrl-C or 'loom down --data-dir ${s.dataDir}' stops it\n`)

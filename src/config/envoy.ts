@@ -507,9 +507,77 @@ export const Rbac = v.strictObject({
 })
 export type Rbac = v.InferOutput<typeof Rbac>
 
+/** envoy.type.matcher.v3.ListStringMatcher: a header name matches when one pattern does. */
+const ListStringMatcher = v.strictObject({ patterns: v.array(StringMatcher) })
+
+/** envoy.extensions.filters.http.ext_authz.v3.BufferSettings */
+const ExtAuthzBufferSettings = v.strictObject({
+  max_request_bytes: v.pipe(uint32, v.minValue(1, 'must be at least 1')),
+  allow_partial_message: opt(bool),
+  pack_as_bytes: opt(bool),
+})
+
+/** envoy.config.core.v3.GrpcService: the `envoy_grpc` kind (a call on one of the proxy's clusters). */
+const ExtAuthzGrpcService = v.strictObject({
+  envoy_grpc: v.strictObject({ cluster_name: nonEmpty, authority: opt(str) }),
+  timeout: opt(duration),
+  initial_metadata: opt(v.array(v.strictObject({ key: headerName, value: headerValue }))),
+})
+
+/** envoy.extensions.filters.http.ext_authz.v3.HttpService */
+const ExtAuthzHttpService = v.strictObject({
+  server_uri: v.strictObject({ uri: str, cluster: nonEmpty, timeout: duration }),
+  path_prefix: opt(v.pipe(str, v.regex(/^(\/.*)?$/, 'must start with /'))),
+  authorization_request: opt(
+    v.strictObject({
+      allowed_headers: opt(ListStringMatcher),
+      headers_to_add: opt(v.array(v.strictObject({ key: headerName, value: headerValue }))),
+    }),
+  ),
+  authorization_response: opt(
+    v.strictObject({
+      allowed_upstream_headers: opt(ListStringMatcher),
+      allowed_upstream_headers_to_append: opt(ListStringMatcher),
+      allowed_client_headers: opt(ListStringMatcher),
+      allowed_client_headers_on_success: opt(ListStringMatcher),
+    }),
+  ),
+})
+
+/** envoy.extensions.filters.http.ext_authz.v3.ExtAuthz: an external authorization service, over HTTP or gRPC. */
+export const ExtAuthz = v.pipe(
+  v.strictObject({
+    '@type': v.literal(TypeUrls.extAuthz),
+    grpc_service: opt(ExtAuthzGrpcService),
+    http_service: opt(ExtAuthzHttpService),
+    transport_api_version: opt(v.picklist(['V3'])),
+    failure_mode_allow: opt(bool),
+    failure_mode_allow_header_add: opt(bool),
+    with_request_body: opt(ExtAuthzBufferSettings),
+    status_on_error: opt(v.strictObject({ code: httpErrorStatus })),
+    filter_enabled_metadata: opt(MetadataMatcher),
+    include_peer_certificate: opt(bool),
+    stat_prefix: opt(v.pipe(str, v.regex(/^[\w.-]*$/, 'letters, digits, _ . - only'))),
+    allowed_headers: opt(ListStringMatcher),
+    clear_route_cache: opt(bool),
+  }),
+  oneOf(['grpc_service', 'http_service']),
+)
+export type ExtAuthz = v.InferOutput<typeof ExtAuthz>
+
+/** envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute: a route or virtual host turns the check off. */
+export const ExtAuthzPerRoute = v.strictObject({
+  '@type': v.literal(TypeUrls.extAuthzPerRoute),
+  disabled: v.literal(true),
+})
+export type ExtAuthzPerRoute = v.InferOutput<typeof ExtAuthzPerRoute>
+
 /** Per-route (and per-virtual-host) filter config, keyed by the filter's name in the HCM's http_filters. */
 const typedPerFilterConfig = opt(
-  v.record(nonEmpty, v.variant('@type', [HTTPFault, LocalRateLimit, CorsPolicy, GlobalRateLimitPerRoute])),
+  v.record(
+    nonEmpty,
+    v.variant('@type', [HTTPFault, LocalRateLimit, CorsPolicy, GlobalRateLimitPerRoute, ExtAuthzPerRoute]),
+  ),
 )
 
 // === routes ===
@@ -795,6 +863,7 @@ export const HttpFilter = v.strictObject({
     JwtAuthentication,
 
     Rbac,
+    ExtAuthz,
   ]),
 })
 export type HttpFilter = v.InferOutput<typeof HttpFilter>

@@ -11,6 +11,8 @@ export const TypeUrls = {
   corsPolicy: `${T}envoy.extensions.filters.http.cors.v3.CorsPolicy`,
   jwtAuthn: `${T}envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication`,
   rbac: `${T}envoy.extensions.filters.http.rbac.v3.RBAC`,
+  extAuthz: `${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthz`,
+  extAuthzPerRoute: `${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute`,
   globalRateLimit: `${T}loom.filters.http.global_ratelimit.v1alpha1.GlobalRateLimit`,
   globalRateLimitPerRoute: `${T}loom.filters.http.global_ratelimit.v1alpha1.GlobalRateLimitPerRoute`,
   previousHostsPredicate: `${T}envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate`,

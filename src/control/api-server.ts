@@ -449,7 +449,7 @@ export class ApiServer {
     const registry = new Registry()
     registry.setResources(resources)
     for (const w of this.cp.registry.workloads()) registry.register({ ...w, ttlSeconds: 3600 })
-    return locate(analyze(resources, registry.services(), undefined, only), origins)
+    return locate(analyze(resources, registry.services(), this.cp.meshConfig, only), origins)
   }
 
   /** Validates every document, then writes the changed ones in one transaction (or none). */

@@ -341,10 +341,15 @@ export class ControlPlane {
     return {
       resources: this.resources,
       services: this.registry.services(),
-      meshConfig:
-        this.ca === null ? this.options.meshConfig : { trustDomain: this.ca.trustDomain, ...this.options.meshConfig },
+      meshConfig: this.meshConfig,
       credentials: (this.credentials ??= readCredentials(credentialsDir(this.options.dataDir))),
     }
+  }
+
+  /** The mesh config proxies' config is built with (and `analyze` checks against): the CA's trust domain by default. */
+  get meshConfig(): MeshConfig {
+    const m = this.options.meshConfig ?? {}
+    return this.ca === null ? m : { trustDomain: this.ca.trustDomain, ...m }
   }
 
   private build(node: TranslateNode): Snapshot {

@@ -60,6 +60,8 @@ export interface UpOptions {
   gatewayPort?: number
   /** the control plane's `--path-normalization` (Istio's meshConfig.pathNormalization; its default is BASE) */
   pathNormalization?: string
+  /** the control plane's `--mesh-config` (Istio's MeshConfig file), an absolute path */
+  meshConfig?: string
   /** progress lines go here */
   progress?: (line: string) => void
 }
@@ -465,6 +467,7 @@ export class LocalMesh {
       '--xds',
       this.xds,
       ...(this.options.pathNormalization === undefined ? [] : ['--path-normalization', this.options.pathNormalization]),
+      ...(this.options.meshConfig === undefined ? [] : ['--mesh-config', this.options.meshConfig]),
     ])
     this.control = control
     this.launch(control)

@@ -31,6 +31,7 @@ import { configOrder, isHttpProtocol, type Service } from '../registry/registry.
 import { httpOnlyFields } from './authz.js'
 import type { Diagnostic } from './diagnostic.js'
 import { terminatingTls } from './listeners.js'
+import { resolveProvider } from './ext-authz.js'
 import { notEnforced } from './not-enforced.js'
 import { resolveGatewayName, virtualServiceGateways } from './routes.js'
 import { type MeshConfig, resolveMeshConfig } from './scope.js'
@@ -308,6 +309,15 @@ export function analyze(
   }
   for (const ap of of<AuthorizationPolicySpec>('AuthorizationPolicy')) {
     if (want(ap)) httpRulesOnTcp(ap, services, mesh.rootNamespace, (path, m) => report('warning', ap, path, m))
+  }
+  // CUSTOM providers, against the control plane's mesh config (without one, as in `loom analyze --local`, unknown)
+  if (meshConfig !== undefined) {
+    for (const ap of of<AuthorizationPolicySpec>('AuthorizationPolicy')) {
+      if (!want(ap) || ap.spec?.action !== 'CUSTOM') continue
+      const r = resolveProvider(mesh, { allServices: services }, ap.spec.provider?.name ?? '')
+      if ('error' in r)
+        report('error', ap, 'spec.provider.name', `${r.error}: the requests this policy's rules match are denied`)
+    }
   }
 
   // === GlobalRateLimits ===

@@ -9,13 +9,15 @@ import type { Socket } from 'node:net'
 import { describe, it } from 'node:test'
 import * as v from 'valibot'
 import type { AuthorizationPolicySpec, Resource } from '../../api/index.js'
-import { HttpFilter, NetworkFilter, type RbacRules } from '../../config/envoy.js'
+import { ExtAuthz, HttpFilter, NetworkFilter, type RbacRules } from '../../config/envoy.js'
 import type { ConfigIssue } from '../../core/errors.js'
 import { Headers } from '../../proxy/http/headers.js'
 import { RbacEngine, type RbacInput } from '../../proxy/http/filters/rbac/matcher.js'
 import { RbacRulesEngine } from '../../proxy/rbac/matcher.js'
 import { CONNECTION_RULES } from '../../proxy/rbac/network.js'
+import { decodeResource, encodeResource } from '../../xds/proto.js'
 import type { ProxyNode } from '../../xds/snapshot.js'
+import type { Service } from '../registry/registry.js'
 import { applicablePolicies, authzHttpFilters, authzNetworkFilters, pathMatcher, stringMatcher } from './authz.js'
 import { resolveMeshConfig, Scope } from './scope.js'
 import type { Json } from './util.js'
@@ -136,7 +138,7 @@ describe('which policies apply', () => {
       ['here', 'selected', 'mesh', 'root-selected'],
     )
   })
-  it('filters in Istio order, AUDIT, DENY, ALLOW; CUSTOM is not built', () => {
+  it('filters in Istio order, CUSTOM, AUDIT, DENY, ALLOW', () => {
     const list = [
       policy('a', { action: 'ALLOW', rules: [{}] }),
       policy('d', { action: 'DENY', rules: [{}] }),
@@ -145,8 +147,154 @@ describe('which policies apply', () => {
     ]
     assert.deepEqual(
       compiled(list).map((f) => f.name),
-      ['envoy.filters.http.rbac.audit', 'envoy.filters.http.rbac.deny', 'envoy.filters.http.rbac.allow'],
+      [
+        'envoy.filters.http.rbac.custom',
+        'envoy.filters.http.rbac.audit',
+        'envoy.filters.http.rbac.deny',
+        'envoy.filters.http.rbac.allow',
+      ],
     )
+  })
+})
+
+describe('CUSTOM (external authorization)', () => {
+  const AUTHZ_HOST = 'ext-authz.foo.svc.cluster.local'
+  const services = [{ hostname: AUTHZ_HOST, namespace: 'foo' }] as unknown as Service[]
+  const mesh = resolveMeshConfig({
+    extensionProviders: [
+      {
+        name: 'sample-ext-authz-http',
+        envoyExtAuthzHttp: {
+          service: AUTHZ_HOST,
+          port: 8000,
+          includeRequestHeadersInCheck: ['x-ext-authz'],
+          headersToUpstreamOnAllow: ['x-auth-*'],
+          headersToDownstreamOnDeny: ['x-ext-authz-check-result'],
+          headersToDownstreamOnAllow: ['*-note'],
+          includeAdditionalHeadersInCheck: { 'x-b': '2', 'x-a': '1' },
+          pathPrefix: '/check',
+          statusOnError: '503',
+          includeRequestBodyInCheck: { maxRequestBytes: 4096, allowPartialMessage: true },
+        },
+      },
+      {
+        name: 'sample-ext-authz-grpc',
+        envoyExtAuthzGrpc: { service: `foo/${AUTHZ_HOST}`, port: 9000, failOpen: true },
+      },
+      { name: 'gone', envoyExtAuthzHttp: { service: 'nowhere.example.com', port: 80 } },
+    ],
+  })
+  const custom = (provider: string) =>
+    policy('ext-authz', {
+      action: 'CUSTOM',
+      provider: { name: provider },
+      rules: [{ to: [{ operation: { paths: ['/headers'] } }] }],
+    })
+  const filtersOf = (resources: Resource[]) => {
+    const scope = new Scope(resources, services, NODE, mesh)
+    return authzHttpFilters(scope, { workloadPort: 9080, listenPort: 9080 }).map((f) => {
+      const parsed = v.safeParse(HttpFilter, f)
+      assert.ok(parsed.success, JSON.stringify(parsed.issues?.map((i) => `${i.path?.map((p) => p.key)}: ${i.message}`)))
+      return f as { name: string; typed_config: Json }
+    })
+  }
+
+  it('an HTTP provider: the RBAC shadow names the policy, ext_authz runs when it matched', () => {
+    const [rbac, ext, deny] = filtersOf([custom('sample-ext-authz-http'), policy('d', { action: 'DENY', rules: [{}] })])
+    assert.equal(rbac!.name, 'envoy.filters.http.rbac.custom')
+    const tc = rbac!.typed_config as { shadow_rules: RbacRules; shadow_rules_stat_prefix: string; rules?: unknown }
+    assert.equal(tc.rules, undefined, 'nothing enforced by the RBAC filter')
+    assert.equal(tc.shadow_rules_stat_prefix, 'istio_ext_authz_')
+    assert.equal(tc.shadow_rules.action, 'DENY')
+    assert.deepEqual(Object.keys(tc.shadow_rules.policies ?? {}), [
+      'istio-ext-authz-ns[default]-policy[ext-authz]-rule[0]',
+    ])
+    assert.equal(ext!.name, 'envoy.filters.http.ext_authz')
+    assert.equal(deny!.name, 'envoy.filters.http.rbac.deny', 'CUSTOM before DENY')
+    assert.deepEqual(ext!.typed_config, {
+      '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz',
+      http_service: {
+        server_uri: { uri: `http://${AUTHZ_HOST}`, cluster: `outbound|8000||${AUTHZ_HOST}`, timeout: '600s' },
+        path_prefix: '/check',
+        authorization_request: {
+          headers_to_add: [
+            { key: 'x-a', value: '1' },
+            { key: 'x-b', value: '2' },
+          ],
+        },
+        authorization_response: {
+          allowed_upstream_headers: { patterns: [{ prefix: 'x-auth-', ignore_case: true }] },
+          allowed_client_headers: { patterns: [{ exact: 'x-ext-authz-check-result', ignore_case: true }] },
+          allowed_client_headers_on_success: { patterns: [{ suffix: '-note', ignore_case: true }] },
+        },
+      },
+      allowed_headers: { patterns: [{ exact: 'x-ext-authz', ignore_case: true }] },
+      transport_api_version: 'V3',
+      status_on_error: { code: 503 },
+      with_request_body: { max_request_bytes: 4096, allow_partial_message: true },
+      filter_enabled_metadata: {
+        filter: 'envoy.filters.http.rbac',
+        path: [{ key: 'istio_ext_authz_shadow_effective_policy_id' }],
+        value: { string_match: { prefix: 'istio-ext-authz' } },
+      },
+    })
+    // the shadow engine matches /headers only: the metadata that enables the check
+    const engine = new RbacEngine(tc.shadow_rules, 'shadow_rules', [])
+    assert.equal(
+      engine.matchedPolicy(requestInput({ path: '/headers' })),
+      'istio-ext-authz-ns[default]-policy[ext-authz]-rule[0]',
+    )
+    assert.equal(engine.matchedPolicy(requestInput({ path: '/ip' })), null)
+  })
+
+  it('a gRPC provider, its namespace given: grpc_service on the outbound cluster, fail open', () => {
+    const ext = filtersOf([custom('sample-ext-authz-grpc')])[1]!.typed_config
+    assert.deepEqual(ext.grpc_service, {
+      envoy_grpc: {
+        cluster_name: `outbound|9000||${AUTHZ_HOST}`,
+        authority: `outbound_.9000_._.${AUTHZ_HOST}`,
+      },
+      timeout: '600s',
+    })
+    assert.equal(ext.failure_mode_allow, true)
+  })
+
+  it('an unknown provider, a service not in the registry, two providers: the rules deny (Istio)', () => {
+    for (const list of [
+      [custom('nope')],
+      [custom('gone')],
+      [
+        custom('sample-ext-authz-http'),
+        { ...custom('sample-ext-authz-grpc'), metadata: { name: 'b', namespace: 'default' } },
+      ],
+    ]) {
+      const fs = filtersOf(list as Resource[])
+      assert.equal(fs.length, 1)
+      const tc = fs[0]!.typed_config as { rules: RbacRules }
+      assert.equal(tc.rules.action, 'DENY')
+      for (const name of Object.keys(tc.rules.policies ?? {}))
+        assert.match(name, /^istio-ext-authz-ns\[default\]-policy\[.*\]-rule\[0\]-deny-due-to-bad-CUSTOM-action$/)
+      const engine = new RbacEngine(tc.rules, 'rules', [])
+      assert.equal(engine.allows(engine.matchedPolicy(requestInput({ path: '/headers' }))), false)
+      assert.equal(engine.allows(engine.matchedPolicy(requestInput({ path: '/ip' }))), true)
+    }
+  })
+
+  it('the ext_authz config survives protobuf (xDS) and the proxy takes it', () => {
+    for (const provider of ['sample-ext-authz-http', 'sample-ext-authz-grpc']) {
+      const tc = filtersOf([custom(provider)])[1]!.typed_config
+      const back = decodeResource(encodeResource(tc))
+      const parsed = v.safeParse(ExtAuthz, back)
+      assert.ok(parsed.success, JSON.stringify(parsed.issues?.map((i) => i.message)))
+      const want = v.parse(ExtAuthz, tc)
+      assert.deepEqual(parsed.output, want, provider)
+    }
+  })
+
+  it('a dry-run CUSTOM policy is not built', () => {
+    const p = custom('sample-ext-authz-http')
+    p.metadata.annotations = { 'istio.io/dry-run': 'true' }
+    assert.deepEqual(filtersOf([p]), [])
   })
 })
 

@@ -6,8 +6,16 @@
  * - **Which policies apply**: those of the root namespace (mesh-wide) and of the proxy's namespace whose
  *   `selector.matchLabels` the workload's labels include (no selector: every workload there). Policies with
  *   `targetRef`/`targetRefs` (waypoints, Gateway API) are not applied.
- * - **Filters**, one per action present, in Istio's order: `AUDIT` (RBAC action `LOG`), `DENY`, `ALLOW`. `CUSTOM`
- *   (ext_authz) is not built. A request must pass every filter: a DENY match wins over any ALLOW.
+ * - **Filters**, one per action present, in Istio's order: `CUSTOM`, `AUDIT` (RBAC action `LOG`), `DENY`, `ALLOW`. A
+ *   request must pass every filter: a DENY match wins over any ALLOW.
+ * - **CUSTOM** (external authorization, ext-authz.ts): an RBAC filter whose `shadow_rules` (action DENY, stat prefix
+ *   `istio_ext_authz_`) hold the CUSTOM policies' rules, named `istio-ext-authz-ns[<ns>]-policy[<name>]-rule[<i>]`,
+ *   then the provider's ext_authz filter, enabled by the shadow match only: the authorizer is asked about the
+ *   requests the rules match, and only those. The CUSTOM policies of one workload must name one provider. A provider
+ *   that is not in the mesh config, whose service is not in the registry, or a workload with several: the rules
+ *   become enforced DENY rules (`...-deny-due-to-bad-CUSTOM-action`), as Istio does: what the policy meant to send to
+ *   the authorizer is refused. Dry-run CUSTOM policies are not built. On a TCP port (no network ext_authz in Loom) the
+ *   connections a CUSTOM policy's rules match are refused by a network DENY filter.
  * - **ALLOW**: when any ALLOW policy applies, a request is admitted only when one of their rules matches; an ALLOW
  *   policy without rules matches nothing (deny all), a rule `{}` matches everything; no ALLOW policy: no ALLOW filter
  *   (everything is allowed, save what DENY denies).
@@ -29,6 +37,7 @@ import type { AuthorizationPolicySpec, Resource } from '../../api/index.js'
 import type { Condition, Operation, Source } from '../../api/security.js'
 import { TypeUrls } from '../../config/type-urls.js'
 import { labelsMatch } from '../registry/hostname.js'
+import { EXT_AUTHZ_POLICY_PREFIX, EXT_AUTHZ_SHADOW_PREFIX, extAuthzConfig, resolveProvider } from './ext-authz.js'
 import type { Scope } from './scope.js'
 import type { Json } from './util.js'
 
@@ -74,7 +83,8 @@ export function authzNetworkFilters(scope: Scope, ports: ListenerPorts): Json[] 
 function authzFilters(scope: Scope, ports: ListenerPorts, tcp: 'tcp' | null): Json[] {
   const policies = applicablePolicies(scope)
   if (policies.length === 0) return []
-  const out: Json[] = []
+  const custom = policies.filter((p) => p.spec?.action === 'CUSTOM' && !isDryRun(p))
+  const out: Json[] = tcp === null ? customFilters(scope, custom, ports) : customNetworkFilters(custom, ports)
   for (const action of ['AUDIT', 'DENY', 'ALLOW'] as const) {
     const mine = policies.filter((p) => (p.spec?.action ?? 'ALLOW') === action)
     if (mine.length === 0) continue
@@ -98,22 +108,86 @@ function authzFilters(scope: Scope, ports: ListenerPorts, tcp: 'tcp' | null): Js
 /** Istio's stat prefix of its network RBAC filters: counters `tcp.rbac.allowed`, `tcp.rbac.denied`. */
 export const TCP_STAT_PREFIX = 'tcp.'
 
+/**
+ * CUSTOM on a TCP port: Loom has no network ext_authz filter, so the connections the rules match are refused
+ * (a network DENY filter), never let through unchecked.
+ */
+function customNetworkFilters(policies: Resource<AuthorizationPolicySpec>[], ports: ListenerPorts): Json[] {
+  if (policies.length === 0) return []
+  const out = rules('DENY', policies, ports, 'DENY', EXT_AUTHZ_POLICY_PREFIX)
+  const renamed: Json = {}
+  for (const [k, v] of Object.entries(out.policies as Json)) renamed[`${k}-deny-due-to-CUSTOM-on-tcp`] = v
+  return [
+    {
+      name: 'envoy.filters.network.rbac.custom',
+      typed_config: {
+        '@type': TypeUrls.networkRbac,
+        stat_prefix: TCP_STAT_PREFIX,
+        rules: { ...out, policies: renamed },
+      },
+    },
+  ]
+}
+
+/** The CUSTOM policies' pair of filters (RBAC shadow, ext_authz), or the DENY filter their bad provider makes. */
+function customFilters(scope: Scope, policies: Resource<AuthorizationPolicySpec>[], ports: ListenerPorts): Json[] {
+  if (policies.length === 0) return []
+  const names = [...new Set(policies.map((p) => p.spec?.provider?.name ?? ''))]
+  const resolved =
+    names.length === 1
+      ? resolveProvider(scope.mesh, scope, names[0]!)
+      : { error: `the CUSTOM policies of one workload name several providers (${names.join(', ')})` }
+  const named = (suffix: string) => {
+    const out = rules('DENY', policies, ports, null, EXT_AUTHZ_POLICY_PREFIX)
+    if (suffix === '') return out
+    const renamed: Json = {}
+    for (const [k, v] of Object.entries(out.policies as Json)) renamed[`${k}${suffix}`] = v
+    return { ...out, policies: renamed }
+  }
+  if ('error' in resolved)
+    return [
+      {
+        name: 'envoy.filters.http.rbac.custom',
+        typed_config: { '@type': TypeUrls.rbac, rules: named('-deny-due-to-bad-CUSTOM-action') },
+      },
+    ]
+  return [
+    {
+      name: 'envoy.filters.http.rbac.custom',
+      typed_config: {
+        '@type': TypeUrls.rbac,
+        shadow_rules: named(''),
+        shadow_rules_stat_prefix: EXT_AUTHZ_SHADOW_PREFIX,
+      },
+    },
+    {
+      name: 'envoy.filters.http.ext_authz',
+      typed_config: extAuthzConfig(resolved.provider, resolved.hostname, resolved.port),
+    },
+  ]
+}
+
 function isDryRun(p: Resource<AuthorizationPolicySpec>): boolean {
   return (p.metadata.annotations?.[DRY_RUN_ANNOTATION] ?? '').toLowerCase() === 'true'
 }
 
-/** `tcp`: the RBAC action of a network filter (Istio's TCP semantics), null for an HTTP filter. */
+/**
+ * `tcp`: the RBAC action of a network filter (Istio's TCP semantics), null for an HTTP filter; `prefix` goes before
+ * each policy's name (CUSTOM's).
+ */
 function rules(
   action: string,
   policies: Resource<AuthorizationPolicySpec>[],
   ports: ListenerPorts,
   tcp: TcpAction | null,
+  prefix = '',
 ): Json {
   const named: Json = {}
+  const pre = prefix === '' ? '' : `${prefix}-`
   for (const p of policies) {
     p.spec?.rules?.forEach((rule, i) => {
       const policy = translateRule(rule, p.metadata.namespace, ports, tcp)
-      if (policy !== null) named[`ns[${p.metadata.namespace}]-policy[${p.metadata.name}]-rule[${i}]`] = policy
+      if (policy !== null) named[`${pre}ns[${p.metadata.namespace}]-policy[${p.metadata.name}]-rule[${i}]`] = policy
     })
   }
   const out: Json = { policies: named }

@@ -12,15 +12,20 @@ const one = (yaml: string) => {
 const paths = (yaml: string) => notEnforced(one(yaml)).map((d) => d.path)
 
 describe('accepted but not enforced', () => {
-  it('an AuthorizationPolicy is enforced; its CUSTOM action and targetRefs are not', () => {
+  it('an AuthorizationPolicy is enforced, its CUSTOM action too; targetRefs are not', () => {
     const ap = (spec: string) =>
       one(`apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec: ${spec}\n`)
     assert.deepEqual(analyze([ap('{}')], []), [])
-    const ds = analyze([ap('{action: CUSTOM, provider: {name: ext}, rules: [{}]}')], [])
+    const custom = ap('{action: CUSTOM, provider: {name: ext}, rules: [{}]}')
+    assert.deepEqual(analyze([custom], []), [], 'without a mesh config the provider is not checked')
+    const ds = analyze([custom], [], {})
     assert.equal(ds.length, 1)
-    assert.equal(ds[0]!.level, 'warning')
-    assert.equal(ds[0]!.path, 'spec.action')
-    assert.match(ds[0]!.message, /CUSTOM action \(external authorization\) is not enforced yet/)
+    assert.equal(ds[0]!.level, 'error')
+    assert.equal(ds[0]!.path, 'spec.provider.name')
+    assert.match(
+      ds[0]!.message,
+      /extension provider "ext" is not defined .*: the requests this policy's rules match are denied/,
+    )
     assert.deepEqual(
       notEnforced(ap('{targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: w}]}')).map((d) => d.path),
       ['spec.targetRefs'],

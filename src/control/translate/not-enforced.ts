@@ -47,12 +47,6 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
   // whole kinds: the security work has not started
   {
     kind: 'AuthorizationPolicy',
-    path: 'spec.action',
-    when: (a) => a === 'CUSTOM',
-    message: 'the CUSTOM action (external authorization) is not enforced yet: this policy is ignored',
-  },
-  {
-    kind: 'AuthorizationPolicy',
     path: 'spec.targetRef',
     when: (t) => t !== undefined,
     message: TARGET_REF_MESSAGE,

@@ -4,6 +4,7 @@
  * needs: hostname resolution, the DestinationRule for a host, the hash policy for a destination.
  */
 import type { DestinationRuleSpec, Resource, SidecarSpec, VirtualServiceSpec } from '../../api/index.js'
+import type { ExtensionProvider } from '../../api/mesh-config.js'
 import type { ProxyNode } from '../../xds/snapshot.js'
 import {
   DEFAULT_DOMAIN_SUFFIX,
@@ -41,6 +42,8 @@ export interface MeshConfig {
   pathNormalization?: { normalization?: PathNormalization | 'DEFAULT' }
   /** the trust domain of workload SPIFFE IDs (the subject alt names mTLS expects); default `cluster.local` */
   trustDomain?: string
+  /** external authorizers AuthorizationPolicies with the CUSTOM action name (`provider.name`) */
+  extensionProviders?: readonly ExtensionProvider[]
 }
 
 /** Istio's `meshConfig.pathNormalization.normalization` (DEFAULT is BASE). */
@@ -57,6 +60,7 @@ export interface ResolvedMeshConfig {
   localityLbSetting: LocalitySetting | null
   pathNormalization: PathNormalization
   trustDomain: string
+  extensionProviders: readonly ExtensionProvider[]
 }
 
 const DEFAULT_LOCALITY_LB: LocalitySetting = Object.freeze({ enabled: true })
@@ -71,6 +75,7 @@ export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig
     localityLbSetting: m?.localityLbSetting ?? DEFAULT_LOCALITY_LB,
     pathNormalization: pathNormalizationOf(m?.pathNormalization?.normalization),
     trustDomain: m?.trustDomain ?? 'cluster.local',
+    extensionProviders: m?.extensionProviders ?? [],
   }
 }
 

@@ -82,7 +82,7 @@ export class HcmContext {
     this.statPrefix = cfg.stat_prefix
     this.store = store
     this.stats = store.forHcm(cfg.stat_prefix)
-    this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats)
+    this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats, { clusters, pools, store })
     this.xfcc = new XfccPolicy(cfg)
     this.router = router
     this.clusters = clusters

@@ -324,7 +324,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     if (this.done || this.stoppedAt < 0) return
     const from = this.stoppedAt + 1
     this.stoppedAt = -1
-    if (!this.decodeHeadersFrom(from)) return
+    if (!this.decodeHeadersFrom(from)) return this.showHeld()
     const held = this.held
     this.held = null
     this.routeRequest(this.head!, this.route, this.endAtHeaders)
@@ -338,14 +338,31 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     if (held.trailers !== null && !this.done) this.trailersUpstream(held.trailers)
   }
 
-  sendLocalReply(status: number, flag: string, reason: string, text: string | null, headers?: Headers): void {
+  /** A later filter stopped the chain: it is shown the body held so far, as it would have seen it arrive. */
+  private showHeld(): void {
+    const held = this.held
+    if (held === null || this.done || this.stoppedAt < 0) return
+    const f = this.filters![this.stoppedAt]!
+    const n = held.chunks.length
+    const endWithData = held.end && held.trailers === null
+    if (f.decodeData !== undefined) {
+      for (let i = 0; i < n; i++) {
+        f.decodeData(held.chunks[i]!, endWithData && i === n - 1)
+        if (this.held !== held || this.done) return
+      }
+      if (endWithData && n === 0) f.decodeData(EMPTY, true)
+    }
+    if (held.trailers !== null && this.held === held && !this.done) f.decodeTrailers?.(held.trailers)
+  }
+
+  sendLocalReply(status: number, flag: string, reason: string, text: string | Buffer | null, headers?: Headers): void {
     if (this.done) return
     const h = headers ?? new Headers(['content-type', 'text/plain'])
     h.add('x-loom-reason', reason)
     if (this.requestId !== '') h.add('x-request-id', this.requestId)
     this.addFlag(flag)
     if (this.reason === '') this.reason = reason
-    this.respond(status, h, text === null ? null : Buffer.from(`${text}\n`))
+    this.respond(status, h, text === null ? null : typeof text === 'string' ? Buffer.from(`${text}\n`) : text)
   }
 
   addFlag(flag: string): void {
@@ -641,6 +658,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
       if (this.stoppedAt >= 0) {
         ;(this.held ??= new HeldRequest()).trailers = trailers
         this.held.end = true
+        this.filters[this.stoppedAt]!.decodeTrailers?.(trailers)
         return
       }
       for (const f of this.filters) f.decodeTrailers?.(trailers)
@@ -663,6 +681,8 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
       held.paused = true
       this.downstream.pauseRequest()
     }
+    // last: the stopped filter may continue decoding from here, which takes the hold
+    this.filters![this.stoppedAt]!.decodeData?.(chunk, endStream)
   }
 
   /** The client went away or reset the stream. */

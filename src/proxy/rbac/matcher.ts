@@ -130,6 +130,15 @@ function valueTest(m: RbacValueMatcher, path: string, issues: ConfigIssue[]): (v
   return () => false
 }
 
+/** A MetadataMatcher as a test of a stream's dynamic metadata (ext_authz's filter_enabled_metadata uses it too). */
+export function compileMetadataMatcher(
+  m: MetadataMatcher,
+  path: string,
+  issues: ConfigIssue[],
+): (r: Pick<ConnectionInput, 'metadata'>) => boolean {
+  return metadataTest(m, path, issues) as (r: Pick<ConnectionInput, 'metadata'>) => boolean
+}
+
 function metadataTest(m: MetadataMatcher, path: string, issues: ConfigIssue[]): Test<ConnectionInput> {
   const test = valueTest(m.value, `${path}.value`, issues)
   const ns = m.filter

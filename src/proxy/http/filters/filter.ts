@@ -17,7 +17,9 @@ import type { RequestHead } from '../types.js'
 export const CONTINUE = 0
 /**
  * Later filters (and the router) do not see the request until this filter calls `continueDecoding()`; request
- * body bytes that arrive meanwhile are held by the stream (bounded: past the limit the client is paused).
+ * body bytes that arrive meanwhile are held by the stream (bounded: past the limit the client is paused) and shown
+ * to the stopped filter's decodeData / decodeTrailers (a filter that needs the body, such as ext_authz, reads it
+ * there; it goes upstream from the stream's hold once decoding continues).
  */
 export const STOP = 1
 export type FilterStatus = typeof CONTINUE | typeof STOP
@@ -44,9 +46,10 @@ export interface FilterCallbacks {
   continueDecoding(): void
   /**
    * Ends the stream with a local reply, encoded like any response (stats, access log, flag): `text` as a one-line
-   * plain-text body with `x-loom-reason: reason`, or no body when null (then `headers` say what it is).
+   * plain-text body with `x-loom-reason: reason`, a Buffer as the body as it is, or no body when null (then
+   * `headers` say what it is).
    */
-  sendLocalReply(status: number, flag: string, reason: string, text: string | null, headers?: Headers): void
+  sendLocalReply(status: number, flag: string, reason: string, text: string | Buffer | null, headers?: Headers): void
   /** adds an Envoy response flag (DI, ...) to the stream's flags */
   addFlag(flag: string): void
 }

@@ -5,6 +5,7 @@
  */
 import type {
   CorsPolicy,
+  ExtAuthzPerRoute,
   GlobalRateLimitPerRoute,
   HttpFilter,
   HTTPFault,
@@ -13,7 +14,9 @@ import type {
 import { TypeUrls } from '../../../config/type-urls.js'
 import { type ConfigIssue, ErrorCodes, LoomError } from '../../../core/errors.js'
 import type { HttpConnManagerStats } from '../../stats/stats.js'
+import type { UpstreamAccess } from '../async-client.js'
 import { CorsFilterFactory, compileCorsPerRoute } from './cors/cors.js'
+import { compileExtAuthzPerRoute, ExtAuthzFilterFactory } from './ext-authz/ext-authz.js'
 import { compileFaultPerRoute, FaultFilterFactory } from './fault/fault.js'
 import type { HttpFilterFactory } from './filter.js'
 import { compileGlobalRateLimitPerRoute, GlobalRateLimitFilterFactory } from './global-ratelimit/global-ratelimit.js'
@@ -37,8 +40,13 @@ export class HttpFilterConfigError extends LoomError {
 /**
  * The filters before the router, compiled. The schema has checked each typed_config; the cross checks (router
  * last, names unique) are in src/config/load.ts. Throws HttpFilterConfigError for what only compiling finds.
+ * `upstream` is how filters that call other services (ext_authz) reach the proxy's clusters.
  */
-export function compileHttpFilters(filters: readonly HttpFilter[], stats: HttpConnManagerStats): HttpFilterFactory[] {
+export function compileHttpFilters(
+  filters: readonly HttpFilter[],
+  stats: HttpConnManagerStats,
+  upstream?: UpstreamAccess,
+): HttpFilterFactory[] {
   const issues: ConfigIssue[] = []
   const out: HttpFilterFactory[] = []
   filters.forEach((f, i) => {
@@ -64,6 +72,10 @@ export function compileHttpFilters(filters: readonly HttpFilter[], stats: HttpCo
         return
       case TypeUrls.rbac:
         out.push(new RbacFilterFactory(f.name, tc, path, issues, stats))
+        return
+      case TypeUrls.extAuthz:
+        if (upstream === undefined) issues.push({ path, message: "ext_authz needs the proxy's clusters" })
+        else out.push(new ExtAuthzFilterFactory(f.name, tc, path, issues, stats, upstream))
         return
     }
   })
@@ -91,6 +103,8 @@ export function compilePerFilterConfig(
       return compileCorsPerRoute(cfg as CorsPolicy, path, issues, base)
     case TypeUrls.globalRateLimitPerRoute:
       return compileGlobalRateLimitPerRoute(cfg as GlobalRateLimitPerRoute, path, issues)
+    case TypeUrls.extAuthzPerRoute:
+      return compileExtAuthzPerRoute(cfg as ExtAuthzPerRoute)
   }
   issues.push({ path, message: `no per-route config for ${cfg['@type']}` })
   return null

@@ -1,0 +1,108 @@
+/** `loom control --mesh-config`: Istio's MeshConfig YAML read, validated with paths, unread fields warned about. */
+import assert from 'node:assert/strict'
+import { rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, test } from 'node:test'
+import { controlMeshConfig } from '../cli/mesh-config-flag.js'
+import { parseMeshConfig } from './mesh-config.js'
+
+const invalid = (text: string) => {
+  try {
+    parseMeshConfig(text, 'mesh.yaml')
+  } catch (err) {
+    return (err as Error).message
+  }
+  assert.fail('accepted')
+}
+
+describe('mesh config file', () => {
+  test('the fields Loom reads, as Istio writes them', () => {
+    const { mesh, warnings } = parseMeshConfig(
+      `rootNamespace: mesh-root
+trustDomain: example.com
+connectTimeout: 5s
+pathNormalization: {normalization: MERGE_SLASHES}
+defaultConfig:
+  gatewayTopology: {numTrustedProxies: 2}
+  holdApplicationUntilProxyStarts: true
+localityLbSetting: {enabled: false}
+enableTracing: true
+extensionProviders:
+- name: http
+  envoyExtAuthzHttp:
+    service: ext-authz.foo.svc.cluster.local
+    port: "8000"
+    timeout: 1s
+    failOpen: true
+    statusOnError: "503"
+    includeRequestHeadersInCheck: [x-ext-authz]
+    clearRouteCache: true
+- name: grpc
+  envoyExtAuthzGrpc: {service: foo/ext-authz.foo.svc.cluster.local, port: 9000}
+`,
+      'mesh.yaml',
+    )
+    assert.equal(mesh.rootNamespace, 'mesh-root')
+    assert.equal(mesh.trustDomain, 'example.com')
+    assert.equal(mesh.connectTimeout, '5s')
+    assert.deepEqual(mesh.pathNormalization, { normalization: 'MERGE_SLASHES' })
+    assert.deepEqual(mesh.defaultConfig, { gatewayTopology: { numTrustedProxies: 2 } })
+    assert.deepEqual(mesh.localityLbSetting, { enabled: false })
+    assert.equal(mesh.extensionProviders?.[0]?.envoyExtAuthzHttp?.port, 8000, 'a port string is a number')
+    assert.equal(mesh.extensionProviders?.[1]?.envoyExtAuthzGrpc?.port, 9000)
+    assert.deepEqual(warnings, [
+      'mesh.yaml: defaultConfig.holdApplicationUntilProxyStarts: not read by Loom (ignored)',
+      'mesh.yaml: enableTracing: not read by Loom (ignored)',
+      'mesh.yaml: extensionProviders[0].envoyExtAuthzHttp.clearRouteCache: not read by Loom (ignored)',
+    ])
+  })
+
+  test('an empty file is an empty mesh config', () => {
+    assert.deepEqual(parseMeshConfig('', 'mesh.yaml'), { mesh: {}, warnings: [] })
+  })
+
+  test('errors name the file and the field path', () => {
+    assert.match(
+      invalid('extensionProviders:\n- name: a\n  envoyExtAuthzHttp: {service: a, port: 0}\n'),
+      /mesh\.yaml: extensionProviders\[0\]\.envoyExtAuthzHttp\.port: port number must be between 1 and 65535/,
+    )
+    assert.match(
+      invalid('extensionProviders:\n- name: a\n  envoyExtAuthzGrpc: {port: 80}\n'),
+      /mesh\.yaml: extensionProviders\[0\]\.envoyExtAuthzGrpc\.service: required field is missing/,
+    )
+    assert.match(
+      invalid('extensionProviders:\n- name: a\n  envoyExtAuthzHttp: {service: a, port: 80, statusOnError: nope}\n'),
+      /statusOnError: invalid statusOnError "nope"/,
+    )
+    assert.match(
+      invalid('pathNormalization: {normalization: ALL}\n'),
+      /pathNormalization\.normalization: invalid value/,
+    )
+    assert.match(
+      invalid('extensionProviders:\n- {name: a}\n- {name: a}\n'),
+      /extensionProviders\[1\]\.name: extension provider name must be unique/,
+    )
+    assert.match(invalid('kind: ConfigMap\n'), /found a "kind" key: the file is the MeshConfig object itself/)
+    assert.match(invalid('[1, 2]\n'), /a MeshConfig must be a mapping/)
+  })
+
+  test('flags win over the file; the file sets the CA trust domain when the flag does not', () => {
+    const file = join(tmpdir(), `loom-mesh-config-test-${process.pid}.yaml`)
+    writeFileSync(file, 'trustDomain: file.example\npathNormalization: {normalization: NONE}\n')
+    const ca: { trustDomain?: string } = {}
+    assert.deepEqual(controlMeshConfig({ 'mesh-config': file }, ca), {
+      trustDomain: 'file.example',
+      pathNormalization: { normalization: 'NONE' },
+    })
+    assert.equal(ca.trustDomain, 'file.example')
+    const ca2: { trustDomain?: string } = { trustDomain: 'flag.example' }
+    const m = controlMeshConfig(
+      { 'mesh-config': file, 'path-normalization': 'MERGE_SLASHES', 'trust-domain': 'flag.example' },
+      ca2,
+    )
+    assert.deepEqual(m, { trustDomain: 'flag.example', pathNormalization: { normalization: 'MERGE_SLASHES' } })
+    assert.equal(ca2.trustDomain, 'flag.example')
+    rmSync(file)
+  })
+})

@@ -1,0 +1,82 @@
+/**
+ * `loom control --mesh-config <file>`: Istio's MeshConfig read from a YAML (or JSON) file: the MeshConfig object
+ * itself, as the `mesh` key of the istio ConfigMap holds it (IstioOperator's `spec.meshConfig` is the same object).
+ * The fields Loom reads are validated (errors name the file and the field path); the others are listed as warnings
+ * and ignored. Flags given beside the file win over it.
+ */
+import { readFileSync } from 'node:fs'
+import { CORE_SCHEMA, load } from 'js-yaml'
+import { type MeshConfigDoc, MeshConfigSchema, unreadFields } from '../api/mesh-config.js'
+import { toConfigIssues, v } from '../config/schema.js'
+import { ErrorCodes, LoomError } from '../core/errors.js'
+import type { MeshConfig } from './translate/scope.js'
+
+export interface LoadedMeshConfig {
+  mesh: MeshConfig
+  /** `<file>: <path>: not read by Loom (ignored)` for each field Loom does not read */
+  warnings: string[]
+}
+
+/** Wrappers people paste by mistake: the file is the MeshConfig object itself. */
+const WRAPPERS = ['meshConfig', 'apiVersion', 'kind', 'spec', 'data', 'mesh']
+
+export function parseMeshConfig(text: string, source: string): LoadedMeshConfig {
+  const bad = (message: string): never => {
+    throw new LoomError(ErrorCodes.CONFIG_INVALID, `${source}: ${message}`)
+  }
+  let doc: unknown
+  try {
+    doc = load(text, { schema: CORE_SCHEMA, filename: source })
+  } catch (err) {
+    return bad(`not valid YAML: ${(err as Error).message}`)
+  }
+  if (doc === undefined || doc === null) doc = {}
+  if (typeof doc !== 'object' || Array.isArray(doc)) return bad('a MeshConfig must be a mapping of fields')
+  const wrapper = WRAPPERS.find((k) => k in (doc as object))
+  if (wrapper !== undefined)
+    bad(
+      `found a "${wrapper}" key: the file is the MeshConfig object itself (what the istio ConfigMap's "mesh" key or ` +
+        `IstioOperator's spec.meshConfig holds), e.g. "trustDomain: ..." and "extensionProviders: [...]" at the top`,
+    )
+  const r = v.safeParse(MeshConfigSchema, doc)
+  if (!r.success) {
+    const lines = toConfigIssues(r.issues).map((i) => `${source}: ${i.path === '' ? '' : `${i.path}: `}${i.message}`)
+    throw new LoomError(ErrorCodes.CONFIG_INVALID, `the mesh config is invalid:\n  ${lines.join('\n  ')}`)
+  }
+  const names = new Set<string>()
+  ;(r.output.extensionProviders ?? []).forEach((p, i) => {
+    if (names.has(p.name))
+      bad(`extensionProviders[${i}].name: extension provider name must be unique, found duplicate "${p.name}"`)
+    names.add(p.name)
+    if (p.envoyExtAuthzHttp !== undefined && p.envoyExtAuthzGrpc !== undefined)
+      bad(`extensionProviders[${i}]: only one of envoyExtAuthzHttp, envoyExtAuthzGrpc may be set`)
+  })
+  return {
+    mesh: meshConfigOf(r.output),
+    warnings: unreadFields(doc).map((p) => `${source}: ${p}: not read by Loom (ignored)`),
+  }
+}
+
+export function loadMeshConfigFile(file: string): LoadedMeshConfig {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new LoomError(ErrorCodes.USAGE, `cannot read the mesh config ${file}: ${(err as Error).message}`)
+  }
+  return parseMeshConfig(text, file)
+}
+
+function meshConfigOf(d: MeshConfigDoc): MeshConfig {
+  const out: MeshConfig = {}
+  if (d.rootNamespace !== undefined) out.rootNamespace = d.rootNamespace
+  if (d.trustDomain !== undefined) out.trustDomain = d.trustDomain
+  if (d.connectTimeout !== undefined) out.connectTimeout = d.connectTimeout
+  if (d.localityLbSetting !== undefined) out.localityLbSetting = d.localityLbSetting
+  if (d.pathNormalization?.normalization !== undefined)
+    out.pathNormalization = { normalization: d.pathNormalization.normalization }
+  const hops = d.defaultConfig?.gatewayTopology?.numTrustedProxies
+  if (hops !== undefined) out.defaultConfig = { gatewayTopology: { numTrustedProxies: hops } }
+  if (d.extensionProviders !== undefined) out.extensionProviders = d.extensionProviders
+  return out
+}
