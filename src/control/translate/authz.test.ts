@@ -74,7 +74,7 @@ function requestInput(r: Req): RbacInput {
   if (r.sni !== undefined) socket.servername = r.sni
   if (r.peer !== undefined) {
     socket.authorized = true
-    socket.getPeerCertificate = () => ({ subject: {}, subjectaltname: `URI:${r.peer}` })
+    socket.getPeerCertificate = () => ({ subject: {}, subjectaltname: `URI:${r.peer}`, raw: Buffer.alloc(0) })
   }
   return {
     head: {
@@ -810,6 +810,18 @@ describe('TCP ports: network RBAC filters with Istio’s TCP semantics', () => {
       [policy('d', { action: 'DENY', rules: [{ ...fromSleep, to: [{ operation: { paths: ['/admin'] } }] }] })],
       { peer: SLEEP },
       false,
+    ],
+    [
+      'CUSTOM (no network ext_authz): the connections its rules match are refused',
+      [policy('c', { action: 'CUSTOM', provider: { name: 'authz' }, rules: [fromSleep] })],
+      { peer: SLEEP },
+      false,
+    ],
+    [
+      'CUSTOM: a connection its rules do not match is admitted',
+      [policy('c', { action: 'CUSTOM', provider: { name: 'authz' }, rules: [fromSleep] })],
+      { peer: 'spiffe://cluster.local/ns/default/sa/other' },
+      true,
     ],
     [
       'DENY principals + paths: another peer is admitted',
