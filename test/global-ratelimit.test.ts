@@ -227,9 +227,22 @@ spec:
   })
 
   test('with the control plane out of reach, a sidecar keeps enforcing its last share', async (t) => {
-    const mine = (await limits(cp)).find((l) => l.name === NAME)!.proxies.find((p) => p.node.includes('~caller-0-'))
-    assert.ok(mine !== undefined)
-    const share = mine.share
+    // the share caller-0 holds once the allocation has settled (no traffic: the same over two windows)
+    const shareNow = async () =>
+      (await limits(cp)).find((l) => l.name === NAME)?.proxies.find((p) => p.node.includes('~caller-0-'))?.share
+    let share = await shareNow()
+    await eventually(
+      async () => {
+        await new Promise((r) => setTimeout(r, 1200))
+        const again = await shareNow()
+        const settled = again !== undefined && again === share
+        share = again
+        return settled
+      },
+      20000,
+      'a settled share',
+    )
+    assert.ok(share !== undefined)
     await cp.stop()
     const load = new Load(ports[0]!, 50)
     // the bucket starts with its burst (one second of its share); measure after it is spent
