@@ -164,7 +164,7 @@ describe('loom control with loom proxy sidecars', () => {
       'abort',
     )
     const jason = await get(out, 'reviews:9080', { 'end-user': 'jason' })
-    assert.equal(jason.body, 'fault filter abort\n')
+    assert.equal(jason.body, 'fault filter abort')
     assert.deepEqual([...(await versions(out, 10, { 'end-user': 'someone' })).keys()], ['v3'])
   })
 

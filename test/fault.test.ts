@@ -124,7 +124,7 @@ describe('fault filter', () => {
     const r = await request(port, '/abort')
     assert.equal(r.status, 503)
     assert.equal(r.headers['x-loom-reason'], 'fault_filter_abort')
-    assert.equal(r.body, 'fault filter abort\n')
+    assert.equal(r.body, 'fault filter abort')
     assert.equal(be.requests.length, seen)
     assert.equal(await counter('response_flag.FI'), fi + 1)
     assert.ok((await counter('fault.aborts_injected')) >= 1)

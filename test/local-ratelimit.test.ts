@@ -124,7 +124,7 @@ describe('local rate limit filter', () => {
     assert.equal(limited.length, 15)
     assert.equal(be.requests.length, seen + 5)
     for (const r of limited) {
-      assert.equal(r.body, 'local_rate_limited\n')
+      assert.equal(r.body, 'local_rate_limited')
       assert.equal(r.headers['x-loom-reason'], 'local_rate_limited')
       assert.equal(r.headers['x-envoy-ratelimited'], 'true')
       assert.equal(r.headers['x-local-rate-limit'], 'true')

@@ -132,7 +132,7 @@ describe('RBAC filter in loom proxy', () => {
     const seen = backend.requests.length
     const r = await request(port, 'GET', '/admin/users')
     assert.equal(r.status, 403)
-    assert.equal(r.body, 'RBAC: access denied\n')
+    assert.equal(r.body, 'RBAC: access denied')
     assert.equal(r.headers['x-loom-reason'], 'rbac_access_denied_matched_policy[no-admin]')
     assert.equal(backend.requests.length, seen)
     assert.equal(await stat(proxy.admin, 'http.ingress.rbac.denied'), 1)
@@ -266,7 +266,7 @@ describe('RBAC principals on a mutual-TLS listener', () => {
     assert.equal((await get(await identity('foo', 'sleep'))).status, 200)
     const other = await get(await identity('foo', 'other'))
     assert.equal(other.status, 403)
-    assert.equal(other.body, 'RBAC: access denied\n')
+    assert.equal(other.body, 'RBAC: access denied')
   })
 
   test('over HTTP/2 too', async () => {

@@ -362,7 +362,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     if (this.requestId !== '') h.add('x-request-id', this.requestId)
     this.addFlag(flag)
     if (this.reason === '') this.reason = reason
-    this.respond(status, h, text === null ? null : typeof text === 'string' ? Buffer.from(`${text}\n`) : text)
+    this.respond(status, h, text === null ? null : typeof text === 'string' ? Buffer.from(text) : text)
   }
 
   addFlag(flag: string): void {
