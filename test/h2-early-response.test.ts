@@ -113,7 +113,11 @@ function h2EarlyPost(
       if (finish) req.end(Buffer.alloc(16384, 'b'))
     })
     req.on('error', () => {})
-    req.on('close', () => (status === 0 ? reject(new Error(`stream reset, code ${req.rstCode}`)) : resolve({ status, body, rstCode: req.rstCode })))
+    req.on('close', () =>
+      status === 0
+        ? reject(new Error(`stream reset, code ${req.rstCode}`))
+        : resolve({ status, body, rstCode: req.rstCode }),
+    )
     req.write(Buffer.alloc(16384, 'a'))
   })
 }

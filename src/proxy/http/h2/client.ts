@@ -39,6 +39,7 @@ export class H2UpstreamRequest implements UpstreamRequest {
   ) {
     this.hostKey = pool.host.key
     this.cb = cb
+    this.ended = endStream
     const obj = toH2(head.headers, {
       ':method': head.method,
       ':path': head.path,

@@ -149,6 +149,10 @@ export function createH2Server(hcm: HcmContext, scheme: 'http' | 'https'): H2T.H
     hcm.stats.downstream_cx_active++
     hcm.stats.downstream_cx_http2_total++
     sessionHcm.set(session, hcm)
+    // initial_connection_window_size: nghttp2 starts every connection at 65,535 bytes and node:http2 never raises
+    // it. Left there, a few concurrent request bodies fill it, the client's sends queue up in its session until
+    // node:http2 counts it over maxSessionMemory and the session starts refusing and resetting streams.
+    session.setLocalWindowSize(Math.min(hcm.http2.initialConnectionWindowSize, 2 ** 31 - 1))
     session.once('close', () => hcm.stats.downstream_cx_active--)
     session.on('error', () => {})
     // The listener's sockets are half-open (HTTP/1.1 needs it), and node:http2 never looks at a FIN: without this,
