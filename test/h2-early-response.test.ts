@@ -55,9 +55,12 @@ async function startEarlyH1(): Promise<Server> {
 }
 
 /** h2c: every stream answered at once (END_STREAM) with its request still open; counts streams that close. */
-async function startEarlyH2(): Promise<Server & { opened: () => number; closed: () => number }> {
+async function startEarlyH2(): Promise<
+  Server & { opened: () => number; closed: () => number; allClosed: () => Promise<void> }
+> {
   let opened = 0
   let closed = 0
+  let waiter: (() => void) | null = null
   const sessions = new Set<http2.ServerHttp2Session>()
   const server = http2.createServer()
   server.on('session', (s) => {
@@ -67,7 +70,9 @@ async function startEarlyH2(): Promise<Server & { opened: () => number; closed: 
   server.on('stream', (stream) => {
     opened++
     stream.on('error', () => {})
-    stream.on('close', () => closed++)
+    stream.on('close', () => {
+      if (++closed === opened && waiter !== null) waiter()
+    })
     stream.respond({ ':status': 200, 'content-type': 'text/plain' })
     stream.end(EARLY)
   })
@@ -76,6 +81,11 @@ async function startEarlyH2(): Promise<Server & { opened: () => number; closed: 
     port: (server.address() as AddressInfo).port,
     opened: () => opened,
     closed: () => closed,
+    allClosed: () =>
+      new Promise((resolve) => {
+        if (closed === opened) return resolve()
+        waiter = resolve
+      }),
     close: () =>
       new Promise((r) => {
         for (const s of sessions) s.destroy()
@@ -286,12 +296,11 @@ describe('HTTP/2 upstream: the response is complete before the request', { timeo
       const results = await pool(N, 4, () => h1Post(a.ports.to_h2!, agent, 16384, true))
       for (const r of results) assert.deepEqual(r, { status: 200, body: EARLY })
       assert.equal(await h1get(a.ports.to_h2!, agent), 200)
-      // each upstream stream is closed by A (RST_STREAM) once its response is complete: wait for the last one
-      const deadline = Date.now() + 5000
-      while (h2Backend.closed() < h2Backend.opened() && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 20))
-      }
+      // each upstream stream is closed by A (RST_STREAM) once its response is complete: left open, this never
+      // resolves and the test times out
+      await h2Backend.allClosed()
       assert.equal(h2Backend.closed(), h2Backend.opened(), 'every backend stream closed')
+      assert.ok(h2Backend.opened() >= N + 1)
     } finally {
       agent.destroy()
     }

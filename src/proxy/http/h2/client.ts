@@ -208,6 +208,10 @@ export class H2Pool implements HostPool {
     let connected = false
     session.once('connect', () => {
       connected = true
+      // initial_connection_window_size (Envoy's default 256 MiB): nghttp2 starts the connection at 65,535 bytes,
+      // which a few concurrent response bodies fill
+      if (!session.destroyed)
+        session.setLocalWindowSize(Math.min(o.initialConnectionWindowSize ?? 268435456, 2 ** 31 - 1))
     })
     session.on('error', () => {
       if (!connected) stats.upstream_cx_connect_fail++
