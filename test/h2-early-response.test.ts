@@ -54,7 +54,7 @@ async function startEarlyH1(): Promise<Server> {
   }
 }
 
-/** h2c: every stream answered at once (END_STREAM) with its request still open; counts streams that close. */
+/** h2c: every stream answered at once (END_STREAM), its request left open; counts streams that close. */
 async function startEarlyH2(): Promise<
   Server & { opened: () => number; closed: () => number; allClosed: () => Promise<void> }
 > {
@@ -73,6 +73,9 @@ async function startEarlyH2(): Promise<
     stream.on('close', () => {
       if (++closed === opened && waiter !== null) waiter()
     })
+    // node:http2 would reset the stream itself once the response is out (close(NO_ERROR)); this server waits for
+    // the rest of the request instead, as RFC 9113 allows, so only the client can end the stream
+    stream.close = () => stream
     stream.respond({ ':status': 200, 'content-type': 'text/plain' })
     stream.end(EARLY)
   })
@@ -257,6 +260,19 @@ describe('HTTP/2 downstream: the response is complete before the request', { tim
       const results = await pool(N, 4, () => h2EarlyPost(session, true))
       for (const r of results) assert.equal(r.status, 200)
       assert.equal(await h2get(session), 200)
+    } finally {
+      session.destroy()
+    }
+  })
+})
+
+describe('HTTP/2 connection window', { timeout: 10000 }, () => {
+  test('the downstream session raises its connection window to initial_connection_window_size (256 MiB)', async () => {
+    const session = await connectH2(b.ports.inbound!)
+    try {
+      // the proxy's WINDOW_UPDATE is queued when the session starts, ahead of any response
+      assert.equal(await h2get(session), 200)
+      assert.equal(session.state.remoteWindowSize, 268435456)
     } finally {
       session.destroy()
     }
