@@ -62,7 +62,12 @@ export class HcmContext {
   readonly rejectUnderscores: boolean
   readonly dropUnderscores: boolean
   readonly codec: 'AUTO' | 'HTTP1' | 'HTTP2'
-  readonly http2: { maxConcurrentStreams: number; initialWindowSize: number; keepalive: KeepaliveOptions }
+  readonly http2: {
+    maxConcurrentStreams: number
+    initialWindowSize: number
+    initialConnectionWindowSize: number
+    keepalive: KeepaliveOptions
+  }
   /** route timeouts of this connection manager's streams */
   readonly deadlines = new Deadlines()
   /** the HTTP filters before the router, in order; empty for a router-only chain */
@@ -115,6 +120,7 @@ export class HcmContext {
     this.http2 = {
       maxConcurrentStreams: cfg.http2_protocol_options?.max_concurrent_streams ?? 2147483647,
       initialWindowSize: cfg.http2_protocol_options?.initial_stream_window_size ?? 268435456,
+      initialConnectionWindowSize: cfg.http2_protocol_options?.initial_connection_window_size ?? 268435456,
       keepalive: keepaliveOptions(cfg.http2_protocol_options?.connection_keepalive),
     }
   }

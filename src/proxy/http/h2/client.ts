@@ -39,6 +39,7 @@ export class H2UpstreamRequest implements UpstreamRequest {
   ) {
     this.hostKey = pool.host.key
     this.cb = cb
+    this.ended = endStream
     const obj = toH2(head.headers, {
       ':method': head.method,
       ':path': head.path,
@@ -58,11 +59,13 @@ export class H2UpstreamRequest implements UpstreamRequest {
       if (this.done) return
       this.done = true
       this.cb.onUpstreamTrailers(fromH2(h))
+      if (!this.ended) this.responseFirst()
     })
     stream.on('end', () => {
       if (this.done || !this.gotHeaders) return
       this.done = true
       this.cb.onUpstreamData(EMPTY, true)
+      if (!this.ended) this.responseFirst()
     })
     stream.on('drain', () => this.cb.onUpstreamDrain())
     let error: NodeJS.ErrnoException | null = null
@@ -97,10 +100,26 @@ export class H2UpstreamRequest implements UpstreamRequest {
     const end = (flags & H2.FLAG_END_STREAM) !== 0
     if (end) this.done = true
     this.cb.onUpstreamHeaders(status, fromH2(h), end)
+    if (end && !this.ended) this.responseFirst()
     const early = this.early
     if (early === null) return
     this.early = null
     for (const c of early) if (!this.done) this.cb.onUpstreamData(c, false)
+  }
+
+  /**
+   * The response is complete and the request is not (the upstream answered early): the rest of the request is not
+   * wanted and the stream is closed with RST_STREAM NO_ERROR, dropping what it still had queued, as RFC 9113 §8.1
+   * has the server ask. Left open, its write side would never end (the stream above stops forwarding the body once
+   * the response is over) and the stream would stay in the session for good, on both proxies. A client paused
+   * because this stream's window was full is let go on: the rest of its body is read and dropped.
+   */
+  private responseFirst(): void {
+    this.ended = true
+    const s = this.stream
+    const blocked = s.writableNeedDrain
+    s.close(H2.NO_ERROR)
+    if (blocked) this.cb.onUpstreamDrain()
   }
 
   sendData(chunk: Buffer, endStream: boolean): boolean {
@@ -191,6 +210,10 @@ export class H2Pool implements HostPool {
     let connected = false
     session.once('connect', () => {
       connected = true
+      // initial_connection_window_size (Envoy's default 256 MiB): nghttp2 starts the connection at 65,535 bytes,
+      // which a few concurrent response bodies fill
+      if (!session.destroyed)
+        session.setLocalWindowSize(Math.min(o.initialConnectionWindowSize ?? 268435456, 2 ** 31 - 1))
     })
     session.on('error', () => {
       if (!connected) stats.upstream_cx_connect_fail++

@@ -23,11 +23,12 @@ class H2DownstreamSink implements DownstreamSink {
   private readonly stream: H2T.ServerHttp2Stream
   private trailers: Headers | null = null
   private waitForTrailers = false
-  /** the rest of the request is not wanted (a timeout): RST_STREAM NO_ERROR once the reply is out */
-  private abandoned = false
+  /** the client's END_STREAM (or trailers) has been read */
+  requestEnded: boolean
 
-  constructor(stream: H2T.ServerHttp2Stream) {
+  constructor(stream: H2T.ServerHttp2Stream, requestEnded: boolean) {
     this.stream = stream
+    this.requestEnded = requestEnded
   }
 
   sendHeaders(status: number, headers: Headers, endStream: boolean): void {
@@ -73,16 +74,18 @@ class H2DownstreamSink implements DownstreamSink {
   }
 
   onStreamComplete(): void {
-    // RFC 9113 §8.1: a complete response, then RST_STREAM NO_ERROR asks the client to stop sending the request
-    // (Node sends it once the response has been handed to nghttp2)
-    if (this.abandoned && !this.stream.destroyed) this.stream.close(H2.NO_ERROR)
+    const s = this.stream
+    if (this.requestEnded || s.destroyed) return
+    // The response is complete before the request (the upstream answered early, a local reply, a timeout).
+    // RFC 9113 §8.1: RST_STREAM NO_ERROR asks the client to stop sending; node:http2 sends it once the response has
+    // been handed to nghttp2. The stream may be paused (the upstream was not reading): what is buffered or still
+    // arrives is read and dropped, else node:http2 never ends the stream and it stays in the session (counted against
+    // max_concurrent_streams and maxSessionMemory) until new streams are refused with ENHANCE_YOUR_CALM.
+    s.resume()
+    s.close(H2.NO_ERROR)
   }
 
   upgraded(): void {}
-
-  abandonRequest(): void {
-    this.abandoned = true
-  }
 }
 
 function reject(stream: H2T.ServerHttp2Stream, status: number, reason: string): void {
@@ -146,6 +149,10 @@ export function createH2Server(hcm: HcmContext, scheme: 'http' | 'https'): H2T.H
     hcm.stats.downstream_cx_active++
     hcm.stats.downstream_cx_http2_total++
     sessionHcm.set(session, hcm)
+    // initial_connection_window_size: nghttp2 starts every connection at 65,535 bytes and node:http2 never raises
+    // it. Left there, a few concurrent request bodies fill it, the client's sends queue up in its session until
+    // node:http2 counts it over maxSessionMemory and the session starts refusing and resetting streams.
+    session.setLocalWindowSize(Math.min(hcm.http2.initialConnectionWindowSize, 2 ** 31 - 1))
     session.once('close', () => hcm.stats.downstream_cx_active--)
     session.on('error', () => {})
     // The listener's sockets are half-open (HTTP/1.1 needs it), and node:http2 never looks at a FIN: without this,
@@ -250,10 +257,9 @@ function startStream(
   }
   const endStream = (flags & H2.FLAG_END_STREAM) !== 0
   const head: RequestHead = { method, authority, path, scheme, headers, upgrade: null, protocol: 'HTTP/2' }
-  const sink = new H2DownstreamSink(stream)
+  const sink = new H2DownstreamSink(stream, endStream)
   const socket = stream.session?.socket
   const active = new ActiveStream(hcm, sink, socket ?? null)
-  let requestEnded = endStream
   stream.on('wantTrailers', () => sink.onWantTrailers())
   stream.on('drain', () => active.onDownstreamDrain())
   stream.on('data', (c: Buffer) => {
@@ -261,12 +267,12 @@ function startStream(
     active.onRequestData(c, false)
   })
   early.deliver = (t) => {
-    requestEnded = true
+    sink.requestEnded = true
     active.onRequestTrailers(fromH2(t))
   }
   stream.on('end', () => {
-    if (requestEnded) return
-    requestEnded = true
+    if (sink.requestEnded) return
+    sink.requestEnded = true
     // trailers that came in the same read as the headers wait for the body bytes buffered before them
     if (early.trailers !== null) active.onRequestTrailers(fromH2(early.trailers))
     else active.onRequestData(EMPTY, true)
