@@ -84,6 +84,7 @@ export const MeshConfigSchema = v.object({
   ),
   defaultConfig: opt(v.object({ gatewayTopology: opt(v.object({ numTrustedProxies: opt(uint32) })) })),
   extensionProviders: opt(v.array(ExtensionProvider)),
+  h2UpgradePolicy: opt(enumOf(['DO_NOT_UPGRADE', 'UPGRADE'])),
 })
 export type MeshConfigDoc = v.InferOutput<typeof MeshConfigSchema>
 
@@ -96,6 +97,7 @@ const KNOWN: Known = {
   connectTimeout: true,
   localityLbSetting: true,
   pathNormalization: { normalization: true },
+  h2UpgradePolicy: true,
   defaultConfig: { gatewayTopology: { numTrustedProxies: true } },
   extensionProviders: [
     {

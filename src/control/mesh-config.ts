@@ -78,5 +78,6 @@ function meshConfigOf(d: MeshConfigDoc): MeshConfig {
   const hops = d.defaultConfig?.gatewayTopology?.numTrustedProxies
   if (hops !== undefined) out.defaultConfig = { gatewayTopology: { numTrustedProxies: hops } }
   if (d.extensionProviders !== undefined) out.extensionProviders = d.extensionProviders
+  if (d.h2UpgradePolicy !== undefined) out.h2UpgradePolicy = d.h2UpgradePolicy
   return out
 }

@@ -32,6 +32,7 @@ import { isHttp2Protocol, type Service, type ServiceEndpoint, type ServicePort }
 import {
   connectionPoolFields,
   connectTimeout,
+  type EffectivePolicy,
   effectivePolicy,
   type LoomLoadBalancer,
   loadBalancerFields,
@@ -110,7 +111,7 @@ function buildCluster(
     cluster,
     loadBalancerFields(policy?.loadBalancer, scope.mesh.defaultLoadBalancer, generator, loomLoadBalancer(dr)),
   )
-  const http2 = generator === 'envoy' && isHttp2Protocol(port.protocol)
+  const http2 = generator === 'envoy' && (isHttp2Protocol(port.protocol) || h2Upgrade(policy, port.protocol, scope))
   if (http2) Object.assign(cluster, http2Options())
   const pool = connectionPoolFields(policy, http2)
   // proxyless gRPC takes the circuit breakers, not Envoy's HTTP protocol options
@@ -203,6 +204,18 @@ export function loadAssignment(
 function normalizeLocality(text: string): string {
   const l = locality(text)
   return `${l.region}/${l.zone}/${l.sub_zone}`
+}
+
+/**
+ * Istio's `h2UpgradePolicy`: an HTTP/1.1 port's requests go upstream as HTTP/2 when the DestinationRule says
+ * UPGRADE, or says nothing (DEFAULT) and the mesh config does; `useClientProtocol` keeps the client's protocol.
+ */
+function h2Upgrade(policy: EffectivePolicy | undefined, protocol: string, scope: Scope): boolean {
+  if (protocol !== 'HTTP') return false
+  const http = policy?.connectionPool?.http
+  if (http?.useClientProtocol === true) return false
+  const p = http?.h2UpgradePolicy
+  return p === 'UPGRADE' || ((p === undefined || p === 'DEFAULT') && scope.mesh.h2Upgrade)
 }
 
 /** Upstream HTTP/2, the way Envoy v3 configures it. */

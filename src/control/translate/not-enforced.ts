@@ -139,12 +139,6 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
   },
   {
     kind: 'DestinationRule',
-    path: '<trafficPolicy>.connectionPool.http.h2UpgradePolicy',
-    when: (policy) => policy === 'UPGRADE',
-    message: 'upgrading HTTP/1.1 connections to HTTP/2 is not supported; the port protocol decides',
-  },
-  {
-    kind: 'DestinationRule',
     path: '<trafficPolicy>.connectionPool.http.useClientProtocol',
     when: (use) => use === true,
     message: 'useClientProtocol is not supported; the port protocol decides',

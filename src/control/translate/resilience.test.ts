@@ -225,3 +225,61 @@ spec:
     assert.equal((c.outlier_detection as Json).consecutive_5xx, 1)
   })
 })
+
+describe('h2UpgradePolicy', () => {
+  const protocol = (c: Json | undefined) => {
+    const o = (c?.typed_extension_protocol_options as Json | undefined)?.[PROTOCOL_OPTIONS] as Json | undefined
+    const e = o?.explicit_http_config as Json | undefined
+    return e === undefined ? 'none' : 'http2_protocol_options' in e ? 'h2' : 'h1'
+  }
+  const rule = (http: string, portLevel = '') => `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin}
+spec:
+  host: httpbin
+  trafficPolicy:
+    connectionPool:
+      http: ${http}
+${portLevel}`
+  const translate = (yaml: string, mesh?: { h2UpgradePolicy: 'UPGRADE' | 'DO_NOT_UPGRADE' }) => {
+    const out = new Map<string, Json>()
+    const input = { resources: manifests(yaml), services, ...(mesh ? { meshConfig: mesh } : {}) }
+    for (const c of translateResources(input, PRODUCTPAGE).clusters) out.set(c.name as string, c)
+    return out
+  }
+
+  it('UPGRADE: an HTTP port goes upstream as HTTP/2; a gRPC port is HTTP/2 anyway', () => {
+    const c = clustersOf(rule('{h2UpgradePolicy: UPGRADE}'))
+    assert.equal(protocol(c.get(name(8000))), 'h2')
+    assert.equal(protocol(c.get(name(8001))), 'h2')
+  })
+  it('DEFAULT follows the mesh config; DO_NOT_UPGRADE wins over it; useClientProtocol keeps HTTP/1.1', () => {
+    assert.notEqual(protocol(clustersOf(rule('{h2UpgradePolicy: DEFAULT}')).get(name(8000))), 'h2')
+    const mesh = { h2UpgradePolicy: 'UPGRADE' } as const
+    assert.equal(protocol(translate(rule('{h2UpgradePolicy: DEFAULT}'), mesh).get(name(8000))), 'h2')
+    assert.equal(protocol(translate(rule('{maxRetries: 2}'), mesh).get(name(8000))), 'h2')
+    assert.notEqual(protocol(translate(rule('{h2UpgradePolicy: DO_NOT_UPGRADE}'), mesh).get(name(8000))), 'h2')
+    assert.notEqual(
+      protocol(translate(rule('{h2UpgradePolicy: UPGRADE, useClientProtocol: true}')).get(name(8000))),
+      'h2',
+    )
+  })
+  it('a port-level setting decides for its port only', () => {
+    const c = clustersOf(
+      rule(
+        '{maxRetries: 2}',
+        `    portLevelSettings:
+    - port: {number: 8000}
+      connectionPool: {http: {h2UpgradePolicy: UPGRADE}}
+`,
+      ),
+    )
+    assert.equal(protocol(c.get(name(8000))), 'h2')
+  })
+  it('the proxy accepts the upgraded cluster', () => {
+    const c = clustersOf(rule('{h2UpgradePolicy: UPGRADE}')).get(name(8000))!
+    assert.deepEqual(v.safeParse(Cluster, c).issues, undefined)
+    const back = decodeResource(encodeResource(c, TYPE_URL.cluster), { withType: false }) as Json
+    assert.deepEqual(back.typed_extension_protocol_options, c.typed_extension_protocol_options)
+  })
+})

@@ -44,6 +44,8 @@ export interface MeshConfig {
   trustDomain?: string
   /** external authorizers AuthorizationPolicies with the CUSTOM action name (`provider.name`) */
   extensionProviders?: readonly ExtensionProvider[]
+  /** whether HTTP/1.1 ports are sent upstream as HTTP/2 where no DestinationRule says; default DO_NOT_UPGRADE */
+  h2UpgradePolicy?: 'DO_NOT_UPGRADE' | 'UPGRADE'
 }
 
 /** Istio's `meshConfig.pathNormalization.normalization` (DEFAULT is BASE). */
@@ -61,6 +63,7 @@ export interface ResolvedMeshConfig {
   pathNormalization: PathNormalization
   trustDomain: string
   extensionProviders: readonly ExtensionProvider[]
+  h2Upgrade: boolean
 }
 
 const DEFAULT_LOCALITY_LB: LocalitySetting = Object.freeze({ enabled: true })
@@ -76,6 +79,7 @@ export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig
     pathNormalization: pathNormalizationOf(m?.pathNormalization?.normalization),
     trustDomain: m?.trustDomain ?? 'cluster.local',
     extensionProviders: m?.extensionProviders ?? [],
+    h2Upgrade: m?.h2UpgradePolicy === 'UPGRADE',
   }
 }
 
