@@ -106,8 +106,8 @@ const TARGETS = [
 ] as const
 type TargetName = (typeof TARGETS)[number]
 /**
- * Targets only run when named: the Loom pair with HTTP/2 between the sidecars fails the 16 KB POST load (streams
- * reset with INTERNAL_ERROR / ENHANCE_YOUR_CALM, and the session keeps refusing afterwards; see docs/benchmark.md).
+ * Targets only run when named: the Loom pair with HTTP/2 between the sidecars (what h2UpgradePolicy: UPGRADE gives),
+ * which is not the translator's default for HTTP ports (see docs/benchmark.md).
  */
 const OPT_IN: readonly TargetName[] = ['loom-mtls-h2']
 const ALIASES: Record<string, TargetName[]> = {
