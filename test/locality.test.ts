@@ -5,23 +5,12 @@
  * locality, and comes back once the ejection is over. `distribute` splits traffic 80/20 between two regions.
  */
 import assert from 'node:assert/strict'
-import * as http from 'node:http'
 import { after, before, describe, test } from 'node:test'
 import { type Control, eventually, type Proc, startControl, startSidecar } from './helpers/control.js'
 import { runLoom, writeTemp } from './helpers/proxy.js'
-import { type Backend, freePort, startBackend } from './helpers/servers.js'
+import { type Backend, freePort, startBackend, getWithHost } from './helpers/servers.js'
 
-function get(port: number, host: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path: '/', headers: { host }, agent: false }, (res) => {
-        let body = ''
-        res.on('data', (c) => (body += c))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-      })
-      .on('error', reject)
-  })
-}
+const get = (port: number, host: string) => getWithHost(port, host)
 
 async function tally(port: number, host: string, n: number): Promise<Map<string, number>> {
   const out = new Map<string, number>()

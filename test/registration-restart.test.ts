@@ -6,26 +6,15 @@
  * answers again without anyone registering by hand.
  */
 import assert from 'node:assert/strict'
-import * as http from 'node:http'
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { after, before, describe, test } from 'node:test'
 import { eventually, type Proc, spawnLoom, startSidecar } from './helpers/control.js'
-import { type Backend, freePort, startBackend } from './helpers/servers.js'
+import { type Backend, freePort, startBackend, getWithHost } from './helpers/servers.js'
 
-function get(port: number, host: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path: '/hello', headers: { host }, agent: false }, (res) => {
-        let body = ''
-        res.on('data', (c) => (body += c))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-      })
-      .on('error', reject)
-  })
-}
+const get = (port: number, host: string) => getWithHost(port, host, '/hello')
 
 describe('self-registered workloads across a control plane restart', { timeout: 180_000 }, () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'loom-reg-'))

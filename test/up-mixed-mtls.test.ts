@@ -5,27 +5,13 @@
  */
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
-import * as http from 'node:http'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { eventually } from './helpers/control.js'
 import { startUp } from './helpers/up.js'
+import { getWithHost } from './helpers/servers.js'
 
-/** A GET on 127.0.0.1:port with the given Host; resolves with status and body, rejects on a connection error. */
-function get(port: number, host: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: '/', headers: { host }, agent: false }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (d) => (body += d))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-      res.on('error', reject)
-    })
-    req.setTimeout(10_000, () => req.destroy(new Error('timeout')))
-    req.on('error', reject)
-    req.end()
-  })
-}
+const get = (port: number, host: string) => getWithHost(port, host)
 
 test('loom up: one service, a sidecar endpoint (mTLS, XFCC) and a plain one (plain text), every request served', {
   timeout: 240_000,

@@ -621,6 +621,39 @@ export class LocalMesh {
     }
   }
 
+  /**
+   * Registers a workload's endpoint: each service port at its local port in `at`, not healthy (no traffic to it)
+   * until the application answers. Returns the registration, which heartbeats carry.
+   */
+  private async register(
+    def: WorkloadDef,
+    at: Record<string, number>,
+    labels: Record<string, string>,
+  ): Promise<Record<string, unknown>> {
+    const spec = def.spec
+    const registration = {
+      name: def.name,
+      namespace: def.namespace,
+      address: '127.0.0.1',
+      ports: spec.ports.map((p) => ({
+        name: p.name,
+        number: at[p.port]!,
+        servicePort: p.port,
+        targetPort: p.targetPort ?? p.port,
+      })),
+      labels,
+      serviceAccount: spec.serviceAccount ?? 'default',
+      ttlSeconds: 15,
+      ...(spec.locality !== undefined ? { locality: spec.locality } : {}),
+    }
+    if (this.stopped) throw new StoppedError()
+    const reg = await this.apiCall('POST', '/api/v1/workloads', registration)
+    if (reg.status !== 200)
+      throw new LoomError(ErrorCodes.CONFIG_INVALID, `registering ${def.name}: ${JSON.stringify(reg.json)}`)
+    await this.apiCall('POST', `/api/v1/workloads/${def.namespace}/${def.name}/heartbeat`, { healthy: false })
+    return registration
+  }
+
   private async startWorkload(def: WorkloadDef): Promise<void> {
     if (!def.sidecar) return this.startPlainWorkload(def)
     const spec = def.spec
@@ -633,28 +666,12 @@ export class LocalMesh {
     const nodeId = `sidecar~127.0.0.1~${def.name}.${def.namespace}~${def.namespace}.svc.cluster.local`
     if (this.stopped) throw new StoppedError()
     const identity = await this.identityToken(def.name, def.namespace, spec.serviceAccount ?? 'default')
-    const registration = {
-      name: def.name,
-      namespace: def.namespace,
-      address: '127.0.0.1',
-      ports: spec.ports.map((p) => ({
-        name: p.name,
-        number: inbound[p.port]!,
-        servicePort: p.port,
-        targetPort: p.targetPort ?? p.port,
-      })),
-      // a sidecar with a certificate speaks mTLS: peers' clusters to it get Istio's mTLS (automatic mTLS)
-      labels: identity !== null ? { ...spec.labels, [TLS_MODE_LABEL]: 'istio' } : spec.labels,
-      serviceAccount: spec.serviceAccount ?? 'default',
-      ttlSeconds: 15,
-      ...(spec.locality !== undefined ? { locality: spec.locality } : {}),
-    }
-    if (this.stopped) throw new StoppedError()
-    const reg = await this.apiCall('POST', '/api/v1/workloads', registration)
-    if (reg.status !== 200)
-      throw new LoomError(ErrorCodes.CONFIG_INVALID, `registering ${def.name}: ${JSON.stringify(reg.json)}`)
-    // not healthy (no traffic to it) until the application answers
-    await this.apiCall('POST', `/api/v1/workloads/${def.namespace}/${def.name}/heartbeat`, { healthy: false })
+    // a sidecar with a certificate speaks mTLS: peers' clusters to it get Istio's mTLS (automatic mTLS)
+    const registration = await this.register(
+      def,
+      inbound,
+      identity !== null ? { ...spec.labels, [TLS_MODE_LABEL]: 'istio' } : spec.labels,
+    )
     const portMap = (m: Record<string, number>) =>
       Object.entries(m)
         .map(([a, b]) => `${a}:${b}`)
@@ -742,26 +759,7 @@ export class LocalMesh {
     const appPort = await freePort()
     const inbound: Record<string, number> = {}
     for (const p of spec.ports) inbound[p.port] = appPort
-    const registration = {
-      name: def.name,
-      namespace: def.namespace,
-      address: '127.0.0.1',
-      ports: spec.ports.map((p) => ({
-        name: p.name,
-        number: appPort,
-        servicePort: p.port,
-        targetPort: p.targetPort ?? p.port,
-      })),
-      labels: spec.labels,
-      serviceAccount: spec.serviceAccount ?? 'default',
-      ttlSeconds: 15,
-      ...(spec.locality !== undefined ? { locality: spec.locality } : {}),
-    }
-    if (this.stopped) throw new StoppedError()
-    const reg = await this.apiCall('POST', '/api/v1/workloads', registration)
-    if (reg.status !== 200)
-      throw new LoomError(ErrorCodes.CONFIG_INVALID, `registering ${def.name}: ${JSON.stringify(reg.json)}`)
-    await this.apiCall('POST', `/api/v1/workloads/${def.namespace}/${def.name}/heartbeat`, { healthy: false })
+    const registration = await this.register(def, inbound, spec.labels)
     const state: WorkloadState = {
       name: def.name,
       namespace: def.namespace,

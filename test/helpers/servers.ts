@@ -105,3 +105,22 @@ export async function freePort(): Promise<number> {
   await new Promise((r) => s.close(r))
   return port
 }
+
+/**
+ * A GET on 127.0.0.1:port with the given Host (a sidecar's outbound port routes by it); resolves with the status
+ * and body, rejects on a connection error or after 10 s.
+ */
+export function getWithHost(port: number, host: string, path = '/'): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path, headers: { host }, agent: false }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (d) => (body += d))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+      res.on('error', reject)
+    })
+    req.setTimeout(10_000, () => req.destroy(new Error('timeout')))
+    req.on('error', reject)
+    req.end()
+  })
+}

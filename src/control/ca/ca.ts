@@ -305,20 +305,23 @@ export class CertificateAuthority {
     finishRotation(files)
     const prev = this.state.active
     this.signer = await loadSigner({ certFile: files.cert, keyFile: files.key }, now)
-    if (prev !== null) {
-      this.state = {
-        ...this.state,
-        retiring: [
-          ...this.state.retiring.filter((r) => r.fingerprint256 !== prev.fingerprint256),
-          {
-            certificatePem: prev.certificatePem,
-            fingerprint256: prev.fingerprint256,
-            trustedUntil: new Date(now + overlapMs).toISOString(),
-          },
-        ],
-      }
-    }
+    if (prev !== null) this.retire(prev, now + overlapMs)
     this.reconcile('generated')
+  }
+
+  /** The previous root stays in the trust bundle until `untilMs`, once (a root retired again keeps one entry). */
+  private retire(prev: { certificatePem: string; fingerprint256: string }, untilMs: number): void {
+    this.state = {
+      ...this.state,
+      retiring: [
+        ...this.state.retiring.filter((r) => r.fingerprint256 !== prev.fingerprint256),
+        {
+          certificatePem: prev.certificatePem,
+          fingerprint256: prev.fingerprint256,
+          trustedUntil: new Date(untilMs).toISOString(),
+        },
+      ],
+    }
   }
 
   /**
@@ -382,19 +385,7 @@ export class CertificateAuthority {
     this.signer = await loadSigner({ certFile: files.cert, keyFile: files.key }, now)
     const { pending: _, ...rest } = this.state
     this.state = rest
-    if (prev !== null) {
-      this.state = {
-        ...this.state,
-        retiring: [
-          ...this.state.retiring.filter((r) => r.fingerprint256 !== prev.fingerprint256),
-          {
-            certificatePem: prev.certificatePem,
-            fingerprint256: prev.fingerprint256,
-            trustedUntil: new Date(now + p.overlapMs).toISOString(),
-          },
-        ],
-      }
-    }
+    if (prev !== null) this.retire(prev, now + p.overlapMs)
     this.reconcile('generated')
     writeFileAtomic(files.state, `${JSON.stringify(this.state, null, 1)}\n`, 0o644)
     return true
