@@ -1,7 +1,7 @@
 /** What Istio's security tasks do from a `sleep` pod, on a `loom up` mesh: curl a service, apply and delete config. */
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import * as http from 'node:http'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { ROOT, runLoom } from './proxy.js'
 
 export interface UpWorkload {
@@ -76,12 +76,3 @@ export const remove = (mesh: UpMesh, file: string) => loom(['delete', '-f', file
 
 /** A file of the project's own Istio-format fixtures. */
 export const fixture = (name: string) => join(ROOT, 'test', 'fixtures', 'istio', name)
-
-/**
- * Istio's own sample files beside the checkout (`../shared/istio-samples`) or where $LOOM_ISTIO_SAMPLES points;
- * undefined when absent (tests that read them skip).
- */
-export function istioSamples(): string | undefined {
-  const dir = process.env.LOOM_ISTIO_SAMPLES ?? resolve(ROOT, '../shared/istio-samples')
-  return existsSync(dir) ? dir : undefined
-}
