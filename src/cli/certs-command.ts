@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { alive, readState, statePath } from '../runtime/up.js'
+import { table } from './table.js'
 
 export const CERTS_USAGE = `Usage: loom certs [--data-dir DIR] [-o table|json]
 
@@ -147,20 +148,6 @@ function dn(text: string | null): string {
 }
 
 /** Aligned columns; a short row's last cell (a row's error) runs on without widening the columns it spans. */
-function table(rows: string[][]): string {
-  const n = rows[0]!.length
-  const widths = rows[0]!.map((_, i) =>
-    Math.max(...rows.filter((r) => r.length === n || i < r.length - 1).map((r) => (r[i] ?? '').length)),
-  )
-  return `${rows
-    .map((r) =>
-      r
-        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 2)))
-        .join('')
-        .trimEnd(),
-    )
-    .join('\n')}\n`
-}
 
 export async function certsCommand(argv: string[]): Promise<void> {
   const { values } = parseArgs({

@@ -11,6 +11,7 @@ import { controlMeshConfig } from './mesh-config-flag.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
 import { type ApiTarget, apiRequest, caBundleFile, tlsHint } from './api-client.js'
+import { table } from './table.js'
 
 const DEFAULT_SERVER = 'http://127.0.0.1:15080'
 
@@ -569,7 +570,7 @@ export async function getCommand(argv: string[]): Promise<void> {
       return [...(values['all-namespaces'] ? [md.namespace] : []), md.name, hosts, age(md.creationTimestamp)]
     })
     const header = [...(values['all-namespaces'] ? ['NAMESPACE'] : []), 'NAME', 'HOSTS', 'AGE']
-    process.stdout.write(table([header, ...rows]))
+    process.stdout.write(table([header, ...rows], 3))
   } else fail(`-o must be table, yaml or json`, 2)
 }
 
@@ -656,25 +657,13 @@ export async function proxyStatusCommand(argv: string[]): Promise<void> {
     const by = new Map(n.perType.map((t) => [SHORT_TYPE[t.typeUrl] ?? t.typeUrl, t]))
     return [n.nodeId, ...cols.map((c) => by.get(c)?.state ?? 'NOT_SENT')]
   })
-  process.stdout.write(table([['NAME', ...cols], ...rows]))
+  process.stdout.write(table([['NAME', ...cols], ...rows], 3))
   for (const n of nodes) {
     for (const t of n.perType) {
       if (t.state === 'NACKED')
         process.stdout.write(`\n${n.nodeId} rejected ${SHORT_TYPE[t.typeUrl] ?? t.typeUrl}: ${t.nackError}\n`)
     }
   }
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
-  return `${rows
-    .map((r) =>
-      r
-        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3)))
-        .join('')
-        .trimEnd(),
-    )
-    .join('\n')}\n`
 }
 
 function age(ts: string | undefined): string {

@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util'
 import { dump as toYaml } from 'js-yaml'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { statePath, type UpState, workloadName } from '../runtime/up.js'
+import { table } from './table.js'
 
 export const DESCRIBE_USAGE = `Usage: loom describe service <name> [-n namespace] [-o table|json|yaml] [--server URL]
        loom describe workload <name> [-n namespace] [-o table|json|yaml] [--server URL]
@@ -46,19 +47,6 @@ async function getJson(url: string, what: string): Promise<unknown> {
   }
   if (r.status !== 200) throw new LoomError(ErrorCodes.USAGE, `${what} answered HTTP ${r.status} for ${url}`)
   return r.json()
-}
-
-function table(rows: string[][]): string {
-  if (rows.length === 0) return ''
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
-  return `${rows
-    .map((r) =>
-      r
-        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 2)))
-        .join('')
-        .trimEnd(),
-    )
-    .join('\n')}\n`
 }
 
 interface Svc {

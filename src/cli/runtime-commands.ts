@@ -14,6 +14,7 @@ import {
   type UpState,
   workloadName,
 } from '../runtime/up.js'
+import { table } from './table.js'
 
 export const UP_USAGE = `Usage: loom up -f <dir|file> [--data-dir DIR] [--api-port N] [--xds-port N] [--gateway-port N]
                [--path-normalization NONE|BASE|MERGE_SLASHES|DECODE_AND_MERGE_SLASHES] [--mesh-config FILE]
@@ -85,17 +86,7 @@ function printState(s: UpState, extra = ''): void {
       w.sidecar === false ? '-' : String(w.outboundPort),
     ]),
   ]
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
-  process.stdout.write(
-    `${rows
-      .map((r) =>
-        r
-          .map((c, i) => c.padEnd(widths[i]! + 2))
-          .join('')
-          .trimEnd(),
-      )
-      .join('\n')}\n`,
-  )
+  process.stdout.write(table(rows))
   for (const g of s.gateways) {
     for (const [p, local] of Object.entries(g.ports))
       process.stdout.write(`gateway ${g.name}: port ${p} → http://127.0.0.1:${local}\n`)
@@ -332,18 +323,8 @@ export async function statusCommand(argv: string[]): Promise<void> {
   }
 }
 
-function writeTable(table: string[][]): void {
-  const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)))
-  process.stdout.write(
-    `${table
-      .map((r) =>
-        r
-          .map((c, i) => c.padEnd(widths[i]! + 2))
-          .join('')
-          .trimEnd(),
-      )
-      .join('\n')}\n`,
-  )
+function writeTable(rows: string[][]): void {
+  process.stdout.write(table(rows))
 }
 
 export async function logsCommand(argv: string[]): Promise<void> {
