@@ -209,14 +209,23 @@ spec:
   test('loom delete removes the limit from the sidecars; applied again, the shares come back', async () => {
     const del = await cp.loom(['delete', 'globalratelimit', 'backend-limit'])
     assert.equal(del.code, 0, del.stderr)
+    let last = ''
     await eventually(
       async () => {
-        const replies = await Promise.all(Array.from({ length: 80 }, () => get(ports[0]!)))
-        return replies.every((r) => r.status === 200)
+        const replies = await Promise.all(
+          Array.from({ length: 80 }, () =>
+            get(ports[0]!).catch((e: NodeJS.ErrnoException) => ({ status: 0, headers: { 'x-loom-reason': e.code } })),
+          ),
+        )
+        const other = replies.filter((r) => r.status !== 200)
+        last = other.map((r) => `${r.status} ${r.headers['x-loom-reason'] ?? ''}`).join(', ')
+        return other.length === 0
       },
-      15000,
+      30000,
       'the limit to be gone',
-    )
+    ).catch((e: Error) => {
+      throw new Error(`${e.message} (last round's other replies: ${last})`)
+    })
     const applied = await cp.loom(['apply', '-f', limitFile])
     assert.equal(applied.code, 0, applied.stderr)
     await eventually(
