@@ -126,6 +126,9 @@ describe('loom control with loom proxy sidecars', () => {
     )
     const table = await cp.loom(['proxy-status'])
     assert.match(table.stdout, /sidecar~127\.0\.0\.1~productpage.*SYNCED\s+SYNCED\s+SYNCED\s+SYNCED/)
+    // the proxy tells the control plane where its admin endpoint is (where its metrics are read)
+    const nodes = (await (await fetch(`http://${cp.api}/api/v1/proxy-status`)).json()) as { adminAddress: unknown }[]
+    assert.equal(nodes[0]!.adminAddress, sidecar.admin)
   })
 
   test('a VirtualService pinning reviews to v3 takes effect', async () => {

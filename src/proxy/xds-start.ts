@@ -58,6 +58,8 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
         INSTANCE_IPS: o.ip,
         NODE_KIND: o.kind,
         GENERATOR: 'envoy',
+        // where the control plane reads this proxy's metrics and live requests (`loom stat`, `loom tap`)
+        ...(proxy.adminAddress !== null ? { ADMIN_ADDRESS: proxy.adminAddress } : {}),
       },
       locality: o.locality ?? {},
     },

@@ -75,6 +75,8 @@ export interface NodeStatus {
   /** 'sotw' or 'delta', of the newest stream */
   protocol: 'sotw' | 'delta'
   perType: TypeStatus[]
+  /** the proxy's admin endpoint (node metadata ADMIN_ADDRESS), where its metrics are read; null when not sent */
+  adminAddress: string | null
 }
 
 export type XdsLogger = (level: Level, msg: string, fields?: Record<string, unknown>) => void
@@ -109,6 +111,12 @@ function orderTypes(types: Iterable<string>): string[] {
     return i < 0 ? PUSH_ORDER.length : i
   }
   return [...types].sort((a, b) => rank(a) - rank(b))
+}
+
+/** A node's admin endpoint, as its metadata ADMIN_ADDRESS gives it (host:port), or null. */
+function adminAddressOf(metadata: Record<string, unknown> | undefined): string | null {
+  const a = metadata?.ADMIN_ADDRESS
+  return typeof a === 'string' && a !== '' ? a : null
 }
 
 export function nodeInfo(n: WireNode): NodeInfo {
@@ -812,6 +820,7 @@ export class XdsServer {
         streams: set.size,
         protocol: newest.protocol,
         perType: newest.typeStatus(),
+        adminAddress: adminAddressOf(newest.node?.metadata),
       })
     }
     return out.sort((a, b) => a.nodeId.localeCompare(b.nodeId))
