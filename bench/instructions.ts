@@ -1,7 +1,8 @@
 // User-space instructions per proxied GET, counted by valgrind's callgrind: a steady figure where wall-clock
 // rates swing with the machine. `npm run bench:instructions [-- --loom <bin/loom.js> ...]`.
 //
-// For each configuration (plain: the router alone; resilience: bench/configs.ts's resilience options armed) the proxy
+// For each configuration (plain: the router alone; resilience: bench/configs.ts's resilience options armed;
+// telemetry: Istio's stats filter and metadata exchange as on a sidecar's outbound) the proxy
 // runs under callgrind with instrumentation off; a warm-up of WARMUP GETs lets V8 compile the hot path; then, for
 // each of ROUNDS rounds, instrumentation is switched on for MEASURE GETs and off again, and the counter is dumped.
 // Instructions per GET = the dump's total / MEASURE; the median over rounds is reported. The client (node:http,
@@ -29,7 +30,7 @@ const CONCURRENCY = int('BENCH_IC_CONCURRENCY', 8)
 
 function usage(): never {
   process.stdout.write(
-    'usage: node dist/bench/instructions.js [--loom <path/to/bin/loom.js>]... [--only plain,resilience]\n' +
+    'usage: node dist/bench/instructions.js [--loom <path/to/bin/loom.js>]... [--only plain,resilience,telemetry]\n' +
       'Counts user-space instructions per proxied GET with valgrind (callgrind): warm-up, then rounds of\n' +
       `measured GETs (BENCH_IC_WARMUP ${WARMUP}, BENCH_IC_REQUESTS ${MEASURE}, BENCH_IC_ROUNDS ${ROUNDS},\n` +
       `BENCH_IC_CONCURRENCY ${CONCURRENCY}); the median per configuration and loom binary. Needs valgrind.\n`,
@@ -39,7 +40,7 @@ function usage(): never {
 
 function parseArgs(argv: string[]): { looms: string[]; configs: string[] } {
   const looms: string[] = []
-  let configs = ['plain', 'resilience']
+  let configs = ['plain', 'resilience', 'telemetry']
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--help' || a === '-h') usage()
@@ -47,7 +48,8 @@ function parseArgs(argv: string[]): { looms: string[]; configs: string[] } {
     else if (a === '--only') configs = (argv[++i] ?? '').split(',').filter(Boolean)
     else throw new Error(`unknown argument ${a} (see --help)`)
   }
-  for (const c of configs) if (c !== 'plain' && c !== 'resilience') throw new Error(`unknown configuration ${c}`)
+  for (const c of configs)
+    if (c !== 'plain' && c !== 'resilience' && c !== 'telemetry') throw new Error(`unknown configuration ${c}`)
   if (looms.length === 0) looms.push(path.join(root, 'bin', 'loom.js'))
   return { looms, configs }
 }
@@ -99,7 +101,10 @@ async function measure(loom: string, config: string, backendPort: number, dir: s
   const port = await freePort()
   const admin = await freePort()
   const file = path.join(dir, `${config}.yaml`)
-  writeFileSync(file, loomBootstrap(port, admin, backendPort, { resilience: config === 'resilience' }))
+  writeFileSync(
+    file,
+    loomBootstrap(port, admin, backendPort, { resilience: config === 'resilience', telemetry: config === 'telemetry' }),
+  )
   const p = startProcess('loom', 'valgrind', [
     '--tool=callgrind',
     '--smc-check=all-non-file',
