@@ -27,6 +27,7 @@ import type { IdentityStatus } from './identity/client.js'
 import { PoolManager } from './http/pools.js'
 import { ActiveListener, type CompiledChain, type NetworkHandler } from './listener/listener.js'
 import { type CompiledRouteConfig, compileRouteConfig } from './route/router.js'
+import { PathStats } from './stats/paths.js'
 import { StatsStore } from './stats/stats.js'
 import { checkHttpFilters, HttpFilterConfigError } from './http/filters/index.js'
 import { TcpProxyContext } from './tcp/tcp-proxy.js'
@@ -40,6 +41,11 @@ export interface ProxyOptions {
   file: string
   /** How long in-flight work may take to finish on shutdown. */
   drainTimeMs: number
+  /**
+   * Keep this many busiest request paths of the connection managers that are not inbound (admin
+   * `/stats/paths`); 0 or absent: none are kept
+   */
+  pathStats?: number
 }
 
 function issuesOf(err: unknown): ConfigIssue[] | null {
@@ -102,6 +108,7 @@ export class ProxyServer {
   constructor(bootstrap: Bootstrap, options: ProxyOptions) {
     this.bootstrap = bootstrap
     this.options = options
+    if ((options.pathStats ?? 0) > 0) this.stats.paths = new PathStats(options.pathStats!)
     const issues: ConfigIssue[] = []
     const clusterConfigs = bootstrap.static_resources?.clusters ?? []
     this.applyStaticSecrets(bootstrap.static_resources?.secrets ?? [], issues)

@@ -5,6 +5,7 @@
  *                             INITIALIZING while starting, 503 DRAINING after /drain_listeners or SIGTERM
  *   GET  /stats               counters and gauges, `name: value` per line (`?format=json` for JSON)
  *   GET  /stats/prometheus    Prometheus text format
+ *   GET  /stats/paths         the busiest request paths (JSON; `loom proxy --path-stats N`, else an empty table)
  *   GET  /config_dump         the running configuration, as Envoy's config dump
  *   GET  /clusters            every host of every cluster with health and active requests (`?format=json`)
  *   GET  /listeners           listeners and their bound addresses (`?format=json`)
@@ -23,7 +24,7 @@ import type { Host } from '../cluster/index.js'
 import type { Secret } from '../../config/envoy.js'
 
 const HELP = `Loom admin endpoint
-  GET  /ready /stats /stats/prometheus /config_dump /clusters /listeners /server_info /certs
+  GET  /ready /stats /stats/prometheus /stats/paths /config_dump /clusters /listeners /server_info /certs
   POST /drain_listeners /quitquitquit
 `
 
@@ -75,6 +76,15 @@ export class AdminServer {
         return send(200, p.stats.renderText())
       case '/stats/prometheus':
         return send(200, p.stats.renderPrometheus(), 'text/plain; version=0.0.4')
+      case '/stats/paths':
+        return sendJson(
+          p.stats.paths?.toJson() ?? {
+            started_at_ms: p.startedAt.getTime(),
+            capacity: 0,
+            evictions: 0,
+            paths: [],
+          },
+        )
       case '/config_dump':
         return sendJson(this.configDump())
       case '/clusters':

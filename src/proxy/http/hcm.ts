@@ -9,6 +9,7 @@ import { createAccessLogs } from '../access-log.js'
 import type { BlockList } from 'node:net'
 import type { ClusterManager } from '../cluster/index.js'
 import type { CompiledRouteConfig } from '../route/router.js'
+import type { PathStats } from '../stats/paths.js'
 import type { HttpConnManagerStats, StatsStore } from '../stats/stats.js'
 import { type KeepaliveOptions, keepaliveOptions } from './h2/keepalive.js'
 import { DEFAULT_LIMITS, type HttpParseError, type Limits } from './h1/parse.js'
@@ -35,6 +36,11 @@ export class HcmContext {
   readonly clusters: ClusterManager
   readonly pools: PoolManager
   readonly accessLogs: AccessLogSink[]
+  /**
+   * the proxy's busiest-paths table, for a connection manager that is not inbound (stat prefix `inbound_…`, as
+   * Istio names a sidecar's inbound ones): each request is counted once, by the proxy that sent it; null: none
+   */
+  readonly paths: PathStats | null
   // edge rules (see edge.ts)
   readonly generateRequestId: boolean
   readonly preserveExternalRequestId: boolean
@@ -93,6 +99,7 @@ export class HcmContext {
     this.clusters = clusters
     this.pools = pools
     this.accessLogs = createAccessLogs(cfg.access_log)
+    this.paths = cfg.stat_prefix.startsWith('inbound_') ? null : store.paths
     this.generateRequestId = cfg.generate_request_id ?? true
     this.preserveExternalRequestId = cfg.preserve_external_request_id ?? false
     this.useRemoteAddress = cfg.use_remote_address ?? false

@@ -919,6 +919,9 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     const filters = this.filters
     if (filters !== null) for (const f of filters) f.onDestroy?.()
     if (hcm.accessLogs.length > 0) hcm.logAccess(this, ms)
+    const paths = hcm.paths
+    if (paths !== null && this.head !== null)
+      paths.record(this.cluster?.name ?? '', this.head.method, this.head.path, status, ms)
     this.downstream.onStreamComplete()
   }
 }

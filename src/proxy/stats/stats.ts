@@ -6,6 +6,7 @@
 import type { UpstreamCluster } from '../cluster/cluster.js'
 import { HealthCheckStats } from '../cluster/health-check/checker.js'
 import { EJECTION_TYPES, OutlierStats } from '../cluster/outlier.js'
+import type { PathStats } from './paths.js'
 
 /** Envoy's default histogram buckets, in milliseconds. */
 export const BUCKETS_MS = [
@@ -228,6 +229,8 @@ export class StatsStore {
   readonly tcp = new Map<string, TcpProxyStats>()
   readonly routes = new Map<string, RouteStats>()
   readonly counters = new Map<string, CounterSet>()
+  /** the busiest request paths of the connection managers that are not inbound; null: not kept */
+  paths: PathStats | null = null
 
   forHcm(prefix: string): HttpConnManagerStats {
     let s = this.hcm.get(prefix)
