@@ -326,7 +326,11 @@ export async function graphCommand(argv: string[]): Promise<void> {
   const namespace = values['all-namespaces'] ? undefined : values.namespace
   const r = await view<Graph>(values, `/api/v1/graph${query({ namespace, window: values.window })}`)
   if (out === 'json') return void process.stdout.write(`${JSON.stringify(r, null, 2)}\n`)
-  if (out === 'dot') return void process.stdout.write(graphDot(r))
+  if (out === 'dot') {
+    // an empty graph is still a graph for whatever reads it; the reason goes to stderr
+    if (r.edges.length === 0) process.stderr.write(noTraffic(r, ''))
+    return void process.stdout.write(graphDot(r))
+  }
   process.stdout.write(graphText(r))
 }
 

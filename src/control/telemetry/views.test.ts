@@ -240,6 +240,23 @@ describe('views over Istio metrics', () => {
     assert.equal(details(5000).successRate, 0.5)
   })
 
+  test('a fault the client’s sidecar injects counts against the service, not the workload that never saw it', () => {
+    const g = gatherer()
+    const ok = call('reviews-v2', 'ratings-v1', 'v1')
+    const aborted = { ...ok, response_code: '500', response_flags: 'FI', destination_workload: 'unknown' }
+    const scrape = (t: number, n: number, faults: number) => {
+      g.ingest(g.recordOf(target('reviews-v2')), t, text(series(src(ok), n), series(src(aborted), faults)), null)
+      g.ingest(g.recordOf(target('ratings-v1')), t, text(series(dst(ok), n)), null)
+    }
+    scrape(0, 0, 0)
+    scrape(5000, 6, 2)
+    const q = { windowMs: 60_000, nowMs: 5000 }
+    const [svc] = statRows(g, { ...q, resource: 'service', name: 'ratings' }, [])
+    assert.deepEqual([svc!.requests, svc!.successRate], [8, 0.75])
+    const [wl] = statRows(g, { ...q, resource: 'deployment', name: 'ratings-v1' }, [])
+    assert.deepEqual([wl!.requests, wl!.successRate], [6, 1])
+  })
+
   test('a proxy restart (counters from 0, told by /stats/paths) does not lose or double requests', () => {
     const g = gatherer()
     const started = new Map(TARGETS.map((t) => [t.workload, 1000]))

@@ -10,8 +10,10 @@
  *   TCP_CONN   istio_tcp_connections_opened_total − …_closed_total at the newest sample (open now)
  *
  * Istio reports each request twice: by the client's sidecar (reporter="source") and by the server's
- * (reporter="destination"). A destination's numbers come from its own sidecar's reports when it has them, else from
- * its clients' (a destination without a sidecar); an edge likewise.
+ * (reporter="destination"). A workload's and a namespace's numbers, and an edge's, come from the server's sidecar
+ * when it reported any (what it served), else from the clients' (a workload without a sidecar). A service's come
+ * from its clients' sidecars when they reported any (what the callers got: a fault a client's sidecar injected, a
+ * request it could not send, count too), else from the server's (clients without sidecars).
  */
 import type { Gatherer, ProxyRecord } from './gatherer.js'
 import { PATH_DURATION_SUM, PATH_FAILURES, PATH_REQUESTS } from './gatherer.js'
@@ -155,12 +157,13 @@ function spans(records: ProxyRecord[], fromMs: number, toMs: number): [ProxyReco
   return out
 }
 
-/** A pair of tallies, one per reporter: the destination's own reports win when there are any. */
+/** A pair of tallies, one per reporter: the preferred reporter's when it reported anything, else the other's. */
 class Reported {
   readonly destination = new Tally()
   readonly source = new Tally()
-  get best(): Tally {
-    return this.destination.seen ? this.destination : this.source
+  best(prefer: 'source' | 'destination'): Tally {
+    const other = prefer === 'source' ? 'destination' : 'source'
+    return this[prefer].seen ? this[prefer] : this[other]
   }
 }
 
@@ -232,7 +235,11 @@ export function statRows(g: Gatherer, q: StatQuery, inventory: InventoryWorkload
   const rows: StatRow[] = []
   for (const [k, rep] of groups) {
     const [namespace, name, version] = k.split('\u0000') as [string, string, string]
-    const t = rep.best
+    // a workload's (or namespace's) numbers are what its own sidecars served; a service's, what its clients got
+    // (faults injected and requests refused by the client's sidecar included)
+    const prefer = q.resource === 'service' ? 'source' : 'destination'
+    const t = rep.best(prefer)
+    const other = rep[prefer === 'source' ? 'destination' : 'source']
     rows.push({
       namespace,
       name,
@@ -242,11 +249,7 @@ export function statRows(g: Gatherer, q: StatQuery, inventory: InventoryWorkload
       rps: round(t.rps, 3),
       successRate: t.requests > 0 ? round(1 - t.failures / t.requests, 4) : null,
       latencyMs: t.requests > 0 ? t.latency() : null,
-      tcpConnections: rep.destination.tcpSeen
-        ? rep.destination.tcpOpen
-        : rep.source.tcpSeen
-          ? rep.source.tcpOpen
-          : null,
+      tcpConnections: t.tcpSeen ? t.tcpOpen : other.tcpSeen ? other.tcpOpen : null,
       mtlsShare: t.requests > 0 ? round(t.mtls / t.requests, 4) : null,
     })
   }

@@ -920,8 +920,12 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedSt
     if (filters !== null) for (const f of filters) f.onDestroy?.()
     if (hcm.accessLogs.length > 0) hcm.logAccess(this, ms)
     const paths = hcm.paths
-    if (paths !== null && this.head !== null)
-      paths.record(this.cluster?.name ?? '', this.head.method, this.head.path, status, ms)
+    if (paths !== null && this.head !== null) {
+      // a request answered before a cluster was picked (a fault, a filter's refusal) counts for its route's cluster
+      const route = this.route
+      const name = cluster?.name ?? (route !== null && route.kind === 'cluster' ? (route.clusterNames()[0] ?? '') : '')
+      paths.record(name, this.head.method, this.head.path, status, ms)
+    }
     this.downstream.onStreamComplete()
   }
 }
