@@ -358,6 +358,11 @@ function dotId(s: string): string {
   return `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`
 }
 
+/** A DOT label of several lines (Graphviz's `\n` between them). */
+function dotLabel(...lines: string[]): string {
+  return `"${lines.map((l) => dotId(l).slice(1, -1)).join('\\n')}"`
+}
+
 /** Graphviz DOT: workloads as boxes, an edge per caller and callee labelled with service, rps and success. */
 export function graphDot(g: Graph & About): string {
   const lines = [
@@ -367,10 +372,10 @@ export function graphDot(g: Graph & About): string {
     '  node [shape=box, fontname="Helvetica"];',
     '  edge [fontname="Helvetica", fontsize=10];',
   ]
-  for (const n of g.nodes) lines.push(`  ${dotId(n.id)} [label=${dotId(`${n.workload}\n${n.namespace}`)}];`)
+  for (const n of g.nodes) lines.push(`  ${dotId(n.id)} [label=${dotLabel(n.workload, n.namespace)}];`)
   for (const e of g.edges) {
     const attrs = [
-      `label=${dotId(`${e.service}\n${formatRps(e.rps)}, ${percent(e.successRate)} ok`)}`,
+      `label=${dotLabel(e.service, `${formatRps(e.rps)}, ${percent(e.successRate)} ok`)}`,
       ...(e.successRate !== null && e.successRate < 1 ? ['color="red"', 'fontcolor="red"'] : []),
       ...(e.mtlsShare !== null && e.mtlsShare < 1 ? ['style="dashed"'] : []),
     ]
