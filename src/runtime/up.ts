@@ -589,6 +589,8 @@ export class LocalMesh {
         '--path-stats',
         String(PATH_STATS),
         '--metadata',
+        `WORKLOAD_NAME=${g.name}`,
+        '--metadata',
         'GATEWAY_ADDRESS=127.0.0.1',
         '--metadata',
         `GATEWAY_PORTS=${Object.entries(ports)
@@ -704,6 +706,8 @@ export class LocalMesh {
       '2',
       '--path-stats',
       String(PATH_STATS),
+      '--metadata',
+      `WORKLOAD_NAME=${def.name}`,
       '--metadata',
       `OUTBOUND_PORT=${outboundPort}`,
       '--metadata',

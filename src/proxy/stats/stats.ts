@@ -7,6 +7,7 @@ import type { UpstreamCluster } from '../cluster/cluster.js'
 import { HealthCheckStats } from '../cluster/health-check/checker.js'
 import { EJECTION_TYPES, OutlierStats } from '../cluster/outlier.js'
 import type { PathStats } from './paths.js'
+import { IstioMetrics } from '../telemetry/metrics.js'
 
 /** Envoy's default histogram buckets, in milliseconds. */
 export const BUCKETS_MS = [
@@ -231,6 +232,8 @@ export class StatsStore {
   readonly counters = new Map<string, CounterSet>()
   /** the busiest request paths of the connection managers that are not inbound; null: not kept */
   paths: PathStats | null = null
+  /** Istio's standard metrics (the istio.stats filters'), rendered after Envoy's */
+  readonly istio = new IstioMetrics()
 
   forHcm(prefix: string): HttpConnManagerStats {
     let s = this.hcm.get(prefix)
@@ -304,6 +307,7 @@ export class StatsStore {
       yield* rqEntries(`vhost.${s.vhost}.route.${s.route}.`, s.rq)
     }
     for (const s of this.counters.values()) for (const [k, n] of Object.entries(s.values)) yield [`${s.prefix}${k}`, n]
+    yield* this.istio.entries()
   }
 
   /** Prometheus text exposition, Envoy's names with tags turned into labels. */
@@ -377,6 +381,7 @@ export class StatsStore {
       for (const [k, n] of Object.entries(s.values))
         line(`envoy_${`${s.prefix}${k}`.replace(/\W/g, '_')}`, 'counter', '', n)
     }
+    this.istio.renderPrometheus(out)
     return `${out.join('\n')}\n`
   }
 }
