@@ -202,10 +202,7 @@ describe('loom stat, edges, graph and top on the Bookinfo demo', { timeout: 300_
         new RegExp(`"default/${src}" -> "default/${dst}" \\[label="${server}\\\\n[\\d.]+rps, 100\\.00% ok"\\];`),
       )
     assert.match(dot, /"istio-system\/[a-z-]*ingressgateway" -> "default\/productpage-v1"/)
-    assert.match(
-      await loom(['graph']),
-      /^ {2}-> default\/details-v1\s+details\s+[\d.]+rps\s+100\.00% success\s+mTLS 100%$/m,
-    )
+    assert.match(await loom(['graph']), /^ {2}-> default\/details-v1\s+details\s+[\d.]+rps\s+100\.00%\s+100%$/m)
 
     // the busiest paths: each of the N pages added one request to each of these
     const top = await topPaths()
@@ -228,8 +225,8 @@ describe('loom stat, edges, graph and top on the Bookinfo demo', { timeout: 300_
     assert.match(topText, /^[a-z-]*ingressgateway\s+productpage\s+GET\s+\/productpage\s+\d+\s+/m)
   })
 
-  test('a fault the callers’ sidecars inject: the service’s success drops, the workload never saw it', async () => {
-    const r = await runLoom(['apply', '-f', writeTemp(RATINGS_ABORT, '.yaml'), '--server', state.api])
+  test('a fault the callers’ sidecars inject: the paths and edges fail, the workload never saw it', async () => {
+    const r = await runLoom(['apply', '-f', writeTemp('ratings-abort.yaml', RATINGS_ABORT), '--server', state.api])
     assert.equal(r.code, 0, r.stderr)
     // reviews v2 and v3 show ratings unavailable once their sidecars have the rule
     await eventually(
@@ -239,18 +236,23 @@ describe('loom stat, edges, graph and top on the Bookinfo demo', { timeout: 300_
     )
     for (let i = 0; i < 9; i++) await load()
     await settle()
-    const rows = (await json<{ rows: StatRow[] }>(['stat', 'svc', 'ratings', '--window', '1m'])).rows
-    const service = rows.find((x) => x.version === '')!
-    assert.ok(service.successRate !== null && service.successRate < 1, JSON.stringify(service))
-    assert.match(await loom(['stat', 'svc', 'ratings']), /^ratings\s+\*\s+1\/1\s+(?!100\.00%)\d+\.\d+%/m)
-    // ratings-v1's own sidecar served everything it got
-    const wl = (await deployments()).get('ratings-v1')!
-    assert.equal(wl.successRate, 1)
-    // the paths: /ratings/0 failed in the last minute
+    // the callers' sidecars answered 503 (flag FI): /ratings/0 failed in the last minute
     const ratings = (await topPaths('1m')).filter((p) => p.path === '/ratings/0')
     assert.ok(
-      ratings.length > 0 && ratings.some((p) => p.successRate !== null && p.successRate < 1),
+      ratings.some((p) => p.successRate !== null && p.successRate < 1),
       JSON.stringify(ratings),
     )
+    assert.match(
+      await loom(['top', '--once']),
+      /^reviews-v[23]\s+ratings\s+GET\s+\/ratings\/0\s+\d+\s+\S+\s+(?!100\.00%)\d+\.\d+%/m,
+    )
+    // and the callers' edges show it
+    const edges = (await json<{ edges: EdgeRow[] }>(['edges', '--window', '1m'])).edges
+    assert.ok(
+      edges.some((e) => /^reviews-v[23]$/.test(e.source.workload) && e.successRate !== null && e.successRate < 1),
+      JSON.stringify(edges),
+    )
+    // ratings-v1's own sidecar served everything it got
+    assert.equal((await deployments()).get('ratings-v1')!.successRate, 1)
   })
 })

@@ -336,19 +336,13 @@ export async function graphCommand(argv: string[]): Promise<void> {
 
 export function graphText(g: Graph & About): string {
   if (g.edges.length === 0) return noTraffic(g, '')
-  const rows: string[][] = []
+  const rows: string[][] = [['WORKLOAD -> CALLED', 'SERVICE', 'RPS', 'SUCCESS', 'MTLS']]
   for (const n of g.nodes) {
     const out = g.edges.filter((e) => e.from === n.id)
     if (out.length === 0) continue
     rows.push([n.id])
     for (const e of out)
-      rows.push([
-        `  -> ${e.to}`,
-        e.service,
-        formatRps(e.rps),
-        `${percent(e.successRate)} success`,
-        `mTLS ${percent(e.mtlsShare, 0)}`,
-      ])
+      rows.push([`  -> ${e.to}`, e.service, formatRps(e.rps), percent(e.successRate), percent(e.mtlsShare, 0)])
   }
   const leaves = g.nodes.filter((n) => !g.edges.some((e) => e.from === n.id)).map((n) => n.id)
   return `${table(rows)}${leaves.length > 0 ? `(called only: ${leaves.join(', ')})\n` : ''}`

@@ -97,7 +97,8 @@ function text(...parts: string[]): string {
 }
 
 const dst = (l: Labels): Labels => ({ reporter: 'destination', ...l })
-const src = (l: Labels): Labels => ({ reporter: 'source', ...l })
+/** A client's report: only the server's sidecar knows how the connection was secured (Istio's "unknown"). */
+const src = (l: Labels): Labels => ({ reporter: 'source', ...l, connection_security_policy: 'unknown' })
 
 function target(workload: string, namespace = 'default', kind: 'sidecar' | 'gateway' = 'sidecar'): ScrapeTarget {
   return {
@@ -218,6 +219,11 @@ describe('views over Istio metrics', () => {
         ['reviews', 'v1', 5, { meshed: 1, total: 1 }],
         ['reviews', 'v2', 5, { meshed: 1, total: 1 }],
       ],
+    )
+    // the callers' reports count the requests, the servers' say how they were secured
+    assert.deepEqual(
+      rows.map((r) => r.mtlsShare),
+      [1, 1, 1],
     )
     const ns = statRows(g, { resource: 'namespace', windowMs: 60_000, nowMs: 10_000 }, INVENTORY)
     assert.deepEqual(

@@ -6,7 +6,8 @@
  *   rps        Σ per proxy of its increase / the time its samples span (about w)
  *   success    1 − requests with response_code 5xx or 0 (no response) / requests
  *   latency    histogram_quantile(q, Σ by le increase(istio_request_duration_milliseconds_bucket[w]))
- *   mTLS       requests with connection_security_policy="mutual_tls" / requests
+ *   mTLS       requests with connection_security_policy="mutual_tls" / requests, as the servers' sidecars
+ *              report them (the clients' say "unknown")
  *   TCP_CONN   istio_tcp_connections_opened_total − …_closed_total at the newest sample (open now)
  *
  * Istio reports each request twice: by the client's sidecar (reporter="source") and by the server's
@@ -250,7 +251,7 @@ export function statRows(g: Gatherer, q: StatQuery, inventory: InventoryWorkload
       successRate: t.requests > 0 ? round(1 - t.failures / t.requests, 4) : null,
       latencyMs: t.requests > 0 ? t.latency() : null,
       tcpConnections: t.tcpSeen ? t.tcpOpen : other.tcpSeen ? other.tcpOpen : null,
-      mtlsShare: t.requests > 0 ? round(t.mtls / t.requests, 4) : null,
+      mtlsShare: mtlsShareOf(rep),
     })
   }
   // a service's versions go right under it
@@ -258,6 +259,15 @@ export function statRows(g: Gatherer, q: StatQuery, inventory: InventoryWorkload
     (a, b) =>
       a.namespace.localeCompare(b.namespace) || a.name.localeCompare(b.name) || a.version.localeCompare(b.version),
   )
+}
+
+/**
+ * The share of requests over mutual TLS: only the server's sidecar knows how its connection was secured (a client's
+ * reports say `connection_security_policy="unknown"`, as Istio's do), so its reports decide when there are any.
+ */
+function mtlsShareOf(rep: Reported): number | null {
+  const t = rep.destination.requests > 0 ? rep.destination : rep.source
+  return t.requests > 0 ? round(t.mtls / t.requests, 4) : null
 }
 
 function meshedOf(
