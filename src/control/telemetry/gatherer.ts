@@ -108,6 +108,8 @@ export class Gatherer {
   private running: Promise<void> | null = null
   /** scrape rounds finished */
   rounds = 0
+  /** when the first round started (ms since the epoch), 0 before it */
+  firstRoundMs = 0
   lastRoundMs = 0
 
   constructor(options: GathererOptions) {
@@ -152,6 +154,7 @@ export class Gatherer {
   /** Reads every target once (also what the timer does), then forgets the proxies gone longer than the retention. */
   async scrapeAll(): Promise<void> {
     const now = this.options.clock()
+    if (this.firstRoundMs === 0) this.firstRoundMs = now
     const targets = this.options.targets()
     const queue = [...targets]
     const worker = async () => {

@@ -3,7 +3,7 @@
  * window, as Prometheus would from the same samples:
  *
  *   requests   Σ increase(istio_requests_total[w])                     (counter resets handled)
- *   rps        Σ per proxy of its increase / the time its samples span (about w)
+ *   rps        Σ per proxy of its increase / the window (less when the gatherer started within it)
  *   success    1 − requests with response_code 5xx or 0 (no response) / requests
  *   latency    histogram_quantile(q, Σ by le increase(istio_request_duration_milliseconds_bucket[w]))
  *   mTLS       requests with connection_security_policy="mutual_tls" / requests, as the servers' sidecars
@@ -147,13 +147,19 @@ function round(v: number, digits: number): number {
   return Math.round(v * f) / f
 }
 
-/** Each proxy's span over the window, and its length in seconds; proxies with no span in it are left out. */
-function spans(records: ProxyRecord[], fromMs: number, toMs: number): [ProxyRecord, Span, number][] {
+/**
+ * Each proxy's span over the window, and the seconds its rate is over: from the window's start (or the gatherer's
+ * first reading, when it started later) to the proxy's newest reading. A proxy that started within the window had
+ * all of its requests in it, so every row divides by the same time. Proxies with no span are left out.
+ */
+function spans(g: Gatherer, fromMs: number, toMs: number): [ProxyRecord, Span, number][] {
   const out: [ProxyRecord, Span, number][] = []
-  for (const r of records) {
+  const start = Math.max(fromMs, g.firstRoundMs)
+  for (const r of g.proxies()) {
     const span = r.history.span(fromMs, toMs)
     if (span === null) continue
-    out.push([r, span, (span.lastMs - span.baseMs) / 1000])
+    const ms = span.lastMs - start
+    out.push([r, span, (ms > 0 ? ms : span.lastMs - span.baseMs) / 1000])
   }
   return out
 }
@@ -201,7 +207,7 @@ function groupOf(kind: ResourceKind, l: Readonly<Record<string, string>>): [stri
 export function statRows(g: Gatherer, q: StatQuery, inventory: InventoryWorkload[]): StatRow[] {
   const groups = new Map<string, Reported>()
   const key = (ns: string, name: string, version: string) => `${ns}\u0000${name}\u0000${version}`
-  for (const [r, span, spanS] of spans(g.proxies(), q.nowMs - q.windowMs, q.nowMs)) {
+  for (const [r, span, spanS] of spans(g, q.nowMs - q.windowMs, q.nowMs)) {
     const h = r.history
     for (const s of h.series.values()) {
       const reporter = reporterOf(s)
@@ -305,7 +311,7 @@ export function edgeRows(g: Gatherer, q: EdgeQuery): EdgeRow[] {
     principals: Partial<Record<'source' | 'destination', { ids: [string, string]; requests: number }>>
   }
   const edges = new Map<string, Edge>()
-  for (const [r, span, spanS] of spans(g.proxies(), q.nowMs - q.windowMs, q.nowMs)) {
+  for (const [r, span, spanS] of spans(g, q.nowMs - q.windowMs, q.nowMs)) {
     const h = r.history
     for (const s of h.series.values()) {
       if (s.family !== REQUESTS) continue
@@ -431,7 +437,7 @@ export interface TopQuery {
 /** The busiest paths over the window, from each proxy's busiest-paths table. */
 export function topRows(g: Gatherer, q: TopQuery): PathRow[] {
   const rows = new Map<string, PathRow & { msSum: number; failures: number }>()
-  for (const [r, span, spanS] of spans(g.proxies(), q.nowMs - q.windowMs, q.nowMs)) {
+  for (const [r, span, spanS] of spans(g, q.nowMs - q.windowMs, q.nowMs)) {
     const h = r.history
     const src = { workload: r.target.workload, namespace: r.target.namespace }
     for (const s of h.series.values()) {
