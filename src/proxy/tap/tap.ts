@@ -187,11 +187,9 @@ export class TapHub {
     const tap = new Tap(this, filter, res)
     this.taps.add(tap)
     this.active = true
-    const gone = () => tap.gone()
-    res.once('close', gone)
-    req.once('close', () => {
-      if (req.destroyed && !res.writableEnded) tap.gone()
-    })
+    // the client went away (or the stream ended): the tap stops at once
+    res.once('close', () => tap.gone())
+    req.resume()
   }
 
   remove(t: Tap): void {
