@@ -150,7 +150,7 @@ export async function tapCommand(argv: string[]): Promise<void> {
         })
         return
       }
-      if (!json) process.stderr.write(`tapping ${workload} in ${ns} (Ctrl-C stops)\n`)
+      process.stderr.write(`tapping ${workload} in ${ns} (Ctrl-C stops)\n`)
       let partial = ''
       res.on('data', (chunk: string) => {
         const lines = (partial + chunk).split('\n')
