@@ -19,6 +19,7 @@ import { Deadlines } from './deadlines.js'
 import { compileHttpFilters } from './filters/index.js'
 import { RBAC_METADATA } from './filters/rbac/rbac.js'
 import type { HttpFilterFactory } from './filters/filter.js'
+import type { TelemetryContext } from './filters/istio-stats/istio-stats.js'
 import { compileInternalAddresses } from './edge.js'
 import { PathNormalizer } from './path-normalize.js'
 import type { PoolManager } from './pools.js'
@@ -150,6 +151,7 @@ export class HcmContext {
     pools: PoolManager,
     store: StatsStore,
     rdsName: string | null = null,
+    telemetry?: TelemetryContext,
     tap: TapHub = new TapHub(),
   ) {
     this.rdsName = rdsName
@@ -158,7 +160,7 @@ export class HcmContext {
     this.statPrefix = cfg.stat_prefix
     this.store = store
     this.stats = store.forHcm(cfg.stat_prefix)
-    this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats, { clusters, pools, store })
+    this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats, { clusters, pools, store }, telemetry)
     this.xfcc = new XfccPolicy(cfg)
     this.router = router
     this.clusters = clusters

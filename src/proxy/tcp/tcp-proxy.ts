@@ -22,6 +22,7 @@ function downstreamFields(downstream: net.Socket): Record<string, unknown> {
     requested_server_name: typeof sni === 'string' ? sni : null,
   }
 }
+import type { TcpStatsRecorder } from '../telemetry/tcp-stats.js'
 
 export class TcpProxyContext {
   readonly stats: TcpProxyStats
@@ -31,8 +32,11 @@ export class TcpProxyContext {
   private readonly totalWeight: number
   private readonly idleTimeoutMs: number
   private readonly accessLogs: AccessLogSink[]
+  /** Istio's TCP metrics (the chain's istio.stats network filter), or null */
+  private readonly istio: TcpStatsRecorder | null
 
-  constructor(cfg: TcpProxy, clusters: ClusterManager, store: StatsStore) {
+  constructor(cfg: TcpProxy, clusters: ClusterManager, store: StatsStore, istio: TcpStatsRecorder | null = null) {
+    this.istio = istio
     this.stats = store.forTcp(cfg.stat_prefix)
     this.store = store
     this.clusters = clusters
@@ -87,6 +91,8 @@ export class TcpProxyContext {
     const clusterName = this.pickCluster()
     const cluster = this.clusters.get(clusterName)
     const host = cluster?.chooseHost(undefined) ?? null
+    const istio = this.istio
+    const open = istio === null ? null : istio.opened(downstream, cluster)
     let flag = ''
     // read while the connection is open (a closed socket no longer knows its addresses)
     const down = this.accessLogs.length > 0 ? downstreamFields(downstream) : null
@@ -94,6 +100,7 @@ export class TcpProxyContext {
     let upstreamLocal: string | null = null
     let upstreamPeer: string | null = null
     const finish = () => {
+      if (open !== null) istio!.closed(open)
       if (this.accessLogs.length === 0) return
       const ms = performance.now() - start
       const entry = {
