@@ -437,6 +437,7 @@ const COMMANDS = [
   'describe',
   'analyze',
   'proxy-status',
+  'tap',
   'token',
   'proxy-config',
   'certs',

@@ -25,6 +25,7 @@ Usage:
   loom get <kind> [name]             read them (-o table|yaml|json)
   loom delete <kind> <name>          delete one (or -f <file>)
   loom proxy-status                  connected proxies and whether their config is in sync
+  loom tap <workload>                live requests through a workload's proxy
   loom token create                  a bootstrap token for a workload's first certificate
   loom analyze -f <file|dir>         find config problems before applying
   loom describe service <name>       a service's endpoints, subsets and routing rules on one page
@@ -150,6 +151,8 @@ export async function main(argv: string[]): Promise<void> {
         return (await import('./inspect-commands.js')).completionCommand(rest)
       case 'analyze':
         return await (await import('./control-commands.js')).analyzeCommand(rest)
+      case 'tap':
+        return await (await import('./tap-command.js')).tapCommand(rest)
       case 'proxy-status':
         return await (await import('./control-commands.js')).proxyStatusCommand(rest)
       case 'token':

@@ -19,6 +19,9 @@
  *                                                   the AuthorizationPolicies and RequestAuthentications that apply
  *   GET    /api/v1/services                         the registry: services, ports, endpoints with health
  *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
+ *   GET    /api/v1/tap/:namespace/:workload         live requests through the workload's proxies, NDJSON, read from
+ *                                                    their admin /tap (tap-proxy.ts); query: method, path, authority,
+ *                                                    to, direction, max, max_rps
  *   GET    /api/v1/ratelimits                       global rate limits: each proxy's demand and current share
  *   POST   /api/v1/tokens                           a bootstrap token for a workload's first certificate (JSON:
  *                                                    namespace, serviceAccount, ttlSeconds; default 1 h); 409 without
@@ -62,6 +65,7 @@ import { workloadSecurity } from './translate/security.js'
 import { StoreConflictError } from './store/store.js'
 import { edgeRows, graphOf, type ResourceKind, statRows, topRows } from './telemetry/views.js'
 import { parseFlagDurationMs } from '../core/duration.js'
+import { proxyTap, tapTargets } from './tap-proxy.js'
 
 const MAX_BODY = 16 * 1024 * 1024
 
@@ -338,6 +342,11 @@ export class ApiServer {
       method === 'GET'
     )
       return send(200, this.telemetryView(what, url.searchParams))
+    if (what === 'tap' && parts.length === 5 && method === 'GET') {
+      const targets = tapTargets(cp.xds.status(), parts[3]!, parts[4]!)
+      if (typeof targets === 'string') throw new HttpError(404, targets)
+      return proxyTap(req, res, targets, url.searchParams)
+    }
     if (what === 'ratelimits' && method === 'GET') return send(200, { limits: cp.shares.status() })
     if (what === 'services' && method === 'GET') return send(200, cp.registry.services())
     if (what === 'tokens' && parts.length === 3 && method === 'POST')

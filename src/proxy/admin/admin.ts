@@ -11,6 +11,8 @@
  *   GET  /listeners           listeners and their bound addresses (`?format=json`)
  *   GET  /server_info         version, state, uptime
  *   GET  /certs               the certificates in the secret store, as Envoy's (no keys), and the proxy's identity
+ *   GET  /tap                 a live stream of the requests through the proxy, one JSON line each (tap.ts;
+ *                             filters as query parameters: method, path, authority, to, direction, max, max_rps)
  *   POST /drain_listeners     stop accepting new connections (in-flight requests finish)
  *   POST /quitquitquit        graceful shutdown
  */
@@ -24,7 +26,7 @@ import type { Host } from '../cluster/index.js'
 import type { Secret } from '../../config/envoy.js'
 
 const HELP = `Loom admin endpoint
-  GET  /ready /stats /stats/prometheus /stats/paths /config_dump /clusters /listeners /server_info /certs
+  GET  /ready /stats /stats/prometheus /stats/paths /config_dump /clusters /listeners /server_info /certs /tap
   POST /drain_listeners /quitquitquit
 `
 
@@ -117,6 +119,8 @@ export class AdminServer {
         })
       case '/certs':
         return sendJson(this.certs())
+      case '/tap':
+        return p.tap.serve(req, res, url.searchParams)
       case '/drain_listeners':
         if (!post) return send(405, 'use POST\n')
         p.drainListeners()
