@@ -127,6 +127,9 @@ describe('Prometheus scrapes loom demo', {
     const file = JSON.parse(readFileSync(prometheusTargetsPath(up!.dataDir), 'utf8'))
     const sd = await (await fetch(`http://${state.api}/api/v1/prometheus/targets`)).json()
     assert.deepEqual(sd, file)
+    const httpSd = await runLoom(['prometheus-config', '--data-dir', up!.dataDir, '--http-sd'])
+    assert.equal(httpSd.code, 0, httpSd.stderr)
+    assert.ok(httpSd.stdout.includes(`url: "http://${state.api}/api/v1/prometheus/targets"`), httpSd.stdout)
   })
 
   test('the counters Prometheus holds equal the traffic sent', async () => {
