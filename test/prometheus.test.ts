@@ -45,7 +45,7 @@ describe('Prometheus scrapes loom demo', {
   let state: UpState
   let page: string
   let proxies: number
-  /** epoch ms before the first counted traffic (the window increase() looks back over) */
+  /** when Prometheus was ready, before the first counted traffic: the window increase() looks back over starts here */
   let start: number
 
   /** One product page load, which must show the details and the reviews (with stars from v2 and v3). */
@@ -77,10 +77,6 @@ describe('Prometheus scrapes loom demo', {
     state = readState(up.dataDir)!
     page = `http://127.0.0.1:${Object.values(state.gateways[0]!.ports)[0]}/productpage`
     proxies = state.gateways.length + state.workloads.filter((w) => w.sidecar !== false).length
-    // the config as a user gets it, with a laptop's 5 s made 1 s so the test waits less
-    const cfg = await runLoom(['prometheus-config', '--data-dir', up.dataDir, '--scrape-interval', '1s'])
-    assert.equal(cfg.code, 0, cfg.stderr)
-    prom = await startPrometheus(PROMETHEUS!, cfg.stdout)
     // the mesh serves the page (every proxy has its config) before anything is counted
     await eventually(
       () =>
@@ -91,6 +87,11 @@ describe('Prometheus scrapes loom demo', {
       60_000,
       'the product page',
     )
+    // the config as a user gets it, with a laptop's 5 s made 1 s so the test waits less
+    const cfg = await runLoom(['prometheus-config', '--data-dir', up.dataDir, '--scrape-interval', '1s'])
+    assert.equal(cfg.code, 0, cfg.stderr)
+    prom = await startPrometheus(PROMETHEUS!, cfg.stdout)
+    start = Date.now()
   })
   after(async () => {
     if (!upStopped) await up?.stop()
@@ -134,8 +135,7 @@ describe('Prometheus scrapes loom demo', {
   })
 
   test('the counters Prometheus holds equal the traffic sent', async () => {
-    start = Date.now()
-    await prom!.scrapedSince(start)
+    await prom!.scrapedSince(Date.now())
     const queries = {
       gateway: GATEWAY_TO_PRODUCTPAGE,
       productpage: inbound('productpage'),
@@ -197,7 +197,7 @@ describe('Prometheus scrapes loom demo', {
     await prom!.scrapedSince(Date.now())
     // the new process counted only what it served
     assert.equal(await sum(GATEWAY_TO_PRODUCTPAGE), M)
-    const window = `${Math.ceil((Date.now() - start) / 1000) + 1}s`
+    const window = `${Math.ceil((Date.now() - start) / 1000)}s`
     assert.ok((await sum(`resets(${GATEWAY_TO_PRODUCTPAGE}[${window}])`)) >= 1, 'no counter reset seen')
     // increase() extrapolates to the window's ends (a few per cent of a window this long); the raw difference
     // would be M - (N + earlier loads), negative
