@@ -15,6 +15,7 @@ import { DEFAULT_LIMITS, type HttpParseError, type Limits } from './h1/parse.js'
 import { Deadlines } from './deadlines.js'
 import { compileHttpFilters } from './filters/index.js'
 import type { HttpFilterFactory } from './filters/filter.js'
+import type { TelemetryContext } from './filters/istio-stats/istio-stats.js'
 import { compileInternalAddresses } from './edge.js'
 import { PathNormalizer } from './path-normalize.js'
 import type { PoolManager } from './pools.js'
@@ -82,12 +83,13 @@ export class HcmContext {
     pools: PoolManager,
     store: StatsStore,
     rdsName: string | null = null,
+    telemetry?: TelemetryContext,
   ) {
     this.rdsName = rdsName
     this.statPrefix = cfg.stat_prefix
     this.store = store
     this.stats = store.forHcm(cfg.stat_prefix)
-    this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats, { clusters, pools, store })
+    this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats, { clusters, pools, store }, telemetry)
     this.xfcc = new XfccPolicy(cfg)
     this.router = router
     this.clusters = clusters
