@@ -1,9 +1,9 @@
 /**
  * A real Prometheus (Debian's `prometheus`) scrapes `loom demo`: configured by `loom prometheus-config`, its targets
- * from the file `loom up` keeps. Product page loads sent through the gateway come back out of PromQL as exact
- * counts (each load: gateway → productpage → details and reviews; reviews v2 and v3 → ratings); a restarted gateway
- * is followed (its counter starts again, increase() counts across the reset); `loom down` empties the file and
- * Prometheus drops every target.
+ * from the file `loom up` keeps. Product page loads sent through the gateway come back out of PromQL on Istio's
+ * `istio_requests_total` as exact counts, by both reporters (each load: gateway → productpage → details and reviews;
+ * reviews v2 and v3 → ratings); a restarted gateway is followed (its counter starts again, increase() counts across
+ * the reset); `loom down` empties the file and Prometheus drops every target.
  */
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
@@ -22,15 +22,27 @@ const PROMETHEUS = prometheusBinary()
 const N = 30
 const M = 10
 
-/**
- * The counters the checks read, summed over the demo's proxies: requests answered 2xx by the gateway's
- * productpage cluster, and by each app's sidecar inbound cluster (the target labels `kind`, `app` and `version`
- * are the ones `loom up` gives each proxy).
- */
-const GATEWAY_TO_PRODUCTPAGE =
-  'envoy_cluster_upstream_rq_xx{kind="gateway",envoy_cluster_name="outbound|9080||productpage.default.svc.cluster.local",envoy_response_code_class="2"}'
+/** Istio's request counter, `reporter` and the other labels as given, answered 200. */
+const requests = (labels: string) => `istio_requests_total{${labels},response_code="200"}`
+/** requests the gateway sent to productpage (the target label `kind` is the one `loom up` gives each proxy) */
+const GATEWAY_TO_PRODUCTPAGE = requests('kind="gateway",reporter="source",destination_service_name="productpage"')
+/** requests an app's sidecars took in, all versions or those `version` matches */
 const inbound = (app: string, version = '.*') =>
-  `envoy_cluster_upstream_rq_xx{kind="sidecar",app="${app}",version=~"${version}",envoy_cluster_name=~"inbound[|].*",envoy_response_code_class="2"}`
+  requests(`reporter="destination",destination_service_name="${app}",destination_version=~"${version}"`)
+
+/**
+ * What increase() over `windowS` seconds may give for `sent` requests: the counter's rise between the first and the
+ * last sample in the window (exactly `sent`: it is flat before and after the traffic), extrapolated to the window's
+ * ends by up to 1.1 average scrape intervals each (1 s, a little more when scrapes run late), so at least `sent` and
+ * at most `sent` × window / (window − 2.5 s).
+ */
+function assertExtrapolated(increase: number, sent: number, windowS: number): void {
+  const most = (sent * windowS) / (windowS - 2.5)
+  assert.ok(
+    increase >= sent - 0.01 && increase <= most + 0.01,
+    `increase over ${windowS}s: ${increase}, sent ${sent} (expected from ${sent} to ${most.toFixed(2)})`,
+  )
+}
 
 describe('Prometheus scrapes loom demo', {
   timeout: 420_000,
@@ -48,14 +60,19 @@ describe('Prometheus scrapes loom demo', {
   /** when Prometheus was ready, before the first counted traffic: the window increase() looks back over starts here */
   let start: number
 
-  /** One product page load, which must show the details and the reviews (with stars from v2 and v3). */
-  const load = async (): Promise<void> => {
+  /**
+   * One product page load, which must show the details and the reviews (with stars from v2 and v3); returns which
+   * version of reviews answered (v1: no stars, v2: black, v3: red).
+   */
+  const load = async (): Promise<string> => {
     const r = await fetch(page, { signal: AbortSignal.timeout(20_000) })
     const body = await r.text()
     assert.equal(r.status, 200, body.slice(0, 500))
     assert.ok(body.includes('<h4>Book Details</h4>'), `no details: ${body.slice(0, 500)}`)
     assert.ok(body.includes('<h4>Book Reviews</h4>'), `no reviews: ${body.slice(0, 500)}`)
     assert.ok(!body.includes('Ratings service is currently unavailable'), 'ratings unavailable')
+    const stars = /class="star text-(black|red)-500"/.exec(body)?.[1]
+    return stars === 'red' ? 'v3' : stars === 'black' ? 'v2' : 'v1'
   }
   const loads = async (n: number) => {
     for (let i = 0; i < n; i++) await load()
@@ -77,7 +94,8 @@ describe('Prometheus scrapes loom demo', {
     state = readState(up.dataDir)!
     page = `http://127.0.0.1:${Object.values(state.gateways[0]!.ports)[0]}/productpage`
     proxies = state.gateways.length + state.workloads.filter((w) => w.sidecar !== false).length
-    // the mesh serves the page (every proxy has its config) before anything is counted
+    // the mesh serves the page (every proxy has its config), and each reviews version has answered (so every
+    // series the checks read exists), before anything is counted
     await eventually(
       () =>
         load().then(
@@ -87,6 +105,9 @@ describe('Prometheus scrapes loom demo', {
       60_000,
       'the product page',
     )
+    const versions = new Set<string>()
+    for (let i = 0; i < 60 && versions.size < 3; i++) versions.add(await load())
+    assert.equal(versions.size, 3, `reviews versions seen: ${[...versions]}`)
     // the config as a user gets it, with a laptop's 5 s made 1 s so the test waits less
     const cfg = await runLoom(['prometheus-config', '--data-dir', up.dataDir, '--scrape-interval', '1s'])
     assert.equal(cfg.code, 0, cfg.stderr)
@@ -134,7 +155,7 @@ describe('Prometheus scrapes loom demo', {
     assert.ok(httpSd.stdout.includes(`url: "http://${state.api}/api/v1/prometheus/targets"`), httpSd.stdout)
   })
 
-  test('the counters Prometheus holds equal the traffic sent', async () => {
+  test('the counters Prometheus holds equal the traffic sent', async (t) => {
     await prom!.scrapedSince(Date.now())
     const queries = {
       gateway: GATEWAY_TO_PRODUCTPAGE,
@@ -143,6 +164,11 @@ describe('Prometheus scrapes loom demo', {
       reviews: inbound('reviews'),
       reviewsWithRatings: inbound('reviews', 'v2|v3'),
       ratings: inbound('ratings'),
+      // the same calls as their callers' sidecars report them
+      productpageToReviews: requests(
+        'reporter="source",source_workload="productpage-v1",destination_service_name="reviews"',
+      ),
+      reviewsToRatings: requests('reporter="source",source_app="reviews",destination_service_name="ratings"'),
     }
     const baseline: Record<string, number> = {}
     // (a series that has not been scraped yet, a counter no request has made, counts 0)
@@ -156,12 +182,19 @@ describe('Prometheus scrapes loom demo', {
     assert.equal(delta.productpage, N, seen)
     assert.equal(delta.details, N, seen)
     assert.equal(delta.reviews, N, seen)
+    assert.equal(delta.productpageToReviews, N, seen)
     // reviews v2 and v3 call ratings once per request, v1 never; all three answer
     assert.equal(delta.ratings, delta.reviewsWithRatings, seen)
+    assert.equal(delta.reviewsToRatings, delta.ratings, seen)
     assert.ok(delta.ratings! > 0 && delta.ratings! < N, seen)
     // per version, the three add up
-    const perVersion = await prom!.query(`sum by (version) (${inbound('reviews')})`)
-    assert.deepEqual(perVersion.map((s) => s.metric.version).sort(), ['v1', 'v2', 'v3'])
+    const perVersion = await prom!.query(`sum by (destination_version) (${inbound('reviews')})`)
+    assert.deepEqual(perVersion.map((s) => s.metric.destination_version).sort(), ['v1', 'v2', 'v3'])
+    // increase() since Prometheus started (every series was there: the warm-up reached each version)
+    const windowS = Math.ceil((Date.now() - start) / 1000)
+    const increase = await sum(`increase(${inbound('reviews')}[${windowS}s])`)
+    t.diagnostic(`increase over ${windowS}s: ${increase.toFixed(2)} (sent ${N})`)
+    assertExtrapolated(increase, N, windowS)
   })
 
   test('a restarted gateway is followed: its counter starts again and increase() counts across the reset', async (t) => {
@@ -197,13 +230,12 @@ describe('Prometheus scrapes loom demo', {
     await prom!.scrapedSince(Date.now())
     // the new process counted only what it served
     assert.equal(await sum(GATEWAY_TO_PRODUCTPAGE), M)
-    const window = `${Math.ceil((Date.now() - start) / 1000)}s`
-    assert.ok((await sum(`resets(${GATEWAY_TO_PRODUCTPAGE}[${window}])`)) >= 1, 'no counter reset seen')
-    // increase() extrapolates to the window's ends (a few per cent of a window this long); the raw difference
-    // would be M - (N + earlier loads), negative
-    const increase = await sum(`increase(${GATEWAY_TO_PRODUCTPAGE}[${window}])`)
-    t.diagnostic(`increase over ${window} across the restart: ${increase.toFixed(2)} (sent ${N + M})`)
-    assert.ok(Math.abs(increase - (N + M)) <= 0.15 * (N + M), `increase over ${window}: ${increase}, sent ${N + M}`)
+    const windowS = Math.ceil((Date.now() - start) / 1000)
+    assert.ok((await sum(`resets(${GATEWAY_TO_PRODUCTPAGE}[${windowS}s])`)) >= 1, 'no counter reset seen')
+    // the raw difference would be M - (N + the warm-up's loads), negative
+    const increase = await sum(`increase(${GATEWAY_TO_PRODUCTPAGE}[${windowS}s])`)
+    t.diagnostic(`increase over ${windowS}s across the restart: ${increase.toFixed(2)} (sent ${N + M})`)
+    assertExtrapolated(increase, N + M, windowS)
   })
 
   test('loom down empties the targets file, and Prometheus drops every target', async () => {
