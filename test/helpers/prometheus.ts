@@ -61,9 +61,15 @@ export interface RunningPrometheus {
   /** http://127.0.0.1:<port> */
   readonly url: string
   /** an instant query (`GET /api/v1/query`) evaluated now */
-  query(promql: string): Promise<Sample[]>
+  query(promql: string, atS?: number): Promise<Sample[]>
+  /** the samples of `selector` over the `windowS` seconds before `atS` (a range vector: each series' [time s, value]) */
+  samples(
+    selector: string,
+    windowS: number,
+    atS: number,
+  ): Promise<{ metric: Record<string, string>; values: [number, number][] }[]>
   /** the value of a query that yields one sample (a `sum(...)`), or null when it yields none */
-  scalar(promql: string): Promise<number | null>
+  scalar(promql: string, atS?: number): Promise<number | null>
   targets(): Promise<ActiveTarget[]>
   /**
    * Resolves once every target has been scraped, successfully, from `sinceMs` (epoch ms) on, and scraped once more
@@ -128,13 +134,26 @@ export async function startPrometheus(binary: string, config: string, timeoutMs 
     if (body.status !== 'success') throw new Error(`prometheus ${path}: ${body.error ?? r.status}`)
     return body.data
   }
-  const query = async (promql: string): Promise<Sample[]> => {
-    const data = (await api(`/api/v1/query?query=${encodeURIComponent(promql)}`)) as {
+  const query = async (promql: string, atS?: number): Promise<Sample[]> => {
+    const at = atS === undefined ? '' : `&time=${atS}`
+    const data = (await api(`/api/v1/query?query=${encodeURIComponent(promql)}${at}`)) as {
       resultType: string
       result: { metric: Record<string, string>; value: [number, string] }[]
     }
     if (data.resultType !== 'vector') throw new Error(`${promql}: a ${data.resultType}, not a vector`)
     return data.result.map((r) => ({ metric: r.metric, value: Number(r.value[1]) }))
+  }
+  const samples = async (selector: string, windowS: number, atS: number) => {
+    const promql = `${selector}[${windowS}s]`
+    const data = (await api(`/api/v1/query?query=${encodeURIComponent(promql)}&time=${atS}`)) as {
+      resultType: string
+      result: { metric: Record<string, string>; values: [number, string][] }[]
+    }
+    if (data.resultType !== 'matrix') throw new Error(`${promql}: a ${data.resultType}, not a matrix`)
+    return data.result.map((r) => ({
+      metric: r.metric,
+      values: r.values.map(([t, v]) => [t, Number(v)] as [number, number]),
+    }))
   }
   const targets = async () =>
     ((await api('/api/v1/targets?state=active')) as { activeTargets: ActiveTarget[] }).activeTargets
@@ -154,8 +173,9 @@ export async function startPrometheus(binary: string, config: string, timeoutMs 
   return {
     url,
     query,
-    async scalar(promql) {
-      const r = await query(promql)
+    samples,
+    async scalar(promql, atS) {
+      const r = await query(promql, atS)
       if (r.length > 1) throw new Error(`${promql}: ${r.length} samples, not one`)
       return r[0]?.value ?? null
     },
