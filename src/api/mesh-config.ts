@@ -85,6 +85,9 @@ export const MeshConfigSchema = v.object({
   defaultConfig: opt(v.object({ gatewayTopology: opt(v.object({ numTrustedProxies: opt(uint32) })) })),
   extensionProviders: opt(v.array(ExtensionProvider)),
   h2UpgradePolicy: opt(enumOf(['DO_NOT_UPGRADE', 'UPGRADE'])),
+  accessLogFile: opt(str),
+  accessLogEncoding: opt(enumOf(['TEXT', 'JSON'])),
+  accessLogFormat: opt(str),
 })
 export type MeshConfigDoc = v.InferOutput<typeof MeshConfigSchema>
 
@@ -98,6 +101,9 @@ const KNOWN: Known = {
   localityLbSetting: true,
   pathNormalization: { normalization: true },
   h2UpgradePolicy: true,
+  accessLogFile: true,
+  accessLogEncoding: true,
+  accessLogFormat: true,
   defaultConfig: { gatewayTopology: { numTrustedProxies: true } },
   extensionProviders: [
     {
