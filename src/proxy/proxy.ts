@@ -30,6 +30,7 @@ import { type CompiledRouteConfig, compileRouteConfig } from './route/router.js'
 import { StatsStore } from './stats/stats.js'
 import { checkHttpFilters, HttpFilterConfigError } from './http/filters/index.js'
 import { TcpProxyContext } from './tcp/tcp-proxy.js'
+import { setTracingNode } from './tracing/tracer.js'
 import { NetworkRbacFilter } from './rbac/network.js'
 import { buildDownstreamTls } from './tls.js'
 import { type Secret as StoredSecret, SecretStore } from './secrets/store.js'
@@ -102,6 +103,7 @@ export class ProxyServer {
   constructor(bootstrap: Bootstrap, options: ProxyOptions) {
     this.bootstrap = bootstrap
     this.options = options
+    if (bootstrap.node?.id !== undefined) setTracingNode(bootstrap.node.id, bootstrap.node.locality?.zone)
     const issues: ConfigIssue[] = []
     const clusterConfigs = bootstrap.static_resources?.clusters ?? []
     this.applyStaticSecrets(bootstrap.static_resources?.secrets ?? [], issues)
@@ -209,7 +211,7 @@ export class ProxyServer {
             rdsName === null
               ? compileRouteConfig(t.route_config!)
               : (this.routeTables.get(rdsName)?.compiled ?? compileRouteConfig({ ...EMPTY_ROUTES, name: rdsName }))
-          const hcm = new HcmContext(t, router, this.clusters, this.pools, this.stats, rdsName)
+          const hcm = new HcmContext(t, router, this.clusters, this.pools, this.stats, rdsName, l.traffic_direction)
           handler = { kind: 'hcm', hcm }
           defaultAlpn = hcm.codec === 'HTTP1' ? ['http/1.1'] : hcm.codec === 'HTTP2' ? ['h2'] : ['h2', 'http/1.1']
         } catch (err) {

@@ -20,6 +20,7 @@ import { PathNormalizer } from './path-normalize.js'
 import type { PoolManager } from './pools.js'
 import type { ActiveStream } from './stream.js'
 import { XfccPolicy } from './xfcc.js'
+import { HcmTracer } from '../tracing/tracer.js'
 
 function durationMs(d: string | undefined, otherwise: number): number {
   return d === undefined ? otherwise : (parseDurationMs(d) ?? otherwise)
@@ -74,6 +75,8 @@ export class HcmContext {
   readonly filters: HttpFilterFactory[]
   /** forward_client_cert_details / set_current_client_cert_details (Envoy's default: SANITIZE) */
   readonly xfcc: XfccPolicy
+  /** `tracing` with a provider (src/proxy/tracing/); null: the streams make no span */
+  readonly tracer: HcmTracer | null
 
   constructor(
     cfg: HttpConnectionManager,
@@ -82,6 +85,7 @@ export class HcmContext {
     pools: PoolManager,
     store: StatsStore,
     rdsName: string | null = null,
+    trafficDirection?: string,
   ) {
     this.rdsName = rdsName
     this.statPrefix = cfg.stat_prefix
@@ -89,6 +93,15 @@ export class HcmContext {
     this.stats = store.forHcm(cfg.stat_prefix)
     this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats, { clusters, pools, store })
     this.xfcc = new XfccPolicy(cfg)
+    this.tracer =
+      cfg.tracing?.provider === undefined
+        ? null
+        : new HcmTracer(
+            cfg.tracing,
+            trafficDirection,
+            { clusters, pools, store },
+            cfg.request_id_extension?.typed_config.use_request_id_for_trace_sampling ?? true,
+          )
     this.router = router
     this.clusters = clusters
     this.pools = pools
@@ -147,6 +160,8 @@ export class HcmContext {
       request_id: s.requestId || null,
       user_agent: head?.headers.get('user-agent') ?? null,
     }
+    const span = s.span
+    if (span !== null) Object.assign(entry, { trace_id: span.traceId, span_id: span.spanId })
     for (const l of this.accessLogs) l.write(entry)
   }
 
