@@ -854,16 +854,18 @@ export type AccessLog = v.InferOutput<typeof AccessLog>
 
 // === tracing ===
 
-/** envoy.type.v3.Percent: a double from 0 to 100. */
+/** envoy.type.v3.Percent: a double from 0 to 100; `{}` is 0 (proto3 leaves a zero value off the wire). */
 const Percent100 = v.strictObject({
-  value: v.pipe(v.number(), v.minValue(0, 'must be between 0 and 100'), v.maxValue(100, 'must be between 0 and 100')),
+  value: opt(
+    v.pipe(v.number(), v.minValue(0, 'must be between 0 and 100'), v.maxValue(100, 'must be between 0 and 100')),
+  ),
 })
 
 /** envoy.type.tracing.v3.CustomTag: a span tag from a literal, an environment variable or a request header. */
 export const CustomTag = v.pipe(
   v.strictObject({
     tag: nonEmpty,
-    literal: opt(v.strictObject({ value: str })),
+    literal: opt(v.strictObject({ value: opt(str) })),
     environment: opt(v.strictObject({ name: nonEmpty, default_value: opt(str) })),
     request_header: opt(v.strictObject({ name: headerName, default_value: opt(str) })),
   }),

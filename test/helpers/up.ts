@@ -16,12 +16,13 @@ export interface RunningUp {
 /**
  * Runs `loom up -f test/fixtures/<fixture>` (or `-f <fixture>` when it is an absolute path) on OS-chosen
  * control-plane ports in a fresh data directory and resolves once it reports `up` (within `timeoutMs`,
- * else rejects with its stderr). A test process that dies takes it along.
+ * else rejects with its stderr). `extraArgs` go to `loom up` (`--mesh-config <file>`). A test process that dies takes
+ * it along.
  */
-export async function startUp(fixture: string, timeoutMs: number): Promise<RunningUp> {
+export async function startUp(fixture: string, timeoutMs: number, extraArgs: string[] = []): Promise<RunningUp> {
   const dir = isAbsolute(fixture) ? fixture : join(ROOT, 'test', 'fixtures', fixture)
   const dataDir = mkdtempSync(join(tmpdir(), `loom-${basename(fixture)}-`))
-  const args = [LOOM, 'up', '-f', dir, '--data-dir', dataDir]
+  const args = [LOOM, 'up', '-f', dir, '--data-dir', dataDir, ...extraArgs]
   const proc = spawn(process.execPath, [...args, '--api-port', '0', '--xds-port', '0'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   })

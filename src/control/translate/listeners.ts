@@ -111,9 +111,15 @@ function hcm(
  */
 function tracingFields(scope: Scope, side: TelemetrySide, metadata: NodeMetadata): Json | null {
   const eff = scope.telemetry().tracing[side]
+  // the workload's name: node metadata WORKLOAD_NAME, else the node id's `<workload>.<namespace>` part
+  const ns = scope.node.namespace
+  const fromId = scope.node.id.split('~')[2] ?? ''
+  const named = typeof metadata.WORKLOAD_NAME === 'string' ? metadata.WORKLOAD_NAME : ''
+  const workload = named !== '' ? named : fromId.endsWith(`.${ns}`) ? fromId.slice(0, -ns.length - 1) : ''
   const tracing = tracingConfig(eff, scope.mesh.extensionProviders, {
-    namespace: scope.node.namespace,
+    namespace: ns,
     labels: scope.node.labels,
+    workload,
     meshId: typeof metadata.MESH_ID === 'string' && metadata.MESH_ID !== '' ? metadata.MESH_ID : scope.mesh.trustDomain,
     clusterId:
       typeof metadata.CLUSTER_ID === 'string' && metadata.CLUSTER_ID !== '' ? metadata.CLUSTER_ID : 'Kubernetes',

@@ -190,10 +190,20 @@ export function effectiveTelemetry(
 
 // === tracing → Envoy ===
 
-/** Istio's canonical service and revision of a workload, from its labels. */
-export function canonicalService(labels: Readonly<Record<string, string>>): { name: string; revision: string } {
+/**
+ * Istio's canonical service and revision of a workload, from its labels; the name falls back to the workload's
+ * name (Istio's: the deployment), else `unknown`.
+ */
+export function canonicalService(
+  labels: Readonly<Record<string, string>>,
+  workload = '',
+): { name: string; revision: string } {
   return {
-    name: labels['service.istio.io/canonical-name'] ?? labels['app.kubernetes.io/name'] ?? labels.app ?? 'unknown',
+    name:
+      labels['service.istio.io/canonical-name'] ??
+      labels['app.kubernetes.io/name'] ??
+      labels.app ??
+      (workload === '' ? 'unknown' : workload),
     revision:
       labels['service.istio.io/canonical-revision'] ??
       labels['app.kubernetes.io/version'] ??
@@ -232,6 +242,8 @@ export function collectorOf(providers: readonly ExtensionProvider[], name: strin
 }
 
 export interface TracingProxy extends TelemetryProxy {
+  /** the workload's name, where no label names the canonical service */
+  workload: string
   /** MESH_ID from the node metadata, else the trust domain (Istio's default mesh id) */
   meshId: string
   clusterId: string
@@ -271,7 +283,7 @@ export function tracingConfig(
   if (eff === null || eff.disableSpanReporting) return null
   const c = collectorOf(providers, eff.providers[0]!)
   if (c === null) return null
-  const svc = canonicalService(proxy.labels)
+  const svc = canonicalService(proxy.labels, proxy.workload)
   const tags: Json[] = [
     { tag: 'istio.canonical_revision', literal: { value: svc.revision } },
     { tag: 'istio.canonical_service', literal: { value: svc.name } },

@@ -35,7 +35,7 @@ import {
 } from './listeners.js'
 import { type MeshConfig, resolveMeshConfig, Scope } from './scope.js'
 import { canonicalJson, cmp, type Json } from './util.js'
-import { CANONICAL_LABELS } from './telemetry.js'
+import { CANONICAL_LABELS, canonicalService } from './telemetry.js'
 
 export type { MeshConfig } from './scope.js'
 export type { NodeMetadata } from './listeners.js'
@@ -160,6 +160,8 @@ export class BatchTranslator {
   private readonly outbound = new Map<string, OutboundPart>()
   /** what the inbound part reads: Sidecars and the security policies selecting workloads */
   private readonly inboundResources: readonly Resource[]
+  /** whether some proxy may trace: its canonical service (labels, else its workload name) is then in its config */
+  private readonly traces: boolean
 
   constructor(input: TranslateInput) {
     this.input = input
@@ -188,6 +190,7 @@ export class BatchTranslator {
       input.resources.some((r) => r.kind === 'Telemetry') ||
       (input.meshConfig?.defaultProviders?.tracing?.length ?? 0) > 0
     if (traces) for (const k of CANONICAL_LABELS) keys.add(k)
+    this.traces = traces
     this.selectedLabels = keys
     this.inboundResources = input.resources.filter((r) => INBOUND_KINDS.has(r.kind))
   }
@@ -203,6 +206,10 @@ export class BatchTranslator {
       metadata.OUTBOUND_PORT ?? null,
       metadata.MESH_ID ?? null,
       metadata.CLUSTER_ID ?? null,
+      // the workload's name stands for the canonical service of a traced proxy without the labels for it
+      this.traces && canonicalService(node.labels).name === 'unknown'
+        ? [metadata.WORKLOAD_NAME ?? null, node.id]
+        : null,
     ])
     let out = this.outbound.get(key)
     if (out === undefined) {

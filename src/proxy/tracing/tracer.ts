@@ -86,9 +86,9 @@ interface HeaderTag {
   otherwise: string
 }
 
-/** Envoy's Percent (0..100) as a fraction of 10000 draws. */
+/** Envoy's Percent (0..100) as a fraction of 10000 draws: `otherwise` when unset; a Percent without value is 0. */
 function per10k(p: { value?: number } | undefined, otherwise: number): number {
-  const v = p?.value ?? otherwise
+  const v = p === undefined ? otherwise : (p.value ?? 0)
   return Math.round(Math.min(100, Math.max(0, v)) * 100)
 }
 
@@ -141,7 +141,7 @@ export class HcmTracer {
     this.fixedTags = []
     this.headerTags = []
     for (const t of cfg.custom_tags ?? []) {
-      if (t.literal !== undefined) this.fixedTags.push(t.tag, t.literal.value)
+      if (t.literal !== undefined) this.fixedTags.push(t.tag, t.literal.value ?? '')
       else if (t.environment !== undefined) {
         const v = process.env[t.environment.name] ?? t.environment.default_value
         if (v !== undefined) this.fixedTags.push(t.tag, v)
