@@ -202,4 +202,18 @@ spec:
       assert.match(row.path, /^(spec|<trafficPolicy>)(\.|$)/, row.path)
     }
   })
+
+  it('Telemetry: tracing is enforced; accessLogging, metrics and targetRefs are not', () => {
+    const t = (spec: string) =>
+      `apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: a}\nspec: ${spec}\n`
+    assert.deepEqual(paths(t('{tracing: [{providers: [{name: otel}], randomSamplingPercentage: 5}]}')), [])
+    assert.deepEqual(
+      paths(
+        t(
+          '{targetRefs: [{kind: Gateway, name: g}], accessLogging: [{disabled: true}], metrics: [{reportingInterval: 5s}], tracing: [{enableIstioTags: false}]}',
+        ),
+      ),
+      ['spec.targetRefs', 'spec.accessLogging', 'spec.metrics', 'spec.tracing[0].enableIstioTags'],
+    )
+  })
 })
