@@ -68,6 +68,7 @@ describe('RequestAuthentication translation', () => {
         'envoy.filters.http.jwt_authn',
         'envoy.filters.http.fault',
         'envoy.filters.http.cors',
+        'istio.stats',
         'envoy.filters.http.router',
       ],
     )
@@ -121,7 +122,7 @@ describe('RequestAuthentication translation', () => {
     assert.deepEqual(wire, inbound)
     const parsed = v.parse(Listener, wire)
     const hcm = parsed.filter_chains![0]!.filters![0]!.typed_config as unknown as { http_filters: never[] }
-    assert.equal(compileHttpFilters(hcm.http_filters, new HttpConnManagerStats('x')).length, 3)
+    assert.equal(compileHttpFilters(hcm.http_filters, new HttpConnManagerStats('x')).length, 4)
   })
 
   it('scope: root namespace for all, a namespace for its workloads, a selector for matching labels', () => {

@@ -15,6 +15,7 @@ import { DEFAULT_LIMITS, type HttpParseError, type Limits } from './h1/parse.js'
 import { Deadlines } from './deadlines.js'
 import { compileHttpFilters } from './filters/index.js'
 import type { HttpFilterFactory } from './filters/filter.js'
+import type { TelemetryContext } from './filters/istio-stats/istio-stats.js'
 import { compileInternalAddresses } from './edge.js'
 import { PathNormalizer } from './path-normalize.js'
 import type { PoolManager } from './pools.js'
@@ -85,20 +86,20 @@ export class HcmContext {
     pools: PoolManager,
     store: StatsStore,
     rdsName: string | null = null,
-    trafficDirection?: string,
+    telemetry?: TelemetryContext,
   ) {
     this.rdsName = rdsName
     this.statPrefix = cfg.stat_prefix
     this.store = store
     this.stats = store.forHcm(cfg.stat_prefix)
-    this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats, { clusters, pools, store })
+    this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats, { clusters, pools, store }, telemetry)
     this.xfcc = new XfccPolicy(cfg)
     this.tracer =
       cfg.tracing?.provider === undefined
         ? null
         : new HcmTracer(
             cfg.tracing,
-            trafficDirection,
+            telemetry?.direction,
             { clusters, pools, store },
             cfg.request_id_extension?.typed_config.use_request_id_for_trace_sampling ?? true,
           )
