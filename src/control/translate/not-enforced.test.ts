@@ -196,6 +196,7 @@ spec:
       'PeerAuthentication',
       'AuthorizationPolicy',
       'RequestAuthentication',
+      'Telemetry',
     ])
     for (const row of NOT_ENFORCED) {
       assert.ok(kinds.has(row.kind), row.kind)
