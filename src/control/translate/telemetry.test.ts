@@ -3,7 +3,7 @@ import { describe, test } from 'node:test'
 import type { Resource } from '../../api/resource.js'
 import type { TelemetrySpec } from '../../api/telemetry.js'
 import type { Json } from './util.js'
-import { effectiveTelemetry } from './telemetry.js'
+import { effectiveTelemetry, telemetryAccessLogs } from './telemetry.js'
 import { resolveMeshConfig } from './scope.js'
 import { decodeResource, encodeResource } from '../../xds/proto.js'
 import { TYPE_URL } from '../../xds/snapshot.js'
@@ -241,5 +241,28 @@ describe('tracing translation', () => {
     })
     const parsed = v.safeParse(Listener, back)
     assert.ok(parsed.success, JSON.stringify(!parsed.success && parsed.issues.map((x) => x.message)))
+  })
+
+  test('access logging hook: file providers as Envoy access logs, disabled as none, silence as null', () => {
+    const providers = [
+      { name: 'envoy', envoyFileAccessLog: { path: '/dev/stdout' } },
+      { name: 'file', envoyFileAccessLog: { path: '/var/log/loom.log' } },
+      { name: 'otel', opentelemetry: { service: 'c', port: 1 } },
+    ]
+    assert.equal(telemetryAccessLogs(null, providers), null)
+    assert.deepEqual(telemetryAccessLogs({ providers: ['envoy'], disabled: true }, providers), [])
+    assert.deepEqual(telemetryAccessLogs({ providers: ['envoy', 'file', 'otel'], disabled: false }, providers), [
+      {
+        name: 'envoy.access_loggers.file',
+        typed_config: { '@type': 'type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog' },
+      },
+      {
+        name: 'envoy.access_loggers.file',
+        typed_config: {
+          '@type': 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog',
+          path: '/var/log/loom.log',
+        },
+      },
+    ])
   })
 })

@@ -342,3 +342,35 @@ export function requestIdExtension(eff: EffectiveTracing): Json {
     },
   }
 }
+
+// === access logging → Envoy (the hook for the connection managers' access logs) ===
+
+/**
+ * What Telemetry access logging asks of one side of a proxy, as Envoy `access_log` entries: null when no Telemetry
+ * (nor `defaultProviders.accessLogging`) says anything (the mesh-wide MeshConfig access log, if any, applies), `[]`
+ * when it is disabled, else one file access log per `envoyFileAccessLog` provider (default path `/dev/stdout`).
+ * Providers of other kinds give nothing. The CEL `filter` is not applied.
+ */
+export function telemetryAccessLogs(
+  eff: EffectiveAccessLogging | null,
+  providers: readonly ExtensionProvider[],
+): Json[] | null {
+  if (eff === null) return null
+  if (eff.disabled) return []
+  const out: Json[] = []
+  for (const name of eff.providers) {
+    const file = providers.find((p) => p.name === name)?.envoyFileAccessLog
+    if (file === undefined) continue
+    const path = file.path === undefined || file.path === '' ? '/dev/stdout' : file.path
+    out.push({
+      name: 'envoy.access_loggers.file',
+      typed_config:
+        path === '/dev/stdout'
+          ? { '@type': TypeUrls.stdoutLog }
+          : path === '/dev/stderr'
+            ? { '@type': TypeUrls.stderrLog }
+            : { '@type': TypeUrls.fileLog, path },
+    })
+  }
+  return out
+}
