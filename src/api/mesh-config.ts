@@ -123,6 +123,9 @@ export const MeshConfigSchema = v.object({
   defaultProviders: opt(v.object({ tracing: opt(strings), accessLogging: opt(strings), metrics: opt(strings) })),
   enableTracing: opt(bool),
   h2UpgradePolicy: opt(enumOf(['DO_NOT_UPGRADE', 'UPGRADE'])),
+  accessLogFile: opt(str),
+  accessLogEncoding: opt(enumOf(['TEXT', 'JSON'])),
+  accessLogFormat: opt(str),
 })
 export type MeshConfigDoc = v.InferOutput<typeof MeshConfigSchema>
 
@@ -136,6 +139,9 @@ const KNOWN: Known = {
   localityLbSetting: true,
   pathNormalization: { normalization: true },
   h2UpgradePolicy: true,
+  accessLogFile: true,
+  accessLogEncoding: true,
+  accessLogFormat: true,
   defaultConfig: { gatewayTopology: { numTrustedProxies: true }, tracing: { sampling: true } },
   defaultProviders: { tracing: true, accessLogging: true, metrics: true },
   enableTracing: true,

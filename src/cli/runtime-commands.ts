@@ -1,6 +1,6 @@
 /** `loom up`, `down`, `status`, `logs` and `demo`: a local mesh of processes. */
 import { existsSync, readFileSync, rmSync, statSync, watch } from 'node:fs'
-import { resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { PATH_NORMALIZATIONS } from '../control/translate/scope.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
@@ -53,7 +53,10 @@ Examples:
 export const DEMO_USAGE = `Usage: loom demo [--traffic] [--port N] [--data-dir DIR]
 
 Runs Istio's Bookinfo application (productpage, details, reviews v1/v2/v3, ratings), each process with its Loom
-sidecar, behind an ingress gateway, and prints the URLs. Then try routing rules from another terminal:
+sidecar, behind an ingress gateway, and prints the URLs. Every proxy writes an access log line per request to
+<data-dir>/logs/<workload>.sidecar.log (loom logs reviews-v2 --sidecar). Then try, from another terminal:
+
+  loom tap reviews-v2                                                                # live requests
 
   loom apply -f examples/bookinfo/networking/destination-rule-all.yaml
   loom apply -f examples/bookinfo/networking/virtual-service-reviews-v1.yaml        # no stars
@@ -95,7 +98,14 @@ function printState(s: UpState, extra = ''): void {
 }
 
 async function runUp(
-  opts: { file: string; dataDir: string; apiPort?: number; xdsPort?: number; gatewayPort?: number },
+  opts: {
+    file: string
+    dataDir: string
+    apiPort?: number
+    xdsPort?: number
+    gatewayPort?: number
+    meshConfig?: string
+  },
   after?: (s: UpState, mesh: LocalMesh) => void,
 ): Promise<void> {
   const mesh = new LocalMesh({ ...opts, progress })
@@ -190,6 +200,8 @@ export async function demoCommand(argv: string[]): Promise<void> {
   await runUp(
     {
       file,
+      // access logs on, as Istio's demo profile has them (examples/bookinfo/mesh-config.yaml)
+      meshConfig: join(dirname(file), 'mesh-config.yaml'),
       dataDir: values['data-dir'] ?? '.loom/demo',
       apiPort: 15080,
       xdsPort: 15010,

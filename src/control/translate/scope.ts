@@ -5,6 +5,7 @@
  */
 import type { DestinationRuleSpec, Resource, SidecarSpec, VirtualServiceSpec } from '../../api/index.js'
 import type { ExtensionProvider } from '../../api/mesh-config.js'
+import type { AccessLogProvider } from './access-log.js'
 import type { ProxyNode } from '../../xds/snapshot.js'
 import {
   DEFAULT_DOMAIN_SUFFIX,
@@ -52,6 +53,11 @@ export interface MeshConfig {
   defaultProviders?: { tracing?: readonly string[]; accessLogging?: readonly string[]; metrics?: readonly string[] }
   /** whether `defaultProviders.tracing` traces without a Telemetry resource; default true (Istio's) */
   enableTracing?: boolean
+  /**
+   * mesh-wide access logs (Istio's accessLogFile, accessLogEncoding, accessLogFormat) as the provider every sidecar
+   * and gateway writes to; none by default (Istio's default: accessLogFile empty)
+   */
+  accessLog?: AccessLogProvider
 }
 
 /** Istio's `meshConfig.pathNormalization.normalization` (DEFAULT is BASE). */
@@ -74,6 +80,8 @@ export interface ResolvedMeshConfig {
   enableTracing: boolean
   /** random sampling percentage where no Telemetry sets one: defaultConfig.tracing.sampling, default 1 (Istio's) */
   tracingSampling: number
+  /** every generated connection manager's and TCP proxy's access log; null: none */
+  accessLog: AccessLogProvider | null
 }
 
 const DEFAULT_LOCALITY_LB: LocalitySetting = Object.freeze({ enabled: true })
@@ -97,6 +105,7 @@ export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig
     },
     enableTracing: m?.enableTracing ?? true,
     tracingSampling: m?.defaultConfig?.tracing?.sampling ?? 1,
+    accessLog: m?.accessLog ?? null,
   }
 }
 
