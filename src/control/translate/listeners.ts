@@ -114,7 +114,7 @@ function hcm(
       ...routing,
       ...PATH_NORMALIZATION[scope.mesh.pathNormalization],
       stream_idle_timeout: '0s',
-      ...accessLogField(scope),
+      ...accessLogField(scope, stats === STATS_INBOUND ? 'server' : 'client'),
       http_filters: [...authFilters, FAULT, CORS, ...extraFilters, stats, ROUTER],
       ...(tracing ?? {}),
     },
@@ -542,7 +542,7 @@ function inboundRoutes(name: string, servicePort: number, cluster: string, trace
 function tcpProxy(scope: Scope, cluster: string): Json {
   return {
     name: 'envoy.filters.network.tcp_proxy',
-    typed_config: { '@type': TypeUrls.tcpProxy, stat_prefix: cluster, cluster, ...accessLogField(scope) },
+    typed_config: { '@type': TypeUrls.tcpProxy, stat_prefix: cluster, cluster, ...accessLogField(scope, 'server') },
   }
 }
 

@@ -204,17 +204,17 @@ spec:
     }
   })
 
-  it('Telemetry: tracing is enforced; accessLogging, metrics and targetRefs are not', () => {
+  it('Telemetry: tracing and access logging are enforced; access log filters, metrics and targetRefs are not', () => {
     const t = (spec: string) =>
       `apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: a}\nspec: ${spec}\n`
     assert.deepEqual(paths(t('{tracing: [{providers: [{name: otel}], randomSamplingPercentage: 5}]}')), [])
     assert.deepEqual(
       paths(
         t(
-          '{targetRefs: [{kind: Gateway, name: g}], accessLogging: [{disabled: true}], metrics: [{reportingInterval: 5s}], tracing: [{enableIstioTags: false}]}',
+          '{targetRefs: [{kind: Gateway, name: g}], accessLogging: [{disabled: true, filter: {expression: x}}], metrics: [{reportingInterval: 5s}], tracing: [{enableIstioTags: false}]}',
         ),
       ),
-      ['spec.targetRefs', 'spec.accessLogging', 'spec.metrics', 'spec.tracing[0].enableIstioTags'],
+      ['spec.targetRefs', 'spec.accessLogging[0].filter', 'spec.metrics', 'spec.tracing[0].enableIstioTags'],
     )
   })
 })

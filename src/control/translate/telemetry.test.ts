@@ -243,26 +243,42 @@ describe('tracing translation', () => {
     assert.ok(parsed.success, JSON.stringify(!parsed.success && parsed.issues.map((x) => x.message)))
   })
 
-  test('access logging hook: file providers as Envoy access logs, disabled as none, silence as null', () => {
+  test('access logging: Telemetry file providers replace the mesh-wide log per side; disabled logs nothing', () => {
     const providers = [
       { name: 'envoy', envoyFileAccessLog: { path: '/dev/stdout' } },
-      { name: 'file', envoyFileAccessLog: { path: '/var/log/loom.log' } },
+      { name: 'file', envoyFileAccessLog: { path: '/var/log/loom.log', logFormat: { text: '%RESPONSE_CODE%' } } },
       { name: 'otel', opentelemetry: { service: 'c', port: 1 } },
     ]
     assert.equal(telemetryAccessLogs(null, providers), null)
     assert.deepEqual(telemetryAccessLogs({ providers: ['envoy'], disabled: true }, providers), [])
     assert.deepEqual(telemetryAccessLogs({ providers: ['envoy', 'file', 'otel'], disabled: false }, providers), [
-      {
-        name: 'envoy.access_loggers.file',
-        typed_config: { '@type': 'type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog' },
-      },
+      { path: '/dev/stdout' },
+      { path: '/var/log/loom.log', text: '%RESPONSE_CODE%' },
+    ])
+    const meshConfig = { extensionProviders: providers, accessLog: { path: '/dev/stderr' } }
+    const resources = [
+      tel('istio-system', 'logs', { accessLogging: [{ providers: [{ name: 'file' }] }] }),
+      tel('default', 'quiet', { accessLogging: [{ match: { mode: 'SERVER' }, disabled: true }] }),
+    ]
+    const out = translateResources({ resources, services: bookinfoRegistry().services(), meshConfig }, REVIEWS_V2)
+    const log = (name: string) => hcmOf(out.listeners.find((l) => l.name === name)!).access_log
+    assert.deepEqual(log('outbound_http'), [
       {
         name: 'envoy.access_loggers.file',
         typed_config: {
           '@type': 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog',
           path: '/var/log/loom.log',
+          log_format: { text_format_source: { inline_string: '%RESPONSE_CODE%\n' } },
         },
       },
     ])
+    assert.equal(log('inbound|9080'), undefined, 'the server side is disabled')
+    const plain = translateResources({ resources: [], services: bookinfoRegistry().services(), meshConfig }, REVIEWS_V2)
+    assert.equal(
+      ((hcmOf(plain.listeners.find((l) => l.name === 'inbound|9080')!).access_log as Json[])[0]!.typed_config as Json)
+        .path,
+      '/dev/stderr',
+      'without Telemetry the mesh-wide log applies',
+    )
   })
 })

@@ -28,6 +28,7 @@ import type {
 } from '../../api/telemetry.js'
 import type { TelemetryCustomTag } from '../../api/telemetry.js'
 import { TypeUrls } from '../../config/type-urls.js'
+import type { AccessLogProvider } from './access-log.js'
 import { labelsMatch } from '../registry/hostname.js'
 import { loadAssignment } from './clusters.js'
 import type { ResolvedMeshConfig } from './scope.js'
@@ -343,34 +344,29 @@ export function requestIdExtension(eff: EffectiveTracing): Json {
   }
 }
 
-// === access logging → Envoy (the hook for the connection managers' access logs) ===
+// === access logging → Envoy (joined onto the mesh-wide access log in access-log.ts) ===
 
 /**
- * What Telemetry access logging asks of one side of a proxy, as Envoy `access_log` entries: null when no Telemetry
- * (nor `defaultProviders.accessLogging`) says anything (the mesh-wide MeshConfig access log, if any, applies), `[]`
- * when it is disabled, else one file access log per `envoyFileAccessLog` provider (default path `/dev/stdout`).
- * Providers of other kinds give nothing. The CEL `filter` is not applied.
+ * What Telemetry access logging asks of one side of a proxy, as access log providers (access-log.ts turns each into
+ * an Envoy FileAccessLog): null when no Telemetry (nor `defaultProviders.accessLogging`) says anything (MeshConfig's
+ * mesh-wide access log, if any, applies), `[]` when disabled, else one per `envoyFileAccessLog` provider (path
+ * default `/dev/stdout`; `logFormat.text` or `logFormat.labels`). Providers of other kinds give nothing. The CEL
+ * `filter` is not applied.
  */
 export function telemetryAccessLogs(
   eff: EffectiveAccessLogging | null,
   providers: readonly ExtensionProvider[],
-): Json[] | null {
+): AccessLogProvider[] | null {
   if (eff === null) return null
   if (eff.disabled) return []
-  const out: Json[] = []
+  const out: AccessLogProvider[] = []
   for (const name of eff.providers) {
     const file = providers.find((p) => p.name === name)?.envoyFileAccessLog
     if (file === undefined) continue
-    const path = file.path === undefined || file.path === '' ? '/dev/stdout' : file.path
-    out.push({
-      name: 'envoy.access_loggers.file',
-      typed_config:
-        path === '/dev/stdout'
-          ? { '@type': TypeUrls.stdoutLog }
-          : path === '/dev/stderr'
-            ? { '@type': TypeUrls.stderrLog }
-            : { '@type': TypeUrls.fileLog, path },
-    })
+    const p: AccessLogProvider = { path: file.path === undefined || file.path === '' ? '/dev/stdout' : file.path }
+    if (file.logFormat?.text !== undefined) p.text = file.logFormat.text
+    else if (file.logFormat?.labels !== undefined) p.labels = file.logFormat.labels
+    out.push(p)
   }
   return out
 }
