@@ -34,6 +34,8 @@ export {
   type SpecByKind,
   type SpecContext,
   SUPPORTED_KINDS,
+  TelemetryKind,
+  type TelemetryResource,
   type ValidateResult,
   VirtualServiceKind,
   type VirtualServiceResource,
@@ -79,6 +81,14 @@ export type {
   RequestAuthenticationSpec,
   Source,
 } from './security.js'
+export {
+  TELEMETRY_GROUP,
+  type TelemetryAccessLogging,
+  type TelemetryMetrics,
+  type TelemetrySpec,
+  type TelemetryTracing,
+  type WorkloadMode,
+} from './telemetry.js'
 export {
   burstOf,
   type GlobalRateLimitMatch,

@@ -49,8 +49,11 @@ describe('the registry', () => {
       'PeerAuthentication',
       'AuthorizationPolicy',
       'RequestAuthentication',
+      'Telemetry',
       'GlobalRateLimit',
     ])
+    assert.deepEqual(getKind('Telemetry')?.apiVersions, ['telemetry.istio.io/v1', 'telemetry.istio.io/v1alpha1'])
+    assert.equal(lookupKind('telemetries.telemetry.istio.io')?.kind, 'Telemetry')
     assert.deepEqual(getKind('GlobalRateLimit')?.apiVersions, ['loom.dev/v1alpha1'])
     assert.equal(lookupKind('globalratelimits.loom.dev')?.kind, 'GlobalRateLimit')
     assert.equal(lookupKind('GRL')?.kind, 'GlobalRateLimit')
@@ -70,6 +73,7 @@ describe('the registry', () => {
       pa: 'PeerAuthentication',
       ap: 'AuthorizationPolicy',
       ra: 'RequestAuthentication',
+      telemetry: 'Telemetry',
       grl: 'GlobalRateLimit',
     })
     for (const k of KINDS) assert.ok(k.namespaced)

@@ -21,6 +21,7 @@ import {
   WorkloadEntrySpec,
 } from './networking.js'
 import { checkWithoutInvalid } from './partial.js'
+import { checkTelemetry, TELEMETRY_GROUP, TelemetrySpec } from './telemetry.js'
 import { checkGlobalRateLimit, GlobalRateLimitSpec, LOOM_GROUP } from './ratelimit.js'
 import type { ObjectMeta, Resource } from './resource.js'
 import {
@@ -160,6 +161,17 @@ export const RequestAuthenticationKind = kind(
   checkRequestAuthentication,
 )
 
+/** telemetry.istio.io: tracing, access logging and metrics per mesh, namespace or workload (src/api/telemetry.ts). */
+export const TelemetryKind = kind(
+  'Telemetry',
+  TELEMETRY_GROUP,
+  ['v1', 'v1alpha1'],
+  'telemetries',
+  ['telemetry'],
+  TelemetrySpec,
+  checkTelemetry,
+)
+
 /** Loom's own kind (loom.dev): a rate limit shared by every caller of a host (src/api/ratelimit.ts). */
 export const GlobalRateLimitKind = kind(
   'GlobalRateLimit',
@@ -183,6 +195,7 @@ export interface SpecByKind {
   PeerAuthentication: PeerAuthenticationSpec
   AuthorizationPolicy: AuthorizationPolicySpec
   RequestAuthentication: RequestAuthenticationSpec
+  Telemetry: TelemetrySpec
   GlobalRateLimit: GlobalRateLimitSpec
 }
 export type IstioKind = keyof SpecByKind
@@ -198,6 +211,7 @@ export type SidecarResource = ResourceOf<'Sidecar'>
 export type PeerAuthenticationResource = ResourceOf<'PeerAuthentication'>
 export type AuthorizationPolicyResource = ResourceOf<'AuthorizationPolicy'>
 export type RequestAuthenticationResource = ResourceOf<'RequestAuthentication'>
+export type TelemetryResource = ResourceOf<'Telemetry'>
 export type GlobalRateLimitResource = ResourceOf<'GlobalRateLimit'>
 /** Any resource Loom accepts. */
 export type IstioResource = { [K in IstioKind]: ResourceOf<K> }[IstioKind]
@@ -213,6 +227,7 @@ export const KINDS: readonly KindInfo<unknown>[] = [
   PeerAuthenticationKind,
   AuthorizationPolicyKind,
   RequestAuthenticationKind,
+  TelemetryKind,
   GlobalRateLimitKind,
 ] as unknown as readonly KindInfo<unknown>[]
 

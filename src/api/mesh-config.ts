@@ -10,6 +10,12 @@ import { LocalityLoadBalancerSetting } from './networking.js'
 
 const strings = v.array(str)
 
+/** A sampling percentage, 0 to 100. */
+const samplingPercent = v.pipe(
+  v.number(),
+  v.check((n) => n >= 0 && n <= 100, 'sampling must be between 0.0 and 100.0'),
+)
+
 /** A port as Istio's YAML often writes it: a number or a numeric string ("8000"). */
 const portValue = v.pipe(
   v.unknown(),
@@ -64,13 +70,38 @@ export const EnvoyExtAuthzGrpcProvider = v.object({
 })
 export type EnvoyExtAuthzGrpcProvider = v.InferOutput<typeof EnvoyExtAuthzGrpcProvider>
 
-/** The provider kinds Loom builds; others (tracing, access logging...) are accepted and reported as not read. */
+/** The OpenTelemetry tracing provider: OTLP to `service:port`, over HTTP when `http` is set (Loom's only transport). */
+export const OpenTelemetryProvider = v.object({
+  service,
+  port: portValue,
+  maxTagLength: opt(uint32),
+  http: opt(
+    v.object({
+      path: opt(rule((s) => (s === '' || s.startsWith('/') ? null : `path must begin with "/", found "${s}"`))),
+      timeout: opt(duration),
+      headers: opt(v.array(v.object({ name: nonEmpty, value: opt(str) }))),
+    }),
+  ),
+})
+export type OpenTelemetryProvider = v.InferOutput<typeof OpenTelemetryProvider>
+
+/** Envoy's file access log as a provider (Telemetry accessLogging names it). */
+export const EnvoyFileAccessLogProvider = v.object({
+  path: opt(str),
+  logFormat: opt(v.object({ text: opt(str), labels: opt(v.record(str, v.unknown())) })),
+})
+export type EnvoyFileAccessLogProvider = v.InferOutput<typeof EnvoyFileAccessLogProvider>
+
+/** The provider kinds Loom builds; others (zipkin, prometheus...) are accepted and reported as not read. */
 export const EXT_AUTHZ_KINDS = ['envoyExtAuthzHttp', 'envoyExtAuthzGrpc'] as const
+export const PROVIDER_KINDS = [...EXT_AUTHZ_KINDS, 'opentelemetry', 'envoyFileAccessLog'] as const
 
 export const ExtensionProvider = v.object({
   name: nonEmpty,
   envoyExtAuthzHttp: opt(EnvoyExtAuthzHttpProvider),
   envoyExtAuthzGrpc: opt(EnvoyExtAuthzGrpcProvider),
+  opentelemetry: opt(OpenTelemetryProvider),
+  envoyFileAccessLog: opt(EnvoyFileAccessLogProvider),
 })
 export type ExtensionProvider = v.InferOutput<typeof ExtensionProvider>
 
@@ -82,8 +113,15 @@ export const MeshConfigSchema = v.object({
   pathNormalization: opt(
     v.object({ normalization: opt(enumOf(['DEFAULT', 'NONE', 'BASE', 'MERGE_SLASHES', 'DECODE_AND_MERGE_SLASHES'])) }),
   ),
-  defaultConfig: opt(v.object({ gatewayTopology: opt(v.object({ numTrustedProxies: opt(uint32) })) })),
+  defaultConfig: opt(
+    v.object({
+      gatewayTopology: opt(v.object({ numTrustedProxies: opt(uint32) })),
+      tracing: opt(v.object({ sampling: opt(samplingPercent) })),
+    }),
+  ),
   extensionProviders: opt(v.array(ExtensionProvider)),
+  defaultProviders: opt(v.object({ tracing: opt(strings), accessLogging: opt(strings), metrics: opt(strings) })),
+  enableTracing: opt(bool),
   h2UpgradePolicy: opt(enumOf(['DO_NOT_UPGRADE', 'UPGRADE'])),
   accessLogFile: opt(str),
   accessLogEncoding: opt(enumOf(['TEXT', 'JSON'])),
@@ -104,7 +142,9 @@ const KNOWN: Known = {
   accessLogFile: true,
   accessLogEncoding: true,
   accessLogFormat: true,
-  defaultConfig: { gatewayTopology: { numTrustedProxies: true } },
+  defaultConfig: { gatewayTopology: { numTrustedProxies: true }, tracing: { sampling: true } },
+  defaultProviders: { tracing: true, accessLogging: true, metrics: true },
+  enableTracing: true,
   extensionProviders: [
     {
       name: true,
@@ -131,6 +171,13 @@ const KNOWN: Known = {
         statusOnError: true,
         includeRequestBodyInCheck: BODY,
       },
+      opentelemetry: {
+        service: true,
+        port: true,
+        maxTagLength: true,
+        http: { path: true, timeout: true, headers: true },
+      },
+      envoyFileAccessLog: { path: true, logFormat: { text: true, labels: true } },
     },
   ],
 }

@@ -733,6 +733,8 @@ export const Route = v.pipe(
     direct_response: opt(DirectResponseAction),
     ...headerMutations,
     typed_per_filter_config: typedPerFilterConfig,
+    /** the span name of requests on this route (tracing) */
+    decorator: opt(v.strictObject({ operation: nonEmpty, propagate: opt(bool) })),
   }),
   oneOf(['route', 'redirect', 'direct_response']),
 )
@@ -871,6 +873,66 @@ export const AccessLog = v.strictObject({
 })
 export type AccessLog = v.InferOutput<typeof AccessLog>
 
+// === tracing ===
+
+/** envoy.type.v3.Percent: a double from 0 to 100; `{}` is 0 (proto3 leaves a zero value off the wire). */
+const Percent100 = v.strictObject({
+  value: opt(
+    v.pipe(v.number(), v.minValue(0, 'must be between 0 and 100'), v.maxValue(100, 'must be between 0 and 100')),
+  ),
+})
+
+/** envoy.type.tracing.v3.CustomTag: a span tag from a literal, an environment variable or a request header. */
+export const CustomTag = v.pipe(
+  v.strictObject({
+    tag: nonEmpty,
+    literal: opt(v.strictObject({ value: opt(str) })),
+    environment: opt(v.strictObject({ name: nonEmpty, default_value: opt(str) })),
+    request_header: opt(v.strictObject({ name: headerName, default_value: opt(str) })),
+  }),
+  oneOf(['literal', 'environment', 'request_header']),
+)
+
+/** envoy.config.trace.v3.OpenTelemetryConfig: OTLP/HTTP export (gRPC export is not built). */
+export const OpenTelemetryConfig = v.pipe(
+  v.strictObject({
+    '@type': v.literal(TypeUrls.openTelemetryTracer),
+    grpc_service: opt(v.custom<never>(() => false, 'OTLP over gRPC is not supported; use http_service')),
+    http_service: opt(
+      v.strictObject({
+        http_uri: v.strictObject({
+          uri: v.pipe(
+            nonEmpty,
+            v.check((u) => /^https?:\/\/[^/]+/.test(u), 'must be an http:// or https:// URL'),
+          ),
+          cluster: nonEmpty,
+          timeout: opt(duration),
+        }),
+        request_headers_to_add: opt(
+          v.array(v.strictObject({ header: v.strictObject({ key: headerName, value: headerValue }) })),
+        ),
+      }),
+    ),
+    service_name: opt(str),
+    max_cache_size: opt(uint32),
+  }),
+  v.check((c) => c.http_service !== undefined, 'http_service is required'),
+)
+export type OpenTelemetryConfig = v.InferOutput<typeof OpenTelemetryConfig>
+
+/** HttpConnectionManager.Tracing (src/proxy/tracing/). */
+export const Tracing = v.strictObject({
+  client_sampling: opt(Percent100),
+  random_sampling: opt(Percent100),
+  overall_sampling: opt(Percent100),
+  verbose: opt(bool),
+  max_path_tag_length: opt(int(1, 65535)),
+  custom_tags: opt(v.array(CustomTag)),
+  provider: opt(v.strictObject({ name: nonEmpty, typed_config: OpenTelemetryConfig })),
+  spawn_upstream_span: opt(bool),
+})
+export type Tracing = v.InferOutput<typeof Tracing>
+
 // === network filters ===
 
 /**
@@ -925,6 +987,16 @@ export const HttpConnectionManager = v.pipe(
     rds: opt(v.strictObject({ config_source: ConfigSource, route_config_name: nonEmpty })),
     http_filters: opt(v.array(HttpFilter)),
     access_log: opt(v.array(AccessLog)),
+    tracing: opt(Tracing),
+    request_id_extension: opt(
+      v.strictObject({
+        typed_config: v.strictObject({
+          '@type': v.literal(TypeUrls.uuidRequestId),
+          pack_trace_reason: opt(bool),
+          use_request_id_for_trace_sampling: opt(bool),
+        }),
+      }),
+    ),
     common_http_protocol_options: opt(
       v.strictObject({
         idle_timeout: opt(duration),
@@ -1074,7 +1146,7 @@ export const Listener = v.strictObject({
     ),
   ),
   per_connection_buffer_limit_bytes: opt(uint32),
-  /** INBOUND / OUTBOUND: which side of its workload the listener is (Istio's stats filters read it) */
+  /** INBOUND / OUTBOUND: which side of its workload the listener is (Istio's stats filters and tracing read it) */
   traffic_direction: opt(v.picklist(['UNSPECIFIED', 'INBOUND', 'OUTBOUND'])),
 })
 export type Listener = v.InferOutput<typeof Listener>

@@ -23,6 +23,8 @@ export const TypeUrls = {
   stdoutLog: `${T}envoy.extensions.access_loggers.stream.v3.StdoutAccessLog`,
   stderrLog: `${T}envoy.extensions.access_loggers.stream.v3.StderrAccessLog`,
   fileLog: `${T}envoy.extensions.access_loggers.file.v3.FileAccessLog`,
+  openTelemetryTracer: `${T}envoy.config.trace.v3.OpenTelemetryConfig`,
+  uuidRequestId: `${T}envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig`,
   tlsInspector: `${T}envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector`,
   httpInspector: `${T}envoy.extensions.filters.listener.http_inspector.v3.HttpInspector`,
   roundRobinLb: `${T}envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin`,

@@ -51,9 +51,9 @@ extensionProviders:
     assert.deepEqual(mesh.localityLbSetting, { enabled: false })
     assert.equal(mesh.extensionProviders?.[0]?.envoyExtAuthzHttp?.port, 8000, 'a port string is a number')
     assert.equal(mesh.extensionProviders?.[1]?.envoyExtAuthzGrpc?.port, 9000)
+    assert.equal(mesh.enableTracing, true)
     assert.deepEqual(warnings, [
       'mesh.yaml: defaultConfig.holdApplicationUntilProxyStarts: not read by Loom (ignored)',
-      'mesh.yaml: enableTracing: not read by Loom (ignored)',
       'mesh.yaml: extensionProviders[0].envoyExtAuthzHttp.clearRouteCache: not read by Loom (ignored)',
     ])
   })
@@ -104,5 +104,64 @@ extensionProviders:
     assert.deepEqual(m, { trustDomain: 'flag.example', pathNormalization: { normalization: 'MERGE_SLASHES' } })
     assert.equal(ca2.trustDomain, 'flag.example')
     rmSync(file)
+  })
+
+  test('tracing: opentelemetry providers, defaultProviders, enableTracing, defaultConfig.tracing.sampling', () => {
+    const { mesh, warnings } = parseMeshConfig(
+      `enableTracing: false
+defaultConfig:
+  tracing: {sampling: 10}
+defaultProviders:
+  tracing: [otel]
+  accessLogging: [envoy]
+extensionProviders:
+- name: otel
+  opentelemetry:
+    service: observability/otel-collector.observability.svc.cluster.local
+    port: 4318
+    maxTagLength: 128
+    http:
+      path: /v1/traces
+      timeout: 2s
+      headers: [{name: x-token, value: abc}]
+- name: envoy
+  envoyFileAccessLog: {path: /dev/stdout}
+- name: zipkin
+  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}
+`,
+      'mesh.yaml',
+    )
+    assert.equal(mesh.enableTracing, false)
+    assert.deepEqual(mesh.defaultConfig, { tracing: { sampling: 10 } })
+    assert.deepEqual(mesh.defaultProviders, { tracing: ['otel'], accessLogging: ['envoy'] })
+    assert.equal(mesh.extensionProviders?.[0]?.opentelemetry?.http?.timeout, '2s')
+    assert.equal(mesh.extensionProviders?.[1]?.envoyFileAccessLog?.path, '/dev/stdout')
+    assert.deepEqual(warnings, ['mesh.yaml: extensionProviders[2].zipkin: not read by Loom (ignored)'])
+    const invalid = (text: string) => {
+      try {
+        parseMeshConfig(text, 'mesh.yaml')
+      } catch (e) {
+        return (e as Error).message
+      }
+      return assert.fail('accepted')
+    }
+    assert.match(
+      invalid('defaultConfig: {tracing: {sampling: 101}}\n'),
+      /defaultConfig\.tracing\.sampling: sampling must be/,
+    )
+    assert.match(
+      invalid('extensionProviders:\n- {name: o, opentelemetry: {service: c, port: 0}}\n'),
+      /extensionProviders\[0\]\.opentelemetry\.port: port number must be between 1 and 65535/,
+    )
+    assert.match(
+      invalid('extensionProviders:\n- {name: o, opentelemetry: {service: c, port: 1, http: {path: v1}}}\n'),
+      /extensionProviders\[0\]\.opentelemetry\.http\.path: path must begin with/,
+    )
+    assert.match(
+      invalid(
+        'extensionProviders:\n- {name: o, opentelemetry: {service: c, port: 1}, envoyFileAccessLog: {path: /x}}\n',
+      ),
+      /extensionProviders\[0\]: only one provider kind may be set \(found opentelemetry, envoyFileAccessLog\)/,
+    )
   })
 })

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { CORE_SCHEMA, load } from 'js-yaml'
-import { type MeshConfigDoc, MeshConfigSchema, unreadFields } from '../api/mesh-config.js'
+import { type MeshConfigDoc, MeshConfigSchema, PROVIDER_KINDS, unreadFields } from '../api/mesh-config.js'
 import { toConfigIssues, v } from '../config/schema.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import type { MeshConfig } from './translate/scope.js'
@@ -50,8 +50,8 @@ export function parseMeshConfig(text: string, source: string): LoadedMeshConfig 
     if (names.has(p.name))
       bad(`extensionProviders[${i}].name: extension provider name must be unique, found duplicate "${p.name}"`)
     names.add(p.name)
-    if (p.envoyExtAuthzHttp !== undefined && p.envoyExtAuthzGrpc !== undefined)
-      bad(`extensionProviders[${i}]: only one of envoyExtAuthzHttp, envoyExtAuthzGrpc may be set`)
+    const kinds = PROVIDER_KINDS.filter((k) => p[k] !== undefined)
+    if (kinds.length > 1) bad(`extensionProviders[${i}]: only one provider kind may be set (found ${kinds.join(', ')})`)
   })
   let mesh: MeshConfig
   try {
@@ -85,7 +85,11 @@ function meshConfigOf(d: MeshConfigDoc): MeshConfig {
     out.pathNormalization = { normalization: d.pathNormalization.normalization }
   const hops = d.defaultConfig?.gatewayTopology?.numTrustedProxies
   if (hops !== undefined) out.defaultConfig = { gatewayTopology: { numTrustedProxies: hops } }
+  const sampling = d.defaultConfig?.tracing?.sampling
+  if (sampling !== undefined) out.defaultConfig = { ...out.defaultConfig, tracing: { sampling } }
   if (d.extensionProviders !== undefined) out.extensionProviders = d.extensionProviders
+  if (d.defaultProviders !== undefined) out.defaultProviders = d.defaultProviders
+  if (d.enableTracing !== undefined) out.enableTracing = d.enableTracing
   if (d.h2UpgradePolicy !== undefined) out.h2UpgradePolicy = d.h2UpgradePolicy
   const accessLog = meshAccessLog(d)
   if (accessLog !== null) out.accessLog = accessLog

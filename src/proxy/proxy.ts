@@ -32,6 +32,7 @@ import { PathStats } from './stats/paths.js'
 import { StatsStore } from './stats/stats.js'
 import { checkHttpFilters, HttpFilterConfigError } from './http/filters/index.js'
 import { TcpProxyContext } from './tcp/tcp-proxy.js'
+import { setTracingNode } from './tracing/tracer.js'
 import { NetworkRbacFilter } from './rbac/network.js'
 import { buildDownstreamTls } from './tls.js'
 import { type Secret as StoredSecret, SecretStore } from './secrets/store.js'
@@ -124,6 +125,7 @@ export class ProxyServer {
       { id: bootstrap.node?.id ?? '', metadata: bootstrap.node?.metadata ?? {} },
       this.secrets,
     )
+    if (bootstrap.node?.id !== undefined) setTracingNode(bootstrap.node.id, bootstrap.node.locality?.zone)
     const issues: ConfigIssue[] = []
     const clusterConfigs = bootstrap.static_resources?.clusters ?? []
     this.applyStaticSecrets(bootstrap.static_resources?.secrets ?? [], issues)

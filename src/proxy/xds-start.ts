@@ -3,6 +3,7 @@
  * for, and the consumer that applies (or NACKs) what arrives. RDS and EDS subscriptions follow the listeners and
  * clusters as they change.
  */
+import { setTracingNode } from './tracing/tracer.js'
 import { hostname } from 'node:os'
 import type * as grpc from '@grpc/grpc-js'
 import { log } from '../core/log.js'
@@ -43,6 +44,7 @@ export function defaultNodeId(o: XdsStartOptions): string {
 export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<AdsClient> {
   const consumer = new XdsConsumer(proxy)
   const id = o.node ?? defaultNodeId(o)
+  setTracingNode(id, o.locality?.zone)
   const metadata = {
     ...o.metadata,
     NAMESPACE: o.namespace,

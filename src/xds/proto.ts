@@ -43,6 +43,8 @@ export const PROTO_FILES = [
   'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
   'envoy/extensions/access_loggers/stream/v3/stream.proto',
   'envoy/extensions/access_loggers/file/v3/file.proto',
+  'envoy/config/trace/v3/opentelemetry.proto',
+  'envoy/extensions/request_id/uuid/v3/uuid.proto',
   // what proxyless gRPC clients accept in Cluster.load_balancing_policy and aggregate clusters
   'envoy/extensions/load_balancing_policies/round_robin/v3/round_robin.proto',
   'envoy/extensions/load_balancing_policies/ring_hash/v3/ring_hash.proto',

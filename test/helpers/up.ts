@@ -16,7 +16,7 @@ export interface RunningUp {
  * Runs `loom up -f test/fixtures/<fixture>` (or `-f <fixture>` when it is an absolute path) on OS-chosen
  * control-plane ports in a fresh data directory and resolves once it reports `up` (within `timeoutMs`,
  * else rejects with its stderr). A test process that dies takes it along. `extra`: more `loom up` flags
- * (`--gateway-port 0`: the gateway on an OS-chosen port, not the Gateway's own port when it is free, which another
+ * (`--mesh-config <file>`; `--gateway-port 0`: the gateway on an OS-chosen port, not the Gateway's own port when it is free, which another
  * mesh on the machine may take too).
  */
 export async function startUp(fixture: string, timeoutMs: number, extra: string[] = []): Promise<RunningUp> {

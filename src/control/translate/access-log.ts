@@ -14,6 +14,7 @@
 import { TypeUrls } from '../../config/type-urls.js'
 import type { Scope } from './scope.js'
 import type { Json } from './util.js'
+import { type TelemetrySide, telemetryAccessLogs } from './telemetry.js'
 
 export interface AccessLogProvider {
   path: string
@@ -40,8 +41,15 @@ export function accessLogConfig(p: AccessLogProvider): Json {
   return { name: 'envoy.access_loggers.file', typed_config: typed }
 }
 
-/** The `access_log` field of one proxy's connection managers and TCP proxies: `{}` when it logs nothing. */
-export function accessLogField(scope: Scope): Json {
+/**
+ * The `access_log` field of one side of a proxy's connection managers and TCP proxies (`server`: a sidecar's
+ * inbound; `client`: its outbound and gateways): what Telemetry access logging says for that side, if it says
+ * anything (telemetry.ts), else the mesh-wide provider; `{}` when it logs nothing.
+ */
+export function accessLogField(scope: Scope, side: TelemetrySide = 'client'): Json {
+  const fromTelemetry = telemetryAccessLogs(scope.telemetry().accessLogging[side], scope.mesh.extensionProviders)
+  if (fromTelemetry !== null)
+    return fromTelemetry.length === 0 ? {} : { access_log: fromTelemetry.map(accessLogConfig) }
   const p = scope.mesh.accessLog
   return p === null ? {} : { access_log: [accessLogConfig(p)] }
 }

@@ -218,3 +218,34 @@ describe('golden: ingress gateway (all-v1, destination-rule-all, bookinfo-gatewa
     ])
   })
 })
+
+describe('golden: ingress gateway traced (a mesh-wide Telemetry)', () => {
+  const g = load('ingress-gateway-traced.golden.json')
+
+  it('the same as the untraced gateway but for tracing, span names and the collector', () => {
+    const plain = load('ingress-gateway.golden.json')
+    const hcm = (x: Map<string, Map<string, Json>>) =>
+      ((x.get(LDS)!.get('0.0.0.0_8080')!.filter_chains as Json[])[0]!.filters as Json[]).at(-1)!.typed_config as Json
+    const traced = { ...hcm(g) }
+    const tracing = traced.tracing as Json
+    delete traced.tracing
+    delete traced.request_id_extension
+    assert.deepEqual(traced, hcm(plain))
+    assert.deepEqual(tracing.random_sampling, { value: 100 })
+    const provider = (tracing.provider as Json).typed_config as Json
+    assert.equal(provider.service_name, 'istio-ingressgateway.istio-system')
+    const uri = (provider.http_service as Json).http_uri as Json
+    assert.equal(uri.uri, 'http://otel-collector.observability:4318/v1/traces')
+    assert.ok(g.get(CDS)!.has(uri.cluster as string), 'the collector has a cluster')
+    const routes = ((g.get(RDS)!.get('http.8080')!.virtual_hosts as Json[])[0]!.routes as Json[]).map(
+      (r) => (r.decorator as Json).operation,
+    )
+    assert.deepEqual(routes, [
+      'productpage.default.svc.cluster.local:9080/productpage',
+      'productpage.default.svc.cluster.local:9080/static*',
+      'productpage.default.svc.cluster.local:9080/login',
+      'productpage.default.svc.cluster.local:9080/logout',
+      'productpage.default.svc.cluster.local:9080/api/v1/products*',
+    ])
+  })
+})

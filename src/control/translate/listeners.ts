@@ -32,6 +32,7 @@ import type { Server } from './types.js'
 import { defaultRoute, isCatchAll, type RouteContext, virtualServiceGateways, virtualServiceRoutes } from './routes.js'
 import type { PathNormalization, Scope } from './scope.js'
 import { clusterName, cmp, type Json } from './util.js'
+import { collectorCluster, collectorOf, requestIdExtension, type TelemetrySide, tracingConfig } from './telemetry.js'
 
 export const OUTBOUND_LISTENER = 'outbound_http'
 export const OUTBOUND_ROUTE = 'outbound'
@@ -103,6 +104,7 @@ function hcm(
   stats: Json,
   extraFilters: Json[] = [],
   authFilters: Json[] = [],
+  tracing: Json | null = null,
 ): Json {
   return {
     name: HCM_FILTER,
@@ -112,10 +114,81 @@ function hcm(
       ...routing,
       ...PATH_NORMALIZATION[scope.mesh.pathNormalization],
       stream_idle_timeout: '0s',
-      ...accessLogField(scope),
+      ...accessLogField(scope, stats === STATS_INBOUND ? 'server' : 'client'),
       http_filters: [...authFilters, FAULT, CORS, ...extraFilters, stats, ROUTER],
+      ...(tracing ?? {}),
     },
   }
+}
+
+/**
+ * The Telemetry API's tracing for one side of the proxy (telemetry.ts): the connection manager's `tracing` and
+ * `request_id_extension`, or null when that side does not trace.
+ */
+function tracingFields(scope: Scope, side: TelemetrySide, metadata: NodeMetadata): Json | null {
+  const eff = scope.telemetry().tracing[side]
+  // the workload's name: node metadata WORKLOAD_NAME, else the node id's `<workload>.<namespace>` part
+  const ns = scope.node.namespace
+  const fromId = scope.node.id.split('~')[2] ?? ''
+  const named = typeof metadata.WORKLOAD_NAME === 'string' ? metadata.WORKLOAD_NAME : ''
+  const workload = named !== '' ? named : fromId.endsWith(`.${ns}`) ? fromId.slice(0, -ns.length - 1) : ''
+  const tracing = tracingConfig(eff, scope.mesh.extensionProviders, {
+    namespace: ns,
+    labels: scope.node.labels,
+    workload,
+    meshId: typeof metadata.MESH_ID === 'string' && metadata.MESH_ID !== '' ? metadata.MESH_ID : scope.mesh.trustDomain,
+    clusterId:
+      typeof metadata.CLUSTER_ID === 'string' && metadata.CLUSTER_ID !== '' ? metadata.CLUSTER_ID : 'Kubernetes',
+  })
+  return tracing === null ? null : { tracing, request_id_extension: requestIdExtension(eff!) }
+}
+
+/**
+ * The collector's cluster, for a proxy that traces on either side and has no cluster for the collector's host (a
+ * host that is not a service it sees); empty otherwise.
+ */
+function collectorClusters(scope: Scope, traced: boolean): Json[] {
+  if (!traced) return []
+  const names = new Set<string>()
+  const t = scope.telemetry().tracing
+  for (const eff of [t.client, t.server]) if (eff !== null && !eff.disableSpanReporting) names.add(eff.providers[0]!)
+  const out: Json[] = []
+  for (const name of names) {
+    const c = collectorOf(scope.mesh.extensionProviders, name)
+    if (c !== null && scope.service(c.hostname) === undefined && !out.some((x) => x.name === c.cluster))
+      out.push(collectorCluster(c, scope.mesh.connectTimeout))
+  }
+  return out
+}
+
+/** Istio's span name of a route (`decorator.operation`): `<host>:<port><path>` of its one cluster, or `<vhost><path>`. */
+function routeOperation(route: Json, vhostName: string): string {
+  const m = (route.match ?? {}) as Json
+  const path =
+    typeof m.prefix === 'string'
+      ? `${m.prefix}*`
+      : typeof m.path === 'string'
+        ? m.path
+        : typeof (m.safe_regex as Json | undefined)?.regex === 'string'
+          ? ((m.safe_regex as Json).regex as string)
+          : '/*'
+  const cluster = (route.route as Json | undefined)?.cluster
+  if (typeof cluster === 'string') {
+    const parts = cluster.split('|')
+    if (parts.length === 4 && parts[0] === 'outbound') return `${parts[3]}:${parts[1]}${path}`
+  }
+  return `${vhostName}${path}`
+}
+
+/** Adds Istio's `decorator` (the span name) to every route of a route configuration. */
+function decorateRoutes(config: Json): Json {
+  for (const vh of (config.virtual_hosts ?? []) as Json[]) {
+    vh.routes = ((vh.routes ?? []) as Json[]).map((r) => ({
+      ...r,
+      decorator: { operation: routeOperation(r, vh.name as string) },
+    }))
+  }
+  return config
 }
 
 /**
@@ -286,23 +359,33 @@ export function outboundListener(scope: Scope, metadata: NodeMetadata): Listener
     vhosts.map((vhost) => ({ host: (vhost.name as string).replace(/:\d+$/, ''), vhost })),
   )
   const filters = limited ? [GLOBAL_RATELIMIT] : []
-  return {
-    listeners: [
+  const tracing = tracingFields(scope, 'client', metadata)
+  const listener: Json = {
+    name: OUTBOUND_LISTENER,
+    address: socketAddress('127.0.0.1', port),
+    traffic_direction: 'OUTBOUND',
+    filter_chains: [
       {
-        name: OUTBOUND_LISTENER,
-        address: socketAddress('127.0.0.1', port),
-        traffic_direction: 'OUTBOUND',
-        filter_chains: [
-          {
-            filters: [
-              hcm(scope, OUTBOUND_LISTENER, { ...rds(OUTBOUND_ROUTE), ...SIDECAR_TRUST }, STATS_OUTBOUND, filters),
-            ],
-          },
+        filters: [
+          hcm(
+            scope,
+            OUTBOUND_LISTENER,
+            { ...rds(OUTBOUND_ROUTE), ...SIDECAR_TRUST },
+            STATS_OUTBOUND,
+            filters,
+            [],
+            tracing,
+          ),
         ],
       },
     ],
-    routes: [{ name: OUTBOUND_ROUTE, virtual_hosts: vhosts, validate_clusters: false }],
-    clusters: [],
+  }
+  const routes: Json = { name: OUTBOUND_ROUTE, virtual_hosts: vhosts, validate_clusters: false }
+  return {
+    listeners: [listener],
+    routes: [tracing === null ? routes : decorateRoutes(routes)],
+    // the collector's cluster for either side's spans (the inbound part is built per workload, this once)
+    clusters: collectorClusters(scope, tracing !== null || tracingFields(scope, 'server', metadata) !== null),
   }
 }
 
@@ -368,6 +451,7 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
   const out: ListenerSet = { listeners: [], routes: [], clusters: [] }
   const authn = jwtAuthnFilters(scope)
   const bound = new Set<number>()
+  const tracing = tracingFields(scope, 'server', metadata)
   for (const servicePort of [...byPort.keys()].sort((a, b) => a - b)) {
     const { endpoint, protocol, service } = byPort.get(servicePort)!
     // the port policies name: the workload's own (its targetPort when the registered port is the sidecar's)
@@ -384,10 +468,15 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
           hcm(
             scope,
             `inbound_${address}_${listenPort}`,
-            { route_config: inboundRoutes(name, servicePort, cluster), ...SIDECAR_TRUST, ...INBOUND_XFCC },
+            {
+              route_config: inboundRoutes(name, servicePort, cluster, tracing === null ? null : service.hostname),
+              ...SIDECAR_TRUST,
+              ...INBOUND_XFCC,
+            },
             STATS_INBOUND,
             [],
             [...authn, ...authzHttpFilters(scope, ports)],
+            tracing,
           ),
         ]
       : [...authzNetworkFilters(scope, ports), STATS_TCP, tcpProxy(scope, cluster)]
@@ -435,16 +524,13 @@ function istioServiceMetadata(service: Service): Json {
 }
 
 /** An inbound HTTP port's route configuration: everything to the port's inbound cluster. */
-function inboundRoutes(name: string, servicePort: number, cluster: string): Json {
+function inboundRoutes(name: string, servicePort: number, cluster: string, tracedHost: string | null): Json {
+  const route: Json = { name: 'default', match: { prefix: '/' }, route: { cluster, timeout: '0s' } }
+  // traced: Istio's span name of the inbound route, the service's host and port
+  if (tracedHost !== null) route.decorator = { operation: `${tracedHost}:${servicePort}/*` }
   return {
     name,
-    virtual_hosts: [
-      {
-        name: `inbound|http|${servicePort}`,
-        domains: ['*'],
-        routes: [{ name: 'default', match: { prefix: '/' }, route: { cluster, timeout: '0s' } }],
-      },
-    ],
+    virtual_hosts: [{ name: `inbound|http|${servicePort}`, domains: ['*'], routes: [route] }],
     validate_clusters: false,
   }
 }
@@ -456,7 +542,7 @@ function inboundRoutes(name: string, servicePort: number, cluster: string): Json
 function tcpProxy(scope: Scope, cluster: string): Json {
   return {
     name: 'envoy.filters.network.tcp_proxy',
-    typed_config: { '@type': TypeUrls.tcpProxy, stat_prefix: cluster, cluster, ...accessLogField(scope) },
+    typed_config: { '@type': TypeUrls.tcpProxy, stat_prefix: cluster, cluster, ...accessLogField(scope, 'server') },
   }
 }
 
@@ -543,6 +629,11 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
   }
   const out: ListenerSet = { listeners: [], routes: [], clusters: [] }
   const authn = jwtAuthnFilters(scope)
+  const tracing = tracingFields(scope, 'client', metadata)
+  const routeConfig = (name: string, port: number, servers: BoundServer[], isTls: boolean) => {
+    const rc = gatewayRouteConfig(scope, name, port, servers, isTls)
+    return tracing === null ? rc : decorateRoutes(rc)
+  }
   for (const port of [...byPort.keys()].sort((a, b) => a - b)) {
     const servers = byPort.get(port)!
     const listenPort = bindPorts.get(port) ?? port
@@ -554,20 +645,22 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
     if (!tls) {
       const plain = servers.filter((s) => !terminatingTls(s.server))
       const routeName = `http.${port}`
-      out.routes.push(gatewayRouteConfig(scope, routeName, port, plain, false))
+      out.routes.push(routeConfig(routeName, port, plain, false))
       chains.push({
-        filters: [hcm(scope, `outbound_0.0.0.0_${port}`, { ...rds(routeName), ...trust }, STATS_OUTBOUND, [], auth)],
+        filters: [
+          hcm(scope, `outbound_0.0.0.0_${port}`, { ...rds(routeName), ...trust }, STATS_OUTBOUND, [], auth, tracing),
+        ],
       })
     } else {
       for (const s of servers.filter((x) => terminatingTls(x.server))) {
         const routeName = `https.${port}.${s.server.port?.name ?? ''}.${s.gateway.metadata.name}.${s.gateway.metadata.namespace}`
-        out.routes.push(gatewayRouteConfig(scope, routeName, port, [s], true))
+        out.routes.push(routeConfig(routeName, port, [s], true))
         const chain: Json = {}
         const sni = serverHosts(s.server).filter((h) => h !== '*')
         if (sni.length > 0) chain.filter_chain_match = { server_names: sni }
         // Istio's stat prefix for a TLS server is its name, else the route name.
         const prefix = s.server.name ?? routeName
-        chain.filters = [hcm(scope, prefix, { ...rds(routeName), ...trust }, STATS_OUTBOUND, [], auth)]
+        chain.filters = [hcm(scope, prefix, { ...rds(routeName), ...trust }, STATS_OUTBOUND, [], auth, tracing)]
         chain.transport_socket = { name: 'envoy.transport_sockets.tls', typed_config: downstreamTls(s.server) }
         chains.push(chain)
       }
@@ -579,6 +672,7 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
       filter_chains: chains,
     })
   }
+  out.clusters.push(...collectorClusters(scope, tracing !== null))
   return out
 }
 

@@ -196,10 +196,25 @@ spec:
       'PeerAuthentication',
       'AuthorizationPolicy',
       'RequestAuthentication',
+      'Telemetry',
     ])
     for (const row of NOT_ENFORCED) {
       assert.ok(kinds.has(row.kind), row.kind)
       assert.match(row.path, /^(spec|<trafficPolicy>)(\.|$)/, row.path)
     }
+  })
+
+  it('Telemetry: tracing and access logging are enforced; access log filters, metrics and targetRefs are not', () => {
+    const t = (spec: string) =>
+      `apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: a}\nspec: ${spec}\n`
+    assert.deepEqual(paths(t('{tracing: [{providers: [{name: otel}], randomSamplingPercentage: 5}]}')), [])
+    assert.deepEqual(
+      paths(
+        t(
+          '{targetRefs: [{kind: Gateway, name: g}], accessLogging: [{disabled: true, filter: {expression: x}}], metrics: [{reportingInterval: 5s}], tracing: [{enableIstioTags: false}]}',
+        ),
+      ),
+      ['spec.targetRefs', 'spec.accessLogging[0].filter', 'spec.metrics', 'spec.tracing[0].enableIstioTags'],
+    )
   })
 })

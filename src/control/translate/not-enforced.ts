@@ -216,6 +216,24 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
     path: 'spec.inboundConnectionPool',
     message: 'connection pools are not supported yet; ignored',
   },
+  { kind: 'Telemetry', path: 'spec.targetRef', when: (t) => t !== undefined, message: TARGET_REF_MESSAGE },
+  { kind: 'Telemetry', path: 'spec.targetRefs', message: TARGET_REF_MESSAGE },
+  {
+    kind: 'Telemetry',
+    path: 'spec.accessLogging[].filter',
+    message: 'access log filters are not supported yet: every request is logged',
+  },
+  {
+    kind: 'Telemetry',
+    path: 'spec.metrics',
+    message: 'metrics customization (providers, overrides, reportingInterval) is not applied yet; ignored',
+  },
+  {
+    kind: 'Telemetry',
+    path: 'spec.tracing[].enableIstioTags',
+    when: (v) => v === false,
+    message: "Istio's span tags (canonical service, namespace, mesh id) are always added",
+  },
 ]
 
 const TRAFFIC_POLICIES = [

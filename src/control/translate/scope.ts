@@ -21,6 +21,8 @@ import type { Subset } from './types.js'
 import { effectivePolicy, hashPolicy, type LbPolicy } from './policy.js'
 import type { LocalitySetting } from './locality.js'
 import { cmp, type Json } from './util.js'
+import { type EffectiveTelemetry, effectiveTelemetry } from './telemetry.js'
+import type { TelemetrySpec } from '../../api/telemetry.js'
 
 /** Mesh-wide defaults (Istio's MeshConfig, the parts Loom reads). */
 export interface MeshConfig {
@@ -33,7 +35,7 @@ export interface MeshConfig {
   /** load balancer when no DestinationRule sets one; default LEAST_REQUEST, as Istio */
   defaultLoadBalancer?: 'LEAST_REQUEST' | 'ROUND_ROBIN' | 'RANDOM'
   /** proxy defaults (Istio's ProxyConfig); a proxy's node metadata `PROXY_CONFIG` overrides them */
-  defaultConfig?: { gatewayTopology?: { numTrustedProxies?: number } }
+  defaultConfig?: { gatewayTopology?: { numTrustedProxies?: number }; tracing?: { sampling?: number } }
   /**
    * locality load balancing where no DestinationRule sets it; default `{enabled: true}`, as Istio's: clusters with
    * outlier detection fail over by locality (locality.ts)
@@ -47,6 +49,10 @@ export interface MeshConfig {
   extensionProviders?: readonly ExtensionProvider[]
   /** whether HTTP/1.1 ports are sent upstream as HTTP/2 where no DestinationRule says; default DO_NOT_UPGRADE */
   h2UpgradePolicy?: 'DO_NOT_UPGRADE' | 'UPGRADE'
+  /** the providers (extensionProviders names) used where no Telemetry names one */
+  defaultProviders?: { tracing?: readonly string[]; accessLogging?: readonly string[]; metrics?: readonly string[] }
+  /** whether `defaultProviders.tracing` traces without a Telemetry resource; default true (Istio's) */
+  enableTracing?: boolean
   /**
    * mesh-wide access logs (Istio's accessLogFile, accessLogEncoding, accessLogFormat) as the provider every sidecar
    * and gateway writes to; none by default (Istio's default: accessLogFile empty)
@@ -70,6 +76,10 @@ export interface ResolvedMeshConfig {
   trustDomain: string
   extensionProviders: readonly ExtensionProvider[]
   h2Upgrade: boolean
+  defaultProviders: { tracing: readonly string[]; accessLogging: readonly string[]; metrics: readonly string[] }
+  enableTracing: boolean
+  /** random sampling percentage where no Telemetry sets one: defaultConfig.tracing.sampling, default 1 (Istio's) */
+  tracingSampling: number
   /** every generated connection manager's and TCP proxy's access log; null: none */
   accessLog: AccessLogProvider | null
 }
@@ -88,6 +98,13 @@ export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig
     trustDomain: m?.trustDomain ?? 'cluster.local',
     extensionProviders: m?.extensionProviders ?? [],
     h2Upgrade: m?.h2UpgradePolicy === 'UPGRADE',
+    defaultProviders: {
+      tracing: m?.defaultProviders?.tracing ?? [],
+      accessLogging: m?.defaultProviders?.accessLogging ?? [],
+      metrics: m?.defaultProviders?.metrics ?? [],
+    },
+    enableTracing: m?.enableTracing ?? true,
+    tracingSampling: m?.defaultConfig?.tracing?.sampling ?? 1,
     accessLog: m?.accessLog ?? null,
   }
 }
@@ -141,6 +158,17 @@ export class Scope {
   }
 
   #byKind: Map<string, Resource[]> | null = null
+  #telemetry: EffectiveTelemetry | null = null
+
+  /** The Telemetry resources' effect on this proxy, with MeshConfig's defaults (telemetry.ts). */
+  telemetry(): EffectiveTelemetry {
+    this.#telemetry ??= effectiveTelemetry(
+      this.of<TelemetrySpec>('Telemetry'),
+      { namespace: this.node.namespace, labels: this.node.labels },
+      this.mesh,
+    )
+    return this.#telemetry
+  }
 
   of<S>(kind: string): Resource<S>[] {
     if (this.#byKind === null) {

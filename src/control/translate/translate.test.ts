@@ -503,6 +503,24 @@ describe('Bookinfo gateway (bookinfo-gateway.yaml)', () => {
       snapshotJson(translate({ resources: resources(), services: BOOKINFO }, INGRESS)),
     )
   })
+
+  it('golden: ingress gateway traced (a mesh-wide Telemetry, an OpenTelemetry provider)', () => {
+    const telemetry = manifests(`apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing:
+  - providers: [{name: otel}]
+    randomSamplingPercentage: 100
+`)
+    const meshConfig = {
+      extensionProviders: [{ name: 'otel', opentelemetry: { service: 'otel-collector.observability', port: 4318 } }],
+    }
+    golden(
+      'ingress-gateway-traced.golden.json',
+      snapshotJson(translate({ resources: [...resources(), ...telemetry], services: BOOKINFO, meshConfig }, INGRESS)),
+    )
+  })
 })
 
 describe('who trusts forwarding headers (use_remote_address, as Istio sets it)', () => {

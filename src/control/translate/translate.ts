@@ -35,6 +35,7 @@ import {
 } from './listeners.js'
 import { type MeshConfig, resolveMeshConfig, Scope } from './scope.js'
 import { canonicalJson, cmp, type Json } from './util.js'
+import { CANONICAL_LABELS, canonicalService } from './telemetry.js'
 
 export type { MeshConfig } from './scope.js'
 export type { NodeMetadata } from './listeners.js'
@@ -145,7 +146,13 @@ interface OutboundPart {
 }
 
 /** the kinds the inbound part of a sidecar's config reads (its Sidecar resource, its security policies) */
-const INBOUND_KINDS = new Set(['Sidecar', 'RequestAuthentication', 'AuthorizationPolicy', 'PeerAuthentication'])
+const INBOUND_KINDS = new Set([
+  'Sidecar',
+  'RequestAuthentication',
+  'AuthorizationPolicy',
+  'PeerAuthentication',
+  'Telemetry',
+])
 
 export class BatchTranslator {
   private readonly input: TranslateInput
@@ -153,6 +160,8 @@ export class BatchTranslator {
   private readonly outbound = new Map<string, OutboundPart>()
   /** what the inbound part reads: Sidecars and the security policies selecting workloads */
   private readonly inboundResources: readonly Resource[]
+  /** whether some proxy may trace: its canonical service (labels, else its workload name) is then in its config */
+  private readonly traces: boolean
 
   constructor(input: TranslateInput) {
     this.input = input
@@ -172,8 +181,16 @@ export class BatchTranslator {
         const ws = spec.workloadSelector as { labels?: unknown; matchLabels?: unknown } | undefined
         addKeys(ws?.labels)
         addKeys(ws?.matchLabels)
+      } else if (r.kind === 'Telemetry') {
+        addKeys((spec.selector as { matchLabels?: unknown } | undefined)?.matchLabels)
       }
     }
+    // a traced sidecar's outbound config names its canonical service (span tags, the exporter's service name)
+    const traces =
+      input.resources.some((r) => r.kind === 'Telemetry') ||
+      (input.meshConfig?.defaultProviders?.tracing?.length ?? 0) > 0
+    if (traces) for (const k of CANONICAL_LABELS) keys.add(k)
+    this.traces = traces
     this.selectedLabels = keys
     this.inboundResources = input.resources.filter((r) => INBOUND_KINDS.has(r.kind))
   }
@@ -183,7 +200,17 @@ export class BatchTranslator {
     const metadata = node.metadata ?? {}
     const labels: Record<string, string> = {}
     for (const k of Object.keys(node.labels).sort()) if (this.selectedLabels.has(k)) labels[k] = node.labels[k]!
-    const key = JSON.stringify([node.namespace, labels, metadata.OUTBOUND_PORT ?? null])
+    const key = JSON.stringify([
+      node.namespace,
+      labels,
+      metadata.OUTBOUND_PORT ?? null,
+      metadata.MESH_ID ?? null,
+      metadata.CLUSTER_ID ?? null,
+      // the workload's name stands for the canonical service of a traced proxy without the labels for it
+      this.traces && canonicalService(node.labels).name === 'unknown'
+        ? [metadata.WORKLOAD_NAME ?? null, node.id]
+        : null,
+    ])
     let out = this.outbound.get(key)
     if (out === undefined) {
       const scope = new Scope(this.input.resources, this.input.services, node, resolveMeshConfig(this.input.meshConfig))

@@ -27,6 +27,7 @@ import type { PoolManager } from './pools.js'
 import type { ActiveStream } from './stream.js'
 import type { Headers } from './headers.js'
 import { XfccPolicy } from './xfcc.js'
+import { HcmTracer } from '../tracing/tracer.js'
 
 function durationMs(d: string | undefined, otherwise: number): number {
   return d === undefined ? otherwise : (parseDurationMs(d) ?? otherwise)
@@ -149,6 +150,8 @@ export class HcmContext {
   readonly filters: HttpFilterFactory[]
   /** forward_client_cert_details / set_current_client_cert_details (Envoy's default: SANITIZE) */
   readonly xfcc: XfccPolicy
+  /** `tracing` with a provider (src/proxy/tracing/); null: the streams make no span */
+  readonly tracer: HcmTracer | null
 
   constructor(
     cfg: HttpConnectionManager,
@@ -168,6 +171,15 @@ export class HcmContext {
     this.stats = store.forHcm(cfg.stat_prefix)
     this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats, { clusters, pools, store }, telemetry)
     this.xfcc = new XfccPolicy(cfg)
+    this.tracer =
+      cfg.tracing?.provider === undefined
+        ? null
+        : new HcmTracer(
+            cfg.tracing,
+            telemetry?.direction,
+            { clusters, pools, store },
+            cfg.request_id_extension?.typed_config.use_request_id_for_trace_sampling ?? true,
+          )
     this.router = router
     this.clusters = clusters
     this.pools = pools
@@ -264,6 +276,12 @@ export class HcmContext {
       rbac_shadow_result: rbac.shadowResult,
       rbac_shadow_policy: rbac.shadowPolicy,
       trace_id: headers === undefined ? null : traceIdOf(headers),
+    }
+    const span = s.span
+    if (span !== null) {
+      // a traced stream: its own span's ids (the trace id is the one traceparent now carries)
+      entry.trace_id = span.traceId
+      entry.span_id = span.spanId
     }
     if (this.recording) {
       const input: FormatInput = {

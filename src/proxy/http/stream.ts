@@ -22,6 +22,7 @@ import { type CompiledRetryPolicy, RETRY_BUFFER_LIMIT_BYTES } from './retry.js'
 import { StreamTimeouts, type TimedStream } from './stream-timeouts.js'
 import { ShadowRequest } from './shadow.js'
 import { PATH_OK, PATH_REDIRECT, type PathNormalizer } from './path-normalize.js'
+import type { ActiveSpan } from '../tracing/tracer.js'
 
 /** Local replies: status, Envoy response flag, `x-loom-reason`, body text. */
 export const LocalReplies = {
@@ -209,6 +210,8 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
   upstreamPeerPrincipal: string | null = null
   /** the filters that act on this stream, in chain order; null when none does (a router-only stream) */
   filters: StreamFilter[] | null = null
+  /** the stream's span when its connection manager traces (src/proxy/tracing/); null otherwise */
+  span: ActiveSpan | null = null
   /** the filter that stopped decoding, or -1 */
   private stoppedAt = -1
   /** whether the request head ended the request (no body) */
@@ -259,6 +262,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
 
     applyEdgeRules(this, hcm, head)
     hcm.xfcc.apply(head.headers, this.downstreamSocket)
+    if (hcm.tracer !== null) this.span = hcm.tracer.start(head, this.requestId)
     if (hcm.pathNormalizer !== null && !this.normalizePath(hcm.pathNormalizer, head)) return
     const route = hcm.router.match(head)
     if (route !== null) {
@@ -945,6 +949,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     }
     const filters = this.filters
     if (filters !== null) for (const f of filters) f.onDestroy?.()
+    if (this.span !== null) hcm.tracer!.finish(this, this.span, ms)
     if (hcm.recording || hcm.tap.active) hcm.logAccess(this, ms)
     const paths = hcm.paths
     if (paths !== null && this.head !== null) {

@@ -187,6 +187,7 @@ interface RouteInit {
   clusterRequest: Map<string, HeaderMutations>
   clusterResponse: Map<string, HeaderMutations>
   filterConfigs: ReadonlyMap<string, unknown> | null
+  operation: string | null
 }
 
 export class CompiledRoute {
@@ -218,6 +219,8 @@ export class CompiledRoute {
    * any (the common case: filters then use their own config).
    */
   readonly filterConfigs: ReadonlyMap<string, unknown> | null
+  /** decorator.operation: the span name of this route's requests when tracing; null: the tracer's default */
+  readonly operation: string | null
 
   private readonly clusters: string[]
   private readonly cumulative: number[]
@@ -256,6 +259,7 @@ export class CompiledRoute {
     this.clusterRequest = init.clusterRequest
     this.clusterResponse = init.clusterResponse
     this.filterConfigs = init.filterConfigs
+    this.operation = init.operation
   }
 
   /** The fixed cluster, or a weighted pick (weights relative to their sum). */
@@ -707,6 +711,7 @@ function compileRoute(route: Route, vh: VirtualHost, index: number, p: string, s
     clusterRequest: new Map(),
     clusterResponse: new Map(),
     filterConfigs: perFilter(s.vhostFilters, route.typed_per_filter_config, `${p}.typed_per_filter_config`, issues),
+    operation: route.decorator?.operation ?? null,
   }
 
   if (route.route !== undefined) compileRouteAction(route.route, match, `${p}.route`, init, s)
