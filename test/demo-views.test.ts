@@ -252,6 +252,10 @@ describe('loom stat, edges, graph and top on the Bookinfo demo', { timeout: 300_
       edges.some((e) => /^reviews-v[23]$/.test(e.source.workload) && e.successRate !== null && e.successRate < 1),
       JSON.stringify(edges),
     )
+    // and the service as its callers got it: an aborted call's report names the route's service
+    const svc = (await json<{ rows: StatRow[] }>(['stat', 'service', 'ratings', '--window', '1m'])).rows
+    const total = svc.find((r) => r.version === '')
+    assert.ok(total !== undefined && total.successRate !== null && total.successRate < 1, JSON.stringify(svc))
     // ratings-v1's own sidecar served everything it got
     assert.equal((await deployments()).get('ratings-v1')!.successRate, 1)
   })

@@ -40,10 +40,16 @@ import {
   type LabelRow,
   type Reporter,
   type ServiceLabels,
+  serviceOfHost,
   UNKNOWN_SERVICE,
   UNKNOWN_WORKLOAD,
 } from '../../../telemetry/metrics.js'
-import { principalOfCluster, serviceOfAuthority, serviceOfCluster } from '../../../telemetry/service.js'
+import {
+  hostOfClusterName,
+  principalOfCluster,
+  serviceOfAuthority,
+  serviceOfCluster,
+} from '../../../telemetry/service.js'
 import { UNKNOWN, type LocalWorkload, type WorkloadMetadata } from '../../../telemetry/workload.js'
 import type { Headers } from '../../headers.js'
 import type { RequestHead } from '../../types.js'
@@ -108,6 +114,14 @@ export class IstioStatsFilterFactory implements HttpFilterFactory {
     const c: UpstreamCluster | null = cb.cluster
     const s = c === null ? null : serviceOfCluster(c)
     if (s !== null) return s
+    if (c === null) {
+      // answered before a cluster was picked (a fault's abort, a filter's refusal): the route's cluster names the
+      // service, as Istio's report does (rare path: the name is parsed here)
+      const route = cb.route
+      const name = route !== null && route.kind === 'cluster' ? route.clusterNames()[0] : undefined
+      const host = name === undefined ? null : hostOfClusterName(name)
+      if (host !== null) return serviceOfHost(host)
+    }
     const authority = cb.head?.authority
     if (!this.hostFallback || authority === undefined) return UNKNOWN_SERVICE
     return serviceOfAuthority(authority, this.inbound ? this.workload.meta.namespace : UNKNOWN)
