@@ -439,6 +439,7 @@ const COMMANDS = [
   'proxy-status',
   'token',
   'proxy-config',
+  'explain',
   'certs',
   'proxy',
   'validate',

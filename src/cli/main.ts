@@ -30,6 +30,7 @@ Usage:
   loom describe service <name>       a service's endpoints, subsets and routing rules on one page
   loom describe workload <name>      a workload's mTLS mode per port, outbound TLS, policies that apply
   loom proxy-config <type> <workload> what a proxy runs: listeners, routes, clusters, endpoints
+  loom explain --from <workload> <url> why a request gets its answer: route, cluster, endpoints, policy
   loom certs                         every proxy's workload certificate and the mesh's trust bundle
   loom completion bash|zsh           shell completion (source <(loom completion bash))
   loom version                       print the version
@@ -138,6 +139,8 @@ export async function main(argv: string[]): Promise<void> {
         return await (await import('./control-commands.js')).analyzeCommand(rest)
       case 'proxy-status':
         return await (await import('./control-commands.js')).proxyStatusCommand(rest)
+      case 'explain':
+        return await (await import('./explain-command.js')).explainCommand(rest)
       case 'token':
         return await (await import('./control-commands.js')).tokenCommand(rest)
       case 'version':

@@ -732,6 +732,8 @@ export const Route = v.pipe(
     direct_response: opt(DirectResponseAction),
     ...headerMutations,
     typed_per_filter_config: typedPerFilterConfig,
+    /** kept, not read by the router: Istio's `istio` `config` names the VirtualService (loom explain shows it) */
+    metadata: opt(v.strictObject({ filter_metadata: opt(v.record(str, v.record(str, v.unknown()))) })),
   }),
   oneOf(['route', 'redirect', 'direct_response']),
 )
@@ -1287,6 +1289,8 @@ export const Cluster = v.strictObject({
   outlier_detection: opt(OutlierDetection),
   common_lb_config: opt(CommonLbConfig),
   health_checks: opt(v.pipe(v.array(HealthCheck), v.maxLength(1, 'at most one health checker (as Envoy)'))),
+  /** kept, not read: Istio's `istio` `config` names the DestinationRule (loom explain shows it) */
+  metadata: opt(Metadata),
 })
 export type Cluster = v.InferOutput<typeof Cluster>
 

@@ -373,6 +373,11 @@ spec:
     const cluster = r.clusters.find((x) => x.name === c('v2'))!
     assert.deepEqual(cluster, {
       name: c('v2'),
+      metadata: {
+        filter_metadata: {
+          istio: { config: '/apis/networking.istio.io/v1alpha3/namespaces/default/destination-rule/reviews' },
+        },
+      },
       type: 'EDS',
       eds_cluster_config: { eds_config: { ads: {} }, service_name: c('v2') },
       connect_timeout: '10s',
@@ -1221,6 +1226,11 @@ spec:
     assert.deepEqual(vh.routes, [
       {
         match: { prefix: '/' },
+        metadata: {
+          filter_metadata: {
+            istio: { config: '/apis/networking.istio.io/v1alpha3/namespaces/default/virtual-service/ratings' },
+          },
+        },
         route: {
           cluster: 'outbound|9080||ratings.default.svc.cluster.local',
           max_stream_duration: { max_stream_duration: '3s' },
