@@ -85,6 +85,20 @@ export const MeshConfigSchema = v.object({
   defaultConfig: opt(v.object({ gatewayTopology: opt(v.object({ numTrustedProxies: opt(uint32) })) })),
   extensionProviders: opt(v.array(ExtensionProvider)),
   h2UpgradePolicy: opt(enumOf(['DO_NOT_UPGRADE', 'UPGRADE'])),
+  /** Loom's own: who may ask proxies for the live decision record (`x-loom-explain: 1`); nobody by default */
+  explainFrom: opt(
+    v.object({
+      principals: opt(v.array(nonEmpty)),
+      namespaces: opt(v.array(nonEmpty)),
+      ipBlocks: opt(
+        v.array(
+          rule((s) =>
+            /^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(s) ? null : `"${s}" is not an IP address or CIDR range (10.0.0.0/8)`,
+          ),
+        ),
+      ),
+    }),
+  ),
 })
 export type MeshConfigDoc = v.InferOutput<typeof MeshConfigSchema>
 
@@ -98,6 +112,7 @@ const KNOWN: Known = {
   localityLbSetting: true,
   pathNormalization: { normalization: true },
   h2UpgradePolicy: true,
+  explainFrom: { principals: true, namespaces: true, ipBlocks: true },
   defaultConfig: { gatewayTopology: { numTrustedProxies: true } },
   extensionProviders: [
     {

@@ -854,6 +854,18 @@ export type AccessLog = v.InferOutput<typeof AccessLog>
 
 // === network filters ===
 
+/**
+ * Loom's decision record filter (loom.filters.http.explain.v1alpha1.Explain): a request with `x-loom-explain` from
+ * a caller one of `principals` matches is recorded (access log `loom_decisions`, response `x-loom-explain-record`);
+ * from anyone else the header is removed. No principals: nobody may ask.
+ */
+export const Explain = v.strictObject({
+  '@type': v.literal(TypeUrls.explain),
+  principals: opt(v.array(RbacPrincipal)),
+  label: opt(str),
+})
+export type Explain = v.InferOutput<typeof Explain>
+
 export const HttpFilter = v.strictObject({
   name: nonEmpty,
   typed_config: v.variant('@type', [
@@ -866,6 +878,7 @@ export const HttpFilter = v.strictObject({
 
     Rbac,
     ExtAuthz,
+    Explain,
   ]),
 })
 export type HttpFilter = v.InferOutput<typeof HttpFilter>

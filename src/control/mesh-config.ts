@@ -79,5 +79,6 @@ function meshConfigOf(d: MeshConfigDoc): MeshConfig {
   if (hops !== undefined) out.defaultConfig = { gatewayTopology: { numTrustedProxies: hops } }
   if (d.extensionProviders !== undefined) out.extensionProviders = d.extensionProviders
   if (d.h2UpgradePolicy !== undefined) out.h2UpgradePolicy = d.h2UpgradePolicy
+  if (d.explainFrom !== undefined) out.explainFrom = d.explainFrom
   return out
 }

@@ -209,7 +209,7 @@ export class ProxyServer {
             rdsName === null
               ? compileRouteConfig(t.route_config!)
               : (this.routeTables.get(rdsName)?.compiled ?? compileRouteConfig({ ...EMPTY_ROUTES, name: rdsName }))
-          const hcm = new HcmContext(t, router, this.clusters, this.pools, this.stats, rdsName)
+          const hcm = new HcmContext(t, router, this.clusters, this.pools, this.stats, rdsName, this.bootstrap.node?.id)
           handler = { kind: 'hcm', hcm }
           defaultAlpn = hcm.codec === 'HTTP1' ? ['http/1.1'] : hcm.codec === 'HTTP2' ? ['h2'] : ['h2', 'http/1.1']
         } catch (err) {

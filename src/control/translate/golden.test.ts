@@ -73,7 +73,12 @@ function checkChains(g: Map<string, Map<string, Json>>): void {
         if (chain !== undefined)
           assert.deepEqual(
             chain,
-            ['envoy.filters.http.fault', 'envoy.filters.http.cors', 'envoy.filters.http.router'],
+            [
+              'loom.filters.http.explain',
+              'envoy.filters.http.fault',
+              'envoy.filters.http.cors',
+              'envoy.filters.http.router',
+            ],
             name,
           )
       }

@@ -46,6 +46,17 @@ export interface MeshConfig {
   extensionProviders?: readonly ExtensionProvider[]
   /** whether HTTP/1.1 ports are sent upstream as HTTP/2 where no DestinationRule says; default DO_NOT_UPGRADE */
   h2UpgradePolicy?: 'DO_NOT_UPGRADE' | 'UPGRADE'
+  /**
+   * Loom's own: who may ask for the live decision record (`x-loom-explain`): SPIFFE principals without the scheme
+   * (`cluster.local/ns/default/sa/bookinfo-productpage`), namespaces, and at gateways client addresses (CIDR)
+   */
+  explainFrom?: ExplainFrom
+}
+
+export interface ExplainFrom {
+  principals?: readonly string[] | undefined
+  namespaces?: readonly string[] | undefined
+  ipBlocks?: readonly string[] | undefined
 }
 
 /** Istio's `meshConfig.pathNormalization.normalization` (DEFAULT is BASE). */
@@ -64,6 +75,7 @@ export interface ResolvedMeshConfig {
   trustDomain: string
   extensionProviders: readonly ExtensionProvider[]
   h2Upgrade: boolean
+  explainFrom: ExplainFrom
 }
 
 const DEFAULT_LOCALITY_LB: LocalitySetting = Object.freeze({ enabled: true })
@@ -80,6 +92,7 @@ export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig
     trustDomain: m?.trustDomain ?? 'cluster.local',
     extensionProviders: m?.extensionProviders ?? [],
     h2Upgrade: m?.h2UpgradePolicy === 'UPGRADE',
+    explainFrom: m?.explainFrom ?? {},
   }
 }
 

@@ -264,7 +264,7 @@ spec:
     )
   })
 
-  it('every connection manager runs the fault filter, the CORS filter, then the router (Istio chain order)', () => {
+  it('every connection manager runs the explain filter, the fault filter, the CORS filter, then the router (Istio chain order)', () => {
     const names = (l: Json) =>
       (
         ((((l.filter_chains as Json[])[0]!.filters as Json[])[0]!.typed_config as Json).http_filters as Json[]) ?? []
@@ -277,7 +277,12 @@ spec:
       for (const l of r.listeners) {
         assert.deepEqual(
           names(l),
-          ['envoy.filters.http.fault', 'envoy.filters.http.cors', 'envoy.filters.http.router'],
+          [
+            'loom.filters.http.explain',
+            'envoy.filters.http.fault',
+            'envoy.filters.http.cors',
+            'envoy.filters.http.router',
+          ],
           `${node} ${l.name}`,
         )
       }

@@ -183,7 +183,14 @@ export class BatchTranslator {
     const metadata = node.metadata ?? {}
     const labels: Record<string, string> = {}
     for (const k of Object.keys(node.labels).sort()) if (this.selectedLabels.has(k)) labels[k] = node.labels[k]!
-    const key = JSON.stringify([node.namespace, labels, metadata.OUTBOUND_PORT ?? null])
+    // the service account matters only where MeshConfig explainFrom names principals (the outbound explain filter)
+    const byAccount = (this.input.meshConfig?.explainFrom?.principals?.length ?? 0) > 0
+    const key = JSON.stringify([
+      node.namespace,
+      labels,
+      metadata.OUTBOUND_PORT ?? null,
+      byAccount ? node.serviceAccount : null,
+    ])
     let out = this.outbound.get(key)
     if (out === undefined) {
       const scope = new Scope(this.input.resources, this.input.services, node, resolveMeshConfig(this.input.meshConfig))

@@ -13,6 +13,7 @@ import type { HttpConnManagerStats, StatsStore } from '../stats/stats.js'
 import { type KeepaliveOptions, keepaliveOptions } from './h2/keepalive.js'
 import { DEFAULT_LIMITS, type HttpParseError, type Limits } from './h1/parse.js'
 import { Deadlines } from './deadlines.js'
+import { decisionsOf } from './filters/explain/explain.js'
 import { compileHttpFilters } from './filters/index.js'
 import type { HttpFilterFactory } from './filters/filter.js'
 import { compileInternalAddresses } from './edge.js'
@@ -82,12 +83,13 @@ export class HcmContext {
     pools: PoolManager,
     store: StatsStore,
     rdsName: string | null = null,
+    nodeId = '',
   ) {
     this.rdsName = rdsName
     this.statPrefix = cfg.stat_prefix
     this.store = store
     this.stats = store.forHcm(cfg.stat_prefix)
-    this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats, { clusters, pools, store })
+    this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats, { clusters, pools, store, nodeId })
     this.xfcc = new XfccPolicy(cfg)
     this.router = router
     this.clusters = clusters
@@ -147,6 +149,9 @@ export class HcmContext {
       request_id: s.requestId || null,
       user_agent: head?.headers.get('user-agent') ?? null,
     }
+    // the decision record of a request that asked for it (x-loom-explain, filters/explain/)
+    const decisions = decisionsOf(s)
+    if (decisions !== undefined) (entry as Record<string, unknown>).loom_decisions = decisions
     for (const l of this.accessLogs) l.write(entry)
   }
 
