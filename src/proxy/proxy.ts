@@ -61,6 +61,8 @@ const EMPTY_ROUTES: RouteConfiguration = { virtual_hosts: [] }
 
 export class ProxyServer {
   readonly bootstrap: Bootstrap
+  /** the node id: the bootstrap's, or the one the proxy connects to its control plane with (set before any xDS config) */
+  nodeId: string
   readonly options: ProxyOptions
   readonly stats = new StatsStore()
   /**
@@ -101,6 +103,7 @@ export class ProxyServer {
   /** Compiles the static config; throws ConfigError with every issue found, paths from the bootstrap root. */
   constructor(bootstrap: Bootstrap, options: ProxyOptions) {
     this.bootstrap = bootstrap
+    this.nodeId = bootstrap.node?.id ?? ''
     this.options = options
     const issues: ConfigIssue[] = []
     const clusterConfigs = bootstrap.static_resources?.clusters ?? []
@@ -209,7 +212,7 @@ export class ProxyServer {
             rdsName === null
               ? compileRouteConfig(t.route_config!)
               : (this.routeTables.get(rdsName)?.compiled ?? compileRouteConfig({ ...EMPTY_ROUTES, name: rdsName }))
-          const hcm = new HcmContext(t, router, this.clusters, this.pools, this.stats, rdsName, this.bootstrap.node?.id)
+          const hcm = new HcmContext(t, router, this.clusters, this.pools, this.stats, rdsName, this.nodeId)
           handler = { kind: 'hcm', hcm }
           defaultAlpn = hcm.codec === 'HTTP1' ? ['http/1.1'] : hcm.codec === 'HTTP2' ? ['h2'] : ['h2', 'http/1.1']
         } catch (err) {

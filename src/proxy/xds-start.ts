@@ -43,6 +43,7 @@ export function defaultNodeId(o: XdsStartOptions): string {
 export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<AdsClient> {
   const consumer = new XdsConsumer(proxy)
   const id = o.node ?? defaultNodeId(o)
+  proxy.nodeId = id
   const client: AdsClient = new AdsClient({
     server: o.server,
     ...(o.credentials !== undefined ? { credentials: o.credentials } : {}),
