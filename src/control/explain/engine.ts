@@ -260,6 +260,18 @@ function domainReason(domains: readonly string[], authority: string): string {
   return 'the catch-all domain "*" matched'
 }
 
+/** The first domain of a virtual host that matches the authority at all (exact, wildcard or `*`), or null. */
+function matchingDomain(domains: readonly string[], authority: string): string | null {
+  const host = authority.toLowerCase()
+  for (const d of domains) {
+    const l = d.toLowerCase()
+    if (l === host || l === '*') return d
+    if (l.startsWith('*') && host.length > l.length - 1 && host.endsWith(l.slice(1))) return d
+    if (l.endsWith('*') && host.length > l.length - 1 && host.startsWith(l.slice(0, -1))) return d
+  }
+  return null
+}
+
 interface Walk {
   steps: Step[]
   out: Explanation
@@ -379,10 +391,19 @@ export function explain(source: ProxyView, req: ExplainRequest, peers: ProxyView
   }
   w.steps.push(vstep)
   if (vhosts.length > 1) {
-    vstep.children!.push({
-      ok: null,
-      text: `the other ${vhosts.length - 1} virtual hosts' domains do not match "${head.authority}" (or a more specific one did here)`,
-    })
+    const others = vhosts.filter((_, i) => i !== trace.vhostIndex)
+    const weaker = others.filter((o) => matchingDomain(o.domains, head.authority) !== null)
+    const none = others.length - weaker.length
+    for (const o of weaker)
+      vstep.children!.push({
+        ok: false,
+        text: `virtual host ${o.name}: its domain "${matchingDomain(o.domains, head.authority)}" matches too, less specifically`,
+      })
+    if (none > 0)
+      vstep.children!.push({
+        ok: null,
+        text: `${none} other virtual host${none === 1 ? '' : 's'}: no domain matches "${head.authority}"`,
+      })
   }
   for (const e of trace.evaluated) {
     const raw = vh.routes![e.index]!
@@ -418,6 +439,17 @@ export function explain(source: ProxyView, req: ExplainRequest, peers: ProxyView
   // --- the route's filters (fault, rate limits) and action ---
   const fstep = filtersStep(hcm, route, head, out)
   if (fstep !== null) w.steps.push(fstep)
+  const abort = out.faults.find((f) => f.startsWith('abort') && f.endsWith('(100%)'))
+  if (abort !== undefined) {
+    // a gRPC abort is a trailers-only 200 with grpc-status
+    const status = abort.startsWith('abort gRPC') ? 200 : Number(/^abort (\d+)/.exec(abort)?.[1] ?? 0)
+    return reply(
+      status,
+      'FI',
+      'fault_filter_abort',
+      'the fault filter aborts every matching request (the router never sees it)',
+    )
+  }
   if (route.kind === 'direct') return reply(route.directStatus, '', 'direct_response', `the route's direct response`)
   if (route.kind === 'redirect') {
     const r = route.redirect(head, scheme)
@@ -465,11 +497,6 @@ export function explain(source: ProxyView, req: ExplainRequest, peers: ProxyView
       reason: `rbac_access_denied_matched_policy[${denied.policy ?? 'none'}]`,
     }
     w.steps.push({ ok: false, text: `${denied.workload}'s sidecar answers 403 RBAC: access denied` })
-  }
-  if (out.localReply === null && out.faults.some((f) => f.startsWith('abort') && f.endsWith('(100%)'))) {
-    const abort = out.faults.find((f) => f.startsWith('abort'))!
-    const status = Number(/abort (\d+)/.exec(abort)?.[1] ?? 0)
-    out.localReply = { status, flag: 'FI', reason: 'fault_filter_abort' }
   }
   return out
 }
