@@ -1,20 +1,24 @@
 // User-space instructions per proxied GET, counted by valgrind's callgrind: a steady figure where wall-clock
 // rates swing with the machine. `npm run bench:instructions [-- --loom <bin/loom.js> ...]`.
 //
-// For each configuration (plain: the router alone; resilience: bench/configs.ts's resilience options armed) the proxy
-// runs under callgrind with instrumentation off; a warm-up of WARMUP GETs lets V8 compile the hot path; then, for
+// For each configuration (plain: the router alone; resilience: bench/configs.ts's resilience options armed; mtls: the
+// sidecar pair of bench/configs.ts, client -> Loom A -> mTLS -> Loom B -> backend, both proxies counted) the proxies
+// run under callgrind with instrumentation off; a warm-up of WARMUP GETs lets V8 compile the hot path; then, for
 // each of ROUNDS rounds, instrumentation is switched on for MEASURE GETs and off again, and the counter is dumped.
-// Instructions per GET = the dump's total / MEASURE; the median over rounds is reported. The client (node:http,
-// keep-alive, CONCURRENCY connections) and the backend (node:http, 1 KB body) run outside valgrind and are not
-// counted. `--loom` points at another checkout's bin/loom.js to compare two versions of the code on one machine.
-import { spawnSync } from 'node:child_process'
+// Instructions per GET = the dumps' total (summed over the proxies of the configuration) / MEASURE; the median over
+// rounds is reported, for mtls also per proxy. The client (node:http, keep-alive, CONCURRENCY connections) and the
+// backend (node:http, 1 KB body) run outside valgrind and are not counted. `--loom` points at another checkout's
+// bin/loom.js to compare two versions of the code on one machine. `--syscalls` runs the proxies without valgrind and
+// counts their system calls per GET instead (strace -c -f attached for each round), by name.
+import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { loomBootstrap } from './configs.js'
-import { freePort, startProcess, stopAll, stopProcess, waitReady } from './proc.js'
+import { loomBootstrap, loomMtlsInbound, loomMtlsOutbound, type MtlsPairConfig } from './configs.js'
+import { SERVER_HOST, SERVER_ID, writeMtlsCerts } from './mtls-certs.js'
+import { freePort, type Managed, sleep, startProcess, stopAll, stopProcess, waitReady } from './proc.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(here, '..', '..')
@@ -26,30 +30,46 @@ const WARMUP = int('BENCH_IC_WARMUP', 4000)
 const MEASURE = int('BENCH_IC_REQUESTS', 2000)
 const ROUNDS = int('BENCH_IC_ROUNDS', 3)
 const CONCURRENCY = int('BENCH_IC_CONCURRENCY', 8)
+const CONFIGS = ['plain', 'resilience', 'mtls'] as const
+type Config = (typeof CONFIGS)[number]
 
 function usage(): never {
   process.stdout.write(
-    'usage: node dist/bench/instructions.js [--loom <path/to/bin/loom.js>]... [--only plain,resilience]\n' +
+    'usage: node dist/bench/instructions.js [--loom <path/to/bin/loom.js>]... [--only plain,resilience,mtls]\n' +
+      '                                     [--syscalls]\n' +
       'Counts user-space instructions per proxied GET with valgrind (callgrind): warm-up, then rounds of\n' +
       `measured GETs (BENCH_IC_WARMUP ${WARMUP}, BENCH_IC_REQUESTS ${MEASURE}, BENCH_IC_ROUNDS ${ROUNDS},\n` +
-      `BENCH_IC_CONCURRENCY ${CONCURRENCY}); the median per configuration and loom binary. Needs valgrind.\n`,
+      `BENCH_IC_CONCURRENCY ${CONCURRENCY}); the median per configuration and loom binary. Needs valgrind.\n` +
+      'BENCH_IC_KEEP=1 keeps the callgrind dumps (callgrind_annotate) and configs in the temporary directory;\n' +
+      'BENCH_IC_NODE_FLAGS adds node flags to the proxies (--perf-basic-prof: JIT code names in /tmp/perf-<pid>.map).\n' +
+      'mtls: the sidecar pair (client -> A -> mTLS -> B -> backend), instructions summed over A and B.\n' +
+      '--syscalls: no valgrind; system calls per GET by name, strace -c -f attached to each proxy per round.\n',
   )
   process.exit(0)
 }
 
-function parseArgs(argv: string[]): { looms: string[]; configs: string[] } {
+interface Args {
+  looms: string[]
+  configs: Config[]
+  syscalls: boolean
+}
+
+function parseArgs(argv: string[]): Args {
   const looms: string[] = []
-  let configs = ['plain', 'resilience']
+  let configs: string[] = ['plain', 'resilience']
+  let syscalls = false
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--help' || a === '-h') usage()
     else if (a === '--loom') looms.push(path.resolve(argv[++i] ?? ''))
     else if (a === '--only') configs = (argv[++i] ?? '').split(',').filter(Boolean)
+    else if (a === '--syscalls') syscalls = true
     else throw new Error(`unknown argument ${a} (see --help)`)
   }
-  for (const c of configs) if (c !== 'plain' && c !== 'resilience') throw new Error(`unknown configuration ${c}`)
+  for (const c of configs)
+    if (!(CONFIGS as readonly string[]).includes(c)) throw new Error(`unknown configuration ${c}`)
   if (looms.length === 0) looms.push(path.join(root, 'bin', 'loom.js'))
-  return { looms, configs }
+  return { looms, configs: configs as Config[], syscalls }
 }
 
 /** GETs `n` times over `conc` keep-alive connections; throws on any non-200. */
@@ -95,68 +115,246 @@ function lastDumpTotal(dir: string, pid: number, seen: Set<string>): number {
   return Number(m[1])
 }
 
-async function measure(loom: string, config: string, backendPort: number, dir: string): Promise<number[]> {
+/** One proxy of a configuration: its name in the output and its bootstrap. */
+interface ProxySpec {
+  name: string
+  file: string
+  /** admin port, for the connection counters */
+  admin: number
+}
+
+/** The proxies of a configuration and the port the client sends to. */
+interface Setup {
+  port: number
+  proxies: ProxySpec[]
+}
+
+let certs: Promise<MtlsPairConfig> | null = null
+
+async function setup(config: Config, backendPort: number, dir: string): Promise<Setup> {
   const port = await freePort()
   const admin = await freePort()
-  const file = path.join(dir, `${config}.yaml`)
-  writeFileSync(file, loomBootstrap(port, admin, backendPort, { resilience: config === 'resilience' }))
-  const p = startProcess('loom', 'valgrind', [
-    '--tool=callgrind',
-    '--smc-check=all-non-file',
-    '--instr-atstart=no',
-    `--callgrind-out-file=${path.join(dir, 'cg.%p')}`,
-    process.execPath,
-    loom,
-    'proxy',
-    '-c',
-    file,
-  ])
-  try {
-    const ready = await waitReady(port, p, 120_000)
-    if (!ready.ok) throw new Error(`loom under valgrind: ${ready.reason}\n${p.stderr()}`)
-    await load(port, WARMUP, CONCURRENCY)
-    const seen = new Set<string>()
-    const out: number[] = []
-    for (let r = 0; r < ROUNDS; r++) {
-      control(p.pid, '-i', 'on')
-      await load(port, MEASURE, CONCURRENCY)
-      control(p.pid, '-d')
-      control(p.pid, '-i', 'off')
-      out.push(Math.round(lastDumpTotal(dir, p.pid, seen) / MEASURE))
-    }
-    return out
-  } finally {
-    await stopProcess(p)
+  if (config !== 'mtls') {
+    const file = path.join(dir, `${config}.yaml`)
+    writeFileSync(file, loomBootstrap(port, admin, backendPort, { resilience: config === 'resilience' }))
+    return { port, proxies: [{ name: 'loom', file, admin }] }
+  }
+  certs ??= writeMtlsCerts(path.join(dir, 'mtls-certs')).then((f) => ({
+    ...f,
+    serverId: SERVER_ID,
+    serverHost: SERVER_HOST,
+  }))
+  const m = await certs
+  const peerPort = await freePort()
+  const adminB = await freePort()
+  const fileA = path.join(dir, 'mtls-a.yaml')
+  const fileB = path.join(dir, 'mtls-b.yaml')
+  writeFileSync(fileA, loomMtlsOutbound(port, admin, peerPort, m, false))
+  writeFileSync(fileB, loomMtlsInbound(peerPort, adminB, backendPort, m))
+  // B first: A's readiness check goes through it
+  return {
+    port,
+    proxies: [
+      { name: 'B', file: fileB, admin: adminB },
+      { name: 'A', file: fileA, admin },
+    ],
   }
 }
 
+/** Sum of the `upstream_cx_total` counters on a proxy's admin /stats (connections it opened). */
+function upstreamConnections(admin: number): Promise<number> {
+  return new Promise((resolve) => {
+    http
+      .get({ host: '127.0.0.1', port: admin, path: '/stats', agent: false, timeout: 10_000 }, (res) => {
+        let text = ''
+        res.setEncoding('utf8')
+        res.on('data', (d: string) => {
+          text += d
+        })
+        res.on('end', () => {
+          let n = 0
+          for (const m of text.matchAll(/^cluster\.[^\n]*\.upstream_cx_total: (\d+)$/gm)) n += Number(m[1])
+          resolve(n)
+        })
+      })
+      .on('error', () => resolve(Number.NaN))
+  })
+}
+
+/** Per round: the count of each proxy (instructions, or system calls by name). */
+interface Rounds {
+  /** per round, per proxy: the total per GET */
+  totals: number[][]
+  /** per round, per proxy: system calls per GET by name (--syscalls only) */
+  byName: Map<string, number>[][]
+  /** per proxy: upstream connections it opened during the measured rounds (and the second half of the warm-up) */
+  newConnections: number[]
+}
+
+/** Extra node flags for the proxies, e.g. `--perf-basic-prof` to name JIT code in the dumps (/tmp/perf-<pid>.map). */
+const NODE_FLAGS = (process.env.BENCH_IC_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean)
+
+function startProxies(loom: string, s: Setup, dir: string, syscalls: boolean): Managed[] {
+  return s.proxies.map((p) => {
+    // under valgrind a TLS handshake can take longer than the configs' 1 s connect timeout: a 503, not a count
+    if (!syscalls)
+      writeFileSync(p.file, readFileSync(p.file, 'utf8').replaceAll('connect_timeout: 1s', 'connect_timeout: 60s'))
+    const args = [...NODE_FLAGS, loom, 'proxy', '-c', p.file]
+    if (syscalls) return startProcess(p.name, process.execPath, args)
+    return startProcess(p.name, 'valgrind', [
+      '--tool=callgrind',
+      '--smc-check=all-non-file',
+      '--instr-atstart=no',
+      `--callgrind-out-file=${path.join(dir, 'cg.%p')}`,
+      process.execPath,
+      ...args,
+    ])
+  })
+}
+
+/** strace -c -f attached to `pid` until `stop` is called; resolves to the calls by name. */
+function straceAttach(pid: number, file: string): { attached: Promise<void>; stop(): Promise<Map<string, number>> } {
+  const child = spawn('strace', ['-c', '-f', '-o', file, '-p', String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let err = ''
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  const attached = new Promise<void>((resolve, reject) => {
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString()
+      if (err.includes('attached')) resolve()
+    })
+    child.once('exit', () => reject(new Error(`strace exited: ${err}`)))
+  })
+  return {
+    attached,
+    async stop() {
+      child.kill('SIGINT')
+      await exited
+      const calls = new Map<string, number>()
+      for (const line of readFileSync(file, 'utf8').split('\n')) {
+        const t = line.trim().split(/\s+/)
+        if (t.length < 5 || !/^\d/.test(t[0] ?? '') || t[t.length - 1] === 'total') continue
+        calls.set(t[t.length - 1] as string, Number(t[3]))
+      }
+      return calls
+    },
+  }
+}
+
+async function measure(
+  loom: string,
+  config: Config,
+  backendPort: number,
+  dir: string,
+  syscalls: boolean,
+): Promise<Rounds> {
+  const s = await setup(config, backendPort, dir)
+  const procs: Managed[] = []
+  try {
+    for (const p of startProxies(loom, s, dir, syscalls)) procs.push(p)
+    const ready = await waitReady(s.port, procs, 180_000)
+    if (!ready.ok)
+      throw new Error(
+        `loom${syscalls ? '' : ' under valgrind'}: ${ready.reason}\n${procs.map((p) => p.stderr()).join('\n')}`,
+      )
+    // the counters are read halfway through the warm-up: whatever V8 compiles for the admin page is done before the
+    // first measured round
+    await load(s.port, Math.ceil(WARMUP / 2), CONCURRENCY)
+    const cxBefore = await Promise.all(s.proxies.map((p) => upstreamConnections(p.admin)))
+    await load(s.port, Math.ceil(WARMUP / 2), CONCURRENCY)
+    const seen = new Set<string>()
+    const totals: number[][] = []
+    const byName: Map<string, number>[][] = []
+    for (let r = 0; r < ROUNDS; r++) {
+      if (syscalls) {
+        const traces = procs.map((p, i) => straceAttach(p.pid, path.join(dir, `strace.${r}.${i}`)))
+        await Promise.all(traces.map((t) => t.attached))
+        await sleep(300)
+        await load(s.port, MEASURE, CONCURRENCY)
+        const counts = await Promise.all(traces.map((t) => t.stop()))
+        const perGet = counts.map((c) => new Map([...c].map(([k, v]) => [k, v / MEASURE])))
+        byName.push(perGet)
+        totals.push(perGet.map((c) => [...c.values()].reduce((a, b) => a + b, 0)))
+      } else {
+        for (const p of procs) control(p.pid, '-i', 'on')
+        await load(s.port, MEASURE, CONCURRENCY)
+        for (const p of procs) {
+          control(p.pid, '-d')
+          control(p.pid, '-i', 'off')
+        }
+        totals.push(procs.map((p) => Math.round(lastDumpTotal(dir, p.pid, seen) / MEASURE)))
+      }
+    }
+    const cxAfter = await Promise.all(s.proxies.map((p) => upstreamConnections(p.admin)))
+    const newConnections = cxAfter.map((n, i) => n - (cxBefore[i] as number))
+    return { totals, byName, newConnections }
+  } finally {
+    for (const p of procs.reverse()) await stopProcess(p)
+  }
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number
+const fmt = (n: number, syscalls: boolean): string => (syscalls ? n.toFixed(2) : String(Math.round(n)))
+
+/** One output block for a configuration and a loom binary. */
+function report(config: Config, loom: string, names: string[], r: Rounds, syscalls: boolean): string {
+  const sums = r.totals.map((t) => t.reduce((a, b) => a + b, 0))
+  const lines = [
+    `${config.padEnd(11)} ${fmt(median(sums), syscalls).padStart(9)}   rounds ${sums.map((n) => fmt(n, syscalls)).join(', ')}   ${loom}`,
+  ]
+  if (names.length > 1) {
+    names.forEach((name, i) => {
+      const own = r.totals.map((t) => t[i] as number)
+      lines.push(
+        `  ${name.padEnd(9)} ${fmt(median(own), syscalls).padStart(9)}   rounds ${own.map((n) => fmt(n, syscalls)).join(', ')}`,
+      )
+    })
+  }
+  if (syscalls) {
+    names.forEach((name, i) => {
+      const all = new Set(r.byName.flatMap((round) => [...(round[i] as Map<string, number>).keys()]))
+      const rows = [...all]
+        .map((k) => [k, median(r.byName.map((round) => (round[i] as Map<string, number>).get(k) ?? 0))] as const)
+        .filter(([, v]) => v >= 0.01)
+        .sort((a, b) => b[1] - a[1])
+      lines.push(`  ${name}: ${rows.map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`)
+    })
+  }
+  const opened = names.map((name, i) => `${names.length > 1 ? `${name} ` : ''}${r.newConnections[i]}`).join(', ')
+  lines.push(`  upstream connections opened in the measured rounds and the warm-up's second half: ${opened}`)
+  return lines.join('\n')
+}
+
 async function main(): Promise<void> {
-  const { looms, configs } = parseArgs(process.argv.slice(2))
-  if (spawnSync('valgrind', ['--version']).status !== 0) throw new Error('valgrind is not installed')
+  const { looms, configs, syscalls } = parseArgs(process.argv.slice(2))
+  if (syscalls) {
+    if (spawnSync('strace', ['-V']).status !== 0) throw new Error('strace is not installed')
+  } else if (spawnSync('valgrind', ['--version']).status !== 0) throw new Error('valgrind is not installed')
   const dir = mkdtempSync(path.join(os.tmpdir(), 'loom-ic-'))
   const backendPort = await freePort()
   const backend = startProcess('backend', process.execPath, [
     '-e',
-    `const b=Buffer.alloc(1024,97);require('node:http').createServer((q,s)=>{q.resume();q.on('end',()=>s.end(b))}).listen(${backendPort},'127.0.0.1')`,
+    `const b=Buffer.alloc(1024,97);const h=require('node:http').createServer((q,s)=>{q.resume();q.on('end',()=>s.end(b))});h.keepAliveTimeout=0;h.listen(${backendPort},'127.0.0.1')`,
   ])
   try {
-    const rows: string[] = []
+    const blocks: string[] = []
     for (const loom of looms) {
       for (const config of configs) {
         process.stderr.write(`measuring ${config} with ${loom} ...\n`)
-        const rounds = await measure(loom, config, backendPort, dir)
-        const median = [...rounds].sort((a, b) => a - b)[Math.floor(rounds.length / 2)] as number
-        rows.push(`${config.padEnd(11)} ${String(median).padStart(9)}   rounds ${rounds.join(', ')}   ${loom}`)
+        const r = await measure(loom, config, backendPort, dir, syscalls)
+        const names = config === 'mtls' ? ['B', 'A'] : ['loom']
+        blocks.push(report(config, loom, names, r, syscalls))
       }
     }
+    const what = syscalls ? 'syscalls/GET' : 'instr/GET'
     process.stdout.write(
-      `config      instr/GET   (median of ${ROUNDS} rounds of ${MEASURE} GETs, ${CONCURRENCY} connections)\n`,
+      `config      ${what}   (median of ${ROUNDS} rounds of ${MEASURE} GETs, ${CONCURRENCY} connections)\n`,
     )
-    process.stdout.write(`${rows.join('\n')}\n`)
+    process.stdout.write(`${blocks.join('\n')}\n`)
   } finally {
     await stopProcess(backend)
     await stopAll()
-    rmSync(dir, { recursive: true, force: true })
+    if (process.env.BENCH_IC_KEEP === '1') process.stderr.write(`callgrind dumps kept in ${dir}\n`)
+    else rmSync(dir, { recursive: true, force: true })
   }
 }
 

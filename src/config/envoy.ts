@@ -855,6 +855,18 @@ export type AccessLog = v.InferOutput<typeof AccessLog>
 // === network filters ===
 
 /**
+ * Istio's stats filter config (`stats.PluginConfig`), for the HTTP filter and the network filter alike: the fields
+ * Loom reads. `disable_host_header_fallback`: no destination service from the authority when the cluster does
+ * not name one. `tcp_reporting_duration`: how often open TCP connections' bytes are added (default 15s).
+ */
+export const IstioStats = v.strictObject({
+  '@type': v.literal(TypeUrls.istioStats),
+  disable_host_header_fallback: opt(bool),
+  tcp_reporting_duration: opt(duration),
+})
+export type IstioStats = v.InferOutput<typeof IstioStats>
+
+/**
  * Loom's decision record filter (loom.filters.http.explain.v1alpha1.Explain): a request with `x-loom-explain` from
  * a caller one of `principals` matches is recorded (access log `loom_decisions`, response `x-loom-explain-record`);
  * from anyone else the header is removed. No principals: nobody may ask.
@@ -879,6 +891,7 @@ export const HttpFilter = v.strictObject({
     Rbac,
     ExtAuthz,
     Explain,
+    IstioStats,
   ]),
 })
 export type HttpFilter = v.InferOutput<typeof HttpFilter>
@@ -986,7 +999,7 @@ export type NetworkRbac = v.InferOutput<typeof NetworkRbac>
 
 export const NetworkFilter = v.strictObject({
   name: nonEmpty,
-  typed_config: v.variant('@type', [HttpConnectionManager, TcpProxy, NetworkRbac]),
+  typed_config: v.variant('@type', [HttpConnectionManager, TcpProxy, NetworkRbac, IstioStats]),
 })
 export type NetworkFilter = v.InferOutput<typeof NetworkFilter>
 
@@ -998,13 +1011,27 @@ const TERMINAL = 'the last network filter must be http_connection_manager or tcp
 const networkFilters = v.pipe(
   v.array(NetworkFilter),
   v.minLength(1, `at least one network filter: ${TERMINAL}`),
+  v.check((list) => {
+    const t = list[list.length - 1]?.typed_config['@type']
+    return list.length === 0 || (t !== TypeUrls.networkRbac && t !== TypeUrls.istioStats)
+  }, `${TERMINAL}`),
   v.check(
-    (list) => list.length === 0 || list[list.length - 1]!.typed_config['@type'] !== TypeUrls.networkRbac,
-    `${TERMINAL}`,
+    (list) =>
+      list
+        .slice(0, -1)
+        .every(
+          (f) => f.typed_config['@type'] === TypeUrls.networkRbac || f.typed_config['@type'] === TypeUrls.istioStats,
+        ),
+    'only network RBAC filters (envoy.filters.network.rbac) and istio.stats may come before the last filter',
   ),
   v.check(
-    (list) => list.slice(0, -1).every((f) => f.typed_config['@type'] === TypeUrls.networkRbac),
-    'only network RBAC filters (envoy.filters.network.rbac) may come before the last filter',
+    (list) =>
+      list.every(
+        (f) =>
+          f.typed_config['@type'] !== TypeUrls.istioStats ||
+          list[list.length - 1]!.typed_config['@type'] === TypeUrls.tcpProxy,
+      ),
+    "the istio.stats network filter needs tcp_proxy as the last filter (HTTP metrics are the HTTP filter's)",
   ),
 )
 
@@ -1041,6 +1068,8 @@ export const Listener = v.strictObject({
     ),
   ),
   per_connection_buffer_limit_bytes: opt(uint32),
+  /** INBOUND / OUTBOUND: which side of its workload the listener is (Istio's stats filters read it) */
+  traffic_direction: opt(v.picklist(['UNSPECIFIED', 'INBOUND', 'OUTBOUND'])),
 })
 export type Listener = v.InferOutput<typeof Listener>
 
@@ -1257,6 +1286,11 @@ export type LoadBalancingPolicy = v.InferOutput<typeof LoadBalancingPolicy>
 export const Cluster = v.strictObject({
   '@type': opt(str),
   name: nonEmpty,
+  /**
+   * `filter_metadata.istio.services`: the cluster's service, for Istio's metrics; `istio.config`: the
+   * DestinationRule that shaped it (loom explain shows it); other namespaces kept, unused
+   */
+  metadata: opt(Metadata),
   type: opt(v.picklist(['STATIC', 'STRICT_DNS', 'EDS'])),
   eds_cluster_config: opt(v.strictObject({ eds_config: opt(ConfigSource), service_name: opt(nonEmpty) })),
   connect_timeout: opt(duration),
@@ -1302,8 +1336,6 @@ export const Cluster = v.strictObject({
   outlier_detection: opt(OutlierDetection),
   common_lb_config: opt(CommonLbConfig),
   health_checks: opt(v.pipe(v.array(HealthCheck), v.maxLength(1, 'at most one health checker (as Envoy)'))),
-  /** kept, not read: Istio's `istio` `config` names the DestinationRule (loom explain shows it) */
-  metadata: opt(Metadata),
 })
 export type Cluster = v.InferOutput<typeof Cluster>
 

@@ -29,6 +29,8 @@ export const TypeUrls = {
   httpInspector: `${T}envoy.extensions.filters.listener.http_inspector.v3.HttpInspector`,
   roundRobinLb: `${T}envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin`,
   leastRequestLb: `${T}envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest`,
+  /** Istio's stats filter (istio.stats), HTTP and network: Istio's standard metrics */
+  istioStats: `${T}stats.PluginConfig`,
   /** Loom's own extension (src/xds/loom-protos.ts) */
   peakEwma: `${T}loom.config.lb.v1.PeakEwma`,
 } as const

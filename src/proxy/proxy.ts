@@ -34,6 +34,9 @@ import { NetworkRbacFilter } from './rbac/network.js'
 import { buildDownstreamTls } from './tls.js'
 import { type Secret as StoredSecret, SecretStore } from './secrets/store.js'
 import { storedSecret } from './secrets/tls-material.js'
+import { LocalWorkload, type NodeInfo } from './telemetry/workload.js'
+import type { TelemetryContext } from './http/filters/istio-stats/istio-stats.js'
+import { TcpStatsRecorder } from './telemetry/tcp-stats.js'
 
 export interface ProxyOptions {
   /** Where the config came from, for error messages. */
@@ -61,8 +64,6 @@ const EMPTY_ROUTES: RouteConfiguration = { virtual_hosts: [] }
 
 export class ProxyServer {
   readonly bootstrap: Bootstrap
-  /** the node id: the bootstrap's, or the one the proxy connects to its control plane with (set before any xDS config) */
-  nodeId: string
   readonly options: ProxyOptions
   readonly stats = new StatsStore()
   /**
@@ -70,6 +71,11 @@ export class ProxyServer {
    * bootstrap's `static_resources.secrets`, SDS over ADS and the identity client
    */
   readonly secrets = new SecretStore()
+  /**
+   * The proxy's own workload (telemetry/workload.ts), from the bootstrap's node, or what `setNode` says when the
+   * node comes from the command line (xDS): what Istio's stats filters report and exchange.
+   */
+  workload: LocalWorkload
   /** the proxy's own certificate from the control plane (`--identity-token-file`), for the admin `/certs` */
   identity: { status(): IdentityStatus | null; stop(): void } | null = null
   readonly clusters: ClusterManager
@@ -103,8 +109,11 @@ export class ProxyServer {
   /** Compiles the static config; throws ConfigError with every issue found, paths from the bootstrap root. */
   constructor(bootstrap: Bootstrap, options: ProxyOptions) {
     this.bootstrap = bootstrap
-    this.nodeId = bootstrap.node?.id ?? ''
     this.options = options
+    this.workload = new LocalWorkload(
+      { id: bootstrap.node?.id ?? '', metadata: bootstrap.node?.metadata ?? {} },
+      this.secrets,
+    )
     const issues: ConfigIssue[] = []
     const clusterConfigs = bootstrap.static_resources?.clusters ?? []
     this.applyStaticSecrets(bootstrap.static_resources?.secrets ?? [], issues)
@@ -130,6 +139,11 @@ export class ProxyServer {
       }
     })
     if (issues.length > 0) throw new ConfigError(options.file, issues)
+  }
+
+  /** The node as it identifies itself to the control plane: listeners compiled from now on report it. */
+  setNode(node: NodeInfo): void {
+    this.workload = new LocalWorkload(node, this.secrets)
   }
 
   /** `static_resources.secrets`: into the store, where TLS contexts find them by name. */
@@ -195,10 +209,17 @@ export class ProxyServer {
       const last = fc.filters.length - 1
       const t = fc.filters[last]!.typed_config as TerminalNetworkFilter
       const rbac: NetworkRbacFilter[] = []
+      let tcpStats: TcpStatsRecorder | null = null
+      const telemetry: TelemetryContext = {
+        workload: this.workload,
+        direction: l.traffic_direction ?? 'UNSPECIFIED',
+        metrics: this.stats.istio,
+      }
       fc.filters.slice(0, last).forEach((f, k) => {
         const c = f.typed_config
         if (c['@type'] === TypeUrls.networkRbac)
           rbac.push(new NetworkRbacFilter(f.name, c, `${fpath}.filters[${k}].typed_config`, issues, this.stats))
+        else if (c['@type'] === TypeUrls.istioStats) tcpStats = new TcpStatsRecorder(c, telemetry)
       })
       let handler: NetworkHandler
       let defaultAlpn = ['http/1.1']
@@ -212,7 +233,7 @@ export class ProxyServer {
             rdsName === null
               ? compileRouteConfig(t.route_config!)
               : (this.routeTables.get(rdsName)?.compiled ?? compileRouteConfig({ ...EMPTY_ROUTES, name: rdsName }))
-          const hcm = new HcmContext(t, router, this.clusters, this.pools, this.stats, rdsName, this.nodeId)
+          const hcm = new HcmContext(t, router, this.clusters, this.pools, this.stats, rdsName, telemetry)
           handler = { kind: 'hcm', hcm }
           defaultAlpn = hcm.codec === 'HTTP1' ? ['http/1.1'] : hcm.codec === 'HTTP2' ? ['h2'] : ['h2', 'http/1.1']
         } catch (err) {
@@ -230,7 +251,7 @@ export class ProxyServer {
           return
         }
       } else {
-        handler = { kind: 'tcp', tcp: new TcpProxyContext(t, this.clusters, this.stats) }
+        handler = { kind: 'tcp', tcp: new TcpProxyContext(t, this.clusters, this.stats, tcpStats) }
         defaultAlpn = []
       }
       let secure = null

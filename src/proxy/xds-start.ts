@@ -43,7 +43,19 @@ export function defaultNodeId(o: XdsStartOptions): string {
 export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<AdsClient> {
   const consumer = new XdsConsumer(proxy)
   const id = o.node ?? defaultNodeId(o)
-  proxy.nodeId = id
+  const metadata = {
+    ...o.metadata,
+    NAMESPACE: o.namespace,
+    LABELS: o.labels,
+    SERVICE_ACCOUNT: o.serviceAccount,
+    INSTANCE_IPS: o.ip,
+    NODE_KIND: o.kind,
+    GENERATOR: 'envoy',
+    // where the control plane reads this proxy's metrics and live requests (`loom stat`, `loom tap`)
+    ...(proxy.adminAddress !== null ? { ADMIN_ADDRESS: proxy.adminAddress } : {}),
+  }
+  // the listeners that arrive report and exchange this workload (Istio's stats filters)
+  proxy.setNode({ id, metadata })
   const client: AdsClient = new AdsClient({
     server: o.server,
     ...(o.credentials !== undefined ? { credentials: o.credentials } : {}),
@@ -51,17 +63,7 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
     node: {
       id,
       cluster: o.labels.app ?? 'loom',
-      metadata: {
-        ...o.metadata,
-        NAMESPACE: o.namespace,
-        LABELS: o.labels,
-        SERVICE_ACCOUNT: o.serviceAccount,
-        INSTANCE_IPS: o.ip,
-        NODE_KIND: o.kind,
-        GENERATOR: 'envoy',
-        // where the control plane reads this proxy's metrics and live requests (`loom stat`, `loom tap`)
-        ...(proxy.adminAddress !== null ? { ADMIN_ADDRESS: proxy.adminAddress } : {}),
-      },
+      metadata,
       locality: o.locality ?? {},
     },
     userAgentVersion: VERSION,

@@ -585,6 +585,8 @@ export class LocalMesh {
         '--drain-time-s',
         '2',
         '--metadata',
+        `WORKLOAD_NAME=${g.name}`,
+        '--metadata',
         'GATEWAY_ADDRESS=127.0.0.1',
         '--metadata',
         `GATEWAY_PORTS=${Object.entries(ports)
@@ -698,6 +700,8 @@ export class LocalMesh {
       `127.0.0.1:${adminPort}`,
       '--drain-time-s',
       '2',
+      '--metadata',
+      `WORKLOAD_NAME=${def.name}`,
       '--metadata',
       `OUTBOUND_PORT=${outboundPort}`,
       '--metadata',

@@ -25,6 +25,23 @@ message Explain {
 }
 `
 
+/**
+ * Istio's stats filter config (package `stats`, `type.googleapis.com/stats.PluginConfig`): the fields Loom reads,
+ * with Istio's field numbers, so the filter travels in a typed_config Any like any other.
+ */
+export const ISTIO_STATS_PROTO = `
+syntax = "proto3";
+
+package stats;
+
+message PluginConfig {
+  // no destination service from the request's authority when the cluster names none
+  bool disable_host_header_fallback = 5;
+  // how often open TCP connections' bytes are reported (default 15s)
+  google.protobuf.Duration tcp_reporting_duration = 6;
+}
+`
+
 /** The peak-EWMA load balancer's config, in a cluster's load_balancing_policy (src/proxy/cluster/lb/peak-ewma.ts). */
 export const PEAK_EWMA_PROTO = `
 syntax = "proto3";

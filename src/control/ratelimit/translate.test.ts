@@ -56,6 +56,7 @@ describe('GlobalRateLimit translation', () => {
       'loom.filters.http.explain',
       'envoy.filters.http.fault',
       'envoy.filters.http.cors',
+      'istio.stats',
       'envoy.filters.http.router',
     ])
     for (const h of routes.virtual_hosts as Json[]) assert.equal(h.typed_per_filter_config, undefined)
@@ -68,6 +69,7 @@ describe('GlobalRateLimit translation', () => {
       'envoy.filters.http.fault',
       'envoy.filters.http.cors',
       GLOBAL_RATELIMIT_FILTER,
+      'istio.stats',
       'envoy.filters.http.router',
     ])
     const reviews = vhost(routes, 'reviews.default.svc.cluster.local:9080')

@@ -71,6 +71,7 @@ describe('RequestAuthentication translation', () => {
         'envoy.filters.http.jwt_authn',
         'envoy.filters.http.fault',
         'envoy.filters.http.cors',
+        'istio.stats',
         'envoy.filters.http.router',
       ],
     )
@@ -124,7 +125,7 @@ describe('RequestAuthentication translation', () => {
     assert.deepEqual(wire, inbound)
     const parsed = v.parse(Listener, wire)
     const hcm = parsed.filter_chains![0]!.filters![0]!.typed_config as unknown as { http_filters: never[] }
-    assert.equal(compileHttpFilters(hcm.http_filters, new HttpConnManagerStats('x')).length, 4)
+    assert.equal(compileHttpFilters(hcm.http_filters, new HttpConnManagerStats('x')).length, 5)
   })
 
   it('scope: root namespace for all, a namespace for its workloads, a selector for matching labels', () => {

@@ -64,7 +64,7 @@ function routeTable(g: Map<string, Map<string, Json>>): Map<string, string[]> {
   return table
 }
 
-/** Every connection manager's http_filters, by name: Istio's order, the fault filter then the router. */
+/** Every connection manager's http_filters, by name: Istio's order, the fault and CORS filters, istio.stats, the router. */
 function checkChains(g: Map<string, Map<string, Json>>): void {
   for (const [name, l] of g.get(LDS) ?? []) {
     for (const fc of (l.filter_chains as Json[]) ?? []) {
@@ -77,6 +77,7 @@ function checkChains(g: Map<string, Map<string, Json>>): void {
               'loom.filters.http.explain',
               'envoy.filters.http.fault',
               'envoy.filters.http.cors',
+              'istio.stats',
               'envoy.filters.http.router',
             ],
             name,

@@ -49,6 +49,19 @@ const FAULT: Json = { name: 'envoy.filters.http.fault', typed_config: { '@type':
  * acts only on routes whose `typed_per_filter_config` carries a VirtualService `corsPolicy`.
  */
 const CORS: Json = { name: 'envoy.filters.http.cors', typed_config: { '@type': TypeUrls.cors } }
+/**
+ * Istio's stats filter (`istio.stats`), just before the router as in Istio: Istio's standard metrics and the HTTP
+ * metadata exchange, its role from the listener's `traffic_direction`. Outbound (sidecar outbound, gateways) it
+ * takes the destination service from the cluster only (`disable_host_header_fallback`, as Istio's); inbound it may
+ * fall back to the authority.
+ */
+const STATS_INBOUND: Json = { name: 'istio.stats', typed_config: { '@type': TypeUrls.istioStats } }
+const STATS_OUTBOUND: Json = {
+  name: 'istio.stats',
+  typed_config: { '@type': TypeUrls.istioStats, disable_host_header_fallback: true },
+}
+/** The network stats filter before an inbound tcp_proxy: Istio's TCP metrics. */
+const STATS_TCP: Json = { name: 'istio.stats', typed_config: { '@type': TypeUrls.istioStats } }
 
 export interface ListenerSet {
   listeners: Json[]
@@ -80,12 +93,13 @@ const PATH_NORMALIZATION: Record<PathNormalization, Json> = {
  * it on sidecars and gateways alike (long-lived gRPC and websocket streams are not cut; a route's `idle_timeout`
  * still applies). `authFilters` run first, before the fault and CORS filters, in Istio's inbound order:
  * authentication (RequestAuthentication's JWT filter), then authorization (the RBAC filters); `extraFilters` go
- * just before the router.
+ * after CORS, then Istio's stats filter (`stats`: its inbound or outbound form) and the router.
  */
 function hcm(
   scope: Scope,
   statPrefix: string,
   routing: Json,
+  stats: Json,
   extraFilters: Json[] = [],
   authFilters: Json[] = [],
 ): Json {
@@ -97,7 +111,7 @@ function hcm(
       ...routing,
       ...PATH_NORMALIZATION[scope.mesh.pathNormalization],
       stream_idle_timeout: '0s',
-      http_filters: [explainFilter(scope, statPrefix), ...authFilters, FAULT, CORS, ...extraFilters, ROUTER],
+      http_filters: [explainFilter(scope, statPrefix), ...authFilters, FAULT, CORS, ...extraFilters, stats, ROUTER],
     },
   }
 }
@@ -316,8 +330,13 @@ export function outboundListener(scope: Scope, metadata: NodeMetadata): Listener
       {
         name: OUTBOUND_LISTENER,
         address: socketAddress('127.0.0.1', port),
+        traffic_direction: 'OUTBOUND',
         filter_chains: [
-          { filters: [hcm(scope, OUTBOUND_LISTENER, { ...rds(OUTBOUND_ROUTE), ...SIDECAR_TRUST }, filters)] },
+          {
+            filters: [
+              hcm(scope, OUTBOUND_LISTENER, { ...rds(OUTBOUND_ROUTE), ...SIDECAR_TRUST }, STATS_OUTBOUND, filters),
+            ],
+          },
         ],
       },
     ],
@@ -378,18 +397,18 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
   const address = typeof metadata.INBOUND_ADDRESS === 'string' ? metadata.INBOUND_ADDRESS : '0.0.0.0'
   const inboundPorts = portMap(metadata.INBOUND_PORTS)
   const appPorts = portMap(metadata.APP_PORTS)
-  const byPort = new Map<number, { endpoint: ServiceEndpoint; protocol: string }>()
+  const byPort = new Map<number, { endpoint: ServiceEndpoint; protocol: string; service: Service }>()
   for (const { service, endpoint } of ownEndpoints(scope)) {
     if (byPort.has(endpoint.servicePort)) continue
     const protocol = service.ports.find((p) => p.number === endpoint.servicePort)?.protocol ?? ''
     if (protocol === 'UDP') continue
-    byPort.set(endpoint.servicePort, { endpoint, protocol })
+    byPort.set(endpoint.servicePort, { endpoint, protocol, service })
   }
   const out: ListenerSet = { listeners: [], routes: [], clusters: [] }
   const authn = jwtAuthnFilters(scope)
   const bound = new Set<number>()
   for (const servicePort of [...byPort.keys()].sort((a, b) => a - b)) {
-    const { endpoint, protocol } = byPort.get(servicePort)!
+    const { endpoint, protocol, service } = byPort.get(servicePort)!
     // the port policies name: the workload's own (its targetPort when the registered port is the sidecar's)
     const workloadPort = endpoint.targetPort ?? endpoint.port
     const listenPort = inboundPorts.get(servicePort) ?? endpoint.port
@@ -405,11 +424,12 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
             scope,
             `inbound_${address}_${listenPort}`,
             { route_config: inboundRoutes(name, servicePort, cluster), ...SIDECAR_TRUST, ...INBOUND_XFCC },
+            STATS_INBOUND,
             [],
             [...authn, ...authzHttpFilters(scope, ports)],
           ),
         ]
-      : [...authzNetworkFilters(scope, ports), tcpProxy(cluster)]
+      : [...authzNetworkFilters(scope, ports), STATS_TCP, tcpProxy(cluster)]
     const mode = peerAuthenticationMode(scope, { workloadPort, servicePort })
     const tlsChain = {
       filter_chain_match: { transport_protocol: 'tls' },
@@ -417,7 +437,7 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
       transport_socket: inboundMutualTls(),
     }
     const plainChain = { filter_chain_match: { transport_protocol: 'raw_buffer' }, filters }
-    const listener: Json = { name, address: socketAddress(address, listenPort) }
+    const listener: Json = { name, address: socketAddress(address, listenPort), traffic_direction: 'INBOUND' }
     if (mode === 'DISABLE') {
       listener.filter_chains = [{ filters }]
     } else {
@@ -430,6 +450,7 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
       type: 'STATIC',
       connect_timeout: scope.mesh.connectTimeout,
       lb_policy: 'ROUND_ROBIN',
+      metadata: istioServiceMetadata(service),
     }
     if (isHttp2Protocol(protocol)) Object.assign(c, http2Options())
     const appPort = appPorts.get(servicePort) ?? endpoint.port
@@ -437,6 +458,19 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
     out.clusters.push(c)
   }
   return out
+}
+
+/**
+ * Istio's cluster metadata naming the cluster's service (`istio.services`): the stats filters read the destination
+ * service of inbound traffic from it.
+ */
+function istioServiceMetadata(service: Service): Json {
+  const parts = service.hostname.split('.')
+  // a Kubernetes-style host (`reviews.default.svc.<domain>`) is named by its first label, any other by itself
+  const name = parts[2] === 'svc' ? parts[0]! : service.hostname
+  return {
+    filter_metadata: { istio: { services: [{ host: service.hostname, name, namespace: service.namespace }] } },
+  }
 }
 
 /** An inbound HTTP port's route configuration: everything to the port's inbound cluster. */
@@ -557,7 +591,9 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
       const plain = servers.filter((s) => !terminatingTls(s.server))
       const routeName = `http.${port}`
       out.routes.push(gatewayRouteConfig(scope, routeName, port, plain, false))
-      chains.push({ filters: [hcm(scope, `outbound_0.0.0.0_${port}`, { ...rds(routeName), ...trust }, [], auth)] })
+      chains.push({
+        filters: [hcm(scope, `outbound_0.0.0.0_${port}`, { ...rds(routeName), ...trust }, STATS_OUTBOUND, [], auth)],
+      })
     } else {
       for (const s of servers.filter((x) => terminatingTls(x.server))) {
         const routeName = `https.${port}.${s.server.port?.name ?? ''}.${s.gateway.metadata.name}.${s.gateway.metadata.namespace}`
@@ -567,7 +603,7 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
         if (sni.length > 0) chain.filter_chain_match = { server_names: sni }
         // Istio's stat prefix for a TLS server is its name, else the route name.
         const prefix = s.server.name ?? routeName
-        chain.filters = [hcm(scope, prefix, { ...rds(routeName), ...trust }, [], auth)]
+        chain.filters = [hcm(scope, prefix, { ...rds(routeName), ...trust }, STATS_OUTBOUND, [], auth)]
         chain.transport_socket = { name: 'envoy.transport_sockets.tls', typed_config: downstreamTls(s.server) }
         chains.push(chain)
       }
@@ -575,6 +611,7 @@ export function gatewayListeners(scope: Scope, metadata: NodeMetadata = {}): Lis
     out.listeners.push({
       name: `0.0.0.0_${port}`,
       address: socketAddress(bindAddress, listenPort),
+      traffic_direction: 'OUTBOUND',
       filter_chains: chains,
     })
   }

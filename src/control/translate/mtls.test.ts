@@ -280,9 +280,9 @@ describe('inbound TCP ports', () => {
     const filters = (l.filter_chains as Json[])[0]!.filters as Json[]
     assert.deepEqual(
       filters.map((f) => f.name),
-      ['envoy.filters.network.rbac.allow', 'envoy.filters.network.tcp_proxy'],
+      ['envoy.filters.network.rbac.allow', 'istio.stats', 'envoy.filters.network.tcp_proxy'],
     )
-    assert.deepEqual(filters[1]!.typed_config, {
+    assert.deepEqual(filters[2]!.typed_config, {
       '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy',
       stat_prefix: 'inbound|9081||',
       cluster: 'inbound|9081||',

@@ -264,7 +264,7 @@ spec:
     )
   })
 
-  it('every connection manager runs the explain filter, the fault filter, the CORS filter, then the router (Istio chain order)', () => {
+  it('every connection manager runs the explain filter, the fault filter, the CORS filter, istio.stats, then the router (Istio chain order)', () => {
     const names = (l: Json) =>
       (
         ((((l.filter_chains as Json[])[0]!.filters as Json[])[0]!.typed_config as Json).http_filters as Json[]) ?? []
@@ -281,6 +281,7 @@ spec:
             'loom.filters.http.explain',
             'envoy.filters.http.fault',
             'envoy.filters.http.cors',
+            'istio.stats',
             'envoy.filters.http.router',
           ],
           `${node} ${l.name}`,

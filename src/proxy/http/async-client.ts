@@ -22,8 +22,6 @@ export interface UpstreamAccess {
   readonly clusters: ClusterManager
   readonly pools: PoolManager
   readonly store: StatsStore
-  /** this proxy's node id (the decision record names the proxy by it); '' when it has none */
-  readonly nodeId?: string
 }
 
 /** Why a request failed: the cluster is unknown or has no healthy host, the exchange timed out, or the upstream reset. */

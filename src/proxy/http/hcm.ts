@@ -16,6 +16,7 @@ import { Deadlines } from './deadlines.js'
 import { decisionsOf, ExplainFilterFactory } from './filters/explain/explain.js'
 import { compileHttpFilters } from './filters/index.js'
 import type { HttpFilterFactory } from './filters/filter.js'
+import type { TelemetryContext } from './filters/istio-stats/istio-stats.js'
 import { compileInternalAddresses } from './edge.js'
 import { PathNormalizer } from './path-normalize.js'
 import type { PoolManager } from './pools.js'
@@ -88,13 +89,13 @@ export class HcmContext {
     pools: PoolManager,
     store: StatsStore,
     rdsName: string | null = null,
-    nodeId = '',
+    telemetry?: TelemetryContext,
   ) {
     this.rdsName = rdsName
     this.statPrefix = cfg.stat_prefix
     this.store = store
     this.stats = store.forHcm(cfg.stat_prefix)
-    this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats, { clusters, pools, store, nodeId })
+    this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats, { clusters, pools, store }, telemetry)
     this.explainFilter = this.filters.some((f) => f instanceof ExplainFilterFactory)
     this.xfcc = new XfccPolicy(cfg)
     this.router = router

@@ -12,7 +12,7 @@ import type { Host, UpstreamCluster } from '../cluster/index.js'
 import type { CompiledRoute } from '../route/router.js'
 import type { RouteStats } from '../stats/stats.js'
 import { Headers } from './headers.js'
-import { type FilterCallbacks, STOP, type StreamFilter } from './filters/filter.js'
+import { type FilterCallbacks, STOP, type StreamFilter, type StreamInfo } from './filters/filter.js'
 import { applyEdgeRules } from './edge.js'
 import type { HcmContext } from './hcm.js'
 import type { DownstreamSink, RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from './types.js'
@@ -159,7 +159,7 @@ class HeldRequest {
   paused = false
 }
 
-export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, TimedStream {
+export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamInfo, TimedStream {
   readonly hcm: HcmContext
   readonly downstream: DownstreamSink
   /** the downstream connection's socket (a TLSSocket on a TLS listener), or null when there is none */

@@ -102,3 +102,34 @@ test('a head the parser saw no XFCC in is not scanned; appending adds the elemen
   policy('APPEND_FORWARD', { uri: true }).apply(m, socket)
   assert.deepEqual(m.getAll(XFCC), [`Hash=${createHash('sha256').update('der').digest('hex')};URI=${peer.uris[0]}`])
 })
+
+test("the element is built on a connection's first request and reused by its later ones, per policy", () => {
+  const socket = {
+    authorized: true,
+    getPeerCertificate: () => ({ raw: Buffer.from('der'), subjectaltname: `URI:${peer.uris[0]}`, subject: {} }),
+    getCertificate: () => null,
+  } as unknown as Socket
+  const uri = policy('APPEND_FORWARD', { uri: true })
+  let built = 0
+  const element = uri.element.bind(uri)
+  uri.element = (c) => {
+    built++
+    return element(c)
+  }
+  const hash = createHash('sha256').update('der').digest('hex')
+  for (let i = 0; i < 3; i++) {
+    const h = new Headers(['host', 'a'])
+    h.xfccAbsent = true
+    uri.apply(h, socket)
+    assert.deepEqual(h.getAll(XFCC), [`Hash=${hash};URI=${peer.uris[0]}`])
+  }
+  assert.equal(built, 1, 'one element per connection and policy')
+  // another connection manager's policy on the same connection (a listener update) writes its own details
+  const h = new Headers([XFCC, 'By=spiffe://td/a;Hash=00'])
+  policy('SANITIZE_SET', { subject: true }).apply(h, socket)
+  assert.deepEqual(h.getAll(XFCC), [`Hash=${hash};Subject=""`])
+  const again = new Headers(['host', 'a'])
+  again.xfccAbsent = true
+  uri.apply(again, socket)
+  assert.deepEqual(again.getAll(XFCC), [`Hash=${hash};URI=${peer.uris[0]}`])
+})

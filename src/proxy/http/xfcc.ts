@@ -7,7 +7,8 @@
  * `By=spiffe://…/sa/server;Hash=…;Subject="";URI=spiffe://…/sa/client`.
  *
  * The peer comes from the connection's one peer record (identity/connection-peer.ts, shared with RBAC), made on
- * first use; a request then pays a property read and, on mTLS, one string concatenation. SANITIZE (the default)
+ * first use; the element is built on the connection's first request and kept on that record, so a later request pays
+ * two property reads and, for APPEND_FORWARD with a client's header, one string concatenation. SANITIZE (the default)
  * costs nothing when the HTTP/1.1 parser saw no header of that name (`Headers.xfccAbsent`), else one removal.
  */
 import type { Socket } from 'node:net'
@@ -54,7 +55,13 @@ export class XfccPolicy {
       return
     }
     if (mode === 'FORWARD_ONLY') return
-    const element = this.element(cert)
+    let element: string
+    if (cert.xfccPolicy === this) element = cert.xfccElement
+    else {
+      element = this.element(cert)
+      cert.xfccPolicy = this
+      cert.xfccElement = element
+    }
     if (mode === 'SANITIZE_SET') {
       if (!headers.xfccAbsent) headers.remove(XFCC)
       headers.add(XFCC, element)

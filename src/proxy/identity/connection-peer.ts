@@ -32,6 +32,12 @@ export class ConnectionPeer {
   readonly dns: string[]
   /** the subject in RFC 2253 form (most significant last, special characters escaped), `''` when empty */
   readonly subject: string
+  /**
+   * The x-forwarded-client-cert element built for this peer and the policy (one per connection manager) that built
+   * it: requests on the connection after the first reuse the string (http/xfcc.ts).
+   */
+  xfccPolicy: object | null = null
+  xfccElement = ''
   readonly #cert: DetailedPeerCertificate
   readonly #socket: TlsLike
   #hash: string | undefined

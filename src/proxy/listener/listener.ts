@@ -14,7 +14,7 @@ import type * as TLS from 'node:tls'
 import type { Http2Server, Http2Session } from 'node:http2'
 import type { FilterChain, Listener } from '../../config/envoy.js'
 import { H1ServerConnection } from '../http/h1/server.js'
-import { adoptForSharedRead } from '../http/h1/shared-read.js'
+import { adoptForSharedRead, shareTlsReads } from '../http/h1/shared-read.js'
 import { createH2Server, drainSession } from '../http/h2/server.js'
 import type { HcmContext } from '../http/hcm.js'
 import { ListenerStats } from '../stats/stats.js'
@@ -291,16 +291,18 @@ export class ActiveListener {
   private toH1(accepted: net.Socket, hcm: HcmContext, scheme: 'http' | 'https', first: Buffer | null): void {
     let socket = accepted
     let conn: H1ServerConnection | null = null
+    // reads go to the buffer shared by the HTTP/1 codecs (see shared-read.ts)
+    let shared = false
     if (scheme === 'http') {
-      // plain TCP: reads go to the buffer shared by the HTTP/1 codecs (see shared-read.ts)
       const adopted = adoptForSharedRead(accepted, (n) => conn!.onRead(n))
       if (adopted !== null) {
         this.sockets.delete(accepted)
         this.watch(adopted)
         socket = adopted
+        shared = true
       }
-    }
-    conn = new H1ServerConnection(socket, hcm, scheme, socket !== accepted)
+    } else shared = shareTlsReads(accepted, (n) => conn!.onRead(n))
+    conn = new H1ServerConnection(socket, hcm, scheme, shared)
     this.h1.add(conn)
     socket.once('close', () => this.h1.delete(conn))
     if (this.draining) conn.drain()

@@ -6,6 +6,7 @@
 import type { UpstreamCluster } from '../cluster/cluster.js'
 import { HealthCheckStats } from '../cluster/health-check/checker.js'
 import { EJECTION_TYPES, OutlierStats } from '../cluster/outlier.js'
+import { IstioMetrics } from '../telemetry/metrics.js'
 
 /** Envoy's default histogram buckets, in milliseconds. */
 export const BUCKETS_MS = [
@@ -228,6 +229,8 @@ export class StatsStore {
   readonly tcp = new Map<string, TcpProxyStats>()
   readonly routes = new Map<string, RouteStats>()
   readonly counters = new Map<string, CounterSet>()
+  /** Istio's standard metrics (the istio.stats filters'), rendered after Envoy's */
+  readonly istio = new IstioMetrics()
 
   forHcm(prefix: string): HttpConnManagerStats {
     let s = this.hcm.get(prefix)
@@ -301,6 +304,7 @@ export class StatsStore {
       yield* rqEntries(`vhost.${s.vhost}.route.${s.route}.`, s.rq)
     }
     for (const s of this.counters.values()) for (const [k, n] of Object.entries(s.values)) yield [`${s.prefix}${k}`, n]
+    yield* this.istio.entries()
   }
 
   /** Prometheus text exposition, Envoy's names with tags turned into labels. */
@@ -374,6 +378,7 @@ export class StatsStore {
       for (const [k, n] of Object.entries(s.values))
         line(`envoy_${`${s.prefix}${k}`.replace(/\W/g, '_')}`, 'counter', '', n)
     }
+    this.istio.renderPrometheus(out)
     return `${out.join('\n')}\n`
   }
 }

@@ -9,6 +9,7 @@ import { parseDurationMs } from '../../core/duration.js'
 import { type AccessLogSink, createAccessLogs } from '../access-log.js'
 import type { ClusterManager } from '../cluster/index.js'
 import type { StatsStore, TcpProxyStats } from '../stats/stats.js'
+import type { TcpStatsRecorder } from '../telemetry/tcp-stats.js'
 
 export class TcpProxyContext {
   readonly stats: TcpProxyStats
@@ -18,8 +19,11 @@ export class TcpProxyContext {
   private readonly totalWeight: number
   private readonly idleTimeoutMs: number
   private readonly accessLogs: AccessLogSink[]
+  /** Istio's TCP metrics (the chain's istio.stats network filter), or null */
+  private readonly istio: TcpStatsRecorder | null
 
-  constructor(cfg: TcpProxy, clusters: ClusterManager, store: StatsStore) {
+  constructor(cfg: TcpProxy, clusters: ClusterManager, store: StatsStore, istio: TcpStatsRecorder | null = null) {
+    this.istio = istio
     this.stats = store.forTcp(cfg.stat_prefix)
     this.store = store
     this.clusters = clusters
@@ -72,8 +76,11 @@ export class TcpProxyContext {
     const clusterName = this.pickCluster()
     const cluster = this.clusters.get(clusterName)
     const host = cluster?.chooseHost(undefined) ?? null
+    const istio = this.istio
+    const open = istio === null ? null : istio.opened(downstream, cluster)
     let flag = ''
     const finish = () => {
+      if (open !== null) istio!.closed(open)
       if (this.accessLogs.length === 0) return
       const entry = {
         start_time: new Date(Date.now() - (performance.now() - start)).toISOString(),

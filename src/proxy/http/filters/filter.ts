@@ -9,6 +9,7 @@
  */
 import type { Buffer } from 'node:buffer'
 import type { Socket } from 'node:net'
+import type { Host, UpstreamCluster } from '../../cluster/index.js'
 import type { CompiledRoute } from '../../route/router.js'
 import type { Headers } from '../headers.js'
 import type { RequestHead } from '../types.js'
@@ -52,6 +53,25 @@ export interface FilterCallbacks {
   sendLocalReply(status: number, flag: string, reason: string, text: string | Buffer | null, headers?: Headers): void
   /** adds an Envoy response flag (DI, ...) to the stream's flags */
   addFlag(flag: string): void
+}
+
+/**
+ * What a stream records about itself, read by filters that report on it (Istio's stats filter) in onDestroy, when
+ * it is final. The connection manager's stream implements it beside FilterCallbacks.
+ */
+export interface StreamInfo {
+  /** the cluster the router chose (null before routing, or when it chose none) */
+  readonly cluster: UpstreamCluster | null
+  /** the host it chose */
+  readonly host: Host | null
+  /** the response status (0: none) and Envoy response flags (`''`: none) */
+  readonly status: number
+  readonly flag: string
+  /** request and response body bytes */
+  readonly bytesReceived: number
+  readonly bytesSent: number
+  /** when the stream began (performance.now() milliseconds) */
+  readonly startTime: number
 }
 
 /** One filter's work on one stream. Every hook is optional. */

@@ -21,9 +21,21 @@ import { ExplainFilterFactory } from './explain/explain.js'
 import { compileFaultPerRoute, FaultFilterFactory } from './fault/fault.js'
 import type { HttpFilterFactory } from './filter.js'
 import { compileGlobalRateLimitPerRoute, GlobalRateLimitFilterFactory } from './global-ratelimit/global-ratelimit.js'
+import { IstioStatsFilterFactory, type TelemetryContext } from './istio-stats/istio-stats.js'
 import { JwtAuthnFilterFactory } from './jwt-authn/jwt-authn.js'
+import { IstioMetrics } from '../../telemetry/metrics.js'
+import { LocalWorkload } from '../../telemetry/workload.js'
 import { compileLocalRateLimitPerRoute, LocalRateLimitFilterFactory } from './local-ratelimit/local-ratelimit.js'
 import { RbacFilterFactory } from './rbac/rbac.js'
+
+/** A chain compiled outside a proxy (checks, tests): its stats filter reports an unknown workload, to nobody. */
+function noWorkload(): TelemetryContext {
+  return {
+    workload: new LocalWorkload({ id: '', metadata: {} }),
+    direction: 'UNSPECIFIED',
+    metrics: new IstioMetrics(),
+  }
+}
 
 /** The chain's config cannot be compiled; issue paths are relative to the connection manager's typed_config. */
 export class HttpFilterConfigError extends LoomError {
@@ -41,12 +53,14 @@ export class HttpFilterConfigError extends LoomError {
 /**
  * The filters before the router, compiled. The schema has checked each typed_config; the cross checks (router
  * last, names unique) are in src/config/load.ts. Throws HttpFilterConfigError for what only compiling finds.
- * `upstream` is how filters that call other services (ext_authz) reach the proxy's clusters.
+ * `upstream` is how filters that call other services (ext_authz) reach the proxy's clusters; `telemetry` is the
+ * proxy's workload and the listener's direction, for Istio's stats filter.
  */
 export function compileHttpFilters(
   filters: readonly HttpFilter[],
   stats: HttpConnManagerStats,
   upstream?: UpstreamAccess,
+  telemetry?: TelemetryContext,
 ): HttpFilterFactory[] {
   const issues: ConfigIssue[] = []
   const out: HttpFilterFactory[] = []
@@ -75,11 +89,14 @@ export function compileHttpFilters(
         out.push(new RbacFilterFactory(f.name, tc, path, issues, stats))
         return
       case TypeUrls.explain:
-        out.push(new ExplainFilterFactory(f.name, tc, path, issues, upstream?.nodeId ?? ''))
+        out.push(new ExplainFilterFactory(f.name, tc, path, issues, telemetry?.workload.node.id ?? ''))
         return
       case TypeUrls.extAuthz:
         if (upstream === undefined) issues.push({ path, message: "ext_authz needs the proxy's clusters" })
         else out.push(new ExtAuthzFilterFactory(f.name, tc, path, issues, stats, upstream))
+        return
+      case TypeUrls.istioStats:
+        out.push(new IstioStatsFilterFactory(f.name, tc, telemetry ?? noWorkload()))
         return
     }
   })

@@ -8,6 +8,7 @@
  */
 import { Buffer } from 'node:buffer'
 import * as net from 'node:net'
+import type { ConnectionOptions } from 'node:tls'
 import { tls } from '../../../core/lazy.js'
 import { connectFailureDetail } from '../../cluster/tls.js'
 import type { Host, HostPool, UpstreamCluster } from '../../cluster/index.js'
@@ -220,19 +221,20 @@ export class H1ClientConnection {
     const opts = { host: host.address, port: host.port }
     // the host's transport socket (the cluster's, or the transport_socket_matches entry its metadata matches)
     const tlsOptions = host.transport.tls
-    if (tlsOptions === null) {
-      // plain TCP reads land in the buffer shared by the HTTP/1 codecs, not in a fresh allocation per read
-      this.socket = net.connect({ ...opts, onread: { buffer: READ_BUFFER, callback: (n: number) => this.onRead(n) } })
-    } else {
+    // reads (TCP, or the decrypted records of TLS) land in the buffer shared by the HTTP/1 codecs, not in a fresh
+    // allocation per read
+    const onread = { buffer: READ_BUFFER, callback: (n: number) => this.onRead(n) }
+    if (tlsOptions === null) this.socket = net.connect({ ...opts, onread })
+    else {
       const pending = tlsOptions.pending
-      if (pending === undefined) this.socket = tls().connect({ ...tlsOptions, ...opts })
+      // tls.connect documents `onread` (used when it makes the TCP socket itself); its type does not list it
+      if (pending === undefined) this.socket = tls().connect({ ...tlsOptions, ...opts, onread } as ConnectionOptions)
       else {
         // a secret the TLS context needs has not arrived: a connect failure naming it, without connecting
         const s = new net.Socket()
         this.socket = s
         process.nextTick(() => s.destroy(pending))
       }
-      this.socket.on('data', (b: Buffer) => this.onData(b))
     }
     const socket = this.socket
     socket.setNoDelay(true)

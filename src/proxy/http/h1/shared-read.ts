@@ -8,10 +8,14 @@
  * every such socket reads into READ_BUFFER, and each callback copies its bytes out (from Node's buffer pool when
  * small) before anything else runs, because the next read, on any socket, overwrites them.
  *
- * Upstream connections pass `onread` to net.connect. Accepted connections come from net.Server, which has no such
- * option, so `adoptForSharedRead` moves the accepted connection's handle onto a new net.Socket made with `onread`
- * (the same way Node hands a handle to a socket it creates). It returns null, and the caller keeps the socket as it
- * is, when the socket does not look as expected.
+ * Upstream connections pass `onread` to net.connect (plain) or tls.connect (TLS: the decrypted bytes of each record
+ * land there). Accepted connections come from net.Server, which has no such option, so `adoptForSharedRead` moves
+ * the accepted connection's handle onto a new net.Socket made with `onread` (the same way Node hands a handle to a
+ * socket it creates). It returns null, and the caller keeps the socket as it is, when the socket does not look as
+ * expected. An accepted TLS connection is a TLSSocket that tls.Server made around the TCP socket, which takes no
+ * `onread` either; once its handshake is done, `shareTlsReads` gives it the shared buffer the way net.Socket does for
+ * the option (the buffer and callback under Node's own symbols, then the handle's `useUserBuffer`), or leaves it
+ * reading as before (false) when the socket does not look as expected.
  */
 import { Buffer } from 'node:buffer'
 import * as net from 'node:net'
@@ -26,7 +30,19 @@ export function takeRead(n: number): Buffer {
 }
 
 interface HandleOwner {
-  _handle?: { readStart?: unknown } | null
+  _handle?: { readStart?: unknown; useUserBuffer?: (b: Buffer) => void } | null
+}
+
+/** The own properties under which every net.Socket keeps its `onread` buffer and callback (null: not found). */
+let onreadKeys: { buffer: symbol; callback: symbol } | null | undefined
+
+function findOnreadKeys(): { buffer: symbol; callback: symbol } | null {
+  const probe = new net.Socket()
+  const own = Object.getOwnPropertySymbols(probe)
+  probe.destroy()
+  const buffer = own.find((k) => k.description === 'kBuffer')
+  const callback = own.find((k) => k.description === 'kBufferCb')
+  return buffer === undefined || callback === undefined ? null : { buffer, callback }
 }
 
 /**
@@ -59,4 +75,32 @@ export function adoptForSharedRead(socket: net.Socket, onRead: (n: number) => bo
     onread: { buffer: READ_BUFFER, callback: onRead },
   }
   return new net.Socket(opts as net.SocketConstructorOpts)
+}
+
+/**
+ * Switches a TLS socket whose handshake is done to reads into READ_BUFFER: from now on `onRead(n)` is called with the
+ * decrypted bytes, not 'data'. False, and the socket reads as before, when it already holds bytes, has ended, has a
+ * read buffer of its own, or Node does not look as expected.
+ */
+export function shareTlsReads(socket: net.Socket, onRead: (n: number) => boolean): boolean {
+  if (onreadKeys === undefined) onreadKeys = findOnreadKeys()
+  const keys = onreadKeys
+  const handle = (socket as unknown as HandleOwner)._handle
+  if (
+    keys === null ||
+    handle === null ||
+    handle === undefined ||
+    typeof handle.useUserBuffer !== 'function' ||
+    socket.destroyed ||
+    socket.readableLength > 0 ||
+    socket.readableEnded
+  ) {
+    return false
+  }
+  const slots = socket as unknown as Record<symbol, unknown>
+  if (slots[keys.buffer] !== null || slots[keys.callback] !== null) return false
+  slots[keys.buffer] = READ_BUFFER
+  slots[keys.callback] = onRead
+  handle.useUserBuffer(READ_BUFFER)
+  return true
 }
