@@ -85,6 +85,9 @@ export const MeshConfigSchema = v.object({
   defaultConfig: opt(v.object({ gatewayTopology: opt(v.object({ numTrustedProxies: opt(uint32) })) })),
   extensionProviders: opt(v.array(ExtensionProvider)),
   h2UpgradePolicy: opt(enumOf(['DO_NOT_UPGRADE', 'UPGRADE'])),
+  accessLogFile: opt(str),
+  accessLogEncoding: opt(enumOf(['TEXT', 'JSON'])),
+  accessLogFormat: opt(str),
   /** Loom's own: who may ask proxies for the live decision record (`x-loom-explain: 1`); nobody by default */
   explainFrom: opt(
     v.object({
@@ -112,6 +115,9 @@ const KNOWN: Known = {
   localityLbSetting: true,
   pathNormalization: { normalization: true },
   h2UpgradePolicy: true,
+  accessLogFile: true,
+  accessLogEncoding: true,
+  accessLogFormat: true,
   explainFrom: { principals: true, namespaces: true, ipBlocks: true },
   defaultConfig: { gatewayTopology: { numTrustedProxies: true } },
   extensionProviders: [

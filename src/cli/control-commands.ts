@@ -30,6 +30,12 @@ Options:
                           IstioOperator's spec.meshConfig): extensionProviders (CUSTOM authorization), trustDomain,
                           rootNamespace, pathNormalization, localityLbSetting, connectTimeout,
                           defaultConfig.gatewayTopology; fields Loom does not read are warned about; flags win
+      --telemetry-interval <duration|off>
+                          how often the control plane reads every connected proxy's metrics from its admin
+                          endpoint (/stats/prometheus, /stats/paths) for loom stat, top, edges and graph
+                          (default: 5s); off: never
+      --telemetry-retention <duration>
+                          how much of that history it keeps, the longest --window the views take (default: 10m)
   -h, --help
 
 TLS on the control plane's ports (certificate: issued by the CA to the control plane itself, SANs
@@ -73,6 +79,7 @@ Examples:
   loom control --data-dir ~/.loom
   loom control --path-normalization MERGE_SLASHES
   loom control --mesh-config mesh.yaml
+  loom control --telemetry-interval 2s --telemetry-retention 15m
   loom control --trust-domain prod.example.com --ca-cert ca-cert.pem --ca-key ca-key.pem --ca-chain cert-chain.pem
   loom control --api-tls on          # then: loom get vs --server https://127.0.0.1:15080
   loom control rotate-root --server 127.0.0.1:15080 --propagation 30s --ca-rotation-overlap 48h
@@ -194,7 +201,7 @@ Examples:
   loom proxy-status -o json --server 127.0.0.1:15080
 `
 
-function server(values: { server?: string | undefined; 'ca-bundle'?: string | undefined }): ApiTarget {
+export function server(values: { server?: string | undefined; 'ca-bundle'?: string | undefined }): ApiTarget {
   const s = values.server ?? process.env.LOOM_SERVER ?? DEFAULT_SERVER
   const base = s.startsWith('http') ? s.replace(/\/$/, '') : `http://${s}`
   const caBundle = base.startsWith('https:') ? caBundleFile(values['ca-bundle']) : undefined
@@ -202,9 +209,9 @@ function server(values: { server?: string | undefined; 'ca-bundle'?: string | un
 }
 
 /** `--ca-bundle`, for every command that talks to the API. */
-const CA_BUNDLE_FLAG = { 'ca-bundle': { type: 'string' } } as const
+export const CA_BUNDLE_FLAG = { 'ca-bundle': { type: 'string' } } as const
 
-async function call(
+export async function call(
   target: ApiTarget,
   method: string,
   path: string,
@@ -234,7 +241,7 @@ async function call(
   return { status, json }
 }
 
-function fail(message: string, code = 1): never {
+export function fail(message: string, code = 1): never {
   throw Object.assign(new LoomError(ErrorCodes.USAGE, message), { exitCode: code })
 }
 
@@ -394,11 +401,22 @@ export async function controlCommand(argv: string[]): Promise<void> {
       'api-tls': { type: 'string' },
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
+      'telemetry-interval': { type: 'string' },
+      'telemetry-retention': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
   if (values.help) return void process.stdout.write(CONTROL_USAGE)
   const ca = caOptionsOf(values)
+  const interval = values['telemetry-interval']
+  const telemetry = {
+    intervalMs: interval === 'off' || interval === '0' ? 0 : durationFlag(interval, '--telemetry-interval'),
+    retentionMs: durationFlag(values['telemetry-retention'], '--telemetry-retention'),
+  }
+  if (telemetry.intervalMs !== undefined && telemetry.intervalMs > 0 && telemetry.intervalMs < 100)
+    fail('--telemetry-interval must be 100ms or more (or off)', 2)
+  if (telemetry.retentionMs !== undefined && telemetry.retentionMs < (telemetry.intervalMs || 5000) * 2)
+    fail('--telemetry-retention must hold two intervals at least', 2)
   const xdsTls = onOff(values['xds-tls'], '--xds-tls', true)
   const apiTls = onOff(values['api-tls'], '--api-tls', false)
   if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined))
@@ -414,6 +432,10 @@ export async function controlCommand(argv: string[]): Promise<void> {
     dataDir,
     meshConfig,
     ca,
+    telemetry: {
+      ...(telemetry.intervalMs !== undefined ? { intervalMs: telemetry.intervalMs } : {}),
+      ...(telemetry.retentionMs !== undefined ? { retentionMs: telemetry.retentionMs } : {}),
+    },
   })
   const tlsCert = values['tls-cert']
   const tls =

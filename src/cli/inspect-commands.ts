@@ -437,10 +437,15 @@ const COMMANDS = [
   'describe',
   'analyze',
   'proxy-status',
+  'tap',
   'token',
   'proxy-config',
   'explain',
   'certs',
+  'stat',
+  'top',
+  'edges',
+  'graph',
   'proxy',
   'validate',
   'version',
@@ -471,6 +476,7 @@ _loom() {
     get|delete) COMPREPLY=($(compgen -W "${kinds}" -- "$cur")) ;;
     proxy-config) COMPREPLY=($(compgen -W "listeners routes clusters endpoints" -- "$cur")) ;;
     describe) COMPREPLY=($(compgen -W "service workload" -- "$cur")) ;;
+    stat) COMPREPLY=($(compgen -W "deploy svc ns" -- "$cur")) ;;
     *) COMPREPLY=($(compgen -f -- "$cur")) ;;
   esac
 }

@@ -25,6 +25,7 @@ Usage:
   loom get <kind> [name]             read them (-o table|yaml|json)
   loom delete <kind> <name>          delete one (or -f <file>)
   loom proxy-status                  connected proxies and whether their config is in sync
+  loom tap <workload>                live requests through a workload's proxy
   loom token create                  a bootstrap token for a workload's first certificate
   loom analyze -f <file|dir>         find config problems before applying
   loom describe service <name>       a service's endpoints, subsets and routing rules on one page
@@ -32,6 +33,10 @@ Usage:
   loom proxy-config <type> <workload> what a proxy runs: listeners, routes, clusters, endpoints
   loom explain --from <workload> <url> why a request gets its answer: route, cluster, endpoints, policy
   loom certs                         every proxy's workload certificate and the mesh's trust bundle
+  loom stat deploy|svc|ns [name]     traffic per workload, service or namespace: success, rps, latency, mTLS
+  loom top [service]                 the busiest request paths, live
+  loom edges                         who calls whom, with their identities and whether mTLS secures it
+  loom graph [-o dot]                the service graph with rps and success per edge
   loom completion bash|zsh           shell completion (source <(loom completion bash))
   loom version                       print the version
 
@@ -65,6 +70,8 @@ Options:
                            these roots, PEM (loom control writes them to <data-dir>/ca/trust-bundle.pem); the mesh
                            trust bundle the proxy is pushed (ROOTCA) is trusted too, so a root rotation goes on
                            without a restart. Without it, plain text (loom control --xds-tls off)
+      --path-stats <n>     keep the n busiest request paths this proxy sends (outbound and gateway connection
+                           managers) at the admin endpoint's /stats/paths, for 'loom top' (default 0: none)
       --drain-time-s <n>   on SIGTERM/SIGINT, how long in-flight requests may take to finish (default 5)
       --log-level <level>  debug | info | warn | error (default info; also LOOM_LOG)
   -h, --help               show this help
@@ -131,12 +138,22 @@ export async function main(argv: string[]): Promise<void> {
         return await (await import('./inspect-commands.js')).describeCommand(rest)
       case 'proxy-config':
         return await (await import('./inspect-commands.js')).proxyConfigCommand(rest)
+      case 'stat':
+        return await (await import('./telemetry-commands.js')).statCommand(rest)
+      case 'top':
+        return await (await import('./telemetry-commands.js')).topCommand(rest)
+      case 'edges':
+        return await (await import('./telemetry-commands.js')).edgesCommand(rest)
+      case 'graph':
+        return await (await import('./telemetry-commands.js')).graphCommand(rest)
       case 'certs':
         return await (await import('./certs-command.js')).certsCommand(rest)
       case 'completion':
         return (await import('./inspect-commands.js')).completionCommand(rest)
       case 'analyze':
         return await (await import('./control-commands.js')).analyzeCommand(rest)
+      case 'tap':
+        return await (await import('./tap-command.js')).tapCommand(rest)
       case 'proxy-status':
         return await (await import('./control-commands.js')).proxyStatusCommand(rest)
       case 'explain':
@@ -178,6 +195,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
     options: {
       config: { type: 'string', short: 'c' },
       'drain-time-s': { type: 'string' },
+      'path-stats': { type: 'string' },
       'log-level': { type: 'string' },
       json: { type: 'boolean' },
       dynamic: { type: 'boolean' },
@@ -230,6 +248,12 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
     locality = { region: parts[0]!, zone: parts[1] ?? '', sub_zone: parts[2] ?? '' }
   }
   const drainTimeMs = Number(values['drain-time-s'] ?? 5) * 1000
+  const pathStats = Number(values['path-stats'] ?? 0)
+  if (!Number.isInteger(pathStats) || pathStats < 0 || pathStats > 100_000) {
+    process.stderr.write(`loom: --path-stats takes a number of paths (0 to 100000), not "${values['path-stats']}"\n`)
+    process.exitCode = 2
+    return
+  }
   if (validateOnly) {
     // the schema and YAML code is loaded only here: a running proxy never pays for it
     const { readBootstrapFile } = await import('../config/load.js')
@@ -270,7 +294,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       return
     }
   }
-  const proxy = new ProxyServer(bootstrap, { file: values.config ?? '<xds>', drainTimeMs })
+  const proxy = new ProxyServer(bootstrap, { file: values.config ?? '<xds>', drainTimeMs, pathStats })
   await proxy.start()
   const credentials =
     roots === undefined

@@ -53,7 +53,10 @@ Examples:
 export const DEMO_USAGE = `Usage: loom demo [--traffic] [--port N] [--data-dir DIR]
 
 Runs Istio's Bookinfo application (productpage, details, reviews v1/v2/v3, ratings), each process with its Loom
-sidecar, behind an ingress gateway, and prints the URLs. Then try routing rules from another terminal:
+sidecar, behind an ingress gateway, and prints the URLs. Every proxy writes an access log line per request to
+<data-dir>/logs/<workload>.sidecar.log (loom logs reviews-v2 --sidecar). Then try, from another terminal:
+
+  loom tap reviews-v2                                                                # live requests
 
   loom apply -f examples/bookinfo/networking/destination-rule-all.yaml
   loom apply -f examples/bookinfo/networking/virtual-service-reviews-v1.yaml        # no stars
@@ -67,8 +70,8 @@ Options:
       --data-dir <dir>  state and logs (default: ./.loom/demo)
       --api-port <n>    the control plane's API port (default 15080 if free)
       --xds-port <n>    the control plane's xDS port (default 15010 if free)
-      --mesh-config <file>  the control plane's MeshConfig (default examples/bookinfo/mesh-config.yaml: the
-                        decision record, x-loom-explain, for this machine's clients and the Bookinfo workloads)
+      --mesh-config <file>  the control plane's MeshConfig (default examples/bookinfo/mesh-config.yaml: access
+                        logs, and the decision record, x-loom-explain, for this machine and the Bookinfo workloads)
 
 Examples:
   loom demo
@@ -211,6 +214,7 @@ export async function demoCommand(argv: string[]): Promise<void> {
       apiPort: num(values['api-port'], '--api-port') ?? 15080,
       xdsPort: num(values['xds-port'], '--xds-port') ?? 15010,
       gatewayPort: num(values.port, '--port') ?? 8080,
+      // access logs on, as Istio's demo profile has them, and the decision record (examples/bookinfo/mesh-config.yaml)
       meshConfig: values['mesh-config'] === undefined ? example('mesh-config.yaml') : resolve(values['mesh-config']),
     },
     (s) => {

@@ -6,6 +6,7 @@
 import { isIP } from 'node:net'
 import { duration, int, nonEmpty, oneOf, port, uint32, v } from './schema.js'
 import { TypeUrls } from './type-urls.js'
+import { compileLogFormat } from '../proxy/access-log-format.js'
 
 export { TypeUrls }
 
@@ -842,12 +843,32 @@ export type Secret = v.InferOutput<typeof Secret>
 
 // === access logs ===
 
+/**
+ * An access log's `log_format` (Envoy's SubstitutionFormatString): a text format (`text_format_source.inline_string`
+ * or the older `text_format`) or a `json_format` object, with the command operators access-log-format.ts knows.
+ */
+export const LogFormat = v.pipe(
+  v.strictObject({
+    text_format: opt(str),
+    text_format_source: opt(v.strictObject({ inline_string: str })),
+    json_format: opt(v.record(str, v.unknown())),
+    omit_empty_values: opt(bool),
+    content_type: opt(str),
+  }),
+  oneOf(['text_format', 'text_format_source', 'json_format']),
+  v.rawCheck(({ dataset, addIssue }) => {
+    if (!dataset.typed) return
+    for (const message of compileLogFormat(dataset.value).errors) addIssue({ message })
+  }),
+)
+export type LogFormat = v.InferOutput<typeof LogFormat>
+
 export const AccessLog = v.strictObject({
   name: nonEmpty,
   typed_config: v.variant('@type', [
-    v.strictObject({ '@type': v.literal(TypeUrls.stdoutLog) }),
-    v.strictObject({ '@type': v.literal(TypeUrls.stderrLog) }),
-    v.strictObject({ '@type': v.literal(TypeUrls.fileLog), path: nonEmpty }),
+    v.strictObject({ '@type': v.literal(TypeUrls.stdoutLog), log_format: opt(LogFormat) }),
+    v.strictObject({ '@type': v.literal(TypeUrls.stderrLog), log_format: opt(LogFormat) }),
+    v.strictObject({ '@type': v.literal(TypeUrls.fileLog), path: nonEmpty, log_format: opt(LogFormat) }),
   ]),
 })
 export type AccessLog = v.InferOutput<typeof AccessLog>

@@ -22,6 +22,9 @@
  *                                                    url, headers): the source proxy's snapshot walked by the
  *                                                    proxy's own matching code, live host states from its admin
  *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
+ *   GET    /api/v1/tap/:namespace/:workload         live requests through the workload's proxies, NDJSON, read from
+ *                                                    their admin /tap (tap-proxy.ts); query: method, path, authority,
+ *                                                    to, direction, max, max_rps
  *   GET    /api/v1/ratelimits                       global rate limits: each proxy's demand and current share
  *   POST   /api/v1/tokens                           a bootstrap token for a workload's first certificate (JSON:
  *                                                    namespace, serviceAccount, ttlSeconds; default 1 h); 409 without
@@ -35,6 +38,17 @@
  *   POST   /api/v1/analyze                          diagnostics for the stored config plus the manifests in the body
  *                                                    (or, with content-type application/vnd.loom.files+json, several
  *                                                    files: {"files": [{"source": "a.yaml", "text": "..."}]})
+ *   GET    /api/v1/stats?resource=deployment|service|namespace[&name=][&namespace=][&window=1m]
+ *                                                    traffic per resource over the window (default 1m), from the
+ *                                                    proxies' Istio metrics the control plane gathers: requests,
+ *                                                    rps, success rate, latency p50/p95/p99, open TCP connections,
+ *                                                    mTLS share, MESHED; a service also per version
+ *   GET    /api/v1/edges[?namespace=][&window=]     who called whom, with the identities (SPIFFE ids) and mTLS share
+ *   GET    /api/v1/graph[?namespace=][&window=]     the same as a graph: workloads as nodes, edges with rps/success
+ *   GET    /api/v1/top[?namespace=][&service=][&window=][&limit=20]
+ *                                                    the busiest request paths (from each proxy's /stats/paths)
+ *   GET    /api/v1/telemetry                        how gathering goes: interval, retention, each proxy's series
+ *                                                    and last error
  *   GET    /debug/snapshot?node=<id>                the xDS resources a proxy gets
  *   GET    /debug/nodes, /healthz
  *
@@ -54,8 +68,22 @@ import { Registry, RegistrationError } from './registry/registry.js'
 import { analyze, type Diagnostic, locate } from './translate/analyze.js'
 import { workloadSecurity } from './translate/security.js'
 import { StoreConflictError } from './store/store.js'
+import { edgeRows, graphOf, type ResourceKind, statRows, topRows } from './telemetry/views.js'
+import { parseFlagDurationMs } from '../core/duration.js'
+import { proxyTap, tapTargets } from './tap-proxy.js'
 
 const MAX_BODY = 16 * 1024 * 1024
+
+/** `resource=` of /api/v1/stats, with the short names the CLI takes. */
+const RESOURCE_KINDS: Record<string, ResourceKind> = {
+  deployment: 'deployment',
+  deploy: 'deployment',
+  workload: 'deployment',
+  service: 'service',
+  svc: 'service',
+  namespace: 'namespace',
+  ns: 'namespace',
+}
 
 /**
  * How long a live rotation's next root is only trusted before it signs: the SDS push of the new bundle reaches every
@@ -327,6 +355,17 @@ export class ApiServer {
       }
     }
     if (what === 'proxy-status' && method === 'GET') return send(200, cp.xds.status())
+    if (
+      (what === 'stats' || what === 'edges' || what === 'graph' || what === 'top' || what === 'telemetry') &&
+      parts.length === 3 &&
+      method === 'GET'
+    )
+      return send(200, this.telemetryView(what, url.searchParams))
+    if (what === 'tap' && parts.length === 5 && method === 'GET') {
+      const targets = tapTargets(cp.xds.status(), parts[3]!, parts[4]!)
+      if (typeof targets === 'string') throw new HttpError(404, targets)
+      return proxyTap(req, res, targets, url.searchParams)
+    }
     if (what === 'ratelimits' && method === 'GET') return send(200, { limits: cp.shares.status() })
     if (what === 'services' && method === 'GET') return send(200, cp.registry.services())
     if (what === 'tokens' && parts.length === 3 && method === 'POST')
@@ -350,6 +389,78 @@ export class ApiServer {
       return send(200, await this.analyze(files ? filesOf(body) : [[source ?? '<request>', body]]))
     }
     throw new HttpError(404, `no ${method} ${url.pathname}`)
+  }
+
+  /** `/api/v1/stats`, `edges`, `graph`, `top`, `telemetry`: the views of the gathered metrics. */
+  private telemetryView(what: string, q: URLSearchParams): unknown {
+    const g = this.cp.telemetry
+    const gathering = g.status()
+    if (what === 'telemetry') return gathering
+    if (!g.enabled)
+      throw new HttpError(409, 'the control plane gathers no metrics (it was started with --telemetry-interval off)')
+    const windowText = q.get('window') ?? '1m'
+    const windowMs = parseFlagDurationMs(windowText)
+    if (windowMs === null || windowMs < 1000)
+      throw new HttpError(
+        400,
+        `window: a duration of 1s or more such as 30s, 1m or 5m is expected, not "${windowText}"`,
+      )
+    if (windowMs > g.options.retentionMs)
+      throw new HttpError(
+        400,
+        `window: ${windowText} is longer than the ${g.options.retentionMs / 1000} s of history kept (--telemetry-retention)`,
+      )
+    const namespace = q.get('namespace') || undefined
+    const nowMs = Date.now()
+    const about = {
+      window: windowText,
+      windowSeconds: windowMs / 1000,
+      gathering: {
+        intervalSeconds: gathering.intervalSeconds,
+        retentionSeconds: gathering.retentionSeconds,
+        rounds: gathering.rounds,
+        lastRound: gathering.lastRound,
+        proxies: gathering.proxies.length,
+        failing: gathering.proxies.filter((p) => p.lastError !== null).map((p) => p.nodeId),
+      },
+    }
+    if (what === 'stats') {
+      const r = q.get('resource') ?? 'deployment'
+      const resource = RESOURCE_KINDS[r]
+      if (resource === undefined)
+        throw new HttpError(400, `resource: deployment, service or namespace is expected, not "${r}"`)
+      const name = q.get('name') || undefined
+      const rows = statRows(
+        g,
+        {
+          resource,
+          windowMs,
+          nowMs,
+          ...(name !== undefined ? { name } : {}),
+          ...(namespace !== undefined ? { namespace } : {}),
+        },
+        this.cp.inventory(),
+      )
+      return { ...about, resource, rows }
+    }
+    const edges = edgeRows(g, { windowMs, nowMs, ...(namespace !== undefined ? { namespace } : {}) })
+    if (what === 'edges') return { ...about, edges }
+    if (what === 'graph') return { ...about, ...graphOf(edges) }
+    const limitText = q.get('limit') ?? '20'
+    const limit = Number(limitText)
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+      throw new HttpError(400, `limit: a number from 1 to 1000 is expected, not "${limitText}"`)
+    const service = q.get('service') || undefined
+    return {
+      ...about,
+      paths: topRows(g, {
+        windowMs,
+        nowMs,
+        limit,
+        ...(namespace !== undefined ? { namespace } : {}),
+        ...(service !== undefined ? { service } : {}),
+      }),
+    }
   }
 
   /** A live root rotation (body: {"propagationSeconds": n, "overlapSeconds": n}, both optional). */

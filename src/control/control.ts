@@ -26,6 +26,8 @@ import { TokenIssuer, tokenKeyFile } from './ca/tokens.js'
 import { type RegisteredWorkload, Registry } from './registry/registry.js'
 import { ShareServer } from './ratelimit/share-server.js'
 import { FileStore } from './store/file-store.js'
+import { Gatherer, type ScrapeTarget } from './telemetry/gatherer.js'
+import type { InventoryWorkload } from './telemetry/views.js'
 import type { Store, Watch } from './store/store.js'
 import { BatchTranslator, type MeshConfig, type TranslateInput, type TranslateNode } from './translate/translate.js'
 
@@ -49,7 +51,17 @@ export interface ControlOptions {
    * otherwise); false: none
    */
   ca?: (Omit<CaOptions, 'dir'> & { dir?: string }) | false
+  /**
+   * reading the connected proxies' metrics for `loom stat/top/edges/graph`: every `intervalMs` (default 5000; 0:
+   * never), keeping `retentionMs` of history (default 10 min)
+   */
+  telemetry?: { intervalMs?: number; retentionMs?: number }
 }
+
+/** How often the control plane reads its proxies' metrics by default, ms. */
+export const DEFAULT_TELEMETRY_INTERVAL_MS = 5000
+/** How much history of them it keeps by default, ms. */
+export const DEFAULT_TELEMETRY_RETENTION_MS = 10 * 60_000
 
 /** The directory of the control plane's CA: the generated root and the rotation state. */
 export function caDir(dataDir: string): string {
@@ -113,6 +125,16 @@ export function proxyNodeOf(n: NodeInfo): TranslateNode {
   }
 }
 
+/**
+ * A proxy's workload as Istio names it (the deployment: `reviews-v1`): node metadata WORKLOAD_NAME, else the pod
+ * part of its node id (`sidecar~ip~<pod>.<ns>~...`).
+ */
+export function workloadOfNode(node: TranslateNode): string {
+  const named = node.metadata?.WORKLOAD_NAME
+  if (typeof named === 'string' && named !== '') return named
+  return node.id.split('~')[2]?.split('.')[0] || node.id
+}
+
 export class ControlPlane {
   readonly store: Store
   readonly registry = new Registry()
@@ -125,6 +147,8 @@ export class ControlPlane {
   readonly signing: SigningService | null
   /** global rate limits: proxies' demand in, their shares out, on the xDS port */
   readonly shares = new ShareServer()
+  /** the connected proxies' metrics, read from their admin endpoints, and a short history of them */
+  readonly telemetry: Gatherer
   private readonly options: ControlOptions
   private resources: Resource[] = []
   private watch: Watch | null = null
@@ -156,6 +180,11 @@ export class ControlPlane {
       pushDebounceMs: 0,
     })
     this.xds.addService(rateLimitSharesService, this.shares.handlers())
+    this.telemetry = new Gatherer({
+      intervalMs: options.telemetry?.intervalMs ?? DEFAULT_TELEMETRY_INTERVAL_MS,
+      retentionMs: options.telemetry?.retentionMs ?? DEFAULT_TELEMETRY_RETENTION_MS,
+      targets: () => this.scrapeTargets(),
+    })
     if (this.signing !== null) this.xds.addService(certificateService, this.signing.handlers())
   }
 
@@ -182,6 +211,7 @@ export class ControlPlane {
       cp.scheduleRebuild()
     })
     cp.expiryTimer = setInterval(() => cp.registry.expire(), options.expiryIntervalMs ?? 1000)
+    cp.telemetry.start()
     cp.expiryTimer.unref()
     if (ca !== null) {
       // a live rotation interrupted by a restart continues: its next root signs when it was to
@@ -417,7 +447,58 @@ export class ControlPlane {
     return [...this.nodes.values()]
   }
 
+  /** The connected proxies that sent their admin address: what the gatherer reads. */
+  scrapeTargets(): ScrapeTarget[] {
+    const out: ScrapeTarget[] = []
+    for (const st of this.xds.status()) {
+      if (st.adminAddress === null) continue
+      const node = this.nodes.get(st.nodeId)
+      if (node === undefined) continue
+      out.push({
+        nodeId: st.nodeId,
+        adminAddress: st.adminAddress,
+        workload: workloadOfNode(node),
+        namespace: node.namespace,
+        kind: node.kind,
+      })
+    }
+    return out
+  }
+
+  /** Every workload known (registered, or a connected proxy's), with its services and whether it is meshed. */
+  inventory(): InventoryWorkload[] {
+    const proxies = new Set(this.scrapeTargets().map((t) => `${t.namespace}/${t.workload}`))
+    const services = this.registry.services()
+    const sameLabels = (a: Record<string, string>, b: Record<string, string>) =>
+      Object.keys(a).length === Object.keys(b).length && Object.entries(a).every(([k, v]) => b[k] === v)
+    const out: InventoryWorkload[] = []
+    const seen = new Set<string>()
+    for (const w of this.registry.workloads()) {
+      const id = `${w.namespace}/${w.name}`
+      seen.add(id)
+      const served = services
+        .filter((s) => s.namespace === w.namespace && s.endpoints.some((e) => sameLabels(e.labels, w.labels)))
+        .map((s) => s.hostname.split('.')[0]!)
+      out.push({
+        name: w.name,
+        namespace: w.namespace,
+        services: [...new Set(served)],
+        version: w.labels.version ?? '',
+        instances: 1,
+        meshed: proxies.has(id) ? 1 : 0,
+      })
+    }
+    for (const t of this.scrapeTargets()) {
+      const id = `${t.namespace}/${t.workload}`
+      if (seen.has(id)) continue
+      seen.add(id)
+      out.push({ name: t.workload, namespace: t.namespace, services: [], version: '', instances: 1, meshed: 1 })
+    }
+    return out
+  }
+
   async close(): Promise<void> {
+    await this.telemetry.stop()
     if (this.rebuildTimer !== null) clearTimeout(this.rebuildTimer)
     if (this.expiryTimer !== null) clearInterval(this.expiryTimer)
     if (this.bundleTimer !== null) clearTimeout(this.bundleTimer)

@@ -10,6 +10,8 @@ import { type MeshConfigDoc, MeshConfigSchema, unreadFields } from '../api/mesh-
 import { toConfigIssues, v } from '../config/schema.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import type { MeshConfig } from './translate/scope.js'
+import { type AccessLogProvider, ISTIO_TEXT_FORMAT } from './translate/access-log.js'
+import { compileLogFormat } from '../proxy/access-log-format.js'
 
 export interface LoadedMeshConfig {
   mesh: MeshConfig
@@ -51,8 +53,14 @@ export function parseMeshConfig(text: string, source: string): LoadedMeshConfig 
     if (p.envoyExtAuthzHttp !== undefined && p.envoyExtAuthzGrpc !== undefined)
       bad(`extensionProviders[${i}]: only one of envoyExtAuthzHttp, envoyExtAuthzGrpc may be set`)
   })
+  let mesh: MeshConfig
+  try {
+    mesh = meshConfigOf(r.output)
+  } catch (err) {
+    return bad((err as Error).message)
+  }
   return {
-    mesh: meshConfigOf(r.output),
+    mesh,
     warnings: unreadFields(doc).map((p) => `${source}: ${p}: not read by Loom (ignored)`),
   }
 }
@@ -79,6 +87,45 @@ function meshConfigOf(d: MeshConfigDoc): MeshConfig {
   if (hops !== undefined) out.defaultConfig = { gatewayTopology: { numTrustedProxies: hops } }
   if (d.extensionProviders !== undefined) out.extensionProviders = d.extensionProviders
   if (d.h2UpgradePolicy !== undefined) out.h2UpgradePolicy = d.h2UpgradePolicy
+  const accessLog = meshAccessLog(d)
+  if (accessLog !== null) out.accessLog = accessLog
   if (d.explainFrom !== undefined) out.explainFrom = d.explainFrom
   return out
+}
+
+/**
+ * MeshConfig's access log fields as a provider (Istio's rules): nothing without `accessLogFile`; TEXT (Istio's
+ * default encoding) writes `accessLogFormat` or Istio's default text format; JSON writes `accessLogFormat` parsed as
+ * a JSON object of operators, or without it Loom's full JSON entry. Loom's default, with neither encoding nor
+ * format, is that JSON entry (Istio's would be its text line). Throws a message for a format the proxy cannot write.
+ */
+export function meshAccessLog(d: MeshConfigDoc): AccessLogProvider | null {
+  const path = d.accessLogFile
+  if (path === undefined || path === '') return null
+  const format = d.accessLogFormat === undefined || d.accessLogFormat.trim() === '' ? undefined : d.accessLogFormat
+  let provider: AccessLogProvider
+  if (d.accessLogEncoding === 'TEXT') provider = { path, text: format ?? ISTIO_TEXT_FORMAT }
+  else if (format === undefined) provider = { path }
+  else {
+    let labels: unknown
+    try {
+      labels = JSON.parse(format)
+    } catch {
+      labels = undefined
+    }
+    if (labels === null || typeof labels !== 'object' || Array.isArray(labels))
+      throw new Error(
+        'accessLogFormat: with accessLogEncoding JSON (or unset) the format must be a JSON object of command operators, e.g. {"status": "%RESPONSE_CODE%"}',
+      )
+    provider = { path, labels: labels as Record<string, unknown> }
+  }
+  const errors = compileLogFormat(
+    provider.text !== undefined
+      ? { text_format: provider.text }
+      : provider.labels === undefined
+        ? undefined
+        : { json_format: provider.labels as Record<string, unknown> },
+  ).errors
+  if (errors.length > 0) throw new Error(`accessLogFormat: ${errors.join('; ')}`)
+  return provider
 }

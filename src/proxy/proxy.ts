@@ -21,12 +21,14 @@ import { TypeUrls } from '../config/type-urls.js'
 import { ConfigError, type ConfigIssue, ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
 import { AdminServer } from './admin/admin.js'
+import { TapHub } from './tap/tap.js'
 import { ClusterManager } from './cluster/index.js'
 import { HcmContext } from './http/hcm.js'
 import type { IdentityStatus } from './identity/client.js'
 import { PoolManager } from './http/pools.js'
 import { ActiveListener, type CompiledChain, type NetworkHandler } from './listener/listener.js'
 import { type CompiledRouteConfig, compileRouteConfig } from './route/router.js'
+import { PathStats } from './stats/paths.js'
 import { StatsStore } from './stats/stats.js'
 import { checkHttpFilters, HttpFilterConfigError } from './http/filters/index.js'
 import { TcpProxyContext } from './tcp/tcp-proxy.js'
@@ -43,6 +45,11 @@ export interface ProxyOptions {
   file: string
   /** How long in-flight work may take to finish on shutdown. */
   drainTimeMs: number
+  /**
+   * Keep this many busiest request paths of the connection managers that are not inbound (admin
+   * `/stats/paths`); 0 or absent: none are kept
+   */
+  pathStats?: number
 }
 
 function issuesOf(err: unknown): ConfigIssue[] | null {
@@ -97,6 +104,8 @@ export class ProxyServer {
     secrets: new Map<string, StoredSecret>(),
   }
   private admin: AdminServer | null = null
+  /** live request taps (admin `/tap`), shared by every connection manager */
+  readonly tap = new TapHub(() => this.identity?.status()?.spiffeId ?? null)
   /**
    * Envoy's server states (`admin.v3.ServerInfo.State`): PRE_INITIALIZING until `start()`, INITIALIZING while the
    * clusters start and the listeners bind, LIVE when serving, DRAINING once the listeners stop accepting
@@ -110,6 +119,7 @@ export class ProxyServer {
   constructor(bootstrap: Bootstrap, options: ProxyOptions) {
     this.bootstrap = bootstrap
     this.options = options
+    if ((options.pathStats ?? 0) > 0) this.stats.paths = new PathStats(options.pathStats!)
     this.workload = new LocalWorkload(
       { id: bootstrap.node?.id ?? '', metadata: bootstrap.node?.metadata ?? {} },
       this.secrets,
@@ -233,7 +243,7 @@ export class ProxyServer {
             rdsName === null
               ? compileRouteConfig(t.route_config!)
               : (this.routeTables.get(rdsName)?.compiled ?? compileRouteConfig({ ...EMPTY_ROUTES, name: rdsName }))
-          const hcm = new HcmContext(t, router, this.clusters, this.pools, this.stats, rdsName, telemetry)
+          const hcm = new HcmContext(t, router, this.clusters, this.pools, this.stats, rdsName, telemetry, this.tap)
           handler = { kind: 'hcm', hcm }
           defaultAlpn = hcm.codec === 'HTTP1' ? ['http/1.1'] : hcm.codec === 'HTTP2' ? ['h2'] : ['h2', 'http/1.1']
         } catch (err) {
@@ -507,6 +517,7 @@ export class ProxyServer {
     }
     for (const c of this.clusters.all()) for (const h of c.hosts()) h.pool?.close()
     this.clusters.stop()
+    this.tap.closeAll()
     await this.admin?.close()
   }
 }

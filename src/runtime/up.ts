@@ -31,6 +31,8 @@ import { describeExit, type ExitInfo, type ProcessSpec, Supervised } from './sup
  */
 const LOOM_READY_MS = 60_000
 const APP_READY_MS = 30_000
+/** How many busiest request paths each sidecar and gateway keeps for `loom top` (`loom proxy --path-stats`). */
+const PATH_STATS = 100
 /**
  * how long a sidecar's bootstrap token can get a first certificate: a sidecar restarted later in the run needs it
  * again (renewals use the certificate)
@@ -584,6 +586,8 @@ export class LocalMesh {
         `127.0.0.1:${adminPort}`,
         '--drain-time-s',
         '2',
+        '--path-stats',
+        String(PATH_STATS),
         '--metadata',
         `WORKLOAD_NAME=${g.name}`,
         '--metadata',
@@ -700,6 +704,8 @@ export class LocalMesh {
       `127.0.0.1:${adminPort}`,
       '--drain-time-s',
       '2',
+      '--path-stats',
+      String(PATH_STATS),
       '--metadata',
       `WORKLOAD_NAME=${def.name}`,
       '--metadata',

@@ -22,6 +22,7 @@ import { TypeUrls } from '../../config/type-urls.js'
 import { hostSubsetOf, intersectHosts, isWildcard, labelsMatch, shortNames } from '../registry/hostname.js'
 import { isHttp2Protocol, isHttpProtocol, type Service, type ServiceEndpoint } from '../registry/registry.js'
 import { attachGlobalRateLimits, GLOBAL_RATELIMIT } from '../ratelimit/translate.js'
+import { accessLogField } from './access-log.js'
 import { jwtAuthnFilters } from './authn.js'
 import { authzHttpFilters, authzNetworkFilters } from './authz.js'
 import { ADS, http2Options, loadAssignment } from './clusters.js'
@@ -91,7 +92,7 @@ const PATH_NORMALIZATION: Record<PathNormalization, Json> = {
 /**
  * Every connection manager: the mesh's path normalization, and `stream_idle_timeout` 0 (disabled), as Istio sets
  * it on sidecars and gateways alike (long-lived gRPC and websocket streams are not cut; a route's `idle_timeout`
- * still applies). `authFilters` run first, before the fault and CORS filters, in Istio's inbound order:
+ * still applies), and the proxy's access log (access-log.ts). `authFilters` run first, before the fault and CORS filters, in Istio's inbound order:
  * authentication (RequestAuthentication's JWT filter), then authorization (the RBAC filters); `extraFilters` go
  * after CORS, then Istio's stats filter (`stats`: its inbound or outbound form) and the router.
  */
@@ -111,6 +112,7 @@ function hcm(
       ...routing,
       ...PATH_NORMALIZATION[scope.mesh.pathNormalization],
       stream_idle_timeout: '0s',
+      ...accessLogField(scope),
       http_filters: [explainFilter(scope, statPrefix), ...authFilters, FAULT, CORS, ...extraFilters, stats, ROUTER],
     },
   }
@@ -429,7 +431,7 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
             [...authn, ...authzHttpFilters(scope, ports)],
           ),
         ]
-      : [...authzNetworkFilters(scope, ports), STATS_TCP, tcpProxy(cluster)]
+      : [...authzNetworkFilters(scope, ports), STATS_TCP, tcpProxy(scope, cluster)]
     const mode = peerAuthenticationMode(scope, { workloadPort, servicePort })
     const tlsChain = {
       filter_chain_match: { transport_protocol: 'tls' },
@@ -488,11 +490,14 @@ function inboundRoutes(name: string, servicePort: number, cluster: string): Json
   }
 }
 
-/** An inbound TCP port's terminal filter: every connection to the port's inbound cluster (Istio's stat prefix). */
-function tcpProxy(cluster: string): Json {
+/**
+ * An inbound TCP port's terminal filter: every connection to the port's inbound cluster (Istio's stat prefix), with
+ * the proxy's access log.
+ */
+function tcpProxy(scope: Scope, cluster: string): Json {
   return {
     name: 'envoy.filters.network.tcp_proxy',
-    typed_config: { '@type': TypeUrls.tcpProxy, stat_prefix: cluster, cluster },
+    typed_config: { '@type': TypeUrls.tcpProxy, stat_prefix: cluster, cluster, ...accessLogField(scope) },
   }
 }
 

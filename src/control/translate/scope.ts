@@ -5,6 +5,7 @@
  */
 import type { DestinationRuleSpec, Resource, SidecarSpec, VirtualServiceSpec } from '../../api/index.js'
 import type { ExtensionProvider } from '../../api/mesh-config.js'
+import type { AccessLogProvider } from './access-log.js'
 import type { ProxyNode } from '../../xds/snapshot.js'
 import {
   DEFAULT_DOMAIN_SUFFIX,
@@ -47,6 +48,11 @@ export interface MeshConfig {
   /** whether HTTP/1.1 ports are sent upstream as HTTP/2 where no DestinationRule says; default DO_NOT_UPGRADE */
   h2UpgradePolicy?: 'DO_NOT_UPGRADE' | 'UPGRADE'
   /**
+   * mesh-wide access logs (Istio's accessLogFile, accessLogEncoding, accessLogFormat) as the provider every sidecar
+   * and gateway writes to; none by default (Istio's default: accessLogFile empty)
+   */
+  accessLog?: AccessLogProvider
+  /**
    * Loom's own: who may ask for the live decision record (`x-loom-explain`): SPIFFE principals without the scheme
    * (`cluster.local/ns/default/sa/bookinfo-productpage`), namespaces, and at gateways client addresses (CIDR)
    */
@@ -75,6 +81,8 @@ export interface ResolvedMeshConfig {
   trustDomain: string
   extensionProviders: readonly ExtensionProvider[]
   h2Upgrade: boolean
+  /** every generated connection manager's and TCP proxy's access log; null: none */
+  accessLog: AccessLogProvider | null
   explainFrom: ExplainFrom
 }
 
@@ -92,6 +100,7 @@ export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig
     trustDomain: m?.trustDomain ?? 'cluster.local',
     extensionProviders: m?.extensionProviders ?? [],
     h2Upgrade: m?.h2UpgradePolicy === 'UPGRADE',
+    accessLog: m?.accessLog ?? null,
     explainFrom: m?.explainFrom ?? {},
   }
 }

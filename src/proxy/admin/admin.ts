@@ -5,11 +5,14 @@
  *                             INITIALIZING while starting, 503 DRAINING after /drain_listeners or SIGTERM
  *   GET  /stats               counters and gauges, `name: value` per line (`?format=json` for JSON)
  *   GET  /stats/prometheus    Prometheus text format
+ *   GET  /stats/paths         the busiest request paths (JSON; `loom proxy --path-stats N`, else an empty table)
  *   GET  /config_dump         the running configuration, as Envoy's config dump
  *   GET  /clusters            every host of every cluster with health and active requests (`?format=json`)
  *   GET  /listeners           listeners and their bound addresses (`?format=json`)
  *   GET  /server_info         version, state, uptime
  *   GET  /certs               the certificates in the secret store, as Envoy's (no keys), and the proxy's identity
+ *   GET  /tap                 a live stream of the requests through the proxy, one JSON line each (tap.ts;
+ *                             filters as query parameters: method, path, authority, to, direction, max, max_rps)
  *   POST /drain_listeners     stop accepting new connections (in-flight requests finish)
  *   POST /quitquitquit        graceful shutdown
  */
@@ -23,7 +26,7 @@ import type { Host } from '../cluster/index.js'
 import type { Secret } from '../../config/envoy.js'
 
 const HELP = `Loom admin endpoint
-  GET  /ready /stats /stats/prometheus /config_dump /clusters /listeners /server_info /certs
+  GET  /ready /stats /stats/prometheus /stats/paths /config_dump /clusters /listeners /server_info /certs /tap
   POST /drain_listeners /quitquitquit
 `
 
@@ -75,6 +78,15 @@ export class AdminServer {
         return send(200, p.stats.renderText())
       case '/stats/prometheus':
         return send(200, p.stats.renderPrometheus(), 'text/plain; version=0.0.4')
+      case '/stats/paths':
+        return sendJson(
+          p.stats.paths?.toJson() ?? {
+            started_at_ms: p.startedAt.getTime(),
+            capacity: 0,
+            evictions: 0,
+            paths: [],
+          },
+        )
       case '/config_dump':
         return sendJson(this.configDump())
       case '/clusters':
@@ -107,6 +119,8 @@ export class AdminServer {
         })
       case '/certs':
         return sendJson(this.certs())
+      case '/tap':
+        return p.tap.serve(req, res, url.searchParams)
       case '/drain_listeners':
         if (!post) return send(405, 'use POST\n')
         p.drainListeners()

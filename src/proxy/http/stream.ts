@@ -14,7 +14,8 @@ import type { RouteStats } from '../stats/stats.js'
 import { Headers } from './headers.js'
 import { type FilterCallbacks, STOP, type StreamFilter, type StreamInfo } from './filters/filter.js'
 import { applyEdgeRules } from './edge.js'
-import type { HcmContext } from './hcm.js'
+import { addressOf, type HcmContext } from './hcm.js'
+import { connectionPeer } from '../identity/connection-peer.js'
 import type { DownstreamSink, RequestHead, UpstreamCallbacks, UpstreamRequest, UpstreamResetReason } from './types.js'
 import { HOP_BY_HOP } from './types.js'
 import { type CompiledRetryPolicy, RETRY_BUFFER_LIMIT_BYTES } from './retry.js'
@@ -197,6 +198,15 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
   /** The original path, before rewrites, for access logs. */
   originalPath = ''
   requestId = ''
+  /**
+   * When the router sent the request upstream (performance.now() ms), and what the upstream connection was, for the
+   * access log and the taps: recorded only on streams that have one or the other (0 / null otherwise).
+   */
+  upstreamStartAt = 0
+  /** from sending the request upstream to the response head; -1 when unknown */
+  upstreamServiceMs = -1
+  upstreamLocalAddress: string | null = null
+  upstreamPeerPrincipal: string | null = null
   /** the filters that act on this stream, in chain order; null when none does (a router-only stream) */
   filters: StreamFilter[] | null = null
   /** the filter that stopped decoding, or -1 */
@@ -430,6 +440,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     }
     if (route.mirrors !== null && head.upgrade === null) this.startShadows(route, head, endStream, hash)
     if (route.retry === null || head.upgrade !== null) {
+      if (hcm.recording || hcm.tap.active) this.upstreamStartAt = performance.now()
       this.upstream = hcm.pools.newStream(cluster, host, this, head, endStream)
       return
     }
@@ -475,6 +486,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     const a = new UpstreamAttempt(this, host)
     rs.attempt = a
     if (this.requestComplete) this.startPerTry(a)
+    if (this.hcm.recording || this.hcm.tap.active) this.upstreamStartAt = performance.now()
     const up = this.hcm.pools.newStream(this.cluster!, host, a, this.head!, endStream)
     if (!a.live) return // failed at once: attemptReset has dealt with it
     a.up = up
@@ -731,6 +743,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
 
   onUpstreamHeaders(status: number, headers: Headers, endStream: boolean): void {
     if (this.done) return
+    if (this.upstreamStartAt !== 0) this.noteUpstream()
     this.status = status
     this.responseStarted = true
     if (status === 101) {
@@ -840,6 +853,20 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     this.localReply(LocalReplies.requestTimeout)
   }
 
+  /** The upstream side, for the access log and the taps: its service time, local address and verified peer. */
+  private noteUpstream(): void {
+    this.upstreamServiceMs = performance.now() - this.upstreamStartAt
+    const socket = this.upstream?.socket?.() ?? null
+    if (socket === null) return
+    this.upstreamLocalAddress = addressOf(socket.localAddress, socket.localPort)
+    this.upstreamPeerPrincipal = connectionPeer(socket)?.uris[0] ?? null
+  }
+
+  /** Upstream attempts made: the retries' count, 1 for a request sent once, 0 for one never sent. */
+  get attemptCount(): number {
+    return this.retry?.attempts ?? (this.host !== null ? 1 : 0)
+  }
+
   // === local replies ===
 
   /** One of the proxy's own replies; a detail already in `reason` (an upstream error) is added to its body. */
@@ -924,7 +951,14 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     }
     const filters = this.filters
     if (filters !== null) for (const f of filters) f.onDestroy?.()
-    if (hcm.accessLogs.length > 0) hcm.logAccess(this, ms)
+    if (hcm.recording || hcm.tap.active) hcm.logAccess(this, ms)
+    const paths = hcm.paths
+    if (paths !== null && this.head !== null) {
+      // a request answered before a cluster was picked (a fault, a filter's refusal) counts for its route's cluster
+      const route = this.route
+      const name = cluster?.name ?? (route !== null && route.kind === 'cluster' ? (route.clusterNames()[0] ?? '') : '')
+      paths.record(name, this.head.method, this.head.path, status, ms)
+    }
     this.downstream.onStreamComplete()
   }
 }

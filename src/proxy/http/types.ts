@@ -7,6 +7,7 @@
  * (H1→H1, H1→H2, H2→H1, H2→H2) goes through the same routing code. Calls are plain method calls on long-lived
  * objects: no closures or events on the per-request path.
  */
+import type { Socket } from 'node:net'
 import type { Headers } from './headers.js'
 
 /** A request as the stream sees it, whatever protocol it arrived on. Headers exclude pseudo-headers. */
@@ -80,6 +81,8 @@ export interface UpstreamRequest {
   timedOut?(): void
   /** `address:port` of the upstream host, for logs. */
   readonly hostKey: string
+  /** The connection the request went on (null before it is open), for the access log. */
+  socket?(): Socket | null
 }
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) a proxy never forwards, plus HTTP/2-forbidden ones. */

@@ -6,6 +6,7 @@
 import type { UpstreamCluster } from '../cluster/cluster.js'
 import { HealthCheckStats } from '../cluster/health-check/checker.js'
 import { EJECTION_TYPES, OutlierStats } from '../cluster/outlier.js'
+import type { PathStats } from './paths.js'
 import { IstioMetrics } from '../telemetry/metrics.js'
 
 /** Envoy's default histogram buckets, in milliseconds. */
@@ -229,6 +230,8 @@ export class StatsStore {
   readonly tcp = new Map<string, TcpProxyStats>()
   readonly routes = new Map<string, RouteStats>()
   readonly counters = new Map<string, CounterSet>()
+  /** the busiest request paths of the connection managers that are not inbound; null: not kept */
+  paths: PathStats | null = null
   /** Istio's standard metrics (the istio.stats filters'), rendered after Envoy's */
   readonly istio = new IstioMetrics()
 

@@ -9,6 +9,19 @@ import { parseDurationMs } from '../../core/duration.js'
 import { type AccessLogSink, createAccessLogs } from '../access-log.js'
 import type { ClusterManager } from '../cluster/index.js'
 import type { StatsStore, TcpProxyStats } from '../stats/stats.js'
+import { addressOf } from '../http/hcm.js'
+import { connectionPeer } from '../identity/connection-peer.js'
+
+/** The downstream side of a connection's access log entry. */
+function downstreamFields(downstream: net.Socket): Record<string, unknown> {
+  const sni = (downstream as { servername?: unknown }).servername
+  return {
+    downstream_local_address: addressOf(downstream.localAddress, downstream.localPort),
+    downstream_remote_address: downstream.remoteAddress ?? null,
+    downstream_peer_principal: connectionPeer(downstream)?.uris[0] ?? null,
+    requested_server_name: typeof sni === 'string' ? sni : null,
+  }
+}
 import type { TcpStatsRecorder } from '../telemetry/tcp-stats.js'
 
 export class TcpProxyContext {
@@ -61,10 +74,12 @@ export class TcpProxyContext {
       connection_termination_details: details,
       bytes_received: 0,
       bytes_sent: 0,
-      duration_ms: 0,
-      downstream_remote_address: downstream.remoteAddress ?? null,
+      duration: 0,
+      ...downstreamFields(downstream),
       upstream_cluster: null,
       upstream_host: null,
+      upstream_local_address: null,
+      upstream_peer_principal: null,
     }
     for (const l of this.accessLogs) l.write(entry)
   }
@@ -79,19 +94,28 @@ export class TcpProxyContext {
     const istio = this.istio
     const open = istio === null ? null : istio.opened(downstream, cluster)
     let flag = ''
+    // read while the connection is open (a closed socket no longer knows its addresses)
+    const down = this.accessLogs.length > 0 ? downstreamFields(downstream) : null
+    /** the upstream connection's local address and verified peer, once connected (with an access log only) */
+    let upstreamLocal: string | null = null
+    let upstreamPeer: string | null = null
     const finish = () => {
       if (open !== null) istio!.closed(open)
       if (this.accessLogs.length === 0) return
+      const ms = performance.now() - start
       const entry = {
-        start_time: new Date(Date.now() - (performance.now() - start)).toISOString(),
+        start_time: new Date(Date.now() - ms).toISOString(),
         protocol: 'TCP',
         response_flags: flag || '-',
+        connection_termination_details: null,
         bytes_received: downstream.bytesRead,
         bytes_sent: downstream.bytesWritten,
-        duration_ms: Math.round((performance.now() - start) * 1000) / 1000,
-        downstream_remote_address: downstream.remoteAddress ?? null,
+        duration: Math.round(ms * 1000) / 1000,
+        ...down,
         upstream_cluster: clusterName,
         upstream_host: host?.key ?? null,
+        upstream_local_address: upstreamLocal,
+        upstream_peer_principal: upstreamPeer,
       }
       for (const l of this.accessLogs) l.write(entry)
     }
@@ -120,6 +144,10 @@ export class TcpProxyContext {
     }, cluster.connectTimeoutMs)
     upstream.once(tlsOptions === null ? 'connect' : 'secureConnect', () => {
       clearTimeout(connectTimer)
+      if (this.accessLogs.length > 0) {
+        upstreamLocal = addressOf(upstream.localAddress, upstream.localPort)
+        upstreamPeer = connectionPeer(upstream)?.uris[0] ?? null
+      }
       downstream.pipe(upstream)
       upstream.pipe(downstream)
       downstream.resume()

@@ -82,6 +82,10 @@ export class H1UpstreamRequest implements UpstreamRequest, DeferredWriter {
     this.chunkedOut = chunked
   }
 
+  socket(): net.Socket | null {
+    return this.conn?.socket ?? null
+  }
+
   /** Writes, or queues while the connection opens. */
   private write(b: Buffer): boolean {
     const conn = this.conn

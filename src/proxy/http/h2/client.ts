@@ -30,6 +30,10 @@ export class H2UpstreamRequest implements UpstreamRequest {
    */
   private early: Buffer[] | null = null
 
+  socket(): net.Socket | null {
+    return (this.stream.session?.socket as net.Socket | undefined) ?? null
+  }
+
   constructor(
     pool: H2Pool,
     session: H2T.ClientHttp2Session,
