@@ -98,7 +98,21 @@ backend be
  */
 export interface LoomOptions {
   resilience?: boolean
+  /**
+   * Istio's telemetry as a sidecar's outbound has it: the node's workload metadata, the listener's direction
+   * (OUTBOUND) and the istio.stats filter before the router (metadata exchange headers on every request, Istio's
+   * request metrics at every stream's end).
+   */
+  telemetry?: boolean
 }
+
+const TELEMETRY_NODE = `node:
+  id: sidecar~127.0.0.1~bench-v1-0.default~default.svc.cluster.local
+  metadata: { WORKLOAD_NAME: bench-v1, NAMESPACE: default, LABELS: { app: bench, version: v1 } }
+`
+const TELEMETRY_FILTER = `          - name: istio.stats
+            typed_config: { "@type": type.googleapis.com/stats.PluginConfig, disable_host_header_fallback: true }
+`
 
 const RESILIENCE_FILTERS = `          - name: envoy.filters.http.fault
             typed_config:
@@ -131,13 +145,14 @@ const RESILIENCE_CLUSTER = `    circuit_breakers:
 /** Envoy-v3-style static bootstrap for \`loom proxy -c\`. */
 export function loomBootstrap(port: number, adminPort: number, backendPort: number, opts: LoomOptions = {}): string {
   const on = opts.resilience === true
-  return `admin:
+  const tel = opts.telemetry === true
+  return `${tel ? TELEMETRY_NODE : ''}admin:
   address: { socket_address: { address: 127.0.0.1, port_value: ${adminPort} } }
 static_resources:
   listeners:
   - name: ingress
     address: { socket_address: { address: 127.0.0.1, port_value: ${port} } }
-    filter_chains:
+${tel ? '    traffic_direction: OUTBOUND\n' : ''}    filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
@@ -153,7 +168,7 @@ static_resources:
                 route:
                   cluster: backend${on ? RESILIENCE_ROUTE : ''}
           http_filters:
-${on ? RESILIENCE_FILTERS : ''}          - name: envoy.filters.http.router
+${on ? RESILIENCE_FILTERS : ''}${tel ? TELEMETRY_FILTER : ''}          - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
   clusters:
   - name: backend

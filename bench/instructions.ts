@@ -1,7 +1,8 @@
 // User-space instructions per proxied GET, counted by valgrind's callgrind: a steady figure where wall-clock
 // rates swing with the machine. `npm run bench:instructions [-- --loom <bin/loom.js> ...]`.
 //
-// For each configuration (plain: the router alone; resilience: bench/configs.ts's resilience options armed; mtls: the
+// For each configuration (plain: the router alone; resilience: bench/configs.ts's resilience options armed;
+// telemetry: Istio's stats filter and metadata exchange as on a sidecar's outbound; mtls: the
 // sidecar pair of bench/configs.ts, client -> Loom A -> mTLS -> Loom B -> backend, both proxies counted) the proxies
 // run under callgrind with instrumentation off; a warm-up of WARMUP GETs lets V8 compile the hot path; then, for
 // each of ROUNDS rounds, instrumentation is switched on for MEASURE GETs and off again, and the counter is dumped.
@@ -30,12 +31,12 @@ const WARMUP = int('BENCH_IC_WARMUP', 4000)
 const MEASURE = int('BENCH_IC_REQUESTS', 2000)
 const ROUNDS = int('BENCH_IC_ROUNDS', 3)
 const CONCURRENCY = int('BENCH_IC_CONCURRENCY', 8)
-const CONFIGS = ['plain', 'resilience', 'mtls'] as const
+const CONFIGS = ['plain', 'resilience', 'telemetry', 'mtls'] as const
 type Config = (typeof CONFIGS)[number]
 
 function usage(): never {
   process.stdout.write(
-    'usage: node dist/bench/instructions.js [--loom <path/to/bin/loom.js>]... [--only plain,resilience,mtls]\n' +
+    'usage: node dist/bench/instructions.js [--loom <path/to/bin/loom.js>]... [--only plain,resilience,telemetry,mtls]\n' +
       '                                     [--syscalls]\n' +
       'Counts user-space instructions per proxied GET with valgrind (callgrind): warm-up, then rounds of\n' +
       `measured GETs (BENCH_IC_WARMUP ${WARMUP}, BENCH_IC_REQUESTS ${MEASURE}, BENCH_IC_ROUNDS ${ROUNDS},\n` +
@@ -56,7 +57,7 @@ interface Args {
 
 function parseArgs(argv: string[]): Args {
   const looms: string[] = []
-  let configs: string[] = ['plain', 'resilience']
+  let configs: string[] = ['plain', 'resilience', 'telemetry']
   let syscalls = false
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
@@ -136,7 +137,13 @@ async function setup(config: Config, backendPort: number, dir: string): Promise<
   const admin = await freePort()
   if (config !== 'mtls') {
     const file = path.join(dir, `${config}.yaml`)
-    writeFileSync(file, loomBootstrap(port, admin, backendPort, { resilience: config === 'resilience' }))
+    writeFileSync(
+      file,
+      loomBootstrap(port, admin, backendPort, {
+        resilience: config === 'resilience',
+        telemetry: config === 'telemetry',
+      }),
+    )
     return { port, proxies: [{ name: 'loom', file, admin }] }
   }
   certs ??= writeMtlsCerts(path.join(dir, 'mtls-certs')).then((f) => ({

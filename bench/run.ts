@@ -18,6 +18,7 @@ import {
   backendNginx,
   haproxyConfig,
   loomBootstrap,
+  type LoomOptions,
   loomMtlsInbound,
   loomMtlsOutbound,
   type MtlsPairConfig,
@@ -96,6 +97,7 @@ const TARGETS = [
   'direct',
   'loom',
   'resilience',
+  'loom-telemetry',
   'nginx',
   'haproxy',
   'floor',
@@ -113,6 +115,7 @@ const OPT_IN: readonly TargetName[] = ['loom-mtls-h2']
 const ALIASES: Record<string, TargetName[]> = {
   undici: ['floor'],
   'loom-resilience': ['resilience'],
+  telemetry: ['loom-telemetry'],
   'undici-floor': ['floor'],
   'fastify-http-proxy': ['fastify'],
   // the mutual-TLS pairs, measured side by side
@@ -297,16 +300,17 @@ function nodeScriptTarget(label: string, name: string, script: string): TargetDe
 
 /**
  * `loom proxy` with the bench bootstrap; with `resilience`, the same proxy with retries, a route and per-try
- * timeout, circuit breakers, outlier detection and a 0% fault filter armed (bench/configs.ts).
+ * timeout, circuit breakers, outlier detection and a 0% fault filter armed; with `telemetry`, Istio's stats filter
+ * and metadata exchange as on a sidecar's outbound (bench/configs.ts).
  */
-function loomTarget(label: string, name: string, resilience: boolean): TargetDef {
+function loomTarget(label: string, name: string, opts: LoomOptions): TargetDef {
   return {
     label,
     async start(ctx) {
       const port = await freePort()
       const adminPort = await freePort()
       const file = path.join(ctx.tmp, `${name}.yaml`)
-      writeFileSync(file, loomBootstrap(port, adminPort, ctx.backendPort, { resilience }))
+      writeFileSync(file, loomBootstrap(port, adminPort, ctx.backendPort, opts))
       const p = onProxyCore(name, process.execPath, [
         ...NODE_FLAGS,
         path.join(root, 'bin', 'loom.js'),
@@ -351,8 +355,9 @@ const TARGET_DEFS: Record<TargetName, TargetDef> = {
     label: 'direct',
     start: async (ctx) => ({ procs: [], port: ctx.backendPort, statsPids: [], processes: '-' }),
   },
-  loom: loomTarget('loom', 'loom', false),
-  resilience: loomTarget('Loom with resilience on', 'loom-resilience', true),
+  loom: loomTarget('loom', 'loom', {}),
+  resilience: loomTarget('Loom with resilience on', 'loom-resilience', { resilience: true }),
+  'loom-telemetry': loomTarget('Loom with telemetry on', 'loom-telemetry', { telemetry: true }),
   nginx: {
     label: 'nginx',
     async start(ctx) {
@@ -897,6 +902,16 @@ async function main(): Promise<void> {
   if (args.only.includes('resilience') && args.only.includes('loom')) {
     const on = by('resilience')
     ratios['resilience on / plain Loom (goal: req/s >= 0.90x)'] = {
+      getRps: div(on?.get?.rps, loom?.get?.rps),
+      postRps: div(on?.post?.rps, loom?.post?.rps),
+      addedP99: div(on?.addedUs?.p99, loom?.addedUs?.p99),
+    }
+  }
+
+  // the cost of Istio's metrics and metadata exchange: that target against plain Loom (goal: req/s >= 0.90x)
+  if (args.only.includes('loom-telemetry') && args.only.includes('loom')) {
+    const on = by('loom-telemetry')
+    ratios['telemetry on / plain Loom (goal: req/s >= 0.90x)'] = {
       getRps: div(on?.get?.rps, loom?.get?.rps),
       postRps: div(on?.post?.rps, loom?.post?.rps),
       addedP99: div(on?.addedUs?.p99, loom?.addedUs?.p99),

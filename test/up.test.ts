@@ -99,6 +99,7 @@ interface UpJson {
   pid: number
   phase: string
   processes?: { name: string; role: string; pid: number | null }[]
+  workloads: { name: string; sidecar?: boolean; adminPort: number }[]
 }
 
 function upJson(dataDir: string): UpJson | null {
@@ -212,12 +213,24 @@ describe('loom up: failures to start and stops', { timeout: 300_000 }, () => {
     assert.equal(json.gatewayStatus[0]!.sync, 'SYNCED')
     const res = await fetch(`http://127.0.0.1:${gw[3]}/`)
     assert.equal(await res.text(), 'hello')
+    // Prometheus' targets: the gateway's and the sidecar's admin endpoints
+    const targetsFile = join(up.dataDir, 'prometheus', 'targets.json')
+    const targets = () =>
+      (JSON.parse(readFileSync(targetsFile, 'utf8')) as { targets: string[]; labels: Record<string, string> }[]).map(
+        (g) => `${g.labels.kind} ${g.labels.workload} ${g.targets.join(',')}`,
+      )
+    const sidecar = state.workloads.find((w) => w.sidecar !== false)!
+    assert.deepEqual(targets(), [
+      `gateway ingressgateway 127.0.0.1:${gw[4]}`,
+      `sidecar ${sidecar.name} 127.0.0.1:${sidecar.adminPort}`,
+    ])
 
     // a second loom up on the same data dir refuses, and leaves the running mesh alone
     const second = await runLoom(['up', '-f', join(FIXTURES, 'up-hello'), '--data-dir', up.dataDir], 30_000)
     assert.equal(second.code, 1, second.stderr)
     assert.match(second.stderr, /a mesh is already running from .* \(loom up pid \d+\)/)
     assert.equal(upJson(up.dataDir)?.pid, state.pid)
+    assert.equal(targets().length, 2, 'the refused loom up leaves the targets alone')
 
     // SIGKILL: loom up cannot stop anything
     const procs = state.processes!
@@ -232,6 +245,7 @@ describe('loom up: failures to start and stops', { timeout: 300_000 }, () => {
     const down = await runLoom(['down', '--data-dir', up.dataDir], 30_000)
     assert.equal(down.code, 0, down.stderr)
     assert.match(down.stdout, new RegExp(`stopped 1 process\\(es\\) it left \\(pids ${pid('app')}\\)`))
+    assert.deepEqual(targets(), [], 'nothing left to scrape')
     assertNothingLeft(
       up,
       procs.map((p) => p.pid!),

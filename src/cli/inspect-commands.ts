@@ -430,6 +430,7 @@ const COMMANDS = [
   'down',
   'status',
   'logs',
+  'prometheus-config',
   'control',
   'apply',
   'get',

@@ -16,6 +16,7 @@ Usage:
   loom down                          stop the mesh loom up runs
   loom status                        its workloads, processes and sidecar sync state
   loom logs <workload>               a workload's (or its sidecar's) output
+  loom prometheus-config             a prometheus.yml that scrapes every proxy of the mesh
   loom proxy -c <bootstrap.yaml>     run the proxy from an Envoy-style static bootstrap
   loom proxy --xds <host:port>       run the proxy with config from the control plane
   loom validate -c <bootstrap.yaml>  check a bootstrap without starting anything
@@ -134,6 +135,8 @@ export async function main(argv: string[]): Promise<void> {
         return await (await import('./runtime-commands.js')).statusCommand(rest)
       case 'logs':
         return await (await import('./runtime-commands.js')).logsCommand(rest)
+      case 'prometheus-config':
+        return (await import('./prometheus-command.js')).prometheusConfigCommand(rest)
       case 'describe':
         return await (await import('./inspect-commands.js')).describeCommand(rest)
       case 'proxy-config':

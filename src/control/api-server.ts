@@ -22,6 +22,8 @@
  *                                                    url, headers): the source proxy's snapshot walked by the
  *                                                    proxy's own matching code, live host states from its admin
  *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
+ *   GET    /api/v1/prometheus/targets               Prometheus HTTP service discovery (http_sd_configs): one target
+ *                                                    group per connected proxy that sent its admin address
  *   GET    /api/v1/tap/:namespace/:workload         live requests through the workload's proxies, NDJSON, read from
  *                                                    their admin /tap (tap-proxy.ts); query: method, path, authority,
  *                                                    to, direction, max, max_rps
@@ -60,6 +62,7 @@ import { type AddressInfo, createServer as createNetServer, type Server as NetSe
 import { keyOf, lookupKind, type ManifestResult, parseManifests } from '../api/index.js'
 import type { Resource } from '../api/resource.js'
 import { log } from '../core/log.js'
+import { type ScrapeTarget, targetGroups, workloadOfNodeId } from '../core/prometheus-sd.js'
 import type { ControlPlane } from './control.js'
 import type { ControlTls } from './tls.js'
 import { ExplainError } from './explain/engine.js'
@@ -73,6 +76,24 @@ import { parseFlagDurationMs } from '../core/duration.js'
 import { proxyTap, tapTargets } from './tap-proxy.js'
 
 const MAX_BODY = 16 * 1024 * 1024
+
+/** Every connected proxy that sent its admin address (node metadata ADMIN_ADDRESS), as a Prometheus target. */
+function scrapeTargets(cp: ControlPlane): ScrapeTarget[] {
+  const nodes = new Map(cp.knownNodes().map((n) => [n.id, n]))
+  const out: ScrapeTarget[] = []
+  for (const s of cp.xds.status()) {
+    const node = nodes.get(s.nodeId)
+    if (s.adminAddress === null || node === undefined) continue
+    out.push({
+      adminAddress: s.adminAddress,
+      kind: node.kind,
+      namespace: node.namespace,
+      workload: workloadOfNodeId(s.nodeId) ?? s.nodeId,
+      labels: node.labels,
+    })
+  }
+  return out
+}
 
 /** `resource=` of /api/v1/stats, with the short names the CLI takes. */
 const RESOURCE_KINDS: Record<string, ResourceKind> = {
@@ -355,6 +376,8 @@ export class ApiServer {
       }
     }
     if (what === 'proxy-status' && method === 'GET') return send(200, cp.xds.status())
+    if (what === 'prometheus' && parts[3] === 'targets' && parts.length === 4 && method === 'GET')
+      return send(200, targetGroups(scrapeTargets(cp)))
     if (
       (what === 'stats' || what === 'edges' || what === 'graph' || what === 'top' || what === 'telemetry') &&
       parts.length === 3 &&

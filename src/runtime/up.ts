@@ -20,6 +20,7 @@ import { join, resolve } from 'node:path'
 import { loadAll } from 'js-yaml'
 import { TLS_MODE_LABEL } from '../control/translate/mtls.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
+import { renderTargetGroups, type ScrapeTarget } from '../core/prometheus-sd.js'
 import { readUpManifest, type UpManifest, type WorkloadDef } from './manifest.js'
 import { freePort } from './ports.js'
 import { describeExit, type ExitInfo, type ProcessSpec, Supervised } from './supervisor.js'
@@ -125,6 +126,20 @@ export function statePath(dataDir: string): string {
   return join(dataDir, 'up.json')
 }
 
+/**
+ * The file Prometheus' file-based discovery reads (`file_sd_configs`): every proxy's admin endpoint, rewritten as
+ * proxies start, and `[]` once the mesh stops (`loom prometheus-config` prints a prometheus.yml for it).
+ */
+export function prometheusTargetsPath(dataDir: string): string {
+  return join(dataDir, 'prometheus', 'targets.json')
+}
+
+/** Writes `text` to `file` by a rename, so a reader never sees half of it. */
+function writeAtomically(file: string, text: string): void {
+  writeFileSync(`${file}.tmp`, text)
+  renameSync(`${file}.tmp`, file)
+}
+
 /** The environment variable every process of a mesh carries, naming its data dir (how leftovers are recognised). */
 export const MESH_ENV = 'LOOM_MESH'
 
@@ -188,6 +203,13 @@ export async function reapLeftovers(state: UpState, graceMs = 5000): Promise<num
   const deadline = Date.now() + graceMs
   while (left.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
   for (const pid of left) if (alive(pid)) signal(pid, 'SIGKILL')
+  // nothing is left to scrape
+  if (existsSync(prometheusTargetsPath(state.dataDir)))
+    try {
+      writeAtomically(prometheusTargetsPath(state.dataDir), renderTargetGroups([]))
+    } catch {
+      // best effort
+    }
   return left
 }
 
@@ -265,6 +287,8 @@ export class LocalMesh {
   private phase: UpState['phase'] = 'starting'
   private readonly startedAt = new Date().toISOString()
   private stopping: Promise<void> | null = null
+  /** what the Prometheus targets file holds now (rewritten only when it changes) */
+  private targetsText: string | null = null
 
   constructor(options: UpOptions) {
     this.options = options
@@ -450,6 +474,7 @@ export class LocalMesh {
     }
     this.manifest = readUpManifest(this.options.file)
     const m = this.manifest
+    // (also replaces the targets a loom up that was killed left)
     this.saveState()
 
     // 1. control plane
@@ -880,11 +905,51 @@ export class LocalMesh {
   private saveState(): void {
     if (this.stopped) return
     try {
-      const file = statePath(this.dataDir)
-      writeFileSync(`${file}.tmp`, `${JSON.stringify(this.state(), null, 2)}\n`)
-      renameSync(`${file}.tmp`, file)
+      writeAtomically(statePath(this.dataDir), `${JSON.stringify(this.state(), null, 2)}\n`)
     } catch {
       // best effort
+    }
+    this.writeTargets(this.scrapeTargets())
+  }
+
+  /**
+   * Every proxy started so far, for Prometheus: gateways and sidecars from when their process is started until the
+   * mesh stops. A proxy being restarted stays a target (its scrapes fail meanwhile: `up` is 0), as a restarting
+   * container stays in its pod.
+   */
+  private scrapeTargets(): ScrapeTarget[] {
+    const targets: ScrapeTarget[] = []
+    for (const g of this.gateways)
+      targets.push({
+        adminAddress: `127.0.0.1:${g.state.adminPort}`,
+        kind: 'gateway',
+        namespace: GATEWAY_NAMESPACE,
+        workload: g.state.name,
+        labels: g.state.labels,
+      })
+    for (const w of this.workloads)
+      if (w.sidecar !== null)
+        targets.push({
+          adminAddress: `127.0.0.1:${w.state.adminPort}`,
+          kind: 'sidecar',
+          namespace: w.state.namespace,
+          workload: w.state.name,
+          labels: w.state.labels,
+        })
+    return targets
+  }
+
+  /** Rewrites the Prometheus targets file when its content changes (best effort: scraping is not the mesh's job). */
+  private writeTargets(targets: ScrapeTarget[]): void {
+    const text = renderTargetGroups(targets)
+    if (text === this.targetsText) return
+    try {
+      const file = prometheusTargetsPath(this.dataDir)
+      mkdirSync(join(file, '..'), { recursive: true })
+      writeAtomically(file, text)
+      this.targetsText = text
+    } catch {
+      // the next change tries again
     }
   }
 
@@ -901,6 +966,9 @@ export class LocalMesh {
   private async stopAll(): Promise<void> {
     this.abort.abort()
     if (this.heartbeat !== null) clearInterval(this.heartbeat)
+    // Prometheus stops scraping now (and marks the proxies' series stale) rather than failing on each one that stops;
+    // only if the file is this mesh's (not that of another loom up this one refused to run beside)
+    if (this.targetsText !== null) this.writeTargets([])
     // a Ctrl-C reaches every process of the terminal's group at once: nothing may be restarted from here on
     for (const p of this.procs) p.proc.hold()
     const of = (role: Role) => this.procs.filter((p) => p.role === role).map((p) => p.proc)
@@ -931,6 +999,7 @@ export class LocalMesh {
   kill(): void {
     this.abort.abort()
     this.stopping ??= Promise.resolve()
+    if (this.targetsText !== null) this.writeTargets([])
     for (const p of this.procs) p.proc.kill()
     this.removeState()
   }

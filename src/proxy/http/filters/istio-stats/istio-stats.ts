@@ -81,6 +81,11 @@ export class IstioStatsFilterFactory implements HttpFilterFactory {
   readonly metrics: IstioMetrics
   /** peer → principal → service host → row */
   readonly #rows: RowCache = new Map()
+  /** the last row found and what it was found by: consecutive streams of one peer and service skip the maps */
+  #lastPeer: WorkloadMetadata | null = null
+  #lastPrincipal = ''
+  #lastService: ServiceLabels | null = null
+  #lastRow: LabelRow | null = null
 
   constructor(name: string, cfg: IstioStats, t: TelemetryContext) {
     this.name = name
@@ -113,6 +118,17 @@ export class IstioStatsFilterFactory implements HttpFilterFactory {
    * client certificate's inbound; outbound, what the cluster's TLS settings prove of a TLS upstream).
    */
   row(peer: WorkloadMetadata, principal: string, service: ServiceLabels): LabelRow {
+    if (peer === this.#lastPeer && principal === this.#lastPrincipal && service === this.#lastService)
+      return this.#lastRow!
+    const row = this.#findRow(peer, principal, service)
+    this.#lastPeer = peer
+    this.#lastPrincipal = principal
+    this.#lastService = service
+    this.#lastRow = row
+    return row
+  }
+
+  #findRow(peer: WorkloadMetadata, principal: string, service: ServiceLabels): LabelRow {
     let byPrincipal = this.#rows.get(peer)
     if (byPrincipal === undefined) this.#rows.set(peer, (byPrincipal = new Map()))
     let byService = byPrincipal.get(principal)
@@ -162,15 +178,8 @@ class HttpStatsStream implements StreamFilter {
   decodeHeaders(head: RequestHead): FilterStatus {
     const h = head.headers
     this.decoded = true
-    if (this.f.inbound) {
-      const v = h.get(PEER_METADATA_HEADER)
-      if (v !== undefined) {
-        this.peerValue = v
-        this.peerId = h.get(PEER_METADATA_ID_HEADER)
-        h.remove(PEER_METADATA_HEADER)
-      }
-      h.remove(PEER_METADATA_ID_HEADER)
-    } else {
+    if (this.f.inbound) this.takePeer(h)
+    else {
       h.set(PEER_METADATA_HEADER, this.f.own.metadata)
       h.set(PEER_METADATA_ID_HEADER, this.f.own.id)
     }
@@ -183,13 +192,30 @@ class HttpStatsStream implements StreamFilter {
       headers.set(PEER_METADATA_ID_HEADER, this.f.own.id)
       return
     }
-    const v = headers.get(PEER_METADATA_HEADER)
-    if (v !== undefined) {
-      this.peerValue = v
-      this.peerId = headers.get(PEER_METADATA_ID_HEADER)
-      headers.remove(PEER_METADATA_HEADER)
+    this.takePeer(headers)
+  }
+
+  /** Reads the peer's exchange headers and removes them, in one pass over the list. */
+  private takePeer(headers: Headers): void {
+    const l = headers.list
+    let w = 0
+    for (let i = 0; i < l.length; i += 2) {
+      const name = l[i]!
+      if (name === PEER_METADATA_HEADER) {
+        this.peerValue ??= l[i + 1]
+        continue
+      }
+      if (name === PEER_METADATA_ID_HEADER) {
+        this.peerId ??= l[i + 1]
+        continue
+      }
+      if (w !== i) {
+        l[w] = name
+        l[w + 1] = l[i + 1]!
+      }
+      w += 2
     }
-    headers.remove(PEER_METADATA_ID_HEADER)
+    if (w !== l.length) l.length = w
   }
 
   /** The row of this stream's labels. */
