@@ -126,6 +126,20 @@ export const MeshConfigSchema = v.object({
   accessLogFile: opt(str),
   accessLogEncoding: opt(enumOf(['TEXT', 'JSON'])),
   accessLogFormat: opt(str),
+  /** Loom's own: who may ask proxies for the live decision record (`x-loom-explain: 1`); nobody by default */
+  explainFrom: opt(
+    v.object({
+      principals: opt(v.array(nonEmpty)),
+      namespaces: opt(v.array(nonEmpty)),
+      ipBlocks: opt(
+        v.array(
+          rule((s) =>
+            /^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(s) ? null : `"${s}" is not an IP address or CIDR range (10.0.0.0/8)`,
+          ),
+        ),
+      ),
+    }),
+  ),
 })
 export type MeshConfigDoc = v.InferOutput<typeof MeshConfigSchema>
 
@@ -142,6 +156,7 @@ const KNOWN: Known = {
   accessLogFile: true,
   accessLogEncoding: true,
   accessLogFormat: true,
+  explainFrom: { principals: true, namespaces: true, ipBlocks: true },
   defaultConfig: { gatewayTopology: { numTrustedProxies: true }, tracing: { sampling: true } },
   defaultProviders: { tracing: true, accessLogging: true, metrics: true },
   enableTracing: true,

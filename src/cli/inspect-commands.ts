@@ -441,6 +441,7 @@ const COMMANDS = [
   'tap',
   'token',
   'proxy-config',
+  'explain',
   'certs',
   'stat',
   'top',

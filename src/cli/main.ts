@@ -32,6 +32,7 @@ Usage:
   loom describe service <name>       a service's endpoints, subsets and routing rules on one page
   loom describe workload <name>      a workload's mTLS mode per port, outbound TLS, policies that apply
   loom proxy-config <type> <workload> what a proxy runs: listeners, routes, clusters, endpoints
+  loom explain --from <workload> <url> why a request gets its answer: route, cluster, endpoints, policy
   loom certs                         every proxy's workload certificate and the mesh's trust bundle
   loom stat deploy|svc|ns [name]     traffic per workload, service or namespace: success, rps, latency, mTLS
   loom top [service]                 the busiest request paths, live
@@ -158,6 +159,8 @@ export async function main(argv: string[]): Promise<void> {
         return await (await import('./tap-command.js')).tapCommand(rest)
       case 'proxy-status':
         return await (await import('./control-commands.js')).proxyStatusCommand(rest)
+      case 'explain':
+        return await (await import('./explain-command.js')).explainCommand(rest)
       case 'token':
         return await (await import('./control-commands.js')).tokenCommand(rest)
       case 'version':

@@ -1,6 +1,6 @@
 /** `loom up`, `down`, `status`, `logs` and `demo`: a local mesh of processes. */
 import { existsSync, readFileSync, rmSync, statSync, watch } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { PATH_NORMALIZATIONS } from '../control/translate/scope.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
@@ -62,11 +62,16 @@ sidecar, behind an ingress gateway, and prints the URLs. Every proxy writes an a
   loom apply -f examples/bookinfo/networking/virtual-service-reviews-v1.yaml        # no stars
   loom apply -f examples/bookinfo/networking/virtual-service-reviews-jason-v2.yaml  # log in as jason: black stars
   loom get vs; loom proxy-status
+  loom explain --from productpage-v1 http://reviews:9080/reviews/0 -H 'end-user: jason'   # why v2?
 
 Options:
       --traffic         send a gentle stream of requests (2 per second) to the product page
       --port <n>        the gateway's local port (default 8080 if free)
       --data-dir <dir>  state and logs (default: ./.loom/demo)
+      --api-port <n>    the control plane's API port (default 15080 if free)
+      --xds-port <n>    the control plane's xDS port (default 15010 if free)
+      --mesh-config <file>  the control plane's MeshConfig (default examples/bookinfo/mesh-config.yaml: access
+                        logs, and the decision record, x-loom-explain, for this machine and the Bookinfo workloads)
 
 Examples:
   loom demo
@@ -190,22 +195,27 @@ export async function demoCommand(argv: string[]): Promise<void> {
       traffic: { type: 'boolean' },
       port: { type: 'string' },
       'data-dir': { type: 'string' },
+      'api-port': { type: 'string' },
+      'xds-port': { type: 'string' },
+      'mesh-config': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
   if (values.help) return void process.stdout.write(DEMO_USAGE)
-  const dir = new URL('../../examples/bookinfo/mesh', import.meta.url).pathname
-  const dirFromBundle = new URL('../../../examples/bookinfo/mesh', import.meta.url).pathname
-  const file = existsSync(dir) ? dir : dirFromBundle
+  const example = (p: string) => {
+    const fromDist = new URL(`../../examples/bookinfo/${p}`, import.meta.url).pathname
+    return existsSync(fromDist) ? fromDist : new URL(`../../../examples/bookinfo/${p}`, import.meta.url).pathname
+  }
+  const file = example('mesh')
   await runUp(
     {
       file,
-      // access logs on, as Istio's demo profile has them (examples/bookinfo/mesh-config.yaml)
-      meshConfig: join(dirname(file), 'mesh-config.yaml'),
       dataDir: values['data-dir'] ?? '.loom/demo',
-      apiPort: 15080,
-      xdsPort: 15010,
+      apiPort: num(values['api-port'], '--api-port') ?? 15080,
+      xdsPort: num(values['xds-port'], '--xds-port') ?? 15010,
       gatewayPort: num(values.port, '--port') ?? 8080,
+      // access logs on, as Istio's demo profile has them, and the decision record (examples/bookinfo/mesh-config.yaml)
+      meshConfig: values['mesh-config'] === undefined ? example('mesh-config.yaml') : resolve(values['mesh-config']),
     },
     (s) => {
       const gw = s.gateways[0]

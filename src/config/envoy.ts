@@ -735,6 +735,8 @@ export const Route = v.pipe(
     typed_per_filter_config: typedPerFilterConfig,
     /** the span name of requests on this route (tracing) */
     decorator: opt(v.strictObject({ operation: nonEmpty, propagate: opt(bool) })),
+    /** kept, not read by the router: Istio's `istio` `config` names the VirtualService (loom explain shows it) */
+    metadata: opt(v.strictObject({ filter_metadata: opt(v.record(str, v.record(str, v.unknown()))) })),
   }),
   oneOf(['route', 'redirect', 'direct_response']),
 )
@@ -947,6 +949,18 @@ export const IstioStats = v.strictObject({
 })
 export type IstioStats = v.InferOutput<typeof IstioStats>
 
+/**
+ * Loom's decision record filter (loom.filters.http.explain.v1alpha1.Explain): a request with `x-loom-explain` from
+ * a caller one of `principals` matches is recorded (access log `loom_decisions`, response `x-loom-explain-record`);
+ * from anyone else the header is removed. No principals: nobody may ask.
+ */
+export const Explain = v.strictObject({
+  '@type': v.literal(TypeUrls.explain),
+  principals: opt(v.array(RbacPrincipal)),
+  label: opt(str),
+})
+export type Explain = v.InferOutput<typeof Explain>
+
 export const HttpFilter = v.strictObject({
   name: nonEmpty,
   typed_config: v.variant('@type', [
@@ -959,6 +973,7 @@ export const HttpFilter = v.strictObject({
 
     Rbac,
     ExtAuthz,
+    Explain,
     IstioStats,
   ]),
 })
@@ -1364,7 +1379,10 @@ export type LoadBalancingPolicy = v.InferOutput<typeof LoadBalancingPolicy>
 export const Cluster = v.strictObject({
   '@type': opt(str),
   name: nonEmpty,
-  /** `filter_metadata.istio.services`: the cluster's service, for Istio's metrics (other namespaces kept, unused) */
+  /**
+   * `filter_metadata.istio.services`: the cluster's service, for Istio's metrics; `istio.config`: the
+   * DestinationRule that shaped it (loom explain shows it); other namespaces kept, unused
+   */
   metadata: opt(Metadata),
   type: opt(v.picklist(['STATIC', 'STRICT_DNS', 'EDS'])),
   eds_cluster_config: opt(v.strictObject({ eds_config: opt(ConfigSource), service_name: opt(nonEmpty) })),

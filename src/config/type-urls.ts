@@ -15,6 +15,8 @@ export const TypeUrls = {
   extAuthzPerRoute: `${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute`,
   globalRateLimit: `${T}loom.filters.http.global_ratelimit.v1alpha1.GlobalRateLimit`,
   globalRateLimitPerRoute: `${T}loom.filters.http.global_ratelimit.v1alpha1.GlobalRateLimitPerRoute`,
+  /** Loom's own: who may ask for the live decision record (src/proxy/http/filters/explain/) */
+  explain: `${T}loom.filters.http.explain.v1alpha1.Explain`,
   previousHostsPredicate: `${T}envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate`,
   downstreamTls: `${T}envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`,
   upstreamTls: `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`,

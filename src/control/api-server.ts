@@ -18,6 +18,9 @@
  *                                                   that decided it), DestinationRule TLS modes of its destinations,
  *                                                   the AuthorizationPolicies and RequestAuthentications that apply
  *   GET    /api/v1/services                         the registry: services, ports, endpoints with health
+ *   POST   /api/v1/explain                          why a request gets its answer (JSON: from, namespace, method,
+ *                                                    url, headers): the source proxy's snapshot walked by the
+ *                                                    proxy's own matching code, live host states from its admin
  *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
  *   GET    /api/v1/prometheus/targets               Prometheus HTTP service discovery (http_sd_configs): one target
  *                                                    group per connected proxy that sent its admin address
@@ -62,6 +65,8 @@ import { log } from '../core/log.js'
 import { type ScrapeTarget, targetGroups, workloadOfNodeId } from '../core/prometheus-sd.js'
 import type { ControlPlane } from './control.js'
 import type { ControlTls } from './tls.js'
+import { ExplainError } from './explain/engine.js'
+import { explainRequest } from './explain/service.js'
 import { Registry, RegistrationError } from './registry/registry.js'
 import { analyze, type Diagnostic, locate } from './translate/analyze.js'
 import { workloadSecurity } from './translate/security.js'
@@ -354,6 +359,20 @@ export class ApiServer {
           throw new HttpError(404, `workload ${id} is not registered; workloads: ${known.join(', ') || '(none)'}`)
         }
         return send(200, workloadSecurity(cp.translateInput(), w))
+      }
+    }
+    if (what === 'explain' && method === 'POST') {
+      let body: unknown
+      try {
+        body = JSON.parse(await readBody(req))
+      } catch {
+        throw new HttpError(400, 'the body must be JSON')
+      }
+      try {
+        return send(200, await explainRequest(cp, body))
+      } catch (err) {
+        if (err instanceof ExplainError) throw new HttpError(400, err.message)
+        throw err
       }
     }
     if (what === 'proxy-status' && method === 'GET') return send(200, cp.xds.status())

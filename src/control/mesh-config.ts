@@ -93,6 +93,7 @@ function meshConfigOf(d: MeshConfigDoc): MeshConfig {
   if (d.h2UpgradePolicy !== undefined) out.h2UpgradePolicy = d.h2UpgradePolicy
   const accessLog = meshAccessLog(d)
   if (accessLog !== null) out.accessLog = accessLog
+  if (d.explainFrom !== undefined) out.explainFrom = d.explainFrom
   return out
 }
 

@@ -8,6 +8,22 @@ export const GLOBAL_RATELIMIT_PACKAGE = 'loom.filters.http.global_ratelimit.v1al
 export const RATELIMIT_SHARES_PACKAGE = 'loom.ratelimit.v1alpha1'
 export const CA_PACKAGE = 'loom.ca.v1'
 export const PEAK_EWMA_PACKAGE = 'loom.config.lb.v1'
+export const EXPLAIN_PACKAGE = 'loom.filters.http.explain.v1alpha1'
+
+/** The decision record filter's config (src/proxy/http/filters/explain/explain.ts). */
+export const EXPLAIN_PROTO = `
+syntax = "proto3";
+
+package ${EXPLAIN_PACKAGE};
+
+// Who may ask for the decision record with the x-loom-explain request header; anyone else's header is removed.
+message Explain {
+  // the callers allowed (none: nobody); Envoy's RBAC principals: authenticated, remote_ip, any...
+  repeated envoy.config.rbac.v3.Principal principals = 1;
+  // which side of the proxy this is in records ("outbound", "inbound", "gateway"), after the proxy's own name
+  string label = 2;
+}
+`
 
 /**
  * Istio's stats filter config (package `stats`, `type.googleapis.com/stats.PluginConfig`): the fields Loom reads,

@@ -52,16 +52,24 @@ const vhost = (routes: Json, name: string) => (routes.virtual_hosts as Json[]).f
 describe('GlobalRateLimit translation', () => {
   test('without a limit the connection manager has no global rate limit filter', () => {
     const { filters, routes } = outbound(run(''))
-    assert.deepEqual(filters, ['envoy.filters.http.fault', 'envoy.filters.http.cors', 'envoy.filters.http.router'])
+    assert.deepEqual(filters, [
+      'loom.filters.http.explain',
+      'envoy.filters.http.fault',
+      'envoy.filters.http.cors',
+      'istio.stats',
+      'envoy.filters.http.router',
+    ])
     for (const h of routes.virtual_hosts as Json[]) assert.equal(h.typed_per_filter_config, undefined)
   })
 
   test('the filter goes after fault and CORS; each named host gets its limits in config order (oldest, then by name)', () => {
     const { filters, routes } = outbound(run(LIMITS))
     assert.deepEqual(filters, [
+      'loom.filters.http.explain',
       'envoy.filters.http.fault',
       'envoy.filters.http.cors',
       GLOBAL_RATELIMIT_FILTER,
+      'istio.stats',
       'envoy.filters.http.router',
     ])
     const reviews = vhost(routes, 'reviews.default.svc.cluster.local:9080')

@@ -33,7 +33,10 @@ function filters(yaml: string, node: TranslateNode): Json[] {
   const l = out.listeners.find((x) => (node.kind === 'gateway' ? true : String(x.name).startsWith('inbound|')))
   if (l === undefined) return []
   const hcm = ((l.filter_chains as Json[])[0]!.filters as Json[])[0]!.typed_config as Json
-  return hcm.http_filters as Json[]
+  // Loom's explain filter is first in every connection manager; the rest is Istio's chain
+  const [explain, ...rest] = hcm.http_filters as Json[]
+  assert.equal(explain!.name, 'loom.filters.http.explain')
+  return rest
 }
 
 const policy = (ns: string, extra: string) => `apiVersion: security.istio.io/v1
@@ -122,7 +125,7 @@ describe('RequestAuthentication translation', () => {
     assert.deepEqual(wire, inbound)
     const parsed = v.parse(Listener, wire)
     const hcm = parsed.filter_chains![0]!.filters![0]!.typed_config as unknown as { http_filters: never[] }
-    assert.equal(compileHttpFilters(hcm.http_filters, new HttpConnManagerStats('x')).length, 4)
+    assert.equal(compileHttpFilters(hcm.http_filters, new HttpConnManagerStats('x')).length, 5)
   })
 
   it('scope: root namespace for all, a namespace for its workloads, a selector for matching labels', () => {
@@ -166,6 +169,6 @@ spec:
     assert.deepEqual(batch.items, single.items)
     const inbound = batch.items.get('inbound|9080') as Json
     const hcm = ((inbound.filter_chains as Json[])[0]!.filters as Json[])[0]!.typed_config as Json
-    assert.equal((hcm.http_filters as Json[])[0]!.name, 'envoy.filters.http.jwt_authn')
+    assert.equal((hcm.http_filters as Json[])[1]!.name, 'envoy.filters.http.jwt_authn')
   })
 })

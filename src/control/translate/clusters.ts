@@ -41,7 +41,7 @@ import {
 import { type LocalityPlan, localityPlan, localitySetting, localityWeighted, withTopologyLabels } from './locality.js'
 import { SIDECAR_ENDPOINT_METADATA, upstreamTransport } from './mtls.js'
 import type { AppliedDestinationRule, Scope } from './scope.js'
-import { clusterName, cmp, type Json, locality } from './util.js'
+import { clusterName, cmp, istioOrigin, type Json, locality } from './util.js'
 
 export const ADS: Json = { ads: {} }
 
@@ -100,6 +100,9 @@ function buildCluster(
   if (dns && svc.hostname.startsWith('*')) return null
 
   const cluster: Json = { name }
+  const origin = dr?.sources[0]
+  if (origin !== undefined)
+    cluster.metadata = istioOrigin('destination-rule', origin.metadata.namespace, origin.metadata.name)
   if (dns) {
     cluster.type = generator === 'grpc' ? 'LOGICAL_DNS' : 'STRICT_DNS'
   } else {

@@ -73,7 +73,13 @@ function checkChains(g: Map<string, Map<string, Json>>): void {
         if (chain !== undefined)
           assert.deepEqual(
             chain,
-            ['envoy.filters.http.fault', 'envoy.filters.http.cors', 'istio.stats', 'envoy.filters.http.router'],
+            [
+              'loom.filters.http.explain',
+              'envoy.filters.http.fault',
+              'envoy.filters.http.cors',
+              'istio.stats',
+              'envoy.filters.http.router',
+            ],
             name,
           )
       }

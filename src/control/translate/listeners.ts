@@ -115,7 +115,7 @@ function hcm(
       ...PATH_NORMALIZATION[scope.mesh.pathNormalization],
       stream_idle_timeout: '0s',
       ...accessLogField(scope, stats === STATS_INBOUND ? 'server' : 'client'),
-      http_filters: [...authFilters, FAULT, CORS, ...extraFilters, stats, ROUTER],
+      http_filters: [explainFilter(scope, statPrefix), ...authFilters, FAULT, CORS, ...extraFilters, stats, ROUTER],
       ...(tracing ?? {}),
     },
   }
@@ -189,6 +189,47 @@ function decorateRoutes(config: Json): Json {
     }))
   }
   return config
+}
+
+/**
+ * Loom's decision record filter, first in every connection manager: who may send `x-loom-explain` (MeshConfig
+ * `explainFrom`); from anyone else the header is removed. A sidecar's outbound side serves its own application:
+ * allowed when the workload's identity (principal or namespace) is listed. Its inbound side sees the calling
+ * workload's certificate: the listed principals and namespaces. A gateway's clients: the listed address ranges,
+ * and the principals and namespaces for clients with certificates.
+ */
+function explainFilter(scope: Scope, statPrefix: string): Json {
+  const from = scope.mesh.explainFrom
+  const node = scope.node
+  const td = scope.mesh.trustDomain
+  const side = node.kind === 'gateway' ? 'gateway' : statPrefix.startsWith('inbound_') ? 'inbound' : 'outbound'
+  const principals: Json[] = []
+  if (side === 'outbound') {
+    const own = `${td}/ns/${node.namespace}/sa/${node.serviceAccount}`
+    if ((from.principals ?? []).includes(own) || (from.namespaces ?? []).includes(node.namespace))
+      principals.push({ any: true })
+  } else {
+    for (const p of from.principals ?? [])
+      principals.push({ authenticated: { principal_name: { exact: `spiffe://${p}` } } })
+    for (const ns of from.namespaces ?? [])
+      principals.push({
+        authenticated: { principal_name: { safe_regex: { regex: `spiffe://[^/]+/ns/${escapeRegex(ns)}/sa/[^/]+` } } },
+      })
+    if (side === 'gateway')
+      for (const b of from.ipBlocks ?? []) {
+        const [address, len] = b.split('/')
+        const prefix = len === undefined ? (address!.includes(':') ? 128 : 32) : Number(len)
+        principals.push({ remote_ip: { address_prefix: address, prefix_len: prefix } })
+      }
+  }
+  // the proxy adds its own name; the outbound part is shared by the proxies of one namespace (translate.ts)
+  const cfg: Json = { '@type': TypeUrls.explain, label: side }
+  if (principals.length > 0) cfg.principals = principals
+  return { name: 'loom.filters.http.explain', typed_config: cfg }
+}
+
+function escapeRegex(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 }
 
 /**

@@ -245,7 +245,8 @@ describe('authorization filters', () => {
     assert.ok(inbound.length > 0)
     for (const l of inbound) {
       const names = chains({ ...reviews, listeners: [l] })[0]!
-      assert.deepEqual(names.slice(0, 3), [
+      assert.deepEqual(names.slice(0, 4), [
+        'loom.filters.http.explain',
         'envoy.filters.http.rbac.audit',
         'envoy.filters.http.rbac.deny',
         'envoy.filters.http.rbac.allow',
@@ -254,7 +255,7 @@ describe('authorization filters', () => {
     const outbound = reviews.listeners.filter((l) => l.name === 'outbound_http')
     assert.ok(chains({ ...reviews, listeners: outbound }).every((n) => !n.some((x) => x.includes('rbac'))))
     const gw = translated(SCENARIOS[3]!)
-    assert.ok(chains(gw).every((n) => n[0] === 'envoy.filters.http.rbac.allow'))
+    assert.ok(chains(gw).every((n) => n[0] === 'loom.filters.http.explain' && n[1] === 'envoy.filters.http.rbac.allow'))
   })
 })
 

@@ -368,8 +368,15 @@ describe('virtualServiceRoutes', () => {
   ]
   // these cases are about matches, destinations and actions: Istio's default retry policy, which every envoy route
   // without `retries` carries, is checked once here and left out of the comparisons (retries have their own cases)
+  /** Every route names its VirtualService (Istio's origin metadata); the cases compare the rest. */
   const withoutDefaultRetry = (routes: Json[]) =>
-    routes.map((r) => {
+    routes.map((withOrigin) => {
+      const { metadata, ...r } = withOrigin
+      assert.deepEqual(metadata, {
+        filter_metadata: {
+          istio: { config: '/apis/networking.istio.io/v1alpha3/namespaces/default/virtual-service/test' },
+        },
+      })
       const a = r.route as Json | undefined
       if (a?.retry_policy === undefined) return r
       assert.equal((a.retry_policy as Json).retry_on, DEFAULT_RETRY_ON)

@@ -47,7 +47,7 @@ import { parseDurationNs } from '../../api/index.js'
 import { GRPC_CODES } from '../../api/networking.js'
 import type { Service } from '../registry/registry.js'
 import type { HTTPRedirect, HTTPRouteDestination, StringMatch } from './types.js'
-import { clusterName, cmp, type Json, protoDuration } from './util.js'
+import { clusterName, cmp, istioOrigin, type Json, protoDuration } from './util.js'
 
 /** What route building needs to know about the proxy and the registry. */
 export interface RouteContext {
@@ -269,6 +269,7 @@ function translateRoute(
   const name = match?.name ? `${http.name ?? ''}.${match.name}` : http.name
   if (name !== undefined && name !== '') out.name = name
   out.match = routeMatch
+  out.metadata = istioOrigin('virtual-service', vs.metadata.namespace, vs.metadata.name)
   const ops = headerOperations(http.headers)
   if (ctx.generator === 'envoy' && (http.fault !== undefined || http.corsPolicy !== undefined)) {
     const perFilter: Json = {}

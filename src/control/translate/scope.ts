@@ -58,6 +58,17 @@ export interface MeshConfig {
    * and gateway writes to; none by default (Istio's default: accessLogFile empty)
    */
   accessLog?: AccessLogProvider
+  /**
+   * Loom's own: who may ask for the live decision record (`x-loom-explain`): SPIFFE principals without the scheme
+   * (`cluster.local/ns/default/sa/bookinfo-productpage`), namespaces, and at gateways client addresses (CIDR)
+   */
+  explainFrom?: ExplainFrom
+}
+
+export interface ExplainFrom {
+  principals?: readonly string[] | undefined
+  namespaces?: readonly string[] | undefined
+  ipBlocks?: readonly string[] | undefined
 }
 
 /** Istio's `meshConfig.pathNormalization.normalization` (DEFAULT is BASE). */
@@ -82,6 +93,7 @@ export interface ResolvedMeshConfig {
   tracingSampling: number
   /** every generated connection manager's and TCP proxy's access log; null: none */
   accessLog: AccessLogProvider | null
+  explainFrom: ExplainFrom
 }
 
 const DEFAULT_LOCALITY_LB: LocalitySetting = Object.freeze({ enabled: true })
@@ -106,6 +118,7 @@ export function resolveMeshConfig(m: MeshConfig | undefined): ResolvedMeshConfig
     enableTracing: m?.enableTracing ?? true,
     tracingSampling: m?.defaultConfig?.tracing?.sampling ?? 1,
     accessLog: m?.accessLog ?? null,
+    explainFrom: m?.explainFrom ?? {},
   }
 }
 

@@ -264,7 +264,7 @@ spec:
     )
   })
 
-  it('every connection manager runs the fault filter, the CORS filter, istio.stats, then the router (Istio chain order)', () => {
+  it('every connection manager runs the explain filter, the fault filter, the CORS filter, istio.stats, then the router (Istio chain order)', () => {
     const names = (l: Json) =>
       (
         ((((l.filter_chains as Json[])[0]!.filters as Json[])[0]!.typed_config as Json).http_filters as Json[]) ?? []
@@ -277,7 +277,13 @@ spec:
       for (const l of r.listeners) {
         assert.deepEqual(
           names(l),
-          ['envoy.filters.http.fault', 'envoy.filters.http.cors', 'istio.stats', 'envoy.filters.http.router'],
+          [
+            'loom.filters.http.explain',
+            'envoy.filters.http.fault',
+            'envoy.filters.http.cors',
+            'istio.stats',
+            'envoy.filters.http.router',
+          ],
           `${node} ${l.name}`,
         )
       }
@@ -373,6 +379,11 @@ spec:
     const cluster = r.clusters.find((x) => x.name === c('v2'))!
     assert.deepEqual(cluster, {
       name: c('v2'),
+      metadata: {
+        filter_metadata: {
+          istio: { config: '/apis/networking.istio.io/v1alpha3/namespaces/default/destination-rule/reviews' },
+        },
+      },
       type: 'EDS',
       eds_cluster_config: { eds_config: { ads: {} }, service_name: c('v2') },
       connect_timeout: '10s',
@@ -1239,6 +1250,11 @@ spec:
     assert.deepEqual(vh.routes, [
       {
         match: { prefix: '/' },
+        metadata: {
+          filter_metadata: {
+            istio: { config: '/apis/networking.istio.io/v1alpha3/namespaces/default/virtual-service/ratings' },
+          },
+        },
         route: {
           cluster: 'outbound|9080||ratings.default.svc.cluster.local',
           max_stream_duration: { max_stream_duration: '3s' },

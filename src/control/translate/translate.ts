@@ -200,6 +200,8 @@ export class BatchTranslator {
     const metadata = node.metadata ?? {}
     const labels: Record<string, string> = {}
     for (const k of Object.keys(node.labels).sort()) if (this.selectedLabels.has(k)) labels[k] = node.labels[k]!
+    // the service account matters only where MeshConfig explainFrom names principals (the outbound explain filter)
+    const byAccount = (this.input.meshConfig?.explainFrom?.principals?.length ?? 0) > 0
     const key = JSON.stringify([
       node.namespace,
       labels,
@@ -210,6 +212,7 @@ export class BatchTranslator {
       this.traces && canonicalService(node.labels).name === 'unknown'
         ? [metadata.WORKLOAD_NAME ?? null, node.id]
         : null,
+      byAccount ? node.serviceAccount : null,
     ])
     let out = this.outbound.get(key)
     if (out === undefined) {

@@ -43,6 +43,21 @@ export interface HostsChange {
 
 export type HostsListener = (change: HostsChange) => void
 
+/**
+ * Whether the load balancer chooses from a host: `healthy` and `degraded` hosts form their priority's sets; `null`
+ * hosts are never chosen (ejected by outlier detection, failing active health checks, or EDS status UNHEALTHY,
+ * DRAINING or TIMEOUT). There is no panic mode: a priority with no eligible host gets no traffic.
+ */
+export function hostEligibility(
+  ejected: boolean,
+  failedActiveHc: boolean,
+  healthStatus: string,
+): 'healthy' | 'degraded' | null {
+  if (ejected || failedActiveHc) return null
+  if (healthStatus === 'HEALTHY' || healthStatus === 'UNKNOWN') return 'healthy'
+  return healthStatus === 'DEGRADED' ? 'degraded' : null
+}
+
 export class UpstreamCluster implements HostOwner {
   readonly name: string
   readonly config: Cluster
@@ -353,12 +368,11 @@ export class UpstreamCluster implements HostOwner {
     for (const h of this.#hosts) {
       const p = h.priority
       counts[p]!.total++
-      const s = h.healthStatus
-      if (h.ejected || h.failedActiveHc) continue
-      if (s === 'HEALTHY' || s === 'UNKNOWN') {
+      const e = hostEligibility(h.ejected, h.failedActiveHc, h.healthStatus)
+      if (e === 'healthy') {
         healthy[p]!.push(h)
         counts[p]!.healthy++
-      } else if (s === 'DEGRADED') {
+      } else if (e === 'degraded') {
         degraded[p]!.push(h)
         counts[p]!.degraded++
       }

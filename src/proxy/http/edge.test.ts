@@ -16,6 +16,7 @@ interface Options {
   internal?: { address_prefix: string; prefix_len?: number }[]
   generateRequestId?: boolean
   preserve?: boolean
+  explainFilter?: boolean
 }
 
 /** Runs the rules on `list` from `peer`; returns the headers upstream gets and the stream's addresses. */
@@ -28,6 +29,7 @@ function run(list: string[], o: Options = {}, peer = '203.0.113.9', scheme: 'htt
     generateRequestId: o.generateRequestId ?? true,
     preserveExternalRequestId: o.preserve ?? false,
     internalAddresses: compileInternalAddresses(o.internal),
+    explainFilter: o.explainFilter ?? false,
   } as unknown as HcmContext
   const s = { peerIp: peer, sourceIp: peer, requestId: '' } as ActiveStream
   const head = { scheme, headers: new Headers(list) } as RequestHead
@@ -129,6 +131,16 @@ describe('headers', () => {
     assert.equal(h.get('x-forwarded-for'), '203.0.113.9')
     assert.notEqual(requestId, 'client')
     assert.equal(h.get('x-request-id'), requestId)
+  })
+
+  test('edge request: x-loom-explain is left to the explain filter when the chain has one', () => {
+    const list = ['x-loom-explain', '1', 'x-loom-explain-record', 'forged', 'x-loom-a', '1']
+    const without = run([...list], { useRemoteAddress: true }).h
+    assert.equal(without.get('x-loom-explain'), undefined)
+    const withFilter = run([...list], { useRemoteAddress: true, explainFilter: true }).h
+    assert.equal(withFilter.get('x-loom-explain'), '1')
+    assert.equal(withFilter.get('x-loom-explain-record'), undefined)
+    assert.equal(withFilter.get('x-loom-a'), undefined)
   })
 
   test('edge request over TLS: x-forwarded-proto https', () => {

@@ -15,7 +15,8 @@
  *   requests unless `xff_num_trusted_hops` says a trusted proxy set it.
  * - `x-envoy-internal`: always the proxy's own verdict (`true` on internal requests, absent otherwise).
  * - Edge requests lose every `x-envoy-*` and `x-loom-*` request header, then get `x-envoy-external-address` (the
- *   trusted client address). Other requests keep theirs: a sidecar trusts its mesh.
+ *   trusted client address). Other requests keep theirs: a sidecar trusts its mesh. `x-loom-explain` is left to
+ *   the explain filter when the chain has one (it removes the header from callers it does not permit).
  * - `x-request-id` (`generate_request_id`, default on): generated when absent, and on edge requests replaced unless
  *   `preserve_external_request_id`.
  *
@@ -116,12 +117,15 @@ function xffAddress(xff: string, skip: number): string | null {
   return isIP(a) !== 0 ? a : null
 }
 
-/** Removes every `x-envoy-*` and `x-loom-*` field, keeping the order of the rest. */
-function removeReserved(l: string[]): void {
+/**
+ * Removes every `x-envoy-*` and `x-loom-*` field, keeping the order of the rest; `x-loom-explain` stays when the
+ * connection manager's explain filter decides who may send it (`keepExplain`).
+ */
+function removeReserved(l: string[], keepExplain: boolean): void {
   let w = 0
   for (let i = 0; i < l.length; i += 2) {
     const n = l[i]!
-    if (n.startsWith('x-envoy-') || n.startsWith('x-loom-')) continue
+    if (n.startsWith('x-envoy-') || (n.startsWith('x-loom-') && !(keepExplain && n === 'x-loom-explain'))) continue
     if (w !== i) {
       l[w] = n
       l[w + 1] = l[i + 1]!
@@ -174,7 +178,7 @@ export function applyEdgeRules(s: ActiveStream, hcm: HcmContext, head: RequestHe
   else if (edge && hcm.xffTrustedHops === 0) headers.set('x-forwarded-proto', head.scheme)
 
   if (edge) {
-    if (reserved > 0) removeReserved(l)
+    if (reserved > 0) removeReserved(l, hcm.explainFilter)
     headers.add('x-envoy-external-address', s.sourceIp)
   } else if (envoyInternalAt >= 0) headers.remove('x-envoy-internal')
   if (internal) headers.add('x-envoy-internal', 'true')

@@ -17,6 +17,7 @@ import type { HttpConnManagerStats, StatsStore } from '../stats/stats.js'
 import { type KeepaliveOptions, keepaliveOptions } from './h2/keepalive.js'
 import { DEFAULT_LIMITS, type HttpParseError, type Limits } from './h1/parse.js'
 import { Deadlines } from './deadlines.js'
+import { decisionsOf, ExplainFilterFactory } from './filters/explain/explain.js'
 import { compileHttpFilters } from './filters/index.js'
 import { RBAC_METADATA } from './filters/rbac/rbac.js'
 import type { HttpFilterFactory } from './filters/filter.js'
@@ -148,6 +149,11 @@ export class HcmContext {
   readonly deadlines = new Deadlines()
   /** the HTTP filters before the router, in order; empty for a router-only chain */
   readonly filters: HttpFilterFactory[]
+  /**
+   * the chain has the explain filter, which decides who may send `x-loom-explain`: the edge rules leave that
+   * header to it instead of removing it with the other `x-loom-*` headers
+   */
+  readonly explainFilter: boolean
   /** forward_client_cert_details / set_current_client_cert_details (Envoy's default: SANITIZE) */
   readonly xfcc: XfccPolicy
   /** `tracing` with a provider (src/proxy/tracing/); null: the streams make no span */
@@ -170,6 +176,7 @@ export class HcmContext {
     this.store = store
     this.stats = store.forHcm(cfg.stat_prefix)
     this.filters = compileHttpFilters(cfg.http_filters ?? [], this.stats, { clusters, pools, store }, telemetry)
+    this.explainFilter = this.filters.some((f) => f instanceof ExplainFilterFactory)
     this.xfcc = new XfccPolicy(cfg)
     this.tracer =
       cfg.tracing?.provider === undefined
@@ -283,6 +290,9 @@ export class HcmContext {
       entry.trace_id = span.traceId
       entry.span_id = span.spanId
     }
+    // the decision record of a request that asked for it (x-loom-explain, filters/explain/)
+    const decisions = decisionsOf(s)
+    if (decisions !== undefined) entry.loom_decisions = decisions
     if (this.recording) {
       const input: FormatInput = {
         entry,

@@ -247,6 +247,12 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     return this.dynamicMetadata?.get(namespace)
   }
 
+  /** The host of every upstream attempt so far, first to last (for the decision record, not the request path). */
+  attemptHosts(): string[] {
+    if (this.retry !== null) return this.retry.tried.map((h) => h.key)
+    return this.host === null ? [] : [this.host.key]
+  }
+
   // === request path (called by the downstream codec) ===
 
   onRequestHeaders(head: RequestHead, endStream: boolean): void {

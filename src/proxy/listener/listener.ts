@@ -49,6 +49,9 @@ export interface CompiledChain {
   readonly handler: NetworkHandler
 }
 
+/** What the filter chain match reads of a chain (a CompiledChain, or a chain's config for `loom explain`). */
+export type ChainMatch = Pick<CompiledChain, 'serverNames' | 'transportProtocol' | 'applicationProtocols'>
+
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
 
 /** Envoy's listener_filters_timeout default: a client that sends no first bytes in this time is closed. */
@@ -67,17 +70,17 @@ function needsInspection(chains: readonly CompiledChain[]): boolean {
  * longest `*.suffix`, else the chains without server names), transport_protocol (equal, else unset),
  * application_protocols (one offered by the client, else unset). Null: no chain matches (the connection is closed).
  */
-export function matchChain(
-  chains: readonly CompiledChain[],
+export function matchChain<C extends ChainMatch>(
+  chains: readonly C[],
   serverName: string,
   transport: 'tls' | 'raw_buffer',
   alpn: readonly string[],
-): CompiledChain | null {
+): C | null {
   const name = serverName.toLowerCase()
-  const exact: CompiledChain[] = []
-  let wild: CompiledChain[] = []
+  const exact: C[] = []
+  let wild: C[] = []
   let wildLen = -1
-  const none: CompiledChain[] = []
+  const none: C[] = []
   for (const c of chains) {
     if (c.serverNames.length === 0) {
       none.push(c)

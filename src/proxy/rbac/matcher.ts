@@ -283,6 +283,14 @@ export class RbacRulesEngine<I extends ConnectionInput> {
     return null
   }
 
+  /**
+   * Every policy's verdict on `r`, in evaluation order, by the same compiled tests as `matchedPolicy` (whose answer
+   * is the first entry with both true): for explanations, not on the request path.
+   */
+  explain(r: I): { name: string; permission: boolean; principal: boolean }[] {
+    return this.policies.map((p) => ({ name: p.name, permission: p.permission(r), principal: p.principal(r) }))
+  }
+
   /** Whether these rules allow what their first matching policy is `policy` for (LOG always allows). */
   allows(policy: string | null): boolean {
     return this.action === ALLOW ? policy !== null : this.action === DENY ? policy === null : true

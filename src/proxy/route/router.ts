@@ -389,6 +389,40 @@ class RouteEntry {
     for (const q of this.query) if (!q.matches(ctx)) return false
     return true
   }
+
+  /** Every condition's verdict, by the same tests as `matches` (for explanations; not on the request path). */
+  conditions(ctx: MatchContext): RouteConditions {
+    const path = this.path.matches(ctx)
+    const grpc = this.grpc ? isGrpc(ctx.req.headers.get('content-type')) : null
+    const headers = this.headers.map((h) => h.matches(ctx))
+    const query = this.query.map((q) => q.matches(ctx))
+    return { path, grpc, headers, query, matched: this.matches(ctx) }
+  }
+}
+
+/** One route's conditions as the router evaluated them: the path, `grpc` (null when not asked), headers, query. */
+export interface RouteConditions {
+  path: boolean
+  grpc: boolean | null
+  /** in config order (`match.headers`) */
+  headers: boolean[]
+  /** in config order (`match.query_parameters`) */
+  query: boolean[]
+  /** what `match` decides: every condition holds */
+  matched: boolean
+}
+
+/**
+ * How the router chose a route for one request (CompiledRouteConfig.explain): the virtual host (its index in
+ * `virtual_hosts`), then every route it evaluated, in order, up to and including the one that matched.
+ */
+export interface RouteTrace {
+  /** index of the virtual host in the configuration's `virtual_hosts`, or -1 when no domain matched */
+  vhostIndex: number
+  vhostName: string | null
+  evaluated: { index: number; name: string; conditions: RouteConditions }[]
+  /** what `match` returns for the request */
+  route: CompiledRoute | null
 }
 
 /** Envoy's test: content-type is application/grpc or application/grpc+<subtype> (not grpc-web). */
@@ -400,9 +434,12 @@ function isGrpc(ct: string | undefined): boolean {
 class VHost {
   readonly name: string
   readonly entries: RouteEntry[]
-  constructor(name: string, entries: RouteEntry[]) {
+  /** the index in `virtual_hosts` */
+  readonly index: number
+  constructor(name: string, entries: RouteEntry[], index: number) {
     this.name = name
     this.entries = entries
+    this.index = index
   }
 }
 
@@ -462,6 +499,25 @@ export class CompiledRouteConfig {
     }
     ctx.reset(EMPTY_REQUEST)
     return found
+  }
+
+  /**
+   * The router's decision for `req` step by step, by the same compiled virtual host lookup and matchers as
+   * `match` (the result's `route` is what `match` returns): for `loom explain`, never on the request path.
+   */
+  explain(req: RequestView): RouteTrace {
+    const vh = this.findVirtualHost(req.authority)
+    const trace: RouteTrace = { vhostIndex: vh?.index ?? -1, vhostName: vh?.name ?? null, evaluated: [], route: null }
+    if (vh === null) return trace
+    const ctx = new MatchContext()
+    ctx.reset(req)
+    vh.entries.forEach((e, index) => {
+      if (trace.route !== null) return
+      const conditions = e.conditions(ctx)
+      trace.evaluated.push({ index, name: e.route.name, conditions })
+      if (conditions.matched) trace.route = e.route
+    })
+    return trace
   }
 
   /** Name of the virtual host an authority selects, or null. */
@@ -844,7 +900,7 @@ export function compileRouteConfig(cfg: RouteConfiguration): CompiledRouteConfig
       globalResponse,
     }
     const entries = (vh.routes ?? []).map((r, j) => compileRoute(r, vh, j, `${vp}.routes[${j}]`, shared))
-    const host = new VHost(vh.name, entries)
+    const host = new VHost(vh.name, entries, i)
 
     vh.domains.forEach((raw, k) => {
       const dp = `${vp}.domains[${k}]`

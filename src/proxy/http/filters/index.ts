@@ -17,6 +17,7 @@ import type { HttpConnManagerStats } from '../../stats/stats.js'
 import type { UpstreamAccess } from '../async-client.js'
 import { CorsFilterFactory, compileCorsPerRoute } from './cors/cors.js'
 import { compileExtAuthzPerRoute, ExtAuthzFilterFactory } from './ext-authz/ext-authz.js'
+import { ExplainFilterFactory } from './explain/explain.js'
 import { compileFaultPerRoute, FaultFilterFactory } from './fault/fault.js'
 import type { HttpFilterFactory } from './filter.js'
 import { compileGlobalRateLimitPerRoute, GlobalRateLimitFilterFactory } from './global-ratelimit/global-ratelimit.js'
@@ -86,6 +87,9 @@ export function compileHttpFilters(
         return
       case TypeUrls.rbac:
         out.push(new RbacFilterFactory(f.name, tc, path, issues, stats))
+        return
+      case TypeUrls.explain:
+        out.push(new ExplainFilterFactory(f.name, tc, path, issues, telemetry?.workload.node.id ?? ''))
         return
       case TypeUrls.extAuthz:
         if (upstream === undefined) issues.push({ path, message: "ext_authz needs the proxy's clusters" })
