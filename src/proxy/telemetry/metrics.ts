@@ -14,7 +14,7 @@
  * Histograms use Envoy's default buckets (what Istio's `istio_request_duration_milliseconds`,
  * `istio_request_bytes` and `istio_response_bytes` have unless configured otherwise).
  */
-import { UNKNOWN, type WorkloadMetadata } from './workload.js'
+import { type LocalWorkload, UNKNOWN, type WorkloadMetadata } from './workload.js'
 
 /** Envoy's default histogram buckets (milliseconds for durations, bytes for sizes). */
 export const ISTIO_BUCKETS = [
@@ -217,6 +217,38 @@ export class IstioMetrics {
   readonly http: HttpSeries[] = []
   readonly tcp: TcpSeries[] = []
   readonly #rows = new Map<string, LabelRow>()
+
+  /**
+   * The row of a peer as one side of `own` sees it: inbound, the peer is the source (`mutual_tls` when it showed a
+   * certificate); outbound, the destination (whose security policy is the server's to report).
+   */
+  peerRow(
+    own: LocalWorkload,
+    inbound: boolean,
+    peer: WorkloadMetadata,
+    principal: string,
+    service: ServiceLabels,
+  ): LabelRow {
+    return inbound
+      ? this.row({
+          reporter: 'destination',
+          source: peer,
+          sourcePrincipal: principal,
+          destination: own.meta,
+          destinationPrincipal: own.principal,
+          service,
+          security: principal === UNKNOWN ? 'none' : 'mutual_tls',
+        })
+      : this.row({
+          reporter: 'source',
+          source: own.meta,
+          sourcePrincipal: own.principal,
+          destination: peer,
+          destinationPrincipal: principal,
+          service,
+          security: 'unknown',
+        })
+  }
 
   /** The row of these labels (the same object for the same labels, whichever filter asks). */
   row(r: RowSpec): LabelRow {

@@ -69,26 +69,7 @@ export class TcpStatsRecorder {
     let row = byCluster.get(key)
     if (row === undefined) {
       const service = (cluster === undefined ? null : serviceOfCluster(cluster)) ?? UNKNOWN_SERVICE
-      const own = this.workload
-      row = this.inbound
-        ? this.metrics.row({
-            reporter: 'destination',
-            source: UNKNOWN_WORKLOAD,
-            sourcePrincipal: principal,
-            destination: own.meta,
-            destinationPrincipal: own.principal,
-            service,
-            security: principal === UNKNOWN ? 'none' : 'mutual_tls',
-          })
-        : this.metrics.row({
-            reporter: 'source',
-            source: own.meta,
-            sourcePrincipal: own.principal,
-            destination: UNKNOWN_WORKLOAD,
-            destinationPrincipal: UNKNOWN,
-            service,
-            security: 'unknown',
-          })
+      row = this.metrics.peerRow(this.workload, this.inbound, UNKNOWN_WORKLOAD, principal, service)
       byCluster.set(key, row)
     }
     return row

@@ -149,26 +149,7 @@ export class IstioStatsFilterFactory implements HttpFilterFactory {
     if (byService === undefined) byPrincipal.set(principal, (byService = new Map()))
     let row = byService.get(service.host)
     if (row === undefined) {
-      const own = this.workload
-      row = this.inbound
-        ? this.metrics.row({
-            reporter: 'destination',
-            source: peer,
-            sourcePrincipal: principal,
-            destination: own.meta,
-            destinationPrincipal: own.principal,
-            service,
-            security: principal === UNKNOWN ? 'none' : 'mutual_tls',
-          })
-        : this.metrics.row({
-            reporter: 'source',
-            source: own.meta,
-            sourcePrincipal: own.principal,
-            destination: peer,
-            destinationPrincipal: principal,
-            service,
-            security: 'unknown',
-          })
+      row = this.metrics.peerRow(this.workload, this.inbound, peer, principal, service)
       byService.set(service.host, row)
     }
     return row
