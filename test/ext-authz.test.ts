@@ -431,7 +431,7 @@ extensionProviders:
 - name: zipkin
   zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}
 defaultConfig:
-  tracing: {sampling: 10}
+  concurrency: 2
 `
 
 describe('CUSTOM AuthorizationPolicy through loom control --mesh-config and a sidecar', () => {
@@ -486,7 +486,7 @@ describe('CUSTOM AuthorizationPolicy through loom control --mesh-config and a si
 
   test('the mesh config fields Loom does not read are warnings', () => {
     assert.match(cp.stderr(), /mesh\.yaml: extensionProviders\[1\]\.zipkin: not read by Loom \(ignored\)/)
-    assert.match(cp.stderr(), /mesh\.yaml: defaultConfig\.tracing: not read by Loom \(ignored\)/)
+    assert.match(cp.stderr(), /mesh\.yaml: defaultConfig\.concurrency: not read by Loom \(ignored\)/)
   })
 
   test("Istio's task: /headers is checked by the authorizer, /ip is not", async () => {
