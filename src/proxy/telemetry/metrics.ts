@@ -11,15 +11,12 @@
  * by the peer's metadata object and the destination service, so a request looks up a row and a series and builds
  * no string.
  *
- * Histograms use Envoy's default buckets (what Istio's `istio_request_duration_milliseconds`,
+ * Histograms are the proxy's own (stats.ts: Envoy's default buckets, milliseconds for durations, bytes for sizes;
+ * what Istio's `istio_request_duration_milliseconds`,
  * `istio_request_bytes` and `istio_response_bytes` have unless configured otherwise).
  */
+import { BUCKETS_MS, Histogram } from '../stats/stats.js'
 import { type LocalWorkload, UNKNOWN, type WorkloadMetadata } from './workload.js'
-
-/** Envoy's default histogram buckets (milliseconds for durations, bytes for sizes). */
-export const ISTIO_BUCKETS = [
-  0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000,
-]
 
 export const LABEL_NAMES = [
   'reporter',
@@ -82,27 +79,14 @@ export function serviceOfHost(host: string): ServiceLabels {
   return { host, name: host, namespace: UNKNOWN }
 }
 
-export class IstioHistogram {
-  readonly counts = new Float64Array(ISTIO_BUCKETS.length + 1)
-  sum = 0
-  count = 0
-  record(v: number): void {
-    let i = 0
-    while (i < ISTIO_BUCKETS.length && v > ISTIO_BUCKETS[i]!) i++
-    this.counts[i]!++
-    this.sum += v
-    this.count++
-  }
-}
-
 /** One label set of the HTTP metrics. */
 export class HttpSeries {
   /** every label, rendered: `reporter="source",...` */
   readonly labels: string
   requests = 0
-  readonly duration = new IstioHistogram()
-  readonly requestBytes = new IstioHistogram()
-  readonly responseBytes = new IstioHistogram()
+  readonly duration = new Histogram()
+  readonly requestBytes = new Histogram()
+  readonly responseBytes = new Histogram()
   /** gRPC messages (streams with request_protocol grpc only) */
   readonly grpc: boolean
   requestMessages = 0
@@ -338,19 +322,14 @@ function counter<T extends { labels: string }>(out: string[], name: string, list
   for (const s of list) out.push(`${name}{${s.labels}} ${v(s)}`)
 }
 
-function histogram<T extends { labels: string }>(
-  out: string[],
-  name: string,
-  list: T[],
-  h: (s: T) => IstioHistogram,
-): void {
+function histogram<T extends { labels: string }>(out: string[], name: string, list: T[], h: (s: T) => Histogram): void {
   out.push(`# TYPE ${name} histogram`)
   for (const s of list) {
     const x = h(s)
     let acc = 0
-    for (let i = 0; i < ISTIO_BUCKETS.length; i++) {
+    for (let i = 0; i < BUCKETS_MS.length; i++) {
       acc += x.counts[i]!
-      out.push(`${name}_bucket{${s.labels},le="${ISTIO_BUCKETS[i]}"} ${acc}`)
+      out.push(`${name}_bucket{${s.labels},le="${BUCKETS_MS[i]}"} ${acc}`)
     }
     out.push(`${name}_bucket{${s.labels},le="+Inf"} ${x.count}`)
     out.push(`${name}_sum{${s.labels}} ${x.sum}`)
