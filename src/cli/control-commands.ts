@@ -48,6 +48,10 @@ spiffe://<td>/ns/istio-system/sa/loom-control, localhost, 127.0.0.1 and the bind
       --tls-cert <file>   serve this certificate (PEM chain) on both ports instead of a self-issued one
       --tls-key <file>    its private key
 
+Dashboard (served on the API port at /dashboard/; open it with 'loom dashboard'):
+      --api-allowed-hosts <names>  host names a browser may use for the API and dashboard, comma-separated,
+                          besides localhost and IP addresses (a DNS-rebinding guard refuses other names)
+
 Certificate authority (workload certificates, X.509-SVIDs):
       --trust-domain <td>     the SPIFFE trust domain: spiffe://<td>/ns/<ns>/sa/<sa> (default: cluster.local)
       --cert-ttl <duration>   lifetime of a workload certificate, e.g. 24h, 90m (default: 24h)
@@ -399,6 +403,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
       ...CA_FLAGS,
       'xds-tls': { type: 'string' },
       'api-tls': { type: 'string' },
+      'api-allowed-hosts': { type: 'string' },
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'telemetry-interval': { type: 'string' },
@@ -454,7 +459,11 @@ export async function controlCommand(argv: string[]): Promise<void> {
         )
     else tls?.trustChanged()
   })
-  const api = new ApiServer(cp, apiTls && tls !== null ? tls : undefined)
+  const allowedHosts = (values['api-allowed-hosts'] ?? '')
+    .split(',')
+    .map((h) => h.trim())
+    .filter((h) => h !== '')
+  const api = new ApiServer(cp, apiTls && tls !== null ? tls : undefined, { allowedHosts })
   const apiAddress = await api.listen(apiHost, apiPort)
   const xdsBound = await cp.xds.listen(xdsHost, xdsPort, xdsTls && tls !== null ? tls.grpcCredentials() : undefined)
   log('info', 'control', 'ready', {

@@ -87,7 +87,8 @@ export function renderExplanation(e: Explained): string {
   return `${out.join('\n')}\n`
 }
 
-function serverOf(values: { server?: string | undefined; 'data-dir'?: string | undefined }): string {
+/** The API address: --server, else the up.json of a loom up or demo data directory, else LOOM_SERVER. */
+export function serverOf(values: { server?: string | undefined; 'data-dir'?: string | undefined }): string {
   if (values.server !== undefined) return values.server
   for (const dir of values['data-dir'] !== undefined ? [values['data-dir']] : ['.loom', '.loom/demo']) {
     const st = readState(dir)

@@ -447,6 +447,7 @@ const COMMANDS = [
   'top',
   'edges',
   'graph',
+  'dashboard',
   'proxy',
   'validate',
   'version',

@@ -38,6 +38,7 @@ Usage:
   loom top [service]                 the busiest request paths, live
   loom edges                         who calls whom, with their identities and whether mTLS secures it
   loom graph [-o dot]                the service graph with rps and success per edge
+  loom dashboard                     the web dashboard: live graph, services, config, proxies, live requests
   loom completion bash|zsh           shell completion (source <(loom completion bash))
   loom version                       print the version
 
@@ -161,6 +162,8 @@ export async function main(argv: string[]): Promise<void> {
         return await (await import('./control-commands.js')).proxyStatusCommand(rest)
       case 'explain':
         return await (await import('./explain-command.js')).explainCommand(rest)
+      case 'dashboard':
+        return await (await import('./dashboard-command.js')).dashboardCommand(rest)
       case 'token':
         return await (await import('./control-commands.js')).tokenCommand(rest)
       case 'version':

@@ -99,7 +99,9 @@ function printState(s: UpState, extra = ''): void {
     for (const [p, local] of Object.entries(g.ports))
       process.stdout.write(`gateway ${g.name}: port ${p} → http://127.0.0.1:${local}\n`)
   }
-  process.stdout.write(`control plane: api http://${s.api}  xds ${s.xds}  (export LOOM_SERVER=${s.api})\n${extra}`)
+  process.stdout.write(
+    `control plane: api http://${s.api}  xds ${s.xds}  (export LOOM_SERVER=${s.api})\ndashboard: http://${s.api}/dashboard/\n${extra}`,
+  )
 }
 
 async function runUp(
@@ -223,9 +225,11 @@ export async function demoCommand(argv: string[]): Promise<void> {
       const url = `http://127.0.0.1:${port}/productpage`
       printState(
         s,
-        `\nBookinfo is running:\n  product page   ${url}\n  API            http://127.0.0.1:${port}/api/v1/products/0/reviews\n  control plane  LOOM_SERVER=${s.api} loom get vs | loom proxy-status\n\nCtrl-C stops everything.\n`,
+        `\nBookinfo is running:\n  product page   ${url}\n  API            http://127.0.0.1:${port}/api/v1/products/0/reviews\n  control plane  LOOM_SERVER=${s.api} loom get vs | loom proxy-status\n  dashboard      http://${s.api}/dashboard/\n\nCtrl-C stops everything.\n`,
       )
-      process.stdout.write(`{"msg":"demo","productpage":"${url}","api":"${s.api}"}\n`)
+      process.stdout.write(
+        `{"msg":"demo","productpage":"${url}","api":"${s.api}","dashboard":"http://${s.api}/dashboard/"}\n`,
+      )
       if (values.traffic) {
         const t = setInterval(
           () =>

@@ -52,6 +52,7 @@
  *   GET    /api/v1/telemetry                        how gathering goes: interval, retention, each proxy's series
  *                                                    and last error
  *   GET    /debug/snapshot?node=<id>                the xDS resources a proxy gets
+ *   GET    /dashboard/                              the dashboard (dashboard.ts; `/` redirects to it)
  *   GET    /debug/nodes, /healthz
  *
  * A write that fails validation changes nothing and returns every error (document index, kind, name, field path).
@@ -74,6 +75,7 @@ import { StoreConflictError } from './store/store.js'
 import { edgeRows, graphOf, type ResourceKind, statRows, topRows } from './telemetry/views.js'
 import { parseFlagDurationMs } from '../core/duration.js'
 import { proxyTap, tapTargets } from './tap-proxy.js'
+import { checkBrowserRequest, DashboardFiles } from './dashboard.js'
 
 const MAX_BODY = 16 * 1024 * 1024
 
@@ -154,6 +156,16 @@ function readBody(req: http.IncomingMessage): Promise<string> {
   })
 }
 
+/**
+ * Whether a call writes anything: explain and analyze (and a dry-run apply) only read, though they are POSTs. Used
+ * for the checks on a browser's requests (dashboard.ts).
+ */
+function changesState(method: string, what: string | undefined, dryRun: boolean): boolean {
+  if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return false
+  if (method === 'POST' && (what === 'explain' || what === 'analyze' || (what === 'apply' && dryRun))) return false
+  return true
+}
+
 /** Same content, ignoring what the store sets. */
 function sameContent(a: Resource, b: Resource): boolean {
   const strip = (r: Resource) =>
@@ -171,8 +183,16 @@ const PLAIN_HTTP_REFUSED =
   'HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n' +
   'this port requires TLS: use https:// (the control plane root is <data-dir>/ca/trust-bundle.pem)\n'
 
+/** What the API's owner sets beyond TLS. */
+export interface ApiOptions {
+  /** host names (besides loopback and IP addresses) a browser may use for the dashboard */
+  allowedHosts?: readonly string[]
+}
+
 export class ApiServer {
   private readonly cp: ControlPlane
+  private readonly dashboard = new DashboardFiles()
+  private readonly allowedHosts: ReadonlySet<string>
   private readonly server: http.Server
   /** with TLS: what accepts connections, and hands TLS ones to `server` (a plain-HTTP request is refused) */
   private readonly front: NetServer | null = null
@@ -180,8 +200,9 @@ export class ApiServer {
   address = ''
 
   /** With `tls`, the API is HTTPS only, with the control plane's certificate (a renewal applies to new connections). */
-  constructor(cp: ControlPlane, tls?: ControlTls) {
+  constructor(cp: ControlPlane, tls?: ControlTls, options: ApiOptions = {}) {
     this.cp = cp
+    this.allowedHosts = new Set((options.allowedHosts ?? []).map((h) => h.toLowerCase()))
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
       this.handle(req, res).catch((err: unknown) => {
         const status = err instanceof HttpError ? err.status : 500
@@ -190,7 +211,8 @@ export class ApiServer {
           err instanceof HttpError && err.body !== undefined
             ? err.body
             : { error: { message: String((err as Error).message ?? err) } }
-        if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json' })
+        if (!res.headersSent)
+          res.writeHead(status, { 'content-type': 'application/json', 'x-content-type-options': 'nosniff' })
         res.end(`${JSON.stringify(body, null, 2)}\n`)
       })
     }
@@ -248,10 +270,17 @@ export class ApiServer {
       .map(decodeURIComponent)
     const method = req.method ?? 'GET'
     const send = (status: number, body: unknown) => {
-      res.writeHead(status, { 'content-type': 'application/json' })
+      res.writeHead(status, { 'content-type': 'application/json', 'x-content-type-options': 'nosniff' })
       res.end(`${JSON.stringify(body, null, 2)}\n`)
     }
     const cp = this.cp
+    const refusal = checkBrowserRequest(
+      req,
+      changesState(method, parts[0] === 'api' ? parts[2] : parts[0], url.searchParams.get('dryRun') === 'true'),
+      this.allowedHosts,
+    )
+    if (refusal !== null) throw new HttpError(refusal.status, refusal.message)
+    if (method === 'GET' && this.dashboard.serve(url.pathname, res)) return
     if (url.pathname === '/healthz') return send(200, { status: 'ok', revision: cp.store.revision })
     if (parts[0] === 'debug') {
       if (parts[1] === 'nodes') return send(200, cp.knownNodes())
