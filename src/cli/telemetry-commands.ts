@@ -3,7 +3,8 @@
  * its proxies' metrics (GET /api/v1/stats, /top, /edges, /graph).
  */
 import { parseArgs } from 'node:util'
-import type { EdgeRow, Graph, PathRow, StatRow } from '../control/telemetry/views.js'
+import type { Graph, GraphEdge, GraphNode } from '../control/telemetry/graph.js'
+import type { EdgeRow, PathRow, StatRow } from '../control/telemetry/views.js'
 import { CA_BUNDLE_FLAG, call, fail, server } from './control-commands.js'
 import { table } from './table.js'
 
@@ -73,7 +74,8 @@ export const GRAPH_USAGE = `Usage: loom graph [-n ns | -A] [--window 1m] [-o tex
 
 The service graph over the window: each workload and the workloads it called, with the service, requests per
 second, success and mTLS share of each edge. -o dot writes Graphviz DOT (edges that failed requests in red, plain
-text ones dashed): loom graph -o dot | dot -Tsvg > mesh.svg
+text ones dashed): loom graph -o dot | dot -Tsvg > mesh.svg. -o json has what the dashboard's graph draws: every
+workload known (traffic or not), idle edges, latency and identities per edge, and the same traffic per service.
 
 ${COMMON.replace('table (default) or json', 'text (default), dot or json')}
 
@@ -326,15 +328,29 @@ export async function graphCommand(argv: string[]): Promise<void> {
   const namespace = values['all-namespaces'] ? undefined : values.namespace
   const r = await view<Graph>(values, `/api/v1/graph${query({ namespace, window: values.window })}`)
   if (out === 'json') return void process.stdout.write(`${JSON.stringify(r, null, 2)}\n`)
+  const g = { ...r, ...withTraffic(r) }
   if (out === 'dot') {
     // an empty graph is still a graph for whatever reads it; the reason goes to stderr
-    if (r.edges.length === 0) process.stderr.write(noTraffic(r, ''))
-    return void process.stdout.write(graphDot(r))
+    if (g.edges.length === 0) process.stderr.write(noTraffic(g, ''))
+    return void process.stdout.write(graphDot(g))
   }
-  process.stdout.write(graphText(r))
+  process.stdout.write(graphText(g))
 }
 
-export function graphText(g: Graph & About): string {
+/** What the text and DOT forms show: the workloads and their edges with traffic in the window. */
+export interface WorkloadGraph {
+  nodes: Pick<GraphNode, 'id' | 'workload' | 'namespace'>[]
+  edges: Pick<GraphEdge, 'from' | 'to' | 'service' | 'requests' | 'rps' | 'successRate' | 'mtlsShare'>[]
+}
+
+/** The API's graph without its idle edges and the workloads that had no traffic (the dashboard shows those). */
+export function withTraffic(g: WorkloadGraph): WorkloadGraph {
+  const edges = g.edges.filter((e) => e.requests > 0)
+  const ends = new Set(edges.flatMap((e) => [e.from, e.to]))
+  return { nodes: g.nodes.filter((n) => ends.has(n.id)), edges }
+}
+
+export function graphText(g: WorkloadGraph & About): string {
   if (g.edges.length === 0) return noTraffic(g, '')
   const rows: string[][] = [['WORKLOAD -> CALLED', 'SERVICE', 'RPS', 'SUCCESS', 'MTLS']]
   for (const n of g.nodes) {
@@ -358,7 +374,7 @@ function dotLabel(...lines: string[]): string {
 }
 
 /** Graphviz DOT: workloads as boxes, an edge per caller and callee labelled with service, rps and success. */
-export function graphDot(g: Graph & About): string {
+export function graphDot(g: WorkloadGraph & About): string {
   const lines = [
     'digraph loom {',
     `  label=${dotId(`loom graph, last ${g.window}`)};`,

@@ -46,7 +46,10 @@
  *                                                    rps, success rate, latency p50/p95/p99, open TCP connections,
  *                                                    mTLS share, MESHED; a service also per version
  *   GET    /api/v1/edges[?namespace=][&window=]     who called whom, with the identities (SPIFFE ids) and mTLS share
- *   GET    /api/v1/graph[?namespace=][&window=]     the same as a graph: workloads as nodes, edges with rps/success
+ *   GET    /api/v1/graph[?namespace=][&window=]     the same as a graph (telemetry/graph.ts): every workload known as
+ *                                                    a node with its service and version, edges with rps, success,
+ *                                                    denied share, latency, mTLS and identities (idle ones too); the
+ *                                                    services with their workloads, and the edges per service
  *   GET    /api/v1/top[?namespace=][&service=][&window=][&limit=20]
  *                                                    the busiest request paths (from each proxy's /stats/paths)
  *   GET    /api/v1/telemetry                        how gathering goes: interval, retention, each proxy's series
@@ -72,7 +75,8 @@ import { Registry, RegistrationError } from './registry/registry.js'
 import { analyze, type Diagnostic, locate } from './translate/analyze.js'
 import { workloadSecurity } from './translate/security.js'
 import { StoreConflictError } from './store/store.js'
-import { edgeRows, graphOf, type ResourceKind, statRows, topRows } from './telemetry/views.js'
+import { graphOf } from './telemetry/graph.js'
+import { edgeRows, type ResourceKind, statRows, topRows } from './telemetry/views.js'
 import { parseFlagDurationMs } from '../core/duration.js'
 import { proxyTap, tapTargets } from './tap-proxy.js'
 import { checkBrowserRequest, DashboardFiles } from './dashboard.js'
@@ -495,9 +499,9 @@ export class ApiServer {
       )
       return { ...about, resource, rows }
     }
-    const edges = edgeRows(g, { windowMs, nowMs, ...(namespace !== undefined ? { namespace } : {}) })
-    if (what === 'edges') return { ...about, edges }
-    if (what === 'graph') return { ...about, ...graphOf(edges) }
+    const ns = namespace !== undefined ? { namespace } : {}
+    if (what === 'edges') return { ...about, edges: edgeRows(g, { windowMs, nowMs, ...ns }) }
+    if (what === 'graph') return { ...about, ...graphOf(g, { windowMs, nowMs, ...ns }, this.cp.inventory()) }
     const limitText = q.get('limit') ?? '20'
     const limit = Number(limitText)
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000)

@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { Gatherer, type ScrapeTarget } from './gatherer.js'
-import { clusterTarget, edgeRows, graphOf, type InventoryWorkload, statRows, topRows } from './views.js'
+import { graphOf } from './graph.js'
+import { clusterTarget, edgeRows, type InventoryWorkload, statRows, topRows } from './views.js'
 
 /** Istio's standard labels, in Istio's order. */
 const LABELS = [
@@ -324,17 +325,9 @@ describe('views over Istio metrics', () => {
     assert.equal(e.source.principal, 'spiffe://cluster.local/ns/default/sa/bookinfo-productpage-v1')
     assert.equal(e.destination.principal, 'spiffe://cluster.local/ns/default/sa/bookinfo-reviews')
     assert.equal(e.mtlsShare, 1)
-    const graph = graphOf(edges)
-    assert.equal(graph.nodes.length, 6)
-    assert.deepEqual(graph.edges[0], {
-      from: 'default/productpage-v1',
-      to: 'default/details-v1',
-      service: 'details',
-      requests: 10,
-      rps: 1,
-      successRate: 1,
-      mtlsShare: 1,
-    })
+    assert.equal(e.deniedShare, 0)
+    // the server's sidecar's histogram: every request of productpage → reviews-v2 took 10 ms (bucket 5..10)
+    assert.ok(edges[2]!.latencyMs!.p50 > 5 && edges[2]!.latencyMs!.p99 <= 10, JSON.stringify(edges[2]!.latencyMs))
   })
 
   test('an edge to a destination without a sidecar comes from its client’s reports', () => {
@@ -421,5 +414,96 @@ describe('views over Istio metrics', () => {
       subset: '',
     })
     assert.deepEqual(clusterTarget(''), { service: '(none)', namespace: '', subset: '' })
+  })
+})
+
+describe('the service graph (graph.ts)', () => {
+  const GW = 'istio-system/istio-ingressgateway'
+
+  test('every workload known is a node with its service; the edges per workload and per service', () => {
+    const g = gatherer()
+    scrapeAt(g, 0, 0)
+    scrapeAt(g, 10_000, 10)
+    const graph = graphOf(g, { windowMs: 60_000, nowMs: 10_000 }, INVENTORY)
+    const nodes = new Map(graph.nodes.map((n) => [n.id, n]))
+    // reviews-v3 has had no request: it is still drawn, under its service
+    assert.deepEqual(nodes.get('default/reviews-v3'), {
+      id: 'default/reviews-v3',
+      workload: 'reviews-v3',
+      namespace: 'default',
+      kind: 'workload',
+      service: 'default/reviews',
+      version: 'v3',
+    })
+    assert.equal(nodes.get(GW)!.kind, 'gateway')
+    assert.equal(nodes.get(GW)!.service, null)
+    assert.deepEqual(
+      graph.services.map((s) => [s.id, s.workloads]),
+      [
+        ['default/details', ['default/details-v1']],
+        ['default/productpage', ['default/productpage-v1']],
+        ['default/ratings', ['default/ratings-v1']],
+        ['default/reviews', ['default/reviews-v1', 'default/reviews-v2', 'default/reviews-v3']],
+      ],
+    )
+    const pp = graph.edges.find((e) => e.to === 'default/details-v1')!
+    assert.deepEqual(
+      [pp.from, pp.requests, pp.rps, pp.successRate, pp.deniedShare, pp.mtlsShare],
+      ['default/productpage-v1', 10, 1, 1, 0, 1],
+    )
+    assert.deepEqual(pp.principals, {
+      source: [sa('default', 'productpage-v1')],
+      destination: [sa('default', 'details')],
+    })
+    // per service: productpage → reviews adds up both versions, its latency from the merged histograms
+    assert.deepEqual(
+      graph.serviceEdges.map((e) => [e.fromKind, e.from, e.toKind, e.to, e.requests]),
+      [
+        ['service', 'default/productpage', 'service', 'default/details', 10],
+        ['service', 'default/productpage', 'service', 'default/reviews', 10],
+        ['service', 'default/reviews', 'service', 'default/ratings', 5],
+        ['workload', GW, 'service', 'default/productpage', 10],
+      ],
+    )
+    const reviews = graph.serviceEdges[1]!
+    // reviews-v1 answered in 6 ms (5..10 bucket), reviews-v2 in 10 ms (same bucket): half of them in each
+    assert.ok(reviews.latencyMs!.p50 > 5 && reviews.latencyMs!.p99 <= 10, JSON.stringify(reviews.latencyMs))
+    assert.deepEqual(reviews.principals, {
+      source: [sa('default', 'productpage-v1')],
+      destination: [sa('default', 'reviews')],
+    })
+    // a namespace leaves out the workloads and the traffic elsewhere
+    const other = graphOf(g, { namespace: 'other', windowMs: 60_000, nowMs: 10_000 }, INVENTORY)
+    assert.deepEqual([other.nodes, other.edges, other.services, other.serviceEdges], [[], [], [], []])
+  })
+
+  test('requests an authorization policy refused are a denied share; an edge without requests stays, idle', () => {
+    const g = gatherer()
+    const ok = call('reviews-v2', 'ratings-v1', 'v1')
+    const denied = { ...ok, response_code: '403', response_flags: 'RBAC' }
+    const scrape = (t: number, n: number, refused: number) => {
+      g.ingest(g.recordOf(target('reviews-v2')), t, text(series(src(ok), n), series(src(denied), refused)), null)
+      g.ingest(g.recordOf(target('ratings-v1')), t, text(series(dst(ok), n), series(dst(denied), refused)), null)
+    }
+    scrape(0, 0, 0)
+    scrape(5000, 2, 6)
+    const at = (nowMs: number) => graphOf(g, { windowMs: 10_000, nowMs }, INVENTORY)
+    const [e] = at(5000).edges
+    assert.deepEqual([e!.requests, e!.successRate, e!.deniedShare], [8, 1, 0.75])
+    assert.deepEqual(at(5000).serviceEdges[0]!.deniedShare, 0.75)
+    // no request for the whole window: the edge is kept, with nothing to rate
+    scrape(20_000, 2, 6)
+    const idle = at(20_000)
+    assert.deepEqual(
+      [idle.edges, idle.serviceEdges].map((es) =>
+        es.map((x) => [x.from, x.to, x.requests, x.successRate, x.latencyMs]),
+      ),
+      [
+        [['default/reviews-v2', 'default/ratings-v1', 0, null, null]],
+        [['default/reviews', 'default/ratings', 0, null, null]],
+      ],
+    )
+    // loom edges lists traffic only
+    assert.deepEqual(edgeRows(g, { windowMs: 10_000, nowMs: 20_000 }), [])
   })
 })

@@ -8,6 +8,8 @@
  *   latency    histogram_quantile(q, Σ by le increase(istio_request_duration_milliseconds_bucket[w]))
  *   mTLS       requests with connection_security_policy="mutual_tls" / requests, as the servers' sidecars
  *              report them (the clients' say "unknown")
+ *   denied     requests refused by an authorization policy (response_flags RBAC, or UAEX: ext_authz) / requests;
+ *              they are answered 403, so they count as successes in the success rate
  *   TCP_CONN   istio_tcp_connections_opened_total − …_closed_total at the newest sample (open now)
  *
  * Istio reports each request twice: by the client's sidecar (reporter="source") and by the server's
@@ -20,8 +22,8 @@ import type { Gatherer, ProxyRecord } from './gatherer.js'
 import { PATH_DURATION_SUM, PATH_FAILURES, PATH_REQUESTS } from './gatherer.js'
 import { histogramQuantile, type Series, type Span, type TargetHistory } from './history.js'
 
-const REQUESTS = 'istio_requests_total'
-const DURATION = 'istio_request_duration_milliseconds'
+export const REQUESTS = 'istio_requests_total'
+export const DURATION = 'istio_request_duration_milliseconds'
 const TCP_OPENED = 'istio_tcp_connections_opened_total'
 const TCP_CLOSED = 'istio_tcp_connections_closed_total'
 
@@ -68,7 +70,11 @@ export interface EdgeRow {
   requests: number
   rps: number
   successRate: number | null
+  /** share of requests refused by an authorization policy, null with no request */
+  deniedShare: number | null
   mtlsShare: number | null
+  /** null with no request */
+  latencyMs: Latency | null
   /** which proxy's reports the numbers are */
   reporter: 'source' | 'destination'
 }
@@ -86,9 +92,10 @@ export interface PathRow {
 }
 
 /** What one group of series adds up to. */
-class Tally {
+export class Tally {
   requests = 0
   failures = 0
+  denied = 0
   mtls = 0
   rps = 0
   seen = false
@@ -105,6 +112,7 @@ class Tally {
     this.rps += inc / spanS
     const code = s.labels.response_code ?? ''
     if (code === '0' || code.startsWith('5')) this.failures += inc
+    else if (code === '403' && isDenial(s.labels.response_flags)) this.denied += inc
     if (s.labels.connection_security_policy === 'mutual_tls') this.mtls += inc
   }
 
@@ -142,7 +150,12 @@ class Tally {
   }
 }
 
-function round(v: number, digits: number): number {
+/** Response flags of a request an authorization policy refused: RBAC's, or ext_authz's (UAEX). */
+function isDenial(flags: string | undefined): boolean {
+  return flags !== undefined && flags !== '-' && (flags.includes('RBAC') || flags.includes('UAEX'))
+}
+
+export function round(v: number, digits: number): number {
   const f = 10 ** digits
   return Math.round(v * f) / f
 }
@@ -152,7 +165,7 @@ function round(v: number, digits: number): number {
  * first reading, when it started later) to the proxy's newest reading. A proxy that started within the window had
  * all of its requests in it, so every row divides by the same time. Proxies with no span are left out.
  */
-function spans(g: Gatherer, fromMs: number, toMs: number): [ProxyRecord, Span, number][] {
+export function spans(g: Gatherer, fromMs: number, toMs: number): [ProxyRecord, Span, number][] {
   const out: [ProxyRecord, Span, number][] = []
   const start = Math.max(fromMs, g.firstRoundMs)
   for (const r of g.proxies()) {
@@ -165,7 +178,7 @@ function spans(g: Gatherer, fromMs: number, toMs: number): [ProxyRecord, Span, n
 }
 
 /** A pair of tallies, one per reporter: the preferred reporter's when it reported anything, else the other's. */
-class Reported {
+export class Reported {
   readonly destination = new Tally()
   readonly source = new Tally()
   best(prefer: 'source' | 'destination'): Tally {
@@ -174,13 +187,13 @@ class Reported {
   }
 }
 
-function tallyOf<K>(map: Map<K, Reported>, key: K): Reported {
+export function tallyOf<K>(map: Map<K, Reported>, key: K): Reported {
   let t = map.get(key)
   if (t === undefined) map.set(key, (t = new Reported()))
   return t
 }
 
-function reporterOf(s: Series): 'source' | 'destination' | null {
+export function reporterOf(s: Series): 'source' | 'destination' | null {
   const r = s.labels.reporter
   return r === 'source' || r === 'destination' ? r : null
 }
@@ -300,6 +313,37 @@ export interface EdgeQuery {
   namespace?: string
   windowMs: number
   nowMs: number
+  /**
+   * keep the edges whose series the proxies still report but that had no request in the window (requests 0,
+   * rates null): the graph shows them grey, where `loom edges` lists only traffic
+   */
+  idle?: boolean
+}
+
+/**
+ * The two ends of a request series as an edge names them. A destination without a sidecar has no workload name:
+ * its service names it.
+ */
+export function edgeEnds(l: Readonly<Record<string, string>>): {
+  srcName: string
+  srcNs: string
+  dstName: string
+  dstNs: string
+  service: string
+  serviceNs: string
+} {
+  const service = l.destination_service_name ?? 'unknown'
+  const serviceNs = l.destination_service_namespace ?? 'unknown'
+  const noWorkload = (l.destination_workload ?? 'unknown') === 'unknown'
+  return {
+    srcName: l.source_workload ?? 'unknown',
+    srcNs: l.source_workload_namespace ?? 'unknown',
+    dstName: noWorkload ? service : l.destination_workload!,
+    dstNs:
+      (l.destination_workload_namespace ?? 'unknown') === 'unknown' ? serviceNs : l.destination_workload_namespace!,
+    service,
+    serviceNs,
+  }
 }
 
 /** Who called whom over the window, with the identities their connection carried. */
@@ -314,24 +358,20 @@ export function edgeRows(g: Gatherer, q: EdgeQuery): EdgeRow[] {
   for (const [r, span, spanS] of spans(g, q.nowMs - q.windowMs, q.nowMs)) {
     const h = r.history
     for (const s of h.series.values()) {
-      if (s.family !== REQUESTS) continue
+      if (s.family !== REQUESTS && s.family !== DURATION) continue
       const reporter = reporterOf(s)
       if (reporter === null) continue
       const l = s.labels
-      const srcName = l.source_workload ?? 'unknown'
-      const srcNs = l.source_workload_namespace ?? 'unknown'
-      const service = l.destination_service_name ?? 'unknown'
-      // a destination without a sidecar has no workload name: its service names it
-      const dstName = (l.destination_workload ?? 'unknown') === 'unknown' ? service : l.destination_workload!
-      const dstNs =
-        (l.destination_workload_namespace ?? 'unknown') === 'unknown'
-          ? (l.destination_service_namespace ?? 'unknown')
-          : l.destination_workload_namespace!
+      const { srcName, srcNs, dstName, dstNs, service } = edgeEnds(l)
       if (q.namespace !== undefined && srcNs !== q.namespace && dstNs !== q.namespace) continue
       const k = [srcName, srcNs, dstName, dstNs].join('\u0000')
       let e = edges.get(k)
       if (e === undefined) edges.set(k, (e = { rep: new Reported(), service, principals: {} }))
       const t = e.rep[reporter]
+      if (s.family === DURATION) {
+        t.addDuration(h, s, span)
+        continue
+      }
       const before = t.requests
       t.addRequests(h, s, span, spanS)
       const inc = t.requests - before
@@ -348,15 +388,12 @@ export function edgeRows(g: Gatherer, q: EdgeQuery): EdgeRow[] {
     const [sw, sns, dw, dns] = k.split('\u0000') as [string, string, string, string]
     const reporter = e.rep.destination.seen ? 'destination' : 'source'
     const t = e.rep[reporter]
-    if (t.requests === 0) continue
+    if (t.requests === 0 && q.idle !== true) continue
     const [sp, dp] = e.principals[reporter]?.ids ?? ['unknown', 'unknown']
     rows.push({
       source: { workload: sw, namespace: sns, principal: sp },
       destination: { workload: dw, namespace: dns, principal: dp, service: e.service },
-      requests: round(t.requests, 3),
-      rps: round(t.rps, 3),
-      successRate: round(1 - t.failures / t.requests, 4),
-      mtlsShare: round(t.mtls / t.requests, 4),
+      ...shares(t),
       reporter,
     })
   }
@@ -369,43 +406,18 @@ export function edgeRows(g: Gatherer, q: EdgeQuery): EdgeRow[] {
   )
 }
 
-export interface Graph {
-  nodes: { id: string; workload: string; namespace: string }[]
-  edges: {
-    from: string
-    to: string
-    service: string
-    requests: number
-    rps: number
-    successRate: number | null
-    mtlsShare: number | null
-  }[]
-}
-
-/** The service graph: workloads as nodes, the edges between them with their traffic. */
-export function graphOf(edges: EdgeRow[]): Graph {
-  const nodes = new Map<string, { id: string; workload: string; namespace: string }>()
-  const id = (w: string, ns: string) => `${ns}/${w}`
-  for (const e of edges) {
-    for (const [w, ns] of [
-      [e.source.workload, e.source.namespace],
-      [e.destination.workload, e.destination.namespace],
-    ] as const) {
-      const i = id(w, ns)
-      if (!nodes.has(i)) nodes.set(i, { id: i, workload: w, namespace: ns })
-    }
-  }
+/** An edge's numbers from its tally: rates null without a request. */
+export function shares(
+  t: Tally,
+): Pick<EdgeRow, 'requests' | 'rps' | 'successRate' | 'deniedShare' | 'mtlsShare' | 'latencyMs'> {
+  const any = t.requests > 0
   return {
-    nodes: [...nodes.values()].sort((a, b) => a.id.localeCompare(b.id)),
-    edges: edges.map((e) => ({
-      from: id(e.source.workload, e.source.namespace),
-      to: id(e.destination.workload, e.destination.namespace),
-      service: e.destination.service,
-      requests: e.requests,
-      rps: e.rps,
-      successRate: e.successRate,
-      mtlsShare: e.mtlsShare,
-    })),
+    requests: round(t.requests, 3),
+    rps: round(t.rps, 3),
+    successRate: any ? round(1 - t.failures / t.requests, 4) : null,
+    deniedShare: any ? round(t.denied / t.requests, 4) : null,
+    mtlsShare: any ? round(t.mtls / t.requests, 4) : null,
+    latencyMs: any ? t.latency() : null,
   }
 }
 
