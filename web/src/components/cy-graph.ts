@@ -157,9 +157,11 @@ export function createGraphView(container: HTMLElement, opts: GraphViewOptions):
         },
       },
       { selector: 'edge[!mtls]', style: { 'line-style': 'dashed' } },
+      // the selection is a halo: a selected edge keeps the color of its health
+      { selector: 'node:selected', style: { 'border-color': accent, 'border-width': 3 } },
       {
-        selector: ':selected',
-        style: { 'border-color': accent, 'border-width': 3, 'line-color': accent, 'target-arrow-color': accent },
+        selector: 'edge:selected',
+        style: { 'underlay-color': accent, 'underlay-opacity': 0.35, 'underlay-padding': 4 },
       },
     ],
   })
