@@ -231,4 +231,39 @@ describe('the service graph page on the Bookinfo demo', { timeout: 240_000 }, ()
     await browser.screenshot('dashboard-graph-denied')
     assert.deepEqual(browser.errors, [])
   })
+
+  test('names and labels from the mesh are shown as text, never as markup', async () => {
+    const { page } = browser
+    const markup = '<img src=x onerror="window.__injected=1">'
+    // a workload registered with markup in a label: the label is its version, drawn and listed by the page
+    const r = await fetch(`http://${state.api}/api/v1/workloads`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        name: 'markup-v1',
+        address: '127.0.0.1',
+        ports: { http: 9 },
+        labels: { app: 'markup', version: markup },
+        ttlSeconds: 300,
+      }),
+    })
+    assert.ok(r.ok, await r.text())
+    await page.getByTestId('graph-view-workloads').click()
+    const li = page.locator('[data-testid="graph-nodes"] li[data-id="w:default/markup-v1"]')
+    await li.waitFor({ state: 'attached' })
+    assert.equal(await li.textContent(), markup)
+    await clickNode('w:default/markup-v1')
+    const workload = page.getByTestId('node-detail').and(page.locator('[data-name="default/markup-v1"]'))
+    await workload.waitFor()
+    assert.equal(await workload.locator('p.muted').first().textContent(), `workload ${markup} · namespace default`)
+    await page.getByTestId('graph-view-services').click()
+    await page.locator('[data-testid="graph-nodes"] li[data-id="s:default/markup"]').waitFor({ state: 'attached' })
+    await clickNode('s:default/markup')
+    const service = page.getByTestId('node-detail').and(page.locator('[data-name="default/markup"]'))
+    await service.waitFor()
+    assert.equal(await service.getByTestId('version-row').locator('td').first().textContent(), markup)
+    assert.equal(await page.locator('main img').count(), 0)
+    assert.equal(await page.evaluate(() => (window as { __injected?: number }).__injected), undefined)
+    assert.deepEqual(browser.errors, [])
+  })
 })
