@@ -21,7 +21,10 @@
  *   POST   /api/v1/explain                          why a request gets its answer (JSON: from, namespace, method,
  *                                                    url, headers): the source proxy's snapshot walked by the
  *                                                    proxy's own matching code, live host states from its admin
- *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
+ *   GET    /api/v1/proxy-status                     every connected proxy (proxy-status.ts): workload, kind,
+ *                                                    namespace, service account, user agent, xDS protocol, uptime;
+ *                                                    per type SYNCED / STALE / NACKED (with the reason) / NOT_SENT and
+ *                                                    the versions sent and ACKed
  *   GET    /api/v1/prometheus/targets               Prometheus HTTP service discovery (http_sd_configs): one target
  *                                                    group per connected proxy that sent its admin address
  *   GET    /api/v1/tap/:namespace/:workload         live requests through the workload's proxies, NDJSON, read from
@@ -51,7 +54,8 @@
  *                                                    the busiest request paths (from each proxy's /stats/paths)
  *   GET    /api/v1/telemetry                        how gathering goes: interval, retention, each proxy's series
  *                                                    and last error
- *   GET    /debug/snapshot?node=<id>                the xDS resources a proxy gets
+ *   GET    /debug/snapshot?node=<id>                the xDS resources a proxy gets (what the xDS server holds for it,
+ *                                                    with the versions proxy-status shows)
  *   GET    /dashboard/                              the dashboard (dashboard.ts; `/` redirects to it)
  *   GET    /debug/nodes, /healthz
  *
@@ -75,6 +79,7 @@ import { StoreConflictError } from './store/store.js'
 import { edgeRows, graphOf, type ResourceKind, statRows, topRows } from './telemetry/views.js'
 import { parseFlagDurationMs } from '../core/duration.js'
 import { proxyTap, tapTargets } from './tap-proxy.js'
+import { configDump, proxyStatusRows } from './proxy-status.js'
 import { checkBrowserRequest, DashboardFiles } from './dashboard.js'
 
 const MAX_BODY = 16 * 1024 * 1024
@@ -286,11 +291,10 @@ export class ApiServer {
       if (parts[1] === 'nodes') return send(200, cp.knownNodes())
       if (parts[1] === 'rebuild') return send(200, cp.lastRebuild)
       if (parts[1] === 'snapshot') {
-        const snap = cp.snapshotOf(url.searchParams.get('node') ?? '')
-        if (snap === null) throw new HttpError(404, 'no such connected node')
-        const out: Record<string, unknown> = {}
-        for (const [type, { version, items }] of snap.resources) out[type] = { version, resources: [...items.values()] }
-        return send(200, out)
+        const node = url.searchParams.get('node') ?? ''
+        const dump = configDump(cp.xds.cache.getEntry(node), () => cp.snapshotOf(node))
+        if (dump === null) throw new HttpError(404, 'no such connected node')
+        return send(200, dump)
       }
     }
     if (parts[0] !== 'api' || parts[1] !== 'v1') throw new HttpError(404, `unknown path ${url.pathname}`)
@@ -404,7 +408,8 @@ export class ApiServer {
         throw err
       }
     }
-    if (what === 'proxy-status' && method === 'GET') return send(200, cp.xds.status())
+    if (what === 'proxy-status' && method === 'GET')
+      return send(200, proxyStatusRows(cp.xds.status(), cp.knownNodes(), Date.now()))
     if (what === 'prometheus' && parts[3] === 'targets' && parts.length === 4 && method === 'GET')
       return send(200, targetGroups(scrapeTargets(cp)))
     if (
