@@ -155,18 +155,19 @@ export class ApiTokens implements TokenLookup {
     }
   }
 
-  /** Reads the file again; false (and the tokens unchanged) when it cannot be used. */
-  reload(): boolean {
+  /** Reads the file again (`reason` goes to the log); false, and the tokens unchanged, when it cannot be used. */
+  reload(reason = 'SIGHUP'): boolean {
     try {
       this.entries = readTokenFile(this.file)
     } catch (err) {
       log('error', 'api', 'API token file not reloaded: the previous tokens stay in use', {
         file: this.file,
+        reason,
         error: (err as Error).message,
       })
       return false
     }
-    log('info', 'api', 'API tokens reloaded', { file: this.file, ...this.counts() })
+    log('info', 'api', 'API tokens reloaded', { file: this.file, reason, ...this.counts() })
     return true
   }
 
@@ -180,7 +181,7 @@ export class ApiTokens implements TokenLookup {
         if (this.timer !== null) clearTimeout(this.timer)
         this.timer = setTimeout(() => {
           this.timer = null
-          const ok = this.reload()
+          const ok = this.reload('file changed')
           reloaded?.(ok)
         }, 100)
         this.timer.unref()
