@@ -432,7 +432,10 @@ export const resourcePage: Page = (el, p, ctx) => {
       ),
       a.warnings.length === 0
         ? h('p', { class: 'ok' }, 'loom analyze finds nothing in it.')
-        : h('ul', { 'data-testid': 'apply-warnings' }, ...a.warnings.map(diagnosticLine)),
+        : [
+            h('p', null, 'What loom analyze finds in it (it does not stop the apply):'),
+            h('ul', { 'data-testid': 'apply-warnings' }, ...a.warnings.map(diagnosticLine)),
+          ],
       a.skipped.length === 0
         ? null
         : h(
