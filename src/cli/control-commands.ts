@@ -458,6 +458,10 @@ export async function controlCommand(argv: string[]): Promise<void> {
     } catch (err) {
       fail(`--api-token-file: ${(err as Error).message}`, 2)
     }
+    if (tokens.counts().write === 0)
+      log('warn', 'control', 'the API token file has no write token: every change through the API is refused', {
+        file: tokenFile,
+      })
     tokens.watch()
     process.on('SIGHUP', () => tokens?.reload())
   }

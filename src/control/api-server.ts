@@ -163,7 +163,7 @@ function readBody(req: http.IncomingMessage): Promise<string> {
 
 /**
  * Whether a call writes anything: explain and analyze (and a dry-run apply) only read, though they are POSTs. Used
- * for the checks on a browser's requests (dashboard.ts).
+ * for the checks on a browser's requests (dashboard.ts) and for the write token (api-tokens.ts).
  */
 function changesState(method: string, what: string | undefined, dryRun: boolean): boolean {
   if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return false
