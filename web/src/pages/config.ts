@@ -62,6 +62,7 @@ const TYPE: Record<string, string> = {
   'type.googleapis.com/envoy.config.listener.v3.Listener': 'LDS',
   'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment': 'EDS',
   'type.googleapis.com/envoy.config.route.v3.RouteConfiguration': 'RDS',
+  'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret': 'SDS',
 }
 
 const keyOf = (r: Resource) => `${r.kind}/${r.metadata.namespace}/${r.metadata.name}`
@@ -132,7 +133,7 @@ function proxiesSummary(proxies: readonly ProxyStatus[]): Child {
       .filter((t) => t.state === 'NACKED')
       .map((t) => ({ node: p.nodeId, type: TYPE[t.typeUrl] ?? t.typeUrl, error: t.nackError ?? '' })),
   )
-  const stale = proxies.filter((p) => p.perType.some((t) => t.state === 'STALE' || t.state === 'NOT_SENT')).length
+  const stale = proxies.filter((p) => p.perType.some((t) => t.state === 'STALE')).length
   if (nacks.length === 0)
     return h(
       'span',
