@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { readState } from '../runtime/up.js'
+import { type Explained, renderExplanation } from '../control/explain/render.js'
 import { apiRequest, caBundleFile } from './api-client.js'
 
 export const EXPLAIN_USAGE = `Usage: loom explain --from <workload> [-n namespace] [METHOD] <url> [-H 'name: value']... [-o tree|json]
@@ -38,54 +39,6 @@ Examples:
   loom explain --gateway ingressgateway http://localhost:8080/productpage
   loom explain --from reviews-v2 http://ratings:9080/ratings/0 -o json
 `
-
-interface Step {
-  ok: boolean | null
-  text: string
-  children?: Step[]
-}
-
-interface Explained {
-  source: { name: string; kind: string; nodeId: string; principal: string | null }
-  request: { method: string; url: string; headers: [string, string][] }
-  config: { type: string; version: string; acked: boolean }[]
-  localReply: { status: number; flag: string; reason: string } | null
-  faults: string[]
-  endpoints: { eligible: boolean }[]
-  steps: Step[]
-}
-
-function mark(ok: boolean | null): string {
-  return ok === true ? '✓' : ok === false ? '✗' : '•'
-}
-
-function render(steps: Step[], indent: string, out: string[]): void {
-  for (const s of steps) {
-    out.push(`${indent}${mark(s.ok)} ${s.text}`)
-    if (s.children !== undefined) render(s.children, `${indent}    `, out)
-  }
-}
-
-/** The readable tree: the request, the config it was read from, every decision, and the outcome. */
-export function renderExplanation(e: Explained): string {
-  const out: string[] = []
-  const hdrs = e.request.headers.map(([n, v]) => ` -H '${n}: ${v}'`).join('')
-  out.push(`${e.request.method} ${e.request.url}${hdrs}`)
-  out.push(`  from ${e.source.name} (${e.source.kind}${e.source.principal === null ? '' : `, ${e.source.principal}`})`)
-  const cfg = e.config.map((c) => `${c.type} ${c.version.slice(0, 8)}${c.acked ? '' : ' (not ACKed)'}`).join(', ')
-  out.push(`  config: the snapshot sent to ${e.source.nodeId}${cfg === '' ? '' : `: ${cfg}`}`)
-  out.push('')
-  render(e.steps, '', out)
-  out.push('')
-  let outcome: string
-  if (e.localReply !== null) {
-    const r = e.localReply
-    outcome = `${r.status}${r.flag === '' ? '' : ` ${r.flag}`} (${r.reason}), answered by the mesh`
-  } else if (e.faults.length > 0) outcome = `forwarded upstream, unless a fault fires: ${e.faults.join(', ')}`
-  else outcome = "forwarded upstream: the answer is the application's"
-  out.push(`outcome: ${outcome}`)
-  return `${out.join('\n')}\n`
-}
 
 /** The API address: --server, else the up.json of a loom up or demo data directory, else LOOM_SERVER. */
 export function serverOf(values: { server?: string | undefined; 'data-dir'?: string | undefined }): string {

@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { dump as toYaml } from 'js-yaml'
 import { ErrorCodes, LoomError } from '../core/errors.js'
+import type { ServiceDescription } from '../control/describe.js'
 import { statePath, type UpState, workloadName } from '../runtime/up.js'
 import { table } from './table.js'
 
@@ -49,28 +50,6 @@ async function getJson(url: string, what: string): Promise<unknown> {
   return r.json()
 }
 
-interface Svc {
-  hostname: string
-  namespace: string
-  ports: { number: number; name: string; protocol: string }[]
-  endpoints: {
-    address: string
-    port: number
-    servicePort: number
-    labels: Record<string, string>
-    healthy: boolean
-    source: string
-    locality: string
-    weight: number
-  }[]
-  source: string
-}
-interface Res {
-  kind: string
-  metadata: { name: string; namespace: string }
-  spec: Record<string, unknown>
-}
-
 export async function describeCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -91,28 +70,22 @@ export async function describeCommand(argv: string[]): Promise<void> {
   const ns = values.namespace ?? 'default'
   const arg = positionals[1]
   if (what === 'workload') return describeWorkload(arg, ns, values.output, values.server)
-  const fqdn =
-    arg.includes('.') && arg.split('.').length > 2
-      ? arg
-      : `${arg.split('.')[0]}.${arg.split('.')[1] ?? ns}.svc.cluster.local`
   const base = `http://${(values.server ?? SERVER()).replace(/^https?:\/\//, '')}`
-  const services = (await getJson(`${base}/api/v1/services`, 'the control plane')) as Svc[]
-  const svc = services.find((s) => s.hostname === fqdn)
-  if (svc === undefined) {
-    throw new LoomError(
-      ErrorCodes.USAGE,
-      `no service ${fqdn}; services: ${services.map((s) => s.hostname).join(', ') || '(none)'}`,
-    )
+  // the control plane assembles the page (the dashboard's service page reads the same answer)
+  const url = `${base}/api/v1/describe/service/${encodeURIComponent(ns)}/${encodeURIComponent(arg)}`
+  let r: Response
+  try {
+    r = await fetch(url)
+  } catch {
+    throw new LoomError(ErrorCodes.USAGE, `cannot reach the control plane at ${url}`)
   }
-  const list = (kind: string) =>
-    getJson(`${base}/api/v1/resources?kind=${kind}`, 'the control plane') as Promise<{ items: Res[] }>
-  const short = fqdn.split('.')[0]!
-  const names = new Set([fqdn, short, `${short}.${svc.namespace}`])
-  const drs = (await list('DestinationRule')).items.filter((d) => names.has(String(d.spec.host)))
-  const vss = (await list('VirtualService')).items.filter((v) =>
-    (v.spec.hosts as string[] | undefined)?.some((h) => names.has(h)),
-  )
-  const out = { service: svc, destinationRules: drs, virtualServices: vss }
+  if (r.status === 404) {
+    const body = (await r.json().catch(() => ({}))) as { error?: { message?: string } }
+    throw new LoomError(ErrorCodes.USAGE, body.error?.message ?? `no service ${arg}`)
+  }
+  if (r.status !== 200) throw new LoomError(ErrorCodes.USAGE, `the control plane answered HTTP ${r.status} for ${url}`)
+  const out = (await r.json()) as ServiceDescription
+  const { service: svc, destinationRules: drs, virtualServices: vss } = out
   if (values.output === 'json') return void process.stdout.write(`${JSON.stringify(out, null, 2)}\n`)
   if (values.output === 'yaml') return void process.stdout.write(toYaml(out, { noRefs: true }))
   let s = `Service:    ${svc.hostname}\nNamespace:  ${svc.namespace}\nSource:     ${svc.source}\nPorts:      ${svc.ports.map((p) => `${p.number}/${p.protocol} (${p.name})`).join(', ')}\n\nEndpoints:\n`

@@ -17,11 +17,22 @@
  *   GET    /api/v1/workloads/:namespace/:name/security  the workload's mTLS mode per port (and the PeerAuthentication
  *                                                   that decided it), DestinationRule TLS modes of its destinations,
  *                                                   the AuthorizationPolicies and RequestAuthentications that apply
+ *   GET    /api/v1/workloads/:namespace/:name/identity  its SPIFFE id and the certificate each of its proxies holds
+ *                                                   (their admin /certs: serial, validity, next renewal)
  *   GET    /api/v1/services                         the registry: services, ports, endpoints with health
+ *   GET    /api/v1/describe/service/:namespace/:name  `loom describe service` (describe.ts): the service, its
+ *                                                   DestinationRules (subsets with their endpoints) and
+ *                                                   VirtualServices (http routes: matches, destinations, weights),
+ *                                                   endpoints with the live host states of its callers' proxies
+ *                                                   (outlier ejection, health checks), the policies that select its
+ *                                                   workloads; `:name` short, `name.namespace` or a host name
  *   POST   /api/v1/explain                          why a request gets its answer (JSON: from, namespace, method,
  *                                                    url, headers): the source proxy's snapshot walked by the
  *                                                    proxy's own matching code, live host states from its admin
- *   GET    /api/v1/proxy-status                     every connected proxy, SYNCED / STALE / NACKED per type
+ *   GET    /api/v1/proxy-status                     every connected proxy (proxy-status.ts): workload, kind,
+ *                                                    namespace, service account, user agent, xDS protocol, uptime;
+ *                                                    per type SYNCED / STALE / NACKED (with the reason) / NOT_SENT and
+ *                                                    the versions sent and ACKed
  *   GET    /api/v1/prometheus/targets               Prometheus HTTP service discovery (http_sd_configs): one target
  *                                                    group per connected proxy that sent its admin address
  *   GET    /api/v1/tap/:namespace/:workload         live requests through the workload's proxies, NDJSON, read from
@@ -45,13 +56,18 @@
  *                                                    proxies' Istio metrics the control plane gathers: requests,
  *                                                    rps, success rate, latency p50/p95/p99, open TCP connections,
  *                                                    mTLS share, MESHED; a service also per version
+ *   GET    /api/v1/series?resource=service|deployment&name=[&namespace=default][&version=][&window=10m][&step=15s]
+ *                                                    the same numbers per step over the window (telemetry/series.ts):
+ *                                                    points {t (Unix s), rps, successRate, p50, p95, p99}, each what
+ *                                                    /stats gives for a window of one step ending at t
  *   GET    /api/v1/edges[?namespace=][&window=]     who called whom, with the identities (SPIFFE ids) and mTLS share
  *   GET    /api/v1/graph[?namespace=][&window=]     the same as a graph: workloads as nodes, edges with rps/success
  *   GET    /api/v1/top[?namespace=][&service=][&window=][&limit=20]
  *                                                    the busiest request paths (from each proxy's /stats/paths)
  *   GET    /api/v1/telemetry                        how gathering goes: interval, retention, each proxy's series
  *                                                    and last error
- *   GET    /debug/snapshot?node=<id>                the xDS resources a proxy gets
+ *   GET    /debug/snapshot?node=<id>                the xDS resources a proxy gets (what the xDS server holds for it,
+ *                                                    with the versions proxy-status shows)
  *   GET    /dashboard/                              the dashboard (dashboard.ts; `/` redirects to it)
  *   GET    /debug/nodes, /healthz
  *
@@ -68,6 +84,7 @@ import { log } from '../core/log.js'
 import { type ScrapeTarget, targetGroups, workloadOfNodeId } from '../core/prometheus-sd.js'
 import type { ControlPlane } from './control.js'
 import type { ControlTls } from './tls.js'
+import { DescribeError, describeService, workloadIdentity } from './describe.js'
 import { ExplainError } from './explain/engine.js'
 import { explainRequest } from './explain/service.js'
 import { Registry, RegistrationError } from './registry/registry.js'
@@ -75,8 +92,10 @@ import { analyze, type Diagnostic, locate } from './translate/analyze.js'
 import { workloadSecurity } from './translate/security.js'
 import { StoreConflictError } from './store/store.js'
 import { edgeRows, graphOf, type ResourceKind, statRows, topRows } from './telemetry/views.js'
+import { seriesPoints } from './telemetry/series.js'
 import { parseFlagDurationMs } from '../core/duration.js'
 import { proxyTap, tapTargets } from './tap-proxy.js'
+import { configDump, proxyStatusRows } from './proxy-status.js'
 import { checkBrowserRequest, DashboardFiles, fromBrowser } from './dashboard.js'
 import { type TokenLookup, writeAccess } from './api-tokens.js'
 
@@ -311,11 +330,10 @@ export class ApiServer {
       if (parts[1] === 'nodes') return send(200, cp.knownNodes())
       if (parts[1] === 'rebuild') return send(200, cp.lastRebuild)
       if (parts[1] === 'snapshot') {
-        const snap = cp.snapshotOf(url.searchParams.get('node') ?? '')
-        if (snap === null) throw new HttpError(404, 'no such connected node')
-        const out: Record<string, unknown> = {}
-        for (const [type, { version, items }] of snap.resources) out[type] = { version, resources: [...items.values()] }
-        return send(200, out)
+        const node = url.searchParams.get('node') ?? ''
+        const dump = configDump(cp.xds.cache.getEntry(node), () => cp.snapshotOf(node))
+        if (dump === null) throw new HttpError(404, 'no such connected node')
+        return send(200, dump)
       }
     }
     if (parts[0] !== 'api' || parts[1] !== 'v1') throw new HttpError(404, `unknown path ${url.pathname}`)
@@ -406,6 +424,14 @@ export class ApiServer {
         if (!cp.registry.deregister(id)) throw new HttpError(404, `workload ${id} is not registered`)
         return send(200, { id })
       }
+      if (parts.length === 6 && parts[5] === 'identity' && method === 'GET') {
+        try {
+          return send(200, await workloadIdentity(cp, parts[3]!, parts[4]!))
+        } catch (err) {
+          if (err instanceof DescribeError) throw new HttpError(404, err.message)
+          throw err
+        }
+      }
       if (parts.length === 6 && parts[5] === 'security' && method === 'GET') {
         const w = cp.registry.workloads().find((x) => x.id === id)
         if (w === undefined) {
@@ -413,6 +439,14 @@ export class ApiServer {
           throw new HttpError(404, `workload ${id} is not registered; workloads: ${known.join(', ') || '(none)'}`)
         }
         return send(200, workloadSecurity(cp.translateInput(), w))
+      }
+    }
+    if (what === 'describe' && parts[3] === 'service' && parts.length === 6 && method === 'GET') {
+      try {
+        return send(200, await describeService(cp, parts[4]!, parts[5]!))
+      } catch (err) {
+        if (err instanceof DescribeError) throw new HttpError(404, err.message)
+        throw err
       }
     }
     if (what === 'explain' && method === 'POST') {
@@ -429,11 +463,17 @@ export class ApiServer {
         throw err
       }
     }
-    if (what === 'proxy-status' && method === 'GET') return send(200, cp.xds.status())
+    if (what === 'proxy-status' && method === 'GET')
+      return send(200, proxyStatusRows(cp.xds.status(), cp.knownNodes(), Date.now()))
     if (what === 'prometheus' && parts[3] === 'targets' && parts.length === 4 && method === 'GET')
       return send(200, targetGroups(scrapeTargets(cp)))
     if (
-      (what === 'stats' || what === 'edges' || what === 'graph' || what === 'top' || what === 'telemetry') &&
+      (what === 'stats' ||
+        what === 'series' ||
+        what === 'edges' ||
+        what === 'graph' ||
+        what === 'top' ||
+        what === 'telemetry') &&
       parts.length === 3 &&
       method === 'GET'
     )
@@ -475,7 +515,7 @@ export class ApiServer {
     if (what === 'telemetry') return gathering
     if (!g.enabled)
       throw new HttpError(409, 'the control plane gathers no metrics (it was started with --telemetry-interval off)')
-    const windowText = q.get('window') ?? '1m'
+    const windowText = q.get('window') ?? (what === 'series' ? '10m' : '1m')
     const windowMs = parseFlagDurationMs(windowText)
     if (windowMs === null || windowMs < 1000)
       throw new HttpError(
@@ -520,6 +560,7 @@ export class ApiServer {
       )
       return { ...about, resource, rows }
     }
+    if (what === 'series') return { ...about, ...this.series(q, windowMs, nowMs) }
     const edges = edgeRows(g, { windowMs, nowMs, ...(namespace !== undefined ? { namespace } : {}) })
     if (what === 'edges') return { ...about, edges }
     if (what === 'graph') return { ...about, ...graphOf(edges) }
@@ -537,6 +578,45 @@ export class ApiServer {
         ...(namespace !== undefined ? { namespace } : {}),
         ...(service !== undefined ? { service } : {}),
       }),
+    }
+  }
+
+  /** `/api/v1/series`: a service's or workload's golden signals per step over the window (series.ts). */
+  private series(q: URLSearchParams, windowMs: number, nowMs: number): Record<string, unknown> {
+    const r = q.get('resource') ?? 'service'
+    const resource = RESOURCE_KINDS[r]
+    if (resource !== 'service' && resource !== 'deployment')
+      throw new HttpError(400, `resource: service or deployment is expected, not "${r}"`)
+    const name = q.get('name') ?? ''
+    if (name === '') throw new HttpError(400, 'name: the service or workload is required')
+    const namespace = q.get('namespace') || 'default'
+    const interval = this.cp.telemetry.options.intervalMs
+    const stepText = q.get('step') ?? `${Math.max(15, interval / 1000)}s`
+    const stepMs = parseFlagDurationMs(stepText)
+    if (stepMs === null || stepMs < interval)
+      throw new HttpError(
+        400,
+        `step: a duration of at least the ${interval / 1000} s between readings is expected, not "${stepText}"`,
+      )
+    if (windowMs / stepMs > 1000)
+      throw new HttpError(400, `step: ${stepText} makes more than 1000 points of the window`)
+    const version = q.get('version') || undefined
+    const points = seriesPoints(this.cp.telemetry, {
+      resource,
+      name,
+      namespace,
+      windowMs,
+      stepMs,
+      nowMs,
+      ...(version !== undefined ? { version } : {}),
+    })
+    return {
+      resource,
+      name,
+      namespace,
+      ...(version !== undefined ? { version } : {}),
+      stepSeconds: stepMs / 1000,
+      points,
     }
   }
 

@@ -9,6 +9,7 @@ const node = (id: string, adminAddress: string | null = '127.0.0.1:1'): NodeStat
   connectedAt: '',
   streams: 1,
   protocol: 'sotw',
+  userAgent: null,
   perType: [],
   adminAddress,
 })

@@ -74,6 +74,8 @@ export interface NodeStatus {
   streams: number
   /** 'sotw' or 'delta', of the newest stream */
   protocol: 'sotw' | 'delta'
+  /** the proxy's software and version (node.user_agent_name / user_agent_version: `loom/0.1.0`); null when not sent */
+  userAgent: string | null
   perType: TypeStatus[]
   /** the proxy's admin endpoint (node metadata ADMIN_ADDRESS), where its metrics are read; null when not sent */
   adminAddress: string | null
@@ -117,6 +119,12 @@ function orderTypes(types: Iterable<string>): string[] {
 function adminAddressOf(metadata: Record<string, unknown> | undefined): string | null {
   const a = metadata?.ADMIN_ADDRESS
   return typeof a === 'string' && a !== '' ? a : null
+}
+
+/** `name/version` of the node's user agent, or the one of them it sent, or null. */
+function userAgentOf(node: NodeInfo | undefined): string | null {
+  const s = [node?.userAgentName, node?.userAgentVersion].filter(Boolean).join('/')
+  return s === '' ? null : s
 }
 
 export function nodeInfo(n: WireNode): NodeInfo {
@@ -819,6 +827,7 @@ export class XdsServer {
         connectedAt: newest.connectedAt.toISOString(),
         streams: set.size,
         protocol: newest.protocol,
+        userAgent: userAgentOf(newest.node),
         perType: newest.typeStatus(),
         adminAddress: adminAddressOf(newest.node?.metadata),
       })
@@ -847,7 +856,7 @@ export class XdsServer {
     set.add(stream)
     stream.log('info', 'xDS stream opened', {
       cluster: stream.node!.cluster,
-      userAgent: [stream.node!.userAgentName, stream.node!.userAgentVersion].filter(Boolean).join('/') || undefined,
+      userAgent: userAgentOf(stream.node) ?? undefined,
     })
     if (this.cache.getEntry(id) || !this.snapshotFor) return
     let p = this.building.get(id)
