@@ -64,7 +64,8 @@ describe('the Config page', { timeout: 150_000 }, () => {
     const { page } = browser
     await page.goto(`http://${state.api}/dashboard/#/config`)
     const vs = page.locator('[data-testid=resource-row][data-key="VirtualService/default/bookinfo"]')
-    await vs.waitFor()
+    // the first reading of a machine under load can be slow: more than playwright's default 30 s
+    await vs.waitFor({ timeout: 60_000 })
     assert.equal(await vs.locator('td').nth(2).textContent(), '*')
     assert.equal(await vs.getByTestId('resource-status').textContent(), 'valid')
     const gw = page.locator('[data-testid=resource-row][data-key="Gateway/default/bookinfo-gateway"]')
@@ -76,7 +77,10 @@ describe('the Config page', { timeout: 150_000 }, () => {
       ['Gateway', 'VirtualService'],
     )
     // six sidecars and the gateway, every one of them ACKed what it was sent
-    await page.getByTestId('proxies-accepted').filter({ hasText: 'every proxy (7) accepted the config' }).waitFor()
+    await page
+      .getByTestId('proxies-accepted')
+      .filter({ hasText: 'every proxy (7) accepted the config' })
+      .waitFor({ timeout: 60_000 })
     await page.getByTestId('config-filter').fill('ingressgateway')
     assert.equal(await page.getByTestId('resource-row').count(), 1)
     await page.getByTestId('config-filter').fill('no-such-thing')
@@ -90,7 +94,7 @@ describe('the Config page', { timeout: 150_000 }, () => {
     await loom(['apply', '-f', REVIEWS_V1])
     // the page reads again every 5 s: no reload
     const row = page.locator('[data-testid=resource-row][data-key="VirtualService/default/reviews"]')
-    await row.waitFor({ timeout: 10_000 })
+    await row.waitFor({ timeout: 30_000 })
     // the demo has no DestinationRule: subset v1 is not defined
     assert.equal(await row.getByTestId('resource-status').textContent(), 'valid · analyze: 1 error')
     await browser.screenshot('dashboard-config')
