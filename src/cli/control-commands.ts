@@ -10,7 +10,8 @@ import { parseFlagDurationMs } from '../core/duration.js'
 import { controlMeshConfig } from './mesh-config-flag.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
-import { type ApiTarget, apiRequest, caBundleFile, tlsHint } from './api-client.js'
+import type { ApiTokens } from '../control/api-tokens.js'
+import { type ApiTarget, apiRequest, apiTokenOf, caBundleFile, tlsHint } from './api-client.js'
 import { table } from './table.js'
 
 const DEFAULT_SERVER = 'http://127.0.0.1:15080'
@@ -52,6 +53,17 @@ Dashboard (served on the API port at /dashboard/; open it with 'loom dashboard')
       --api-allowed-hosts <names>  host names a browser may use for the API and dashboard, comma-separated,
                           besides localhost and IP addresses (a DNS-rebinding guard refuses other names)
 
+API tokens (who may change the mesh through the API):
+      --api-token-file <file>  one token a line, '<token> <role>', role read or write ('#' comments; tokens of
+                          16 characters or more, e.g. 'openssl rand -hex 32'); the file must not be readable or
+                          writable by other users (chmod 600), else the control plane does not start. Read again
+                          when it changes and on SIGHUP (a file that no longer parses keeps the previous tokens).
+                          With it, every change (apply, delete, workloads, tokens, rotate-root) needs
+                          'Authorization: Bearer <token>' of a write token: 401 without a valid one, 403 with a
+                          read token; reads stay open. The CLI sends --token or LOOM_API_TOKEN.
+                          Without it, the CLI's changes need no token and the dashboard is read-only: a change
+                          from a browser always needs a write token.
+
 Certificate authority (workload certificates, X.509-SVIDs):
       --trust-domain <td>     the SPIFFE trust domain: spiffe://<td>/ns/<ns>/sa/<sa> (default: cluster.local)
       --cert-ttl <duration>   lifetime of a workload certificate, e.g. 24h, 90m (default: 24h)
@@ -86,15 +98,18 @@ Examples:
   loom control --telemetry-interval 2s --telemetry-retention 15m
   loom control --trust-domain prod.example.com --ca-cert ca-cert.pem --ca-key ca-key.pem --ca-chain cert-chain.pem
   loom control --api-tls on          # then: loom get vs --server https://127.0.0.1:15080
+  loom control --api-token-file tokens.txt   # then: LOOM_API_TOKEN=<a write token> loom apply -f vs.yaml
   loom control rotate-root --server 127.0.0.1:15080 --propagation 30s --ca-rotation-overlap 48h
   loom proxy --xds 127.0.0.1:15010 --xds-ca .loom/ca/trust-bundle.pem --labels app=reviews,version=v1
 `
 
-export const APPLY_USAGE = `Usage: loom apply -f <file|dir|-> [--dry-run] [--server URL] [--ca-bundle FILE]
+export const APPLY_USAGE = `Usage: loom apply -f <file|dir|-> [--dry-run] [--server URL] [--ca-bundle FILE] [--token TOKEN]
 
 --server (or LOOM_SERVER): the API, host:port or http(s)://host:port (default 127.0.0.1:15080). An https:// API
-is verified with --ca-bundle, else LOOM_CA_BUNDLE, else ./.loom/ca/trust-bundle.pem; the same for every command
-that talks to the control plane.
+is verified with --ca-bundle, else LOOM_CA_BUNDLE, else ./.loom/ca/trust-bundle.pem. --token (or LOOM_API_TOKEN,
+which keeps it out of the process list): the API token, sent as 'Authorization: Bearer'; a control plane started
+with --api-token-file takes changes only with a write token. The same for every command that talks to the
+control plane.
 
 Validates every document first; if any is invalid, nothing is written and every error is listed with its file,
 document index and field path. Kubernetes kinds (Deployment, Service, ...) are skipped. After the created /
@@ -118,7 +133,7 @@ Examples:
   loom get virtualservices -A -o json
 `
 
-export const DELETE_USAGE = `Usage: loom delete <kind> <name> [-n namespace] [--server URL] [--ca-bundle FILE]
+export const DELETE_USAGE = `Usage: loom delete <kind> <name> [-n namespace] [--server URL] [--ca-bundle FILE] [--token TOKEN]
        loom delete -f <file|dir|->
 
 With -f, VirtualServices go first (they name the DestinationRules, Gateways and ServiceEntries that follow).
@@ -143,7 +158,7 @@ Examples:
   loom analyze --local authz-allow-nothing.yaml
 `
 
-export const TOKEN_USAGE = `Usage: loom token create --service-account <sa> [--namespace <ns>] [--ttl <duration>] [-o text|json] [--server URL] [--ca-bundle FILE]
+export const TOKEN_USAGE = `Usage: loom token create --service-account <sa> [--namespace <ns>] [--ttl <duration>] [-o text|json] [--server URL] [--ca-bundle FILE] [--token TOKEN]
 
 Issues a bootstrap token: what a proxy started with --identity-token-file shows the control plane to get its first
 certificate (an X.509-SVID for spiffe://<trust-domain>/ns/<ns>/sa/<sa>); later certificates are renewed with the
@@ -205,15 +220,20 @@ Examples:
   loom proxy-status -o json --server 127.0.0.1:15080
 `
 
-export function server(values: { server?: string | undefined; 'ca-bundle'?: string | undefined }): ApiTarget {
+export function server(values: {
+  server?: string | undefined
+  'ca-bundle'?: string | undefined
+  token?: string | undefined
+}): ApiTarget {
   const s = values.server ?? process.env.LOOM_SERVER ?? DEFAULT_SERVER
   const base = s.startsWith('http') ? s.replace(/\/$/, '') : `http://${s}`
   const caBundle = base.startsWith('https:') ? caBundleFile(values['ca-bundle']) : undefined
-  return caBundle === undefined ? { base } : { base, caBundle }
+  const token = apiTokenOf(values.token)
+  return { base, ...(caBundle !== undefined ? { caBundle } : {}), ...(token !== undefined ? { token } : {}) }
 }
 
-/** `--ca-bundle`, for every command that talks to the API. */
-export const CA_BUNDLE_FLAG = { 'ca-bundle': { type: 'string' } } as const
+/** `--ca-bundle` and `--token`, for every command that talks to the API. */
+export const CA_BUNDLE_FLAG = { 'ca-bundle': { type: 'string' }, token: { type: 'string' } } as const
 
 export async function call(
   target: ApiTarget,
@@ -362,6 +382,7 @@ async function rotateRootCommand(argv: string[]): Promise<void> {
 async function rotateRootLive(values: {
   server?: string | undefined
   'ca-bundle'?: string | undefined
+  token?: string | undefined
   propagation?: string | undefined
   'ca-rotation-overlap'?: string | undefined
 }): Promise<void> {
@@ -404,6 +425,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
       'xds-tls': { type: 'string' },
       'api-tls': { type: 'string' },
       'api-allowed-hosts': { type: 'string' },
+      'api-token-file': { type: 'string' },
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'telemetry-interval': { type: 'string' },
@@ -427,6 +449,22 @@ export async function controlCommand(argv: string[]): Promise<void> {
   if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined))
     fail('--tls-cert and --tls-key go together', 2)
   const meshConfig = controlMeshConfig(values, ca)
+  const tokenFile = values['api-token-file']
+  let tokens: ApiTokens | null = null
+  if (tokenFile !== undefined) {
+    const { ApiTokens } = await import('../control/api-tokens.js')
+    try {
+      tokens = ApiTokens.open(tokenFile)
+    } catch (err) {
+      fail(`--api-token-file: ${(err as Error).message}`, 2)
+    }
+    if (tokens.counts().write === 0)
+      log('warn', 'control', 'the API token file has no write token: every change through the API is refused', {
+        file: tokenFile,
+      })
+    tokens.watch()
+    process.on('SIGHUP', () => tokens?.reload())
+  }
   const { ControlPlane, trustBundleFile } = await import('../control/control.js')
   const { ApiServer } = await import('../control/api-server.js')
   const { ControlTls } = await import('../control/tls.js')
@@ -463,7 +501,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     .split(',')
     .map((h) => h.trim())
     .filter((h) => h !== '')
-  const api = new ApiServer(cp, apiTls && tls !== null ? tls : undefined, { allowedHosts })
+  const api = new ApiServer(cp, apiTls && tls !== null ? tls : undefined, { allowedHosts, tokens })
   const apiAddress = await api.listen(apiHost, apiPort)
   const xdsBound = await cp.xds.listen(xdsHost, xdsPort, xdsTls && tls !== null ? tls.grpcCredentials() : undefined)
   log('info', 'control', 'ready', {
@@ -472,6 +510,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     xds_tls: xdsTls,
     api_tls: apiTls,
     ...(tls !== null ? { trust_bundle: trustBundleFile(dataDir) } : {}),
+    ...(tokens !== null ? { api_token_file: tokens.file, api_tokens: tokens.counts() } : {}),
     data_dir: dataDir,
     path_normalization: meshConfig.pathNormalization?.normalization ?? 'BASE',
     revision: cp.store.revision,
@@ -482,6 +521,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     if (stopping) process.exit(1)
     stopping = true
     tls?.close()
+    tokens?.close()
     void Promise.all([api.close(), cp.close()]).then(() => process.exit(0))
   }
   process.on('SIGTERM', stop)
@@ -641,7 +681,7 @@ export async function deleteCommand(argv: string[]): Promise<void> {
   }
   let missing = 0
   for (const [kind, ns, name] of targets) {
-    const { status } = await call(
+    const { status, json } = await call(
       base,
       'DELETE',
       `/api/v1/resources/${kind}/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`,
@@ -651,7 +691,10 @@ export async function deleteCommand(argv: string[]): Promise<void> {
       missing++
       process.stderr.write(`${plural}/${name}${ns === 'default' ? '' : ` -n ${ns}`} not found\n`)
     } else if (status === 200) process.stdout.write(`${plural}/${name}${ns === 'default' ? '' : ` -n ${ns}`} deleted\n`)
-    else fail(`deleting ${kind} ${ns}/${name}: HTTP ${status}`)
+    else
+      fail(
+        `deleting ${kind} ${ns}/${name}: ${(json as { error?: { message?: string } }).error?.message ?? `HTTP ${status}`}`,
+      )
   }
   if (missing > 0) process.exitCode = 1
 }
