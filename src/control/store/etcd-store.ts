@@ -27,6 +27,15 @@
  */
 import { readFileSync } from 'node:fs'
 import {
+  ConsecutiveBreaker,
+  circuitBreaker,
+  ExponentialBackoff,
+  handleWhen,
+  type IBackoff,
+  isBrokenCircuitError,
+  retry,
+} from 'cockatiel'
+import {
   Etcd3,
   type IKeyValue,
   type IOptions,
@@ -67,8 +76,15 @@ export interface EtcdStoreOptions {
 export const DEFAULT_ETCD_PREFIX = '/loom'
 const DEFAULT_HISTORY_LIMIT = 10_000
 const DEFAULT_RETRY_MS = 15_000
-/** one etcd call's deadline: a member that accepts the connection but never answers is left for another */
-const CALL_DEADLINE_MS = 5_000
+/**
+ * One etcd call's deadline. A member that accepts a call but cannot answer it (a follower whose leader was just
+ * killed holds the proposal for etcd's own request timeout, about 6 s) is given up on for another; retrying is safe,
+ * as every write compares mod_revisions and a retried write that had landed is recognized.
+ */
+const CALL_DEADLINE_MS = 3_000
+/** a member that failed this many calls in a row is left alone for HOST_PAUSE_MS (then one call tries it) */
+const HOST_FAILURES = 3
+const HOST_PAUSE_MS = 1_000
 /** compare-and-set rounds one write tries against concurrent writers before giving up */
 const MAX_ROUNDS = 64
 
@@ -516,13 +532,22 @@ class EtcdCalls {
   async call<T>(what: string, run: () => Promise<T>): Promise<T> {
     const deadline = Date.now() + this.retryMs
     let delay = 50
+    /** the last error a member answered with (not "every member is paused"), which says what went wrong */
+    let last: Error | null = null
     for (;;) {
       try {
         return await run()
       } catch (err) {
         const e = err as Error
-        if (!isRecoverableError(e) || Date.now() + delay > deadline) {
-          throw new Error(`etcd (${this.endpoints.join(',')}): ${what} failed: ${e.message}`, { cause: e })
+        const paused = isBrokenCircuitError(e)
+        if (!paused) last = e
+        if ((!paused && !isRecoverableError(e)) || Date.now() + delay > deadline) {
+          const cause = last ?? e
+          const after = paused || isRecoverableError(e) ? ` (still failing after ${this.retryMs / 1000} s)` : ''
+          let message = cause.message.replace(/\s*Resolution note:\s*$/, '')
+          if (message.includes('too many operations in txn request'))
+            message += ' (etcd --max-txn-ops, 128 by default, bounds the resources one apply writes)'
+          throw new Error(`etcd (${this.endpoints.join(',')}): ${what} failed${after}: ${message}`, { cause })
         }
       }
       await new Promise((r) => setTimeout(r, delay))
@@ -553,6 +578,18 @@ function clientOptions(options: EtcdStoreOptions): IOptions {
         }
       : {}),
     ...(options.auth !== undefined ? { auth: { username: options.auth.user, password: options.auth.password } } : {}),
+    // failover: a failing member is paused briefly and the call goes to another at once; EtcdCalls retries the
+    // rest (a leader election, every member paused) until its deadline
+    faultHandling: {
+      host: () =>
+        circuitBreaker(handleWhen(isRecoverableError), {
+          halfOpenAfter: HOST_PAUSE_MS,
+          breaker: new ConsecutiveBreaker(HOST_FAILURES),
+        }),
+      global: retry(handleWhen(isRecoverableError), { maxAttempts: options.endpoints.length - 1 }),
+      // the watch manager takes a backoff factory (it calls next() on it), whatever the option's type says
+      watchBackoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 2_000 }) as unknown as IBackoff<unknown>,
+    },
     defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + CALL_DEADLINE_MS }),
   }
 }
