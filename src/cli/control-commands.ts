@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { dump as toYaml } from 'js-yaml'
 import { lookupKind, SUPPORTED_KINDS } from '../api/index.js'
+import type { RegistrationKeeper } from '../control/control.js'
 import type { Store } from '../control/store/store.js'
 import { type Diagnostic, formatDiagnostic, locate } from '../control/translate/diagnostic.js'
 import type { CaOptions } from '../control/ca/ca.js'
@@ -452,7 +453,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const dataDir = values['data-dir'] ?? '.loom'
   const cp = await ControlPlane.open({
     dataDir,
-    ...(store !== null ? { store: store.store } : {}),
+    ...(store !== null ? { store: store.store, registrations: store.registrations } : {}),
     meshConfig,
     ca,
     telemetry: {
@@ -525,7 +526,7 @@ async function openStore(values: {
   'etcd-key'?: string | undefined
   'etcd-user'?: string | undefined
   'etcd-password'?: string | undefined
-}): Promise<{ store: Store; description: string } | null> {
+}): Promise<{ store: Store; registrations: RegistrationKeeper; description: string } | null> {
   const text = values.store ?? 'file'
   const etcdOnly = Object.keys(ETCD_FLAGS).filter((f) => values[f as keyof typeof values] !== undefined)
   if (text === 'file') {
@@ -533,6 +534,7 @@ async function openStore(values: {
     return null
   }
   const { EtcdStore, parseEtcdUrl } = await import('../control/store/etcd-store.js')
+  const { EtcdRegistrations } = await import('../control/registry/etcd-registrations.js')
   let endpoints: string[] | null
   try {
     endpoints = parseEtcdUrl(text)
@@ -568,7 +570,7 @@ async function openStore(values: {
     prefix: store.prefix,
     revision: store.revision,
   })
-  return { store, description: `etcd://${endpoints.join(',')}` }
+  return { store, registrations: new EtcdRegistrations(store), description: `etcd://${endpoints.join(',')}` }
 }
 
 function splitHostPort(text: string, flag: string): [string, number] {

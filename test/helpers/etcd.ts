@@ -215,7 +215,9 @@ async function launch(binary: string, size: number): Promise<EtcdCluster> {
     healthy: (ms = 10_000) => waitHealthy(members, ms, false),
     ready: (ms) => waitHealthy(members, ms, true),
     async stop() {
-      await Promise.all(members.map((m) => stopMember(m, 'SIGTERM')))
+      // the data goes too, so nothing needs a clean shutdown (a member stopping gracefully first hands on its
+      // leadership, seconds when the others are stopping as well)
+      await Promise.all(members.map((m) => stopMember(m, 'SIGKILL')))
       for (const m of members) rmSync(m.dataDir, { recursive: true, force: true })
     },
   }

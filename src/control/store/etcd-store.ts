@@ -186,6 +186,11 @@ export class EtcdStore implements Store {
     return this.rev
   }
 
+  /** An etcd call with the store's failover retries and error messages, for what else lives under the prefix. */
+  etcdCall<T>(what: string, run: () => Promise<T>): Promise<T> {
+    return this.calls.call(what, run)
+  }
+
   async get(kind: string, namespace: string, name: string): Promise<Resource | null> {
     this.checkOpen()
     const key = resourceKey(kind, namespace, name)
