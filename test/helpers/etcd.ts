@@ -4,7 +4,8 @@
  * the test process exits). `kill9` and `restart` are for chaos tests.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs'
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { request } from 'node:https'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
@@ -26,6 +27,16 @@ export function etcdBinary(): string | null {
 
 export const ETCD_MISSING =
   'the etcd binary is not installed (Debian: apt-get install etcd-server; .ci/run installs it)'
+
+export interface EtcdClusterOptions {
+  /** members (default 3) */
+  size?: number
+  /**
+   * client TLS: the members' certificate and key (for 127.0.0.1), the CA clients verify them with; with
+   * `clientCertAuth`, clients must present a certificate signed by that CA (PEM file paths)
+   */
+  tls?: { ca: string; cert: string; key: string; clientCertAuth?: boolean; clientCert?: string; clientKey?: string }
+}
 
 export interface EtcdMember {
   name: string
@@ -55,6 +66,35 @@ export interface EtcdCluster {
   stop(): Promise<void>
 }
 
+/** `/health` over TLS (fetch takes no CA of its own): true when the member says it is healthy. */
+function httpsHealthy(endpoint: string, tls: NonNullable<EtcdClusterOptions['tls']>): Promise<boolean> {
+  const [host, port] = endpoint.split(':') as [string, string]
+  return new Promise((resolve) => {
+    const req = request(
+      {
+        host,
+        port: Number(port),
+        path: '/health',
+        // no SNI for an IP address (RFC 6066); the certificate is still checked against the IP
+        servername: '',
+        ca: readFileSync(tls.ca),
+        ...(tls.clientCert !== undefined
+          ? { cert: readFileSync(tls.clientCert), key: readFileSync(tls.clientKey ?? '') }
+          : {}),
+        timeout: 1000,
+      },
+      (res) => {
+        let body = ''
+        res.on('data', (d: Buffer) => (body += d))
+        res.on('end', () => resolve(res.statusCode === 200 && body.includes('"health":"true"')))
+      },
+    )
+    req.on('error', () => resolve(false))
+    req.on('timeout', () => req.destroy())
+    req.end()
+  })
+}
+
 /** An OS-free port: bound to port 0, then closed (the member binds it a moment later; a clash is retried). */
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -79,12 +119,12 @@ process.once('exit', () => {
 })
 
 /** Starts a 3-member cluster; retries with other ports when one was taken between choosing it and binding it. */
-export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
+export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
   const binary = etcdBinary()
   if (binary === null) throw new Error(ETCD_MISSING)
   let lastError: unknown = null
   for (let attempt = 0; attempt < 3; attempt++) {
-    const cluster = await launch(binary, size)
+    const cluster = await launch(binary, options.size ?? 3, options.tls)
     try {
       await cluster.ready(20_000)
       return cluster
@@ -98,7 +138,20 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
   throw lastError
 }
 
-async function launch(binary: string, size: number): Promise<EtcdCluster> {
+async function launch(binary: string, size: number, tls: EtcdClusterOptions['tls']): Promise<EtcdCluster> {
+  const scheme = tls === undefined ? 'http' : 'https'
+  const tlsArgs =
+    tls === undefined
+      ? []
+      : [
+          '--cert-file',
+          tls.cert,
+          '--key-file',
+          tls.key,
+          '--trusted-ca-file',
+          tls.ca,
+          ...(tls.clientCertAuth === true ? ['--client-cert-auth'] : []),
+        ]
   const token = `loom-test-${process.pid}-${Date.now()}`
   const members: EtcdMember[] = []
   for (let i = 0; i < size; i++) {
@@ -124,9 +177,10 @@ async function launch(binary: string, size: number): Promise<EtcdCluster> {
         '--data-dir',
         m.dataDir,
         '--listen-client-urls',
-        `http://${m.endpoint}`,
+        `${scheme}://${m.endpoint}`,
         '--advertise-client-urls',
-        `http://${m.endpoint}`,
+        `${scheme}://${m.endpoint}`,
+        ...tlsArgs,
         '--listen-peer-urls',
         m.peerUrl,
         '--initial-advertise-peer-urls',
@@ -165,6 +219,7 @@ async function launch(binary: string, size: number): Promise<EtcdCluster> {
   for (const m of members) start(m)
 
   const memberHealthy = async (m: EtcdMember): Promise<boolean> => {
+    if (tls !== undefined) return httpsHealthy(m.endpoint, tls)
     try {
       const res = await fetch(`http://${m.endpoint}/health`, { signal: AbortSignal.timeout(1000) })
       const body = (await res.json()) as { health?: string }

@@ -1,10 +1,16 @@
 /**
  * What the etcd store adds to the contract (store.test.ts runs that): several stores on one prefix (control planes
  * sharing a cluster) see each other's writes and never overwrite one unseen; a store whose watch fell behind an
- * etcd compaction lists again and delivers the difference; an unreachable cluster is a clear error.
+ * etcd compaction lists again and delivers the difference; an unreachable cluster is a clear error; TLS with a
+ * client certificate and etcd's users work, and their failures say what failed.
  */
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Etcd3, Range } from 'etcd3'
 import { after, before, describe, test } from 'node:test'
 import { ETCD_MISSING, type EtcdCluster, etcdBinary, startEtcdCluster } from '../../../test/helpers/etcd.js'
 import type { Resource } from '../../api/resource.js'
@@ -158,5 +164,131 @@ describe('EtcdStore on a shared cluster', { skip: etcdBinary() === null ? ETCD_M
       await behind.close()
       await writer.close()
     }
+  })
+})
+
+/** A CA, a member certificate for 127.0.0.1 and a client certificate, made with openssl for this run. */
+function makeCerts(dir: string): { ca: string; cert: string; key: string; clientCert: string; clientKey: string } {
+  const openssl = (...args: string[]) =>
+    execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] })
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
+  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=etcd test CA')
+  const leaf = (name: string, cn: string, ext: string) => {
+    writeFileSync(join(dir, `${name}.ext`), `basicConstraints=CA:FALSE\n${ext}\n`)
+    openssl('req', '-new', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`)
+    openssl(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.crt`,
+      '-days',
+      '2',
+      '-extfile',
+      `${name}.ext`,
+    )
+  }
+  // the member's certificate is also the client certificate of its own gRPC gateway
+  leaf('member', 'etcd', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth')
+  leaf('client', 'loom', 'extendedKeyUsage=clientAuth')
+  const f = (n: string) => join(dir, n)
+  return {
+    ca: f('ca.crt'),
+    cert: f('member.crt'),
+    key: f('member.key'),
+    clientCert: f('client.crt'),
+    clientKey: f('client.key'),
+  }
+}
+
+describe('EtcdStore with TLS and etcd users', { skip: etcdBinary() === null ? ETCD_MISSING : false }, () => {
+  let cluster: EtcdCluster
+  let dir: string
+  let certs: ReturnType<typeof makeCerts>
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'loom-etcd-tls-'))
+    certs = makeCerts(dir)
+    cluster = await startEtcdCluster({ size: 1, tls: { ...certs, clientCertAuth: true } })
+  })
+  after(async () => {
+    await cluster?.stop()
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+  })
+
+  test('TLS with a client certificate; without one the open fails naming the endpoint', async () => {
+    const tls = { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey }
+    const s = await EtcdStore.open({ endpoints: cluster.endpoints, prefix: '/loom-tls', tls })
+    try {
+      const put = await s.put(res('x', { n: 1 }))
+      assert.deepEqual(await s.get('Service', 'a', 'x'), put)
+    } finally {
+      await s.close()
+    }
+    await assert.rejects(
+      EtcdStore.open({ endpoints: cluster.endpoints, prefix: '/loom-tls', tls: { ca: certs.ca }, retryMs: 300 }),
+      (e: Error) => e.message.startsWith(`etcd (${cluster.endpoints[0]}): reading /loom-tls/resources/ failed`),
+    )
+    await assert.rejects(
+      EtcdStore.open({ endpoints: cluster.endpoints, tls: { ca: join(dir, 'missing.crt') } }),
+      /cannot read the CA certificate \(--etcd-ca\) .*missing\.crt/,
+    )
+  })
+
+  test("etcd users: a user's role bounds its prefix; a wrong password or prefix fails with etcd's reason", async () => {
+    const admin = new Etcd3({
+      hosts: `https://${cluster.endpoints[0]}`,
+      credentials: {
+        rootCertificate: readFileSync(certs.ca),
+        certChain: readFileSync(certs.clientCert),
+        privateKey: readFileSync(certs.clientKey),
+      },
+    })
+    try {
+      await admin.role('root').create()
+      await (await admin.user('root').create('root-pw')).addRole('root')
+      const role = await admin.role('loom').create()
+      await role.grant({ permission: 'Readwrite', range: Range.prefix('/loom-users/') })
+      await (await admin.user('loom').create('loom-pw')).addRole('loom')
+      await admin.auth.authEnable()
+    } finally {
+      admin.close()
+    }
+    const tls = { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey }
+    const s = await EtcdStore.open({
+      endpoints: cluster.endpoints,
+      prefix: '/loom-users',
+      tls,
+      auth: { user: 'loom', password: 'loom-pw' },
+    })
+    try {
+      const put = await s.put(res('x'))
+      assert.deepEqual(await s.get('Service', 'a', 'x'), put)
+    } finally {
+      await s.close()
+    }
+    await assert.rejects(
+      EtcdStore.open({
+        endpoints: cluster.endpoints,
+        prefix: '/loom-users',
+        tls,
+        auth: { user: 'loom', password: 'no' },
+      }),
+      /reading \/loom-users\/resources\/ failed: .*authentication failed/,
+    )
+    await assert.rejects(
+      EtcdStore.open({
+        endpoints: cluster.endpoints,
+        prefix: '/other',
+        tls,
+        auth: { user: 'loom', password: 'loom-pw' },
+      }),
+      /reading \/other\/resources\/ failed: .*permission denied/,
+    )
   })
 })

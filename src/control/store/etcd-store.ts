@@ -440,7 +440,8 @@ export class EtcdStore implements Store {
       batchRev = revision
       const key = e.kv.key.toString()
       if (e.type === 'Put') {
-        const resource = deepFreeze(decode(e.kv))
+        const resource = decodeOrSkip(e.kv)
+        if (resource === null) continue
         batch.push({ type: 'PUT', revision, resource, previous: this.items.get(key) ?? null })
         this.items.set(key, resource)
       } else {
@@ -468,7 +469,8 @@ export class EtcdStore implements Store {
             seen.add(key)
             const previous = this.items.get(key)
             if (previous?.metadata.resourceVersion === kv.mod_revision) continue
-            const resource = deepFreeze(decode(kv))
+            const resource = decodeOrSkip(kv)
+            if (resource === null) continue
             this.items.set(key, resource)
             events.push({ type: 'PUT', revision, resource, previous: previous ?? null })
           }
@@ -615,6 +617,18 @@ function decode(kv: IKeyValue): Resource {
     throw new Error(`etcd key ${kv.key.toString()}: the value is not a resource`)
   r.metadata.resourceVersion = kv.mod_revision
   return r
+}
+
+/** A watched value as a frozen resource; one written by something other than Loom is logged and skipped. */
+function decodeOrSkip(kv: IKeyValue): Resource | null {
+  try {
+    return deepFreeze(decode(kv))
+  } catch (err) {
+    log('warn', 'control', 'etcd: a value under the prefix is not a resource; watchers go on without it', {
+      error: (err as Error).message,
+    })
+    return null
+  }
 }
 
 function modOf(r: Resource | undefined): number {
