@@ -37,9 +37,26 @@ export class EtcdRegistrations {
   /** Loads the registrations etcd holds into `registry`, then keeps both in step until `close`. */
   async attach(registry: Registry): Promise<void> {
     this.registry = registry
+    const n = await this.load()
+    if (n > 0) log('info', 'control', 'registrations loaded from etcd', { workloads: n })
+    this.unsubscribe = registry.onRegistration((e) => {
+      if (this.applying || this.closed) return
+      this.enqueue(e)
+    })
+  }
+
+  /**
+   * Reads every registration into the registry (dropping those etcd no longer has), then watches from there.
+   * Run again when the watch ends (etcd compacted past it after a long disconnection). Returns how many there are.
+   */
+  private async load(): Promise<number> {
     const res = await this.store.etcdCall(`reading ${this.store.prefix}/registrations/`, () => this.kv.getAll().exec())
-    for (const kv of res.kvs) this.onPut(kv)
-    if (res.kvs.length > 0) log('info', 'control', 'registrations loaded from etcd', { workloads: res.kvs.length })
+    const present = new Set<string>()
+    for (const kv of res.kvs) {
+      present.add(kv.key.toString())
+      this.onPut(kv)
+    }
+    for (const id of [...this.values.keys()]) if (!present.has(id)) this.onDelete(id)
     const feed = await this.store.etcdCall('watching the registrations', () =>
       this.kv
         .watch()
@@ -47,6 +64,10 @@ export class EtcdRegistrations {
         .startRevision(String(Number(res.header.revision) + 1))
         .create(),
     )
+    if (this.closed) {
+      await feed.cancel().catch(() => {})
+      return res.kvs.length
+    }
     this.feed = feed
     feed.on('data', (r: IWatchResponse) => {
       for (const e of r.events) {
@@ -54,15 +75,25 @@ export class EtcdRegistrations {
         else this.onDelete(e.kv.key.toString())
       }
     })
-    feed.on('error', (err: Error) =>
-      log('error', 'control', 'etcd: the registrations watch ended; other control planes’ changes are not seen', {
-        error: err.message,
-      }),
-    )
-    this.unsubscribe = registry.onRegistration((e) => {
-      if (this.applying || this.closed) return
-      this.enqueue(e)
+    feed.on('error', (err: Error) => {
+      if (this.closed || this.feed !== feed) return
+      this.feed = null
+      log('warn', 'control', 'etcd: the registrations watch ended; reading them again', { error: err.message })
+      void this.reload()
     })
+    return res.kvs.length
+  }
+
+  private async reload(): Promise<void> {
+    while (!this.closed) {
+      try {
+        await this.load()
+        return
+      } catch (err) {
+        log('error', 'control', 'etcd: cannot read the registrations again; retrying', { error: String(err) })
+        await new Promise((r) => setTimeout(r, 1000))
+      }
+    }
   }
 
   /** Waits for the writes under way, then stops watching. Registrations stay in etcd until their leases run out. */
