@@ -4,6 +4,8 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { dump as toYaml } from 'js-yaml'
 import { lookupKind, SUPPORTED_KINDS } from '../api/index.js'
+import type { RegistrationKeeper } from '../control/control.js'
+import type { Store } from '../control/store/store.js'
 import { type Diagnostic, formatDiagnostic, locate } from '../control/translate/diagnostic.js'
 import type { CaOptions } from '../control/ca/ca.js'
 import { parseFlagDurationMs } from '../core/duration.js'
@@ -22,6 +24,9 @@ Runs the control plane: the config store and API, the service registry, and the 
 
 Options:
       --data-dir <dir>    where the config store and the CA's root live (default: ./.loom)
+      --store <file|etcd://host:port[,host:port...]>
+                          where the configuration is kept: file, the crash-safe store in the data dir (default),
+                          or an etcd cluster (its members' client endpoints; the client fails over between them)
       --api <host:port>   HTTP API for loom apply/get/delete (default: 127.0.0.1:15080; port 0 picks one)
       --xds <host:port>   gRPC xDS (ADS) server for proxies (default: 127.0.0.1:15010)
       --path-normalization <NONE|BASE|MERGE_SLASHES|DECODE_AND_MERGE_SLASHES>
@@ -48,6 +53,15 @@ spiffe://<td>/ns/istio-system/sa/loom-control, localhost, 127.0.0.1 and the bind
                           takes --server https://host:port and --ca-bundle <data-dir>/ca/trust-bundle.pem
       --tls-cert <file>   serve this certificate (PEM chain) on both ports instead of a self-issued one
       --tls-key <file>    its private key
+
+The etcd store (--store etcd://...): resources under <prefix>/resources/<kind>/<namespace>/<name>, self-registered
+workloads under <prefix>/registrations/ with a lease of their TTL:
+      --etcd-prefix <key>   the key prefix (default: /loom)
+      --etcd-ca <file>      TLS to the members: the CA certificate they are verified with, PEM
+      --etcd-cert <file>    a client certificate, PEM, when the members ask for one (with --etcd-key)
+      --etcd-key <file>     its private key, PEM
+      --etcd-user <name>    etcd user authentication (the password from --etcd-password or LOOM_ETCD_PASSWORD)
+      --etcd-password <pw>
 
 Dashboard (served on the API port at /dashboard/; open it with 'loom dashboard'):
       --api-allowed-hosts <names>  host names a browser may use for the API and dashboard, comma-separated,
@@ -93,6 +107,7 @@ and the previous root leaves the bundle after the overlap.
 
 Examples:
   loom control --data-dir ~/.loom
+  loom control --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --etcd-ca etcd-ca.pem
   loom control --path-normalization MERGE_SLASHES
   loom control --mesh-config mesh.yaml
   loom control --telemetry-interval 2s --telemetry-retention 15m
@@ -417,6 +432,8 @@ export async function controlCommand(argv: string[]): Promise<void> {
     args: argv,
     options: {
       'data-dir': { type: 'string' },
+      store: { type: 'string' },
+      ...ETCD_FLAGS,
       api: { type: 'string' },
       xds: { type: 'string' },
       'path-normalization': { type: 'string' },
@@ -465,6 +482,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     tokens.watch()
     process.on('SIGHUP', () => tokens?.reload())
   }
+  const store = await openStore(values)
   const { ControlPlane, trustBundleFile } = await import('../control/control.js')
   const { ApiServer } = await import('../control/api-server.js')
   const { ControlTls } = await import('../control/tls.js')
@@ -473,6 +491,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const dataDir = values['data-dir'] ?? '.loom'
   const cp = await ControlPlane.open({
     dataDir,
+    ...(store !== null ? { store: store.store, registrations: store.registrations } : {}),
     meshConfig,
     ca,
     telemetry: {
@@ -512,6 +531,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     ...(tls !== null ? { trust_bundle: trustBundleFile(dataDir) } : {}),
     ...(tokens !== null ? { api_token_file: tokens.file, api_tokens: tokens.counts() } : {}),
     data_dir: dataDir,
+    store: store?.description ?? 'file',
     path_normalization: meshConfig.pathNormalization?.normalization ?? 'BASE',
     revision: cp.store.revision,
     trust_domain: cp.ca?.trustDomain,
@@ -526,6 +546,71 @@ export async function controlCommand(argv: string[]): Promise<void> {
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
+}
+
+const ETCD_FLAGS = {
+  'etcd-prefix': { type: 'string' },
+  'etcd-ca': { type: 'string' },
+  'etcd-cert': { type: 'string' },
+  'etcd-key': { type: 'string' },
+  'etcd-user': { type: 'string' },
+  'etcd-password': { type: 'string' },
+} as const
+
+/** The store `--store` names (null: the embedded file store, which ControlPlane opens itself). */
+async function openStore(values: {
+  store?: string | undefined
+  'etcd-prefix'?: string | undefined
+  'etcd-ca'?: string | undefined
+  'etcd-cert'?: string | undefined
+  'etcd-key'?: string | undefined
+  'etcd-user'?: string | undefined
+  'etcd-password'?: string | undefined
+}): Promise<{ store: Store; registrations: RegistrationKeeper; description: string } | null> {
+  const text = values.store ?? 'file'
+  const etcdOnly = Object.keys(ETCD_FLAGS).filter((f) => values[f as keyof typeof values] !== undefined)
+  if (text === 'file') {
+    if (etcdOnly.length > 0) fail(`--${etcdOnly[0]} needs --store etcd://host:port[,host:port...]`, 2)
+    return null
+  }
+  const { EtcdStore, parseEtcdUrl } = await import('../control/store/etcd-store.js')
+  const { EtcdRegistrations } = await import('../control/registry/etcd-registrations.js')
+  let endpoints: string[] | null
+  try {
+    endpoints = parseEtcdUrl(text)
+  } catch (err) {
+    fail((err as Error).message, 2)
+  }
+  if (endpoints === null) fail(`--store must be file or etcd://host:port[,host:port...], not "${text}"`, 2)
+  if ((values['etcd-cert'] === undefined) !== (values['etcd-key'] === undefined))
+    fail('--etcd-cert and --etcd-key go together', 2)
+  if (values['etcd-cert'] !== undefined && values['etcd-ca'] === undefined)
+    fail('--etcd-cert needs --etcd-ca (the CA the members are verified with)', 2)
+  const password = values['etcd-password'] ?? process.env.LOOM_ETCD_PASSWORD
+  if (values['etcd-user'] === undefined && values['etcd-password'] !== undefined)
+    fail('--etcd-password needs --etcd-user', 2)
+  if (values['etcd-user'] !== undefined && password === undefined)
+    fail('--etcd-user needs a password: --etcd-password or LOOM_ETCD_PASSWORD', 2)
+  const ca = values['etcd-ca']
+  const store = await EtcdStore.open({
+    endpoints,
+    ...(values['etcd-prefix'] !== undefined ? { prefix: values['etcd-prefix'] } : {}),
+    ...(ca !== undefined
+      ? {
+          tls: {
+            ca,
+            ...(values['etcd-cert'] !== undefined ? { cert: values['etcd-cert'], key: values['etcd-key']! } : {}),
+          },
+        }
+      : {}),
+    ...(values['etcd-user'] !== undefined ? { auth: { user: values['etcd-user'], password: password! } } : {}),
+  }).catch((err: unknown) => fail((err as Error).message))
+  log('info', 'control', 'etcd store opened', {
+    endpoints: endpoints.join(','),
+    prefix: store.prefix,
+    revision: store.revision,
+  })
+  return { store, registrations: new EtcdRegistrations(store), description: `etcd://${endpoints.join(',')}` }
 }
 
 function splitHostPort(text: string, flag: string): [string, number] {
