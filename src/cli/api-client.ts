@@ -1,7 +1,9 @@
 /**
  * How the CLI talks to the control plane's HTTP API: plain HTTP, or HTTPS verified with the control plane's trust
  * bundle (`--ca-bundle`, else LOOM_CA_BUNDLE, else `./.loom/ca/trust-bundle.pem` when it exists; the system roots
- * otherwise, for a control plane serving a certificate of a public CA).
+ * otherwise, for a control plane serving a certificate of a public CA). With an API token (`--token`, else
+ * LOOM_API_TOKEN) every request carries it as `Authorization: Bearer`: a control plane started with
+ * `--api-token-file` takes changes only with a write token.
  */
 import { existsSync, readFileSync } from 'node:fs'
 import * as http from 'node:http'
@@ -13,6 +15,15 @@ export interface ApiTarget {
   base: string
   /** the file of trusted roots for https, if any */
   caBundle?: string
+  /** the API token sent with every request, if any */
+  token?: string
+}
+
+/** The API token to send: the flag, else LOOM_API_TOKEN, else none. */
+export function apiTokenOf(flag: string | undefined): string | undefined {
+  if (flag !== undefined && flag !== '') return flag
+  const env = process.env.LOOM_API_TOKEN
+  return env !== undefined && env !== '' ? env : undefined
 }
 
 /** The trust bundle file to verify the API with, or undefined (system roots). */
@@ -33,7 +44,10 @@ export function apiRequest(
 ): Promise<{ status: number; text: string }> {
   const url = new URL(`${target.base}${path}`)
   const tls = url.protocol === 'https:'
-  const options: https.RequestOptions = { method, headers }
+  const options: https.RequestOptions = {
+    method,
+    headers: target.token === undefined ? headers : { authorization: `Bearer ${target.token}`, ...headers },
+  }
   if (tls && target.caBundle !== undefined) options.ca = readFileSync(target.caBundle, 'utf8')
   return new Promise((resolve, reject) => {
     const req = (tls ? https : http).request(url, options, (res) => {

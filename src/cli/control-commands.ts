@@ -4,13 +4,16 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { dump as toYaml } from 'js-yaml'
 import { lookupKind, SUPPORTED_KINDS } from '../api/index.js'
+import type { RegistrationKeeper } from '../control/control.js'
+import type { Store } from '../control/store/store.js'
 import { type Diagnostic, formatDiagnostic, locate } from '../control/translate/diagnostic.js'
 import type { CaOptions } from '../control/ca/ca.js'
 import { parseFlagDurationMs } from '../core/duration.js'
 import { controlMeshConfig } from './mesh-config-flag.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { log } from '../core/log.js'
-import { type ApiTarget, apiRequest, caBundleFile, tlsHint } from './api-client.js'
+import type { ApiTokens } from '../control/api-tokens.js'
+import { type ApiTarget, apiRequest, apiTokenOf, caBundleFile, tlsHint } from './api-client.js'
 import { table } from './table.js'
 
 const DEFAULT_SERVER = 'http://127.0.0.1:15080'
@@ -21,6 +24,9 @@ Runs the control plane: the config store and API, the service registry, and the 
 
 Options:
       --data-dir <dir>    where the config store and the CA's root live (default: ./.loom)
+      --store <file|etcd://host:port[,host:port...]>
+                          where the configuration is kept: file, the crash-safe store in the data dir (default),
+                          or an etcd cluster (its members' client endpoints; the client fails over between them)
       --api <host:port>   HTTP API for loom apply/get/delete (default: 127.0.0.1:15080; port 0 picks one)
       --xds <host:port>   gRPC xDS (ADS) server for proxies (default: 127.0.0.1:15010)
       --path-normalization <NONE|BASE|MERGE_SLASHES|DECODE_AND_MERGE_SLASHES>
@@ -48,9 +54,29 @@ spiffe://<td>/ns/istio-system/sa/loom-control, localhost, 127.0.0.1 and the bind
       --tls-cert <file>   serve this certificate (PEM chain) on both ports instead of a self-issued one
       --tls-key <file>    its private key
 
+The etcd store (--store etcd://...): resources under <prefix>/resources/<kind>/<namespace>/<name>, self-registered
+workloads under <prefix>/registrations/ with a lease of their TTL:
+      --etcd-prefix <key>   the key prefix (default: /loom)
+      --etcd-ca <file>      TLS to the members: the CA certificate they are verified with, PEM
+      --etcd-cert <file>    a client certificate, PEM, when the members ask for one (with --etcd-key)
+      --etcd-key <file>     its private key, PEM
+      --etcd-user <name>    etcd user authentication (the password from --etcd-password or LOOM_ETCD_PASSWORD)
+      --etcd-password <pw>
+
 Dashboard (served on the API port at /dashboard/; open it with 'loom dashboard'):
       --api-allowed-hosts <names>  host names a browser may use for the API and dashboard, comma-separated,
                           besides localhost and IP addresses (a DNS-rebinding guard refuses other names)
+
+API tokens (who may change the mesh through the API):
+      --api-token-file <file>  one token a line, '<token> <role>', role read or write ('#' comments; tokens of
+                          16 characters or more, e.g. 'openssl rand -hex 32'); the file must not be readable or
+                          writable by other users (chmod 600), else the control plane does not start. Read again
+                          when it changes and on SIGHUP (a file that no longer parses keeps the previous tokens).
+                          With it, every change (apply, delete, workloads, tokens, rotate-root) needs
+                          'Authorization: Bearer <token>' of a write token: 401 without a valid one, 403 with a
+                          read token; reads stay open. The CLI sends --token or LOOM_API_TOKEN.
+                          Without it, the CLI's changes need no token and the dashboard is read-only: a change
+                          from a browser always needs a write token.
 
 Certificate authority (workload certificates, X.509-SVIDs):
       --trust-domain <td>     the SPIFFE trust domain: spiffe://<td>/ns/<ns>/sa/<sa> (default: cluster.local)
@@ -81,20 +107,24 @@ and the previous root leaves the bundle after the overlap.
 
 Examples:
   loom control --data-dir ~/.loom
+  loom control --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --etcd-ca etcd-ca.pem
   loom control --path-normalization MERGE_SLASHES
   loom control --mesh-config mesh.yaml
   loom control --telemetry-interval 2s --telemetry-retention 15m
   loom control --trust-domain prod.example.com --ca-cert ca-cert.pem --ca-key ca-key.pem --ca-chain cert-chain.pem
   loom control --api-tls on          # then: loom get vs --server https://127.0.0.1:15080
+  loom control --api-token-file tokens.txt   # then: LOOM_API_TOKEN=<a write token> loom apply -f vs.yaml
   loom control rotate-root --server 127.0.0.1:15080 --propagation 30s --ca-rotation-overlap 48h
   loom proxy --xds 127.0.0.1:15010 --xds-ca .loom/ca/trust-bundle.pem --labels app=reviews,version=v1
 `
 
-export const APPLY_USAGE = `Usage: loom apply -f <file|dir|-> [--dry-run] [--server URL] [--ca-bundle FILE]
+export const APPLY_USAGE = `Usage: loom apply -f <file|dir|-> [--dry-run] [--server URL] [--ca-bundle FILE] [--token TOKEN]
 
 --server (or LOOM_SERVER): the API, host:port or http(s)://host:port (default 127.0.0.1:15080). An https:// API
-is verified with --ca-bundle, else LOOM_CA_BUNDLE, else ./.loom/ca/trust-bundle.pem; the same for every command
-that talks to the control plane.
+is verified with --ca-bundle, else LOOM_CA_BUNDLE, else ./.loom/ca/trust-bundle.pem. --token (or LOOM_API_TOKEN,
+which keeps it out of the process list): the API token, sent as 'Authorization: Bearer'; a control plane started
+with --api-token-file takes changes only with a write token. The same for every command that talks to the
+control plane.
 
 Validates every document first; if any is invalid, nothing is written and every error is listed with its file,
 document index and field path. Kubernetes kinds (Deployment, Service, ...) are skipped. After the created /
@@ -118,7 +148,7 @@ Examples:
   loom get virtualservices -A -o json
 `
 
-export const DELETE_USAGE = `Usage: loom delete <kind> <name> [-n namespace] [--server URL] [--ca-bundle FILE]
+export const DELETE_USAGE = `Usage: loom delete <kind> <name> [-n namespace] [--server URL] [--ca-bundle FILE] [--token TOKEN]
        loom delete -f <file|dir|->
 
 With -f, VirtualServices go first (they name the DestinationRules, Gateways and ServiceEntries that follow).
@@ -143,7 +173,7 @@ Examples:
   loom analyze --local authz-allow-nothing.yaml
 `
 
-export const TOKEN_USAGE = `Usage: loom token create --service-account <sa> [--namespace <ns>] [--ttl <duration>] [-o text|json] [--server URL] [--ca-bundle FILE]
+export const TOKEN_USAGE = `Usage: loom token create --service-account <sa> [--namespace <ns>] [--ttl <duration>] [-o text|json] [--server URL] [--ca-bundle FILE] [--token TOKEN]
 
 Issues a bootstrap token: what a proxy started with --identity-token-file shows the control plane to get its first
 certificate (an X.509-SVID for spiffe://<trust-domain>/ns/<ns>/sa/<sa>); later certificates are renewed with the
@@ -205,15 +235,20 @@ Examples:
   loom proxy-status -o json --server 127.0.0.1:15080
 `
 
-export function server(values: { server?: string | undefined; 'ca-bundle'?: string | undefined }): ApiTarget {
+export function server(values: {
+  server?: string | undefined
+  'ca-bundle'?: string | undefined
+  token?: string | undefined
+}): ApiTarget {
   const s = values.server ?? process.env.LOOM_SERVER ?? DEFAULT_SERVER
   const base = s.startsWith('http') ? s.replace(/\/$/, '') : `http://${s}`
   const caBundle = base.startsWith('https:') ? caBundleFile(values['ca-bundle']) : undefined
-  return caBundle === undefined ? { base } : { base, caBundle }
+  const token = apiTokenOf(values.token)
+  return { base, ...(caBundle !== undefined ? { caBundle } : {}), ...(token !== undefined ? { token } : {}) }
 }
 
-/** `--ca-bundle`, for every command that talks to the API. */
-export const CA_BUNDLE_FLAG = { 'ca-bundle': { type: 'string' } } as const
+/** `--ca-bundle` and `--token`, for every command that talks to the API. */
+export const CA_BUNDLE_FLAG = { 'ca-bundle': { type: 'string' }, token: { type: 'string' } } as const
 
 export async function call(
   target: ApiTarget,
@@ -362,6 +397,7 @@ async function rotateRootCommand(argv: string[]): Promise<void> {
 async function rotateRootLive(values: {
   server?: string | undefined
   'ca-bundle'?: string | undefined
+  token?: string | undefined
   propagation?: string | undefined
   'ca-rotation-overlap'?: string | undefined
 }): Promise<void> {
@@ -396,6 +432,8 @@ export async function controlCommand(argv: string[]): Promise<void> {
     args: argv,
     options: {
       'data-dir': { type: 'string' },
+      store: { type: 'string' },
+      ...ETCD_FLAGS,
       api: { type: 'string' },
       xds: { type: 'string' },
       'path-normalization': { type: 'string' },
@@ -404,6 +442,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
       'xds-tls': { type: 'string' },
       'api-tls': { type: 'string' },
       'api-allowed-hosts': { type: 'string' },
+      'api-token-file': { type: 'string' },
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'telemetry-interval': { type: 'string' },
@@ -427,6 +466,23 @@ export async function controlCommand(argv: string[]): Promise<void> {
   if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined))
     fail('--tls-cert and --tls-key go together', 2)
   const meshConfig = controlMeshConfig(values, ca)
+  const tokenFile = values['api-token-file']
+  let tokens: ApiTokens | null = null
+  if (tokenFile !== undefined) {
+    const { ApiTokens } = await import('../control/api-tokens.js')
+    try {
+      tokens = ApiTokens.open(tokenFile)
+    } catch (err) {
+      fail(`--api-token-file: ${(err as Error).message}`, 2)
+    }
+    if (tokens.counts().write === 0)
+      log('warn', 'control', 'the API token file has no write token: every change through the API is refused', {
+        file: tokenFile,
+      })
+    tokens.watch()
+    process.on('SIGHUP', () => tokens?.reload())
+  }
+  const store = await openStore(values)
   const { ControlPlane, trustBundleFile } = await import('../control/control.js')
   const { ApiServer } = await import('../control/api-server.js')
   const { ControlTls } = await import('../control/tls.js')
@@ -435,6 +491,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const dataDir = values['data-dir'] ?? '.loom'
   const cp = await ControlPlane.open({
     dataDir,
+    ...(store !== null ? { store: store.store, registrations: store.registrations } : {}),
     meshConfig,
     ca,
     telemetry: {
@@ -463,7 +520,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     .split(',')
     .map((h) => h.trim())
     .filter((h) => h !== '')
-  const api = new ApiServer(cp, apiTls && tls !== null ? tls : undefined, { allowedHosts })
+  const api = new ApiServer(cp, apiTls && tls !== null ? tls : undefined, { allowedHosts, tokens })
   const apiAddress = await api.listen(apiHost, apiPort)
   const xdsBound = await cp.xds.listen(xdsHost, xdsPort, xdsTls && tls !== null ? tls.grpcCredentials() : undefined)
   log('info', 'control', 'ready', {
@@ -472,7 +529,9 @@ export async function controlCommand(argv: string[]): Promise<void> {
     xds_tls: xdsTls,
     api_tls: apiTls,
     ...(tls !== null ? { trust_bundle: trustBundleFile(dataDir) } : {}),
+    ...(tokens !== null ? { api_token_file: tokens.file, api_tokens: tokens.counts() } : {}),
     data_dir: dataDir,
+    store: store?.description ?? 'file',
     path_normalization: meshConfig.pathNormalization?.normalization ?? 'BASE',
     revision: cp.store.revision,
     trust_domain: cp.ca?.trustDomain,
@@ -482,10 +541,76 @@ export async function controlCommand(argv: string[]): Promise<void> {
     if (stopping) process.exit(1)
     stopping = true
     tls?.close()
+    tokens?.close()
     void Promise.all([api.close(), cp.close()]).then(() => process.exit(0))
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
+}
+
+const ETCD_FLAGS = {
+  'etcd-prefix': { type: 'string' },
+  'etcd-ca': { type: 'string' },
+  'etcd-cert': { type: 'string' },
+  'etcd-key': { type: 'string' },
+  'etcd-user': { type: 'string' },
+  'etcd-password': { type: 'string' },
+} as const
+
+/** The store `--store` names (null: the embedded file store, which ControlPlane opens itself). */
+async function openStore(values: {
+  store?: string | undefined
+  'etcd-prefix'?: string | undefined
+  'etcd-ca'?: string | undefined
+  'etcd-cert'?: string | undefined
+  'etcd-key'?: string | undefined
+  'etcd-user'?: string | undefined
+  'etcd-password'?: string | undefined
+}): Promise<{ store: Store; registrations: RegistrationKeeper; description: string } | null> {
+  const text = values.store ?? 'file'
+  const etcdOnly = Object.keys(ETCD_FLAGS).filter((f) => values[f as keyof typeof values] !== undefined)
+  if (text === 'file') {
+    if (etcdOnly.length > 0) fail(`--${etcdOnly[0]} needs --store etcd://host:port[,host:port...]`, 2)
+    return null
+  }
+  const { EtcdStore, parseEtcdUrl } = await import('../control/store/etcd-store.js')
+  const { EtcdRegistrations } = await import('../control/registry/etcd-registrations.js')
+  let endpoints: string[] | null
+  try {
+    endpoints = parseEtcdUrl(text)
+  } catch (err) {
+    fail((err as Error).message, 2)
+  }
+  if (endpoints === null) fail(`--store must be file or etcd://host:port[,host:port...], not "${text}"`, 2)
+  if ((values['etcd-cert'] === undefined) !== (values['etcd-key'] === undefined))
+    fail('--etcd-cert and --etcd-key go together', 2)
+  if (values['etcd-cert'] !== undefined && values['etcd-ca'] === undefined)
+    fail('--etcd-cert needs --etcd-ca (the CA the members are verified with)', 2)
+  const password = values['etcd-password'] ?? process.env.LOOM_ETCD_PASSWORD
+  if (values['etcd-user'] === undefined && values['etcd-password'] !== undefined)
+    fail('--etcd-password needs --etcd-user', 2)
+  if (values['etcd-user'] !== undefined && password === undefined)
+    fail('--etcd-user needs a password: --etcd-password or LOOM_ETCD_PASSWORD', 2)
+  const ca = values['etcd-ca']
+  const store = await EtcdStore.open({
+    endpoints,
+    ...(values['etcd-prefix'] !== undefined ? { prefix: values['etcd-prefix'] } : {}),
+    ...(ca !== undefined
+      ? {
+          tls: {
+            ca,
+            ...(values['etcd-cert'] !== undefined ? { cert: values['etcd-cert'], key: values['etcd-key']! } : {}),
+          },
+        }
+      : {}),
+    ...(values['etcd-user'] !== undefined ? { auth: { user: values['etcd-user'], password: password! } } : {}),
+  }).catch((err: unknown) => fail((err as Error).message))
+  log('info', 'control', 'etcd store opened', {
+    endpoints: endpoints.join(','),
+    prefix: store.prefix,
+    revision: store.revision,
+  })
+  return { store, registrations: new EtcdRegistrations(store), description: `etcd://${endpoints.join(',')}` }
 }
 
 function splitHostPort(text: string, flag: string): [string, number] {
@@ -641,7 +766,7 @@ export async function deleteCommand(argv: string[]): Promise<void> {
   }
   let missing = 0
   for (const [kind, ns, name] of targets) {
-    const { status } = await call(
+    const { status, json } = await call(
       base,
       'DELETE',
       `/api/v1/resources/${kind}/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`,
@@ -651,7 +776,10 @@ export async function deleteCommand(argv: string[]): Promise<void> {
       missing++
       process.stderr.write(`${plural}/${name}${ns === 'default' ? '' : ` -n ${ns}`} not found\n`)
     } else if (status === 200) process.stdout.write(`${plural}/${name}${ns === 'default' ? '' : ` -n ${ns}`} deleted\n`)
-    else fail(`deleting ${kind} ${ns}/${name}: HTTP ${status}`)
+    else
+      fail(
+        `deleting ${kind} ${ns}/${name}: ${(json as { error?: { message?: string } }).error?.message ?? `HTTP ${status}`}`,
+      )
   }
   if (missing > 0) process.exitCode = 1
 }

@@ -950,6 +950,17 @@ export const IstioStats = v.strictObject({
 export type IstioStats = v.InferOutput<typeof IstioStats>
 
 /**
+ * Istio's TCP metadata exchange config (`envoy.tcp.metadataexchange.config.MetadataExchange`), as a network filter
+ * before a tcp_proxy (the downstream side) or in a cluster's `filters` (the upstream side): `protocol` is the ALPN
+ * the exchange runs under (Istio's `istio-peer-exchange`). See src/proxy/telemetry/tcp-exchange.ts.
+ */
+export const IstioMetadataExchange = v.strictObject({
+  '@type': v.literal(TypeUrls.metadataExchange),
+  protocol: nonEmpty,
+})
+export type IstioMetadataExchange = v.InferOutput<typeof IstioMetadataExchange>
+
+/**
  * Loom's decision record filter (loom.filters.http.explain.v1alpha1.Explain): a request with `x-loom-explain` from
  * a caller one of `principals` matches is recorded (access log `loom_decisions`, response `x-loom-explain-record`);
  * from anyone else the header is removed. No principals: nobody may ask.
@@ -1092,7 +1103,7 @@ export type NetworkRbac = v.InferOutput<typeof NetworkRbac>
 
 export const NetworkFilter = v.strictObject({
   name: nonEmpty,
-  typed_config: v.variant('@type', [HttpConnectionManager, TcpProxy, NetworkRbac, IstioStats]),
+  typed_config: v.variant('@type', [HttpConnectionManager, TcpProxy, NetworkRbac, IstioStats, IstioMetadataExchange]),
 })
 export type NetworkFilter = v.InferOutput<typeof NetworkFilter>
 
@@ -1106,16 +1117,14 @@ const networkFilters = v.pipe(
   v.minLength(1, `at least one network filter: ${TERMINAL}`),
   v.check((list) => {
     const t = list[list.length - 1]?.typed_config['@type']
-    return list.length === 0 || (t !== TypeUrls.networkRbac && t !== TypeUrls.istioStats)
+    return list.length === 0 || t === TypeUrls.hcm || t === TypeUrls.tcpProxy
   }, `${TERMINAL}`),
   v.check(
     (list) =>
       list
         .slice(0, -1)
-        .every(
-          (f) => f.typed_config['@type'] === TypeUrls.networkRbac || f.typed_config['@type'] === TypeUrls.istioStats,
-        ),
-    'only network RBAC filters (envoy.filters.network.rbac) and istio.stats may come before the last filter',
+        .every((f) => f.typed_config['@type'] !== TypeUrls.hcm && f.typed_config['@type'] !== TypeUrls.tcpProxy),
+    'only network RBAC filters (envoy.filters.network.rbac), istio.stats and istio.metadata_exchange may come before the last filter',
   ),
   v.check(
     (list) =>
@@ -1125,6 +1134,19 @@ const networkFilters = v.pipe(
           list[list.length - 1]!.typed_config['@type'] === TypeUrls.tcpProxy,
       ),
     "the istio.stats network filter needs tcp_proxy as the last filter (HTTP metrics are the HTTP filter's)",
+  ),
+  v.check(
+    (list) =>
+      list.every(
+        (f) =>
+          f.typed_config['@type'] !== TypeUrls.metadataExchange ||
+          list[list.length - 1]!.typed_config['@type'] === TypeUrls.tcpProxy,
+      ),
+    'the istio.metadata_exchange network filter needs tcp_proxy as the last filter (HTTP peers exchange in headers)',
+  ),
+  v.check(
+    (list) => list.filter((f) => f.typed_config['@type'] === TypeUrls.metadataExchange).length <= 1,
+    'at most one istio.metadata_exchange network filter per chain',
   ),
 )
 
@@ -1429,6 +1451,16 @@ export const Cluster = v.strictObject({
   outlier_detection: opt(OutlierDetection),
   common_lb_config: opt(CommonLbConfig),
   health_checks: opt(v.pipe(v.array(HealthCheck), v.maxLength(1, 'at most one health checker (as Envoy)'))),
+  /**
+   * Upstream network filters: Istio's metadata exchange (at most one), which the TCP proxy runs on the connections
+   * it makes to this cluster (HTTP connections exchange in headers).
+   */
+  filters: opt(
+    v.pipe(
+      v.array(v.strictObject({ name: nonEmpty, typed_config: IstioMetadataExchange })),
+      v.maxLength(1, 'at most one upstream filter (istio.metadata_exchange)'),
+    ),
+  ),
 })
 export type Cluster = v.InferOutput<typeof Cluster>
 

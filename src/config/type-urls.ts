@@ -33,6 +33,8 @@ export const TypeUrls = {
   leastRequestLb: `${T}envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest`,
   /** Istio's stats filter (istio.stats), HTTP and network: Istio's standard metrics */
   istioStats: `${T}stats.PluginConfig`,
+  /** Istio's TCP metadata exchange (istio.metadata_exchange), network and upstream (cluster) filter */
+  metadataExchange: `${T}envoy.tcp.metadataexchange.config.MetadataExchange`,
   /** Loom's own extension (src/xds/loom-protos.ts) */
   peakEwma: `${T}loom.config.lb.v1.PeakEwma`,
 } as const

@@ -75,6 +75,8 @@
  *   GET    /debug/nodes, /healthz
  *
  * A write that fails validation changes nothing and returns every error (document index, kind, name, field path).
+ * A call that changes state (every POST and DELETE but explain, analyze and a dry-run apply) needs a write token
+ * when the control plane has API tokens, and always when it comes from a browser (api-tokens.ts `writeAccess`).
  */
 import * as http from 'node:http'
 import * as https from 'node:https'
@@ -98,7 +100,8 @@ import { seriesPoints } from './telemetry/series.js'
 import { parseFlagDurationMs } from '../core/duration.js'
 import { proxyTap, tapTargets } from './tap-proxy.js'
 import { configDump, proxyStatusRows } from './proxy-status.js'
-import { checkBrowserRequest, DashboardFiles } from './dashboard.js'
+import { checkBrowserRequest, DashboardFiles, fromBrowser } from './dashboard.js'
+import { type TokenLookup, writeAccess } from './api-tokens.js'
 
 const MAX_BODY = 16 * 1024 * 1024
 
@@ -156,10 +159,12 @@ function filesOf(body: string): [string, string][] {
 class HttpError extends Error {
   readonly status: number
   readonly body: unknown
-  constructor(status: number, message: string, body?: unknown) {
+  readonly headers: Record<string, string>
+  constructor(status: number, message: string, body?: unknown, headers: Record<string, string> = {}) {
     super(message)
     this.status = status
     this.body = body
+    this.headers = headers
   }
 }
 
@@ -181,7 +186,7 @@ function readBody(req: http.IncomingMessage): Promise<string> {
 
 /**
  * Whether a call writes anything: explain and analyze (and a dry-run apply) only read, though they are POSTs. Used
- * for the checks on a browser's requests (dashboard.ts).
+ * for the checks on a browser's requests (dashboard.ts) and for the write token (api-tokens.ts).
  */
 function changesState(method: string, what: string | undefined, dryRun: boolean): boolean {
   if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return false
@@ -210,12 +215,18 @@ const PLAIN_HTTP_REFUSED =
 export interface ApiOptions {
   /** host names (besides loopback and IP addresses) a browser may use for the dashboard */
   allowedHosts?: readonly string[]
+  /**
+   * the API tokens (`--api-token-file`): with them every change needs a write token; without, the CLI's changes go
+   * on as ever and a browser's are refused (api-tokens.ts `writeAccess`)
+   */
+  tokens?: TokenLookup | null
 }
 
 export class ApiServer {
   private readonly cp: ControlPlane
   private readonly dashboard = new DashboardFiles()
   private readonly allowedHosts: ReadonlySet<string>
+  private readonly tokens: TokenLookup | null
   private readonly server: http.Server
   /** with TLS: what accepts connections, and hands TLS ones to `server` (a plain-HTTP request is refused) */
   private readonly front: NetServer | null = null
@@ -226,6 +237,7 @@ export class ApiServer {
   constructor(cp: ControlPlane, tls?: ControlTls, options: ApiOptions = {}) {
     this.cp = cp
     this.allowedHosts = new Set((options.allowedHosts ?? []).map((h) => h.toLowerCase()))
+    this.tokens = options.tokens ?? null
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
       this.handle(req, res).catch((err: unknown) => {
         const status = err instanceof HttpError ? err.status : 500
@@ -235,7 +247,11 @@ export class ApiServer {
             ? err.body
             : { error: { message: String((err as Error).message ?? err) } }
         if (!res.headersSent)
-          res.writeHead(status, { 'content-type': 'application/json', 'x-content-type-options': 'nosniff' })
+          res.writeHead(status, {
+            'content-type': 'application/json',
+            'x-content-type-options': 'nosniff',
+            ...(err instanceof HttpError ? err.headers : {}),
+          })
         res.end(`${JSON.stringify(body, null, 2)}\n`)
       })
     }
@@ -297,12 +313,21 @@ export class ApiServer {
       res.end(`${JSON.stringify(body, null, 2)}\n`)
     }
     const cp = this.cp
-    const refusal = checkBrowserRequest(
-      req,
-      changesState(method, parts[0] === 'api' ? parts[2] : parts[0], url.searchParams.get('dryRun') === 'true'),
-      this.allowedHosts,
+    const changes = changesState(
+      method,
+      parts[0] === 'api' ? parts[2] : parts[0],
+      url.searchParams.get('dryRun') === 'true',
     )
-    if (refusal !== null) throw new HttpError(refusal.status, refusal.message)
+    const refusal =
+      checkBrowserRequest(req, changes, this.allowedHosts) ??
+      (changes ? writeAccess(this.tokens, fromBrowser(req), req.headers.authorization) : null)
+    if (refusal !== null)
+      throw new HttpError(
+        refusal.status,
+        refusal.message,
+        undefined,
+        refusal.status === 401 ? { 'www-authenticate': 'Bearer realm="loom"' } : {},
+      )
     if (method === 'GET' && this.dashboard.serve(url.pathname, res)) return
     if (url.pathname === '/healthz') return send(200, { status: 'ok', revision: cp.store.revision })
     if (parts[0] === 'debug') {

@@ -44,6 +44,11 @@ export interface ControlOptions {
    * (default: with the embedded store, that is when `store` is not given)
    */
   persistRegistrations?: boolean
+  /**
+   * where self-registered workloads are kept for every control plane sharing them (the etcd store's registrations,
+   * under leases of their TTL); their expiry is then the keeper's, not the registry's clock
+   */
+  registrations?: RegistrationKeeper
   /** mesh-wide settings (Istio's MeshConfig, the parts Loom reads), e.g. `pathNormalization` */
   meshConfig?: MeshConfig
   /**
@@ -56,6 +61,13 @@ export interface ControlOptions {
    * never), keeping `retentionMs` of history (default 10 min)
    */
   telemetry?: { intervalMs?: number; retentionMs?: number }
+}
+
+/** Keeps the registry's self-registered workloads somewhere shared (EtcdRegistrations). */
+export interface RegistrationKeeper {
+  /** loads what is kept into `registry`, then keeps the two in step until `close` */
+  attach(registry: Registry): Promise<void>
+  close(): Promise<void>
 }
 
 /** How often the control plane reads its proxies' metrics by default, ms. */
@@ -137,7 +149,7 @@ export function workloadOfNode(node: TranslateNode): string {
 
 export class ControlPlane {
   readonly store: Store
-  readonly registry = new Registry()
+  readonly registry: Registry
   readonly xds: XdsServer
   /** issues the workloads' X.509-SVIDs; null when the control plane runs without a CA */
   readonly ca: CertificateAuthority | null
@@ -171,6 +183,7 @@ export class ControlPlane {
     tokens: TokenIssuer | null,
   ) {
     this.store = store
+    this.registry = new Registry({ expiresElsewhere: options.registrations !== undefined })
     this.ca = ca
     this.tokens = tokens
     this.signing = ca !== null && tokens !== null ? new SigningService(ca, tokens) : null
@@ -204,7 +217,8 @@ export class ControlPlane {
     cp.shares.setResources(items)
     // one transaction can carry thousands of events: reload once after the burst, not once per event
     cp.watch = store.watch(revision, () => cp.scheduleReload())
-    if (options.persistRegistrations ?? options.store === undefined) cp.persistRegistrations()
+    if (options.registrations !== undefined) await options.registrations.attach(cp.registry)
+    else if (options.persistRegistrations ?? options.store === undefined) cp.persistRegistrations()
     cp.registry.onChange(() => cp.scheduleRebuild())
     cp.credentialsWatch = watchCredentials(credentialsDir(options.dataDir), () => {
       cp.credentials = null
@@ -506,6 +520,7 @@ export class ControlPlane {
     this.credentialsWatch?.close()
     this.shares.close()
     await this.xds.close(500)
+    await this.options.registrations?.close()
     await this.store.close()
   }
 }

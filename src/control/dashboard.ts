@@ -8,7 +8,8 @@
  *   site whose name an attacker points at 127.0.0.1 — DNS rebinding — is refused);
  * - a call that changes state must come from the dashboard's own origin (`origin` equal to the API's, and
  *   `sec-fetch-site` same-origin when sent): another site's page cannot post to the API (CSRF);
- * - and it must carry an API token that allows writes (see `ApiTokens`); without one the dashboard is read-only.
+ * - and it must carry an API token that allows writes (api-tokens.ts `writeAccess`, checked after these): without
+ *   `--api-token-file` the dashboard is read-only.
  */
 import { readFileSync } from 'node:fs'
 import type * as http from 'node:http'

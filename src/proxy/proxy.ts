@@ -12,6 +12,7 @@ import type {
   Bootstrap,
   Cluster,
   ClusterLoadAssignment,
+  IstioMetadataExchange,
   Listener,
   RouteConfiguration,
   Secret,
@@ -39,6 +40,7 @@ import { type Secret as StoredSecret, SecretStore } from './secrets/store.js'
 import { storedSecret } from './secrets/tls-material.js'
 import { LocalWorkload, type NodeInfo } from './telemetry/workload.js'
 import type { TelemetryContext } from './http/filters/istio-stats/istio-stats.js'
+import { TcpExchange } from './telemetry/tcp-exchange.js'
 import { TcpStatsRecorder } from './telemetry/tcp-stats.js'
 
 export interface ProxyOptions {
@@ -222,6 +224,7 @@ export class ProxyServer {
       const t = fc.filters[last]!.typed_config as TerminalNetworkFilter
       const rbac: NetworkRbacFilter[] = []
       let tcpStats: TcpStatsRecorder | null = null
+      let exchange: IstioMetadataExchange | null = null
       const telemetry: TelemetryContext = {
         workload: this.workload,
         direction: l.traffic_direction ?? 'UNSPECIFIED',
@@ -232,6 +235,7 @@ export class ProxyServer {
         if (c['@type'] === TypeUrls.networkRbac)
           rbac.push(new NetworkRbacFilter(f.name, c, `${fpath}.filters[${k}].typed_config`, issues, this.stats))
         else if (c['@type'] === TypeUrls.istioStats) tcpStats = new TcpStatsRecorder(c, telemetry)
+        else if (c['@type'] === TypeUrls.metadataExchange) exchange = c
       })
       let handler: NetworkHandler
       let defaultAlpn = ['http/1.1']
@@ -263,7 +267,8 @@ export class ProxyServer {
           return
         }
       } else {
-        handler = { kind: 'tcp', tcp: new TcpProxyContext(t, this.clusters, this.stats, tcpStats) }
+        const mx = new TcpExchange(this.workload, this.stats, exchange)
+        handler = { kind: 'tcp', tcp: new TcpProxyContext(t, this.clusters, this.stats, tcpStats, mx, l.name) }
         defaultAlpn = []
       }
       let secure = null

@@ -15,6 +15,7 @@ import { chainOfPeerCertificate, PeerVerifier, type PeerVerdict } from './identi
 import { parseSubjectAltNames } from '../core/subject-alt-names.js'
 import { compileStringMatcher } from './cluster/tls.js'
 import type { SecretStore } from './secrets/store.js'
+import { EXCHANGE_PROTOCOL } from './telemetry/tcp-exchange.js'
 import { CIPHERS, exactSpiffeIds, peerReasonPhrase, resolveTlsMaterial, trustDomainOf } from './secrets/tls-material.js'
 
 const VERSIONS = { TLS_AUTO: undefined, TLSv1_2: 'TLSv1.2', TLSv1_3: 'TLSv1.3' } as const
@@ -166,10 +167,12 @@ export class DownstreamTls {
   /**
    * ALPN: the first of the context's protocols the client offers. When it offers none of them (Istio's clients
    * offer `istio-peer-exchange`, `istio` to a server of `h2`, `http/1.1`), Envoy goes on without ALPN; Node's TLS
-   * cannot, so the client's first protocol is selected, which the codec choice treats as HTTP/1.1.
+   * cannot, so one of the client's protocols is selected, which the codec choice treats as HTTP/1.1: its first
+   * other than `istio-peer-exchange`, which would tell the client to start Istio's TCP metadata exchange (a server
+   * runs it only where its chain lists the protocol).
    */
   private readonly selectAlpn = ({ protocols }: { protocols: string[] }): string | undefined =>
-    this.alpn.find((p) => protocols.includes(p)) ?? protocols[0]
+    this.alpn.find((p) => protocols.includes(p)) ?? protocols.find((p) => p !== EXCHANGE_PROTOCOL) ?? protocols[0]
 
   /** Rebuilds on every change of a secret the context reads; returns the function that stops that. */
   watch(onRebuilt: () => void = () => {}): () => void {

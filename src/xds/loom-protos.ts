@@ -42,6 +42,21 @@ message PluginConfig {
 }
 `
 
+/**
+ * Istio's TCP metadata exchange config (`type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange`),
+ * Istio's field numbers; `enable_discovery` (2, workload discovery when a peer sends no prefix) is not read.
+ */
+export const METADATA_EXCHANGE_PROTO = `
+syntax = "proto3";
+
+package envoy.tcp.metadataexchange.config;
+
+message MetadataExchange {
+  // the ALPN protocol the exchange runs under (Istio's istio-peer-exchange)
+  string protocol = 1;
+}
+`
+
 /** The peak-EWMA load balancer's config, in a cluster's load_balancing_policy (src/proxy/cluster/lb/peak-ewma.ts). */
 export const PEAK_EWMA_PROTO = `
 syntax = "proto3";

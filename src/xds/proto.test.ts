@@ -25,6 +25,7 @@ const DOWNSTREAM_TLS = `${T}envoy.extensions.transport_sockets.tls.v3.Downstream
 const UPSTREAM_TLS = `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`
 const HTTP_OPTIONS = `${T}envoy.extensions.upstreams.http.v3.HttpProtocolOptions`
 const TLS_INSPECTOR = `${T}envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector`
+const METADATA_EXCHANGE = `${T}envoy.tcp.metadataexchange.config.MetadataExchange`
 
 const inboundListener = {
   '@type': TYPE_URL.listener,
@@ -144,6 +145,10 @@ const inboundListener = {
       name: 'tcp',
       filters: [
         {
+          name: 'istio.metadata_exchange',
+          typed_config: { '@type': METADATA_EXCHANGE, protocol: 'istio-peer-exchange' },
+        },
+        {
           name: 'envoy.filters.network.tcp_proxy',
           typed_config: {
             '@type': TCP,
@@ -249,6 +254,9 @@ const cluster = {
     },
   },
   lrs_server: { self: {} },
+  filters: [
+    { name: 'istio.metadata_exchange', typed_config: { '@type': METADATA_EXCHANGE, protocol: 'istio-peer-exchange' } },
+  ],
 }
 
 const loadAssignment = {

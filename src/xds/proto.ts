@@ -12,7 +12,15 @@ import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, isAbsolute, join } from 'node:path'
 import type * as PB from 'protobufjs'
-import { CA_PROTO, EXPLAIN_PROTO, ISTIO_STATS_PROTO, LOOM_PROTO, PEAK_EWMA_PROTO, SHARES_PROTO } from './loom-protos.js'
+import {
+  CA_PROTO,
+  EXPLAIN_PROTO,
+  ISTIO_STATS_PROTO,
+  LOOM_PROTO,
+  METADATA_EXCHANGE_PROTO,
+  PEAK_EWMA_PROTO,
+  SHARES_PROTO,
+} from './loom-protos.js'
 
 const require = createRequire(import.meta.url)
 
@@ -110,7 +118,15 @@ export function protoRoot(): PB.Root {
     throw new Error(`proto file not found in ${dirs.join(', ')}: ${target}`)
   }
   r.loadSync(PROTO_FILES, { keepCase: true })
-  for (const text of [LOOM_PROTO, SHARES_PROTO, CA_PROTO, PEAK_EWMA_PROTO, ISTIO_STATS_PROTO, EXPLAIN_PROTO])
+  for (const text of [
+    LOOM_PROTO,
+    SHARES_PROTO,
+    CA_PROTO,
+    PEAK_EWMA_PROTO,
+    ISTIO_STATS_PROTO,
+    EXPLAIN_PROTO,
+    METADATA_EXCHANGE_PROTO,
+  ])
     pb.parse(text, r, { keepCase: true })
   r.resolveAll()
   const ms = performance.now() - t0

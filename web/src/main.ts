@@ -48,7 +48,7 @@ async function render(): Promise<void> {
   const path = location.hash.replace(/^#/, '') || '/graph'
   const found = match(path)
   for (const a of nav.querySelectorAll('a')) {
-    const section = path.split('/')[1] ?? ''
+    const section = path.split('?')[0]!.split('/')[1] ?? ''
     a.classList.toggle('active', a.getAttribute('data-nav') === section)
   }
   clearError()

@@ -209,6 +209,25 @@ spec:
     assert.equal(changes, 3, 'register, revival, expire')
   })
 
+  it('expiresElsewhere: no expiry by the clock; callers are told of register, heartbeat and deregister only', () => {
+    const clock = new FakeClock()
+    const r = new Registry({ clock: clock.fn, expiresElsewhere: true })
+    const seen: string[] = []
+    r.onRegistration((e) =>
+      seen.push(e.type === 'deregister' ? `deregister ${e.id}` : `${e.type} ${e.workload.id} ${e.workload.healthy}`),
+    )
+    const id = r.register(base)
+    clock.now += 3_600_000
+    assert.equal(r.services().length, 1, 'past its TTL, still served: the lease elsewhere decides')
+    assert.deepEqual(r.expire(), [])
+    assert.equal(r.heartbeat(id, { healthy: false }), true)
+    const [w] = r.workloads()
+    r.restore([{ ...w!, name: 'restored' }])
+    assert.equal(r.workloads().length, 2)
+    assert.equal(r.deregister(id), true)
+    assert.deepEqual(seen, [`register ${id} true`, `heartbeat ${id} false`, `deregister ${id}`])
+  })
+
   it('restores saved registrations with their health and a full TTL from now, skipping malformed ones', () => {
     const clock = new FakeClock()
     const before = new Registry({ clock: clock.fn })

@@ -120,7 +120,18 @@ export interface RegistryOptions {
   clock?: () => number
   /** default cluster.local */
   domainSuffix?: string
+  /**
+   * registrations never expire by this registry's clock: their TTL is kept elsewhere (an etcd lease, which every
+   * control plane sharing the registrations sees), and whoever keeps it deregisters them when it runs out
+   */
+  expiresElsewhere?: boolean
 }
+
+/** What a caller did to a registration (not what `restore` puts back): for keeping registrations elsewhere too. */
+export type RegistrationEvent =
+  | { type: 'register'; workload: RegisteredWorkload }
+  | { type: 'heartbeat'; workload: RegisteredWorkload; healthChanged: boolean }
+  | { type: 'deregister'; id: string }
 
 export class RegistrationError extends Error {
   override name = 'RegistrationError'
@@ -172,12 +183,15 @@ export class Registry {
   #resources: Resource[] = []
   readonly #workloads = new Map<string, RegisteredWorkload>()
   readonly #listeners = new Set<() => void>()
+  readonly #registrationListeners = new Set<(e: RegistrationEvent) => void>()
+  readonly #expiresElsewhere: boolean
   #version = 0
   #cache: { version: number; validUntilMs: number; services: Service[] } | null = null
 
   constructor(options: RegistryOptions = {}) {
     this.#clock = options.clock ?? Date.now
     this.#domain = options.domainSuffix ?? DEFAULT_DOMAIN_SUFFIX
+    this.#expiresElsewhere = options.expiresElsewhere === true
   }
 
   static fromResources(resources: readonly Resource[], options: RegistryOptions = {}): Registry {
@@ -200,6 +214,7 @@ export class Registry {
     const reg = normalizeRegistration(w, this.#clock())
     this.#workloads.set(reg.id, reg)
     this.#changed()
+    this.#emit({ type: 'register', workload: copyWorkload(reg) })
     return reg.id
   }
 
@@ -211,12 +226,13 @@ export class Registry {
     const w = this.#workloads.get(id)
     if (w === undefined) return false
     const now = this.#clock()
-    const wasExpired = isExpired(w, now)
+    const wasExpired = this.#isExpired(w, now)
     w.lastSeenMs = now
     const healthChanged = status.healthy !== undefined && status.healthy !== w.healthy
     if (status.healthy !== undefined) w.healthy = status.healthy
     if (wasExpired || healthChanged) this.#changed()
     else this.#cache = null // the expiry horizon moved
+    this.#emit({ type: 'heartbeat', workload: copyWorkload(w), healthChanged })
     return true
   }
 
@@ -258,7 +274,10 @@ export class Registry {
 
   deregister(id: string): boolean {
     const had = this.#workloads.delete(id)
-    if (had) this.#changed()
+    if (had) {
+      this.#changed()
+      this.#emit({ type: 'deregister', id })
+    }
     return had
   }
 
@@ -266,7 +285,7 @@ export class Registry {
   expire(): string[] {
     const now = this.#clock()
     const gone: string[] = []
-    for (const [id, w] of this.#workloads) if (isExpired(w, now)) gone.push(id)
+    for (const [id, w] of this.#workloads) if (this.#isExpired(w, now)) gone.push(id)
     for (const id of gone) this.#workloads.delete(id)
     if (gone.length > 0) this.#changed()
     return gone.sort()
@@ -276,9 +295,15 @@ export class Registry {
   workloads(): RegisteredWorkload[] {
     const now = this.#clock()
     return [...this.#workloads.values()]
-      .filter((w) => !isExpired(w, now))
+      .filter((w) => !this.#isExpired(w, now))
       .sort((a, b) => cmp(a.id, b.id))
-      .map((w) => ({ ...w, ports: w.ports.map((p) => ({ ...p })), labels: { ...w.labels } }))
+      .map(copyWorkload)
+  }
+
+  /** Called with every register, heartbeat and deregister (synchronously, after the change). */
+  onRegistration(listener: (e: RegistrationEvent) => void): () => void {
+    this.#registrationListeners.add(listener)
+    return () => this.#registrationListeners.delete(listener)
   }
 
   /** Called after every change that can alter `services()` (not on expiry by time alone: call `expire()`). */
@@ -297,12 +322,21 @@ export class Registry {
     const now = this.#clock()
     const c = this.#cache
     if (c !== null && c.version === this.#version && now < c.validUntilMs) return c.services
-    const live = [...this.#workloads.values()].filter((w) => !isExpired(w, now))
+    const live = [...this.#workloads.values()].filter((w) => !this.#isExpired(w, now))
     let validUntilMs = Number.POSITIVE_INFINITY
-    for (const w of live) validUntilMs = Math.min(validUntilMs, w.lastSeenMs + w.ttlSeconds * 1000)
+    if (!this.#expiresElsewhere)
+      for (const w of live) validUntilMs = Math.min(validUntilMs, w.lastSeenMs + w.ttlSeconds * 1000)
     const services = buildServices(this.#resources, live, this.#domain)
     this.#cache = { version: this.#version, validUntilMs, services }
     return services
+  }
+
+  #isExpired(w: RegisteredWorkload, now: number): boolean {
+    return !this.#expiresElsewhere && isExpired(w, now)
+  }
+
+  #emit(e: RegistrationEvent): void {
+    for (const l of this.#registrationListeners) l(e)
   }
 
   #changed(): void {
@@ -310,6 +344,10 @@ export class Registry {
     this.#cache = null
     for (const l of this.#listeners) l()
   }
+}
+
+function copyWorkload(w: RegisteredWorkload): RegisteredWorkload {
+  return { ...w, ports: w.ports.map((p) => ({ ...p })), labels: { ...w.labels } }
 }
 
 function isExpired(w: RegisteredWorkload, now: number): boolean {

@@ -10,6 +10,7 @@
  * (one put, putAll or delete) gets the next revision.
  *
  * Stored resources are deep-frozen and shared by watch events; get/list/put/delete return copies the caller owns.
+ * The metadata and compare-and-set helpers at the end are shared with EtcdStore, so both stores stamp and refuse alike.
  */
 import { randomUUID } from 'node:crypto'
 import { keyOf, type Resource, resourceKey } from '../../api/resource.js'
@@ -425,12 +426,12 @@ export abstract class BaseStore implements Store {
 }
 
 /** A caller-owned copy of a stored (JSON-only) resource; faster than structuredClone for such data. */
-function copy(r: Resource): Resource {
+export function copy(r: Resource): Resource {
   return JSON.parse(JSON.stringify(r)) as Resource
 }
 
 /** A JSON copy of a resource with its key fields checked and namespace defaulted to `default`. */
-function normalize(input: Resource): Resource {
+export function normalize(input: Resource): Resource {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new TypeError('resource must be an object')
   }
@@ -452,7 +453,12 @@ function normalize(input: Resource): Resource {
   return r
 }
 
-function checkExpected(op: string, key: string, existing: Resource | undefined, expected: string | undefined): void {
+export function checkExpected(
+  op: string,
+  key: string,
+  existing: Resource | undefined,
+  expected: string | undefined,
+): void {
   if (expected === undefined) return
   const found = existing?.metadata.resourceVersion
   if (expected === '') {
@@ -468,7 +474,7 @@ function checkExpected(op: string, key: string, existing: Resource | undefined, 
 }
 
 /** Sets the store-owned metadata; keeps uid and creationTimestamp of an update, bumping generation on spec change. */
-function stamp(r: Resource, existing: Resource | undefined, revision: number, now: string): Resource {
+export function stamp(r: Resource, existing: Resource | undefined, revision: number, now: string): Resource {
   const m = r.metadata
   m.resourceVersion = String(revision)
   if (existing === undefined) {
@@ -485,7 +491,7 @@ function stamp(r: Resource, existing: Resource | undefined, revision: number, no
 }
 
 /** RFC 3339 in UTC, whole seconds, as Kubernetes writes creationTimestamp. */
-function timestamp(): string {
+export function timestamp(): string {
   return new Date().toISOString().replace(/\.\d{3}Z$/, 'Z')
 }
 
@@ -504,7 +510,7 @@ function jsonEqual(a: unknown, b: unknown): boolean {
   return keys.every((k) => Object.hasOwn(bo, k) && jsonEqual(ao[k], bo[k]))
 }
 
-function deepFreeze<T>(value: T): T {
+export function deepFreeze<T>(value: T): T {
   if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
     Object.freeze(value)
     for (const v of Object.values(value)) deepFreeze(v)

@@ -21,14 +21,21 @@
  *   weights (locality.ts).
  * - TLS: the DestinationRule's `tls` (ISTIO_MUTUAL, SIMPLE, MUTUAL, DISABLE), else automatic mutual TLS to
  *   endpoints with sidecars, per endpoint (transport_socket_matches and EDS metadata) when only some have one
- *   (mtls.ts).
+ *   (mtls.ts). Clusters of TCP ports (any protocol but HTTP's and UDP) carry Istio's metadata exchange in
+ *   `filters`, as pilot puts it on outbound clusters; it runs only where the handshake selects its ALPN.
  * - Not translated yet (see `analyze`): tcpKeepalive, maxConnectionDuration.
  */
 import { isIP } from 'node:net'
 import { LOOM_LOAD_BALANCER_ANNOTATION } from '../../api/index.js'
 import { TypeUrls } from '../../config/type-urls.js'
 import { labelsMatch } from '../registry/hostname.js'
-import { isHttp2Protocol, type Service, type ServiceEndpoint, type ServicePort } from '../registry/registry.js'
+import {
+  isHttp2Protocol,
+  isHttpProtocol,
+  type Service,
+  type ServiceEndpoint,
+  type ServicePort,
+} from '../registry/registry.js'
 import {
   connectionPoolFields,
   connectTimeout,
@@ -39,7 +46,7 @@ import {
   outlierDetectionFields,
 } from './policy.js'
 import { type LocalityPlan, localityPlan, localitySetting, localityWeighted, withTopologyLabels } from './locality.js'
-import { SIDECAR_ENDPOINT_METADATA, upstreamTransport } from './mtls.js'
+import { METADATA_EXCHANGE, SIDECAR_ENDPOINT_METADATA, upstreamTransport } from './mtls.js'
 import type { AppliedDestinationRule, Scope } from './scope.js'
 import { clusterName, cmp, istioOrigin, type Json, locality } from './util.js'
 
@@ -130,6 +137,8 @@ function buildCluster(
     if (t.transport_socket !== undefined) cluster.transport_socket = t.transport_socket
     if (t.transport_socket_matches !== undefined) cluster.transport_socket_matches = t.transport_socket_matches
     markSidecars = t.markSidecars
+    // a TCP port's connections run Istio's metadata exchange where the handshake selects it (pilot's TCPClusterMx)
+    if (!isHttpProtocol(port.protocol) && port.protocol !== 'UDP') cluster.filters = [METADATA_EXCHANGE]
   }
   if (dns) {
     const targets: Pick<ServiceEndpoint, 'address' | 'port' | 'locality' | 'weight'>[] =

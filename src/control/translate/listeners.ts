@@ -27,10 +27,17 @@ import { jwtAuthnFilters } from './authn.js'
 import { authzHttpFilters, authzNetworkFilters } from './authz.js'
 import { ADS, http2Options, loadAssignment } from './clusters.js'
 import { credentialCaSdsName, credentialSdsName } from './gateway-credentials.js'
-import { INBOUND_XFCC, inboundMutualTls, peerAuthenticationMode, sdsSecret, withoutTlsMode } from './mtls.js'
+import {
+  INBOUND_XFCC,
+  inboundMutualTls,
+  METADATA_EXCHANGE,
+  peerAuthenticationMode,
+  sdsSecret,
+  withoutTlsMode,
+} from './mtls.js'
 import type { Server } from './types.js'
 import { defaultRoute, isCatchAll, type RouteContext, virtualServiceGateways, virtualServiceRoutes } from './routes.js'
-import type { PathNormalization, Scope } from './scope.js'
+import { egressAllows, type PathNormalization, type Scope } from './scope.js'
 import { clusterName, cmp, type Json } from './util.js'
 import { collectorCluster, collectorOf, requestIdExtension, type TelemetrySide, tracingConfig } from './telemetry.js'
 
@@ -62,7 +69,7 @@ const STATS_OUTBOUND: Json = {
   name: 'istio.stats',
   typed_config: { '@type': TypeUrls.istioStats, disable_host_header_fallback: true },
 }
-/** The network stats filter before an inbound tcp_proxy: Istio's TCP metrics. */
+/** The network stats filter before a sidecar's tcp_proxy (inbound and egress): Istio's TCP metrics. */
 const STATS_TCP: Json = { name: 'istio.stats', typed_config: { '@type': TypeUrls.istioStats } }
 
 export interface ListenerSet {
@@ -423,11 +430,46 @@ export function outboundListener(scope: Scope, metadata: NodeMetadata): Listener
   }
   const routes: Json = { name: OUTBOUND_ROUTE, virtual_hosts: vhosts, validate_clusters: false }
   return {
-    listeners: [listener],
+    listeners: [listener, ...egressTcpListeners(scope, port)],
     routes: [tracing === null ? routes : decorateRoutes(routes)],
     // the collector's cluster for either side's spans (the inbound part is built per workload, this once)
     clusters: collectorClusters(scope, tracing !== null || tracingFields(scope, 'server', metadata) !== null),
   }
+}
+
+/**
+ * A Sidecar's egress listeners with a TCP port (any protocol but HTTP's; the egress port's protocol, else the
+ * service port's): how a workload reaches a TCP service through its sidecar without traffic capture, as in Istio
+ * with `captureMode: NONE`. Each is Istio's listener `<bind>_<port>` on `bind` (default 127.0.0.1, Istio's for a
+ * listener without capture; Loom captures nothing, so every captureMode is treated so), with `istio.stats`
+ * (reporter `source`) before a tcp_proxy to the cluster `outbound|<port>||<host>` of the first service (by host
+ * name) the listener's hosts admit that has the port, as Istio keeps one TCP service per bound port. Not built: a
+ * `unix://` bind, a port no such service has, and the port of the outbound HTTP listener (`httpPort`, 127.0.0.1).
+ * HTTP egress ports stay on the outbound HTTP listener (their hosts decide what it routes to).
+ */
+function egressTcpListeners(scope: Scope, httpPort: number): Json[] {
+  const out: Json[] = []
+  for (const e of scope.sidecar?.spec.egress ?? []) {
+    const number = e.port?.number ?? 0
+    const bind = e.bind === undefined || e.bind === '' ? '127.0.0.1' : e.bind
+    if (number === 0 || bind.startsWith('unix://') || (bind === '127.0.0.1' && number === httpPort)) continue
+    const service = scope.services.find(
+      (svc) =>
+        svc.ports.some((p) => p.number === number) &&
+        e.hosts.some((h) => egressAllows(h, svc.namespace, svc.hostname, scope.node.namespace)),
+    )
+    if (service === undefined) continue
+    const protocol = (e.port?.protocol ?? '').toUpperCase() || service.ports.find((p) => p.number === number)!.protocol
+    if (isHttpProtocol(protocol) || protocol === 'UDP') continue
+    const cluster = clusterName('outbound', number, '', service.hostname)
+    out.push({
+      name: `${bind}_${number}`,
+      address: socketAddress(bind, number),
+      traffic_direction: 'OUTBOUND',
+      filter_chains: [{ filters: [STATS_TCP, tcpProxy(scope, cluster, 'client')] }],
+    })
+  }
+  return out
 }
 
 // === sidecar inbound ===
@@ -520,12 +562,12 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
             tracing,
           ),
         ]
-      : [...authzNetworkFilters(scope, ports), STATS_TCP, tcpProxy(scope, cluster)]
+      : [METADATA_EXCHANGE, ...authzNetworkFilters(scope, ports), STATS_TCP, tcpProxy(scope, cluster, 'server')]
     const mode = peerAuthenticationMode(scope, { workloadPort, servicePort })
     const tlsChain = {
       filter_chain_match: { transport_protocol: 'tls' },
       filters,
-      transport_socket: inboundMutualTls(),
+      transport_socket: inboundMutualTls(!isHttpProtocol(protocol)),
     }
     const plainChain = { filter_chain_match: { transport_protocol: 'raw_buffer' }, filters }
     const listener: Json = { name, address: socketAddress(address, listenPort), traffic_direction: 'INBOUND' }
@@ -577,13 +619,13 @@ function inboundRoutes(name: string, servicePort: number, cluster: string, trace
 }
 
 /**
- * An inbound TCP port's terminal filter: every connection to the port's inbound cluster (Istio's stat prefix), with
- * the proxy's access log.
+ * A TCP port's terminal filter: every connection to `cluster` (Istio's stat prefix, the cluster's name), with the
+ * proxy's access log of that side.
  */
-function tcpProxy(scope: Scope, cluster: string): Json {
+function tcpProxy(scope: Scope, cluster: string, side: 'server' | 'client'): Json {
   return {
     name: 'envoy.filters.network.tcp_proxy',
-    typed_config: { '@type': TypeUrls.tcpProxy, stat_prefix: cluster, cluster, ...accessLogField(scope, 'server') },
+    typed_config: { '@type': TypeUrls.tcpProxy, stat_prefix: cluster, cluster, ...accessLogField(scope, side) },
   }
 }
 

@@ -276,24 +276,51 @@ describe('inbound TCP ports', () => {
       chains.map((c) => (c.filter_chain_match as Json).transport_protocol),
       ['tls'],
     )
-    assert.equal(((chains[0]!.transport_socket as Json).typed_config as Json).require_client_certificate, true)
+    const tlsContext = (chains[0]!.transport_socket as Json).typed_config as Json
+    assert.equal(tlsContext.require_client_certificate, true)
+    // Istio's ALPNDownstreamWithMxc: a client offering istio-peer-exchange gets the metadata exchange
+    assert.deepEqual((tlsContext.common_tls_context as Json).alpn_protocols, ['istio-peer-exchange', 'h2', 'http/1.1'])
     const filters = (l.filter_chains as Json[])[0]!.filters as Json[]
+    // Istio's inbound order: the metadata exchange first (its peer is known to what follows), then authorization
     assert.deepEqual(
       filters.map((f) => f.name),
-      ['envoy.filters.network.rbac.allow', 'istio.stats', 'envoy.filters.network.tcp_proxy'],
+      ['istio.metadata_exchange', 'envoy.filters.network.rbac.allow', 'istio.stats', 'envoy.filters.network.tcp_proxy'],
     )
-    assert.deepEqual(filters[2]!.typed_config, {
+    assert.deepEqual(filters[0]!.typed_config, {
+      '@type': 'type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange',
+      protocol: 'istio-peer-exchange',
+    })
+    assert.deepEqual(filters[3]!.typed_config, {
       '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy',
       stat_prefix: 'inbound|9081||',
       cluster: 'inbound|9081||',
     })
     assert.ok(r.clusters.some((c) => c.name === 'inbound|9081||'))
-    // the HTTP port keeps its connection manager with the RBAC HTTP filter
-    const http = (r.listeners.find((x) => x.name === 'inbound|9080')!.filter_chains as Json[])[0]!.filters as Json[]
+    // the HTTP port keeps its connection manager with the RBAC HTTP filter, and its codecs' ALPN
+    const httpChain = (r.listeners.find((x) => x.name === 'inbound|9080')!.filter_chains as Json[])[0]!
     assert.deepEqual(
-      http.map((f) => f.name),
+      (httpChain.filters as Json[]).map((f) => f.name),
       ['envoy.filters.network.http_connection_manager'],
     )
+    const httpTls = (httpChain.transport_socket as Json).typed_config as Json
+    assert.equal((httpTls.common_tls_context as Json).alpn_protocols, undefined)
+  })
+
+  it("a TCP port's outbound clusters run the metadata exchange (pilot's TCPClusterMx); an HTTP port's do not", () => {
+    const r = translateResources({ resources: [], services: tcpServices }, NODE)
+    const tcp = r.clusters.find((c) => c.name === `outbound|9081||${tcpServices[0]!.hostname}`)!
+    assert.deepEqual(tcp.filters, [
+      {
+        name: 'istio.metadata_exchange',
+        typed_config: {
+          '@type': 'type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange',
+          protocol: 'istio-peer-exchange',
+        },
+      },
+    ])
+    assert.ok(v.safeParse(Cluster, tcp).success)
+    const http = r.clusters.find((c) => c.name === `outbound|9080||${tcpServices[0]!.hostname}`)!
+    assert.equal(http.filters, undefined)
   })
 })
 

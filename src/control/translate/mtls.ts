@@ -41,8 +41,18 @@ export const TLS_MODE_LABEL = 'security.istio.io/tlsMode'
 /** SDS names of the proxy's own certificate and of the trust bundle (Istio's) */
 export const SDS_DEFAULT = 'default'
 export const SDS_ROOTCA = 'ROOTCA'
-/** the ALPN Istio's sidecars offer to each other */
+/** the ALPN Istio's sidecars offer to each other (`istio-peer-exchange`: the TCP metadata exchange) */
 export const ISTIO_ALPN = ['istio-peer-exchange', 'istio']
+/** the ALPN of an inbound mTLS chain of a TCP port (Istio's ALPNDownstreamWithMxc): the exchange first */
+export const INBOUND_TCP_ALPN = ['istio-peer-exchange', 'h2', 'http/1.1']
+/**
+ * Istio's TCP metadata exchange (`istio.metadata_exchange`): as a network filter it runs on inbound TCP chains,
+ * in a cluster's `filters` on the connections to the cluster (pilot's TCPListenerMx and TCPClusterMx).
+ */
+export const METADATA_EXCHANGE: Json = {
+  name: 'istio.metadata_exchange',
+  typed_config: { '@type': TypeUrls.metadataExchange, protocol: 'istio-peer-exchange' },
+}
 export const TLS_SOCKET = 'envoy.transport_sockets.tls'
 /** the EDS metadata namespace a cluster's transport_socket_matches read (Envoy's), and Istio's key in it */
 export const TRANSPORT_SOCKET_MATCH = 'envoy.transport_socket_match'
@@ -292,18 +302,20 @@ export function peerAuthenticationDecision(
   return { mode: 'PERMISSIVE', level: 'default', policy: null }
 }
 
-/** The inbound mTLS filter chain's transport socket: own certificate, client certificates required, ROOTCA. */
-export function inboundMutualTls(): Json {
+/**
+ * The inbound mTLS filter chain's transport socket: own certificate, client certificates required, ROOTCA. A TCP
+ * port's (`tcp`) offers Istio's ALPN with the metadata exchange first (INBOUND_TCP_ALPN); an HTTP port's leaves
+ * ALPN to the connection manager's codecs.
+ */
+export function inboundMutualTls(tcp = false): Json {
+  const common: Json = {
+    tls_certificate_sds_secret_configs: [sdsSecret(SDS_DEFAULT)],
+    validation_context_sds_secret_config: sdsSecret(SDS_ROOTCA),
+  }
+  if (tcp) common.alpn_protocols = INBOUND_TCP_ALPN
   return {
     name: TLS_SOCKET,
-    typed_config: {
-      '@type': TypeUrls.downstreamTls,
-      common_tls_context: {
-        tls_certificate_sds_secret_configs: [sdsSecret(SDS_DEFAULT)],
-        validation_context_sds_secret_config: sdsSecret(SDS_ROOTCA),
-      },
-      require_client_certificate: true,
-    },
+    typed_config: { '@type': TypeUrls.downstreamTls, common_tls_context: common, require_client_certificate: true },
   }
 }
 

@@ -185,6 +185,21 @@ spec:
     assert.deepEqual(paths(yaml), [])
   })
 
+  it('Sidecar: TCP egress ports get their listener; HTTP ones, unix sockets and IPTABLES capture are reported', () => {
+    const sc = (egress: string) =>
+      `apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: a}\nspec: {egress: [${egress}, {hosts: ['*/*']}]}\n`
+    assert.deepEqual(paths(sc("{port: {number: 5432, protocol: TCP}, bind: 127.0.0.1, hosts: ['./*']}")), [])
+    assert.deepEqual(paths(sc("{port: {number: 5432}, captureMode: NONE, hosts: ['./*']}")), [])
+    assert.deepEqual(
+      paths(
+        sc(
+          "{port: {number: 8080, protocol: HTTP}, hosts: ['./*']}, {port: {number: 0}, bind: 'unix:///run/a.sock', hosts: ['./*']}, {port: {number: 5432}, captureMode: IPTABLES, hosts: ['./*']}",
+        ),
+      ),
+      ['spec.egress[0].port', 'spec.egress[1].bind', 'spec.egress[2].captureMode'],
+    )
+  })
+
   it('every row names a kind Loom accepts and a path under spec', () => {
     const kinds = new Set([
       'VirtualService',

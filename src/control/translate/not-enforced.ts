@@ -203,7 +203,23 @@ export const NOT_ENFORCED: readonly NotEnforced[] = [
   {
     kind: 'Sidecar',
     path: 'spec.egress[].port',
-    message: 'egress ports are ignored: the hosts apply to the HTTP proxy listener',
+    when: (port) =>
+      ['HTTP', 'HTTP2', 'GRPC', 'GRPC-WEB'].includes(
+        String((port as { protocol?: unknown }).protocol ?? '').toUpperCase(),
+      ),
+    message: 'HTTP egress ports get no listener of their own: the hosts apply to the HTTP proxy listener',
+  },
+  {
+    kind: 'Sidecar',
+    path: 'spec.egress[].bind',
+    when: (bind) => typeof bind === 'string' && bind.startsWith('unix://'),
+    message: 'unix domain socket listeners are not supported yet; ignored',
+  },
+  {
+    kind: 'Sidecar',
+    path: 'spec.egress[].captureMode',
+    when: (mode) => mode === 'IPTABLES',
+    message: 'Loom captures no traffic: the listener binds its address, as with captureMode NONE',
   },
   {
     kind: 'Sidecar',

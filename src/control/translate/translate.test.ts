@@ -3,7 +3,9 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
+import * as v from 'valibot'
 import type { Resource } from '../../api/index.js'
+import { Listener } from '../../config/envoy.js'
 import type { Snapshot } from '../../xds/snapshot.js'
 import { TYPE_URL } from '../../xds/snapshot.js'
 import { Registry } from '../registry/registry.js'
@@ -53,6 +55,7 @@ function run(resources: Resource[], node: TranslateNode = PRODUCTPAGE, services 
 }
 
 const names = (list: Json[]) => list.map((x) => x.name as string)
+const TCP_PROXY = 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy'
 
 /** A route as `<match> → <cluster or {cluster: weight}>`, the part the tests care about. */
 function summary(route: Json): string {
@@ -1009,6 +1012,130 @@ spec:
       'x.default.svc.cluster.local',
     ])
     assert.deepEqual(hosts(run(root, PRODUCTPAGE, services)), ['details.default.svc.cluster.local'])
+  })
+})
+
+describe('Sidecar egress TCP listeners', () => {
+  const services = Registry.fromResources(
+    manifests(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: data}
+spec:
+  hosts: [db.data.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 5432, name: tcp, protocol: TCP}, {number: 8080, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.5.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cache, namespace: data}
+spec:
+  hosts: [cache.data.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 5432, name: tcp, protocol: TCP}, {number: 6379, name: redis, protocol: REDIS}, {number: 15001, name: tcp-x, protocol: TCP}]
+  endpoints: [{address: 10.5.0.2}]
+`),
+  )
+    .services()
+    .concat(BOOKINFO)
+  const withSidecar = (egress: string) =>
+    run(
+      manifests(`apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress:
+${egress}
+  - hosts: ['*/*']
+`),
+      PRODUCTPAGE,
+      services,
+    )
+  const tcpListeners = (r: TranslatedResources) =>
+    r.listeners.filter((l) => l.name !== 'outbound_http' && !(l.name as string).startsWith('inbound'))
+
+  it("a TCP egress port: Istio's bound listener, istio.stats and a tcp_proxy to the service's cluster", () => {
+    const r = withSidecar(`  - port: {number: 5432, protocol: TCP, name: tcp}
+    hosts: [data/db.data.svc.cluster.local]`)
+    const [l, ...more] = tcpListeners(r)
+    assert.equal(more.length, 0)
+    assert.deepEqual(l, {
+      name: '127.0.0.1_5432',
+      address: { socket_address: { address: '127.0.0.1', port_value: 5432 } },
+      traffic_direction: 'OUTBOUND',
+      filter_chains: [
+        {
+          filters: [
+            { name: 'istio.stats', typed_config: { '@type': 'type.googleapis.com/stats.PluginConfig' } },
+            {
+              name: 'envoy.filters.network.tcp_proxy',
+              typed_config: {
+                '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy',
+                stat_prefix: 'outbound|5432||db.data.svc.cluster.local',
+                cluster: 'outbound|5432||db.data.svc.cluster.local',
+              },
+            },
+          ],
+        },
+      ],
+    })
+    assert.ok(v.safeParse(Listener, l).success)
+    // the cluster it names is there, with the upstream side of the metadata exchange
+    const c = r.clusters.find((x) => x.name === 'outbound|5432||db.data.svc.cluster.local')!
+    assert.deepEqual(
+      (c.filters as Json[]).map((f) => f.name),
+      ['istio.metadata_exchange'],
+    )
+  })
+
+  it('the listener hosts choose the service; bind and the service port protocol are honoured', () => {
+    const cache = withSidecar(`  - port: {number: 5432}
+    bind: 127.0.0.5
+    hosts: [data/cache.data.svc.cluster.local]
+  - port: {number: 6379}
+    hosts: [data/*]`)
+    // (listeners come sorted by name)
+    assert.deepEqual(
+      tcpListeners(cache).map((l) => [l.name, ((l.filter_chains as Json[])[0]!.filters as Json[])[1]!.typed_config]),
+      [
+        [
+          '127.0.0.1_6379',
+          {
+            '@type': TCP_PROXY,
+            stat_prefix: 'outbound|6379||cache.data.svc.cluster.local',
+            cluster: 'outbound|6379||cache.data.svc.cluster.local',
+          },
+        ],
+        [
+          '127.0.0.5_5432',
+          {
+            '@type': TCP_PROXY,
+            stat_prefix: 'outbound|5432||cache.data.svc.cluster.local',
+            cluster: 'outbound|5432||cache.data.svc.cluster.local',
+          },
+        ],
+      ],
+    )
+    // two services on one port: the first by host name, as Istio keeps one
+    const first = withSidecar(`  - port: {number: 5432, protocol: TCP}
+    hosts: [data/*]`)
+    assert.equal(tcpListeners(first)[0]!.name, '127.0.0.1_5432')
+    assert.match(JSON.stringify(tcpListeners(first)[0]), /cache\.data\.svc\.cluster\.local/)
+  })
+
+  it("no listener for an HTTP port, a unix socket, a port no admitted service has, or the HTTP listener's port", () => {
+    const r = withSidecar(`  - port: {number: 8080, protocol: HTTP}
+    hosts: [data/db.data.svc.cluster.local]
+  - port: {number: 0}
+    bind: unix:///var/run/db.sock
+    hosts: [data/db.data.svc.cluster.local]
+  - port: {number: 7777, protocol: TCP}
+    hosts: [data/db.data.svc.cluster.local]
+  - port: {number: 6379, protocol: TCP}
+    hosts: [data/db.data.svc.cluster.local]
+  - port: {number: 15001, protocol: TCP}
+    hosts: [data/cache.data.svc.cluster.local]`)
+    assert.deepEqual(tcpListeners(r), [])
   })
 })
 

@@ -109,6 +109,11 @@ export class UpstreamCluster implements HostOwner {
   readonly plainRequests: boolean
   /** Where circuit breaking and outlier detection count (the proxy's stats object for the cluster; bindStats). */
   stats: ClusterStats
+  /**
+   * The ALPN protocol of the cluster's `istio.metadata_exchange` upstream filter (Istio's `istio-peer-exchange`),
+   * which the TCP proxy runs on its TLS connections to the cluster; null without one.
+   */
+  readonly exchangeProtocol: string | null
 
   #hosts: readonly Host[] = []
   #byKey = new Map<string, Host>()
@@ -165,6 +170,7 @@ export class UpstreamCluster implements HostOwner {
     this.healthChecker = hcSettings === null ? null : new HealthChecker(hcSettings, this)
     this.samplesLatency = samplesLatency(s.lbPolicy)
     this.plainRequests = this.circuitBreakers === null && this.outlierDetector === null && !this.samplesLatency
+    this.exchangeProtocol = config.filters?.[0]?.typed_config.protocol ?? null
 
     const cla = config.load_assignment
     if (s.type === 'EDS') {

@@ -1,6 +1,11 @@
 /**
  * The TCP proxy network filter: each downstream connection gets one upstream connection to a host of the chosen
  * cluster, and bytes flow both ways with backpressure (pipe), half-close preserved, and an idle timeout.
+ *
+ * Istio's TCP metadata exchange (telemetry/tcp-exchange.ts) runs here on both sides: the chain's
+ * `istio.metadata_exchange` filter on the downstream connection, the cluster's on the upstream one. Each direction
+ * starts piping once its source's prefix is read (and its destination connected); a connection without an
+ * exchange pipes as before.
  */
 import * as net from 'node:net'
 import { tls } from '../../core/lazy.js'
@@ -22,6 +27,7 @@ function downstreamFields(downstream: net.Socket): Record<string, unknown> {
     requested_server_name: typeof sni === 'string' ? sni : null,
   }
 }
+import { NO_EXCHANGE, type ExchangeResult, type TcpExchange } from '../telemetry/tcp-exchange.js'
 import type { TcpStatsRecorder } from '../telemetry/tcp-stats.js'
 
 export class TcpProxyContext {
@@ -34,9 +40,21 @@ export class TcpProxyContext {
   private readonly accessLogs: AccessLogSink[]
   /** Istio's TCP metrics (the chain's istio.stats network filter), or null */
   private readonly istio: TcpStatsRecorder | null
+  /** Istio's metadata exchange: the chain's filter (downstream) and the clusters' (upstream); null: neither runs */
+  private readonly exchange: TcpExchange | null
+  private readonly listenerName: string
 
-  constructor(cfg: TcpProxy, clusters: ClusterManager, store: StatsStore, istio: TcpStatsRecorder | null = null) {
+  constructor(
+    cfg: TcpProxy,
+    clusters: ClusterManager,
+    store: StatsStore,
+    istio: TcpStatsRecorder | null = null,
+    exchange: TcpExchange | null = null,
+    listenerName = '',
+  ) {
     this.istio = istio
+    this.exchange = exchange
+    this.listenerName = listenerName
     this.stats = store.forTcp(cfg.stat_prefix)
     this.store = store
     this.clusters = clusters
@@ -94,6 +112,11 @@ export class TcpProxyContext {
     const istio = this.istio
     const open = istio === null ? null : istio.opened(downstream, cluster)
     let flag = ''
+    /** why the proxy closed the connection itself (a bad exchange prefix), for the access log */
+    let termination: string | null = null
+    /** the exchange's prefix bytes on the downstream socket, each way (not the application's) */
+    let prefixIn = 0
+    let prefixOut = 0
     // read while the connection is open (a closed socket no longer knows its addresses)
     const down = this.accessLogs.length > 0 ? downstreamFields(downstream) : null
     /** the upstream connection's local address and verified peer, once connected (with an access log only) */
@@ -107,9 +130,9 @@ export class TcpProxyContext {
         start_time: new Date(Date.now() - ms).toISOString(),
         protocol: 'TCP',
         response_flags: flag || '-',
-        connection_termination_details: null,
-        bytes_received: downstream.bytesRead,
-        bytes_sent: downstream.bytesWritten,
+        connection_termination_details: termination,
+        bytes_received: downstream.bytesRead - prefixIn,
+        bytes_sent: downstream.bytesWritten - prefixOut,
         duration: Math.round(ms * 1000) / 1000,
         ...down,
         upstream_cluster: clusterName,
@@ -142,15 +165,68 @@ export class TcpProxyContext {
       cstats.upstream_cx_connect_timeout++
       upstream.destroy()
     }, cluster.connectTimeoutMs)
+    // each direction pipes once its source's prefix is read (if any) and the upstream is connected
+    const exchange = this.exchange
+    let connected = false
+    let downstreamReady = true
+    let upstreamReady = false
+    let flowingUp = false
+    let flowingDown = false
+    const flow = () => {
+      if (!connected) return
+      if (downstreamReady && !flowingUp) {
+        flowingUp = true
+        downstream.pipe(upstream)
+        downstream.resume()
+      }
+      if (upstreamReady && !flowingDown) {
+        flowingDown = true
+        upstream.pipe(downstream)
+      }
+    }
+    const refuse = (reason: string) => {
+      termination = reason
+      downstream.destroy()
+      upstream.destroy()
+    }
+    const inbound = istio?.inbound === true
+    const downProtocol = exchange?.downstreamProtocol ?? null
+    if (downProtocol !== null) {
+      downstreamReady = false
+      exchange!.run(
+        downstream,
+        downProtocol,
+        this.listenerName,
+        (r) => {
+          prefixIn = r.read
+          prefixOut = r.written
+          if (open !== null && inbound) istio!.identify(open, r.peer, null, r.read, r.written)
+          downstreamReady = true
+          flow()
+        },
+        refuse,
+      )
+    } else if (open !== null && inbound) istio!.identify(open, NO_EXCHANGE.peer, null, 0, 0)
     upstream.once(tlsOptions === null ? 'connect' : 'secureConnect', () => {
       clearTimeout(connectTimer)
       if (this.accessLogs.length > 0) {
         upstreamLocal = addressOf(upstream.localAddress, upstream.localPort)
         upstreamPeer = connectionPeer(upstream)?.uris[0] ?? null
       }
-      downstream.pipe(upstream)
-      upstream.pipe(downstream)
-      downstream.resume()
+      connected = true
+      const upProtocol = cluster.exchangeProtocol
+      if (upProtocol === null || tlsOptions === null || exchange === null) {
+        if (open !== null && !inbound) istio!.identify(open, NO_EXCHANGE.peer, upstream, 0, 0)
+        upstreamReady = true
+      } else {
+        const identified = (r: ExchangeResult) => {
+          if (open !== null && !inbound) istio!.identify(open, r.peer, upstream, 0, 0)
+          upstreamReady = true
+          flow()
+        }
+        exchange.run(upstream, upProtocol, cluster.name, identified, refuse)
+      }
+      flow()
     })
     if (this.idleTimeoutMs > 0) {
       const onIdle = () => {
@@ -183,8 +259,8 @@ export class TcpProxyContext {
       clearTimeout(connectTimer)
       cstats.upstream_cx_active--
       host.activeConnections--
-      stats.downstream_cx_rx_bytes_total += downstream.bytesRead
-      stats.downstream_cx_tx_bytes_total += downstream.bytesWritten
+      stats.downstream_cx_rx_bytes_total += downstream.bytesRead - prefixIn
+      stats.downstream_cx_tx_bytes_total += downstream.bytesWritten - prefixOut
       cstats.upstream_cx_rx_bytes_total += upstream.bytesRead
       cstats.upstream_cx_tx_bytes_total += upstream.bytesWritten
       finish()

@@ -24,7 +24,7 @@ export const PEER_METADATA_HEADER = 'x-envoy-peer-metadata'
 export const PEER_METADATA_ID_HEADER = 'x-envoy-peer-metadata-id'
 
 type StructValue = string | number | boolean | null | StructObject | StructValue[]
-interface StructObject {
+export interface StructObject {
   [key: string]: StructValue
 }
 
@@ -75,7 +75,8 @@ export function encodeStruct(o: StructObject): number[] {
 
 // === decoding ===
 
-class Reader {
+/** A protobuf wire-format reader over `buf[start, end)` (the Struct codec's, and the TCP exchange's Any). */
+export class Reader {
   pos: number
   constructor(
     readonly buf: Buffer,
@@ -185,17 +186,21 @@ export interface OwnPeerHeaders {
   readonly id: string
 }
 
-/** Istio's exchanged node metadata for the proxy's own workload, encoded. */
-export function encodeOwnMetadata(w: LocalWorkload): OwnPeerHeaders {
+/** The node metadata Istio exchanges about the proxy's own workload (the HTTP header's Struct, the TCP prefix's). */
+export function ownMetadataFields(w: LocalWorkload): StructObject {
   const m = w.meta
-  const fields: StructObject = {
+  return {
     NAME: m.pod,
     NAMESPACE: m.namespace,
     WORKLOAD_NAME: m.workload,
     CLUSTER_ID: m.cluster,
     LABELS: { ...m.labels },
   }
-  return { metadata: Buffer.from(encodeStruct(fields)).toString('base64'), id: w.node.id }
+}
+
+/** Istio's exchanged node metadata for the proxy's own workload, encoded. */
+export function encodeOwnMetadata(w: LocalWorkload): OwnPeerHeaders {
+  return { metadata: Buffer.from(encodeStruct(ownMetadataFields(w))).toString('base64'), id: w.node.id }
 }
 
 function s(v: StructValue | undefined): string | null {

@@ -1,14 +1,20 @@
 /**
  * Istio's TCP metrics for a tcp_proxy chain with the `istio.stats` network filter before it:
- * `istio_tcp_connections_opened_total` when the upstream connection is attempted, `..._closed_total` when the
- * connection ends, and `istio_tcp_received_bytes_total` / `istio_tcp_sent_bytes_total` (bytes read from and written
- * to the downstream connection) every `tcp_reporting_duration` (default 15 s, as Istio's) while it is open and at
- * its end.
+ * `istio_tcp_connections_opened_total` once the connection's labels are known, `..._closed_total` when it ends,
+ * and `istio_tcp_received_bytes_total` / `istio_tcp_sent_bytes_total` (bytes read from and written to the
+ * downstream connection, the metadata exchange's prefixes left out, as in Istio) every `tcp_reporting_duration`
+ * (default 15 s, as Istio's) while it is open and at its end.
  *
- * The peer's workload: Istio learns it with an in-band exchange on mTLS connections (ALPN `istio-peer-exchange`);
- * Loom does not: on the inbound side the source is known by its principal only (the verified client certificate's
- * URI SAN; `source_workload` and the other source labels are `unknown`), on the outbound side the destination by
- * its service (from the cluster) only. The listener's `traffic_direction` decides the reporter as for HTTP.
+ * The peer's workload comes from Istio's TCP metadata exchange (tcp-exchange.ts) on mTLS connections between
+ * sidecars: inbound (reporter `destination`) the client's prefix gives the source_* labels, beside the principal of
+ * the verified client certificate; outbound (reporter `source`) the server's prefix gives the destination_* labels,
+ * beside the principal of the verified server certificate, the service coming from the cluster. Where there was no
+ * exchange (plain text, a peer without it) the peer's labels are `unknown`. The listener's `traffic_direction`
+ * decides the reporter as for HTTP.
+ *
+ * When: a connection is counted opened once its labels are known: inbound when the client's prefix has been read
+ * (at once without an exchange), outbound when the upstream connection is up and the server's prefix read; one
+ * that ends before that is counted then, with `unknown` peer labels.
  */
 import type * as net from 'node:net'
 import type { IstioStats } from '../../config/envoy.js'
@@ -18,27 +24,33 @@ import type { TelemetryContext } from '../http/filters/istio-stats/istio-stats.j
 import { connectionPeer } from '../identity/connection-peer.js'
 import { type IstioMetrics, type LabelRow, type TcpSeries, UNKNOWN_SERVICE, UNKNOWN_WORKLOAD } from './metrics.js'
 import { serviceOfCluster } from './service.js'
-import { type LocalWorkload, UNKNOWN } from './workload.js'
+import { type LocalWorkload, UNKNOWN, type WorkloadMetadata } from './workload.js'
 
 const DEFAULT_REPORTING_MS = 15_000
 
-/** One open connection's counts not yet added to its series. */
-class OpenConnection {
+/** One connection the recorder follows: its series once its labels are known, and its counts not yet added. */
+export class OpenConnection {
   readonly socket: net.Socket
-  readonly series: TcpSeries
+  readonly cluster: UpstreamCluster | undefined
+  /** inbound: the client certificate's principal, read while the socket is open */
+  readonly principal: string
+  series: TcpSeries | null = null
+  /** the socket's bytesRead / bytesWritten already added (or not the application's: the exchange's prefixes) */
   read = 0
   written = 0
-  constructor(socket: net.Socket, series: TcpSeries) {
+  constructor(socket: net.Socket, cluster: UpstreamCluster | undefined, principal: string) {
     this.socket = socket
-    this.series = series
+    this.cluster = cluster
+    this.principal = principal
   }
   /** adds what the socket moved since the last report */
   report(): void {
     const s = this.socket
+    const series = this.series!
     const r = s.bytesRead
     const w = s.bytesWritten
-    this.series.receivedBytes += r - this.read
-    this.series.sentBytes += w - this.written
+    series.receivedBytes += r - this.read
+    series.sentBytes += w - this.written
     this.read = r
     this.written = w
   }
@@ -49,8 +61,8 @@ export class TcpStatsRecorder {
   readonly workload: LocalWorkload
   readonly metrics: IstioMetrics
   readonly reportingMs: number
-  /** principal → cluster name → row */
-  readonly #rows = new Map<string, Map<string, LabelRow>>()
+  /** peer metadata object → principal → cluster name → row */
+  readonly #rows = new Map<WorkloadMetadata, Map<string, Map<string, LabelRow>>>()
   readonly #open = new Set<OpenConnection>()
   #timer: NodeJS.Timeout | null = null
 
@@ -62,25 +74,25 @@ export class TcpStatsRecorder {
     this.reportingMs = d !== null && d !== undefined && d > 0 ? d : DEFAULT_REPORTING_MS
   }
 
-  #row(principal: string, cluster: UpstreamCluster | undefined): LabelRow {
-    let byCluster = this.#rows.get(principal)
-    if (byCluster === undefined) this.#rows.set(principal, (byCluster = new Map()))
+  #row(peer: WorkloadMetadata, principal: string, cluster: UpstreamCluster | undefined): LabelRow {
+    let byPrincipal = this.#rows.get(peer)
+    if (byPrincipal === undefined) this.#rows.set(peer, (byPrincipal = new Map()))
+    let byCluster = byPrincipal.get(principal)
+    if (byCluster === undefined) byPrincipal.set(principal, (byCluster = new Map()))
     const key = cluster?.name ?? ''
     let row = byCluster.get(key)
     if (row === undefined) {
       const service = (cluster === undefined ? null : serviceOfCluster(cluster)) ?? UNKNOWN_SERVICE
-      row = this.metrics.peerRow(this.workload, this.inbound, UNKNOWN_WORKLOAD, principal, service)
+      row = this.metrics.peerRow(this.workload, this.inbound, peer, principal, service)
       byCluster.set(key, row)
     }
     return row
   }
 
-  /** A connection the TCP proxy takes on (to `cluster`); returns what to call when it is over. */
+  /** A connection the TCP proxy takes on (to `cluster`): followed from now on, counted once `identify` says who. */
   opened(downstream: net.Socket, cluster: UpstreamCluster | undefined): OpenConnection {
     const principal = this.inbound ? (connectionPeer(downstream)?.uris[0] ?? UNKNOWN) : UNKNOWN
-    const series = this.#row(principal, cluster).tcp()
-    series.opened++
-    const c = new OpenConnection(downstream, series)
+    const c = new OpenConnection(downstream, cluster, principal)
     this.#open.add(c)
     if (this.#timer === null) {
       this.#timer = setInterval(() => this.#report(), this.reportingMs)
@@ -89,10 +101,32 @@ export class TcpStatsRecorder {
     return c
   }
 
+  /**
+   * The connection's labels are known: `peer` from the exchange (UNKNOWN_WORKLOAD without one), the principal from
+   * the downstream's client certificate (inbound) or `upstream`'s server certificate (outbound, null: not
+   * connected). `skipRead` / `skipWritten`: the exchange's prefix bytes on the downstream socket, not counted.
+   */
+  identify(
+    c: OpenConnection,
+    peer: WorkloadMetadata,
+    upstream: net.Socket | null,
+    skipRead: number,
+    skipWritten: number,
+  ): void {
+    if (c.series !== null || !this.#open.has(c)) return
+    const principal = this.inbound ? c.principal : (connectionPeer(upstream)?.uris[0] ?? UNKNOWN)
+    const series = this.#row(peer, principal, c.cluster).tcp()
+    series.opened++
+    c.series = series
+    c.read = skipRead
+    c.written = skipWritten
+  }
+
   closed(c: OpenConnection): void {
+    if (c.series === null) this.identify(c, UNKNOWN_WORKLOAD, null, c.read, c.written)
     if (!this.#open.delete(c)) return
     c.report()
-    c.series.closed++
+    c.series!.closed++
     if (this.#open.size === 0 && this.#timer !== null) {
       clearInterval(this.#timer)
       this.#timer = null
@@ -100,6 +134,6 @@ export class TcpStatsRecorder {
   }
 
   #report(): void {
-    for (const c of this.#open) c.report()
+    for (const c of this.#open) if (c.series !== null) c.report()
   }
 }
