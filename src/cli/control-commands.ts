@@ -543,15 +543,18 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const apiAddress = await api.listen(apiHost, apiPort)
   const xdsBound = await cp.xds.listen(xdsHost, xdsPort, xdsTls && tls !== null ? tls.grpcCredentials() : undefined)
   // replicas on one etcd: each announces itself (so proxy-status shows every proxy and where) and stands for leader
-  const wildcard = xdsHost === '0.0.0.0' || xdsHost === '::'
-  const replicaId = values['replica-id'] ?? `${wildcard ? hostname() : xdsHost}:${xdsBound}`
+  // the addresses the other replicas reach this one at: a wildcard bind is announced with the host name
+  const reachable = (host: string, port: number) =>
+    `${host === '0.0.0.0' || host === '::' || host === '[::]' ? hostname() : host}:${port}`
+  const xdsReachable = reachable(xdsHost, xdsBound)
+  const replicaId = values['replica-id'] ?? xdsReachable
   const replicas =
     etcd === null
       ? null
       : await EtcdReplicas.join(etcd, {
           id: replicaId,
-          api: apiAddress,
-          xds: `${xdsHost}:${xdsBound}`,
+          api: reachable(apiHost, Number(apiAddress.slice(apiAddress.lastIndexOf(':') + 1))),
+          xds: xdsReachable,
           startedAt: new Date().toISOString(),
         })
   cp.replicas = replicas
@@ -851,15 +854,18 @@ export async function proxyStatusCommand(argv: string[]): Promise<void> {
     nodeId: string
     protocol: string
     perType: { typeUrl: string; state: string; nackError?: string }[]
+    replica?: string | null
   }[]
   if (values.output === 'json') return void process.stdout.write(`${JSON.stringify(nodes, null, 2)}\n`)
   if (nodes.length === 0) return void process.stderr.write('No proxies are connected.\n')
   const cols = ['CDS', 'LDS', 'EDS', 'RDS']
+  // replicas on one etcd: which one each proxy is connected to
+  const replicas = nodes.some((n) => typeof n.replica === 'string')
   const rows = nodes.map((n) => {
     const by = new Map(n.perType.map((t) => [SHORT_TYPE[t.typeUrl] ?? t.typeUrl, t]))
-    return [n.nodeId, ...cols.map((c) => by.get(c)?.state ?? 'NOT_SENT')]
+    return [n.nodeId, ...cols.map((c) => by.get(c)?.state ?? 'NOT_SENT'), ...(replicas ? [n.replica ?? '-'] : [])]
   })
-  process.stdout.write(table([['NAME', ...cols], ...rows], 3))
+  process.stdout.write(table([['NAME', ...cols, ...(replicas ? ['REPLICA'] : [])], ...rows], 3))
   for (const n of nodes) {
     for (const t of n.perType) {
       if (t.state === 'NACKED')

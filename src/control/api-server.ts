@@ -507,8 +507,15 @@ export class ApiServer {
         ...(cp.signing?.stats ?? {}),
       })
     }
-    if (what === 'ca' && parts.length === 4 && parts[3] === 'rotate' && method === 'POST')
+    if (what === 'ca' && parts.length === 4 && parts[3] === 'rotate' && method === 'POST') {
+      // the rotation state lives in one replica's data directory: rotating there alone would split the mesh's trust
+      if (cp.replicas !== null)
+        throw new HttpError(
+          409,
+          'a live root rotation is not shared between replicas yet (the root is published once, in etcd): stop the replicas, run loom control rotate-root on one data directory, delete <prefix>/shared/ca with etcdctl, and start that replica first (docs/control-plane.md)',
+        )
       return send(200, await this.rotate(await readBody(req)))
+    }
     if (what === 'analyze' && method === 'POST') {
       const body = await readBody(req)
       const source = req.headers['x-loom-source'] as string | undefined
