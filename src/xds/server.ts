@@ -11,9 +11,13 @@
  * - at most one unacknowledged response per type and stream: changes wait for the ACK or NACK;
  * - a response carries every subscribed resource of its type that exists (all of them under a wildcard): full state
  *   for LDS/CDS, the subscribed names for RDS/EDS. Its version is a hash of exactly what it carries;
- * - after a snapshot change, types are pushed in the order CDS, EDS, SDS, LDS, RDS, make before break (below).
+ * - after a snapshot change, types are pushed in the order CDS, EDS, SDS, LDS, RDS, make before break (below);
+ * - the first request of a type on a new stream is answered, unless its `version_info` is what the response would
+ *   carry: a client that reconnects (to this server or another replica, whose versions are the same content hashes)
+ *   already holds it, so the type counts as ACKed and nothing is sent.
  *
- * Incremental (`DeltaAggregatedResources`): subscribe/unsubscribe deltas, `initial_resource_versions` on reconnect,
+ * Incremental (`DeltaAggregatedResources`): subscribe/unsubscribe deltas, `initial_resource_versions` on reconnect
+ * (what the client holds at those versions counts as ACKed; nothing is sent when nothing differs),
  * per-resource versions (content hashes), `removed_resources` for resources the client has that are gone (and, once,
  * for subscribed names that do not exist), nonce and ACK/NACK as above.
  *
