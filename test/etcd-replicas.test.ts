@@ -5,11 +5,12 @@
  * their config meanwhile. Each chaos test counts what was lost (failed requests, config, registrations): 0.
  */
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import * as http from 'node:http'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { type Control, eventually, type Proc, startControl, startSidecar } from './helpers/control.js'
+import { type Control, eventually, type Proc, spawnLoom, startControl, startSidecar } from './helpers/control.js'
 import { ETCD_MISSING, type EtcdCluster, etcdBinary, startEtcdCluster } from './helpers/etcd.js'
 import { stat } from './helpers/proxy.js'
 import { type Backend, freePort, startBackend } from './helpers/servers.js'
@@ -116,6 +117,9 @@ describe('loom control replicas on etcd', { skip: etcdBinary() === null ? ETCD_M
     'off',
     '--replica-id',
     id,
+    // short-lived workload certificates: the identity test sees renewals within seconds
+    '--cert-ttl',
+    '6s',
   ]
   /** (re)starts replica `id`, on its previous data directory and xDS port when it ran before */
   const start = async (id: 'a' | 'b', prev: Control | null) => {
@@ -322,6 +326,53 @@ describe('loom control replicas on etcd', { skip: etcdBinary() === null ? ETCD_M
         `${counts.reduce((n, c) => n + c.ok, 0)} requests meanwhile, ${failed} failed`,
     )
     assert.equal(failed, 0, counts.flatMap((c) => c.errors.slice(0, 3)).join('\n'))
+  })
+
+  test('a token made on one replica gets a certificate from the other; renewals go on when that one dies', async () => {
+    const made = await a().loom(['token', 'create', '--namespace', 'shop', '--service-account', 'reviews'])
+    assert.equal(made.code, 0, made.stderr)
+    const dir = mkdtempSync(join(tmpdir(), 'loom-replica-id-'))
+    const file = join(dir, 'token')
+    writeFileSync(file, `${made.stdout.trim()}\n`, { mode: 0o600 })
+    // b first: the token (signed with the key a published) is checked there
+    const proxy = await spawnLoom([
+      'proxy',
+      '--xds',
+      `${b().xds},${a().xds}`,
+      '--admin',
+      '127.0.0.1:0',
+      '--namespace',
+      'shop',
+      '--service-account',
+      'reviews',
+      '--identity-token-file',
+      file,
+    ])
+    try {
+      const admin = String(proxy.ready.admin)
+      const identity = async () =>
+        ((await (await fetch(`http://${admin}/certs`)).json()) as { identity?: { serial_number: string } | null })
+          .identity ?? null
+      await eventually(async () => (await identity()) !== null, 15000, 'the first certificate')
+      const first = (await identity())!.serial_number
+      b().proc.kill('SIGKILL')
+      await b().stop()
+      // the renewal (at half the 6 s lifetime) finds b gone and asks a, which verifies the chain b issued
+      const serials = new Set([first])
+      await eventually(
+        async () => {
+          serials.add((await identity())!.serial_number)
+          return serials.size >= 3
+        },
+        20000,
+        'two renewals after b died',
+      )
+      assert.match(proxy.stderr(), /"msg":"certificate renewed".*"via":"certificate"/)
+      assert.equal(proxy.proc.exitCode, null)
+    } finally {
+      await proxy.stop()
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
 

@@ -335,9 +335,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
   const tokenFile = values['identity-token-file']
   if (tokenFile !== undefined && values.xds !== undefined) {
     const { IdentityClient } = await import('../proxy/identity/client.js')
-    const { grpcTarget } = await import('../xds/client.js')
-    const server = grpcTarget(xdsServers, credentials !== undefined)
-    const identity = new IdentityClient({ server, credentials, tokenFile, store: proxy.secrets })
+    const identity = new IdentityClient({ server: xdsServers, credentials, tokenFile, store: proxy.secrets })
     proxy.identity = identity
     identity.start()
   }
