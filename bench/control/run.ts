@@ -39,6 +39,7 @@ import {
 } from './churn.js'
 import { Fleet, killFleetsSync } from './fleet.js'
 import { serviceName, services, virtualService, wideServices } from './manifests.js'
+import { type ReplicaRow, renderReplicas, replicasPhase } from './replicas.js'
 import { type Goals, type MemoryPoint, type PropagationResult, render, type Spread, type Verdicts } from './report.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -109,7 +110,14 @@ const cfg = {
   /** a directory: write heap snapshots of loom control after the connect phase and after the change */
   heapSnapshotDir: process.env.BENCH_CP_HEAP_SNAPSHOT ?? '',
   /** phases to run (BENCH_CP_ONLY=steps,connect,proxy,churn; default all) */
-  only: (process.env.BENCH_CP_ONLY ?? 'steps,connect,proxy,churn').split(',').map((s) => s.trim()),
+  only: (process.env.BENCH_CP_ONLY ?? 'steps,connect,proxy,churn,replicas').split(',').map((s) => s.trim()),
+  /** apply -> ACK on the embedded store and on 2 replicas on etcd (bench/control/replicas.ts) */
+  replicas: {
+    proxies: Math.round(
+      positive('BENCH_CP_REPLICA_PROXIES', process.env.BENCH_CP_REPLICA_PROXIES, args.quick ? 20 : 100),
+    ),
+    changes: Math.round(positive('BENCH_CP_REPLICA_CHANGES', process.env.BENCH_CP_REPLICA_CHANGES, 20)),
+  },
   /** config changes under load: real sidecars, apply/delete cycles, steady req/s through the sidecars */
   churn: {
     proxies: Math.round(positive('BENCH_CP_CHURN_PROXIES', process.env.BENCH_CP_CHURN_PROXIES, 2)),
@@ -133,7 +141,7 @@ interface Control {
   xds: string
 }
 
-async function startControl(dataDir: string): Promise<Control> {
+async function startControl(dataDir: string, extra: string[] = []): Promise<Control> {
   const proc = startProcess('control', 'taskset', [
     '-c',
     CONTROL_CPU,
@@ -153,6 +161,7 @@ async function startControl(dataDir: string): Promise<Control> {
     // the simulated proxies speak plain-text gRPC, as proxyless clients do
     '--xds-tls',
     'off',
+    ...extra,
   ])
   const t0 = Date.now()
   while (Date.now() - t0 < 20_000) {
@@ -844,6 +853,23 @@ async function main(): Promise<void> {
     log(`[4/4] config changes: FAILED: ${errMsg(e)}`)
   }
 
+  let replicaRows: ReplicaRow[] = []
+  try {
+    if (cfg.only.includes('replicas'))
+      replicaRows = await replicasPhase({
+        tmp,
+        proxies: cfg.replicas.proxies,
+        changes: cfg.replicas.changes,
+        timeoutS: cfg.timeoutS,
+        start: startControl,
+        stop: stopControl,
+        log,
+      })
+  } catch (e) {
+    errors.push(`replicas: ${errMsg(e)}`)
+    log(`[extra] replicas: FAILED: ${errMsg(e)}`)
+  }
+
   // ---- verdicts ----
   const full = rows.find((r) => r.key === `step-${SERVICES}`)
   const pTime = full?.ackMs?.p100 ?? null
@@ -915,6 +941,7 @@ async function main(): Promise<void> {
     proxyMemory,
     proxyMiBPer1000Endpoints: slope,
     configChanges: churn ?? null,
+    replicas: replicaRows,
     verdicts,
     errors,
   }
@@ -927,6 +954,7 @@ async function main(): Promise<void> {
 
   process.stdout.write(`\n${render(rows, controlMemory, proxyMemory, verdicts, GOALS, cfg.timeoutS)}\n\n`)
   if (churn) process.stdout.write(`${renderChurn(churn)}\n\n`)
+  if (replicaRows.length > 0) process.stdout.write(`${renderReplicas(replicaRows)}\n\n`)
   for (const e of errors) process.stdout.write(`error: ${e}\n`)
   process.stdout.write(
     `loom ${report.commit}; node ${process.version}; load average before ` +

@@ -1,10 +1,12 @@
 /** `loom control` and the commands that talk to it: apply, get, delete, proxy-status. */
 import { readFileSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
+import { hostname } from 'node:os'
 import { parseArgs } from 'node:util'
 import { dump as toYaml } from 'js-yaml'
 import { lookupKind, SUPPORTED_KINDS } from '../api/index.js'
 import type { RegistrationKeeper } from '../control/control.js'
+import type { EtcdStore } from '../control/store/etcd-store.js'
 import type { Store } from '../control/store/store.js'
 import { type Diagnostic, formatDiagnostic, locate } from '../control/translate/diagnostic.js'
 import type { CaOptions } from '../control/ca/ca.js'
@@ -62,6 +64,9 @@ workloads under <prefix>/registrations/ with a lease of their TTL:
       --etcd-key <file>     its private key, PEM
       --etcd-user <name>    etcd user authentication (the password from --etcd-password or LOOM_ETCD_PASSWORD)
       --etcd-password <pw>
+      --replica-id <id>     this replica's name among those on the same etcd, shown by proxy-status
+                            (default: its xDS address). Replicas share the generated CA root and the token
+                            key through etcd (the first to start makes them) and elect a leader
 
 Dashboard (served on the API port at /dashboard/; open it with 'loom dashboard'):
       --api-allowed-hosts <names>  host names a browser may use for the API and dashboard, comma-separated,
@@ -447,10 +452,15 @@ export async function controlCommand(argv: string[]): Promise<void> {
       'tls-key': { type: 'string' },
       'telemetry-interval': { type: 'string' },
       'telemetry-retention': { type: 'string' },
+      'replica-id': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
   if (values.help) return void process.stdout.write(CONTROL_USAGE)
+  if (values['replica-id'] !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$/.test(values['replica-id']))
+    fail(`--replica-id must be letters, digits, '.', '_', ':' or '-' (64 at most), not "${values['replica-id']}"`, 2)
+  if (values['replica-id'] !== undefined && values.store?.startsWith('etcd://') !== true)
+    fail('--replica-id needs --store etcd://... (replicas share an etcd cluster)', 2)
   const ca = caOptionsOf(values)
   const interval = values['telemetry-interval']
   const telemetry = {
@@ -489,9 +499,18 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const [apiHost, apiPort] = splitHostPort(values.api ?? '127.0.0.1:15080', '--api')
   const [xdsHost, xdsPort] = splitHostPort(values.xds ?? '127.0.0.1:15010', '--xds')
   const dataDir = values['data-dir'] ?? '.loom'
+  const etcd = store?.etcd ?? null
+  const { sharedFiles, EtcdReplicas } = await import('../control/replicas.js')
   const cp = await ControlPlane.open({
     dataDir,
     ...(store !== null ? { store: store.store, registrations: store.registrations } : {}),
+    ...(etcd !== null
+      ? {
+          shareFiles: async (name: string, dir: string, files: string[], create: () => Promise<void>) => {
+            await sharedFiles(etcd, name, dir, files, `${hostname()}/${process.pid}`, create)
+          },
+        }
+      : {}),
     meshConfig,
     ca,
     telemetry: {
@@ -523,6 +542,22 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const api = new ApiServer(cp, apiTls && tls !== null ? tls : undefined, { allowedHosts, tokens })
   const apiAddress = await api.listen(apiHost, apiPort)
   const xdsBound = await cp.xds.listen(xdsHost, xdsPort, xdsTls && tls !== null ? tls.grpcCredentials() : undefined)
+  // replicas on one etcd: each announces itself (so proxy-status shows every proxy and where) and stands for leader
+  // the addresses the other replicas reach this one at: a wildcard bind is announced with the host name
+  const reachable = (host: string, port: number) =>
+    `${host === '0.0.0.0' || host === '::' || host === '[::]' ? hostname() : host}:${port}`
+  const xdsReachable = reachable(xdsHost, xdsBound)
+  const replicaId = values['replica-id'] ?? xdsReachable
+  const replicas =
+    etcd === null
+      ? null
+      : await EtcdReplicas.join(etcd, {
+          id: replicaId,
+          api: reachable(apiHost, Number(apiAddress.slice(apiAddress.lastIndexOf(':') + 1))),
+          xds: xdsReachable,
+          startedAt: new Date().toISOString(),
+        })
+  cp.replicas = replicas
   log('info', 'control', 'ready', {
     api: apiAddress,
     xds: `${xdsHost}:${xdsBound}`,
@@ -532,6 +567,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     ...(tokens !== null ? { api_token_file: tokens.file, api_tokens: tokens.counts() } : {}),
     data_dir: dataDir,
     store: store?.description ?? 'file',
+    ...(replicas !== null ? { replica: replicaId } : {}),
     path_normalization: meshConfig.pathNormalization?.normalization ?? 'BASE',
     revision: cp.store.revision,
     trust_domain: cp.ca?.trustDomain,
@@ -540,9 +576,14 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const stop = () => {
     if (stopping) process.exit(1)
     stopping = true
+    // drain: leave the replica list and the election, then close the proxies' streams with UNAVAILABLE so that
+    // they move to another replica (serving their config meanwhile), then stop
+    log('info', 'control', 'draining', { proxies: cp.xds.connectedNodes().length })
     tls?.close()
     tokens?.close()
-    void Promise.all([api.close(), cp.close()]).then(() => process.exit(0))
+    void (replicas?.close() ?? Promise.resolve())
+      .then(() => Promise.all([api.close(), cp.close()]))
+      .then(() => process.exit(0))
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
@@ -566,7 +607,7 @@ async function openStore(values: {
   'etcd-key'?: string | undefined
   'etcd-user'?: string | undefined
   'etcd-password'?: string | undefined
-}): Promise<{ store: Store; registrations: RegistrationKeeper; description: string } | null> {
+}): Promise<{ store: Store; etcd: EtcdStore; registrations: RegistrationKeeper; description: string } | null> {
   const text = values.store ?? 'file'
   const etcdOnly = Object.keys(ETCD_FLAGS).filter((f) => values[f as keyof typeof values] !== undefined)
   if (text === 'file') {
@@ -610,7 +651,12 @@ async function openStore(values: {
     prefix: store.prefix,
     revision: store.revision,
   })
-  return { store, registrations: new EtcdRegistrations(store), description: `etcd://${endpoints.join(',')}` }
+  return {
+    store,
+    etcd: store,
+    registrations: new EtcdRegistrations(store),
+    description: `etcd://${endpoints.join(',')}`,
+  }
 }
 
 function splitHostPort(text: string, flag: string): [string, number] {
@@ -808,15 +854,18 @@ export async function proxyStatusCommand(argv: string[]): Promise<void> {
     nodeId: string
     protocol: string
     perType: { typeUrl: string; state: string; nackError?: string }[]
+    replica?: string | null
   }[]
   if (values.output === 'json') return void process.stdout.write(`${JSON.stringify(nodes, null, 2)}\n`)
   if (nodes.length === 0) return void process.stderr.write('No proxies are connected.\n')
   const cols = ['CDS', 'LDS', 'EDS', 'RDS']
+  // replicas on one etcd: which one each proxy is connected to
+  const replicas = nodes.some((n) => typeof n.replica === 'string')
   const rows = nodes.map((n) => {
     const by = new Map(n.perType.map((t) => [SHORT_TYPE[t.typeUrl] ?? t.typeUrl, t]))
-    return [n.nodeId, ...cols.map((c) => by.get(c)?.state ?? 'NOT_SENT')]
+    return [n.nodeId, ...cols.map((c) => by.get(c)?.state ?? 'NOT_SENT'), ...(replicas ? [n.replica ?? '-'] : [])]
   })
-  process.stdout.write(table([['NAME', ...cols], ...rows], 3))
+  process.stdout.write(table([['NAME', ...cols, ...(replicas ? ['REPLICA'] : [])], ...rows], 3))
   for (const n of nodes) {
     for (const t of n.perType) {
       if (t.state === 'NACKED')

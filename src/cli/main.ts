@@ -53,7 +53,9 @@ control plane over xDS (ADS: listeners, routes, clusters and endpoints, applied 
 
 Options:
   -c, --config <file>      bootstrap file, YAML or JSON
-      --xds <host:port>    the control plane's xDS (gRPC ADS) address, e.g. 127.0.0.1:15010
+      --xds <host:port>    the control plane's xDS (gRPC ADS) address, e.g. 127.0.0.1:15010; several,
+                           comma-separated, for replicas on one etcd (a:15010,b:15010): the proxy uses one
+                           and moves to the next when its stream ends, serving its last config meanwhile
       --node <id>          node id (default: <kind>~<ip>~<hostname>.<namespace>~<namespace>.svc.cluster.local)
       --xds-protocol <p>   sotw (state of the world, default) or delta (incremental ADS)
       --kind <kind>        sidecar (default) or gateway
@@ -306,10 +308,14 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
     roots === undefined
       ? undefined
       : (await import('../proxy/xds-credentials.js')).xdsChannelCredentials(roots, proxy.secrets)
+  const xdsServers = (values.xds ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '')
   if (values.xds !== undefined) {
     const { startXds } = await import('../proxy/xds-start.js')
     await startXds(proxy, {
-      server: values.xds,
+      servers: xdsServers,
       credentials,
       protocol,
       node: values.node,
@@ -329,7 +335,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
   const tokenFile = values['identity-token-file']
   if (tokenFile !== undefined && values.xds !== undefined) {
     const { IdentityClient } = await import('../proxy/identity/client.js')
-    const identity = new IdentityClient({ server: values.xds, credentials, tokenFile, store: proxy.secrets })
+    const identity = new IdentityClient({ server: xdsServers, credentials, tokenFile, store: proxy.secrets })
     proxy.identity = identity
     identity.start()
   }

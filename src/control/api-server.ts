@@ -99,7 +99,8 @@ import { edgeRows, type ResourceKind, statRows, topRows } from './telemetry/view
 import { seriesPoints } from './telemetry/series.js'
 import { parseFlagDurationMs } from '../core/duration.js'
 import { proxyTap, tapTargets } from './tap-proxy.js'
-import { configDump, proxyStatusRows } from './proxy-status.js'
+import { configDump, type ProxyStatusRow, proxyStatusRows } from './proxy-status.js'
+import type { ReplicaSet } from './replicas.js'
 import { checkBrowserRequest, DashboardFiles, fromBrowser } from './dashboard.js'
 import { type TokenLookup, writeAccess } from './api-tokens.js'
 
@@ -329,7 +330,12 @@ export class ApiServer {
         refusal.status === 401 ? { 'www-authenticate': 'Bearer realm="loom"' } : {},
       )
     if (method === 'GET' && this.dashboard.serve(url.pathname, res)) return
-    if (url.pathname === '/healthz') return send(200, { status: 'ok', revision: cp.store.revision })
+    if (url.pathname === '/healthz')
+      return send(200, {
+        status: 'ok',
+        revision: cp.store.revision,
+        ...(cp.replicas !== null ? { replica: cp.replicas.self.id, leader: cp.replicas.leader } : {}),
+      })
     if (parts[0] === 'debug') {
       if (parts[1] === 'nodes') return send(200, cp.knownNodes())
       if (parts[1] === 'rebuild') return send(200, cp.lastRebuild)
@@ -467,8 +473,12 @@ export class ApiServer {
         throw err
       }
     }
-    if (what === 'proxy-status' && method === 'GET')
-      return send(200, proxyStatusRows(cp.xds.status(), cp.knownNodes(), Date.now()))
+    if (what === 'proxy-status' && method === 'GET') {
+      const own = proxyStatusRows(cp.xds.status(), cp.knownNodes(), Date.now(), cp.replicas?.self.id ?? null)
+      // replicas: every proxy, each on the replica it is connected to (`?local=true`: this replica's only)
+      if (cp.replicas === null || url.searchParams.get('local') === 'true') return send(200, own)
+      return send(200, await replicaProxyStatus(cp.replicas, own))
+    }
     if (what === 'prometheus' && parts[3] === 'targets' && parts.length === 4 && method === 'GET')
       return send(200, targetGroups(scrapeTargets(cp)))
     if (
@@ -501,8 +511,15 @@ export class ApiServer {
         ...(cp.signing?.stats ?? {}),
       })
     }
-    if (what === 'ca' && parts.length === 4 && parts[3] === 'rotate' && method === 'POST')
+    if (what === 'ca' && parts.length === 4 && parts[3] === 'rotate' && method === 'POST') {
+      // the rotation state lives in one replica's data directory: rotating there alone would split the mesh's trust
+      if (cp.replicas !== null)
+        throw new HttpError(
+          409,
+          'a live root rotation is not shared between replicas yet (the root is published once, in etcd): stop the replicas, run loom control rotate-root on one data directory, delete <prefix>/shared/ca with etcdctl, and start that replica first (docs/control-plane.md)',
+        )
       return send(200, await this.rotate(await readBody(req)))
+    }
     if (what === 'analyze' && method === 'POST') {
       const body = await readBody(req)
       const source = req.headers['x-loom-source'] as string | undefined
@@ -777,4 +794,31 @@ export class ApiServer {
       changed.length === 0 ? [] : await this.diagnose(parsed, { only: new Set(changed.map(keyOf)), overlay: dryRun })
     return { dryRun, results, warnings, skipped: parsed.skipped }
   }
+}
+
+/**
+ * The proxies of every replica: this one's rows, then each other replica's own (`?local=true`, over its plain-HTTP
+ * API, 2 s at most); a replica that does not answer is logged and left out, the others still shown.
+ */
+async function replicaProxyStatus(replicas: ReplicaSet, own: ProxyStatusRow[]): Promise<ProxyStatusRow[]> {
+  const others = (await replicas.list()).filter((r) => r.id !== replicas.self.id)
+  const rows = await Promise.all(
+    others.map(async (r) => {
+      try {
+        const res = await fetch(`http://${r.api}/api/v1/proxy-status?local=true`, { signal: AbortSignal.timeout(2000) })
+        if (!res.ok) throw new Error(`HTTP ${res.status}`)
+        return (await res.json()) as ProxyStatusRow[]
+      } catch (err) {
+        log('warn', 'control', 'a replica did not say which proxies it has', {
+          replica: r.id,
+          api: r.api,
+          error: String(err),
+        })
+        return []
+      }
+    }),
+  )
+  return [...own, ...rows.flat()].sort(
+    (a, b) => a.nodeId.localeCompare(b.nodeId) || String(a.replica).localeCompare(String(b.replica)),
+  )
 }

@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto'
 import type { FSWatcher } from 'node:fs'
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import type { Resource } from '../api/resource.js'
 import { log } from '../core/log.js'
 import { certificateService } from '../xds/ca-service.js'
@@ -19,7 +19,7 @@ import { rateLimitSharesService } from '../xds/ratelimit-service.js'
 import type { NodeInfo } from '../xds/server.js'
 import { XdsServer } from '../xds/server.js'
 import { type ProxyNode, type Snapshot, TYPE_URL } from '../xds/snapshot.js'
-import { type CaOptions, CertificateAuthority } from './ca/ca.js'
+import { type CaOptions, CertificateAuthority, caFiles } from './ca/ca.js'
 import { type Credential, credentialsDir, readCredentials, watchCredentials } from './credentials.js'
 import { SigningService } from './ca/signing-service.js'
 import { TokenIssuer, tokenKeyFile } from './ca/tokens.js'
@@ -28,6 +28,7 @@ import { ShareServer } from './ratelimit/share-server.js'
 import { FileStore } from './store/file-store.js'
 import { Gatherer, type ScrapeTarget } from './telemetry/gatherer.js'
 import type { InventoryWorkload } from './telemetry/views.js'
+import type { ReplicaSet } from './replicas.js'
 import type { Store, Watch } from './store/store.js'
 import { BatchTranslator, type MeshConfig, type TranslateInput, type TranslateNode } from './translate/translate.js'
 
@@ -61,6 +62,11 @@ export interface ControlOptions {
    * never), keeping `retentionMs` of history (default 10 min)
    */
   telemetry?: { intervalMs?: number; retentionMs?: number }
+  /**
+   * makes files that must be one for every replica (the generated CA root and its state, the token signing key) the
+   * cluster's before they are opened: `create` makes them as a lone control plane would (replicas.ts sharedFiles)
+   */
+  shareFiles?: (name: string, dir: string, files: string[], create: () => Promise<void>) => Promise<void>
 }
 
 /** Keeps the registry's self-registered workloads somewhere shared (EtcdRegistrations). */
@@ -173,6 +179,8 @@ export class ControlPlane {
   private bundleTimer: NodeJS.Timeout | null = null
   private rootcaEntry: { version: string; items: Map<string, Record<string, unknown>> } | null = null
   private readonly bundleListeners = new Set<(signerChanged: boolean) => void>()
+  /** the other replicas on the same etcd, and whether this one leads (set by `loom control` once it listens) */
+  replicas: ReplicaSet | null = null
   /** ms the last rebuild took, and how many proxies it covered (for /debug and the benchmark) */
   lastRebuild = { ms: 0, proxies: 0, revision: 0, at: '' }
 
@@ -204,11 +212,28 @@ export class ControlPlane {
   static async open(options: ControlOptions): Promise<ControlPlane> {
     mkdirSync(options.dataDir, { recursive: true })
     // the CA first: a CA that cannot be used stops the start before anything else is opened
-    const ca =
-      options.ca === false
-        ? null
-        : await CertificateAuthority.open({ ...options.ca, dir: options.ca?.dir ?? caDir(options.dataDir) })
-    const tokens = ca === null ? null : TokenIssuer.open(tokenKeyFile(options.dataDir))
+    const share = options.shareFiles
+    let ca: CertificateAuthority | null = null
+    if (options.ca !== false) {
+      const caOptions = { ...options.ca, dir: options.ca?.dir ?? caDir(options.dataDir) }
+      // a supplied CA is the operator's to give every replica; a generated one is made once for all
+      if (share !== undefined && caOptions.supplied === undefined)
+        await share(
+          'ca',
+          caOptions.dir,
+          Object.values(caFiles(caOptions.dir)).map((f) => basename(f)),
+          async () => {
+            await CertificateAuthority.open(caOptions)
+          },
+        )
+      ca = await CertificateAuthority.open(caOptions)
+    }
+    const tokenFile = tokenKeyFile(options.dataDir)
+    if (ca !== null && share !== undefined)
+      await share('token-key', dirname(tokenFile), [basename(tokenFile)], async () => {
+        TokenIssuer.open(tokenFile)
+      })
+    const tokens = ca === null ? null : TokenIssuer.open(tokenFile)
     const store = options.store ?? (await FileStore.open(options.dataDir))
     const cp = new ControlPlane(store, options, ca, tokens)
     const { revision, items } = await store.list()

@@ -20,12 +20,15 @@ export interface ProxyStatusRow extends NodeStatus {
   uptimeSeconds: number
   /** every type the proxy subscribes to is SYNCED (and it subscribes to one at least) */
   synced: boolean
+  /** the control-plane replica the proxy is connected to (its --replica-id); null for a lone control plane */
+  replica: string | null
 }
 
 export function proxyStatusRows(
   status: readonly NodeStatus[],
   nodes: readonly TranslateNode[],
   nowMs: number,
+  replica: string | null = null,
 ): ProxyStatusRow[] {
   const byId = new Map(nodes.map((n) => [n.id, n]))
   return status.map((s) => {
@@ -38,6 +41,7 @@ export function proxyStatusRows(
       serviceAccount: node?.serviceAccount ?? null,
       uptimeSeconds: Math.max(0, Math.floor((nowMs - Date.parse(s.connectedAt)) / 1000)),
       synced: s.perType.length > 0 && s.perType.every((t) => t.state === 'SYNCED'),
+      replica,
     }
   })
 }

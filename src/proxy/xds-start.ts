@@ -8,15 +8,15 @@ import { hostname } from 'node:os'
 import type * as grpc from '@grpc/grpc-js'
 import { log } from '../core/log.js'
 import { VERSION } from '../core/version.js'
-import { AdsClient } from '../xds/client.js'
+import { AdsClient, grpcTarget } from '../xds/client.js'
 import { TYPE_URL } from '../xds/snapshot.js'
 import { ShareReporter } from './http/filters/global-ratelimit/reporter.js'
 import type { ProxyServer } from './proxy.js'
 import { XdsConsumer } from './xds-consumer.js'
 
 export interface XdsStartOptions {
-  /** host:port of the ADS server */
-  server: string
+  /** host:port of the ADS server, or of each of its replicas (`--xds a:15010,b:15010`; the proxy moves between them) */
+  servers: readonly string[]
   /** TLS to the control plane (xds-credentials.ts); plain text without */
   credentials?: grpc.ChannelCredentials | undefined
   /** state of the world (default) or incremental ADS */
@@ -59,7 +59,7 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
   // the listeners that arrive report and exchange this workload (Istio's stats filters)
   proxy.setNode({ id, metadata })
   const client: AdsClient = new AdsClient({
-    server: o.server,
+    server: o.servers,
     ...(o.credentials !== undefined ? { credentials: o.credentials } : {}),
     protocol: o.protocol ?? 'sotw',
     node: {
@@ -79,23 +79,40 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
       return verdict
     },
   })
-  client.on('disconnected', (why: unknown) => {
+  // Envoy's control_plane.* stats, and what a move between replicas costs: responses it had to take again
+  const counters = proxy.stats.forCounters('control_plane.').values
+  counters.connections = 0
+  counters.responses = 0
+  counters.rejected = 0
+  client.on('connecting', () => counters.connections!++)
+  client.on('response', (_type: string, _version: string, ok: boolean) => {
+    counters.responses!++
+    if (!ok) counters.rejected!++
+  })
+  client.on('disconnected', (why: unknown, from: unknown) => {
     const text = String(why)
     if (o.credentials !== undefined && TLS_VERIFY_FAILURE.test(text))
       log('error', 'xds', "the control plane's TLS certificate does not verify against --xds-ca; not connecting", {
-        server: o.server,
+        server: from,
         why: text,
       })
-    else log('warn', 'xds', 'control plane disconnected; serving the last config', { why: text })
+    else
+      log('warn', 'xds', 'control plane disconnected; serving the last config', {
+        server: from,
+        why: text,
+        ...(o.servers.length > 1 ? { next: client.server } : {}),
+      })
   })
   client.start()
   // the bootstrap's TLS contexts may name secrets served over ADS: ask for them before any LDS/CDS response
   const secrets = consumer.secretNames()
   if (secrets.length > 0) client.subscribe(TYPE_URL.secret, secrets)
   // global rate limits: shares from the same control plane, on the same address (the stream opens on first use)
-  new ShareReporter({ server: o.server, nodeId: id, credentials: o.credentials }).attach()
+  const target = grpcTarget(o.servers, o.credentials !== undefined)
+  new ShareReporter({ server: target, nodeId: id, credentials: o.credentials }).attach()
   log('info', 'xds', 'connecting', {
-    server: o.server,
+    server: client.server,
+    ...(o.servers.length > 1 ? { servers: o.servers } : {}),
     tls: o.credentials !== undefined,
     node: id,
     protocol: client.protocol,

@@ -8,6 +8,10 @@
  * version). When the stream breaks it reconnects with exponential backoff, keeping its state: the new stream
  * resubscribes with what it has (SotW: the versions; delta: `initial_resource_versions`).
  *
+ * Given several servers (control-plane replicas on one store), it talks to one at a time and moves to the next when
+ * the stream ends (the replica died, drained or refused it); the backoff grows only once every server has failed in
+ * a row. Replicas serve the same versions for the same config, so a move re-sends nothing the proxy already holds.
+ *
  * The consumer sees the same thing in both modes: for LDS/CDS the full set of resources and the names removed since
  * the last accepted response; for RDS/EDS the resources that came (and, in delta mode, the names removed).
  */
@@ -49,8 +53,8 @@ export interface AdsClientNode {
 }
 
 export interface AdsClientOptions {
-  /** `host:port` of the ADS server */
-  server: string
+  /** `host:port` of the ADS server, or of several replicas of it (tried in turn) */
+  server: string | readonly string[]
   node: AdsClientNode
   onResources: ResourceConsumer
   /** 'sotw' (default) or 'delta' */
@@ -104,7 +108,12 @@ export class AdsClient extends EventEmitter {
   private readonly opts: AdsClientOptions
   private readonly log: XdsLogger
   private readonly types = new Map<string, ClientTypeState>()
-  private stub?: AdsClientStub
+  private readonly servers: readonly string[]
+  /** one channel per server, made when first used */
+  private readonly stubs = new Map<number, AdsClientStub>()
+  /** the server the current (or next) stream goes to */
+  private current = 0
+  private started = false
   private call?: SotwCall | DeltaCall
   private nodeSent = false
   private attempt = 0
@@ -117,22 +126,38 @@ export class AdsClient extends EventEmitter {
     super()
     this.opts = opts
     this.protocol = opts.protocol ?? 'sotw'
+    this.servers = typeof opts.server === 'string' ? [opts.server] : [...opts.server]
+    if (this.servers.length === 0) throw new Error('an ADS client needs a server')
     this.log = opts.log ?? ((level, msg, fields) => defaultLog(level, 'xds-client', msg, fields))
     for (const t of opts.wildcardTypes ?? [TYPE_URL.listener, TYPE_URL.cluster]) this.state(t).wildcard = true
   }
 
   /** Opens the stream (and keeps one open until `close()`). */
   start(): this {
-    if (!this.stub) {
+    if (!this.started) {
+      this.started = true
+      this.connect()
+    }
+    return this
+  }
+
+  /** The server the current stream is open to (or the next one goes to). */
+  get server(): string {
+    return this.servers[this.current]!
+  }
+
+  private stub(): AdsClientStub {
+    let stub = this.stubs.get(this.current)
+    if (stub === undefined) {
       const { Client } = adsService()
-      this.stub = new Client(this.opts.server, this.opts.credentials ?? grpc.credentials.createInsecure(), {
+      stub = new Client(this.server, this.opts.credentials ?? grpc.credentials.createInsecure(), {
         'grpc.keepalive_time_ms': 30_000,
         'grpc.keepalive_timeout_ms': 10_000,
         'grpc.max_receive_message_length': -1,
       })
-      this.connect()
+      this.stubs.set(this.current, stub)
     }
-    return this
+    return stub
   }
 
   /** Replaces the subscription of a type: names, or `'*'` for everything. */
@@ -173,7 +198,8 @@ export class AdsClient extends EventEmitter {
     const call = this.call
     this.call = undefined
     call?.cancel()
-    this.stub?.close()
+    for (const stub of this.stubs.values()) stub.close()
+    this.stubs.clear()
   }
 
   private state(typeUrl: string): ClientTypeState {
@@ -198,9 +224,10 @@ export class AdsClient extends EventEmitter {
   }
 
   private connect(): void {
-    if (this.closed || !this.stub) return
+    if (this.closed || !this.started) return
+    const stub = this.stub()
     const call: SotwCall | DeltaCall =
-      this.protocol === 'delta' ? this.stub.DeltaAggregatedResources() : this.stub.StreamAggregatedResources()
+      this.protocol === 'delta' ? stub.DeltaAggregatedResources() : stub.StreamAggregatedResources()
     this.call = call
     this.nodeSent = false
     this.streamsOpened++
@@ -216,9 +243,12 @@ export class AdsClient extends EventEmitter {
       ended = true
       if (this.call === call) this.call = undefined
       if (this.closed) return
+      const from = this.server
       const delay = this.backoff()
-      this.log('warn', 'ADS stream ended, reconnecting', { server: this.opts.server, why, inMs: delay })
-      this.emit('disconnected', why)
+      // with replicas, the next stream goes to the next one
+      this.current = (this.current + 1) % this.servers.length
+      this.log('warn', 'ADS stream ended, reconnecting', { server: from, next: this.server, why, inMs: delay })
+      this.emit('disconnected', why, from)
       this.retryTimer = setTimeout(() => this.connect(), delay)
     }
     call.on('data', (resp: DiscoveryResponse | DeltaDiscoveryResponse) => {
@@ -235,13 +265,14 @@ export class AdsClient extends EventEmitter {
       const st = this.types.get(t)!
       if (st.wildcard || st.names.size > 0 || st.responses > 0) this.request(st)
     }
-    this.emit('connecting')
+    this.emit('connecting', this.server)
   }
 
+  /** The delay before the next stream: it doubles each time every server has failed in a row. */
   private backoff(): number {
     const base = this.opts.initialBackoffMs ?? 500
     const max = this.opts.maxBackoffMs ?? 30_000
-    const d = Math.min(max, base * 2 ** this.attempt++)
+    const d = Math.min(max, base * 2 ** Math.floor(this.attempt++ / this.servers.length))
     return Math.round(d * (0.8 + Math.random() * 0.4))
   }
 
@@ -406,6 +437,17 @@ export class AdsClient extends EventEmitter {
     this.write(ack)
     this.emit('response', resp.type_url, resp.system_version_info, verdict.ok)
   }
+}
+
+/**
+ * One gRPC target for unary calls to whichever replica answers (certificate signing, rate-limit shares): gRPC's own
+ * `ipv4:a:port,b:port` list, which connects to the first that accepts and moves on when it fails. Names that are not
+ * IPv4 addresses, and TLS (whose certificate is checked against one name), use the first server.
+ */
+export function grpcTarget(servers: readonly string[], tls: boolean): string {
+  if (servers.length === 1 || tls) return servers[0]!
+  if (!servers.every((s) => /^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/.test(s))) return servers[0]!
+  return `ipv4:${servers.join(',')}`
 }
 
 function decode(typeUrl: string, any: EncodedAny): [string, Record<string, unknown>] {

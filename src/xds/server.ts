@@ -11,9 +11,13 @@
  * - at most one unacknowledged response per type and stream: changes wait for the ACK or NACK;
  * - a response carries every subscribed resource of its type that exists (all of them under a wildcard): full state
  *   for LDS/CDS, the subscribed names for RDS/EDS. Its version is a hash of exactly what it carries;
- * - after a snapshot change, types are pushed in the order CDS, EDS, SDS, LDS, RDS, make before break (below).
+ * - after a snapshot change, types are pushed in the order CDS, EDS, SDS, LDS, RDS, make before break (below);
+ * - the first request of a type on a new stream is answered, unless its `version_info` is what the response would
+ *   carry: a client that reconnects (to this server or another replica, whose versions are the same content hashes)
+ *   already holds it, so the type counts as ACKed and nothing is sent.
  *
- * Incremental (`DeltaAggregatedResources`): subscribe/unsubscribe deltas, `initial_resource_versions` on reconnect,
+ * Incremental (`DeltaAggregatedResources`): subscribe/unsubscribe deltas, `initial_resource_versions` on reconnect
+ * (what the client holds at those versions counts as ACKed; nothing is sent when nothing differs),
  * per-resource versions (content hashes), `removed_resources` for resources the client has that are gone (and, once,
  * for subscribed names that do not exist), nonce and ACK/NACK as above.
  *
@@ -484,6 +488,16 @@ abstract class AdsStream {
     this.safely(() => this.call.end())
   }
 
+  /** Closes the stream with UNAVAILABLE: the server is going away, the client should connect elsewhere. */
+  drain(): void {
+    if (this.closed) return
+    const details = 'the control plane is shutting down; connect to another replica'
+    this.safely(() =>
+      this.call.emit('error', { code: grpc.status.UNAVAILABLE, details, metadata: new grpc.Metadata() }),
+    )
+    this.detach()
+  }
+
   detach(): void {
     if (this.closed) return
     this.closed = true
@@ -527,6 +541,8 @@ class SotwStream extends AdsStream {
       return
     }
     const names = req.resource_names ?? []
+    // a client that comes with a version held config before (from this or another replica): it may have it already
+    const resumed = !st && nonce === '' && (req.version_info ?? '') !== '' && !req.error_detail
     if (!st) {
       const legacy = WILDCARD_BY_DEFAULT.has(typeUrl) && names.length === 0
       st = {
@@ -548,8 +564,26 @@ class SotwStream extends AdsStream {
     st.names = new Set(names.filter((n) => n !== '*'))
     // a client drops what it no longer subscribes to
     if (!st.wildcard) for (const n of st.acked.keys()) if (!st.names.has(n)) ownAcked(st).delete(n)
+    if (resumed && this.resume(st, req.version_info!)) return
     if (answered) this.released(typeUrl)
     else this.push(typeUrl)
+  }
+
+  /**
+   * The first request of a type on a new stream says the client holds `version`: when that is what it would be
+   * sent now, it is taken as ACKed and nothing is sent (versions are content hashes, the same on every replica, so a
+   * proxy that moves to another control plane is not pushed what it has). Otherwise it is answered as usual.
+   */
+  private resume(st: TypeState, version: string): boolean {
+    if (!this.entry()) return false
+    const { list, version: now, whole } = this.view(st)
+    if (now !== version) return false
+    st.sentVersion = version
+    st.ackedVersion = version
+    st.acked = whole ?? new Map(list.map((r) => [r.name, r]))
+    st.ackedOwned = whole === undefined
+    this.log('debug', 'resumed at the version the client holds', { type: st.typeUrl, version })
+    return true
   }
 
   /** What a response carries now: the target, plus what must stay until nothing the client holds names it. */
@@ -627,6 +661,8 @@ interface DeltaTypeState extends TypeState {
   /** subscribed names the client was told do not exist */
   toldAbsent: Set<string>
   answered: boolean
+  /** the stream began with `initial_resource_versions`: the client holds config already */
+  resumed: boolean
 }
 
 class DeltaStream extends AdsStream {
@@ -657,6 +693,18 @@ class DeltaStream extends AdsStream {
         known: new Map(Object.entries(req.initial_resource_versions ?? {})),
         toldAbsent: new Set(),
         answered: false,
+        resumed: false,
+      }
+      st.resumed = st.known.size > 0
+      if (st.resumed) {
+        // what the client holds at the versions it names counts as ACKed (the clusters listeners wait for)
+        const t = this.entry()?.types.get(typeUrl)
+        const held = new Map<string, CachedResource>()
+        for (const [n, v] of st.known) {
+          const r = t?.items.get(n)
+          if (r !== undefined && r.hash === v) held.set(n, r)
+        }
+        st.acked = held
       }
       st.wildcard = st.legacyWildcard
       this.types.set(typeUrl, st)
@@ -714,7 +762,15 @@ class DeltaStream extends AdsStream {
         removed.push(name)
       }
     }
-    if (st.answered && resources.length === 0 && removed.length === 0) return
+    if (resources.length === 0 && removed.length === 0) {
+      if (st.answered) return
+      if (st.resumed) {
+        // a client resuming with exactly what it would be sent (after moving from another replica): nothing to say
+        st.answered = true
+        st.sentVersion = st.ackedVersion = this.desiredVersion(st)
+        return
+      }
+    }
     if (!this.ready(st, resources)) return
     st.inflight = { full: false, items: new Map(resources.map((r) => [r.name, r])), removed: new Set(removed) }
     for (const r of resources) {
@@ -796,13 +852,23 @@ export class XdsServer {
     })
   }
 
-  /** Ends every stream and stops the server (forcefully after `graceMs`). */
+  /**
+   * Drains and stops the server: new streams are refused and every open one is closed with UNAVAILABLE, which tells
+   * a client with several replicas to move to another (it keeps serving its config meanwhile); calls still running
+   * (a certificate being signed) get `graceMs` to finish before the server stops forcefully.
+   */
   async close(graceMs = 2000): Promise<void> {
     this.closing = true
     this.unwatch()
     for (const t of this.timers.values()) clearTimeout(t)
     this.timers.clear()
-    for (const set of this.streams.values()) for (const s of [...set]) s.end()
+    let n = 0
+    for (const set of this.streams.values())
+      for (const s of [...set]) {
+        s.drain()
+        n++
+      }
+    if (n > 0) this.logger('info', 'xDS streams closed: the server drains', { streams: n })
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
         this.grpcServer.forceShutdown()

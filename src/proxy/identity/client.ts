@@ -21,8 +21,11 @@ import { uriSans } from './peer-verifier.js'
 import type { SecretStore } from '../secrets/store.js'
 
 export interface IdentityClientOptions {
-  /** host:port of the control plane's xDS port, where the signing service is */
-  server: string
+  /**
+   * host:port of the control plane's xDS port, where the signing service is; several for replicas: a call the one
+   * in use cannot take (UNAVAILABLE, DEADLINE_EXCEEDED) makes the next call go to the next
+   */
+  server: string | readonly string[]
   /** TLS to the control plane (default plain text) */
   credentials?: grpc.ChannelCredentials | undefined
   /** the bootstrap token's file (read at each use) */
@@ -64,6 +67,8 @@ const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const
 export class IdentityClient {
   private readonly o: IdentityClientOptions
   private client: CertificateServiceClient | null = null
+  /** the replica in use, of several `server`s */
+  private serverIndex = 0
   private current: Current | null = null
   private timer: NodeJS.Timeout | null = null
   private failures = 0
@@ -182,9 +187,10 @@ export class IdentityClient {
         )
       }
     }
-    this.client ??= certificateServiceClient(this.o.server, this.o.credentials)
+    const servers = typeof this.o.server === 'string' ? [this.o.server] : this.o.server
+    const client = (this.client ??= certificateServiceClient(servers[this.serverIndex]!, this.o.credentials))
     const res = await createCertificate(
-      this.client,
+      client,
       {
         csr: csrPem,
         ...(this.o.validitySeconds !== undefined ? { validity_seconds: this.o.validitySeconds } : {}),
@@ -196,7 +202,16 @@ export class IdentityClient {
           : {}),
       },
       token,
-    )
+    ).catch((err: unknown) => {
+      const code = (err as { code?: number }).code
+      if (servers.length > 1 && (code === grpc.status.UNAVAILABLE || code === grpc.status.DEADLINE_EXCEEDED)) {
+        // this replica is gone or going: the retry asks the next one
+        client.close()
+        if (this.client === client) this.client = null
+        this.serverIndex = (this.serverIndex + 1) % servers.length
+      }
+      throw err
+    })
     const chain = res.certificate_chain ?? []
     const bundle = res.trust_bundle ?? []
     if (chain.length === 0 || bundle.length === 0) throw new Error('the signing service answered without a certificate')
