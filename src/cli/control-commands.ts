@@ -63,6 +63,13 @@ workloads under <prefix>/registrations/ with a lease of their TTL:
       --etcd-user <name>    etcd user authentication (the password from --etcd-password or LOOM_ETCD_PASSWORD)
       --etcd-password <pw>
 
+Kubernetes (Services, EndpointSlices, Pods and Nodes as the registry's services; Istio's networking.istio.io and
+security.istio.io resources as config, validated like 'loom apply'; a rejected one gets a Warning Event):
+      --kubernetes        read the cluster: in a pod, with its service account (token and CA from
+                          /var/run/secrets/kubernetes.io/serviceaccount); else with --kubeconfig
+      --kubeconfig <file> a kubeconfig file (its current context); implies --kubernetes
+      --istio-api-version <v1|v1beta1|v1alpha3>  the version of Istio's APIs to list and watch (default: v1)
+
 Dashboard (served on the API port at /dashboard/; open it with 'loom dashboard'):
       --api-allowed-hosts <names>  host names a browser may use for the API and dashboard, comma-separated,
                           besides localhost and IP addresses (a DNS-rebinding guard refuses other names)
@@ -108,6 +115,8 @@ and the previous root leaves the bundle after the overlap.
 Examples:
   loom control --data-dir ~/.loom
   loom control --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --etcd-ca etcd-ca.pem
+  loom control --kubernetes --api 0.0.0.0:15080 --xds 0.0.0.0:15010   # in a pod
+  loom control --kubeconfig ~/.kube/config
   loom control --path-normalization MERGE_SLASHES
   loom control --mesh-config mesh.yaml
   loom control --telemetry-interval 2s --telemetry-retention 15m
@@ -447,10 +456,16 @@ export async function controlCommand(argv: string[]): Promise<void> {
       'tls-key': { type: 'string' },
       'telemetry-interval': { type: 'string' },
       'telemetry-retention': { type: 'string' },
+      kubernetes: { type: 'boolean' },
+      kubeconfig: { type: 'string' },
+      'istio-api-version': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
   if (values.help) return void process.stdout.write(CONTROL_USAGE)
+  const istioVersion = values['istio-api-version'] ?? 'v1'
+  if (!['v1', 'v1beta1', 'v1alpha3'].includes(istioVersion))
+    fail(`--istio-api-version must be v1, v1beta1 or v1alpha3, not "${istioVersion}"`, 2)
   const ca = caOptionsOf(values)
   const interval = values['telemetry-interval']
   const telemetry = {
@@ -483,6 +498,19 @@ export async function controlCommand(argv: string[]): Promise<void> {
     process.on('SIGHUP', () => tokens?.reload())
   }
   const store = await openStore(values)
+  let kubernetes: import('../control/kubernetes/source.js').KubernetesSource | undefined
+  if (values.kubernetes === true || values.kubeconfig !== undefined) {
+    const { KubeClient } = await import('../control/kubernetes/client.js')
+    const { KubernetesSource } = await import('../control/kubernetes/source.js')
+    let client: import('../control/kubernetes/client.js').KubeClient
+    try {
+      client = await KubeClient.open(values.kubeconfig)
+    } catch (err) {
+      fail(`--kubernetes: ${(err as Error).message}`, 2)
+    }
+    kubernetes = new KubernetesSource(client, { istioVersion })
+    log('info', 'control', 'listing the cluster', { server: client.server })
+  }
   const { ControlPlane, trustBundleFile } = await import('../control/control.js')
   const { ApiServer } = await import('../control/api-server.js')
   const { ControlTls } = await import('../control/tls.js')
@@ -492,6 +520,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
   const cp = await ControlPlane.open({
     dataDir,
     ...(store !== null ? { store: store.store, registrations: store.registrations } : {}),
+    ...(kubernetes !== undefined ? { kubernetes } : {}),
     meshConfig,
     ca,
     telemetry: {
@@ -532,6 +561,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     ...(tokens !== null ? { api_token_file: tokens.file, api_tokens: tokens.counts() } : {}),
     data_dir: dataDir,
     store: store?.description ?? 'file',
+    ...(kubernetes !== undefined ? { kubernetes: kubernetes.client.server } : {}),
     path_normalization: meshConfig.pathNormalization?.normalization ?? 'BASE',
     revision: cp.store.revision,
     trust_domain: cp.ca?.trustDomain,
