@@ -69,6 +69,14 @@ security.istio.io resources as config, validated like 'loom apply'; a rejected o
                           /var/run/secrets/kubernetes.io/serviceaccount); else with --kubeconfig
       --kubeconfig <file> a kubeconfig file (its current context); implies --kubernetes
       --istio-api-version <v1|v1beta1|v1alpha3>  the version of Istio's APIs to list and watch (default: v1)
+      --injection-webhook <host:port>  serve the sidecar injection webhook (HTTPS, POST /inject, AdmissionReview
+                          v1) for pods of namespaces labelled istio-injection=enabled or loom-injection=enabled;
+                          its certificate from the CA, for --injection-host
+      --injection-host <name>  the webhook Service's DNS name in its certificate
+                          (default: loom-control.loom-system.svc)
+      --injection-image <image>  the image of the injected loom-init and loom-proxy containers (default: loom:latest)
+      --injection-xds <host:port>  the xDS address injected proxies dial
+                          (default: loom-control.loom-system.svc:15010)
 
 Dashboard (served on the API port at /dashboard/; open it with 'loom dashboard'):
       --api-allowed-hosts <names>  host names a browser may use for the API and dashboard, comma-separated,
@@ -459,6 +467,10 @@ export async function controlCommand(argv: string[]): Promise<void> {
       kubernetes: { type: 'boolean' },
       kubeconfig: { type: 'string' },
       'istio-api-version': { type: 'string' },
+      'injection-webhook': { type: 'string' },
+      'injection-host': { type: 'string' },
+      'injection-image': { type: 'string' },
+      'injection-xds': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -551,6 +563,28 @@ export async function controlCommand(argv: string[]): Promise<void> {
     .filter((h) => h !== '')
   const api = new ApiServer(cp, apiTls && tls !== null ? tls : undefined, { allowedHosts, tokens })
   const apiAddress = await api.listen(apiHost, apiPort)
+  let webhook: import('../control/kubernetes/webhook.js').InjectionWebhook | null = null
+  let webhookAddress: string | undefined
+  if (values['injection-webhook'] !== undefined) {
+    if (kubernetes === undefined) fail('--injection-webhook needs --kubernetes (the Namespace cache)', 2)
+    if (cp.ca === null) fail('--injection-webhook needs the CA for its certificate', 2)
+    const [host, port] = splitHostPort(values['injection-webhook'], '--injection-webhook')
+    const { InjectionWebhook } = await import('../control/kubernetes/webhook.js')
+    const webhookTls = new ControlTls({
+      kind: 'ca',
+      ca: cp.ca,
+      hosts: [values['injection-host'] ?? 'loom-control.loom-system.svc', host],
+    })
+    await webhookTls.start()
+    cp.onTrustBundleChange((signerChanged) => {
+      if (signerChanged) void webhookTls.refresh().catch(() => {})
+    })
+    webhook = new InjectionWebhook(webhookTls, kubernetes, {
+      image: values['injection-image'] ?? 'loom:latest',
+      xdsAddress: values['injection-xds'] ?? 'loom-control.loom-system.svc:15010',
+    })
+    webhookAddress = await webhook.listen(host, port)
+  }
   const xdsBound = await cp.xds.listen(xdsHost, xdsPort, xdsTls && tls !== null ? tls.grpcCredentials() : undefined)
   log('info', 'control', 'ready', {
     api: apiAddress,
@@ -562,6 +596,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     data_dir: dataDir,
     store: store?.description ?? 'file',
     ...(kubernetes !== undefined ? { kubernetes: kubernetes.client.server } : {}),
+    ...(webhookAddress !== undefined ? { injection_webhook: webhookAddress } : {}),
     path_normalization: meshConfig.pathNormalization?.normalization ?? 'BASE',
     revision: cp.store.revision,
     trust_domain: cp.ca?.trustDomain,
@@ -572,7 +607,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     stopping = true
     tls?.close()
     tokens?.close()
-    void Promise.all([api.close(), cp.close()]).then(() => process.exit(0))
+    void Promise.all([api.close(), cp.close(), webhook?.close()]).then(() => process.exit(0))
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)

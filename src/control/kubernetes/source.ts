@@ -122,6 +122,12 @@ export class KubernetesSource {
     return this.#services
   }
 
+  /** A namespace's labels from the Namespace cache; undefined for a namespace not (yet) seen. */
+  namespaceLabels(name: string): Record<string, string> | undefined {
+    const ns = this.#core.namespaces.items().find((n) => n.metadata?.name === name)
+    return ns === undefined ? undefined : (ns.metadata?.labels ?? {})
+  }
+
   /** Istio's custom resources that passed validation. */
   resources(): Resource[] {
     if (this.#resourcesDirty) this.#validate()
