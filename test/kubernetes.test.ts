@@ -6,7 +6,9 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import yaml from 'js-yaml'
 import { type Control, eventually, type Proc, startControl, startSidecar } from './helpers/control.js'
 import { FakeKubeApiServer, type KObj } from './helpers/fake-kube-apiserver.js'
 import { ROOT } from './helpers/proxy.js'
@@ -269,5 +271,40 @@ describe('loom control --kubernetes (a fake API server with bookinfo)', () => {
     await eventually(async () => (await dump()).includes('/after-rejected'), 15000, 'the valid VirtualService')
     assert.doesNotMatch(await dump(), /rejected-route/)
     assert.match(cp.stderr(), /resource rejected: it does not reach any proxy/)
+  })
+
+  test("deploy/kubernetes's ClusterRole grants every request the control plane made, and the CRDs serve its kinds", () => {
+    const docs = yaml.loadAll(readFileSync(join(ROOT, 'deploy/kubernetes/loom-control.yaml'), 'utf8')) as KObj[]
+    const role = docs.find((d) => d.kind === 'ClusterRole')!
+    const rules = role.rules as Array<{ apiGroups: string[]; resources: string[]; verbs: string[] }>
+    const crds = (yaml.loadAll(readFileSync(join(ROOT, 'deploy/kubernetes/crds.yaml'), 'utf8')) as KObj[]).map(
+      (c) => `${c.spec.group}/${c.spec.names.plural}`,
+    )
+    const seen = new Set<string>()
+    for (const r of api.requests) {
+      const [method, target] = r.split(' ') as [string, string]
+      const url = new URL(target, 'https://x')
+      const parts = url.pathname.split('/').filter((p) => p !== '')
+      const group = parts[0] === 'api' ? '' : parts[1]!
+      const rest = parts.slice(parts[0] === 'api' ? 2 : 3)
+      const resource = rest[0] === 'namespaces' && rest.length >= 3 ? rest[2]! : rest[0]!
+      const verb = method === 'POST' ? 'create' : url.searchParams.has('watch') ? 'watch' : 'list'
+      const key = `${verb} ${group}/${resource}`
+      if (seen.has(key)) continue
+      seen.add(key)
+      assert.ok(
+        rules.some((x) => x.apiGroups.includes(group) && x.resources.includes(resource) && x.verbs.includes(verb)),
+        `the ClusterRole does not allow ${key}`,
+      )
+      if (group.endsWith('istio.io'))
+        assert.ok(crds.includes(`${group}/${resource}`), `no CRD for ${group}/${resource}`)
+    }
+    assert.ok(seen.has('create /events') && seen.has('watch discovery.k8s.io/endpointslices'), [...seen].join(', '))
+    // and nothing more than that: each rule's resources were all read
+    const granted = rules.flatMap((x) =>
+      x.resources.flatMap((res) => x.verbs.filter((v) => v !== 'get').map((v) => `${v} ${x.apiGroups[0]}/${res}`)),
+    )
+    for (const g of granted)
+      assert.ok(seen.has(g), `the ClusterRole grants ${g}, which the control plane never asks for`)
   })
 })
