@@ -79,4 +79,14 @@ describe('Informer', () => {
     assert.match(resumed, new RegExp(`resourceVersion=${Number(inf.resourceVersion) - 1}&`))
     assert.ok(api.counts.watches > watches)
   })
+
+  test('a collection the server does not serve (a CRD not installed) is taken as empty: the start does not wait for it', async () => {
+    const inf = new Informer(client, '/apis/example.dev/v1/widgets', () => {}, { backoffMs: 20 })
+    informers.push(inf)
+    inf.start()
+    await inf.synced()
+    assert.deepEqual(inf.items(), [])
+    assert.match(inf.lastError, /404/)
+    assert.equal(inf.stats.failures, 1)
+  })
 })

@@ -109,6 +109,15 @@ export class Informer {
         cont = page.metadata?.continue ?? ''
       } while (cont !== '')
     } catch (err) {
+      if (err instanceof KubeApiError && err.status === 404 && !this.#synced) {
+        // a collection the server does not serve (Istio's CRDs not installed): empty for now, so the control plane
+        // starts; listed again after the longest back-off, and watched once it is there
+        log('warn', 'kubernetes', 'the API server does not serve this collection; taking it as empty for now', {
+          path: this.path,
+        })
+        this.#markSynced()
+        this.#backoff = 10_000
+      }
       return this.#failed(err as Error, () => this.#list())
     }
     if (this.#stopped) return
@@ -116,12 +125,15 @@ export class Informer {
     for (const [k, o] of fresh) this.#items.set(k, o)
     this.#rv = rv
     this.#backoff = this.#backoff0
-    if (!this.#synced) {
-      this.#synced = true
-      for (const w of this.#syncWaiters.splice(0)) w()
-    }
+    this.#markSynced()
     this.#onChange()
     void this.#startWatch()
+  }
+
+  #markSynced(): void {
+    if (this.#synced) return
+    this.#synced = true
+    for (const w of this.#syncWaiters.splice(0)) w()
   }
 
   async #startWatch(): Promise<void> {
