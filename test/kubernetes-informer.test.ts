@@ -4,6 +4,9 @@
  * watched again from the last version without a re-list.
  */
 import assert from 'node:assert/strict'
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { KubeClient } from '../src/control/kubernetes/client.js'
 import { Informer } from '../src/control/kubernetes/informer.js'
@@ -88,5 +91,37 @@ describe('Informer', () => {
     assert.deepEqual(inf.items(), [])
     assert.match(inf.lastError, /404/)
     assert.equal(inf.stats.failures, 1)
+  })
+
+  test("in a pod: the service account's token and CA, the API server from KUBERNETES_SERVICE_HOST and _PORT", async () => {
+    const root = mkdtempSync(join(tmpdir(), 'loom-pod-'))
+    const dir = join(root, 'var/run/secrets/kubernetes.io/serviceaccount')
+    mkdirSync(dir, { recursive: true })
+    writeFileSync(join(dir, 'token'), api.token)
+    writeFileSync(join(dir, 'ca.crt'), api.caPem)
+    writeFileSync(join(dir, 'namespace'), 'loom-system')
+    const saved = { host: process.env.KUBERNETES_SERVICE_HOST, port: process.env.KUBERNETES_SERVICE_PORT }
+    process.env.KUBERNETES_SERVICE_HOST = '127.0.0.1'
+    process.env.KUBERNETES_SERVICE_PORT = new URL(api.url).port
+    try {
+      const inCluster = await KubeClient.open(undefined, root)
+      assert.equal(inCluster.server, api.url)
+      const unauthorized = api.counts.unauthorized
+      const list = await inCluster.request<{ items: unknown[] }>('GET', '/api/v1/services')
+      assert.ok(list.items.length >= 2)
+      assert.equal(api.counts.unauthorized, unauthorized, 'the token was sent')
+      writeFileSync(join(dir, 'token'), 'wrong-token')
+      await assert.rejects(
+        (await KubeClient.open(undefined, root)).request('GET', '/api/v1/services'),
+        /401 Unauthorized/,
+      )
+    } finally {
+      for (const [k, v] of [
+        ['KUBERNETES_SERVICE_HOST', saved.host],
+        ['KUBERNETES_SERVICE_PORT', saved.port],
+      ] as const)
+        if (v === undefined) delete process.env[k]
+        else process.env[k] = v
+    }
   })
 })

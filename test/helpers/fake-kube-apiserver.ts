@@ -76,6 +76,8 @@ export class FakeKubeApiServer {
   #dir = ''
   url = ''
   kubeconfig = ''
+  /** the server's certificate, PEM: what a pod's service account `ca.crt` would hold */
+  caPem = ''
 
   constructor(options: FakeApiServerOptions = {}) {
     this.#options = options
@@ -92,6 +94,7 @@ export class FakeKubeApiServer {
         '-keyout', key, '-out', cert, '-subj', '/CN=kube-apiserver', '-addext', 'subjectAltName=IP:127.0.0.1'],
       { stdio: 'ignore' },
     )
+    this.caPem = readFileSync(cert, 'utf8')
     this.#server = createServer({ key: readFileSync(key), cert: readFileSync(cert) }, (req, res) =>
       this.#handle(req, res),
     )

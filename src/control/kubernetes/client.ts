@@ -67,15 +67,19 @@ export class KubeClient {
     this.server = cluster.server.replace(/\/+$/, '')
   }
 
-  /** From a kubeconfig file, or, without one, the pod's own service account (in-cluster). */
-  static async open(kubeconfig?: string): Promise<KubeClient> {
+  /**
+   * From a kubeconfig file, or, without one, the pod's own service account (in-cluster: the API server from
+   * KUBERNETES_SERVICE_HOST and _PORT, token, CA and namespace under `<root>/var/run/secrets/kubernetes.io/
+   * serviceaccount`, `root` being `/` but in tests).
+   */
+  static async open(kubeconfig?: string, root = ''): Promise<KubeClient> {
     const { KubeConfig } = await import('@kubernetes/client-node')
     const kc = new KubeConfig()
     if (kubeconfig !== undefined) kc.loadFromFile(kubeconfig)
     else {
       if (process.env.KUBERNETES_SERVICE_HOST === undefined)
         throw new Error('not in a cluster (KUBERNETES_SERVICE_HOST is not set) and no --kubeconfig given')
-      kc.loadFromCluster()
+      kc.loadFromCluster(root)
     }
     return new KubeClient(kc)
   }
