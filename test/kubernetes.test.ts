@@ -266,10 +266,16 @@ describe('loom control --kubernetes (a fake API server with bookinfo)', () => {
       rejected.map((r) => r.key),
       ['VirtualService/default/reviews-bad'],
     )
+    // a write to its status alone (a new resourceVersion, the same generation) reports nothing new
+    const stored = api.list('VirtualService').find((v) => v.metadata.name === 'reviews-bad')!
+    const restated = api.update({ ...stored, status: { observedGeneration: 1 } })
+    assert.notEqual(restated.metadata.resourceVersion, stored.metadata.resourceVersion)
+    assert.equal(restated.metadata.generation, stored.metadata.generation)
     // a valid one created after it arrives; the invalid one never did
     api.create(vs('reviews-good', '/after-rejected'))
     await eventually(async () => (await dump()).includes('/after-rejected'), 15000, 'the valid VirtualService')
     assert.doesNotMatch(await dump(), /rejected-route/)
+    assert.equal(api.list('Event').filter((e) => e.involvedObject?.name === 'reviews-bad').length, 1)
     assert.match(cp.stderr(), /resource rejected: it does not reach any proxy/)
   })
 

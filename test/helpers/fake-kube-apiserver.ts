@@ -155,7 +155,7 @@ export class FakeKubeApiServer {
     return this.#write(coll, key, o, 'ADDED')
   }
 
-  /** Replaces an object (which must exist); returns it as stored. */
+  /** Replaces an object (which must exist; its status too, as the status subresource would); returns it as stored. */
   update(obj: KObj): KObj {
     const coll = this.#collectionOf(obj)
     const ns = coll.namespaced ? (obj.metadata?.namespace ?? 'default') : ''
@@ -167,7 +167,9 @@ export class FakeKubeApiServer {
       ...old.metadata,
       ...o.metadata,
       namespace: old.metadata.namespace,
-      generation: old.metadata.generation + 1,
+      // as for resources with a status subresource: only a change to the spec is a new generation
+      generation:
+        JSON.stringify(o.spec) === JSON.stringify(old.spec) ? old.metadata.generation : old.metadata.generation + 1,
     }
     if (!coll.namespaced) delete o.metadata.namespace
     return this.#write(coll, key, o, 'MODIFIED')

@@ -4,7 +4,7 @@
  * resources (networking.istio.io and security.istio.io), which join the store's resources as the translator's
  * input. A custom resource is checked exactly as `loom apply` checks one (`validateResource`); one that fails
  * never reaches a proxy: it is logged and reported on the resource as a Kubernetes Event (reason `Rejected`), once
- * per resourceVersion.
+ * per generation.
  */
 import { hostname } from 'node:os'
 import { KINDS, NETWORKING_GROUP, SECURITY_GROUP, validateResource } from '../../api/kinds.js'
@@ -179,7 +179,10 @@ export class KubernetesSource {
   }
 
   #report(obj: KubeObject, key: string, rv: string, issues: ConfigIssue[]): void {
-    const id = `${key}@${rv}`
+    // once per generation (a spec change), not per resourceVersion: a write to the status alone (istiod's, say)
+    // changes the version and not the verdict
+    const generation = obj.metadata?.generation
+    const id = `${key}@${obj.metadata?.uid ?? ''}/${generation !== undefined ? `g${generation}` : rv}`
     if (this.#reported.has(id)) return
     this.#reported.add(id)
     const message = issues.map((i) => (i.path !== '' ? `${i.path}: ${i.message}` : i.message)).join('; ')
