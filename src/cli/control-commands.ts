@@ -68,6 +68,21 @@ workloads under <prefix>/registrations/ with a lease of their TTL:
                             (default: its xDS address). Replicas share the generated CA root and the token
                             key through etcd (the first to start makes them) and elect a leader
 
+Kubernetes (Services, EndpointSlices, Pods and Nodes as the registry's services; Istio's networking.istio.io and
+security.istio.io resources as config, validated like 'loom apply'; a rejected one gets a Warning Event):
+      --kubernetes        read the cluster: in a pod, with its service account (token and CA from
+                          /var/run/secrets/kubernetes.io/serviceaccount); else with --kubeconfig
+      --kubeconfig <file> a kubeconfig file (its current context); implies --kubernetes
+      --istio-api-version <v1|v1beta1|v1alpha3>  the version of Istio's APIs to list and watch (default: v1)
+      --injection-webhook <host:port>  serve the sidecar injection webhook (HTTPS, POST /inject, AdmissionReview
+                          v1) for pods of namespaces labelled istio-injection=enabled or loom-injection=enabled;
+                          its certificate from the CA, for --injection-host
+      --injection-host <name>  the webhook Service's DNS name in its certificate
+                          (default: loom-control.loom-system.svc)
+      --injection-image <image>  the image of the injected loom-init and loom-proxy containers (default: loom:latest)
+      --injection-xds <host:port>  the xDS address injected proxies dial
+                          (default: loom-control.loom-system.svc:15010)
+
 Dashboard (served on the API port at /dashboard/; open it with 'loom dashboard'):
       --api-allowed-hosts <names>  host names a browser may use for the API and dashboard, comma-separated,
                           besides localhost and IP addresses (a DNS-rebinding guard refuses other names)
@@ -113,6 +128,8 @@ and the previous root leaves the bundle after the overlap.
 Examples:
   loom control --data-dir ~/.loom
   loom control --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --etcd-ca etcd-ca.pem
+  loom control --kubernetes --api 0.0.0.0:15080 --xds 0.0.0.0:15010   # in a pod
+  loom control --kubeconfig ~/.kube/config
   loom control --path-normalization MERGE_SLASHES
   loom control --mesh-config mesh.yaml
   loom control --telemetry-interval 2s --telemetry-retention 15m
@@ -453,6 +470,13 @@ export async function controlCommand(argv: string[]): Promise<void> {
       'telemetry-interval': { type: 'string' },
       'telemetry-retention': { type: 'string' },
       'replica-id': { type: 'string' },
+      kubernetes: { type: 'boolean' },
+      kubeconfig: { type: 'string' },
+      'istio-api-version': { type: 'string' },
+      'injection-webhook': { type: 'string' },
+      'injection-host': { type: 'string' },
+      'injection-image': { type: 'string' },
+      'injection-xds': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -461,6 +485,9 @@ export async function controlCommand(argv: string[]): Promise<void> {
     fail(`--replica-id must be letters, digits, '.', '_', ':' or '-' (64 at most), not "${values['replica-id']}"`, 2)
   if (values['replica-id'] !== undefined && values.store?.startsWith('etcd://') !== true)
     fail('--replica-id needs --store etcd://... (replicas share an etcd cluster)', 2)
+  const istioVersion = values['istio-api-version'] ?? 'v1'
+  if (!['v1', 'v1beta1', 'v1alpha3'].includes(istioVersion))
+    fail(`--istio-api-version must be v1, v1beta1 or v1alpha3, not "${istioVersion}"`, 2)
   const ca = caOptionsOf(values)
   const interval = values['telemetry-interval']
   const telemetry = {
@@ -493,6 +520,19 @@ export async function controlCommand(argv: string[]): Promise<void> {
     process.on('SIGHUP', () => tokens?.reload())
   }
   const store = await openStore(values)
+  let kubernetes: import('../control/kubernetes/source.js').KubernetesSource | undefined
+  if (values.kubernetes === true || values.kubeconfig !== undefined) {
+    const { KubeClient } = await import('../control/kubernetes/client.js')
+    const { KubernetesSource } = await import('../control/kubernetes/source.js')
+    let client: import('../control/kubernetes/client.js').KubeClient
+    try {
+      client = await KubeClient.open(values.kubeconfig)
+    } catch (err) {
+      fail(`--kubernetes: ${(err as Error).message}`, 2)
+    }
+    kubernetes = new KubernetesSource(client, { istioVersion })
+    log('info', 'control', 'listing the cluster', { server: client.server })
+  }
   const { ControlPlane, trustBundleFile } = await import('../control/control.js')
   const { ApiServer } = await import('../control/api-server.js')
   const { ControlTls } = await import('../control/tls.js')
@@ -511,6 +551,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
           },
         }
       : {}),
+    ...(kubernetes !== undefined ? { kubernetes } : {}),
     meshConfig,
     ca,
     telemetry: {
@@ -541,6 +582,28 @@ export async function controlCommand(argv: string[]): Promise<void> {
     .filter((h) => h !== '')
   const api = new ApiServer(cp, apiTls && tls !== null ? tls : undefined, { allowedHosts, tokens })
   const apiAddress = await api.listen(apiHost, apiPort)
+  let webhook: import('../control/kubernetes/webhook.js').InjectionWebhook | null = null
+  let webhookAddress: string | undefined
+  if (values['injection-webhook'] !== undefined) {
+    if (kubernetes === undefined) fail('--injection-webhook needs --kubernetes (the Namespace cache)', 2)
+    if (cp.ca === null) fail('--injection-webhook needs the CA for its certificate', 2)
+    const [host, port] = splitHostPort(values['injection-webhook'], '--injection-webhook')
+    const { InjectionWebhook } = await import('../control/kubernetes/webhook.js')
+    const webhookTls = new ControlTls({
+      kind: 'ca',
+      ca: cp.ca,
+      hosts: [values['injection-host'] ?? 'loom-control.loom-system.svc', host],
+    })
+    await webhookTls.start()
+    cp.onTrustBundleChange((signerChanged) => {
+      if (signerChanged) void webhookTls.refresh().catch(() => {})
+    })
+    webhook = new InjectionWebhook(webhookTls, kubernetes, {
+      image: values['injection-image'] ?? 'loom:latest',
+      xdsAddress: values['injection-xds'] ?? 'loom-control.loom-system.svc:15010',
+    })
+    webhookAddress = await webhook.listen(host, port)
+  }
   const xdsBound = await cp.xds.listen(xdsHost, xdsPort, xdsTls && tls !== null ? tls.grpcCredentials() : undefined)
   // replicas on one etcd: each announces itself (so proxy-status shows every proxy and where) and stands for leader
   // the addresses the other replicas reach this one at: a wildcard bind is announced with the host name
@@ -568,6 +631,8 @@ export async function controlCommand(argv: string[]): Promise<void> {
     data_dir: dataDir,
     store: store?.description ?? 'file',
     ...(replicas !== null ? { replica: replicaId } : {}),
+    ...(kubernetes !== undefined ? { kubernetes: kubernetes.client.server } : {}),
+    ...(webhookAddress !== undefined ? { injection_webhook: webhookAddress } : {}),
     path_normalization: meshConfig.pathNormalization?.normalization ?? 'BASE',
     revision: cp.store.revision,
     trust_domain: cp.ca?.trustDomain,
@@ -582,7 +647,7 @@ export async function controlCommand(argv: string[]): Promise<void> {
     tls?.close()
     tokens?.close()
     void (replicas?.close() ?? Promise.resolve())
-      .then(() => Promise.all([api.close(), cp.close()]))
+      .then(() => Promise.all([api.close(), cp.close(), webhook?.close()]))
       .then(() => process.exit(0))
   }
   process.on('SIGTERM', stop)

@@ -20,6 +20,9 @@
  *   GET    /api/v1/workloads/:namespace/:name/identity  its SPIFFE id and the certificate each of its proxies holds
  *                                                   (their admin /certs: serial, validity, next renewal)
  *   GET    /api/v1/services                         the registry: services, ports, endpoints with health
+ *   GET    /api/v1/kubernetes                       with --kubernetes: the API server, each informer's counters
+ *                                                    (lists, watches, events, bookmarks, 410s, failures) and the
+ *                                                    Istio resources rejected by validation
  *   GET    /api/v1/describe/service/:namespace/:name  `loom describe service` (describe.ts): the service, its
  *                                                   DestinationRules (subsets with their endpoints) and
  *                                                   VirtualServices (http routes: matches, destinations, weights),
@@ -499,6 +502,11 @@ export class ApiServer {
     }
     if (what === 'ratelimits' && method === 'GET') return send(200, { limits: cp.shares.status() })
     if (what === 'services' && method === 'GET') return send(200, cp.registry.services())
+    if (what === 'kubernetes' && parts.length === 3 && method === 'GET') {
+      const kube = cp.kubernetes
+      if (kube === undefined) return send(404, { error: 'the control plane runs without --kubernetes' })
+      return send(200, { server: kube.client.server, informers: kube.stats(), rejected: kube.rejected() })
+    }
     if (what === 'tokens' && parts.length === 3 && method === 'POST')
       return send(200, this.issueToken(await readBody(req)))
     if (what === 'ca' && parts.length === 3 && method === 'GET') {

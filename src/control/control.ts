@@ -23,6 +23,7 @@ import { type CaOptions, CertificateAuthority, caFiles } from './ca/ca.js'
 import { type Credential, credentialsDir, readCredentials, watchCredentials } from './credentials.js'
 import { SigningService } from './ca/signing-service.js'
 import { TokenIssuer, tokenKeyFile } from './ca/tokens.js'
+import type { KubernetesSource } from './kubernetes/source.js'
 import { type RegisteredWorkload, Registry } from './registry/registry.js'
 import { ShareServer } from './ratelimit/share-server.js'
 import { FileStore } from './store/file-store.js'
@@ -67,6 +68,11 @@ export interface ControlOptions {
    * cluster's before they are opened: `create` makes them as a lone control plane would (replicas.ts sharedFiles)
    */
   shareFiles?: (name: string, dir: string, files: string[], create: () => Promise<void>) => Promise<void>
+  /**
+   * Kubernetes as a source (`--kubernetes`): its Services and EndpointSlices join the registry, its Istio custom
+   * resources the store's resources; started (and listed once) before the control plane serves
+   */
+  kubernetes?: KubernetesSource
 }
 
 /** Keeps the registry's self-registered workloads somewhere shared (EtcdRegistrations). */
@@ -168,7 +174,13 @@ export class ControlPlane {
   /** the connected proxies' metrics, read from their admin endpoints, and a short history of them */
   readonly telemetry: Gatherer
   private readonly options: ControlOptions
+  /** the Kubernetes source, with --kubernetes */
+  get kubernetes(): KubernetesSource | undefined {
+    return this.options.kubernetes
+  }
   private resources: Resource[] = []
+  /** the store's own resources (without the Kubernetes source's) */
+  private storeResources: Resource[] = []
   private watch: Watch | null = null
   private credentialsWatch: FSWatcher | null = null
   /** gateway credentials (`<dataDir>/credentials`), read again after the directory changes */
@@ -237,9 +249,16 @@ export class ControlPlane {
     const store = options.store ?? (await FileStore.open(options.dataDir))
     const cp = new ControlPlane(store, options, ca, tokens)
     const { revision, items } = await store.list()
-    cp.resources = items
-    cp.registry.setResources(items)
-    cp.shares.setResources(items)
+    const kube = options.kubernetes
+    if (kube !== undefined) {
+      await kube.start()
+      cp.registry.setPlatformServices(kube.services())
+      kube.onChange(() => {
+        cp.registry.setPlatformServices(kube.services())
+        cp.setResources(cp.storeResources)
+      })
+    }
+    cp.setResources(items)
     // one transaction can carry thousands of events: reload once after the burst, not once per event
     cp.watch = store.watch(revision, () => cp.scheduleReload())
     if (options.registrations !== undefined) await options.registrations.attach(cp.registry)
@@ -384,10 +403,17 @@ export class ControlPlane {
   }
 
   private async reloadResources(): Promise<void> {
-    this.resources = (await this.store.list()).items
+    this.setResources((await this.store.list()).items)
+    this.scheduleRebuild()
+  }
+
+  /** The store's resources, with the Kubernetes source's custom resources after them, become the input. */
+  private setResources(stored: Resource[]): void {
+    this.storeResources = stored
+    const kube = this.options.kubernetes
+    this.resources = kube === undefined ? stored : [...stored, ...kube.resources()]
     this.registry.setResources(this.resources)
     this.shares.setResources(this.resources)
-    this.scheduleRebuild()
   }
 
   /** A proxy connected: remember its identity and build its snapshot now. */
@@ -542,6 +568,7 @@ export class ControlPlane {
     if (this.expiryTimer !== null) clearInterval(this.expiryTimer)
     if (this.bundleTimer !== null) clearTimeout(this.bundleTimer)
     this.watch?.close()
+    this.options.kubernetes?.close()
     this.credentialsWatch?.close()
     this.shares.close()
     await this.xds.close(500)

@@ -308,3 +308,64 @@ describe('Bookinfo', () => {
     assert.deepEqual(strip(bookinfoSelfRegistered().services()), strip(bookinfoRegistry().services()))
   })
 })
+
+describe('Registry platform services (Kubernetes)', () => {
+  const platform = (hostname: string, address: string): Service => ({
+    hostname,
+    namespace: 'default',
+    ports: [{ number: 9080, name: 'http', protocol: 'HTTP' }],
+    endpoints: [
+      {
+        address,
+        servicePort: 9080,
+        port: 9080,
+        labels: {},
+        serviceAccount: 'default',
+        locality: '',
+        weight: 1,
+        healthy: true,
+        source: 'Pod/default/p',
+      },
+    ],
+    resolution: 'STATIC',
+    location: 'MESH_INTERNAL',
+    exportTo: ['*'],
+    source: `Service/default/${hostname.split('.')[0]}`,
+  })
+
+  it('joins the services in order; a ServiceEntry of the same host and namespace wins; each change is one', () => {
+    const r = Registry.fromResources(
+      manifests(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 9080, name: http}]
+  endpoints: [{address: 10.9.9.9}]
+`),
+    )
+    let changes = 0
+    r.onChange(() => changes++)
+    r.setPlatformServices([
+      platform('reviews.default.svc.cluster.local', '10.0.0.1'),
+      platform('ratings.default.svc.cluster.local', '10.0.0.2'),
+      platform('details.default.svc.cluster.local', '10.0.0.3'),
+    ])
+    assert.equal(changes, 1)
+    const s = r.services()
+    assert.deepEqual(
+      s.map((x) => [x.hostname, x.source, x.endpoints[0]!.address]),
+      [
+        ['details.default.svc.cluster.local', 'Service/default/details', '10.0.0.3'],
+        ['ratings.default.svc.cluster.local', 'ServiceEntry/default/ratings', '10.9.9.9'],
+        ['reviews.default.svc.cluster.local', 'Service/default/reviews', '10.0.0.1'],
+      ],
+    )
+    r.setPlatformServices([])
+    assert.deepEqual(
+      r.services().map((x) => x.hostname),
+      ['ratings.default.svc.cluster.local'],
+    )
+  })
+})

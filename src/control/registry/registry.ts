@@ -45,7 +45,10 @@ export interface ServiceEndpoint {
   /** relative weight among the service's endpoints, at least 1 */
   weight: number
   healthy: boolean
-  /** where the endpoint comes from: `ServiceEntry/ns/name`, `WorkloadEntry/ns/name` or `workload/ns/name` */
+  /**
+   * where the endpoint comes from: `ServiceEntry/ns/name`, `WorkloadEntry/ns/name`, `workload/ns/name`, or, from
+   * Kubernetes, `Pod/ns/name` (`EndpointSlice/ns/name` for an address without a pod)
+   */
   source: string
 }
 
@@ -62,7 +65,10 @@ export interface Service {
   location: Location
   /** namespaces the service is visible from (`*` all, `.` its own); default `['*']` */
   exportTo: string[]
-  /** `ServiceEntry/ns/name` of the defining entry, or `workload` for a service made from registered workloads */
+  /**
+   * `ServiceEntry/ns/name` of the defining entry, `workload` for a service made from registered workloads, or
+   * `Service/ns/name` for a Kubernetes Service
+   */
   source: string
   /** the ServiceEntry's `subjectAltNames`: what its endpoints' certificates may name (upstream TLS) */
   subjectAltNames?: string[]
@@ -181,6 +187,7 @@ export class Registry {
   readonly #clock: () => number
   readonly #domain: string
   #resources: Resource[] = []
+  #platform: Service[] = []
   readonly #workloads = new Map<string, RegisteredWorkload>()
   readonly #listeners = new Set<() => void>()
   readonly #registrationListeners = new Set<(e: RegistrationEvent) => void>()
@@ -203,6 +210,16 @@ export class Registry {
   /** Replaces the ServiceEntries and WorkloadEntries the registry reads (other kinds are ignored). */
   setResources(resources: readonly Resource[]): void {
     this.#resources = resources.filter((r) => r.kind === 'ServiceEntry' || r.kind === 'WorkloadEntry')
+    this.#changed()
+  }
+
+  /**
+   * Replaces the services a platform defines (Kubernetes Services with their EndpointSlices, already mapped). A
+   * ServiceEntry or a self-registered workload's service of the same hostname and namespace wins: the platform's
+   * is left out.
+   */
+  setPlatformServices(services: readonly Service[]): void {
+    this.#platform = [...services]
     this.#changed()
   }
 
@@ -326,7 +343,8 @@ export class Registry {
     let validUntilMs = Number.POSITIVE_INFINITY
     if (!this.#expiresElsewhere)
       for (const w of live) validUntilMs = Math.min(validUntilMs, w.lastSeenMs + w.ttlSeconds * 1000)
-    const services = buildServices(this.#resources, live, this.#domain)
+    const built = buildServices(this.#resources, live, this.#domain)
+    const services = this.#platform.length === 0 ? built : mergePlatform(built, this.#platform)
     this.#cache = { version: this.#version, validUntilMs, services }
     return services
   }
@@ -344,6 +362,13 @@ export class Registry {
     this.#cache = null
     for (const l of this.#listeners) l()
   }
+}
+
+function mergePlatform(built: Service[], platform: readonly Service[]): Service[] {
+  const have = new Set(built.map((s) => `${s.hostname}|${s.namespace}`))
+  return [...built, ...platform.filter((s) => !have.has(`${s.hostname}|${s.namespace}`))].sort(
+    (a, b) => cmp(a.hostname, b.hostname) || cmp(a.namespace, b.namespace),
+  )
 }
 
 function copyWorkload(w: RegisteredWorkload): RegisteredWorkload {
