@@ -18,11 +18,11 @@ import {
   type ListResult,
   type PutOptions,
   type Store,
-  StoreCompactedError,
   StoreConflictError,
   type Watch,
   type WatchEvent,
 } from './store.js'
+import { WatchHistory } from './watch-history.js'
 
 /** One transaction as it is logged and replayed: its revision and the resulting state of each key it touches. */
 export interface Transaction {
@@ -62,14 +62,6 @@ type Outcome =
   | { job: WriteJob; ok: true; value: unknown; txn?: Transaction }
   | { job: WriteJob; ok: false; error: unknown }
 
-interface Watcher {
-  onEvent: (e: WatchEvent) => void
-  /** events at or below it are not delivered (a watch from a revision not reached yet) */
-  after: number
-  closed: boolean
-}
-
-const DEFAULT_HISTORY_LIMIT = 10_000
 /** writes planned and persisted together at most */
 const MAX_BATCH = 512
 
@@ -77,11 +69,7 @@ export abstract class BaseStore implements Store {
   private readonly items = new Map<string, Resource>()
   private readonly byKind = new Map<string, Map<string, Resource>>()
   private rev = 0
-  private history: WatchEvent[] = []
-  /** events up to this revision may be missing from `history` */
-  private compactedRev = 0
-  private readonly historyLimit: number
-  private readonly watchers = new Set<Watcher>()
+  private readonly history: WatchHistory
   private queue: (WriteJob | TaskJob)[] = []
   private draining = false
   private idleWaiters: (() => void)[] = []
@@ -90,10 +78,7 @@ export abstract class BaseStore implements Store {
   private failure: Error | null = null
 
   constructor(options: StoreOptions = {}) {
-    const limit = options.historyLimit ?? DEFAULT_HISTORY_LIMIT
-    if (!Number.isSafeInteger(limit) || limit < 0)
-      throw new RangeError(`historyLimit must be an integer >= 0: ${limit}`)
-    this.historyLimit = limit
+    this.history = new WatchHistory(options.historyLimit)
   }
 
   /** Makes a batch of transactions durable; the store applies them only after this resolves. */
@@ -186,34 +171,13 @@ export abstract class BaseStore implements Store {
    */
   watch(fromRevision: number, onEvent: (e: WatchEvent) => void): Watch {
     if (this.closing !== null) throw new Error('store is closed')
-    if (!Number.isSafeInteger(fromRevision) || fromRevision < 0) {
-      throw new RangeError(`watch: fromRevision must be an integer >= 0: ${fromRevision}`)
-    }
-    if (fromRevision < this.compactedRev) throw new StoreCompactedError(fromRevision, this.compactedRev)
-    const h = this.history
-    let lo = 0
-    let hi = h.length
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if (h[mid]!.revision <= fromRevision) lo = mid + 1
-      else hi = mid
-    }
-    for (const e of h.slice(lo)) onEvent(e)
-    const watcher: Watcher = { onEvent, after: fromRevision, closed: false }
-    this.watchers.add(watcher)
-    return {
-      close: () => {
-        watcher.closed = true
-        this.watchers.delete(watcher)
-      },
-    }
+    return this.history.watch(fromRevision, onEvent)
   }
 
   /** Refuses new writes, closes every watch, waits for queued writes, then releases files. Idempotent. */
   close(): Promise<void> {
     if (this.closing === null) {
-      for (const w of this.watchers) w.closed = true
-      this.watchers.clear()
+      this.history.closeAll()
       this.closing = this.idle().then(() => this.release())
     }
     return this.closing
@@ -232,7 +196,7 @@ export abstract class BaseStore implements Store {
   protected load(revision: number, resources: Resource[]): void {
     for (const r of resources) this.setItem(keyOf(r), deepFreeze(r))
     this.rev = revision
-    this.compactedRev = revision
+    this.history.forgetThrough(revision)
   }
 
   /** Applies a durable transaction: state, revision, history, watchers. Used for live writes and log replay. */
@@ -255,8 +219,7 @@ export abstract class BaseStore implements Store {
       }
     }
     this.rev = revision
-    this.remember(events)
-    this.deliver(events)
+    this.history.publish(events)
   }
 
   /** Runs `run` alone in the write queue (no write is planned or persisted meanwhile). */
@@ -396,32 +359,6 @@ export abstract class BaseStore implements Store {
     const ofKind = this.byKind.get(kind)
     ofKind?.delete(key)
     if (ofKind?.size === 0) this.byKind.delete(kind)
-  }
-
-  private remember(events: WatchEvent[]): void {
-    for (const e of events) this.history.push(e)
-    const excess = this.history.length - this.historyLimit
-    if (excess > 0) {
-      this.compactedRev = this.history[excess - 1]!.revision
-      this.history.splice(0, excess)
-    }
-  }
-
-  private deliver(events: WatchEvent[]): void {
-    if (this.watchers.size === 0) return
-    const watchers = [...this.watchers]
-    for (const e of events) {
-      for (const w of watchers) {
-        if (w.closed || e.revision <= w.after) continue
-        try {
-          w.onEvent(e)
-        } catch (error) {
-          queueMicrotask(() => {
-            throw error
-          })
-        }
-      }
-    }
   }
 }
 

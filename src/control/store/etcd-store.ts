@@ -48,11 +48,11 @@ import {
 import { keyOf, type Resource, resourceKey } from '../../api/resource.js'
 import { log } from '../../core/log.js'
 import { checkExpected, copy, deepFreeze, normalize, stamp, timestamp } from './base-store.js'
+import { DEFAULT_HISTORY_LIMIT, WatchHistory } from './watch-history.js'
 import {
   type ListResult,
   type PutOptions,
   type Store,
-  StoreCompactedError,
   StoreConflictError,
   type Watch,
   type WatchEvent,
@@ -74,7 +74,6 @@ export interface EtcdStoreOptions {
 }
 
 export const DEFAULT_ETCD_PREFIX = '/loom'
-const DEFAULT_HISTORY_LIMIT = 10_000
 const DEFAULT_RETRY_MS = 15_000
 /**
  * One etcd call's deadline. A member that accepts a call but cannot answer it (a follower whose leader was just
@@ -104,12 +103,6 @@ export function parseEtcdUrl(text: string): string[] | null {
   return endpoints
 }
 
-interface Watcher {
-  onEvent: (e: WatchEvent) => void
-  after: number
-  closed: boolean
-}
-
 /** A key's state as a write is planned against it: the stored resource (or none) and whether it is etcd's now. */
 interface Current {
   resource: Resource | undefined
@@ -131,13 +124,10 @@ export class EtcdStore implements Store {
   private readonly kv: Namespace
   private readonly retryMs: number
   private readonly calls: EtcdCalls
-  private readonly historyLimit: number
   /** the mirror: every resource under the prefix as of `rev`, frozen */
   private readonly items = new Map<string, Resource>()
   private rev: number
-  private history: WatchEvent[] = []
-  private compactedRev: number
-  private readonly watchers = new Set<Watcher>()
+  private readonly history: WatchHistory
   private feed: EtcdWatcher | null = null
   private resyncing: Promise<void> | null = null
   private revisionWaiters: { revision: number; resolve: () => void }[] = []
@@ -153,10 +143,10 @@ export class EtcdStore implements Store {
     this.kv = client.namespace(`${this.prefix}/resources/`)
     this.retryMs = options.retryMs ?? DEFAULT_RETRY_MS
     this.calls = new EtcdCalls(options.endpoints, this.retryMs)
-    this.historyLimit = options.historyLimit ?? DEFAULT_HISTORY_LIMIT
+    this.history = new WatchHistory(options.historyLimit)
     for (const r of items) this.items.set(keyOf(r), deepFreeze(r))
     this.rev = revision
-    this.compactedRev = revision
+    this.history.forgetThrough(revision)
   }
 
   /** Connects, reads the prefix and starts the watch that feeds the mirror; fails with the endpoints it tried. */
@@ -244,34 +234,13 @@ export class EtcdStore implements Store {
   /** As the embedded store's: kept events after `fromRevision` synchronously, then live ones in revision order. */
   watch(fromRevision: number, onEvent: (e: WatchEvent) => void): Watch {
     if (this.closing !== null) throw new Error('store is closed')
-    if (!Number.isSafeInteger(fromRevision) || fromRevision < 0) {
-      throw new RangeError(`watch: fromRevision must be an integer >= 0: ${fromRevision}`)
-    }
-    if (fromRevision < this.compactedRev) throw new StoreCompactedError(fromRevision, this.compactedRev)
-    const h = this.history
-    let lo = 0
-    let hi = h.length
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if (h[mid]!.revision <= fromRevision) lo = mid + 1
-      else hi = mid
-    }
-    for (const e of h.slice(lo)) onEvent(e)
-    const watcher: Watcher = { onEvent, after: fromRevision, closed: false }
-    this.watchers.add(watcher)
-    return {
-      close: () => {
-        watcher.closed = true
-        this.watchers.delete(watcher)
-      },
-    }
+    return this.history.watch(fromRevision, onEvent)
   }
 
   /** Refuses new writes, closes every watch, waits for queued writes, then closes the client. Idempotent. */
   close(): Promise<void> {
     if (this.closing === null) {
-      for (const w of this.watchers) w.closed = true
-      this.watchers.clear()
+      this.history.closeAll()
       this.closing = this.queue.then(async () => {
         const feed = this.feed
         this.feed = null
@@ -480,7 +449,7 @@ export class EtcdStore implements Store {
             events.push({ type: 'DELETE', revision, resource })
           }
           // events before the new list are not all known any more
-          this.compactedRev = Math.max(this.compactedRev, revision)
+          this.history.forgetThrough(revision)
           this.applyEvents(revision, events)
           await this.startFeed(revision + 1)
           return
@@ -497,27 +466,7 @@ export class EtcdStore implements Store {
 
   private applyEvents(revision: number, events: WatchEvent[]): void {
     if (revision > this.rev) this.rev = revision
-    for (const e of events) this.history.push(e)
-    const excess = this.history.length - this.historyLimit
-    if (excess > 0) {
-      this.compactedRev = Math.max(this.compactedRev, this.history[excess - 1]!.revision)
-      this.history.splice(0, excess)
-    }
-    if (this.watchers.size > 0) {
-      const watchers = [...this.watchers]
-      for (const e of events) {
-        for (const w of watchers) {
-          if (w.closed || e.revision <= w.after) continue
-          try {
-            w.onEvent(e)
-          } catch (error) {
-            queueMicrotask(() => {
-              throw error
-            })
-          }
-        }
-      }
-    }
+    this.history.publish(events)
     if (this.revisionWaiters.length > 0) {
       const due = this.revisionWaiters.filter((w) => w.revision <= this.rev)
       this.revisionWaiters = this.revisionWaiters.filter((w) => w.revision > this.rev)
