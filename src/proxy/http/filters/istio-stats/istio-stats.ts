@@ -27,6 +27,7 @@ import type { Buffer } from 'node:buffer'
 import type { IstioStats } from '../../../../config/envoy.js'
 import type { UpstreamCluster } from '../../../cluster/index.js'
 import { connectionPeer } from '../../../identity/connection-peer.js'
+import { preencodeField } from '../../h1/wire.js'
 import {
   encodeOwnMetadata,
   type OwnPeerHeaders,
@@ -99,6 +100,9 @@ export class IstioStatsFilterFactory implements HttpFilterFactory {
     this.reporter = this.inbound ? 'destination' : 'source'
     this.workload = t.workload
     this.own = encodeOwnMetadata(t.workload)
+    // every request (outbound) or response (inbound) carries them: HTTP/1 heads copy them in as bytes
+    preencodeField(PEER_METADATA_HEADER, this.own.metadata)
+    preencodeField(PEER_METADATA_ID_HEADER, this.own.id)
     this.hostFallback = cfg.disable_host_header_fallback !== true
     this.metrics = t.metrics
   }
