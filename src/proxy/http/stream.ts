@@ -188,6 +188,8 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
   done = false
   bytesReceived = 0
   bytesSent = 0
+  /** from startTime to the stream's end (ms), set when it ends (the filters' onDestroy read it, the clock once) */
+  durationMs = 0
   /** when the route timeout fires (performance.now() ms); the stream is in hcm.deadlines while it is pending */
   deadline = 0
   deadlineSlot = -1
@@ -931,6 +933,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     }
     const status = this.status
     const ms = performance.now() - this.startTime
+    this.durationMs = ms
     const rq = hcm.stats.rq
     rq.rq_active--
     if (status !== 0) rq.countStatus(status)

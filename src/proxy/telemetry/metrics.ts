@@ -127,6 +127,9 @@ export class LabelRow {
   readonly #metrics: IstioMetrics
   /** plain HTTP series without response flags, by status code */
   readonly #http = new Map<number, HttpSeries>()
+  /** the last of them asked for: a run of streams with one status skips the map */
+  #lastCode = -1
+  #lastSeries: HttpSeries | null = null
   /** everything else, by `protocol|code|grpc|flags` */
   readonly #other = new Map<string, HttpSeries>()
   #tcp: TcpSeries | null = null
@@ -140,11 +143,14 @@ export class LabelRow {
   /** A plain HTTP stream's series: its response code (0: none) and flags ('' for none). */
   http(code: number, flags: string): HttpSeries {
     if (flags === '') {
+      if (code === this.#lastCode) return this.#lastSeries!
       let s = this.#http.get(code)
       if (s === undefined) {
         s = this.#make(false, code, '', '')
         this.#http.set(code, s)
       }
+      this.#lastCode = code
+      this.#lastSeries = s
       return s
     }
     const key = `http|${code}||${flags}`

@@ -93,6 +93,9 @@ export class IstioStatsFilterFactory implements HttpFilterFactory {
   #lastPrincipal = ''
   #lastService: ServiceLabels | null = null
   #lastRow: LabelRow | null = null
+  /** the last cluster asked about and its service (serviceOfCluster): consecutive streams skip its WeakMap */
+  #lastCluster: UpstreamCluster | null = null
+  #lastClusterService: ServiceLabels | null = null
 
   constructor(name: string, cfg: IstioStats, t: TelemetryContext) {
     this.name = name
@@ -116,7 +119,14 @@ export class IstioStatsFilterFactory implements HttpFilterFactory {
   /** The destination service of a stream: its cluster's, else (fallback allowed) its authority's. */
   service(cb: Stream): ServiceLabels {
     const c: UpstreamCluster | null = cb.cluster
-    const s = c === null ? null : serviceOfCluster(c)
+    let s: ServiceLabels | null = null
+    if (c !== null) {
+      if (c !== this.#lastCluster) {
+        this.#lastCluster = c
+        this.#lastClusterService = serviceOfCluster(c)
+      }
+      s = this.#lastClusterService
+    }
     if (s !== null) return s
     if (c === null) {
       // answered before a cluster was picked (a fault's abort, a filter's refusal): the route's cluster names the
@@ -160,6 +170,38 @@ export class IstioStatsFilterFactory implements HttpFilterFactory {
   }
 }
 
+/**
+ * Sets this proxy's exchange headers as `headers.set` would, both in one pass: a value replaces the first field of
+ * its name and later ones go; a name the list lacks is appended (metadata, then id).
+ */
+function setOwn(headers: Headers, own: OwnPeerHeaders): void {
+  const l = headers.list
+  let meta = false
+  let id = false
+  let w = 0
+  for (let i = 0; i < l.length; i += 2) {
+    const name = l[i]!
+    let value = l[i + 1]!
+    if (name === PEER_METADATA_HEADER) {
+      if (meta) continue
+      meta = true
+      value = own.metadata
+    } else if (name === PEER_METADATA_ID_HEADER) {
+      if (id) continue
+      id = true
+      value = own.id
+    }
+    if (w !== i) l[w] = name
+    l[w + 1] = value
+    w += 2
+  }
+  if (w !== l.length) l.length = w
+  if (!meta) {
+    if (!id) l.push(PEER_METADATA_HEADER, own.metadata, PEER_METADATA_ID_HEADER, own.id)
+    else l.push(PEER_METADATA_HEADER, own.metadata)
+  } else if (!id) l.push(PEER_METADATA_ID_HEADER, own.id)
+}
+
 class HttpStatsStream implements StreamFilter {
   readonly f: IstioStatsFilterFactory
   readonly cb: Stream
@@ -178,20 +220,13 @@ class HttpStatsStream implements StreamFilter {
     const h = head.headers
     this.decoded = true
     if (this.f.inbound) this.takePeer(h)
-    else {
-      h.set(PEER_METADATA_HEADER, this.f.own.metadata)
-      h.set(PEER_METADATA_ID_HEADER, this.f.own.id)
-    }
+    else setOwn(h, this.f.own)
     return CONTINUE
   }
 
   encodeHeaders(_status: number, headers: Headers, _endStream: boolean): void {
-    if (this.f.inbound) {
-      headers.set(PEER_METADATA_HEADER, this.f.own.metadata)
-      headers.set(PEER_METADATA_ID_HEADER, this.f.own.id)
-      return
-    }
-    this.takePeer(headers)
+    if (this.f.inbound) setOwn(headers, this.f.own)
+    else this.takePeer(headers)
   }
 
   /** Reads the peer's exchange headers and removes them, in one pass over the list. */
@@ -238,7 +273,7 @@ class HttpStatsStream implements StreamFilter {
   protected count(s: HttpSeries): void {
     const cb = this.cb
     s.requests++
-    s.duration.record(performance.now() - cb.startTime)
+    s.duration.record(cb.durationMs)
     s.requestBytes.record(cb.bytesReceived)
     s.responseBytes.record(cb.bytesSent)
   }
