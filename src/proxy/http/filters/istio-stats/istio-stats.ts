@@ -170,36 +170,28 @@ export class IstioStatsFilterFactory implements HttpFilterFactory {
   }
 }
 
+const META_LENGTH = PEER_METADATA_HEADER.length
+const ID_LENGTH = PEER_METADATA_ID_HEADER.length
+
+/** Whether a (lower-case) header name is one of the exchange's: the length first, which rules out nearly all. */
+function exchangeName(name: string): boolean {
+  const n = name.length
+  return (n === META_LENGTH && name === PEER_METADATA_HEADER) || (n === ID_LENGTH && name === PEER_METADATA_ID_HEADER)
+}
+
 /**
- * Sets this proxy's exchange headers as `headers.set` would, both in one pass: a value replaces the first field of
- * its name and later ones go; a name the list lacks is appended (metadata, then id).
+ * Sets this proxy's exchange headers, as `headers.set` of each would: when the list has neither (a sidecar's
+ * requests, an application's responses), both are appended at once.
  */
 function setOwn(headers: Headers, own: OwnPeerHeaders): void {
   const l = headers.list
-  let meta = false
-  let id = false
-  let w = 0
-  for (let i = 0; i < l.length; i += 2) {
-    const name = l[i]!
-    let value = l[i + 1]!
-    if (name === PEER_METADATA_HEADER) {
-      if (meta) continue
-      meta = true
-      value = own.metadata
-    } else if (name === PEER_METADATA_ID_HEADER) {
-      if (id) continue
-      id = true
-      value = own.id
+  for (let i = 0; i < l.length; i += 2)
+    if (exchangeName(l[i]!)) {
+      headers.set(PEER_METADATA_HEADER, own.metadata)
+      headers.set(PEER_METADATA_ID_HEADER, own.id)
+      return
     }
-    if (w !== i) l[w] = name
-    l[w + 1] = value
-    w += 2
-  }
-  if (w !== l.length) l.length = w
-  if (!meta) {
-    if (!id) l.push(PEER_METADATA_HEADER, own.metadata, PEER_METADATA_ID_HEADER, own.id)
-    else l.push(PEER_METADATA_HEADER, own.metadata)
-  } else if (!id) l.push(PEER_METADATA_ID_HEADER, own.id)
+  l.push(PEER_METADATA_HEADER, own.metadata, PEER_METADATA_ID_HEADER, own.id)
 }
 
 class HttpStatsStream implements StreamFilter {
@@ -235,12 +227,9 @@ class HttpStatsStream implements StreamFilter {
     let w = 0
     for (let i = 0; i < l.length; i += 2) {
       const name = l[i]!
-      if (name === PEER_METADATA_HEADER) {
-        this.peerValue ??= l[i + 1]
-        continue
-      }
-      if (name === PEER_METADATA_ID_HEADER) {
-        this.peerId ??= l[i + 1]
+      if (exchangeName(name)) {
+        if (name === PEER_METADATA_HEADER) this.peerValue ??= l[i + 1]
+        else this.peerId ??= l[i + 1]
         continue
       }
       if (w !== i) {
