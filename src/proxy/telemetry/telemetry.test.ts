@@ -145,6 +145,12 @@ describe('Istio metrics', () => {
     const nr = r.http(404, 'NR')
     nr.requests++
     const g = r.grpc(200, '0', '')
+    assert.equal(r.grpc(200, '0', ''), g)
+    const g14 = r.grpc(200, '14', '')
+    assert.notEqual(g14, g)
+    assert.notEqual(r.grpc(200, '14', 'UF'), g14)
+    assert.equal(r.grpc(200, '0', ''), g)
+    assert.equal(r.grpc(200, '14', ''), g14)
     g.requests++
     g.requestMessages = 3
     g.responseMessages = 4
