@@ -16,10 +16,13 @@
  *   `mutual_tls` when there is one, else `none`.
  * - UNSPECIFIED: as OUTBOUND.
  *
- * Per stream: one small object, a header lookup each way, and at the end a row lookup (cached by the peer's decoded
- * metadata object, the principal and the service) and a series lookup by response code; no label string is built
- * unless the combination is new. gRPC streams (`content-type: application/grpc*`) get a subclass that also counts
- * messages each way (the 5-byte length prefixes) and reads `grpc-status`.
+ * Per stream: one small object, one scan of the header list each way (the exchange's names found by length first;
+ * this proxy's own pair appended in one push, and written into HTTP/1 heads as bytes encoded once per config), and at
+ * the end a row lookup (cached by the peer's decoded metadata object, the principal and the service; the last row
+ * and the last response code's series are kept, so a run of alike streams compares and looks nothing up) and three
+ * histogram counts with the stream's own duration (no clock read of its own); no label string is built unless the
+ * combination is new. gRPC streams (`content-type: application/grpc*`) get a subclass that also counts messages each
+ * way (the 5-byte length prefixes) and reads `grpc-status`.
  *
  * Config: `disable_host_header_fallback` (default false). Other PluginConfig fields are not accepted.
  */
