@@ -188,6 +188,8 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
   done = false
   bytesReceived = 0
   bytesSent = 0
+  /** from startTime to the stream's end (ms), set when it ends (the filters' onDestroy read it, the clock once) */
+  durationMs = 0
   /** when the route timeout fires (performance.now() ms); the stream is in hcm.deadlines while it is pending */
   deadline = 0
   deadlineSlot = -1
@@ -287,7 +289,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
       this.endAtHeaders = endStream
       if (!this.startFilters(route)) return
     }
-    this.routeRequest(head, route, endStream)
+    this.routeRequest(head, route, endStream, this.startTime)
   }
 
   /**
@@ -319,7 +321,10 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     let list: StreamFilter[] | null = null
     for (const f of this.hcm.filters) {
       const sf = f.create(this, perRoute === null ? undefined : perRoute.get(f.name))
-      if (sf !== null) (list ??= []).push(sf)
+      if (sf === null) continue
+      // a literal of one: an empty one would grow on its first push
+      if (list === null) list = [sf]
+      else list.push(sf)
     }
     this.filters = list
     return list === null || this.decodeHeadersFrom(0)
@@ -347,7 +352,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     if (!this.decodeHeadersFrom(from)) return this.showHeld()
     const held = this.held
     this.held = null
-    this.routeRequest(this.head!, this.route, this.endAtHeaders)
+    this.routeRequest(this.head!, this.route, this.endAtHeaders, performance.now())
     if (held === null) return
     if (held.paused) this.downstream.resumeRequest()
     if (this.done || (this.upstream === null && this.retry === null)) return
@@ -392,7 +397,11 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
 
   // === the router ===
 
-  private routeRequest(head: RequestHead, route: CompiledRoute | null, endStream: boolean): void {
+  /**
+   * `routedAt`: when the router has the request, the route timeout's start: the stream's start, unless a filter held
+   * the request (a filter that went on at once took no time worth a clock read).
+   */
+  private routeRequest(head: RequestHead, route: CompiledRoute | null, endStream: boolean, routedAt: number): void {
     const hcm = this.hcm
     if (route === null) return this.localReply(LocalReplies.noRoute)
     if (route.kind === 'direct') {
@@ -440,7 +449,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     if (route.timeoutMs > 0 && head.upgrade === null) {
       this.timed = true
       // the route timeout starts when the router has the request: after a filter's delay, if one held it
-      hcm.deadlines.add(this, route.timeoutMs, this.filters === null ? this.startTime : performance.now())
+      hcm.deadlines.add(this, route.timeoutMs, routedAt)
     }
     if (route.mirrors !== null && head.upgrade === null) this.startShadows(route, head, endStream, hash)
     if (route.retry === null || head.upgrade !== null) {
@@ -931,6 +940,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     }
     const status = this.status
     const ms = performance.now() - this.startTime
+    this.durationMs = ms
     const rq = hcm.stats.rq
     rq.rq_active--
     if (status !== 0) rq.countStatus(status)

@@ -14,13 +14,17 @@ export const BUCKETS_MS = [
   0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000,
 ]
 
+/** The bucket bounds, then +Infinity: the search in `record` stops at the last bucket without a bounds test. */
+const BOUNDS = Float64Array.of(...BUCKETS_MS, Number.POSITIVE_INFINITY)
+
 export class Histogram {
   readonly counts = new Float64Array(BUCKETS_MS.length + 1)
   sum = 0
   count = 0
   record(ms: number): void {
+    // the first bucket whose bound is at least ms (NaN: the first, as `ms > bound` is false)
     let i = 0
-    while (i < BUCKETS_MS.length && ms > BUCKETS_MS[i]!) i++
+    while (ms > BOUNDS[i]!) i++
     this.counts[i]!++
     this.sum += ms
     this.count++

@@ -9,7 +9,7 @@
  * The outbound side (a sidecar's outbound, a gateway) sets them on requests; the inbound side reads and removes them
  * and sets its own on the response, which the outbound side reads and removes. A proxy encodes its own metadata once
  * per config, and decodes a peer's once per distinct header value (a bounded cache); a request pays a header lookup
- * and a map lookup.
+ * and a string comparison with the last value seen (a map lookup when the peer changed).
  *
  * What the headers say is a workload's claim about itself, used for labels only: a principal (`source_principal`,
  * `destination_principal`) always comes from a verified certificate, never from these headers.
@@ -232,17 +232,23 @@ export function decodePeerMetadata(value: string, id: string | undefined): Workl
 /** Distinct peer values kept decoded; past this the cache starts over (a mesh has far fewer workloads). */
 const PEER_CACHE_MAX = 1024
 const peers = new Map<string, WorkloadMetadata | null>()
+/** the last value looked up and its peer: a run of requests from one peer compares the value, not hash it */
+let lastValue: string | undefined
+let lastPeer: WorkloadMetadata | null = null
 
 /**
  * The peer a header value names, decoded once per distinct value: the same object for the same value, so what
  * is derived from a peer (a metric's labels) can be cached by it. Null when the value does not decode.
  */
 export function peerFromHeader(value: string, id: string | undefined): WorkloadMetadata | null {
+  if (value === lastValue) return lastPeer
   let p = peers.get(value)
   if (p === undefined) {
     if (peers.size >= PEER_CACHE_MAX) peers.clear()
     p = decodePeerMetadata(value, id)
     peers.set(value, p)
   }
+  lastValue = value
+  lastPeer = p
   return p
 }

@@ -127,6 +127,14 @@ export class LabelRow {
   readonly #metrics: IstioMetrics
   /** plain HTTP series without response flags, by status code */
   readonly #http = new Map<number, HttpSeries>()
+  /** the last of them asked for: a run of streams with one status skips the map */
+  #lastCode = -1
+  #lastSeries: HttpSeries | null = null
+  /** the last gRPC series and what it was found by: a run of alike gRPC streams builds no key */
+  #lastGrpc: HttpSeries | null = null
+  #lastGrpcCode = -1
+  #lastGrpcStatus = ''
+  #lastGrpcFlags = ''
   /** everything else, by `protocol|code|grpc|flags` */
   readonly #other = new Map<string, HttpSeries>()
   #tcp: TcpSeries | null = null
@@ -140,11 +148,14 @@ export class LabelRow {
   /** A plain HTTP stream's series: its response code (0: none) and flags ('' for none). */
   http(code: number, flags: string): HttpSeries {
     if (flags === '') {
+      if (code === this.#lastCode) return this.#lastSeries!
       let s = this.#http.get(code)
       if (s === undefined) {
         s = this.#make(false, code, '', '')
         this.#http.set(code, s)
       }
+      this.#lastCode = code
+      this.#lastSeries = s
       return s
     }
     const key = `http|${code}||${flags}`
@@ -158,12 +169,18 @@ export class LabelRow {
 
   /** A gRPC stream's series: `grpcStatus` may be '' when the stream ended without one. */
   grpc(code: number, grpcStatus: string, flags: string): HttpSeries {
+    if (code === this.#lastGrpcCode && grpcStatus === this.#lastGrpcStatus && flags === this.#lastGrpcFlags)
+      return this.#lastGrpc!
     const key = `grpc|${code}|${grpcStatus}|${flags}`
     let s = this.#other.get(key)
     if (s === undefined) {
       s = this.#make(true, code, grpcStatus, flags)
       this.#other.set(key, s)
     }
+    this.#lastGrpc = s
+    this.#lastGrpcCode = code
+    this.#lastGrpcStatus = grpcStatus
+    this.#lastGrpcFlags = flags
     return s
   }
 

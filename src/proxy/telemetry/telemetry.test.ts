@@ -79,6 +79,15 @@ describe('metadata exchange', () => {
     assert.ok(a !== null)
     assert.equal(peerFromHeader(own.metadata, own.id), a)
     assert.equal(peerFromHeader('%%% not base64 protobuf', undefined), null)
+    // alternating peers: each value keeps its own object (a copy of the value, not the same string, too)
+    const other = encodeOwnMetadata(
+      new LocalWorkload({ id: 'sidecar~10.0.0.2~ratings-v1-0.prod~prod.svc', metadata: {} }),
+    )
+    const b = peerFromHeader(other.metadata, other.id)
+    assert.equal(b?.namespace, 'prod')
+    assert.equal(peerFromHeader(own.metadata, own.id), a)
+    assert.equal(peerFromHeader(`${other.metadata} `.trimEnd(), other.id), b)
+    assert.equal(peerFromHeader(own.metadata, own.id), a)
   })
 })
 
@@ -125,6 +134,10 @@ describe('Istio metrics', () => {
     assert.equal(row(m), r, 'the same labels give the same row')
     const ok = r.http(200, '')
     assert.equal(r.http(200, ''), ok)
+    const unavailable = r.http(503, '')
+    assert.notEqual(unavailable, ok)
+    assert.equal(r.http(200, ''), ok)
+    assert.equal(r.http(503, ''), unavailable)
     ok.requests += 2
     ok.duration.record(3)
     ok.duration.record(700)
@@ -132,6 +145,12 @@ describe('Istio metrics', () => {
     const nr = r.http(404, 'NR')
     nr.requests++
     const g = r.grpc(200, '0', '')
+    assert.equal(r.grpc(200, '0', ''), g)
+    const g14 = r.grpc(200, '14', '')
+    assert.notEqual(g14, g)
+    assert.notEqual(r.grpc(200, '14', 'UF'), g14)
+    assert.equal(r.grpc(200, '0', ''), g)
+    assert.equal(r.grpc(200, '14', ''), g14)
     g.requests++
     g.requestMessages = 3
     g.responseMessages = 4

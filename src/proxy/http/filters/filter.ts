@@ -72,6 +72,8 @@ export interface StreamInfo {
   readonly bytesSent: number
   /** when the stream began (performance.now() milliseconds) */
   readonly startTime: number
+  /** from its start to its end (milliseconds): set when the stream ends, before any filter's onDestroy */
+  readonly durationMs: number
 }
 
 /** One filter's work on one stream. Every hook is optional. */

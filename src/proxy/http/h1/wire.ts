@@ -7,6 +7,10 @@
  *
  * Names and values are latin1 strings that the parser or the config validation already restricted to legal header
  * bytes; like Buffer.from(s, 'latin1'), a code unit above 0xff keeps its low byte.
+ *
+ * A field that a filter adds to many messages with one long value (Istio's metadata exchange headers) can be
+ * pre-encoded (`preencodeField`): its `name: value\r\n` is then copied in as bytes, one copy instead of a string
+ * write, when a head carries that name with that value.
  */
 import { Buffer } from 'node:buffer'
 import { STATUS_CODES } from 'node:http'
@@ -42,8 +46,45 @@ export function put(s: string): void {
   len = o
 }
 
+/** Values shorter than this are written as they come: a pre-encoded field would not pay for its lookup. */
+const PREENCODED_MIN = 49
+/** At most this many pre-encoded fields (one per distinct value a config version adds); the oldest goes first. */
+const PREENCODED_MAX = 8
+
+interface Preencoded {
+  readonly name: string
+  readonly value: string
+  /** `name: value\r\n` */
+  readonly bytes: Buffer
+}
+
+const preencoded: Preencoded[] = []
+
+/**
+ * Keeps the bytes of field `name: value` (name lower case) for every head written after: for a field that is set
+ * with the same long value on many messages. Idempotent; a value too short to gain is ignored.
+ */
+export function preencodeField(name: string, value: string): void {
+  if (value.length < PREENCODED_MIN) return
+  for (const p of preencoded) if (p.name === name && p.value === value) return
+  if (preencoded.length === PREENCODED_MAX) preencoded.shift()
+  preencoded.push({ name, value, bytes: Buffer.from(`${name}: ${value}\r\n`, 'latin1') })
+}
+
 /** `name: value\r\n` */
 export function putField(name: string, value: string): void {
+  if (value.length >= PREENCODED_MIN && preencoded.length !== 0) {
+    for (let i = 0; i < preencoded.length; i++) {
+      const p = preencoded[i]!
+      if (p.value === value && p.name === name) {
+        const b = p.bytes
+        if (len + b.length > scratch.length) grow(len + b.length)
+        scratch.set(b, len)
+        len += b.length
+        return
+      }
+    }
+  }
   put(name)
   if (len + 2 > scratch.length) grow(len + 2)
   scratch[len++] = 0x3a

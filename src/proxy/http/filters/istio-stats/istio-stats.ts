@@ -16,10 +16,13 @@
  *   `mutual_tls` when there is one, else `none`.
  * - UNSPECIFIED: as OUTBOUND.
  *
- * Per stream: one small object, a header lookup each way, and at the end a row lookup (cached by the peer's decoded
- * metadata object, the principal and the service) and a series lookup by response code; no label string is built
- * unless the combination is new. gRPC streams (`content-type: application/grpc*`) get a subclass that also counts
- * messages each way (the 5-byte length prefixes) and reads `grpc-status`.
+ * Per stream: one small object, one scan of the header list each way (the exchange's names found by length first;
+ * this proxy's own pair appended in one push, and written into HTTP/1 heads as bytes encoded once per config), and at
+ * the end a row lookup (cached by the peer's decoded metadata object, the principal and the service; the last row
+ * and the last response code's series are kept, so a run of alike streams compares and looks nothing up) and three
+ * histogram counts with the stream's own duration (no clock read of its own); no label string is built unless the
+ * combination is new. gRPC streams (`content-type: application/grpc*`) get a subclass that also counts messages each
+ * way (the 5-byte length prefixes) and reads `grpc-status`.
  *
  * Config: `disable_host_header_fallback` (default false). Other PluginConfig fields are not accepted.
  */
@@ -27,6 +30,7 @@ import type { Buffer } from 'node:buffer'
 import type { IstioStats } from '../../../../config/envoy.js'
 import type { UpstreamCluster } from '../../../cluster/index.js'
 import { connectionPeer } from '../../../identity/connection-peer.js'
+import { preencodeField } from '../../h1/wire.js'
 import {
   encodeOwnMetadata,
   type OwnPeerHeaders,
@@ -92,6 +96,9 @@ export class IstioStatsFilterFactory implements HttpFilterFactory {
   #lastPrincipal = ''
   #lastService: ServiceLabels | null = null
   #lastRow: LabelRow | null = null
+  /** the last cluster asked about and its service (serviceOfCluster): consecutive streams skip its WeakMap */
+  #lastCluster: UpstreamCluster | null = null
+  #lastClusterService: ServiceLabels | null = null
 
   constructor(name: string, cfg: IstioStats, t: TelemetryContext) {
     this.name = name
@@ -99,6 +106,9 @@ export class IstioStatsFilterFactory implements HttpFilterFactory {
     this.reporter = this.inbound ? 'destination' : 'source'
     this.workload = t.workload
     this.own = encodeOwnMetadata(t.workload)
+    // every request (outbound) or response (inbound) carries them: HTTP/1 heads copy them in as bytes
+    preencodeField(PEER_METADATA_HEADER, this.own.metadata)
+    preencodeField(PEER_METADATA_ID_HEADER, this.own.id)
     this.hostFallback = cfg.disable_host_header_fallback !== true
     this.metrics = t.metrics
   }
@@ -112,7 +122,14 @@ export class IstioStatsFilterFactory implements HttpFilterFactory {
   /** The destination service of a stream: its cluster's, else (fallback allowed) its authority's. */
   service(cb: Stream): ServiceLabels {
     const c: UpstreamCluster | null = cb.cluster
-    const s = c === null ? null : serviceOfCluster(c)
+    let s: ServiceLabels | null = null
+    if (c !== null) {
+      if (c !== this.#lastCluster) {
+        this.#lastCluster = c
+        this.#lastClusterService = serviceOfCluster(c)
+      }
+      s = this.#lastClusterService
+    }
     if (s !== null) return s
     if (c === null) {
       // answered before a cluster was picked (a fault's abort, a filter's refusal): the route's cluster names the
@@ -156,6 +173,30 @@ export class IstioStatsFilterFactory implements HttpFilterFactory {
   }
 }
 
+const META_LENGTH = PEER_METADATA_HEADER.length
+const ID_LENGTH = PEER_METADATA_ID_HEADER.length
+
+/** Whether a (lower-case) header name is one of the exchange's: the length first, which rules out nearly all. */
+function exchangeName(name: string): boolean {
+  const n = name.length
+  return (n === META_LENGTH && name === PEER_METADATA_HEADER) || (n === ID_LENGTH && name === PEER_METADATA_ID_HEADER)
+}
+
+/**
+ * Sets this proxy's exchange headers, as `headers.set` of each would: when the list has neither (a sidecar's
+ * requests, an application's responses), both are appended at once.
+ */
+function setOwn(headers: Headers, own: OwnPeerHeaders): void {
+  const l = headers.list
+  for (let i = 0; i < l.length; i += 2)
+    if (exchangeName(l[i]!)) {
+      headers.set(PEER_METADATA_HEADER, own.metadata)
+      headers.set(PEER_METADATA_ID_HEADER, own.id)
+      return
+    }
+  l.push(PEER_METADATA_HEADER, own.metadata, PEER_METADATA_ID_HEADER, own.id)
+}
+
 class HttpStatsStream implements StreamFilter {
   readonly f: IstioStatsFilterFactory
   readonly cb: Stream
@@ -174,20 +215,13 @@ class HttpStatsStream implements StreamFilter {
     const h = head.headers
     this.decoded = true
     if (this.f.inbound) this.takePeer(h)
-    else {
-      h.set(PEER_METADATA_HEADER, this.f.own.metadata)
-      h.set(PEER_METADATA_ID_HEADER, this.f.own.id)
-    }
+    else setOwn(h, this.f.own)
     return CONTINUE
   }
 
   encodeHeaders(_status: number, headers: Headers, _endStream: boolean): void {
-    if (this.f.inbound) {
-      headers.set(PEER_METADATA_HEADER, this.f.own.metadata)
-      headers.set(PEER_METADATA_ID_HEADER, this.f.own.id)
-      return
-    }
-    this.takePeer(headers)
+    if (this.f.inbound) setOwn(headers, this.f.own)
+    else this.takePeer(headers)
   }
 
   /** Reads the peer's exchange headers and removes them, in one pass over the list. */
@@ -196,12 +230,9 @@ class HttpStatsStream implements StreamFilter {
     let w = 0
     for (let i = 0; i < l.length; i += 2) {
       const name = l[i]!
-      if (name === PEER_METADATA_HEADER) {
-        this.peerValue ??= l[i + 1]
-        continue
-      }
-      if (name === PEER_METADATA_ID_HEADER) {
-        this.peerId ??= l[i + 1]
+      if (exchangeName(name)) {
+        if (name === PEER_METADATA_HEADER) this.peerValue ??= l[i + 1]
+        else this.peerId ??= l[i + 1]
         continue
       }
       if (w !== i) {
@@ -234,7 +265,7 @@ class HttpStatsStream implements StreamFilter {
   protected count(s: HttpSeries): void {
     const cb = this.cb
     s.requests++
-    s.duration.record(performance.now() - cb.startTime)
+    s.duration.record(cb.durationMs)
     s.requestBytes.record(cb.bytesReceived)
     s.responseBytes.record(cb.bytesSent)
   }
