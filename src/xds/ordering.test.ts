@@ -202,7 +202,8 @@ for (const protocol of ['sotw', 'delta'] as const) {
     let server: XdsServer
     let port: number
     before(async () => {
-      server = new XdsServer({ pushDebounceMs: 0, holdTimeoutMs: 400, log: () => {} })
+      // a hold long enough that a loaded machine never reaches it: these tests are about order, not the timeout
+      server = new XdsServer({ pushDebounceMs: 0, holdTimeoutMs: 10_000, log: () => {} })
       port = await server.listen('127.0.0.1', 0)
     })
     after(() => server.close())
@@ -317,8 +318,9 @@ for (const protocol of ['sotw', 'delta'] as const) {
 
     test('a route waits for endpoints at most holdTimeoutMs (a client that never subscribes to them)', async () => {
       const id = `hold-${protocol}`
-      server.setSnapshot(id, snapshot('c1', 's1'))
-      const d = driver(port, protocol, id)
+      const short = new XdsServer({ pushDebounceMs: 0, holdTimeoutMs: 400, log: () => {} })
+      short.setSnapshot(id, snapshot('c1', 's1'))
+      const d = driver(await short.listen('127.0.0.1', 0), protocol, id)
       try {
         d.subscribe(CDS, [])
         d.subscribe(LDS, [])
@@ -326,7 +328,7 @@ for (const protocol of ['sotw', 'delta'] as const) {
         follow(d, await d.next(LDS))
         follow(d, await d.next(EDS))
         follow(d, await d.next(RDS))
-        server.setSnapshot(id, snapshot('c2', 's1'))
+        short.setSnapshot(id, snapshot('c2', 's1'))
         const t0 = Date.now()
         d.ack(await d.next(CDS)) // ACKed, but the client does not subscribe to c2's endpoints
         const rds = await d.next(RDS, 3000)
@@ -334,6 +336,7 @@ for (const protocol of ['sotw', 'delta'] as const) {
         assert.ok(Date.now() - t0 >= 350, `the route came after ${Date.now() - t0} ms`)
       } finally {
         d.close()
+        await short.close()
       }
     })
   })

@@ -274,12 +274,12 @@ abstract class AdsStream {
 
   /**
    * A response of `typeUrl` was ACKed or NACKed: push that type again if it changed meanwhile, and what the answer
-   * may release: listeners and routes waiting for clusters (after CDS/EDS), cluster and endpoint removals waiting
+   * may release: listeners and routes waiting for clusters or their secrets (after CDS/EDS/SDS), cluster and endpoint removals waiting
    * for the routes (after LDS/RDS). In push order.
    */
   protected released(typeUrl: string): void {
     const types = new Set<string>([typeUrl])
-    if (typeUrl === TYPE_URL.cluster || typeUrl === TYPE_URL.endpoint) {
+    if (typeUrl === TYPE_URL.cluster || typeUrl === TYPE_URL.endpoint || typeUrl === TYPE_URL.secret) {
       for (const t of REFERRING) if (this.types.get(t)?.heldSince !== undefined) types.add(t)
     } else if (typeUrl === TYPE_URL.listener || typeUrl === TYPE_URL.route) {
       types.add(TYPE_URL.cluster)
