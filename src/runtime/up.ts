@@ -3,8 +3,10 @@
  *
  * Order: the control plane; the Istio config; gateways; then per workload, side by side: register it, start its
  * sidecar, wait until the sidecar has its listeners, and only then start the application (given the sidecar as its
- * HTTP proxy). The application listens on a private port that only its sidecar's inbound listener
- * forwards to; peers reach it through the sidecar. Every process is supervised (restart with backoff) and logs to
+ * HTTP proxy). The application listens on a private loopback port that only its sidecar's inbound listener is
+ * given; peers reach it through the sidecar (a local process can still connect to that port directly). With
+ * `--transparent` (Linux, root; netns.ts) each workload runs in a network namespace of its own with Istio's
+ * iptables capture instead: no HTTP_PROXY, and its port is reachable only through its sidecar. Every process is supervised (restart with backoff) and logs to
  * `<data-dir>/logs/`. Shutdown is the reverse: applications, then sidecars (draining), gateways, control plane.
  *
  * Until the mesh is up, a process that ends is a failure to start: every wait also watches the processes it depends
