@@ -148,6 +148,26 @@ describe('loom up --transparent', { skip: skip ?? false, timeout: 240_000 }, () 
     )
   })
 
+  test('HTTP/1 and HTTP/2 (prior knowledge) by service name from inside a namespace, with no proxy setting', async () => {
+    const w = workload('productpage-v1')
+    const admin = `${w.address}:${w.adminPort}`
+    const before = await stat(admin, 'listener.0.0.0.0_9080.downstream_cx_total')
+    const h1 = await inNamespace(
+      w.netns!,
+      "fetch('http://details:9080/details/0').then(async (r) => console.log(r.status, await r.text()), (e) => { console.error(e); process.exit(1) })",
+    )
+    assert.match(h1, /^200 .*"author"/)
+    const h2 = await inNamespace(
+      w.netns!,
+      "const c=require('node:http2').connect('http://reviews.default.svc.cluster.local:9080');c.on('error',(e)=>{console.error(e);process.exit(1)});" +
+        "const r=c.request({':path':'/reviews/0'});let b='';r.on('response',(h)=>{b+=h[':status']+' '});r.on('data',(d)=>{b+=d});" +
+        "r.on('end',()=>{console.log(b);c.close()});r.end()",
+    )
+    assert.match(h2, /^200 .*"reviews"/)
+    // both were captured and sniffed by the sidecar's listener for port 9080
+    assert.equal(await stat(admin, 'listener.0.0.0.0_9080.downstream_cx_total'), before + 2)
+  })
+
   test('plain TCP and TLS from inside a namespace reach servers outside the mesh through the sidecar', async () => {
     const w = workload('details-v1')
     const admin = `${w.address}:${w.adminPort}`
