@@ -19,6 +19,7 @@ import { createHash } from 'node:crypto'
 import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ErrorCodes, LoomError } from '../core/errors.js'
+import { loadOriginalDst } from '../proxy/listener/original-dst.js'
 
 /** the sidecar's user and group in transparent mode (Istio's istio-proxy uid and gid) */
 export const PROXY_UID = 1337
@@ -68,7 +69,7 @@ function has(cmd: string): boolean {
   }
 }
 
-/** Throws saying what is missing when this host cannot run transparent mode (Linux, root, ip, iptables). */
+/** Throws saying what is missing when this host cannot run transparent mode (Linux, root, ip, iptables, the addon). */
 export function checkTransparentSupport(): void {
   if (process.platform !== 'linux')
     throw new LoomError(ErrorCodes.USAGE, '--transparent needs Linux (network namespaces and iptables)')
@@ -83,6 +84,12 @@ export function checkTransparentSupport(): void {
       ErrorCodes.USAGE,
       `--transparent needs ${missing.join(', ')} (Debian: apt-get install iproute2 iptables util-linux)`,
     )
+  // the sidecars read SO_ORIGINAL_DST through the native addon: say now, not from every sidecar, if it is missing
+  try {
+    loadOriginalDst()
+  } catch (err) {
+    throw new LoomError(ErrorCodes.USAGE, `--transparent: ${(err as Error).message}`)
+  }
 }
 
 /** The names of one mesh's network, from its data dir. */
