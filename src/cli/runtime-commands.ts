@@ -88,8 +88,18 @@ function progress(line: string): void {
 }
 
 function printState(s: UpState, extra = ''): void {
+  // transparent mode: each workload's address and network namespace
+  const captured = s.workloads.some((w) => w.netns !== undefined)
   const rows = [
-    ['WORKLOAD', 'SERVICE', 'APP PID', 'SIDECAR PID', 'APP PORT', 'OUTBOUND'],
+    [
+      'WORKLOAD',
+      'SERVICE',
+      'APP PID',
+      'SIDECAR PID',
+      'APP PORT',
+      'OUTBOUND',
+      ...(captured ? ['ADDRESS', 'NAMESPACE'] : []),
+    ],
     ...s.workloads.map((w) => [
       workloadName(w),
       `${w.service.split('.')[0]}:${Object.keys(w.inbound).join(',')}`,
@@ -97,6 +107,7 @@ function printState(s: UpState, extra = ''): void {
       w.sidecar === false ? 'none' : String(w.sidecarPid ?? '-'),
       String(w.appPort),
       w.sidecar === false ? '-' : String(w.outboundPort),
+      ...(captured ? [w.address ?? '-', w.netns ?? '-'] : []),
     ]),
   ]
   process.stdout.write(table(rows))

@@ -249,7 +249,11 @@ export function removeNetwork(dataDir: string): string[] {
       break
     }
   }
-  rmSync(join('/run/loom', netNames(dataDir).tag), { recursive: true, force: true })
+  try {
+    rmSync(join('/run/loom', netNames(dataDir).tag), { recursive: true, force: true })
+  } catch {
+    // not root: nothing of it can be removed here (and `loom up --transparent` ran as root)
+  }
   return removed
 }
 
