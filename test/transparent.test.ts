@@ -118,6 +118,9 @@ describe('loom up --transparent', { skip: skip ?? false, timeout: 240_000 }, () 
       // the sidecar runs as its own user (the capture rules let its connections out)
       const uid = readFileSync(`/proc/${w.sidecarPid}/status`, 'utf8').match(/^Uid:\s+(\d+)/m)?.[1]
       assert.equal(uid, '1337')
+      // the application has no capabilities: it cannot change its capture rules nor become the sidecar's user
+      const caps = readFileSync(`/proc/${w.appPid}/status`, 'utf8').match(/^CapBnd:\s+(\w+)/m)?.[1]
+      assert.equal(caps, '0000000000000000')
     }
   })
 

@@ -367,8 +367,18 @@ export class MeshNetwork {
   }
 }
 
-/** argv that runs `argv` in namespace `ns` (as root, or as the sidecar's user). */
-export function inNamespace(ns: string, argv: string[], asProxy: boolean): string[] {
-  const user = asProxy ? ['setpriv', `--reuid=${PROXY_UID}`, `--regid=${PROXY_GID}`, '--clear-groups', '--'] : []
-  return ['netns', 'exec', ns, ...user, ...argv]
+/**
+ * `ip` arguments that run `argv` in namespace `ns`: as the sidecar's user (`proxy`); as an application, with the
+ * user of `loom up` but no capabilities at all (`app`: root without CAP_NET_ADMIN cannot change its namespace's
+ * capture rules, without CAP_SETUID cannot become the sidecar's user, without CAP_SYS_ADMIN cannot enter another
+ * namespace); or as `loom up` itself (`loom`: readiness probes).
+ */
+export function inNamespace(ns: string, argv: string[], as: 'proxy' | 'app' | 'loom'): string[] {
+  const prefix =
+    as === 'proxy'
+      ? ['setpriv', `--reuid=${PROXY_UID}`, `--regid=${PROXY_GID}`, '--clear-groups', '--']
+      : as === 'app'
+        ? ['setpriv', '--bounding-set=-all', '--inh-caps=-all', '--']
+        : []
+  return ['netns', 'exec', ns, ...prefix, ...argv]
 }

@@ -389,7 +389,7 @@ export class LocalMesh {
     return this.supervise(role, {
       name,
       command: ns === undefined ? process.execPath : 'ip',
-      args: ns === undefined ? [LOOM, ...args] : inNamespace(ns, [process.execPath, LOOM, ...args], true),
+      args: ns === undefined ? [LOOM, ...args] : inNamespace(ns, [process.execPath, LOOM, ...args], 'proxy'),
       env: { ...process.env, LOOM_LOG: process.env.LOOM_LOG ?? 'info', LOOM_EXIT_WITH_PARENT: '1' },
       cwd: process.cwd(),
       ipc: true,
@@ -1011,7 +1011,7 @@ export class LocalMesh {
     subject: Supervised,
   ): Promise<void> {
     let ok = false
-    const probe = spawn('ip', inNamespace(w.ns, [process.execPath, '-e', NS_PROBE, String(ms), ...checks], false), {
+    const probe = spawn('ip', inNamespace(w.ns, [process.execPath, '-e', NS_PROBE, String(ms), ...checks], 'loom'), {
       stdio: 'ignore',
     })
     this.probes.add(probe)
@@ -1102,7 +1102,7 @@ export class LocalMesh {
       name: procName(def),
       group: true,
       command: netw === undefined ? program : 'ip',
-      args: netw === undefined ? args : inNamespace(netw.ns, [program, ...args], false),
+      args: netw === undefined ? args : inNamespace(netw.ns, [program, ...args], 'app'),
       cwd: def.cwd,
       env: {
         ...process.env,
