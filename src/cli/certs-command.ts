@@ -89,8 +89,9 @@ async function proxyRow(
   namespace: string | null,
   adminPort: number,
   expectIdentity: boolean,
+  host = '127.0.0.1',
 ): Promise<CertRow> {
-  const admin = `127.0.0.1:${adminPort}`
+  const admin = `${host}:${adminPort}`
   const row: CertRow = {
     workload,
     kind,
@@ -177,7 +178,9 @@ export async function certsCommand(argv: string[]): Promise<void> {
     Promise.all([
       ...state.workloads
         .filter((w) => w.sidecar !== false)
-        .map((w) => proxyRow(w.name, 'sidecar', w.namespace, w.adminPort, (w.identityTokenFile ?? null) !== null)),
+        .map((w) =>
+          proxyRow(w.name, 'sidecar', w.namespace, w.adminPort, (w.identityTokenFile ?? null) !== null, w.address),
+        ),
       ...state.gateways.map((g) => proxyRow(g.name, 'gateway', null, g.adminPort, false)),
     ]),
     getJson(`http://${state.api}/api/v1/ca`).then(

@@ -250,7 +250,7 @@ function findAdmin(workload: string, dataDir: string | undefined): string {
         ErrorCodes.USAGE,
         `workload ${workload} runs without a sidecar (sidecar.istio.io/inject: "false")`,
       )
-    if (w !== undefined) return `127.0.0.1:${w.adminPort}`
+    if (w !== undefined) return `${w.address ?? '127.0.0.1'}:${w.adminPort}`
     const g = s.gateways.find((x) => x.name === workload)
     if (g !== undefined) return `127.0.0.1:${g.adminPort}`
   }

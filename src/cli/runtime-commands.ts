@@ -9,6 +9,7 @@ import {
   LocalMesh,
   readState,
   reapLeftovers,
+  removeLeftoverNetwork,
   StoppedError,
   statePath,
   type UpState,
@@ -18,6 +19,7 @@ import { table } from './table.js'
 
 export const UP_USAGE = `Usage: loom up -f <dir|file> [--data-dir DIR] [--api-port N] [--xds-port N] [--gateway-port N]
                [--path-normalization NONE|BASE|MERGE_SLASHES|DECODE_AND_MERGE_SLASHES] [--mesh-config FILE]
+               [--transparent]
 
 Runs a mesh of local processes: the control plane, each Workload's process with its sidecar, and the gateways the
 config declares. Manifests hold Istio resources (applied to the control plane) and Loom Workloads:
@@ -44,6 +46,9 @@ Options:
                           how every proxy normalizes request paths (the control plane's flag; default BASE)
       --mesh-config <file>  Istio's MeshConfig for the control plane (its --mesh-config: extensionProviders for
                           CUSTOM authorization, trustDomain, ...)
+      --transparent       Linux, as root: each workload in a network namespace of its own, its traffic captured
+                          by iptables as Istio's init container does (no HTTP_PROXY; apps call http://reviews:9080
+                          and are reachable only through their sidecars); needs ip, iptables and setpriv
 
 Examples:
   loom up -f ./mesh
@@ -83,8 +88,18 @@ function progress(line: string): void {
 }
 
 function printState(s: UpState, extra = ''): void {
+  // transparent mode: each workload's address and network namespace
+  const captured = s.workloads.some((w) => w.netns !== undefined)
   const rows = [
-    ['WORKLOAD', 'SERVICE', 'APP PID', 'SIDECAR PID', 'APP PORT', 'OUTBOUND'],
+    [
+      'WORKLOAD',
+      'SERVICE',
+      'APP PID',
+      'SIDECAR PID',
+      'APP PORT',
+      'OUTBOUND',
+      ...(captured ? ['ADDRESS', 'NAMESPACE'] : []),
+    ],
     ...s.workloads.map((w) => [
       workloadName(w),
       `${w.service.split('.')[0]}:${Object.keys(w.inbound).join(',')}`,
@@ -92,6 +107,7 @@ function printState(s: UpState, extra = ''): void {
       w.sidecar === false ? 'none' : String(w.sidecarPid ?? '-'),
       String(w.appPort),
       w.sidecar === false ? '-' : String(w.outboundPort),
+      ...(captured ? [w.address ?? '-', w.netns ?? '-'] : []),
     ]),
   ]
   process.stdout.write(table(rows))
@@ -112,6 +128,7 @@ async function runUp(
     xdsPort?: number
     gatewayPort?: number
     meshConfig?: string
+    transparent?: boolean
   },
   after?: (s: UpState, mesh: LocalMesh) => void,
 ): Promise<void> {
@@ -162,6 +179,7 @@ export async function upCommand(argv: string[]): Promise<void> {
       'gateway-port': { type: 'string' },
       'path-normalization': { type: 'string' },
       'mesh-config': { type: 'string' },
+      transparent: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -182,6 +200,7 @@ export async function upCommand(argv: string[]): Promise<void> {
       ...(values['gateway-port'] === undefined ? {} : { gatewayPort: num(values['gateway-port'], '--gateway-port')! }),
       ...(normalization === undefined ? {} : { pathNormalization: normalization }),
       ...(values['mesh-config'] === undefined ? {} : { meshConfig: resolve(values['mesh-config']) }),
+      ...(values.transparent === true ? { transparent: true } : {}),
     },
     (s) => {
       printState(s, `mesh is up; Ctrl-C or 'loom down --data-dir ${s.dataDir}' stops it\n`)
@@ -270,6 +289,8 @@ export async function downCommand(argv: string[]): Promise<void> {
   if (!alive(s.pid)) {
     // loom up was killed without stopping its processes: stop what is left of them
     const left = await reapLeftovers(s)
+    // transparent mode: the namespaces, veths and rules it made
+    removeLeftoverNetwork(dataDir)
     rmSync(statePath(dataDir), { force: true })
     process.stdout.write(
       left.length === 0

@@ -1185,6 +1185,14 @@ export const Listener = v.strictObject({
   per_connection_buffer_limit_bytes: opt(uint32),
   /** INBOUND / OUTBOUND: which side of its workload the listener is (Istio's stats filters and tracing read it) */
   traffic_direction: opt(v.picklist(['UNSPECIFIED', 'INBOUND', 'OUTBOUND'])),
+  /**
+   * A connection iptables redirected here goes to the listener with `bind_to_port: false` at its original
+   * destination (SO_ORIGINAL_DST; address and port, else 0.0.0.0 and port); without one, this listener's chains
+   * take it (Istio's virtualOutbound and virtualInbound listeners)
+   */
+  use_original_dst: opt(bool),
+  /** false: the listener binds nothing and only takes connections a `use_original_dst` listener hands over */
+  bind_to_port: opt(bool),
 })
 export type Listener = v.InferOutput<typeof Listener>
 
@@ -1406,10 +1414,11 @@ export const Cluster = v.strictObject({
    * DestinationRule that shaped it (loom explain shows it); other namespaces kept, unused
    */
   metadata: opt(Metadata),
-  type: opt(v.picklist(['STATIC', 'STRICT_DNS', 'EDS'])),
+  /** ORIGINAL_DST: no hosts of its own; a TCP proxy connects to the downstream's original destination */
+  type: opt(v.picklist(['STATIC', 'STRICT_DNS', 'EDS', 'ORIGINAL_DST'])),
   eds_cluster_config: opt(v.strictObject({ eds_config: opt(ConfigSource), service_name: opt(nonEmpty) })),
   connect_timeout: opt(duration),
-  lb_policy: opt(v.picklist(['ROUND_ROBIN', 'LEAST_REQUEST', 'RANDOM', 'RING_HASH', 'MAGLEV'])),
+  lb_policy: opt(v.picklist(['ROUND_ROBIN', 'LEAST_REQUEST', 'RANDOM', 'RING_HASH', 'MAGLEV', 'CLUSTER_PROVIDED'])),
   load_assignment: opt(ClusterLoadAssignment),
   http2_protocol_options: opt(Http2ProtocolOptions),
   typed_extension_protocol_options: opt(

@@ -148,7 +148,7 @@ export class ProxyServer {
     ;(bootstrap.static_resources?.listeners ?? []).forEach((l, i) => {
       const chains = this.compileListener(l, `static_resources.listeners[${i}]`, issues)
       if (chains !== null) {
-        this.listenerMap.set(l.name, new ActiveListener(l, chains))
+        this.listenerMap.set(l.name, this.wire(new ActiveListener(l, chains)))
         this.staticListeners.add(l.name)
       }
     })
@@ -208,6 +208,34 @@ export class ProxyServer {
     for (const l of this.listenerMap.values())
       for (const ch of l.chains) for (const n of ch.tls?.secretNames ?? []) out.add(n)
     return [...out].sort()
+  }
+
+  /**
+   * A `use_original_dst` listener hands its connections over through the index of listeners that bind nothing, to
+   * one of its own traffic direction (an inbound connection never lands on an outbound listener of the same port);
+   * every listener change rebuilds the index on the next connection.
+   */
+  private wire(l: ActiveListener): ActiveListener {
+    this.unbound = null
+    l.handoff = l.config.use_original_dst === true ? this.byOriginalDst : null
+    return l
+  }
+
+  /** `bind_to_port: false` listeners by `address:port` (null: to be rebuilt) */
+  private unbound: Map<string, ActiveListener> | null = null
+
+  private readonly byOriginalDst = (address: string, port: number, direction: string): ActiveListener | null => {
+    let index = this.unbound
+    if (index === null) {
+      index = new Map()
+      for (const l of this.listenerMap.values()) {
+        if (l.binds) continue
+        const a = l.config.address.socket_address
+        index.set(`${l.config.traffic_direction ?? ''}|${a.address}:${a.port_value}`, l)
+      }
+      this.unbound = index
+    }
+    return index.get(`${direction}|${address}:${port}`) ?? index.get(`${direction}|0.0.0.0:${port}`) ?? null
   }
 
   get listeners(): ActiveListener[] {
@@ -431,6 +459,7 @@ export class ProxyServer {
         current.canSwapTo(chains)
       if (current !== undefined && sameAddress) {
         const old = current.swapChains(config, chains)
+        this.wire(current)
         this.registerHcms(chains)
         this.unregisterHcms(old)
         continue
@@ -438,7 +467,7 @@ export class ProxyServer {
       if (current !== undefined) {
         this.retire(current)
       }
-      const l = new ActiveListener(config, chains)
+      const l = this.wire(new ActiveListener(config, chains))
       this.listenerMap.set(name, l)
       this.registerHcms(chains)
       await this.listen(l)
@@ -452,6 +481,7 @@ export class ProxyServer {
   /** Stops a listener: no new connections; existing ones finish their requests and close. */
   private retire(l: ActiveListener): void {
     this.listenerMap.delete(l.name)
+    this.unbound = null
     this.unregisterHcms(l.chains)
     l.drain()
     setTimeout(() => l.destroy(), this.options.drainTimeMs).unref()

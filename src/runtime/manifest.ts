@@ -73,6 +73,8 @@ export interface WorkloadDef {
   spec: WorkloadSpec
   /** false: no sidecar (`sidecar.istio.io/inject: "false"`) */
   sidecar: boolean
+  /** metadata.annotations (as strings): Istio's traffic.sidecar.istio.io/* capture settings among them */
+  annotations: Record<string, string>
   /** absolute working directory */
   cwd: string
   source: string
@@ -143,6 +145,9 @@ export function readUpManifest(path: string): UpManifest {
         namespace: d.metadata?.namespace ?? 'default',
         spec: r.output,
         sidecar: String(r.output.labels[INJECT_KEY] ?? d.metadata?.annotations?.[INJECT_KEY] ?? 'true') !== 'false',
+        annotations: Object.fromEntries(
+          Object.entries(d.metadata?.annotations ?? {}).map(([k, val]) => [k, String(val)]),
+        ),
         cwd: resolve(dirname(file), r.output.workingDir ?? '.'),
         source: file,
       })

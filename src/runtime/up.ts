@@ -3,8 +3,10 @@
  *
  * Order: the control plane; the Istio config; gateways; then per workload, side by side: register it, start its
  * sidecar, wait until the sidecar has its listeners, and only then start the application (given the sidecar as its
- * HTTP proxy). The application listens on a private port that only its sidecar's inbound listener
- * forwards to; peers reach it through the sidecar. Every process is supervised (restart with backoff) and logs to
+ * HTTP proxy). The application listens on a private loopback port that only its sidecar's inbound listener is
+ * given; peers reach it through the sidecar (a local process can still connect to that port directly). With
+ * `--transparent` (Linux, root; netns.ts) each workload runs in a network namespace of its own with Istio's
+ * iptables capture instead: no HTTP_PROXY, and its port is reachable only through its sidecar. Every process is supervised (restart with backoff) and logs to
  * `<data-dir>/logs/`. Shutdown is the reverse: applications, then sidecars (draining), gateways, control plane.
  *
  * Until the mesh is up, a process that ends is a failure to start: every wait also watches the processes it depends
@@ -14,7 +16,19 @@
  * themselves if this process dies (an IPC channel that closes), and `reapLeftovers` stops the applications a killed
  * `loom up` left.
  */
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { type ChildProcess, spawn } from 'node:child_process'
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs'
 import * as net from 'node:net'
 import { join, resolve } from 'node:path'
 import { loadAll } from 'js-yaml'
@@ -22,6 +36,18 @@ import { TLS_MODE_LABEL } from '../control/translate/mtls.js'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 import { renderTargetGroups, type ScrapeTarget } from '../core/prometheus-sd.js'
 import { readUpManifest, type UpManifest, type WorkloadDef } from './manifest.js'
+import {
+  checkTransparentSupport,
+  INBOUND_CAPTURE_PORT,
+  inNamespace,
+  MeshNetwork,
+  OUTBOUND_CAPTURE_PORT,
+  parseCapture,
+  PROXY_GID,
+  PROXY_UID,
+  removeNetwork,
+  type WorkloadNet,
+} from './netns.js'
 import { freePort } from './ports.js'
 import { describeExit, type ExitInfo, type ProcessSpec, Supervised } from './supervisor.js'
 
@@ -67,6 +93,11 @@ export interface UpOptions {
   meshConfig?: string
   /** progress lines go here */
   progress?: (line: string) => void
+  /**
+   * Linux, root: each workload in a network namespace of its own with Istio's iptables capture (netns.ts); the
+   * application gets no HTTP_PROXY and calls services by name, and is reachable only through its sidecar
+   */
+  transparent?: boolean
 }
 
 export interface WorkloadState {
@@ -86,6 +117,10 @@ export interface WorkloadState {
   sidecarLog: string
   /** false: a workload without a sidecar (no sidecar process, outbound and admin ports 0) */
   sidecar?: boolean
+  /** the workload's address (its network namespace's, in transparent mode); 127.0.0.1 when absent */
+  address?: string
+  /** transparent mode: the workload's network namespace */
+  netns?: string
   /** the SPIFFE ID the sidecar's certificate carries, and the file its bootstrap token is in (null: no CA) */
   spiffeId?: string | null
   identityTokenFile?: string | null
@@ -125,6 +160,30 @@ export interface UpState {
 export function statePath(dataDir: string): string {
   return join(dataDir, 'up.json')
 }
+
+/** Present while a transparent mesh's network exists (so a `loom down` or the next `loom up` removes what is left). */
+export function networkMarkerPath(dataDir: string): string {
+  return join(dataDir, 'network')
+}
+
+/** Removes the namespaces, veths, bridge and rules a transparent mesh of `dataDir` left, if it left any. */
+export function removeLeftoverNetwork(dataDir: string): string[] {
+  if (!existsSync(networkMarkerPath(dataDir))) return []
+  const removed = removeNetwork(dataDir)
+  rmSync(networkMarkerPath(dataDir), { force: true })
+  return removed
+}
+
+/**
+ * Run inside a workload's namespace (`node -e`): exits 0 once every check passes (`tcp:<port>` connects to
+ * 127.0.0.1, `http:<port><path>` answers 200), 1 after the deadline (ms, the first argument).
+ */
+const NS_PROBE = `const net=require('node:net');const [ms,...checks]=process.argv.slice(1);const end=Date.now()+Number(ms);
+const one=(c)=>new Promise((r)=>{const m=/^(tcp|http):(\\d+)(.*)$/.exec(c);if(m[1]==='tcp'){const s=net.connect(+m[2],'127.0.0.1');
+s.once('connect',()=>{s.destroy();r(true)});s.once('error',()=>r(false));return}
+fetch('http://127.0.0.1:'+m[2]+m[3],{signal:AbortSignal.timeout(1000)}).then((x)=>r(x.status===200),()=>r(false))});
+(async()=>{while(Date.now()<end){const ok=await Promise.all(checks.map(one));if(ok.every(Boolean))process.exit(0);
+await new Promise((r)=>setTimeout(r,50))}process.exit(1)})()`
 
 /**
  * The file Prometheus' file-based discovery reads (`file_sd_configs`): every proxy's admin endpoint, rewritten as
@@ -289,6 +348,10 @@ export class LocalMesh {
   private stopping: Promise<void> | null = null
   /** what the Prometheus targets file holds now (rewritten only when it changes) */
   private targetsText: string | null = null
+  /** transparent mode: the bridge and the workloads' namespaces */
+  private net: MeshNetwork | null = null
+  /** probes running in workloads' namespaces (stopped with the mesh) */
+  private readonly probes = new Set<ChildProcess>()
 
   constructor(options: UpOptions) {
     this.options = options
@@ -318,12 +381,15 @@ export class LocalMesh {
     return p
   }
 
-  /** A Loom process (control plane, gateway, sidecar): it stops by itself if this process dies. */
-  private loom(role: Role, name: string, args: string[]): Supervised {
+  /**
+   * A Loom process (control plane, gateway, sidecar): it stops by itself if this process dies. With `ns`: in that
+   * network namespace, as the sidecar's user (transparent mode).
+   */
+  private loom(role: Role, name: string, args: string[], ns?: string): Supervised {
     return this.supervise(role, {
       name,
-      command: process.execPath,
-      args: [LOOM, ...args],
+      command: ns === undefined ? process.execPath : 'ip',
+      args: ns === undefined ? [LOOM, ...args] : inNamespace(ns, [process.execPath, LOOM, ...args], 'proxy'),
       env: { ...process.env, LOOM_LOG: process.env.LOOM_LOG ?? 'info', LOOM_EXIT_WITH_PARENT: '1' },
       cwd: process.cwd(),
       ipc: true,
@@ -472,8 +538,24 @@ export class LocalMesh {
       if (left.length > 0)
         this.say(`stopped ${left.length} process(es) left by a loom up that did not stop (pids ${left.join(', ')})`)
     }
+    if (this.options.transparent === true) checkTransparentSupport()
+    const leftNet = removeLeftoverNetwork(this.dataDir)
+    if (leftNet.length > 0) this.say(`removed the network a loom up that did not stop left (${leftNet.join(', ')})`)
     this.manifest = readUpManifest(this.options.file)
     const m = this.manifest
+    if (this.options.transparent === true) {
+      const plain = m.workloads.find((w) => !w.sidecar)
+      if (plain !== undefined)
+        throw new LoomError(
+          ErrorCodes.CONFIG_INVALID,
+          `${plain.source}: workload ${plain.name} has no sidecar (sidecar.istio.io/inject: "false"), which --transparent does not run`,
+        )
+      for (const w of m.workloads) parseCapture(w.annotations, `${w.source}: Workload ${w.name}`)
+      this.net = new MeshNetwork(this.dataDir)
+      writeFileSync(networkMarkerPath(this.dataDir), `${this.net.bridge}\n`)
+      this.net.create()
+      this.say(`network: bridge ${this.net.bridge} at ${this.net.gateway}/24, a namespace per workload`)
+    }
     // (also replaces the targets a loom up that was killed left)
     this.saveState()
 
@@ -481,7 +563,8 @@ export class LocalMesh {
     const apiPort = await freePort(this.options.apiPort)
     const xdsPort = await freePort(this.options.xdsPort)
     this.api = `127.0.0.1:${apiPort}`
-    this.xds = `127.0.0.1:${xdsPort}`
+    // transparent: the sidecars reach the control plane from their namespaces at the bridge's address
+    this.xds = `${this.net?.gateway ?? '127.0.0.1'}:${xdsPort}`
     // the control plane serves xDS over TLS; its proxies verify it with the trust bundle it writes
     // (control.ts trustBundleFile: <control data dir>/ca/trust-bundle.pem)
     this.trustBundle = join(this.dataDir, 'control', 'ca', 'trust-bundle.pem')
@@ -660,12 +743,13 @@ export class LocalMesh {
     def: WorkloadDef,
     at: Record<string, number>,
     labels: Record<string, string>,
+    address = '127.0.0.1',
   ): Promise<Record<string, unknown>> {
     const spec = def.spec
     const registration = {
       name: def.name,
       namespace: def.namespace,
-      address: '127.0.0.1',
+      address,
       ports: spec.ports.map((p) => ({
         name: p.name,
         number: at[p.port]!,
@@ -687,6 +771,7 @@ export class LocalMesh {
 
   private async startWorkload(def: WorkloadDef): Promise<void> {
     if (!def.sidecar) return this.startPlainWorkload(def)
+    if (this.net !== null) return this.startCapturedWorkload(def, this.net)
     const spec = def.spec
     const service = spec.labels.app!
     const appPort = await freePort()
@@ -785,6 +870,183 @@ export class LocalMesh {
   }
 
   /**
+   * Transparent mode: the workload in a network namespace of its own (netns.ts). It is registered at its
+   * namespace's address and its service ports themselves (where iptables captures them for the sidecar's 15006);
+   * the sidecar runs as its own user (the capture rules let its connections out), binds 15001 and 15006 and its
+   * admin port (on the namespace's address, left out of the capture so the control plane can read it); the
+   * application listens on a port of its namespace's loopback, which nothing outside the namespace reaches, and
+   * calls services by name (the namespace's /etc/hosts) with no proxy setting.
+   */
+  private async startCapturedWorkload(def: WorkloadDef, netw: MeshNetwork): Promise<void> {
+    const spec = def.spec
+    const service = spec.labels.app!
+    const appPort = await freePort()
+    const adminPort = await freePort()
+    const capture = parseCapture(def.annotations, `${def.source}: Workload ${def.name}`)
+    capture.excludeInboundPorts = [adminPort, ...capture.excludeInboundPorts]
+    if (this.stopped) throw new StoppedError()
+    const w = netw.addWorkload(capture)
+    const podName = `${def.name}-${Math.random().toString(36).slice(2, 7)}`
+    netw.writeHosts(w, podName, this.hostEntries(def.namespace, netw))
+    const inbound: Record<string, number> = {}
+    const appPorts: Record<string, number> = {}
+    for (const p of spec.ports) {
+      inbound[p.port] = p.port
+      appPorts[p.port] = appPort
+    }
+    const nodeId = `sidecar~${w.ip}~${def.name}.${def.namespace}~${def.namespace}.svc.cluster.local`
+    const identity = await this.identityToken(def.name, def.namespace, spec.serviceAccount ?? 'default')
+    const registration = await this.register(
+      def,
+      inbound,
+      identity !== null ? { ...spec.labels, [TLS_MODE_LABEL]: 'istio' } : spec.labels,
+      w.ip,
+    )
+    // the sidecar's user reads its token and the trust bundle from a directory of its own
+    const own = netw.proxyDir(procName(def))
+    const trustBundle = join(own, 'trust-bundle.pem')
+    copyFileSync(this.trustBundle, trustBundle)
+    chownSync(trustBundle, PROXY_UID, PROXY_GID)
+    let tokenFile: string | null = null
+    if (identity !== null) {
+      tokenFile = join(own, 'token')
+      copyFileSync(identity.file, tokenFile)
+      chmodSync(tokenFile, 0o600)
+      chownSync(tokenFile, PROXY_UID, PROXY_GID)
+    }
+    const portMap = (m: Record<string, number>) =>
+      Object.entries(m)
+        .map(([a, b]) => `${a}:${b}`)
+        .join(',')
+    const sidecar = this.loom(
+      'sidecar',
+      `${procName(def)}.sidecar`,
+      [
+        'proxy',
+        '--xds',
+        this.xds,
+        '--xds-ca',
+        trustBundle,
+        '--node',
+        nodeId,
+        '--ip',
+        w.ip,
+        '--namespace',
+        def.namespace,
+        '--labels',
+        Object.entries(spec.labels)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(','),
+        '--service-account',
+        spec.serviceAccount ?? 'default',
+        '--admin',
+        `${w.ip}:${adminPort}`,
+        '--drain-time-s',
+        '2',
+        '--path-stats',
+        String(PATH_STATS),
+        '--metadata',
+        `WORKLOAD_NAME=${def.name}`,
+        '--metadata',
+        'INTERCEPTION_MODE=REDIRECT',
+        '--metadata',
+        `OUTBOUND_PORT=${OUTBOUND_CAPTURE_PORT}`,
+        '--metadata',
+        `INBOUND_CAPTURE_PORT=${INBOUND_CAPTURE_PORT}`,
+        '--metadata',
+        `INBOUND_ADDRESS=${w.ip}`,
+        '--metadata',
+        `INBOUND_PORTS=${portMap(inbound)}`,
+        '--metadata',
+        `APP_PORTS=${portMap(appPorts)}`,
+        ...(spec.locality !== undefined ? ['--locality', spec.locality] : []),
+        ...(tokenFile !== null ? ['--identity-token-file', tokenFile] : []),
+      ],
+      w.ns,
+    )
+    const state: WorkloadState = {
+      name: def.name,
+      namespace: def.namespace,
+      service: `${service}.${def.namespace}.svc.cluster.local`,
+      labels: spec.labels,
+      nodeId,
+      appPort,
+      outboundPort: OUTBOUND_CAPTURE_PORT,
+      adminPort,
+      inbound,
+      appPid: null,
+      sidecarPid: null,
+      appLog: this.logFile(procName(def)),
+      sidecarLog: this.logFile(`${procName(def)}.sidecar`),
+      sidecar: true,
+      address: w.ip,
+      netns: w.ns,
+      spiffeId: identity?.spiffeId ?? null,
+      identityTokenFile: tokenFile,
+    }
+    const rw: RunningWorkload = { def, state, sidecar, app: null, ready: false, registration }
+    this.workloads.push(rw)
+    this.launch(sidecar)
+    await this.inNamespaceWait(
+      w,
+      `the sidecar of ${def.name} to listen`,
+      LOOM_READY_MS,
+      [`tcp:${OUTBOUND_CAPTURE_PORT}`, `tcp:${INBOUND_CAPTURE_PORT}`],
+      [sidecar, this.control!],
+      sidecar,
+    )
+    await this.runApp(rw, appPort, { HTTP_PROXY: '', http_proxy: '', HOSTNAME: podName, POD_NAME: podName }, w)
+  }
+
+  /**
+   * Waits for `checks` to pass inside the namespace (one probe process there, see NS_PROBE), failing at once as
+   * `waitFor` does when a watched process exits.
+   */
+  private async inNamespaceWait(
+    w: WorkloadNet,
+    what: string,
+    ms: number,
+    checks: string[],
+    watch: Supervised[],
+    subject: Supervised,
+  ): Promise<void> {
+    let ok = false
+    const probe = spawn('ip', inNamespace(w.ns, [process.execPath, '-e', NS_PROBE, String(ms), ...checks], 'loom'), {
+      stdio: 'ignore',
+    })
+    this.probes.add(probe)
+    probe.once('exit', (code) => {
+      ok = code === 0
+      this.probes.delete(probe)
+    })
+    probe.once('error', () => this.probes.delete(probe))
+    try {
+      await this.waitFor(what, ms, async () => ok, watch, subject)
+    } finally {
+      probe.kill('SIGKILL')
+    }
+  }
+
+  /**
+   * A namespace's /etc/hosts entries: every service of the mesh's workloads at its VIP, by its full name, `<name>.<ns>`
+   * and `<name>.<ns>.svc`, and by its short name in its own namespace.
+   */
+  private hostEntries(namespace: string, netw: MeshNetwork): { vip: string; names: string[] }[] {
+    const seen = new Set<string>()
+    const out: { vip: string; names: string[] }[] = []
+    for (const w of this.manifest!.workloads) {
+      const app = w.spec.labels.app!
+      const host = `${app}.${w.namespace}.svc.cluster.local`
+      if (seen.has(host)) continue
+      seen.add(host)
+      const names = [host, `${app}.${w.namespace}.svc`, `${app}.${w.namespace}`]
+      if (w.namespace === namespace) names.push(app)
+      out.push({ vip: netw.vip(host), names })
+    }
+    return out
+  }
+
+  /**
    * A workload without a sidecar (`sidecar.istio.io/inject: "false"`): registered at the application's own port
    * for every service port, without the sidecar mark (so meshed clients send it plain text), no identity; the
    * application calls out directly.
@@ -819,7 +1081,12 @@ export class LocalMesh {
   }
 
   /** Starts a workload's application on `appPort`, waits until it answers, and marks the workload healthy. */
-  private async runApp(rw: RunningWorkload, appPort: number, proxyEnv: Record<string, string>): Promise<void> {
+  private async runApp(
+    rw: RunningWorkload,
+    appPort: number,
+    proxyEnv: Record<string, string>,
+    netw?: WorkloadNet,
+  ): Promise<void> {
     const { def, sidecar } = rw
     const spec = def.spec
     const [command, ...args] = spec.command
@@ -830,35 +1097,47 @@ export class LocalMesh {
         `workload ${def.name} could not be started: its working directory ${def.cwd} does not exist (${def.source})`,
       )
     const podName = `${def.name}-${Math.random().toString(36).slice(2, 7)}`
+    const program = command === 'node' ? process.execPath : command!
     const app = this.supervise('app', {
       name: procName(def),
       group: true,
-      command: command === 'node' ? process.execPath : command!,
-      args,
+      command: netw === undefined ? program : 'ip',
+      args: netw === undefined ? args : inNamespace(netw.ns, [program, ...args], 'app'),
       cwd: def.cwd,
       env: {
         ...process.env,
         ...spec.env,
         PORT: String(appPort),
-        ...proxyEnv,
         HOSTNAME: podName,
         POD_NAME: podName,
+        ...proxyEnv,
         SERVICE_ACCOUNT: spec.serviceAccount ?? 'default',
       },
     })
     rw.app = app
     this.launch(app)
-    await this.waitFor(
-      `${def.name} to listen on its port ${appPort}`,
-      APP_READY_MS,
-      async () => {
-        if (spec.healthPath === undefined) return tcpOpen(appPort)
-        const r = await fetch(`http://127.0.0.1:${appPort}${spec.healthPath}`, { signal: AbortSignal.timeout(1000) })
-        return r.status === 200
-      },
-      [app, ...(sidecar === null ? [] : [sidecar]), this.control!],
-      app,
-    )
+    const check = spec.healthPath === undefined ? `tcp:${appPort}` : `http:${appPort}${spec.healthPath}`
+    if (netw !== undefined)
+      await this.inNamespaceWait(
+        netw,
+        `${def.name} to listen on its port ${appPort}`,
+        APP_READY_MS,
+        [check],
+        [app, ...(sidecar === null ? [] : [sidecar]), this.control!],
+        app,
+      )
+    else
+      await this.waitFor(
+        `${def.name} to listen on its port ${appPort}`,
+        APP_READY_MS,
+        async () => {
+          if (spec.healthPath === undefined) return tcpOpen(appPort)
+          const r = await fetch(`http://127.0.0.1:${appPort}${spec.healthPath}`, { signal: AbortSignal.timeout(1000) })
+          return r.status === 200
+        },
+        [app, ...(sidecar === null ? [] : [sidecar]), this.control!],
+        app,
+      )
     rw.ready = true
     await this.apiCall('POST', `/api/v1/workloads/${def.namespace}/${def.name}/heartbeat`, { healthy: true })
     this.saveState()
@@ -930,7 +1209,7 @@ export class LocalMesh {
     for (const w of this.workloads)
       if (w.sidecar !== null)
         targets.push({
-          adminAddress: `127.0.0.1:${w.state.adminPort}`,
+          adminAddress: `${w.state.address ?? '127.0.0.1'}:${w.state.adminPort}`,
           kind: 'sidecar',
           namespace: w.state.namespace,
           workload: w.state.name,
@@ -987,6 +1266,8 @@ export class LocalMesh {
     await Promise.all(proxies.map((p) => p.stop(5000)))
     if (this.control?.running === true) this.say('stopping the control plane')
     await this.control?.stop(5000)
+    for (const p of this.probes) p.kill('SIGKILL')
+    this.removeNet()
     this.removeState()
   }
 
@@ -1001,6 +1282,17 @@ export class LocalMesh {
     this.stopping ??= Promise.resolve()
     if (this.targetsText !== null) this.writeTargets([])
     for (const p of this.procs) p.proc.kill()
+    for (const p of this.probes) p.kill('SIGKILL')
+    this.removeNet()
     this.removeState()
+  }
+
+  /** Transparent mode: the namespaces (their veths go with them), the bridge, the rules, the hosts files. */
+  private removeNet(): void {
+    if (this.net === null) return
+    const removed = this.net.remove()
+    rmSync(networkMarkerPath(this.dataDir), { force: true })
+    this.net = null
+    if (removed.length > 0) this.say(`removed ${removed.join(', ')}`)
   }
 }

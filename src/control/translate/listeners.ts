@@ -44,6 +44,22 @@ import { collectorCluster, collectorOf, requestIdExtension, type TelemetrySide, 
 export const OUTBOUND_LISTENER = 'outbound_http'
 export const OUTBOUND_ROUTE = 'outbound'
 export const DEFAULT_OUTBOUND_PORT = 15001
+/** the port iptables sends captured inbound connections to (Istio's 15006) */
+export const DEFAULT_INBOUND_CAPTURE_PORT = 15006
+/** Istio's listeners and clusters of traffic capture */
+export const VIRTUAL_OUTBOUND = 'virtualOutbound'
+export const VIRTUAL_INBOUND = 'virtualInbound'
+export const PASSTHROUGH_CLUSTER = 'PassthroughCluster'
+export const BLACKHOLE_CLUSTER = 'BlackHoleCluster'
+
+/**
+ * Whether the node's traffic is captured by iptables (node metadata `INTERCEPTION_MODE: REDIRECT`, Istio's key, as
+ * `loom up --transparent` sets it): then the sidecar gets Istio's virtual listeners instead of the HTTP proxy
+ * listener, and its inbound listeners bind nothing.
+ */
+export function captured(metadata: NodeMetadata): boolean {
+  return metadata.INTERCEPTION_MODE === 'REDIRECT'
+}
 
 const HCM_FILTER = 'envoy.filters.network.http_connection_manager'
 const TLS_INSPECTOR = 'envoy.filters.listener.tls_inspector'
@@ -429,12 +445,80 @@ export function outboundListener(scope: Scope, metadata: NodeMetadata): Listener
     ],
   }
   const routes: Json = { name: OUTBOUND_ROUTE, virtual_hosts: vhosts, validate_clusters: false }
+  if (captured(metadata)) {
+    const ports = [...new Set(all.map((r) => r.port))].sort((a, b) => a - b)
+    const hcmFilter = (listener.filter_chains as Json[])[0]!.filters as Json[]
+    return {
+      listeners: [virtualOutbound(scope, port), ...ports.map((p) => capturedHttpListener(scope, p, hcmFilter))],
+      routes: [tracing === null ? routes : decorateRoutes(routes)],
+      clusters: [
+        ...passthroughClusters(scope),
+        ...collectorClusters(scope, tracing !== null || tracingFields(scope, 'server', metadata) !== null),
+      ],
+    }
+  }
   return {
     listeners: [listener, ...egressTcpListeners(scope, port)],
     routes: [tracing === null ? routes : decorateRoutes(routes)],
     // the collector's cluster for either side's spans (the inbound part is built per workload, this once)
     clusters: collectorClusters(scope, tracing !== null || tracingFields(scope, 'server', metadata) !== null),
   }
+}
+
+/**
+ * Istio's `virtualOutbound` for a captured sidecar: 0.0.0.0:`port`, where iptables sends every outbound TCP
+ * connection. `use_original_dst` hands a connection to the listener of its original destination port (an HTTP
+ * service port: `capturedHttpListener`); any other goes out unchanged to where it was going (`PassthroughCluster`,
+ * Istio's `outboundTrafficPolicy: ALLOW_ANY`).
+ */
+function virtualOutbound(scope: Scope, port: number): Json {
+  return {
+    name: VIRTUAL_OUTBOUND,
+    address: socketAddress('0.0.0.0', port),
+    use_original_dst: true,
+    traffic_direction: 'OUTBOUND',
+    filter_chains: [{ name: 'PassthroughFilterChain', filters: [tcpProxy(scope, PASSTHROUGH_CLUSTER, 'client')] }],
+  }
+}
+
+/**
+ * Istio's `0.0.0.0_<port>` for a captured sidecar (`bind_to_port: false`: it takes what `virtualOutbound` hands
+ * it): protocol sniffing as Istio's, TLS (the TLS inspector) passes through to the original destination, anything
+ * else is HTTP (HTTP/1 or HTTP/2 by the connection preface) routed by Host through the `outbound` routes.
+ */
+function capturedHttpListener(scope: Scope, port: number, hcmFilters: Json[]): Json {
+  return {
+    name: `0.0.0.0_${port}`,
+    address: socketAddress('0.0.0.0', port),
+    bind_to_port: false,
+    traffic_direction: 'OUTBOUND',
+    listener_filters: [{ name: TLS_INSPECTOR, typed_config: { '@type': TypeUrls.tlsInspector } }],
+    filter_chains: [
+      {
+        filter_chain_match: { transport_protocol: 'tls' },
+        filters: [tcpProxy(scope, PASSTHROUGH_CLUSTER, 'client')],
+      },
+      { filters: hcmFilters },
+    ],
+  }
+}
+
+/** Istio's PassthroughCluster (to the original destination) and BlackHoleCluster (nowhere). */
+function passthroughClusters(scope: Scope): Json[] {
+  return [
+    {
+      name: BLACKHOLE_CLUSTER,
+      type: 'STATIC',
+      connect_timeout: scope.mesh.connectTimeout,
+      load_assignment: { cluster_name: BLACKHOLE_CLUSTER, endpoints: [] },
+    },
+    {
+      name: PASSTHROUGH_CLUSTER,
+      type: 'ORIGINAL_DST',
+      lb_policy: 'CLUSTER_PROVIDED',
+      connect_timeout: scope.mesh.connectTimeout,
+    },
+  ]
 }
 
 /**
@@ -535,6 +619,20 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
   const authn = jwtAuthnFilters(scope)
   const bound = new Set<number>()
   const tracing = tracingFields(scope, 'server', metadata)
+  const transparent = captured(metadata)
+  if (transparent) {
+    // Istio's virtualInbound: iptables sends every inbound connection here; each goes to the inbound listener of
+    // its original destination port, and a port the workload does not serve goes nowhere (BlackHoleCluster: the
+    // application is reached through its service ports only)
+    const capture = portValue(metadata.INBOUND_CAPTURE_PORT) ?? DEFAULT_INBOUND_CAPTURE_PORT
+    out.listeners.push({
+      name: VIRTUAL_INBOUND,
+      address: socketAddress('0.0.0.0', capture),
+      use_original_dst: true,
+      traffic_direction: 'INBOUND',
+      filter_chains: [{ name: 'BlackHoleFilterChain', filters: [tcpProxy(scope, BLACKHOLE_CLUSTER, 'server')] }],
+    })
+  }
   for (const servicePort of [...byPort.keys()].sort((a, b) => a - b)) {
     const { endpoint, protocol, service } = byPort.get(servicePort)!
     // the port policies name: the workload's own (its targetPort when the registered port is the sidecar's)
@@ -571,6 +669,7 @@ export function inboundListeners(scope: Scope, metadata: NodeMetadata): Listener
     }
     const plainChain = { filter_chain_match: { transport_protocol: 'raw_buffer' }, filters }
     const listener: Json = { name, address: socketAddress(address, listenPort), traffic_direction: 'INBOUND' }
+    if (transparent) listener.bind_to_port = false
     if (mode === 'DISABLE') {
       listener.filter_chains = [{ filters }]
     } else {

@@ -190,6 +190,14 @@ const SCENARIOS: Scenario[] = [
     services: () =>
       Registry.fromResources([...samples('egress-rule-google-apis.yaml'), ...bookinfoResources()]).services(),
   },
+  {
+    name: 'reviews-v2 with traffic capture (INTERCEPTION_MODE: REDIRECT)',
+    resources: () => samples(...ALL),
+    node: {
+      ...REVIEWS_V2,
+      metadata: { INTERCEPTION_MODE: 'REDIRECT', INBOUND_ADDRESS: REVIEWS_V2.ip, APP_PORTS: '9080:19080' },
+    },
+  },
 ]
 
 function bookinfoResources(): Resource[] {

@@ -1428,3 +1428,55 @@ describe('BatchTranslator', () => {
     }
   })
 })
+
+describe('a sidecar with traffic capture (INTERCEPTION_MODE: REDIRECT, loom up --transparent)', () => {
+  const node: TranslateNode = {
+    ...REVIEWS_V2,
+    metadata: { INTERCEPTION_MODE: 'REDIRECT', INBOUND_ADDRESS: REVIEWS_V2.ip, APP_PORTS: '9080:19080' },
+  }
+  const r = run(samples('destination-rule-all.yaml'), node)
+  const byName = (n: string) => r.listeners.find((l) => l.name === n)
+  it("gets Istio's virtual listeners instead of the HTTP proxy listener", () => {
+    assert.equal(byName('outbound_http'), undefined)
+    const out = byName('virtualOutbound')!
+    assert.deepEqual(out.address, { socket_address: { address: '0.0.0.0', port_value: 15001 } })
+    assert.equal(out.use_original_dst, true)
+    const inbound = byName('virtualInbound')!
+    assert.deepEqual(inbound.address, { socket_address: { address: '0.0.0.0', port_value: 15006 } })
+    assert.equal(inbound.use_original_dst, true)
+    assert.equal(inbound.traffic_direction, 'INBOUND')
+    // a port the workload does not serve goes nowhere; an unknown outbound destination passes through
+    const cluster = (l: Json) =>
+      ((((l.filter_chains as Json[])[0]!.filters as Json[]).at(-1)!.typed_config as Json).cluster as string) ?? ''
+    assert.equal(cluster(inbound), 'BlackHoleCluster')
+    assert.equal(cluster(out), 'PassthroughCluster')
+    const passthrough = r.clusters.find((c) => c.name === 'PassthroughCluster')!
+    assert.equal(passthrough.type, 'ORIGINAL_DST')
+  })
+  it('an HTTP service port: a listener that binds nothing, TLS passed through, HTTP routed by Host', () => {
+    const l = byName('0.0.0.0_9080')!
+    assert.equal(l.bind_to_port, false)
+    assert.equal(l.traffic_direction, 'OUTBOUND')
+    const chains = l.filter_chains as Json[]
+    assert.deepEqual(chains[0]!.filter_chain_match, { transport_protocol: 'tls' })
+    assert.equal(((chains[0]!.filters as Json[])[0]!.typed_config as Json).cluster, 'PassthroughCluster')
+    const hcm = (chains[1]!.filters as Json[])[0]!.typed_config as Json
+    assert.equal((hcm.rds as Json).route_config_name, 'outbound')
+  })
+  it("the inbound listener sits at the workload's address and service port, bound by nobody", () => {
+    const l = byName('inbound|9080')!
+    assert.deepEqual(l.address, { socket_address: { address: REVIEWS_V2.ip, port_value: 9080 } })
+    assert.equal(l.bind_to_port, false)
+  })
+  it('a sidecar without capture gets none of it', () => {
+    const plain = run(samples('destination-rule-all.yaml'), REVIEWS_V2)
+    assert.deepEqual(
+      plain.listeners.map((l) => l.name).filter((n) => /^virtual|^0\.0\.0\.0_/.test(n as string)),
+      [],
+    )
+    assert.equal(
+      plain.clusters.find((c) => c.name === 'PassthroughCluster'),
+      undefined,
+    )
+  })
+})

@@ -206,6 +206,7 @@ export class BatchTranslator {
       node.namespace,
       labels,
       metadata.OUTBOUND_PORT ?? null,
+      metadata.INTERCEPTION_MODE ?? null,
       metadata.MESH_ID ?? null,
       metadata.CLUSTER_ID ?? null,
       // the workload's name stands for the canonical service of a traced proxy without the labels for it

@@ -61,7 +61,7 @@ export function hostEligibility(
 export class UpstreamCluster implements HostOwner {
   readonly name: string
   readonly config: Cluster
-  readonly type: 'STATIC' | 'STRICT_DNS' | 'EDS'
+  readonly type: 'STATIC' | 'STRICT_DNS' | 'EDS' | 'ORIGINAL_DST'
   /** the name EDS assignments for this cluster carry (eds_cluster_config.service_name, else the cluster name) */
   readonly edsName: string
   readonly lbPolicy: LbPolicy
@@ -177,7 +177,7 @@ export class UpstreamCluster implements HostOwner {
       if (cla !== undefined) this.updateHosts(hostSpecsFromAssignment(cla))
     } else if (s.type === 'STATIC') {
       this.updateHosts(hostSpecsFromAssignment(cla!))
-    } else {
+    } else if (s.type === 'STRICT_DNS') {
       this.#dns = new DnsDiscovery(
         this.name,
         dnsTargets(cla!),

@@ -26,7 +26,7 @@ export interface Http2Options {
 }
 
 export interface ClusterSettings {
-  type: 'STATIC' | 'STRICT_DNS' | 'EDS'
+  type: 'STATIC' | 'STRICT_DNS' | 'EDS' | 'ORIGINAL_DST'
   lbPolicy: LbPolicy
   connectTimeoutMs: number
   http2: boolean
@@ -162,7 +162,10 @@ export function clusterSettings(
   }
 
   // Endpoints: EDS clusters get theirs from the ADS stream (a load_assignment, if any, is the initial set).
-  if (type === 'EDS') {
+  if (type === 'ORIGINAL_DST') {
+    if (config.load_assignment !== undefined)
+      issues.push({ path: `${path}.load_assignment`, message: 'an ORIGINAL_DST cluster takes no endpoints' })
+  } else if (type === 'EDS') {
     if (config.load_assignment !== undefined) {
       checkEndpoints(config.load_assignment, 'STATIC', `${path}.load_assignment`, issues)
     }

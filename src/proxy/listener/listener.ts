@@ -24,6 +24,14 @@ import { tls } from '../../core/lazy.js'
 import { log } from '../../core/log.js'
 import type { DownstreamTls } from '../tls.js'
 import { inspectClientHello } from './tls-inspector.js'
+import { loadOriginalDst, originalDst } from './original-dst.js'
+
+/**
+ * Finds the listener a connection accepted by a `use_original_dst` listener belongs to: one with `bind_to_port:
+ * false` and the same traffic direction at the original destination's address and port, else at 0.0.0.0 and that
+ * port (Envoy's order). Null: the accepting listener keeps it.
+ */
+export type OriginalDstLookup = (address: string, port: number, direction: string) => ActiveListener | null
 
 /** Subscribes the TLS contexts of `chains` to their secrets; returns the function that unsubscribes them all. */
 function watchChains(chains: readonly CompiledChain[]): () => void {
@@ -124,6 +132,8 @@ export class ActiveListener {
   /** stops the secret subscriptions of the current chains */
   private unwatch: () => void = () => {}
   boundPort = 0
+  /** set by the proxy for a `use_original_dst` listener: where its connections are handed */
+  handoff: OriginalDstLookup | null = null
 
   constructor(config: Listener, chains: CompiledChain[]) {
     this.name = config.name
@@ -135,11 +145,28 @@ export class ActiveListener {
     this.inspect = needsInspection(chains)
     this.unwatch = watchChains(chains)
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-      this.track(socket)
-      if (this.inspect) this.inspectConnection(socket)
-      else this.dispatch(socket, this.chains[0]!, 'http', null)
+      if (this.handoff !== null) {
+        // Envoy's use_original_dst: the listener bound to where the connection was going (before iptables
+        // redirected it here) takes it; else this listener's own chains do (a passthrough)
+        const dst = originalDst(socket)
+        const target = dst === null ? null : this.handoff(dst.address, dst.port, this.config.traffic_direction ?? '')
+        if (target !== null && target !== this) return target.accept(socket)
+      }
+      this.accept(socket)
     })
     this.server.on('error', () => {})
+  }
+
+  /** Takes a connection: this listener's accept, or one handed over by a `use_original_dst` listener. */
+  accept(socket: net.Socket): void {
+    this.track(socket)
+    if (this.inspect) this.inspectConnection(socket)
+    else this.dispatch(socket, this.chains[0]!, 'http', null)
+  }
+
+  /** false: `bind_to_port: false`, a listener that only takes connections a `use_original_dst` listener hands it */
+  get binds(): boolean {
+    return this.config.bind_to_port !== false
   }
 
   /**
@@ -325,6 +352,12 @@ export class ActiveListener {
 
   listen(): Promise<void> {
     const a = this.config.address.socket_address
+    if (!this.binds) {
+      this.boundPort = a.port_value
+      return Promise.resolve()
+    }
+    // a listener that needs the original destination fails here, with how to build the addon, not per connection
+    if (this.config.use_original_dst === true) loadOriginalDst()
     return new Promise((resolve, reject) => {
       const onError = (err: Error) => reject(err)
       this.server.once('error', onError)

@@ -29,6 +29,20 @@ function downstreamFields(downstream: net.Socket): Record<string, unknown> {
 }
 import { NO_EXCHANGE, type ExchangeResult, type TcpExchange } from '../telemetry/tcp-exchange.js'
 import type { TcpStatsRecorder } from '../telemetry/tcp-stats.js'
+import { Host } from '../cluster/host.js'
+import { originalDst } from '../listener/original-dst.js'
+
+/**
+ * An ORIGINAL_DST cluster's host for a connection: where the connection was going before iptables redirected it
+ * to this proxy (Istio's PassthroughCluster). Null when it was not redirected, or was sent to this very listener
+ * (a passthrough to itself would loop).
+ */
+function passthroughHost(downstream: net.Socket): Host | null {
+  const dst = originalDst(downstream)
+  if (dst === null) return null
+  if (dst.port === downstream.localPort && dst.address === downstream.localAddress) return null
+  return new Host({ address: dst.address, port: dst.port })
+}
 
 export class TcpProxyContext {
   readonly stats: TcpProxyStats
@@ -108,7 +122,12 @@ export class TcpProxyContext {
     const start = performance.now()
     const clusterName = this.pickCluster()
     const cluster = this.clusters.get(clusterName)
-    const host = cluster?.chooseHost(undefined) ?? null
+    const host =
+      cluster === undefined
+        ? null
+        : cluster.type === 'ORIGINAL_DST'
+          ? passthroughHost(downstream)
+          : cluster.chooseHost(undefined)
     const istio = this.istio
     const open = istio === null ? null : istio.opened(downstream, cluster)
     let flag = ''

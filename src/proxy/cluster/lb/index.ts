@@ -12,7 +12,7 @@ import type { LbFactory } from './types.js'
 export type { LbFactory, LoadBalancer } from './types.js'
 
 /** lb_policy, or PEAK_EWMA for Loom's load_balancing_policy extension. */
-export type LbPolicy = NonNullable<Cluster['lb_policy']> | 'PEAK_EWMA'
+export type LbPolicy = Exclude<NonNullable<Cluster['lb_policy']>, 'CLUSTER_PROVIDED'> | 'PEAK_EWMA'
 
 type PolicyConfig = NonNullable<
   Cluster['load_balancing_policy']
@@ -26,7 +26,9 @@ function selectedPolicy(config: Cluster): PolicyConfig | undefined {
 /** The policy a cluster runs: load_balancing_policy's first entry, else lb_policy (default ROUND_ROBIN). */
 export function lbPolicyOf(config: Cluster): LbPolicy {
   const p = selectedPolicy(config)
-  if (p === undefined) return config.lb_policy ?? 'ROUND_ROBIN'
+  // CLUSTER_PROVIDED (an ORIGINAL_DST cluster's): the cluster picks no host by a policy; round robin stands in
+  if (p === undefined)
+    return config.lb_policy === undefined || config.lb_policy === 'CLUSTER_PROVIDED' ? 'ROUND_ROBIN' : config.lb_policy
   if (p['@type'] === TypeUrls.peakEwma) return 'PEAK_EWMA'
   return p['@type'] === TypeUrls.roundRobinLb ? 'ROUND_ROBIN' : 'LEAST_REQUEST'
 }
@@ -46,6 +48,7 @@ export function lbFactoryFor(config: Cluster): LbFactory {
   }
   switch (config.lb_policy ?? 'ROUND_ROBIN') {
     case 'ROUND_ROBIN':
+    case 'CLUSTER_PROVIDED':
       return slowStarted(roundRobin, config.round_robin_lb_config?.slow_start_config, false)
     case 'LEAST_REQUEST': {
       const lr = config.least_request_lb_config
