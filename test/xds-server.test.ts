@@ -601,7 +601,8 @@ describe('delta xDS', () => {
       // not even an empty response: every type the client resumed with is what it would be sent
       const pushes = logs.filter((l) => l.msg === 'delta push')
       assert.deepEqual(pushes, [])
-      assert.equal(client.connections, 2)
+      // it reconnected (streams tried while the server was down count too: how many depends on the machine's speed)
+      assert.ok(client.connections >= 2, `${client.connections} streams`)
     } finally {
       client.close()
       await s2.close()
