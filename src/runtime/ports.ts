@@ -4,11 +4,37 @@
  * same number to the next bind of port 0 (in a mesh of a few dozen ports that happens in a few per cent of starts:
  * a sidecar then finds its outbound port taken by its own inbound listener). So every port handed out here is
  * remembered and never handed out again by this process.
+ *
+ * Ports are drawn at random below the kernel's ephemeral range (Linux: net.ipv4.ip_local_port_range, 32768 and up),
+ * not with port 0: between the check and the bind, an ephemeral port may become the local port of any outgoing
+ * connection on the machine (or another program's bind of port 0), and the app then fails with EADDRINUSE. Below
+ * the range only another explicit bind can take it. Where the range cannot be read, port 0 is used.
  */
+import { readFileSync } from 'node:fs'
 import * as net from 'node:net'
 import { ErrorCodes, LoomError } from '../core/errors.js'
 
 const handedOut = new Set<number>()
+
+/** The lowest port the random draw may return */
+const LOWEST = 10_000
+
+/** The first ephemeral port, or null when unknown (not Linux) or when there is no room below it. */
+function ephemeralStart(): number | null {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
+    return Number.isInteger(low) && low > LOWEST + 1000 ? low : null
+  } catch {
+    return null
+  }
+}
+
+const below = ephemeralStart()
+
+/** A candidate: a random port below the ephemeral range, or 0 (the kernel's choice). */
+function candidate(): number {
+  return below === null ? 0 : LOWEST + Math.floor(Math.random() * (below - LOWEST))
+}
 
 function tryPort(port: number): Promise<number | null> {
   return new Promise((resolve) => {
@@ -21,9 +47,9 @@ function tryPort(port: number): Promise<number | null> {
   })
 }
 
-/** A free port on 127.0.0.1 that this process has not handed out before; `preferred` when it is free. */
+/** A free port on 127.0.0.1 that this process has not handed out before; `preferred` when it is free (0: any). */
 export async function freePort(preferred?: number): Promise<number> {
-  if (preferred !== undefined && !handedOut.has(preferred)) {
+  if (preferred !== undefined && preferred !== 0 && !handedOut.has(preferred)) {
     const p = await tryPort(preferred)
     if (p !== null) {
       handedOut.add(p)
@@ -31,8 +57,8 @@ export async function freePort(preferred?: number): Promise<number> {
     }
   }
   for (let attempt = 0; attempt < 100; attempt++) {
-    const p = await tryPort(0)
-    if (p === null) break
+    const p = await tryPort(candidate())
+    if (p === null) continue
     if (!handedOut.has(p)) {
       handedOut.add(p)
       return p
