@@ -56,9 +56,12 @@ describe('replicas on etcd', { skip: etcdBinary() === null ? ETCD_MISSING : fals
     assert.equal(created.filter(Boolean).length, 1, 'exactly one published')
     const winner = created.indexOf(true)
     for (const d of where) assert.equal(readFileSync(join(d, 'key.pem'), 'utf8'), `key of r${winner}\n`)
-    // the losers' own files are kept aside
+    // a loser that made its own files before it saw the winner's keeps them aside (one that saw etcd's copy first
+    // made none); the winner keeps nothing aside
+    assert.equal(existsSync(join(where[winner]!, 'key.pem.replaced')), false, 'the winner kept nothing aside')
     for (const [i, d] of where.entries())
-      assert.equal(existsSync(join(d, 'key.pem.replaced')), i !== winner, `r${i}'s own key kept aside`)
+      if (i !== winner && existsSync(join(d, 'key.pem.replaced')))
+        assert.equal(readFileSync(join(d, 'key.pem.replaced'), 'utf8'), `key of r${i}\n`, `r${i}'s own key kept aside`)
     // a replica that starts later loads them without creating anything
     const late = dir()
     const made = await sharedFiles(racers[0]!, 'key', late, ['key.pem'], 'late', async () => {
