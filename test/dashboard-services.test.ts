@@ -99,9 +99,17 @@ describe('dashboard: services, a service, a workload', { timeout: 240_000 }, () 
     for (let i = 0; i < N; i++) assert.equal((await fetch(productpage)).status, 200)
     await settle()
     assert.equal((await reviewsRequests()) - before, N)
-    // the series the charts draw: the steps of the last minute carried the pages, all answered
-    const series = await api<{ points: SeriesPoint[] }>(
-      '/api/v1/series?resource=service&name=reviews&namespace=default&window=10m&step=15s',
+    // the series the charts draw: the steps of the last minute carried the pages, all answered. A point is a whole
+    // step, so pages sent in the step under way show once it ends (within 15 s)
+    const seriesOf = () =>
+      api<{ points: SeriesPoint[] }>(
+        '/api/v1/series?resource=service&name=reviews&namespace=default&window=10m&step=15s',
+      )
+    let series = await seriesOf()
+    await eventually(
+      async () => (series = await seriesOf()).points.some((p) => (p.rps ?? 0) > 0),
+      30_000,
+      'a finished step with the pages',
     )
     assert.equal(series.points.length, 40)
     const busy = series.points.filter((p) => (p.rps ?? 0) > 0)
