@@ -60,6 +60,65 @@ const LOOM_READY_MS = 60_000
 const APP_READY_MS = 30_000
 /** How many busiest request paths each sidecar and gateway keeps for `loom top` (`loom proxy --path-stats`). */
 const PATH_STATS = 100
+
+/** `inbound`/`app` port maps as the sidecar's metadata writes them: `9080:41905,9443:41906`. */
+function portMap(m: Record<string, number>): string {
+  return Object.entries(m)
+    .map(([a, b]) => `${a}:${b}`)
+    .join(',')
+}
+
+/** The `loom proxy` arguments of a workload's sidecar, in either mode; `metadata` is what the mode adds. */
+function sidecarArgs(o: {
+  xds: string
+  trustBundle: string
+  nodeId: string
+  ip?: string
+  namespace: string
+  labels: Record<string, string>
+  serviceAccount: string | undefined
+  admin: string
+  workload: string
+  metadata: string[]
+  inbound: Record<string, number>
+  appPorts: Record<string, number>
+  locality: string | undefined
+  tokenFile: string | null
+}): string[] {
+  return [
+    'proxy',
+    '--xds',
+    o.xds,
+    '--xds-ca',
+    o.trustBundle,
+    '--node',
+    o.nodeId,
+    ...(o.ip !== undefined ? ['--ip', o.ip] : []),
+    '--namespace',
+    o.namespace,
+    '--labels',
+    Object.entries(o.labels)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(','),
+    '--service-account',
+    o.serviceAccount ?? 'default',
+    '--admin',
+    o.admin,
+    '--drain-time-s',
+    '2',
+    '--path-stats',
+    String(PATH_STATS),
+    '--metadata',
+    `WORKLOAD_NAME=${o.workload}`,
+    ...o.metadata.flatMap((m) => ['--metadata', m]),
+    '--metadata',
+    `INBOUND_PORTS=${portMap(o.inbound)}`,
+    '--metadata',
+    `APP_PORTS=${portMap(o.appPorts)}`,
+    ...(o.locality !== undefined ? ['--locality', o.locality] : []),
+    ...(o.tokenFile !== null ? ['--identity-token-file', o.tokenFile] : []),
+  ]
+}
 /**
  * how long a sidecar's bootstrap token can get a first certificate: a sidecar restarted later in the run needs it
  * again (renewals use the certificate)
@@ -788,47 +847,27 @@ export class LocalMesh {
       inbound,
       identity !== null ? { ...spec.labels, [TLS_MODE_LABEL]: 'istio' } : spec.labels,
     )
-    const portMap = (m: Record<string, number>) =>
-      Object.entries(m)
-        .map(([a, b]) => `${a}:${b}`)
-        .join(',')
     const appPorts: Record<string, number> = {}
     for (const p of spec.ports) appPorts[p.port] = appPort
-    const sidecar = this.loom('sidecar', `${procName(def)}.sidecar`, [
-      'proxy',
-      '--xds',
-      this.xds,
-      '--xds-ca',
-      this.trustBundle,
-      '--node',
-      nodeId,
-      '--namespace',
-      def.namespace,
-      '--labels',
-      Object.entries(spec.labels)
-        .map(([k, v]) => `${k}=${v}`)
-        .join(','),
-      '--service-account',
-      spec.serviceAccount ?? 'default',
-      '--admin',
-      `127.0.0.1:${adminPort}`,
-      '--drain-time-s',
-      '2',
-      '--path-stats',
-      String(PATH_STATS),
-      '--metadata',
-      `WORKLOAD_NAME=${def.name}`,
-      '--metadata',
-      `OUTBOUND_PORT=${outboundPort}`,
-      '--metadata',
-      'INBOUND_ADDRESS=127.0.0.1',
-      '--metadata',
-      `INBOUND_PORTS=${portMap(inbound)}`,
-      '--metadata',
-      `APP_PORTS=${portMap(appPorts)}`,
-      ...(spec.locality !== undefined ? ['--locality', spec.locality] : []),
-      ...(identity !== null ? ['--identity-token-file', identity.file] : []),
-    ])
+    const sidecar = this.loom(
+      'sidecar',
+      `${procName(def)}.sidecar`,
+      sidecarArgs({
+        xds: this.xds,
+        trustBundle: this.trustBundle,
+        nodeId,
+        namespace: def.namespace,
+        labels: spec.labels,
+        serviceAccount: spec.serviceAccount,
+        admin: `127.0.0.1:${adminPort}`,
+        workload: def.name,
+        metadata: [`OUTBOUND_PORT=${outboundPort}`, 'INBOUND_ADDRESS=127.0.0.1'],
+        inbound,
+        appPorts,
+        locality: spec.locality,
+        tokenFile: identity !== null ? identity.file : null,
+      }),
+    )
     const state: WorkloadState = {
       name: def.name,
       namespace: def.namespace,
@@ -914,54 +953,30 @@ export class LocalMesh {
       chmodSync(tokenFile, 0o600)
       chownSync(tokenFile, PROXY_UID, PROXY_GID)
     }
-    const portMap = (m: Record<string, number>) =>
-      Object.entries(m)
-        .map(([a, b]) => `${a}:${b}`)
-        .join(',')
     const sidecar = this.loom(
       'sidecar',
       `${procName(def)}.sidecar`,
-      [
-        'proxy',
-        '--xds',
-        this.xds,
-        '--xds-ca',
+      sidecarArgs({
+        xds: this.xds,
         trustBundle,
-        '--node',
         nodeId,
-        '--ip',
-        w.ip,
-        '--namespace',
-        def.namespace,
-        '--labels',
-        Object.entries(spec.labels)
-          .map(([k, v]) => `${k}=${v}`)
-          .join(','),
-        '--service-account',
-        spec.serviceAccount ?? 'default',
-        '--admin',
-        `${w.ip}:${adminPort}`,
-        '--drain-time-s',
-        '2',
-        '--path-stats',
-        String(PATH_STATS),
-        '--metadata',
-        `WORKLOAD_NAME=${def.name}`,
-        '--metadata',
-        'INTERCEPTION_MODE=REDIRECT',
-        '--metadata',
-        `OUTBOUND_PORT=${OUTBOUND_CAPTURE_PORT}`,
-        '--metadata',
-        `INBOUND_CAPTURE_PORT=${INBOUND_CAPTURE_PORT}`,
-        '--metadata',
-        `INBOUND_ADDRESS=${w.ip}`,
-        '--metadata',
-        `INBOUND_PORTS=${portMap(inbound)}`,
-        '--metadata',
-        `APP_PORTS=${portMap(appPorts)}`,
-        ...(spec.locality !== undefined ? ['--locality', spec.locality] : []),
-        ...(tokenFile !== null ? ['--identity-token-file', tokenFile] : []),
-      ],
+        ip: w.ip,
+        namespace: def.namespace,
+        labels: spec.labels,
+        serviceAccount: spec.serviceAccount,
+        admin: `${w.ip}:${adminPort}`,
+        workload: def.name,
+        metadata: [
+          'INTERCEPTION_MODE=REDIRECT',
+          `OUTBOUND_PORT=${OUTBOUND_CAPTURE_PORT}`,
+          `INBOUND_CAPTURE_PORT=${INBOUND_CAPTURE_PORT}`,
+          `INBOUND_ADDRESS=${w.ip}`,
+        ],
+        inbound,
+        appPorts,
+        locality: spec.locality,
+        tokenFile,
+      }),
       w.ns,
     )
     const state: WorkloadState = {
