@@ -165,7 +165,10 @@ describe('the Proxies and Live requests pages on the Bookinfo demo', { timeout: 
     // a resource opens into its fields, built when opened
     const inbound = listeners.locator('[data-testid="dump-resource"][data-name="inbound|9080"]')
     await inbound.locator('summary').first().click()
-    assert.match((await inbound.locator('.json-body').first().textContent())!, /traffic_direction: "INBOUND"/)
+    // the fields are built on the details' toggle event, which the browser fires after the click returns
+    const fields = inbound.locator('.json-body').first()
+    await fields.locator('.json-key').first().waitFor()
+    assert.match((await fields.textContent())!, /traffic_direction: "INBOUND"/)
     // the versions of the dump are those proxy-status reports as sent
     const SHORT: Record<string, string> = {
       Cluster: 'CDS',
