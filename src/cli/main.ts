@@ -57,7 +57,7 @@ Options:
                            comma-separated, for replicas on one etcd (a:15010,b:15010): the proxy uses one
                            and moves to the next when its stream ends, serving its last config meanwhile
       --node <id>          node id (default: <kind>~<ip>~<hostname>.<namespace>~<namespace>.svc.cluster.local)
-      --xds-protocol <p>   sotw (state of the world, default) or delta (incremental ADS)
+      --xds-protocol <p>   delta (incremental ADS, default) or sotw (state of the world)
       --kind <kind>        sidecar (default) or gateway
       --namespace <ns>     the workload's namespace (default: default)
       --labels <k=v,...>   the workload's labels (select Sidecar, Gateway, policies...)
@@ -239,7 +239,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
     return
   }
   if (values['log-level'] !== undefined) process.env.LOOM_LOG = values['log-level']
-  const protocol = values['xds-protocol'] ?? 'sotw'
+  const protocol = values['xds-protocol'] ?? 'delta'
   if (protocol !== 'sotw' && protocol !== 'delta') {
     process.stderr.write(`loom: --xds-protocol must be sotw or delta, not "${protocol}"\n`)
     process.exitCode = 2

@@ -19,7 +19,7 @@ export interface XdsStartOptions {
   servers: readonly string[]
   /** TLS to the control plane (xds-credentials.ts); plain text without */
   credentials?: grpc.ChannelCredentials | undefined
-  /** state of the world (default) or incremental ADS */
+  /** incremental ADS (default) or state of the world */
   protocol?: 'sotw' | 'delta'
   node: string | undefined
   kind: 'sidecar' | 'gateway'
@@ -61,7 +61,7 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
   const client: AdsClient = new AdsClient({
     server: o.servers,
     ...(o.credentials !== undefined ? { credentials: o.credentials } : {}),
-    protocol: o.protocol ?? 'sotw',
+    protocol: o.protocol ?? 'delta',
     node: {
       id,
       cluster: o.labels.app ?? 'loom',
