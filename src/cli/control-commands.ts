@@ -900,6 +900,7 @@ const SHORT_TYPE: Record<string, string> = {
   'type.googleapis.com/envoy.config.listener.v3.Listener': 'LDS',
   'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment': 'EDS',
   'type.googleapis.com/envoy.config.route.v3.RouteConfiguration': 'RDS',
+  'type.googleapis.com/envoy.config.route.v3.VirtualHost': 'VHDS',
 }
 
 export async function proxyStatusCommand(argv: string[]): Promise<void> {

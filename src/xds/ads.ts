@@ -64,6 +64,8 @@ export interface DeltaResource {
   name: string
   version: string
   resource?: EncodedAny
+  /** other names the resource goes by: the subscribed aliases it answers (VHDS `<route config>/<host>`) */
+  aliases?: string[]
 }
 
 export interface DeltaDiscoveryResponse {

@@ -9,12 +9,12 @@ const memo = new WeakMap<object, readonly string[]>()
 const NONE: readonly string[] = []
 
 /**
- * Cluster names a Listener or RouteConfiguration refers to: route actions (`cluster`, `weighted_clusters`), request
+ * Cluster names a Listener, RouteConfiguration or VirtualHost refers to: route actions (`cluster`, `weighted_clusters`), request
  * mirrors, the TCP proxy, and gRPC services (`envoy_grpc.cluster_name`), at any depth (inline route configs, typed
  * per-filter configs). Other types refer to no cluster.
  */
 export function clusterRefs(typeUrl: string, resource: Record<string, unknown>): readonly string[] {
-  if (typeUrl !== TYPE_URL.listener && typeUrl !== TYPE_URL.route) return NONE
+  if (typeUrl !== TYPE_URL.listener && typeUrl !== TYPE_URL.route && typeUrl !== TYPE_URL.virtualHost) return NONE
   const m = memo.get(resource)
   if (m !== undefined) return m
   const out = new Set<string>()

@@ -49,6 +49,7 @@ import { type CachedResource, type CacheEntry, SnapshotCache, versionOf } from '
 import { structToJson } from './proto.js'
 import { clusterRefs, edsServiceName, secretRefs } from './refs.js'
 import { type Snapshot, TYPE_URL } from './snapshot.js'
+import { resolveAlias } from './vhds-aliases.js'
 
 export interface NodeInfo {
   id: string
@@ -104,10 +105,17 @@ export interface XdsServerOptions {
 }
 
 /** Push order after a change: make before break (clusters before what routes to them). */
-const PUSH_ORDER: string[] = [TYPE_URL.cluster, TYPE_URL.endpoint, TYPE_URL.secret, TYPE_URL.listener, TYPE_URL.route]
+const PUSH_ORDER: string[] = [
+  TYPE_URL.cluster,
+  TYPE_URL.endpoint,
+  TYPE_URL.secret,
+  TYPE_URL.listener,
+  TYPE_URL.route,
+  TYPE_URL.virtualHost,
+]
 const WILDCARD_BY_DEFAULT = new Set<string>([TYPE_URL.listener, TYPE_URL.cluster])
 /** types whose resources name clusters: held back until those clusters are warm */
-const REFERRING = [TYPE_URL.listener, TYPE_URL.route] as const
+const REFERRING = [TYPE_URL.listener, TYPE_URL.route, TYPE_URL.virtualHost] as const
 const KNOWN_TYPES = new Set<string>(Object.values(TYPE_URL))
 const CONTROL_PLANE = { identifier: 'loom' }
 
@@ -281,7 +289,7 @@ abstract class AdsStream {
     const types = new Set<string>([typeUrl])
     if (typeUrl === TYPE_URL.cluster || typeUrl === TYPE_URL.endpoint || typeUrl === TYPE_URL.secret) {
       for (const t of REFERRING) if (this.types.get(t)?.heldSince !== undefined) types.add(t)
-    } else if (typeUrl === TYPE_URL.listener || typeUrl === TYPE_URL.route) {
+    } else if (typeUrl === TYPE_URL.listener || typeUrl === TYPE_URL.route || typeUrl === TYPE_URL.virtualHost) {
       types.add(TYPE_URL.cluster)
       types.add(TYPE_URL.endpoint)
     }
@@ -414,7 +422,7 @@ abstract class AdsStream {
    * When not, the push waits (an ACK runs the pushes again), at most `holdTimeoutMs`.
    */
   protected ready(st: TypeState, sending: Iterable<CachedResource>): boolean {
-    if (st.typeUrl !== TYPE_URL.listener && st.typeUrl !== TYPE_URL.route) return true
+    if (!(REFERRING as readonly string[]).includes(st.typeUrl)) return true
     let cold: string | undefined
     for (const r of sending) {
       if (st.acked.get(r.name)?.hash === r.hash) continue
@@ -534,6 +542,10 @@ class SotwStream extends AdsStream {
 
   protected handle(typeUrl: string, raw: unknown): void {
     const req = raw as DiscoveryRequest
+    if (typeUrl === TYPE_URL.virtualHost) {
+      this.log('warn', 'VirtualHost (VHDS) is served over delta xDS only; request ignored', { type: typeUrl })
+      return
+    }
     const nonce = req.response_nonce ?? ''
     let st = this.types.get(typeUrl)
     if (st && nonce !== '' && nonce !== st.nonce) {
@@ -663,6 +675,12 @@ interface DeltaTypeState extends TypeState {
   answered: boolean
   /** the stream began with `initial_resource_versions`: the client holds config already */
   resumed: boolean
+  /** VHDS: subscribed aliases → the VirtualHost each resolves to now (vhds-aliases.ts) */
+  targets?: Map<string, string>
+  /** VHDS: the values of `targets` */
+  targetNames?: Set<string>
+  /** VHDS: aliases the client was sent a resource for, with that resource's name */
+  aliasSent?: Map<string, string>
 }
 
 class DeltaStream extends AdsStream {
@@ -725,12 +743,44 @@ class DeltaStream extends AdsStream {
       }
       st.names.delete(n)
       st.toldAbsent.delete(n)
+      const via = st.aliasSent?.get(n)
+      if (via !== undefined) {
+        // an alias: the client drops the virtual host it resolved to, unless another subscription still names it
+        st.aliasSent!.delete(n)
+        st.targets?.delete(n)
+        if (st.targets !== undefined) st.targetNames = new Set(st.targets.values())
+        const still = st.names.has(via) || [...st.aliasSent!.values()].includes(via)
+        if (!still && !st.wildcard) {
+          st.known.delete(via)
+          if (st.acked.has(via)) ownAcked(st).delete(via)
+        }
+      }
       if (!st.wildcard && st.acked.has(n)) ownAcked(st).delete(n)
       // forget what the client had, so that subscribing again sends it again (unless a wildcard still covers it)
       if (!st.wildcard) st.known.delete(n)
     }
     if (answered) this.released(typeUrl)
     else this.push(typeUrl)
+  }
+
+  /** VirtualHost: a resource is in scope when subscribed by name or through an alias that resolves to it. */
+  protected override inScope(st: TypeState, name: string): boolean {
+    if (st.wildcard || st.names.has(name)) return true
+    return (st as DeltaTypeState).targetNames?.has(name) ?? false
+  }
+
+  /** VHDS: resolves the subscribed names that are not resources against the snapshot's virtual hosts. */
+  private resolveTargets(st: DeltaTypeState, items: ReadonlyMap<string, CachedResource> | undefined): void {
+    const targets = new Map<string, string>()
+    if (items !== undefined)
+      for (const n of st.names) {
+        if (items.has(n)) continue
+        const r = resolveAlias(items, n)
+        if (r !== undefined) targets.set(n, r)
+      }
+    st.targets = targets
+    st.targetNames = new Set(targets.values())
+    st.aliasSent ??= new Map()
   }
 
   protected desiredVersion(st: TypeState): string {
@@ -752,10 +802,27 @@ class DeltaStream extends AdsStream {
     const candidates = new Set<string>(st.names)
     if (st.wildcard && t) for (const n of t.items.keys()) candidates.add(n)
     for (const n of st.known.keys()) candidates.add(n)
+    // VHDS: aliases answer with the virtual host they resolve to (sent again when an alias is new to the client)
+    const vhds = typeUrl === TYPE_URL.virtualHost
+    const aliasesOf = new Map<string, string[]>()
+    if (vhds) {
+      this.resolveTargets(st, t?.items)
+      for (const [alias, name] of st.targets!) {
+        candidates.add(name)
+        const list = aliasesOf.get(name)
+        if (list === undefined) aliasesOf.set(name, [alias])
+        else list.push(alias)
+      }
+    }
     for (const name of candidates) {
+      if (vhds && st.targets!.has(name)) continue
       const r = t?.items.get(name) ?? keep.get(name)
       if (r && this.inScope(st, name)) {
-        if (st.known.get(name) !== r.hash) resources.push(r)
+        const fresh = aliasesOf.get(name)?.some((a) => st.aliasSent!.get(a) !== name) ?? false
+        if (st.known.get(name) !== r.hash || fresh) resources.push(r)
+      } else if (vhds && st.known.has(name) && !this.inScope(st, name)) {
+        // a virtual host no subscription resolves to any more (gone, or its domains changed): the client drops it
+        removed.push(name)
       } else if (!r && st.known.has(name) && this.inScope(st, name)) {
         removed.push(name)
       } else if (!r && st.names.has(name) && !st.toldAbsent.has(name)) {
@@ -776,9 +843,14 @@ class DeltaStream extends AdsStream {
     for (const r of resources) {
       st.known.set(r.name, r.hash)
       st.toldAbsent.delete(r.name)
+      for (const a of aliasesOf.get(r.name) ?? []) {
+        st.aliasSent!.set(a, r.name)
+        st.toldAbsent.delete(a)
+      }
     }
     for (const n of removed) {
       st.known.delete(n)
+      st.aliasSent?.delete(n)
       if (st.names.has(n)) st.toldAbsent.add(n)
     }
     const nonce = this.nextNonce()
@@ -789,7 +861,10 @@ class DeltaStream extends AdsStream {
     this.log('debug', 'delta push', { type: typeUrl, resources: resources.length, removed: removed.length, nonce })
     this.write({
       system_version_info: t?.version ?? versionOf([]),
-      resources: resources.map((r) => ({ name: r.name, version: r.hash, resource: r.any })),
+      resources: resources.map((r) => {
+        const aliases = aliasesOf.get(r.name)
+        return { name: r.name, version: r.hash, resource: r.any, ...(aliases ? { aliases } : {}) }
+      }),
       type_url: typeUrl,
       removed_resources: removed,
       nonce,

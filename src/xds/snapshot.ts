@@ -10,6 +10,8 @@ export const TYPE_URL = {
   cluster: 'type.googleapis.com/envoy.config.cluster.v3.Cluster',
   endpoint: 'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment',
   secret: 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret',
+  /** VHDS: one virtual host of a route configuration that names `vhds` (delta xDS only) */
+  virtualHost: 'type.googleapis.com/envoy.config.route.v3.VirtualHost',
 } as const
 export type TypeUrl = (typeof TYPE_URL)[keyof typeof TYPE_URL]
 

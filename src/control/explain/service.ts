@@ -5,6 +5,7 @@
  * runs the engine (engine.ts).
  */
 import { TYPE_URL } from '../../xds/snapshot.js'
+import { inlineVirtualHosts } from '../translate/vhds.js'
 import type { ControlPlane } from '../control.js'
 import {
   type ExplainRequest,
@@ -35,6 +36,7 @@ const SHORT: Record<string, string> = {
   [TYPE_URL.route]: 'RDS',
   [TYPE_URL.cluster]: 'CDS',
   [TYPE_URL.endpoint]: 'EDS',
+  [TYPE_URL.virtualHost]: 'VHDS',
 }
 
 /** `<pod>.<namespace>` of a node id (`sidecar~127.0.0.1~reviews-v1.default~default.svc.cluster.local`). */
@@ -87,7 +89,7 @@ export async function explainRequest(cp: ControlPlane, raw: unknown): Promise<Ex
       ip: node.ip,
       principal: trustDomain === null ? null : `spiffe://${trustDomain}/ns/${node.namespace}/sa/${node.serviceAccount}`,
       listeners: items(TYPE_URL.listener),
-      routes: items(TYPE_URL.route),
+      routes: inlineVirtualHosts(items(TYPE_URL.route), items(TYPE_URL.virtualHost)),
       clusters: items(TYPE_URL.cluster),
       endpoints: items(TYPE_URL.endpoint),
     })

@@ -36,6 +36,7 @@ import {
 import { type MeshConfig, resolveMeshConfig, Scope } from './scope.js'
 import { canonicalJson, cmp, type Json } from './util.js'
 import { CANONICAL_LABELS, canonicalService } from './telemetry.js'
+import { vhdsLayout } from './vhds.js'
 
 export type { MeshConfig } from './scope.js'
 export type { NodeMetadata } from './listeners.js'
@@ -119,7 +120,7 @@ export function translate(input: TranslateInput, node: TranslateNode): Snapshot 
   add(TYPE_URL.cluster, r.clusters, 'name')
   add(TYPE_URL.endpoint, r.endpoints, 'cluster_name')
   if (node.kind === 'gateway') add(TYPE_URL.secret, r.secrets, 'name')
-  return { resources }
+  return vhdsLayout({ resources }, node)
 }
 
 /** A short hash of a resource list's canonical JSON. */
@@ -276,6 +277,6 @@ export class BatchTranslator {
     const eps: ResourceMap = new Map()
     for (const e of endpoints) eps.set(e.cluster_name as string, e)
     resources.set(TYPE_URL.endpoint, { version: endpointsVersion, items: eps })
-    return { resources }
+    return vhdsLayout({ resources }, node)
   }
 }

@@ -38,6 +38,7 @@ export const XDS_TYPES: [string, string, string][] = [
   ['type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret', 'SDS', 'Secrets'],
   ['type.googleapis.com/envoy.config.listener.v3.Listener', 'LDS', 'Listeners'],
   ['type.googleapis.com/envoy.config.route.v3.RouteConfiguration', 'RDS', 'Routes'],
+  ['type.googleapis.com/envoy.config.route.v3.VirtualHost', 'VHDS', 'Virtual hosts'],
 ]
 
 /** `CDS` for Envoy's cluster type URL; the last part of the URL for a type without a short name. */

@@ -63,6 +63,7 @@ const TYPE: Record<string, string> = {
   'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment': 'EDS',
   'type.googleapis.com/envoy.config.route.v3.RouteConfiguration': 'RDS',
   'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret': 'SDS',
+  'type.googleapis.com/envoy.config.route.v3.VirtualHost': 'VHDS',
 }
 
 const keyOf = (r: Resource) => `${r.kind}/${r.metadata.namespace}/${r.metadata.name}`

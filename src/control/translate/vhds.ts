@@ -1,0 +1,93 @@
+/**
+ * The VHDS layout (Envoy's Virtual Host Discovery Service) for proxies that ask for it: a Loom sidecar whose node
+ * metadata has `LOOM_ON_DEMAND: "true"` (it speaks delta xDS) gets its outbound HTTP route configuration without
+ * inline virtual hosts, with `vhds` (over ADS) instead, and each virtual host as its own VirtualHost resource named
+ * `<route configuration>/<virtual host>`. A change to one VirtualService then reaches the proxy as one small
+ * resource, and the proxy may hold only the virtual hosts it asks for (by alias, `<route configuration>/<host>`,
+ * which the xDS server resolves against the virtual hosts' domains).
+ *
+ * A post-step on a translated snapshot: nothing else in the translator knows about it. The split of a route
+ * configuration is memoized on the route configuration object, so proxies that share one outbound translation share
+ * the resulting objects too (and the xDS cache encodes each once).
+ */
+import { type ResourceMap, type Snapshot, TYPE_URL, type TypeUrl } from '../../xds/snapshot.js'
+import { ADS } from './clusters.js'
+import { OUTBOUND_ROUTE } from './listeners.js'
+import { contentVersion, type TranslateNode } from './translate.js'
+import type { Json } from './util.js'
+
+/** The node metadata key a proxy sets to `"true"` to get the VHDS layout and on-demand virtual hosts. */
+export const ON_DEMAND_METADATA = 'LOOM_ON_DEMAND'
+
+/** Whether a node asked for VHDS and on-demand virtual hosts (a sidecar with full listeners). */
+export function onDemand(node: TranslateNode): boolean {
+  if (node.kind !== 'sidecar' || node.generator !== 'envoy') return false
+  const v = node.metadata?.[ON_DEMAND_METADATA]
+  return v === 'true' || v === true
+}
+
+/** The name of a virtual host's VirtualHost resource. */
+export function virtualHostResourceName(routeConfig: string, vhost: string): string {
+  return `${routeConfig}/${vhost}`
+}
+
+interface Split {
+  routeConfig: Json
+  vhosts: Json[]
+  items: ResourceMap
+  version: string
+}
+
+const splits = new WeakMap<object, Split>()
+
+/** The route configuration with `vhds` in place of its virtual hosts, and those as VirtualHost resources. */
+export function splitRouteConfig(rc: Json): Split {
+  let s = splits.get(rc)
+  if (s !== undefined) return s
+  const name = rc.name as string
+  const { virtual_hosts, ...rest } = rc
+  const vhosts = ((virtual_hosts ?? []) as Json[]).map((vh) => ({
+    ...vh,
+    name: virtualHostResourceName(name, vh.name as string),
+  }))
+  const items: ResourceMap = new Map()
+  for (const vh of vhosts) items.set(vh.name as string, vh)
+  s = { routeConfig: { ...rest, vhds: { config_source: ADS } }, vhosts, items, version: contentVersion(vhosts) }
+  splits.set(rc, s)
+  return s
+}
+
+/**
+ * The snapshot as an on-demand proxy gets it: its outbound route configuration split (above), the VirtualHost type
+ * added. Other nodes' snapshots are returned as they are.
+ */
+export function vhdsLayout(snapshot: Snapshot, node: TranslateNode): Snapshot {
+  if (!onDemand(node)) return snapshot
+  const routes = snapshot.resources.get(TYPE_URL.route)
+  const rc = routes?.items.get(OUTBOUND_ROUTE)
+  if (routes === undefined || rc === undefined) return snapshot
+  const split = splitRouteConfig(rc)
+  const items: ResourceMap = new Map(routes.items)
+  items.set(OUTBOUND_ROUTE, split.routeConfig)
+  const resources = new Map<TypeUrl, { version: string; items: ResourceMap }>(snapshot.resources)
+  resources.set(TYPE_URL.route, { version: contentVersion([{ vhds: routes.version }]), items })
+  resources.set(TYPE_URL.virtualHost, { version: split.version, items: split.items })
+  return { resources }
+}
+
+/**
+ * Route configurations with their VirtualHost resources put back inline (what a proxy holding every virtual host
+ * routes by): for tools that read a snapshot as a whole (`loom explain`). Without VirtualHosts, `routes` as they are.
+ */
+export function inlineVirtualHosts(routes: readonly Json[], vhosts: readonly Json[]): Json[] {
+  if (vhosts.length === 0) return [...routes]
+  return routes.map((rc) => {
+    if (rc.vhds === undefined) return rc
+    const prefix = `${rc.name as string}/`
+    const own = vhosts
+      .filter((v) => (v.name as string).startsWith(prefix))
+      .map((v) => ({ ...v, name: (v.name as string).slice(prefix.length) }))
+    const { vhds: _, ...rest } = rc
+    return { ...rest, virtual_hosts: [...((rc.virtual_hosts as Json[] | undefined) ?? []), ...own] }
+  })
+}
