@@ -58,6 +58,10 @@ Options:
                            and moves to the next when its stream ends, serving its last config meanwhile
       --node <id>          node id (default: <kind>~<ip>~<hostname>.<namespace>~<namespace>.svc.cluster.local)
       --xds-protocol <p>   delta (incremental ADS, default) or sotw (state of the world)
+      --on-demand          outbound virtual hosts on demand (VHDS, delta only): the proxy asks the control
+                           plane for a host on its first request to it and holds only the hosts it uses
+      --on-demand-idle-s <s>  drop an on-demand host this long after the last request that asked for it
+                           (default 1800)
       --kind <kind>        sidecar (default) or gateway
       --namespace <ns>     the workload's namespace (default: default)
       --labels <k=v,...>   the workload's labels (select Sidecar, Gateway, policies...)
@@ -209,6 +213,8 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       dynamic: { type: 'boolean' },
       xds: { type: 'string' },
       'xds-protocol': { type: 'string' },
+      'on-demand': { type: 'boolean' },
+      'on-demand-idle-s': { type: 'string' },
       node: { type: 'string' },
       kind: { type: 'string' },
       namespace: { type: 'string' },
@@ -242,6 +248,17 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
   const protocol = values['xds-protocol'] ?? 'delta'
   if (protocol !== 'sotw' && protocol !== 'delta') {
     process.stderr.write(`loom: --xds-protocol must be sotw or delta, not "${protocol}"\n`)
+    process.exitCode = 2
+    return
+  }
+  const idleS = Number(values['on-demand-idle-s'] ?? 1800)
+  if (!Number.isFinite(idleS) || idleS < 0) {
+    process.stderr.write(`loom: --on-demand-idle-s must be a number of seconds, not "${values['on-demand-idle-s']}"\n`)
+    process.exitCode = 2
+    return
+  }
+  if (values['on-demand'] === true && protocol !== 'delta') {
+    process.stderr.write('loom: --on-demand needs delta xDS (--xds-protocol delta)\n')
     process.exitCode = 2
     return
   }
@@ -318,6 +335,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       servers: xdsServers,
       credentials,
       protocol,
+      ...(values['on-demand'] === true ? { onDemand: { idleMs: idleS * 1000 } } : {}),
       node: values.node,
       kind: values.kind === 'gateway' ? 'gateway' : 'sidecar',
       namespace: values.namespace ?? 'default',

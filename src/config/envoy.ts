@@ -759,6 +759,12 @@ export const RouteConfiguration = v.strictObject({
   virtual_hosts: opt(v.array(VirtualHost)),
   ...headerMutations,
   validate_clusters: opt(bool),
+  /** VHDS: more virtual hosts come as VirtualHost resources over ADS (on demand, src/proxy/route/on-demand.ts) */
+  vhds: opt(
+    v.strictObject({
+      config_source: v.strictObject({ ads: opt(v.strictObject({})), resource_api_version: opt(v.picklist(['V3'])) }),
+    }),
+  ),
 })
 export type RouteConfiguration = v.InferOutput<typeof RouteConfiguration>
 

@@ -17,6 +17,7 @@ import type {
   RouteConfiguration,
   Secret,
   TerminalNetworkFilter,
+  VirtualHost,
 } from '../config/envoy.js'
 import { TypeUrls } from '../config/type-urls.js'
 import { ConfigError, type ConfigIssue, ErrorCodes, LoomError } from '../core/errors.js'
@@ -28,6 +29,7 @@ import { HcmContext } from './http/hcm.js'
 import type { IdentityStatus } from './identity/client.js'
 import { PoolManager } from './http/pools.js'
 import { ActiveListener, type CompiledChain, type NetworkHandler } from './listener/listener.js'
+import type { OnDemandHosts } from './route/on-demand.js'
 import { type CompiledRouteConfig, compileRouteConfig } from './route/router.js'
 import { PathStats } from './stats/paths.js'
 import { StatsStore } from './stats/stats.js'
@@ -93,8 +95,12 @@ export class ProxyServer {
   private readonly listenerMap = new Map<string, ActiveListener>()
   /** HTTP connection managers by the RDS route configuration they use */
   private readonly rdsUsers = new Map<string, Set<HcmContext>>()
-  /** RDS route configurations received, compiled */
+  /** RDS route configurations received, compiled (with the VHDS virtual hosts held for them) */
   private readonly routeTables = new Map<string, { config: RouteConfiguration; compiled: CompiledRouteConfig }>()
+  /** VHDS: per route configuration that names `vhds`, the virtual hosts received (by VirtualHost resource name) */
+  private readonly vhdsHosts = new Map<string, Map<string, VirtualHost>>()
+  /** on-demand virtual hosts for route configurations with `vhds` (set when the proxy runs on xDS) */
+  onDemand: OnDemandHosts | null = null
   /** names of clusters and listeners that came from the bootstrap (xDS never removes them) */
   private readonly staticClusters = new Set<string>()
   private readonly staticListeners = new Set<string>()
@@ -278,6 +284,7 @@ export class ProxyServer {
               ? compileRouteConfig(t.route_config!)
               : (this.routeTables.get(rdsName)?.compiled ?? compileRouteConfig({ ...EMPTY_ROUTES, name: rdsName }))
           const hcm = new HcmContext(t, router, this.clusters, this.pools, this.stats, rdsName, telemetry, this.tap)
+          if (rdsName !== null && this.routeTables.get(rdsName)?.config.vhds !== undefined) hcm.onDemand = this.onDemand
           handler = { kind: 'hcm', hcm }
           defaultAlpn = hcm.codec === 'HTTP1' ? ['http/1.1'] : hcm.codec === 'HTTP2' ? ['h2'] : ['h2', 'http/1.1']
         } catch (err) {
@@ -497,7 +504,7 @@ export class ProxyServer {
         return
       }
       try {
-        compiled.push({ name: rc.name, config: rc, compiled: compileRouteConfig(rc) })
+        compiled.push({ name: rc.name, config: rc, compiled: compileRouteConfig(this.withVirtualHosts(rc)) })
       } catch (err) {
         const list = issuesOf(err)
         if (list === null) throw err
@@ -505,11 +512,83 @@ export class ProxyServer {
       }
     })
     if (issues.length > 0) throw new UpdateRejectedError('routes', issues)
-    for (const r of compiled) {
-      this.routeTables.set(r.name, r)
-      this.dynamic.routes.set(r.name, r.config)
-      for (const hcm of this.rdsUsers.get(r.name) ?? []) hcm.router = r.compiled
+    for (const r of compiled) this.installRoutes(r)
+  }
+
+  private installRoutes(r: { name: string; config: RouteConfiguration; compiled: CompiledRouteConfig }): void {
+    this.routeTables.set(r.name, r)
+    // config dumps show the virtual hosts the proxy holds, as it routes by them
+    this.dynamic.routes.set(r.name, this.withVirtualHosts(r.config))
+    const onDemand = r.config.vhds !== undefined ? this.onDemand : null
+    for (const hcm of this.rdsUsers.get(r.name) ?? []) {
+      hcm.router = r.compiled
+      hcm.onDemand = onDemand
     }
+  }
+
+  /** A route configuration with the VHDS virtual hosts held for it added to its own (named as in the config). */
+  private withVirtualHosts(rc: RouteConfiguration): RouteConfiguration {
+    if (rc.vhds === undefined || rc.name === undefined) return rc
+    const held = this.vhdsHosts.get(rc.name)
+    if (held === undefined || held.size === 0) return rc
+    const prefix = `${rc.name}/`
+    const added = [...held.values()].map((vh) => ({ ...vh, name: vh.name.slice(prefix.length) }))
+    return { ...rc, virtual_hosts: [...(rc.virtual_hosts ?? []), ...added] }
+  }
+
+  /**
+   * VHDS: virtual hosts that came (resources named `<route configuration>/<virtual host>`) and ones removed. Each
+   * route configuration they belong to is compiled again with them, all or nothing; virtual hosts of a route
+   * configuration the proxy does not have yet are kept for when it comes.
+   */
+  applyVirtualHosts(vhosts: readonly VirtualHost[], removed: readonly string[] = []): void {
+    const next = new Map<string, Map<string, VirtualHost>>()
+    const touched = (rc: string) => {
+      let m = next.get(rc)
+      if (m === undefined) next.set(rc, (m = new Map(this.vhdsHosts.get(rc) ?? [])))
+      return m
+    }
+    const issues: ConfigIssue[] = []
+    vhosts.forEach((vh, i) => {
+      const slash = vh.name.indexOf('/')
+      if (slash <= 0) {
+        issues.push({ path: `[${i}].name`, message: 'a VirtualHost from VHDS is named <route configuration>/<name>' })
+        return
+      }
+      touched(vh.name.slice(0, slash)).set(vh.name, vh)
+    })
+    for (const n of removed) {
+      const slash = n.indexOf('/')
+      if (slash > 0 && this.vhdsHosts.get(n.slice(0, slash))?.has(n)) touched(n.slice(0, slash)).delete(n)
+    }
+    if (issues.length > 0) throw new UpdateRejectedError('routes', issues)
+    const compiled: { name: string; config: RouteConfiguration; compiled: CompiledRouteConfig }[] = []
+    const before = new Map(this.vhdsHosts)
+    for (const [rc, m] of next) this.vhdsHosts.set(rc, m)
+    try {
+      for (const rc of next.keys()) {
+        const t = this.routeTables.get(rc)
+        if (t === undefined) continue
+        try {
+          compiled.push({ name: rc, config: t.config, compiled: compileRouteConfig(this.withVirtualHosts(t.config)) })
+        } catch (err) {
+          const list = issuesOf(err)
+          if (list === null) throw err
+          for (const x of list) issues.push({ path: x.path, message: x.message })
+        }
+      }
+      if (issues.length > 0) throw new UpdateRejectedError('routes', issues)
+    } catch (err) {
+      this.vhdsHosts.clear()
+      for (const [k, v] of before) this.vhdsHosts.set(k, v)
+      throw err
+    }
+    for (const r of compiled) this.installRoutes(r)
+  }
+
+  /** The VHDS virtual hosts held, by route configuration (config dumps). */
+  virtualHosts(): Map<string, VirtualHost[]> {
+    return new Map([...this.vhdsHosts].map(([rc, m]) => [rc, [...m.values()]]))
   }
 
   /** Route configuration names the listeners need (what to subscribe to over RDS). */

@@ -5,7 +5,7 @@
  * The proxy keeps serving its last good config.
  */
 import * as v from 'valibot'
-import { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration, Secret } from '../config/envoy.js'
+import { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration, Secret, VirtualHost } from '../config/envoy.js'
 import { toConfigIssues } from '../config/schema.js'
 import type { ConfigIssue } from '../core/errors.js'
 import { log } from '../core/log.js'
@@ -20,6 +20,7 @@ const SCHEMAS = {
   [TYPE_URL.route]: RouteConfiguration,
   [TYPE_URL.endpoint]: ClusterLoadAssignment,
   [TYPE_URL.secret]: Secret,
+  [TYPE_URL.virtualHost]: VirtualHost,
 } as const
 
 const KIND: Record<string, string> = {
@@ -28,6 +29,7 @@ const KIND: Record<string, string> = {
   [TYPE_URL.route]: 'RouteConfiguration',
   [TYPE_URL.endpoint]: 'ClusterLoadAssignment',
   [TYPE_URL.secret]: 'Secret',
+  [TYPE_URL.virtualHost]: 'VirtualHost',
 }
 
 function describe(kind: string, names: readonly string[], issues: readonly ConfigIssue[]): string {
@@ -95,6 +97,9 @@ export class XdsConsumer {
           break
         case TYPE_URL.secret:
           this.proxy.applySecrets(parsed as Secret[], removed)
+          break
+        case TYPE_URL.virtualHost:
+          this.proxy.applyVirtualHosts(parsed as VirtualHost[], removed)
           break
       }
     } catch (err) {

@@ -12,6 +12,7 @@ import { AdsClient, grpcTarget } from '../xds/client.js'
 import { TYPE_URL } from '../xds/snapshot.js'
 import { ShareReporter } from './http/filters/global-ratelimit/reporter.js'
 import type { ProxyServer } from './proxy.js'
+import { OnDemandHosts } from './route/on-demand.js'
 import { XdsConsumer } from './xds-consumer.js'
 
 export interface XdsStartOptions {
@@ -21,6 +22,11 @@ export interface XdsStartOptions {
   credentials?: grpc.ChannelCredentials | undefined
   /** incremental ADS (default) or state of the world */
   protocol?: 'sotw' | 'delta'
+  /**
+   * VHDS on demand (delta only): the outbound virtual hosts come one by one as requests ask for them
+   * (route/on-demand.ts); `idleMs` after its last asking request a host is dropped
+   */
+  onDemand?: { timeoutMs?: number; idleMs?: number }
   node: string | undefined
   kind: 'sidecar' | 'gateway'
   namespace: string
@@ -53,11 +59,22 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
     INSTANCE_IPS: o.ip,
     NODE_KIND: o.kind,
     GENERATOR: 'envoy',
+    ...(o.onDemand !== undefined ? { LOOM_ON_DEMAND: 'true' } : {}),
     // where the control plane reads this proxy's metrics and live requests (`loom stat`, `loom tap`)
     ...(proxy.adminAddress !== null ? { ADMIN_ADDRESS: proxy.adminAddress } : {}),
   }
   // the listeners that arrive report and exchange this workload (Istio's stats filters)
   proxy.setNode({ id, metadata })
+  if (o.onDemand !== undefined && (o.protocol ?? 'delta') !== 'delta')
+    throw new Error('on-demand virtual hosts need delta xDS (--xds-protocol delta)')
+  const onDemand =
+    o.onDemand === undefined
+      ? null
+      : new OnDemandHosts({
+          subscribe: (aliases) => client.subscribe(TYPE_URL.virtualHost, aliases),
+          ...o.onDemand,
+        })
+  proxy.onDemand = onDemand
   const client: AdsClient = new AdsClient({
     server: o.servers,
     ...(o.credentials !== undefined ? { credentials: o.credentials } : {}),
@@ -69,8 +86,10 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
       locality: o.locality ?? {},
     },
     userAgentVersion: VERSION,
-    onResources: async (typeUrl, version, resources, removed) => {
+    onResources: async (typeUrl, version, resources, removed, aliases) => {
       const verdict = await consumer.onResources(typeUrl, version, resources, removed)
+      // answered (found, not found, or rejected): the requests waiting for these hosts route again
+      if (aliases !== undefined) onDemand?.answered(aliases)
       if (verdict.ok && (typeUrl === TYPE_URL.listener || typeUrl === TYPE_URL.cluster)) {
         client.subscribe(TYPE_URL.route, consumer.routeNames())
         client.subscribe(TYPE_URL.endpoint, consumer.endpointNames())

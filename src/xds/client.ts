@@ -43,6 +43,8 @@ export type ResourceConsumer = (
   version: string,
   resources: Map<string, Record<string, unknown>>,
   removed: string[],
+  /** delta: the aliases the response answers (a resource's `aliases`, or a removed name), VHDS on demand */
+  aliases?: ReadonlySet<string>,
 ) => ConsumerVerdict | Promise<ConsumerVerdict>
 
 export interface AdsClientNode {
@@ -168,7 +170,8 @@ export class AdsClient extends EventEmitter {
     if (st.wildcard === wildcard && sameSet(st.names, set) && st.requested) return
     st.wildcard = wildcard
     st.names = set
-    if (!wildcard) {
+    // VirtualHosts are subscribed by alias and arrive under their own names: the consumer drops what it no longer uses
+    if (!wildcard && typeUrl !== TYPE_URL.virtualHost) {
       for (const n of [...st.accepted.keys()]) {
         if (set.has(n)) continue
         st.accepted.delete(n)
@@ -396,6 +399,11 @@ export class AdsClient extends EventEmitter {
     st.responses++
     const changed = new Map<string, { version: string; resource: Record<string, unknown> }>()
     const removed = resp.removed_resources ?? []
+    let aliases: Set<string> | undefined
+    if (resp.type_url === TYPE_URL.virtualHost) {
+      aliases = new Set(removed)
+      for (const r of resp.resources ?? []) for (const a of r.aliases ?? []) aliases.add(a)
+    }
     let handed: Map<string, Record<string, unknown>> | undefined
     let verdict: ConsumerVerdict
     try {
@@ -412,7 +420,7 @@ export class AdsClient extends EventEmitter {
         for (const [n, c] of changed) handed.set(n, c.resource)
       }
       const give = handed ?? new Map([...changed].map(([n, c]) => [n, c.resource]))
-      verdict = await this.opts.onResources(resp.type_url, resp.system_version_info, give, removed)
+      verdict = await this.opts.onResources(resp.type_url, resp.system_version_info, give, removed, aliases)
     } catch (e) {
       verdict = { ok: false, error: (e as Error).message }
     }

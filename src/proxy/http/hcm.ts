@@ -11,6 +11,7 @@ import type { TLSSocket } from 'node:tls'
 import { connectionPeer } from '../identity/connection-peer.js'
 import { TapHub } from '../tap/tap.js'
 import type { ClusterManager } from '../cluster/index.js'
+import type { OnDemandHosts } from '../route/on-demand.js'
 import type { CompiledRouteConfig } from '../route/router.js'
 import type { PathStats } from '../stats/paths.js'
 import type { HttpConnManagerStats, StatsStore } from '../stats/stats.js'
@@ -97,6 +98,8 @@ export class HcmContext {
   readonly store: StatsStore
   /** replaced in place when RDS delivers a new version of `rdsName` */
   router: CompiledRouteConfig
+  /** on-demand virtual hosts, when `rdsName` names `vhds` (route/on-demand.ts); null otherwise */
+  onDemand: OnDemandHosts | null = null
   readonly rdsName: string | null
   readonly clusters: ClusterManager
   readonly pools: PoolManager

@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks'
 import { Buffer } from 'node:buffer'
 import type { Socket } from 'node:net'
 import type { Host, UpstreamCluster } from '../cluster/index.js'
+import type { OnDemandHosts } from '../route/on-demand.js'
 import type { CompiledRoute } from '../route/router.js'
 import type { RouteStats } from '../stats/stats.js'
 import { Headers } from './headers.js'
@@ -23,6 +24,9 @@ import { StreamTimeouts, type TimedStream } from './stream-timeouts.js'
 import { ShadowRequest } from './shadow.js'
 import { PATH_OK, PATH_REDIRECT, type PathNormalizer } from './path-normalize.js'
 import type { ActiveSpan } from '../tracing/tracer.js'
+
+/** The on-demand VHDS wait's place in a stream's filter list: it has no hooks of its own. */
+const ON_DEMAND_STEP: StreamFilter = {}
 
 /** Local replies: status, Envoy response flag, `x-loom-reason`, body text. */
 export const LocalReplies = {
@@ -273,23 +277,54 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     if (hcm.tracer !== null) this.span = hcm.tracer.start(head, this.requestId)
     if (hcm.pathNormalizer !== null && !this.normalizePath(hcm.pathNormalizer, head)) return
     const route = hcm.router.match(head)
-    if (route !== null) {
-      this.route = route
-      let rs = routeStatsCache.get(route)
-      if (rs === undefined) {
-        rs = hcm.store.forRoute(route.vhostName, route.name)
-        routeStatsCache.set(route, rs)
-      }
-      this.routeStats = rs
-      rs.rq.rq_total++
-      rs.rq.rq_active++
-    }
+    if (route !== null) this.setRoute(route)
+    else if (hcm.onDemand !== null && head.authority !== '') return this.awaitVirtualHost(hcm.onDemand, endStream)
     this.timeouts = StreamTimeouts.start(this, hcm, route, endStream, this.startTime)
     if (hcm.filters.length > 0) {
       this.endAtHeaders = endStream
       if (!this.startFilters(route)) return
     }
     this.routeRequest(head, route, endStream, this.startTime)
+  }
+
+  private setRoute(route: CompiledRoute): void {
+    this.route = route
+    let rs = routeStatsCache.get(route)
+    if (rs === undefined) {
+      rs = this.hcm.store.forRoute(route.vhostName, route.name)
+      routeStatsCache.set(route, rs)
+    }
+    this.routeStats = rs
+    rs.rq.rq_total++
+    rs.rq.rq_active++
+  }
+
+  /**
+   * On-demand VHDS (route/on-demand.ts): no virtual host matched, and the route configuration names `vhds`. The
+   * stream stops as a filter does (its body held), asks the control plane for the host, and once answered (or
+   * after the bound) routes again and goes on with the filters of the route it found, or answers 404 NR.
+   */
+  private awaitVirtualHost(onDemand: OnDemandHosts, endStream: boolean): void {
+    const hcm = this.hcm
+    this.timeouts = StreamTimeouts.start(this, hcm, null, endStream, this.startTime)
+    this.endAtHeaders = endStream
+    this.filters = [ON_DEMAND_STEP]
+    this.stoppedAt = 0
+    void onDemand.request(hcm.router.name, this.head!.authority).then(() => {
+      if (this.done) return
+      const route = hcm.router.match(this.head!)
+      const list: StreamFilter[] = [ON_DEMAND_STEP]
+      if (route !== null) {
+        this.setRoute(route)
+        const perRoute = route.filterConfigs
+        for (const f of hcm.filters) {
+          const sf = f.create(this, perRoute === null ? undefined : perRoute.get(f.name))
+          if (sf !== null) list.push(sf)
+        }
+      }
+      this.filters = list
+      this.continueDecoding()
+    })
   }
 
   /**
