@@ -45,7 +45,7 @@ import {
   type DiscoveryResponse,
   type WireNode,
 } from './ads.js'
-import { type CachedResource, type CacheEntry, SnapshotCache, versionOf } from './cache.js'
+import { type CachedResource, type CacheEntry, SnapshotCache, shortHash, versionOf } from './cache.js'
 import { structToJson } from './proto.js'
 import { clusterRefs, edsServiceName, secretRefs } from './refs.js'
 import { type Snapshot, TYPE_URL } from './snapshot.js'
@@ -649,7 +649,7 @@ class SotwStream extends AdsStream {
     if (answered) this.ack(st, req.error_detail)
     if (names.length > 0 && !names.includes('*')) st.legacyWildcard = false
     st.wildcard = names.includes('*') || (names.length === 0 && st.legacyWildcard)
-    st.names = new Set(names.filter((n) => n !== '*'))
+    st.names = this.server.nameSet(st.names, names)
     // a client drops what it no longer subscribes to
     if (!st.wildcard) for (const n of st.acked.keys()) if (!st.names.has(n)) ownAcked(st).delete(n)
     if (resumed && this.resume(st, req.version_info!)) return
@@ -1078,6 +1078,29 @@ export class XdsServer {
     if (!set?.delete(stream)) return
     stream.log('info', 'xDS stream closed')
     if (set.size === 0) this.streams.delete(id)
+  }
+
+  private readonly nameSets = new Map<string, WeakRef<ReadonlySet<string>>>()
+  private readonly nameSetGone = new FinalizationRegistry<string>((key) => {
+    if (this.nameSets.get(key)?.deref() === undefined) this.nameSets.delete(key)
+  })
+
+  /**
+   * @internal A SotW subscription as a set (without `*`): `current` when it names the same, else the set another
+   * stream holds with these names (sidecars alike subscribe to the same thousand EDS names), else a new one. The
+   * sets are shared: never changed.
+   */
+  nameSet(current: Set<string>, names: readonly string[]): Set<string> {
+    const wanted = names.includes('*') ? names.filter((n) => n !== '*') : names
+    if (wanted.length === current.size && wanted.every((n) => current.has(n))) return current
+    if (wanted.length < 8) return new Set(wanted)
+    const key = shortHash(wanted.join('\n'))
+    const have = this.nameSets.get(key)?.deref() as Set<string> | undefined
+    if (have !== undefined && have.size === wanted.length && wanted.every((n) => have.has(n))) return have
+    const set = new Set(wanted)
+    this.nameSets.set(key, new WeakRef(set))
+    this.nameSetGone.register(set, key)
+    return set
   }
 
   /** Resolves when a snapshot build may run: in arrival order, as many per event-loop turn as fit in `sliceMs`. */
