@@ -34,6 +34,22 @@
  *
  * Snapshots come from a SnapshotCache: `setSnapshot` pushes to the node's streams after `pushDebounceMs` (bursts
  * coalesce). When a node connects without a snapshot, `snapshotFor(node)` is asked for one.
+ *
+ * The push pipeline, server-wide:
+ * - a snapshot change, a request or an ACK marks types due on a stream (`want`); nothing is written there. Due
+ *   pushes run from one queue in turns of at most `sliceMs`, with `setImmediate` between turns, so that requests,
+ *   ACKs and keepalive pings are handled between them;
+ * - streams with an EDS push due come first (endpoint changes are what traffic waits for). A stream runs its due
+ *   types in push order (the clusters before the endpoints, make before break as above, which `ready` enforces
+ *   whatever the order) and writes one response at a time: the next waits for the write callback (which stamps
+ *   the type's `writtenAt`); `write()` returning false stops the stream until 'drain';
+ * - coalescing: a type whose response waits for its ACK is not written; the ACK marks it due again and what is
+ *   pushed then is computed from the newest snapshot, so intermediate states are never sent;
+ * - backpressure: responses written and not yet flushed count against `maxQueuedBytes`; above it nothing is
+ *   written until a flush. A stream whose response has not flushed within `stallMs` stops counting (it holds that
+ *   one response and gets nothing more until it flushes): a proxy that does not read holds up no one;
+ * - admission: the first snapshots of connecting nodes are built in arrival order, as many per event-loop turn as
+ *   fit in `sliceMs`; a connection storm makes proxies wait their turn, and no stream is dropped for being slow.
  */
 import * as grpc from '@grpc/grpc-js'
 import { log as defaultLog, type Level } from '../core/log.js'
@@ -103,12 +119,12 @@ export interface XdsServerOptions {
   log?: XdsLogger
   /**
    * bytes of responses written to streams and not yet flushed to their connections, across streams, above which no
-   * stream is written to until some flush (default 64 MiB). A stream whose response has not flushed within
+   * stream is written to until some flush (default 16 MiB). A stream whose response has not flushed within
    * `stallMs` stops counting (it holds that one response and gets no other until it flushes), so that clients that
    * do not read cannot hold up the others.
    */
   maxQueuedBytes?: number
-  /** see maxQueuedBytes (default 1000) */
+  /** see maxQueuedBytes (default 5000) */
   stallMs?: number
   /** longest run of pushes or snapshot builds in one event-loop turn before yielding to I/O, ms (default 10) */
   sliceMs?: number
@@ -929,8 +945,8 @@ export class XdsServer {
     this.snapshotFor = opts.snapshotFor
     this.debounceMs = opts.pushDebounceMs ?? 100
     this.holdTimeoutMs = opts.holdTimeoutMs ?? 5000
-    this.maxQueuedBytes = opts.maxQueuedBytes ?? 64 * 1024 * 1024
-    this.stallMs = opts.stallMs ?? 1000
+    this.maxQueuedBytes = opts.maxQueuedBytes ?? 16 * 1024 * 1024
+    this.stallMs = opts.stallMs ?? 5000
     this.sliceMs = opts.sliceMs ?? 10
     this.logger = opts.log ?? ((level, msg, fields) => defaultLog(level, 'xds', msg, fields))
     this.grpcServer = new grpc.Server({
