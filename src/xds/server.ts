@@ -843,10 +843,16 @@ class DeltaStream extends AdsStream {
   }
 
   protected desiredVersion(st: TypeState): string {
-    const d = st as DeltaTypeState
     const t = this.entry()?.types.get(st.typeUrl)
-    const items = t ? [...t.items.values()].filter((r) => this.inScope(d, r.name)) : []
-    return versionOf(items)
+    if (!t) return versionOf([])
+    // every resource of the type in scope (a wildcard, or names covering them all): the type's own version
+    let all = true
+    const items: CachedResource[] = []
+    for (const r of t.items.values()) {
+      if (this.inScope(st, r.name)) items.push(r)
+      else all = false
+    }
+    return all ? t.version : versionOf(items)
   }
 
   protected push(typeUrl: string): void {
