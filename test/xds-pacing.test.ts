@@ -316,6 +316,13 @@ describe('xDS push pacing', () => {
     for (const p of ps) closers.push(p.close)
     const all = [TYPE_URL.cluster, TYPE_URL.endpoint, TYPE_URL.listener, TYPE_URL.route]
     await until('every proxy ACKed every type', () => ps.every((p) => all.every((t) => p.acked.has(t))), 120_000)
+    // and the server has taken every ACK in
+    await until('every stream SYNCED', () => {
+      const st = server.status()
+      return (
+        st.length === 300 && st.every((n) => n.perType.length === 4 && n.perType.every((t) => t.state === 'SYNCED'))
+      )
+    })
     const ms = performance.now() - t0
     lag.disable()
     for (const st of server.status()) {
