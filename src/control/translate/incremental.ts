@@ -13,8 +13,9 @@
  *
  * - a service (registry output; ServiceEntry, WorkloadEntry and registered workloads reach the translator only
  *   through it), by hostname: added, removed or any field changed (endpoints included) touches its hostname;
- * - a VirtualService: its hosts, resolved (short names resolve against the known hosts, so a resource whose
- *   resolved hosts or destinations change counts as changed), in the old version and the new;
+ * - a VirtualService: its hosts and destination hosts, resolved (short names resolve against the known hosts, so
+ *   a resource whose resolved hosts change counts as changed), in the old version and the new; it touches routes
+ *   only (`routeHosts`: clusters and load assignments do not read VirtualServices);
  * - a DestinationRule: its host, resolved, old and new;
  * - AuthorizationPolicy and RequestAuthentication: no outbound part; they touch the inbound part of the proxies
  *   of their namespace (all proxies for the root namespace);
@@ -23,8 +24,9 @@
  *   (upstream mTLS of every cluster), Telemetry (tracing decorates every route), GlobalRateLimit, any kind not
  *   listed here, a change of mesh config, and a VirtualService or DestinationRule with a wildcard host.
  *
- * A change touches a set of hosts; an entry is dropped when its hostname or one of its deps is touched, and kept,
- * the same JSON objects, otherwise (so the xDS cache's memoized hashes and encoded bytes are reused). A group whose
+ * A change touches a set of hosts; a service's clusters are dropped when its hostname is touched by a service or
+ * DestinationRule change, its routes when its hostname or one of its deps is touched at all; the rest is kept, the
+ * same JSON objects (so the xDS cache's memoized hashes and encoded bytes are reused). A group whose
  * hosts (visible services, deps) are not touched, and that sees no touched host newly, is kept whole.
  */
 import type { Resource, VirtualServiceSpec } from '../../api/index.js'
@@ -121,14 +123,21 @@ export function fingerprints(
 export interface Change {
   /** why everything is invalidated, or null */
   global: string | null
-  /** the hosts whose parts are invalid */
+  /** the hosts whose parts are invalid (a service, a DestinationRule) */
   hosts: Set<string>
+  /** the hosts whose routes only are invalid (a VirtualService: clusters do not read it) */
+  routeHosts: Set<string>
   /** namespaces whose proxies' inbound parts may change; `all` for every proxy */
   inbound: { all: boolean; namespaces: Set<string> }
 }
 
 export function diff(prev: Fingerprints, next: Fingerprints, rootNamespace: string): Change {
-  const change: Change = { global: null, hosts: new Set(), inbound: { all: false, namespaces: new Set() } }
+  const change: Change = {
+    global: null,
+    hosts: new Set(),
+    routeHosts: new Set(),
+    inbound: { all: false, namespaces: new Set() },
+  }
   if (prev.mesh !== next.mesh) change.global = 'mesh config'
   const changedResource = (key: string) => {
     const a = prev.resources.get(key)
@@ -145,9 +154,10 @@ export function diff(prev: Fingerprints, next: Fingerprints, rootNamespace: stri
       change.global ??= r.kind
       return
     }
+    const into = r.kind === 'VirtualService' ? change.routeHosts : change.hosts
     for (const h of [...(a?.hosts ?? []), ...(b?.hosts ?? [])]) {
       if (isWildcard(h)) change.global ??= `${r.kind} with a wildcard host`
-      change.hosts.add(h)
+      into.add(h)
     }
   }
   for (const key of next.resources.keys()) changedResource(key)

@@ -34,7 +34,14 @@ import {
   outboundListener,
 } from './listeners.js'
 import { type MeshConfig, type ResolvedMeshConfig, resolveMeshConfig, Scope } from './scope.js'
-import { type Change, diff, type Fingerprints, fingerprints, type ServicePartCache } from './incremental.js'
+import {
+  type Change,
+  diff,
+  type Fingerprints,
+  fingerprints,
+  type ServicePartCache,
+  type ServiceParts,
+} from './incremental.js'
 import { isExportedTo } from '../registry/hostname.js'
 import { canonicalJson, cmp, type Json } from './util.js'
 import { CANONICAL_LABELS, canonicalService } from './telemetry.js'
@@ -323,9 +330,15 @@ export class BatchTranslator {
     // the services whose parts no touched host reaches keep them
     const parts: ServicePartCache = new Map()
     if (before !== undefined) {
+      const touched = (h: string) => change!.hosts.has(h) || change!.routeHosts.has(h)
       for (const [host, p] of before.parts) {
-        if (change!.hosts.has(host) || (p.deps ?? []).some((h) => change!.hosts.has(h))) continue
-        parts.set(host, p)
+        const kept: ServiceParts = {}
+        if (p.clusters !== undefined && !change!.hosts.has(host)) kept.clusters = p.clusters
+        if (p.routes !== undefined && !touched(host) && !(p.deps ?? []).some(touched)) {
+          kept.routes = p.routes
+          if (p.deps !== undefined) kept.deps = p.deps
+        }
+        if (kept.clusters !== undefined || kept.routes !== undefined) parts.set(host, kept)
       }
     }
     const metadata = node.metadata ?? {}
@@ -354,7 +367,7 @@ export class BatchTranslator {
 
   /** Whether the change touches a group: a host it read, or a touched service it may now see. */
   private touches(group: Group, change: Change, namespace: string): boolean {
-    for (const h of change.hosts) {
+    for (const h of [...change.hosts, ...change.routeHosts]) {
       if (group.hosts.has(h)) return true
       if (group.sidecar) return true
       for (const s of this.servicesNamed(h)) if (isExportedTo(s.namespace, s.exportTo, namespace)) return true
