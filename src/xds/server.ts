@@ -68,6 +68,8 @@ export interface TypeStatus {
   ackedVersion?: string
   state: SyncState
   nackError?: string
+  /** when the latest response of this type was fully written to the stream (epoch ms) */
+  writtenAt?: number
 }
 
 export interface NodeStatus {
@@ -167,6 +169,8 @@ interface TypeState {
   inflight?: { full: boolean; items: ReadonlyMap<string, CachedResource>; removed: ReadonlySet<string> }
   /** since when (ms) a push of this type waits for the clusters it names */
   heldSince?: number
+  /** when the latest response was fully written (grpc write callback; epoch ms) */
+  writtenAt?: number
 }
 
 /** `st.acked`, made this stream's own to change it. */
@@ -298,7 +302,12 @@ abstract class AdsStream {
 
   write(msg: DiscoveryResponse | DeltaDiscoveryResponse): void {
     if (this.closed) return
-    this.safely(() => this.call.write(msg))
+    const st = this.types.get(msg.type_url)
+    this.safely(() =>
+      this.call.write(msg, () => {
+        if (st) st.writtenAt = performance.timeOrigin + performance.now()
+      }),
+    )
   }
 
   ack(st: TypeState, errorDetail: { message?: string; code?: number } | null | undefined, version?: string): void {
@@ -471,6 +480,7 @@ abstract class AdsStream {
         ...(st.ackedVersion !== undefined ? { ackedVersion: st.ackedVersion } : {}),
         state,
         ...(st.nackError ? { nackError: st.nackError } : {}),
+        ...(st.writtenAt !== undefined ? { writtenAt: st.writtenAt } : {}),
       }
     })
   }
