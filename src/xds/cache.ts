@@ -6,7 +6,8 @@
  * - Serialization is the main CPU cost at scale, so each distinct resource content is encoded to protobuf once and
  *   the bytes are shared by every node whose snapshot holds it (a Map keyed by content hash, reference counted:
  *   bytes live exactly as long as some node's snapshot uses them).
- * - Resources are treated as immutable once handed over: hashes are memoized per object.
+ * - Resources and the maps holding them are treated as immutable once handed over: hashes are memoized per
+ *   resource object, a type's fingerprint per map object (alike proxies are handed one map and cost a lookup).
  * - Proxies alike get the same content: a type whose resources (names and content hashes, in the order given) match
  *   one another node holds is not built again: the nodes share one CachedType (its item map, version and snapshot
  *   items), interned by a fingerprint of those hashes and reference counted. A node's cost in the cache is then an
@@ -143,6 +144,8 @@ export class SnapshotCache {
   private readonly interned = new Map<string, InternedType>()
   private readonly encoded = new Map<string, { any: EncodedAny; refs: number }>()
   private readonly memo = new WeakMap<object, { typeUrl: string; name: string; hash: string }>()
+  /** the fingerprint of a resource map already seen (alike proxies are handed the same map object) */
+  private readonly mapKeys = new WeakMap<ResourceMap, { typeUrl: string; key: string }>()
   private readonly watchers = new Map<string, Set<SnapshotWatcher>>()
   private encodes = 0
   private reuses = 0
@@ -183,10 +186,20 @@ export class SnapshotCache {
    * reference.
    */
   private intern(typeUrl: string, items: ResourceMap): InternedType {
+    const seen = this.mapKeys.get(items)
+    if (seen !== undefined && seen.typeUrl === typeUrl) {
+      const have = this.interned.get(seen.key)
+      if (have) {
+        have.refs++
+        this.reuses += items.size
+        return have
+      }
+    }
     const hashes: string[] = new Array(items.size)
     let i = 0
     for (const [name, resource] of items) hashes[i++] = this.hashOf(typeUrl, name, resource)
     const key = `${typeUrl}\n${items.size}\n${shortHash(hashes.join(','))}`
+    this.mapKeys.set(items, { typeUrl, key })
     const have = this.interned.get(key)
     if (have) {
       have.refs++
