@@ -1,5 +1,6 @@
-// User-space instructions per proxied GET, counted by valgrind's callgrind: a steady figure where wall-clock
-// rates swing with the machine. `npm run bench:instructions [-- --loom <bin/loom.js> ...]`.
+// User-space instructions per proxied GET (and, with `--methods GET,POST`, per proxied 16 KB POST, the benchmark's
+// POST), counted by valgrind's callgrind: a steady figure where wall-clock rates swing with the machine.
+// `npm run bench:instructions [-- --loom <bin/loom.js> ...]`.
 //
 // For each configuration (plain: the router alone; resilience: bench/configs.ts's resilience options armed;
 // telemetry: Istio's stats filter and metadata exchange as on a sidecar's outbound; mtls: the
@@ -7,8 +8,10 @@
 // run under callgrind with instrumentation off; a warm-up of WARMUP GETs lets V8 compile the hot path; then, for
 // each of ROUNDS rounds, instrumentation is switched on for MEASURE GETs and off again, and the counter is dumped.
 // Instructions per GET = the dumps' total (summed over the proxies of the configuration) / MEASURE; the median over
-// rounds is reported, for mtls also per proxy. The client (node:http, keep-alive, CONCURRENCY connections) and the
-// backend (node:http, 1 KB body) run outside valgrind and are not counted. `--loom` points at another checkout's
+// rounds is reported, for mtls also per proxy. With both methods, the warm-up's requests are split between them and
+// each method's rounds follow (on the same proxies) a last share of the warm-up in that method; a POST carries
+// POST_BYTES of body, with the content type of the benchmark's wrk script. The client (node:http, keep-alive,
+// CONCURRENCY connections) and the backend (node:http, 1 KB body) run outside valgrind and are not counted. `--loom` points at another checkout's
 // bin/loom.js to compare two versions of the code on one machine. `--syscalls` runs the proxies without valgrind and
 // counts their system calls per GET instead (strace -c -f attached for each round), by name.
 import { spawn, spawnSync } from 'node:child_process'
@@ -17,7 +20,7 @@ import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { loomBootstrap, loomMtlsInbound, loomMtlsOutbound, type MtlsPairConfig } from './configs.js'
+import { loomBootstrap, loomMtlsInbound, loomMtlsOutbound, type MtlsPairConfig, POST_BYTES } from './configs.js'
 import { SERVER_HOST, SERVER_ID, writeMtlsCerts } from './mtls-certs.js'
 import { freePort, type Managed, sleep, startProcess, stopAll, stopProcess, waitReady } from './proc.js'
 
@@ -33,17 +36,22 @@ const ROUNDS = int('BENCH_IC_ROUNDS', 3)
 const CONCURRENCY = int('BENCH_IC_CONCURRENCY', 8)
 const CONFIGS = ['plain', 'resilience', 'telemetry', 'mtls'] as const
 type Config = (typeof CONFIGS)[number]
+const METHODS = ['GET', 'POST'] as const
+type Method = (typeof METHODS)[number]
+/** the POST body: as the benchmark's wrk script (bench/configs.ts POST_LUA) */
+const POST_BODY = Buffer.alloc(POST_BYTES, 'p')
 
 function usage(): never {
   process.stdout.write(
     'usage: node dist/bench/instructions.js [--loom <path/to/bin/loom.js>]... [--only plain,resilience,telemetry,mtls]\n' +
-      '                                     [--syscalls]\n' +
-      'Counts user-space instructions per proxied GET with valgrind (callgrind): warm-up, then rounds of\n' +
-      `measured GETs (BENCH_IC_WARMUP ${WARMUP}, BENCH_IC_REQUESTS ${MEASURE}, BENCH_IC_ROUNDS ${ROUNDS},\n` +
+      '                                     [--methods GET,POST] [--syscalls]\n' +
+      'Counts user-space instructions per proxied request with valgrind (callgrind): warm-up, then rounds of\n' +
+      `measured requests (BENCH_IC_WARMUP ${WARMUP}, BENCH_IC_REQUESTS ${MEASURE}, BENCH_IC_ROUNDS ${ROUNDS},\n` +
       `BENCH_IC_CONCURRENCY ${CONCURRENCY}); the median per configuration and loom binary. Needs valgrind.\n` +
       'BENCH_IC_KEEP=1 keeps the callgrind dumps (callgrind_annotate) and configs in the temporary directory;\n' +
       'BENCH_IC_NODE_FLAGS adds node flags to the proxies (--perf-basic-prof: JIT code names in /tmp/perf-<pid>.map).\n' +
       'mtls: the sidecar pair (client -> A -> mTLS -> B -> backend), instructions summed over A and B.\n' +
+      `--methods: GET (the default), POST (${POST_BYTES} bytes of body, as the benchmark's), or both, counted apart.\n` +
       '--syscalls: no valgrind; system calls per GET by name, strace -c -f attached to each proxy per round.\n',
   )
   process.exit(0)
@@ -52,29 +60,34 @@ function usage(): never {
 interface Args {
   looms: string[]
   configs: Config[]
+  methods: Method[]
   syscalls: boolean
 }
 
 function parseArgs(argv: string[]): Args {
   const looms: string[] = []
   let configs: string[] = ['plain', 'resilience', 'telemetry']
+  let methods: string[] = ['GET']
   let syscalls = false
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--help' || a === '-h') usage()
     else if (a === '--loom') looms.push(path.resolve(argv[++i] ?? ''))
     else if (a === '--only') configs = (argv[++i] ?? '').split(',').filter(Boolean)
+    else if (a === '--methods') methods = (argv[++i] ?? '').toUpperCase().split(',').filter(Boolean)
     else if (a === '--syscalls') syscalls = true
     else throw new Error(`unknown argument ${a} (see --help)`)
   }
   for (const c of configs)
     if (!(CONFIGS as readonly string[]).includes(c)) throw new Error(`unknown configuration ${c}`)
+  for (const m of methods) if (!(METHODS as readonly string[]).includes(m)) throw new Error(`unknown method ${m}`)
+  if (methods.length === 0) throw new Error('--methods: name GET, POST or both')
   if (looms.length === 0) looms.push(path.join(root, 'bin', 'loom.js'))
-  return { looms, configs: configs as Config[], syscalls }
+  return { looms, configs: configs as Config[], methods: methods as Method[], syscalls }
 }
 
-/** GETs `n` times over `conc` keep-alive connections; throws on any non-200. */
-async function load(port: number, n: number, conc: number): Promise<void> {
+/** Sends `n` GETs (or POSTs of POST_BODY) over `conc` keep-alive connections; throws on any non-200. */
+async function load(port: number, n: number, conc: number, method: Method = 'GET'): Promise<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: conc })
   let started = 0
   let failed: string | null = null
@@ -82,8 +95,12 @@ async function load(port: number, n: number, conc: number): Promise<void> {
     while (started < n && failed === null) {
       started++
       await new Promise<void>((resolve) => {
+        const post = method === 'POST'
+        const headers = post
+          ? { 'content-type': 'application/octet-stream', 'content-length': String(POST_BODY.length) }
+          : undefined
         http
-          .get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+          .request({ host: '127.0.0.1', port, path: '/', method, agent, headers }, (res) => {
             if (res.statusCode !== 200) failed = `status ${res.statusCode}`
             res.resume()
             res.on('end', resolve)
@@ -92,6 +109,7 @@ async function load(port: number, n: number, conc: number): Promise<void> {
             failed = e.message
             resolve()
           })
+          .end(post ? POST_BODY : undefined)
       })
     }
   }
@@ -190,9 +208,9 @@ function upstreamConnections(admin: number): Promise<number> {
 
 /** Per round: the count of each proxy (instructions, or system calls by name). */
 interface Rounds {
-  /** per round, per proxy: the total per GET */
+  /** per round, per proxy: the total per request */
   totals: number[][]
-  /** per round, per proxy: system calls per GET by name (--syscalls only) */
+  /** per round, per proxy: system calls per request by name (--syscalls only) */
   byName: Map<string, number>[][]
   /** per proxy: upstream connections it opened during the measured rounds (and the second half of the warm-up) */
   newConnections: number[]
@@ -247,13 +265,20 @@ function straceAttach(pid: number, file: string): { attached: Promise<void>; sto
   }
 }
 
+/** Half of the warm-up's requests, split between the methods measured (so each one's path is compiled). */
+async function warm(port: number, methods: readonly Method[]): Promise<void> {
+  const each = Math.ceil(WARMUP / 2 / methods.length)
+  for (const m of methods) await load(port, each, CONCURRENCY, m)
+}
+
 async function measure(
   loom: string,
   config: Config,
   backendPort: number,
   dir: string,
+  methods: readonly Method[],
   syscalls: boolean,
-): Promise<Rounds> {
+): Promise<Map<Method, Rounds>> {
   const s = await setup(config, backendPort, dir)
   const procs: Managed[] = []
   try {
@@ -265,35 +290,39 @@ async function measure(
       )
     // the counters are read halfway through the warm-up: whatever V8 compiles for the admin page is done before the
     // first measured round
-    await load(s.port, Math.ceil(WARMUP / 2), CONCURRENCY)
-    const cxBefore = await Promise.all(s.proxies.map((p) => upstreamConnections(p.admin)))
-    await load(s.port, Math.ceil(WARMUP / 2), CONCURRENCY)
+    await warm(s.port, methods)
     const seen = new Set<string>()
-    const totals: number[][] = []
-    const byName: Map<string, number>[][] = []
-    for (let r = 0; r < ROUNDS; r++) {
-      if (syscalls) {
-        const traces = procs.map((p, i) => straceAttach(p.pid, path.join(dir, `strace.${r}.${i}`)))
-        await Promise.all(traces.map((t) => t.attached))
-        await sleep(300)
-        await load(s.port, MEASURE, CONCURRENCY)
-        const counts = await Promise.all(traces.map((t) => t.stop()))
-        const perGet = counts.map((c) => new Map([...c].map(([k, v]) => [k, v / MEASURE])))
-        byName.push(perGet)
-        totals.push(perGet.map((c) => [...c.values()].reduce((a, b) => a + b, 0)))
-      } else {
-        for (const p of procs) control(p.pid, '-i', 'on')
-        await load(s.port, MEASURE, CONCURRENCY)
-        for (const p of procs) {
-          control(p.pid, '-d')
-          control(p.pid, '-i', 'off')
+    const out = new Map<Method, Rounds>()
+    for (const method of methods) {
+      const cxBefore = await Promise.all(s.proxies.map((p) => upstreamConnections(p.admin)))
+      // the rest of the warm-up: this method's share, just before its rounds
+      await load(s.port, Math.ceil(WARMUP / 2 / methods.length), CONCURRENCY, method)
+      const totals: number[][] = []
+      const byName: Map<string, number>[][] = []
+      for (let r = 0; r < ROUNDS; r++) {
+        if (syscalls) {
+          const traces = procs.map((p, i) => straceAttach(p.pid, path.join(dir, `strace.${method}.${r}.${i}`)))
+          await Promise.all(traces.map((t) => t.attached))
+          await sleep(300)
+          await load(s.port, MEASURE, CONCURRENCY, method)
+          const counts = await Promise.all(traces.map((t) => t.stop()))
+          const perRq = counts.map((c) => new Map([...c].map(([k, v]) => [k, v / MEASURE])))
+          byName.push(perRq)
+          totals.push(perRq.map((c) => [...c.values()].reduce((a, b) => a + b, 0)))
+        } else {
+          for (const p of procs) control(p.pid, '-i', 'on')
+          await load(s.port, MEASURE, CONCURRENCY, method)
+          for (const p of procs) {
+            control(p.pid, '-d')
+            control(p.pid, '-i', 'off')
+          }
+          totals.push(procs.map((p) => Math.round(lastDumpTotal(dir, p.pid, seen) / MEASURE)))
         }
-        totals.push(procs.map((p) => Math.round(lastDumpTotal(dir, p.pid, seen) / MEASURE)))
       }
+      const cxAfter = await Promise.all(s.proxies.map((p) => upstreamConnections(p.admin)))
+      out.set(method, { totals, byName, newConnections: cxAfter.map((n, i) => n - (cxBefore[i] as number)) })
     }
-    const cxAfter = await Promise.all(s.proxies.map((p) => upstreamConnections(p.admin)))
-    const newConnections = cxAfter.map((n, i) => n - (cxBefore[i] as number))
-    return { totals, byName, newConnections }
+    return out
   } finally {
     for (const p of procs.reverse()) await stopProcess(p)
   }
@@ -303,10 +332,10 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 const fmt = (n: number, syscalls: boolean): string => (syscalls ? n.toFixed(2) : String(Math.round(n)))
 
 /** One output block for a configuration and a loom binary. */
-function report(config: Config, loom: string, names: string[], r: Rounds, syscalls: boolean): string {
+function report(label: string, loom: string, names: string[], r: Rounds, syscalls: boolean): string {
   const sums = r.totals.map((t) => t.reduce((a, b) => a + b, 0))
   const lines = [
-    `${config.padEnd(11)} ${fmt(median(sums), syscalls).padStart(9)}   rounds ${sums.map((n) => fmt(n, syscalls)).join(', ')}   ${loom}`,
+    `${label.padEnd(16)} ${fmt(median(sums), syscalls).padStart(9)}   rounds ${sums.map((n) => fmt(n, syscalls)).join(', ')}   ${loom}`,
   ]
   if (names.length > 1) {
     names.forEach((name, i) => {
@@ -332,7 +361,7 @@ function report(config: Config, loom: string, names: string[], r: Rounds, syscal
 }
 
 async function main(): Promise<void> {
-  const { looms, configs, syscalls } = parseArgs(process.argv.slice(2))
+  const { looms, configs, methods, syscalls } = parseArgs(process.argv.slice(2))
   if (syscalls) {
     if (spawnSync('strace', ['-V']).status !== 0) throw new Error('strace is not installed')
   } else if (spawnSync('valgrind', ['--version']).status !== 0) throw new Error('valgrind is not installed')
@@ -347,14 +376,15 @@ async function main(): Promise<void> {
     for (const loom of looms) {
       for (const config of configs) {
         process.stderr.write(`measuring ${config} with ${loom} ...\n`)
-        const r = await measure(loom, config, backendPort, dir, syscalls)
+        const byMethod = await measure(loom, config, backendPort, dir, methods, syscalls)
         const names = config === 'mtls' ? ['B', 'A'] : ['loom']
-        blocks.push(report(config, loom, names, r, syscalls))
+        for (const [method, r] of byMethod) blocks.push(report(`${config} ${method}`, loom, names, r, syscalls))
       }
     }
-    const what = syscalls ? 'syscalls/GET' : 'instr/GET'
+    const what = syscalls ? 'syscalls/request' : 'instr/request'
+    const post = methods.includes('POST') ? `, POST body ${POST_BYTES} bytes` : ''
     process.stdout.write(
-      `config      ${what}   (median of ${ROUNDS} rounds of ${MEASURE} GETs, ${CONCURRENCY} connections)\n`,
+      `config method   ${what}   (median of ${ROUNDS} rounds of ${MEASURE} requests, ${CONCURRENCY} connections${post})\n`,
     )
     process.stdout.write(`${blocks.join('\n')}\n`)
   } finally {

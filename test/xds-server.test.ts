@@ -235,6 +235,11 @@ describe('xDS server with Loom AdsClient', () => {
     assert.equal(st.streams, 1)
     assert.equal(st.protocol, 'sotw')
     for (const t of st.perType) assert.equal(t.sentVersion, t.ackedVersion)
+    // each type's latest response was written after the stream opened, and before now (epoch ms)
+    for (const t of st.perType) {
+      assert.ok(t.writtenAt !== undefined && t.writtenAt >= Date.parse(st.connectedAt) - 1, t.typeUrl)
+      assert.ok(t.writtenAt <= performance.timeOrigin + performance.now(), t.typeUrl)
+    }
     // versions are the cache's content hashes (full state for CDS)
     const snap = server.cache.getSnapshot('proxy-a')!
     assert.equal(

@@ -1,10 +1,13 @@
 // A fleet of simulated proxies for the control-plane benchmark, run as a child process (node's fork, IPC channel).
-// Each proxy is one real `AdsClient` (our xDS client) with its own node id and its own gRPC connection: it decodes
-// every resource, subscribes to the RDS and EDS names its listeners and clusters reference (as `loom proxy --xds`
-// does), ACKs, and records when it sent each ACK. There is no data plane.
+// Each proxy has its own node id and its own gRPC connection, speaks delta xDS (or SotW), subscribes to the RDS and
+// EDS names its listeners and clusters reference (as `loom proxy --xds` does), ACKs, and records when it sent each
+// ACK. Most are lean clients (lean.ts: they read names, not whole resources, so that 1000 of them fit on one core);
+// the first few of the fleet are real `AdsClient`s (our xDS client) that decode every resource, a check that what
+// the control plane sends decodes. In scoped mode each proxy is an on-demand one (node metadata LOOM_ON_DEMAND) that
+// asks for the VirtualHosts of the 10 services it calls. There is no data plane.
 //
 // Protocol (messages over the IPC channel; every request carries an `id` that its reply repeats):
-//   parent → { type: 'start', server, from, to }     create and start clients [from, to)
+//   parent → { type: 'start', server, from, to, opts }  create and start clients [from, to)
 //   parent → { type: 'mark' }                        remember every client's versions; start a new ACK log
 //   parent → { type: 'summary', expect }             how many clients match `expect`, connections, NACKs
 //   parent → { type: 'collect', expect }             per client: when it ACKed the config it holds now
@@ -13,8 +16,12 @@
 // Times are `performance.timeOrigin + performance.now()` (ms since the epoch, sub-ms resolution), comparable
 // across the processes of one machine.
 import * as grpc from '@grpc/grpc-js'
+import { OUTBOUND_ROUTE } from '../../src/control/translate/listeners.js'
 import { AdsClient, type ConsumerVerdict } from '../../src/xds/client.js'
+import { edsServiceName } from '../../src/xds/refs.js'
 import { TYPE_URL } from '../../src/xds/snapshot.js'
+import { LeanClient, received, routeNames, VHOST_TYPE, vhostClusters } from './lean.js'
+import { SERVICE_PORT, serviceHost } from './manifests.js'
 
 export const now = (): number => performance.timeOrigin + performance.now()
 
@@ -27,10 +34,14 @@ export interface Expect {
   counts: Record<string, number>
   /** types whose version must differ from the version the client held at the last mark */
   changed: string[]
+  /** scoped: this many VirtualHosts held, with the clusters they name and those clusters' endpoints */
+  scoped?: number
 }
 
 export interface Summary {
   clients: number
+  /** of them lean (the rest decode everything) */
+  lean: number
   connected: number
   /** clients holding what `expect` describes (ACKed) */
   matching: number
@@ -40,6 +51,12 @@ export interface Summary {
   responses: number
   /** time of the newest response any client handled (0 if none) */
   lastResponseAt: number
+  /** VirtualHost responses handled since the last mark */
+  vhostResponses: number
+  /** VirtualHost aliases answered as not found (held now) */
+  absent: number
+  /** bytes of responses the lean clients received since the last mark */
+  bytes: number
   warnings: Record<string, number>
 }
 
@@ -50,8 +67,18 @@ export interface Collected {
   received: (number | null)[]
 }
 
+export interface StartOptions {
+  protocol: 'sotw' | 'delta'
+  /** on-demand proxies: node metadata LOOM_ON_DEMAND, VirtualHost aliases of the services each one calls */
+  scoped: boolean
+  /** services in the configuration (which ones a scoped proxy calls) */
+  services: number
+  /** how many of this process's first clients are full-decoding AdsClients (the rest are lean) */
+  full: number
+}
+
 export type Request =
-  | { type: 'start'; id: number; server: string; from: number; to: number }
+  | { type: 'start'; id: number; server: string; from: number; to: number; opts: StartOptions }
   | { type: 'mark'; id: number }
   | { type: 'summary'; id: number; expect: Expect }
   | { type: 'collect'; id: number; expect: Expect }
@@ -62,23 +89,30 @@ interface TypeRec {
   count: number
   /** version → [first time it was received, first time it was ACKed], since the last mark */
   log: Map<string, [number, number]>
-  /** count and receive time of the response being handled */
-  pendingCount: number
+  /** receive time of the response being handled */
   pendingAt: number
   /** version held at the last mark */
   before: string
 }
 
+/** One simulated proxy: a lean client or a full-decoding AdsClient, seen the same way. */
 interface Sim {
-  client: AdsClient
+  full: boolean
   types: Map<string, TypeRec>
-  routes: string[]
-  endpoints: string[]
   nacks: number
+  connected(): boolean
+  connections(): number
+  /** resources held of a type */
+  count(typeUrl: string): number
+  /** scoped: every VirtualHost held, its clusters held, and their endpoints: the proxy can serve its calls */
+  scopedReady(want: number): boolean
+  /** VirtualHost names answered as not found */
+  absent(): number
+  close(): void
 }
 
 /** The node id and metadata of simulated proxy `i`, like a Kubernetes pod's sidecar. */
-export function simNode(i: number): { id: string; metadata: Record<string, unknown> } {
+export function simNode(i: number, scoped = false): { id: string; metadata: Record<string, unknown> } {
   const ip = `10.0.${i >> 8}.${i & 255}`
   const app = `app-${i}`
   return {
@@ -89,98 +123,207 @@ export function simNode(i: number): { id: string; metadata: Record<string, unkno
       INSTANCE_IPS: ip,
       GENERATOR: 'envoy',
       OUTBOUND_PORT: '15001',
+      ...(scoped ? { LOOM_ON_DEMAND: 'true' } : {}),
     },
   }
 }
 
-/** RDS names a listener references (HCM `rds.route_config_name`, wherever it sits). */
-function routeNames(value: unknown, out: Set<string>): void {
-  if (Array.isArray(value)) {
-    for (const v of value) routeNames(v, out)
-  } else if (value !== null && typeof value === 'object') {
-    for (const [k, v] of Object.entries(value)) {
-      if (k === 'route_config_name' && typeof v === 'string') out.add(v)
-      else routeNames(v, out)
-    }
-  }
+/** How many services a scoped proxy calls. */
+export const CALLS = 10
+
+/** The services proxy `i` calls (scoped mode): 10 distinct ones spread over all of them. */
+export function calledServices(i: number, services: number): number[] {
+  const out = new Set<number>()
+  for (let j = 0; out.size < Math.min(CALLS, services); j++) out.add((i * 7 + j * 101) % services)
+  return [...out]
 }
 
-/** EDS names of the EDS clusters (`eds_cluster_config.service_name`, else the cluster name). */
-function edsNames(clusters: Map<string, Record<string, unknown>>): string[] {
-  const out: string[] = []
-  for (const [name, c] of clusters) {
-    const eds = c.eds_cluster_config as { service_name?: string } | undefined
-    if (eds !== undefined || c.type === 'EDS') out.push(eds?.service_name || name)
-  }
-  return out.sort()
-}
+/** The VirtualHost alias a proxy asks for to call service `k`: `<route config name>/<host>:<port>`. */
+export const vhostAlias = (k: number): string => `${OUTBOUND_ROUTE}/${serviceHost(k)}:${SERVICE_PORT}`
 
 const sims: Sim[] = []
 const warnings: Record<string, number> = {}
 let responses = 0
 let lastResponseAt = 0
+let vhostResponses = 0
+let bytesAtMark = 0
 
 function newRec(): TypeRec {
-  return { version: '', count: 0, log: new Map(), pendingCount: 0, pendingAt: 0, before: '' }
+  return { version: '', count: 0, log: new Map(), pendingAt: 0, before: '' }
 }
 
-function startClient(server: string, i: number): Sim {
-  const node = simNode(i)
-  // One connection per proxy, as real sidecars have: grpc-js shares a connection between channels to the same
-  // target with equal options and credentials, so each client gets credentials equal only to themselves.
+/** One connection per proxy, as real sidecars have: grpc-js shares a connection between channels to the same
+ * target with equal options and credentials, so each client gets credentials equal only to themselves. */
+function ownCredentials(): grpc.ChannelCredentials {
   const credentials = grpc.credentials.createInsecure()
   Object.assign(credentials, { _equals: (other: unknown) => other === credentials })
-  const types = new Map<string, TypeRec>(TYPES.map((t) => [t, newRec()]))
-  const sim: Sim = { client: undefined as unknown as AdsClient, types, routes: [], endpoints: [], nacks: 0 }
+  return credentials
+}
+
+function recordResponse(sim: Sim, typeUrl: string, version: string, ok: boolean, count: number): void {
+  const t = now()
+  responses++
+  lastResponseAt = t
+  if (typeUrl === VHOST_TYPE) vhostResponses++
+  const rec = sim.types.get(typeUrl)
+  if (rec === undefined) return
+  if (!ok) {
+    sim.nacks++
+    return
+  }
+  rec.version = version
+  rec.count = count
+  if (!rec.log.has(version)) rec.log.set(version, [rec.pendingAt || t, t])
+}
+
+function typeRecs(scoped: boolean): Map<string, TypeRec> {
+  return new Map<string, TypeRec>([...TYPES, ...(scoped ? [VHOST_TYPE] : [])].map((t) => [t, newRec()]))
+}
+
+/** Scoped readiness from what a proxy holds: `want` virtual hosts, the clusters they name, those clusters' EDS. */
+function ready(
+  want: number,
+  vhosts: number,
+  refs: Iterable<string[]>,
+  hasCluster: (c: string) => boolean,
+  edsOf: (c: string) => string | undefined,
+  hasEds: (e: string) => boolean,
+): boolean {
+  if (vhosts < want) return false
+  for (const cs of refs) {
+    for (const c of cs) {
+      if (!hasCluster(c)) return false
+      const e = edsOf(c)
+      if (e !== undefined && !hasEds(e)) return false
+    }
+  }
+  return true
+}
+
+function startLean(server: string, i: number, opts: StartOptions): Sim {
+  const node = simNode(i, opts.scoped)
+  const types = typeRecs(opts.scoped)
+  const called = opts.scoped ? calledServices(i, opts.services) : []
+  const sim: Sim = {
+    full: false,
+    types,
+    nacks: 0,
+    connected: () => client.connected,
+    connections: () => client.connections,
+    count: (t) => client.count(t),
+    scopedReady: (want) =>
+      ready(
+        want,
+        client.count(VHOST_TYPE),
+        client.vhostRefs.values(),
+        (c) => client.held.get(TYPE_URL.cluster)?.has(c) ?? false,
+        (c) => client.edsOf.get(c),
+        (e) => client.held.get(TYPE_URL.endpoint)?.has(e) ?? false,
+      ),
+    absent: () => client.absent.size,
+    close: () => client.close(),
+  }
+  const client = new LeanClient({
+    server,
+    node: { id: node.id, cluster: `app-${i}`, metadata: node.metadata },
+    protocol: opts.protocol,
+    credentials: ownCredentials(),
+    vhostAliases: called.map(vhostAlias),
+    onReceive: (t) => {
+      const rec = types.get(t)
+      if (rec !== undefined) rec.pendingAt = now()
+    },
+    onResponse: (t, version, ok, error) => {
+      if (!ok) warnings[`NACK: ${error}`] = (warnings[`NACK: ${error}`] ?? 0) + 1
+      recordResponse(sim, t, version, ok, client.count(t))
+    },
+  })
+  client.start()
+  return sim
+}
+
+function startFull(server: string, i: number, opts: StartOptions): Sim {
+  const node = simNode(i, opts.scoped)
+  const types = typeRecs(opts.scoped)
+  const called = opts.scoped ? calledServices(i, opts.services).map(vhostAlias) : []
+  const edsOf = new Map<string, string>()
+  const vhostRefs = new Map<string, string[]>()
+  const absent = new Set<string>()
+  let routes: string[] = []
+  let endpoints: string[] = []
+  let asked = false
+  const held = (t: string): ReadonlyMap<string, string> | undefined => client.typeState(t)?.accepted
+  const sim: Sim = {
+    full: true,
+    types,
+    nacks: 0,
+    connected: () => client.connected,
+    connections: () => client.connections,
+    count: (t) => held(t)?.size ?? 0,
+    scopedReady: (want) =>
+      ready(
+        want,
+        held(VHOST_TYPE)?.size ?? 0,
+        vhostRefs.values(),
+        (c) => held(TYPE_URL.cluster)?.has(c) ?? false,
+        (c) => edsOf.get(c),
+        (e) => held(TYPE_URL.endpoint)?.has(e) ?? false,
+      ),
+    absent: () => absent.size,
+    close: () => client.close(),
+  }
   const client = new AdsClient({
     server,
-    node: { id: node.id, cluster: String((node.metadata.LABELS as { app: string }).app), metadata: node.metadata },
-    credentials,
+    protocol: opts.protocol,
+    node: { id: node.id, cluster: `app-${i}`, metadata: node.metadata },
+    credentials: ownCredentials(),
     log: (level, msg) => {
       if (level === 'warn' || level === 'error') warnings[msg] = (warnings[msg] ?? 0) + 1
     },
-    onResources: (typeUrl, _version, resources): ConsumerVerdict => {
-      const rec = types.get(typeUrl)
-      if (rec === undefined) return { ok: false, error: `unexpected type ${typeUrl}` }
-      rec.pendingCount = resources.size
+    onResources: (typeUrl, _version, resources, removed): ConsumerVerdict => {
+      if (!types.has(typeUrl)) return { ok: false, error: `unexpected type ${typeUrl}` }
       if (typeUrl === TYPE_URL.listener) {
         const names = new Set<string>()
         for (const l of resources.values()) routeNames(l, names)
-        sim.routes = [...names].sort()
+        routes = [...names].sort()
       } else if (typeUrl === TYPE_URL.cluster) {
-        sim.endpoints = edsNames(resources)
+        edsOf.clear()
+        for (const [name, c] of resources) {
+          const e = edsServiceName(c)
+          if (e !== undefined) edsOf.set(name, e)
+        }
+        endpoints = [...new Set(edsOf.values())].sort()
+      } else if (typeUrl === VHOST_TYPE) {
+        for (const n of removed) {
+          if (!vhostRefs.delete(n)) absent.add(n)
+        }
+        for (const [name, v] of resources) {
+          const out = new Set<string>()
+          vhostClusters(v, out)
+          vhostRefs.set(name, [...out])
+        }
       }
       if (typeUrl === TYPE_URL.listener || typeUrl === TYPE_URL.cluster) {
-        client.subscribe(TYPE_URL.route, sim.routes)
-        client.subscribe(TYPE_URL.endpoint, sim.endpoints)
+        client.subscribe(TYPE_URL.route, routes)
+        client.subscribe(TYPE_URL.endpoint, endpoints)
+      }
+      if (typeUrl === TYPE_URL.route && !asked && called.length > 0) {
+        asked = true
+        queueMicrotask(() => client.subscribe(VHOST_TYPE, called))
       }
       return { ok: true }
     },
   })
-  sim.client = client
-  // The consumer runs after the whole response was decoded; the receive time is taken as the response arrives.
-  client.on('response', (typeUrl: string, version: string, ok: boolean) => {
-    const t = now()
-    const rec = types.get(typeUrl)
-    responses++
-    lastResponseAt = t
-    if (rec === undefined) return
-    if (!ok) {
-      sim.nacks++
-      return
-    }
-    rec.version = version
-    rec.count = rec.pendingCount
-    if (!rec.log.has(version)) rec.log.set(version, [rec.pendingAt || t, t])
-  })
+  client.on('response', (typeUrl: string, version: string, ok: boolean) =>
+    recordResponse(sim, typeUrl, version, ok, held(typeUrl)?.size ?? 0),
+  )
   // grpc-js hands each message to the client's 'data' handler as it arrives; note the time before decoding starts.
-  const stamp = (typeUrl: string): void => {
-    const rec = types.get(typeUrl)
-    if (rec !== undefined) rec.pendingAt = now()
-  }
   client.on('connecting', () => {
     const call = (client as unknown as { call?: NodeJS.EventEmitter }).call
-    call?.prependListener('data', (resp: { type_url?: string }) => stamp(resp.type_url ?? ''))
+    call?.prependListener('data', (resp: { type_url?: string }) => {
+      const rec = types.get(resp.type_url ?? '')
+      if (rec !== undefined) rec.pendingAt = now()
+    })
   })
   client.start()
   return sim
@@ -191,11 +334,12 @@ function matches(sim: Sim, expect: Expect): boolean {
     const rec = sim.types.get(t)!
     if (rec.version === '') return false
     const want = expect.counts[t]
-    if (want !== undefined && rec.count !== want) return false
+    if (want !== undefined && sim.count(t) !== want) return false
   }
+  if (expect.scoped !== undefined && !sim.scopedReady(expect.scoped)) return false
   for (const t of expect.changed) {
-    const rec = sim.types.get(t)!
-    if (rec.version === rec.before) return false
+    const rec = sim.types.get(t)
+    if (rec === undefined || rec.version === rec.before) return false
   }
   return true
 }
@@ -222,7 +366,10 @@ function reply(id: number, body: Record<string, unknown>): void {
 function handle(req: Request): void {
   switch (req.type) {
     case 'start': {
-      for (let i = req.from; i < req.to; i++) sims.push(startClient(req.server, i))
+      for (let i = req.from; i < req.to; i++) {
+        const full = i - req.from < req.opts.full
+        sims.push(full ? startFull(req.server, i, req.opts) : startLean(req.server, i, req.opts))
+      }
       reply(req.id, { clients: sims.length })
       return
     }
@@ -233,25 +380,33 @@ function handle(req: Request): void {
           rec.log.clear()
         }
       }
+      bytesAtMark = received.bytes
+      vhostResponses = 0
       reply(req.id, { at: now() })
       return
     }
     case 'summary': {
       const sum: Summary = {
         clients: sims.length,
+        lean: 0,
         connected: 0,
         matching: 0,
         reconnects: 0,
         nacks: 0,
         responses,
         lastResponseAt,
+        vhostResponses,
+        absent: 0,
+        bytes: received.bytes - bytesAtMark,
         warnings,
       }
       for (const s of sims) {
-        if (s.client.connected) sum.connected++
+        if (!s.full) sum.lean++
+        if (s.connected()) sum.connected++
         if (matches(s, req.expect)) sum.matching++
-        sum.reconnects += Math.max(0, s.client.connections - 1)
+        sum.reconnects += Math.max(0, s.connections() - 1)
         sum.nacks += s.nacks
+        sum.absent += s.absent()
       }
       reply(req.id, { summary: sum })
       return
@@ -267,7 +422,7 @@ function handle(req: Request): void {
       return
     }
     case 'close': {
-      for (const s of sims) s.client.close()
+      for (const s of sims) s.close()
       reply(req.id, { closed: sims.length })
       return
     }

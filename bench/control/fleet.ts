@@ -3,7 +3,7 @@ import { type ChildProcess, fork } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isShuttingDown } from '../proc.js'
-import type { Collected, Expect, Request, Summary } from './clients.js'
+import type { Collected, Expect, Request, StartOptions, Summary } from './clients.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 type Body = Record<string, unknown>
@@ -115,8 +115,19 @@ export class Fleet {
     return Promise.all(this.children.map((c) => this.ask(c, cmd)))
   }
 
-  async start(server: string): Promise<void> {
-    await Promise.all(this.children.map((c) => this.ask(c, { type: 'start', server, from: c.from, to: c.to })))
+  /** Starts the clients; `full` of them (the first ones) decode everything, the others are lean. */
+  async start(server: string, opts: StartOptions): Promise<void> {
+    await Promise.all(
+      this.children.map((c, k) =>
+        this.ask(c, {
+          type: 'start',
+          server,
+          from: c.from,
+          to: c.to,
+          opts: { ...opts, full: k === 0 ? opts.full : 0 },
+        }),
+      ),
+    )
   }
 
   async mark(): Promise<void> {
@@ -127,16 +138,24 @@ export class Fleet {
     const parts = (await this.askAll({ type: 'summary', expect })).map((b) => b.summary as Summary)
     const out: Summary = {
       clients: 0,
+      lean: 0,
       connected: 0,
       matching: 0,
       reconnects: 0,
       nacks: 0,
       responses: 0,
       lastResponseAt: 0,
+      vhostResponses: 0,
+      absent: 0,
+      bytes: 0,
       warnings: {},
     }
     for (const p of parts) {
       out.clients += p.clients
+      out.lean += p.lean
+      out.vhostResponses += p.vhostResponses
+      out.absent += p.absent
+      out.bytes += p.bytes
       out.connected += p.connected
       out.matching += p.matching
       out.reconnects += p.reconnects

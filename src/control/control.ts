@@ -6,7 +6,8 @@
  *   self-registered workloads ───────┘
  *
  * Every change (a write, a workload registering or expiring) schedules one rebuild, debounced, of the snapshots of
- * every connected proxy. Proxies alike in what their outbound config depends on share that translation.
+ * the connected proxies the change may affect. Proxies alike in what their outbound config depends on share that
+ * translation, and each rebuild translates only the parts the change touched (translate/incremental.ts).
  */
 import { createHash } from 'node:crypto'
 import type { FSWatcher } from 'node:fs'
@@ -194,7 +195,7 @@ export class ControlPlane {
   /** the other replicas on the same etcd, and whether this one leads (set by `loom control` once it listens) */
   replicas: ReplicaSet | null = null
   /** ms the last rebuild took, and how many proxies it covered (for /debug and the benchmark) */
-  lastRebuild = { ms: 0, proxies: 0, revision: 0, at: '' }
+  lastRebuild = { ms: 0, proxies: 0, changed: 0, revision: 0, at: '' }
 
   private constructor(
     store: Store,
@@ -423,11 +424,19 @@ export class ControlPlane {
     return this.build(node)
   }
 
-  /** one translator per config generation: proxies connecting between changes share its outbound work */
+  /**
+   * one translator per config generation: proxies connecting between changes share its outbound work, and each
+   * generation is built from the previous one, translating only what changed (translate.ts, incremental.ts)
+   */
   private batch: BatchTranslator | null = null
+  /** whether the input changed since `batch` was made */
+  private batchStale = true
 
   private translator(): BatchTranslator {
-    if (this.batch === null) this.batch = new BatchTranslator(this.translateInput())
+    if (this.batch === null || this.batchStale) {
+      this.batch = new BatchTranslator(this.translateInput(), this.batch ?? undefined)
+      this.batchStale = false
+    }
     return this.batch
   }
 
@@ -471,7 +480,7 @@ export class ControlPlane {
   }
 
   scheduleRebuild(): void {
-    this.batch = null
+    this.batchStale = true
     if (this.rebuildTimer !== null) return
     this.rebuildTimer = setTimeout(() => {
       this.rebuildTimer = null
@@ -479,23 +488,37 @@ export class ControlPlane {
     }, this.options.rebuildDebounceMs ?? 50)
   }
 
-  /** Rebuilds the snapshot of every connected proxy; identical proxies share one translation. */
+  /** the trust bundle version the proxies were last given (a new one goes to every proxy) */
+  private pushedRootca: string | null = null
+
+  /**
+   * Rebuilds the snapshots of the connected proxies whose config may have changed (every proxy when the trust
+   * bundle changed); identical proxies share one translation, and unchanged parts are not translated again.
+   */
   rebuild(): void {
     const t0 = performance.now()
     const connected = new Set(this.xds.connectedNodes())
     const batch = this.translator()
+    const rootca = this.rootca()?.version ?? null
+    const all = rootca !== this.pushedRootca
+    this.pushedRootca = rootca
     let n = 0
+    let changed = 0
     for (const [id, node] of this.nodes) {
       if (!connected.has(id)) {
         this.nodes.delete(id)
         continue
       }
-      this.xds.setSnapshot(id, this.withRootca(batch.translate(node)))
       n++
+      const snapshot = all ? batch.translate(node) : batch.update(node)
+      if (snapshot === null) continue
+      this.xds.setSnapshot(id, this.withRootca(snapshot))
+      changed++
     }
     this.lastRebuild = {
       ms: Math.round((performance.now() - t0) * 1000) / 1000,
       proxies: n,
+      changed,
       revision: this.store.revision,
       at: new Date().toISOString(),
     }

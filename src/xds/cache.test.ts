@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
-import { canonicalJson, makeSnapshot, SnapshotCache } from './cache.js'
+import { canonicalJson, makeSnapshot, SnapshotCache, versionOf } from './cache.js'
 import { decodeResource } from './proto.js'
 import { TYPE_URL } from './snapshot.js'
 
@@ -84,12 +84,42 @@ describe('SnapshotCache', () => {
       { ...cache.stats(), encodes: 0, reuses: 0 },
       {
         nodes: 0,
+        sharedTypes: 0,
         encodedResources: 0,
         encodedBytes: 0,
         encodes: 0,
         reuses: 0,
       },
     )
+  })
+
+  test('nodes with the same content share one CachedType per type; a node pays only for what is its own', () => {
+    const cache = new SnapshotCache()
+    for (let i = 0; i < 50; i++) cache.setSnapshot(`node-${i}`, snap(5))
+    assert.equal(cache.stats().sharedTypes, 2)
+    const a = cache.getEntry('node-0')!
+    const b = cache.getEntry('node-49')!
+    assert.equal(a.types.get(TYPE_URL.cluster), b.types.get(TYPE_URL.cluster))
+    assert.equal(a.snapshot.resources.get(TYPE_URL.endpoint)!.items, b.snapshot.resources.get(TYPE_URL.endpoint)!.items)
+    // equal content in fresh objects (another translation) is found too
+    cache.setSnapshot('node-50', snap(5))
+    assert.equal(cache.getEntry('node-50')!.types.get(TYPE_URL.cluster), a.types.get(TYPE_URL.cluster))
+    // one node's own endpoints: a type of its own, the clusters still shared
+    cache.setSnapshot('node-7', snap(5, '10.9.9.9'))
+    assert.equal(cache.stats().sharedTypes, 3)
+    const own = cache.getEntry('node-7')!
+    assert.equal(own.types.get(TYPE_URL.cluster), a.types.get(TYPE_URL.cluster))
+    assert.notEqual(own.types.get(TYPE_URL.endpoint)!.version, a.types.get(TYPE_URL.endpoint)!.version)
+    // the version is the content hash, however the content was found
+    assert.equal(a.types.get(TYPE_URL.cluster)!.version, versionOf(a.types.get(TYPE_URL.cluster)!.items.values()))
+    // a shared type lives while some node holds it
+    cache.clear('node-7')
+    assert.equal(cache.stats().sharedTypes, 2)
+    for (let i = 0; i < 50; i++) cache.clear(`node-${i}`)
+    assert.equal(cache.stats().sharedTypes, 2)
+    cache.clear('node-50')
+    assert.equal(cache.stats().sharedTypes, 0)
+    assert.equal(cache.stats().encodedResources, 0)
   })
 
   test('watchers hear about changed types of their node', () => {

@@ -6,7 +6,12 @@
  * - Serialization is the main CPU cost at scale, so each distinct resource content is encoded to protobuf once and
  *   the bytes are shared by every node whose snapshot holds it (a Map keyed by content hash, reference counted:
  *   bytes live exactly as long as some node's snapshot uses them).
- * - Resources are treated as immutable once handed over: hashes are memoized per object.
+ * - Resources and the maps holding them are treated as immutable once handed over: hashes are memoized per
+ *   resource object, a type's fingerprint per map object (alike proxies are handed one map and cost a lookup).
+ * - Proxies alike get the same content: a type whose resources (names and content hashes, in the order given) match
+ *   one another node holds is not built again: the nodes share one CachedType (its item map, version and snapshot
+ *   items), interned by a fingerprint of those hashes and reference counted. A node's cost in the cache is then an
+ *   entry pointing at shared types, plus what is really its own (a type no other node has).
  * - Watchers hear about a node whose snapshot changed, with the type URLs whose versions changed.
  */
 import { createHash } from 'node:crypto'
@@ -40,6 +45,8 @@ export type SnapshotWatcher = (nodeId: string, changedTypes: string[]) => void
 
 export interface CacheStats {
   nodes: number
+  /** distinct per-type contents held (nodes with the same content share one) */
+  sharedTypes: number
   /** distinct encoded resources held */
   encodedResources: number
   encodedBytes: number
@@ -121,10 +128,24 @@ export function makeSnapshot(
   return { resources }
 }
 
+/** One type's content, shared by the nodes that have it. */
+interface InternedType {
+  readonly key: string
+  readonly type: CachedType
+  /** the resources as handed over by the first node that had this content */
+  readonly resources: ResourceMap
+  refs: number
+}
+
 export class SnapshotCache {
   private readonly entries = new Map<string, CacheEntry>()
+  /** per node: the interned types its entry uses */
+  private readonly held = new Map<string, InternedType[]>()
+  private readonly interned = new Map<string, InternedType>()
   private readonly encoded = new Map<string, { any: EncodedAny; refs: number }>()
   private readonly memo = new WeakMap<object, { typeUrl: string; name: string; hash: string }>()
+  /** the fingerprint of a resource map already seen (alike proxies are handed the same map object) */
+  private readonly mapKeys = new WeakMap<ResourceMap, { typeUrl: string; key: string }>()
   private readonly watchers = new Map<string, Set<SnapshotWatcher>>()
   private encodes = 0
   private reuses = 0
@@ -136,34 +157,82 @@ export class SnapshotCache {
    */
   setSnapshot(nodeId: string, snapshot: Snapshot): string[] {
     const old = this.entries.get(nodeId)
+    const oldHeld = this.held.get(nodeId)
     const types = new Map<string, CachedType>()
-    const acquired: string[] = []
+    const resources = new Map<TypeUrl, { version: string; items: ResourceMap }>()
+    const held: InternedType[] = []
     try {
       for (const [typeUrl, { items }] of snapshot.resources) {
-        const cached = new Map<string, CachedResource>()
-        for (const [name, resource] of items) {
-          const hash = this.hashOf(typeUrl, name, resource)
-          cached.set(name, { name, hash, resource, any: this.acquire(typeUrl, name, hash, resource) })
-          acquired.push(hash)
-        }
-        types.set(typeUrl, { version: versionOf(cached.values()), items: cached })
+        const t = this.intern(typeUrl, items)
+        held.push(t)
+        types.set(typeUrl, t.type)
+        resources.set(typeUrl, { version: t.type.version, items: t.resources })
+      }
+    } catch (e) {
+      for (const t of held) this.releaseType(t)
+      throw e
+    }
+    this.entries.set(nodeId, { nodeId, snapshot: { resources }, types, setAt: Date.now() })
+    this.held.set(nodeId, held)
+    if (oldHeld) for (const t of oldHeld) this.releaseType(t)
+    const changed = changedTypes(old, types)
+    if (changed.length > 0) this.notify(nodeId, changed)
+    return changed
+  }
+
+  /**
+   * The shared CachedType for these resources: found by a fingerprint of their content hashes in the order given
+   * (the translator builds alike proxies' maps in the same order), else built, encoding what is new. Takes a
+   * reference.
+   */
+  private intern(typeUrl: string, items: ResourceMap): InternedType {
+    const seen = this.mapKeys.get(items)
+    if (seen !== undefined && seen.typeUrl === typeUrl) {
+      const have = this.interned.get(seen.key)
+      if (have) {
+        have.refs++
+        this.reuses += items.size
+        return have
+      }
+    }
+    const hashes: string[] = new Array(items.size)
+    let i = 0
+    for (const [name, resource] of items) hashes[i++] = this.hashOf(typeUrl, name, resource)
+    const key = `${typeUrl}\n${items.size}\n${shortHash(hashes.join(','))}`
+    this.mapKeys.set(items, { typeUrl, key })
+    const have = this.interned.get(key)
+    if (have) {
+      have.refs++
+      this.reuses += items.size
+      return have
+    }
+    const cached = new Map<string, CachedResource>()
+    const acquired: string[] = []
+    try {
+      i = 0
+      for (const [name, resource] of items) {
+        const hash = hashes[i++]!
+        cached.set(name, { name, hash, resource, any: this.acquire(typeUrl, name, hash, resource) })
+        acquired.push(hash)
       }
     } catch (e) {
       for (const h of acquired) this.release(h)
       throw e
     }
-    const resources = new Map<TypeUrl, { version: string; items: ResourceMap }>()
-    for (const [typeUrl, t] of types) {
-      resources.set(typeUrl as TypeUrl, {
-        version: t.version,
-        items: snapshot.resources.get(typeUrl as TypeUrl)!.items,
-      })
+    const t: InternedType = {
+      key,
+      type: { version: versionOf(cached.values()), items: cached },
+      resources: items,
+      refs: 1,
     }
-    this.entries.set(nodeId, { nodeId, snapshot: { resources }, types, setAt: Date.now() })
-    if (old) this.releaseEntry(old)
-    const changed = changedTypes(old, types)
-    if (changed.length > 0) this.notify(nodeId, changed)
-    return changed
+    this.interned.set(key, t)
+    return t
+  }
+
+  private releaseType(t: InternedType): void {
+    if (--t.refs > 0) return
+    if (this.interned.get(t.key) === t) this.interned.delete(t.key)
+    for (const r of t.type.items.values()) this.release(r.hash)
   }
 
   /** The node's snapshot, with the cache's content-hash versions. */
@@ -183,7 +252,8 @@ export class SnapshotCache {
       const e = this.entries.get(id)
       if (!e) continue
       this.entries.delete(id)
-      this.releaseEntry(e)
+      for (const t of this.held.get(id) ?? []) this.releaseType(t)
+      this.held.delete(id)
       this.notify(id, [...e.types.keys()])
     }
   }
@@ -208,6 +278,7 @@ export class SnapshotCache {
     for (const e of this.encoded.values()) bytes += e.any.value.length
     return {
       nodes: this.entries.size,
+      sharedTypes: this.interned.size,
       encodedResources: this.encoded.size,
       encodedBytes: bytes,
       encodes: this.encodes,
@@ -246,10 +317,6 @@ export class SnapshotCache {
   private release(hash: string): void {
     const e = this.encoded.get(hash)
     if (e && --e.refs <= 0) this.encoded.delete(hash)
-  }
-
-  private releaseEntry(entry: CacheEntry): void {
-    for (const t of entry.types.values()) for (const r of t.items.values()) this.release(r.hash)
   }
 
   private notify(nodeId: string, changed: string[]): void {

@@ -34,6 +34,22 @@
  *
  * Snapshots come from a SnapshotCache: `setSnapshot` pushes to the node's streams after `pushDebounceMs` (bursts
  * coalesce). When a node connects without a snapshot, `snapshotFor(node)` is asked for one.
+ *
+ * The push pipeline, server-wide:
+ * - a snapshot change, a request or an ACK marks types due on a stream (`want`); nothing is written there. Due
+ *   pushes run from one queue in turns of at most `sliceMs`, with `setImmediate` between turns, so that requests,
+ *   ACKs and keepalive pings are handled between them;
+ * - streams with an EDS push due come first (endpoint changes are what traffic waits for). A stream runs its due
+ *   types in push order (the clusters before the endpoints, make before break as above, which `ready` enforces
+ *   whatever the order) and writes one response at a time: the next waits for the write callback (which stamps
+ *   the type's `writtenAt`); `write()` returning false stops the stream until 'drain';
+ * - coalescing: a type whose response waits for its ACK is not written; the ACK marks it due again and what is
+ *   pushed then is computed from the newest snapshot, so intermediate states are never sent;
+ * - backpressure: responses written and not yet flushed count against `maxQueuedBytes`; above it nothing is
+ *   written until a flush. A stream whose response has not flushed within `stallMs` stops counting (it holds that
+ *   one response and gets nothing more until it flushes): a proxy that does not read holds up no one;
+ * - admission: the first snapshots of connecting nodes are built in arrival order, as many per event-loop turn as
+ *   fit in `sliceMs`; a connection storm makes proxies wait their turn, and no stream is dropped for being slow.
  */
 import * as grpc from '@grpc/grpc-js'
 import { log as defaultLog, type Level } from '../core/log.js'
@@ -45,7 +61,7 @@ import {
   type DiscoveryResponse,
   type WireNode,
 } from './ads.js'
-import { type CachedResource, type CacheEntry, SnapshotCache, versionOf } from './cache.js'
+import { type CachedResource, type CacheEntry, SnapshotCache, shortHash, versionOf } from './cache.js'
 import { structToJson } from './proto.js'
 import { clusterRefs, edsServiceName, secretRefs } from './refs.js'
 import { type Snapshot, TYPE_URL } from './snapshot.js'
@@ -69,6 +85,8 @@ export interface TypeStatus {
   ackedVersion?: string
   state: SyncState
   nackError?: string
+  /** when the latest response of this type was fully written to the stream (epoch ms) */
+  writtenAt?: number
 }
 
 export interface NodeStatus {
@@ -100,6 +118,17 @@ export interface XdsServerOptions {
    */
   holdTimeoutMs?: number
   log?: XdsLogger
+  /**
+   * bytes of responses written to streams and not yet flushed to their connections, across streams, above which no
+   * stream is written to until some flush (default 16 MiB). A stream whose response has not flushed within
+   * `stallMs` stops counting (it holds that one response and gets no other until it flushes), so that clients that
+   * do not read cannot hold up the others.
+   */
+  maxQueuedBytes?: number
+  /** see maxQueuedBytes (default 5000) */
+  stallMs?: number
+  /** longest run of pushes or snapshot builds in one event-loop turn before yielding to I/O, ms (default 10) */
+  sliceMs?: number
   /** extra @grpc/grpc-js server options */
   grpcOptions?: grpc.ServerOptions
 }
@@ -175,6 +204,8 @@ interface TypeState {
   inflight?: { full: boolean; items: ReadonlyMap<string, CachedResource>; removed: ReadonlySet<string> }
   /** since when (ms) a push of this type waits for the clusters it names */
   heldSince?: number
+  /** when the latest response was fully written (grpc write callback; epoch ms) */
+  writtenAt?: number
 }
 
 /** `st.acked`, made this stream's own to change it. */
@@ -211,12 +242,26 @@ type Call = grpc.ServerDuplexStream<unknown, unknown>
 
 let streamSeq = 0
 
+function first<T>(set: Set<T>): T | undefined {
+  for (const x of set) return x
+  return undefined
+}
+
 abstract class AdsStream {
   readonly id = ++streamSeq
   readonly connectedAt = new Date()
   node?: NodeInfo
   closed = false
   protected readonly types = new Map<string, TypeState>()
+  /** types with a push due: the server's push queue runs them (see XdsServer.enqueue) */
+  readonly due = new Set<string>()
+  /** size of the response written and not yet flushed (one at a time per stream); 0 when there is none */
+  unflushed = 0
+  /** when that write began (ms), and whether its bytes count against the server's queued bytes */
+  writeStartedAt = 0
+  countedBytes = false
+  /** the call's buffer is full (write returned false): nothing more until 'drain' */
+  full = false
   private nonceSeq = 0
   private queue: Promise<void> = Promise.resolve()
 
@@ -277,7 +322,29 @@ abstract class AdsStream {
   /** The node's snapshot changed (or arrived): push the subscribed types, clusters first. */
   onSnapshot(): void {
     if (this.closed) return
-    for (const t of orderTypes(this.types.keys())) this.push(t)
+    for (const t of this.types.keys()) this.due.add(t)
+    this.server.enqueue(this)
+  }
+
+  /** A push of this type is due: the server's queue runs it when this stream's turn comes. */
+  protected want(typeUrl: string): void {
+    if (this.closed) return
+    this.due.add(typeUrl)
+    this.server.enqueue(this)
+  }
+
+  /**
+   * Runs the due pushes in push order (make before break), up to the first one that writes a response: the next
+   * waits until that one is flushed. With `endpointsOnly`, only up to EDS (the clusters before it, if due).
+   */
+  flush(endpointsOnly: boolean): void {
+    if (this.closed || this.unflushed > 0 || this.full) return
+    for (const t of orderTypes([...this.due])) {
+      if (endpointsOnly && t !== TYPE_URL.cluster && t !== TYPE_URL.endpoint) break
+      this.due.delete(t)
+      this.push(t)
+      if (this.unflushed > 0 || this.closed) return
+    }
   }
 
   /**
@@ -293,7 +360,7 @@ abstract class AdsStream {
       types.add(TYPE_URL.cluster)
       types.add(TYPE_URL.endpoint)
     }
-    for (const t of orderTypes(types)) this.push(t)
+    for (const t of types) this.want(t)
   }
 
   entry(): CacheEntry | undefined {
@@ -304,9 +371,39 @@ abstract class AdsStream {
     return `${this.id}-${++this.nonceSeq}`
   }
 
-  write(msg: DiscoveryResponse | DeltaDiscoveryResponse): void {
+  /**
+   * Writes a response of about `bytes` bytes. The grpc write callback says it was flushed: `writtenAt`, and the
+   * stream can take its next push. `write` returning false (the call's buffer is full) stops pushes until 'drain'.
+   */
+  write(msg: DiscoveryResponse | DeltaDiscoveryResponse, bytes: number): void {
     if (this.closed) return
-    this.safely(() => this.call.write(msg))
+    const st = this.types.get(msg.type_url)
+    this.unflushed = bytes
+    this.writeStartedAt = performance.now()
+    this.countedBytes = true
+    this.server.queuedBytes += bytes
+    this.safely(() => {
+      const ok = this.call.write(msg, () => {
+        if (st) st.writtenAt = performance.timeOrigin + performance.now()
+        this.flushed()
+      })
+      if (!ok && !this.closed) {
+        this.full = true
+        this.call.once('drain', () => {
+          this.full = false
+          this.server.enqueue(this)
+        })
+      }
+    })
+  }
+
+  /** The response written last has left (or the stream closed): its bytes no longer count. */
+  private flushed(): void {
+    if (this.unflushed === 0) return
+    if (this.countedBytes) this.server.queuedBytes -= this.unflushed
+    this.countedBytes = false
+    this.unflushed = 0
+    this.server.enqueue(this)
   }
 
   ack(st: TypeState, errorDetail: { message?: string; code?: number } | null | undefined, version?: string): void {
@@ -457,7 +554,8 @@ abstract class AdsStream {
     if (this.holdTimer) return
     this.holdTimer = setTimeout(() => {
       this.holdTimer = undefined
-      this.onSnapshot()
+      for (const t of REFERRING) if (this.types.get(t)?.heldSince !== undefined) this.due.add(t)
+      this.server.enqueue(this)
     }, this.server.holdTimeoutMs + 5)
     this.holdTimer.unref()
   }
@@ -479,6 +577,7 @@ abstract class AdsStream {
         ...(st.ackedVersion !== undefined ? { ackedVersion: st.ackedVersion } : {}),
         state,
         ...(st.nackError ? { nackError: st.nackError } : {}),
+        ...(st.writtenAt !== undefined ? { writtenAt: st.writtenAt } : {}),
       }
     })
   }
@@ -510,6 +609,9 @@ abstract class AdsStream {
     if (this.closed) return
     this.closed = true
     clearTimeout(this.holdTimer)
+    this.due.clear()
+    // a closed call never calls back its writes
+    this.flushed()
     this.server.detach(this)
   }
 
@@ -534,6 +636,8 @@ interface Content {
 }
 
 const NOTHING: ReadonlySet<string> = new Set()
+/** a response's bytes besides its resources (type URL, version, nonce, framing), roughly */
+const RESPONSE_OVERHEAD = 128
 
 class SotwStream extends AdsStream {
   constructor(server: XdsServer, call: Call) {
@@ -573,12 +677,12 @@ class SotwStream extends AdsStream {
     if (answered) this.ack(st, req.error_detail)
     if (names.length > 0 && !names.includes('*')) st.legacyWildcard = false
     st.wildcard = names.includes('*') || (names.length === 0 && st.legacyWildcard)
-    st.names = new Set(names.filter((n) => n !== '*'))
+    st.names = this.server.nameSet(st.names, names)
     // a client drops what it no longer subscribes to
     if (!st.wildcard) for (const n of st.acked.keys()) if (!st.names.has(n)) ownAcked(st).delete(n)
     if (resumed && this.resume(st, req.version_info!)) return
     if (answered) this.released(typeUrl)
-    else this.push(typeUrl)
+    else this.want(typeUrl)
   }
 
   /**
@@ -657,13 +761,18 @@ class SotwStream extends AdsStream {
     // the snapshot's own map when the response is the whole type: streams share it instead of copying
     st.inflight = { full: true, items: whole ?? new Map(list.map((r) => [r.name, r])), removed: NOTHING }
     this.log('debug', 'push', { type: typeUrl, version, resources: list.length, nonce })
-    this.write({
-      version_info: version,
-      resources: list.map((r) => r.any),
-      type_url: typeUrl,
-      nonce,
-      control_plane: CONTROL_PLANE,
-    })
+    let bytes = RESPONSE_OVERHEAD
+    for (const r of list) bytes += r.any.value.length + r.any.type_url.length + 8
+    this.write(
+      {
+        version_info: version,
+        resources: list.map((r) => r.any),
+        type_url: typeUrl,
+        nonce,
+        control_plane: CONTROL_PLANE,
+      },
+      bytes,
+    )
   }
 }
 
@@ -760,7 +869,7 @@ class DeltaStream extends AdsStream {
       if (!st.wildcard) st.known.delete(n)
     }
     if (answered) this.released(typeUrl)
-    else this.push(typeUrl)
+    else this.want(typeUrl)
   }
 
   /** VirtualHost: a resource is in scope when subscribed by name or through an alias that resolves to it. */
@@ -784,10 +893,16 @@ class DeltaStream extends AdsStream {
   }
 
   protected desiredVersion(st: TypeState): string {
-    const d = st as DeltaTypeState
     const t = this.entry()?.types.get(st.typeUrl)
-    const items = t ? [...t.items.values()].filter((r) => this.inScope(d, r.name)) : []
-    return versionOf(items)
+    if (!t) return versionOf([])
+    // every resource of the type in scope (a wildcard, or names covering them all): the type's own version
+    let all = true
+    const items: CachedResource[] = []
+    for (const r of t.items.values()) {
+      if (this.inScope(st, r.name)) items.push(r)
+      else all = false
+    }
+    return all ? t.version : versionOf(items)
   }
 
   protected push(typeUrl: string): void {
@@ -859,17 +974,23 @@ class DeltaStream extends AdsStream {
     st.answered = true
     st.sentVersion = this.desiredVersion(st)
     this.log('debug', 'delta push', { type: typeUrl, resources: resources.length, removed: removed.length, nonce })
-    this.write({
-      system_version_info: t?.version ?? versionOf([]),
-      resources: resources.map((r) => {
-        const aliases = aliasesOf.get(r.name)
-        return { name: r.name, version: r.hash, resource: r.any, ...(aliases ? { aliases } : {}) }
-      }),
-      type_url: typeUrl,
-      removed_resources: removed,
-      nonce,
-      control_plane: CONTROL_PLANE,
-    })
+    let bytes = RESPONSE_OVERHEAD
+    for (const r of resources) bytes += r.any.value.length + r.any.type_url.length + r.name.length + 32
+    for (const n of removed) bytes += n.length + 4
+    this.write(
+      {
+        system_version_info: t?.version ?? versionOf([]),
+        resources: resources.map((r) => {
+          const aliases = aliasesOf.get(r.name)
+          return { name: r.name, version: r.hash, resource: r.any, ...(aliases ? { aliases } : {}) }
+        }),
+        type_url: typeUrl,
+        removed_resources: removed,
+        nonce,
+        control_plane: CONTROL_PLANE,
+      },
+      bytes,
+    )
   }
 }
 
@@ -886,12 +1007,28 @@ export class XdsServer {
   private readonly timers = new Map<string, NodeJS.Timeout>()
   private readonly unwatch: () => void
   private closing = false
+  /** @internal bytes written to streams and not yet flushed, of streams not stalled (see maxQueuedBytes) */
+  queuedBytes = 0
+  private readonly maxQueuedBytes: number
+  private readonly stallMs: number
+  private readonly sliceMs: number
+  /** streams with an EDS push due (served first), and streams with other pushes due; in arrival order */
+  private readonly urgent = new Set<AdsStream>()
+  private readonly normal = new Set<AdsStream>()
+  private pumpScheduled?: NodeJS.Immediate
+  private stallTimer?: NodeJS.Timeout
+  /** first snapshots of connecting nodes, built a few per event-loop turn */
+  private readonly admissions: (() => void)[] = []
+  private admitScheduled?: NodeJS.Immediate
 
   constructor(opts: XdsServerOptions = {}) {
     this.cache = opts.cache ?? new SnapshotCache()
     this.snapshotFor = opts.snapshotFor
     this.debounceMs = opts.pushDebounceMs ?? 100
     this.holdTimeoutMs = opts.holdTimeoutMs ?? 5000
+    this.maxQueuedBytes = opts.maxQueuedBytes ?? 16 * 1024 * 1024
+    this.stallMs = opts.stallMs ?? 5000
+    this.sliceMs = opts.sliceMs ?? 10
     this.logger = opts.log ?? ((level, msg, fields) => defaultLog(level, 'xds', msg, fields))
     this.grpcServer = new grpc.Server({
       'grpc.keepalive_time_ms': 30_000,
@@ -937,6 +1074,11 @@ export class XdsServer {
     this.unwatch()
     for (const t of this.timers.values()) clearTimeout(t)
     this.timers.clear()
+    if (this.pumpScheduled) clearImmediate(this.pumpScheduled)
+    if (this.admitScheduled) clearImmediate(this.admitScheduled)
+    clearTimeout(this.stallTimer)
+    this.urgent.clear()
+    this.normal.clear()
     let n = 0
     for (const set of this.streams.values())
       for (const s of [...set]) {
@@ -1005,6 +1147,10 @@ export class XdsServer {
       const node = stream.node!
       p = (async () => {
         try {
+          // a connection storm: builds wait their turn, a few per event-loop turn, so that I/O (keepalives,
+          // requests, the writes of the snapshots already built) goes on between them
+          await this.admit()
+          if (this.cache.getEntry(id) || this.closing) return
           const snap = await this.snapshotFor!(node)
           if (!this.cache.getEntry(id)) this.cache.setSnapshot(id, snap)
         } finally {
@@ -1029,6 +1175,105 @@ export class XdsServer {
     if (!set?.delete(stream)) return
     stream.log('info', 'xDS stream closed')
     if (set.size === 0) this.streams.delete(id)
+  }
+
+  private readonly nameSets = new Map<string, WeakRef<ReadonlySet<string>>>()
+  private readonly nameSetGone = new FinalizationRegistry<string>((key) => {
+    if (this.nameSets.get(key)?.deref() === undefined) this.nameSets.delete(key)
+  })
+
+  /**
+   * @internal A SotW subscription as a set (without `*`): `current` when it names the same, else the set another
+   * stream holds with these names (sidecars alike subscribe to the same thousand EDS names), else a new one. The
+   * sets are shared: never changed.
+   */
+  nameSet(current: Set<string>, names: readonly string[]): Set<string> {
+    const wanted = names.includes('*') ? names.filter((n) => n !== '*') : names
+    if (wanted.length === current.size && wanted.every((n) => current.has(n))) return current
+    if (wanted.length < 8) return new Set(wanted)
+    const key = shortHash(wanted.join('\n'))
+    const have = this.nameSets.get(key)?.deref() as Set<string> | undefined
+    if (have !== undefined && have.size === wanted.length && wanted.every((n) => have.has(n))) return have
+    const set = new Set(wanted)
+    this.nameSets.set(key, new WeakRef(set))
+    this.nameSetGone.register(set, key)
+    return set
+  }
+
+  /** Resolves when a snapshot build may run: in arrival order, as many per event-loop turn as fit in `sliceMs`. */
+  private admit(): Promise<void> {
+    return new Promise((resolve) => {
+      this.admissions.push(resolve)
+      this.admitScheduled ??= setImmediate(() => this.runAdmissions())
+    })
+  }
+
+  private async runAdmissions(): Promise<void> {
+    const end = performance.now() + this.sliceMs
+    // each resolved build runs in the microtasks after its resolve: await it before timing the next
+    while (this.admissions.length > 0 && !this.closing) {
+      this.admissions.shift()!()
+      await Promise.resolve()
+      await Promise.resolve()
+      if (performance.now() >= end) break
+    }
+    this.admitScheduled = undefined
+    if (this.admissions.length > 0 && !this.closing) this.admitScheduled = setImmediate(() => this.runAdmissions())
+  }
+
+  /**
+   * @internal a stream has pushes due (or can take the next one): queue it. The queue runs in turns of at most
+   * `sliceMs`, streams with an EDS push first (endpoint changes are the ones traffic waits for), each stream
+   * writing one response per turn in push order, none while its previous response is unflushed.
+   */
+  enqueue(stream: AdsStream): void {
+    if (stream.closed || this.closing || stream.due.size === 0) return
+    if (stream.due.has(TYPE_URL.endpoint)) this.urgent.add(stream)
+    if (stream.due.size > (stream.due.has(TYPE_URL.endpoint) ? 1 : 0)) this.normal.add(stream)
+    this.pumpScheduled ??= setImmediate(() => this.pump())
+  }
+
+  private pump(): void {
+    this.pumpScheduled = undefined
+    const end = performance.now() + this.sliceMs
+    for (;;) {
+      if (this.queuedBytes > this.maxQueuedBytes) {
+        // resumed by a flush (its callback enqueues the stream) or by the stall check
+        this.armStallCheck()
+        return
+      }
+      const queue = this.urgent.size > 0 ? this.urgent : this.normal
+      const stream = first(queue)
+      if (stream === undefined) return
+      queue.delete(stream)
+      // a stream still flushing comes back through its write callback (or 'drain')
+      stream.flush(queue === this.urgent)
+      if (performance.now() >= end) break
+    }
+    if (this.urgent.size > 0 || this.normal.size > 0) this.pumpScheduled ??= setImmediate(() => this.pump())
+  }
+
+  /** Streams whose response has not flushed for `stallMs` stop counting against `maxQueuedBytes`. */
+  private armStallCheck(): void {
+    if (this.stallTimer) return
+    this.stallTimer = setTimeout(() => {
+      this.stallTimer = undefined
+      const now = performance.now()
+      for (const set of this.streams.values()) {
+        for (const s of set) {
+          if (s.countedBytes && s.unflushed > 0 && now - s.writeStartedAt >= this.stallMs) {
+            s.countedBytes = false
+            this.queuedBytes -= s.unflushed
+            s.log('debug', 'response not flushed in time: the stream stops counting against the queued bytes', {
+              bytes: s.unflushed,
+            })
+          }
+        }
+      }
+      if (this.queuedBytes > this.maxQueuedBytes) this.armStallCheck()
+      else this.pumpScheduled ??= setImmediate(() => this.pump())
+    }, this.stallMs)
+    this.stallTimer.unref()
   }
 
   private schedulePush(nodeId: string): void {

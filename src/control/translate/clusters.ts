@@ -49,6 +49,7 @@ import { type LocalityPlan, localityPlan, localitySetting, localityWeighted, wit
 import { METADATA_EXCHANGE, SIDECAR_ENDPOINT_METADATA, upstreamTransport } from './mtls.js'
 import type { AppliedDestinationRule, Scope } from './scope.js'
 import { clusterName, cmp, istioOrigin, type Json, locality } from './util.js'
+import { partsOf, type ServicePartCache } from './incremental.js'
 
 export const ADS: Json = { ads: {} }
 
@@ -60,25 +61,48 @@ export interface ClusterSet {
   localityPlans: LocalityPlan[]
 }
 
-/** Clusters and load assignments for every service the proxy can reach. */
-export function outboundClusters(scope: Scope): ClusterSet {
+/**
+ * Clusters and load assignments for every service the proxy can reach. With `parts` (incremental.ts), a service's
+ * clusters come from its entry there when it has one, and are put there when built.
+ */
+export function outboundClusters(scope: Scope, parts?: ServicePartCache): ClusterSet {
   const clusters: Json[] = []
   const endpoints: Json[] = []
   const localityPlans: LocalityPlan[] = []
   for (const svc of scope.services) {
-    const dr = scope.destinationRule(svc.hostname)
-    const subsets = [''].concat(
-      [...new Set((dr?.spec.subsets ?? []).map((s) => s.name ?? '').filter((n) => n !== ''))].sort(cmp),
-    )
-    for (const port of svc.ports) {
-      for (const subset of subsets) {
-        const labels = subset === '' ? undefined : (scope.subset(svc.hostname, subset)?.labels ?? {})
-        const built = buildCluster(scope, svc, port, subset, labels)
-        if (built === null) continue
-        clusters.push(built.cluster)
-        if (built.assignment !== null) endpoints.push(built.assignment)
-        if (built.plan !== null) localityPlans.push(built.plan)
-      }
+    const cached = parts?.get(svc.hostname)?.clusters
+    if (cached !== undefined) {
+      clusters.push(...cached.clusters)
+      endpoints.push(...cached.endpoints)
+      localityPlans.push(...cached.localityPlans)
+      continue
+    }
+    const own = serviceClusters(scope, svc)
+    clusters.push(...own.clusters)
+    endpoints.push(...own.endpoints)
+    localityPlans.push(...own.localityPlans)
+    if (parts !== undefined) partsOf(parts, svc.hostname).clusters = own
+  }
+  return { clusters, endpoints, localityPlans }
+}
+
+/** One service's clusters (per port and subset), in the order `outboundClusters` lists them. */
+function serviceClusters(scope: Scope, svc: Service): ClusterSet {
+  const clusters: Json[] = []
+  const endpoints: Json[] = []
+  const localityPlans: LocalityPlan[] = []
+  const dr = scope.destinationRule(svc.hostname)
+  const subsets = [''].concat(
+    [...new Set((dr?.spec.subsets ?? []).map((s) => s.name ?? '').filter((n) => n !== ''))].sort(cmp),
+  )
+  for (const port of svc.ports) {
+    for (const subset of subsets) {
+      const labels = subset === '' ? undefined : (scope.subset(svc.hostname, subset)?.labels ?? {})
+      const built = buildCluster(scope, svc, port, subset, labels)
+      if (built === null) continue
+      clusters.push(built.cluster)
+      if (built.assignment !== null) endpoints.push(built.assignment)
+      if (built.plan !== null) localityPlans.push(built.plan)
     }
   }
   return { clusters, endpoints, localityPlans }

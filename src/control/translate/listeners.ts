@@ -39,6 +39,7 @@ import type { Server } from './types.js'
 import { defaultRoute, isCatchAll, type RouteContext, virtualServiceGateways, virtualServiceRoutes } from './routes.js'
 import { egressAllows, type PathNormalization, type Scope } from './scope.js'
 import { clusterName, cmp, type Json } from './util.js'
+import { partsOf, type ServicePartCache, virtualServiceDestinations } from './incremental.js'
 import { collectorCluster, collectorOf, requestIdExtension, type TelemetrySide, tracingConfig } from './telemetry.js'
 
 export const OUTBOUND_LISTENER = 'outbound_http'
@@ -326,7 +327,7 @@ interface ServiceRoutes {
  * order) bound to `mesh` that names its host exactly, else the one with the most specific wildcard host. A
  * VirtualService whose rules yield no route for the port (all matched away) leaves the default route.
  */
-function serviceRoutes(scope: Scope): ServiceRoutes[] {
+function serviceRoutes(scope: Scope, parts?: ServicePartCache): ServiceRoutes[] {
   const ctx = routeContext(scope, new Set(['mesh']), false)
   const vss = scope
     .virtualServices()
@@ -346,6 +347,12 @@ function serviceRoutes(scope: Scope): ServiceRoutes[] {
   const memo = new Map<string, Json[]>()
   const out: ServiceRoutes[] = []
   for (const svc of scope.services) {
+    const cached = parts?.get(svc.hostname)?.routes
+    if (cached !== undefined) {
+      out.push(...cached)
+      continue
+    }
+    const first = out.length
     let vs = exact.get(svc.hostname)
     if (vs === undefined) {
       let bestLen = -1
@@ -371,6 +378,12 @@ function serviceRoutes(scope: Scope): ServiceRoutes[] {
       }
       out.push({ service: svc, port: p.number, routes, vs: fromVs ? vs : undefined })
     }
+    if (parts !== undefined) {
+      const entry = partsOf(parts, svc.hostname)
+      entry.routes = out.slice(first)
+      // the routes read the destinations' services and DestinationRules (ports, hash policies)
+      if (vs !== undefined) entry.deps = virtualServiceDestinations(vs, (h, ns) => scope.resolve(h, ns))
+    }
   }
   return out
 }
@@ -389,7 +402,7 @@ function serviceDomains(hostname: string, port: number, namespace: string, domai
 }
 
 /** The outbound HTTP listener and its route configuration. */
-export function outboundListener(scope: Scope, metadata: NodeMetadata): ListenerSet {
+export function outboundListener(scope: Scope, metadata: NodeMetadata, parts?: ServicePartCache): ListenerSet {
   const port = portValue(metadata.OUTBOUND_PORT) ?? DEFAULT_OUTBOUND_PORT
   const used = new Set<string>()
   const dedupe = (domains: string[]) =>
@@ -400,7 +413,7 @@ export function outboundListener(scope: Scope, metadata: NodeMetadata): Listener
       return true
     })
   const vhosts: Json[] = []
-  const all = serviceRoutes(scope)
+  const all = serviceRoutes(scope, parts)
   for (const r of all) {
     const domains = dedupe(
       serviceDomains(r.service.hostname, r.port, scope.node.namespace, scope.mesh.domainSuffix, r.port === 80),

@@ -33,7 +33,16 @@ import {
   type NodeMetadata,
   outboundListener,
 } from './listeners.js'
-import { type MeshConfig, resolveMeshConfig, Scope } from './scope.js'
+import { type MeshConfig, type ResolvedMeshConfig, resolveMeshConfig, Scope } from './scope.js'
+import {
+  type Change,
+  diff,
+  type Fingerprints,
+  fingerprints,
+  type ServicePartCache,
+  type ServiceParts,
+} from './incremental.js'
+import { isExportedTo } from '../registry/hostname.js'
 import { canonicalJson, cmp, type Json } from './util.js'
 import { CANONICAL_LABELS, canonicalService } from './telemetry.js'
 import { vhdsLayout } from './vhds.js'
@@ -129,21 +138,49 @@ export function contentVersion(items: readonly Json[]): string {
 }
 
 /**
- * Translation for many proxies at once. A sidecar's outbound config (its HTTP proxy listener, routes, clusters and
- * endpoints) depends on its namespace, its kind, the labels that some resource selects on, and its outbound
- * metadata, not on which workload it is; so proxies alike in those share one outbound translation, and only the
- * small inbound part is built per proxy. The result is what `translate` gives for each node.
+ * Translation for many proxies at once, and from one config generation to the next. A sidecar's outbound config
+ * (its HTTP proxy listener, routes, clusters and endpoints) depends on its namespace, its kind, the labels that some
+ * resource selects on, and its outbound metadata, not on which workload it is; so proxies alike in those (a group)
+ * share one outbound translation, and only the small inbound part is built per proxy. The result is what
+ * `translate` gives for each node, versions included.
+ *
+ * Built with the previous generation's translator, it translates only what changed (incremental.ts has the
+ * dependency index): a group none of whose hosts the change touches keeps its whole outbound part; another rebuilds
+ * only the services whose parts the change touched; a proxy whose group part and inbound inputs are unchanged keeps
+ * its snapshot, and `update` says so (null), so the caller skips it.
  */
 interface OutboundPart {
   listeners: Json[]
   routes: Json[]
   clusters: Json[]
   endpoints: Json[]
-  versions: { listeners: string; routes: string; clusters: string; endpoints: string }
+  /** the shared items of each type, sorted by name, as the map a snapshot takes; built on first use */
+  maps: Map<TypeUrl, ResourceMap>
   /** clusters whose assignment depends on the proxy's locality */
   localityPlans: LocalityPlan[]
   /** the endpoints per locality group (localityGroupKey), built on first use */
-  byLocality: Map<string, { endpoints: Json[]; version: string }>
+  byLocality: Map<string, { endpoints: Json[] }>
+}
+
+/** A group's outbound part, with what it was built from. */
+interface Group {
+  part: OutboundPart
+  /** per-service parts by hostname */
+  parts: ServicePartCache
+  /** every host the part read: the visible services' hostnames and their deps */
+  hosts: Set<string>
+  /** whether a Sidecar applies to the group (its egress decides what a new service's visibility is) */
+  sidecar: boolean
+}
+
+/** What a proxy was last given. */
+interface ProxyRecord {
+  node: string
+  part: OutboundPart
+  /** the services it serves (their JSON): what its inbound part reads beside the inbound policies */
+  own: string
+  inbound: ListenerSet
+  snapshot: Snapshot
 }
 
 /** the kinds the inbound part of a sidecar's config reads (its Sidecar resource, its security policies) */
@@ -157,15 +194,23 @@ const INBOUND_KINDS = new Set([
 
 export class BatchTranslator {
   private readonly input: TranslateInput
+  private readonly mesh: ResolvedMeshConfig
   private readonly selectedLabels: Set<string>
-  private readonly outbound = new Map<string, OutboundPart>()
+  private readonly groups = new Map<string, Group>()
+  private readonly records = new Map<string, ProxyRecord>()
   /** what the inbound part reads: Sidecars and the security policies selecting workloads */
   private readonly inboundResources: readonly Resource[]
   /** whether some proxy may trace: its canonical service (labels, else its workload name) is then in its config */
   private readonly traces: boolean
+  readonly fingerprints: Fingerprints
+  /** the previous generation: what changed since, its groups and its proxies' records (null: none, or done) */
+  private prev: { change: Change; groups: Map<string, Group>; records: Map<string, ProxyRecord> } | null = null
+  #byAddress: Map<string, Service[]> | null = null
+  #serviceJson: Map<Service, string> | null = null
 
-  constructor(input: TranslateInput) {
+  constructor(input: TranslateInput, previous?: BatchTranslator) {
     this.input = input
+    this.mesh = resolveMeshConfig(input.meshConfig)
     // label keys some resource matches a proxy on: VirtualService sourceLabels, Sidecar/DestinationRule selectors
     const keys = new Set<string>()
     const addKeys = (o: unknown) => {
@@ -194,16 +239,70 @@ export class BatchTranslator {
     this.traces = traces
     this.selectedLabels = keys
     this.inboundResources = input.resources.filter((r) => INBOUND_KINDS.has(r.kind))
+    this.fingerprints = fingerprints(input.resources, input.services, input.meshConfig)
+    if (previous !== undefined) {
+      // the previous generation's own predecessor is no longer needed: nothing chains past one generation
+      previous.prev = null
+      this.prev = {
+        change: diff(previous.fingerprints, this.fingerprints, this.mesh.rootNamespace),
+        groups: previous.groups,
+        records: previous.records,
+      }
+    }
   }
 
+  /** What changed since the previous generation (null without one): for logs and tests. */
+  get change(): Change | null {
+    return this.prev?.change ?? null
+  }
+
+  /** The node's snapshot. */
   translate(node: TranslateNode): Snapshot {
+    return this.update(node) ?? this.records.get(node.id)!.snapshot
+  }
+
+  /**
+   * The node's snapshot, or null when it is the one this translator or the previous generation last gave this node
+   * (same id), so there is nothing to push. Proxies that are not Envoy-style sidecars always get a snapshot.
+   */
+  update(node: TranslateNode): Snapshot | null {
     if (node.kind !== 'sidecar' || node.generator !== 'envoy') return translate(this.input, node)
+    const nodeJson = JSON.stringify(node)
+    const mine = this.records.get(node.id)
+    if (mine !== undefined && mine.node === nodeJson) return null
+    const rec = mine ?? this.prev?.records.get(node.id)
+    const metadata = node.metadata ?? {}
+    const part = this.group(node)
+    // the inbound part needs only the services this workload serves (endpoints at its address)
+    const own = this.servicesAt(node.ip)
+    const ownJson = own.map((s) => this.serviceJson(s)).join('\n')
+    const inboundSame =
+      rec !== undefined &&
+      rec.node === nodeJson &&
+      rec.own === ownJson &&
+      this.prev !== null &&
+      !this.prev.change.inbound.all &&
+      !this.prev.change.inbound.namespaces.has(node.namespace)
+    const inbound = inboundSame
+      ? rec.inbound
+      : inboundListeners(new Scope(this.inboundResources, own, node, this.mesh), metadata)
+    if (rec !== undefined && rec.part === part && rec.inbound === inbound) {
+      this.records.set(node.id, rec)
+      return null
+    }
+    const snapshot = this.assemble(node, part, inbound)
+    this.records.set(node.id, { node: nodeJson, part, own: ownJson, inbound, snapshot })
+    return snapshot
+  }
+
+  /** The group's key: what a sidecar's outbound config reads of the node. */
+  private groupKey(node: TranslateNode): string {
     const metadata = node.metadata ?? {}
     const labels: Record<string, string> = {}
     for (const k of Object.keys(node.labels).sort()) if (this.selectedLabels.has(k)) labels[k] = node.labels[k]!
     // the service account matters only where MeshConfig explainFrom names principals (the outbound explain filter)
     const byAccount = (this.input.meshConfig?.explainFrom?.principals?.length ?? 0) > 0
-    const key = JSON.stringify([
+    return JSON.stringify([
       node.namespace,
       labels,
       metadata.OUTBOUND_PORT ?? null,
@@ -216,67 +315,168 @@ export class BatchTranslator {
         : null,
       byAccount ? node.serviceAccount : null,
     ])
-    let out = this.outbound.get(key)
-    if (out === undefined) {
-      const scope = new Scope(this.input.resources, this.input.services, node, resolveMeshConfig(this.input.meshConfig))
-      const listener = outboundListener(scope, metadata)
-      const clusters = outboundClusters(scope)
-      const part = {
-        listeners: listener.listeners,
-        routes: listener.routes,
-        clusters: [...clusters.clusters, ...listener.clusters],
-        endpoints: clusters.endpoints.sort((a, b) => cmp(a.cluster_name as string, b.cluster_name as string)),
-      }
-      out = {
-        ...part,
-        localityPlans: clusters.localityPlans,
-        byLocality: new Map(),
-        versions: {
-          listeners: contentVersion(part.listeners),
-          routes: contentVersion(part.routes),
-          clusters: contentVersion(part.clusters),
-          endpoints: contentVersion(part.endpoints),
-        },
-      }
-      this.outbound.set(key, out)
+  }
+
+  /** The node's group's outbound part: kept from the previous generation, rebuilt in part, or built. */
+  private group(node: TranslateNode): OutboundPart {
+    const key = this.groupKey(node)
+    const have = this.groups.get(key)
+    if (have !== undefined) return have.part
+    const change = this.prev?.change
+    const before = change === undefined || change.global !== null ? undefined : this.prev!.groups.get(key)
+    if (before !== undefined && !this.touches(before, change!, node.namespace)) {
+      this.groups.set(key, before)
+      return before.part
     }
-    // the inbound part needs only the services this workload serves (endpoints at its address)
-    const own = this.input.services.filter((s) => s.endpoints.some((e) => e.address === node.ip))
-    const inbound = inboundListeners(
-      new Scope(this.inboundResources, own, node, resolveMeshConfig(this.input.meshConfig)),
-      metadata,
-    )
-    const byName = (a: Json, b: Json) => cmp(a.name as string, b.name as string)
+    // the services whose parts no touched host reaches keep them
+    const parts: ServicePartCache = new Map()
+    if (before !== undefined) {
+      const touched = (h: string) => change!.hosts.has(h) || change!.routeHosts.has(h)
+      for (const [host, p] of before.parts) {
+        const kept: ServiceParts = {}
+        if (p.clusters !== undefined && !change!.hosts.has(host)) kept.clusters = p.clusters
+        if (p.routes !== undefined && !touched(host) && !(p.deps ?? []).some(touched)) {
+          kept.routes = p.routes
+          if (p.deps !== undefined) kept.deps = p.deps
+        }
+        if (kept.clusters !== undefined || kept.routes !== undefined) parts.set(host, kept)
+      }
+    }
+    const metadata = node.metadata ?? {}
+    const scope = new Scope(this.input.resources, this.input.services, node, this.mesh)
+    const listener = outboundListener(scope, metadata, parts)
+    const clusters = outboundClusters(scope, parts)
+    const hosts = new Set<string>()
+    for (const s of scope.services) {
+      hosts.add(s.hostname)
+      for (const h of parts.get(s.hostname)?.deps ?? []) hosts.add(h)
+    }
+    // entries of services no longer visible are not kept
+    for (const h of parts.keys()) if (scope.service(h) === undefined) parts.delete(h)
+    const part: OutboundPart = {
+      listeners: listener.listeners,
+      routes: listener.routes,
+      clusters: [...clusters.clusters, ...listener.clusters],
+      endpoints: clusters.endpoints.sort((a, b) => cmp(a.cluster_name as string, b.cluster_name as string)),
+      maps: new Map(),
+      localityPlans: clusters.localityPlans,
+      byLocality: new Map(),
+    }
+    this.groups.set(key, { part, parts, hosts, sidecar: scope.sidecar !== undefined })
+    return part
+  }
+
+  /** Whether the change touches a group: a host it read, or a touched service it may now see. */
+  private touches(group: Group, change: Change, namespace: string): boolean {
+    for (const h of [...change.hosts, ...change.routeHosts]) {
+      if (group.hosts.has(h)) return true
+      if (group.sidecar) return true
+      for (const s of this.servicesNamed(h)) if (isExportedTo(s.namespace, s.exportTo, namespace)) return true
+    }
+    return false
+  }
+
+  #byHostname: Map<string, Service[]> | null = null
+
+  private servicesNamed(hostname: string): Service[] {
+    if (this.#byHostname === null) {
+      this.#byHostname = new Map()
+      for (const s of this.input.services) {
+        const list = this.#byHostname.get(s.hostname)
+        if (list === undefined) this.#byHostname.set(s.hostname, [s])
+        else list.push(s)
+      }
+    }
+    return this.#byHostname.get(hostname) ?? []
+  }
+
+  /** The services with an endpoint at `address`, in input order. */
+  private servicesAt(address: string): Service[] {
+    if (this.#byAddress === null) {
+      this.#byAddress = new Map()
+      for (const s of this.input.services) {
+        for (const a of new Set(s.endpoints.map((e) => e.address))) {
+          const list = this.#byAddress.get(a)
+          if (list === undefined) this.#byAddress.set(a, [s])
+          else list.push(s)
+        }
+      }
+    }
+    return this.#byAddress.get(address) ?? []
+  }
+
+  private serviceJson(s: Service): string {
+    this.#serviceJson ??= new Map()
+    let j = this.#serviceJson.get(s)
+    if (j === undefined) this.#serviceJson.set(s, (j = JSON.stringify(s)))
+    return j
+  }
+
+  /** The snapshot from the group's part and the proxy's own. Versions are computed when read. */
+  private assemble(node: TranslateNode, out: OutboundPart, inbound: ListenerSet): Snapshot {
     const resources = new Map<TypeUrl, { version: string; items: ResourceMap }>()
-    // versions: the shared part's hash (computed once) combined with the hash of this proxy's own part
-    const add = (type: TypeUrl, shared: Json[], sharedVersion: string, own: Json[], field: string) => {
-      const map: ResourceMap = new Map()
-      for (const item of [...shared, ...own].sort(byName)) map.set(item[field] as string, item)
-      const version = own.length === 0 ? sharedVersion : contentVersion([{ shared: sharedVersion }, ...own])
-      resources.set(type, { version, items: map })
+    const add = (type: TypeUrl, shared: Json[], own: Json[], field: string) => {
+      let map = out.maps.get(type)
+      if (map === undefined) {
+        map = new Map()
+        for (const item of [...shared].sort(byField(field))) map.set(item[field] as string, item)
+        out.maps.set(type, map)
+      }
+      const items = own.length === 0 ? map : merged(map, own, field)
+      resources.set(type, lazyVersion(items))
     }
-    const v = out.versions
-    add(TYPE_URL.listener, out.listeners, v.listeners, inbound.listeners, 'name')
-    add(TYPE_URL.route, out.routes, v.routes, inbound.routes, 'name')
-    add(TYPE_URL.cluster, out.clusters, v.clusters, inbound.clusters, 'name')
+    add(TYPE_URL.listener, out.listeners, inbound.listeners, 'name')
+    add(TYPE_URL.route, out.routes, inbound.routes, 'name')
+    add(TYPE_URL.cluster, out.clusters, inbound.clusters, 'name')
     // EDS: shared, unless some cluster has a locality plan: then shared by the proxies of one locality group
-    let endpoints = out.endpoints
-    let endpointsVersion = v.endpoints
-    if (out.localityPlans.length > 0) {
+    if (out.localityPlans.length === 0) add(TYPE_URL.endpoint, out.endpoints, [], 'cluster_name')
+    else {
       const proxy = localityProxy(node)
       const key = localityGroupKey(proxy, out.localityPlans)
       let group = out.byLocality.get(key)
       if (group === undefined) {
-        const list = localized(out.endpoints, out.localityPlans, proxy)
-        group = { endpoints: list, version: contentVersion(list) }
+        group = { endpoints: localized(out.endpoints, out.localityPlans, proxy) }
         out.byLocality.set(key, group)
       }
-      endpoints = group.endpoints
-      endpointsVersion = group.version
+      const eps: ResourceMap = new Map()
+      for (const e of group.endpoints) eps.set(e.cluster_name as string, e)
+      resources.set(TYPE_URL.endpoint, lazyVersion(eps))
     }
-    const eps: ResourceMap = new Map()
-    for (const e of endpoints) eps.set(e.cluster_name as string, e)
-    resources.set(TYPE_URL.endpoint, { version: endpointsVersion, items: eps })
     return vhdsLayout({ resources }, node)
+  }
+}
+
+function byField(field: string): (a: Json, b: Json) => number {
+  return (a, b) => cmp(a[field] as string, b[field] as string)
+}
+
+/** The sorted map `shared` with `own` merged in (sorted by `field`, as `translate` lists them). */
+function merged(shared: ResourceMap, own: Json[], field: string): ResourceMap {
+  const mine = [...own].sort(byField(field))
+  const out: ResourceMap = new Map()
+  let i = 0
+  for (const [name, item] of shared) {
+    while (i < mine.length && cmp(mine[i]![field] as string, name) < 0) {
+      out.set(mine[i]![field] as string, mine[i]!)
+      i++
+    }
+    out.set(name, item)
+  }
+  for (; i < mine.length; i++) out.set(mine[i]![field] as string, mine[i]!)
+  return out
+}
+
+/**
+ * A type's entry whose version (`contentVersion` of its items, as `translate` gives it) is computed on first read:
+ * the xDS cache versions snapshots by itself, so a rebuild that only pushes never pays for it.
+ */
+function lazyVersion(items: ResourceMap): { version: string; items: ResourceMap } {
+  let version: string | null = null
+  return {
+    get version() {
+      version ??= contentVersion([...items.values()])
+      return version
+    },
+    items,
   }
 }

@@ -71,6 +71,11 @@ const EMPTY = Buffer.alloc(0)
 /** Request body bytes that past this, held while a filter has stopped the chain, pause the client. */
 const HOLD_LIMIT_BYTES = 1024 * 1024
 
+/** A stream's filters that have a hook on the request body (decodeData, decodeTrailers): `ActiveStream.bodyHooks`. */
+const DECODES_BODY = 1
+/** ... and on the response body (encodeData, encodeTrailers). */
+const ENCODES_BODY = 2
+
 function onPerTryTimeout(a: UpstreamAttempt): void {
   a.timer = null
   a.stream.perTryTimeout(a)
@@ -216,6 +221,11 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
   upstreamPeerPrincipal: string | null = null
   /** the filters that act on this stream, in chain order; null when none does (a router-only stream) */
   filters: StreamFilter[] | null = null
+  /**
+   * Whether any of those has a body hook, each way (DECODES_BODY, ENCODES_BODY): body chunks and trailers go past
+   * the filters without a look at them when none has (Istio's stats filter on a plain HTTP stream, fault, RBAC).
+   */
+  private bodyHooks = 0
   /** the stream's span when its connection manager traces (src/proxy/tracing/); null otherwise */
   span: ActiveSpan | null = null
   /** the filter that stopped decoding, or -1 */
@@ -354,14 +364,18 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
   private startFilters(route: CompiledRoute | null): boolean {
     const perRoute = route?.filterConfigs ?? null
     let list: StreamFilter[] | null = null
+    let hooks = 0
     for (const f of this.hcm.filters) {
       const sf = f.create(this, perRoute === null ? undefined : perRoute.get(f.name))
       if (sf === null) continue
       // a literal of one: an empty one would grow on its first push
       if (list === null) list = [sf]
       else list.push(sf)
+      if (sf.decodeData !== undefined || sf.decodeTrailers !== undefined) hooks |= DECODES_BODY
+      if (sf.encodeData !== undefined || sf.encodeTrailers !== undefined) hooks |= ENCODES_BODY
     }
     this.filters = list
+    this.bodyHooks = hooks
     return list === null || this.decodeHeadersFrom(0)
   }
 
@@ -704,7 +718,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     if (endStream) this.requestComplete = true
     if (this.filters !== null) {
       if (this.stoppedAt >= 0) return this.hold(chunk, endStream)
-      for (const f of this.filters) f.decodeData?.(chunk, endStream)
+      if ((this.bodyHooks & DECODES_BODY) !== 0) for (const f of this.filters) f.decodeData?.(chunk, endStream)
     }
     if (this.done) return
     if (this.retry !== null) {
@@ -727,7 +741,7 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
         this.filters[this.stoppedAt]!.decodeTrailers?.(trailers)
         return
       }
-      for (const f of this.filters) f.decodeTrailers?.(trailers)
+      if ((this.bodyHooks & DECODES_BODY) !== 0) for (const f of this.filters) f.decodeTrailers?.(trailers)
     }
     if (this.done) return
     if (this.retry !== null) this.trailersUpstream(trailers)
@@ -818,8 +832,8 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     this.bytesSent += chunk.length
     this.timeouts?.touch()
     if (endStream) this.responseComplete = true
-    if (this.filters !== null)
-      for (let i = this.filters.length - 1; i >= 0; i--) this.filters[i]!.encodeData?.(chunk, endStream)
+    if ((this.bodyHooks & ENCODES_BODY) !== 0)
+      for (let i = this.filters!.length - 1; i >= 0; i--) this.filters![i]!.encodeData?.(chunk, endStream)
     if (!this.downstream.sendData(chunk, endStream)) this.upstream?.pauseResponse()
     if (endStream) this.finish()
   }
@@ -827,8 +841,8 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
   onUpstreamTrailers(trailers: Headers): void {
     if (this.done) return
     this.responseComplete = true
-    if (this.filters !== null)
-      for (let i = this.filters.length - 1; i >= 0; i--) this.filters[i]!.encodeTrailers?.(trailers)
+    if ((this.bodyHooks & ENCODES_BODY) !== 0)
+      for (let i = this.filters!.length - 1; i >= 0; i--) this.filters![i]!.encodeTrailers?.(trailers)
     this.downstream.sendTrailers(trailers)
     this.finish()
   }

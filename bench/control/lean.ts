@@ -1,0 +1,509 @@
+// A lean xDS client for the control-plane benchmark: real ADS on the wire (SotW or delta, ACKs with nonces,
+// subscriptions as a Loom proxy makes them, reconnects with `initial_resource_versions`), but it reads of each
+// resource only what a proxy needs to know to subscribe further: names (field 1 of every resource, or the delta
+// `Resource.name`), the EDS service name and discovery type of a cluster (a few fields of the wire format), the RDS
+// names of a listener and the clusters of a VirtualHost (those two are decoded in full: a proxy holds few of them).
+// Endpoints and route configurations are never decoded: that is what makes 1000 of these fit on one core. The few
+// full-decoding `AdsClient`s the fleet also runs check that what is sent decodes.
+import * as grpc from '@grpc/grpc-js'
+import {
+  adsService,
+  type DeltaDiscoveryRequest,
+  type DeltaDiscoveryResponse,
+  type DiscoveryRequest,
+  type DiscoveryResponse,
+  type WireNode,
+} from '../../src/xds/ads.js'
+import { decodeResource, type EncodedAny, jsonToStruct } from '../../src/xds/proto.js'
+import { TYPE_URL } from '../../src/xds/snapshot.js'
+
+/** The VirtualHost type (VHDS), as agreed for Loom's on-demand proxies. */
+export const VHOST_TYPE = 'type.googleapis.com/envoy.config.route.v3.VirtualHost'
+
+/** Bytes of responses this process received (every lean client's; what the deserializer saw). */
+export const received = { bytes: 0 }
+
+type Stub = grpc.Client & {
+  StreamAggregatedResources(): grpc.ClientDuplexStream<DiscoveryRequest, DiscoveryResponse>
+  DeltaAggregatedResources(): grpc.ClientDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>
+}
+let stubCtor: (new (addr: string, creds: grpc.ChannelCredentials, opts?: grpc.ChannelOptions) => Stub) | undefined
+
+/** The ADS client class with a deserializer that counts the bytes it is handed (envelope decoding only). */
+function leanStub(): NonNullable<typeof stubCtor> {
+  if (stubCtor) return stubCtor
+  const svc = adsService().service
+  const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {}
+  for (const [k, m] of Object.entries(svc)) {
+    def[k] = {
+      ...m,
+      responseDeserialize: (b: Buffer): unknown => {
+        received.bytes += b.length
+        return m.responseDeserialize(b)
+      },
+    }
+  }
+  stubCtor = grpc.makeGenericClientConstructor(def, 'AggregatedDiscoveryService') as unknown as typeof stubCtor
+  return stubCtor!
+}
+
+// ---- a few fields of the protobuf wire format ----
+
+type Visit = (field: number, wire: number, varint: number, start: number, end: number) => boolean | undefined
+
+/** Calls `visit` for each top-level field of a message (stops when it returns false). */
+function scan(b: Uint8Array, visit: Visit): void {
+  let p = 0
+  const n = b.length
+  while (p < n) {
+    let key = 0
+    let mul = 1
+    let byte: number
+    do {
+      byte = b[p++]!
+      key += (byte & 0x7f) * mul
+      mul *= 128
+    } while (byte & 0x80)
+    const field = Math.floor(key / 8)
+    const wire = key % 8
+    let v = 0
+    let start = p
+    if (wire === 0) {
+      mul = 1
+      do {
+        byte = b[p++]!
+        v += (byte & 0x7f) * mul
+        mul *= 128
+      } while (byte & 0x80)
+    } else if (wire === 2) {
+      let len = 0
+      mul = 1
+      do {
+        byte = b[p++]!
+        len += (byte & 0x7f) * mul
+        mul *= 128
+      } while (byte & 0x80)
+      start = p
+      p += len
+    } else if (wire === 1) p += 8
+    else if (wire === 5) p += 4
+    else throw new Error(`unsupported wire type ${wire}`)
+    if (p > n) throw new Error('truncated message')
+    if (visit(field, wire, v, start, p) === false) return
+  }
+}
+
+const buf = (b: Uint8Array): Buffer => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength))
+
+/** Field 1 (a string) of a message: the name of a Listener, Cluster, RouteConfiguration, VirtualHost, or the
+ * cluster_name of a ClusterLoadAssignment. */
+export function nameOf(value: Uint8Array): string {
+  let name = ''
+  scan(value, (f, w, _v, s, e) => {
+    if (f !== 1 || w !== 2) return true
+    name = buf(value).toString('utf8', s, e)
+    return false
+  })
+  if (name === '') throw new Error('resource without a name')
+  return name
+}
+
+/** A Cluster's name and, when it takes endpoints from EDS, the name its ClusterLoadAssignment goes by. */
+export function clusterOf(value: Uint8Array): { name: string; eds?: string } {
+  let name = ''
+  let type = 0
+  let edsConfig = false
+  let service = ''
+  scan(value, (f, w, v, s, e) => {
+    if (f === 1 && w === 2) name = buf(value).toString('utf8', s, e)
+    else if (f === 2 && w === 0) type = v
+    else if (f === 3 && w === 2) {
+      edsConfig = true
+      scan(value.subarray(s, e), (f2, w2, _v2, s2, e2) => {
+        if (f2 === 2 && w2 === 2) service = buf(value).toString('utf8', s + s2, s + e2)
+        return true
+      })
+    }
+    return true
+  })
+  if (name === '') throw new Error('cluster without a name')
+  // discovery type EDS is 3
+  return type === 3 || edsConfig ? { name, eds: service || name } : { name }
+}
+
+/** RDS names a decoded listener references (HCM `rds.route_config_name`, wherever it sits). */
+export function routeNames(value: unknown, out: Set<string>): void {
+  if (Array.isArray(value)) {
+    for (const v of value) routeNames(v, out)
+  } else if (value !== null && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      if (k === 'route_config_name' && typeof v === 'string') out.add(v)
+      else routeNames(v, out)
+    }
+  }
+}
+
+/** Clusters a decoded VirtualHost routes to (`cluster`, `weighted_clusters`). */
+export function vhostClusters(value: unknown, out: Set<string>): void {
+  if (Array.isArray(value)) {
+    for (const v of value) vhostClusters(v, out)
+  } else if (value !== null && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      if (k === 'cluster' && typeof v === 'string') out.add(v)
+      else if (k === 'weighted_clusters' && v !== null && typeof v === 'object') {
+        for (const c of (v as { clusters?: { name?: string }[] }).clusters ?? []) if (c.name) out.add(c.name)
+      } else vhostClusters(v, out)
+    }
+  }
+}
+
+// ---- the client ----
+
+export interface LeanNode {
+  id: string
+  cluster: string
+  metadata: Record<string, unknown>
+}
+
+export interface LeanOptions {
+  server: string
+  node: LeanNode
+  protocol: 'sotw' | 'delta'
+  credentials: grpc.ChannelCredentials
+  /** VirtualHost aliases to ask for (on demand) once the route configuration arrived */
+  vhostAliases?: readonly string[]
+  /** a response of the type arrived (before anything of it is read) */
+  onReceive?: (typeUrl: string) => void
+  /** a response was handled and ACKed (or NACKed: ok false) */
+  onResponse?: (typeUrl: string, version: string, ok: boolean, error?: string) => void
+}
+
+interface Sub {
+  wildcard: boolean
+  names: Set<string>
+  /** delta: what the server knows of the subscription on this stream */
+  streamNames: Set<string>
+  streamWildcard: boolean
+  requested: boolean
+  version: string
+  nonce: string
+}
+
+export class LeanClient {
+  /** per type: name → version held ('' over SotW) */
+  readonly held = new Map<string, Map<string, string>>()
+  /** names the server answered as absent (delta `removed_resources` for a name never held: aliases not found) */
+  readonly absent = new Set<string>()
+  /** EDS cluster → the name of its ClusterLoadAssignment */
+  readonly edsOf = new Map<string, string>()
+  /** VirtualHost → the clusters it routes to */
+  readonly vhostRefs = new Map<string, string[]>()
+  connections = 0
+  private readonly subs = new Map<string, Sub>()
+  private readonly stub: Stub
+  private call?: grpc.ClientDuplexStream<DiscoveryRequest | DeltaDiscoveryRequest, unknown>
+  private nodeSent = false
+  private closed = false
+  private retry?: NodeJS.Timeout
+  private aliasesAsked = false
+
+  constructor(private readonly opts: LeanOptions) {
+    const Ctor = leanStub()
+    this.stub = new Ctor(opts.server, opts.credentials, {
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.max_receive_message_length': -1,
+    })
+    for (const t of [TYPE_URL.cluster, TYPE_URL.listener]) this.sub(t).wildcard = true
+  }
+
+  get connected(): boolean {
+    return this.call !== undefined
+  }
+
+  start(): void {
+    this.connect()
+  }
+
+  close(): void {
+    this.closed = true
+    clearTimeout(this.retry)
+    const c = this.call
+    this.call = undefined
+    c?.cancel()
+    this.stub.close()
+  }
+
+  count(typeUrl: string): number {
+    return this.held.get(typeUrl)?.size ?? 0
+  }
+
+  private sub(typeUrl: string): Sub {
+    let s = this.subs.get(typeUrl)
+    if (s === undefined) {
+      s = {
+        wildcard: false,
+        names: new Set(),
+        streamNames: new Set(),
+        streamWildcard: false,
+        requested: false,
+        version: '',
+        nonce: '',
+      }
+      this.subs.set(typeUrl, s)
+    }
+    return s
+  }
+
+  private heldOf(typeUrl: string): Map<string, string> {
+    let m = this.held.get(typeUrl)
+    if (m === undefined) {
+      m = new Map()
+      this.held.set(typeUrl, m)
+    }
+    return m
+  }
+
+  private connect(): void {
+    if (this.closed) return
+    const delta = this.opts.protocol === 'delta'
+    const call = (delta ? this.stub.DeltaAggregatedResources() : this.stub.StreamAggregatedResources()) as NonNullable<
+      typeof this.call
+    >
+    this.call = call
+    this.connections++
+    this.nodeSent = false
+    for (const s of this.subs.values()) {
+      s.requested = false
+      s.streamNames = new Set()
+      s.streamWildcard = false
+      s.nonce = ''
+    }
+    let ended = false
+    const onEnd = (): void => {
+      if (ended) return
+      ended = true
+      if (this.call === call) this.call = undefined
+      if (this.closed) return
+      this.retry = setTimeout(() => this.connect(), 500 + Math.random() * 500)
+    }
+    call.on('data', (resp: DiscoveryResponse | DeltaDiscoveryResponse) => {
+      if (this.call !== call) return
+      try {
+        if (delta) this.onDelta(resp as DeltaDiscoveryResponse)
+        else this.onSotw(resp as DiscoveryResponse)
+      } catch (e) {
+        this.opts.onResponse?.(resp.type_url, '', false, (e as Error).message)
+      }
+    })
+    call.on('error', onEnd)
+    call.on('end', onEnd)
+    for (const t of [TYPE_URL.cluster, TYPE_URL.listener, TYPE_URL.endpoint, TYPE_URL.route, VHOST_TYPE]) {
+      const s = this.subs.get(t)
+      if (s && (s.wildcard || s.names.size > 0)) this.request(t)
+    }
+  }
+
+  private wireNode(): WireNode | undefined {
+    if (this.nodeSent) return undefined
+    this.nodeSent = true
+    const n = this.opts.node
+    return {
+      id: n.id,
+      cluster: n.cluster,
+      metadata: jsonToStruct(n.metadata),
+      user_agent_name: 'loom',
+      user_agent_version: 'bench',
+      client_features: [],
+    }
+  }
+
+  private write(req: DiscoveryRequest | DeltaDiscoveryRequest): void {
+    const node = this.wireNode()
+    if (node) req.node = node
+    try {
+      this.call?.write(req)
+    } catch {
+      // the stream is closing; the reconnect resends
+    }
+  }
+
+  /** Sends the subscription of a type (SotW: all of it with the last version and nonce; delta: what changed). */
+  private request(typeUrl: string, nack?: string): void {
+    if (this.call === undefined) return
+    const s = this.sub(typeUrl)
+    if (this.opts.protocol === 'sotw') {
+      s.requested = true
+      const req: DiscoveryRequest = {
+        version_info: s.version,
+        resource_names: s.wildcard ? [] : [...s.names],
+        type_url: typeUrl,
+        response_nonce: s.nonce,
+      }
+      if (nack !== undefined) req.error_detail = { code: grpc.status.INVALID_ARGUMENT, message: nack }
+      this.write(req)
+      return
+    }
+    const sub: string[] = []
+    const unsub: string[] = []
+    if (s.wildcard && !s.streamWildcard) sub.push('*')
+    for (const n of s.names) if (!s.streamNames.has(n)) sub.push(n)
+    for (const n of s.streamNames) if (!s.names.has(n)) unsub.push(n)
+    const initial = !s.requested
+    if (!initial && sub.length === 0 && unsub.length === 0) return
+    s.requested = true
+    s.streamWildcard = s.wildcard
+    s.streamNames = new Set(s.names)
+    const req: DeltaDiscoveryRequest = {
+      type_url: typeUrl,
+      resource_names_subscribe: sub,
+      resource_names_unsubscribe: unsub,
+    }
+    if (initial) {
+      const held = this.held.get(typeUrl)
+      if (held !== undefined && held.size > 0) req.initial_resource_versions = Object.fromEntries(held)
+    }
+    this.write(req)
+  }
+
+  private subscribe(typeUrl: string, names: Iterable<string>): void {
+    const s = this.sub(typeUrl)
+    const next = new Set(names)
+    if (s.requested && next.size === s.names.size && [...next].every((n) => s.names.has(n))) return
+    s.names = next
+    // what is no longer subscribed is no longer held
+    const held = this.held.get(typeUrl)
+    if (held) for (const n of [...held.keys()]) if (!next.has(n)) held.delete(n)
+    this.request(typeUrl)
+  }
+
+  /** Reads what a resource of the type says about further subscriptions; returns its name. */
+  private read(typeUrl: string, any: EncodedAny, routes: Set<string>): string {
+    if (any.type_url !== typeUrl) throw new Error(`resource of type ${any.type_url} in a ${typeUrl} response`)
+    const value = any.value as Uint8Array
+    if (typeUrl === TYPE_URL.cluster) {
+      const c = clusterOf(value)
+      if (c.eds !== undefined) this.edsOf.set(c.name, c.eds)
+      else this.edsOf.delete(c.name)
+      return c.name
+    }
+    if (typeUrl === TYPE_URL.listener) {
+      const l = decodeResource(any, { withType: false })
+      routeNames(l, routes)
+      return l.name as string
+    }
+    if (typeUrl === VHOST_TYPE) {
+      const v = decodeResource(any, { withType: false })
+      const out = new Set<string>()
+      vhostClusters(v, out)
+      this.vhostRefs.set(v.name as string, [...out])
+      return v.name as string
+    }
+    return nameOf(value)
+  }
+
+  private after(typeUrl: string, routes: Set<string> | null): void {
+    if (typeUrl === TYPE_URL.listener && routes !== null) this.subscribe(TYPE_URL.route, [...routes].sort())
+    if (typeUrl === TYPE_URL.cluster) {
+      const eds = new Set<string>()
+      for (const n of this.heldOf(TYPE_URL.cluster).keys()) {
+        const e = this.edsOf.get(n)
+        if (e !== undefined) eds.add(e)
+      }
+      this.subscribe(TYPE_URL.endpoint, [...eds].sort())
+    }
+    if (typeUrl === TYPE_URL.route && !this.aliasesAsked && (this.opts.vhostAliases?.length ?? 0) > 0) {
+      // on demand: the proxy asks for the hosts it calls once it has the route configuration
+      this.aliasesAsked = true
+      this.subscribe(VHOST_TYPE, this.opts.vhostAliases!)
+    }
+  }
+
+  private onSotw(resp: DiscoveryResponse): void {
+    const t = resp.type_url
+    this.opts.onReceive?.(t)
+    const s = this.sub(t)
+    s.nonce = resp.nonce
+    const routes = new Set<string>()
+    const names = new Map<string, string>()
+    let error: string | undefined
+    try {
+      for (const any of resp.resources ?? []) {
+        const n = this.read(t, any, routes)
+        if (names.has(n)) throw new Error(`duplicate resource ${n}`)
+        names.set(n, '')
+      }
+    } catch (e) {
+      error = (e as Error).message
+    }
+    if (error === undefined) {
+      s.version = resp.version_info
+      this.held.set(t, names)
+      if (t === TYPE_URL.cluster) for (const n of [...this.edsOf.keys()]) if (!names.has(n)) this.edsOf.delete(n)
+    }
+    this.request(t, error)
+    this.opts.onResponse?.(t, resp.version_info, error === undefined, error)
+    if (error === undefined) this.after(t, t === TYPE_URL.listener ? routes : null)
+  }
+
+  private onDelta(resp: DeltaDiscoveryResponse): void {
+    const t = resp.type_url
+    this.opts.onReceive?.(t)
+    const s = this.sub(t)
+    s.nonce = resp.nonce
+    const routes = new Set<string>()
+    let error: string | undefined
+    const got: [string, string][] = []
+    try {
+      for (const r of resp.resources ?? []) {
+        if (!r.resource) throw new Error(`resource ${r.name} without a body`)
+        const n = this.read(t, r.resource, routes)
+        if (n !== r.name) throw new Error(`resource named ${r.name} holds ${n}`)
+        got.push([n, r.version])
+      }
+    } catch (e) {
+      error = (e as Error).message
+    }
+    const held = this.heldOf(t)
+    if (error === undefined) {
+      s.version = resp.system_version_info
+      for (const n of resp.removed_resources ?? []) {
+        if (!held.delete(n)) this.absent.add(n)
+        if (t === TYPE_URL.cluster) this.edsOf.delete(n)
+        if (t === VHOST_TYPE) this.vhostRefs.delete(n)
+      }
+      for (const [n, v] of got) {
+        held.set(n, v)
+        this.absent.delete(n)
+      }
+      if (t === VHOST_TYPE)
+        for (const r of resp.resources ?? [])
+          for (const a of (r as { aliases?: string[] }).aliases ?? []) this.absent.delete(a)
+    }
+    const ack: DeltaDiscoveryRequest = {
+      type_url: t,
+      resource_names_subscribe: [],
+      resource_names_unsubscribe: [],
+      response_nonce: resp.nonce,
+    }
+    if (error !== undefined) ack.error_detail = { code: grpc.status.INVALID_ARGUMENT, message: error }
+    this.write(ack)
+    this.opts.onResponse?.(t, resp.system_version_info, error === undefined, error)
+    if (error === undefined) {
+      // the listener set is full state: its routes are those of every listener held, read again only on change
+      this.after(t, t === TYPE_URL.listener && got.length > 0 ? this.allRoutes(routes, got) : null)
+    }
+  }
+
+  /** delta LDS: the RDS names of the listeners held (those not in this response keep what they named). */
+  private listenerRoutes = new Map<string, string[]>()
+  private allRoutes(routes: Set<string>, got: [string, string][]): Set<string> {
+    // a response with several listeners merges their names; attribute them to each (they are few)
+    for (const [n] of got) this.listenerRoutes.set(n, [...routes])
+    const held = this.heldOf(TYPE_URL.listener)
+    for (const n of [...this.listenerRoutes.keys()]) if (!held.has(n)) this.listenerRoutes.delete(n)
+    const out = new Set<string>()
+    for (const rs of this.listenerRoutes.values()) for (const r of rs) out.add(r)
+    return out
+  }
+}
