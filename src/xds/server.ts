@@ -65,6 +65,7 @@ import { type CachedResource, type CacheEntry, SnapshotCache, shortHash, version
 import { structToJson } from './proto.js'
 import { clusterRefs, edsServiceName, secretRefs } from './refs.js'
 import { type Snapshot, TYPE_URL } from './snapshot.js'
+import { SharedResponses } from './shared-responses.js'
 import { resolveAlias } from './vhds-aliases.js'
 
 export interface NodeInfo {
@@ -375,15 +376,16 @@ abstract class AdsStream {
    * Writes a response of about `bytes` bytes. The grpc write callback says it was flushed: `writtenAt`, and the
    * stream can take its next push. `write` returning false (the call's buffer is full) stops pushes until 'drain'.
    */
-  write(msg: DiscoveryResponse | DeltaDiscoveryResponse, bytes: number): void {
+  write(msg: DiscoveryResponse | DeltaDiscoveryResponse, bytes: number, shareKey?: string): void {
     if (this.closed) return
     const st = this.types.get(msg.type_url)
+    const out = shareKey === undefined ? msg : this.server.responses.encode(this.protocol, shareKey, msg)
     this.unflushed = bytes
     this.writeStartedAt = performance.now()
     this.countedBytes = true
     this.server.queuedBytes += bytes
     this.safely(() => {
-      const ok = this.call.write(msg, () => {
+      const ok = this.call.write(out, () => {
         if (st) st.writtenAt = performance.timeOrigin + performance.now()
         this.flushed()
       })
@@ -772,6 +774,8 @@ class SotwStream extends AdsStream {
         control_plane: CONTROL_PLANE,
       },
       bytes,
+      // the version is a hash of exactly the resources carried: streams sending it send the same bytes
+      `${typeUrl}\n${version}`,
     )
   }
 }
@@ -975,7 +979,14 @@ class DeltaStream extends AdsStream {
     st.sentVersion = this.desiredVersion(st)
     this.log('debug', 'delta push', { type: typeUrl, resources: resources.length, removed: removed.length, nonce })
     let bytes = RESPONSE_OVERHEAD
-    for (const r of resources) bytes += r.any.value.length + r.any.type_url.length + r.name.length + 32
+    // alike streams send alike deltas (the same resources at the same content hashes): their bytes are shared
+    let key = `${typeUrl}\n${t?.version ?? ''}\n${removed.join(',')}`
+    for (const r of resources) {
+      bytes += r.any.value.length + r.any.type_url.length + r.name.length + 32
+      key += `\n${r.name}\u0000${r.hash}`
+      const aliases = aliasesOf.get(r.name)
+      if (aliases) key += `\u0000${aliases.join(',')}`
+    }
     for (const n of removed) bytes += n.length + 4
     this.write(
       {
@@ -990,11 +1001,14 @@ class DeltaStream extends AdsStream {
         control_plane: CONTROL_PLANE,
       },
       bytes,
+      key,
     )
   }
 }
 
 export class XdsServer {
+  /** @internal responses encoded once and shared by the streams that send the same one */
+  readonly responses = new SharedResponses()
   readonly cache: SnapshotCache
   readonly logger: XdsLogger
   private readonly grpcServer: grpc.Server
@@ -1036,7 +1050,7 @@ export class XdsServer {
       'grpc.http2.min_ping_interval_without_data_ms': 10_000,
       ...opts.grpcOptions,
     })
-    this.grpcServer.addService(adsService().service, {
+    this.grpcServer.addService(this.responses.service(adsService().service), {
       StreamAggregatedResources: (call: Call) => this.open(() => new SotwStream(this, call), call),
       DeltaAggregatedResources: (call: Call) => this.open(() => new DeltaStream(this, call), call),
     })
