@@ -677,6 +677,52 @@ describe('an AdsClient with several servers (replicas)', () => {
     })
   }
 
+  test('delta with every virtual host (VHDS wildcard): moves to the next server; same config, no response', async () => {
+    const withVhosts = () => {
+      const snap = makeSnapshot({
+        [TYPE_URL.listener]: [apiListener('svc:80', 'svc-route')],
+        [TYPE_URL.route]: [{ name: 'svc-route', vhds: { config_source: { ads: {} } } }],
+        [TYPE_URL.cluster]: [edsCluster('svc')],
+        [TYPE_URL.endpoint]: [cla('svc', [9000])],
+        [TYPE_URL.virtualHost]: [
+          { name: 'svc-route/svc', domains: ['svc'], routes: [{ match: { prefix: '/' }, route: { cluster: 'svc' } }] },
+        ],
+      })
+      return snap
+    }
+    const a = startServer()
+    const b = startServer()
+    a.server.setSnapshot('v', withVhosts())
+    b.server.setSnapshot('v', withVhosts())
+    const pa = await a.server.listen('127.0.0.1', 0)
+    const pb = await b.server.listen('127.0.0.1', 0)
+    let client: AdsClient
+    const c = proxyConsumer(() => client)
+    const seen: string[] = []
+    client = new AdsClient({
+      server: [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`],
+      protocol: 'delta',
+      node: { id: 'v' },
+      wildcardTypes: [TYPE_URL.listener, TYPE_URL.cluster, TYPE_URL.virtualHost],
+      onResources: c.consumer,
+      initialBackoffMs: 50,
+      log: () => {},
+    })
+    client.on('response', (type: string) => seen.push(type))
+    client.start()
+    try {
+      await waitFor('synced on a', () => allSynced(a.server, 'v', 5))
+      const before = seen.length
+      await a.server.close(100)
+      await waitFor('synced on b', () => allSynced(b.server, 'v', 5))
+      assert.deepEqual(seen.slice(before), [], 'nothing sent again: b serves the versions a served')
+    } finally {
+      client.close()
+      await a.server.close(100)
+      await b.server.close(100)
+    }
+  })
+
   test('a client that held other config is answered as usual on the new server', async () => {
     const a = startServer()
     const b = startServer()

@@ -51,6 +51,8 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
   const consumer = new XdsConsumer(proxy)
   const id = o.node ?? defaultNodeId(o)
   setTracingNode(id, o.locality?.zone)
+  // a sidecar on delta xDS takes its outbound virtual hosts as their own resources (VHDS): every one, unless on demand
+  const vhds = o.kind !== 'gateway' && o.onDemand === undefined && (o.protocol ?? 'delta') === 'delta'
   const metadata = {
     ...o.metadata,
     NAMESPACE: o.namespace,
@@ -59,7 +61,8 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
     INSTANCE_IPS: o.ip,
     NODE_KIND: o.kind,
     GENERATOR: 'envoy',
-    ...(o.onDemand !== undefined ? { LOOM_ON_DEMAND: 'true' } : {}),
+    // on delta xDS: virtual hosts as their own resources (VHDS), all of them, or those asked for on demand
+    ...(o.onDemand !== undefined ? { LOOM_ON_DEMAND: 'true' } : vhds ? { LOOM_VHDS: 'true' } : {}),
     // where the control plane reads this proxy's metrics and live requests (`loom stat`, `loom tap`)
     ...(proxy.adminAddress !== null ? { ADMIN_ADDRESS: proxy.adminAddress } : {}),
   }
@@ -79,6 +82,8 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
     server: o.servers,
     ...(o.credentials !== undefined ? { credentials: o.credentials } : {}),
     protocol: o.protocol ?? 'delta',
+    // every virtual host (VHDS) when not asking for them on demand
+    ...(vhds ? { wildcardTypes: [TYPE_URL.listener, TYPE_URL.cluster, TYPE_URL.virtualHost] } : {}),
     node: {
       id,
       cluster: o.labels.app ?? 'loom',

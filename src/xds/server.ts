@@ -876,6 +876,12 @@ class DeltaStream extends AdsStream {
     else this.want(typeUrl)
   }
 
+  /** Whether the client came back holding config: some type's first request named the versions it has. */
+  private resuming(): boolean {
+    for (const st of this.types.values()) if ((st as DeltaTypeState).resumed) return true
+    return false
+  }
+
   /** VirtualHost: a resource is in scope when subscribed by name or through an alias that resolves to it. */
   protected override inScope(st: TypeState, name: string): boolean {
     if (st.wildcard || st.names.has(name)) return true
@@ -923,6 +929,7 @@ class DeltaStream extends AdsStream {
     for (const n of st.known.keys()) candidates.add(n)
     // VHDS: aliases answer with the virtual host they resolve to (sent again when an alias is new to the client)
     const vhds = typeUrl === TYPE_URL.virtualHost
+    const resuming = this.resuming()
     const aliasesOf = new Map<string, string[]>()
     if (vhds) {
       this.resolveTargets(st, t?.items)
@@ -945,12 +952,16 @@ class DeltaStream extends AdsStream {
       } else if (!r && st.known.has(name) && this.inScope(st, name)) {
         removed.push(name)
       } else if (!r && st.names.has(name) && !st.toldAbsent.has(name)) {
-        removed.push(name)
+        // a resuming client was told on its earlier stream (VHDS aliases excepted: a request may be waiting)
+        if (resuming && !vhds && !st.answered) st.toldAbsent.add(name)
+        else removed.push(name)
       }
     }
     if (resources.length === 0 && removed.length === 0) {
       if (st.answered) return
-      if (st.resumed) {
+      // resuming with exactly what it would be sent (after moving from another replica; a type it holds nothing of
+      // names no versions, so the stream's other types tell): nothing to say
+      if (st.resumed || resuming) {
         // a client resuming with exactly what it would be sent (after moving from another replica): nothing to say
         st.answered = true
         st.sentVersion = st.ackedVersion = this.desiredVersion(st)

@@ -1,6 +1,7 @@
 /**
  * The VHDS layout (Envoy's Virtual Host Discovery Service) for proxies that ask for it: a Loom sidecar whose node
- * metadata has `LOOM_ON_DEMAND: "true"` (it speaks delta xDS) gets its outbound HTTP route configuration without
+ * metadata has `LOOM_VHDS: "true"` (every virtual host, subscribed as a wildcard: what Loom proxies on delta xDS
+ * ask for) or `LOOM_ON_DEMAND: "true"` (the virtual hosts it asks for) gets its outbound HTTP route configuration without
  * inline virtual hosts, with `vhds` (over ADS) instead, and each virtual host as its own VirtualHost resource named
  * `<route configuration>/<virtual host>`. A change to one VirtualService then reaches the proxy as one small
  * resource, and the proxy may hold only the virtual hosts it asks for (by alias, `<route configuration>/<host>`,
@@ -24,6 +25,20 @@ export function onDemand(node: TranslateNode): boolean {
   if (node.kind !== 'sidecar' || node.generator !== 'envoy') return false
   const v = node.metadata?.[ON_DEMAND_METADATA]
   return v === 'true' || v === true
+}
+
+/**
+ * The node metadata key a proxy sets to `"true"` to get the VHDS layout with every virtual host it can see (it
+ * subscribes to VirtualHosts as a wildcard): a VirtualService change is then one small resource, not the whole route
+ * configuration. Loom proxies on delta xDS set it.
+ */
+export const VHDS_METADATA = 'LOOM_VHDS'
+
+/** Whether a node gets the VHDS layout: it asked for it, or for on-demand virtual hosts. */
+export function wantsVhds(node: TranslateNode): boolean {
+  if (node.kind !== 'sidecar' || node.generator !== 'envoy') return false
+  const v = node.metadata?.[VHDS_METADATA]
+  return v === 'true' || v === true || onDemand(node)
 }
 
 /** The name of a virtual host's VirtualHost resource. */
@@ -58,11 +73,11 @@ export function splitRouteConfig(rc: Json): Split {
 }
 
 /**
- * The snapshot as an on-demand proxy gets it: its outbound route configuration split (above), the VirtualHost type
+ * The snapshot as a VHDS proxy (on demand or not) gets it: its outbound route configuration split (above), the VirtualHost type
  * added. Other nodes' snapshots are returned as they are.
  */
 export function vhdsLayout(snapshot: Snapshot, node: TranslateNode): Snapshot {
-  if (!onDemand(node)) return snapshot
+  if (!wantsVhds(node)) return snapshot
   const routes = snapshot.resources.get(TYPE_URL.route)
   const rc = routes?.items.get(OUTBOUND_ROUTE)
   if (routes === undefined || rc === undefined) return snapshot
