@@ -33,6 +33,10 @@ import type { InventoryWorkload } from './telemetry/views.js'
 import type { ReplicaSet } from './replicas.js'
 import type { Store, Watch } from './store/store.js'
 import { BatchTranslator, type MeshConfig, type TranslateInput, type TranslateNode } from './translate/translate.js'
+import { onDemand } from './translate/vhds.js'
+import { OUTBOUND_ROUTE } from './translate/listeners.js'
+import { resolveHost } from './registry/hostname.js'
+import type { Service } from './registry/registry.js'
 
 export interface ControlOptions {
   dataDir: string
@@ -121,6 +125,31 @@ function writeAtomic(file: string, text: string): void {
     closeSync(fd)
   }
   renameSync(tmp, file)
+}
+
+/**
+ * The registry hostnames a proxy's VirtualHost subscriptions name: each `outbound/<host>[:port]` whose host is a
+ * service's hostname or one of its short names from the proxy's namespace. Other names match nothing.
+ */
+export function scopeOf(
+  names: Iterable<string>,
+  namespace: string,
+  services: readonly Service[],
+  domainSuffix?: string,
+): Set<string> {
+  const known = new Set(services.map((s) => s.hostname))
+  const out = new Set<string>()
+  const prefix = `${OUTBOUND_ROUTE}/`
+  for (const n of names) {
+    if (!n.startsWith(prefix)) continue
+    let host = n.slice(prefix.length)
+    const colon = host.lastIndexOf(':')
+    if (colon > 0 && /^\d+$/.test(host.slice(colon + 1))) host = host.slice(0, colon)
+    if (host === '') continue
+    const fqdn = resolveHost(host, namespace, (h) => known.has(h), domainSuffix)
+    if (known.has(fqdn)) out.add(fqdn)
+  }
+  return out
 }
 
 /** What the control plane knows about a proxy, from its xDS node. */
@@ -212,6 +241,7 @@ export class ControlPlane {
     this.xds = new XdsServer({
       snapshotFor: (node) => this.onNode(node),
       pushDebounceMs: 0,
+      onSubscription: (node, typeUrl, names) => this.onSubscription(node, typeUrl, names),
     })
     this.xds.addService(rateLimitSharesService, this.shares.handlers())
     this.telemetry = new Gatherer({
@@ -420,8 +450,36 @@ export class ControlPlane {
   /** A proxy connected: remember its identity and build its snapshot now. */
   private onNode(info: NodeInfo): Snapshot {
     const node = proxyNodeOf(info)
+    // an on-demand proxy starts with no outbound HTTP service, and gets those it asks for (onSubscription)
+    if (onDemand(node)) node.scopeHosts = new Set()
     this.nodes.set(node.id, node)
     return this.build(node)
+  }
+
+  /** rebuilds waited for by VirtualHost subscriptions (their answers resolve against the new snapshot) */
+  private rebuildWaiters: (() => void)[] = []
+
+  /**
+   * An on-demand proxy's VirtualHost subscription changed: its scope is the registry services its subscribed names
+   * (aliases `outbound/<host>[:port]`, virtual host names) match, by hostname or short name. A changed scope
+   * rebuilds that proxy's snapshot (with the next debounced rebuild) before the subscription is answered.
+   */
+  private onSubscription(info: NodeInfo, typeUrl: string, names: ReadonlySet<string>): Promise<void> | undefined {
+    const nodeId = info.id
+    // a proxy that reconnected while its snapshot was still cached is known again from its stream's node
+    let node = this.nodes.get(nodeId)
+    if (node === undefined) {
+      node = proxyNodeOf(info)
+      if (onDemand(node)) node.scopeHosts = new Set()
+      this.nodes.set(nodeId, node)
+    }
+    if (typeUrl !== TYPE_URL.virtualHost || node.scopeHosts === undefined) return undefined
+    const scope = scopeOf(names, node.namespace, this.registry.services(), this.options.meshConfig?.domainSuffix)
+    if (scope.size === node.scopeHosts.size && [...scope].every((h) => node.scopeHosts!.has(h))) return undefined
+    this.nodes.set(nodeId, { ...node, scopeHosts: scope })
+    const done = new Promise<void>((resolve) => this.rebuildWaiters.push(resolve))
+    this.scheduleRebuild()
+    return done
   }
 
   /**
@@ -496,6 +554,16 @@ export class ControlPlane {
    * bundle changed); identical proxies share one translation, and unchanged parts are not translated again.
    */
   rebuild(): void {
+    const waiters = this.rebuildWaiters
+    this.rebuildWaiters = []
+    try {
+      this.rebuildNow()
+    } finally {
+      for (const w of waiters) w()
+    }
+  }
+
+  private rebuildNow(): void {
     const t0 = performance.now()
     const connected = new Set(this.xds.connectedNodes())
     const batch = this.translator()
