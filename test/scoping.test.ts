@@ -92,7 +92,8 @@ describe('scoping (loom proxy --on-demand)', () => {
     const idle = await freePort()
     for (let i = 2; i < 20; i++) await register(`svc${i}`, idle)
     out = await freePort()
-    sidecar = await startSidecar(cp.xds, { app: 'client', version: 'v1' }, out, ['--on-demand'])
+    // the sidecar's own address serves nothing: a new workload changes no inbound part of it
+    sidecar = await startSidecar(cp.xds, { app: 'client', version: 'v1' }, out, ['--on-demand', '--ip', '127.0.0.9'])
     await eventually(
       async () => {
         const s = ((await api('GET', '/api/v1/proxy-status')) as { perType: { typeUrl: string; state: string }[] }[])[0]
