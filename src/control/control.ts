@@ -36,7 +36,6 @@ import { BatchTranslator, type MeshConfig, type TranslateInput, type TranslateNo
 import { onDemand } from './translate/vhds.js'
 import { OUTBOUND_ROUTE } from './translate/listeners.js'
 import { resolveHost } from './registry/hostname.js'
-import type { Service } from './registry/registry.js'
 
 export interface ControlOptions {
   dataDir: string
@@ -134,10 +133,9 @@ function writeAtomic(file: string, text: string): void {
 export function scopeOf(
   names: Iterable<string>,
   namespace: string,
-  services: readonly Service[],
+  known: ReadonlySet<string>,
   domainSuffix?: string,
 ): Set<string> {
-  const known = new Set(services.map((s) => s.hostname))
   const out = new Set<string>()
   const prefix = `${OUTBOUND_ROUTE}/`
   for (const n of names) {
@@ -453,11 +451,33 @@ export class ControlPlane {
     // an on-demand proxy starts with no outbound HTTP service, and gets those it asks for (onSubscription)
     if (onDemand(node)) node.scopeHosts = new Set()
     this.nodes.set(node.id, node)
-    return this.build(node)
+    return this.build(this.scoped(node))
   }
 
   /** rebuilds waited for by VirtualHost subscriptions (their answers resolve against the new snapshot) */
   private rebuildWaiters: (() => void)[] = []
+  /** on-demand proxies' subscribed VirtualHost names: their scopes follow the registry (a host may come later) */
+  private readonly subscriptions = new Map<string, ReadonlySet<string>>()
+
+  /** The registry's hostnames, once per registry change. */
+  private knownHosts(): ReadonlySet<string> {
+    const services = this.registry.services()
+    if (this.#known?.services !== services) this.#known = { services, hosts: new Set(services.map((s) => s.hostname)) }
+    return this.#known.hosts
+  }
+  #known: { services: readonly unknown[]; hosts: ReadonlySet<string> } | null = null
+
+  /** The node with its scope from its subscriptions and the registry now (the node itself when unchanged). */
+  private scoped(node: TranslateNode): TranslateNode {
+    if (node.scopeHosts === undefined) return node
+    const names = this.subscriptions.get(node.id) ?? new Set<string>()
+    const scope = scopeOf(names, node.namespace, this.knownHosts(), this.options.meshConfig?.domainSuffix)
+    const same = scope.size === node.scopeHosts.size && [...scope].every((h) => node.scopeHosts!.has(h))
+    if (same) return node
+    const next = { ...node, scopeHosts: scope }
+    this.nodes.set(node.id, next)
+    return next
+  }
 
   /**
    * An on-demand proxy's VirtualHost subscription changed: its scope is the registry services its subscribed names
@@ -474,9 +494,8 @@ export class ControlPlane {
       this.nodes.set(nodeId, node)
     }
     if (typeUrl !== TYPE_URL.virtualHost || node.scopeHosts === undefined) return undefined
-    const scope = scopeOf(names, node.namespace, this.registry.services(), this.options.meshConfig?.domainSuffix)
-    if (scope.size === node.scopeHosts.size && [...scope].every((h) => node.scopeHosts!.has(h))) return undefined
-    this.nodes.set(nodeId, { ...node, scopeHosts: scope })
+    this.subscriptions.set(nodeId, new Set(names))
+    if (this.scoped(node) === node) return undefined
     const done = new Promise<void>((resolve) => this.rebuildWaiters.push(resolve))
     this.scheduleRebuild()
     return done
@@ -575,10 +594,12 @@ export class ControlPlane {
     for (const [id, node] of this.nodes) {
       if (!connected.has(id)) {
         this.nodes.delete(id)
+        this.subscriptions.delete(id)
         continue
       }
       n++
-      const snapshot = all ? batch.translate(node) : batch.update(node)
+      const current = this.scoped(node)
+      const snapshot = all ? batch.translate(current) : batch.update(current)
       if (snapshot === null) continue
       this.xds.setSnapshot(id, this.withRootca(snapshot))
       changed++
