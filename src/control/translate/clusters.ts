@@ -95,11 +95,13 @@ function serviceClusters(scope: Scope, svc: Service): ClusterSet {
   const clusters: Json[] = []
   const endpoints: Json[] = []
   const localityPlans: LocalityPlan[] = []
+  const http = scope.inScope(svc.hostname)
+  // outside the proxy's scope, only the ports its TCP listeners name: none, nothing to look up
+  if (!http && svc.ports.every((p) => isHttpProtocol(p.protocol))) return { clusters, endpoints, localityPlans }
   const dr = scope.destinationRule(svc.hostname)
   const subsets = [''].concat(
     [...new Set((dr?.spec.subsets ?? []).map((s) => s.name ?? '').filter((n) => n !== ''))].sort(cmp),
   )
-  const http = scope.inScope(svc.hostname)
   for (const port of svc.ports) {
     // outside the proxy's scope, only the ports its TCP listeners name
     if (!http && isHttpProtocol(port.protocol)) continue
