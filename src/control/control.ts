@@ -677,6 +677,8 @@ export class ControlPlane {
   async close(): Promise<void> {
     await this.telemetry.stop()
     if (this.rebuildTimer !== null) clearTimeout(this.rebuildTimer)
+    // subscriptions waiting for a rebuild that will not come are answered (their streams are closing)
+    for (const w of this.rebuildWaiters.splice(0)) w()
     if (this.expiryTimer !== null) clearInterval(this.expiryTimer)
     if (this.bundleTimer !== null) clearTimeout(this.bundleTimer)
     this.watch?.close()
