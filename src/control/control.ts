@@ -33,6 +33,9 @@ import type { InventoryWorkload } from './telemetry/views.js'
 import type { ReplicaSet } from './replicas.js'
 import type { Store, Watch } from './store/store.js'
 import { BatchTranslator, type MeshConfig, type TranslateInput, type TranslateNode } from './translate/translate.js'
+import { onDemand } from './translate/vhds.js'
+import { OUTBOUND_ROUTE } from './translate/listeners.js'
+import { resolveHost } from './registry/hostname.js'
 
 export interface ControlOptions {
   dataDir: string
@@ -121,6 +124,30 @@ function writeAtomic(file: string, text: string): void {
     closeSync(fd)
   }
   renameSync(tmp, file)
+}
+
+/**
+ * The registry hostnames a proxy's VirtualHost subscriptions name: each `outbound/<host>[:port]` whose host is a
+ * service's hostname or one of its short names from the proxy's namespace. Other names match nothing.
+ */
+export function scopeOf(
+  names: Iterable<string>,
+  namespace: string,
+  known: ReadonlySet<string>,
+  domainSuffix?: string,
+): Set<string> {
+  const out = new Set<string>()
+  const prefix = `${OUTBOUND_ROUTE}/`
+  for (const n of names) {
+    if (!n.startsWith(prefix)) continue
+    let host = n.slice(prefix.length)
+    const colon = host.lastIndexOf(':')
+    if (colon > 0 && /^\d+$/.test(host.slice(colon + 1))) host = host.slice(0, colon)
+    if (host === '') continue
+    const fqdn = resolveHost(host, namespace, (h) => known.has(h), domainSuffix)
+    if (known.has(fqdn)) out.add(fqdn)
+  }
+  return out
 }
 
 /** What the control plane knows about a proxy, from its xDS node. */
@@ -212,6 +239,7 @@ export class ControlPlane {
     this.xds = new XdsServer({
       snapshotFor: (node) => this.onNode(node),
       pushDebounceMs: 0,
+      onSubscription: (node, typeUrl, names) => this.onSubscription(node, typeUrl, names),
     })
     this.xds.addService(rateLimitSharesService, this.shares.handlers())
     this.telemetry = new Gatherer({
@@ -420,8 +448,57 @@ export class ControlPlane {
   /** A proxy connected: remember its identity and build its snapshot now. */
   private onNode(info: NodeInfo): Snapshot {
     const node = proxyNodeOf(info)
+    // an on-demand proxy starts with no outbound HTTP service, and gets those it asks for (onSubscription)
+    if (onDemand(node)) node.scopeHosts = new Set()
     this.nodes.set(node.id, node)
-    return this.build(node)
+    return this.build(this.scoped(node))
+  }
+
+  /** rebuilds waited for by VirtualHost subscriptions (their answers resolve against the new snapshot) */
+  private rebuildWaiters: (() => void)[] = []
+  /** on-demand proxies' subscribed VirtualHost names: their scopes follow the registry (a host may come later) */
+  private readonly subscriptions = new Map<string, ReadonlySet<string>>()
+
+  /** The registry's hostnames, once per registry change. */
+  private knownHosts(): ReadonlySet<string> {
+    const services = this.registry.services()
+    if (this.#known?.services !== services) this.#known = { services, hosts: new Set(services.map((s) => s.hostname)) }
+    return this.#known.hosts
+  }
+  #known: { services: readonly unknown[]; hosts: ReadonlySet<string> } | null = null
+
+  /** The node with its scope from its subscriptions and the registry now (the node itself when unchanged). */
+  private scoped(node: TranslateNode): TranslateNode {
+    if (node.scopeHosts === undefined) return node
+    const names = this.subscriptions.get(node.id) ?? new Set<string>()
+    const scope = scopeOf(names, node.namespace, this.knownHosts(), this.options.meshConfig?.domainSuffix)
+    const same = scope.size === node.scopeHosts.size && [...scope].every((h) => node.scopeHosts!.has(h))
+    if (same) return node
+    const next = { ...node, scopeHosts: scope }
+    this.nodes.set(node.id, next)
+    return next
+  }
+
+  /**
+   * An on-demand proxy's VirtualHost subscription changed: its scope is the registry services its subscribed names
+   * (aliases `outbound/<host>[:port]`, virtual host names) match, by hostname or short name. A changed scope
+   * rebuilds that proxy's snapshot (with the next debounced rebuild) before the subscription is answered.
+   */
+  private onSubscription(info: NodeInfo, typeUrl: string, names: ReadonlySet<string>): Promise<void> | undefined {
+    const nodeId = info.id
+    // a proxy that reconnected while its snapshot was still cached is known again from its stream's node
+    let node = this.nodes.get(nodeId)
+    if (node === undefined) {
+      node = proxyNodeOf(info)
+      if (onDemand(node)) node.scopeHosts = new Set()
+      this.nodes.set(nodeId, node)
+    }
+    if (typeUrl !== TYPE_URL.virtualHost || node.scopeHosts === undefined) return undefined
+    this.subscriptions.set(nodeId, new Set(names))
+    if (this.scoped(node) === node) return undefined
+    const done = new Promise<void>((resolve) => this.rebuildWaiters.push(resolve))
+    this.scheduleRebuild()
+    return done
   }
 
   /**
@@ -496,6 +573,16 @@ export class ControlPlane {
    * bundle changed); identical proxies share one translation, and unchanged parts are not translated again.
    */
   rebuild(): void {
+    const waiters = this.rebuildWaiters
+    this.rebuildWaiters = []
+    try {
+      this.rebuildNow()
+    } finally {
+      for (const w of waiters) w()
+    }
+  }
+
+  private rebuildNow(): void {
     const t0 = performance.now()
     const connected = new Set(this.xds.connectedNodes())
     const batch = this.translator()
@@ -507,10 +594,12 @@ export class ControlPlane {
     for (const [id, node] of this.nodes) {
       if (!connected.has(id)) {
         this.nodes.delete(id)
+        this.subscriptions.delete(id)
         continue
       }
       n++
-      const snapshot = all ? batch.translate(node) : batch.update(node)
+      const current = this.scoped(node)
+      const snapshot = all ? batch.translate(current) : batch.update(current)
       if (snapshot === null) continue
       this.xds.setSnapshot(id, this.withRootca(snapshot))
       changed++
@@ -588,6 +677,8 @@ export class ControlPlane {
   async close(): Promise<void> {
     await this.telemetry.stop()
     if (this.rebuildTimer !== null) clearTimeout(this.rebuildTimer)
+    // subscriptions waiting for a rebuild that will not come are answered (their streams are closing)
+    for (const w of this.rebuildWaiters.splice(0)) w()
     if (this.expiryTimer !== null) clearInterval(this.expiryTimer)
     if (this.bundleTimer !== null) clearTimeout(this.bundleTimer)
     this.watch?.close()

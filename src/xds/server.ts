@@ -132,6 +132,12 @@ export interface XdsServerOptions {
   sliceMs?: number
   /** extra @grpc/grpc-js server options */
   grpcOptions?: grpc.ServerOptions
+  /**
+   * a delta stream's VirtualHost subscription changed (names and aliases it now subscribes to): the control plane
+   * scopes an on-demand proxy to those hosts. A promise holds the answer to the request (and the stream's next
+   * requests) until it settles: the snapshot it brings is what the subscribed aliases resolve against.
+   */
+  onSubscription?: (node: NodeInfo, typeUrl: string, names: ReadonlySet<string>) => Promise<void> | undefined
 }
 
 /** Push order after a change: make before break (clusters before what routes to them). */
@@ -305,14 +311,14 @@ abstract class AdsStream {
         this.log('warn', 'request for an unknown type ignored', { type: typeUrl })
         return
       }
-      this.handle(typeUrl, req)
+      await this.handle(typeUrl, req)
     } catch (e) {
       this.log('error', 'xDS request failed', { error: (e as Error).stack ?? String(e) })
       this.fail(grpc.status.INTERNAL, `xDS request failed: ${(e as Error).message}`)
     }
   }
 
-  protected abstract handle(typeUrl: string, req: unknown): void
+  protected abstract handle(typeUrl: string, req: unknown): void | Promise<void>
 
   /** Pushes what changed to the client, respecting one unacknowledged response per type. */
   protected abstract push(typeUrl: string): void
@@ -805,7 +811,7 @@ class DeltaStream extends AdsStream {
     return this.types.get(typeUrl) as DeltaTypeState | undefined
   }
 
-  protected handle(typeUrl: string, raw: unknown): void {
+  protected handle(typeUrl: string, raw: unknown): void | Promise<void> {
     const req = raw as DeltaDiscoveryRequest
     const nonce = req.response_nonce ?? ''
     const subscribe = req.resource_names_subscribe ?? []
@@ -872,8 +878,16 @@ class DeltaStream extends AdsStream {
       // forget what the client had, so that subscribing again sends it again (unless a wildcard still covers it)
       if (!st.wildcard) st.known.delete(n)
     }
-    if (answered) this.released(typeUrl)
-    else this.want(typeUrl)
+    // a VirtualHost subscription change may change the proxy's config (scoping): its answer waits for that
+    const changed = typeUrl === TYPE_URL.virtualHost && (subscribe.length > 0 || unsubscribe.length > 0)
+    const wait = changed && this.node ? this.server.onSubscription?.(this.node, typeUrl, st.names) : undefined
+    const go = () => {
+      if (this.closed) return
+      if (answered) this.released(typeUrl)
+      else this.want(typeUrl)
+    }
+    if (wait !== undefined) return wait.then(go, go)
+    go()
   }
 
   /** Whether the client came back holding config: some type's first request named the versions it has. */
@@ -1024,6 +1038,7 @@ export class XdsServer {
   readonly logger: XdsLogger
   private readonly grpcServer: grpc.Server
   private readonly snapshotFor?: XdsServerOptions['snapshotFor']
+  readonly onSubscription?: XdsServerOptions['onSubscription']
   private readonly debounceMs: number
   /** @internal see XdsServerOptions.holdTimeoutMs */
   readonly holdTimeoutMs: number
@@ -1049,6 +1064,7 @@ export class XdsServer {
   constructor(opts: XdsServerOptions = {}) {
     this.cache = opts.cache ?? new SnapshotCache()
     this.snapshotFor = opts.snapshotFor
+    this.onSubscription = opts.onSubscription
     this.debounceMs = opts.pushDebounceMs ?? 100
     this.holdTimeoutMs = opts.holdTimeoutMs ?? 5000
     this.maxQueuedBytes = opts.maxQueuedBytes ?? 16 * 1024 * 1024

@@ -81,7 +81,11 @@ export function outboundClusters(scope: Scope, parts?: ServicePartCache): Cluste
     clusters.push(...own.clusters)
     endpoints.push(...own.endpoints)
     localityPlans.push(...own.localityPlans)
-    if (parts !== undefined) partsOf(parts, svc.hostname).clusters = own
+    if (parts !== undefined) {
+      const entry = partsOf(parts, svc.hostname)
+      entry.clusters = own
+      entry.clustersHttp = scope.inScope(svc.hostname)
+    }
   }
   return { clusters, endpoints, localityPlans }
 }
@@ -91,11 +95,16 @@ function serviceClusters(scope: Scope, svc: Service): ClusterSet {
   const clusters: Json[] = []
   const endpoints: Json[] = []
   const localityPlans: LocalityPlan[] = []
+  const http = scope.inScope(svc.hostname)
+  // outside the proxy's scope, only the ports its TCP listeners name: none, nothing to look up
+  if (!http && svc.ports.every((p) => isHttpProtocol(p.protocol))) return { clusters, endpoints, localityPlans }
   const dr = scope.destinationRule(svc.hostname)
   const subsets = [''].concat(
     [...new Set((dr?.spec.subsets ?? []).map((s) => s.name ?? '').filter((n) => n !== ''))].sort(cmp),
   )
   for (const port of svc.ports) {
+    // outside the proxy's scope, only the ports its TCP listeners name
+    if (!http && isHttpProtocol(port.protocol)) continue
     for (const subset of subsets) {
       const labels = subset === '' ? undefined : (scope.subset(svc.hostname, subset)?.labels ?? {})
       const built = buildCluster(scope, svc, port, subset, labels)

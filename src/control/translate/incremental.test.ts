@@ -217,7 +217,22 @@ const NODES: TranslateNode[] = [
   node('d', 'v2', 'shop', '10.0.0.5', { locality: { region: 'r2', zone: 'z3' } }),
   node('a', 'v1', 'shop', '10.0.0.6'),
   node('b', 'v2', 'istio-system', '10.0.0.7'),
+  // scoped proxies (on demand): two alike with one scope (they share), one with another, one with nothing
+  node('c', 'v1', 'default', '10.0.0.8', { scopeHosts: new Set(['a.default.svc.cluster.local']) }),
+  node('c', 'v1', 'default', '10.0.0.9', { scopeHosts: new Set(['a.default.svc.cluster.local']) }),
+  node('d', 'v1', 'shop', '10.0.0.10', {
+    scopeHosts: new Set(['b.shop.svc.cluster.local', 'c.default.svc.cluster.local', 'x.example.com']),
+  }),
+  node('d', 'v1', 'default', '10.0.0.11', { scopeHosts: new Set() }),
 ]
+
+/** a random scope: some of the hosts the generator's ServiceEntries use */
+function randomScope(g: Gen): Set<string> {
+  const out = new Set<string>()
+  for (const app of APPS)
+    for (const ns of NAMESPACES.slice(0, 2)) if (g.chance(0.3)) out.add(`${app}.${ns}.svc.cluster.local`)
+  return out
+}
 
 /** The resources validated as `loom apply` would (JSON is YAML). */
 function validated(docs: Doc[]): Resource[] {
@@ -284,7 +299,9 @@ describe('incremental translation', () => {
         const input = inputOf([...docs.values()])
         batch = new BatchTranslator(input, batch)
         // some proxies are away for a generation; they come back with a full snapshot
-        const order = [...NODES].sort(() => g.r() - 0.5)
+        // a proxy whose scope changes from one generation to the next (it asks for more hosts, or fewer)
+        const roaming = node('a', 'v1', 'default', '10.0.0.12', { scopeHosts: randomScope(g) })
+        const order = [...NODES, roaming].sort(() => g.r() - 0.5)
         for (const n of order) {
           if (given.has(n.id) && g.chance(0.1)) {
             given.delete(n.id)

@@ -48,6 +48,8 @@ export interface ServicePortRoutes {
 /** One service's outbound parts for one group. */
 export interface ServiceParts {
   clusters?: { clusters: Json[]; endpoints: Json[]; localityPlans: LocalityPlan[] }
+  /** whether `clusters` has the HTTP ports' clusters (false outside a proxy's scope: TCP ports only) */
+  clustersHttp?: boolean
   routes?: ServicePortRoutes[]
   /** hosts other than the service's own whose change invalidates the parts (VirtualService hosts, destinations) */
   deps?: string[]

@@ -347,6 +347,7 @@ function serviceRoutes(scope: Scope, parts?: ServicePartCache): ServiceRoutes[] 
   const memo = new Map<string, Json[]>()
   const out: ServiceRoutes[] = []
   for (const svc of scope.services) {
+    if (!scope.routesHost(svc.hostname)) continue
     const cached = parts?.get(svc.hostname)?.routes
     if (cached !== undefined) {
       out.push(...cached)

@@ -22,6 +22,7 @@ import { effectivePolicy, hashPolicy, type LbPolicy } from './policy.js'
 import type { LocalitySetting } from './locality.js'
 import { cmp, type Json } from './util.js'
 import { type EffectiveTelemetry, effectiveTelemetry } from './telemetry.js'
+import { virtualServiceDestinations } from './incremental.js'
 import type { TelemetrySpec } from '../../api/telemetry.js'
 
 /** Mesh-wide defaults (Istio's MeshConfig, the parts Loom reads). */
@@ -147,8 +148,20 @@ export class Scope {
   readonly #byHost = new Map<string, Service>()
   readonly #knownHosts: Set<string>
   readonly #drCache = new Map<string, AppliedDestinationRule | undefined>()
+  /**
+   * Scoping (`scopeHosts` of the node): the hosts whose HTTP ports the proxy gets (virtual hosts, clusters, load
+   * assignments): the scope's hosts and the destinations of the VirtualServices for them; null: every visible host
+   */
+  readonly #scoped: Set<string> | null = null
+  /** the scope's own hosts (their virtual hosts); null: not scoped */
+  readonly #direct: ReadonlySet<string> | null = null
 
-  constructor(resources: readonly Resource[], services: readonly Service[], node: ProxyNode, mesh: ResolvedMeshConfig) {
+  constructor(
+    resources: readonly Resource[],
+    services: readonly Service[],
+    node: ProxyNode & { scopeHosts?: ReadonlySet<string> | undefined },
+    mesh: ResolvedMeshConfig,
+  ) {
     this.node = node
     this.mesh = mesh
     this.resources = [...resources].sort((a, b) => configOrder(a, b) || cmpKind(a, b))
@@ -168,6 +181,38 @@ export class Scope {
       }
     }
     this.services = [...this.#byHost.values()].sort((a, b) => cmp(a.hostname, b.hostname))
+    // a Sidecar with egress listeners says what the proxy sees: it wins over scoping
+    const scopeHosts = node.kind === 'sidecar' ? node.scopeHosts : undefined
+    if (scopeHosts !== undefined && (this.sidecar?.spec?.egress?.length ?? 0) === 0) {
+      const scoped = new Set(scopeHosts)
+      const inScope = (h: string) =>
+        scopeHosts.has(h) || (isWildcard(h) && [...scopeHosts].some((s) => hostMatches(s, h)))
+      for (const vs of this.virtualServices()) {
+        const ns = vs.metadata.namespace
+        if (!(vs.spec?.hosts ?? []).some((h) => inScope(this.resolve(h, ns)))) continue
+        for (const d of virtualServiceDestinations(vs, (h, n) => this.resolve(h, n))) scoped.add(d)
+      }
+      this.#scoped = scoped
+      this.#direct = scopeHosts
+    }
+  }
+
+  /**
+   * Whether the proxy gets the clusters of a host's HTTP ports (false only outside a scope: `scopeHosts` and the
+   * destinations of their VirtualServices).
+   */
+  inScope(hostname: string): boolean {
+    return this.#scoped === null || this.#scoped.has(hostname)
+  }
+
+  /** Whether the proxy gets a host's virtual hosts (false only outside `scopeHosts`). */
+  routesHost(hostname: string): boolean {
+    return this.#direct === null || this.#direct.has(hostname)
+  }
+
+  /** The hosts whose HTTP ports the proxy gets when scoping applies to it, else null. */
+  get scopedHosts(): ReadonlySet<string> | null {
+    return this.#scoped
   }
 
   #byKind: Map<string, Resource[]> | null = null

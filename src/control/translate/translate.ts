@@ -15,7 +15,7 @@ import { credentialSecrets } from './gateway-credentials.js'
 import { createHash } from 'node:crypto'
 import type { Resource } from '../../api/index.js'
 import { type ProxyNode, type ResourceMap, type Snapshot, TYPE_URL, type TypeUrl } from '../../xds/snapshot.js'
-import type { Service } from '../registry/registry.js'
+import { isHttpProtocol, type Service } from '../registry/registry.js'
 import { outboundClusters } from './clusters.js'
 import {
   applyLocality,
@@ -60,8 +60,24 @@ export interface TranslateInput {
   credentials?: ReadonlyMap<string, Credential>
 }
 
-/** A proxy as the translator sees it: the xDS node, plus the node metadata from its bootstrap. */
-export type TranslateNode = ProxyNode & { metadata?: NodeMetadata }
+/**
+ * A proxy as the translator sees it: the xDS node, plus the node metadata from its bootstrap, plus its scope.
+ * `scopeHosts` (registry hostnames), when set, limits the outbound HTTP services of a sidecar (virtual hosts, their
+ * clusters and load assignments) to those hosts and the destinations of their VirtualServices; TCP ports and the
+ * inbound part are unchanged, and a Sidecar with egress listeners that applies to the proxy wins (no scoping).
+ */
+export type TranslateNode = ProxyNode & { metadata?: NodeMetadata; scopeHosts?: ReadonlySet<string> | undefined }
+
+/** A node's scope as a sorted list (null: full visibility), for keys. */
+function scopeKey(node: TranslateNode): string[] | null {
+  return node.scopeHosts === undefined ? null : [...node.scopeHosts].sort(cmp)
+}
+
+/** The node as JSON, its scope included. */
+function nodeKey(node: TranslateNode): string {
+  const { scopeHosts: _, ...rest } = node
+  return JSON.stringify([rest, scopeKey(node)])
+}
 
 /** The resources for one proxy, by type, before versioning (handy in tests). */
 export interface TranslatedResources {
@@ -171,6 +187,8 @@ interface Group {
   hosts: Set<string>
   /** whether a Sidecar applies to the group (its egress decides what a new service's visibility is) */
   sidecar: boolean
+  /** the hosts whose HTTP ports the group gets, when scoped (Scope.scopedHosts); null: every visible one */
+  scoped: ReadonlySet<string> | null
 }
 
 /** What a proxy was last given. */
@@ -267,7 +285,7 @@ export class BatchTranslator {
    */
   update(node: TranslateNode): Snapshot | null {
     if (node.kind !== 'sidecar' || node.generator !== 'envoy') return translate(this.input, node)
-    const nodeJson = JSON.stringify(node)
+    const nodeJson = nodeKey(node)
     const mine = this.records.get(node.id)
     if (mine !== undefined && mine.node === nodeJson) return null
     const rec = mine ?? this.prev?.records.get(node.id)
@@ -314,6 +332,7 @@ export class BatchTranslator {
         ? [metadata.WORKLOAD_NAME ?? null, node.id]
         : null,
       byAccount ? node.serviceAccount : null,
+      scopeKey(node),
     ])
   }
 
@@ -328,13 +347,20 @@ export class BatchTranslator {
       this.groups.set(key, before)
       return before.part
     }
+    const metadata = node.metadata ?? {}
+    const scope = new Scope(this.input.resources, this.input.services, node, this.mesh)
     // the services whose parts no touched host reaches keep them
     const parts: ServicePartCache = new Map()
     if (before !== undefined) {
       const touched = (h: string) => change!.hosts.has(h) || change!.routeHosts.has(h)
+      // scoped: whether a host's HTTP ports are in depends on the VirtualServices too (their destinations are)
+      const sameScope = (h: string, p: ServiceParts) => (p.clustersHttp ?? true) === scope.inScope(h)
       for (const [host, p] of before.parts) {
         const kept: ServiceParts = {}
-        if (p.clusters !== undefined && !change!.hosts.has(host)) kept.clusters = p.clusters
+        if (p.clusters !== undefined && !change!.hosts.has(host) && sameScope(host, p)) {
+          kept.clusters = p.clusters
+          if (p.clustersHttp !== undefined) kept.clustersHttp = p.clustersHttp
+        }
         if (p.routes !== undefined && !touched(host) && !(p.deps ?? []).some(touched)) {
           kept.routes = p.routes
           if (p.deps !== undefined) kept.deps = p.deps
@@ -342,15 +368,18 @@ export class BatchTranslator {
         if (kept.clusters !== undefined || kept.routes !== undefined) parts.set(host, kept)
       }
     }
-    const metadata = node.metadata ?? {}
-    const scope = new Scope(this.input.resources, this.input.services, node, this.mesh)
     const listener = outboundListener(scope, metadata, parts)
     const clusters = outboundClusters(scope, parts)
     const hosts = new Set<string>()
+    const scoped = scope.scopedHosts
     for (const s of scope.services) {
+      // scoped: a host outside the scope matters only for its TCP ports
+      if (scoped !== null && !scoped.has(s.hostname) && !hasTcpPort(s)) continue
       hosts.add(s.hostname)
       for (const h of parts.get(s.hostname)?.deps ?? []) hosts.add(h)
     }
+    // and the scope's hosts, services or not: a VirtualService for one of them changes what the scope holds
+    if (scoped !== null) for (const h of scoped) hosts.add(h)
     // entries of services no longer visible are not kept
     for (const h of parts.keys()) if (scope.service(h) === undefined) parts.delete(h)
     const part: OutboundPart = {
@@ -362,7 +391,7 @@ export class BatchTranslator {
       localityPlans: clusters.localityPlans,
       byLocality: new Map(),
     }
-    this.groups.set(key, { part, parts, hosts, sidecar: scope.sidecar !== undefined })
+    this.groups.set(key, { part, parts, hosts, sidecar: scope.sidecar !== undefined, scoped })
     return part
   }
 
@@ -371,7 +400,10 @@ export class BatchTranslator {
     for (const h of [...change.hosts, ...change.routeHosts]) {
       if (group.hosts.has(h)) return true
       if (group.sidecar) return true
-      for (const s of this.servicesNamed(h)) if (isExportedTo(s.namespace, s.exportTo, namespace)) return true
+      for (const s of this.servicesNamed(h)) {
+        if (group.scoped !== null && !group.scoped.has(h) && !hasTcpPort(s)) continue
+        if (isExportedTo(s.namespace, s.exportTo, namespace)) return true
+      }
     }
     return false
   }
@@ -444,6 +476,11 @@ export class BatchTranslator {
     }
     return vhdsLayout({ resources }, node)
   }
+}
+
+/** Whether a service has a port outside the outbound HTTP listener (what scoping leaves as it is). */
+function hasTcpPort(s: Service): boolean {
+  return s.ports.some((p) => !isHttpProtocol(p.protocol))
 }
 
 function byField(field: string): (a: Json, b: Json) => number {
