@@ -108,7 +108,6 @@ describe('the Proxies and Live requests pages on the Bookinfo demo', { timeout: 
       'Workload',
       'Kind',
       ...TYPES,
-      'VHDS',
       'Uptime',
       'Proxy',
       'Node id',
@@ -124,8 +123,7 @@ describe('the Proxies and Live requests pages on the Bookinfo demo', { timeout: 
       const cells = await row.locator('td').allTextContents()
       assert.match(cells[0]!, new RegExp(`^${p.workload}\\.(default|istio-system)$`))
       assert.equal(cells[1], p.workload === 'ingressgateway' ? 'gateway' : 'sidecar')
-      // sidecars take their virtual hosts over VHDS; gateways have none
-      for (const t of p.workload === 'ingressgateway' ? TYPES : [...TYPES, 'VHDS']) {
+      for (const t of TYPES) {
         const cell = row.locator(`td[data-type="${t}"] .sync`)
         assert.equal(await cell.getAttribute('data-state'), 'SYNCED', `${p.workload} ${t}`)
         assert.ok(await cell.evaluate((e) => e.classList.contains('ok')))
@@ -178,9 +176,8 @@ describe('the Proxies and Live requests pages on the Bookinfo demo', { timeout: 
       Secret: 'SDS',
       Listener: 'LDS',
       RouteConfiguration: 'RDS',
-      VirtualHost: 'VHDS',
     }
-    assert.equal(productpage.perType.length, 6)
+    assert.equal(productpage.perType.length, 5)
     for (const t of productpage.perType) {
       const short = SHORT[t.typeUrl.split('.').pop()!]!
       assert.equal(dump[t.typeUrl]!.version, t.sentVersion)

@@ -71,6 +71,9 @@ export interface StartOptions {
   protocol: 'sotw' | 'delta'
   /** on-demand proxies: node metadata LOOM_ON_DEMAND, VirtualHost aliases of the services each one calls */
   scoped: boolean
+  /** every virtual host over VHDS (node metadata LOOM_VHDS, VirtualHost subscribed as a wildcard), as Loom's sidecars
+   * on delta xDS take them */
+  vhds: boolean
   /** services in the configuration (which ones a scoped proxy calls) */
   services: number
   /** how many of this process's first clients are full-decoding AdsClients (the rest are lean) */
@@ -112,7 +115,7 @@ interface Sim {
 }
 
 /** The node id and metadata of simulated proxy `i`, like a Kubernetes pod's sidecar. */
-export function simNode(i: number, scoped = false): { id: string; metadata: Record<string, unknown> } {
+export function simNode(i: number, scoped = false, vhds = false): { id: string; metadata: Record<string, unknown> } {
   const ip = `10.0.${i >> 8}.${i & 255}`
   const app = `app-${i}`
   return {
@@ -123,7 +126,7 @@ export function simNode(i: number, scoped = false): { id: string; metadata: Reco
       INSTANCE_IPS: ip,
       GENERATOR: 'envoy',
       OUTBOUND_PORT: '15001',
-      ...(scoped ? { LOOM_ON_DEMAND: 'true' } : {}),
+      ...(scoped ? { LOOM_ON_DEMAND: 'true' } : vhds ? { LOOM_VHDS: 'true' } : {}),
     },
   }
 }
@@ -201,8 +204,8 @@ function ready(
 }
 
 function startLean(server: string, i: number, opts: StartOptions): Sim {
-  const node = simNode(i, opts.scoped)
-  const types = typeRecs(opts.scoped)
+  const node = simNode(i, opts.scoped, opts.vhds)
+  const types = typeRecs(opts.scoped || opts.vhds)
   const called = opts.scoped ? calledServices(i, opts.services) : []
   const sim: Sim = {
     full: false,
@@ -229,6 +232,7 @@ function startLean(server: string, i: number, opts: StartOptions): Sim {
     protocol: opts.protocol,
     credentials: ownCredentials(),
     vhostAliases: called.map(vhostAlias),
+    vhdsWildcard: opts.vhds,
     onReceive: (t) => {
       const rec = types.get(t)
       if (rec !== undefined) rec.pendingAt = now()
@@ -243,8 +247,8 @@ function startLean(server: string, i: number, opts: StartOptions): Sim {
 }
 
 function startFull(server: string, i: number, opts: StartOptions): Sim {
-  const node = simNode(i, opts.scoped)
-  const types = typeRecs(opts.scoped)
+  const node = simNode(i, opts.scoped, opts.vhds)
+  const types = typeRecs(opts.scoped || opts.vhds)
   const called = opts.scoped ? calledServices(i, opts.services).map(vhostAlias) : []
   const edsOf = new Map<string, string>()
   const vhostRefs = new Map<string, string[]>()
@@ -276,6 +280,7 @@ function startFull(server: string, i: number, opts: StartOptions): Sim {
     server,
     protocol: opts.protocol,
     node: { id: node.id, cluster: `app-${i}`, metadata: node.metadata },
+    ...(opts.vhds ? { wildcardTypes: [TYPE_URL.listener, TYPE_URL.cluster, VHOST_TYPE] } : {}),
     credentials: ownCredentials(),
     log: (level, msg) => {
       if (level === 'warn' || level === 'error') warnings[msg] = (warnings[msg] ?? 0) + 1

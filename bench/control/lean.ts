@@ -172,6 +172,8 @@ export interface LeanOptions {
   credentials: grpc.ChannelCredentials
   /** VirtualHost aliases to ask for (on demand) once the route configuration arrived */
   vhostAliases?: readonly string[]
+  /** every virtual host: VirtualHost subscribed as a wildcard */
+  vhdsWildcard?: boolean
   /** a response of the type arrived (before anything of it is read) */
   onReceive?: (typeUrl: string) => void
   /** a response was handled and ACKed (or NACKed: ok false) */
@@ -215,6 +217,7 @@ export class LeanClient {
       'grpc.max_receive_message_length': -1,
     })
     for (const t of [TYPE_URL.cluster, TYPE_URL.listener]) this.sub(t).wildcard = true
+    if (opts.vhdsWildcard) this.sub(VHOST_TYPE).wildcard = true
   }
 
   get connected(): boolean {

@@ -318,9 +318,15 @@ function writtenTimes(nodes: ProxyStatus[], t0: number): (number | null)[] {
   })
 }
 
+/** full visibility over delta: virtual hosts over VHDS, as Loom's sidecars take them (SotW: inline in RDS) */
+const VHDS = (): boolean => cfg.protocol === 'delta'
+/** where a virtual host's change shows: its VirtualHost (VHDS) or the route configuration holding it */
+const VHOSTS = (): string => (VHDS() ? TYPE_URL.virtualHost : TYPE_URL.route)
+
 const counts = (services: number): Record<string, number> => ({
   [TYPE_URL.cluster]: services,
   [TYPE_URL.endpoint]: services,
+  ...(VHDS() ? { [TYPE_URL.virtualHost]: services } : {}),
 })
 
 /** Why the control plane is gone, in one line (an out-of-memory crash says so). */
@@ -473,6 +479,7 @@ function row(key: string, label: string, services: number, scoped = false): Prop
 const fullOpts = (): StartOptions => ({
   protocol: cfg.protocol,
   scoped: false,
+  vhds: VHDS(),
   services: SERVICES,
   full: cfg.fullClients,
 })
@@ -512,7 +519,7 @@ async function stepsPhase(dataDir: string): Promise<{ rows: PropagationResult[];
       }
       log(`${tag}: ${r.label} (one POST /api/v1/apply of ${2 * n} documents)`)
       await f.mark()
-      const expect = { counts: counts(n), changed: [TYPE_URL.cluster, TYPE_URL.endpoint, TYPE_URL.route] }
+      const expect = { counts: counts(n), changed: [TYPE_URL.cluster, TYPE_URL.endpoint, VHOSTS()] }
       await phase(tag, r, cp, f, expect, async () => {
         const a = await apply(cp, services(0, n))
         r.applyMs = Math.round(a.ms * 10) / 10
@@ -543,7 +550,7 @@ async function stepsPhase(dataDir: string): Promise<{ rows: PropagationResult[];
     } else {
       log(`${tag}: ${change.label} (${serviceName(cfg.changedService)}: route timeout 5s -> 7s)`)
       await f.mark()
-      await phase(tag, change, cp, f, { counts: counts(SERVICES), changed: [TYPE_URL.route] }, async () => {
+      await phase(tag, change, cp, f, { counts: counts(SERVICES), changed: [VHOSTS()] }, async () => {
         const a = await apply(cp, virtualService(cfg.changedService, 7))
         if (a.changed !== 1) throw new Error(`the VirtualService change was not applied (${a.changed} changed)`)
         change.applyMs = Math.round(a.ms * 10) / 10
@@ -593,7 +600,13 @@ async function connectPhase(dataDir: string): Promise<{ rows: PropagationResult[
     log(`${tag}:   ${(idle / 1024).toFixed(1)} MiB; connecting ${cfg.proxies} proxies from scratch`)
     fleet = await Fleet.open(cfg.proxies, cfg.processes)
     const f = fleet
-    const all = [TYPE_URL.listener, TYPE_URL.cluster, TYPE_URL.endpoint, TYPE_URL.route]
+    const all = [
+      TYPE_URL.listener,
+      TYPE_URL.cluster,
+      TYPE_URL.endpoint,
+      TYPE_URL.route,
+      ...(VHDS() ? [TYPE_URL.virtualHost] : []),
+    ]
     await phase(tag, connect, cp, f, { counts: counts(SERVICES), changed: all }, async () => {
       const t0 = now()
       await f.start(cp.xds, fullOpts())
@@ -642,7 +655,13 @@ async function scopedPhase(dataDir: string): Promise<PropagationResult[]> {
     await apply(cp, services(0, first))
     fleet = await Fleet.open(cfg.proxies, cfg.processes)
     const f = fleet
-    const opts: StartOptions = { protocol: 'delta', scoped: true, services: SERVICES, full: cfg.fullClients }
+    const opts: StartOptions = {
+      protocol: 'delta',
+      scoped: true,
+      vhds: false,
+      services: SERVICES,
+      full: cfg.fullClients,
+    }
     await phase(tag, connect, cp, f, { counts: {}, changed: [] }, async () => {
       const t0 = now()
       await f.start(cp.xds, opts)

@@ -60,6 +60,8 @@ Options:
       --xds-protocol <p>   delta (incremental ADS, default) or sotw (state of the world)
       --on-demand          outbound virtual hosts on demand (VHDS, delta only): the proxy asks the control
                            plane for a host on its first request to it and holds only the hosts it uses
+      --vhds               every outbound virtual host as its own resource (VHDS, delta only): a VirtualService
+                           change then sends one small VirtualHost, not the whole route configuration
       --on-demand-idle-s <s>  drop an on-demand host this long after the last request that asked for it
                            (default 1800)
       --kind <kind>        sidecar (default) or gateway
@@ -214,6 +216,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       xds: { type: 'string' },
       'xds-protocol': { type: 'string' },
       'on-demand': { type: 'boolean' },
+      vhds: { type: 'boolean' },
       'on-demand-idle-s': { type: 'string' },
       node: { type: 'string' },
       kind: { type: 'string' },
@@ -336,6 +339,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
       credentials,
       protocol,
       ...(values['on-demand'] === true ? { onDemand: { idleMs: idleS * 1000 } } : {}),
+      ...(values.vhds === true ? { vhds: true } : {}),
       node: values.node,
       kind: values.kind === 'gateway' ? 'gateway' : 'sidecar',
       namespace: values.namespace ?? 'default',

@@ -27,6 +27,8 @@ export interface XdsStartOptions {
    * (route/on-demand.ts); `idleMs` after its last asking request a host is dropped
    */
   onDemand?: { timeoutMs?: number; idleMs?: number }
+  /** every outbound virtual host as its own resource (VHDS, delta only; `loom proxy --vhds`) */
+  vhds?: boolean
   node: string | undefined
   kind: 'sidecar' | 'gateway'
   namespace: string
@@ -51,8 +53,9 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
   const consumer = new XdsConsumer(proxy)
   const id = o.node ?? defaultNodeId(o)
   setTracingNode(id, o.locality?.zone)
-  // a sidecar on delta xDS takes its outbound virtual hosts as their own resources (VHDS): every one, unless on demand
-  const vhds = o.kind !== 'gateway' && o.onDemand === undefined && (o.protocol ?? 'delta') === 'delta'
+  // asked for (--vhds), a sidecar on delta xDS takes its outbound virtual hosts as their own resources (VHDS)
+  const vhds =
+    o.vhds === true && o.kind !== 'gateway' && o.onDemand === undefined && (o.protocol ?? 'delta') === 'delta'
   const metadata = {
     ...o.metadata,
     NAMESPACE: o.namespace,
