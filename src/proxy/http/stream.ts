@@ -323,16 +323,11 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     void onDemand.request(hcm.router.name, this.head!.authority).then(() => {
       if (this.done) return
       const route = hcm.router.match(this.head!)
-      const list: StreamFilter[] = [ON_DEMAND_STEP]
       if (route !== null) {
         this.setRoute(route)
-        const perRoute = route.filterConfigs
-        for (const f of hcm.filters) {
-          const sf = f.create(this, perRoute === null ? undefined : perRoute.get(f.name))
-          if (sf !== null) list.push(sf)
-        }
+        // the route's filters after the wait's step, with their body hooks counted as on any stream
+        this.makeFilters(route, ON_DEMAND_STEP)
       }
-      this.filters = list
       this.continueDecoding()
     })
   }
@@ -362,13 +357,19 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
 
   /** Makes the filters that act on this stream and runs their decodeHeaders; false when one stopped or replied. */
   private startFilters(route: CompiledRoute | null): boolean {
+    this.makeFilters(route, null)
+    return this.filters === null || this.decodeHeadersFrom(0)
+  }
+
+  /** Sets `filters` to `first` (if any) and the filters that act on this stream for `route`, and `bodyHooks`. */
+  private makeFilters(route: CompiledRoute | null, first: StreamFilter | null): void {
     const perRoute = route?.filterConfigs ?? null
-    let list: StreamFilter[] | null = null
+    // a literal of one: an empty one would grow on its first push
+    let list: StreamFilter[] | null = first === null ? null : [first]
     let hooks = 0
     for (const f of this.hcm.filters) {
       const sf = f.create(this, perRoute === null ? undefined : perRoute.get(f.name))
       if (sf === null) continue
-      // a literal of one: an empty one would grow on its first push
       if (list === null) list = [sf]
       else list.push(sf)
       if (sf.decodeData !== undefined || sf.decodeTrailers !== undefined) hooks |= DECODES_BODY
@@ -376,7 +377,6 @@ export class ActiveStream implements UpstreamCallbacks, FilterCallbacks, StreamI
     }
     this.filters = list
     this.bodyHooks = hooks
-    return list === null || this.decodeHeadersFrom(0)
   }
 
   private decodeHeadersFrom(first: number): boolean {
