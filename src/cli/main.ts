@@ -88,7 +88,8 @@ Options:
 
 Examples:
   loom proxy -c examples/proxy/front-proxy.yaml
-  curl localhost:9901/ready            # admin endpoint, when the bootstrap has an admin address
+  curl localhost:9901/ready            # 200 LIVE when serving (with --xds: once the first config and its
+                                       # certificates are in place; 15 s at most)
   loom proxy --xds 127.0.0.1:15010 --namespace default --labels app=reviews,version=v1
 `
 
@@ -323,6 +324,8 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
     }
   }
   const proxy = new ProxyServer(bootstrap, { file: values.config ?? '<xds>', drainTimeMs, pathStats })
+  // with a control plane, ready (LIVE) once its first config and secrets are in place
+  const releaseInit = values.xds !== undefined ? proxy.holdLive('xds') : null
   await proxy.start()
   const credentials =
     roots === undefined
@@ -333,8 +336,8 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
     .map((x) => x.trim())
     .filter((x) => x !== '')
   if (values.xds !== undefined) {
-    const { startXds } = await import('../proxy/xds-start.js')
-    await startXds(proxy, {
+    const { holdUntilInitialized, startXds } = await import('../proxy/xds-start.js')
+    const client = await startXds(proxy, {
       servers: xdsServers,
       credentials,
       protocol,
@@ -353,6 +356,7 @@ async function proxyCommand(argv: string[], validateOnly: boolean): Promise<void
           ? { locality: bootstrap.node.locality }
           : {}),
     })
+    holdUntilInitialized(proxy, client, releaseInit!)
   }
   const tokenFile = values['identity-token-file']
   if (tokenFile !== undefined && values.xds !== undefined) {

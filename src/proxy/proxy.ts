@@ -117,10 +117,14 @@ export class ProxyServer {
   readonly tap = new TapHub(() => this.identity?.status()?.spiffeId ?? null)
   /**
    * Envoy's server states (`admin.v3.ServerInfo.State`): PRE_INITIALIZING until `start()`, INITIALIZING while the
-   * clusters start and the listeners bind, LIVE when serving, DRAINING once the listeners stop accepting
+   * clusters start and the listeners bind and while something holds it back (`holdLive`: the first config and
+   * secrets from a control plane), LIVE when serving, DRAINING once the listeners stop accepting
    * (`POST /drain_listeners`, SIGTERM). `/ready` answers 200 only when LIVE.
    */
   state: 'PRE_INITIALIZING' | 'INITIALIZING' | 'LIVE' | 'DRAINING' = 'PRE_INITIALIZING'
+  /** what holds the proxy in INITIALIZING (Envoy's init manager), and whether `start()` is done */
+  readonly #holds = new Set<string>()
+  #started = false
   private shuttingDown = false
   readonly startedAt = new Date()
 
@@ -368,7 +372,25 @@ export class ProxyServer {
       this.registerHcms(l.chains)
       await this.listen(l)
     }
-    if (this.state === 'INITIALIZING') this.state = 'LIVE'
+    this.#started = true
+    this.#maybeLive()
+  }
+
+  /**
+   * Holds the proxy back from LIVE (after `start()` too) until the returned function is called: what a proxy waits
+   * for before it says it is ready, as Envoy's init manager does for the first xDS responses and their secrets.
+   * Call it before `start()`. Releasing twice, or after the proxy left INITIALIZING, changes nothing.
+   */
+  holdLive(name: string): () => void {
+    this.#holds.add(name)
+    return () => {
+      this.#holds.delete(name)
+      this.#maybeLive()
+    }
+  }
+
+  #maybeLive(): void {
+    if (this.state === 'INITIALIZING' && this.#started && this.#holds.size === 0) this.state = 'LIVE'
   }
 
   private async listen(l: ActiveListener): Promise<void> {

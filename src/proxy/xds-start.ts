@@ -147,3 +147,63 @@ export async function startXds(proxy: ProxyServer, o: XdsStartOptions): Promise<
   })
   return client
 }
+
+/** How long a proxy waits for its first config and secrets before it says it is ready anyway (Envoy's default). */
+export const INITIAL_FETCH_TIMEOUT_MS = 15_000
+
+/**
+ * Releases `release` (a `ProxyServer.holdLive` hold) once the proxy holds its first config from the control plane:
+ * a listener and a cluster response accepted, then, for what they name, a route and a load assignment response
+ * accepted and every secret present (its certificate from the identity client or SDS, the trust bundle). So
+ * `/ready` says LIVE when requests can be served, as Envoy's init manager does; after `timeoutMs` the proxy is
+ * released anyway, with a warning naming what it still lacks.
+ */
+export function holdUntilInitialized(
+  proxy: ProxyServer,
+  client: AdsClient,
+  release: () => void,
+  timeoutMs = INITIAL_FETCH_TIMEOUT_MS,
+): void {
+  const t0 = performance.now()
+  const accepted = new Set<string>()
+  const unsubscribe = new Map<string, () => void>()
+  const lacking = (): string[] => {
+    const out: string[] = []
+    for (const t of [TYPE_URL.listener, TYPE_URL.cluster]) if (!accepted.has(t)) out.push(t)
+    if (out.length > 0) return out
+    if (proxy.routeNames().length > 0 && !accepted.has(TYPE_URL.route)) out.push(TYPE_URL.route)
+    if (proxy.endpointNames().length > 0 && !accepted.has(TYPE_URL.endpoint)) out.push(TYPE_URL.endpoint)
+    for (const n of proxy.secretNames()) if (proxy.secrets.get(n) === undefined) out.push(`secret ${n}`)
+    return out
+  }
+  const finish = () => {
+    clearTimeout(timer)
+    client.off('response', onResponse)
+    for (const u of unsubscribe.values()) u()
+    release()
+  }
+  const check = () => {
+    const missing = lacking()
+    if (missing.length === 0) {
+      log('info', 'xds', 'initial config in place', { ms: Math.round(performance.now() - t0) })
+      return finish()
+    }
+    // a secret that arrives later (the identity client's certificate) checks again
+    for (const m of missing) {
+      if (!m.startsWith('secret ')) continue
+      const name = m.slice('secret '.length)
+      if (!unsubscribe.has(name)) unsubscribe.set(name, proxy.secrets.subscribe(name, check))
+    }
+  }
+  const onResponse = (typeUrl: string, _version: string, ok: boolean) => {
+    if (!ok) return
+    accepted.add(typeUrl)
+    check()
+  }
+  const timer = setTimeout(() => {
+    log('warn', 'xds', 'no complete initial config in time; ready anyway', { ms: timeoutMs, lacking: lacking() })
+    finish()
+  }, timeoutMs)
+  timer.unref()
+  client.on('response', onResponse)
+}

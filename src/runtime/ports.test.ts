@@ -38,3 +38,30 @@ test('freePort returns a preferred port when it is free, another one when it is 
     busy.close()
   }
 })
+
+test("freePort never hands out a port that fetch refuses (10080 is one of the Fetch standard's bad ports)", async () => {
+  const { fetchBlocksPort } = await import('./ports.js')
+  assert.ok(fetchBlocksPort(10080))
+  assert.ok(fetchBlocksPort(6000))
+  assert.ok(!fetchBlocksPort(10081))
+  // the list is the one fetch applies: 10080 fails before any connection is tried
+  await assert.rejects(
+    fetch('http://127.0.0.1:10080/'),
+    (e: Error & { cause?: Error }) => e.cause?.message === 'bad port',
+  )
+  // the draw lands on 10080 first (Math.random steered for one call), then anywhere: 10080 is skipped
+  const [low] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
+  const random = Math.random
+  let first = true
+  Math.random = () => {
+    if (!first) return random()
+    first = false
+    return 80.5 / (low! - 10_000)
+  }
+  try {
+    assert.notEqual(await freePort(), 10080)
+    assert.equal(first, false, 'the draw used Math.random')
+  } finally {
+    Math.random = random
+  }
+})

@@ -9,6 +9,9 @@
  * not with port 0: between the check and the bind, an ephemeral port may become the local port of any outgoing
  * connection on the machine (or another program's bind of port 0), and the app then fails with EADDRINUSE. Below
  * the range only another explicit bind can take it. Where the range cannot be read, port 0 is used.
+ *
+ * Ports that the Fetch standard blocks ("bad ports": `fetch('http://127.0.0.1:10080/')` fails with "bad port" in
+ * Node and in browsers) are never drawn: apps and probes that use fetch could not reach them.
  */
 import { readFileSync } from 'node:fs'
 import * as net from 'node:net'
@@ -30,6 +33,21 @@ function ephemeralStart(): number | null {
 }
 
 const below = ephemeralStart()
+
+/** The Fetch standard's bad ports at or above LOWEST (https://fetch.spec.whatwg.org/#port-blocking). */
+const FETCH_BAD_PORTS = new Set([10080])
+
+/** Whether fetch refuses `port` (the whole list: all of them are below 10080). */
+export function fetchBlocksPort(port: number): boolean {
+  return FETCH_BAD_PORTS.has(port) || (port < LOWEST && LOW_BAD_PORTS.has(port))
+}
+
+const LOW_BAD_PORTS = new Set([
+  0, 1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101, 102, 103, 104, 109, 110,
+  111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427, 465, 512, 513, 514, 515, 526, 530, 531, 532,
+  540, 548, 554, 556, 563, 587, 601, 636, 989, 990, 993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061,
+  6000, 6566, 6665, 6666, 6667, 6668, 6669, 6679, 6697,
+])
 
 /** A candidate: a random port below the ephemeral range, or 0 (the kernel's choice). */
 function candidate(): number {
@@ -58,7 +76,7 @@ export async function freePort(preferred?: number): Promise<number> {
   }
   for (let attempt = 0; attempt < 100; attempt++) {
     const p = await tryPort(candidate())
-    if (p === null) continue
+    if (p === null || fetchBlocksPort(p)) continue
     if (!handedOut.has(p)) {
       handedOut.add(p)
       return p

@@ -349,6 +349,28 @@ export class StoppedError extends Error {
 
 class WaitTimeout extends LoomError {}
 
+/**
+ * Whether the proxy whose admin endpoint is on `adminPort` has bound every one of `ports` itself (its admin
+ * `/listeners`). A connection that succeeds proves only that someone listens there: another mesh on the machine may
+ * hold a port this one found free a moment earlier, and this proxy's own bind then failed.
+ */
+export async function proxyListensOn(adminPort: number, ports: readonly number[]): Promise<boolean> {
+  const r = await fetch(`http://127.0.0.1:${adminPort}/listeners?format=json`, { signal: AbortSignal.timeout(1000) })
+  if (r.status !== 200) return false
+  const body = (await r.json()) as {
+    listener_statuses?: { local_address?: { socket_address?: { port_value?: number } } }[]
+  }
+  const bound = new Set((body.listener_statuses ?? []).map((l) => l.local_address?.socket_address?.port_value))
+  return ports.every((p) => bound.has(p))
+}
+
+/** Whether the proxy whose admin endpoint is on `adminPort` says it is LIVE (`/ready`: config and secrets in place). */
+export async function proxyLive(adminPort: number): Promise<boolean> {
+  const r = await fetch(`http://127.0.0.1:${adminPort}/ready`, { signal: AbortSignal.timeout(1000) })
+  await r.body?.cancel()
+  return r.status === 200
+}
+
 function tcpOpen(port: number): Promise<boolean> {
   return new Promise((res) => {
     const s = net.connect(port, '127.0.0.1')
@@ -527,6 +549,28 @@ export class LocalMesh {
     return lines.length === 0 ? `; ${where}` : `; the last lines of ${where}\n    ${lines.join('\n    ')}`
   }
 
+  /**
+   * Whether the proxy `p` has bound all of `ports` (proxyListensOn) and is LIVE (its first config and certificate in
+   * place: it can serve); a LoomError when its log says a port is taken (another process took it after it was found
+   * free), which waiting longer does not mend.
+   */
+  private async proxyListensOn(
+    p: Supervised,
+    adminPort: number,
+    ports: readonly number[],
+    hint = 'start again',
+  ): Promise<boolean> {
+    if (await proxyListensOn(adminPort, ports)) return proxyLive(adminPort)
+    const taken = p.lastLines(50).find((l) => l.includes('EADDRINUSE'))
+    if (taken !== undefined) {
+      throw new LoomError(
+        ErrorCodes.LISTEN,
+        `${this.describe(p)} cannot listen: a port it was given is taken by another process (${hint})${this.tailOf(p)}`,
+      )
+    }
+    return false
+  }
+
   private exitError(p: Supervised, e: ExitInfo, waitingFor: string): LoomError {
     if (e.error !== undefined) {
       const argv = [p.spec.command, ...p.spec.args].join(' ')
@@ -543,7 +587,7 @@ export class LocalMesh {
 
   /**
    * Resolves when `probe` says yes; rejects at once when one of `watch` exits (saying how, with the last lines of
-   * its log), when a stop begins, or after `ms`.
+   * its log), when `probe` throws a LoomError, when a stop begins, or after `ms`.
    */
   private waitFor(
     what: string,
@@ -577,7 +621,12 @@ export class LocalMesh {
       if (this.stopped) return done(new StoppedError())
       void (async () => {
         while (!settled) {
-          if (await probe().catch(() => false)) return done()
+          // a probe that throws a LoomError knows the wait is over (said why); any other failure means "not yet"
+          const ok = await probe().catch((err: unknown) => {
+            if (err instanceof LoomError) done(err)
+            return false
+          })
+          if (ok) return done()
           if (!settled) await new Promise((r) => setTimeout(r, 50))
         }
       })()
@@ -779,10 +828,13 @@ export class LocalMesh {
       await this.waitFor(
         `gateway ${g.name} to listen`,
         LOOM_READY_MS,
-        async () => {
-          for (const local of Object.values(ports)) if (!(await tcpOpen(local))) return false
-          return true
-        },
+        () =>
+          this.proxyListensOn(
+            proc,
+            adminPort,
+            Object.values(ports),
+            'free it, or have loom up choose a free one: --gateway-port 0',
+          ),
         [proc, this.control!],
         proc,
       )
@@ -893,10 +945,7 @@ export class LocalMesh {
     await this.waitFor(
       `the sidecar of ${def.name} to listen`,
       LOOM_READY_MS,
-      async () => {
-        for (const port of [outboundPort, ...Object.values(inbound)]) if (!(await tcpOpen(port))) return false
-        return true
-      },
+      () => this.proxyListensOn(sidecar, adminPort, [outboundPort, ...Object.values(inbound)]),
       [sidecar, this.control!],
       sidecar,
     )

@@ -105,6 +105,12 @@ const REQUEST_ORDER: string[] = [
 type SotwCall = grpc.ClientDuplexStream<DiscoveryRequest, DiscoveryResponse>
 type DeltaCall = grpc.ClientDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>
 
+/**
+ * The HTTP/2 flow-control window an xDS client advertises (stream and connection), as Envoy's large defaults do: a
+ * response of a thousand clusters (about a megabyte) then arrives in one go instead of 64 KiB per round trip.
+ */
+export const XDS_FLOW_CONTROL_WINDOW = 16 * 1024 * 1024
+
 export class AdsClient extends EventEmitter {
   readonly protocol: 'sotw' | 'delta'
   private readonly opts: AdsClientOptions
@@ -156,6 +162,7 @@ export class AdsClient extends EventEmitter {
         'grpc.keepalive_time_ms': 30_000,
         'grpc.keepalive_timeout_ms': 10_000,
         'grpc.max_receive_message_length': -1,
+        'grpc-node.flow_control_window': XDS_FLOW_CONTROL_WINDOW,
       })
       this.stubs.set(this.current, stub)
     }
