@@ -627,8 +627,7 @@ export class ControlPlane {
   /** The connected proxies that sent their admin address: what the gatherer reads. */
   scrapeTargets(): ScrapeTarget[] {
     const out: ScrapeTarget[] = []
-    for (const st of this.xds.status()) {
-      if (st.adminAddress === null) continue
+    for (const st of this.xds.adminAddresses()) {
       const node = this.nodes.get(st.nodeId)
       if (node === undefined) continue
       out.push({

@@ -61,7 +61,7 @@ import {
   type DiscoveryResponse,
   type WireNode,
 } from './ads.js'
-import { type CachedResource, type CacheEntry, SnapshotCache, shortHash, versionOf } from './cache.js'
+import { type CachedResource, type CachedType, type CacheEntry, SnapshotCache, shortHash, versionOf } from './cache.js'
 import { structToJson } from './proto.js'
 import { clusterRefs, edsServiceName, secretRefs } from './refs.js'
 import { type Snapshot, TYPE_URL } from './snapshot.js'
@@ -222,6 +222,52 @@ function ownAcked(st: TypeState): Map<string, CachedResource> {
     st.ackedOwned = true
   }
   return st.acked as Map<string, CachedResource>
+}
+
+const goneMemo = new WeakMap<object, WeakMap<object, WeakMap<object, CachedResource[] | null>>>()
+const NO_INFLIGHT = {}
+const NO_ITEMS = {}
+
+/**
+ * The clusters the client holds (once it takes the response in flight) that `now` lacks, or null: memoized by the
+ * objects it reads when the stream's state is shared with alike streams.
+ */
+function goneClusters(cds: TypeState, now: ReadonlyMap<string, CachedResource> | undefined): CachedResource[] | null {
+  const compute = () => {
+    let gone: CachedResource[] | null = null
+    for (const r of eventualAll(cds)) if (!now?.has(r.name)) (gone ??= []).push(r)
+    return gone
+  }
+  if (cds.ackedOwned) return compute()
+  let a = goneMemo.get(cds.acked)
+  if (a === undefined) goneMemo.set(cds.acked, (a = new WeakMap()))
+  const fk = cds.inflight ?? NO_INFLIGHT
+  let b = a.get(fk)
+  if (b === undefined) a.set(fk, (b = new WeakMap()))
+  const nk = now ?? NO_ITEMS
+  const have = b.get(nk)
+  if (have !== undefined) return have
+  const gone = compute()
+  b.set(nk, gone)
+  return gone
+}
+
+const appliedDeltas = new WeakMap<object, WeakMap<object, ReadonlyMap<string, CachedResource>>>()
+
+/** `acked` with a delta response applied, as a new map (never changed): one per (acked, response) pair. */
+function appliedDelta(
+  acked: ReadonlyMap<string, CachedResource>,
+  f: NonNullable<TypeState['inflight']>,
+): ReadonlyMap<string, CachedResource> {
+  let byResponse = appliedDeltas.get(acked)
+  if (byResponse === undefined) appliedDeltas.set(acked, (byResponse = new WeakMap()))
+  const have = byResponse.get(f)
+  if (have !== undefined) return have
+  const m = new Map(acked)
+  for (const n of f.removed) m.delete(n)
+  for (const [n, r] of f.items) m.set(n, r)
+  byResponse.set(f, m)
+  return m
 }
 
 /** What the client holds of a resource once it has accepted the response in flight (or now, without one). */
@@ -422,8 +468,11 @@ abstract class AdsStream {
       if (f.full) {
         st.acked = f.items
         st.ackedOwned = false
+      } else if (!st.ackedOwned) {
+        // shared state and a shared response (alike streams): the result is shared too
+        st.acked = appliedDelta(st.acked, f)
       } else {
-        const m = ownAcked(st)
+        const m = st.acked as Map<string, CachedResource>
         for (const n of f.removed) m.delete(n)
         for (const [n, r] of f.items) m.set(n, r)
       }
@@ -467,8 +516,7 @@ abstract class AdsStream {
     if (!cds) return out
     const entry = this.entry()
     const now = entry?.types.get(TYPE_URL.cluster)?.items
-    let gone: CachedResource[] | undefined
-    for (const r of eventualAll(cds)) if (!now?.has(r.name)) (gone ??= []).push(r)
+    const gone = goneClusters(cds, now)
     if (!gone) return out
     const named = this.referencedByClient()
     const kept = gone.filter((r) => named.has(r.name) && this.inScope(cds, r.name))
@@ -644,6 +692,19 @@ interface Content {
 }
 
 const NOTHING: ReadonlySet<string> = new Set()
+/** shared empty starting states of a delta subscription (replaced, never changed) */
+const NO_NAMES: Set<string> = new Set()
+const NO_RESOURCES: ReadonlyMap<string, CachedResource> = new Map()
+const NO_VERSIONS: Map<string, string> = new Map()
+
+/** `st.known`, made this stream's own to change it. */
+function ownKnown(st: DeltaTypeState): Map<string, string> {
+  if (!st.knownOwned) {
+    st.known = new Map(st.known)
+    st.knownOwned = true
+  }
+  return st.known
+}
 /** a response's bytes besides its resources (type URL, version, nonce, framing), roughly */
 const RESPONSE_OVERHEAD = 128
 
@@ -787,8 +848,12 @@ class SotwStream extends AdsStream {
 }
 
 interface DeltaTypeState extends TypeState {
-  /** what the client holds: name → version */
+  /**
+   * what the client holds: name → version. Shared between alike streams (never changed) unless `knownOwned`: a
+   * shared push (see DeltaStream.push) hands every stream in the same state the same map.
+   */
   known: Map<string, string>
+  knownOwned: boolean
   /** subscribed names the client was told do not exist */
   toldAbsent: Set<string>
   answered: boolean
@@ -822,15 +887,21 @@ class DeltaStream extends AdsStream {
         typeUrl,
         wildcard: false,
         legacyWildcard: WILDCARD_BY_DEFAULT.has(typeUrl) && subscribe.length === 0,
-        names: new Set(),
+        names: NO_NAMES,
         pending: false,
         nacked: false,
-        acked: new Map(),
-        ackedOwned: true,
-        known: new Map(Object.entries(req.initial_resource_versions ?? {})),
+        acked: NO_RESOURCES,
+        ackedOwned: false,
+        known: NO_VERSIONS,
+        knownOwned: false,
         toldAbsent: new Set(),
         answered: false,
         resumed: false,
+      }
+      const initial = Object.entries(req.initial_resource_versions ?? {})
+      if (initial.length > 0) {
+        st.known = new Map(initial)
+        st.knownOwned = true
       }
       st.resumed = st.known.size > 0
       if (st.resumed) {
@@ -842,6 +913,7 @@ class DeltaStream extends AdsStream {
           if (r !== undefined && r.hash === v) held.set(n, r)
         }
         st.acked = held
+        st.ackedOwned = true
       }
       st.wildcard = st.legacyWildcard
       this.types.set(typeUrl, st)
@@ -850,6 +922,9 @@ class DeltaStream extends AdsStream {
     const answered = nonce !== '' && nonce === st.nonce && st.pending
     if (answered) this.ack(st, req.error_detail)
     else if (nonce !== '' && nonce !== st.nonce) this.log('debug', 'stale nonce', { type: typeUrl, nonce })
+    // the names change on a copy, then are interned: alike streams hold one set (what shared pushes are keyed by)
+    const renamed = subscribe.length > 0 || unsubscribe.length > 0
+    if (renamed) st.names = new Set(st.names)
     for (const n of subscribe) {
       if (n === '*') st.wildcard = true
       else st.names.add(n)
@@ -870,14 +945,15 @@ class DeltaStream extends AdsStream {
         if (st.targets !== undefined) st.targetNames = new Set(st.targets.values())
         const still = st.names.has(via) || [...st.aliasSent!.values()].includes(via)
         if (!still && !st.wildcard) {
-          st.known.delete(via)
+          ownKnown(st).delete(via)
           if (st.acked.has(via)) ownAcked(st).delete(via)
         }
       }
       if (!st.wildcard && st.acked.has(n)) ownAcked(st).delete(n)
       // forget what the client had, so that subscribing again sends it again (unless a wildcard still covers it)
-      if (!st.wildcard) st.known.delete(n)
+      if (!st.wildcard && st.known.has(n)) ownKnown(st).delete(n)
     }
+    if (renamed) st.names = this.server.internNames(st.names)
     // a VirtualHost subscription change may change the proxy's config (scoping): its answer waits for that
     const changed = typeUrl === TYPE_URL.virtualHost && (subscribe.length > 0 || unsubscribe.length > 0)
     const wait = changed && this.node ? this.server.onSubscription?.(this.node, typeUrl, st.names) : undefined
@@ -916,6 +992,43 @@ class DeltaStream extends AdsStream {
     st.aliasSent ??= new Map()
   }
 
+  /** The push of the common case (see SharedDelta): what alike streams send is computed once. */
+  private pushShared(st: DeltaTypeState, t: CachedType | undefined): void {
+    const typeUrl = st.typeUrl
+    if (typeUrl === TYPE_URL.virtualHost && (st.targets === undefined || st.targets.size > 0)) {
+      // no alias subscribed: none resolves
+      st.targets = new Map()
+      st.targetNames = new Set()
+      st.aliasSent ??= new Map()
+    }
+    const d = sharedDelta({ typeUrl, t, known: st.known, names: st.names, wildcard: st.wildcard })
+    if (d.resources.length === 0 && d.removed.length === 0 && st.answered) return
+    if (!this.ready(st, d.resources)) return
+    st.inflight = d.inflight
+    st.known = d.known
+    st.knownOwned = false
+    for (const n of d.removedSubscribed) st.toldAbsent.add(n)
+    // the shared nonce, unless this stream sent this very delta last (a NACK brought its state back): its own then
+    const nonce = st.nonce === d.nonce ? this.nextNonce() : d.nonce
+    st.nonce = nonce
+    st.pending = true
+    st.answered = true
+    st.sentVersion = d.version
+    this.log('debug', 'delta push', { type: typeUrl, resources: d.resources.length, removed: d.removed.length, nonce })
+    this.write(
+      {
+        system_version_info: d.systemVersion,
+        resources: d.wire as DeltaDiscoveryResponse['resources'],
+        type_url: typeUrl,
+        removed_resources: d.removed as string[],
+        nonce,
+        control_plane: CONTROL_PLANE,
+      },
+      d.bytes,
+      d.key,
+    )
+  }
+
   protected desiredVersion(st: TypeState): string {
     const t = this.entry()?.types.get(st.typeUrl)
     if (!t) return versionOf([])
@@ -936,14 +1049,22 @@ class DeltaStream extends AdsStream {
     if (!entry) return
     const t = entry.types.get(typeUrl)
     const keep = this.retained(st)
+    const vhds = typeUrl === TYPE_URL.virtualHost
+    const resuming = this.resuming()
+    // the common case, computed once for every stream in the same state (below)
+    if (
+      keep.size === 0 &&
+      st.toldAbsent.size === 0 &&
+      (st.answered || !resuming) &&
+      (!vhds || (st.names.size === 0 && (st.aliasSent === undefined || st.aliasSent.size === 0)))
+    )
+      return this.pushShared(st, t)
     const resources: CachedResource[] = []
     const removed: string[] = []
     const candidates = new Set<string>(st.names)
     if (st.wildcard && t) for (const n of t.items.keys()) candidates.add(n)
     for (const n of st.known.keys()) candidates.add(n)
     // VHDS: aliases answer with the virtual host they resolve to (sent again when an alias is new to the client)
-    const vhds = typeUrl === TYPE_URL.virtualHost
-    const resuming = this.resuming()
     const aliasesOf = new Map<string, string[]>()
     if (vhds) {
       this.resolveTargets(st, t?.items)
@@ -984,8 +1105,9 @@ class DeltaStream extends AdsStream {
     }
     if (!this.ready(st, resources)) return
     st.inflight = { full: false, items: new Map(resources.map((r) => [r.name, r])), removed: new Set(removed) }
+    const known = ownKnown(st)
     for (const r of resources) {
-      st.known.set(r.name, r.hash)
+      known.set(r.name, r.hash)
       st.toldAbsent.delete(r.name)
       for (const a of aliasesOf.get(r.name) ?? []) {
         st.aliasSent!.set(a, r.name)
@@ -993,7 +1115,7 @@ class DeltaStream extends AdsStream {
       }
     }
     for (const n of removed) {
-      st.known.delete(n)
+      known.delete(n)
       st.aliasSent?.delete(n)
       if (st.names.has(n)) st.toldAbsent.add(n)
     }
@@ -1028,6 +1150,121 @@ class DeltaStream extends AdsStream {
       bytes,
       key,
     )
+  }
+}
+
+/**
+ * A delta push as a pure function of what it depends on in the common case (no retained clusters, no names told
+ * absent, no VHDS aliases): the type's content, what the client holds, what it subscribes to. Alike streams hold
+ * the same (shared) `known` and `names` objects, so 1000 alike proxies cost one computation, not 1000 walks over
+ * a thousand resources each; the result carries the `known` map every such stream moves to, shared in turn.
+ */
+interface SharedDelta {
+  readonly resources: readonly CachedResource[]
+  readonly removed: readonly string[]
+  /** removed names the client subscribes to (it is told they do not exist) */
+  readonly removedSubscribed: readonly string[]
+  readonly known: Map<string, string>
+  readonly inflight: NonNullable<TypeState['inflight']>
+  /** the version the client holds once it takes this (the type's, or that of the part in scope) */
+  readonly version: string
+  readonly systemVersion: string
+  readonly wire: readonly { name: string; version: string; resource: CachedResource['any'] }[]
+  readonly key: string
+  readonly bytes: number
+  /**
+   * The nonce of this push for every stream that sends it: each such stream sends this delta once (what it holds
+   * then is the delta's `known`, another input), and one nonce for all makes the whole message the same bytes for
+   * all (written without a copy of its own per stream). Unique in every stream: no other push has it.
+   */
+  readonly nonce: string
+}
+
+let sharedNonces = 0
+
+const sharedDeltas = new WeakMap<Map<string, string>, WeakMap<Set<string>, WeakMap<object, Map<string, SharedDelta>>>>()
+const NO_TYPE = {}
+
+/** What a shared delta push depends on. */
+interface DeltaInput {
+  typeUrl: string
+  t: CachedType | undefined
+  known: Map<string, string>
+  names: Set<string>
+  wildcard: boolean
+}
+
+function sharedDelta(input: DeltaInput): SharedDelta {
+  const { typeUrl, t, known, names, wildcard } = input
+  let byNames = sharedDeltas.get(known)
+  if (byNames === undefined) sharedDeltas.set(known, (byNames = new WeakMap()))
+  let byType = byNames.get(names)
+  if (byType === undefined) byNames.set(names, (byType = new WeakMap()))
+  const tk = t ?? NO_TYPE
+  let byUrl = byType.get(tk)
+  if (byUrl === undefined) byType.set(tk, (byUrl = new Map()))
+  const k = wildcard ? `*${typeUrl}` : typeUrl
+  const have = byUrl.get(k)
+  if (have !== undefined) return have
+  const d = computeDelta(input)
+  byUrl.set(k, d)
+  return d
+}
+
+function computeDelta({ typeUrl, t, known, names, wildcard }: DeltaInput): SharedDelta {
+  const vhds = typeUrl === TYPE_URL.virtualHost
+  const items = t?.items
+  const resources: CachedResource[] = []
+  const removed: string[] = []
+  const removedSubscribed: string[] = []
+  const look = (name: string) => {
+    const r = items?.get(name)
+    const inScope = wildcard || names.has(name)
+    if (r && inScope) {
+      if (known.get(name) !== r.hash) resources.push(r)
+    } else if (known.has(name) ? inScope || vhds : !r && names.has(name)) {
+      removed.push(name)
+      if (names.has(name)) removedSubscribed.push(name)
+    }
+  }
+  // every candidate once: the subscribed names, the type's resources (wildcard), what the client holds
+  for (const n of names) look(n)
+  if (wildcard && items) for (const n of items.keys()) if (!names.has(n)) look(n)
+  for (const n of known.keys()) if (!names.has(n) && !(wildcard && items?.has(n))) look(n)
+  const next = new Map(known)
+  for (const r of resources) next.set(r.name, r.hash)
+  for (const n of removed) next.delete(n)
+  let version: string
+  if (!t) version = versionOf([])
+  else if (wildcard) version = t.version
+  else {
+    let all = true
+    const scoped: CachedResource[] = []
+    for (const r of t.items.values()) {
+      if (names.has(r.name)) scoped.push(r)
+      else all = false
+    }
+    version = all ? t.version : versionOf(scoped)
+  }
+  let bytes = RESPONSE_OVERHEAD
+  let key = `${typeUrl}\n${t?.version ?? ''}\n${removed.join(',')}`
+  for (const r of resources) {
+    bytes += r.any.value.length + r.any.type_url.length + r.name.length + 32
+    key += `\n${r.name}\u0000${r.hash}`
+  }
+  for (const n of removed) bytes += n.length + 4
+  return {
+    resources,
+    removed,
+    removedSubscribed,
+    known: next,
+    inflight: { full: false, items: new Map(resources.map((r) => [r.name, r])), removed: new Set(removed) },
+    version,
+    systemVersion: t?.version ?? versionOf([]),
+    wire: resources.map((r) => ({ name: r.name, version: r.hash, resource: r.any })),
+    key,
+    bytes,
+    nonce: `s${++sharedNonces}`,
   }
 }
 
@@ -1159,6 +1396,18 @@ export class XdsServer {
     return out.sort((a, b) => a.nodeId.localeCompare(b.nodeId))
   }
 
+  /** The connected nodes that sent an admin address (what the gatherer scrapes): no per-type work, unlike status(). */
+  adminAddresses(): { nodeId: string; adminAddress: string }[] {
+    const out: { nodeId: string; adminAddress: string }[] = []
+    for (const [nodeId, set] of this.streams) {
+      let newest: AdsStream | undefined
+      for (const s of set) if (newest === undefined || s.connectedAt >= newest.connectedAt) newest = s
+      const adminAddress = newest === undefined ? null : adminAddressOf(newest.node?.metadata)
+      if (adminAddress !== null) out.push({ nodeId, adminAddress })
+    }
+    return out.sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0))
+  }
+
   /** Ids of the nodes with an open stream. */
   connectedNodes(): string[] {
     return [...this.streams.keys()]
@@ -1239,6 +1488,31 @@ export class XdsServer {
     this.nameSets.set(key, new WeakRef(set))
     this.nameSetGone.register(set, key)
     return set
+  }
+
+  private readonly deltaNames = new Map<string, WeakRef<Set<string>>>()
+  private readonly deltaNamesGone = new FinalizationRegistry<string>((key) => {
+    if (this.deltaNames.get(key)?.deref() === undefined) this.deltaNames.delete(key)
+  })
+
+  /**
+   * @internal A delta subscription's names, interned: the set another stream holds with the same names in the same
+   * order (alike proxies subscribe alike), else `names` itself, from now on shared and never changed.
+   */
+  internNames(names: Set<string>): Set<string> {
+    if (names.size === 0) return NO_NAMES
+    const list = [...names]
+    const key = list.length < 8 ? list.join('\n') : `${list.length}\n${shortHash(list.join('\n'))}`
+    const have = this.deltaNames.get(key)?.deref()
+    if (have !== undefined && have.size === list.length) {
+      let same = true
+      let i = 0
+      for (const n of have) if (n !== list[i++]) same = false
+      if (same) return have
+    }
+    this.deltaNames.set(key, new WeakRef(names))
+    this.deltaNamesGone.register(names, key)
+    return names
   }
 
   /** Resolves when a snapshot build may run: in arrival order, as many per event-loop turn as fit in `sliceMs`. */

@@ -43,6 +43,29 @@ describe('responses encoded once for every stream', () => {
     )
   })
 
+  test('one push for many streams with one nonce: the same bytes, composed once; another nonce, its own', () => {
+    const own = new SharedResponses()
+    own.service(def)
+    const msg = (nonce: string): DeltaDiscoveryResponse => ({
+      system_version_info: 'v2',
+      resources: [{ name: 'c', version: 'h3', resource: cluster('c') }],
+      type_url: TYPE_URL.cluster,
+      removed_resources: [],
+      nonce,
+    })
+    const first = own.encode('delta', 'k', msg('s7'))
+    assert.equal(own.encode('delta', 'k', msg('s7')), first)
+    const other = own.encode('delta', 'k', msg('st-1'))
+    assert.notEqual(other, first)
+    assert.equal(decode('DeltaAggregatedResources', other).nonce, 'st-1')
+    // the first bytes are unchanged, and the content is not encoded again
+    assert.equal(decode('DeltaAggregatedResources', first).nonce, 's7')
+    const again = own.encode('delta', 'k', msg('s7'))
+    assert.deepEqual(decode('DeltaAggregatedResources', again), decode('DeltaAggregatedResources', first))
+    assert.equal(own.stats().encodes, 1)
+    assert.equal(own.stats().bytes, again.length)
+  })
+
   test('a SotW response, and a different key is encoded anew', () => {
     const msg = (nonce: string, name: string): DiscoveryResponse => ({
       version_info: name,

@@ -17,8 +17,15 @@ const NONCE_TAG = (5 << 3) | 2
 
 type Serialize = (value: unknown) => Buffer
 
+/** A response's bytes as last sent: the content's, then the nonce (`full.subarray(0, body)` is the content's). */
+interface Entry {
+  full: Buffer
+  body: number
+  nonce: string
+}
+
 export class SharedResponses {
-  private readonly entries = new Map<string, Buffer>()
+  private readonly entries = new Map<string, Entry>()
   private bytes = 0
   private readonly serializers = new Map<'sotw' | 'delta', Serialize>()
   /** responses encoded, and responses whose bytes were already there */
@@ -45,42 +52,55 @@ export class SharedResponses {
     return out as grpc.ServiceDefinition
   }
 
-  /** The bytes of `msg`: its content's (by `key`, which must name everything in it but the nonce), then its nonce. */
+  /**
+   * The bytes of `msg`: its content's (by `key`, which must name everything in it but the nonce), then its nonce.
+   * Streams sending the same content with the same nonce (a shared push) get the same bytes: the buffer is never
+   * changed once returned (gRPC copies it into its frame).
+   */
   encode(protocol: 'sotw' | 'delta', key: string, msg: DiscoveryResponse | DeltaDiscoveryResponse): Buffer {
     const k = `${protocol}\n${key}`
-    let body = this.entries.get(k)
-    if (body === undefined) {
+    const e = this.entries.get(k)
+    let body: Buffer
+    if (e === undefined) {
       const serialize = this.serializers.get(protocol)
       if (serialize === undefined) throw new Error(`no ${protocol} serializer: service() was not called`)
       const { nonce: _, ...rest } = msg
       body = serialize(rest)
       this.encodes++
-      this.keep(k, body)
     } else {
       this.reuses++
       // most recently used last
       this.entries.delete(k)
-      this.entries.set(k, body)
+      this.entries.set(k, e)
+      if (e.nonce === msg.nonce) return e.full
+      body = e.full.subarray(0, e.body)
     }
     const nonce = Buffer.from(msg.nonce, 'utf8')
     const head = Buffer.allocUnsafe(1 + varintLength(nonce.length))
     head[0] = NONCE_TAG
     writeVarint(head, 1, nonce.length)
-    return Buffer.concat([body, head, nonce], body.length + head.length + nonce.length)
+    const full = Buffer.concat([body, head, nonce], body.length + head.length + nonce.length)
+    if (e === undefined) this.keep(k, { full, body: body.length, nonce: msg.nonce })
+    else {
+      this.bytes += full.length - e.full.length
+      e.full = full
+      e.nonce = msg.nonce
+    }
+    return full
   }
 
   stats(): { entries: number; bytes: number; encodes: number; reuses: number } {
     return { entries: this.entries.size, bytes: this.bytes, encodes: this.encodes, reuses: this.reuses }
   }
 
-  private keep(key: string, body: Buffer): void {
-    if (body.length > this.maxBytes) return
-    this.entries.set(key, body)
-    this.bytes += body.length
+  private keep(key: string, entry: Entry): void {
+    if (entry.full.length > this.maxBytes) return
+    this.entries.set(key, entry)
+    this.bytes += entry.full.length
     for (const [k, b] of this.entries) {
       if (this.bytes <= this.maxBytes && this.entries.size <= this.maxEntries) break
       this.entries.delete(k)
-      this.bytes -= b.length
+      this.bytes -= b.full.length
     }
   }
 }

@@ -48,7 +48,7 @@ export function limitConfig(r: Resource<GlobalRateLimitSpec>): Json {
  * whether any got one (then the connection manager needs the filter).
  */
 export function attachGlobalRateLimits(scope: Scope, vhosts: { host: string; vhost: Json }[]): boolean {
-  const limits = scope.resources.filter((r) => r.kind === 'GlobalRateLimit') as Resource<GlobalRateLimitSpec>[]
+  const limits = scope.of<GlobalRateLimitSpec>('GlobalRateLimit')
   if (limits.length === 0) return false
   const resolved = limits.map((r) => ({
     r,

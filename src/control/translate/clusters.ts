@@ -49,7 +49,7 @@ import { type LocalityPlan, localityPlan, localitySetting, localityWeighted, wit
 import { METADATA_EXCHANGE, SIDECAR_ENDPOINT_METADATA, upstreamTransport } from './mtls.js'
 import type { AppliedDestinationRule, Scope } from './scope.js'
 import { clusterName, cmp, istioOrigin, type Json, locality } from './util.js'
-import { partsOf, type ServicePartCache } from './incremental.js'
+import { type PeerParts, partsOf, type ServicePartCache } from './incremental.js'
 
 export const ADS: Json = { ads: {} }
 
@@ -63,29 +63,31 @@ export interface ClusterSet {
 
 /**
  * Clusters and load assignments for every service the proxy can reach. With `parts` (incremental.ts), a service's
- * clusters come from its entry there when it has one, and are put there when built.
+ * clusters come from its entry there when it has one, and are put there when built; with `peers`, from the entry
+ * another group of the same key (another scope) built in this generation, and are put there too.
  */
-export function outboundClusters(scope: Scope, parts?: ServicePartCache): ClusterSet {
+export function outboundClusters(scope: Scope, parts?: ServicePartCache, peers?: PeerParts): ClusterSet {
   const clusters: Json[] = []
   const endpoints: Json[] = []
   const localityPlans: LocalityPlan[] = []
-  for (const svc of scope.services) {
-    const cached = parts?.get(svc.hostname)?.clusters
-    if (cached !== undefined) {
-      clusters.push(...cached.clusters)
-      endpoints.push(...cached.endpoints)
-      localityPlans.push(...cached.localityPlans)
-      continue
+  for (const svc of scope.clusterServices) {
+    const h = svc.hostname
+    const http = scope.inScope(h)
+    const shared = peers?.clusters[http ? 1 : 0]
+    let own = parts?.get(h)?.clusters
+    if (own === undefined) {
+      own = shared?.get(h) ?? serviceClusters(scope, svc)
+      if (parts !== undefined) {
+        const entry = partsOf(parts, h)
+        entry.clusters = own
+        entry.clustersHttp = http
+      }
     }
-    const own = serviceClusters(scope, svc)
+    if (shared !== undefined && !shared.has(h)) shared.set(h, own)
+    if (own.clusters.length === 0) continue
     clusters.push(...own.clusters)
     endpoints.push(...own.endpoints)
     localityPlans.push(...own.localityPlans)
-    if (parts !== undefined) {
-      const entry = partsOf(parts, svc.hostname)
-      entry.clusters = own
-      entry.clustersHttp = scope.inScope(svc.hostname)
-    }
   }
   return { clusters, endpoints, localityPlans }
 }

@@ -12,7 +12,7 @@ import { TYPE_URL, type Snapshot } from '../../xds/snapshot.js'
 import { Registry } from '../registry/registry.js'
 import { manifests } from './testdata/bookinfo.js'
 import { BatchTranslator, type TranslateInput, type TranslateNode, translate } from './translate.js'
-import { canonicalJson } from './util.js'
+import { canonicalJson, type Json } from './util.js'
 
 /** mulberry32: a small seeded PRNG, so a failing sequence is reproducible from its seed */
 function prng(seed: number): () => number {
@@ -376,5 +376,57 @@ describe('incremental translation', () => {
       else assert.equal(s, null, `${n.id} does not see b.shop`)
     }
     assert.equal(keyOf(validated([vs('1s')])[0]!), keyOf(validated([vs('2s')])[0]!))
+  })
+
+  it('gives proxies that differ only in scope the same objects for the services they share', () => {
+    const g = new Gen(prng(11))
+    const docs = APPS.map((app) => g.serviceEntry(app, 'default'))
+    docs.forEach((d) => {
+      delete d.spec.exportTo
+    })
+    const input = inputOf([
+      ...docs,
+      doc('VirtualService', 'a', 'default', { hosts: ['a'], http: [{ route: [{ destination: { host: 'a' } }] }] }),
+    ])
+    const fqdn = (app: string) => `${app}.default.svc.cluster.local`
+    const batch = new BatchTranslator(input)
+    const one = node('c', 'v1', 'default', '10.0.0.8', { scopeHosts: new Set([fqdn('a'), fqdn('b')]) })
+    const two = node('c', 'v1', 'default', '10.0.0.9', { scopeHosts: new Set([fqdn('a'), fqdn('d')]) })
+    const full = node('c', 'v1', 'default', '10.0.0.10')
+    const snap = (n: TranslateNode) => {
+      const s = batch.translate(n)
+      assertSame(s, translate(input, n), n.id)
+      return s
+    }
+    const s1 = snap(one)
+    const s2 = snap(two)
+    const s3 = snap(full)
+    const items = (s: Snapshot, type: string) => s.resources.get(type as never)!.items
+    const clusterNames = (s: Snapshot) =>
+      [...items(s, TYPE_URL.cluster).keys()].filter((k) => k.startsWith('outbound|'))
+    assert.ok(
+      clusterNames(s1).some((k) => k.endsWith(fqdn('b'))) && !clusterNames(s1).some((k) => k.endsWith(fqdn('d'))),
+    )
+    // a's clusters and load assignments: one object for all three
+    let shared = 0
+    for (const name of clusterNames(s1).filter((k) => k.endsWith(`|${fqdn('a')}`))) {
+      assert.equal(items(s2, TYPE_URL.cluster).get(name), items(s1, TYPE_URL.cluster).get(name), name)
+      assert.equal(items(s3, TYPE_URL.cluster).get(name), items(s1, TYPE_URL.cluster).get(name), name)
+      const eds = items(s1, TYPE_URL.endpoint).get(name)
+      if (eds !== undefined) assert.equal(items(s2, TYPE_URL.endpoint).get(name), eds, name)
+      shared++
+    }
+    assert.ok(shared > 0)
+    // and a's routes: the virtual hosts for a in each route configuration hold the same route list
+    const routesOfA = (s: Snapshot) => {
+      const vhosts = [...items(s, TYPE_URL.route).values()].flatMap((r) => r.virtual_hosts as Json[])
+      return vhosts.filter((v) => (v.name as string).startsWith(`${fqdn('a')}:`)).map((v) => v.routes)
+    }
+    const a1 = routesOfA(s1)
+    assert.ok(a1.length > 0)
+    assert.deepEqual(
+      routesOfA(s2).map((r, i) => r === a1[i]),
+      a1.map(() => true),
+    )
   })
 })

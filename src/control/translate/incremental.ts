@@ -58,6 +58,22 @@ export interface ServiceParts {
 /** Per-service parts by hostname. */
 export type ServicePartCache = Map<string, ServiceParts>
 
+/**
+ * The parts that the groups of one generation which differ only in their scope share: a service's clusters and
+ * routes read the group's key (namespace, selected labels, metadata), never its scope, except whether the host's
+ * HTTP ports are in it. So each is built once per generation and key, and every such group holds the same objects
+ * (and the xDS cache hashes and encodes them once).
+ */
+export interface PeerParts {
+  /** clusters by hostname: [0] with the host outside the scope (its TCP ports only), [1] with it in */
+  clusters: [Map<string, NonNullable<ServiceParts['clusters']>>, Map<string, NonNullable<ServiceParts['clusters']>>]
+  routes: Map<string, { routes: ServicePortRoutes[]; deps: string[] | undefined }>
+}
+
+export function newPeerParts(): PeerParts {
+  return { clusters: [new Map(), new Map()], routes: new Map() }
+}
+
 export function partsOf(cache: ServicePartCache, hostname: string): ServiceParts {
   let p = cache.get(hostname)
   if (p === undefined) cache.set(hostname, (p = {}))

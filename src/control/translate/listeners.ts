@@ -39,7 +39,7 @@ import type { Server } from './types.js'
 import { defaultRoute, isCatchAll, type RouteContext, virtualServiceGateways, virtualServiceRoutes } from './routes.js'
 import { egressAllows, type PathNormalization, type Scope } from './scope.js'
 import { clusterName, cmp, type Json } from './util.js'
-import { partsOf, type ServicePartCache, virtualServiceDestinations } from './incremental.js'
+import { type PeerParts, partsOf, type ServicePartCache, virtualServiceDestinations } from './incremental.js'
 import { collectorCluster, collectorOf, requestIdExtension, type TelemetrySide, tracingConfig } from './telemetry.js'
 
 export const OUTBOUND_LISTENER = 'outbound_http'
@@ -206,13 +206,15 @@ function routeOperation(route: Json, vhostName: string): string {
 
 /** Adds Istio's `decorator` (the span name) to every route of a route configuration. */
 function decorateRoutes(config: Json): Json {
-  for (const vh of (config.virtual_hosts ?? []) as Json[]) {
-    vh.routes = ((vh.routes ?? []) as Json[]).map((r) => ({
+  // new objects: a route configuration's virtual hosts may be shared with proxies that do not trace
+  const vhosts = ((config.virtual_hosts ?? []) as Json[]).map((vh) => ({
+    ...vh,
+    routes: ((vh.routes ?? []) as Json[]).map((r) => ({
       ...r,
       decorator: { operation: routeOperation(r, vh.name as string) },
-    }))
-  }
-  return config
+    })),
+  }))
+  return config.virtual_hosts === undefined ? config : { ...config, virtual_hosts: vhosts }
 }
 
 /**
@@ -327,30 +329,36 @@ interface ServiceRoutes {
  * order) bound to `mesh` that names its host exactly, else the one with the most specific wildcard host. A
  * VirtualService whose rules yield no route for the port (all matched away) leaves the default route.
  */
-function serviceRoutes(scope: Scope, parts?: ServicePartCache): ServiceRoutes[] {
+function serviceRoutes(scope: Scope, parts?: ServicePartCache, peers?: PeerParts): ServiceRoutes[] {
   const ctx = routeContext(scope, new Set(['mesh']), false)
-  const vss = scope
-    .virtualServices()
-    .filter((vs) => virtualServiceGateways(vs).includes('mesh') && scope.sidecarAllowsVirtualService(vs))
-  const hosts = new Map(
-    vss.map((vs) => [vs, (vs.spec?.hosts ?? []).map((h) => scope.resolve(h, vs.metadata.namespace))]),
-  )
-  // exact host → the first VirtualService (config order) naming it; wildcard hosts are checked only on a miss
-  const exact = new Map<string, Resource<VirtualServiceSpec>>()
-  const wildcards: [Resource<VirtualServiceSpec>, string][] = []
-  for (const v of vss) {
-    for (const h of hosts.get(v)!) {
-      if (isWildcard(h)) wildcards.push([v, h])
-      else if (!exact.has(h)) exact.set(h, v)
+  // exact host → the first VirtualService (config order) naming it; wildcard hosts are checked only on a miss (the
+  // same for every proxy of a namespace without a Sidecar resource)
+  const { exact, wildcards } = scope.perNamespace('mesh-vs-index', () => {
+    const exact = new Map<string, Resource<VirtualServiceSpec>>()
+    const wildcards: [Resource<VirtualServiceSpec>, string][] = []
+    for (const v of scope.virtualServices()) {
+      if (!virtualServiceGateways(v).includes('mesh') || !scope.sidecarAllowsVirtualService(v)) continue
+      for (const h of scope.virtualServiceHosts(v)) {
+        if (isWildcard(h)) wildcards.push([v, h])
+        else if (!exact.has(h)) exact.set(h, v)
+      }
     }
-  }
+    return { exact, wildcards }
+  })
   const memo = new Map<string, Json[]>()
   const out: ServiceRoutes[] = []
-  for (const svc of scope.services) {
-    if (!scope.routesHost(svc.hostname)) continue
-    const cached = parts?.get(svc.hostname)?.routes
-    if (cached !== undefined) {
-      out.push(...cached)
+  for (const svc of scope.routeServices) {
+    // kept from the last generation, else built by a peer group in this one
+    const kept = parts?.get(svc.hostname)
+    const have = kept?.routes !== undefined ? { routes: kept.routes, deps: kept.deps } : peers?.routes.get(svc.hostname)
+    if (have !== undefined) {
+      out.push(...have.routes)
+      if (parts !== undefined && kept?.routes === undefined) {
+        const entry = partsOf(parts, svc.hostname)
+        entry.routes = have.routes
+        if (have.deps !== undefined) entry.deps = have.deps
+      }
+      if (peers !== undefined && !peers.routes.has(svc.hostname)) peers.routes.set(svc.hostname, have)
       continue
     }
     const first = out.length
@@ -379,11 +387,16 @@ function serviceRoutes(scope: Scope, parts?: ServicePartCache): ServiceRoutes[] 
       }
       out.push({ service: svc, port: p.number, routes, vs: fromVs ? vs : undefined })
     }
-    if (parts !== undefined) {
-      const entry = partsOf(parts, svc.hostname)
-      entry.routes = out.slice(first)
+    if (parts !== undefined || peers !== undefined) {
+      const routes = out.slice(first)
       // the routes read the destinations' services and DestinationRules (ports, hash policies)
-      if (vs !== undefined) entry.deps = virtualServiceDestinations(vs, (h, ns) => scope.resolve(h, ns))
+      const deps = vs === undefined ? undefined : virtualServiceDestinations(vs, (h, ns) => scope.resolve(h, ns))
+      if (parts !== undefined) {
+        const entry = partsOf(parts, svc.hostname)
+        entry.routes = routes
+        if (deps !== undefined) entry.deps = deps
+      }
+      peers?.routes.set(svc.hostname, { routes, deps })
     }
   }
   return out
@@ -402,8 +415,33 @@ function serviceDomains(hostname: string, port: number, namespace: string, domai
   return out
 }
 
+function newVirtualHost(name: string, domains: string[], routes: Json[]): Json {
+  return { name, domains, routes }
+}
+
+const virtualHosts = new WeakMap<Json[], Map<string, Json>>()
+
+/**
+ * A virtual host, the same object for every proxy that has it with the same routes (a service's routes are shared
+ * by the proxies that differ only in scope, and kept across changes that do not touch them), so the xDS cache hashes
+ * and encodes it once. Never changed once made.
+ */
+function sharedVirtualHost(name: string, domains: string[], routes: Json[]): Json {
+  let byKey = virtualHosts.get(routes)
+  if (byKey === undefined) virtualHosts.set(routes, (byKey = new Map()))
+  const key = `${name}\u0000${domains.join('\u0000')}`
+  let vh = byKey.get(key)
+  if (vh === undefined) byKey.set(key, (vh = { name, domains, routes }))
+  return vh
+}
+
 /** The outbound HTTP listener and its route configuration. */
-export function outboundListener(scope: Scope, metadata: NodeMetadata, parts?: ServicePartCache): ListenerSet {
+export function outboundListener(
+  scope: Scope,
+  metadata: NodeMetadata,
+  parts?: ServicePartCache,
+  peers?: PeerParts,
+): ListenerSet {
   const port = portValue(metadata.OUTBOUND_PORT) ?? DEFAULT_OUTBOUND_PORT
   const used = new Set<string>()
   const dedupe = (domains: string[]) =>
@@ -414,12 +452,14 @@ export function outboundListener(scope: Scope, metadata: NodeMetadata, parts?: S
       return true
     })
   const vhosts: Json[] = []
-  const all = serviceRoutes(scope, parts)
+  const all = serviceRoutes(scope, parts, peers)
+  // rate limits are written into the virtual hosts below: those are then this proxy's own objects
+  const vhost = scope.of('GlobalRateLimit').length === 0 ? sharedVirtualHost : newVirtualHost
   for (const r of all) {
     const domains = dedupe(
       serviceDomains(r.service.hostname, r.port, scope.node.namespace, scope.mesh.domainSuffix, r.port === 80),
     )
-    if (domains.length > 0) vhosts.push({ name: `${r.service.hostname}:${r.port}`, domains, routes: r.routes })
+    if (domains.length > 0) vhosts.push(vhost(`${r.service.hostname}:${r.port}`, domains, r.routes))
   }
   // Hosts of the VirtualServices in use that are not services (`bookinfo.example.com`) get the same routes.
   for (const r of all) {

@@ -16,7 +16,7 @@ import {
   mostSpecificMatch,
   resolveHost,
 } from '../registry/hostname.js'
-import { configOrder, type Service } from '../registry/registry.js'
+import { configOrder, isHttpProtocol, type Service } from '../registry/registry.js'
 import type { Subset } from './types.js'
 import { effectivePolicy, hashPolicy, type LbPolicy } from './policy.js'
 import type { LocalitySetting } from './locality.js'
@@ -134,6 +134,140 @@ export interface AppliedDestinationRule {
   sources: Resource<DestinationRuleSpec>[]
 }
 
+/**
+ * What every Scope over the same inputs computes alike, built once per (resources, services, domain suffix): with
+ * a thousand proxies scoped apart, a rebuild makes a thousand Scopes, and sorting every resource and service and
+ * resolving every VirtualService's hosts for each of them was most of the rebuild.
+ */
+class SharedInputs {
+  readonly resources: Resource[]
+  readonly services: Service[]
+  readonly knownHosts: Set<string>
+  readonly byKind = new Map<string, Resource[]>()
+  readonly #resolved = new Map<string, string>()
+  readonly #vsHosts = new WeakMap<object, string[]>()
+  readonly #vsDestinations = new WeakMap<object, readonly string[]>()
+  /** VirtualServices exported to a namespace, in config order */
+  readonly #vsFor = new Map<string, Resource<VirtualServiceSpec>[]>()
+  /** derived values the translator keys itself (e.g. the mesh VirtualService index of a namespace) */
+  readonly memo = new Map<string, unknown>()
+
+  virtualServicesFor(ns: string): Resource<VirtualServiceSpec>[] {
+    let list = this.#vsFor.get(ns)
+    if (list === undefined) {
+      list = ((this.byKind.get('VirtualService') ?? []) as Resource<VirtualServiceSpec>[]).filter((vs) =>
+        isExportedTo(vs.metadata.namespace, vs.spec?.exportTo, ns),
+      )
+      this.#vsFor.set(ns, list)
+    }
+    return list
+  }
+
+  constructor(
+    resources: readonly Resource[],
+    services: readonly Service[],
+    readonly domainSuffix: string,
+  ) {
+    this.resources = [...resources].sort((a, b) => configOrder(a, b) || cmpKind(a, b))
+    this.services = [...services].sort((a, b) => cmp(a.hostname, b.hostname) || cmp(a.namespace, b.namespace))
+    this.knownHosts = new Set(services.map((s) => s.hostname))
+    for (const r of this.resources) {
+      let list = this.byKind.get(r.kind)
+      if (list === undefined) this.byKind.set(r.kind, (list = []))
+      list.push(r)
+    }
+  }
+
+  resolve(host: string, namespace: string): string {
+    const key = `${namespace}\u0000${host}`
+    let r = this.#resolved.get(key)
+    if (r === undefined) {
+      r = resolveHost(host, namespace, (h) => this.knownHosts.has(h), this.domainSuffix)
+      this.#resolved.set(key, r)
+    }
+    return r
+  }
+
+  readonly #vsByHost = new Map<string, VsHostIndex>()
+
+  /**
+   * The VirtualServices exported to a namespace by the hosts they name, resolved: exact hosts in a map, the ones
+   * naming a wildcard host in a list (config order in both).
+   */
+  vsByHost(ns: string): VsHostIndex {
+    let ix = this.#vsByHost.get(ns)
+    if (ix === undefined) {
+      ix = { exact: new Map(), wildcard: [] }
+      for (const vs of this.virtualServicesFor(ns)) {
+        const hosts = this.vsHosts(vs)
+        if (hosts.some(isWildcard)) ix.wildcard.push(vs)
+        for (const h of new Set(hosts)) {
+          if (isWildcard(h)) continue
+          const list = ix.exact.get(h)
+          if (list === undefined) ix.exact.set(h, [vs])
+          else list.push(vs)
+        }
+      }
+      this.#vsByHost.set(ns, ix)
+    }
+    return ix
+  }
+
+  /** A VirtualService's hosts, resolved. */
+  vsHosts(vs: Resource<VirtualServiceSpec>): string[] {
+    let h = this.#vsHosts.get(vs)
+    if (h === undefined) {
+      h = (vs.spec?.hosts ?? []).map((x) => this.resolve(x, vs.metadata.namespace))
+      this.#vsHosts.set(vs, h)
+    }
+    return h
+  }
+
+  /** The hosts a VirtualService routes to, resolved. */
+  vsDestinations(vs: Resource<VirtualServiceSpec>): readonly string[] {
+    let d = this.#vsDestinations.get(vs)
+    if (d === undefined) {
+      d = [...virtualServiceDestinations(vs, (h, n) => this.resolve(h, n))]
+      this.#vsDestinations.set(vs, d)
+    }
+    return d
+  }
+}
+
+/** Whether a service has a port outside the outbound HTTP listener (what scoping leaves as it is). */
+export function hasTcpPort(s: Service): boolean {
+  return s.ports.some((p) => !isHttpProtocol(p.protocol))
+}
+
+const tcpLists = new WeakMap<readonly Service[], Service[]>()
+
+/** The services of a list with a port that is not HTTP (memoized on the list: visible lists are shared). */
+function tcpServices(services: readonly Service[]): Service[] {
+  let out = tcpLists.get(services)
+  if (out === undefined) {
+    out = services.filter(hasTcpPort)
+    tcpLists.set(services, out)
+  }
+  return out
+}
+
+interface VsHostIndex {
+  exact: Map<string, Resource<VirtualServiceSpec>[]>
+  wildcard: Resource<VirtualServiceSpec>[]
+}
+
+const sharedInputs = new WeakMap<readonly Resource[], WeakMap<readonly Service[], Map<string, SharedInputs>>>()
+
+function sharedOf(resources: readonly Resource[], services: readonly Service[], domainSuffix: string): SharedInputs {
+  let bySvc = sharedInputs.get(resources)
+  if (bySvc === undefined) sharedInputs.set(resources, (bySvc = new WeakMap()))
+  let bySuffix = bySvc.get(services)
+  if (bySuffix === undefined) bySvc.set(services, (bySuffix = new Map()))
+  let s = bySuffix.get(domainSuffix)
+  if (s === undefined) bySuffix.set(domainSuffix, (s = new SharedInputs(resources, services, domainSuffix)))
+  return s
+}
+
 export class Scope {
   readonly node: ProxyNode
   readonly mesh: ResolvedMeshConfig
@@ -142,10 +276,11 @@ export class Scope {
   /** every service in the registry */
   readonly allServices: readonly Service[]
   /** the services this proxy may reach, one per hostname, sorted by hostname */
-  readonly services: Service[]
+  readonly services: readonly Service[]
   /** the Sidecar resource that applies to this proxy, if any */
   readonly sidecar: Resource<SidecarSpec> | undefined
-  readonly #byHost = new Map<string, Service>()
+  readonly #byHost: ReadonlyMap<string, Service>
+  readonly #shared: SharedInputs
   readonly #knownHosts: Set<string>
   readonly #drCache = new Map<string, AppliedDestinationRule | undefined>()
   /**
@@ -164,37 +299,56 @@ export class Scope {
   ) {
     this.node = node
     this.mesh = mesh
-    this.resources = [...resources].sort((a, b) => configOrder(a, b) || cmpKind(a, b))
-    // Sorted here too, so the output never depends on the order the caller passed things in.
-    this.allServices = [...services].sort((a, b) => cmp(a.hostname, b.hostname) || cmp(a.namespace, b.namespace))
-    this.#knownHosts = new Set(services.map((s) => s.hostname))
+    // Sorted here too, so the output never depends on the order the caller passed things in (shared: never changed)
+    this.#shared = sharedOf(resources, services, mesh.domainSuffix)
+    this.resources = this.#shared.resources
+    this.allServices = this.#shared.services
+    this.#knownHosts = this.#shared.knownHosts
     this.sidecar = node.kind === 'sidecar' ? this.#selectSidecar() : undefined
-    const egress = this.sidecar === undefined ? null : egressHosts(this.sidecar.spec)
-    const visible = this.allServices
-      .filter((s) => isExportedTo(s.namespace, s.exportTo, node.namespace))
-      .filter((s) => egress === null || egress.some((h) => egressAllows(h, s.namespace, s.hostname, node.namespace)))
-    for (const s of visible) {
-      const prev = this.#byHost.get(s.hostname)
-      // Two namespaces define the same host: the proxy's own namespace wins, else the first.
-      if (prev === undefined || (prev.namespace !== node.namespace && s.namespace === node.namespace)) {
-        this.#byHost.set(s.hostname, s)
-      }
-    }
-    this.services = [...this.#byHost.values()].sort((a, b) => cmp(a.hostname, b.hostname))
+    const visible = this.sidecar === undefined ? this.#visibleIn(node.namespace) : this.#visible(this.sidecar)
+    this.#byHost = visible.byHost
+    this.services = visible.services
     // a Sidecar with egress listeners says what the proxy sees: it wins over scoping
     const scopeHosts = node.kind === 'sidecar' ? node.scopeHosts : undefined
     if (scopeHosts !== undefined && (this.sidecar?.spec?.egress?.length ?? 0) === 0) {
       const scoped = new Set(scopeHosts)
-      const inScope = (h: string) =>
-        scopeHosts.has(h) || (isWildcard(h) && [...scopeHosts].some((s) => hostMatches(s, h)))
-      for (const vs of this.virtualServices()) {
-        const ns = vs.metadata.namespace
-        if (!(vs.spec?.hosts ?? []).some((h) => inScope(this.resolve(h, ns)))) continue
-        for (const d of virtualServiceDestinations(vs, (h, n) => this.resolve(h, n))) scoped.add(d)
+      // the VirtualServices naming a scope host, exactly or by a wildcard that matches it, add their destinations
+      const { exact, wildcard } = this.#shared.vsByHost(node.namespace)
+      const add = (vs: Resource<VirtualServiceSpec>) => {
+        for (const d of this.#shared.vsDestinations(vs)) scoped.add(d)
+      }
+      for (const h of scopeHosts) for (const vs of exact.get(h) ?? []) add(vs)
+      for (const vs of wildcard) {
+        const hosts = this.#shared.vsHosts(vs).filter(isWildcard)
+        if (hosts.some((w) => scopeHosts.has(w) || [...scopeHosts].some((s) => hostMatches(s, w)))) add(vs)
       }
       this.#scoped = scoped
       this.#direct = scopeHosts
     }
+  }
+
+  /** The services a proxy of `namespace` without a Sidecar resource sees: the same for all of them (shared). */
+  #visibleIn(namespace: string): { byHost: Map<string, Service>; services: Service[] } {
+    const key = `visible\u0000${namespace}`
+    const m = this.#shared.memo
+    let v = m.get(key) as { byHost: Map<string, Service>; services: Service[] } | undefined
+    if (v === undefined) m.set(key, (v = this.#visible(undefined)))
+    return v
+  }
+
+  /** The services this proxy sees: exported to its namespace, and allowed by its Sidecar's egress if it has one. */
+  #visible(sidecar: Resource<SidecarSpec> | undefined): { byHost: Map<string, Service>; services: Service[] } {
+    const ns = this.node.namespace
+    const egress = sidecar === undefined ? null : egressHosts(sidecar.spec)
+    const byHost = new Map<string, Service>()
+    for (const s of this.allServices) {
+      if (!isExportedTo(s.namespace, s.exportTo, ns)) continue
+      if (egress !== null && !egress.some((h) => egressAllows(h, s.namespace, s.hostname, ns))) continue
+      const prev = byHost.get(s.hostname)
+      // Two namespaces define the same host: the proxy's own namespace wins, else the first.
+      if (prev === undefined || (prev.namespace !== ns && s.namespace === ns)) byHost.set(s.hostname, s)
+    }
+    return { byHost, services: [...byHost.values()].sort((a, b) => cmp(a.hostname, b.hostname)) }
   }
 
   /**
@@ -205,9 +359,34 @@ export class Scope {
     return this.#scoped === null || this.#scoped.has(hostname)
   }
 
-  /** Whether the proxy gets a host's virtual hosts (false only outside `scopeHosts`). */
-  routesHost(hostname: string): boolean {
-    return this.#direct === null || this.#direct.has(hostname)
+  #clusterServices: readonly Service[] | null = null
+
+  /**
+   * The visible services that may have clusters for this proxy, sorted by hostname: all of them, or when scoped,
+   * those in the scope and those with a port outside the outbound HTTP listener (the rest have none).
+   */
+  get clusterServices(): readonly Service[] {
+    if (this.#scoped === null) return this.services
+    if (this.#clusterServices === null) {
+      const out = [...tcpServices(this.services)]
+      for (const h of this.#scoped) {
+        const svc = this.#byHost.get(h)
+        if (svc !== undefined && !hasTcpPort(svc)) out.push(svc)
+      }
+      this.#clusterServices = out.sort((a, b) => cmp(a.hostname, b.hostname))
+    }
+    return this.#clusterServices
+  }
+
+  /** The visible services whose virtual hosts this proxy gets, sorted by hostname (all, or the scope's own). */
+  get routeServices(): readonly Service[] {
+    if (this.#direct === null) return this.services
+    const out: Service[] = []
+    for (const h of this.#direct) {
+      const svc = this.#byHost.get(h)
+      if (svc !== undefined) out.push(svc)
+    }
+    return out.sort((a, b) => cmp(a.hostname, b.hostname))
   }
 
   /** The hosts whose HTTP ports the proxy gets when scoping applies to it, else null. */
@@ -215,7 +394,6 @@ export class Scope {
     return this.#scoped
   }
 
-  #byKind: Map<string, Resource[]> | null = null
   #telemetry: EffectiveTelemetry | null = null
 
   /** The Telemetry resources' effect on this proxy, with MeshConfig's defaults (telemetry.ts). */
@@ -229,20 +407,12 @@ export class Scope {
   }
 
   of<S>(kind: string): Resource<S>[] {
-    if (this.#byKind === null) {
-      this.#byKind = new Map()
-      for (const r of this.resources) {
-        let list = this.#byKind.get(r.kind)
-        if (list === undefined) this.#byKind.set(r.kind, (list = []))
-        list.push(r)
-      }
-    }
-    return (this.#byKind.get(kind) ?? []) as Resource<S>[]
+    return (this.#shared.byKind.get(kind) ?? []) as Resource<S>[]
   }
 
   /** A host as written in a resource of `namespace`, as an FQDN. */
   resolve(host: string, namespace: string): string {
-    return resolveHost(host, namespace, (h) => this.#knownHosts.has(h), this.mesh.domainSuffix)
+    return this.#shared.resolve(host, namespace)
   }
 
   isKnownHost(fqdn: string): boolean {
@@ -256,10 +426,27 @@ export class Scope {
 
   /** VirtualServices exported to this proxy's namespace, in config order. */
   virtualServices(): Resource<VirtualServiceSpec>[] {
-    const ns = this.node.namespace
-    return this.of<VirtualServiceSpec>('VirtualService').filter((vs) =>
-      isExportedTo(vs.metadata.namespace, vs.spec?.exportTo, ns),
-    )
+    // shared by the proxies of a namespace: a copy, since callers may change what they get
+    return [...this.#shared.virtualServicesFor(this.node.namespace)]
+  }
+
+  /** A VirtualService's hosts, resolved (shared: never change the list). */
+  virtualServiceHosts(vs: Resource<VirtualServiceSpec>): readonly string[] {
+    return this.#shared.vsHosts(vs)
+  }
+
+  /**
+   * A value derived from the inputs and this proxy's namespace alone, computed once for every proxy of the
+   * namespace without a Sidecar resource (with one, it is computed for this proxy).
+   */
+  perNamespace<T>(what: string, make: () => T): T {
+    if (this.sidecar !== undefined) return make()
+    const key = `${what}\u0000${this.node.namespace}`
+    const m = this.#shared.memo
+    if (m.has(key)) return m.get(key) as T
+    const v = make()
+    m.set(key, v)
+    return v
   }
 
   /**

@@ -15,7 +15,7 @@ import { credentialSecrets } from './gateway-credentials.js'
 import { createHash } from 'node:crypto'
 import type { Resource } from '../../api/index.js'
 import { type ProxyNode, type ResourceMap, type Snapshot, TYPE_URL, type TypeUrl } from '../../xds/snapshot.js'
-import { isHttpProtocol, type Service } from '../registry/registry.js'
+import type { Service } from '../registry/registry.js'
 import { outboundClusters } from './clusters.js'
 import {
   applyLocality,
@@ -33,12 +33,14 @@ import {
   type NodeMetadata,
   outboundListener,
 } from './listeners.js'
-import { type MeshConfig, type ResolvedMeshConfig, resolveMeshConfig, Scope } from './scope.js'
+import { hasTcpPort, type MeshConfig, type ResolvedMeshConfig, resolveMeshConfig, Scope } from './scope.js'
 import {
   type Change,
   diff,
   type Fingerprints,
   fingerprints,
+  newPeerParts,
+  type PeerParts,
   type ServicePartCache,
   type ServiceParts,
 } from './incremental.js'
@@ -224,6 +226,8 @@ export class BatchTranslator {
   /** the previous generation: what changed since, its groups and its proxies' records (null: none, or done) */
   private prev: { change: Change; groups: Map<string, Group>; records: Map<string, ProxyRecord> } | null = null
   #byAddress: Map<string, Service[]> | null = null
+  /** per peer key: the services' parts its groups built (or kept) in this generation */
+  readonly #peers = new Map<string, PeerParts>()
   #serviceJson: Map<Service, string> | null = null
 
   constructor(input: TranslateInput, previous?: BatchTranslator) {
@@ -313,14 +317,17 @@ export class BatchTranslator {
     return snapshot
   }
 
-  /** The group's key: what a sidecar's outbound config reads of the node. */
-  private groupKey(node: TranslateNode): string {
+  /**
+   * The group's key: what a sidecar's outbound config reads of the node. Its peer key is the same without the
+   * scope: the groups of one peer key share their services' parts (PeerParts).
+   */
+  private groupKey(node: TranslateNode): { key: string; peer: string } {
     const metadata = node.metadata ?? {}
     const labels: Record<string, string> = {}
     for (const k of Object.keys(node.labels).sort()) if (this.selectedLabels.has(k)) labels[k] = node.labels[k]!
     // the service account matters only where MeshConfig explainFrom names principals (the outbound explain filter)
     const byAccount = (this.input.meshConfig?.explainFrom?.principals?.length ?? 0) > 0
-    return JSON.stringify([
+    const peer = JSON.stringify([
       node.namespace,
       labels,
       metadata.OUTBOUND_PORT ?? null,
@@ -332,13 +339,21 @@ export class BatchTranslator {
         ? [metadata.WORKLOAD_NAME ?? null, node.id]
         : null,
       byAccount ? node.serviceAccount : null,
-      scopeKey(node),
     ])
+    const scope = scopeKey(node)
+    return { key: scope === null ? peer : `${peer}\u0000${JSON.stringify(scope)}`, peer }
+  }
+
+  /** The parts built this generation by the groups of a peer key. */
+  private peerParts(peer: string): PeerParts {
+    let p = this.#peers.get(peer)
+    if (p === undefined) this.#peers.set(peer, (p = newPeerParts()))
+    return p
   }
 
   /** The node's group's outbound part: kept from the previous generation, rebuilt in part, or built. */
   private group(node: TranslateNode): OutboundPart {
-    const key = this.groupKey(node)
+    const { key, peer } = this.groupKey(node)
     const have = this.groups.get(key)
     if (have !== undefined) return have.part
     const change = this.prev?.change
@@ -368,13 +383,13 @@ export class BatchTranslator {
         if (kept.clusters !== undefined || kept.routes !== undefined) parts.set(host, kept)
       }
     }
-    const listener = outboundListener(scope, metadata, parts)
-    const clusters = outboundClusters(scope, parts)
+    const peers = this.peerParts(peer)
+    const listener = outboundListener(scope, metadata, parts, peers)
+    const clusters = outboundClusters(scope, parts, peers)
     const hosts = new Set<string>()
     const scoped = scope.scopedHosts
-    for (const s of scope.services) {
-      // scoped: a host outside the scope matters only for its TCP ports
-      if (scoped !== null && !scoped.has(s.hostname) && !hasTcpPort(s)) continue
+    // scoped: a host outside the scope matters only for its TCP ports
+    for (const s of scope.clusterServices) {
       hosts.add(s.hostname)
       for (const h of parts.get(s.hostname)?.deps ?? []) hosts.add(h)
     }
@@ -476,11 +491,6 @@ export class BatchTranslator {
     }
     return vhdsLayout({ resources }, node)
   }
-}
-
-/** Whether a service has a port outside the outbound HTTP listener (what scoping leaves as it is). */
-function hasTcpPort(s: Service): boolean {
-  return s.ports.some((p) => !isHttpProtocol(p.protocol))
 }
 
 function byField(field: string): (a: Json, b: Json) => number {

@@ -47,13 +47,24 @@ export function virtualHostResourceName(routeConfig: string, vhost: string): str
 }
 
 interface Split {
-  routeConfig: Json
-  vhosts: Json[]
-  items: ResourceMap
-  version: string
+  readonly routeConfig: Json
+  readonly vhosts: Json[]
+  readonly items: ResourceMap
+  readonly version: string
 }
 
 const splits = new WeakMap<object, Split>()
+
+const resources = new WeakMap<object, { routeConfig: string; resource: Json }>()
+
+/** A virtual host as a VirtualHost resource: one object per virtual host object (those are shared by proxies). */
+function virtualHostResource(routeConfig: string, vh: Json): Json {
+  const have = resources.get(vh)
+  if (have !== undefined && have.routeConfig === routeConfig) return have.resource
+  const resource = { ...vh, name: virtualHostResourceName(routeConfig, vh.name as string) }
+  resources.set(vh, { routeConfig, resource })
+  return resource
+}
 
 /** The route configuration with `vhds` in place of its virtual hosts, and those as VirtualHost resources. */
 export function splitRouteConfig(rc: Json): Split {
@@ -61,13 +72,20 @@ export function splitRouteConfig(rc: Json): Split {
   if (s !== undefined) return s
   const name = rc.name as string
   const { virtual_hosts, ...rest } = rc
-  const vhosts = ((virtual_hosts ?? []) as Json[]).map((vh) => ({
-    ...vh,
-    name: virtualHostResourceName(name, vh.name as string),
-  }))
+  const vhosts = ((virtual_hosts ?? []) as Json[]).map((vh) => virtualHostResource(name, vh))
   const items: ResourceMap = new Map()
   for (const vh of vhosts) items.set(vh.name as string, vh)
-  s = { routeConfig: { ...rest, vhds: { config_source: ADS } }, vhosts, items, version: contentVersion(vhosts) }
+  let version: string | null = null
+  s = {
+    routeConfig: { ...rest, vhds: { config_source: ADS } },
+    vhosts,
+    items,
+    // computed on first read, as the translator's own versions are: the xDS cache versions snapshots by itself
+    get version() {
+      version ??= contentVersion(vhosts)
+      return version
+    },
+  }
   splits.set(rc, s)
   return s
 }
@@ -85,8 +103,21 @@ export function vhdsLayout(snapshot: Snapshot, node: TranslateNode): Snapshot {
   const items: ResourceMap = new Map(routes.items)
   items.set(OUTBOUND_ROUTE, split.routeConfig)
   const resources = new Map<TypeUrl, { version: string; items: ResourceMap }>(snapshot.resources)
-  resources.set(TYPE_URL.route, { version: contentVersion([{ vhds: routes.version }]), items })
-  resources.set(TYPE_URL.virtualHost, { version: split.version, items: split.items })
+  // versions on first read only (hashing a proxy's whole route configuration for every rebuild cost seconds)
+  let routesVersion: string | null = null
+  resources.set(TYPE_URL.route, {
+    get version() {
+      routesVersion ??= contentVersion([{ vhds: routes.version }])
+      return routesVersion
+    },
+    items,
+  })
+  resources.set(TYPE_URL.virtualHost, {
+    get version() {
+      return split.version
+    },
+    items: split.items,
+  })
   return { resources }
 }
 
