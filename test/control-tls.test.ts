@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict'
 import { X509Certificate } from 'node:crypto'
 import { mkdtempSync, writeFileSync } from 'node:fs'
-import * as net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -15,33 +14,10 @@ import * as tls from 'node:tls'
 import { makeRoot } from '../src/control/ca/pki-fixtures.js'
 import { type Control, eventually, spawnLoom, startControl } from './helpers/control.js'
 import { runLoom } from './helpers/proxy.js'
+import { tcpRelay } from './helpers/relay.js'
 
 const NS = 'shop'
 const SA = 'reviews'
-
-/** A relay to `target` recording every byte the client sends. */
-async function recordingRelay(target: string): Promise<{ address: string; sent: () => Buffer; close: () => void }> {
-  const i = target.lastIndexOf(':')
-  const chunks: Buffer[] = []
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer((c) => {
-    const up = net.connect(Number(target.slice(i + 1)), target.slice(0, i))
-    sockets.add(c).add(up)
-    c.on('data', (d: Buffer) => chunks.push(Buffer.from(d)))
-    c.pipe(up).pipe(c)
-    c.on('error', () => up.destroy())
-    up.on('error', () => c.destroy())
-  })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  return {
-    address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    sent: () => Buffer.concat(chunks),
-    close: () => {
-      for (const s of sockets) s.destroy()
-      server.close()
-    },
-  }
-}
 
 /** The certificate the control plane serves on `address` (TLS handshake, verified against `ca`). */
 async function servedCertificate(address: string, ca: string, alpn = 'h2'): Promise<tls.DetailedPeerCertificate> {
@@ -125,7 +101,7 @@ describe('TLS on the control plane ports', { timeout: 120_000 }, () => {
   })
 
   test('a proxy gets its config and certificate over TLS; the token never crosses in clear text', async (t) => {
-    const relay = await recordingRelay(cp.xds)
+    const relay = await tcpRelay(cp.xds)
     t.after(() => relay.close())
     const file = await tokenFile()
     const { readFileSync } = await import('node:fs')

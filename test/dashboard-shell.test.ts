@@ -47,8 +47,13 @@ test('every page of the top bar opens in the browser without an error', async ()
   await page.getByTestId('status').filter({ hasText: 'control plane up' }).waitFor()
   for (const name of ['Graph', 'Services', 'Config', 'Proxies', 'Live']) {
     await page.getByRole('link', { name, exact: true }).click()
+    // the click's hashchange is handled in a task of its own: until the link is marked, the last page still stands
+    await page
+      .locator('nav a.active')
+      .filter({ hasText: new RegExp(`^${name}$`) })
+      .waitFor()
     await page.locator('main h1').first().waitFor()
-    assert.equal(await page.locator('nav a.active').textContent(), name)
+    assert.equal(await page.locator('nav a.active').count(), 1)
   }
   await page.goto(`http://${cp.api}/dashboard/#/no/such/page`)
   await page.getByRole('heading', { name: 'Not found' }).waitFor()

@@ -95,7 +95,7 @@ describe("Istio's security tasks on the Bookinfo demo", { timeout: 300_000 }, ()
   const denied = (v: View) => v.status === 403 && v.body.trim() === 'RBAC: access denied'
 
   before(async () => {
-    up = await startUp(BOOKINFO, 120_000)
+    up = await startUp(BOOKINFO, 120_000, ['--gateway-port', '0'])
     state = readState(up.dataDir)!
     page = `http://127.0.0.1:${Object.values(state.gateways[0]!.ports)[0]}/productpage`
     await eventually(

@@ -178,7 +178,7 @@ describe('distributed tracing on the Bookinfo demo', { timeout: 300_000 }, () =>
       timeout: 5s
 `,
     )
-    up = await startUp(BOOKINFO, 150_000, ['--mesh-config', mesh])
+    up = await startUp(BOOKINFO, 150_000, ['--mesh-config', mesh, '--gateway-port', '0'])
     state = readState(up.dataDir)!
     page = `http://127.0.0.1:${Object.values(state.gateways[0]!.ports)[0]}/productpage`
     await eventually(

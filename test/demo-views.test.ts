@@ -76,7 +76,7 @@ describe('loom stat, edges, graph and top on the Bookinfo demo', { timeout: 300_
   }
 
   before(async () => {
-    up = await startUp(BOOKINFO, 120_000)
+    up = await startUp(BOOKINFO, 120_000, ['--gateway-port', '0'])
     state = readState(up.dataDir)!
     page = `http://127.0.0.1:${Object.values(state.gateways[0]!.ports)[0]}/productpage`
   })

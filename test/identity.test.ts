@@ -6,9 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { createPrivateKey, sign, X509Certificate } from 'node:crypto'
-import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
-import * as net from 'node:net'
-import { tmpdir } from 'node:os'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
@@ -16,7 +14,8 @@ import { makeCsr, makeLeaf, makeRoot } from '../src/control/ca/pki-fixtures.js'
 import { IdentityClient } from '../src/proxy/identity/client.js'
 import { SecretStore, type TlsCertificateSecret } from '../src/proxy/secrets/store.js'
 import { certificateServiceClient, createCertificate } from '../src/xds/ca-service.js'
-import { type Control, eventually, spawnLoom, startControl } from './helpers/control.js'
+import { bootstrapToken, type Control, eventually, spawnLoom, startControl, tokenFile } from './helpers/control.js'
+import { tcpRelay } from './helpers/relay.js'
 
 const NS = 'shop'
 const SA = 'bookinfo-reviews'
@@ -28,51 +27,6 @@ interface CertsBody {
     cert_chain: { serial_number: string; subject_alt_names: { uri?: string }[] }[]
   }[]
   identity?: { spiffe_id: string; serial_number: string; expiration_time: string; certificates_received: number } | null
-}
-
-async function token(cp: Control, ns: string, sa: string, ttl = '1h'): Promise<string> {
-  const r = await cp.loom(['token', 'create', '--namespace', ns, '--service-account', sa, '--ttl', ttl])
-  assert.equal(r.code, 0, r.stderr)
-  return r.stdout.trim()
-}
-
-/** A relay to `target` that records every byte the client sends; `cut()` drops every connection, now and later. */
-async function recordingRelay(target: string): Promise<{
-  address: string
-  sent: () => Buffer
-  close: () => void
-  cut: (on: boolean) => void
-  accepted: () => number
-}> {
-  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))]
-  const chunks: Buffer[] = []
-  const sockets = new Set<net.Socket>()
-  let cut = false
-  let accepted = 0
-  const server = net.createServer((c) => {
-    accepted++
-    if (cut) return void c.destroy()
-    const up = net.connect(port, host)
-    sockets.add(c).add(up)
-    c.on('data', (d: Buffer) => chunks.push(Buffer.from(d)))
-    c.pipe(up).pipe(c)
-    c.on('error', () => up.destroy())
-    up.on('error', () => c.destroy())
-  })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  return {
-    address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    sent: () => Buffer.concat(chunks),
-    accepted: () => accepted,
-    cut: (on: boolean) => {
-      cut = on
-      if (on) for (const s of sockets) s.destroy()
-    },
-    close: () => {
-      for (const s of sockets) s.destroy()
-      server.close()
-    },
-  }
 }
 
 function status(err: unknown): { code: number; details: string } {
@@ -90,9 +44,7 @@ describe('workload identity', { timeout: 120_000 }, () => {
   })
 
   test('a proxy given a token gets its SPIFFE certificate, and renews it several times by itself', async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'loom-id-'))
-    const file = join(dir, 'token')
-    writeFileSync(file, `${await token(cp, NS, SA)}\n`, { mode: 0o600 })
+    const file = await tokenFile(cp, NS, SA)
     const proxy = await spawnLoom([
       'proxy',
       '--xds',
@@ -134,10 +86,8 @@ describe('workload identity', { timeout: 120_000 }, () => {
   })
 
   test('the private key never reaches the control plane: not on the wire, not in its logs or data', async () => {
-    const relay = await recordingRelay(cp.xds)
-    const dir = mkdtempSync(join(tmpdir(), 'loom-id-'))
-    const file = join(dir, 'token')
-    writeFileSync(file, await token(cp, NS, SA), { mode: 0o600 })
+    const relay = await tcpRelay(cp.xds)
+    const file = await tokenFile(cp, NS, SA)
     const store = new SecretStore()
     const keys: string[] = []
     store.subscribe('default', (_, s) => keys.push((s as TlsCertificateSecret).privateKeyPem))
@@ -183,10 +133,8 @@ describe('workload identity', { timeout: 120_000 }, () => {
   })
 
   test('a failed renewal is retried with back-off while the proxy keeps its certificate; the first one too', async () => {
-    const relay = await recordingRelay(cp.xds)
-    const dir = mkdtempSync(join(tmpdir(), 'loom-id-'))
-    const file = join(dir, 'token')
-    writeFileSync(file, await token(cp, NS, SA), { mode: 0o600 })
+    const relay = await tcpRelay(cp.xds)
+    const file = await tokenFile(cp, NS, SA)
     const store = new SecretStore()
     const client = new IdentityClient({
       server: relay.address,
@@ -225,7 +173,7 @@ describe('workload identity', { timeout: 120_000 }, () => {
     const cp = await startControl()
     const client = certificateServiceClient(cp.xds)
     try {
-      const good = await token(cp, NS, SA)
+      const good = await bootstrapToken(cp, NS, SA)
       const csrFor = (uri?: string) => makeCsr(uri === undefined ? {} : { uris: [uri] })
 
       // first certificate, with the token; the CSR may name the identity, or not
@@ -268,7 +216,7 @@ describe('workload identity', { timeout: 120_000 }, () => {
         createCertificate(
           client,
           { csr: (await csrFor()).pem },
-          await token(cp, NS, SA, '1s').then(async (t) => {
+          await bootstrapToken(cp, NS, SA, '1s').then(async (t) => {
             await new Promise((r) => setTimeout(r, 2100))
             return t
           }),
@@ -297,7 +245,7 @@ describe('workload identity', { timeout: 120_000 }, () => {
         /the CSR asks for .*\/sa\/admin, but the current certificate authenticates/,
       )
       // a certificate of another identity, from this CA, cannot renew this one's
-      const tokenOther = await token(cp, NS, 'admin')
+      const tokenOther = await bootstrapToken(cp, NS, 'admin')
       const o = await csrFor()
       const chainOther = (await createCertificate(client, { csr: o.pem }, tokenOther)).certificate_chain!.join('')
       await refused(

@@ -63,7 +63,7 @@ describe('loom tap', { timeout: 240_000 }, () => {
   }
 
   before(async () => {
-    up = await startUp(BOOKINFO, 150_000)
+    up = await startUp(BOOKINFO, 150_000, ['--gateway-port', '0'])
     state = readState(up.dataDir)!
     page = `http://127.0.0.1:${Object.values(state.gateways[0]!.ports)[0]}/productpage`
     for (const f of [join(NET, 'destination-rule-all.yaml'), writeTemp('reviews-v2.yaml', REVIEWS_V2)]) {

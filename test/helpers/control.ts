@@ -1,6 +1,6 @@
 /** Test harness for the control plane: `loom control` and `loom proxy --xds` as real processes. */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LOOM, runLoom } from './proxy.js'
@@ -132,4 +132,27 @@ export async function eventually(fn: () => Promise<boolean>, ms = 5000, what = '
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 25))
   }
+}
+
+/** A bootstrap token for a workload identity (`loom token create`); throws when the CLI refuses. */
+export async function bootstrapToken(cp: Control, namespace: string, serviceAccount: string, ttl = '1h') {
+  const r = await cp.loom([
+    'token',
+    'create',
+    '--namespace',
+    namespace,
+    '--service-account',
+    serviceAccount,
+    '--ttl',
+    ttl,
+  ])
+  if (r.code !== 0) throw new Error(`loom token create: ${r.stderr}`)
+  return r.stdout.trim()
+}
+
+/** `bootstrapToken` in a file of its own (mode 0600), for `loom proxy --identity-token-file`; returns its path. */
+export async function tokenFile(cp: Control, namespace: string, serviceAccount: string): Promise<string> {
+  const file = join(mkdtempSync(join(tmpdir(), 'loom-token-')), 'token')
+  writeFileSync(file, `${await bootstrapToken(cp, namespace, serviceAccount)}\n`, { mode: 0o600 })
+  return file
 }
