@@ -47,7 +47,10 @@ export class Fleet {
       const proc = fork(path.join(here, 'clients.js'), [], {
         detached: true,
         stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-        execArgv: ['--max-old-space-size=8192'],
+        execArgv: [
+          '--max-old-space-size=8192',
+          ...(process.env.BENCH_CP_CLIENT_NODE_FLAGS ?? '').split(' ').filter(Boolean),
+        ],
       })
       const c: Child = { proc, from, to: Math.min(size, from + per), stderr: '', exited: false }
       f.children.push(c)
@@ -176,7 +179,12 @@ export class Fleet {
   async stop(): Promise<void> {
     await Promise.race([this.askAll({ type: 'close' }).catch(() => []), new Promise((r) => setTimeout(r, 2000))])
     for (const c of this.children) c.proc.disconnect?.()
-    await new Promise((r) => setTimeout(r, 200))
+    // a profiled client writes its profile as it exits: give it the time
+    const grace = process.env.BENCH_CP_CLIENT_NODE_FLAGS ? 20_000 : 200
+    await Promise.race([
+      Promise.all(this.children.map((c) => (c.exited ? null : new Promise((r) => c.proc.once('exit', r))))),
+      new Promise((r) => setTimeout(r, grace)),
+    ])
     this.kill()
     all.delete(this)
   }

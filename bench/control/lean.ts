@@ -14,6 +14,7 @@ import {
   type DiscoveryResponse,
   type WireNode,
 } from '../../src/xds/ads.js'
+import { XDS_FLOW_CONTROL_WINDOW } from '../../src/xds/client.js'
 import { decodeResource, type EncodedAny, jsonToStruct } from '../../src/xds/proto.js'
 import { TYPE_URL } from '../../src/xds/snapshot.js'
 
@@ -29,17 +30,22 @@ type Stub = grpc.Client & {
 }
 let stubCtor: (new (addr: string, creds: grpc.ChannelCredentials, opts?: grpc.ChannelOptions) => Stub) | undefined
 
-/** The ADS client class with a deserializer that counts the bytes it is handed (envelope decoding only). */
+/**
+ * The ADS client class with a deserializer that counts the bytes it is handed and reads the envelope itself from
+ * the wire format (the fields a client uses; each resource's `Any` value a view into the message, not a copy):
+ * protobufjs's decoding of a thousand `Resource` envelopes per response was most of a lean client's CPU.
+ */
 function leanStub(): NonNullable<typeof stubCtor> {
   if (stubCtor) return stubCtor
   const svc = adsService().service
   const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {}
   for (const [k, m] of Object.entries(svc)) {
+    const delta = k === 'DeltaAggregatedResources'
     def[k] = {
       ...m,
       responseDeserialize: (b: Buffer): unknown => {
         received.bytes += b.length
-        return m.responseDeserialize(b)
+        return delta ? deltaResponse(b) : sotwResponse(b)
       },
     }
   }
@@ -95,13 +101,201 @@ function scan(b: Uint8Array, visit: Visit): void {
 
 const buf = (b: Uint8Array): Buffer => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength))
 
+/** UTF-8 text at [s, e) of `b`, without Buffer#toString's dispatch (a call per name and version). */
+const str = (b: Uint8Array, s: number, e: number): string =>
+  (buf(b) as Buffer & { utf8Slice(s: number, e: number): string }).utf8Slice(s, e)
+
+/** A google.protobuf.Any: type_url (1), value (2, a view into `b`). */
+function anyAt(b: Uint8Array, s: number, e: number): EncodedAny {
+  const m = buf(b).subarray(s, e)
+  let type_url = ''
+  let value: Buffer = Buffer.alloc(0)
+  scan(m, (f, w, _v, s2, e2) => {
+    if (f === 1 && w === 2) type_url = str(m, s2, e2)
+    else if (f === 2 && w === 2) value = m.subarray(s2, e2)
+    return true
+  })
+  return { type_url, value }
+}
+
+/** A varint at `p` of `b`: [value, next position] (lengths and keys: well under 2^53). */
+function varint(b: Buffer, p: number): number {
+  let v = 0
+  let mul = 1
+  let byte: number
+  do {
+    byte = b[p++]!
+    v += (byte & 0x7f) * mul
+    mul *= 128
+  } while (byte & 0x80)
+  at = p
+  return v
+}
+/** where `varint` stopped */
+let at = 0
+
+/** Skips a field of wire type `wire` at `p`; returns the next position. */
+function skip(b: Buffer, p: number, wire: number): number {
+  if (wire === 0) {
+    varint(b, p)
+    return at
+  }
+  if (wire === 2) {
+    const len = varint(b, p)
+    return at + len
+  }
+  if (wire === 1) return p + 8
+  if (wire === 5) return p + 4
+  throw new Error(`unsupported wire type ${wire}`)
+}
+
+/** The field `field()` read last: its number, wire type and, when length-delimited, its value's [start, end). */
+let fNum = 0
+let fWire = 0
+let fStart = 0
+let fEnd = 0
+
+/** Reads the field at `p` of a message ending at `end` into fNum..fEnd; returns the position after it. */
+function field(b: Buffer, p: number, end: number): number {
+  const key = varint(b, p)
+  fNum = Math.floor(key / 8)
+  fWire = key % 8
+  if (fWire !== 2) return skip(b, at, fWire)
+  const len = varint(b, at)
+  fStart = at
+  fEnd = at + len
+  if (fEnd > end) throw new Error('truncated message')
+  return fEnd
+}
+
+/**
+ * Names and versions, one string each for all the proxies of this process: 500 proxies holding the same 3000
+ * names and versions would otherwise keep 3 million strings alive, and the collector's work over them (not any
+ * proxy's) would set the pace. A proxy of its own process holds its own copy once; this is that, shared.
+ */
+const strings = new Map<string, string>()
+function intern(x: string): string {
+  const have = strings.get(x)
+  if (have !== undefined) return have
+  strings.set(x, x)
+  return x
+}
+
+/** Whether [s, e) of `b` holds the bytes of `x` (short: a loop beats Buffer#compare's call). */
+function sameBytes(b: Buffer, s: number, e: number, x: Buffer): boolean {
+  if (e - s !== x.length) return false
+  for (let i = 0; i < x.length; i++) if (b[s + i] !== x[i]) return false
+  return true
+}
+
+/** the type URL strings seen (a response's resources all have the same one: decoded once) */
+let lastTypeBytes: Buffer | null = null
+let lastType = ''
+
+/**
+ * envoy.service.discovery.v3.DeltaDiscoveryResponse, the fields a client reads, without closures or copies: each
+ * resource's name and version as strings, its Any value a view into the message.
+ */
+export function deltaResponse(input: Uint8Array): DeltaDiscoveryResponse {
+  const b = buf(input)
+  const out = {
+    system_version_info: '',
+    resources: [] as NonNullable<DeltaDiscoveryResponse['resources']>,
+    type_url: '',
+    removed_resources: [] as string[],
+    nonce: '',
+  }
+  for (let p = 0; p < b.length; ) {
+    p = field(b, p, b.length)
+    if (fWire !== 2) continue
+    if (fNum === 1) out.system_version_info = str(b, fStart, fEnd)
+    else if (fNum === 4) out.type_url = str(b, fStart, fEnd)
+    else if (fNum === 5) out.nonce = str(b, fStart, fEnd)
+    else if (fNum === 6) out.removed_resources.push(str(b, fStart, fEnd))
+    else if (fNum === 2) out.resources.push(resourceAt(b, fStart, fEnd))
+  }
+  return out as DeltaDiscoveryResponse
+}
+
+/** envoy.service.discovery.v3.Resource at [s, e) of `b`. */
+function resourceAt(b: Buffer, s: number, e: number): NonNullable<DeltaDiscoveryResponse['resources']>[number] {
+  let name = ''
+  let version = ''
+  let aliases: string[] | undefined
+  let resource: EncodedAny | undefined
+  for (let p = s; p < e; ) {
+    p = field(b, p, e)
+    if (fWire !== 2) continue
+    if (fNum === 3) name = intern(str(b, fStart, fEnd))
+    else if (fNum === 1) version = intern(str(b, fStart, fEnd))
+    else if (fNum === 4) (aliases ??= []).push(str(b, fStart, fEnd))
+    else if (fNum === 2) resource = anyIn(b, fStart, fEnd)
+  }
+  return (aliases === undefined ? { name, version, resource } : { name, version, resource, aliases }) as NonNullable<
+    DeltaDiscoveryResponse['resources']
+  >[number]
+}
+
+/** google.protobuf.Any at [s, e) of `b`: its type URL (decoded once per distinct one) and a view of its value. */
+function anyIn(b: Buffer, s: number, e: number): EncodedAny {
+  let type_url = ''
+  let vs = 0
+  let ve = 0
+  for (let p = s; p < e; ) {
+    p = field(b, p, e)
+    if (fWire !== 2) continue
+    if (fNum === 1) {
+      if (lastTypeBytes !== null && sameBytes(b, fStart, fEnd, lastTypeBytes)) type_url = lastType
+      else {
+        type_url = str(b, fStart, fEnd)
+        lastTypeBytes = Buffer.from(b.subarray(fStart, fEnd))
+        lastType = type_url
+      }
+    } else if (fNum === 2) {
+      vs = fStart
+      ve = fEnd
+    }
+  }
+  return new LazyAny(type_url, b, vs, ve)
+}
+
+/**
+ * An Any whose value is a view made when read: most resources (load assignments, a full-visibility proxy's virtual
+ * hosts) are never opened, and a Buffer view is dearer to make than this object.
+ */
+class LazyAny implements EncodedAny {
+  constructor(
+    readonly type_url: string,
+    private readonly b: Buffer,
+    private readonly s: number,
+    private readonly e: number,
+  ) {}
+  get value(): Buffer {
+    return this.b.subarray(this.s, this.e)
+  }
+}
+
+/** envoy.service.discovery.v3.DiscoveryResponse, the fields a client reads. */
+export function sotwResponse(b: Uint8Array): DiscoveryResponse {
+  const out = { version_info: '', resources: [] as EncodedAny[], type_url: '', nonce: '' }
+  scan(b, (f, w, _v, s, e) => {
+    if (w !== 2) return true
+    if (f === 1) out.version_info = str(b, s, e)
+    else if (f === 2) out.resources.push(anyAt(b, s, e))
+    else if (f === 4) out.type_url = str(b, s, e)
+    else if (f === 5) out.nonce = str(b, s, e)
+    return true
+  })
+  return out as unknown as DiscoveryResponse
+}
+
 /** Field 1 (a string) of a message: the name of a Listener, Cluster, RouteConfiguration, VirtualHost, or the
  * cluster_name of a ClusterLoadAssignment. */
 export function nameOf(value: Uint8Array): string {
   let name = ''
   scan(value, (f, w, _v, s, e) => {
     if (f !== 1 || w !== 2) return true
-    name = buf(value).toString('utf8', s, e)
+    name = str(value, s, e)
     return false
   })
   if (name === '') throw new Error('resource without a name')
@@ -115,12 +309,12 @@ export function clusterOf(value: Uint8Array): { name: string; eds?: string } {
   let edsConfig = false
   let service = ''
   scan(value, (f, w, v, s, e) => {
-    if (f === 1 && w === 2) name = buf(value).toString('utf8', s, e)
+    if (f === 1 && w === 2) name = str(value, s, e)
     else if (f === 2 && w === 0) type = v
     else if (f === 3 && w === 2) {
       edsConfig = true
       scan(value.subarray(s, e), (f2, w2, _v2, s2, e2) => {
-        if (f2 === 2 && w2 === 2) service = buf(value).toString('utf8', s + s2, s + e2)
+        if (f2 === 2 && w2 === 2) service = str(value, s + s2, s + e2)
         return true
       })
     }
@@ -155,6 +349,12 @@ export function vhostClusters(value: unknown, out: Set<string>): void {
       } else vhostClusters(v, out)
     }
   }
+}
+
+/** Whether a lean client opens resources of the type (delta: the envelope has the names of the rest). */
+function opens(typeUrl: string, opts: LeanOptions): boolean {
+  if (typeUrl === TYPE_URL.cluster || typeUrl === TYPE_URL.listener) return true
+  return typeUrl === VHOST_TYPE && (opts.vhostAliases?.length ?? 0) > 0
 }
 
 // ---- the client ----
@@ -215,6 +415,11 @@ export class LeanClient {
       'grpc.keepalive_time_ms': 30_000,
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.max_receive_message_length': -1,
+      // the window a Loom proxy (and Envoy) advertises
+      'grpc-node.flow_control_window': XDS_FLOW_CONTROL_WINDOW,
+      // a connection of its own, as a proxy has: without a pool of its own, every new channel would look through
+      // all the others' subchannels for one to share (a comparison of their options each: quadratic in proxies)
+      'grpc.use_local_subchannel_pool': 1,
     })
     for (const t of [TYPE_URL.cluster, TYPE_URL.listener]) this.sub(t).wildcard = true
     if (opts.vhdsWildcard) this.sub(VHOST_TYPE).wildcard = true
@@ -395,7 +600,8 @@ export class LeanClient {
       routeNames(l, routes)
       return l.name as string
     }
-    if (typeUrl === VHOST_TYPE) {
+    // the clusters a virtual host routes to matter on demand only (a full-visibility proxy holds every cluster)
+    if (typeUrl === VHOST_TYPE && (this.opts.vhostAliases?.length ?? 0) > 0) {
       const v = decodeResource(any, { withType: false })
       const out = new Set<string>()
       vhostClusters(v, out)
@@ -457,12 +663,17 @@ export class LeanClient {
     const routes = new Set<string>()
     let error: string | undefined
     const got: [string, string][] = []
+    // the envelope names the resource: only what the client reads further is opened
+    const open = opens(t, this.opts)
     try {
       for (const r of resp.resources ?? []) {
         if (!r.resource) throw new Error(`resource ${r.name} without a body`)
-        const n = this.read(t, r.resource, routes)
-        if (n !== r.name) throw new Error(`resource named ${r.name} holds ${n}`)
-        got.push([n, r.version])
+        if (r.resource.type_url !== t) throw new Error(`resource of type ${r.resource.type_url} in a ${t} response`)
+        if (open) {
+          const n = this.read(t, r.resource, routes)
+          if (n !== r.name) throw new Error(`resource named ${r.name} holds ${n}`)
+        }
+        got.push([r.name, r.version])
       }
     } catch (e) {
       error = (e as Error).message

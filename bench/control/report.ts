@@ -61,8 +61,10 @@ export interface PropagationResult {
 export interface MemoryPoint {
   label: string
   value: number
-  /** RSS, KiB */
+  /** RSS, KiB (settled: 2 s after the config was ACKed) */
   rssKiB: number | null
+  /** the lowest RSS over a rest after that (KiB): the young generation shrunk back (proxies only) */
+  restingKiB?: number | null
   /** the figure is a lower bound (the proxies had not all got their config when it was taken) */
   lowerBound?: boolean
   note?: string
@@ -156,13 +158,16 @@ export function render(
   )
   for (const r of rows) if (r.note) out.push(`  ${r.label}: ${r.note}`)
   out.push('')
-  out.push('Memory (RSS = VmRSS, settled: median of 5 samples over 1 s, 2 s after the config was ACKed)')
+  out.push(
+    'Memory (RSS = VmRSS, settled: median of 5 samples over 1 s, 2 s after the config was ACKed; at rest: the ' +
+      'lowest RSS over the rest after it, once V8 has shrunk the young generation that the config burst grew)',
+  )
   out.push(
     table(
-      ['process', 'configuration', 'RSS MiB', 'note'],
+      ['process', 'configuration', 'RSS MiB', 'at rest MiB', 'note'],
       [
-        ...control.map((p) => ['loom control', p.label, mib(p.rssKiB), p.note ?? '']),
-        ...proxy.map((p) => ['loom proxy', p.label, mib(p.rssKiB), p.note ?? '']),
+        ...control.map((p) => ['loom control', p.label, mib(p.rssKiB), '', p.note ?? '']),
+        ...proxy.map((p) => ['loom proxy', p.label, mib(p.rssKiB), mib(p.restingKiB ?? null), p.note ?? '']),
       ],
       2,
     ),
