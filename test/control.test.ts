@@ -269,7 +269,9 @@ describe('loom control with loom proxy sidecars', () => {
       async () => {
         const s = await cp.loom(['proxy-status', '-o', 'json'])
         const nodes = JSON.parse(s.stdout) as { perType: { state: string }[] }[]
-        return nodes.length === 1 && nodes[0]!.perType.every((t) => t.state === 'SYNCED')
+        return (
+          nodes.length === 1 && nodes[0]!.perType.length >= 4 && nodes[0]!.perType.every((t) => t.state === 'SYNCED')
+        )
       },
       10000,
       'the sidecar to reconnect and resync',

@@ -58,14 +58,23 @@ describe('self-registered workloads across a control plane restart', { timeout: 
     lastAnswer = `${r.status} ${r.body.slice(0, 200)}`
     return r.status === 200 && r.body.includes('/hello')
   }
-  /** the sidecar is connected to the control plane running now and has its config */
+  /**
+   * The sidecar is connected to the control plane running now and has ACKed its config, routes included. The API's
+   * `synced` needs at least one type sent and every type ACKed; a stream that has just opened lists no type yet (and
+   * "every type" of none is vacuously true), and one whose requests are still arriving may list only some.
+   */
   const resynced = () =>
     eventually(
       async () => {
         const nodes = (await (await fetch(`http://${api}/api/v1/proxy-status`)).json()) as {
-          perType: { state: string }[]
+          synced: boolean
+          perType: { typeUrl: string }[]
         }[]
-        return nodes.length === 1 && nodes[0]!.perType.every((t) => t.state === 'SYNCED')
+        return (
+          nodes.length === 1 &&
+          nodes[0]!.synced &&
+          nodes[0]!.perType.some((t) => t.typeUrl === 'type.googleapis.com/envoy.config.route.v3.RouteConfiguration')
+        )
       },
       20_000,
       'the sidecar to reconnect and resync',
