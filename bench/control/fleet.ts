@@ -1,11 +1,14 @@
 // The parent's side of the simulated proxies: 1–2 child processes running clients.ts, driven over IPC.
 import { type ChildProcess, fork } from 'node:child_process'
+import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isShuttingDown } from '../proc.js'
 import type { Collected, Expect, Request, StartOptions, Summary } from './clients.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
+/** the simulated proxies' niceness (BENCH_CP_CLIENT_NICE): spread over loom control's core too, they take only what it leaves */
+const CLIENT_NICE = Number(process.env.BENCH_CP_CLIENT_NICE ?? 19)
 type Body = Record<string, unknown>
 type DistOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
 type Command = DistOmit<Request, 'id'>
@@ -52,6 +55,7 @@ export class Fleet {
           ...(process.env.BENCH_CP_CLIENT_NODE_FLAGS ?? '').split(' ').filter(Boolean),
         ],
       })
+      if (CLIENT_NICE !== 0 && proc.pid !== undefined) os.setPriority(proc.pid, CLIENT_NICE)
       const c: Child = { proc, from, to: Math.min(size, from + per), stderr: '', exited: false }
       f.children.push(c)
       // a failed send (the process just died) is reported through the send callback, not as a crash

@@ -41,16 +41,39 @@ function leanStub(): NonNullable<typeof stubCtor> {
   const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {}
   for (const [k, m] of Object.entries(svc)) {
     const delta = k === 'DeltaAggregatedResources'
+    const recent = new RecentResponses()
     def[k] = {
       ...m,
       responseDeserialize: (b: Buffer): unknown => {
         received.bytes += b.length
-        return delta ? deltaResponse(b) : sotwResponse(b)
+        return recent.get(b) ?? recent.add(b, delta ? deltaResponse(b) : sotwResponse(b))
       },
     }
   }
   stubCtor = grpc.makeGenericClientConstructor(def, 'AggregatedDiscoveryService') as unknown as typeof stubCtor
   return stubCtor!
+}
+
+/**
+ * The last few responses this process read, with what was read of them. The control plane sends the streams that
+ * are in the same state one message, byte for byte (a shared push), so 500 proxies of one process would read the
+ * same envelope 500 times; each still gets the bytes off its own stream, and a response equal to one read lately
+ * (compared in full) is handed the same read-only result. What a proxy of its own process does once, done once.
+ */
+export class RecentResponses {
+  private readonly entries: { bytes: Buffer; msg: unknown }[] = []
+  constructor(private readonly size = 4) {}
+
+  get(b: Buffer): unknown {
+    for (const e of this.entries) if (e.bytes.length === b.length && e.bytes.equals(b)) return e.msg
+    return undefined
+  }
+
+  add(b: Buffer, msg: unknown): unknown {
+    this.entries.unshift({ bytes: b, msg })
+    if (this.entries.length > this.size) this.entries.pop()
+    return msg
+  }
 }
 
 // ---- a few fields of the protobuf wire format ----
@@ -264,6 +287,8 @@ function anyIn(b: Buffer, s: number, e: number): EncodedAny {
  * hosts) are never opened, and a Buffer view is dearer to make than this object.
  */
 class LazyAny implements EncodedAny {
+  /** a Cluster's name and EDS name, read once for every proxy handed this resource */
+  cluster?: { name: string; eds?: string }
   constructor(
     readonly type_url: string,
     private readonly b: Buffer,
@@ -349,6 +374,11 @@ export function vhostClusters(value: unknown, out: Set<string>): void {
       } else vhostClusters(v, out)
     }
   }
+}
+
+function isSubset(a: Set<string>, b: Set<string>): boolean {
+  for (const x of a) if (!b.has(x)) return false
+  return true
 }
 
 /** Whether a lean client opens resources of the type (delta: the envelope has the names of the rest). */
@@ -577,7 +607,7 @@ export class LeanClient {
   private subscribe(typeUrl: string, names: Iterable<string>): void {
     const s = this.sub(typeUrl)
     const next = new Set(names)
-    if (s.requested && next.size === s.names.size && [...next].every((n) => s.names.has(n))) return
+    if (s.requested && next.size === s.names.size && isSubset(next, s.names)) return
     s.names = next
     // what is no longer subscribed is no longer held
     const held = this.held.get(typeUrl)
@@ -588,9 +618,8 @@ export class LeanClient {
   /** Reads what a resource of the type says about further subscriptions; returns its name. */
   private read(typeUrl: string, any: EncodedAny, routes: Set<string>): string {
     if (any.type_url !== typeUrl) throw new Error(`resource of type ${any.type_url} in a ${typeUrl} response`)
-    const value = any.value as Uint8Array
     if (typeUrl === TYPE_URL.cluster) {
-      const c = clusterOf(value)
+      const c = any instanceof LazyAny ? (any.cluster ??= clusterOf(any.value)) : clusterOf(any.value as Uint8Array)
       if (c.eds !== undefined) this.edsOf.set(c.name, c.eds)
       else this.edsOf.delete(c.name)
       return c.name
@@ -608,7 +637,7 @@ export class LeanClient {
       this.vhostRefs.set(v.name as string, [...out])
       return v.name as string
     }
-    return nameOf(value)
+    return nameOf(any.value as Uint8Array)
   }
 
   private after(typeUrl: string, routes: Set<string> | null): void {
@@ -619,7 +648,7 @@ export class LeanClient {
         const e = this.edsOf.get(n)
         if (e !== undefined) eds.add(e)
       }
-      this.subscribe(TYPE_URL.endpoint, [...eds].sort())
+      this.subscribe(TYPE_URL.endpoint, eds)
     }
     if (typeUrl === TYPE_URL.route && !this.aliasesAsked && (this.opts.vhostAliases?.length ?? 0) > 0) {
       // on demand: the proxy asks for the hosts it calls once it has the route configuration
@@ -662,18 +691,17 @@ export class LeanClient {
     s.nonce = resp.nonce
     const routes = new Set<string>()
     let error: string | undefined
-    const got: [string, string][] = []
+    const got = resp.resources ?? []
     // the envelope names the resource: only what the client reads further is opened
     const open = opens(t, this.opts)
     try {
-      for (const r of resp.resources ?? []) {
+      for (const r of got) {
         if (!r.resource) throw new Error(`resource ${r.name} without a body`)
         if (r.resource.type_url !== t) throw new Error(`resource of type ${r.resource.type_url} in a ${t} response`)
         if (open) {
           const n = this.read(t, r.resource, routes)
           if (n !== r.name) throw new Error(`resource named ${r.name} holds ${n}`)
         }
-        got.push([r.name, r.version])
       }
     } catch (e) {
       error = (e as Error).message
@@ -686,10 +714,8 @@ export class LeanClient {
         if (t === TYPE_URL.cluster) this.edsOf.delete(n)
         if (t === VHOST_TYPE) this.vhostRefs.delete(n)
       }
-      for (const [n, v] of got) {
-        held.set(n, v)
-        this.absent.delete(n)
-      }
+      for (const r of got) held.set(r.name, r.version)
+      if (this.absent.size > 0) for (const r of got) this.absent.delete(r.name)
       if (t === VHOST_TYPE)
         for (const r of resp.resources ?? [])
           for (const a of (r as { aliases?: string[] }).aliases ?? []) this.absent.delete(a)
@@ -711,9 +737,9 @@ export class LeanClient {
 
   /** delta LDS: the RDS names of the listeners held (those not in this response keep what they named). */
   private listenerRoutes = new Map<string, string[]>()
-  private allRoutes(routes: Set<string>, got: [string, string][]): Set<string> {
+  private allRoutes(routes: Set<string>, got: readonly { name: string }[]): Set<string> {
     // a response with several listeners merges their names; attribute them to each (they are few)
-    for (const [n] of got) this.listenerRoutes.set(n, [...routes])
+    for (const r of got) this.listenerRoutes.set(r.name, [...routes])
     const held = this.heldOf(TYPE_URL.listener)
     for (const n of [...this.listenerRoutes.keys()]) if (!held.has(n)) this.listenerRoutes.delete(n)
     const out = new Set<string>()

@@ -4,7 +4,8 @@
 //   node dist/bench/control/run.js [--quick] [--proxies N] [--timeout S]
 //
 // Layout on the 2-core machine: `loom control` runs on core 0 (taskset -c 0); this harness and the processes that
-// simulate the proxies (bench/control/clients.ts, real AdsClients that decode and ACK) run on core 1.
+// simulate the proxies (bench/control/clients.ts: lean clients and a few real AdsClients, all on the wire, ACKing)
+// run on both cores, the proxies at nice 19, so on core 0 they get only the time loom control leaves idle.
 import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
@@ -47,7 +48,7 @@ const root = path.resolve(here, '..', '..', '..')
 const LOOM = path.join(root, 'bin', 'loom.js')
 /** cores for loom control, and for this harness and the simulated proxies (taskset lists) */
 const CONTROL_CPU = process.env.BENCH_CP_CONTROL_CPUS || '0'
-const HARNESS_CPU = process.env.BENCH_CP_CLIENT_CPUS || '1'
+const HARNESS_CPU = process.env.BENCH_CP_CLIENT_CPUS || '0,1'
 /** how many cores a taskset list like "1", "0,1" or "0-1" names */
 const cores = (list: string): number =>
   list.split(',').reduce((n, part) => {
