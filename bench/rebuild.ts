@@ -2,7 +2,9 @@
 // connected proxies, store the snapshots in the xDS snapshot cache), timed for two changes:
 //   vs:  1000 services (a ServiceEntry and a VirtualService each), 1000 proxies of one group, one VirtualService
 //        changed;
-//   add: 100 services, 1000 proxies, then 1000 services more in one change.
+//   add: 100 services, 1000 proxies, then 1000 services more in one change;
+//   scoped: 100 services, 1000 on-demand proxies each scoped to the 10 services it calls (those that exist), then
+//        900 services more in one change (bench:control's on-demand step, without the sockets).
 // `node dist/bench/rebuild.js [--proxies N] [--translator <path to another build's translate.js>]`: with
 // --translator, that build's BatchTranslator is timed the way the control plane used it before incremental
 // translation (a new translator per change, every proxy translated and stored).
@@ -11,7 +13,8 @@ import { Registry } from '../src/control/registry/registry.js'
 import type { TranslateInput, TranslateNode } from '../src/control/translate/translate.js'
 import { SnapshotCache } from '../src/xds/cache.js'
 import type { Snapshot } from '../src/xds/snapshot.js'
-import { services, virtualService } from './control/manifests.js'
+import { calledServices } from './control/clients.js'
+import { serviceHost, services, virtualService } from './control/manifests.js'
 
 interface Translator {
   translate(node: TranslateNode): Snapshot
@@ -78,6 +81,16 @@ function rebuild(
   }
 }
 
+/** Proxy i scoped to the services it calls (as the control plane scopes an on-demand proxy: those that exist). */
+function scoped(nodes: TranslateNode[], input: TranslateInput): TranslateNode[] {
+  const known = new Set(input.services.map((s) => s.hostname))
+  return nodes.map((n, i) => ({
+    ...n,
+    metadata: { ...n.metadata, LOOM_ON_DEMAND: 'true' },
+    scopeHosts: new Set(calledServices(i, 1000).map(serviceHost).filter((h) => known.has(h))),
+  }))
+}
+
 async function scenario(
   name: string,
   Batch: TranslatorClass,
@@ -85,6 +98,7 @@ async function scenario(
   first: TranslateInput,
   second: TranslateInput,
   nodes: TranslateNode[],
+  scope?: (nodes: TranslateNode[], input: TranslateInput) => TranslateNode[],
 ) {
   const cache = new SnapshotCache()
   let prev: Translator | undefined
@@ -92,10 +106,10 @@ async function scenario(
     prev = incremental ? new Batch(input, prev) : new Batch(input)
     return prev
   }
-  const initial = rebuild(cache, nodes, make(first), incremental)
-  const change = rebuild(cache, nodes, make(second), incremental)
+  const initial = rebuild(cache, scope ? scope(nodes, first) : nodes, make(first), incremental)
+  const change = rebuild(cache, scope ? scope(nodes, second) : nodes, make(second), incremental)
   console.log(
-    `${name.padEnd(4)} ${incremental ? 'incremental' : 'full       '}  initial ${String(initial.ms).padStart(6)} ms` +
+    `${name.padEnd(6)} ${incremental ? 'incremental' : 'full       '}  initial ${String(initial.ms).padStart(6)} ms` +
       `  change ${String(change.ms).padStart(6)} ms, translating ${String(change.translateMs).padStart(6)} ms` +
       ` (${change.stored} proxies stored, ${change.encodes} encodes)`,
   )
@@ -118,4 +132,13 @@ await scenario(
   inputOf(resources(services(0, 100))),
   inputOf(resources(services(0, 1100))),
   nodes,
+)
+await scenario(
+  'scoped',
+  mod.BatchTranslator,
+  incremental,
+  inputOf(resources(services(0, 100))),
+  inputOf(resources(services(0, 1000))),
+  nodes,
+  scoped,
 )

@@ -252,6 +252,24 @@ function goneClusters(cds: TypeState, now: ReadonlyMap<string, CachedResource> |
   return gone
 }
 
+/** `firstCold` of shared pushes, by the objects it reads (`coldKey`) */
+const coldMemo = new WeakMap<object, unknown>()
+
+/** `compute()`, memoized in `root` by the identity of every object of `keys` (nested weak maps: nothing is kept alive). */
+function memoized<T>(root: WeakMap<object, unknown>, keys: readonly object[], compute: () => T): T {
+  let m = root
+  for (let i = 0; i < keys.length - 1; i++) {
+    let next = m.get(keys[i]!) as WeakMap<object, unknown> | undefined
+    if (next === undefined) m.set(keys[i]!, (next = new WeakMap()))
+    m = next
+  }
+  const last = keys[keys.length - 1]!
+  if (m.has(last)) return m.get(last) as T
+  const v = compute()
+  m.set(last, v)
+  return v
+}
+
 const appliedDeltas = new WeakMap<object, WeakMap<object, ReadonlyMap<string, CachedResource>>>()
 
 /** `acked` with a delta response applied, as a new map (never changed): one per (acked, response) pair. */
@@ -574,16 +592,11 @@ abstract class AdsStream {
    * Make before break: whether listeners or routes about to be sent (new or changed ones) name only warm clusters.
    * When not, the push waits (an ACK runs the pushes again), at most `holdTimeoutMs`.
    */
-  protected ready(st: TypeState, sending: Iterable<CachedResource>): boolean {
+  protected ready(st: TypeState, sending: Iterable<CachedResource>, shared = false): boolean {
     if (!(REFERRING as readonly string[]).includes(st.typeUrl)) return true
-    let cold: string | undefined
-    for (const r of sending) {
-      if (st.acked.get(r.name)?.hash === r.hash) continue
-      cold = clusterRefs(st.typeUrl, r.resource).find((c) => !this.warm(c))
-      // a listener's own TLS contexts: its secrets first (the name logged is the listener's)
-      if (cold === undefined && st.typeUrl === TYPE_URL.listener && !this.secretsWarm(r.resource)) cold = r.name
-      if (cold !== undefined) break
-    }
+    const key = shared ? this.coldKey(st, sending) : null
+    const cold =
+      key === null ? this.firstCold(st, sending) : memoized(coldMemo, key, () => this.firstCold(st, sending))
     if (cold === undefined) {
       st.heldSince = undefined
       return true
@@ -602,6 +615,43 @@ abstract class AdsStream {
     this.log('warn', 'clusters not ACKed in time; pushing anyway', { type: st.typeUrl, cluster: cold })
     st.heldSince = undefined
     return true
+  }
+
+  /** The first cluster (or listener, for its secrets) of `sending` that is not warm on the client; none: ready. */
+  private firstCold(st: TypeState, sending: Iterable<CachedResource>): string | undefined {
+    for (const r of sending) {
+      if (st.acked.get(r.name)?.hash === r.hash) continue
+      const cold = clusterRefs(st.typeUrl, r.resource).find((c) => !this.warm(c))
+      if (cold !== undefined) return cold
+      // a listener's own TLS contexts: its secrets first (the name logged is the listener's)
+      if (st.typeUrl === TYPE_URL.listener && !this.secretsWarm(r.resource)) return r.name
+    }
+    return undefined
+  }
+
+  /**
+   * What `firstCold` reads, as objects that are never changed in place, when all of it is shared with alike streams
+   * (a shared push, the client's state of the type and of its clusters and assignments, the snapshot's clusters and
+   * assignments): alike streams then check a push once between them. null: some of it is this stream's own (its
+   * cluster subscription by name, a state it changed, secrets), and the stream checks for itself.
+   */
+  private coldKey(st: TypeState, sending: Iterable<CachedResource>): object[] | null {
+    if (st.ackedOwned || this.types.has(TYPE_URL.secret)) return null
+    const cds = this.types.get(TYPE_URL.cluster)
+    if (cds === undefined || !cds.wildcard || cds.ackedOwned) return null
+    const eds = this.types.get(TYPE_URL.endpoint)
+    if (eds?.ackedOwned) return null
+    const types = this.entry()?.types
+    return [
+      sending,
+      st.acked,
+      cds.acked,
+      cds.inflight ?? NO_INFLIGHT,
+      eds?.acked ?? NO_ITEMS,
+      eds?.inflight ?? NO_INFLIGHT,
+      types?.get(TYPE_URL.cluster)?.items ?? NO_ITEMS,
+      types?.get(TYPE_URL.endpoint)?.items ?? NO_ITEMS,
+    ]
   }
 
   private holdTimer?: NodeJS.Timeout
@@ -1003,7 +1053,7 @@ class DeltaStream extends AdsStream {
     }
     const d = sharedDelta({ typeUrl, t, known: st.known, names: st.names, wildcard: st.wildcard })
     if (d.resources.length === 0 && d.removed.length === 0 && st.answered) return
-    if (!this.ready(st, d.resources)) return
+    if (!this.ready(st, d.resources, true)) return
     st.inflight = d.inflight
     st.known = d.known
     st.knownOwned = false

@@ -25,7 +25,14 @@ interface Entry {
 }
 
 export class SharedResponses {
-  private readonly entries = new Map<string, Entry>()
+  /**
+   * per protocol, by key: the key is the same string for every stream of a shared push (a long one: it names every
+   * resource), so its hash is computed once; a key made per call (the protocol prepended) would be hashed per stream
+   */
+  private readonly entries = new Map<'sotw' | 'delta', Map<string, Entry>>([
+    ['sotw', new Map()],
+    ['delta', new Map()],
+  ])
   private bytes = 0
   private readonly serializers = new Map<'sotw' | 'delta', Serialize>()
   /** responses encoded, and responses whose bytes were already there */
@@ -58,8 +65,8 @@ export class SharedResponses {
    * changed once returned (gRPC copies it into its frame).
    */
   encode(protocol: 'sotw' | 'delta', key: string, msg: DiscoveryResponse | DeltaDiscoveryResponse): Buffer {
-    const k = `${protocol}\n${key}`
-    const e = this.entries.get(k)
+    const entries = this.entries.get(protocol)!
+    const e = entries.get(key)
     let body: Buffer
     if (e === undefined) {
       const serialize = this.serializers.get(protocol)
@@ -70,8 +77,8 @@ export class SharedResponses {
     } else {
       this.reuses++
       // most recently used last
-      this.entries.delete(k)
-      this.entries.set(k, e)
+      entries.delete(key)
+      entries.set(key, e)
       if (e.nonce === msg.nonce) return e.full
       body = e.full.subarray(0, e.body)
     }
@@ -80,7 +87,7 @@ export class SharedResponses {
     head[0] = NONCE_TAG
     writeVarint(head, 1, nonce.length)
     const full = Buffer.concat([body, head, nonce], body.length + head.length + nonce.length)
-    if (e === undefined) this.keep(k, { full, body: body.length, nonce: msg.nonce })
+    if (e === undefined) this.keep(entries, key, { full, body: body.length, nonce: msg.nonce })
     else {
       this.bytes += full.length - e.full.length
       e.full = full
@@ -90,17 +97,27 @@ export class SharedResponses {
   }
 
   stats(): { entries: number; bytes: number; encodes: number; reuses: number } {
-    return { entries: this.entries.size, bytes: this.bytes, encodes: this.encodes, reuses: this.reuses }
+    return { entries: this.count(), bytes: this.bytes, encodes: this.encodes, reuses: this.reuses }
   }
 
-  private keep(key: string, entry: Entry): void {
+  private count(): number {
+    let n = 0
+    for (const m of this.entries.values()) n += m.size
+    return n
+  }
+
+  /** Keeps an entry, then drops the least recently used (of its protocol's first) while over the bounds. */
+  private keep(entries: Map<string, Entry>, key: string, entry: Entry): void {
     if (entry.full.length > this.maxBytes) return
-    this.entries.set(key, entry)
+    entries.set(key, entry)
     this.bytes += entry.full.length
-    for (const [k, b] of this.entries) {
-      if (this.bytes <= this.maxBytes && this.entries.size <= this.maxEntries) break
-      this.entries.delete(k)
-      this.bytes -= b.full.length
+    const over = () => this.bytes > this.maxBytes || this.count() > this.maxEntries
+    for (const m of [entries, ...this.entries.values()]) {
+      for (const [k, b] of m) {
+        if (!over()) return
+        m.delete(k)
+        this.bytes -= b.full.length
+      }
     }
   }
 }

@@ -68,10 +68,12 @@ export interface PeerParts {
   /** clusters by hostname: [0] with the host outside the scope (its TCP ports only), [1] with it in */
   clusters: [Map<string, NonNullable<ServiceParts['clusters']>>, Map<string, NonNullable<ServiceParts['clusters']>>]
   routes: Map<string, { routes: ServicePortRoutes[]; deps: string[] | undefined }>
+  /** the outbound listeners and their own clusters, by what of the scope they read (listeners.ts) */
+  listeners: Map<string, { listeners: Json[]; clusters: Json[] }>
 }
 
 export function newPeerParts(): PeerParts {
-  return { clusters: [new Map(), new Map()], routes: new Map() }
+  return { clusters: [new Map(), new Map()], routes: new Map(), listeners: new Map() }
 }
 
 export function partsOf(cache: ServicePartCache, hostname: string): ServiceParts {

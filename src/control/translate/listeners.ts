@@ -476,8 +476,30 @@ export function outboundListener(
     scope,
     vhosts.map((vhost) => ({ host: (vhost.name as string).replace(/:\d+$/, ''), vhost })),
   )
-  const filters = limited ? [GLOBAL_RATELIMIT] : []
   const tracing = tracingFields(scope, 'client', metadata)
+  const routes: Json = { name: OUTBOUND_ROUTE, virtual_hosts: vhosts, validate_clusters: false }
+  const routeSet = [tracing === null ? routes : decorateRoutes(routes)]
+  // the listeners and clusters depend on the scope only through the rate limits and (captured) the HTTP ports in
+  // it: the proxies of one peer key (alike but for their scopes) share them, one object each for all of them
+  const ports = captured(metadata) ? [...new Set(all.map((r) => r.port))].sort((a, b) => a - b) : []
+  const shareKey = `${limited}\u0000${ports.join(',')}`
+  const shared = peers?.listeners.get(shareKey)
+  if (shared !== undefined) return { listeners: shared.listeners, routes: routeSet, clusters: shared.clusters }
+  const built = outboundListeners(scope, metadata, port, limited, tracing, ports)
+  peers?.listeners.set(shareKey, built)
+  return { listeners: built.listeners, routes: routeSet, clusters: built.clusters }
+}
+
+/** The outbound listeners and the clusters they name (not the services'): what `outboundListener` shares. */
+function outboundListeners(
+  scope: Scope,
+  metadata: NodeMetadata,
+  port: number,
+  limited: boolean,
+  tracing: Json | null,
+  ports: number[],
+): { listeners: Json[]; clusters: Json[] } {
+  const filters = limited ? [GLOBAL_RATELIMIT] : []
   const listener: Json = {
     name: OUTBOUND_LISTENER,
     address: socketAddress('127.0.0.1', port),
@@ -498,13 +520,10 @@ export function outboundListener(
       },
     ],
   }
-  const routes: Json = { name: OUTBOUND_ROUTE, virtual_hosts: vhosts, validate_clusters: false }
   if (captured(metadata)) {
-    const ports = [...new Set(all.map((r) => r.port))].sort((a, b) => a - b)
     const hcmFilter = (listener.filter_chains as Json[])[0]!.filters as Json[]
     return {
       listeners: [virtualOutbound(scope, port), ...ports.map((p) => capturedHttpListener(scope, p, hcmFilter))],
-      routes: [tracing === null ? routes : decorateRoutes(routes)],
       clusters: [
         ...passthroughClusters(scope),
         ...collectorClusters(scope, tracing !== null || tracingFields(scope, 'server', metadata) !== null),
@@ -513,7 +532,6 @@ export function outboundListener(
   }
   return {
     listeners: [listener, ...egressTcpListeners(scope, port)],
-    routes: [tracing === null ? routes : decorateRoutes(routes)],
     // the collector's cluster for either side's spans (the inbound part is built per workload, this once)
     clusters: collectorClusters(scope, tracing !== null || tracingFields(scope, 'server', metadata) !== null),
   }

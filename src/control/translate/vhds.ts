@@ -66,6 +66,21 @@ function virtualHostResource(routeConfig: string, vh: Json): Json {
   return resource
 }
 
+/**
+ * One object for equal split route configurations: what is left of one once its virtual hosts are out (a name, a
+ * few flags, `vhds`) is the same for most proxies, whatever virtual hosts each has, and the xDS cache then hashes
+ * it once (it knows an object it has seen). Bounded: a few distinct ones are expected.
+ */
+const routeConfigs = new Map<string, Json>()
+function sharedRouteConfig(rc: Json): Json {
+  const key = JSON.stringify(rc)
+  const have = routeConfigs.get(key)
+  if (have !== undefined) return have
+  if (routeConfigs.size >= 256) routeConfigs.clear()
+  routeConfigs.set(key, rc)
+  return rc
+}
+
 /** The route configuration with `vhds` in place of its virtual hosts, and those as VirtualHost resources. */
 export function splitRouteConfig(rc: Json): Split {
   let s = splits.get(rc)
@@ -77,7 +92,7 @@ export function splitRouteConfig(rc: Json): Split {
   for (const vh of vhosts) items.set(vh.name as string, vh)
   let version: string | null = null
   s = {
-    routeConfig: { ...rest, vhds: { config_source: ADS } },
+    routeConfig: sharedRouteConfig({ ...rest, vhds: { config_source: ADS } }),
     vhosts,
     items,
     // computed on first read, as the translator's own versions are: the xDS cache versions snapshots by itself
