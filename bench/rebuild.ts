@@ -87,7 +87,11 @@ function scoped(nodes: TranslateNode[], input: TranslateInput): TranslateNode[] 
   return nodes.map((n, i) => ({
     ...n,
     metadata: { ...n.metadata, LOOM_ON_DEMAND: 'true' },
-    scopeHosts: new Set(calledServices(i, 1000).map(serviceHost).filter((h) => known.has(h))),
+    scopeHosts: new Set(
+      calledServices(i, 1000)
+        .map(serviceHost)
+        .filter((h) => known.has(h)),
+    ),
   }))
 }
 

@@ -595,8 +595,7 @@ abstract class AdsStream {
   protected ready(st: TypeState, sending: Iterable<CachedResource>, shared = false): boolean {
     if (!(REFERRING as readonly string[]).includes(st.typeUrl)) return true
     const key = shared ? this.coldKey(st, sending) : null
-    const cold =
-      key === null ? this.firstCold(st, sending) : memoized(coldMemo, key, () => this.firstCold(st, sending))
+    const cold = key === null ? this.firstCold(st, sending) : memoized(coldMemo, key, () => this.firstCold(st, sending))
     if (cold === undefined) {
       st.heldSince = undefined
       return true
