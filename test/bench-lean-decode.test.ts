@@ -2,7 +2,7 @@
 // must be what protobufjs (grpc-js's own deserializer for the ADS service) reads from the same bytes.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { deltaResponse, nameOf, sotwResponse } from '../bench/control/lean.js'
+import { deltaResponse, nameOf, RecentResponses, sotwResponse } from '../bench/control/lean.js'
 import { adsService } from '../src/xds/ads.js'
 import { encodeResource } from '../src/xds/proto.js'
 import { TYPE_URL } from '../src/xds/snapshot.js'
@@ -73,4 +73,27 @@ test('a SotW response read from the wire: version, type, nonce, every Any', () =
     (ours.resources ?? []).map((r) => nameOf(r.value)),
     ['c1', 'c2', 'c3'],
   )
+})
+
+test('a response equal byte for byte to one read lately gets the same reading; any other byte, its own', () => {
+  const m = adsService().service.DeltaAggregatedResources!
+  const msg = (nonce: string) => ({
+    system_version_info: 'v1',
+    resources: [{ name: 'c', version: 'h1', resource: cluster('c') }],
+    type_url: TYPE_URL.cluster,
+    removed_resources: [],
+    nonce,
+  })
+  const recent = new RecentResponses(2)
+  const read = (b: Buffer) => recent.get(b) ?? recent.add(b, deltaResponse(b))
+  const first = read(m.responseSerialize(msg('s1')))
+  // another stream's copy of the same push: equal bytes, a buffer of its own
+  assert.equal(read(Buffer.from(m.responseSerialize(msg('s1')))), first)
+  // one byte apart (the nonce), the same length: read for itself
+  const other = read(m.responseSerialize(msg('s2'))) as { nonce: string }
+  assert.notEqual(other, first)
+  assert.equal(other.nonce, 's2')
+  // bounded: two more distinct ones push the first out
+  read(m.responseSerialize(msg('s3')))
+  assert.notEqual(read(m.responseSerialize(msg('s1'))), first)
 })

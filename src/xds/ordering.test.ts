@@ -341,3 +341,50 @@ for (const protocol of ['sotw', 'delta'] as const) {
     })
   })
 }
+
+describe('make before break, alike delta streams sharing a push', () => {
+  test('a stream whose clusters are warm gets the route; an alike one whose clusters are not waits for its own', async () => {
+    const server = new XdsServer({ pushDebounceMs: 0, holdTimeoutMs: 10_000, log: () => {} })
+    const port = await server.listen('127.0.0.1', 0)
+    const ids = ['alike-a', 'alike-b']
+    for (const id of ids) server.setSnapshot(id, snapshot('c1', 's1'))
+    const [a, b] = ids.map((id) => driver(port, 'delta', id)) as [Driver, Driver]
+    try {
+      // both take the first config in the same steps: their states are then the same (shared) objects
+      for (const d of [a, b]) {
+        d.subscribe(CDS, [])
+        d.subscribe(LDS, [])
+        follow(d, await d.next(CDS))
+        follow(d, await d.next(LDS))
+        follow(d, await d.next(EDS))
+        d.ack(await d.next(RDS))
+      }
+      // c2 added (nothing removed: a push alike streams share), and the route moves to it
+      const next = makeSnapshot({
+        [LDS]: [httpListener, tcpListener('s1')],
+        [RDS]: [routes('c2')],
+        [CDS]: [eds('c1'), eds('c2'), statik('s1')],
+        [EDS]: [cla('c1'), cla('c2')],
+      })
+      for (const id of ids) server.setSnapshot(id, next)
+      const [ca, cb] = [await a.next(CDS), await b.next(CDS)]
+      assert.deepEqual(ca.names, ['c2'])
+      assert.equal(ca.raw.nonce, cb.raw.nonce, 'one shared push')
+      // a: c2 and its endpoints ACKed, so its route comes; b has ACKed nothing yet
+      a.subscribe(EDS, ['c1', 'c2'])
+      a.ack(ca)
+      a.ack(await a.next(EDS))
+      assert.deepEqual((await a.next(RDS)).resources[0], routes('c2'))
+      await b.quiet(RDS, QUIET, 'a route before this stream ACKed the cluster it names')
+      b.subscribe(EDS, ['c1', 'c2'])
+      b.ack(cb)
+      await b.quiet(RDS, QUIET, 'a route before this stream ACKed the endpoints of the cluster it names')
+      b.ack(await b.next(EDS))
+      assert.deepEqual((await b.next(RDS)).resources[0], routes('c2'))
+    } finally {
+      a.close()
+      b.close()
+      await server.close()
+    }
+  })
+})

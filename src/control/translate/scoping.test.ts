@@ -7,6 +7,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { Registry } from '../registry/registry.js'
 import { manifests } from './testdata/bookinfo.js'
+import { OUTBOUND_LISTENER } from './listeners.js'
 import { BatchTranslator, type TranslateInput, type TranslateNode, translateResources, translate } from './translate.js'
 import { canonicalJson, type Json } from './util.js'
 
@@ -128,5 +129,23 @@ describe('scoping', () => {
       batch,
     )
     assert.equal(next.update(two), null, 'a new service outside the scope')
+  })
+
+  it('proxies of different scopes share their outbound listeners, as what translate gives', () => {
+    const batch = new BatchTranslator(input)
+    const one = sidecar('10.0.0.1', new Set([fqdn('c')]))
+    const two = sidecar('10.0.0.2', new Set([fqdn('b'), fqdn('d')]))
+    const listener = (n: TranslateNode) =>
+      batch
+        .translate(n)
+        .resources.get('type.googleapis.com/envoy.config.listener.v3.Listener')!
+        .items.get(OUTBOUND_LISTENER)
+    const [l1, l2] = [listener(one), listener(two)]
+    assert.ok(l1 !== undefined)
+    assert.equal(l1, l2, 'one object for both')
+    for (const n of [one, two]) {
+      const want = translate(input, n).resources.get('type.googleapis.com/envoy.config.listener.v3.Listener')!.items
+      assert.equal(canonicalJson(listener(n)), canonicalJson(want.get(OUTBOUND_LISTENER)))
+    }
   })
 })
