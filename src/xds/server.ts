@@ -252,22 +252,22 @@ function goneClusters(cds: TypeState, now: ReadonlyMap<string, CachedResource> |
   return gone
 }
 
-/** `firstCold` of shared pushes, by the objects it reads (`coldKey`) */
-const coldMemo = new WeakMap<object, unknown>()
+/**
+ * The last few `firstCold` results of shared pushes, with the objects each read (`coldKey`): the pump takes alike
+ * streams one after the other, so the one before is the one that hits. A short list compared by identity, not a
+ * weak map per object read: streams in states of their own (on-demand proxies, each with its scope) would make
+ * thousands of weak maps per push round for no hit, and weak maps are dear to the collector.
+ */
+class RecentCold {
+  private readonly entries: { key: readonly object[]; cold: string | undefined }[] = []
 
-/** `compute()`, memoized in `root` by the identity of every object of `keys` (nested weak maps: nothing is kept alive). */
-function memoized<T>(root: WeakMap<object, unknown>, keys: readonly object[], compute: () => T): T {
-  let m = root
-  for (let i = 0; i < keys.length - 1; i++) {
-    let next = m.get(keys[i]!) as WeakMap<object, unknown> | undefined
-    if (next === undefined) m.set(keys[i]!, (next = new WeakMap()))
-    m = next
+  get(key: readonly object[], compute: () => string | undefined): string | undefined {
+    for (const e of this.entries) if (e.key.every((k, i) => k === key[i])) return e.cold
+    const cold = compute()
+    this.entries.unshift({ key, cold })
+    if (this.entries.length > 4) this.entries.pop()
+    return cold
   }
-  const last = keys[keys.length - 1]!
-  if (m.has(last)) return m.get(last) as T
-  const v = compute()
-  m.set(last, v)
-  return v
 }
 
 const appliedDeltas = new WeakMap<object, WeakMap<object, ReadonlyMap<string, CachedResource>>>()
@@ -595,7 +595,8 @@ abstract class AdsStream {
   protected ready(st: TypeState, sending: Iterable<CachedResource>, shared = false): boolean {
     if (!(REFERRING as readonly string[]).includes(st.typeUrl)) return true
     const key = shared ? this.coldKey(st, sending) : null
-    const cold = key === null ? this.firstCold(st, sending) : memoized(coldMemo, key, () => this.firstCold(st, sending))
+    const cold =
+      key === null ? this.firstCold(st, sending) : this.server.recentCold.get(key, () => this.firstCold(st, sending))
     if (cold === undefined) {
       st.heldSince = undefined
       return true
@@ -1333,6 +1334,8 @@ export class XdsServer {
   private readonly timers = new Map<string, NodeJS.Timeout>()
   private readonly unwatch: () => void
   private closing = false
+  /** @internal make before break checks of shared pushes (AdsStream.ready) */
+  readonly recentCold = new RecentCold()
   /** @internal bytes written to streams and not yet flushed, of streams not stalled (see maxQueuedBytes) */
   queuedBytes = 0
   private readonly maxQueuedBytes: number
