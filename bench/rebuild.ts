@@ -129,8 +129,6 @@ const changed = base.map((r) =>
 )
 const incremental = other === undefined
 await scenario('vs', mod.BatchTranslator, incremental, inputOf(base), inputOf(changed), nodes)
-// the on-demand step starts from the same 100 services as the 'add' one
-const hundred = inputOf(resources(services(0, 100)))
-const thousand = (extra: number) => inputOf(resources(services(0, 1000 + extra)))
-await scenario('add', mod.BatchTranslator, incremental, hundred, thousand(100), nodes)
-await scenario('scoped', mod.BatchTranslator, incremental, hundred, thousand(0), nodes, scoped)
+const firstServices = (n: number) => inputOf(resources(services(0, n)))
+await scenario('add', mod.BatchTranslator, incremental, firstServices(100), firstServices(1100), nodes)
+await scenario('scoped', mod.BatchTranslator, incremental, firstServices(100), firstServices(1000), nodes, scoped)

@@ -8,7 +8,15 @@ import type { Collected, Expect, Request, StartOptions, Summary } from './client
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 /** the simulated proxies' niceness (BENCH_CP_CLIENT_NICE): spread over loom control's core too, they take only what it leaves */
-const CLIENT_NICE = Number(process.env.BENCH_CP_CLIENT_NICE ?? 19)
+const CLIENT_NICE = niceness(process.env.BENCH_CP_CLIENT_NICE)
+
+function niceness(v: string | undefined): number {
+  if (v === undefined || v === '') return 19
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < -20 || n > 19)
+    throw new Error(`BENCH_CP_CLIENT_NICE=${v}: expected an integer from -20 to 19`)
+  return n
+}
 type Body = Record<string, unknown>
 type DistOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
 type Command = DistOmit<Request, 'id'>

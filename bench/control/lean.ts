@@ -716,9 +716,7 @@ export class LeanClient {
       }
       for (const r of got) held.set(r.name, r.version)
       if (this.absent.size > 0) for (const r of got) this.absent.delete(r.name)
-      if (t === VHOST_TYPE)
-        for (const r of resp.resources ?? [])
-          for (const a of (r as { aliases?: string[] }).aliases ?? []) this.absent.delete(a)
+      if (t === VHOST_TYPE) for (const r of got) for (const a of r.aliases ?? []) this.absent.delete(a)
     }
     const ack: DeltaDiscoveryRequest = {
       type_url: t,

@@ -94,7 +94,7 @@ function parseArgs(argv: string[]): { quick: boolean; sotw: boolean; proxies?: n
         'usage: node dist/bench/control/run.js [--quick] [--sotw] [--proxies N] [--timeout S]\n' +
           'env: BENCH_CP_PROXIES BENCH_CP_PROCESSES BENCH_CP_FULL_CLIENTS BENCH_CP_TIMEOUT BENCH_CP_ONLY BENCH_CP_REST_S\n' +
           '     BENCH_CP_CONTROL_CPUS' +
-          ' BENCH_CP_CLIENT_CPUS BENCH_CP_NODE_FLAGS BENCH_CP_HEAP_SNAPSHOT BENCH_KEEP_TMP=1\n' +
+          ' BENCH_CP_CLIENT_CPUS BENCH_CP_CLIENT_NICE BENCH_CP_NODE_FLAGS BENCH_CP_HEAP_SNAPSHOT BENCH_KEEP_TMP=1\n' +
           '     (see docs/benchmark-control.md)\n',
       )
       process.exit(0)

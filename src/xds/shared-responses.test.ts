@@ -98,4 +98,25 @@ describe('responses encoded once for every stream', () => {
     small.encode('sotw', 'a', msg('a'))
     assert.equal(small.stats().reuses, 2, '"a" was used last, so "b" went')
   })
+
+  test('the bounds hold over both protocols; one key in each is two entries, each of its own protocol', () => {
+    const small = new SharedResponses(1 << 20, 2)
+    small.service(def)
+    const sotw: DiscoveryResponse = { version_info: 'v', resources: [], type_url: TYPE_URL.cluster, nonce: 'n' }
+    const delta: DeltaDiscoveryResponse = {
+      system_version_info: 'v',
+      resources: [],
+      type_url: TYPE_URL.cluster,
+      removed_resources: [],
+      nonce: 'n',
+    }
+    const a = small.encode('sotw', 'k', sotw)
+    const b = small.encode('delta', 'k', delta)
+    assert.equal(small.stats().entries, 2)
+    assert.equal(decode('StreamAggregatedResources', a).version_info, 'v')
+    assert.equal(decode('DeltaAggregatedResources', b).system_version_info, 'v')
+    small.encode('delta', 'k2', delta)
+    assert.equal(small.stats().entries, 2, 'a third entry, in either protocol, drops one')
+    assert.equal(small.encode('delta', 'k2', delta), small.encode('delta', 'k2', delta), 'the newest is kept')
+  })
 })

@@ -106,15 +106,19 @@ export class SharedResponses {
     return n
   }
 
-  /** Keeps an entry, then drops the least recently used (of its protocol's first) while over the bounds. */
+  /**
+   * Keeps an entry, then drops the least recently used while over the bounds: those of its own protocol, then the
+   * other's; the entry just kept goes last (an entry is never larger than `maxBytes`, so it stays).
+   */
   private keep(entries: Map<string, Entry>, key: string, entry: Entry): void {
     if (entry.full.length > this.maxBytes) return
     entries.set(key, entry)
     this.bytes += entry.full.length
     const over = () => this.bytes > this.maxBytes || this.count() > this.maxEntries
-    for (const m of [entries, ...this.entries.values()]) {
+    for (const m of [entries, ...[...this.entries.values()].filter((x) => x !== entries)]) {
       for (const [k, b] of m) {
         if (!over()) return
+        if (b === entry) continue
         m.delete(k)
         this.bytes -= b.full.length
       }
