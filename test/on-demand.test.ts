@@ -164,3 +164,84 @@ spec:
     assert.equal((await get(out, 'ratings:9080')).headers['x-changed'], undefined)
   })
 })
+
+describe('on-demand: a subscription rebuilds only the proxy that made it', () => {
+  let cp: Control
+  const sidecars: (Proc & { admin: string })[] = []
+  const outs: number[] = []
+  let backend: Backend
+
+  async function api(method: string, path: string, body?: string): Promise<unknown> {
+    const res = await fetch(`http://${cp.api}${path}`, { method, ...(body === undefined ? {} : { body }) })
+    const text = await res.text()
+    assert.equal(res.status, 200, `${method} ${path}: ${text}`)
+    return JSON.parse(text)
+  }
+
+  before(async () => {
+    cp = await startControl()
+    backend = await startBackend((_q, r) => r.end('reviews'))
+    await api(
+      'POST',
+      '/api/v1/workloads',
+      JSON.stringify({
+        name: 'reviews-v1',
+        namespace: 'default',
+        address: '127.0.0.1',
+        ports: [{ name: 'http', number: backend.port, servicePort: 9080 }],
+        labels: { app: 'reviews', version: 'v1' },
+        ttlSeconds: 600,
+      }),
+    )
+    for (const app of ['productpage', 'details']) {
+      const out = await freePort()
+      outs.push(out)
+      sidecars.push(await startSidecar(cp.xds, { app, version: 'v1' }, out, ['--on-demand']))
+    }
+    await eventually(
+      async () => {
+        const all = (await api('GET', '/api/v1/proxy-status')) as { perType: { typeUrl: string; state: string }[] }[]
+        return all.length === 2 && all.every((p) => p.perType.some((t) => t.typeUrl === RDS && t.state === 'SYNCED'))
+      },
+      10_000,
+      'both sidecars synced',
+    )
+  })
+  after(async () => {
+    await Promise.all(sidecars.map((s) => s.stop()))
+    await cp?.stop()
+    await backend?.close()
+  })
+
+  test('the first request through one sidecar: one proxy rebuilt, the other untouched', async () => {
+    const r = await get(outs[0]!, 'reviews:9080')
+    assert.equal(r.status, 200, r.body)
+    assert.equal(r.body, 'reviews')
+    const rebuild = (await api('GET', '/debug/rebuild')) as { proxies: number; changed: number; scopesOnly?: boolean }
+    assert.deepEqual(
+      { proxies: rebuild.proxies, changed: rebuild.changed, scopesOnly: rebuild.scopesOnly },
+      { proxies: 1, changed: 1, scopesOnly: true },
+    )
+    // a config change still looks at every proxy
+    await api(
+      'POST',
+      '/api/v1/apply',
+      `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+    timeout: 3s
+`,
+    )
+    await eventually(
+      async () => ((await api('GET', '/debug/rebuild')) as { proxies: number }).proxies === 2,
+      10_000,
+      'a rebuild of both proxies after the change',
+    )
+    assert.equal(((await api('GET', '/debug/rebuild')) as { scopesOnly?: boolean }).scopesOnly, undefined)
+  })
+})

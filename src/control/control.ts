@@ -222,7 +222,13 @@ export class ControlPlane {
   /** the other replicas on the same etcd, and whether this one leads (set by `loom control` once it listens) */
   replicas: ReplicaSet | null = null
   /** ms the last rebuild took, and how many proxies it covered (for /debug and the benchmark) */
-  lastRebuild = { ms: 0, proxies: 0, changed: 0, revision: 0, at: '' }
+  lastRebuild: { ms: number; proxies: number; changed: number; revision: number; at: string; scopesOnly?: boolean } = {
+    ms: 0,
+    proxies: 0,
+    changed: 0,
+    revision: 0,
+    at: '',
+  }
 
   private constructor(
     store: Store,
@@ -497,7 +503,9 @@ export class ControlPlane {
     this.subscriptions.set(nodeId, new Set(names))
     if (this.scoped(node) === node) return undefined
     const done = new Promise<void>((resolve) => this.rebuildWaiters.push(resolve))
-    this.scheduleRebuild()
+    // the input is as it was: only this proxy's snapshot can change (the others' scopes did not)
+    this.scopeChanged.add(nodeId)
+    this.armRebuild()
     return done
   }
 
@@ -558,6 +566,16 @@ export class ControlPlane {
 
   scheduleRebuild(): void {
     this.batchStale = true
+    this.rebuildAll = true
+    this.armRebuild()
+  }
+
+  /** whether the next rebuild looks at every proxy (the input changed), or only at those in `scopeChanged` */
+  private rebuildAll = true
+  /** on-demand proxies whose scope changed with their subscriptions since the last rebuild */
+  private scopeChanged = new Set<string>()
+
+  private armRebuild(): void {
     if (this.rebuildTimer !== null) return
     this.rebuildTimer = setTimeout(() => {
       this.rebuildTimer = null
@@ -589,9 +607,15 @@ export class ControlPlane {
     const rootca = this.rootca()?.version ?? null
     const all = rootca !== this.pushedRootca
     this.pushedRootca = rootca
+    // a rebuild for subscriptions alone looks only at the proxies whose scope they changed: with 1000 on-demand
+    // proxies connecting, each burst of subscriptions would otherwise walk all of them again
+    const everyProxy = all || this.rebuildAll
+    const only = this.scopeChanged
+    this.rebuildAll = false
+    this.scopeChanged = new Set()
     let n = 0
     let changed = 0
-    for (const [id, node] of this.nodes) {
+    for (const [id, node] of everyProxy ? this.nodes : [...only].flatMap((id) => nodeEntry(this.nodes, id))) {
       if (!connected.has(id)) {
         this.nodes.delete(id)
         this.subscriptions.delete(id)
@@ -607,6 +631,7 @@ export class ControlPlane {
     this.lastRebuild = {
       ms: Math.round((performance.now() - t0) * 1000) / 1000,
       proxies: n,
+      ...(everyProxy ? {} : { scopesOnly: true }),
       changed,
       revision: this.store.revision,
       at: new Date().toISOString(),
@@ -688,4 +713,9 @@ export class ControlPlane {
     await this.options.registrations?.close()
     await this.store.close()
   }
+}
+
+function nodeEntry(nodes: ReadonlyMap<string, TranslateNode>, id: string): [string, TranslateNode][] {
+  const node = nodes.get(id)
+  return node === undefined ? [] : [[id, node]]
 }
