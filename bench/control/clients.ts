@@ -230,7 +230,6 @@ function startLean(server: string, i: number, opts: StartOptions): Sim {
     server,
     node: { id: node.id, cluster: `app-${i}`, metadata: node.metadata },
     protocol: opts.protocol,
-    credentials: ownCredentials(),
     vhostAliases: called.map(vhostAlias),
     vhdsWildcard: opts.vhds,
     onReceive: (t) => {

@@ -4,8 +4,10 @@
 // `Resource.name`), the EDS service name and discovery type of a cluster (a few fields of the wire format), the RDS
 // names of a listener and the clusters of a VirtualHost (those two are decoded in full: a proxy holds few of them).
 // Endpoints and route configurations are never decoded: that is what makes 1000 of these fit on one core. The few
-// full-decoding `AdsClient`s the fleet also runs check that what is sent decodes.
+// full-decoding `AdsClient`s the fleet also runs check that what is sent decodes. It speaks gRPC over node:http2
+// itself (h2call.ts): grpc-js's client was a third of the clients' CPU.
 import * as grpc from '@grpc/grpc-js'
+import { H2Call, H2Session, RecentMessages } from './h2call.js'
 import {
   adsService,
   type DeltaDiscoveryRequest,
@@ -24,57 +26,28 @@ export const VHOST_TYPE = 'type.googleapis.com/envoy.config.route.v3.VirtualHost
 /** Bytes of responses this process received (every lean client's; what the deserializer saw). */
 export const received = { bytes: 0 }
 
-type Stub = grpc.Client & {
-  StreamAggregatedResources(): grpc.ClientDuplexStream<DiscoveryRequest, DiscoveryResponse>
-  DeltaAggregatedResources(): grpc.ClientDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>
-}
-let stubCtor: (new (addr: string, creds: grpc.ChannelCredentials, opts?: grpc.ChannelOptions) => Stub) | undefined
-
-/**
- * The ADS client class with a deserializer that counts the bytes it is handed and reads the envelope itself from
- * the wire format (the fields a client uses; each resource's `Any` value a view into the message, not a copy):
- * protobufjs's decoding of a thousand `Resource` envelopes per response was most of a lean client's CPU.
- */
-function leanStub(): NonNullable<typeof stubCtor> {
-  if (stubCtor) return stubCtor
-  const svc = adsService().service
-  const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {}
-  for (const [k, m] of Object.entries(svc)) {
-    const delta = k === 'DeltaAggregatedResources'
-    const recent = new RecentResponses()
-    def[k] = {
-      ...m,
-      responseDeserialize: (b: Buffer): unknown => {
-        received.bytes += b.length
-        return recent.get(b) ?? recent.add(b, delta ? deltaResponse(b) : sotwResponse(b))
-      },
-    }
-  }
-  stubCtor = grpc.makeGenericClientConstructor(def, 'AggregatedDiscoveryService') as unknown as typeof stubCtor
-  return stubCtor!
+/** The ADS methods' paths, and the readers and recent messages of each (one per process). */
+const METHODS = {
+  sotw: {
+    path: '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources',
+    recent: new RecentMessages(),
+    read: (b: Buffer): unknown => sotwResponse(b),
+  },
+  delta: {
+    path: '/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources',
+    recent: new RecentMessages(),
+    read: (b: Buffer): unknown => deltaResponse(b),
+  },
 }
 
 /**
  * The last few responses this process read, with what was read of them. The control plane sends the streams that
  * are in the same state one message, byte for byte (a shared push), so 500 proxies of one process would read the
  * same envelope 500 times; each still gets the bytes off its own stream, and a response equal to one read lately
- * (compared in full) is handed the same read-only result. What a proxy of its own process does once, done once.
+ * (compared in full, as its frames arrive: `H2Call`) is handed the same read-only result. What a proxy of its own
+ * process does once, done once.
  */
-export class RecentResponses {
-  private readonly entries: { bytes: Buffer; msg: unknown }[] = []
-  constructor(private readonly size = 4) {}
-
-  get(b: Buffer): unknown {
-    for (const e of this.entries) if (e.bytes.length === b.length && e.bytes.equals(b)) return e.msg
-    return undefined
-  }
-
-  add(b: Buffer, msg: unknown): unknown {
-    this.entries.unshift({ bytes: b, msg })
-    if (this.entries.length > this.size) this.entries.pop()
-    return msg
-  }
-}
+export { RecentMessages as RecentResponses }
 
 // ---- a few fields of the protobuf wire format ----
 
@@ -399,7 +372,6 @@ export interface LeanOptions {
   server: string
   node: LeanNode
   protocol: 'sotw' | 'delta'
-  credentials: grpc.ChannelCredentials
   /** VirtualHost aliases to ask for (on demand) once the route configuration arrived */
   vhostAliases?: readonly string[]
   /** every virtual host: VirtualHost subscribed as a wildcard */
@@ -432,25 +404,16 @@ export class LeanClient {
   readonly vhostRefs = new Map<string, string[]>()
   connections = 0
   private readonly subs = new Map<string, Sub>()
-  private readonly stub: Stub
-  private call?: grpc.ClientDuplexStream<DiscoveryRequest | DeltaDiscoveryRequest, unknown>
+  private readonly session: H2Session
+  private call?: H2Call
   private nodeSent = false
   private closed = false
   private retry?: NodeJS.Timeout
   private aliasesAsked = false
 
   constructor(private readonly opts: LeanOptions) {
-    const Ctor = leanStub()
-    this.stub = new Ctor(opts.server, opts.credentials, {
-      'grpc.keepalive_time_ms': 30_000,
-      'grpc.keepalive_timeout_ms': 10_000,
-      'grpc.max_receive_message_length': -1,
-      // the window a Loom proxy (and Envoy) advertises
-      'grpc-node.flow_control_window': XDS_FLOW_CONTROL_WINDOW,
-      // a connection of its own, as a proxy has: without a pool of its own, every new channel would look through
-      // all the others' subchannels for one to share (a comparison of their options each: quadratic in proxies)
-      'grpc.use_local_subchannel_pool': 1,
-    })
+    // a connection of its own, as a proxy has, advertising the window a Loom proxy (and Envoy) advertises
+    this.session = new H2Session(opts.server, XDS_FLOW_CONTROL_WINDOW)
     for (const t of [TYPE_URL.cluster, TYPE_URL.listener]) this.sub(t).wildcard = true
     if (opts.vhdsWildcard) this.sub(VHOST_TYPE).wildcard = true
   }
@@ -469,7 +432,7 @@ export class LeanClient {
     const c = this.call
     this.call = undefined
     c?.cancel()
-    this.stub.close()
+    this.session.close()
   }
 
   count(typeUrl: string): number {
@@ -505,10 +468,7 @@ export class LeanClient {
   private connect(): void {
     if (this.closed) return
     const delta = this.opts.protocol === 'delta'
-    const call = (delta ? this.stub.DeltaAggregatedResources() : this.stub.StreamAggregatedResources()) as NonNullable<
-      typeof this.call
-    >
-    this.call = call
+    const method = delta ? METHODS.delta : METHODS.sotw
     this.connections++
     this.nodeSent = false
     for (const s of this.subs.values()) {
@@ -517,25 +477,24 @@ export class LeanClient {
       s.streamWildcard = false
       s.nonce = ''
     }
-    let ended = false
-    const onEnd = (): void => {
-      if (ended) return
-      ended = true
-      if (this.call === call) this.call = undefined
-      if (this.closed) return
-      this.retry = setTimeout(() => this.connect(), 500 + Math.random() * 500)
-    }
-    call.on('data', (resp: DiscoveryResponse | DeltaDiscoveryResponse) => {
-      if (this.call !== call) return
-      try {
-        if (delta) this.onDelta(resp as DeltaDiscoveryResponse)
-        else this.onSotw(resp as DiscoveryResponse)
-      } catch (e) {
-        this.opts.onResponse?.(resp.type_url, '', false, (e as Error).message)
-      }
+    const call: H2Call = new H2Call(this.session, method.path, method.recent, method.read, received, {
+      message: (resp) => {
+        if (this.call !== call) return
+        const r = resp as DiscoveryResponse | DeltaDiscoveryResponse
+        try {
+          if (delta) this.onDelta(r as DeltaDiscoveryResponse)
+          else this.onSotw(r as DiscoveryResponse)
+        } catch (e) {
+          this.opts.onResponse?.(r.type_url, '', false, (e as Error).message)
+        }
+      },
+      end: () => {
+        if (this.call === call) this.call = undefined
+        if (this.closed) return
+        this.retry = setTimeout(() => this.connect(), 500 + Math.random() * 500)
+      },
     })
-    call.on('error', onEnd)
-    call.on('end', onEnd)
+    this.call = call
     for (const t of [TYPE_URL.cluster, TYPE_URL.listener, TYPE_URL.endpoint, TYPE_URL.route, VHOST_TYPE]) {
       const s = this.subs.get(t)
       if (s && (s.wildcard || s.names.size > 0)) this.request(t)
@@ -557,13 +516,12 @@ export class LeanClient {
   }
 
   private write(req: DiscoveryRequest | DeltaDiscoveryRequest): void {
+    if (this.call === undefined) return
     const node = this.wireNode()
     if (node) req.node = node
-    try {
-      this.call?.write(req)
-    } catch {
-      // the stream is closing; the reconnect resends
-    }
+    const m =
+      adsService().service[this.opts.protocol === 'delta' ? 'DeltaAggregatedResources' : 'StreamAggregatedResources']!
+    this.call.write(m.requestSerialize(req) as Buffer)
   }
 
   /** Sends the subscription of a type (SotW: all of it with the last version and nonce; delta: what changed). */
