@@ -27,18 +27,37 @@ function get(port: number, host: string): Promise<{ status: number; body: string
   })
 }
 
+async function apiOf(cp: Control, method: string, path: string, body?: string): Promise<unknown> {
+  const res = await fetch(`http://${cp.api}${path}`, { method, ...(body === undefined ? {} : { body }) })
+  const text = await res.text()
+  assert.equal(res.status, 200, `${method} ${path}: ${text}`)
+  return JSON.parse(text)
+}
+
+/** Registers `<host>-v1` at 127.0.0.1:`port` as the service `<host>` (port 9080). */
+async function register(cp: Control, host: string, port: number): Promise<void> {
+  await apiOf(
+    cp,
+    'POST',
+    '/api/v1/workloads',
+    JSON.stringify({
+      name: `${host}-v1`,
+      namespace: 'default',
+      address: '127.0.0.1',
+      ports: [{ name: 'http', number: port, servicePort: 9080 }],
+      labels: { app: host, version: 'v1' },
+      ttlSeconds: 600,
+    }),
+  )
+}
+
 describe('on-demand virtual hosts (loom proxy --on-demand)', () => {
   let cp: Control
   let sidecar: Proc & { admin: string }
   let out: number
   const backends: Backend[] = []
 
-  async function api(method: string, path: string, body?: string): Promise<unknown> {
-    const res = await fetch(`http://${cp.api}${path}`, { method, ...(body === undefined ? {} : { body }) })
-    const text = await res.text()
-    assert.equal(res.status, 200, `${method} ${path}: ${text}`)
-    return JSON.parse(text)
-  }
+  const api = (method: string, path: string, body?: string) => apiOf(cp, method, path, body)
   const status = async () =>
     (
       (await api('GET', '/api/v1/proxy-status')) as {
@@ -60,18 +79,7 @@ describe('on-demand virtual hosts (loom proxy --on-demand)', () => {
     for (const host of ['reviews', 'ratings']) {
       const b = await startBackend((_q, r) => r.end(host))
       backends.push(b)
-      await api(
-        'POST',
-        '/api/v1/workloads',
-        JSON.stringify({
-          name: `${host}-v1`,
-          namespace: 'default',
-          address: '127.0.0.1',
-          ports: [{ name: 'http', number: b.port, servicePort: 9080 }],
-          labels: { app: host, version: 'v1' },
-          ttlSeconds: 600,
-        }),
-      )
+      await register(cp, host, b.port)
     }
     out = await freePort()
     sidecar = await startSidecar(cp.xds, { app: 'productpage', version: 'v1' }, out, ['--on-demand'])
@@ -171,28 +179,12 @@ describe('on-demand: a subscription rebuilds only the proxy that made it', () =>
   const outs: number[] = []
   let backend: Backend
 
-  async function api(method: string, path: string, body?: string): Promise<unknown> {
-    const res = await fetch(`http://${cp.api}${path}`, { method, ...(body === undefined ? {} : { body }) })
-    const text = await res.text()
-    assert.equal(res.status, 200, `${method} ${path}: ${text}`)
-    return JSON.parse(text)
-  }
+  const api = (method: string, path: string, body?: string) => apiOf(cp, method, path, body)
 
   before(async () => {
     cp = await startControl()
     backend = await startBackend((_q, r) => r.end('reviews'))
-    await api(
-      'POST',
-      '/api/v1/workloads',
-      JSON.stringify({
-        name: 'reviews-v1',
-        namespace: 'default',
-        address: '127.0.0.1',
-        ports: [{ name: 'http', number: backend.port, servicePort: 9080 }],
-        labels: { app: 'reviews', version: 'v1' },
-        ttlSeconds: 600,
-      }),
-    )
+    await register(cp, 'reviews', backend.port)
     for (const app of ['productpage', 'details']) {
       const out = await freePort()
       outs.push(out)
