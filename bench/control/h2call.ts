@@ -23,11 +23,6 @@ export class RecentMessages {
     return this.entries.filter((e) => e.bytes.length === length)
   }
 
-  get(b: Buffer): unknown {
-    for (const e of this.entries) if (e.bytes.length === b.length && e.bytes.equals(b)) return e.msg
-    return undefined
-  }
-
   add(b: Buffer, msg: unknown): unknown {
     this.entries.unshift({ bytes: b, msg })
     if (this.entries.length > this.size) this.entries.pop()

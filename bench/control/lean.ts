@@ -26,28 +26,35 @@ export const VHOST_TYPE = 'type.googleapis.com/envoy.config.route.v3.VirtualHost
 /** Bytes of responses this process received (every lean client's; what the deserializer saw). */
 export const received = { bytes: 0 }
 
-/** The ADS methods' paths, and the readers and recent messages of each (one per process). */
-const METHODS = {
-  sotw: {
-    path: '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources',
-    recent: new RecentMessages(),
-    read: (b: Buffer): unknown => sotwResponse(b),
-  },
-  delta: {
-    path: '/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources',
-    recent: new RecentMessages(),
-    read: (b: Buffer): unknown => deltaResponse(b),
-  },
-}
-
 /**
- * The last few responses this process read, with what was read of them. The control plane sends the streams that
- * are in the same state one message, byte for byte (a shared push), so 500 proxies of one process would read the
- * same envelope 500 times; each still gets the bytes off its own stream, and a response equal to one read lately
- * (compared in full, as its frames arrive: `H2Call`) is handed the same read-only result. What a proxy of its own
- * process does once, done once.
+ * The ADS method a lean client calls: its path and request serializer (the ADS service's), the reader of its
+ * responses, and the last few responses this process read, with what was read of them. The control plane sends
+ * the streams that are in the same state one message, byte for byte (a shared push), so 500 proxies of one
+ * process would read the same envelope 500 times; each still gets the bytes off its own stream, and a response
+ * equal to one read lately (compared in full, as its frames arrive: `H2Call`) is handed the same read-only result.
+ * What a proxy of its own process does once, done once.
  */
-export { RecentMessages as RecentResponses }
+interface Method {
+  path: string
+  serialize: (req: DiscoveryRequest | DeltaDiscoveryRequest) => Buffer
+  read: (b: Buffer) => unknown
+  recent: RecentMessages
+}
+const methods: Partial<Record<'sotw' | 'delta', Method>> = {}
+
+function methodOf(protocol: 'sotw' | 'delta'): Method {
+  const have = methods[protocol]
+  if (have !== undefined) return have
+  const def = adsService().service[protocol === 'delta' ? 'DeltaAggregatedResources' : 'StreamAggregatedResources']!
+  const m: Method = {
+    path: def.path,
+    serialize: (req) => def.requestSerialize(req) as Buffer,
+    read: protocol === 'delta' ? deltaResponse : sotwResponse,
+    recent: new RecentMessages(),
+  }
+  methods[protocol] = m
+  return m
+}
 
 // ---- a few fields of the protobuf wire format ----
 
@@ -468,7 +475,7 @@ export class LeanClient {
   private connect(): void {
     if (this.closed) return
     const delta = this.opts.protocol === 'delta'
-    const method = delta ? METHODS.delta : METHODS.sotw
+    const method = methodOf(this.opts.protocol)
     this.connections++
     this.nodeSent = false
     for (const s of this.subs.values()) {
@@ -519,9 +526,7 @@ export class LeanClient {
     if (this.call === undefined) return
     const node = this.wireNode()
     if (node) req.node = node
-    const m =
-      adsService().service[this.opts.protocol === 'delta' ? 'DeltaAggregatedResources' : 'StreamAggregatedResources']!
-    this.call.write(m.requestSerialize(req) as Buffer)
+    this.call.write(methodOf(this.opts.protocol).serialize(req))
   }
 
   /** Sends the subscription of a type (SotW: all of it with the last version and nonce; delta: what changed). */

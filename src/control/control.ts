@@ -570,7 +570,10 @@ export class ControlPlane {
     this.armRebuild()
   }
 
-  /** whether the next rebuild looks at every proxy (the input changed), or only at those in `scopeChanged` */
+  /**
+   * whether the next rebuild looks at every proxy (the input changed), or only at those in `scopeChanged`; not
+   * `batchStale`, which a proxy connecting meanwhile clears when it gets its snapshot from the new translator
+   */
   private rebuildAll = true
   /** on-demand proxies whose scope changed with their subscriptions since the last rebuild */
   private scopeChanged = new Set<string>()
@@ -615,7 +618,9 @@ export class ControlPlane {
     this.scopeChanged = new Set()
     let n = 0
     let changed = 0
-    for (const [id, node] of everyProxy ? this.nodes : [...only].flatMap((id) => nodeEntry(this.nodes, id))) {
+    for (const id of everyProxy ? [...this.nodes.keys()] : only) {
+      const node = this.nodes.get(id)
+      if (node === undefined) continue
       if (!connected.has(id)) {
         this.nodes.delete(id)
         this.subscriptions.delete(id)
@@ -713,9 +718,4 @@ export class ControlPlane {
     await this.options.registrations?.close()
     await this.store.close()
   }
-}
-
-function nodeEntry(nodes: ReadonlyMap<string, TranslateNode>, id: string): [string, TranslateNode][] {
-  const node = nodes.get(id)
-  return node === undefined ? [] : [[id, node]]
 }
