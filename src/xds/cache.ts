@@ -14,7 +14,7 @@
  *   entry pointing at shared types, plus what is really its own (a type no other node has).
  * - Watchers hear about a node whose snapshot changed, with the type URLs whose versions changed.
  */
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import { type EncodedAny, encodeResource, ProtoJsonError } from './proto.js'
 import { type ResourceMap, type Snapshot, TYPE_URL, type TypeUrl } from './snapshot.js'
 
@@ -59,7 +59,8 @@ export interface CacheStats {
 const EMPTY_TYPE_VERSION = shortHash('')
 
 export function shortHash(s: string): string {
-  return createHash('sha256').update(s).digest('hex').slice(0, 16)
+  // the one-shot form: no Hash object per call (hashing is a large part of a rebuild of many small snapshots)
+  return hash('sha256', s, 'hex').slice(0, 16)
 }
 
 /** JSON with object keys sorted at every level and undefined members dropped. */
@@ -103,7 +104,15 @@ export function canonicalJson(v: unknown): string {
 
 /** The version of a set of resources: a hash over their sorted (name, content hash) pairs. */
 export function versionOf(items: Iterable<{ name: string; hash: string }>): string {
-  const pairs = [...items].map((r) => `${r.name}\u0000${r.hash}`).sort()
+  const pairs: string[] = []
+  let sorted = true
+  for (const r of items) {
+    const p = `${r.name}\u0000${r.hash}`
+    if (sorted && pairs.length > 0 && p < pairs[pairs.length - 1]!) sorted = false
+    pairs.push(p)
+  }
+  // the translator hands over maps sorted by name: then there is nothing to sort
+  if (!sorted) pairs.sort()
   return pairs.length === 0 ? EMPTY_TYPE_VERSION : shortHash(pairs.join('\n'))
 }
 
@@ -142,7 +151,8 @@ export class SnapshotCache {
   /** per node: the interned types its entry uses */
   private readonly held = new Map<string, InternedType[]>()
   private readonly interned = new Map<string, InternedType>()
-  private readonly encoded = new Map<string, { any: EncodedAny; refs: number }>()
+  /** by content hash: the resource as cached (one object for every node holding that content), reference counted */
+  private readonly encoded = new Map<string, { cached: CachedResource; refs: number }>()
   private readonly memo = new WeakMap<object, { typeUrl: string; name: string; hash: string }>()
   /** the fingerprint of a resource map already seen (alike proxies are handed the same map object) */
   private readonly mapKeys = new WeakMap<ResourceMap, { typeUrl: string; key: string }>()
@@ -212,7 +222,7 @@ export class SnapshotCache {
       i = 0
       for (const [name, resource] of items) {
         const hash = hashes[i++]!
-        cached.set(name, { name, hash, resource, any: this.acquire(typeUrl, name, hash, resource) })
+        cached.set(name, this.acquire(typeUrl, name, hash, resource))
         acquired.push(hash)
       }
     } catch (e) {
@@ -275,7 +285,7 @@ export class SnapshotCache {
 
   stats(): CacheStats {
     let bytes = 0
-    for (const e of this.encoded.values()) bytes += e.any.value.length
+    for (const e of this.encoded.values()) bytes += e.cached.any.value.length
     return {
       nodes: this.entries.size,
       sharedTypes: this.interned.size,
@@ -294,12 +304,16 @@ export class SnapshotCache {
     return hash
   }
 
-  private acquire(typeUrl: string, name: string, hash: string, resource: Record<string, unknown>): EncodedAny {
+  /**
+   * The cached resource of this content, encoded the first time. The hash names the type, name and content, so the
+   * object is the same for every node (its `resource` is the first one handed over: equal to any later one).
+   */
+  private acquire(typeUrl: string, name: string, hash: string, resource: Record<string, unknown>): CachedResource {
     const e = this.encoded.get(hash)
     if (e) {
       e.refs++
       this.reuses++
-      return e.any
+      return e.cached
     }
     let any: EncodedAny
     try {
@@ -310,8 +324,9 @@ export class SnapshotCache {
     }
     if (any.type_url !== typeUrl) throw new Error(`resource "${name}" has @type ${any.type_url}, expected ${typeUrl}`)
     this.encodes++
-    this.encoded.set(hash, { any, refs: 1 })
-    return any
+    const cached: CachedResource = { name, hash, resource, any }
+    this.encoded.set(hash, { cached, refs: 1 })
+    return cached
   }
 
   private release(hash: string): void {

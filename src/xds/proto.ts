@@ -199,7 +199,7 @@ export function encodeMessage(typeName: string, json: object): Buffer {
 }
 
 function encodeAs(type: PB.Type, json: Record<string, unknown>, path: string): Buffer {
-  const wkt = WKT_TO_PROTO.get(type.fullName)
+  const wkt = wktToProto(type)
   if (wkt && '@type' in json) {
     // the proto-JSON form of an Any holding a well-known type: { "@type": ..., "value": <its JSON> }
     return toBuffer(type.encode(wkt(json.value, `${path}.value`) as Record<string, unknown>).finish())
@@ -246,8 +246,20 @@ function describe(v: unknown): string {
   return typeof v === 'object' ? 'an object' : String(v)
 }
 
+/**
+ * A type's well-known-type converter (null: none), found by the type object: protobufjs computes `fullName` on every
+ * read, and encoding looks it up for every message.
+ */
+const wktOfType = new WeakMap<PB.Type, ToProto | null>()
+
+function wktToProto(type: PB.Type): ToProto | null {
+  let w = wktOfType.get(type)
+  if (w === undefined) wktOfType.set(type, (w = WKT_TO_PROTO.get(type.fullName) ?? null))
+  return w
+}
+
 function messageToProto(type: PB.Type, json: unknown, path: string, skipType = false): Record<string, unknown> {
-  const wkt = WKT_TO_PROTO.get(type.fullName)
+  const wkt = wktToProto(type)
   if (wkt) return wkt(json, path) as Record<string, unknown>
   if (!isObject(json)) throw new ProtoJsonError(path, `expected an object (${type.name}), got ${describe(json)}`)
   const out: Record<string, unknown> = {}
@@ -470,13 +482,22 @@ function anyToJson(typeUrl: string, value: Uint8Array, path: string): Record<str
   const type = lookupType(typeUrl)
   if (!type) throw new ProtoJsonError(path, `unknown type ${typeUrl}`)
   const msg = type.decode(value) as unknown as Record<string, unknown>
-  const wkt = WKT_TO_JSON.get(type.fullName)
+  const wkt = wktToJson(type)
   if (wkt) return { '@type': typeUrl, value: wkt(msg, path) }
   return { '@type': typeUrl, ...(messageToJson(type, msg, path) as Record<string, unknown>) }
 }
 
+const wktJsonOfType = new WeakMap<PB.Type, ToJson | null>()
+
+/** The decoding counterpart of `wktToProto`. */
+function wktToJson(type: PB.Type): ToJson | null {
+  let w = wktJsonOfType.get(type)
+  if (w === undefined) wktJsonOfType.set(type, (w = WKT_TO_JSON.get(type.fullName) ?? null))
+  return w
+}
+
 function messageToJson(type: PB.Type, msg: Record<string, unknown>, path: string): unknown {
-  const wkt = WKT_TO_JSON.get(type.fullName)
+  const wkt = wktToJson(type)
   if (wkt) return wkt(msg, path)
   const out: Record<string, unknown> = {}
   for (const field of type.fieldsArray) {

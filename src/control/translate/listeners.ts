@@ -419,14 +419,40 @@ function newVirtualHost(name: string, domains: string[], routes: Json[]): Json {
   return { name, domains, routes }
 }
 
+/**
+ * A service port's domains as `serviceDomains` gives them for proxies of one namespace: one array per (namespace,
+ * host, port) within a generation, so that a virtual host built from it is found by identity (`sharedVirtualHost`).
+ * Never changed once made.
+ */
+function memoDomains(scope: Scope, hostname: string, port: number): string[] {
+  const byHost = scope.perNamespace('service-domains', () => new Map<string, Map<number, string[]>>())
+  let byPort = byHost.get(hostname)
+  if (byPort === undefined) byHost.set(hostname, (byPort = new Map()))
+  let d = byPort.get(port)
+  if (d === undefined) {
+    d = serviceDomains(hostname, port, scope.node.namespace, scope.mesh.domainSuffix, port === 80)
+    byPort.set(port, d)
+  }
+  return d
+}
+
 const virtualHosts = new WeakMap<Json[], Map<string, Json>>()
+const virtualHostsByDomains = new WeakMap<Json[], WeakMap<string[], Json>>()
 
 /**
  * A virtual host, the same object for every proxy that has it with the same routes (a service's routes are shared
  * by the proxies that differ only in scope, and kept across changes that do not touch them), so the xDS cache hashes
- * and encodes it once. Never changed once made.
+ * and encodes it once. Never changed once made. `domains` as `memoDomains` made it is found by identity (the name is
+ * then its host and port), any other list by its names.
  */
-function sharedVirtualHost(name: string, domains: string[], routes: Json[]): Json {
+function sharedVirtualHost(name: string, domains: string[], routes: Json[], memoized = false): Json {
+  if (memoized) {
+    let byDomains = virtualHostsByDomains.get(routes)
+    if (byDomains === undefined) virtualHostsByDomains.set(routes, (byDomains = new WeakMap()))
+    let vh = byDomains.get(domains)
+    if (vh === undefined) byDomains.set(domains, (vh = sharedVirtualHost(name, domains, routes)))
+    return vh
+  }
   let byKey = virtualHosts.get(routes)
   if (byKey === undefined) virtualHosts.set(routes, (byKey = new Map()))
   const key = `${name}\u0000${domains.join('\u0000')}`
@@ -444,22 +470,34 @@ export function outboundListener(
 ): ListenerSet {
   const port = portValue(metadata.OUTBOUND_PORT) ?? DEFAULT_OUTBOUND_PORT
   const used = new Set<string>()
-  const dedupe = (domains: string[]) =>
-    domains.filter((d) => {
+  // the names not used yet (each taken now): `domains` itself when all of them are new
+  const dedupe = (domains: string[]) => {
+    let out: string[] | null = null
+    for (let i = 0; i < domains.length; i++) {
+      const d = domains[i]!
       const k = d.toLowerCase()
-      if (used.has(k)) return false
-      used.add(k)
-      return true
-    })
+      if (used.has(k)) out ??= domains.slice(0, i)
+      else {
+        used.add(k)
+        out?.push(d)
+      }
+    }
+    return out ?? domains
+  }
   const vhosts: Json[] = []
   const all = serviceRoutes(scope, parts, peers)
   // rate limits are written into the virtual hosts below: those are then this proxy's own objects
-  const vhost = scope.of('GlobalRateLimit').length === 0 ? sharedVirtualHost : newVirtualHost
+  const shareable = scope.of('GlobalRateLimit').length === 0
   for (const r of all) {
-    const domains = dedupe(
-      serviceDomains(r.service.hostname, r.port, scope.node.namespace, scope.mesh.domainSuffix, r.port === 80),
+    const names = memoDomains(scope, r.service.hostname, r.port)
+    const domains = dedupe(names)
+    if (domains.length === 0) continue
+    const name = `${r.service.hostname}:${r.port}`
+    vhosts.push(
+      shareable
+        ? sharedVirtualHost(name, domains, r.routes, domains === names)
+        : newVirtualHost(name, domains, r.routes),
     )
-    if (domains.length > 0) vhosts.push(vhost(`${r.service.hostname}:${r.port}`, domains, r.routes))
   }
   // Hosts of the VirtualServices in use that are not services (`bookinfo.example.com`) get the same routes.
   for (const r of all) {

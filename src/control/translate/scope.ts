@@ -144,7 +144,8 @@ class SharedInputs {
   readonly services: Service[]
   readonly knownHosts: Set<string>
   readonly byKind = new Map<string, Resource[]>()
-  readonly #resolved = new Map<string, string>()
+  /** namespace → host as written → FQDN (nested: no key string made per lookup) */
+  readonly #resolved = new Map<string, Map<string, string>>()
   readonly #vsHosts = new WeakMap<object, string[]>()
   readonly #vsDestinations = new WeakMap<object, readonly string[]>()
   /** VirtualServices exported to a namespace, in config order */
@@ -179,11 +180,12 @@ class SharedInputs {
   }
 
   resolve(host: string, namespace: string): string {
-    const key = `${namespace}\u0000${host}`
-    let r = this.#resolved.get(key)
+    let inNs = this.#resolved.get(namespace)
+    if (inNs === undefined) this.#resolved.set(namespace, (inNs = new Map()))
+    let r = inNs.get(host)
     if (r === undefined) {
       r = resolveHost(host, namespace, (h) => this.knownHosts.has(h), this.domainSuffix)
-      this.#resolved.set(key, r)
+      inNs.set(host, r)
     }
     return r
   }
