@@ -65,6 +65,7 @@ import { type CachedResource, type CachedType, type CacheEntry, SnapshotCache, s
 import { structToJson } from './proto.js'
 import { clusterRefs, edsServiceName, secretRefs } from './refs.js'
 import { type Snapshot, TYPE_URL } from './snapshot.js'
+import { SharedRequestNames } from './shared-requests.js'
 import { SharedResponses } from './shared-responses.js'
 import { resolveAlias } from './vhds-aliases.js'
 
@@ -974,10 +975,18 @@ class DeltaStream extends AdsStream {
     else if (nonce !== '' && nonce !== st.nonce) this.log('debug', 'stale nonce', { type: typeUrl, nonce })
     // the names change on a copy, then are interned: alike streams hold one set (what shared pushes are keyed by)
     const renamed = subscribe.length > 0 || unsubscribe.length > 0
-    if (renamed) st.names = new Set(st.names)
-    for (const n of subscribe) {
-      if (n === '*') st.wildcard = true
-      else st.names.add(n)
+    // a first subscription whose names the decoder shared (alike streams send alike ones): the set made for them
+    const shared = st.names.size === 0 && unsubscribe.length === 0 && Object.isFrozen(subscribe)
+    if (shared && subscribe.length > 0) {
+      const { names, wildcard } = this.server.subscribedSet(subscribe)
+      st.names = names
+      if (wildcard) st.wildcard = true
+    } else if (renamed) {
+      st.names = new Set(st.names)
+      for (const n of subscribe) {
+        if (n === '*') st.wildcard = true
+        else st.names.add(n)
+      }
     }
     for (const n of unsubscribe) {
       if (n === '*') {
@@ -1003,7 +1012,7 @@ class DeltaStream extends AdsStream {
       // forget what the client had, so that subscribing again sends it again (unless a wildcard still covers it)
       if (!st.wildcard && st.known.has(n)) ownKnown(st).delete(n)
     }
-    if (renamed) st.names = this.server.internNames(st.names)
+    if (renamed && !shared) st.names = this.server.internNames(st.names)
     // a VirtualHost subscription change may change the proxy's config (scoping): its answer waits for that
     const changed = typeUrl === TYPE_URL.virtualHost && (subscribe.length > 0 || unsubscribe.length > 0)
     const wait = changed && this.node ? this.server.onSubscription?.(this.node, typeUrl, st.names) : undefined
@@ -1321,6 +1330,8 @@ function computeDelta({ typeUrl, t, known, names, wildcard }: DeltaInput): Share
 export class XdsServer {
   /** @internal responses encoded once and shared by the streams that send the same one */
   readonly responses = new SharedResponses()
+  /** @internal requests whose name lists are decoded once for the streams that send the same ones */
+  readonly requests = new SharedRequestNames()
   readonly cache: SnapshotCache
   readonly logger: XdsLogger
   private readonly grpcServer: grpc.Server
@@ -1366,7 +1377,7 @@ export class XdsServer {
       'grpc.http2.min_ping_interval_without_data_ms': 10_000,
       ...opts.grpcOptions,
     })
-    this.grpcServer.addService(this.responses.service(adsService().service), {
+    this.grpcServer.addService(this.requests.service(this.responses.service(adsService().service)), {
       StreamAggregatedResources: (call: Call) => this.open(() => new SotwStream(this, call), call),
       DeltaAggregatedResources: (call: Call) => this.open(() => new DeltaStream(this, call), call),
     })
@@ -1530,6 +1541,36 @@ export class XdsServer {
    * sets are shared: never changed.
    */
   nameSet(current: Set<string>, names: readonly string[]): Set<string> {
+    // names the decoder shared (frozen, never changed): the set they made before, found by identity
+    const frozen = Object.isFrozen(names)
+    if (frozen) {
+      const have = this.setOfNames.get(names)
+      if (have !== undefined) return have.names
+    }
+    const set = this.nameSetOf(current, names)
+    if (frozen) this.setOfNames.set(names, { names: set, wildcard: names.includes('*') })
+    return set
+  }
+
+  /** sets made for name arrays the request decoder shared, with whether the names held `*` */
+  private readonly setOfNames = new WeakMap<readonly string[], { names: Set<string>; wildcard: boolean }>()
+
+  /**
+   * @internal A first delta subscription's names (shared by the decoder, frozen) as an interned set without `*`, and
+   * whether they held `*`: made once for all the streams that sent them.
+   */
+  subscribedSet(names: readonly string[]): { names: Set<string>; wildcard: boolean } {
+    let have = this.setOfNames.get(names)
+    if (have === undefined) {
+      const set = new Set<string>()
+      for (const n of names) if (n !== '*') set.add(n)
+      have = { names: this.internNames(set), wildcard: names.includes('*') }
+      this.setOfNames.set(names, have)
+    }
+    return have
+  }
+
+  private nameSetOf(current: Set<string>, names: readonly string[]): Set<string> {
     const wanted = names.includes('*') ? names.filter((n) => n !== '*') : names
     if (wanted.length === current.size && wanted.every((n) => current.has(n))) return current
     if (wanted.length < 8) return new Set(wanted)
