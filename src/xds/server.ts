@@ -975,10 +975,11 @@ class DeltaStream extends AdsStream {
     else if (nonce !== '' && nonce !== st.nonce) this.log('debug', 'stale nonce', { type: typeUrl, nonce })
     // the names change on a copy, then are interned: alike streams hold one set (what shared pushes are keyed by)
     const renamed = subscribe.length > 0 || unsubscribe.length > 0
-    // a first subscription whose names the decoder shared (alike streams send alike ones): the set made for them
-    const shared = st.names.size === 0 && unsubscribe.length === 0 && Object.isFrozen(subscribe)
-    if (shared && subscribe.length > 0) {
-      const { names, wildcard } = this.server.subscribedSet(subscribe)
+    // names the decoder shared (alike streams send alike ones) added to a set alike streams share: the set made
+    // for them once
+    const shared = unsubscribe.length === 0 && subscribe.length > 0 && Object.isFrozen(subscribe)
+    if (shared) {
+      const { names, wildcard } = this.server.subscribedSet(st.names, subscribe)
       st.names = names
       if (wildcard) st.wildcard = true
     } else if (renamed) {
@@ -1552,20 +1553,28 @@ export class XdsServer {
     return set
   }
 
-  /** sets made for name arrays the request decoder shared, with whether the names held `*` */
+  /** SotW: sets made for name arrays the request decoder shared, with whether the names held `*` */
   private readonly setOfNames = new WeakMap<readonly string[], { names: Set<string>; wildcard: boolean }>()
+  /** delta: per subscription set held, per name array the decoder shared, the set with those names added */
+  private readonly setWithNames = new WeakMap<
+    ReadonlySet<string>,
+    WeakMap<readonly string[], { names: Set<string>; wildcard: boolean }>
+  >()
 
   /**
-   * @internal A first delta subscription's names (shared by the decoder, frozen) as an interned set without `*`, and
-   * whether they held `*`: made once for all the streams that sent them.
+   * @internal A delta subscription set (interned: never changed) with names the decoder shared (frozen) subscribed:
+   * the interned set without `*`, and whether the names held `*`. Made once for all the streams that hold that set
+   * and sent those names.
    */
-  subscribedSet(names: readonly string[]): { names: Set<string>; wildcard: boolean } {
-    let have = this.setOfNames.get(names)
+  subscribedSet(current: Set<string>, names: readonly string[]): { names: Set<string>; wildcard: boolean } {
+    let byNames = this.setWithNames.get(current)
+    if (byNames === undefined) this.setWithNames.set(current, (byNames = new WeakMap()))
+    let have = byNames.get(names)
     if (have === undefined) {
-      const set = new Set<string>()
+      const set = new Set(current)
       for (const n of names) if (n !== '*') set.add(n)
       have = { names: this.internNames(set), wildcard: names.includes('*') }
-      this.setOfNames.set(names, have)
+      byNames.set(names, have)
     }
     return have
   }
