@@ -108,6 +108,11 @@ export function trustBundleFile(dataDir: string): string {
 /** The SDS name of the trust bundle the control plane serves every proxy over ADS (Istio's name). */
 export const ROOTCA_SECRET = 'ROOTCA'
 
+/** how many namespaces without a connected sidecar the snapshot cache is warmed for (`ControlPlane.warm`) */
+const WARM_NAMESPACES = 4
+/** how long after a rebuild the cache is warmed: its pushes go first */
+const WARM_DELAY_MS = 200
+
 /** The file self-registered workloads are kept in. */
 export function registrationsFile(dataDir: string): string {
   return join(dataDir, 'workloads.json')
@@ -642,6 +647,63 @@ export class ControlPlane {
       at: new Date().toISOString(),
     }
     log('debug', 'control', 'snapshots rebuilt', this.lastRebuild)
+    if (everyProxy) this.armWarm()
+  }
+
+  private warmTimer: NodeJS.Timeout | null = null
+
+  /** Shortly after a rebuild (its pushes go first): `warm` once, with the translator of then. */
+  private armWarm(): void {
+    if (this.warmTimer !== null) return
+    this.warmTimer = setTimeout(() => {
+      this.warmTimer = null
+      try {
+        this.warm()
+      } catch (e) {
+        log('warn', 'control', 'could not warm the snapshot cache', {
+          error: e instanceof Error ? e.message : String(e),
+        })
+      }
+    }, WARM_DELAY_MS)
+    this.warmTimer.unref()
+  }
+
+  /**
+   * Warms the snapshot cache for the namespaces with services and no connected sidecar (the WARM_NAMESPACES with
+   * the most services): the snapshot of a sidecar there without labels or metadata is translated and its resources
+   * encoded, held by no node. The first sidecars to connect there, a thousand at once after a restart or a rollout,
+   * then find most of what they get translated and encoded already, as Istio's push context is built on a config
+   * change whether proxies are connected or not. Namespaces with a connected sidecar are warm through it.
+   */
+  private warm(): void {
+    const cache = this.xds.cache
+    const withProxy = new Set<string>()
+    for (const id of this.xds.connectedNodes()) {
+      const n = this.nodes.get(id)
+      if (n?.kind === 'sidecar') withProxy.add(n.namespace)
+    }
+    const count = new Map<string, number>()
+    for (const s of this.registry.services()) count.set(s.namespace, (count.get(s.namespace) ?? 0) + 1)
+    const namespaces = [...count]
+      .filter(([ns]) => !withProxy.has(ns))
+      .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+      .slice(0, WARM_NAMESPACES)
+      .map(([ns]) => ns)
+    const keep = new Set(namespaces)
+    for (const key of cache.warmKeys()) if (!keep.has(key)) cache.warm(key, null)
+    const batch = this.translator()
+    for (const ns of namespaces) {
+      const node: TranslateNode = {
+        id: `sidecar~0.0.0.0~loom-warm.${ns}~${ns}.svc.cluster.local`,
+        kind: 'sidecar',
+        namespace: ns,
+        labels: {},
+        serviceAccount: 'default',
+        ip: '0.0.0.0',
+        generator: 'envoy',
+      }
+      cache.warm(ns, this.withRootca(batch.translate(node)))
+    }
   }
 
   /** The snapshot a node gets now (debug endpoint). */
@@ -706,6 +768,7 @@ export class ControlPlane {
   async close(): Promise<void> {
     await this.telemetry.stop()
     if (this.rebuildTimer !== null) clearTimeout(this.rebuildTimer)
+    if (this.warmTimer !== null) clearTimeout(this.warmTimer)
     // subscriptions waiting for a rebuild that will not come are answered (their streams are closing)
     for (const w of this.rebuildWaiters.splice(0)) w()
     if (this.expiryTimer !== null) clearInterval(this.expiryTimer)

@@ -147,4 +147,29 @@ describe('SnapshotCache', () => {
     assert.equal(cache.getSnapshot('a')!.resources.get(TYPE_URL.endpoint)!.items.size, 1)
     assert.deepEqual({ ...cache.stats(), reuses: 0 }, { ...before, reuses: 0 })
   })
+  test('a warm snapshot keeps its resources encoded for the nodes to come, and is no node', () => {
+    const cache = new SnapshotCache()
+    cache.warm('default', snap(3))
+    const warmed = cache.stats()
+    assert.equal(warmed.encodes, 6)
+    assert.equal(warmed.nodes, 0)
+    assert.deepEqual(cache.nodeIds(), [])
+    assert.deepEqual(cache.warmKeys(), ['default'])
+    // a node with the same content (other objects) encodes nothing
+    cache.setSnapshot('n1', snap(3))
+    assert.equal(cache.stats().encodes, 6)
+    // a node with one more cluster encodes only that one
+    cache.setSnapshot('n2', snap(4))
+    assert.equal(cache.stats().encodes, 8)
+    // the nodes gone, the warm snapshot still holds its resources; let go, they go
+    cache.clear()
+    assert.equal(cache.stats().encodedResources, 6)
+    cache.warm('default', null)
+    assert.equal(cache.stats().encodedResources, 0)
+    assert.deepEqual(cache.warmKeys(), [])
+    // warmed again with other content: the old content goes
+    cache.warm('default', snap(2))
+    cache.warm('default', snap(1, '10.0.0.9'))
+    assert.equal(cache.stats().encodedResources, 2)
+  })
 })

@@ -245,6 +245,35 @@ export class SnapshotCache {
     for (const r of t.type.items.values()) this.release(r.hash)
   }
 
+  /** per warm key: the interned types a warm snapshot holds (`warm`) */
+  private readonly warmHeld = new Map<string, InternedType[]>()
+
+  /**
+   * Holds the encoded resources of a snapshot no node has, under `key` (null lets them go): what the first proxies
+   * to connect are likely to get is then encoded already. A warm snapshot is no node's: it is not served, listed
+   * or watched. Throws as `setSnapshot` does, keeping what `key` held.
+   */
+  warm(key: string, snapshot: Snapshot | null): void {
+    const held: InternedType[] = []
+    if (snapshot !== null) {
+      try {
+        for (const [typeUrl, { items }] of snapshot.resources) held.push(this.intern(typeUrl, items))
+      } catch (e) {
+        for (const t of held) this.releaseType(t)
+        throw e
+      }
+    }
+    const old = this.warmHeld.get(key)
+    if (held.length > 0) this.warmHeld.set(key, held)
+    else this.warmHeld.delete(key)
+    if (old) for (const t of old) this.releaseType(t)
+  }
+
+  /** The keys `warm` holds snapshots under. */
+  warmKeys(): string[] {
+    return [...this.warmHeld.keys()]
+  }
+
   /** The node's snapshot, with the cache's content-hash versions. */
   getSnapshot(nodeId: string): Snapshot | undefined {
     return this.entries.get(nodeId)?.snapshot
