@@ -18,6 +18,7 @@
 import * as grpc from '@grpc/grpc-js'
 import { OUTBOUND_ROUTE } from '../../src/control/translate/listeners.js'
 import { AdsClient, type ConsumerVerdict } from '../../src/xds/client.js'
+import { lookupType } from '../../src/xds/proto.js'
 import { edsServiceName } from '../../src/xds/refs.js'
 import { TYPE_URL } from '../../src/xds/snapshot.js'
 import { LeanClient, received, routeNames, VHOST_TYPE, vhostClusters } from './lean.js'
@@ -442,5 +443,8 @@ if (process.send !== undefined) {
     }
   })
   process.on('disconnect', () => process.exit(0))
+  // loaded as a proxy loads them when it starts, before it connects: the protobuf definitions and the decoders of
+  // the messages read
+  for (const t of [TYPE_URL.listener, VHOST_TYPE]) lookupType(t)?.setup()
   process.send({ type: 'ready' })
 }

@@ -361,6 +361,9 @@ function isSubset(a: Set<string>, b: Set<string>): boolean {
   return true
 }
 
+/** a listener's name and the route configurations it names, by the resource object read (never changed) */
+const listenerReads = new WeakMap<object, { name: string; routes: string[] }>()
+
 /** Whether a lean client opens resources of the type (delta: the envelope has the names of the rest). */
 function opens(typeUrl: string, opts: LeanOptions): boolean {
   if (typeUrl === TYPE_URL.cluster || typeUrl === TYPE_URL.listener) return true
@@ -588,9 +591,17 @@ export class LeanClient {
       return c.name
     }
     if (typeUrl === TYPE_URL.listener) {
-      const l = decodeResource(any, { withType: false })
-      routeNames(l, routes)
-      return l.name as string
+      // alike messages are read once and hand every client the same resource objects: their listener too
+      let read = listenerReads.get(any)
+      if (read === undefined) {
+        const l = decodeResource(any, { withType: false })
+        const names = new Set<string>()
+        routeNames(l, names)
+        read = { name: l.name as string, routes: [...names] }
+        listenerReads.set(any, read)
+      }
+      for (const r of read.routes) routes.add(r)
+      return read.name
     }
     // the clusters a virtual host routes to matter on demand only (a full-visibility proxy holds every cluster)
     if (typeUrl === VHOST_TYPE && (this.opts.vhostAliases?.length ?? 0) > 0) {
