@@ -11,6 +11,7 @@
  */
 import type * as grpc from '@grpc/grpc-js'
 import type { DeltaDiscoveryResponse, DiscoveryResponse } from './ads.js'
+import { encodeDeltaDiscoveryResponse, encodeDiscoveryResponse } from './response-wire.js'
 
 /** field 5, length-delimited: `nonce` in DiscoveryResponse and DeltaDiscoveryResponse */
 const NONCE_TAG = (5 << 3) | 2
@@ -48,7 +49,14 @@ export class SharedResponses {
   service(def: grpc.ServiceDefinition): grpc.ServiceDefinition {
     const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {}
     for (const [name, method] of Object.entries(def)) {
-      const serialize = method.responseSerialize as Serialize
+      const generic = method.responseSerialize as Serialize
+      // the ADS responses by hand (response-wire.ts: the same bytes), anything it does not write as before
+      const serialize: Serialize =
+        name === 'StreamAggregatedResources'
+          ? (v) => encodeDiscoveryResponse(v as DiscoveryResponse) ?? generic(v)
+          : name === 'DeltaAggregatedResources'
+            ? (v) => encodeDeltaDiscoveryResponse(v as DeltaDiscoveryResponse) ?? generic(v)
+            : generic
       if (name === 'StreamAggregatedResources') this.serializers.set('sotw', serialize)
       if (name === 'DeltaAggregatedResources') this.serializers.set('delta', serialize)
       out[name] = {
