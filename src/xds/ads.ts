@@ -114,3 +114,24 @@ export function adsService(): Ads {
   ads = { service: Client.service, Client: Client as unknown as Ads['Client'] }
   return ads
 }
+
+/** The protocol of an ADS method by its name; null for another method. */
+export function adsProtocol(method: string): 'sotw' | 'delta' | null {
+  return method === 'StreamAggregatedResources' ? 'sotw' : method === 'DeltaAggregatedResources' ? 'delta' : null
+}
+
+/** The service definition with each ADS method as `f` makes it from the method and its protocol; others as they are. */
+export function withAdsMethods(
+  def: grpc.ServiceDefinition,
+  f: (
+    method: grpc.MethodDefinition<unknown, unknown>,
+    protocol: 'sotw' | 'delta',
+  ) => grpc.MethodDefinition<unknown, unknown>,
+): grpc.ServiceDefinition {
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {}
+  for (const [name, method] of Object.entries(def)) {
+    const protocol = adsProtocol(name)
+    out[name] = protocol === null ? method : f(method, protocol)
+  }
+  return out as grpc.ServiceDefinition
+}

@@ -14,6 +14,7 @@
  * recently used going first; a run is only ever a faster way to the same names.
  */
 import type * as grpc from '@grpc/grpc-js'
+import { withAdsMethods } from './ads.js'
 
 /** a run of fewer names is decoded as usual: comparing it would save nothing */
 const MIN_NAMES = 32
@@ -28,47 +29,52 @@ interface Run {
   names: readonly string[]
 }
 
+/** Reads protobuf varints of up to 32 bits from `b`; -1 for one that runs past the end or is longer. */
+class VarintReader {
+  at = 0
+  constructor(readonly b: Buffer) {}
+
+  next(): number {
+    const b = this.b
+    let v = 0
+    for (let shift = 0; shift <= 28; shift += 7) {
+      if (this.at >= b.length) return -1
+      const c = b[this.at++]!
+      v |= (c & 0x7f) << shift
+      if (c < 0x80) return v >>> 0
+    }
+    return -1
+  }
+}
+
 /** Where a message's run of field-3 entries lies, or null when it has none worth sharing or does not scan. */
 export function namesRun(b: Buffer): { start: number; end: number; count: number } | null {
-  let i = 0
+  const r = new VarintReader(b)
   let start = -1
   let end = -1
   let count = 0
-  while (i < b.length) {
-    const at = i
-    let tag = 0
-    let shift = 0
-    for (;;) {
-      if (i >= b.length || shift > 28) return null
-      const c = b[i++]!
-      tag |= (c & 0x7f) << shift
-      if (c < 0x80) break
-      shift += 7
-    }
+  while (r.at < b.length) {
+    const at = r.at
+    const tag = r.next()
+    if (tag < 0) return null
     const wire = tag & 7
     if (wire === 0) {
+      // a varint value of any length (up to 10 bytes)
       let n = 0
-      while (i < b.length && b[i++]! >= 0x80) if (++n > 9) return null
-    } else if (wire === 1) i += 8
-    else if (wire === 5) i += 4
+      while (r.at < b.length && b[r.at++]! >= 0x80) if (++n > 9) return null
+    } else if (wire === 1) r.at += 8
+    else if (wire === 5) r.at += 4
     else if (wire === LENGTH_DELIMITED) {
-      let len = 0
-      shift = 0
-      for (;;) {
-        if (i >= b.length || shift > 28) return null
-        const c = b[i++]!
-        len |= (c & 0x7f) << shift
-        if (c < 0x80) break
-        shift += 7
-      }
-      i += len
+      const len = r.next()
+      if (len < 0) return null
+      r.at += len
     } else return null
-    if (i > b.length) return null
+    if (r.at > b.length) return null
     if (tag >>> 3 === NAMES_FIELD && wire === LENGTH_DELIMITED) {
       // the entries must follow one another: a run split by other fields is decoded as usual
       if (start < 0) start = at
       else if (end !== at) return null
-      end = i
+      end = r.at
       count++
     }
   }
@@ -90,19 +96,11 @@ export class SharedRequestNames {
 
   /** The ADS service definition with request deserializers that share alike name lists. */
   service(def: grpc.ServiceDefinition): grpc.ServiceDefinition {
-    const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {}
-    for (const [name, method] of Object.entries(def)) {
-      const field =
-        name === 'StreamAggregatedResources'
-          ? 'resource_names'
-          : name === 'DeltaAggregatedResources'
-            ? 'resource_names_subscribe'
-            : null
+    return withAdsMethods(def, (method, protocol) => {
+      const field = protocol === 'sotw' ? 'resource_names' : 'resource_names_subscribe'
       const inner = method.requestDeserialize as Deserialize
-      out[name] =
-        field === null ? method : { ...method, requestDeserialize: (b: Buffer) => this.decode(b, inner, field) }
-    }
-    return out as grpc.ServiceDefinition
+      return { ...method, requestDeserialize: (b: Buffer) => this.decode(b, inner, field) }
+    })
   }
 
   /** `bytes` decoded by `inner`, with the names of `field` shared when a recent request had the same run. */

@@ -10,7 +10,7 @@
  * bytes, the least recently used going first; an entry is only ever a faster way to the same bytes.
  */
 import type * as grpc from '@grpc/grpc-js'
-import type { DeltaDiscoveryResponse, DiscoveryResponse } from './ads.js'
+import { type DeltaDiscoveryResponse, type DiscoveryResponse, withAdsMethods } from './ads.js'
 import { encodeDeltaDiscoveryResponse, encodeDiscoveryResponse } from './response-wire.js'
 
 /** field 5, length-delimited: `nonce` in DiscoveryResponse and DeltaDiscoveryResponse */
@@ -47,24 +47,16 @@ export class SharedResponses {
 
   /** The ADS service definition with serializers that send pre-encoded bytes as they are. */
   service(def: grpc.ServiceDefinition): grpc.ServiceDefinition {
-    const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {}
-    for (const [name, method] of Object.entries(def)) {
+    return withAdsMethods(def, (method, protocol) => {
       const generic = method.responseSerialize as Serialize
       // the ADS responses by hand (response-wire.ts: the same bytes), anything it does not write as before
       const serialize: Serialize =
-        name === 'StreamAggregatedResources'
+        protocol === 'sotw'
           ? (v) => encodeDiscoveryResponse(v as DiscoveryResponse) ?? generic(v)
-          : name === 'DeltaAggregatedResources'
-            ? (v) => encodeDeltaDiscoveryResponse(v as DeltaDiscoveryResponse) ?? generic(v)
-            : generic
-      if (name === 'StreamAggregatedResources') this.serializers.set('sotw', serialize)
-      if (name === 'DeltaAggregatedResources') this.serializers.set('delta', serialize)
-      out[name] = {
-        ...method,
-        responseSerialize: (value: unknown) => (Buffer.isBuffer(value) ? value : serialize(value)),
-      }
-    }
-    return out as grpc.ServiceDefinition
+          : (v) => encodeDeltaDiscoveryResponse(v as DeltaDiscoveryResponse) ?? generic(v)
+      this.serializers.set(protocol, serialize)
+      return { ...method, responseSerialize: (value: unknown) => (Buffer.isBuffer(value) ? value : serialize(value)) }
+    })
   }
 
   /**
