@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { RecentMessages } from '../bench/control/h2call.js'
-import { deltaResponse, nameOf, sotwResponse } from '../bench/control/lean.js'
+import { deltaResponse, nameOf, sotwResponse, vhostRead } from '../bench/control/lean.js'
 import { adsService } from '../src/xds/ads.js'
 import { encodeResource } from '../src/xds/proto.js'
 import { TYPE_URL } from '../src/xds/snapshot.js'
@@ -98,4 +98,25 @@ test('a response equal byte for byte to one read lately gets the same reading; a
   // bounded: two more distinct ones push the first out
   read(m.responseSerialize(msg('s3')))
   assert.notEqual(read(m.responseSerialize(msg('s1'))), first)
+})
+
+test('an on-demand client reads a virtual host once per content: equal bytes share the reading, others do not', () => {
+  const vhost = (cluster: string) =>
+    encodeResource(
+      { name: 'a:80', domains: ['a'], routes: [{ match: { prefix: '/' }, route: { cluster } }] },
+      'type.googleapis.com/envoy.config.route.v3.VirtualHost',
+    ).value as Uint8Array
+  let reads = 0
+  const read = (cluster: string) => () => {
+    reads++
+    return { name: 'a:80', clusters: [cluster] }
+  }
+  const first = vhostRead(vhost('outbound|80||a'), read('outbound|80||a'))
+  // the same content in another message's buffer (at another offset)
+  const copy = Buffer.concat([Buffer.from([1, 2, 3]), vhost('outbound|80||a')]).subarray(3)
+  assert.equal(vhostRead(copy, read('never')), first)
+  assert.equal(reads, 1)
+  // the same name routing elsewhere is read for itself
+  assert.deepEqual(vhostRead(vhost('outbound|80||b'), read('outbound|80||b')).clusters, ['outbound|80||b'])
+  assert.equal(reads, 2)
 })

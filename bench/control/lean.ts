@@ -361,6 +361,24 @@ function isSubset(a: Set<string>, b: Set<string>): boolean {
   return true
 }
 
+/**
+ * A virtual host's name and the clusters it routes to, by its bytes: each on-demand proxy's messages are its own,
+ * but the virtual hosts in them are the same for the proxies calling that host (about 10 here), and the process
+ * decodes each content once. The key is the bytes themselves, so only equal content is shared.
+ */
+const vhostReads = new Map<string, { name: string; clusters: string[] }>()
+const VHOST_READS_MAX = 20_000
+
+export function vhostRead(bytes: Uint8Array, read: () => { name: string; clusters: string[] }) {
+  const key = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
+  let r = vhostReads.get(key)
+  if (r === undefined) {
+    if (vhostReads.size >= VHOST_READS_MAX) vhostReads.clear()
+    vhostReads.set(key, (r = read()))
+  }
+  return r
+}
+
 /** a listener's name and the route configurations it names, by the resource object read (never changed) */
 const listenerReads = new WeakMap<object, { name: string; routes: string[] }>()
 
@@ -605,11 +623,14 @@ export class LeanClient {
     }
     // the clusters a virtual host routes to matter on demand only (a full-visibility proxy holds every cluster)
     if (typeUrl === VHOST_TYPE && (this.opts.vhostAliases?.length ?? 0) > 0) {
-      const v = decodeResource(any, { withType: false })
-      const out = new Set<string>()
-      vhostClusters(v, out)
-      this.vhostRefs.set(v.name as string, [...out])
-      return v.name as string
+      const read = vhostRead(any.value as Uint8Array, () => {
+        const v = decodeResource(any, { withType: false })
+        const out = new Set<string>()
+        vhostClusters(v, out)
+        return { name: v.name as string, clusters: [...out] }
+      })
+      this.vhostRefs.set(read.name, read.clusters)
+      return read.name
     }
     return nameOf(any.value as Uint8Array)
   }
