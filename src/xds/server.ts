@@ -65,7 +65,6 @@ import { type CachedResource, type CachedType, type CacheEntry, SnapshotCache, s
 import { structToJson } from './proto.js'
 import { clusterRefs, edsServiceName, secretRefs } from './refs.js'
 import { type Snapshot, TYPE_URL } from './snapshot.js'
-import { ShortMemo } from './short-memo.js'
 import { SharedRequestNames } from './shared-requests.js'
 import { SharedResponses } from './shared-responses.js'
 import { resolveAlias } from './vhds-aliases.js'
@@ -226,7 +225,7 @@ function ownAcked(st: TypeState): Map<string, CachedResource> {
   return st.acked as Map<string, CachedResource>
 }
 
-const goneMemo = new ShortMemo<object, CachedResource[] | null>()
+const goneMemo = new WeakMap<object, WeakMap<object, WeakMap<object, CachedResource[] | null>>>()
 const NO_INFLIGHT = {}
 const NO_ITEMS = {}
 
@@ -241,7 +240,17 @@ function goneClusters(cds: TypeState, now: ReadonlyMap<string, CachedResource> |
     return gone
   }
   if (cds.ackedOwned) return compute()
-  return goneMemo.get(cds.acked, cds.inflight, now, null, compute)
+  let a = goneMemo.get(cds.acked)
+  if (a === undefined) goneMemo.set(cds.acked, (a = new WeakMap()))
+  const fk = cds.inflight ?? NO_INFLIGHT
+  let b = a.get(fk)
+  if (b === undefined) a.set(fk, (b = new WeakMap()))
+  const nk = now ?? NO_ITEMS
+  const have = b.get(nk)
+  if (have !== undefined) return have
+  const gone = compute()
+  b.set(nk, gone)
+  return gone
 }
 
 /**
@@ -262,19 +271,22 @@ class RecentCold {
   }
 }
 
-const appliedDeltas = new ShortMemo<object, ReadonlyMap<string, CachedResource>>()
+const appliedDeltas = new WeakMap<object, WeakMap<object, ReadonlyMap<string, CachedResource>>>()
 
 /** `acked` with a delta response applied, as a new map (never changed): one per (acked, response) pair. */
 function appliedDelta(
   acked: ReadonlyMap<string, CachedResource>,
   f: NonNullable<TypeState['inflight']>,
 ): ReadonlyMap<string, CachedResource> {
-  return appliedDeltas.get(acked, f, null, null, () => {
-    const m = new Map(acked)
-    for (const n of f.removed) m.delete(n)
-    for (const [n, r] of f.items) m.set(n, r)
-    return m
-  })
+  let byResponse = appliedDeltas.get(acked)
+  if (byResponse === undefined) appliedDeltas.set(acked, (byResponse = new WeakMap()))
+  const have = byResponse.get(f)
+  if (have !== undefined) return have
+  const m = new Map(acked)
+  for (const n of f.removed) m.delete(n)
+  for (const [n, r] of f.items) m.set(n, r)
+  byResponse.set(f, m)
+  return m
 }
 
 /** What the client holds of a resource once it has accepted the response in flight (or now, without one). */
@@ -1230,11 +1242,8 @@ interface SharedDelta {
 
 let sharedNonces = 0
 
-/**
- * By the `known` map a delta starts from, the deltas computed from it with the rest of their input: alike streams
- * hold the same objects and share one; an on-demand proxy's own maps cost a short list (ShortMemo).
- */
-const sharedDeltas = new ShortMemo<Map<string, string>, SharedDelta>(4)
+const sharedDeltas = new WeakMap<Map<string, string>, WeakMap<Set<string>, WeakMap<object, Map<string, SharedDelta>>>>()
+const NO_TYPE = {}
 
 /** What a shared delta push depends on. */
 interface DeltaInput {
@@ -1247,7 +1256,19 @@ interface DeltaInput {
 
 function sharedDelta(input: DeltaInput): SharedDelta {
   const { typeUrl, t, known, names, wildcard } = input
-  return sharedDeltas.get(known, names, t, wildcard ? `*${typeUrl}` : typeUrl, () => computeDelta(input))
+  let byNames = sharedDeltas.get(known)
+  if (byNames === undefined) sharedDeltas.set(known, (byNames = new WeakMap()))
+  let byType = byNames.get(names)
+  if (byType === undefined) byNames.set(names, (byType = new WeakMap()))
+  const tk = t ?? NO_TYPE
+  let byUrl = byType.get(tk)
+  if (byUrl === undefined) byType.set(tk, (byUrl = new Map()))
+  const k = wildcard ? `*${typeUrl}` : typeUrl
+  const have = byUrl.get(k)
+  if (have !== undefined) return have
+  const d = computeDelta(input)
+  byUrl.set(k, d)
+  return d
 }
 
 function computeDelta({ typeUrl, t, known, names, wildcard }: DeltaInput): SharedDelta {
